@@ -1,0 +1,37 @@
+# Fine-tuning strategy study. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+install: ## create .venv and install the pinned dependencies and this package (editable)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+
+test: ## fast tests (unit + small end-to-end runs; < 15 min on 2 CPU cores)
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+test-slow: ## slow end-to-end tests (the full default study)
+	$(PY) -m pytest -q -m slow $(ARGS)
+
+study: ## the three-strategy comparison on the default model and data
+	$(PY) -m src.train -m strategy=frozen,full,layerwise $(ARGS)
+
+sweep: ## Optuna search over lr_decay and unfreeze_depth (not built yet: see issue #3)
+	@echo "make sweep: the Optuna sweep is not implemented yet; run 'make study' for the strategy comparison." >&2
+	@exit 2
+
+report: ## print the comparison table of a results folder: make report DIR=multirun/...
+	$(PY) -m src.report $(or $(DIR),multirun)
+
+clean: ## remove run outputs and caches (not the venv)
+	rm -rf outputs multirun wandb .pytest_cache
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+.PHONY: help install test test-slow study sweep report clean

@@ -1,0 +1,118 @@
+"""The loops: one training epoch and one evaluation pass, as plain functions."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    loss: float
+    samples: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalStats:
+    loss: float
+    acc: float
+    balanced_acc: float
+    samples: int
+    seconds: float
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "train",
+) -> EpochStats:
+    """One pass over `batches`, stepping the scheduler per step. The caller sets train/freeze state."""
+    _sync(device)
+    start = time.perf_counter()
+    # Summed on the device: reading the loss every step would force a sync per step.
+    total = torch.zeros((), device=device)
+    samples = 0
+    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    for x, y in bar:
+        with _autocast(device, amp_dtype):
+            loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.detach().float() * len(y)
+        samples += len(y)
+    _sync(device)
+    return EpochStats(loss=float(total) / max(1, samples), samples=samples, seconds=time.perf_counter() - start)
+
+
+def balanced_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
+    """Mean per-class recall over the classes present in `labels`."""
+    hits = torch.bincount(labels[preds == labels], minlength=num_classes).float()
+    support = torch.bincount(labels, minlength=num_classes).float()
+    present = support > 0
+    return float((hits[present] / support[present]).mean())
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on CPU) and labels for every batch, with the model in eval mode."""
+    # Restore each module's own mode afterwards: frozen BatchNorm layers stay in eval mode in training.
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    logits, labels = [], []
+    for x, y in batches:
+        with _autocast(device, amp_dtype):
+            logits.append(model(x).float().cpu())
+        labels.append(y.cpu())
+    for module, mode in modes:
+        module.training = mode
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+) -> EvalStats:
+    start = time.perf_counter()
+    logits, labels = predict(model, batches, device, amp_dtype)
+    preds = logits.argmax(1)
+    return EvalStats(
+        loss=float(F.cross_entropy(logits, labels)),
+        acc=float((preds == labels).float().mean()),
+        balanced_acc=balanced_accuracy(preds, labels, num_classes),
+        samples=len(labels),
+        seconds=time.perf_counter() - start,
+    )

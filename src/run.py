@@ -1,0 +1,258 @@
+"""One fine-tuning run, end to end, from a typed config to the files in its run directory.
+
+`run()` wires the pieces (data, model, strategy schedule, optimizer, loops, measurement, tracking)
+and returns the result record; it knows nothing of Hydra. The loops are in `engine`, the schedule
+in `strategies`, the counting in `flops`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import random
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import yaml
+
+from src import engine
+from src.config import RunConfig
+from src.data import Batches, load_dataset
+from src.flops import StepFlops, counted_forward_flops, counted_step_flops
+from src.measure import PeakMemory
+from src.models import build_model, normalization
+from src.optim import build_optimizer, build_scheduler, param_groups
+from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
+from src.strategies import apply_epoch, layer_groups, plan_schedule
+from src.tracking import make_tracker
+
+log = logging.getLogger(__name__)
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_runtime(cfg: RunConfig) -> Runtime:
+    t = cfg.trainer
+    if t.device == "cuda" and not torch.cuda.is_available():
+        from src.config import ConfigError
+
+        raise ConfigError("trainer.device='cuda' but no CUDA device is available (use auto or cpu)")
+    device = torch.device("cuda" if t.device == "auto" and torch.cuda.is_available() else t.device if t.device != "auto" else "cpu")
+    on_gpu = device.type == "cuda"
+    amp = t.amp == "on" or (t.amp == "auto" and on_gpu)
+    # channels_last speeds up cuDNN convolutions under AMP; on CPU it measured slower for
+    # depthwise-heavy nets at small resolutions, so "auto" keeps it for CUDA only.
+    channels_last = t.channels_last == "on" or (t.channels_last == "auto" and on_gpu)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    return Runtime(device, torch.bfloat16 if amp else None, channels_last)
+
+
+def _lrs(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, float]:
+    """The current LR of each layer group (its decay and no-decay param groups share it)."""
+    out: dict[str, float] = {}
+    for g in optimizer.param_groups:
+        out[f"lr/{names[g['layer_group']]}"] = g["lr"]
+    return out
+
+
+def run(cfg: RunConfig, run_dir: Path, run_name: str | None = None) -> dict[str, Any]:
+    """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wall_start = time.perf_counter()
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    (run_dir / RESULT_FILE).unlink(missing_ok=True)
+
+    seed_everything(cfg.seed)
+    rt = resolve_runtime(cfg)
+    data = load_dataset(cfg.dataset)
+    seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
+    model = build_model(cfg.model, data.num_classes)
+    norm = normalization(model)
+    groups = layer_groups(model, cfg.strategy.granularity)
+    schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)
+    write_json(run_dir / GROUPS_FILE, schedule.to_dict())
+    log.info(
+        "%s | %s on %s (%d classes; train %d, val %d, test %d; %s) | %s%s\n%s",
+        cfg.strategy.name, cfg.model.name, data.name, data.num_classes, len(data.train), len(data.val),
+        len(data.test), data.split_note, rt.device, " bf16" if rt.amp_dtype else "", schedule.table(),
+    )
+
+    model.to(rt.device)
+    if rt.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optim, param_groups(model, groups, schedule, cfg.optim.weight_decay))
+    t = cfg.trainer
+    batch_kw = dict(norm=norm, device=rt.device, channels_last=rt.channels_last)
+    train_batches = Batches(
+        data.train, t.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.dataset.augment, hflip=cfg.dataset.hflip, **batch_kw
+    )
+    val_batches = Batches(data.val, t.eval_batch_size, **batch_kw)
+    test_batches = Batches(data.test, t.eval_batch_size, **batch_kw)
+    scheduler = build_scheduler(optimizer, cfg.optim, schedule, len(train_batches))
+    group_names = [g.name for g in groups]
+    input_shape = (3, cfg.dataset.image_size, cfg.dataset.image_size)
+
+    base = {
+        "strategy": cfg.strategy.name,
+        "model": cfg.model.name,
+        "dataset": data.name,
+        "seed": cfg.seed,
+        "epochs": t.epochs,
+        "image_size": cfg.dataset.image_size,
+        "train_samples": len(data.train),
+        "val_samples": len(data.val),
+        "test_samples": len(data.test),
+        "num_classes": data.num_classes,
+        "num_groups": len(groups),
+        "lr": cfg.optim.lr,
+        "lr_decay": cfg.strategy.lr_decay if cfg.strategy.name == "layerwise" else None,
+        "unfreeze_depth": cfg.strategy.unfreeze_depth if cfg.strategy.name == "layerwise" else None,
+        "unfreeze_every": cfg.strategy.unfreeze_every if cfg.strategy.name == "layerwise" else None,
+        "frozen_bn": cfg.strategy.frozen_bn,
+        "optimizer": cfg.optim.name,
+        "device": str(rt.device),
+        "run_dir": str(run_dir),
+    }
+    tracker = make_tracker(
+        cfg.logger, run_dir, run_name or run_dir.name, cfg.to_dict() | {"param_groups": schedule.to_dict()}, cfg.strategy.name
+    )
+    exit_code = 1
+    state: dict[str, Any] = {"epoch": -1}
+    try:
+        result = _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches, val_batches,
+                        test_batches, data.num_classes, input_shape, group_names, run_dir, tracker, state)
+        result = base | result | {"total_time_s": time.perf_counter() - wall_start, "status": "completed"}
+        result |= _environment()
+        write_json(run_dir / RESULT_FILE, result)
+        tracker.summary(result)
+        exit_code = 0
+        return result
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        write_json(
+            run_dir / RESULT_FILE,
+            base | {"status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
+                    "traceback": traceback.format_exc(limit=5)} | _environment(),
+        )
+        raise
+    finally:
+        tracker.finish(exit_code=exit_code)
+
+
+def _environment() -> dict[str, Any]:
+    return {
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "python_version": platform.python_version(),
+        "cpu_threads": torch.get_num_threads(),
+        "hostname": platform.node(),
+        "pid": os.getpid(),
+    }
+
+
+def _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches, val_batches, test_batches,
+           num_classes, input_shape, group_names, run_dir, tracker, state) -> dict[str, Any]:
+    t = cfg.trainer
+    flops_by_phase: dict[tuple[bool, ...], StepFlops] = {}
+    train_flops = {"forward": 0, "backward": 0}
+    train_seconds = 0.0
+    trained_samples = 0
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
+    max_trainable = 0
+    elapsed_start = time.perf_counter()
+    with PeakMemory(rt.device) as mem:
+        for epoch in range(t.epochs):
+            state["epoch"] = epoch
+            trainable = apply_epoch(model, groups, schedule, epoch)
+            max_trainable = max(max_trainable, trainable)
+            phase = schedule.active(epoch)
+            if t.count_flops and phase not in flops_by_phase:
+                flops_by_phase[phase] = counted_step_flops(model, input_shape, num_classes)
+            lrs = _lrs(optimizer, group_names)
+            stats = engine.train_one_epoch(
+                model, train_batches, optimizer, scheduler, rt.device, rt.amp_dtype,
+                progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}",
+            )
+            if not np.isfinite(stats.loss):
+                raise DivergedError(f"training loss became {stats.loss} in epoch {epoch}")
+            train_seconds += stats.seconds
+            trained_samples += stats.samples
+            if t.count_flops:
+                train_flops["forward"] += flops_by_phase[phase].forward * stats.samples
+                train_flops["backward"] += flops_by_phase[phase].backward * stats.samples
+            val = engine.evaluate(model, val_batches, num_classes, rt.device, rt.amp_dtype)
+            record = {
+                "epoch": epoch,
+                "train_loss": stats.loss,
+                "val_loss": val.loss,
+                "val_acc": val.acc,
+                "val_balanced_acc": val.balanced_acc,
+                "trainable_params": trainable,
+                "epoch_train_s": stats.seconds,
+                "epoch_val_s": val.seconds,
+                "elapsed_s": time.perf_counter() - elapsed_start,
+                "train_flops_cum": train_flops["forward"] + train_flops["backward"],
+                **lrs,
+            }
+            append_jsonl(run_dir / METRICS_FILE, record)
+            tracker.log(record, step=epoch)
+            log.info(
+                "epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs",
+                epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds,
+            )
+            if t.select == "last" or best is None or val.acc > best[0]:
+                # A copy, not a reference: later steps mutate the live tensors in place.
+                best = (val.acc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    assert best is not None
+    best_val_acc, best_epoch, best_state = best
+    model.load_state_dict(best_state)
+    if t.save_model:
+        torch.save(best_state, run_dir / "model.pt")
+    # Test is evaluated once, on the model that validation selected.
+    val = engine.evaluate(model, val_batches, num_classes, rt.device, rt.amp_dtype)
+    test = engine.evaluate(model, test_batches, num_classes, rt.device, rt.amp_dtype)
+    fwd_per_image = counted_forward_flops(model, input_shape) if t.count_flops else None
+    return {
+        "best_epoch": best_epoch,
+        "val_acc": val.acc,
+        "val_balanced_acc": val.balanced_acc,
+        "test_acc": test.acc,
+        "test_balanced_acc": test.balanced_acc,
+        "test_loss": test.loss,
+        "trainable_params": schedule.trainable_params,
+        "max_trainable_params_per_epoch": max_trainable,
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "train_flops": (train_flops["forward"] + train_flops["backward"]) if t.count_flops else None,
+        "train_flops_forward": train_flops["forward"] if t.count_flops else None,
+        "train_flops_backward": train_flops["backward"] if t.count_flops else None,
+        "inference_flops_per_image": fwd_per_image,
+        "train_time_s": train_seconds,
+        "images_per_s": trained_samples / train_seconds if train_seconds > 0 else None,
+        "peak_mem_mb": mem.peak_mb,
+        "peak_mem_start_mb": mem.start_mb,
+        "peak_mem_method": mem.method,
+    }

@@ -1,0 +1,66 @@
+"""Hydra entrypoint: `python -m src.train [overrides]`, `python -m src.train -m strategy=frozen,full,layerwise`.
+
+Hydra stops here. The composed config is turned into a typed `RunConfig` (one-line error on a bad
+key or value) and handed to the plain `run()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import ConfigError, RunConfig
+from src.models import PretrainedWeightsError
+from src.results import find_results, format_table
+
+log = logging.getLogger(__name__)
+
+
+def to_run_config(cfg: DictConfig, group: str | None = None) -> RunConfig:
+    data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+    data.pop("hydra", None)
+    if group and isinstance(data.get("logger"), dict) and not data["logger"].get("group"):
+        data["logger"]["group"] = group
+    return RunConfig.from_dict(data)
+
+
+def _multirun_group(hc) -> str | None:
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return "-".join(Path(hc.sweep.dir).parts[-3:])
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from src.run import run  # after config checks fail fast, torch/timm import here
+
+    hc = HydraConfig.get()
+    try:
+        run_cfg = to_run_config(cfg, _multirun_group(hc))
+        result = run(run_cfg, Path(hc.runtime.output_dir), run_name=Path(hc.runtime.output_dir).name)
+    except (ConfigError, PretrainedWeightsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    return float(result["val_acc"])
+
+
+class ComparisonTable(Callback):
+    """Prints the comparison table of every run in the sweep directory once the multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = find_results([sweep_dir])
+        if rows:
+            print(f"\n{len(rows)} runs in {sweep_dir}:\n{format_table(rows)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

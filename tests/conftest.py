@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from src.config import RunConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Nothing in the tests may reach the network: hub look-ups fail fast instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+TINY = {
+    # A real timm architecture, small enough to train in seconds on a CPU.
+    "model": {"name": "test_efficientnet", "pretrained": False},
+    "dataset": {"kind": "digits", "image_size": 32, "train_per_class": 4},
+    "trainer": {"epochs": 2, "batch_size": 16, "progress": False},
+    "logger": {"kind": "none"},
+}
+
+
+@pytest.fixture
+def tiny_config():
+    def make(**sections) -> RunConfig:
+        return RunConfig.from_dict(merge(TINY, sections))
+
+    return make

@@ -1,0 +1,111 @@
+"""run() end to end on a tiny real model: the files it writes, frozen backbones, W&B offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.results import read_jsonl
+from src.run import run
+
+REQUIRED = (
+    "strategy model dataset seed epochs image_size train_samples val_acc test_acc val_balanced_acc "
+    "test_balanced_acc trainable_params total_params train_flops train_time_s images_per_s peak_mem_mb"
+).split()
+
+
+def test_run_writes_config_metrics_groups_and_result(tiny_config, tmp_path):
+    cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1}, trainer={"epochs": 3})
+    result = run(cfg, tmp_path)
+    on_disk = json.loads((tmp_path / "result.json").read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    for key in REQUIRED:
+        assert on_disk[key] is not None, key
+    assert on_disk["status"] == "completed" and 0 <= on_disk["test_acc"] <= 1
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [0, 1, 2]
+    groups = json.loads((tmp_path / "param_groups.json").read_text())
+    names = [g["name"] for g in groups["groups"]]
+    # gradual unfreezing: trainable params and train FLOPs per epoch grow as groups thaw
+    assert metrics[0]["trainable_params"] < metrics[1]["trainable_params"] < metrics[2]["trainable_params"]
+    flops = [m["train_flops_cum"] for m in metrics]
+    assert flops[1] - flops[0] > flops[0] > 0 and flops[2] - flops[1] > flops[1] - flops[0]
+    # a group's LR is 0 until its epoch comes, then its own scheduled value
+    below = names[-2]
+    assert metrics[0][f"lr/{below}"] == 0.0 and metrics[1][f"lr/{below}"] > 0
+    assert groups["groups"][-2]["epochs"] == [1, 2]
+    assert on_disk["train_flops"] == flops[-1]
+    assert (tmp_path / "config.yaml").read_text().startswith("model:")
+
+
+def test_frozen_backbone_is_bitwise_unchanged_and_head_trains(tiny_config, tmp_path):
+    from src.models import build_model
+    from src.run import seed_everything
+
+    cfg = tiny_config(strategy={"name": "frozen"}, trainer={"select": "last", "save_model": True})
+    seed_everything(cfg.seed)
+    before = build_model(cfg.model, 10).state_dict()
+    result = run(cfg, tmp_path)
+    after = torch.load(tmp_path / "model.pt", weights_only=True)
+    head = {"classifier.weight", "classifier.bias"}
+    backbone = [k for k in before if k not in head]
+    assert len(backbone) > 50
+    for key in backbone:  # weights and BatchNorm running statistics alike
+        assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+    assert result["trainable_params"] == sum(after[k].numel() for k in head)
+
+
+def test_same_seed_same_metrics(tiny_config, tmp_path):
+    cfg = tiny_config(strategy={"name": "full"})
+    a, b = run(cfg, tmp_path / "a"), run(cfg, tmp_path / "b")
+    assert read_jsonl(tmp_path / "a" / "metrics.jsonl")[-1]["train_loss"] == read_jsonl(tmp_path / "b" / "metrics.jsonl")[-1]["train_loss"]
+    assert a["test_acc"] == b["test_acc"]
+
+
+def test_wandb_offline_logs_metrics_that_read_back(tiny_config, tmp_path, monkeypatch):
+    from tests import wandb_files
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))  # no credentials: auto means offline
+    cfg = tiny_config(strategy={"name": "full"}, logger={"kind": "wandb", "mode": "auto", "group": "g1"})
+    result = run(cfg, tmp_path)
+    files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1
+    history = wandb_files.history(files[0])
+    local = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [h["val_acc"] for h in history] == pytest.approx([m["val_acc"] for m in local])
+    assert [h["train_loss"] for h in history] == pytest.approx([m["train_loss"] for m in local])
+    summary = wandb_files.summary(files[0])
+    assert summary["test_acc"] == pytest.approx(result["test_acc"])
+    assert summary["train_flops"] == result["train_flops"]
+    info = wandb_files.run_info(files[0])
+    assert info.run_group == "g1" and info.job_type == "full"
+    assert wandb_files.config(files[0])["strategy"]["name"] == "full"
+
+
+def test_wandb_failure_never_fails_the_run(tiny_config, tmp_path, monkeypatch):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("W&B server unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken)
+    cfg = tiny_config(logger={"kind": "wandb", "mode": "online"})
+    result = run(cfg, tmp_path)
+    assert result["status"] == "completed"
+
+
+def test_diverged_run_is_recorded_as_failed_not_as_a_result(tiny_config, tmp_path):
+    from src.run import DivergedError
+
+    cfg = tiny_config(optim={"lr": 1e30, "warmup_epochs": 0}, strategy={"name": "full"})
+    with pytest.raises(DivergedError):
+        run(cfg, tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "failed" and "DivergedError" in result["error"]
+    assert "test_acc" not in result and result["failed_epoch"] == 0

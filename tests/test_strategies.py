@@ -1,0 +1,135 @@
+"""Strategy schedules and optimizer groups on tiny real timm models, without training."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from src.config import ConfigError, OptimConfig, StrategyConfig
+from src.optim import build_optimizer, build_scheduler, param_groups
+from src.strategies import apply_epoch, layer_groups, plan_schedule
+
+
+@pytest.fixture(scope="module", params=["test_efficientnet", "test_resnet", "test_vit"])
+def model(request):
+    torch.manual_seed(0)
+    return timm.create_model(request.param, pretrained=False, num_classes=5)
+
+
+def _schedule(model, epochs=4, **kw):
+    groups = layer_groups(model)
+    return groups, plan_schedule(StrategyConfig(**kw), groups, head_lr=1e-3, epochs=epochs)
+
+
+def test_groups_partition_parameters_with_head_last(model):
+    groups = layer_groups(model)
+    names = [n for g in groups for n in g.param_names]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    assert len(names) == len(set(names))
+    head = {n for n, p in model.named_parameters() if any(p is q for q in model.get_classifier().parameters())}
+    assert groups[-1].name == "head" and set(groups[-1].param_names) == head
+    assert sum(g.num_params for g in groups) == sum(p.numel() for p in model.parameters())
+    assert len(groups) >= 4  # stem, stages, head: the model's own group_matcher, not one blob
+
+
+def test_frozen_trains_only_the_head(model):
+    groups, s = _schedule(model, name="frozen")
+    assert [g.epochs for g in s.groups[:-1]] == [()] * (len(groups) - 1)
+    assert s.groups[-1].epochs == (0, 1, 2, 3) and s.groups[-1].lr == 1e-3
+    assert s.trainable_params == groups[-1].num_params
+
+
+def test_full_trains_everything_backbone_at_a_tenth(model):
+    groups, s = _schedule(model, name="full")
+    assert all(g.epochs == (0, 1, 2, 3) for g in s.groups)
+    assert [g.lr for g in s.groups[:-1]] == pytest.approx([1e-4] * (len(groups) - 1))
+    assert s.trainable_params == sum(p.numel() for p in model.parameters())
+
+
+def test_layerwise_lr_decays_by_factor_per_group(model):
+    groups, s = _schedule(model, name="layerwise", lr_decay=2.6)
+    lrs = [g.lr for g in s.groups]
+    assert lrs[-1] == 1e-3
+    for lower, upper in zip(lrs, lrs[1:]):
+        assert upper / lower == pytest.approx(2.6)
+    assert s.groups[0].lr == pytest.approx(1e-3 / 2.6 ** (len(groups) - 1))
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_unfreeze_depth_trains_top_k_groups(model, depth):
+    groups, s = _schedule(model, name="layerwise", unfreeze_depth=depth)
+    training = [bool(g.epochs) for g in s.groups]
+    assert training == [False] * (len(groups) - 1 - depth) + [True] * (depth + 1)
+    assert s.trainable_params == sum(g.num_params for g in groups[len(groups) - 1 - depth :])
+
+
+def test_depth_beyond_group_count_is_an_error(model):
+    groups = layer_groups(model)
+    with pytest.raises(ConfigError, match="strategy.unfreeze_depth=99 exceeds"):
+        plan_schedule(StrategyConfig(name="layerwise", unfreeze_depth=99), groups, 1e-3, 3)
+    s = plan_schedule(StrategyConfig(name="layerwise", unfreeze_depth=len(groups) - 1), groups, 1e-3, 3)
+    assert all(g.epochs for g in s.groups)
+
+
+def test_gradual_unfreezing_starts_one_group_every_n_epochs(model):
+    groups, s = _schedule(model, epochs=6, name="layerwise", unfreeze_depth=2, unfreeze_every=2)
+    top = s.groups[-3:]
+    assert [g.start_epoch for g in top] == [4, 2, 0]
+    assert [g.epochs for g in top] == [(4, 5), (2, 3, 4, 5), (0, 1, 2, 3, 4, 5)]
+    assert s.active(0)[-3:] == (False, False, True) and s.active(5)[-3:] == (True, True, True)
+    assert s.to_dict()["groups"][-2]["epochs"] == [2, 3, 4, 5]
+
+
+def test_optimizer_groups_carry_real_lrs_and_frozen_groups_get_zero():
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    groups, s = _schedule(model, epochs=3, name="layerwise", unfreeze_depth=1, unfreeze_every=1, lr_decay=2.0)
+    pgs = param_groups(model, groups, s, weight_decay=0.05)
+    opt = build_optimizer(OptimConfig(warmup_epochs=0), pgs)
+    assert not any("lr_scale" in g for g in opt.param_groups)
+    # no weight decay on norms and biases
+    for g in opt.param_groups:
+        assert (g["weight_decay"] == 0) == g["name"].endswith("/no_decay")
+        if g["weight_decay"]:
+            assert all(p.ndim > 1 for p in g["params"])
+    steps = 2
+    sched = build_scheduler(opt, OptimConfig(warmup_epochs=0), s, steps_per_epoch=steps)
+    by_group = lambda: {g["layer_group"]: g["lr"] for g in opt.param_groups}  # noqa: E731
+    head, below = len(groups) - 1, len(groups) - 2
+    assert by_group()[head] == pytest.approx(1e-3) and by_group()[below] == 0.0 and by_group()[0] == 0.0
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    states = []
+    for epoch in range(3):
+        apply_epoch(model, groups, s, epoch)
+        for _ in range(steps):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+            sched.step()
+        states.append({i: any(p in opt.state for p in g["params"]) for i, g in enumerate(opt.param_groups)})
+    lg = [g["layer_group"] for g in opt.param_groups]
+    # after epoch 0 only the head has optimizer state; after epoch 1 the group below too, and
+    # the head's state was kept (same param groups throughout, none added mid-run)
+    assert {lg[i] for i, has in states[0].items() if has} == {head}
+    assert {lg[i] for i, has in states[1].items() if has} == {head, below}
+    assert len(opt.param_groups) == len(pgs)
+
+
+def test_apply_epoch_freezes_params_and_batchnorm(model):
+    groups, s = _schedule(model, name="frozen")
+    trainable = apply_epoch(model, groups, s, 0)
+    assert trainable == groups[-1].num_params
+    assert all(p.requires_grad == (n in groups[-1].param_names) for n, p in model.named_parameters())
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert all(not m.training for m in bns)
+    _, s_train = _schedule(model, name="frozen", frozen_bn="train")
+    apply_epoch(model, groups, s_train, 0)
+    assert all(m.training for m in bns)
+
+
+def test_schedule_table_lists_every_group(model):
+    groups, s = _schedule(model, name="layerwise", unfreeze_depth=1)
+    table = s.table()
+    for g in groups:
+        assert g.name in table
+    assert table.count("frozen") == len(groups) - 2

@@ -1,0 +1,67 @@
+"""The Hydra entrypoint as a user runs it: a multirun over the three strategies, the table, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "model.name=test_efficientnet",
+    "model.pretrained=false",
+    "dataset.image_size=32",
+    "dataset.train_per_class=3",
+    "trainer.epochs=1",
+    "trainer.progress=false",
+    "logger=none",
+]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_multirun_of_three_strategies_prints_the_table(tmp_path):
+    sweep = tmp_path / "multi"
+    proc = _run(["-m", "src.train", "-m", "strategy=frozen,full,layerwise", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {json.loads(p.read_text())["strategy"]: p.parent for p in sweep.glob("*/result.json")}
+    assert set(results) == {"frozen", "full", "layerwise"}
+    for run_dir in results.values():
+        for name in ("config.yaml", "metrics.jsonl", "param_groups.json", "result.json", ".hydra/overrides.yaml"):
+            assert (run_dir / name).is_file(), run_dir / name
+    table = proc.stdout[proc.stdout.index("3 runs in") :]
+    for strategy, run_dir in results.items():
+        line = next(line for line in table.splitlines() if line.startswith(strategy + " "))
+        assert run_dir.name in line and "completed" in line
+    frozen = json.loads((results["frozen"] / "result.json").read_text())
+    full = json.loads((results["full"] / "result.json").read_text())
+    assert frozen["trainable_params"] < full["trainable_params"] == full["total_params"]
+    assert frozen["train_flops"] < full["train_flops"]
+
+    again = _run(["-m", "src.report", str(sweep)], tmp_path)
+    assert again.returncode == 0
+    assert again.stdout.strip() == table.split("\n", 1)[1].strip()
+
+
+def test_bad_override_is_one_line_and_nonzero(tmp_path):
+    proc = _run(["-m", "src.train", *TINY, "strategy.lr_decay=-1", "hydra.run.dir=" + str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: strategy.lr_decay=-1.0 must be > 0"
+    assert not (tmp_path / "r" / "result.json").exists()
+
+
+def test_depth_beyond_model_is_rejected_before_training(tmp_path):
+    proc = _run(["-m", "src.train", *TINY, "strategy.unfreeze_depth=40", "hydra.run.dir=" + str(tmp_path / "r")], tmp_path)
+    assert proc.returncode == 2
+    assert "strategy.unfreeze_depth=40 exceeds this model's 6 backbone groups" in proc.stderr
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_report_on_missing_folder_is_an_error(tmp_path):
+    proc = _run(["-m", "src.report", str(tmp_path / "nothing")], tmp_path)
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
