@@ -89,7 +89,7 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainerConfig:
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 16
     eval_batch_size: int = 256
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Mixed precision (bf16) on CUDA; "auto" = on for CUDA, off on CPU.
