@@ -204,6 +204,13 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
 
 
 def _tv_to_split(dataset, size: int) -> Split:
+    # MNIST- and CIFAR-style datasets hold every image in one uint8 array: take it whole
+    # (load_dataset resizes after subsampling).
+    data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
+    if targets is not None and isinstance(data, (np.ndarray, torch.Tensor)) and data.ndim in (3, 4):
+        array = data.numpy() if isinstance(data, torch.Tensor) else data
+        if array.dtype == np.uint8:
+            return Split(_to_nchw(array), torch.as_tensor(np.asarray(targets), dtype=torch.int64))
     images, labels = [], []
     for img, label in dataset:
         arr = np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img, dtype=np.uint8)

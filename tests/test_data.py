@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -120,3 +122,31 @@ def test_shuffle_is_seeded_and_augment_keeps_shapes():
     plain = Batches(d.train, 8, norm, cpu)
     (xa, ya), (xp, yp) = next(iter(aug)), next(iter(plain))
     assert xa.shape == xp.shape and torch.equal(ya, yp) and not torch.equal(xa, xp)
+
+
+FASHION = Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion_mnist"
+
+
+@pytest.mark.skipif(not (FASHION / "train-images-idx3-ubyte.gz").is_file(), reason="shared Fashion-MNIST not present")
+def test_torchvision_dataset_offline_from_a_local_root(tmp_path):
+    import gzip
+    import shutil
+
+    raw = tmp_path / "FashionMNIST" / "raw"  # where torchvision looks for the official files
+    raw.mkdir(parents=True)
+    for gz in FASHION.glob("*-ubyte.gz"):
+        with gzip.open(gz) as src, open(raw / gz.stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    d = load_dataset(
+        DataConfig(kind="torchvision", tv_name="FashionMNIST", root=str(tmp_path), download=False,
+                   image_size=32, train_per_class=10)
+    )
+    assert d.num_classes == 10 and d.classes[0] == "T-shirt/top"
+    assert torch.bincount(d.train.labels).tolist() == [10] * 10
+    assert len(d.test) == 10000 and len(d.val) == 12000  # val split off the 60k train, stratified
+    assert d.train.images.shape[1:] == (1, 32, 32)
+
+
+def test_unknown_torchvision_dataset_is_a_config_error():
+    with pytest.raises(ConfigError, match="dataset.tv_name='NoSuchSet'"):
+        load_dataset(DataConfig(kind="torchvision", tv_name="NoSuchSet"))
