@@ -42,7 +42,7 @@ class DataConfig:
     tv_name: str | None = None
     flag: str | None = None
     download: bool = False
-    image_size: int = 64
+    image_size: int = 96
     # Small-data regime: keep at most this many training images per class (None = all).
     train_per_class: int | None = None
     # Used only when the source has no val/test split of its own.
@@ -88,7 +88,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    epochs: int = 10
+    epochs: int = 6
     batch_size: int = 16
     eval_batch_size: int = 256
     device: Literal["auto", "cpu", "cuda"] = "auto"
