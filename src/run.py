@@ -30,8 +30,8 @@ from src.measure import PeakMemory
 from src.models import build_model, normalization
 from src.optim import build_optimizer, build_scheduler, param_groups
 from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
-from src.strategies import apply_epoch, layer_groups, plan_schedule
-from src.tracking import make_tracker
+from src.strategies import LayerGroup, Schedule, apply_epoch, layer_groups, plan_schedule
+from src.tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,22 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+
+
+@dataclass
+class Setup:
+    """Everything one training run works on, built by run() and consumed by _fit()."""
+
+    model: torch.nn.Module
+    groups: list[LayerGroup]
+    schedule: Schedule
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train: Batches
+    val: Batches
+    test: Batches
+    num_classes: int
+    input_shape: tuple[int, int, int]
 
 
 def seed_everything(seed: int) -> None:
@@ -106,14 +122,20 @@ def run(cfg: RunConfig, run_dir: Path, run_name: str | None = None) -> dict[str,
     optimizer = build_optimizer(cfg.optim, param_groups(model, groups, schedule, cfg.optim.weight_decay))
     t = cfg.trainer
     batch_kw = dict(norm=norm, device=rt.device, channels_last=rt.channels_last)
-    train_batches = Batches(
-        data.train, t.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.dataset.augment, hflip=cfg.dataset.hflip, **batch_kw
+    train = Batches(data.train, t.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.dataset.augment,
+                    hflip=cfg.dataset.hflip, **batch_kw)
+    setup = Setup(
+        model=model,
+        groups=groups,
+        schedule=schedule,
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.optim, schedule, len(train)),
+        train=train,
+        val=Batches(data.val, t.eval_batch_size, **batch_kw),
+        test=Batches(data.test, t.eval_batch_size, **batch_kw),
+        num_classes=data.num_classes,
+        input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size),
     )
-    val_batches = Batches(data.val, t.eval_batch_size, **batch_kw)
-    test_batches = Batches(data.test, t.eval_batch_size, **batch_kw)
-    scheduler = build_scheduler(optimizer, cfg.optim, schedule, len(train_batches))
-    group_names = [g.name for g in groups]
-    input_shape = (3, cfg.dataset.image_size, cfg.dataset.image_size)
 
     base = {
         "strategy": cfg.strategy.name,
@@ -142,8 +164,7 @@ def run(cfg: RunConfig, run_dir: Path, run_name: str | None = None) -> dict[str,
     exit_code = 1
     state: dict[str, Any] = {"epoch": -1}
     try:
-        result = _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches, val_batches,
-                        test_batches, data.num_classes, input_shape, group_names, run_dir, tracker, state)
+        result = _fit(cfg, rt, setup, run_dir, tracker, state)
         result = base | result | {"total_time_s": time.perf_counter() - wall_start, "status": "completed"}
         result |= _environment()
         write_json(run_dir / RESULT_FILE, result)
@@ -173,8 +194,10 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches, val_batches, test_batches,
-           num_classes, input_shape, group_names, run_dir, tracker, state) -> dict[str, Any]:
+def _fit(cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker, state: dict[str, Any]) -> dict[str, Any]:
+    """The epoch loop: schedule, train, validate, select; then test once. Returns the result fields."""
+    model, groups, schedule, optimizer = s.model, s.groups, s.schedule, s.optimizer
+    group_names = [g.name for g in groups]
     t = cfg.trainer
     flops_by_phase: dict[tuple[bool, ...], StepFlops] = {}
     train_flops = {"forward": 0, "backward": 0}
@@ -190,10 +213,10 @@ def _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches
             max_trainable = max(max_trainable, trainable)
             phase = schedule.active(epoch)
             if t.count_flops and phase not in flops_by_phase:
-                flops_by_phase[phase] = counted_step_flops(model, input_shape, num_classes)
+                flops_by_phase[phase] = counted_step_flops(model, s.input_shape, s.num_classes)
             lrs = _lrs(optimizer, group_names)
             stats = engine.train_one_epoch(
-                model, train_batches, optimizer, scheduler, rt.device, rt.amp_dtype,
+                model, s.train, optimizer, s.scheduler, rt.device, rt.amp_dtype,
                 progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}",
             )
             if not np.isfinite(stats.loss):
@@ -203,7 +226,7 @@ def _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches
             if t.count_flops:
                 train_flops["forward"] += flops_by_phase[phase].forward * stats.samples
                 train_flops["backward"] += flops_by_phase[phase].backward * stats.samples
-            val = engine.evaluate(model, val_batches, num_classes, rt.device, rt.amp_dtype)
+            val = engine.evaluate(model, s.val, s.num_classes, rt.device, rt.amp_dtype)
             record = {
                 "epoch": epoch,
                 "train_loss": stats.loss,
@@ -232,9 +255,9 @@ def _train(cfg, rt, model, groups, schedule, optimizer, scheduler, train_batches
     if t.save_model:
         torch.save(best_state, run_dir / "model.pt")
     # Test is evaluated once, on the model that validation selected.
-    val = engine.evaluate(model, val_batches, num_classes, rt.device, rt.amp_dtype)
-    test = engine.evaluate(model, test_batches, num_classes, rt.device, rt.amp_dtype)
-    fwd_per_image = counted_forward_flops(model, input_shape) if t.count_flops else None
+    val = engine.evaluate(model, s.val, s.num_classes, rt.device, rt.amp_dtype)
+    test = engine.evaluate(model, s.test, s.num_classes, rt.device, rt.amp_dtype)
+    fwd_per_image = counted_forward_flops(model, s.input_shape) if t.count_flops else None
     return {
         "best_epoch": best_epoch,
         "val_acc": val.acc,
