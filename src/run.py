@@ -27,7 +27,7 @@ from src.config import ConfigError, RunConfig
 from src.data import Batches, load_dataset
 from src.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.measure import PeakMemory
-from src.models import build_model, normalization
+from src.models import build_model, normalization, weights_source
 from src.optim import build_optimizer, build_scheduler, param_groups
 from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.strategies import LayerGroup, Schedule, apply_epoch, layer_groups, plan_schedule
@@ -140,6 +140,7 @@ def run(cfg: RunConfig, run_dir: Path, run_name: str | None = None) -> dict[str,
     base = {
         "strategy": cfg.strategy.name,
         "model": cfg.model.name,
+        "pretrained_weights": weights_source(cfg.model) if cfg.model.pretrained else "none (random init)",
         "dataset": data.name,
         "seed": cfg.seed,
         "epochs": t.epochs,

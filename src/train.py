@@ -49,6 +49,13 @@ def main(cfg: DictConfig) -> float:
     except (ConfigError, PretrainedWeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Exception as err:
+        if hc.mode != RunMode.MULTIRUN:
+            raise
+        # One failed job must not stop the others: run() has recorded status "failed" and the
+        # reason in its result.json; the table at the end shows it and the exit code is non-zero.
+        log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, hc.runtime.output_dir)
+        return float("nan")
     return float(result["val_acc"])
 
 
@@ -60,6 +67,10 @@ class ComparisonTable(Callback):
         rows = find_results([sweep_dir])
         if rows:
             print(f"\n{len(rows)} runs in {sweep_dir}:\n{format_table(rows)}", flush=True)
+        failed = [d.name for d, r in rows if r.get("status") != "completed"]
+        if failed:
+            print(f"error: {len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}", file=sys.stderr)
+            sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def test_run_writes_config_metrics_groups_and_result(tiny_config, tmp_path):
     for key in REQUIRED:
         assert on_disk[key] is not None, key
     assert on_disk["status"] == "completed" and 0 <= on_disk["test_acc"] <= 1
+    assert on_disk["pretrained_weights"] == "none (random init)"  # the tiny test model is not pretrained
     metrics = read_jsonl(tmp_path / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [0, 1, 2]
     groups = json.loads((tmp_path / "param_groups.json").read_text())

@@ -65,3 +65,17 @@ def test_depth_beyond_model_is_rejected_before_training(tmp_path):
 def test_report_on_missing_folder_is_an_error(tmp_path):
     proc = _run(["-m", "src.report", str(tmp_path / "nothing")], tmp_path)
     assert proc.returncode == 2 and "no such folder" in proc.stderr
+
+
+def test_a_failed_job_does_not_stop_the_multirun(tmp_path):
+    sweep = tmp_path / "multi"
+    proc = _run(
+        ["-m", "src.train", "-m", "strategy=full", "optim.lr=1e30,1e-3", "optim.warmup_epochs=0", *TINY,
+         f"hydra.sweep.dir={sweep}"],
+        tmp_path,
+    )
+    assert proc.returncode == 1
+    statuses = sorted(json.loads(p.read_text())["status"] for p in sweep.glob("*/result.json"))
+    assert statuses == ["completed", "failed"]
+    assert "2 runs in" in proc.stdout and " failed " in proc.stdout
+    assert "error: 1 of 2 runs did not complete: 0_full" in proc.stderr
