@@ -115,7 +115,8 @@ def weights_source(cfg: ModelConfig) -> str:
 
 def load_pretrained(cfg: ModelConfig) -> nn.Module:
     """Create `cfg.name` with its original (ImageNet) head and pretrained weights loaded."""
-    if cfg.name not in timm.list_models(pretrained=False):
+    # "resnet50.a1_in1k": timm names may carry a pretrained tag after the architecture.
+    if cfg.name.split(".")[0] not in timm.list_models(pretrained=False):
         close = timm.list_models(f"*{cfg.name.split('.')[0][:6]}*")[:8]
         raise ConfigError(f"model.name={cfg.name!r} is not a timm model (similar: {', '.join(close) or 'none'})")
     if not cfg.pretrained:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
 from src.results import find_results, format_table
+from src.run import run
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,6 @@ def _multirun_group(hc) -> str | None:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    from src.run import run  # after config checks fail fast, torch/timm import here
-
     hc = HydraConfig.get()
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))

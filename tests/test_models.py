@@ -57,3 +57,13 @@ def test_checkpoint_file_round_trip(tmp_path):
     torch.save({"conv_stem.weight": torch.zeros(1)}, bad)
     with pytest.raises(PretrainedWeightsError):
         load_pretrained(ModelConfig(name="tf_efficientnet_lite0", weights="file", checkpoint_path=str(bad)))
+
+
+def test_unknown_architecture_is_a_config_error_but_tagged_names_are_known():
+    from src.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.name='resnet_nonexistent' is not a timm model"):
+        load_pretrained(ModelConfig(name="resnet_nonexistent"))
+    # a pretrained tag is part of a valid name: it gets as far as the (offline) hub
+    with pytest.raises(PretrainedWeightsError, match="resnet18.a1_in1k"):
+        load_pretrained(ModelConfig(name="resnet18.a1_in1k", weights="hub"))
