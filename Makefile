@@ -23,15 +23,14 @@ test-slow: ## slow end-to-end tests (the full default study)
 study: ## the three-strategy comparison on the default model and data
 	$(PY) -m src.train -m strategy=frozen,full,layerwise $(ARGS)
 
-sweep: ## Optuna search over lr_decay and unfreeze_depth (not built yet: see issue #3)
-	@echo "make sweep: the Optuna sweep is not implemented yet; run 'make study' for the strategy comparison." >&2
-	@exit 2
+sweep: ## Optuna search over lr_decay and unfreeze_depth: make sweep [SWEEP=default] [ARGS="sweep.n_trials=40 dataset=..."]
+	$(PY) -m src.sweep --sweep $(or $(SWEEP),default) $(ARGS)
 
 report: ## print the comparison table of a results folder: make report DIR=multirun/...
 	$(PY) -m src.report $(or $(DIR),multirun)
 
 clean: ## remove run outputs and caches (not the venv)
-	rm -rf outputs multirun wandb .pytest_cache
+	rm -rf outputs multirun sweeps-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
 .PHONY: help install test test-slow study sweep report clean
