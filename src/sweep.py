@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -123,14 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         url = spec["storage"] or f"sqlite:///{out_dir.resolve() / 'optuna.db'}"
         objectives = list(spec["objectives"])
         directions = ["maximize" if o in MAXIMISE else "minimize" for o in objectives]
+        storage = make_storage(url, int(spec["heartbeat_s"]), int(spec["grace_s"]))
         study = optuna.create_study(
-            study_name=spec["study_name"],
-            storage=make_storage(url, int(spec["heartbeat_s"]), int(spec["grace_s"])),
-            directions=directions,
-            sampler=optuna.samplers.TPESampler(seed=spec["seed"]) if spec["sampler"] == "tpe"
-            else optuna.samplers.NSGAIISampler(seed=spec["seed"]),
-            load_if_exists=True,
+            study_name=spec["study_name"], storage=storage, directions=directions, load_if_exists=True
         )
+        # A sampler restarted with the same seed would propose the same parameters again (the
+        # random start-up trials repeat exactly). The seed therefore moves on with the trials
+        # already in the study: a single driver stays reproducible across resumes. Workers that
+        # share a study also mix in their process id so that they never propose the same trials.
+        seed = int(spec["seed"]) + len(study.get_trials(deepcopy=False))
+        if spec["storage"]:
+            seed = hash((seed, os.getpid())) % 2**31
+        sampler_cls = optuna.samplers.TPESampler if spec["sampler"] == "tpe" else optuna.samplers.NSGAIISampler
+        study.sampler = sampler_cls(seed=seed)
     except (ConfigError, PretrainedWeightsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

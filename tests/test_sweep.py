@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,23 +11,12 @@ from pathlib import Path
 
 import optuna
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "model.name=test_efficientnet",
-    "model.pretrained=false",
-    "dataset.image_size=32",
-    "dataset.train_per_class=3",
-    "trainer.epochs=1",
-    "logger=none",
-]
+from tests.cli import TINY_OVERRIDES as TINY
+from tests.cli import env as _env
 
 
 def _cmd(out: Path, n: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "src.sweep", f"sweep.n_trials={n}", f"sweep.out_dir={out}", *TINY, *extra]
-
-
-def _env() -> dict[str, str]:
-    return os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
 def _load(out: Path, url: str | None = None) -> optuna.Study:
@@ -92,8 +80,11 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     assert len(done) == 4
     for number, values in completed.items():  # completed before the kill: kept as they were
         assert done[number] == values
-    states = [t.state for t in study.trials]
-    assert optuna.trial.TrialState.RUNNING not in states
+    # nothing completed twice: every completed trial has its own parameters and run directory
+    assert len({tuple(sorted(t.params.items())) for t in study.trials if t.number in done}) == 4
+    assert len({t.user_attrs["run_dir"] for t in study.trials if t.number in done}) == 4
+    # (the killed worker's trial is FAIL and retried once, or, if the kill landed before its first
+    # heartbeat, stays RUNNING: Optuna treats a trial without heartbeats as never stale)
 
 
 def test_two_workers_share_one_study_on_a_journal_file(tmp_path):
@@ -108,6 +99,7 @@ def test_two_workers_share_one_study_on_a_journal_file(tmp_path):
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     # one shared budget: each worker stops once 4 are done (at most one more is in flight then)
     assert 4 <= len(done) <= 5
+    assert len({tuple(sorted(t.params.items())) for t in done}) == len(done)  # no trial proposed twice
     dirs = [t.user_attrs["run_dir"] for t in done]
     assert len(set(dirs)) == len(dirs)
     assert all((Path(d) / "result.json").is_file() for d in dirs)

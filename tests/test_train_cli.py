@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "model.name=test_efficientnet",
-    "model.pretrained=false",
-    "dataset.image_size=32",
-    "dataset.train_per_class=3",
-    "trainer.epochs=1",
-    "trainer.progress=false",
-    "logger=none",
-]
+from tests.cli import TINY_OVERRIDES, env
+
+TINY = [*TINY_OVERRIDES, "trainer.progress=false"]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
 
 
 def test_multirun_of_three_strategies_prints_the_table(tmp_path):
