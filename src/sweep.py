@@ -7,9 +7,9 @@ argument is a Hydra override of the training config, exactly as for `src.train`.
 Each trial is a normal run in `<out_dir>/trial_NNNN/` with the usual files. The study lives in an
 Optuna storage (a sqlite file in `out_dir` by default), so a killed sweep resumes where it stopped:
 completed trials are kept, and a trial whose process died (no heartbeat for `grace_s`) is marked
-failed and retried once with the same parameters. Several workers may run the same command on one
-study: processes on one machine through the sqlite file, or machines sharing a PostgreSQL URL or a
-journal file (`storage: journal:/shared/path.log`).
+failed and retried once with the same parameters (heartbeats need an RDB storage: sqlite or
+PostgreSQL). sqlite is for one driver process; several workers on one study share a journal file
+(`storage: journal:/shared/path.log`) or a PostgreSQL URL.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import timm
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,6 +32,7 @@ from src.config import ConfigError
 from src.models import PretrainedWeightsError
 from src.results import write_json
 from src.run import DivergedError, run
+from src.strategies import layer_groups
 from src.train import to_run_config
 
 log = logging.getLogger("src.sweep")
@@ -47,10 +49,6 @@ def compose_train(overrides: list[str]) -> DictConfig:
 
 def backbone_groups(train_cfg: DictConfig) -> int:
     """The model's real number of backbone layer groups (the upper bound for unfreeze_depth)."""
-    import timm
-
-    from src.strategies import layer_groups
-
     model = timm.create_model(train_cfg.model.name, pretrained=False, num_classes=2)
     return len(layer_groups(model, train_cfg.strategy.granularity)) - 1
 
@@ -148,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         trial_dir = out_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(trial_dir))
         result = run(run_cfg, trial_dir, run_name=f"{spec['study_name']}-{trial.number}")
-        values = tuple(float(result[o]) for o in objectives)
-        return values
+        return tuple(float(result[o]) for o in objectives)
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     total = int(spec["n_trials"])
