@@ -15,7 +15,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import timm
@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class RunPruned(Exception):
+    """Raised by an `on_epoch` callback to stop a run early (a sweep's pruner): not a failure."""
+
+
+# Called after each epoch's validation with that epoch's metrics record; it may raise RunPruned.
+EpochCallback = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -93,8 +101,14 @@ def _lrs(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, float]
     return out
 
 
-def run(cfg: RunConfig, run_dir: Path, run_name: str | None = None) -> dict[str, Any]:
-    """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json."""
+def run(
+    cfg: RunConfig, run_dir: Path, run_name: str | None = None, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json.
+
+    A run stopped by `on_epoch` (RunPruned) or by an error still writes result.json, with its
+    status (pruned, failed, interrupted) and what was measured up to then, and re-raises.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -163,21 +177,33 @@ def run(cfg: RunConfig, run_dir: Path, run_name: str | None = None) -> dict[str,
         cfg.logger, run_dir, run_name or run_dir.name, cfg.to_dict() | {"param_groups": schedule.to_dict()}, cfg.strategy.name
     )
     exit_code = 1
-    state: dict[str, Any] = {"epoch": -1}
+    state: dict[str, Any] = {"epoch": -1, "partial": {}}
     try:
-        result = _fit(cfg, rt, setup, run_dir, tracker, state)
+        result = _fit(cfg, rt, setup, run_dir, tracker, state, on_epoch)
         result = base | result | {"total_time_s": time.perf_counter() - wall_start, "status": "completed"}
         result |= _environment()
         write_json(run_dir / RESULT_FILE, result)
         tracker.summary(result)
         exit_code = 0
         return result
+    except RunPruned as err:
+        # Pruned is an outcome, not an error: the cost so far is real and counts in a sweep's total.
+        result = base | state["partial"] | {
+            "status": "pruned", "pruned_epoch": state["epoch"], "reason": str(err),
+            "total_time_s": time.perf_counter() - wall_start,
+        } | _environment()
+        write_json(run_dir / RESULT_FILE, result)
+        tracker.summary(result)
+        exit_code = 0
+        raise
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         write_json(
             run_dir / RESULT_FILE,
-            base | {"status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
-                    "traceback": traceback.format_exc(limit=5)} | _environment(),
+            base | state["partial"] | {
+                "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
+                "traceback": traceback.format_exc(limit=5),
+            } | _environment(),
         )
         raise
     finally:
@@ -195,8 +221,15 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _fit(cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker, state: dict[str, Any]) -> dict[str, Any]:
-    """The epoch loop: schedule, train, validate, select; then test once. Returns the result fields."""
+def _fit(
+    cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker, state: dict[str, Any],
+    on_epoch: EpochCallback | None = None,
+) -> dict[str, Any]:
+    """The epoch loop: schedule, train, validate, select; then test once. Returns the result fields.
+
+    `state` is the caller's window into a run that stops early: the current epoch and the
+    measurements so far ("partial"), updated after every epoch.
+    """
     model, groups, schedule, optimizer = s.model, s.groups, s.schedule, s.optimizer
     group_names = [g.name for g in groups]
     t = cfg.trainer
@@ -238,6 +271,7 @@ def _fit(cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker,
                 "epoch_train_s": stats.seconds,
                 "epoch_val_s": val.seconds,
                 "elapsed_s": time.perf_counter() - elapsed_start,
+                "train_s_cum": train_seconds,
                 "train_flops_cum": train_flops["forward"] + train_flops["backward"],
                 **lrs,
             }
@@ -250,6 +284,16 @@ def _fit(cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker,
             if t.select == "last" or best is None or val.acc > best[0]:
                 # A copy, not a reference: later steps mutate the live tensors in place.
                 best = (val.acc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            state["partial"] = {
+                "epochs_trained": epoch + 1,
+                "best_epoch": best[1],
+                "val_acc": best[0],
+                "train_flops": record["train_flops_cum"] if t.count_flops else None,
+                "train_time_s": train_seconds,
+                "max_trainable_params_per_epoch": max_trainable,
+            }
+            if on_epoch is not None:
+                on_epoch(record)
     assert best is not None
     best_val_acc, best_epoch, best_state = best
     model.load_state_dict(best_state)
@@ -260,6 +304,7 @@ def _fit(cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker,
     test = engine.evaluate(model, s.test, s.num_classes, rt.device, rt.amp_dtype)
     fwd_per_image = counted_forward_flops(model, s.input_shape) if t.count_flops else None
     return {
+        "epochs_trained": t.epochs,
         "best_epoch": best_epoch,
         "val_acc": val.acc,
         "val_balanced_acc": val.balanced_acc,

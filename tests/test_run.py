@@ -110,3 +110,27 @@ def test_diverged_run_is_recorded_as_failed_not_as_a_result(tiny_config, tmp_pat
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "failed" and "DivergedError" in result["error"]
     assert "test_acc" not in result and result["failed_epoch"] == 0
+
+
+def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tmp_path):
+    from src.run import RunPruned
+
+    seen = []
+
+    def stop_after_two(record):
+        seen.append(record)
+        if record["epoch"] == 1:
+            raise RunPruned("stopped by the test")
+
+    cfg = tiny_config(trainer={"epochs": 4})
+    with pytest.raises(RunPruned):
+        run(cfg, tmp_path, on_epoch=stop_after_two)
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["status"] == "pruned" and result["reason"] == "stopped by the test"
+    assert result["epochs_trained"] == 2 and result["pruned_epoch"] == 1
+    metrics = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [m["epoch"] for m in metrics] == [0, 1] and [r["epoch"] for r in seen] == [0, 1]
+    # the cost so far is real and recorded, and the best val accuracy is that of the epochs run
+    assert result["train_flops"] == metrics[-1]["train_flops_cum"] > 0
+    assert result["val_acc"] == max(m["val_acc"] for m in metrics)
+    assert "test_acc" not in result  # a pruned run is never evaluated on test
