@@ -10,6 +10,11 @@ completed trials are kept, and a trial whose process died (no heartbeat for `gra
 failed and retried once with the same parameters (heartbeats need an RDB storage: sqlite or
 PostgreSQL). sqlite is for one driver process; several workers on one study share a journal file
 (`storage: journal:/shared/path.log`) or a PostgreSQL URL.
+
+Trials report validation accuracy after every epoch and hopeless ones are pruned (`src.pruning`):
+Optuna's median or Hyperband pruner for one objective, our dominated-at-epoch-k rule for
+accuracy vs cost. After the search, `sweep.rerun_seeds=[1,2,3]` re-runs every Pareto-optimal
+configuration on those seeds and reports test accuracy as mean ± 95% CI.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
 from src.models import PretrainedWeightsError
-from src.results import write_json
-from src.run import DivergedError, run
+from src.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
+from src.results import RESULT_FILE, write_json
+from src.run import DivergedError, RunPruned, run
+from src.stats import format_ci, mean_ci
 from src.strategies import layer_groups
 from src.train import to_run_config
 
@@ -122,10 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         url = spec["storage"] or f"sqlite:///{out_dir.resolve() / 'optuna.db'}"
         objectives = list(spec["objectives"])
         directions = ["maximize" if o in MAXIMISE else "minimize" for o in objectives]
+        prune = PruneSpec.from_dict(spec.get("pruner") or {})
+        prune_mode = resolve(prune, objectives)
+        epochs = int(base.trainer.epochs)
         storage = make_storage(url, int(spec["heartbeat_s"]), int(spec["grace_s"]))
         study = optuna.create_study(
-            study_name=spec["study_name"], storage=storage, directions=directions, load_if_exists=True
+            study_name=spec["study_name"], storage=storage, directions=directions, load_if_exists=True,
+            pruner=optuna_pruner(prune_mode, prune, epochs),
         )
+        rerun_seeds = [int(x) for x in spec.get("rerun_seeds") or []]
+        rerun_over = [str(x) for x in spec.get("rerun_overrides") or []]
         # A sampler restarted with the same seed would propose the same parameters again (the
         # random start-up trials repeat exactly). The seed therefore moves on with the trials
         # already in the study: a single driver stays reproducible across resumes. Workers that
@@ -145,14 +158,18 @@ def main(argv: list[str] | None = None) -> int:
         run_cfg = to_run_config(cfg, group=spec["study_name"])
         trial_dir = out_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(trial_dir))
-        result = run(run_cfg, trial_dir, run_name=f"{spec['study_name']}-{trial.number}")
+        reporter = EpochReporter(study, trial, objectives, prune_mode, prune, running_best=run_cfg.trainer.select == "best")
+        try:
+            result = run(run_cfg, trial_dir, run_name=f"{spec['study_name']}-{trial.number}", on_epoch=reporter)
+        except RunPruned as err:
+            raise optuna.TrialPruned(str(err)) from None
         return tuple(float(result[o]) for o in objectives)
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     total = int(spec["n_trials"])
     already = len(study.get_trials(deepcopy=False, states=done))
-    log.info("study %s (%s): %d of %d trials done; storage %s", spec["study_name"], ", ".join(
-        f"{d} {o}" for d, o in zip(directions, objectives)), already, total, url)
+    log.info("study %s (%s): %d of %d trials done; pruner %s; storage %s", spec["study_name"], ", ".join(
+        f"{d} {o}" for d, o in zip(directions, objectives)), already, total, prune_mode, url)
     if already < total:
         # The callback counts trials of every worker on this study, so N workers share one budget.
         study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(total, states=done)],
@@ -161,7 +178,92 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out_dir / "pareto.json", rows)
     print(f"\nPareto set of study {spec['study_name']} ({len(rows)} trials):\n{format_pareto(rows)}")
     print(f"saved {out_dir / 'pareto.json'}")
+    summary = summarise(study, objectives, epochs) | {"pruner": prune_mode}
+    write_json(out_dir / "summary.json", summary)
+    print(format_summary(summary))
+    if rerun_seeds and rows:
+        try:
+            rerun = rerun_pareto(study, rows, base_over + rerun_over, rerun_seeds, out_dir / "rerun", spec["study_name"])
+        except (ConfigError, DivergedError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        write_json(out_dir / "pareto_rerun.json", rerun)
+        print(f"\nPareto set re-run on seeds {rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}")
+        print(f"saved {out_dir / 'pareto_rerun.json'}")
     return 0
+
+
+def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[str, Any]:
+    """What the search cost: trials by state, epochs trained (of all trials, pruned included), best value."""
+    trials = study.get_trials(deepcopy=False)
+    states = {s.name.lower(): 0 for s in optuna.trial.TrialState}
+    for t in trials:
+        states[t.state.name.lower()] += 1
+    trained = [int(t.user_attrs.get("epochs_trained", 0)) for t in trials]
+    costs = [t.user_attrs["curve"][-1][1] for t in trials if t.user_attrs.get("curve")]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: t.values[0], default=None) if objectives[0] in MAXIMISE else \
+        min(complete, key=lambda t: t.values[0], default=None)
+    return {
+        "study": study.study_name,
+        "trials": len(trials),
+        "states": {k: v for k, v in states.items() if v},
+        "epochs_per_trial": epochs,
+        "epochs_trained": sum(trained),
+        # what the same trials would have trained had none been stopped early
+        "epochs_unpruned": epochs * sum(1 for t in trials if t.user_attrs.get("epochs_trained")),
+        f"total_{objectives[1]}" if len(objectives) > 1 else "total_cost": sum(costs) if costs else None,
+        f"best_{objectives[0]}": best.values[0] if best else None,
+        "best_trial": best.number if best else None,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    states = ", ".join(f"{v} {k}" for k, v in s["states"].items())
+    share = f" ({s['epochs_trained'] / s['epochs_unpruned']:.0%})" if s["epochs_unpruned"] else ""
+    best = next(k for k in s if k.startswith("best_") and k != "best_trial")
+    return (f"trials: {s['trials']} ({states}); pruner {s['pruner']}; epochs trained {s['epochs_trained']} of "
+            f"{s['epochs_unpruned']}{share}; {best} {s[best]} (trial {s['best_trial']})")
+
+
+def rerun_pareto(
+    study: optuna.Study, rows: list[dict[str, Any]], overrides: list[str], seeds: list[int], out: Path, group: str
+) -> list[dict[str, Any]]:
+    """Each Pareto-optimal configuration again on `seeds`, reported on test. Resumable: a seed whose
+    run already completed is read back, not trained again."""
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    table = []
+    for row in rows:
+        trial = by_number[row["trial"]]
+        results = []
+        for seed in seeds:
+            run_dir = out / f"trial_{trial.number:04d}" / f"seed_{seed}"
+            done = run_dir / RESULT_FILE
+            if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+                results.append(json.loads(done.read_text()))
+                continue
+            cfg = compose_train(overrides + [f"{k}={v}" for k, v in trial.params.items()] + [f"seed={seed}"])
+            results.append(run(to_run_config(cfg, group=f"{group}-rerun"), run_dir, run_name=f"{group}-{trial.number}-s{seed}"))
+        entry: dict[str, Any] = {"trial": trial.number, **trial.params, "seeds": seeds}
+        for key in ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s"):
+            values = [float(r[key]) for r in results if r.get(key) is not None]
+            if values:
+                entry[key], entry[f"{key}_ci95"] = mean_ci(values)
+                entry[f"{key}_values"] = values
+        table.append(entry)
+    return table
+
+
+def format_rerun(table: list[dict[str, Any]]) -> str:
+    lines = []
+    for e in table:
+        params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
+                           for k, v in e.items() if "." in k)
+        lines.append(
+            f"trial {e['trial']:>3}  test acc {format_ci(e['test_acc'], e['test_acc_ci95'])}  "
+            f"val acc {format_ci(e['val_acc'], e['val_acc_ci95'])}  train FLOPs {e.get('train_flops', float('nan')):.4g}  ({params})"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import optuna
+import pytest
 
 from tests.cli import TINY_OVERRIDES as TINY
 from tests.cli import env as _env
@@ -87,15 +93,14 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     # heartbeat, stays RUNNING: Optuna treats a trial without heartbeats as never stale)
 
 
-def test_two_workers_share_one_study_on_a_journal_file(tmp_path):
+def _two_workers_share_one_study(tmp_path: Path, url: str) -> None:
     out = tmp_path / "study"
-    journal = f"journal:{tmp_path / 'study.log'}"
-    cmd = _cmd(out, 4, f"sweep.storage={journal}")
+    cmd = _cmd(out, 4, f"sweep.storage={url}")
     workers = [subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outputs]
-    study = _load(out, journal)
+    study = _load(out, url)
     done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     # one shared budget: each worker stops once 4 are done (at most one more is in flight then)
     assert 4 <= len(done) <= 5
@@ -105,3 +110,85 @@ def test_two_workers_share_one_study_on_a_journal_file(tmp_path):
     assert all((Path(d) / "result.json").is_file() for d in dirs)
     pids = {json.loads((Path(d) / "result.json").read_text())["pid"] for d in dirs}
     assert len(pids) == 2  # both workers ran trials
+
+
+def test_two_workers_share_one_study_on_a_journal_file(tmp_path):
+    _two_workers_share_one_study(tmp_path, f"journal:{tmp_path / 'study.log'}")
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throw-away PostgreSQL server from Debian's packages (`postgresql`); skipped when there is none."""
+    initdb = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdb:
+        pytest.skip("no PostgreSQL server binaries (Debian package postgresql); .ci/run installs them")
+    pytest.importorskip("psycopg", reason="the PostgreSQL driver (pip install 'psycopg[binary]')")
+    bindir = initdb[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="optuna-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no postgres user to run the server as")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = root / "data", root / "server.log"
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                        "--no-sync"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+        detail = log.read_text()[-500:] if log.exists() else getattr(err, "stderr", b"") or b""
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {err}; {detail!r}")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
+    _two_workers_share_one_study(tmp_path, postgres_url)
+
+
+def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path):
+    out = tmp_path / "study"
+    cmd = _cmd(out, 6, "trainer.epochs=3", "sweep.pruner.startup=1", "sweep.rerun_seeds=[1,2]")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = _load(out)
+    trials = study.get_trials()
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 6 and pruned and complete, [t.state for t in trials]
+    for t in pruned:
+        result = json.loads((Path(t.user_attrs["run_dir"]) / "result.json").read_text())
+        assert result["status"] == "pruned" and result["epochs_trained"] < 3
+        k = result["pruned_epoch"]
+        acc, cost = t.user_attrs["curve"][k]
+        # really dominated at its epoch by a trial that had finished before it started
+        assert any(c.number < t.number and c.user_attrs["curve"][k][0] >= acc and c.user_attrs["curve"][k][1] <= cost
+                   for c in complete), (t.number, t.user_attrs["curve"])
+    summary = json.loads((out / "summary.json").read_text())
+    trained = sum(len((Path(t.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()) for t in trials)
+    assert summary["epochs_trained"] == trained < summary["epochs_unpruned"] == 18
+    assert summary["states"] == {"complete": len(complete), "pruned": len(pruned)}
+    # the Pareto set, re-run on two more seeds and evaluated on test
+    rerun = json.loads((out / "pareto_rerun.json").read_text())
+    front = {p["trial"] for p in json.loads((out / "pareto.json").read_text())}
+    assert {e["trial"] for e in rerun} == front
+    for e in rerun:
+        runs = [json.loads((out / "rerun" / f"trial_{e['trial']:04d}" / f"seed_{s}" / "result.json").read_text())
+                for s in (1, 2)]
+        assert [r["seed"] for r in runs] == [1, 2]
+        assert e["test_acc_values"] == [r["test_acc"] for r in runs]
+        assert e["test_acc"] == pytest.approx(sum(e["test_acc_values"]) / 2)
+    assert "Pareto set re-run on seeds [1, 2]" in proc.stdout

@@ -1,0 +1,138 @@
+"""Stopping hopeless sweep trials early: Optuna's pruners for one objective, our own rule for two.
+
+A trial reports after every epoch (run()'s `on_epoch`). With a single objective (validation
+accuracy) Optuna's median or Hyperband pruner decides. Optuna's pruners cannot judge a
+multi-objective study (`trial.report` is not supported there), so for accuracy-vs-cost studies we
+use a rule of our own, `dominated`:
+
+    after epoch k, stop the trial if a finished trial had, at its epoch k, at least the same
+    validation accuracy (plus `min_delta`) at no higher cumulative cost.
+
+Both numbers are known exactly at epoch k (cost is counted, not estimated), so the rule only
+bets that accuracy at epoch k ranks trials as their final accuracy would. Each trial's curve of
+(best val accuracy so far, cumulative cost) is stored in the study (user attribute `curve`), so
+workers on several machines judge against the same finished trials.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from src.config import ConfigError
+from src.run import RunPruned
+
+log = logging.getLogger(__name__)
+
+PRUNERS = ("auto", "none", "median", "hyperband", "dominated")
+# Objectives that exist after every epoch (maximised), and the running total of each cost.
+PER_EPOCH = ("val_acc", "val_balanced_acc")
+CUM_COST = {"train_flops": "train_flops_cum", "train_time_s": "train_s_cum"}
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    name: str = "auto"
+    after: int = 1  # epochs every trial trains before it can be stopped
+    startup: int = 5  # finished trials needed before any trial is stopped
+    min_delta: float = 0.0  # dominated: the finished trial must be better by at least this
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PruneSpec:
+        unknown = set(d) - {"name", "after", "startup", "min_delta"}
+        if unknown:
+            raise ConfigError(f"sweep pruner.{sorted(unknown)[0]} is not a key (name, after, startup, min_delta)")
+        try:
+            spec = cls(str(d.get("name", "auto")), int(d.get("after", 1)), int(d.get("startup", 5)),
+                       float(d.get("min_delta", 0.0)))
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"sweep pruner: {err}") from None
+        if spec.name not in PRUNERS:
+            raise ConfigError(f"sweep pruner.name={spec.name!r} is not allowed ({' | '.join(PRUNERS)})")
+        if spec.after < 1 or spec.startup < 0 or spec.min_delta < 0:
+            raise ConfigError(
+                f"sweep pruner: after={spec.after} must be >= 1, startup={spec.startup} and "
+                f"min_delta={spec.min_delta} >= 0"
+            )
+        return spec
+
+
+def resolve(spec: PruneSpec, objectives: list[str]) -> str:
+    """The pruner that applies to these objectives; an explicit choice that cannot apply is an error."""
+    single = len(objectives) == 1 and objectives[0] in PER_EPOCH
+    pair = len(objectives) == 2 and objectives[0] in PER_EPOCH and objectives[1] in CUM_COST
+    if spec.name == "auto":
+        return "median" if single else "dominated" if pair else "none"
+    if spec.name in ("median", "hyperband") and not single:
+        raise ConfigError(
+            f"sweep pruner.name={spec.name} needs a single per-epoch objective ({' | '.join(PER_EPOCH)}), "
+            f"not objectives={objectives}; use pruner.name=dominated for accuracy vs cost"
+        )
+    if spec.name == "dominated" and not pair:
+        raise ConfigError(
+            f"sweep pruner.name=dominated needs objectives=[{' | '.join(PER_EPOCH)}, {' | '.join(CUM_COST)}], "
+            f"not {objectives}"
+        )
+    return spec.name
+
+
+def optuna_pruner(name: str, spec: PruneSpec, epochs: int) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Optuna's steps are our 0-based epochs: step `after - 1` is the first that may prune.
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.startup, n_warmup_steps=spec.after - 1)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=spec.after, max_resource=epochs, reduction_factor=3)
+    return optuna.pruners.NopPruner()  # none, or our own rule (which does not go through Optuna)
+
+
+def dominating_trial(
+    k: int, acc: float, cost: float, finished: list[optuna.trial.FrozenTrial], min_delta: float
+) -> int | None:
+    """The number of a finished trial that dominated (acc, cost) at epoch k, if any."""
+    for t in finished:
+        curve = t.user_attrs.get("curve") or []
+        if len(curve) > k and curve[k][0] >= acc + min_delta and curve[k][1] <= cost:
+            return t.number
+    return None
+
+
+class EpochReporter:
+    """run()'s `on_epoch` for one trial: records the curve, and raises RunPruned when the rule says so."""
+
+    def __init__(
+        self, study: optuna.Study, trial: optuna.Trial, objectives: list[str], mode: str, spec: PruneSpec,
+        running_best: bool,
+    ):
+        self.study, self.trial, self.objectives, self.mode, self.spec = study, trial, objectives, mode, spec
+        self.running_best = running_best  # the run keeps its best epoch: judge that, not the last one
+        self.curve: list[list[float]] = []
+        self.best = float("-inf")
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        k = int(record["epoch"])
+        value = float(record[self.objectives[0]]) if self.objectives[0] in PER_EPOCH else float("nan")
+        self.best = max(self.best, value) if self.running_best else value
+        cost_key = CUM_COST.get(self.objectives[1]) if len(self.objectives) > 1 else None
+        cost = float(record[cost_key]) if cost_key and record.get(cost_key) is not None else float("nan")
+        self.curve.append([self.best, cost])
+        self.trial.set_user_attr("curve", self.curve)
+        self.trial.set_user_attr("epochs_trained", k + 1)
+        if self.mode == "none" or k + 1 < self.spec.after:
+            return
+        if self.mode in ("median", "hyperband"):
+            self.trial.report(self.best, k)
+            if self.trial.should_prune():
+                raise RunPruned(f"{self.mode} pruner after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}")
+            return
+        finished = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if len(finished) < self.spec.startup:
+            return
+        by = dominating_trial(k, self.best, cost, finished, self.spec.min_delta)
+        if by is not None:
+            raise RunPruned(
+                f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} "
+                f"at {self.objectives[1]} {cost:.4g} is no better at no lower cost"
+            )
