@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 from tests.cli import TINY_OVERRIDES, env
@@ -70,3 +72,30 @@ def test_a_failed_job_does_not_stop_the_multirun(tmp_path):
     assert statuses == ["completed", "failed"]
     assert "2 runs in" in proc.stdout and " failed " in proc.stdout
     assert "error: 1 of 2 runs did not complete: 0_full" in proc.stderr
+
+
+def _fanned_out(sweep: Path, proc: subprocess.CompletedProcess) -> list[dict]:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/result.json"))]
+    assert [r["strategy"] for r in results] == ["frozen", "full", "layerwise"]
+    assert all(r["status"] == "completed" for r in results)
+    assert "3 runs in" in proc.stdout  # the table still prints once, in the driver
+    return results
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_worker_processes(tmp_path):
+    sweep = tmp_path / "multi"
+    proc = _run(["-m", "src.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.num_threads=1",
+                 "strategy=frozen,full,layerwise", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    results = _fanned_out(sweep, proc)
+    assert len({r["pid"] for r in results}) >= 2 and all(r["cpu_threads"] == 1 for r in results)
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_each_job_as_its_own_process(tmp_path):
+    # submitit_local is the SLURM launcher's local twin: same plugin, same job files, no cluster.
+    sweep = tmp_path / "multi"
+    proc = _run(["-m", "src.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+                 "strategy=frozen,full,layerwise", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
+    results = _fanned_out(sweep, proc)
+    assert len({r["pid"] for r in results}) == 3
