@@ -1,28 +1,179 @@
-"""`python -m src.report DIR [DIR ...]`: the comparison table of every run found under the folders."""
+"""`python -m src.report DIR [DIR ...]`: the comparison table, and a self-contained HTML report.
+
+Reads only the run files under the folders (a multirun, a sweep, or several of them) and writes
+`<out>/index.html` with its PNGs beside it (embedded in the page too, so the HTML file alone can be
+mailed or attached): accuracy against each cost with the Pareto front, validation curves,
+the layer-group LR schedules, and a table with mean ± 95% CI over seeds.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
+import html
+import json
+import math
 import sys
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from src.results import find_results, format_table
+from src import plots
+from src.analysis import Config, Run, group_configs, load_runs, summary_rows
+from src.results import format_table, write_json
+
+FIGURES = ("pareto", "curves", "schedules")
+
+
+def _si(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    for f, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= f:
+            return f"{v / f:.2f} {p}"
+    return f"{v:.3g}"
+
+
+def _ci(row: dict[str, Any], key: str, fmt: str) -> str:
+    if row.get(key) is None:
+        return "-"
+    mean = row[key]
+    half = row.get(f"{key}_ci95")
+    text = _si(mean) if fmt == "si" else f"{mean:{fmt}}"
+    if half is not None:
+        text += " ± " + (_si(half) if fmt == "si" else f"{half:{fmt}}")
+    return text
+
+
+def write_figures(configs: Sequence[Config], out: Path, metric: str) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
+    figs = {"pareto": plots.pareto(configs, metric), "curves": plots.curves(configs), "schedules": plots.schedules(configs)}
+    paths = {}
+    for name, fig in figs.items():
+        paths[name] = out / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
+                metric: str) -> str:
+    def img(name: str, alt: str) -> str:
+        data = base64.b64encode(figures[name].read_bytes()).decode()
+        return f'<img id="fig-{name}" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+    states: dict[str, int] = {}
+    for r in runs:
+        states[r.result.get("status", "?")] = states.get(r.result.get("status", "?"), 0) + 1
+    several = any(r["seeds"] > 1 for r in rows)
+    head = ["configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
+            "trainable", "peak MB", "Pareto"]
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+            r["config"], str(r["seeds"]), _ci(r, "val_acc", ".4f"), _ci(r, "test_acc", ".4f"),
+            _ci(r, "test_balanced_acc", ".4f"), _ci(r, "train_flops", "si"), _ci(r, "train_time_s", ".1f"),
+            _si(r.get("trainable_params")), _ci(r, "peak_mem_mb", ".0f"), "✓" if r["pareto"] else "",
+        )) + "</tr>"
+        for r in rows
+    )
+    per_run = format_table([(r.dir, r.result) for r in runs], markdown=True).splitlines()
+    run_head = per_run[0].strip("|").split("|")
+    run_body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
+        for line in per_run[2:]
+    )
+    metric_name = plots.METRIC_LABEL.get(metric, metric)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Fine-tuning strategies: accuracy vs cost</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+img {{ max-width: 100%; display: block; margin: 1em 0; }}
+.note {{ color: #555; font-size: 0.9em; max-width: 60em; }}
+</style></head>
+<body>
+<h1>Fine-tuning strategies: accuracy vs cost</h1>
+<p class="note">{len(runs)} runs ({", ".join(f"{v} {k}" for k, v in sorted(states.items()))}) from
+{html.escape(", ".join(str(d) for d in dirs))}; written {datetime.now().isoformat(timespec="seconds")}.
+Only completed runs are plotted and tabulated by configuration.</p>
+
+<h2>Results by configuration</h2>
+<p class="note">Mean over seeds{" ± the 95% confidence interval of the mean (Student t)" if several else
+" (one seed per configuration: no interval)"}. Pareto: no other configuration has higher {html.escape(metric_name)}
+at lower or equal train FLOPs.</p>
+<table id="summary"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{body}</tbody></table>
+
+<h2>Accuracy against cost</h2>
+<p class="note">Up and to the left is better. The dashed step line joins the Pareto-optimal configurations
+(ringed); anything below it is beaten on both accuracy and cost by a point on it. Cost is counted
+(FLOPs), measured (time) or counted (trainable parameters) for the whole training run.</p>
+{img("pareto", f"{metric_name} against train FLOPs, train time and trainable parameters")}
+
+<h2>Validation accuracy by epoch</h2>
+{img("curves", "validation accuracy per epoch, one line per configuration")}
+
+<h2>Layer-group schedules</h2>
+<p class="note">Rows are layer groups (head on top), columns epochs. Colour is the group's peak learning rate
+(log scale) in the epochs it trains; blank cells are frozen.</p>
+{img("schedules", "per-group learning rate and trained epochs")}
+
+<h2>All runs</h2>
+<table id="runs"><thead><tr>{"".join(f"<th>{html.escape(h.strip())}</th>" for h in run_head)}</tr></thead>
+<tbody>{run_body}</tbody></table>
+</body></html>
+"""
+
+
+def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc") -> Path:
+    """Analyse every run under `dirs`; write index.html, the PNGs and summary.json into `out`."""
+    runs = load_runs(dirs)
+    configs = group_configs(runs)
+    if not configs:
+        raise ValueError(f"no completed run under {', '.join(map(str, dirs))}")
+    if not all(metric in c.stats for c in configs):
+        raise ValueError(f"--metric {metric}: not in every completed run's result.json")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(configs, metric)
+    figures = write_figures(configs, out, metric)
+    write_json(out / "summary.json", rows)
+    page = out / "index.html"
+    tmp = page.with_suffix(".html.tmp")
+    tmp.write_text(render_html(runs, rows, figures, dirs, metric))
+    tmp.replace(page)
+    return page
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run, multirun or sweep folders")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--out", type=Path, help="report folder (default: DIR/report of the first DIR)")
+    parser.add_argument("--metric", default="test_acc", choices=("test_acc", "val_acc", "test_balanced_acc"),
+                        help="the accuracy plotted against cost (default: test_acc)")
+    parser.add_argument("--no-html", action="store_true", help="only print the table")
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.exists()]
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    rows = find_results(args.dirs)
-    if not rows:
+    runs = load_runs(args.dirs)
+    if not runs:
         print(f"error: no result.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
-    print(format_table(rows, markdown=args.markdown))
+    print(format_table([(r.dir, r.result) for r in runs], markdown=args.markdown))
+    if args.no_html:
+        return 0
+    try:
+        page = write_report(args.dirs, args.out or args.dirs[0] / "report", args.metric)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"report: {page}", file=sys.stderr)
     return 0
 
 

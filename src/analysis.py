@@ -1,0 +1,166 @@
+"""Run files in, analysis out: load runs, group seeds of one configuration, Pareto fronts, mean ± CI.
+
+Used by the report (`src.report`), the W&B summary and the notebook, so all three show the same
+numbers. Everything here reads only what a run writes (result.json, metrics.jsonl,
+param_groups.json); nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.results import GROUPS_FILE, METRICS_FILE, find_results, read_jsonl
+from src.stats import mean_ci
+
+# What makes two runs the same configuration (everything in result.json that is set, not measured,
+# except the seed). Runs that differ only in seed are pooled into one row with a CI.
+CONFIG_KEYS = (
+    "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "lr", "lr_decay",
+    "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer",
+)
+# Costs on offer for the x axis of accuracy-vs-cost plots.
+COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}
+MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb")
+
+
+@dataclass
+class Run:
+    dir: Path
+    result: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    groups: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.result.get("status") == "completed"
+
+    def config_key(self) -> tuple:
+        return tuple(self.result.get(k) for k in CONFIG_KEYS)
+
+
+@dataclass
+class Config:
+    """The runs of one configuration (one per seed) and their mean ± 95% CI per measure."""
+
+    key: tuple
+    label: str
+    runs: list[Run]
+    stats: dict[str, tuple[float, float]]  # measure -> (mean, CI half-width; NaN with one seed)
+
+    @property
+    def strategy(self) -> str:
+        return str(self.runs[0].result["strategy"])
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(r.result["seed"]) for r in self.runs]
+
+
+def load_runs(roots: Iterable[Path]) -> list[Run]:
+    """Every run under the folders (multirun, sweep, or several), with its curves and schedule."""
+    runs = []
+    for run_dir, result in find_results(roots):
+        metrics_path, groups_path = run_dir / METRICS_FILE, run_dir / GROUPS_FILE
+        metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
+        groups = _read_json(groups_path) if groups_path.is_file() else {}
+        runs.append(Run(run_dir, result, metrics, groups))
+    return runs
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())
+
+
+def group_configs(runs: Sequence[Run]) -> list[Config]:
+    """Completed runs pooled by configuration, in order of first appearance."""
+    pooled: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.completed:
+            pooled.setdefault(run.config_key(), []).append(run)
+    labels = _labels(list(pooled))
+    configs = []
+    for key, members in pooled.items():
+        stats = {}
+        for m in MEASURES:
+            values = [float(r.result[m]) for r in members if r.result.get(m) is not None]
+            if len(values) == len(members):
+                stats[m] = mean_ci(values)
+        configs.append(Config(key, labels[key], members, stats))
+    return configs
+
+
+def _labels(keys: list[tuple]) -> dict[tuple, str]:
+    """The strategy name, plus whichever settings tell configurations of that strategy apart."""
+    out = {}
+    for key in keys:
+        same = [k for k in keys if k[0] == key[0]]
+        differing = [i for i in range(1, len(CONFIG_KEYS)) if len({k[i] for k in same}) > 1]
+        extra = ", ".join(f"{CONFIG_KEYS[i]}={_short(key[i])}" for i in differing)
+        out[key] = f"{key[0]} ({extra})" if extra else str(key[0])
+    return out
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point dominates (accuracy up, cost down), by rising cost."""
+    front = []
+    for i, (acc, cost) in enumerate(points):
+        if any(math.isnan(v) for v in (acc, cost)):
+            continue
+        dominated = any(
+            a >= acc and c <= cost and (a > acc or c < cost)
+            for j, (a, c) in enumerate(points) if j != i and not math.isnan(a) and not math.isnan(c)
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][1], -points[i][0]))
+
+
+def mean_curve(runs: Sequence[Run], key: str = "val_acc") -> tuple[list[int], list[float], list[float]]:
+    """Per epoch: mean and 95% CI half-width of `key` over the runs (epochs all runs reached)."""
+    n = min(len(r.metrics) for r in runs)
+    epochs, means, halves = [], [], []
+    for e in range(n):
+        m, h = mean_ci([float(r.metrics[e][key]) for r in runs])
+        epochs.append(e + 1)
+        means.append(m)
+        halves.append(0.0 if math.isnan(h) else h)
+    return epochs, means, halves
+
+
+def lr_grid(run: Run) -> tuple[list[str], list[list[float]]]:
+    """Group names (input side first) and, per group and epoch, its peak LR where it trains, else 0.
+
+    From param_groups.json, the schedule the run wrote before training (the LR each group was
+    built with; warmup and cosine scale all groups alike). The tests check that the optimizer
+    followed it."""
+    groups = run.groups.get("groups", [])
+    epochs = int(run.groups.get("epochs", len(run.metrics)))
+    names = [g["name"] for g in groups]
+    return names, [[float(g["lr"]) if e in g["epochs"] else 0.0 for e in range(epochs)] for g in groups]
+
+
+def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[dict[str, Any]]:
+    """One row per configuration: seeds, mean and 95% CI of each measure, and Pareto membership
+    (on `metric` against `cost`)."""
+    pts = [(c.stats.get(metric, (math.nan,))[0], c.stats.get(cost, (math.nan,))[0]) for c in configs]
+    front = set(pareto_front(pts))
+    rows = []
+    for i, c in enumerate(configs):
+        row: dict[str, Any] = {"config": c.label, "strategy": c.strategy, "seeds": len(c.runs)}
+        for m, (mean, half) in c.stats.items():
+            row[m] = mean
+            row[f"{m}_ci95"] = None if math.isnan(half) else half
+        row["pareto"] = i in front
+        row["run_dirs"] = [str(r.dir) for r in c.runs]
+        rows.append(row)
+    return rows

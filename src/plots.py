@@ -1,0 +1,118 @@
+"""The report's figures, drawn with matplotlib (PNG export needs no browser, unlike plotly's).
+
+Each function takes analysed runs (`src.analysis`) and returns a Figure; the caller saves it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers or in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import EngFormatter  # noqa: E402
+
+from src.analysis import COSTS, Config, Run, lr_grid, mean_curve, pareto_front  # noqa: E402
+
+# One colour per strategy, stable across figures and reports.
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
+
+
+def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
+    names = list(dict.fromkeys(c.strategy for c in configs))
+    return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[str] = tuple(COSTS)) -> Figure:
+    """Accuracy against each cost, one panel per cost; the Pareto front is the dashed step line and
+    the ringed points. Points are configuration means; bars are 95% CIs when there are several seeds."""
+    colors = strategy_colors(configs)
+    costs = [c for c in costs if all(c in cfg.stats for cfg in configs)]
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.9), squeeze=False, layout="constrained")
+    for ax, cost in zip(axes[0], costs):
+        pts = [(cfg.stats[metric][0], cfg.stats[cost][0]) for cfg in configs]
+        front = pareto_front(pts)
+        for i, cfg in enumerate(configs):
+            acc, acc_ci = cfg.stats[metric]
+            x, x_ci = cfg.stats[cost]
+            ax.errorbar(
+                x, acc, yerr=None if math.isnan(acc_ci) else acc_ci, xerr=None if math.isnan(x_ci) else x_ci,
+                fmt="o", color=colors[cfg.strategy], ms=7 if i in front else 5, alpha=0.9, capsize=3,
+                markeredgecolor="black" if i in front else colors[cfg.strategy], markeredgewidth=1.4 if i in front else 0.5,
+            )
+        if front:
+            xs = [pts[i][1] for i in front]
+            ys = [pts[i][0] for i in front]
+            ax.step(xs, ys, where="post", ls="--", color="black", lw=1, alpha=0.7, zorder=0)
+        if min(p[1] for p in pts) > 0 and max(p[1] for p in pts) / min(p[1] for p in pts) > 20:
+            ax.set_xscale("log")
+        if cost != "train_time_s":
+            ax.xaxis.set_major_formatter(EngFormatter())  # 2.7 T, not 2.7e12
+        ax.set_xlabel(COSTS[cost])
+        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in colors.items()]
+    handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
+    axes[0][-1].legend(handles=handles, fontsize=8, loc="lower right")
+    return fig
+
+
+def curves(configs: Sequence[Config], key: str = "val_acc") -> Figure:
+    """Validation accuracy per epoch, one line per configuration (mean over seeds, 95% CI band)."""
+    colors = strategy_colors(configs)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    styles = ("-", "--", ":", "-.")
+    seen: dict[str, int] = {}
+    for cfg in configs:
+        runs = [r for r in cfg.runs if r.metrics]
+        if not runs:
+            continue
+        epochs, mean, half = mean_curve(runs, key)
+        k = seen.get(cfg.strategy, 0)
+        seen[cfg.strategy] = k + 1
+        ax.plot(epochs, mean, styles[k % len(styles)], marker=".", color=colors[cfg.strategy],
+                label=f"{cfg.label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(epochs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                            color=colors[cfg.strategy], alpha=0.15)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(METRIC_LABEL.get(key, key))
+    ax.grid(alpha=0.3)
+    if len(configs) <= 12:
+        ax.legend(fontsize=7)
+    return fig
+
+
+def schedules(configs: Sequence[Config], limit: int = 6) -> Figure:
+    """Per configuration: which layer group trains in which epoch, coloured by its LR (blank: frozen)."""
+    shown: list[Run] = [cfg.runs[0] for cfg in configs if cfg.runs[0].groups][:limit]
+    labels = [cfg.label for cfg in configs if cfg.runs[0].groups][:limit]
+    if not shown:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no param_groups.json in these runs", ha="center")
+        return fig
+    grids = [lr_grid(r) for r in shown]
+    positive = [v for _, g in grids for row in g for v in row if v > 0]
+    norm = LogNorm(vmin=min(positive), vmax=max(positive)) if positive else None
+    rows = max(len(names) for names, _ in grids)
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.2 + 2.6 * len(shown), 0.32 * rows + 1.6),
+                             squeeze=False, layout="constrained")
+    image = None
+    for ax, (names, grid), label in zip(axes[0], grids, labels):
+        masked = [[v if v > 0 else float("nan") for v in row] for row in grid][::-1]  # head on top
+        image = ax.imshow(masked, aspect="auto", cmap="viridis", norm=norm, interpolation="nearest")
+        ax.set_yticks(range(len(names)), names[::-1], fontsize=7)
+        ax.set_xticks(range(len(grid[0])), [str(e + 1) for e in range(len(grid[0]))], fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.set_title(label, fontsize=8)
+        ax.set_facecolor("#f2f2f2")
+    if image is not None and norm is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label="peak LR (blank: frozen)", shrink=0.9)
+    return fig

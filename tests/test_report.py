@@ -1,0 +1,127 @@
+"""The report: numbers from the run files, a page that renders in real headless Chromium, the notebook."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.analysis import pareto_front
+from src.stats import mean_ci
+from tests.cli import REPO, TINY_OVERRIDES, env
+
+STRATEGIES = ("frozen", "full", "layerwise")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """A small real result set: three strategies x two seeds of the tiny model, via the Hydra multirun."""
+    sweep = tmp_path_factory.mktemp("results") / "multi"
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", "-m", f"strategy={','.join(STRATEGIES)}", "seed=0,1", *TINY_OVERRIDES,
+         "trainer.epochs=2", "trainer.progress=false", f"hydra.sweep.dir={sweep}"],
+        cwd=sweep.parent, env=env(), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    proc = subprocess.run([sys.executable, "-m", "src.report", str(results), "--out", str(out)],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"report: {out / 'index.html'}" in proc.stderr
+    return out
+
+
+def test_report_pools_seeds_with_t_intervals_and_marks_the_front(results, report):
+    rows = json.loads((report / "summary.json").read_text())
+    assert [r["config"] for r in rows] == list(STRATEGIES) and all(r["seeds"] == 2 for r in rows)
+    for row in rows:
+        runs = [json.loads((Path(d) / "result.json").read_text()) for d in row["run_dirs"]]
+        assert sorted(r["seed"] for r in runs) == [0, 1] and {r["strategy"] for r in runs} == {row["strategy"]}
+        mean, half = mean_ci([r["test_acc"] for r in runs])
+        assert row["test_acc"] == pytest.approx(mean)
+        assert (row["test_acc_ci95"] or 0.0) == pytest.approx(0.0 if math.isnan(half) else half)
+    points = [(r["test_acc"], r["train_flops"]) for r in rows]
+    for i, row in enumerate(rows):  # the front by the definition, not by the code under test
+        beaten = any(a >= points[i][0] and c <= points[i][1] and (a, c) != points[i] for a, c in points)
+        assert row["pareto"] == (not beaten), row
+    assert pareto_front([(0.9, 1.0), (0.95, 2.0), (0.94, 3.0), (0.8, 0.5)]) == [3, 0, 1]
+    page = (report / "index.html").read_text()
+    assert " ± " in page and "frozen" in page and "Pareto" in page
+    for name in ("pareto", "curves", "schedules"):
+        assert (report / f"{name}.png").stat().st_size > 10_000
+        assert f'id="fig-{name}" src="data:image/png;base64,' in page  # self-contained
+
+
+def test_report_errors_are_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "src.report", str(tmp_path / "nope")],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: no such folder: {tmp_path / 'nope'}"
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package chromium; .ci/run installs it)")
+def test_report_page_renders_in_headless_chromium(report, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+    from PIL import Image
+
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.goto((report / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        sizes = {n: page.eval_on_selector(f"#fig-{n}", "e => [e.complete, e.naturalWidth, e.naturalHeight]")
+                 for n in ("pareto", "curves", "schedules")}
+        page.locator("#fig-pareto").screenshot(path=str(tmp_path / "pareto.png"))
+        rows = page.locator("#summary tbody tr").count()
+        browser.close()
+    assert problems == []
+    assert all(done and w > 300 and h > 200 for done, w, h in sizes.values()), sizes
+    assert rows == len(STRATEGIES)
+    shot = Image.open(tmp_path / "pareto.png").convert("RGB")
+    colors = shot.getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50  # not a blank or single-colour box
+    non_white = sum(n for n, c in colors if min(c) < 240) / (shot.width * shot.height)
+    assert non_white > 0.02
+    # every strategy's marker colour is on screen (the first three of the palette)
+    def near(rgb, hex_):
+        want = tuple(int(hex_[i : i + 2], 16) for i in (1, 3, 5))
+        return all(abs(a - b) < 30 for a, b in zip(rgb, want))
+    for hex_ in ("#1f77b4", "#d62728", "#2ca02c"):
+        assert any(near(c, hex_) for _, c in colors), hex_
+
+
+def test_analysis_notebook_runs_on_real_results_and_is_committed_clean(results):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    path = REPO / "notebooks" / "analysis.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(not c.outputs and c.execution_count is None for c in code), "commit the notebook without outputs"
+    os.environ["RESULTS_DIRS"] = str(results)
+    try:
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    finally:
+        del os.environ["RESULTS_DIRS"]
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 3  # the Pareto plot, the curves, the schedules
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "6 runs, 3 completed configurations" in text
