@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import html
-import json
+import logging
 import math
 import sys
 from collections.abc import Sequence
@@ -20,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from src import plots
-from src.analysis import Config, Run, group_configs, load_runs, summary_rows
+from src.analysis import Config, Run, group_configs, load_runs, mean_curve, summary_rows
+from src.config import LoggerConfig
 from src.results import format_table, write_json
+from src.tracking import make_tracker
+
+log = logging.getLogger(__name__)
 
 FIGURES = ("pareto", "curves", "schedules")
 
@@ -145,6 +150,42 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc") -> P
     tmp = page.with_suffix(".html.tmp")
     tmp.write_text(render_html(runs, rows, figures, dirs, metric))
     tmp.replace(page)
+    return page
+
+
+def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, metric: str = "test_acc") -> Path | None:
+    """After a multirun or a sweep: the HTML report into `out`, and the study's summary to W&B (a run
+    of job type "summary" in the study's group: the runs and configurations as tables, accuracy
+    against FLOPs, the mean validation curves, and the report's figures). Never raises: the runs
+    themselves are already saved, and a failed summary must not turn a finished study into a failure."""
+    try:
+        page = write_report(dirs, out, metric)
+    except Exception as err:
+        log.warning("no report written (%s: %s)", type(err).__name__, err)
+        return None
+    if logger.kind == "none":
+        return page
+    try:
+        runs = load_runs(dirs)
+        configs = group_configs(runs)
+        rows = summary_rows(configs, metric)
+        tracker = make_tracker(dataclasses.replace(logger, group=group), out, f"{group}-summary",
+                               {"dirs": [str(d) for d in dirs], "metric": metric}, "summary")
+        keys = ("strategy", "seed", "val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s",
+                "trainable_params", "peak_mem_mb", "lr", "lr_decay", "unfreeze_depth", "unfreeze_every", "status")
+        tracker.table("runs", [{k: r.result.get(k) for k in keys} | {"run": r.dir.name} for r in runs])
+        tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
+        tracker.scatter("accuracy_vs_flops", rows, "train_flops", metric, f"{metric} vs train FLOPs")
+        with_curves = [c for c in configs if all(r.metrics for r in c.runs)]
+        curves = [mean_curve(c.runs) for c in with_curves]
+        tracker.lines("val_acc_curves", [c[0] for c in curves], [c[1] for c in curves],
+                      [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
+        tracker.images({name: out / f"{name}.png" for name in FIGURES})
+        tracker.summary({"n_runs": len(runs), "n_configs": len(configs),
+                         "pareto_configs": [r["config"] for r in rows if r["pareto"]]})
+        tracker.finish()
+    except Exception as err:
+        log.warning("W&B summary not logged (%s: %s)", type(err).__name__, err)
     return page
 
 

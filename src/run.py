@@ -176,6 +176,10 @@ def run(
     tracker = make_tracker(
         cfg.logger, run_dir, run_name or run_dir.name, cfg.to_dict() | {"param_groups": schedule.to_dict()}, cfg.strategy.name
     )
+    # The schedule as a table too: W&B shows it beside the run's LR curves.
+    tracker.table("param_groups", [
+        dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in schedule.to_dict()["groups"]
+    ])
     exit_code = 1
     state: dict[str, Any] = {"epoch": -1, "partial": {}}
     try:

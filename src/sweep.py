@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config import ConfigError
 from src.models import PretrainedWeightsError
 from src.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
+from src.report import publish
 from src.results import RESULT_FILE, write_json
 from src.run import DivergedError, RunPruned, run
 from src.stats import format_ci, mean_ci
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         spec: dict[str, Any] = OmegaConf.to_container(scfg, resolve=True)  # type: ignore[assignment]
         base_over = list(spec["train_overrides"]) + train_over
         base = compose_train(base_over)
-        to_run_config(base)  # one-line error for a bad override before any trial starts
+        base_cfg = to_run_config(base)  # one-line error for a bad override before any trial starts
         groups = backbone_groups(base)
         out_dir = Path(spec["out_dir"])
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         write_json(out_dir / "pareto_rerun.json", rerun)
         print(f"\nPareto set re-run on seeds {rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}")
         print(f"saved {out_dir / 'pareto_rerun.json'}")
+    page = publish([out_dir], out_dir / "report", base_cfg.logger, spec["study_name"])
+    if page:
+        print(f"report: {page}")
     return 0
 
 

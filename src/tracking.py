@@ -8,6 +8,7 @@ a warning, after which the run goes on offline or untracked.
 
 from __future__ import annotations
 
+import json
 import logging
 import netrc
 import os
@@ -22,12 +23,28 @@ log = logging.getLogger(__name__)
 
 class Tracker(Protocol):
     def log(self, metrics: dict[str, Any], step: int) -> None: ...
+    def table(self, key: str, rows: list[dict[str, Any]]) -> None: ...
+    def images(self, paths: dict[str, Path]) -> None: ...
+    def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str) -> None: ...
+    def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None: ...
     def summary(self, values: dict[str, Any]) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
 
 
 class NullTracker:
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        pass
+
+    def table(self, key: str, rows: list[dict[str, Any]]) -> None:
+        pass
+
+    def images(self, paths: dict[str, Path]) -> None:
+        pass
+
+    def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str) -> None:
+        pass
+
+    def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
@@ -72,6 +89,47 @@ class WandbTracker:
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._guard("log", lambda: self.run.log(metrics, step=step))
+
+    def table(self, key: str, rows: list[dict[str, Any]]) -> None:
+        """A wandb.Table with one column per key of the rows (lists and dicts as JSON text)."""
+
+        def log_table() -> None:
+            import wandb
+
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            cell = lambda v: json.dumps(v) if isinstance(v, (list, dict, tuple)) else v  # noqa: E731
+            table = wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])
+            # commit=False: joins the next history row instead of taking a step of its own, which
+            # would push the epoch steps that run() logs explicitly out of order.
+            self.run.log({key: table}, commit=False)
+
+        self._guard(f"table {key}", log_table)
+
+    def images(self, paths: dict[str, Path]) -> None:
+        def log_images() -> None:
+            import wandb
+
+            self.run.log({k: wandb.Image(str(p)) for k, p in paths.items()}, commit=False)
+
+        self._guard("images", log_images)
+
+    def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str) -> None:
+        def log_scatter() -> None:
+            import wandb
+
+            table = wandb.Table(columns=["config", x, y], data=[[r["config"], r[x], r[y]] for r in rows])
+            self.run.log({key: wandb.plot.scatter(table, x, y, title=title)}, commit=False)
+
+        self._guard(f"scatter {key}", log_scatter)
+
+    def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None:
+        def log_lines() -> None:
+            import wandb
+
+            self.run.log({key: wandb.plot.line_series(xs=xs, ys=ys, keys=names, title=title, xname="epoch")},
+                         commit=False)
+
+        self._guard(f"lines {key}", log_lines)
 
     def summary(self, values: dict[str, Any]) -> None:
         self._guard("summary", lambda: self.run.summary.update(values))

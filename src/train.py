@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
+from src.report import publish
 from src.results import find_results, format_table
 from src.run import run
 
@@ -36,7 +37,12 @@ def to_run_config(cfg: DictConfig, group: str | None = None) -> RunConfig:
 def _multirun_group(hc) -> str | None:
     if hc.mode != RunMode.MULTIRUN:
         return None
-    return "-".join(Path(hc.sweep.dir).parts[-3:])
+    return sweep_group(Path(hc.sweep.dir))
+
+
+def sweep_group(sweep_dir: Path) -> str:
+    """The W&B group of a multirun: the last parts of its folder (multirun/DATE/TIME -> multirun-DATE-TIME)."""
+    return "-".join(sweep_dir.parts[-3:])
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -59,13 +65,22 @@ def main(cfg: DictConfig) -> float:
 
 
 class ComparisonTable(Callback):
-    """Prints the comparison table of every run in the sweep directory once the multirun ends."""
+    """Once the multirun ends: the comparison table of every run in the sweep directory, the HTML
+    report in `<sweep dir>/report/`, and the study's summary run in W&B."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = find_results([sweep_dir])
         if rows:
             print(f"\n{len(rows)} runs in {sweep_dir}:\n{format_table(rows)}", flush=True)
+            try:  # only the logger section: the rest of `config` holds unresolved sweep values
+                logger = RunConfig.from_dict({"logger": OmegaConf.to_container(config.logger, resolve=True)}).logger
+            except ConfigError:  # the jobs have reported it already
+                logger = None
+            if logger is not None:
+                page = publish([sweep_dir], sweep_dir / "report", logger, sweep_group(sweep_dir))
+                if page:
+                    print(f"report: {page}", flush=True)
         failed = [d.name for d, r in rows if r.get("status") != "completed"]
         if failed:
             print(f"error: {len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}", file=sys.stderr)

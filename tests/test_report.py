@@ -21,11 +21,13 @@ STRATEGIES = ("frozen", "full", "layerwise")
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> Path:
-    """A small real result set: three strategies x two seeds of the tiny model, via the Hydra multirun."""
+    """A small real result set: three strategies x two seeds of the tiny model, via the Hydra multirun,
+    tracked by W&B offline."""
     sweep = tmp_path_factory.mktemp("results") / "multi"
     proc = subprocess.run(
         [sys.executable, "-m", "src.train", "-m", f"strategy={','.join(STRATEGIES)}", "seed=0,1", *TINY_OVERRIDES,
-         "trainer.epochs=2", "trainer.progress=false", f"hydra.sweep.dir={sweep}"],
+         "trainer.epochs=2", "trainer.progress=false", "logger=wandb", "logger.mode=offline",
+         f"hydra.sweep.dir={sweep}"],
         cwd=sweep.parent, env=env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -61,6 +63,42 @@ def test_report_pools_seeds_with_t_intervals_and_marks_the_front(results, report
     for name in ("pareto", "curves", "schedules"):
         assert (report / f"{name}.png").stat().st_size > 10_000
         assert f'id="fig-{name}" src="data:image/png;base64,' in page  # self-contained
+
+
+def _table(run_dir: Path, key: str) -> list[dict]:
+    [path] = run_dir.glob(f"wandb/offline-run-*/files/media/table/{key}_*.table.json")
+    table = json.loads(path.read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
+
+
+def test_multirun_ends_with_a_report_and_a_wandb_summary_run(results):
+    from tests import wandb_files
+
+    # the multirun itself wrote the report (the callback), with the same pooled rows as src.report
+    summary = json.loads((results / "report" / "summary.json").read_text())
+    assert [r["config"] for r in summary] == list(STRATEGIES) and (results / "report" / "index.html").is_file()
+    [summary_file] = (results / "report").glob("wandb/offline-run-*/run-*.wandb")
+    info = wandb_files.run_info(summary_file)
+    [a_run] = (results / "0_frozen").glob("wandb/offline-run-*/run-*.wandb")
+    assert info.job_type == "summary" and info.run_group == wandb_files.run_info(a_run).run_group != ""
+    logged = {k.split("/")[0]: h[k] for h in wandb_files.history(summary_file) for k in h if k.endswith("/_type")}
+    assert {k: logged[k] for k in ("runs", "configs", "accuracy_vs_flops_table", "val_acc_curves_table")} == \
+        dict.fromkeys(("runs", "configs", "accuracy_vs_flops_table", "val_acc_curves_table"), "table-file")
+    assert all(logged[k] == "image-file" for k in ("pareto", "curves", "schedules"))
+    assert wandb_files.summary(summary_file)["n_runs"] == 2 * len(STRATEGIES)
+    runs = _table(results / "report", "runs")
+    on_disk = {p.parent.name: json.loads(p.read_text()) for p in results.glob("*/result.json")}
+    assert {r["run"] for r in runs} == set(on_disk)
+    for r in runs:
+        assert r["test_acc"] == on_disk[r["run"]]["test_acc"] and r["train_flops"] == on_disk[r["run"]]["train_flops"]
+    configs = _table(results / "report", "configs")
+    assert [c["test_acc"] for c in configs] == pytest.approx([c["test_acc"] for c in summary])
+    # each run has its layer-group schedule as a table, equal to its param_groups.json
+    for run_dir in (results / "0_frozen", results / "4_layerwise"):
+        groups = json.loads((run_dir / "param_groups.json").read_text())["groups"]
+        table = _table(run_dir, "param_groups")
+        assert [(t["name"], t["lr"], t["epochs"]) for t in table] == \
+            [(g["name"], g["lr"], ",".join(map(str, g["epochs"]))) for g in groups]
 
 
 def test_report_errors_are_one_line(tmp_path):
