@@ -26,11 +26,14 @@ study: ## the three-strategy comparison on the default model and data
 sweep: ## Optuna search over lr_decay and unfreeze_depth: make sweep [SWEEP=default] [ARGS="sweep.n_trials=40 dataset=..."]
 	$(PY) -m src.sweep --sweep $(or $(SWEEP),default) $(ARGS)
 
-report: ## print the comparison table of a results folder: make report DIR=multirun/...
-	$(PY) -m src.report $(or $(DIR),multirun)
+report: ## table + HTML report (DIR/report/index.html) of results folders: make report DIR="multirun/a sweeps-out/b"
+	$(PY) -m src.report $(or $(DIR),multirun) $(ARGS)
+
+bench-pruning: ## the default sweep with pruning on and off, single- and multi-objective (about 40 min)
+	$(PY) benchmarks/pruning.py $(ARGS)
 
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow study sweep report clean
+.PHONY: help install test test-slow study sweep report bench-pruning clean

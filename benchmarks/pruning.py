@@ -5,7 +5,13 @@
 Runs four studies of the default sweep (sweeps/default.yaml) — multi-objective (val_acc vs
 train_flops, our `dominated` rule) and single-objective (val_acc, Optuna's median pruner), each
 with pruning on and off — then prints a markdown table: epochs trained, the drop with pruning,
-and the best validation accuracy. A study that already finished is read back, not re-run.
+the best validation accuracy, and the training FLOPs and time all trials used. A study that
+already finished is read back, not re-run (and an unfinished one resumes).
+
+Run it on a checkout that does not change while it runs: every trial composes the YAML in conf/
+afresh, so editing the config during a bench mixes two versions of the code.
+The feature cache is off in all four studies, so the frozen-backbone trials (unfreeze_depth=0)
+cost the same whichever code version first ran them.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,15 +33,21 @@ CASES = (
 def run_study(out: Path, name: str, objectives: str, pruner: str, trials: int, extra: list[str]) -> dict:
     study_dir = out / name
     summary = study_dir / "summary.json"
-    timing = study_dir / "wall_s.json"
-    if not (summary.is_file() and json.loads(summary.read_text())["trials"] >= trials and timing.is_file()):
+    done = summary.is_file() and sum(json.loads(summary.read_text())["states"].get(s, 0) for s in ("complete", "pruned")) >= trials
+    if not done:
         cmd = [sys.executable, "-m", "src.sweep", f"sweep.study_name=bench-{name}", f"sweep.out_dir={study_dir}",
-               f"sweep.n_trials={trials}", f"sweep.objectives={objectives}", f"sweep.pruner.name={pruner}", *extra]
+               f"sweep.n_trials={trials}", f"sweep.objectives={objectives}", f"sweep.pruner.name={pruner}",
+               "trainer.feature_cache=off", *extra]
         print("+", " ".join(cmd[1:]), flush=True)
-        start = time.perf_counter()
         subprocess.run(cmd, cwd=REPO, check=True)
-        timing.write_text(json.dumps({"wall_s": time.perf_counter() - start}))
-    return json.loads(summary.read_text()) | json.loads(timing.read_text())
+    # FLOPs and training time of every trial, pruned ones included, from the run files
+    flops = seconds = 0.0
+    for result in study_dir.glob("trial_*/result.json"):
+        r = json.loads(result.read_text())
+        partial = r.get("measured_before_stop", {})
+        flops += r.get("train_flops") or partial.get("train_flops") or 0
+        seconds += r.get("train_time_s") or partial.get("train_time_s") or 0
+    return json.loads(summary.read_text()) | {"flops": flops, "train_s": seconds}
 
 
 def main() -> int:
@@ -51,15 +62,15 @@ def main() -> int:
         on = run_study(args.out, f"{case}-on", objectives, pruner, args.trials, args.overrides)
         for label, s in (("off", off), (pruner, on)):
             rows.append((case, label, s, off))
-    print("\n| objectives | pruner | trials (complete / pruned) | epochs trained | vs off | best val acc | Δ vs off | wall |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| objectives | pruner | trials (complete / pruned) | epochs trained | vs off | best val acc | Δ vs off | train FLOPs | train time |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for case, label, s, off in rows:
         st = s["states"]
         print(
             f"| {case} | {label} | {s['trials']} ({st.get('complete', 0)} / {st.get('pruned', 0)}) | "
             f"{s['epochs_trained']} of {s['epochs_unpruned']} | {s['epochs_trained'] / off['epochs_trained'] - 1:+.0%} | "
             f"{s['best_val_acc']:.4f} (trial {s['best_trial']}) | {100 * (s['best_val_acc'] - off['best_val_acc']):+.2f} pt | "
-            f"{s['wall_s'] / 60:.1f} min |"
+            f"{s['flops'] / 1e12:.2f} T ({s['flops'] / off['flops'] - 1:+.0%}) | {s['train_s'] / 60:.1f} min |"
         )
     return 0
 

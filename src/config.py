@@ -100,6 +100,9 @@ class TrainerConfig:
     select: Literal["best_val", "last"] = "best_val"
     progress: bool = True
     count_flops: bool = True
+    # Frozen backbone: compute its features once and train the head on them (src/cache.py).
+    # auto = whenever that is exact (nothing below the head trains, BN frozen, no augmentation).
+    feature_cache: Literal["auto", "on", "off"] = "auto"
     # Write the selected model's state dict to model.pt in the run directory.
     save_model: bool = False
 

@@ -8,6 +8,8 @@ Python, and normalised on the device.
 
 from __future__ import annotations
 
+import copy
+
 import inspect
 import logging
 from collections.abc import Iterator
@@ -325,6 +327,13 @@ class Batches:
 
     def __len__(self) -> int:
         return (len(self.labels) + self.batch_size - 1) // self.batch_size
+
+    def unshuffled(self) -> Batches:
+        """The same images in order and unaugmented (a one-off pass, e.g. feature caching); it
+        shares the generator but draws nothing from it."""
+        view = copy.copy(self)
+        view.shuffle = view.augment = False
+        return view
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape

@@ -23,6 +23,7 @@ import torch
 import yaml
 
 from src import engine
+from src.cache import Cache, PreLogits, build_cache, cache_blocker
 from src.config import ConfigError, RunConfig
 from src.data import Batches, load_dataset
 from src.flops import StepFlops, counted_forward_flops, counted_step_flops
@@ -204,9 +205,10 @@ def run(
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         write_json(
             run_dir / RESULT_FILE,
-            base | state["partial"] | {
+            # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
+            base | {
                 "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
-                "traceback": traceback.format_exc(limit=5),
+                "measured_before_stop": state["partial"], "traceback": traceback.format_exc(limit=5),
             } | _environment(),
         )
         raise
@@ -244,17 +246,35 @@ def _fit(
     best: tuple[float, int, dict[str, torch.Tensor]] | None = None
     max_trainable = 0
     elapsed_start = time.perf_counter()
+    blocker = cache_blocker(model, groups, schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
+    if t.feature_cache == "on" and blocker:
+        raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {blocker}")
+    cache: Cache | None = None
+    # What the epochs train and evaluate: the whole model on images, or the head on cached features.
+    net, train_batches, val_batches, test_batches, step_shape = model, s.train, s.val, s.test, s.input_shape
     with PeakMemory(rt.device) as mem:
+        if blocker is None:
+            apply_epoch(model, groups, schedule, 0)
+            cache = build_cache(model, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size)
+            net, train_batches, val_batches, test_batches = cache.head, cache.train, cache.val, cache.test
+            step_shape = (cache.feature_dim,)
+            train_seconds += cache.train_extract_s  # the one backbone pass is training cost
+            if t.count_flops:
+                train_flops["forward"] += counted_forward_flops(PreLogits(model), s.input_shape) * len(s.train.labels)
+            log.info("feature cache: backbone run once over %d train images in %.1fs; epochs train the head only",
+                     len(s.train.labels), cache.train_extract_s)
         for epoch in range(t.epochs):
             state["epoch"] = epoch
             trainable = apply_epoch(model, groups, schedule, epoch)
+            if cache is not None:
+                cache.head.train()  # (the uncached model's modes are apply_epoch's to set: frozen BN stays eval)
             max_trainable = max(max_trainable, trainable)
             phase = schedule.active(epoch)
             if t.count_flops and phase not in flops_by_phase:
-                flops_by_phase[phase] = counted_step_flops(model, s.input_shape, s.num_classes)
+                flops_by_phase[phase] = counted_step_flops(net, step_shape, s.num_classes)
             lrs = _lrs(optimizer, group_names)
             stats = engine.train_one_epoch(
-                model, s.train, optimizer, s.scheduler, rt.device, rt.amp_dtype,
+                net, train_batches, optimizer, s.scheduler, rt.device, rt.amp_dtype,
                 progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}",
             )
             if not np.isfinite(stats.loss):
@@ -264,7 +284,7 @@ def _fit(
             if t.count_flops:
                 train_flops["forward"] += flops_by_phase[phase].forward * stats.samples
                 train_flops["backward"] += flops_by_phase[phase].backward * stats.samples
-            val = engine.evaluate(model, s.val, s.num_classes, rt.device, rt.amp_dtype)
+            val = engine.evaluate(net, val_batches, s.num_classes, rt.device, rt.amp_dtype)
             record = {
                 "epoch": epoch,
                 "train_loss": stats.loss,
@@ -304,8 +324,8 @@ def _fit(
     if t.save_model:
         torch.save(best_state, run_dir / "model.pt")
     # Test is evaluated once, on the model that validation selected.
-    val = engine.evaluate(model, s.val, s.num_classes, rt.device, rt.amp_dtype)
-    test = engine.evaluate(model, s.test, s.num_classes, rt.device, rt.amp_dtype)
+    val = engine.evaluate(net, val_batches, s.num_classes, rt.device, rt.amp_dtype)
+    test = engine.evaluate(net, test_batches, s.num_classes, rt.device, rt.amp_dtype)
     fwd_per_image = counted_forward_flops(model, s.input_shape) if t.count_flops else None
     return {
         "epochs_trained": t.epochs,
@@ -327,4 +347,6 @@ def _fit(
         "peak_mem_mb": mem.peak_mb,
         "peak_mem_start_mb": mem.start_mb,
         "peak_mem_method": mem.method,
+        "feature_cache": cache is not None,
+        "feature_cache_blocker": blocker,
     }

@@ -134,3 +134,38 @@ def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tm
     assert result["train_flops"] == metrics[-1]["train_flops_cum"] > 0
     assert result["val_acc"] == max(m["val_acc"] for m in metrics)
     assert "test_acc" not in result  # a pruned run is never evaluated on test
+
+
+def test_feature_cache_trains_the_same_head_for_less(tiny_config, tmp_path):
+    def frozen(cache: str, name: str) -> tuple[dict, list[dict]]:
+        cfg = tiny_config(strategy={"name": "frozen"}, trainer={"epochs": 3, "feature_cache": cache})
+        result = run(cfg, tmp_path / name)
+        return result, read_jsonl(tmp_path / name / "metrics.jsonl")
+
+    plain, plain_m = frozen("off", "plain")
+    cached, cached_m = frozen("on", "cached")
+    assert (plain["feature_cache"], cached["feature_cache"]) == (False, True)
+    # the same head training: same samples in the same order, same dropout draws, same features
+    for a, b in zip(plain_m, cached_m):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert abs(b["val_acc"] - a["val_acc"]) <= 1 / plain["val_samples"] + 1e-12
+    assert abs(cached["test_acc"] - plain["test_acc"]) <= 1 / plain["test_samples"] + 1e-12
+    # cost: one backbone pass (counted) + the head's steps, instead of a backbone pass every epoch.
+    # Uncached, per image and epoch: backbone + head forward, and the head's weight gradient (as
+    # much as its forward); inference_flops_per_image is backbone + head forward.
+    n, epochs = plain["train_samples"], 3
+    per_image_epoch = plain["train_flops"] / (epochs * n)
+    head_fwd = per_image_epoch - plain["inference_flops_per_image"]
+    backbone_fwd = plain["inference_flops_per_image"] - head_fwd
+    assert 0 < head_fwd < backbone_fwd
+    assert cached["train_flops"] == pytest.approx(backbone_fwd * n + 2 * head_fwd * epochs * n, rel=1e-9)
+
+
+def test_feature_cache_on_where_it_cannot_apply_is_a_config_error(tiny_config, tmp_path):
+    from src.config import ConfigError
+
+    cfg = tiny_config(strategy={"name": "full"}, trainer={"feature_cache": "on"})
+    with pytest.raises(ConfigError, match="feature_cache=on, but .* cannot be cached: group .* trains"):
+        run(cfg, tmp_path)
+    auto = run(tiny_config(strategy={"name": "frozen"}, dataset={"augment": True}), tmp_path / "aug")
+    assert auto["feature_cache"] is False and auto["feature_cache_blocker"].startswith("augmentation")
