@@ -29,11 +29,16 @@ sweep: ## Optuna search over lr_decay and unfreeze_depth: make sweep [SWEEP=defa
 report: ## table + HTML report (DIR/report/index.html) of results folders: make report DIR="multirun/a sweeps-out/b"
 	$(PY) -m src.report $(or $(DIR),multirun) $(ARGS)
 
+bench: ## our step vs a plain PyTorch loop, the frozen feature cache, cost vs unfreeze depth (about 10 min)
+	$(PY) benchmarks/step.py $(ARGS)
+	$(PY) benchmarks/cache.py
+	$(PY) benchmarks/depth.py
+
 bench-pruning: ## the default sweep with pruning on and off, single- and multi-objective (about 40 min)
 	$(PY) benchmarks/pruning.py $(ARGS)
 
 clean: ## remove run outputs and caches (not the venv)
-	rm -rf outputs multirun sweeps-out wandb .pytest_cache
+	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow study sweep report bench-pruning clean
+.PHONY: help install test test-slow study sweep report bench bench-pruning clean

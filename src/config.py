@@ -95,6 +95,9 @@ class TrainerConfig:
     # Mixed precision (bf16) on CUDA; "auto" = on for CUDA, off on CPU.
     amp: Literal["auto", "on", "off"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
+    # torch.compile the model for training and evaluation (worth it on GPUs for long runs; the
+    # first steps pay the compilation, and each gradual-unfreezing phase may recompile).
+    compile: bool = False
     num_threads: int | None = None
     # "best_val" evaluates test once on the epoch with the best validation accuracy; "last" on the final epoch.
     select: Literal["best_val", "last"] = "best_val"

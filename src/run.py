@@ -250,8 +250,11 @@ def _fit(
     if t.feature_cache == "on" and blocker:
         raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {blocker}")
     cache: Cache | None = None
-    # What the epochs train and evaluate: the whole model on images, or the head on cached features.
-    net, train_batches, val_batches, test_batches, step_shape = model, s.train, s.val, s.test, s.input_shape
+    # What the epochs train and evaluate: the whole model on images (compiled if asked; it shares
+    # the parameters and modules, so schedules and state dicts still go through `model`), or the
+    # head on cached features.
+    net: torch.nn.Module = torch.compile(model) if t.compile else model  # type: ignore[assignment]
+    train_batches, val_batches, test_batches, step_shape = s.train, s.val, s.test, s.input_shape
     with PeakMemory(rt.device) as mem:
         if blocker is None:
             apply_epoch(model, groups, schedule, 0)
@@ -271,7 +274,7 @@ def _fit(
             max_trainable = max(max_trainable, trainable)
             phase = schedule.active(epoch)
             if t.count_flops and phase not in flops_by_phase:
-                flops_by_phase[phase] = counted_step_flops(net, step_shape, s.num_classes)
+                flops_by_phase[phase] = counted_step_flops(cache.head if cache else model, step_shape, s.num_classes)
             lrs = _lrs(optimizer, group_names)
             stats = engine.train_one_epoch(
                 net, train_batches, optimizer, s.scheduler, rt.device, rt.amp_dtype,

@@ -169,3 +169,15 @@ def test_feature_cache_on_where_it_cannot_apply_is_a_config_error(tiny_config, t
         run(cfg, tmp_path)
     auto = run(tiny_config(strategy={"name": "frozen"}, dataset={"augment": True}), tmp_path / "aug")
     assert auto["feature_cache"] is False and auto["feature_cache_blocker"].startswith("augmentation")
+
+
+@pytest.mark.slow
+def test_compiled_model_trains_to_the_same_result(tiny_config, tmp_path):
+    # torch.compile on CPU (inductor, C++): same parameters, so the run's numbers match eager mode
+    # up to kernel rounding; the model's state dict keeps its names (no _orig_mod. prefix).
+    eager = run(tiny_config(strategy={"name": "full"}, trainer={"save_model": True}), tmp_path / "eager")
+    compiled = run(tiny_config(strategy={"name": "full"}, trainer={"compile": True, "save_model": True}), tmp_path / "compiled")
+    assert compiled["train_flops"] == eager["train_flops"]
+    assert abs(compiled["val_acc"] - eager["val_acc"]) <= 2 / eager["val_samples"]
+    state = torch.load(tmp_path / "compiled" / "model.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod") for k in state)
