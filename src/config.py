@@ -53,6 +53,9 @@ class DataConfig:
     split_seed: int = 0
     augment: bool = False
     hflip: bool = False
+    # Image folders: an unreadable or corrupt file is skipped and counted ("skip"), or stops the
+    # run with its path ("fail").
+    bad_images: Literal["skip", "fail"] = "skip"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import copy
 import inspect
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class DataBundle:
     val: Split
     test: Split
     split_note: str  # how val/test were obtained, recorded with the result
+    skipped_files: list[str] = field(default_factory=list)  # unreadable images left out (bad_images=skip)
 
     @property
     def num_classes(self) -> int:
@@ -171,8 +172,10 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
         return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def _read_folder(folder: Path, classes: list[str] | None, size: int) -> tuple[Split, list[str]]:
+def _read_folder(folder: Path, classes: list[str] | None, size: int, bad: str, skipped: list[str]) -> tuple[Split, list[str]]:
     found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    if not found:
+        raise ConfigError(f"{folder}: no class folders (expected {folder}/<class>/<images>)")
     if classes is not None and found != classes:
         raise ConfigError(f"{folder}: class folders {found} differ from train's {classes}")
     images, labels = [], []
@@ -180,9 +183,21 @@ def _read_folder(folder: Path, classes: list[str] | None, size: int) -> tuple[Sp
         files = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ConfigError(f"{folder / cls}: class folder has no images")
+        readable = 0
         for file in files:
-            images.append(_read_image(file, size))
+            try:
+                image = _read_image(file, size)
+            except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for truncated or non-image files
+                if bad == "fail":
+                    raise ConfigError(f"{file}: unreadable image ({type(err).__name__}: {err}); "
+                                      "dataset.bad_images=skip leaves such files out") from None
+                skipped.append(str(file))
+                continue
+            images.append(image)
             labels.append(label)
+            readable += 1
+        if not readable:
+            raise ConfigError(f"{folder / cls}: none of its {len(files)} image files is readable")
     return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64)), found
 
 
@@ -190,19 +205,23 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
     root = Path(cfg.root or "")
     if not (root / "train").is_dir():
         raise ConfigError(f"dataset.root={cfg.root!r}: expected a folder with train/<class>/ images")
-    train, classes = _read_folder(root / "train", None, cfg.image_size)
+    skipped: list[str] = []
+    train, classes = _read_folder(root / "train", None, cfg.image_size, cfg.bad_images, skipped)
     notes = []
     if (root / "val").is_dir():
-        val, _ = _read_folder(root / "val", classes, cfg.image_size)
+        val, _ = _read_folder(root / "val", classes, cfg.image_size, cfg.bad_images, skipped)
     else:
         train, val = _split_off(train, cfg.val_fraction, cfg.split_seed)
         notes.append(f"val = stratified {cfg.val_fraction} of train (seed {cfg.split_seed})")
     if (root / "test").is_dir():
-        test, _ = _read_folder(root / "test", classes, cfg.image_size)
+        test, _ = _read_folder(root / "test", classes, cfg.image_size, cfg.bad_images, skipped)
     else:
         train, test = _split_off(train, cfg.test_fraction, cfg.split_seed)
         notes.append(f"test = stratified {cfg.test_fraction} of train (seed {cfg.split_seed})")
-    return DataBundle(cfg.name or root.name, classes, train, val, test, "; ".join(notes) or "folders train/val/test")
+    if skipped:
+        log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(skipped), skipped[0])
+    return DataBundle(cfg.name or root.name, classes, train, val, test, "; ".join(notes) or "folders train/val/test",
+                      skipped)
 
 
 def _tv_to_split(dataset, size: int) -> Split:

@@ -113,12 +113,16 @@ def weights_source(cfg: ModelConfig) -> str:
     return "hub"
 
 
+def check_model_name(name: str) -> None:
+    # "resnet50.a1_in1k": timm names may carry a pretrained tag after the architecture.
+    if name.split(".")[0] not in timm.list_models(pretrained=False):
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:8]
+        raise ConfigError(f"model.name={name!r} is not a timm model (similar: {', '.join(close) or 'none'})")
+
+
 def load_pretrained(cfg: ModelConfig) -> nn.Module:
     """Create `cfg.name` with its original (ImageNet) head and pretrained weights loaded."""
-    # "resnet50.a1_in1k": timm names may carry a pretrained tag after the architecture.
-    if cfg.name.split(".")[0] not in timm.list_models(pretrained=False):
-        close = timm.list_models(f"*{cfg.name.split('.')[0][:6]}*")[:8]
-        raise ConfigError(f"model.name={cfg.name!r} is not a timm model (similar: {', '.join(close) or 'none'})")
+    check_model_name(cfg.name)
     if not cfg.pretrained:
         log.warning("model.pretrained=false: %s starts from random weights", cfg.name)
         return timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)

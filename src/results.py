@@ -35,9 +35,17 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    # One write() of one line: whole lines even if the process dies between epochs.
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one record as one line. One os.write() on an O_APPEND descriptor: the kernel places
+    it at the end as a unit, so lines from concurrent writers never interleave (Python's buffered
+    file would split a long line into several writes) and a crash leaves whole lines."""
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a short write to a regular file: the disk is full
+            raise OSError(f"{path}: wrote {written} of {len(data)} bytes")
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

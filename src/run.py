@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import random
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from src.config import ConfigError, RunConfig
 from src.data import Batches, load_dataset
 from src.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.measure import PeakMemory
-from src.models import build_model, normalization, weights_source
+from src.models import build_model, check_model_name, normalization, weights_source
 from src.optim import build_optimizer, build_scheduler, param_groups
 from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.strategies import LayerGroup, Schedule, apply_epoch, layer_groups, plan_schedule
@@ -72,6 +73,16 @@ class Setup:
     input_shape: tuple[int, int, int]
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM (a scheduler's kill, `timeout`, `docker stop`) end a run as Ctrl-C does: run()
+    records what it measured and `status: interrupted`, instead of dying without a result.json."""
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -102,6 +113,29 @@ def _lrs(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, float]
     return out
 
 
+def preflight(cfg: RunConfig) -> int:
+    """Model-dependent checks, before any data is loaded or weight trained: the model exists, the
+    image size fits it, and the strategy's unfreeze depth is within its layer groups. Builds the
+    architecture without weights (fast) and runs one forward on the meta device (no arithmetic).
+    Returns the number of backbone groups. Raises ConfigError with one line."""
+    check_model_name(cfg.model.name)
+    model = timm.create_model(cfg.model.name, pretrained=False, num_classes=2)
+    stride = max((f.get("reduction", 1) for f in getattr(model, "feature_info", []) or []), default=1)
+    size = cfg.dataset.image_size
+    if size < stride:
+        raise ConfigError(f"dataset.image_size={size} is smaller than {cfg.model.name}'s total stride {stride} "
+                          f"(allowed: >= {stride})")
+    try:
+        with torch.no_grad():
+            model.to("meta").eval()(torch.zeros((1, 3, size, size), device="meta"))
+    except Exception as err:  # e.g. a ViT built for one input size
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"dataset.image_size={size} does not fit {cfg.model.name}: {first}") from None
+    groups = layer_groups(model, cfg.strategy.granularity)
+    plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)  # unfreeze_depth in range
+    return len(groups) - 1
+
+
 def run(
     cfg: RunConfig, run_dir: Path, run_name: str | None = None, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
@@ -110,6 +144,7 @@ def run(
     A run stopped by `on_epoch` (RunPruned) or by an error still writes result.json, with its
     status (pruned, failed, interrupted) and what was measured up to then, and re-raises.
     """
+    preflight(cfg)  # before anything is written: a config that cannot run leaves no run files
     run_dir.mkdir(parents=True, exist_ok=True)
     wall_start = time.perf_counter()
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -161,6 +196,7 @@ def run(
         "epochs": t.epochs,
         "image_size": cfg.dataset.image_size,
         "train_samples": len(data.train),
+        "skipped_files": len(data.skipped_files),
         "val_samples": len(data.val),
         "test_samples": len(data.test),
         "num_classes": data.num_classes,

@@ -38,10 +38,10 @@ from src.models import PretrainedWeightsError
 from src.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.report import publish
 from src.results import RESULT_FILE, write_json
-from src.run import DivergedError, RunPruned, run
+from src.run import DivergedError, RunPruned, interrupt_on_sigterm, run
 from src.stats import format_ci, mean_ci
 from src.strategies import layer_groups
-from src.train import to_run_config
+from src.train import check_overrides, to_run_config
 
 log = logging.getLogger("src.sweep")
 REPO = Path(__file__).resolve().parents[1]
@@ -105,9 +105,10 @@ def format_pareto(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep", default="default", help="a file in sweeps/ (without .yaml)")
+    parser.add_argument("--sweep", default="default", help="a study in sweeps/ (name without .yaml), or a path to a .yaml file")
     parser.add_argument("overrides", nargs="*", help="sweep.KEY=VALUE for the study, anything else for training")
     args = parser.parse_args(argv)
+    interrupt_on_sigterm()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Heartbeats and the retry callback are flagged experimental by Optuna; they are what makes resume work.
@@ -115,11 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     sweep_over = [o.removeprefix("sweep.") for o in args.overrides if o.startswith("sweep.")]
     train_over = [o for o in args.overrides if not o.startswith("sweep.")]
     try:
-        if not (SWEEPS / f"{args.sweep}.yaml").is_file():
+        check_overrides(train_over)
+        sweep_dir, sweep_name = SWEEPS, args.sweep
+        if args.sweep.endswith(".yaml"):  # a study file of your own, anywhere
+            if not Path(args.sweep).is_file():
+                raise ConfigError(f"--sweep={args.sweep}: no such file")
+            sweep_dir, sweep_name = Path(args.sweep).resolve().parent, Path(args.sweep).stem
+        elif not (SWEEPS / f"{args.sweep}.yaml").is_file():
             options = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
             raise ConfigError(f"--sweep={args.sweep!r}: no sweeps/{args.sweep}.yaml (options: {', '.join(options)})")
-        with initialize_config_dir(config_dir=str(SWEEPS), version_base="1.3"):
-            scfg = compose(args.sweep, overrides=sweep_over)
+        with initialize_config_dir(config_dir=str(sweep_dir), version_base="1.3"):
+            scfg = compose(sweep_name, overrides=sweep_over)
         spec: dict[str, Any] = OmegaConf.to_container(scfg, resolve=True)  # type: ignore[assignment]
         base_over = list(spec["train_overrides"]) + train_over
         base = compose_train(base_over)
@@ -164,17 +171,37 @@ def main(argv: list[str] | None = None) -> int:
             result = run(run_cfg, trial_dir, run_name=f"{spec['study_name']}-{trial.number}", on_epoch=reporter)
         except RunPruned as err:
             raise optuna.TrialPruned(str(err)) from None
+        except KeyboardInterrupt:
+            # Optuna records the trial as failed; the next start of the sweep runs these parameters again.
+            trial.set_user_attr("interrupted", True)
+            raise
         return tuple(float(result[o]) for o in objectives)
 
+    requeue_interrupted(study)
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     total = int(spec["n_trials"])
     already = len(study.get_trials(deepcopy=False, states=done))
     log.info("study %s (%s): %d of %d trials done; pruner %s; storage %s", spec["study_name"], ", ".join(
         f"{d} {o}" for d, o in zip(directions, objectives)), already, total, prune_mode, url)
+    failed: list[str] = []
+    max_failed = int(spec.get("max_failed") or 0)
+
+    def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # Failed trials do not count toward the budget, so a search space where every trial fails
+        # (diverges) would otherwise run forever.
+        if trial.state == optuna.trial.TrialState.FAIL:
+            failed.append(f"trial {trial.number}")
+            if max_failed and len(failed) >= max_failed:
+                study.stop()
+
     if already < total:
         # The callback counts trials of every worker on this study, so N workers share one budget.
-        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(total, states=done)],
+        study.optimize(objective, callbacks=[optuna.study.MaxTrialsCallback(total, states=done), stop_on_failures],
                        catch=(DivergedError,))
+    if max_failed and len(failed) >= max_failed:
+        print(f"error: stopped after {len(failed)} failed trials ({', '.join(failed)}; sweep.max_failed="
+              f"{max_failed}); their result.json files say why", file=sys.stderr)
+        return 1
     rows = pareto_rows(study, objectives)
     write_json(out_dir / "pareto.json", rows)
     print(f"\nPareto set of study {spec['study_name']} ({len(rows)} trials):\n{format_pareto(rows)}")
@@ -195,6 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     if page:
         print(f"report: {page}")
     return 0
+
+
+def requeue_interrupted(study: optuna.Study) -> None:
+    """Trials stopped by Ctrl-C or SIGTERM are failed in the study; queue their parameters once more
+    so that a resumed sweep finishes what was interrupted instead of sampling something else."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            log.info("trial %d was interrupted: its parameters run again", t.number)
 
 
 def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[str, Any]:

@@ -21,9 +21,45 @@ from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
 from src.report import publish
 from src.results import find_results, format_table
-from src.run import run
+from src.run import interrupt_on_sigterm, run
 
 log = logging.getLogger(__name__)
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def check_overrides(args: list[str]) -> None:
+    """One-line errors for what Hydra would report in a multi-line block: an unknown config-group
+    option (`strategy=bogus`) or key (`trainer.bogus=1`). Values are RunConfig's to check."""
+    import dataclasses
+    import typing
+
+    sections = {f.name: f.type for f in dataclasses.fields(RunConfig)}
+    hints = typing.get_type_hints(RunConfig)
+    for arg in args:
+        if arg.startswith(("-", "+", "~", "hydra")) or "=" not in arg:
+            continue  # flags, appends/deletions (checked later by RunConfig), Hydra's own settings
+        key, value = arg.split("=", 1)
+        parts = key.split(".")
+        if len(parts) == 1 and (CONF / key).is_dir():
+            options = sorted(p.stem for p in (CONF / key).glob("*.yaml"))
+            # a multirun lists options with commas; sweep functions (choice(...), glob(...)) are Hydra's
+            values = [] if "(" in value else [v.strip() for v in value.split(",")]
+            for v in values:
+                if v not in options:
+                    raise ConfigError(f"{key}={v} is not allowed (options: {', '.join(options)})")
+            continue
+        if parts[0] not in sections:
+            raise ConfigError(f"unknown key '{key}' (allowed: {', '.join(sorted(sections))})")
+        tp: Any = hints[parts[0]]
+        for depth, name in enumerate(parts[1:], start=1):
+            if not dataclasses.is_dataclass(tp):
+                raise ConfigError(f"unknown key '{key}' ({'.'.join(parts[:depth])} has no sub-keys)")
+            fields = {f.name for f in dataclasses.fields(tp)}
+            if name not in fields:
+                raise ConfigError(f"unknown key '{key}' (allowed in {'.'.join(parts[:depth])}: {', '.join(sorted(fields))})")
+            tp = typing.get_type_hints(tp)[name]
 
 
 def to_run_config(cfg: DictConfig, group: str | None = None) -> RunConfig:
@@ -48,6 +84,7 @@ def sweep_group(sweep_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
+    interrupt_on_sigterm()
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
         result = run(run_cfg, Path(hc.runtime.output_dir), run_name=Path(hc.runtime.output_dir).name)
@@ -80,7 +117,7 @@ class ComparisonTable(Callback):
             if logger is not None:
                 page = publish([sweep_dir], sweep_dir / "report", logger, sweep_group(sweep_dir))
                 if page:
-                    print(f"report: {page}", flush=True)
+                    print(f"report: {page}", file=sys.stderr, flush=True)
         failed = [d.name for d, r in rows if r.get("status") != "completed"]
         if failed:
             print(f"error: {len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}", file=sys.stderr)
@@ -88,4 +125,9 @@ class ComparisonTable(Callback):
 
 
 if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
