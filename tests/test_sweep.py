@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pwd
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+
+from src.results import read_jsonl
 
 from tests.cli import TINY_OVERRIDES as TINY
 from tests.cli import env as _env
@@ -177,6 +180,9 @@ def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path)
         # really dominated at its epoch by a trial that had finished before it started
         assert any(c.number < t.number and c.user_attrs["curve"][k][0] >= acc and c.user_attrs["curve"][k][1] <= cost
                    for c in complete), (t.number, t.user_attrs["curve"])
+    for t in trials:  # the judged value is the run's objective so far: its best epoch (select=best_val)
+        vals = [m["val_acc"] for m in read_jsonl(Path(t.user_attrs["run_dir"]) / "metrics.jsonl")]
+        assert [a for a, _ in t.user_attrs["curve"]] == list(itertools.accumulate(vals, max))
     summary = json.loads((out / "summary.json").read_text())
     trained = sum(len((Path(t.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()) for t in trials)
     assert summary["epochs_trained"] == trained < summary["epochs_unpruned"] == 18
@@ -192,3 +198,4 @@ def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path)
         assert e["test_acc_values"] == [r["test_acc"] for r in runs]
         assert e["test_acc"] == pytest.approx(sum(e["test_acc_values"]) / 2)
     assert "Pareto set re-run on seeds [1, 2]" in proc.stdout
+
