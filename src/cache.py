@@ -108,6 +108,8 @@ class FeatureBatches:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
+            if self.shuffle and n - start == 1 and n > 1:  # as data.Batches: the same samples per epoch
+                break
             idx = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
             yield self.features[idx], self.labels[idx]
 

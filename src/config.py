@@ -8,6 +8,7 @@ with one line that names the key, the value and what is allowed, before any trai
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,6 +196,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}={value!r}: expected an integer")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}={value!r}: expected a finite number")
             return float(value)
         raise ConfigError(f"{key}={value!r}: expected a number")
     if tp is str:
@@ -234,7 +237,8 @@ def validate(cfg: RunConfig) -> None:
     _positive("strategy.lr_decay", cfg.strategy.lr_decay)
     _positive("strategy.backbone_lr_scale", cfg.strategy.backbone_lr_scale)
     _positive("trainer.epochs", cfg.trainer.epochs)
-    _positive("trainer.batch_size", cfg.trainer.batch_size)
+    if cfg.trainer.batch_size < 2:  # BatchNorm cannot train on one sample
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
     _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
     _positive("trainer.num_threads", cfg.trainer.num_threads, allow_none=True)
     _positive("dataset.train_per_class", cfg.dataset.train_per_class, allow_none=True)
@@ -244,6 +248,12 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs!r} must be >= 0")
     if not 0 <= cfg.optim.min_lr_ratio <= 1:
         raise ConfigError(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio!r} must be in [0, 1]")
+    if not 0 <= cfg.model.drop_rate < 1:
+        raise ConfigError(f"model.drop_rate={cfg.model.drop_rate!r} must be in [0, 1)")
+    if not all(0 <= b < 1 for b in cfg.optim.betas):
+        raise ConfigError(f"optim.betas={list(cfg.optim.betas)!r}: each must be in [0, 1)")
+    if not 0 <= cfg.optim.momentum < 1:
+        raise ConfigError(f"optim.momentum={cfg.optim.momentum!r} must be in [0, 1)")
     if cfg.strategy.unfreeze_every < 0:
         raise ConfigError(f"strategy.unfreeze_every={cfg.strategy.unfreeze_every!r} must be >= 0")
     depth = cfg.strategy.unfreeze_depth

@@ -372,6 +372,10 @@ class Batches:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
+            if self.shuffle and n - start == 1 and n > 1:
+                # A last training batch of one sample would stop BatchNorm ("expected more than 1
+                # value per channel"); that one sample, a different one each epoch, is left out.
+                break
             idx = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
             x = self.images[idx]
             x = self._augment(x) if self.augment else x.float()

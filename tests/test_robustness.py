@@ -21,7 +21,7 @@ from PIL import Image
 from src.config import ConfigError, RunConfig
 from src.data import load_dataset
 from src.results import append_jsonl, read_jsonl, write_json
-from src.run import preflight, run
+from src.run import DivergedError, preflight, run
 from src.train import check_overrides
 from tests.cli import REPO, TINY_OVERRIDES, env
 from tests.conftest import TINY, merge
@@ -125,6 +125,38 @@ def test_random_overrides_are_accepted_or_rejected_in_one_line(changes):
         _check(overrides)
     except ConfigError as err:
         assert str(err) and "\n" not in str(err)
+
+
+RUNNABLE = st.fixed_dictionaries({}, optional={
+    "strategy": st.fixed_dictionaries({}, optional={
+        "name": st.sampled_from(["frozen", "full", "layerwise"]), "lr_decay": st.floats(0.5, 10),
+        "unfreeze_depth": st.one_of(st.just("all"), st.integers(0, 6)), "unfreeze_every": st.integers(0, 3),
+        "frozen_bn": st.sampled_from(["eval", "train"]), "granularity": st.sampled_from(["coarse", "fine"])}),
+    "optim": st.fixed_dictionaries({}, optional={
+        "name": st.sampled_from(["adamw", "sgd"]), "lr": st.floats(1e-5, 0.1), "warmup_epochs": st.floats(0, 2),
+        "weight_decay": st.floats(0, 0.1)}),
+    "trainer": st.fixed_dictionaries({}, optional={
+        "batch_size": st.integers(2, 48), "select": st.sampled_from(["best_val", "last"]),
+        "feature_cache": st.sampled_from(["auto", "off"])}),
+    "dataset": st.fixed_dictionaries({}, optional={
+        "image_size": st.integers(32, 48), "augment": st.booleans(), "hflip": st.booleans(),
+        "train_per_class": st.integers(1, 5)}),
+    "seed": st.integers(0, 2**31 - 1),
+})
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(RUNNABLE)
+def test_random_valid_configs_really_run(tmp_path_factory, overrides):
+    # Values inside the documented ranges, combined at random: each run completes (or diverges,
+    # which is recorded as failed). Writing these ranges turned up a real crash: a last training
+    # batch of one sample stopped BatchNorm (see the regression test at the end).
+    cfg = RunConfig.from_dict(merge(merge(TINY, overrides), {"trainer": {"epochs": 2}}))
+    preflight(cfg)
+    try:
+        assert run(cfg, tmp_path_factory.mktemp("run"))["status"] == "completed"
+    except DivergedError:
+        pass
 
 
 # --- bad data ----------------------------------------------------------------------------------
@@ -325,3 +357,10 @@ def test_wandb_online_failure_falls_back_to_offline(tiny_config, tmp_path, monke
     assert result["status"] == "completed"
     assert "W&B init (online) failed: CommError" in caplog.text and "W&B running offline instead" in caplog.text
     assert len(list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+
+
+def test_a_last_training_batch_of_one_sample_does_not_stop_the_run(tiny_config, tmp_path):
+    # 40 training images in batches of 3: the 14th batch would hold one sample, and BatchNorm cannot
+    # train on one sample at a 1x1 feature map (test_efficientnet at 32 px).
+    result = run(tiny_config(strategy={"name": "full"}, trainer={"batch_size": 3, "epochs": 1}), tmp_path)
+    assert result["train_samples"] == 40 and result["status"] == "completed"

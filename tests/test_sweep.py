@@ -62,6 +62,10 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
     assert front and all(not any(_dominated(f, v) for v in values) for f in front)
     assert all(v in front or any(_dominated(v, f) for f in front) for v in values)
     assert "Pareto set of study layerwise-default" in proc.stdout
+    # the sweep ends with its report: every trial, pooled by configuration
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert sorted(d for r in summary for d in r["run_dirs"]) == sorted(t.user_attrs["run_dir"] for t in done)
+    assert (out / "report" / "index.html").is_file()
 
 
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
