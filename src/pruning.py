@@ -36,7 +36,7 @@ CUM_COST = {"train_flops": "train_flops_cum", "train_time_s": "train_s_cum"}
 @dataclass(frozen=True)
 class PruneSpec:
     name: str = "auto"
-    after: int = 1  # epochs every trial trains before it can be stopped
+    after: int = 2  # epochs every trial trains before it can be stopped (sweeps/default.yaml says why)
     startup: int = 5  # finished trials needed before any trial is stopped
     min_delta: float = 0.0  # dominated: the finished trial must be better by at least this
 
@@ -46,7 +46,7 @@ class PruneSpec:
         if unknown:
             raise ConfigError(f"sweep pruner.{sorted(unknown)[0]} is not a key (name, after, startup, min_delta)")
         try:
-            spec = cls(str(d.get("name", "auto")), int(d.get("after", 1)), int(d.get("startup", 5)),
+            spec = cls(str(d.get("name", "auto")), int(d.get("after", 2)), int(d.get("startup", 5)),
                        float(d.get("min_delta", 0.0)))
         except (TypeError, ValueError) as err:
             raise ConfigError(f"sweep pruner: {err}") from None

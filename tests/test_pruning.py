@@ -24,6 +24,7 @@ def _record(epoch: int, acc: float, flops: float) -> dict:
 
 
 def test_resolve_picks_the_rule_that_fits_the_objectives():
+    assert PruneSpec().after == PruneSpec.from_dict({}).after == 2
     assert resolve(PruneSpec(), ["val_acc"]) == "median"
     assert resolve(PruneSpec(), ["val_acc", "train_flops"]) == "dominated"
     assert resolve(PruneSpec(), ["val_acc", "train_time_s"]) == "dominated"

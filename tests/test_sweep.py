@@ -168,7 +168,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
 
 def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path):
     out = tmp_path / "study"
-    cmd = _cmd(out, 6, "trainer.epochs=3", "sweep.pruner.startup=1", "sweep.rerun_seeds=[1,2]")
+    cmd = _cmd(out, 6, "trainer.epochs=3", "sweep.pruner.startup=1", "sweep.pruner.after=1", "sweep.rerun_seeds=[1,2]")
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = _load(out)
