@@ -242,7 +242,16 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
     for t in trials:
         states[t.state.name.lower()] += 1
     trained = [int(t.user_attrs.get("epochs_trained", 0)) for t in trials]
-    costs = [t.user_attrs["curve"][-1][1] for t in trials if t.user_attrs.get("curve")]
+    flops = seconds = 0.0  # what every trial used, pruned and failed ones included, from its run files
+    for t in trials:
+        path = Path(t.user_attrs.get("run_dir", "")) / RESULT_FILE
+        if t.user_attrs.get("run_dir") and path.is_file():
+            r = json.loads(path.read_text())
+            used = r if "train_time_s" in r else r.get("measured_before_stop", {})
+            flops += used.get("train_flops") or 0
+            seconds += used.get("train_time_s") or 0
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.values[0], default=None) if objectives[0] in MAXIMISE else \
         min(complete, key=lambda t: t.values[0], default=None)
@@ -254,7 +263,10 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
         "epochs_trained": sum(trained),
         # what the same trials would have trained had none been stopped early
         "epochs_unpruned": epochs * sum(1 for t in trials if t.user_attrs.get("epochs_trained")),
-        f"total_{objectives[1]}" if len(objectives) > 1 else "total_cost": sum(costs) if costs else None,
+        "total_train_flops": flops,
+        "total_train_time_s": seconds,
+        # first trial started to last trial finished (all workers; includes any pause between resumes)
+        "span_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
         f"best_{objectives[0]}": best.values[0] if best else None,
         "best_trial": best.number if best else None,
     }

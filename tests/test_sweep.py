@@ -191,6 +191,8 @@ def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path)
     trained = sum(len((Path(t.user_attrs["run_dir"]) / "metrics.jsonl").read_text().splitlines()) for t in trials)
     assert summary["epochs_trained"] == trained < summary["epochs_unpruned"] == 18
     assert summary["states"] == {"complete": len(complete), "pruned": len(pruned)}
+    used = [json.loads((Path(t.user_attrs["run_dir"]) / "result.json").read_text())["train_flops"] for t in trials]
+    assert summary["total_train_flops"] == pytest.approx(sum(used)) and summary["span_s"] > 0
     # the Pareto set, re-run on two more seeds and evaluated on test
     rerun = json.loads((out / "pareto_rerun.json").read_text())
     front = {p["trial"] for p in json.loads((out / "pareto.json").read_text())}
