@@ -11,6 +11,7 @@ pruned studies of README exactly (TPE proposed the same trials).
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 from collections.abc import Callable
@@ -47,13 +48,18 @@ def median(k: int, point: tuple[float, float], finished: list[Curve]) -> bool:
 def main() -> int:
     out, name = Path(sys.argv[1]), sys.argv[2]
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}")
-    curves = [[(a, c) for a, c in t.user_attrs["curve"]] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    raw = [t.user_attrs["curve"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    # The objective is the run's best epoch (trainer.select=best_val): judge the running best, also
+    # for studies recorded before the curves stored it.
+    curves = [[(max(a for a, _ in cv[: i + 1]), cv[i][1]) for i in range(len(cv))] for cv in raw]
+    has_cost = all(not math.isnan(c) for cv in curves for _, c in cv)
     total = sum(len(c) for c in curves)
     full_best = max(c[-1][0] for c in curves)
     print(f"{name}: {len(curves)} trials, {total} epochs, best val acc {full_best:.4f}")
     print("| rule | after | epochs | vs off | best val acc | Δ |")
     print("|---|---|---|---|---|---|")
-    for label, rule in (("dominated", dominated), ("median", median)):
+    rules = (("dominated", dominated), ("median", median)) if has_cost else (("median", median),)
+    for label, rule in rules:
         for after in (1, 2, 3):
             e, b = replay(curves, rule, after)
             print(f"| {label} | {after} | {e} | {e / total - 1:+.0%} | {b:.4f} | {100 * (b - full_best):+.2f} pt |")
