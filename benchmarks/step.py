@@ -41,6 +41,8 @@ def main() -> int:
     parser.add_argument("--strategy", default="full", choices=("full", "layerwise"),
                         help="strategies that train every layer (the plain loop trains all parameters)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast and channels_last in both loops (CUDA)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -52,18 +54,24 @@ def main() -> int:
         "trainer": {"batch_size": args.batch, "epochs": 6, "progress": False, "feature_cache": "off"},
         "logger": {"kind": "none"},
     })
-    device = torch.device("cpu")
+    device = torch.device(args.device)
+    amp_dtype = torch.bfloat16 if args.amp else None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     data = load_dataset(cfg.dataset)
     n = args.steps * args.batch
     base = build_model(cfg.model, data.num_classes)
 
     # --- ours: the objects run() builds, stepped by engine.train_one_epoch
+    base.to(device)
+    if args.amp:
+        base.to(memory_format=torch.channels_last)
     ours = copy.deepcopy(base)
     groups = layer_groups(ours, cfg.strategy.granularity)
     schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)
     apply_epoch(ours, groups, schedule, 0)
     opt = build_optimizer(cfg.optim, param_groups(ours, groups, schedule, cfg.optim.weight_decay))
-    train = Batches(data.train, args.batch, norm=normalization(ours), device=device, shuffle=True, seed=0)
+    train = Batches(data.train, args.batch, norm=normalization(ours), device=device, shuffle=True, seed=0,
+                    channels_last=args.amp)
     sched = build_scheduler(opt, cfg.optim, schedule, len(train))
 
     class FirstSteps:  # the first `n` images of each shuffled epoch: equal work per round
@@ -82,24 +90,29 @@ def main() -> int:
     std = torch.tensor(norm.std).view(1, 3, 1, 1)
     images = data.train.images.float().div(255)
     images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-    images = ((images - mean) / std).contiguous()
-    labels = data.train.labels
+    images = ((images - mean) / std).contiguous().to(device)
+    if args.amp:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = data.train.labels.to(device)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=cfg.optim.lr,
                                   weight_decay=cfg.optim.weight_decay)
 
     def plain_round() -> float:
+        sync()
         start = time.perf_counter()
-        order = torch.randperm(len(labels))
+        order = torch.randperm(len(labels), device=device)
         for i in range(0, n, args.batch):
             idx = order[i : i + args.batch]
-            loss = F.cross_entropy(plain(images[idx]), labels[idx])
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = F.cross_entropy(plain(images[idx]), labels[idx])
             plain_opt.zero_grad(set_to_none=True)
             loss.backward()
             plain_opt.step()
+        sync()
         return n / (time.perf_counter() - start)
 
     def ours_round() -> float:
-        stats = engine.train_one_epoch(ours, FirstSteps(), opt, sched, device)
+        stats = engine.train_one_epoch(ours, FirstSteps(), opt, sched, device, amp_dtype)
         return stats.samples / stats.seconds
 
     ours_round(), plain_round()  # warm-up: allocator, thread pool, first-call overheads
@@ -111,8 +124,9 @@ def main() -> int:
     o, p = statistics.median(speeds["ours"]), statistics.median(speeds["plain"])
     counted = counted_step_flops(ours, (3, args.image_size, args.image_size), data.num_classes)
     analytic = analytic_step_flops(ours, (3, args.image_size, args.image_size))
-    print(f"{args.model} {args.strategy} fine-tuning, {args.image_size} px, batch {args.batch}, "
-          f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} steps")
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{args.model} {args.strategy} fine-tuning, {args.image_size} px, batch {args.batch}, {where}"
+          f"{', bf16 + channels_last' if args.amp else ''}, {args.rounds} rounds x {args.steps} steps")
     print("| loop | images/s (median) | rounds |")
     print("|---|---|---|")
     print(f"| ours (run()'s step) | {o:.1f} | {', '.join(f'{v:.1f}' for v in speeds['ours'])} |")
