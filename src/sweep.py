@@ -23,12 +23,15 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 import timm
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -79,9 +82,19 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> optuna.storages.Ba
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=heartbeat_s, grace_period=grace_s, heartbeat_stale_trial_callback=retry
-    )
+    # Workers started together on a fresh database race to create Optuna's tables; the loser gets
+    # a DDL error (seen on PostgreSQL: duplicate key in pg_type). The tables exist by then: retry.
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat_s, grace_period=grace_s, heartbeat_stale_trial_callback=retry
+            )
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            if attempt == 4:
+                raise
+            log.warning("storage %s not ready (%s); retrying", url.split("@")[-1], type(err).__name__)
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def pareto_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, Any]]:
