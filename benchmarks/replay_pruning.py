@@ -4,9 +4,9 @@
 
 Every trial's curve (best val accuracy so far and cumulative cost, per epoch) is stored in the
 study. The replay walks the trials in order, as a sweep would, and stops a trial where a rule says
-so, judging it only against the trials the replay let finish. It cannot know what the sampler
-would have proposed instead of a stopped trial, so it is an estimate. It reproduced the measured
-pruned studies of README exactly (TPE proposed the same trials).
+so, judging it only against the trials the replay let finish (successive halving: against every
+earlier trial that reached the rung). It cannot know what the sampler would have proposed instead
+of a stopped trial, so it is an estimate; the measured studies in README are the real thing.
 """
 
 from __future__ import annotations
@@ -19,30 +19,58 @@ from pathlib import Path
 
 import optuna
 
-Curve = list[tuple[float, float]]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.pruning import halving_keeps, halving_rungs  # noqa: E402
+
+Point = tuple[float, float]  # (best val accuracy so far, cumulative cost) after an epoch
+Curve = list[Point]
+# rule(k, point, finished curves, every earlier curve as far as it ran) -> stop?
+Rule = Callable[[int, Point, list[Curve], list[Curve]], bool]
 
 
-def replay(curves: list[Curve], rule: Callable[[int, tuple[float, float], list[Curve]], bool], after: int,
-           startup: int = 5) -> tuple[int, float]:
+def replay(curves: list[Curve], rule: Rule, after: int, startup: int = 5) -> tuple[int, float]:
     finished: list[Curve] = []
+    seen: list[Curve] = []
     epochs, best = 0, 0.0
     for cv in curves:
-        stop = next((k for k in range(len(cv)) if k + 1 >= after and len(finished) >= startup and rule(k, cv[k], finished)), None)
+        stop = next(
+            (k for k in range(len(cv)) if k + 1 >= after and len(finished) >= startup and rule(k, cv[k], finished, seen)),
+            None,
+        )
         if stop is None:
             finished.append(cv)
+            seen.append(cv)
             epochs += len(cv)
             best = max(best, cv[-1][0])
         else:
+            seen.append(cv[: stop + 1])
             epochs += stop + 1
     return epochs, best
 
 
-def dominated(k: int, point: tuple[float, float], finished: list[Curve]) -> bool:
-    return any(f[k][0] >= point[0] and f[k][1] <= point[1] for f in finished)
+def dominated(min_delta: float = 0.0, cost: bool = True) -> Rule:
+    """Our rule (src/pruning.py): a finished trial was at least as accurate (plus min_delta) at no
+    higher cost at k; with one objective (cost=False), at least as accurate."""
+
+    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve]) -> bool:
+        return any(f[k][0] >= p[0] + min_delta and (not cost or f[k][1] <= p[1]) for f in finished)
+
+    return rule
 
 
-def median(k: int, point: tuple[float, float], finished: list[Curve]) -> bool:
-    return point[0] < statistics.median(f[k][0] for f in finished)
+def median(k: int, p: Point, finished: list[Curve], seen: list[Curve]) -> bool:
+    return p[0] < statistics.median(f[k][0] for f in finished)
+
+
+def halving(after: int, epochs: int, use_cost: bool) -> Rule:
+    """Our successive halving (src/pruning.py, the same functions): at its rungs, stop a trial
+    that is not in the top third of every earlier trial that reached the rung, itself included."""
+    rungs = halving_rungs(after, epochs)
+
+    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve]) -> bool:
+        return k in rungs and not halving_keeps(p, [c[k] for c in seen if len(c) > k], use_cost)
+
+    return rule
 
 
 def main() -> int:
@@ -58,10 +86,17 @@ def main() -> int:
     print(f"{name}: {len(curves)} trials, {total} epochs, best val acc {full_best:.4f}")
     print("| rule | after | epochs | vs off | best val acc | Δ |")
     print("|---|---|---|---|---|---|")
-    rules = (("dominated", dominated), ("median", median)) if has_cost else (("median", median),)
-    for label, rule in rules:
+    rules: list[tuple[str, Callable[[int], Rule]]] = [
+        ("dominated, accuracy only", lambda a: dominated(cost=False)),
+        ("dominated, accuracy only, min_delta 0.01", lambda a: dominated(0.01, cost=False)),
+        ("median", lambda a: median),
+        ("halving", lambda a: halving(a, len(curves[0]), has_cost)),
+    ]
+    if has_cost:
+        rules[:0] = [("dominated", lambda a: dominated()), ("dominated, min_delta 0.01", lambda a: dominated(0.01))]
+    for label, make in rules:
         for after in (1, 2, 3):
-            e, b = replay(curves, rule, after)
+            e, b = replay(curves, make(after), after, startup=0 if label == "halving" else 5)
             print(f"| {label} | {after} | {e} | {e / total - 1:+.0%} | {b:.4f} | {100 * (b - full_best):+.2f} pt |")
     return 0
 

@@ -1,7 +1,6 @@
-"""Stopping hopeless sweep trials early: Optuna's pruners for one objective, our own rule for two.
+"""Stopping hopeless sweep trials early: our own rule for any study, Optuna's for one objective.
 
-A trial reports after every epoch (run()'s `on_epoch`). With a single objective (validation
-accuracy) Optuna's median or Hyperband pruner decides. Optuna's pruners cannot judge a
+A trial reports after every epoch (run()'s `on_epoch`). Optuna's pruners cannot judge a
 multi-objective study (`trial.report` is not supported there), so for accuracy-vs-cost studies we
 use a rule of our own, `dominated`:
 
@@ -9,9 +8,12 @@ use a rule of our own, `dominated`:
     validation accuracy (plus `min_delta`) at no higher cumulative cost.
 
 Both numbers are known exactly at epoch k (cost is counted, not estimated), so the rule only
-bets that accuracy at epoch k ranks trials as their final accuracy would. Each trial's curve of
-(best val accuracy so far, cumulative cost) is stored in the study (user attribute `curve`), so
-workers on several machines judge against the same finished trials.
+bets that accuracy at epoch k ranks trials as their final accuracy would. With accuracy as the
+only objective the cost condition drops out: a trial stops when a finished trial was at least as
+accurate at the same epoch, i.e. when it is not ahead of the best curve so far. Optuna's median
+and Hyperband pruners are on offer for a single objective too. Each trial's curve of (best val
+accuracy so far, cumulative cost) is stored in the study (user attribute `curve`), so workers on
+several machines judge against the same finished trials.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from src.run import RunPruned
 
 log = logging.getLogger(__name__)
 
-PRUNERS = ("auto", "none", "median", "hyperband", "dominated")
+PRUNERS = ("auto", "none", "halving", "dominated", "median", "hyperband")
+HALVING_RATE = 3  # successive halving keeps the top third at each rung (Li et al.'s eta = 3)
 # Objectives that exist after every epoch (maximised), and the running total of each cost.
 PER_EPOCH = ("val_acc", "val_balanced_acc")
 CUM_COST = {"train_flops": "train_flops_cum", "train_time_s": "train_s_cum"}
@@ -65,16 +68,16 @@ def resolve(spec: PruneSpec, objectives: list[str]) -> str:
     single = len(objectives) == 1 and objectives[0] in PER_EPOCH
     pair = len(objectives) == 2 and objectives[0] in PER_EPOCH and objectives[1] in CUM_COST
     if spec.name == "auto":
-        return "median" if single else "dominated" if pair else "none"
+        return "halving" if single or pair else "none"
     if spec.name in ("median", "hyperband") and not single:
         raise ConfigError(
             f"sweep pruner.name={spec.name} needs a single per-epoch objective ({' | '.join(PER_EPOCH)}), "
             f"not objectives={objectives}; use pruner.name=dominated for accuracy vs cost"
         )
-    if spec.name == "dominated" and not pair:
+    if spec.name in ("dominated", "halving") and not (single or pair):
         raise ConfigError(
-            f"sweep pruner.name=dominated needs objectives=[{' | '.join(PER_EPOCH)}, {' | '.join(CUM_COST)}], "
-            f"not {objectives}"
+            f"sweep pruner.name={spec.name} needs objectives=[{' | '.join(PER_EPOCH)}] or "
+            f"[{' | '.join(PER_EPOCH)}, {' | '.join(CUM_COST)}], not {objectives}"
         )
     return spec.name
 
@@ -88,13 +91,56 @@ def optuna_pruner(name: str, spec: PruneSpec, epochs: int) -> optuna.pruners.Bas
     return optuna.pruners.NopPruner()  # none, or our own rule (which does not go through Optuna)
 
 
+def pareto_ranks(points: list[tuple[float, float]]) -> list[int]:
+    """Non-dominated sorting of (accuracy up, cost down): 0 for the front, 1 for the front of the
+    rest, and so on."""
+    ranks = [-1] * len(points)
+    left, rank = set(range(len(points))), 0
+    while left:
+        front = {
+            i for i in left
+            if not any(points[j][0] >= points[i][0] and points[j][1] <= points[i][1] and points[j] != points[i] for j in left)
+        }
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def halving_rungs(after: int, epochs: int, rate: int = HALVING_RATE) -> list[int]:
+    """The 0-based epochs at which successive halving judges: after, after*rate, ... (1-based)."""
+    rungs, e = [], after
+    while e < epochs:  # the last epoch is no rung: the trial has finished by then
+        rungs.append(e - 1)
+        e *= rate
+    return rungs
+
+
+def halving_keeps(point: tuple[float, float], others: list[tuple[float, float]], use_cost: bool,
+                  rate: int = HALVING_RATE) -> bool:
+    """Successive halving at one rung: does `point` rank in the top 1/rate of everyone who reached
+    this epoch (itself included)? Ranked by accuracy; with a cost, by Pareto rank first and then
+    accuracy, as MO-ASHA (Schmucker et al. 2021) does. The first trials to reach a rung go on."""
+    everyone = [*others, point]
+    keep = max(len(everyone) // rate, 1)
+    if use_cost:
+        ranks = pareto_ranks(everyone)
+        keys = [(r, -p[0]) for r, p in zip(ranks, everyone)]
+    else:
+        keys = [(0, -p[0]) for p in everyone]
+    ahead = sum(key < keys[-1] for key in keys[:-1])
+    return ahead < keep
+
+
 def dominating_trial(
-    k: int, acc: float, cost: float, finished: list[optuna.trial.FrozenTrial], min_delta: float
+    k: int, acc: float, cost: float | None, finished: list[optuna.trial.FrozenTrial], min_delta: float
 ) -> int | None:
-    """The number of a finished trial that dominated (acc, cost) at epoch k, if any."""
+    """The number of a finished trial that dominated (acc, cost) at epoch k, if any; cost None:
+    accuracy alone (a single-objective study)."""
     for t in finished:
         curve = t.user_attrs.get("curve") or []
-        if len(curve) > k and curve[k][0] >= acc + min_delta and curve[k][1] <= cost:
+        if len(curve) > k and curve[k][0] >= acc + min_delta and (cost is None or curve[k][1] <= cost):
             return t.number
     return None
 
@@ -104,9 +150,10 @@ class EpochReporter:
 
     def __init__(
         self, study: optuna.Study, trial: optuna.Trial, objectives: list[str], mode: str, spec: PruneSpec,
-        running_best: bool,
+        running_best: bool, epochs: int = 0,
     ):
         self.study, self.trial, self.objectives, self.mode, self.spec = study, trial, objectives, mode, spec
+        self.rungs = halving_rungs(spec.after, epochs)
         self.running_best = running_best  # the run keeps its best epoch: judge that, not the last one
         self.curve: list[list[float]] = []
         self.best = float("-inf")
@@ -127,12 +174,38 @@ class EpochReporter:
             if self.trial.should_prune():
                 raise RunPruned(f"{self.mode} pruner after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}")
             return
+        if self.mode == "halving":
+            self._halving(k, cost_key, cost)
+            return
         finished = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if len(finished) < self.spec.startup:
             return
-        by = dominating_trial(k, self.best, cost, finished, self.spec.min_delta)
-        if by is not None:
+        by = dominating_trial(k, self.best, cost if cost_key else None, finished, self.spec.min_delta)
+        if by is None:
+            return
+        if cost_key:
             raise RunPruned(
                 f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} "
                 f"at {self.objectives[1]} {cost:.4g} is no better at no lower cost"
+            )
+        raise RunPruned(f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} is no better")
+
+    def _halving(self, k: int, cost_key: str | None, cost: float) -> None:
+        if k not in self.rungs:
+            return
+        # Everyone who reached epoch k: finished and stopped trials, and those still running on
+        # other workers (their curves so far are in the study), as asynchronous halving does.
+        # No start-up wait: the first trials to reach a rung go on.
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+        others = [
+            (float(c[k][0]), float(c[k][1]))
+            for t in self.study.get_trials(deepcopy=False, states=states)
+            if t.number != self.trial.number and len(c := t.user_attrs.get("curve") or []) > k
+        ]
+        if not halving_keeps((self.best, cost), others, use_cost=cost_key is not None):
+            n = len(others) + 1
+            raise RunPruned(
+                f"halving after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}"
+                + (f" at {self.objectives[1]} {cost:.4g}" if cost_key else "")
+                + f" is not in the top {max(n // HALVING_RATE, 1)} of the {n} trials that reached it"
             )

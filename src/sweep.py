@@ -179,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         run_cfg = to_run_config(cfg, group=spec["study_name"])
         trial_dir = out_dir / f"trial_{trial.number:04d}"
         trial.set_user_attr("run_dir", str(trial_dir))
-        reporter = EpochReporter(study, trial, objectives, prune_mode, prune, running_best=run_cfg.trainer.select == "best_val")
+        reporter = EpochReporter(
+            study, trial, objectives, prune_mode, prune, running_best=run_cfg.trainer.select == "best_val",
+            epochs=run_cfg.trainer.epochs,
+        )
         try:
             result = run(run_cfg, trial_dir, run_name=f"{spec['study_name']}-{trial.number}", on_epoch=reporter)
         except RunPruned as err:

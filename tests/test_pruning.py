@@ -8,7 +8,9 @@ import optuna
 import pytest
 
 from src.config import ConfigError
-from src.pruning import EpochReporter, PruneSpec, dominating_trial, resolve
+from src.pruning import (
+    EpochReporter, PruneSpec, dominating_trial, halving_keeps, halving_rungs, pareto_ranks, resolve,
+)
 from src.run import RunPruned
 from src.stats import mean_ci
 
@@ -25,14 +27,16 @@ def _record(epoch: int, acc: float, flops: float) -> dict:
 
 def test_resolve_picks_the_rule_that_fits_the_objectives():
     assert PruneSpec().after == PruneSpec.from_dict({}).after == 2
-    assert resolve(PruneSpec(), ["val_acc"]) == "median"
-    assert resolve(PruneSpec(), ["val_acc", "train_flops"]) == "dominated"
-    assert resolve(PruneSpec(), ["val_acc", "train_time_s"]) == "dominated"
+    assert resolve(PruneSpec(), ["val_acc"]) == "halving"
+    assert resolve(PruneSpec(), ["val_acc", "train_flops"]) == "halving"
+    assert resolve(PruneSpec(), ["val_acc", "train_time_s"]) == "halving"
+    assert resolve(PruneSpec(name="dominated"), ["val_acc", "train_flops"]) == "dominated"
     assert resolve(PruneSpec(), ["train_flops"]) == "none"  # nothing per epoch to judge
     with pytest.raises(ConfigError, match="pruner.name=median needs a single"):
         resolve(PruneSpec(name="median"), ["val_acc", "train_flops"])
+    assert resolve(PruneSpec(name="dominated"), ["val_acc"]) == "dominated"  # accuracy alone
     with pytest.raises(ConfigError, match="pruner.name=dominated needs"):
-        resolve(PruneSpec(name="dominated"), ["val_acc"])
+        resolve(PruneSpec(name="dominated"), ["train_flops"])
     with pytest.raises(ConfigError, match="pruner.name='bogus' is not allowed"):
         PruneSpec.from_dict({"name": "bogus"})
     with pytest.raises(ConfigError, match="pruner.patience is not a key"):
@@ -67,6 +71,58 @@ def test_reporter_waits_for_startup_and_after_then_prunes_dominated_trials():
         reporter(_record(2, 0.05, 30.0))  # the running best (0.2) is what is judged
     stored = study.trials[trial.number].user_attrs
     assert stored["curve"] == [[0.1, 10.0], [0.2, 20.0], [0.2, 30.0]] and stored["epochs_trained"] == 3
+
+
+def test_dominated_with_one_objective_judges_accuracy_alone():
+    study = optuna.create_study(direction="maximize")
+    for curve in ([[0.5, 1.0], [0.9, 2.0]], [[0.7, 9.0], [0.8, 18.0]]):
+        trial = study.ask()
+        trial.set_user_attr("curve", curve)
+        study.tell(trial, curve[-1][0])
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert dominating_trial(0, 0.6, None, finished, 0.0) == 1  # more accurate at epoch 1, whatever it cost
+    assert dominating_trial(0, 0.71, None, finished, 0.0) is None  # ahead of every finished curve
+    assert dominating_trial(1, 0.85, None, finished, 0.0) == 0
+    spec = PruneSpec(name="dominated", after=1, startup=2)
+    trial = study.ask()
+    reporter = EpochReporter(study, trial, ["val_acc"], "dominated", spec, running_best=True)
+    reporter(_record(0, 0.75, 1e12))  # ahead at epoch 1: goes on (cost is no objective here)
+    with pytest.raises(RunPruned, match=r"dominated after epoch 2 by trial 0: val_acc 0.8500 is no better$"):
+        reporter(_record(1, 0.85, 2e12))
+
+
+def test_halving_rungs_and_top_third_by_accuracy_or_pareto_rank():
+    assert halving_rungs(2, 8) == [1, 5]  # epochs 2 and 6 (0-based 1, 5)
+    assert halving_rungs(1, 4) == [0, 2] and halving_rungs(2, 2) == []  # the last epoch is no rung
+    assert pareto_ranks([(0.9, 1.0), (0.8, 2.0), (0.95, 3.0), (0.7, 0.5)]) == [0, 1, 0, 0]
+    assert halving_keeps((0.5, 9.0), [], use_cost=False)  # the first to reach a rung goes on
+    others = [(0.9, 5.0), (0.8, 1.0), (0.7, 1.0), (0.6, 1.0), (0.5, 1.0)]
+    # 6 reached the rung: the top 2 go on. By accuracy alone 0.85 is second.
+    assert halving_keeps((0.85, 9.0), others, use_cost=False)
+    assert not halving_keeps((0.75, 9.0), others, use_cost=False)
+    # With cost, 0.85 at cost 9 is dominated by 0.9 at cost 5: second Pareto rank, behind the front.
+    assert not halving_keeps((0.85, 9.0), others, use_cost=True)
+    assert halving_keeps((0.85, 0.5), others, use_cost=True)  # cheapest and second most accurate
+    assert halving_keeps((0.8, 1.0), others, use_cost=True)  # ties go on, as in Optuna's halving
+
+
+def test_reporter_halving_judges_against_every_trial_that_reached_the_rung():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    spec = PruneSpec(name="halving", after=1)
+    for acc in (0.9, 0.8, 0.7):  # one finished, one pruned, one running on another worker
+        t = study.ask()
+        t.set_user_attr("curve", [[acc, 1.0], [acc, 2.0], [acc, 3.0]])
+    study.tell(0, [0.9, 3.0])
+    study.tell(1, state=optuna.trial.TrialState.PRUNED)
+    trial = study.ask()
+    reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "halving", spec, running_best=True, epochs=4)
+    assert reporter.rungs == [0, 2]
+    with pytest.raises(RunPruned, match="halving after epoch 1: val_acc 0.7500 at train_flops 1 is not in the top 1 of the 4"):
+        reporter(_record(0, 0.75, 1.0))
+    trial = study.ask()
+    reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "halving", spec, running_best=True, epochs=4)
+    reporter(_record(0, 0.95, 1.0))  # the best at the rung goes on
+    reporter(_record(1, 0.10, 2.0))  # epoch 2 is no rung
 
 
 def test_reporter_with_median_pruner_stops_below_median_trials():
