@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from src.pruning import halving_keeps
 from src.results import read_jsonl
 
 from tests.cli import TINY_OVERRIDES as TINY
@@ -166,9 +167,11 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     _two_workers_share_one_study(tmp_path, postgres_url)
 
 
-def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path):
+@pytest.mark.parametrize("pruner", ["dominated", "halving"])
+def test_pruned_trials_are_recorded_counted_and_pareto_rerun_on_seeds(tmp_path, pruner):
     out = tmp_path / "study"
-    cmd = _cmd(out, 6, "trainer.epochs=3", "sweep.pruner.startup=1", "sweep.pruner.after=1", "sweep.rerun_seeds=[1,2]")
+    cmd = _cmd(out, 6, "trainer.epochs=3", f"sweep.pruner.name={pruner}", "sweep.pruner.startup=1",
+               "sweep.pruner.after=1", "sweep.rerun_seeds=[1,2]")
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = _load(out)
@@ -181,9 +184,12 @@ def test_dominated_trials_are_pruned_counted_and_pareto_rerun_on_seeds(tmp_path)
         assert result["status"] == "pruned" and result["epochs_trained"] < 3
         k = result["pruned_epoch"]
         acc, cost = t.user_attrs["curve"][k]
-        # really dominated at its epoch by a trial that had finished before it started
-        assert any(c.number < t.number and c.user_attrs["curve"][k][0] >= acc and c.user_attrs["curve"][k][1] <= cost
-                   for c in complete), (t.number, t.user_attrs["curve"])
+        if pruner == "dominated":  # really dominated at its epoch by a trial that had finished before it started
+            assert any(c.number < t.number and c.user_attrs["curve"][k][0] >= acc and c.user_attrs["curve"][k][1] <= cost
+                       for c in complete), (t.number, t.user_attrs["curve"])
+        else:  # at a rung (epoch 1 of 3), and not in the top third of the earlier trials that reached it
+            earlier = [tuple(c.user_attrs["curve"][k]) for c in trials if c.number < t.number]
+            assert k == 0 and not halving_keeps((acc, cost), earlier, use_cost=True), (t.number, earlier)
     for t in trials:  # the judged value is the run's objective so far: its best epoch (select=best_val)
         vals = [m["val_acc"] for m in read_jsonl(Path(t.user_attrs["run_dir"]) / "metrics.jsonl")]
         assert [a for a, _ in t.user_attrs["curve"]] == list(itertools.accumulate(vals, max))
