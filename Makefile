@@ -34,8 +34,8 @@ bench: ## our step vs a plain PyTorch loop, the frozen feature cache, cost vs un
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/depth.py
 
-bench-pruning: ## the default sweep with pruning on and off, single- and multi-objective (about 40 min)
-	$(PY) benchmarks/pruning.py $(ARGS)
+bench-pruning: ## the default sweep with pruning on and off, single- and multi-objective, 8-epoch trials (about 80 min)
+	$(PY) benchmarks/pruning.py $(or $(ARGS),trainer.epochs=8 trainer.num_threads=1 logger=none)
 
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache

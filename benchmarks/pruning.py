@@ -1,10 +1,11 @@
 """Pruning on vs off: the same sweep (same seed, same trial budget) with and without stopping trials.
 
     python benchmarks/pruning.py [--trials 20] [--out sweeps-out/pruning-bench] [train overrides ...]
+    make bench-pruning      # = python benchmarks/pruning.py trainer.epochs=8 trainer.num_threads=1
 
 Runs four studies of the default sweep (sweeps/default.yaml) — multi-objective (val_acc vs
-train_flops, our `dominated` rule) and single-objective (val_acc, Optuna's median pruner), each
-with pruning on and off — then prints a markdown table: epochs trained, the drop with pruning,
+train_flops) and single-objective (val_acc), each with pruning (successive halving, the default
+rule) on and off — then prints a markdown table: epochs trained, the drop with pruning,
 the best validation accuracy, and the training FLOPs and time all trials used. A study that
 already finished is read back, not re-run (and an unfinished one resumes).
 
@@ -25,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CASES = (
     # name, objectives, pruner when on
-    ("multi", "[val_acc,train_flops]", "dominated"),
-    ("single", "[val_acc]", "median"),
+    ("multi", "[val_acc,train_flops]", "halving"),
+    ("single", "[val_acc]", "halving"),
 )
 
 

@@ -12,8 +12,8 @@ PostgreSQL). sqlite is for one driver process; several workers on one study shar
 (`storage: journal:/shared/path.log`) or a PostgreSQL URL.
 
 Trials report validation accuracy after every epoch and hopeless ones are pruned (`src.pruning`):
-Optuna's median or Hyperband pruner for one objective, our dominated-at-epoch-k rule for
-accuracy vs cost. After the search, `sweep.rerun_seeds=[1,2,3]` re-runs every Pareto-optimal
+successive halving by default (by accuracy for one objective, by Pareto rank for accuracy vs
+cost), or our dominated-at-epoch-k rule, or Optuna's median or Hyperband pruner for one objective. After the search, `sweep.rerun_seeds=[1,2,3]` re-runs every Pareto-optimal
 configuration on those seeds and reports test accuracy as mean ± 95% CI.
 """
 
