@@ -112,6 +112,8 @@ class TrainerConfig:
     feature_cache: Literal["auto", "on", "off"] = "auto"
     # Write the selected model's state dict to model.pt in the run directory.
     save_model: bool = False
+    # Drift from the pretrained weights (src/drift.py) on the first N validation images; 0 = off.
+    drift_probe: int = 256
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
     _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
     _positive("trainer.num_threads", cfg.trainer.num_threads, allow_none=True)
+    if cfg.trainer.drift_probe < 0 or cfg.trainer.drift_probe == 1:  # CKA compares >= 2 images
+        raise ConfigError(f"trainer.drift_probe={cfg.trainer.drift_probe!r} must be 0 (off) or >= 2")
     _positive("dataset.train_per_class", cfg.dataset.train_per_class, allow_none=True)
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay!r} must be >= 0")

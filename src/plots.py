@@ -116,3 +116,39 @@ def schedules(configs: Sequence[Config], limit: int = 6) -> Figure:
     if image is not None and norm is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="peak LR (blank: frozen)", shrink=0.9)
     return fig
+
+
+def drift(configs: Sequence[Config]) -> Figure:
+    """Per layer group (bottom to top): relative weight change from the pretrained weights and the
+    linear CKA of the group's output with the pretrained model's, one line per configuration (mean
+    over seeds). From result.json's `weight_change` and `cka` (src/drift.py)."""
+    colors = strategy_colors(configs)
+    shown = [c for c in configs if all(r.result.get("weight_change") for r in c.runs)]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), squeeze=False, layout="constrained")
+    if not shown:
+        for ax in axes[0]:
+            ax.axis("off")
+        axes[0][0].text(0.5, 0.5, "no drift measures in these runs (trainer.drift_probe=0)", ha="center")
+        return fig
+    styles = ("-", "--", ":", "-.")
+    seen: dict[str, int] = {}
+    names: list[str] = []
+    for cfg in shown:
+        k = seen.get(cfg.strategy, 0)
+        seen[cfg.strategy] = k + 1
+        names = list(cfg.runs[0].result["weight_change"])
+        for ax, key in zip(axes[0], ("weight_change", "cka")):
+            ys = [sum(r.result[key][g] for r in cfg.runs) / len(cfg.runs) for g in names]
+            ax.plot(range(len(names)), ys, styles[k % len(styles)], marker="o", ms=4, color=colors[cfg.strategy],
+                    label=cfg.label)
+    left, right = axes[0]
+    left.set_yscale("symlog", linthresh=1e-4)  # frozen groups are exactly 0
+    left.set_ylabel("‖W − W₀‖ / ‖W₀‖")
+    right.set_ylabel("linear CKA with the pretrained model")
+    for ax in (left, right):
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_xlabel("layer group (bottom to top)")
+        ax.grid(alpha=0.3)
+    if len(shown) <= 12:
+        right.legend(fontsize=7)
+    return fig

@@ -28,7 +28,7 @@ from src.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("pareto", "curves", "schedules")
+FIGURES = ("pareto", "curves", "schedules", "drift")
 
 
 def _si(v: float | None) -> str:
@@ -54,7 +54,8 @@ def _ci(row: dict[str, Any], key: str, fmt: str) -> str:
 def write_figures(configs: Sequence[Config], out: Path, metric: str) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
-    figs = {"pareto": plots.pareto(configs, metric), "curves": plots.curves(configs), "schedules": plots.schedules(configs)}
+    figs = {"pareto": plots.pareto(configs, metric), "curves": plots.curves(configs), "schedules": plots.schedules(configs),
+            "drift": plots.drift(configs)}
     paths = {}
     for name, fig in figs.items():
         paths[name] = out / f"{name}.png"
@@ -74,12 +75,13 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
         states[r.result.get("status", "?")] = states.get(r.result.get("status", "?"), 0) + 1
     several = any(r["seeds"] > 1 for r in rows)
     head = ["configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
-            "trainable", "peak MB", "Pareto"]
+            "trainable", "peak MB", "ImageNet agree", "Pareto"]
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
             r["config"], str(r["seeds"]), _ci(r, "val_acc", ".4f"), _ci(r, "test_acc", ".4f"),
             _ci(r, "test_balanced_acc", ".4f"), _ci(r, "train_flops", "si"), _ci(r, "train_time_s", ".1f"),
-            _si(r.get("trainable_params")), _ci(r, "peak_mem_mb", ".0f"), "✓" if r["pareto"] else "",
+            _si(r.get("trainable_params")), _ci(r, "peak_mem_mb", ".0f"),
+            _ci(r, "imagenet_agreement", ".3f"), "✓" if r["pareto"] else "",
         )) + "</tr>"
         for r in rows
     )
@@ -126,6 +128,14 @@ at lower or equal train FLOPs.</p>
 <p class="note">Rows are layer groups (head on top), columns epochs. Colour is the group's peak learning rate
 (log scale) in the epochs it trains; blank cells are frozen.</p>
 {img("schedules", "per-group learning rate and trained epochs")}
+
+<h2>Drift from the pretrained weights</h2>
+<p class="note">Per layer group, bottom to top: how far the weights moved (‖W − W₀‖ / ‖W₀‖; 0 for a
+group that never trained) and how alike its output still is to the pretrained model's (linear CKA on
+a fixed batch of validation images; 1 = the same representation). "ImageNet agree" in the table: the
+share of those images on which the fine-tuned backbone under the original ImageNet head predicts the
+pretrained model's ImageNet class, a measure of forgetting that needs no ImageNet data.</p>
+{img("drift", "relative weight change and linear CKA with the pretrained model, per layer group")}
 
 <h2>All runs</h2>
 <table id="runs"><thead><tr>{"".join(f"<th>{html.escape(h.strip())}</th>" for h in run_head)}</tr></thead>
