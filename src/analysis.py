@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from src.results import GROUPS_FILE, METRICS_FILE, find_results, read_jsonl
-from src.stats import mean_ci
+from src.stats import mean_ci, paired
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed). Runs that differ only in seed are pooled into one row with a CI.
@@ -148,6 +148,22 @@ def lr_grid(run: Run) -> tuple[list[str], list[list[float]]]:
     epochs = int(run.groups.get("epochs", len(run.metrics)))
     names = [g["name"] for g in groups]
     return names, [[float(g["lr"]) if e in g["epochs"] else 0.0 for e in range(epochs)] for g in groups]
+
+
+def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dict[str, Any]]:
+    """Every pair of configurations that share at least two seeds: metric(A) − metric(B) on the
+    common seeds, with its 95% CI and the paired t-test's p-value."""
+    rows = []
+    for i, a in enumerate(configs):
+        for b in configs[i + 1:]:
+            va = {r.result["seed"]: r.result.get(metric) for r in a.runs}
+            vb = {r.result["seed"]: r.result.get(metric) for r in b.runs}
+            seeds = sorted(s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None)
+            if len(seeds) < 2:
+                continue
+            test = paired([float(va[s]) for s in seeds], [float(vb[s]) for s in seeds])
+            rows.append({"a": a.label, "b": b.label, "metric": metric, "seeds": seeds} | test)
+    return rows
 
 
 def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from src import plots
-from src.analysis import Config, Run, group_configs, load_runs, mean_curve, summary_rows
+from src.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows
 from src.config import LoggerConfig
 from src.results import format_table, write_json
 from src.tracking import make_tracker
@@ -65,7 +65,7 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str) -> dict[str
 
 
 def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
-                metric: str) -> str:
+                metric: str, pairs: Sequence[dict[str, Any]] = ()) -> str:
     def img(name: str, alt: str) -> str:
         data = base64.b64encode(figures[name].read_bytes()).decode()
         return f'<img id="fig-{name}" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
@@ -92,6 +92,20 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
         for line in per_run[2:]
     )
     metric_name = plots.METRIC_LABEL.get(metric, metric)
+    pair_body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+            p["a"], p["b"], ", ".join(map(str, p["seeds"])),
+            f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"), f"{p['p']:.3g}",
+        )) + "</tr>"
+        for p in pairs
+    )
+    paired_section = f"""<h2>Paired comparison across seeds</h2>
+<p class="note">Each pair of configurations run on the same seeds: {html.escape(metric_name)} of A minus B on
+each common seed, the mean difference ± its 95% CI (Student t), and the two-sided paired t-test's p-value.
+A CI that contains 0 means the seeds cannot tell the two apart.</p>
+<table id="paired"><thead><tr><th>A</th><th>B</th><th>seeds</th><th>A − B</th><th>p</th></tr></thead>
+<tbody>{pair_body}</tbody></table>
+""" if pairs else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Fine-tuning strategies: accuracy vs cost</title>
@@ -115,6 +129,7 @@ Only completed runs are plotted and tabulated by configuration.</p>
 at lower or equal train FLOPs.</p>
 <table id="summary"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{body}</tbody></table>
 
+{paired_section}
 <h2>Accuracy against cost</h2>
 <p class="note">Up and to the left is better. The dashed step line joins the Pareto-optimal configurations
 (ringed); anything below it is beaten on both accuracy and cost by a point on it. Cost is counted
@@ -156,9 +171,11 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc") -> P
     rows = summary_rows(configs, metric)
     figures = write_figures(configs, out, metric)
     write_json(out / "summary.json", rows)
+    pairs = paired_rows(configs, metric)
+    write_json(out / "paired.json", pairs)
     page = out / "index.html"
     tmp = page.with_suffix(".html.tmp")
-    tmp.write_text(render_html(runs, rows, figures, dirs, metric))
+    tmp.write_text(render_html(runs, rows, figures, dirs, metric, pairs))
     tmp.replace(page)
     return page
 
@@ -185,6 +202,8 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
                 "trainable_params", "peak_mem_mb", "lr", "lr_decay", "unfreeze_depth", "unfreeze_every", "status")
         tracker.table("runs", [{k: r.result.get(k) for k in keys} | {"run": r.dir.name} for r in runs])
         tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
+        if pairs := paired_rows(configs, metric):
+            tracker.table("paired", pairs)
         tracker.scatter("accuracy_vs_flops", rows, "train_flops", metric, f"{metric} vs train FLOPs")
         with_curves = [c for c in configs if all(r.metrics for r in c.runs)]
         curves = [mean_curve(c.runs) for c in with_curves]

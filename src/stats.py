@@ -20,5 +20,20 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
 
 
+def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """A − B over pairs (the same seed in both): mean difference, its `level` CI half-width and the
+    two-sided p-value of the paired t-test. Pairing removes what the seed does to both (data order,
+    head init), so it sees differences that two separate CIs hide."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired needs two equal-length samples of >= 2 values, not {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    mean, half = mean_ci(diffs, level)
+    if all(d == diffs[0] for d in diffs):  # no spread: the t statistic is undefined
+        p = 1.0 if diffs[0] == 0 else 0.0
+    else:
+        p = float(stats.ttest_rel(a, b).pvalue)
+    return {"n": len(diffs), "diff": mean, "ci95": half, "p": p}
+
+
 def format_ci(mean: float, half: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"

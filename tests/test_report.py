@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from src.analysis import pareto_front
-from src.stats import mean_ci
+from src.stats import mean_ci, paired
 from tests.cli import REPO, TINY_OVERRIDES, env
 
 STRATEGIES = ("frozen", "full", "layerwise")
@@ -60,9 +60,34 @@ def test_report_pools_seeds_with_t_intervals_and_marks_the_front(results, report
     assert pareto_front([(0.9, 1.0), (0.95, 2.0), (0.94, 3.0), (0.8, 0.5)]) == [3, 0, 1]
     page = (report / "index.html").read_text()
     assert " ± " in page and "frozen" in page and "Pareto" in page
-    for name in ("pareto", "curves", "schedules"):
+    for name in ("pareto", "curves", "schedules", "drift"):
         assert (report / f"{name}.png").stat().st_size > 10_000
         assert f'id="fig-{name}" src="data:image/png;base64,' in page  # self-contained
+
+
+def test_report_compares_strategies_paired_by_seed(report):
+    rows = {r["config"]: r for r in json.loads((report / "summary.json").read_text())}
+    pairs = json.loads((report / "paired.json").read_text())
+    assert [(p["a"], p["b"]) for p in pairs] == [(a, b) for i, a in enumerate(STRATEGIES) for b in STRATEGIES[i + 1:]]
+    for p in pairs:
+        by_seed = [{json.loads((Path(d) / "result.json").read_text())["seed"]: json.loads(
+            (Path(d) / "result.json").read_text())["test_acc"] for d in rows[c]["run_dirs"]} for c in (p["a"], p["b"])]
+        diffs = [by_seed[0][s] - by_seed[1][s] for s in (0, 1)]
+        assert p["seeds"] == [0, 1] and p["diff"] == pytest.approx(sum(diffs) / 2)
+        assert 0.0 <= p["p"] <= 1.0
+    page = (report / "index.html").read_text()
+    assert 'id="paired"' in page and "paired t-test" in page
+
+
+def test_paired_t_test_matches_the_textbook_case():
+    # Differences 1, 2, 3: mean 2, sd 1, t = 2 / (1 / sqrt 3) = 3.46 on 2 df, p = 0.0742
+    result = paired([11.0, 12.0, 13.0], [10.0, 10.0, 10.0])
+    assert result["diff"] == pytest.approx(2.0) and result["n"] == 3
+    assert result["p"] == pytest.approx(0.0742, abs=1e-4)
+    assert result["ci95"] == pytest.approx(4.303 / math.sqrt(3), abs=1e-3)  # t(0.975, 2) * sd / sqrt(n)
+    assert paired([1.0, 2.0], [1.0, 2.0])["p"] == 1.0  # identical: no difference, no spread
+    with pytest.raises(ValueError, match="equal-length"):
+        paired([1.0], [2.0])
 
 
 def _table(run_dir: Path, key: str) -> list[dict]:
