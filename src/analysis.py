@@ -20,7 +20,8 @@ from src.stats import mean_ci, paired
 # except the seed). Runs that differ only in seed are pooled into one row with a CI.
 CONFIG_KEYS = (
     "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "lr", "lr_decay",
-    "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer",
+    "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer", "backbone_lr_scale", "probe_epochs",
+    "surgical_group",
 )
 # Costs on offer for the x axis of accuracy-vs-cost plots.
 COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}

@@ -61,15 +61,19 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: Literal["frozen", "full", "layerwise"] = "layerwise"
+    name: Literal["frozen", "full", "layerwise", "lpft", "surgical"] = "layerwise"
     # Layer-wise: each group below the head trains at the previous group's LR / lr_decay.
     lr_decay: float = 2.6
     # Number of backbone groups (counted from the top) that train besides the head; "all" = every group.
     unfreeze_depth: int | Literal["all"] = "all"
     # Gradual unfreezing: one more group every N epochs, from the top (0 = all at once).
     unfreeze_every: int = 0
-    # Full fine-tuning: the backbone LR as a fraction of the head LR.
+    # Full fine-tuning, LP-FT and surgical: the backbone LR as a fraction of the head LR.
     backbone_lr_scale: float = 0.1
+    # LP-FT: epochs of linear probing (head only) before the whole network trains.
+    probe_epochs: int = 2
+    # Surgical: the one backbone group that trains besides the head (0 = the stem).
+    surgical_group: int = 0
     # timm's group_matcher granularity: coarse = stem / stages / head, fine = per block.
     granularity: Literal["coarse", "fine"] = "coarse"
     # BatchNorm in groups that are not training: "eval" keeps running statistics frozen (timm's

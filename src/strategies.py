@@ -145,10 +145,28 @@ def _layerwise(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
     return plan
 
 
+def _lpft(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
+    """LP-FT (Kumar et al. 2022): a linear probe first, then everything fine-tuned. The head trains
+    from epoch 0; the backbone joins at epoch `probe_epochs` at `backbone_lr_scale` x the head LR,
+    so it starts from a trained head instead of a random one that distorts its features. (The head
+    keeps its own LR in the second phase, where the paper lowers every LR.)"""
+    return [(head_lr * cfg.backbone_lr_scale, cfg.probe_epochs)] * (n - 1) + [(head_lr, 0)]
+
+
+def _surgical(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
+    """Surgical fine-tuning (Lee et al. 2023): one chosen backbone group (`surgical_group`, 0 = the
+    stem) and the head train; every other group stays frozen."""
+    plan: Plan = [(0.0, None)] * (n - 1) + [(head_lr, 0)]
+    plan[cfg.surgical_group] = (head_lr * cfg.backbone_lr_scale, 0)
+    return plan
+
+
 STRATEGIES: dict[str, Callable[[int, StrategyConfig, float], Plan]] = {
     "frozen": _frozen,
     "full": _full,
     "layerwise": _layerwise,
+    "lpft": _lpft,
+    "surgical": _surgical,
 }
 
 
@@ -159,6 +177,16 @@ def plan_schedule(cfg: StrategyConfig, groups: Sequence[LayerGroup], head_lr: fl
         raise ConfigError(
             f"strategy.unfreeze_depth={cfg.unfreeze_depth} exceeds this model's {backbone} backbone groups "
             f"(allowed: 0..{backbone} or 'all')"
+        )
+    if cfg.name == "surgical" and not 0 <= cfg.surgical_group < backbone:
+        raise ConfigError(
+            f"strategy.surgical_group={cfg.surgical_group} is not a backbone group of this model "
+            f"(allowed: 0..{backbone - 1}, 0 = the stem)"
+        )
+    if cfg.name == "lpft" and not 0 < cfg.probe_epochs < epochs:
+        raise ConfigError(
+            f"strategy.probe_epochs={cfg.probe_epochs} must be in 1..{epochs - 1} (trainer.epochs={epochs}): "
+            f"LP-FT needs a probe phase and a fine-tuning phase"
         )
     plan = STRATEGIES[cfg.name](len(groups), cfg, head_lr)
     out = []

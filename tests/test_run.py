@@ -42,6 +42,24 @@ def test_run_writes_config_metrics_groups_and_result(tiny_config, tmp_path):
     assert (tmp_path / "config.yaml").read_text().startswith("model:")
 
 
+def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp_path):
+    # LP-FT: the head alone for 2 epochs, then every group; the feature cache cannot apply. Drift is
+    # measured on the selected model: the last one here (best_val might pick a probe-phase epoch).
+    lpft = run(tiny_config(strategy={"name": "lpft", "probe_epochs": 2}, trainer={"epochs": 3, "select": "last"}),
+               tmp_path / "lpft")
+    metrics = read_jsonl(tmp_path / "lpft" / "metrics.jsonl")
+    assert metrics[0]["trainable_params"] == metrics[1]["trainable_params"] < metrics[2]["trainable_params"]
+    assert metrics[2]["trainable_params"] == lpft["total_params"] and lpft["feature_cache"] is False
+    assert lpft["probe_epochs"] == 2 and lpft["surgical_group"] is None
+    assert all(v > 0 for v in lpft["weight_change"].values())  # drift sees every group move
+    # Surgical on group 1: drift finds that group, and only it, moved.
+    surgical = run(tiny_config(strategy={"name": "surgical", "surgical_group": 1}, trainer={"epochs": 2, "select": "last"}),
+                   tmp_path / "surgical")
+    change = list(surgical["weight_change"].values())
+    assert change[1] > 0 and [c for i, c in enumerate(change) if i != 1] == [0.0] * (len(change) - 1)
+    assert surgical["surgical_group"] == 1 and surgical["probe_epochs"] is None
+
+
 def test_frozen_backbone_is_bitwise_unchanged_and_head_trains(tiny_config, tmp_path):
     from src.models import build_model
     from src.run import seed_everything

@@ -47,6 +47,25 @@ def test_full_trains_everything_backbone_at_a_tenth(model):
     assert s.trainable_params == sum(p.numel() for p in model.parameters())
 
 
+def test_lpft_probes_the_head_then_trains_everything(model):
+    groups, s = _schedule(model, epochs=5, name="lpft", probe_epochs=2)
+    assert s.groups[-1].epochs == (0, 1, 2, 3, 4) and s.groups[-1].lr == 1e-3
+    assert all(g.epochs == (2, 3, 4) and g.lr == pytest.approx(1e-4) for g in s.groups[:-1])
+    assert s.active(1) == (False,) * (len(groups) - 1) + (True,) and all(s.active(2))
+    for bad in (0, 5):
+        with pytest.raises(ConfigError, match=rf"strategy.probe_epochs={bad} must be in 1..4"):
+            _schedule(model, epochs=5, name="lpft", probe_epochs=bad)
+
+
+def test_surgical_trains_one_chosen_group_and_the_head(model):
+    groups, s = _schedule(model, name="surgical", surgical_group=1)
+    trained = [i for i, g in enumerate(s.groups) if g.epochs]
+    assert trained == [1, len(groups) - 1] and s.groups[1].lr == pytest.approx(1e-4)
+    assert s.trainable_params == groups[1].num_params + groups[-1].num_params
+    with pytest.raises(ConfigError, match=rf"strategy.surgical_group={len(groups) - 1} is not a backbone group"):
+        _schedule(model, name="surgical", surgical_group=len(groups) - 1)
+
+
 def test_layerwise_lr_decays_by_factor_per_group(model):
     groups, s = _schedule(model, name="layerwise", lr_decay=2.6)
     lrs = [g.lr for g in s.groups]
