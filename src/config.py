@@ -61,7 +61,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: Literal["frozen", "full", "layerwise", "lpft", "surgical"] = "layerwise"
+    name: Literal["bitfit", "frozen", "full", "layerwise", "lpft", "surgical"] = "layerwise"
     # Layer-wise: each group below the head trains at the previous group's LR / lr_decay.
     lr_decay: float = 2.6
     # Number of backbone groups (counted from the top) that train besides the head; "all" = every group.

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import torch
 from timm.models._manipulate import group_parameters
 from torch import nn
 
@@ -24,6 +25,15 @@ class LayerGroup:
     name: str
     param_names: tuple[str, ...]
     num_params: int
+    # The group's biases and norm scales/shifts (its 1-D tensors): what BitFit trains.
+    bias_norm_names: tuple[str, ...] = ()
+    bias_norm_params: int = 0
+
+
+def is_bias_or_norm(param: torch.Tensor) -> bool:
+    """Biases and norm scales/shifts are the 1-D tensors (conv and linear weights are not; neither
+    are a ViT's position embedding and class token)."""
+    return param.ndim <= 1
 
 
 def _common_prefix(names: Sequence[str]) -> str:
@@ -54,14 +64,19 @@ def layer_groups(model: nn.Module, granularity: str = "coarse") -> list[LayerGro
         raise ConfigError(f"model {type(model).__name__} declares no group_matcher; layer groups are unknown")
     grouped = group_parameters(model, model.group_matcher(coarse=granularity == "coarse"))
     sizes = {n: p.numel() for n, p in model.named_parameters()}
+    small = {n for n, p in model.named_parameters() if is_bias_or_norm(p)}
     head = head_param_names(model)
+
+    def group(name: str, names: Sequence[str]) -> LayerGroup:
+        bn = tuple(n for n in names if n in small)
+        return LayerGroup(name, tuple(names), sum(sizes[n] for n in names), bn, sum(sizes[n] for n in bn))
+
     groups = []
     for names in grouped.values():
         body = [n for n in names if n not in head]
         if body:
-            groups.append(LayerGroup(_group_name(body), tuple(body), sum(sizes[n] for n in body)))
-    head_names = tuple(n for n in sizes if n in head)
-    groups.append(LayerGroup("head", head_names, sum(sizes[n] for n in head_names)))
+            groups.append(group(_group_name(body), body))
+    groups.append(group("head", [n for n in sizes if n in head]))
     covered = sum(len(g.param_names) for g in groups)
     if covered != len(sizes):  # every parameter in exactly one group, or the counts would lie
         raise RuntimeError(f"layer groups cover {covered} of {len(sizes)} parameters")
@@ -85,6 +100,9 @@ class Schedule:
     epochs: int
     frozen_bn: str
     groups: tuple[GroupPlan, ...]
+    # "all": a training group trains all its parameters; "bias_norm" (BitFit): below the head, only
+    # its biases and norm scales/shifts. GroupPlan.num_params counts what trains.
+    params: str = "all"
 
     def trains(self, group: int, epoch: int) -> bool:
         start = self.groups[group].start_epoch
@@ -103,6 +121,7 @@ class Schedule:
             "strategy": self.strategy,
             "epochs": self.epochs,
             "frozen_bn": self.frozen_bn,
+            "params": self.params,
             "groups": [asdict(g) | {"epochs": list(g.epochs)} for g in self.groups],
         }
 
@@ -161,7 +180,15 @@ def _surgical(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
     return plan
 
 
+def _bitfit(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
+    """BitFit (Ben Zaken et al. 2022): every group trains, but below the head only its biases and
+    norm scales/shifts (Schedule.params="bias_norm"), all at the head's LR: so few, and so small a
+    change, that the rate full fine-tuning uses would barely move them."""
+    return [(head_lr, 0)] * n
+
+
 STRATEGIES: dict[str, Callable[[int, StrategyConfig, float], Plan]] = {
+    "bitfit": _bitfit,
     "frozen": _frozen,
     "full": _full,
     "layerwise": _layerwise,
@@ -189,13 +216,16 @@ def plan_schedule(cfg: StrategyConfig, groups: Sequence[LayerGroup], head_lr: fl
             f"LP-FT needs a probe phase and a fine-tuning phase"
         )
     plan = STRATEGIES[cfg.name](len(groups), cfg, head_lr)
+    params = "bias_norm" if cfg.name == "bitfit" else "all"
     out = []
     for index, (group, (lr, start)) in enumerate(zip(groups, plan)):
         trained = tuple(range(start, epochs)) if start is not None else ()
         if not math.isfinite(lr) or lr < 0:
             raise ConfigError(f"strategy {cfg.name} gave group {group.name} an invalid lr {lr!r}")
-        out.append(GroupPlan(group.name, index, len(groups) - 1 - index, group.num_params, lr, start, trained))
-    return Schedule(cfg.name, epochs, cfg.frozen_bn, tuple(out))
+        head = index == len(groups) - 1
+        size = group.bias_norm_params if params == "bias_norm" and not head else group.num_params
+        out.append(GroupPlan(group.name, index, len(groups) - 1 - index, size, lr, start, trained))
+    return Schedule(cfg.name, epochs, cfg.frozen_bn, tuple(out), params)
 
 
 def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedule, epoch: int) -> int:
@@ -209,9 +239,11 @@ def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedu
     model.train()
     active = schedule.active(epoch)
     group_of = {name: i for i, g in enumerate(groups) for name in g.param_names}
+    # BitFit: below the head, only biases and norm scales/shifts ever train.
+    allowed = None if schedule.params == "all" else {n for g in groups[:-1] for n in g.bias_norm_names} | set(groups[-1].param_names)
     trainable = 0
     for name, param in model.named_parameters():
-        on = active[group_of[name]]
+        on = active[group_of[name]] and (allowed is None or name in allowed)
         param.requires_grad_(on)
         trainable += param.numel() if on else 0
     if schedule.frozen_bn == "eval":

@@ -38,7 +38,7 @@ def _cli(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("strategy=bogus", "error: strategy=bogus is not allowed (options: frozen, full, layerwise, lpft, surgical)"),
+        ("strategy=bogus", "error: strategy=bogus is not allowed (options: bitfit, frozen, full, layerwise, lpft, surgical)"),
         ("trainer.bogus=1", "error: unknown key 'trainer.bogus' (allowed in trainer: amp, batch_size,"),
         ("dataset.image_size=20", "error: dataset.image_size=20 is smaller than test_efficientnet's total stride 32 (allowed: >= 32)"),
     ],

@@ -58,6 +58,21 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     change = list(surgical["weight_change"].values())
     assert change[1] > 0 and [c for i, c in enumerate(change) if i != 1] == [0.0] * (len(change) - 1)
     assert surgical["surgical_group"] == 1 and surgical["probe_epochs"] is None
+    # BitFit: weights of convolutions (ndim > 1) below the head are bitwise unchanged, biases and norms moved.
+    from src.models import build_model
+    from src.run import seed_everything
+
+    cfg = tiny_config(strategy={"name": "bitfit"}, trainer={"epochs": 2, "select": "last", "save_model": True})
+    seed_everything(cfg.seed)
+    start = build_model(cfg.model, 10).state_dict()
+    bitfit = run(cfg, tmp_path / "bitfit")
+    end = torch.load(tmp_path / "bitfit" / "model.pt", weights_only=True)
+    head = {k for k in end if k.startswith("classifier.")}
+    big = [k for k, v in end.items() if v.ndim > 1 and k not in head and v.is_floating_point()]
+    small = [k for k, v in end.items() if v.ndim == 1 and k not in head and ("weight" in k or "bias" in k)]
+    assert big and all(torch.equal(end[k], start[k]) for k in big)
+    assert any(not torch.equal(end[k], start[k]) for k in small)
+    assert bitfit["trainable_params"] < bitfit["total_params"] / 10 and bitfit["feature_cache"] is False
 
 
 def test_frozen_backbone_is_bitwise_unchanged_and_head_trains(tiny_config, tmp_path):

@@ -47,6 +47,19 @@ def test_full_trains_everything_backbone_at_a_tenth(model):
     assert s.trainable_params == sum(p.numel() for p in model.parameters())
 
 
+def test_bitfit_trains_the_head_and_only_biases_and_norms_below_it(model):
+    groups, s = _schedule(model, name="bitfit")
+    assert s.params == "bias_norm" and all(g.epochs == (0, 1, 2, 3) and g.lr == 1e-3 for g in s.groups)
+    small = {n for n, p in model.named_parameters() if p.ndim <= 1}
+    head = set(groups[-1].param_names)
+    expected = {n for n in small if n not in head} | head
+    assert s.trainable_params == sum(p.numel() for n, p in model.named_parameters() if n in expected)
+    assert apply_epoch(model, groups, s, 0) == s.trainable_params
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    assert any(p.ndim > 1 for n, p in model.named_parameters() if n in head)  # the head trains whole
+    apply_epoch(model, groups, _schedule(model, name="full")[1], 0)  # the module-scoped model, as found
+
+
 def test_lpft_probes_the_head_then_trains_everything(model):
     groups, s = _schedule(model, epochs=5, name="lpft", probe_epochs=2)
     assert s.groups[-1].epochs == (0, 1, 2, 3, 4) and s.groups[-1].lr == 1e-3
