@@ -60,7 +60,7 @@ def _check(overrides: dict) -> None:
     "overrides, message",
     [
         ({"model": {"name": "resnet_bogus"}}, "model.name='resnet_bogus' is not a timm model"),
-        ({"strategy": {"name": "bogus"}}, "strategy.name='bogus' is not allowed (expected 'frozen' | 'full' | 'layerwise')"),
+        ({"strategy": {"name": "bogus"}}, "strategy.name='bogus' is not allowed (expected 'bitfit' | 'frozen' | 'full' | 'layerwise' | 'lpft' | 'surgical')"),
         ({"dataset": {"kind": "bogus"}}, "dataset.kind='bogus' is not allowed"),
         ({"strategy": {"lr_decay": 0}}, "strategy.lr_decay=0.0 must be > 0"),
         ({"strategy": {"lr_decay": -2.6}}, "strategy.lr_decay=-2.6 must be > 0"),
