@@ -21,7 +21,7 @@ from src.stats import mean_ci, paired
 CONFIG_KEYS = (
     "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "lr", "lr_decay",
     "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer", "backbone_lr_scale", "probe_epochs",
-    "surgical_group",
+    "surgical_group", "l2sp_alpha", "l2sp_beta",
 )
 # Costs on offer for the x axis of accuracy-vs-cost plots.
 COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}

@@ -61,7 +61,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: Literal["bitfit", "frozen", "full", "layerwise", "lpft", "surgical"] = "layerwise"
+    name: Literal["bitfit", "frozen", "full", "l2sp", "layerwise", "lpft", "surgical"] = "layerwise"
     # Layer-wise: each group below the head trains at the previous group's LR / lr_decay.
     lr_decay: float = 2.6
     # Number of backbone groups (counted from the top) that train besides the head; "all" = every group.
@@ -74,6 +74,9 @@ class StrategyConfig:
     probe_epochs: int = 2
     # Surgical: the one backbone group that trains besides the head (0 = the stem).
     surgical_group: int = 0
+    # L2-SP: pull of the backbone toward its pretrained weights (alpha) and of the head toward 0 (beta).
+    l2sp_alpha: float = 0.01
+    l2sp_beta: float = 0.01
     # timm's group_matcher granularity: coarse = stem / stages / head, fine = per block.
     granularity: Literal["coarse", "fine"] = "coarse"
     # BatchNorm in groups that are not training: "eval" keeps running statistics frozen (timm's
@@ -242,6 +245,10 @@ def validate(cfg: RunConfig) -> None:
     _positive("optim.lr", cfg.optim.lr)
     _positive("strategy.lr_decay", cfg.strategy.lr_decay)
     _positive("strategy.backbone_lr_scale", cfg.strategy.backbone_lr_scale)
+    for key in ("l2sp_alpha", "l2sp_beta"):
+        value = getattr(cfg.strategy, key)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"strategy.{key}={value!r} must be a finite number >= 0")
     _positive("trainer.epochs", cfg.trainer.epochs)
     if cfg.trainer.batch_size < 2:  # BatchNorm cannot train on one sample
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -49,8 +49,10 @@ def train_one_epoch(
     amp_dtype: torch.dtype | None = None,
     progress: bool = False,
     desc: str = "train",
+    penalty: Callable[[], torch.Tensor] | None = None,
 ) -> EpochStats:
-    """One pass over `batches`, stepping the scheduler per step. The caller sets train/freeze state."""
+    """One pass over `batches`, stepping the scheduler per step. The caller sets train/freeze state.
+    `penalty` (L2-SP) is added to the loss that is optimised; the reported loss is the data loss."""
     _sync(device)
     start = time.perf_counter()
     # Summed on the device: reading the loss every step would force a sync per step.
@@ -61,7 +63,7 @@ def train_one_epoch(
         with _autocast(device, amp_dtype):
             loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + penalty() if penalty is not None else loss).backward()
         optimizer.step()
         scheduler.step()
         total += loss.detach().float() * len(y)

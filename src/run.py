@@ -34,7 +34,7 @@ from src.drift import drift
 from src.models import check_model_name, load_pretrained, normalization, weights_source
 from src.optim import build_optimizer, build_scheduler, param_groups
 from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
-from src.strategies import LayerGroup, Schedule, apply_epoch, layer_groups, plan_schedule
+from src.strategies import LayerGroup, Schedule, apply_epoch, l2sp_penalty, layer_groups, plan_schedule
 from src.tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,7 @@ class Setup:
     test: Batches
     num_classes: int
     input_shape: tuple[int, int, int]
+    penalty: Callable[[], torch.Tensor] | None = None  # L2-SP's regulariser, added to the training loss
 
 
 def interrupt_on_sigterm() -> None:
@@ -175,7 +176,11 @@ def run(
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optim, param_groups(model, groups, schedule, cfg.optim.weight_decay))
+    # L2-SP's penalty replaces weight decay (which would pull toward 0, not toward the pretrained weights).
+    l2sp = cfg.strategy.name == "l2sp"
+    weight_decay = 0.0 if l2sp else cfg.optim.weight_decay
+    optimizer = build_optimizer(cfg.optim, param_groups(model, groups, schedule, weight_decay))
+    penalty = l2sp_penalty(model, groups, cfg.strategy.l2sp_alpha, cfg.strategy.l2sp_beta) if l2sp else None
     t = cfg.trainer
     batch_kw = dict(norm=norm, device=rt.device, channels_last=rt.channels_last)
     train = Batches(data.train, t.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.dataset.augment,
@@ -191,6 +196,7 @@ def run(
         test=Batches(data.test, t.eval_batch_size, **batch_kw),
         num_classes=data.num_classes,
         input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size),
+        penalty=penalty,
     )
 
     base = {
@@ -211,9 +217,11 @@ def run(
         "lr_decay": cfg.strategy.lr_decay if cfg.strategy.name == "layerwise" else None,
         "unfreeze_depth": cfg.strategy.unfreeze_depth if cfg.strategy.name == "layerwise" else None,
         "unfreeze_every": cfg.strategy.unfreeze_every if cfg.strategy.name == "layerwise" else None,
-        "backbone_lr_scale": cfg.strategy.backbone_lr_scale if cfg.strategy.name in ("full", "lpft", "surgical") else None,
+        "backbone_lr_scale": cfg.strategy.backbone_lr_scale if cfg.strategy.name in ("full", "l2sp", "lpft", "surgical") else None,
         "probe_epochs": cfg.strategy.probe_epochs if cfg.strategy.name == "lpft" else None,
         "surgical_group": cfg.strategy.surgical_group if cfg.strategy.name == "surgical" else None,
+        "l2sp_alpha": cfg.strategy.l2sp_alpha if cfg.strategy.name == "l2sp" else None,
+        "l2sp_beta": cfg.strategy.l2sp_beta if cfg.strategy.name == "l2sp" else None,
         "frozen_bn": cfg.strategy.frozen_bn,
         "optimizer": cfg.optim.name,
         "device": str(rt.device),
@@ -329,7 +337,7 @@ def _fit(
             lrs = _lrs(optimizer, group_names)
             stats = engine.train_one_epoch(
                 net, train_batches, optimizer, s.scheduler, rt.device, rt.amp_dtype,
-                progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}",
+                progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}", penalty=s.penalty,
             )
             if not np.isfinite(stats.loss):
                 raise DivergedError(f"training loss became {stats.loss} in epoch {epoch}")

@@ -187,8 +187,33 @@ def _bitfit(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
     return [(head_lr, 0)] * n
 
 
+def _l2sp(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
+    """L2-SP (Li et al. 2018): full fine-tuning whose regulariser pulls the backbone toward its
+    pretrained weights, alpha/2 ||w - w0||^2, and the new head toward 0, beta/2 ||w||^2
+    (l2sp_penalty), in place of weight decay toward 0."""
+    return _full(n, cfg, head_lr)
+
+
+def l2sp_penalty(
+    model: nn.Module, groups: Sequence[LayerGroup], alpha: float, beta: float
+) -> Callable[[], torch.Tensor]:
+    """The L2-SP term as a function of the live weights; the anchor is a copy of them now (call it
+    before training, on the pretrained model). Norms and biases are left out, as weight decay skips them."""
+    params = dict(model.named_parameters())
+    body = [(params[n], params[n].detach().clone()) for g in groups[:-1] for n in g.param_names if params[n].ndim > 1]
+    head = [params[n] for n in groups[-1].param_names if params[n].ndim > 1]
+
+    def penalty() -> torch.Tensor:
+        sp = sum(((w - w0) ** 2).sum() for w, w0 in body if w.requires_grad)
+        decay = sum((w**2).sum() for w in head)
+        return 0.5 * alpha * sp + 0.5 * beta * decay  # type: ignore[return-value]
+
+    return penalty
+
+
 STRATEGIES: dict[str, Callable[[int, StrategyConfig, float], Plan]] = {
     "bitfit": _bitfit,
+    "l2sp": _l2sp,
     "frozen": _frozen,
     "full": _full,
     "layerwise": _layerwise,

@@ -38,7 +38,7 @@ def _cli(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("strategy=bogus", "error: strategy=bogus is not allowed (options: bitfit, frozen, full, layerwise, lpft, surgical)"),
+        ("strategy=bogus", "error: strategy=bogus is not allowed (options: bitfit, frozen, full, l2sp, layerwise, lpft, surgical)"),
         ("trainer.bogus=1", "error: unknown key 'trainer.bogus' (allowed in trainer: amp, batch_size,"),
         ("dataset.image_size=20", "error: dataset.image_size=20 is smaller than test_efficientnet's total stride 32 (allowed: >= 32)"),
     ],
@@ -60,7 +60,7 @@ def _check(overrides: dict) -> None:
     "overrides, message",
     [
         ({"model": {"name": "resnet_bogus"}}, "model.name='resnet_bogus' is not a timm model"),
-        ({"strategy": {"name": "bogus"}}, "strategy.name='bogus' is not allowed (expected 'bitfit' | 'frozen' | 'full' | 'layerwise' | 'lpft' | 'surgical')"),
+        ({"strategy": {"name": "bogus"}}, "strategy.name='bogus' is not allowed (expected 'bitfit' | 'frozen' | 'full' | 'l2sp' | 'layerwise' | 'lpft' | 'surgical')"),
         ({"dataset": {"kind": "bogus"}}, "dataset.kind='bogus' is not allowed"),
         ({"strategy": {"lr_decay": 0}}, "strategy.lr_decay=0.0 must be > 0"),
         ({"strategy": {"lr_decay": -2.6}}, "strategy.lr_decay=-2.6 must be > 0"),

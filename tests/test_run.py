@@ -75,6 +75,16 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     assert bitfit["trainable_params"] < bitfit["total_params"] / 10 and bitfit["feature_cache"] is False
 
 
+def test_l2sp_keeps_the_backbone_nearer_its_start_than_full(tiny_config, tmp_path):
+    common = {"trainer": {"epochs": 2, "select": "last"}, "optim": {"lr": 0.01}}
+    full = run(tiny_config(strategy={"name": "full", "backbone_lr_scale": 1.0}, **common), tmp_path / "full")
+    l2sp = run(tiny_config(strategy={"name": "l2sp", "backbone_lr_scale": 1.0, "l2sp_alpha": 100.0}, **common),
+               tmp_path / "l2sp")
+    assert l2sp["l2sp_alpha"] == 100.0 and full["l2sp_alpha"] is None
+    # a strong pull toward the pretrained weights: every group moves less than under full fine-tuning
+    assert all(l2sp["weight_change"][g] < full["weight_change"][g] for g in full["weight_change"])
+
+
 def test_frozen_backbone_is_bitwise_unchanged_and_head_trains(tiny_config, tmp_path):
     from src.models import build_model
     from src.run import seed_everything

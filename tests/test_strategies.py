@@ -8,7 +8,7 @@ import torch
 
 from src.config import ConfigError, OptimConfig, StrategyConfig
 from src.optim import build_optimizer, build_scheduler, param_groups
-from src.strategies import apply_epoch, layer_groups, plan_schedule
+from src.strategies import apply_epoch, l2sp_penalty, layer_groups, plan_schedule
 
 
 @pytest.fixture(scope="module", params=["test_efficientnet", "test_resnet", "test_vit"])
@@ -58,6 +58,26 @@ def test_bitfit_trains_the_head_and_only_biases_and_norms_below_it(model):
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
     assert any(p.ndim > 1 for n, p in model.named_parameters() if n in head)  # the head trains whole
     apply_epoch(model, groups, _schedule(model, name="full")[1], 0)  # the module-scoped model, as found
+
+
+def test_l2sp_penalty_pulls_the_backbone_to_its_start_and_the_head_to_zero(model):
+    groups, s = _schedule(model, name="l2sp")
+    assert [g.lr for g in s.groups] == [g.lr for g in _schedule(model, name="full")[1].groups]  # full's LRs
+    apply_epoch(model, groups, s, 0)
+    penalty = l2sp_penalty(model, groups, alpha=0.5, beta=0.25)
+    params = dict(model.named_parameters())
+    head = sum(float((params[n].detach() ** 2).sum()) for n in groups[-1].param_names if params[n].ndim > 1)
+    assert float(penalty().detach()) == pytest.approx(0.5 * 0.25 * head, rel=1e-5)  # at the start: the head term
+    name = next(n for n in groups[1].param_names if params[n].ndim > 1)
+    with torch.no_grad():
+        params[name].add_(0.1)
+    moved = 0.5 * 0.5 * 0.01 * params[name].numel()
+    assert float(penalty().detach()) == pytest.approx(0.5 * 0.25 * head + moved, rel=1e-4)
+    penalty().backward()  # differentiable in the live weights
+    assert params[name].grad is not None and params[name].grad.abs().max() > 0
+    with torch.no_grad():
+        params[name].sub_(0.1)
+    model.zero_grad(set_to_none=True)
 
 
 def test_lpft_probes_the_head_then_trains_everything(model):
