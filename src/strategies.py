@@ -200,8 +200,9 @@ def l2sp_penalty(
     """The L2-SP term as a function of the live weights; the anchor is a copy of them now (call it
     before training, on the pretrained model). Norms and biases are left out, as weight decay skips them."""
     params = dict(model.named_parameters())
-    body = [(params[n], params[n].detach().clone()) for g in groups[:-1] for n in g.param_names if params[n].ndim > 1]
-    head = [params[n] for n in groups[-1].param_names if params[n].ndim > 1]
+    weights = [[n for n in g.param_names if n not in set(g.bias_norm_names)] for g in groups]
+    body = [(params[n], params[n].detach().clone()) for names in weights[:-1] for n in names]
+    head = [params[n] for n in weights[-1]]
 
     def penalty() -> torch.Tensor:
         sp = sum(((w - w0) ** 2).sum() for w, w0 in body if w.requires_grad)

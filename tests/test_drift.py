@@ -80,3 +80,16 @@ def test_runs_record_drift_frozen_stays_put_and_full_moves(tmp_path, strategy):
         assert changes == [0.0] * len(changes) and ckas == pytest.approx([1.0] * len(ckas))
     else:
         assert all(c > 0 for c in changes) and min(ckas) < 0.999
+
+
+def test_drift_off_trains_the_same_model_and_records_none(tiny_config, tmp_path):
+    from src.results import read_jsonl
+    from src.run import run
+
+    on = run(tiny_config(trainer={"epochs": 2}), tmp_path / "on")
+    off = run(tiny_config(trainer={"epochs": 2, "drift_probe": 0}), tmp_path / "off")
+    assert "weight_change" in on and "weight_change" not in off and "imagenet_agreement" not in off
+    # the reference copy made for drift draws no random numbers: the same head, the same training
+    assert read_jsonl(tmp_path / "on" / "metrics.jsonl")[-1]["train_loss"] == read_jsonl(
+        tmp_path / "off" / "metrics.jsonl")[-1]["train_loss"]
+    assert on["test_acc"] == off["test_acc"]
