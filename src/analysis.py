@@ -19,7 +19,7 @@ from src.stats import mean_ci, paired
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed). Runs that differ only in seed are pooled into one row with a CI.
 CONFIG_KEYS = (
-    "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "lr", "lr_decay",
+    "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "min_epoch_steps", "lr", "lr_decay",
     "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer", "backbone_lr_scale", "probe_epochs",
     "surgical_group", "l2sp_alpha", "l2sp_beta",
 )
@@ -151,12 +151,21 @@ def lr_grid(run: Run) -> tuple[list[str], list[list[float]]]:
     return names, [[float(g["lr"]) if e in g["epochs"] else 0.0 for e in range(epochs)] for g in groups]
 
 
+def task_key(config: Config) -> tuple:
+    """What a configuration is evaluated on: the dataset and the training set drawn from it. Only
+    configurations on the same task are compared head to head."""
+    r = config.runs[0].result
+    return r.get("dataset"), r.get("train_samples")
+
+
 def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dict[str, Any]]:
-    """Every pair of configurations that share at least two seeds: metric(A) − metric(B) on the
-    common seeds, with its 95% CI and the paired t-test's p-value."""
+    """Every pair of configurations on the same task (`task_key`) that share at least two seeds:
+    metric(A) − metric(B) on the common seeds, with its 95% CI and the paired t-test's p-value."""
     rows = []
     for i, a in enumerate(configs):
         for b in configs[i + 1:]:
+            if task_key(a) != task_key(b):
+                continue
             va = {r.result["seed"]: r.result.get(metric) for r in a.runs}
             vb = {r.result["seed"]: r.result.get(metric) for r in b.runs}
             seeds = sorted(s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None)
@@ -181,4 +190,53 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
         row["pareto"] = i in front
         row["run_dirs"] = [str(r.dir) for r in c.runs]
         rows.append(row)
+    return rows
+
+
+def per_class_label(config: Config) -> str:
+    n = config.runs[0].result.get("train_per_class")
+    return "all" if n is None else str(n)
+
+
+def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 0.05) -> list[dict[str, Any]]:
+    """Which strategy wins, per dataset and training-set size (a cell of `experiment=data_size_grid`).
+
+    In each cell: every configuration's mean ± 95% CI of `metric`, the winner (highest mean), and
+    for each other configuration the paired difference to the winner on their common seeds. A
+    configuration whose paired test does not separate it from the winner (p ≥ `level`, or fewer
+    than two common seeds) is `tied` with it: the seeds cannot say that the winner is better."""
+    cells: dict[tuple, list[Config]] = {}
+    for c in configs:
+        if metric in c.stats:
+            cells.setdefault(task_key(c), []).append(c)
+    rows = []
+    for (dataset, _), members in cells.items():
+        members = sorted(members, key=lambda c: -c.stats[metric][0])
+        best = members[0]
+        # The strategy's name says which one it is, unless a cell holds several configurations of it.
+        names = [c.strategy for c in members]
+        label = {id(c): (c.strategy if names.count(c.strategy) == 1 else c.label) for c in members}
+        entries = []
+        for c in members:
+            mean, half = c.stats[metric]
+            entry: dict[str, Any] = {"config": label[id(c)], "strategy": c.strategy, "seeds": len(c.runs),
+                                     "mean": mean, "ci95": None if math.isnan(half) else half}
+            if c is not best:
+                va = {r.result["seed"]: r.result[metric] for r in best.runs}
+                vb = {r.result["seed"]: r.result[metric] for r in c.runs}
+                common = sorted(va.keys() & vb.keys())
+                if len(common) >= 2:
+                    test = paired([float(va[s]) for s in common], [float(vb[s]) for s in common])
+                    entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
+                              "tied": test["p"] >= level}
+                else:
+                    entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "tied": True}
+            entries.append(entry)
+        rows.append({
+            "dataset": dataset, "train_per_class": per_class_label(best),
+            "train_samples": best.runs[0].result.get("train_samples"), "metric": metric,
+            "winner": label[id(best)], "tied_with_winner": [e["config"] for e in entries[1:] if e["tied"]],
+            "entries": entries,
+        })
+    rows.sort(key=lambda r: (str(r["dataset"]), math.inf if r["train_per_class"] == "all" else float(r["train_per_class"])))
     return rows

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.data import batches_per_pass
 from src.models import head_param_names
 from src.strategies import LayerGroup, Schedule
 
@@ -100,11 +101,16 @@ class FeatureBatches:
     batch_size: int
     shuffle: bool = False
     generator: torch.Generator | None = None
+    passes: int = 1
 
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        return self.passes * batches_per_pass(len(self.labels), self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(self.passes):
+            yield from self._one_pass()
+
+    def _one_pass(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):
@@ -138,7 +144,7 @@ def build_cache(model: nn.Module, train, val, test, device: torch.device, amp_dt
     head = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
     return Cache(
         head=head,
-        train=FeatureBatches(*tr, train.batch_size, shuffle=True, generator=train.generator),
+        train=FeatureBatches(*tr, train.batch_size, shuffle=True, generator=train.generator, passes=train.passes),
         val=FeatureBatches(*va, eval_batch_size),
         test=FeatureBatches(*te, eval_batch_size),
         feature_dim=tr[0].shape[1],

@@ -101,6 +101,11 @@ class OptimConfig:
 class TrainerConfig:
     epochs: int = 6
     batch_size: int = 16
+    # An epoch is at least this many optimizer steps: a training set smaller than that is passed
+    # over several times per epoch (0 = one pass). With it, a grid over training-set sizes keeps
+    # every epoch-based setting (warmup, LP-FT's probe, gradual unfreezing, validations) the same
+    # in every cell, and a 5-image-per-class cell still gets enough updates.
+    min_epoch_steps: int = 0
     eval_batch_size: int = 256
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Mixed precision (bf16) on CUDA; "auto" = on for CUDA, off on CPU.
@@ -254,6 +259,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
     _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
     _positive("trainer.num_threads", cfg.trainer.num_threads, allow_none=True)
+    if cfg.trainer.min_epoch_steps < 0:
+        raise ConfigError(f"trainer.min_epoch_steps={cfg.trainer.min_epoch_steps!r} must be >= 0 (0 = one pass per epoch)")
     if cfg.trainer.drift_probe < 0 or cfg.trainer.drift_probe == 1:  # CKA compares >= 2 images
         raise ConfigError(f"trainer.drift_probe={cfg.trainer.drift_probe!r} must be 0 (off) or >= 2")
     _positive("dataset.train_per_class", cfg.dataset.train_per_class, allow_none=True)

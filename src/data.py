@@ -311,6 +311,19 @@ def load_dataset(cfg: DataConfig) -> DataBundle:
     return bundle
 
 
+def batches_per_pass(n: int, batch_size: int, drop_single: bool = True) -> int:
+    """Optimizer steps in one pass over n samples (a last batch of one sample is dropped when
+    training, see Batches)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest > 1 or (rest == 1 and (not drop_single or n == 1)) else 0)
+
+
+def passes_for(n: int, batch_size: int, min_steps: int) -> int:
+    """Passes over n training samples that make an epoch at least `min_steps` optimizer steps."""
+    per_pass = batches_per_pass(n, batch_size)
+    return max(1, -(-min_steps // per_pass)) if min_steps > 0 and per_pass > 0 else 1
+
+
 class Batches:
     """Mini-batches cut from an in-memory split: normalised, 3-channel, optionally augmented.
 
@@ -329,6 +342,7 @@ class Batches:
         augment: bool = False,
         hflip: bool = False,
         channels_last: bool = False,
+        passes: int = 1,
     ) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
@@ -337,6 +351,8 @@ class Batches:
         self.augment = augment
         self.hflip = hflip
         self.channels_last = channels_last
+        # Passes over the data per epoch (trainer.min_epoch_steps): each pass a fresh permutation.
+        self.passes = passes
         self.generator = torch.Generator().manual_seed(seed)
         shape = (1, 3, 1, 1)
         # Folding /255 into the affine normalisation saves one pass over every batch.
@@ -345,13 +361,14 @@ class Batches:
         self.shift = (-torch.tensor(norm.mean, device=device).view(shape) / std).float()
 
     def __len__(self) -> int:
-        return (len(self.labels) + self.batch_size - 1) // self.batch_size
+        return self.passes * batches_per_pass(len(self.labels), self.batch_size, self.shuffle)
 
     def unshuffled(self) -> Batches:
-        """The same images in order and unaugmented (a one-off pass, e.g. feature caching); it
-        shares the generator but draws nothing from it."""
+        """The same images in order and unaugmented, once (a one-off pass, e.g. feature caching);
+        it shares the generator but draws nothing from it."""
         view = copy.copy(self)
         view.shuffle = view.augment = False
+        view.passes = 1
         return view
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -369,6 +386,10 @@ class Batches:
         return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(self.passes):
+            yield from self._one_pass()
+
+    def _one_pass(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
         for start in range(0, n, self.batch_size):

@@ -152,3 +152,44 @@ def drift(configs: Sequence[Config]) -> Figure:
     if len(shown) <= 12:
         right.legend(fontsize=7)
     return fig
+
+
+def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
+    """The "which strategy wins" map from `analysis.win_map`: one panel per dataset, strategies as
+    rows, training images per class as columns. Colour is how far a strategy is behind the cell's
+    winner (in accuracy points, capped); the number is its mean accuracy. ★ marks the winner and
+    ≈ the strategies whose paired difference to it is not significant over the seeds."""
+    datasets = list(dict.fromkeys(c["dataset"] for c in cells))
+    names = list(dict.fromkeys(e["config"] for c in cells for e in c["entries"]))
+    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(1.3 + 1.05 * _max_columns(cells) * max(1, len(datasets)),
+                             1.2 + 0.45 * len(names)), squeeze=False, layout="constrained")
+    image = None
+    for ax, dataset in zip(axes[0], datasets):
+        mine = [c for c in cells if c["dataset"] == dataset]
+        cols = [c["train_per_class"] for c in mine]
+        grid = [[math.nan] * len(cols) for _ in names]
+        for j, cell in enumerate(mine):
+            best = cell["entries"][0]["mean"]
+            for e in cell["entries"]:
+                i = names.index(e["config"])
+                grid[i][j] = min(cap_points, 100 * (best - e["mean"]))
+                mark = "★" if e is cell["entries"][0] else ("≈" if e.get("tied") else "")
+                ax.text(j, i, f"{e['mean']:.3f}{mark}", ha="center", va="center", fontsize=8,
+                        color="white" if grid[i][j] < cap_points / 3 else "black",
+                        fontweight="bold" if mark == "★" else "normal")
+        image = ax.imshow(grid, cmap="viridis_r", vmin=0, vmax=cap_points, aspect="auto")
+        ax.set_xticks(range(len(cols)), cols)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel("training images per class")
+        metric = mine[0]["metric"] if mine else "test_acc"
+        ax.set_title(f"{dataset}: {METRIC_LABEL.get(metric, metric)}", fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), label=f"points behind the winner (capped at {cap_points:g})", shrink=0.9)
+    return fig
+
+
+def _max_columns(cells: Sequence[dict]) -> int:
+    counts: dict[str, int] = {}
+    for c in cells:
+        counts[c["dataset"]] = counts.get(c["dataset"], 0) + 1
+    return max(counts.values(), default=1)

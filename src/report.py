@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from src import plots
-from src.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows
+from src.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows, win_map
 from src.config import LoggerConfig
 from src.results import format_table, write_json
 from src.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("pareto", "curves", "schedules", "drift")
+FIGURES = ("pareto", "curves", "schedules", "drift", "wins")  # "wins" only for several tasks
 
 
 def _si(v: float | None) -> str:
@@ -51,11 +51,19 @@ def _ci(row: dict[str, Any], key: str, fmt: str) -> str:
     return text
 
 
-def write_figures(configs: Sequence[Config], out: Path, metric: str) -> dict[str, Path]:
+def wins_worth_showing(cells: Sequence[dict[str, Any]]) -> bool:
+    """The which-strategy-wins map needs several tasks (datasets or training-set sizes) and a choice in them."""
+    return len(cells) > 1 and any(len(c["entries"]) > 1 for c in cells)
+
+
+def write_figures(configs: Sequence[Config], out: Path, metric: str,
+                  cells: Sequence[dict[str, Any]] = ()) -> dict[str, Path]:
     import matplotlib.pyplot as plt
 
     figs = {"pareto": plots.pareto(configs, metric), "curves": plots.curves(configs), "schedules": plots.schedules(configs),
             "drift": plots.drift(configs)}
+    if wins_worth_showing(cells):
+        figs["wins"] = plots.win_map(cells)
     paths = {}
     for name, fig in figs.items():
         paths[name] = out / f"{name}.png"
@@ -65,7 +73,7 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str) -> dict[str
 
 
 def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
-                metric: str, pairs: Sequence[dict[str, Any]] = ()) -> str:
+                metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = ()) -> str:
     def img(name: str, alt: str) -> str:
         data = base64.b64encode(figures[name].read_bytes()).decode()
         return f'<img id="fig-{name}" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
@@ -106,6 +114,31 @@ A CI that contains 0 means the seeds cannot tell the two apart.</p>
 <table id="paired"><thead><tr><th>A</th><th>B</th><th>seeds</th><th>A − B</th><th>p</th></tr></thead>
 <tbody>{pair_body}</tbody></table>
 """ if pairs else ""
+    wins_section = ""
+    if "wins" in figures:
+        def behind(e: dict[str, Any]) -> str:
+            if e.get("behind_ci95") is None:
+                return f"{e['config']} −{100 * e['behind']:.1f}"
+            return f"{e['config']} −{100 * e['behind']:.1f} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+
+        win_body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
+                c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
+                _ci({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f"),
+                ", ".join(c["tied_with_winner"]) or "none",
+                "; ".join(behind(e) for e in c["entries"][1:]),
+            )) + "</tr>"
+            for c in cells
+        )
+        wins_section = f"""<h2>Which strategy wins</h2>
+<p class="note">One cell per dataset and training-set size. Colour: points of {html.escape(metric_name)} behind the
+cell's winner; number: mean over seeds; ★ the winner; ≈ a strategy the seeds cannot separate from the winner
+(paired t-test on common seeds, p ≥ 0.05, or fewer than two common seeds).</p>
+{img("wins", "which strategy wins, per dataset and training images per class")}
+<table id="wins"><thead><tr><th>dataset</th><th>per class</th><th>train images</th><th>winner</th>
+<th>{html.escape(metric_name)}</th><th>tied with the winner</th><th>behind the winner (points, paired 95% CI)</th></tr></thead>
+<tbody>{win_body}</tbody></table>
+"""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Fine-tuning strategies: accuracy vs cost</title>
@@ -129,6 +162,7 @@ Only completed runs are plotted and tabulated by configuration.</p>
 at lower or equal train FLOPs.</p>
 <table id="summary"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{body}</tbody></table>
 
+{wins_section}
 {paired_section}
 <h2>Accuracy against cost</h2>
 <p class="note">Up and to the left is better. The dashed step line joins the Pareto-optimal configurations
@@ -169,13 +203,19 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc") -> P
         raise ValueError(f"--metric {metric}: not in every completed run's result.json")
     out.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(configs, metric)
-    figures = write_figures(configs, out, metric)
+    cells = win_map(configs, metric)
+    figures = write_figures(configs, out, metric, cells)
     write_json(out / "summary.json", rows)
     pairs = paired_rows(configs, metric)
     write_json(out / "paired.json", pairs)
+    if "wins" in figures:
+        write_json(out / "wins.json", cells)
+    else:  # not from an earlier report into the same folder
+        for stale in (out / "wins.png", out / "wins.json"):
+            stale.unlink(missing_ok=True)
     page = out / "index.html"
     tmp = page.with_suffix(".html.tmp")
-    tmp.write_text(render_html(runs, rows, figures, dirs, metric, pairs))
+    tmp.write_text(render_html(runs, rows, figures, dirs, metric, pairs, cells))
     tmp.replace(page)
     return page
 
@@ -204,12 +244,18 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
         tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
         if pairs := paired_rows(configs, metric):
             tracker.table("paired", pairs)
+        if wins_worth_showing(cells := win_map(configs, metric)):
+            tracker.table("wins", [
+                {"dataset": c["dataset"], "train_per_class": c["train_per_class"]} | {k: v for k, v in e.items()}
+                | {"winner": e is c["entries"][0]}
+                for c in cells for e in c["entries"]
+            ])
         tracker.scatter("accuracy_vs_flops", rows, "train_flops", metric, f"{metric} vs train FLOPs")
         with_curves = [c for c in configs if all(r.metrics for r in c.runs)]
         curves = [mean_curve(c.runs) for c in with_curves]
         tracker.lines("val_acc_curves", [c[0] for c in curves], [c[1] for c in curves],
                       [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
-        tracker.images({name: out / f"{name}.png" for name in FIGURES})
+        tracker.images({name: out / f"{name}.png" for name in FIGURES if (out / f"{name}.png").is_file()})
         tracker.summary({"n_runs": len(runs), "n_configs": len(configs),
                          "pareto_configs": [r["config"] for r in rows if r["pareto"]]})
         tracker.finish()

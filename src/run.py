@@ -27,7 +27,7 @@ import yaml
 from src import engine
 from src.cache import Cache, PreLogits, build_cache, cache_blocker
 from src.config import ConfigError, RunConfig
-from src.data import Batches, load_dataset
+from src.data import Batches, load_dataset, passes_for
 from src.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.measure import PeakMemory
 from src.drift import drift
@@ -188,8 +188,12 @@ def run(
     penalty = l2sp_penalty(model, groups, cfg.strategy.l2sp_alpha, cfg.strategy.l2sp_beta) if l2sp else None
     t = cfg.trainer
     batch_kw = dict(norm=norm, device=rt.device, channels_last=rt.channels_last)
+    passes = passes_for(len(data.train), t.batch_size, t.min_epoch_steps)
+    if passes > 1:
+        log.info("trainer.min_epoch_steps=%d: %d passes over the %d training images per epoch", t.min_epoch_steps,
+                 passes, len(data.train))
     train = Batches(data.train, t.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.dataset.augment,
-                    hflip=cfg.dataset.hflip, **batch_kw)
+                    hflip=cfg.dataset.hflip, passes=passes, **batch_kw)
     setup = Setup(
         model=model,
         groups=groups,
@@ -213,6 +217,10 @@ def run(
         "epochs": t.epochs,
         "image_size": cfg.dataset.image_size,
         "train_samples": len(data.train),
+        "train_per_class": cfg.dataset.train_per_class,
+        "min_epoch_steps": t.min_epoch_steps,
+        "passes_per_epoch": passes,
+        "steps_per_epoch": len(train),
         "skipped_files": len(data.skipped_files),
         "val_samples": len(data.val),
         "test_samples": len(data.test),
