@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -185,3 +187,18 @@ def test_schedule_table_lists_every_group(model):
     for g in groups:
         assert g.name in table
     assert table.count("frozen") == len(groups) - 2
+
+
+def test_every_strategy_is_one_small_file_with_a_plan_and_a_config():
+    import importlib
+    import typing
+
+    from src.config import StrategyConfig
+
+    names = typing.get_args(typing.get_type_hints(StrategyConfig)["name"])
+    root = Path(__file__).resolve().parents[1]
+    for name in names:
+        module = importlib.import_module(f"src.strategies.{name}")
+        assert callable(module.plan), name
+        assert len((root / "src" / "strategies" / f"{name}.py").read_text().splitlines()) < 60, name
+        assert (root / "conf" / "strategy" / f"{name}.yaml").is_file(), name

@@ -1,0 +1,16 @@
+"""BitFit (Ben Zaken et al. 2022): every group trains, but below the head only its biases and norm
+scales/shifts, all at the head's LR: so few, and so small a change, that the rate full fine-tuning
+uses would barely move them."""
+
+from __future__ import annotations
+
+from src.config import StrategyConfig
+from src.strategies.schedule import Plan
+
+
+# Below the head, only the 1-D tensors train (`apply_epoch`); the schedule counts just those.
+PARAMS = "bias_norm"
+
+
+def plan(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
+    return [(head_lr, 0)] * n

@@ -1,0 +1,133 @@
+"""A strategy's schedule: for every layer group, the learning rate it trains at and the epochs in
+which it trains.
+
+The schedule is plain data: computed before training from the strategy's own file
+(`src/strategies/<name>.py`, which maps the group count, its config and the head LR to one
+(lr, start epoch) per group), printed, written to `param_groups.json`, and consulted by the
+training loop through `apply_epoch`. Nothing here trains anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from torch import nn
+
+from src.config import ConfigError, StrategyConfig
+from src.strategies.groups import LayerGroup
+
+# What a strategy's `plan` returns: one (lr, start_epoch) per group, bottom first; None = never trains.
+Plan = list[tuple[float, int | None]]
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    name: str
+    index: int  # 0 = bottom of the network
+    depth: int  # distance from the top: head = 0
+    num_params: int
+    lr: float  # peak learning rate while the group trains
+    start_epoch: int | None  # first epoch it trains, None = never
+    epochs: tuple[int, ...]  # every epoch in which it trains
+
+
+@dataclass(frozen=True)
+class Schedule:
+    strategy: str
+    epochs: int
+    frozen_bn: str
+    groups: tuple[GroupPlan, ...]
+    # "all": a training group trains all its parameters; "bias_norm" (BitFit): below the head, only
+    # its biases and norm scales/shifts. GroupPlan.num_params counts what trains.
+    params: str = "all"
+
+    def trains(self, group: int, epoch: int) -> bool:
+        start = self.groups[group].start_epoch
+        return start is not None and epoch >= start
+
+    def active(self, epoch: int) -> tuple[bool, ...]:
+        return tuple(self.trains(i, epoch) for i in range(len(self.groups)))
+
+    @property
+    def trainable_params(self) -> int:
+        """Parameters that train in at least one epoch."""
+        return sum(g.num_params for g in self.groups if g.epochs)
+
+    def to_dict(self) -> dict:
+        return {
+            "strategy": self.strategy,
+            "epochs": self.epochs,
+            "frozen_bn": self.frozen_bn,
+            "params": self.params,
+            "groups": [asdict(g) | {"epochs": list(g.epochs)} for g in self.groups],
+        }
+
+    def table(self) -> str:
+        lines = [f"{'#':>2}  {'group':<24}{'params':>11}  {'lr':>9}  trains in epochs"]
+        for g in reversed(self.groups):
+            when = _epochs_text(g.epochs, self.epochs)
+            lr = f"{g.lr:.2e}" if g.epochs else "-"
+            lines.append(f"{g.index:>2}  {g.name:<24}{g.num_params:>11,}  {lr:>9}  {when}")
+        return "\n".join(lines)
+
+
+def _epochs_text(epochs: Sequence[int], total: int) -> str:
+    if not epochs:
+        return "frozen"
+    if len(epochs) == total:
+        return f"all ({epochs[0]}-{epochs[-1]})"
+    return f"{epochs[0]}-{epochs[-1]}"
+
+
+def plan_schedule(cfg: StrategyConfig, groups: Sequence[LayerGroup], head_lr: float, epochs: int) -> Schedule:
+    """The whole schedule of a run, fixed before training starts."""
+    backbone = len(groups) - 1
+    if cfg.unfreeze_depth != "all" and cfg.unfreeze_depth > backbone:
+        raise ConfigError(
+            f"strategy.unfreeze_depth={cfg.unfreeze_depth} exceeds this model's {backbone} backbone groups "
+            f"(allowed: 0..{backbone} or 'all')"
+        )
+    strategy = importlib.import_module(f"src.strategies.{cfg.name}")
+    if hasattr(strategy, "check"):
+        strategy.check(len(groups), cfg, epochs)
+    plan = strategy.plan(len(groups), cfg, head_lr)
+    params = getattr(strategy, "PARAMS", "all")
+    out = []
+    for index, (group, (lr, start)) in enumerate(zip(groups, plan)):
+        trained = tuple(range(start, epochs)) if start is not None else ()
+        if not math.isfinite(lr) or lr < 0:
+            raise ConfigError(f"strategy {cfg.name} gave group {group.name} an invalid lr {lr!r}")
+        head = index == len(groups) - 1
+        size = group.bias_norm_params if params == "bias_norm" and not head else group.num_params
+        out.append(GroupPlan(group.name, index, len(groups) - 1 - index, size, lr, start, trained))
+    return Schedule(cfg.name, epochs, cfg.frozen_bn, tuple(out), params)
+
+
+def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedule, epoch: int) -> int:
+    """Put the model in the state the schedule asks for at `epoch`; returns the trainable param count.
+
+    Parameters of groups that are not training get `requires_grad=False`, so autograd stops at the
+    lowest trainable group and frozen layers cost no backward pass. With `frozen_bn="eval"`, their
+    BatchNorm layers also keep their running statistics (eval mode), so a frozen group's state is
+    bitwise unchanged by training.
+    """
+    model.train()
+    active = schedule.active(epoch)
+    group_of = {name: i for i, g in enumerate(groups) for name in g.param_names}
+    # BitFit: below the head, only biases and norm scales/shifts ever train.
+    allowed = None if schedule.params == "all" else {n for g in groups[:-1] for n in g.bias_norm_names} | set(groups[-1].param_names)
+    trainable = 0
+    for name, param in model.named_parameters():
+        on = active[group_of[name]] and (allowed is None or name in allowed)
+        param.requires_grad_(on)
+        trainable += param.numel() if on else 0
+    if schedule.frozen_bn == "eval":
+        for module_name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                own = [f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)]
+                if own and not any(active[group_of[n]] for n in own):
+                    module.eval()
+    return trainable
