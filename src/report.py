@@ -56,6 +56,32 @@ def wins_worth_showing(cells: Sequence[dict[str, Any]]) -> bool:
     return len(cells) > 1 and any(len(c["entries"]) > 1 for c in cells)
 
 
+def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
+    """The which-strategy-wins map as Markdown tables, one per dataset: mean ± 95% CI over seeds,
+    ★ the winner, ≈ tied with it (paired test, p ≥ 0.05)."""
+    out = []
+    for dataset in dict.fromkeys(c["dataset"] for c in cells):
+        mine = [c for c in cells if c["dataset"] == dataset]
+        names = list(dict.fromkeys(e["config"] for c in mine for e in c["entries"]))
+        metric = plots.METRIC_LABEL.get(mine[0]["metric"], mine[0]["metric"])
+        out.append(f"{dataset}, {metric} (mean ± 95% CI over seeds; ★ winner, ≈ tied with it):\n")
+        out.append("| strategy | " + " | ".join(f"{c['train_per_class']} / class" for c in mine) + " |")
+        out.append("|---" * (len(mine) + 1) + "|")
+        for name in names:
+            cols = []
+            for c in mine:
+                e = next((e for e in c["entries"] if e["config"] == name), None)
+                if e is None:
+                    cols.append("")
+                    continue
+                mark = " ★" if e is c["entries"][0] else (" ≈" if e.get("tied") else "")
+                ci = "" if e["ci95"] is None else f" ± {e['ci95']:.3f}"
+                cols.append(f"{e['mean']:.3f}{ci}{mark}")
+            out.append(f"| {name} | " + " | ".join(cols) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def write_figures(configs: Sequence[Config], out: Path, metric: str,
                   cells: Sequence[dict[str, Any]] = ()) -> dict[str, Path]:
     import matplotlib.pyplot as plt
@@ -282,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no result.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
     print(format_table([(r.dir, r.result) for r in runs], markdown=args.markdown))
+    if args.markdown and wins_worth_showing(cells := win_map(group_configs(runs), args.metric)):
+        print("\n" + wins_markdown(cells))
     if args.no_html:
         return 0
     try:

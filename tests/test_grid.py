@@ -131,3 +131,15 @@ def test_one_task_gets_no_win_map(tmp_path):
     _run(tmp_path, "a")
     page = write_report([tmp_path], tmp_path / "report")
     assert 'id="fig-wins"' not in page.read_text() and not (tmp_path / "report" / "wins.json").exists()
+
+
+def test_markdown_output_has_the_win_map(grid):
+    proc = subprocess.run([sys.executable, "-m", "src.report", str(grid), "--markdown", "--no-html"],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    cells = json.loads((grid / "report" / "wins.json").read_text())
+    table = proc.stdout[proc.stdout.index("| strategy | 3 / class | 6 / class |"):].splitlines()
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]] for line in table[2:4]}
+    for j, cell in enumerate(cells):
+        assert rows[cell["winner"]][j].endswith("★") and rows[cell["winner"]][j].startswith(f"{cell['entries'][0]['mean']:.3f}")
+        assert sum(r[j].endswith("★") for r in rows.values()) == 1
