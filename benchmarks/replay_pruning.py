@@ -24,8 +24,8 @@ from src.pruning import halving_keeps, halving_rungs  # noqa: E402
 
 Point = tuple[float, float]  # (best val accuracy so far, cumulative cost) after an epoch
 Curve = list[Point]
-# rule(k, point, finished curves, every earlier curve as far as it ran) -> stop?
-Rule = Callable[[int, Point, list[Curve], list[Curve]], bool]
+# rule(k, point, finished curves, every earlier curve as far as it ran, this trial's curve so far) -> stop?
+Rule = Callable[[int, Point, list[Curve], list[Curve], Curve], bool]
 
 
 def replay(curves: list[Curve], rule: Rule, after: int, startup: int = 5) -> tuple[int, float]:
@@ -34,7 +34,7 @@ def replay(curves: list[Curve], rule: Rule, after: int, startup: int = 5) -> tup
     epochs, best = 0, 0.0
     for cv in curves:
         stop = next(
-            (k for k in range(len(cv)) if k + 1 >= after and len(finished) >= startup and rule(k, cv[k], finished, seen)),
+            (k for k in range(len(cv)) if k + 1 >= after and len(finished) >= startup and rule(k, cv[k], finished, seen, cv[: k + 1])),
             None,
         )
         if stop is None:
@@ -52,13 +52,13 @@ def dominated(min_delta: float = 0.0, cost: bool = True) -> Rule:
     """Our rule (src/pruning.py): a finished trial was at least as accurate (plus min_delta) at no
     higher cost at k; with one objective (cost=False), at least as accurate."""
 
-    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve]) -> bool:
+    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve], mine: Curve) -> bool:
         return any(f[k][0] >= p[0] + min_delta and (not cost or f[k][1] <= p[1]) for f in finished)
 
     return rule
 
 
-def median(k: int, p: Point, finished: list[Curve], seen: list[Curve]) -> bool:
+def median(k: int, p: Point, finished: list[Curve], seen: list[Curve], mine: Curve) -> bool:
     return p[0] < statistics.median(f[k][0] for f in finished)
 
 
@@ -67,8 +67,27 @@ def halving(after: int, epochs: int, use_cost: bool) -> Rule:
     that is not in the top third of every earlier trial that reached the rung, itself included."""
     rungs = halving_rungs(after, epochs)
 
-    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve]) -> bool:
+    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve], mine: Curve) -> bool:
         return k in rungs and not halving_keeps(p, [c[k] for c in seen if len(c) > k], use_cost)
+
+    return rule
+
+
+def halving_rising(after: int, epochs: int, use_cost: bool) -> Rule:
+    """Halving that also keeps a rising trial: at a rung, a trial goes on if it is in the top third
+    by halving's ranking, or in the top third by its gain over the previous epoch (a slow starter
+    that is still climbing)."""
+    rungs = halving_rungs(after, epochs)
+
+    def rule(k: int, p: Point, finished: list[Curve], seen: list[Curve], mine: Curve) -> bool:
+        if k not in rungs:
+            return False
+        reached = [c for c in seen if len(c) > k]
+        if halving_keeps(p, [c[k] for c in reached], use_cost):
+            return False
+        gains = [c[k][0] - (c[k - 1][0] if k else 0.0) for c in reached]
+        me = mine[k][0] - (mine[k - 1][0] if k else 0.0)
+        return not halving_keeps((me, 0.0), [(g, 0.0) for g in gains], use_cost=False)
 
     return rule
 
@@ -91,6 +110,7 @@ def main() -> int:
         ("dominated, accuracy only, min_delta 0.01", lambda a: dominated(0.01, cost=False)),
         ("median", lambda a: median),
         ("halving", lambda a: halving(a, len(curves[0]), has_cost)),
+        ("halving, keeping rising trials", lambda a: halving_rising(a, len(curves[0]), has_cost)),
     ]
     if has_cost:
         rules[:0] = [("dominated", lambda a: dominated()), ("dominated, min_delta 0.01", lambda a: dominated(0.01))]

@@ -271,7 +271,7 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
         if pairs := paired_rows(configs, metric):
             tracker.table("paired", pairs)
         if wins_worth_showing(cells := win_map(configs, metric)):
-            tracker.table("wins", [
+            tracker.table("win_map", [
                 {"dataset": c["dataset"], "train_per_class": c["train_per_class"]} | {k: v for k, v in e.items()}
                 | {"winner": e is c["entries"][0]}
                 for c in cells for e in c["entries"]

@@ -83,13 +83,14 @@ def test_min_epoch_steps_trains_and_counts_every_pass(tmp_path):
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> Path:
-    """A real grid through the preset: 2 strategies x 2 sizes x 3 seeds of the tiny model on digits."""
+    """A real grid through the preset: 2 strategies x 2 sizes x 3 seeds of the tiny model on digits,
+    tracked by W&B offline."""
     sweep = tmp_path_factory.mktemp("grid") / "multi"
     proc = subprocess.run(
         [sys.executable, "-m", "src.train", "-m", "experiment=data_size_grid", *TINY_OVERRIDES,
          "dataset=digits", "dataset.train_per_class=3,6", "dataset.image_size=32", "strategy=frozen,full",
          "seed=0,1,2", "trainer.epochs=1", "trainer.min_epoch_steps=2", "trainer.drift_probe=0",
-         f"hydra.sweep.dir={sweep}"],
+         "logger=wandb", "logger.mode=offline", f"hydra.sweep.dir={sweep}"],
         cwd=sweep.parent, env=env(), capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -143,3 +144,20 @@ def test_markdown_output_has_the_win_map(grid):
     for j, cell in enumerate(cells):
         assert rows[cell["winner"]][j].endswith("★") and rows[cell["winner"]][j].startswith(f"{cell['entries'][0]['mean']:.3f}")
         assert sum(r[j].endswith("★") for r in rows.values()) == 1
+
+
+def test_the_win_map_reaches_wandb(grid):
+    from tests import wandb_files
+
+    [summary_file] = (grid / "report").glob("wandb/offline-run-*/run-*.wandb")
+    logged = {k.split("/")[0]: h[k] for h in wandb_files.history(summary_file) for k in h if k.endswith("/_type")}
+    assert logged["win_map"] == "table-file" and logged["wins"] == "image-file"  # the table and the figure
+    [path] = (grid / "report").glob("wandb/offline-run-*/files/media/table/win_map_*.table.json")
+    table = json.loads(path.read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    cells = json.loads((grid / "report" / "wins.json").read_text())
+    assert len(rows) == sum(len(c["entries"]) for c in cells) == 4
+    for cell in cells:
+        mine = [r for r in rows if r["train_per_class"] == cell["train_per_class"]]
+        [winner] = [r for r in mine if r["winner"]]
+        assert winner["config"] == cell["winner"] and winner["mean"] == pytest.approx(cell["entries"][0]["mean"])
