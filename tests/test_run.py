@@ -179,15 +179,19 @@ def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tm
     assert "test_acc" not in result  # a pruned run is never evaluated on test
 
 
-def test_feature_cache_trains_the_same_head_for_less(tiny_config, tmp_path):
+@pytest.mark.parametrize("min_steps", [0, 7])
+def test_feature_cache_trains_the_same_head_for_less(tiny_config, tmp_path, min_steps):
+    # min_steps 7: several passes over the training set per epoch (trainer.min_epoch_steps), cached or not
     def frozen(cache: str, name: str) -> tuple[dict, list[dict]]:
-        cfg = tiny_config(strategy={"name": "frozen"}, trainer={"epochs": 3, "feature_cache": cache})
+        cfg = tiny_config(strategy={"name": "frozen"}, trainer={"epochs": 3, "feature_cache": cache, "min_epoch_steps": min_steps})
         result = run(cfg, tmp_path / name)
         return result, read_jsonl(tmp_path / name / "metrics.jsonl")
 
     plain, plain_m = frozen("off", "plain")
     cached, cached_m = frozen("on", "cached")
     assert (plain["feature_cache"], cached["feature_cache"]) == (False, True)
+    passes = plain["passes_per_epoch"]
+    assert cached["passes_per_epoch"] == passes and (passes > 1) == (min_steps > 0)
     # the same head training: same samples in the same order, same dropout draws, same features
     for a, b in zip(plain_m, cached_m):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
@@ -197,11 +201,12 @@ def test_feature_cache_trains_the_same_head_for_less(tiny_config, tmp_path):
     # Uncached, per image and epoch: backbone + head forward, and the head's weight gradient (as
     # much as its forward); inference_flops_per_image is backbone + head forward.
     n, epochs = plain["train_samples"], 3
-    per_image_epoch = plain["train_flops"] / (epochs * n)
+    per_image_epoch = plain["train_flops"] / (epochs * passes * n)
     head_fwd = per_image_epoch - plain["inference_flops_per_image"]
     backbone_fwd = plain["inference_flops_per_image"] - head_fwd
     assert 0 < head_fwd < backbone_fwd
-    assert cached["train_flops"] == pytest.approx(backbone_fwd * n + 2 * head_fwd * epochs * n, rel=1e-9)
+    # (the backbone pass is once per image, however many passes the head makes)
+    assert cached["train_flops"] == pytest.approx(backbone_fwd * n + 2 * head_fwd * epochs * passes * n, rel=1e-9)
 
 
 def test_feature_cache_on_where_it_cannot_apply_is_a_config_error(tiny_config, tmp_path):
