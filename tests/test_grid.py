@@ -161,3 +161,15 @@ def test_the_win_map_reaches_wandb(grid):
         mine = [r for r in rows if r["train_per_class"] == cell["train_per_class"]]
         [winner] = [r for r in mine if r["winner"]]
         assert winner["config"] == cell["winner"] and winner["mean"] == pytest.approx(cell["entries"][0]["mean"])
+
+
+def test_the_notebook_maps_the_grid(grid, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("RESULTS_DIRS", str(grid))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) == 4  # Pareto, curves, schedules, the win map
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "| strategy | 3 / class | 6 / class |" in text and text.count("★ |") == 2

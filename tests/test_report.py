@@ -187,4 +187,4 @@ def test_analysis_notebook_runs_on_real_results_and_is_committed_clean(results):
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # the Pareto plot, the curves, the schedules
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "6 runs, 3 completed configurations" in text
+    assert "6 runs, 3 completed configurations" in text and "1 dataset/size cell(s): no map" in text
