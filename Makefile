@@ -26,6 +26,10 @@ study: ## the three-strategy comparison on the default model and data
 sweep: ## Optuna search over lr_decay and unfreeze_depth: make sweep [SWEEP=default] [ARGS="sweep.n_trials=40 dataset=..."]
 	$(PY) -m src.sweep --sweep $(or $(SWEEP),default) $(ARGS)
 
+grid: ## which strategy wins by data size and domain (about 1 h): make grid MEDMNIST_DIR=folder/with/pneumoniamnist.npz
+	@test -f $(or $(MEDMNIST_DIR),data/medmnist)/pneumoniamnist.npz || { echo "error: no $(or $(MEDMNIST_DIR),data/medmnist)/pneumoniamnist.npz (set MEDMNIST_DIR; digits alone: python -m src.train -m experiment=data_size_grid dataset=digits)" >&2; exit 2; }
+	MEDMNIST_DIR=$(or $(MEDMNIST_DIR),data/medmnist) $(PY) -m src.train -m experiment=data_size_grid $(ARGS)
+
 report: ## table + HTML report (DIR/report/index.html) of results folders: make report DIR="multirun/a sweeps-out/b"
 	$(PY) -m src.report $(or $(DIR),multirun) $(ARGS)
 
@@ -41,4 +45,4 @@ clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow study sweep report bench bench-pruning clean
+.PHONY: help install test test-slow study sweep grid report bench bench-pruning clean

@@ -30,7 +30,7 @@ def test_the_preset_composes_the_grid_it_documents(monkeypatch):
         assert cfg.dataset.root == "/data/x/pneumoniamnist.npz" and cfg.dataset.kind == "medmnist"
         params = cfg.hydra.sweeper.params
         axes = {k: str(v).split(",") for k, v in params.items()}
-        assert axes["dataset"] == ["digits", "pneumoniamnist"]
+        assert axes["dataset"] == ["pneumoniamnist", "digits"]  # the one that needs a file first: fail fast
         assert axes["dataset.train_per_class"] == ["5", "10", "25", "50", "null"]
         assert set(axes["strategy"]) >= {"frozen", "full", "layerwise"} and len(axes["seed"]) >= 3
         # every name in the grid is a real option, so no job of the hour-long run fails at composition
