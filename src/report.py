@@ -65,7 +65,7 @@ def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
         names = list(dict.fromkeys(e["config"] for c in mine for e in c["entries"]))
         metric = plots.METRIC_LABEL.get(mine[0]["metric"], mine[0]["metric"])
         out.append(f"{dataset}, {metric} (mean ± 95% CI over seeds; ★ winner, ≈ tied with it):\n")
-        out.append("| strategy | " + " | ".join(f"{c['train_per_class']} / class" for c in mine) + " |")
+        out.append("| strategy | " + " | ".join("all" if c["train_per_class"] == "all" else f"{c['train_per_class']} / class" for c in mine) + " |")
         out.append("|---" * (len(mine) + 1) + "|")
         for name in names:
             cols = []
