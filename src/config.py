@@ -95,6 +95,10 @@ class OptimConfig:
     warmup_epochs: float = 1.0
     # Cosine decays to lr * min_lr_ratio.
     min_lr_ratio: float = 0.01
+    # A group that starts training after epoch 0 (LP-FT's second phase, gradual unfreezing) ramps its
+    # LR up linearly over this many epochs from its first step, as the whole network does at the start;
+    # 0 = it joins at the scheduled LR at once, with fresh Adam moments (README, "Which strategy wins").
+    join_warmup_epochs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,8 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay!r} must be >= 0")
     if cfg.optim.warmup_epochs < 0:
         raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs!r} must be >= 0")
+    if cfg.optim.join_warmup_epochs < 0:
+        raise ConfigError(f"optim.join_warmup_epochs={cfg.optim.join_warmup_epochs!r} must be >= 0")
     if not 0 <= cfg.optim.min_lr_ratio <= 1:
         raise ConfigError(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio!r} must be in [0, 1]")
     if not 0 <= cfg.model.drop_rate < 1:

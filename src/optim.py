@@ -69,16 +69,26 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: flo
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: OptimConfig, schedule: Schedule, steps_per_epoch: int
 ) -> LambdaLR:
-    """A per-step torch scheduler whose per-group factor is 0 while that group is frozen."""
+    """A per-step torch scheduler whose per-group factor is 0 while that group is frozen.
+
+    With `join_warmup_epochs`, a group that joins after epoch 0 also ramps up from its first step:
+    its Adam moments start at zero there, so without a ramp its first updates have full size in
+    every coordinate, on weights the head was not trained to expect."""
     total = steps_per_epoch * schedule.epochs
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    join = round(cfg.join_warmup_epochs * steps_per_epoch)
 
     def factor(layer_group: int):
+        start = schedule.groups[layer_group].start_epoch
+
         def f(step: int) -> float:
             epoch = min(step // steps_per_epoch, schedule.epochs - 1)
             if not schedule.trains(layer_group, epoch):
                 return 0.0
-            return warmup_cosine(step, total, warmup, cfg.min_lr_ratio)
+            value = warmup_cosine(step, total, warmup, cfg.min_lr_ratio)
+            if start and join > 0:
+                value *= min(1.0, (step - start * steps_per_epoch + 1) / join)
+            return value
 
         return f
 

@@ -202,3 +202,31 @@ def test_every_strategy_is_one_small_file_with_a_plan_and_a_config():
         assert callable(module.plan), name
         assert len((root / "src" / "strategies" / f"{name}.py").read_text().splitlines()) < 60, name
         assert (root / "conf" / "strategy" / f"{name}.yaml").is_file(), name
+
+
+def test_a_group_joining_late_ramps_up_with_join_warmup():
+    from src.optim import warmup_cosine
+
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
+    groups, s = _schedule(model, epochs=4, name="lpft", probe_epochs=2)
+    steps = 4
+    lrs = {}
+    for join in (0.0, 1.0):
+        cfg = OptimConfig(warmup_epochs=1, join_warmup_epochs=join)
+        opt = build_optimizer(cfg, param_groups(model, groups, s, weight_decay=0.0))
+        sched = build_scheduler(opt, cfg, s, steps_per_epoch=steps)
+        trace = []
+        for _ in range(4 * steps):
+            trace.append({g["layer_group"]: g["lr"] for g in opt.param_groups})
+            opt.step()
+            sched.step()
+        lrs[join] = trace
+    head, stem = len(groups) - 1, 0
+    base = [warmup_cosine(t, 16, 4, 0.01) for t in range(16)]
+    # the head never joins late: the same in both; the backbone is 0 in the probe epochs
+    assert [t[head] for t in lrs[1.0]] == pytest.approx([1e-3 * b for b in base])
+    assert all(lrs[j][t][stem] == 0.0 for j in lrs for t in range(8))
+    # from epoch 2 on: at once, or ramped over one epoch (4 steps) and equal after it
+    assert [lrs[0.0][t][stem] for t in range(8, 16)] == pytest.approx([1e-4 * base[t] for t in range(8, 16)])
+    ramp = [lrs[1.0][t][stem] / lrs[0.0][t][stem] for t in range(8, 16)]
+    assert ramp == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
