@@ -21,8 +21,10 @@ from src.stats import mean_ci, paired
 CONFIG_KEYS = (
     "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "min_epoch_steps", "lr", "lr_decay",
     "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer", "backbone_lr_scale", "probe_epochs",
-    "surgical_group", "l2sp_alpha", "l2sp_beta",
+    "surgical_group", "l2sp_alpha", "l2sp_beta", "join_warmup_epochs",
 )
+# What runs written before a setting existed did, for settings added later.
+KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0}
 # Costs on offer for the x axis of accuracy-vs-cost plots.
 COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}
 MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb",
@@ -41,7 +43,7 @@ class Run:
         return self.result.get("status") == "completed"
 
     def config_key(self) -> tuple:
-        return tuple(self.result.get(k) for k in CONFIG_KEYS)
+        return tuple(self.result.get(k, KEY_DEFAULTS.get(k)) for k in CONFIG_KEYS)
 
 
 @dataclass

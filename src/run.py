@@ -237,6 +237,7 @@ def run(
         "l2sp_beta": cfg.strategy.l2sp_beta if cfg.strategy.name == "l2sp" else None,
         "frozen_bn": cfg.strategy.frozen_bn,
         "optimizer": cfg.optim.name,
+        "join_warmup_epochs": cfg.optim.join_warmup_epochs,
         "device": str(rt.device),
         "run_dir": str(run_dir),
     }
