@@ -37,7 +37,7 @@ def cache_blocker(model: nn.Module, groups: list[LayerGroup], schedule: Schedule
     for i, g in enumerate(groups):
         if schedule.groups[i].epochs and not set(g.param_names) <= head:
             return f"group {g.name} trains"
-    if schedule.frozen_bn != "eval" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if schedule.frozen_bn == "train" and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         return "frozen_bn=train updates BatchNorm statistics every epoch"
     classifier = model.get_classifier()
     inside = {id(m) for m in classifier.modules()}

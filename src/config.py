@@ -80,8 +80,11 @@ class StrategyConfig:
     # timm's group_matcher granularity: coarse = stem / stages / head, fine = per block.
     granularity: Literal["coarse", "fine"] = "coarse"
     # BatchNorm in groups that are not training: "eval" keeps running statistics frozen (timm's
-    # FrozenBatchNorm behaviour); "train" lets them adapt (fastai's default).
-    frozen_bn: Literal["eval", "train"] = "eval"
+    # FrozenBatchNorm behaviour); "train" lets them adapt (fastai's default). "all": frozen
+    # statistics in every group, training or not (detectron2's FrozenBatchNorm everywhere; the BN
+    # scales and shifts still train): a head trained on the pretrained statistics keeps seeing them
+    # when the backbone joins (LP-FT).
+    frozen_bn: Literal["eval", "train", "all"] = "eval"
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
                 grid[i][j] = min(cap_points, 100 * (best - e["mean"]))
                 mark = "★" if e is cell["entries"][0] else ("≈" if e.get("tied") else "")
                 ax.text(j, i, f"{e['mean']:.3f}{mark}", ha="center", va="center", fontsize=8,
-                        color="white" if grid[i][j] < cap_points / 3 else "black",
+                        color="white" if grid[i][j] > 0.55 * cap_points else "black",  # viridis_r: dark when far behind
                         fontweight="bold" if mark == "★" else "normal")
         image = ax.imshow(grid, cmap="viridis_r", vmin=0, vmax=cap_points, aspect="auto")
         ax.set_xticks(range(len(cols)), cols)
@@ -184,7 +184,7 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
         metric = mine[0]["metric"] if mine else "test_acc"
         ax.set_title(f"{dataset}: {METRIC_LABEL.get(metric, metric)}", fontsize=10)
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), label=f"points behind the winner (capped at {cap_points:g})", shrink=0.9)
+        fig.colorbar(image, ax=axes[0].tolist(), label=f"points behind the winner (≤ {cap_points:g})", shrink=0.9)
     return fig
 
 

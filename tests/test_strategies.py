@@ -230,3 +230,18 @@ def test_a_group_joining_late_ramps_up_with_join_warmup():
     assert [lrs[0.0][t][stem] for t in range(8, 16)] == pytest.approx([1e-4 * base[t] for t in range(8, 16)])
     ramp = [lrs[1.0][t][stem] / lrs[0.0][t][stem] for t in range(8, 16)]
     assert ramp == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def test_frozen_bn_all_keeps_every_batchnorm_on_its_pretrained_statistics(model):
+    bns = lambda: [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]  # noqa: E731
+    for mode, training in (("eval", True), ("all", False)):
+        groups, s = _schedule(model, name="full", frozen_bn=mode)
+        apply_epoch(model, groups, s, 0)
+        # every group trains in both; only the statistics differ: batch statistics, or the stored ones
+        assert all(p.requires_grad for p in model.parameters())
+        assert all(bn.training == training for bn in bns())
+    x = torch.randn(4, 3, 32, 32)
+    before = [bn.running_mean.clone() for bn in bns()]
+    model(x).sum().backward()
+    assert all(torch.equal(a, bn.running_mean) for a, bn in zip(before, bns()))
+    assert all(bn.weight.grad is not None for bn in bns() if bn.weight is not None)  # scales and shifts still train

@@ -112,7 +112,7 @@ def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedu
     Parameters of groups that are not training get `requires_grad=False`, so autograd stops at the
     lowest trainable group and frozen layers cost no backward pass. With `frozen_bn="eval"`, their
     BatchNorm layers also keep their running statistics (eval mode), so a frozen group's state is
-    bitwise unchanged by training.
+    bitwise unchanged by training; with "all", every BatchNorm layer does, training or not.
     """
     model.train()
     active = schedule.active(epoch)
@@ -124,10 +124,10 @@ def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedu
         on = active[group_of[name]] and (allowed is None or name in allowed)
         param.requires_grad_(on)
         trainable += param.numel() if on else 0
-    if schedule.frozen_bn == "eval":
+    if schedule.frozen_bn in ("eval", "all"):
         for module_name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 own = [f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)]
-                if own and not any(active[group_of[n]] for n in own):
+                if schedule.frozen_bn == "all" or (own and not any(active[group_of[n]] for n in own)):
                     module.eval()
     return trainable
