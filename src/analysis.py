@@ -200,6 +200,10 @@ def per_class_label(config: Config) -> str:
     return "all" if n is None else str(n)
 
 
+def _untasked(key: tuple) -> tuple:
+    return tuple(None if k in ("dataset", "train_samples") else v for k, v in zip(CONFIG_KEYS, key))
+
+
 def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 0.05) -> list[dict[str, Any]]:
     """Which strategy wins, per dataset and training-set size (a cell of `experiment=data_size_grid`).
 
@@ -207,6 +211,9 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
     for each other configuration the paired difference to the winner on their common seeds. A
     configuration whose paired test does not separate it from the winner (p ≥ `level`, or fewer
     than two common seeds) is `tied` with it: the seeds cannot say that the winner is better."""
+    # The strategy's name, plus the settings that tell its configurations apart across the map; the
+    # dataset and training-set size are the cell's own, so a row keeps one name in every cell.
+    labels = _labels([_untasked(c.key) for c in configs])
     cells: dict[tuple, list[Config]] = {}
     for c in configs:
         if metric in c.stats:
@@ -215,9 +222,7 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
     for (dataset, _), members in cells.items():
         members = sorted(members, key=lambda c: -c.stats[metric][0])
         best = members[0]
-        # The strategy's name says which one it is, unless a cell holds several configurations of it.
-        names = [c.strategy for c in members]
-        label = {id(c): (c.strategy if names.count(c.strategy) == 1 else c.label) for c in members}
+        label = {id(c): labels[_untasked(c.key)] for c in members}
         entries = []
         for c in members:
             mean, half = c.stats[metric]

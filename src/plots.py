@@ -160,7 +160,7 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
     winner (in accuracy points, capped); the number is its mean accuracy. ★ marks the winner and
     ≈ the strategies whose paired difference to it is not significant over the seeds."""
     datasets = list(dict.fromkeys(c["dataset"] for c in cells))
-    names = list(dict.fromkeys(e["config"] for c in cells for e in c["entries"]))
+    names = sorted({e["config"] for c in cells for e in c["entries"]})  # variants of a strategy side by side
     fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(1.3 + 1.05 * _max_columns(cells) * max(1, len(datasets)),
                              1.2 + 0.45 * len(names)), squeeze=False, layout="constrained")
     image = None

@@ -62,7 +62,7 @@ def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
     out = []
     for dataset in dict.fromkeys(c["dataset"] for c in cells):
         mine = [c for c in cells if c["dataset"] == dataset]
-        names = list(dict.fromkeys(e["config"] for c in mine for e in c["entries"]))
+        names = sorted({e["config"] for c in mine for e in c["entries"]})  # variants of a strategy side by side
         metric = plots.METRIC_LABEL.get(mine[0]["metric"], mine[0]["metric"])
         out.append(f"{dataset}, {metric} (mean ± 95% CI over seeds; ★ winner, ≈ tied with it):\n")
         out.append("| strategy | " + " | ".join("all" if c["train_per_class"] == "all" else f"{c['train_per_class']} / class" for c in mine) + " |")
