@@ -27,6 +27,7 @@ def test_the_preset_composes_the_grid_it_documents(monkeypatch):
             cfg = compose("config", overrides=["experiment=data_size_grid", f"dataset={dataset}"], return_hydra_config=True)
             # the preset's settings win over the dataset group's own (digits alone would be 96 px)
             assert cfg.dataset.image_size == 64 and cfg.trainer.min_epoch_steps == 25 and cfg.trainer.epochs == 5
+            assert cfg.strategy.frozen_bn == "all"
         assert cfg.dataset.root == "/data/x/pneumoniamnist.npz" and cfg.dataset.kind == "medmnist"
         params = cfg.hydra.sweeper.params
         axes = {k: str(v).split(",") for k, v in params.items()}
