@@ -90,7 +90,7 @@ def test_missing_dataset_root_names_the_file(tmp_path):
 
 def test_unknown_keys_and_group_options_are_caught_before_hydra():
     check_overrides(["strategy=frozen,full", "optim.lr=1e-3", "hydra.run.dir=x", "+trainer.extra=1", "-m"])
-    with pytest.raises(ConfigError, match=r"^dataset=cifar is not allowed \(options: digits, imagefolder, medmnist, torchvision\)$"):
+    with pytest.raises(ConfigError, match=r"^dataset=cifar is not allowed \(options: digits, imagefolder, medmnist, pneumoniamnist, torchvision\)$"):
         check_overrides(["dataset=cifar"])
     with pytest.raises(ConfigError, match=r"^unknown key 'optim.betas.x'"):
         check_overrides(["optim.betas.x=1"])
