@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data import batches_per_pass
+from src.data import batch_indices, batches_per_pass
 from src.models import head_param_names
 from src.strategies import LayerGroup, Schedule
 
@@ -107,16 +107,9 @@ class FeatureBatches:
         return self.passes * batches_per_pass(len(self.labels), self.batch_size, self.shuffle)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for _ in range(self.passes):
-            yield from self._one_pass()
-
-    def _one_pass(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            if self.shuffle and n - start == 1 and n > 1:  # as data.Batches: the same samples per epoch
-                break
-            idx = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+        # data.Batches' indices: the same samples in the same order, pass by pass
+        for idx in batch_indices(len(self.labels), self.batch_size, self.shuffle, self.generator, self.passes,
+                                 self.labels.device):
             yield self.features[idx], self.labels[idx]
 
 

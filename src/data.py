@@ -318,6 +318,22 @@ def batches_per_pass(n: int, batch_size: int, drop_single: bool = True) -> int:
     return full + (1 if rest > 1 or (rest == 1 and (not drop_single or n == 1)) else 0)
 
 
+def batch_indices(
+    n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, passes: int, device: torch.device
+) -> Iterator[torch.Tensor | slice]:
+    """The batches of one epoch as indices into n samples: `passes` passes, each a fresh seeded
+    permutation when shuffling (in order otherwise). Shared by images and cached features, so
+    both see the same samples in the same order."""
+    for _ in range(passes):
+        order = torch.randperm(n, generator=generator).to(device) if shuffle else None
+        for start in range(0, n, batch_size):
+            if shuffle and n - start == 1 and n > 1:
+                # A last training batch of one sample would stop BatchNorm ("expected more than 1
+                # value per channel"); that one sample, a different one each epoch, is left out.
+                break
+            yield order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+
+
 def passes_for(n: int, batch_size: int, min_steps: int) -> int:
     """Passes over n training samples that make an epoch at least `min_steps` optimizer steps."""
     per_pass = batches_per_pass(n, batch_size)
@@ -386,18 +402,8 @@ class Batches:
         return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for _ in range(self.passes):
-            yield from self._one_pass()
-
-    def _one_pass(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator).to(self.labels.device) if self.shuffle else None
-        for start in range(0, n, self.batch_size):
-            if self.shuffle and n - start == 1 and n > 1:
-                # A last training batch of one sample would stop BatchNorm ("expected more than 1
-                # value per channel"); that one sample, a different one each epoch, is left out.
-                break
-            idx = order[start : start + self.batch_size] if order is not None else slice(start, start + self.batch_size)
+        for idx in batch_indices(len(self.labels), self.batch_size, self.shuffle, self.generator, self.passes,
+                                 self.labels.device):
             x = self.images[idx]
             x = self._augment(x) if self.augment else x.float()
             if x.shape[1] == 1:
