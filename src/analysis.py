@@ -160,6 +160,17 @@ def task_key(config: Config) -> tuple:
     return r.get("dataset"), r.get("train_samples")
 
 
+def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] | None:
+    """`stats.paired` of metric(A) − metric(B) on the seeds both have a value for (listed as
+    "seeds"); None with fewer than two."""
+    va = {r.result["seed"]: r.result.get(metric) for r in a.runs}
+    vb = {r.result["seed"]: r.result.get(metric) for r in b.runs}
+    seeds = sorted(s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None)
+    if len(seeds) < 2:
+        return None
+    return {"seeds": seeds} | paired([float(va[s]) for s in seeds], [float(vb[s]) for s in seeds])
+
+
 def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dict[str, Any]]:
     """Every pair of configurations on the same task (`task_key`) that share at least two seeds:
     metric(A) − metric(B) on the common seeds, with its 95% CI and the paired t-test's p-value."""
@@ -168,13 +179,9 @@ def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dic
         for b in configs[i + 1:]:
             if task_key(a) != task_key(b):
                 continue
-            va = {r.result["seed"]: r.result.get(metric) for r in a.runs}
-            vb = {r.result["seed"]: r.result.get(metric) for r in b.runs}
-            seeds = sorted(s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None)
-            if len(seeds) < 2:
-                continue
-            test = paired([float(va[s]) for s in seeds], [float(vb[s]) for s in seeds])
-            rows.append({"a": a.label, "b": b.label, "metric": metric, "seeds": seeds} | test)
+            test = paired_on_common_seeds(a, b, metric)
+            if test is not None:
+                rows.append({"a": a.label, "b": b.label, "metric": metric} | test)
     return rows
 
 
@@ -229,11 +236,8 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
             entry: dict[str, Any] = {"config": label[id(c)], "strategy": c.strategy, "seeds": len(c.runs),
                                      "mean": mean, "ci95": None if math.isnan(half) else half}
             if c is not best:
-                va = {r.result["seed"]: r.result[metric] for r in best.runs}
-                vb = {r.result["seed"]: r.result[metric] for r in c.runs}
-                common = sorted(va.keys() & vb.keys())
-                if len(common) >= 2:
-                    test = paired([float(va[s]) for s in common], [float(vb[s]) for s in common])
+                test = paired_on_common_seeds(best, c, metric)
+                if test is not None:
                     entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
                               "tied": test["p"] >= level}
                 else:
