@@ -55,6 +55,8 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
         result = json.loads((Path(t.user_attrs["run_dir"]) / "result.json").read_text())
         assert (result["val_acc"], result["train_flops"]) == tuple(t.values)
         assert result["strategy"] == "layerwise" and result["lr_decay"] == t.params["strategy.lr_decay"]
+        # the study file's train_overrides reach every trial: BatchNorm on pretrained statistics
+        assert result["frozen_bn"] == "all"
         assert 1.0 <= t.params["strategy.lr_decay"] <= 10.0
         assert 0 <= t.params["strategy.unfreeze_depth"] <= 6  # test_efficientnet: 6 backbone groups
     pareto = json.loads((out / "pareto.json").read_text())
