@@ -58,7 +58,9 @@ def train_one_epoch(
     # Summed on the device: reading the loss every step would force a sync per step.
     total = torch.zeros((), device=device)
     samples = 0
-    bar = tqdm(batches, desc=desc, leave=False, disable=not progress, dynamic_ncols=True)
+    # disable=None: tqdm draws only when its stream (stderr) is a terminal. Redirected to a file
+    # (a multirun's log, `make grid > log 2>&1`), every redraw would be one more line in it.
+    bar = tqdm(batches, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True)
     for x, y in bar:
         with _autocast(device, amp_dtype):
             loss = F.cross_entropy(model(x), y)
