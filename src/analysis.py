@@ -7,13 +7,16 @@ param_groups.json); nothing is recomputed.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.results import GROUPS_FILE, METRICS_FILE, find_results, read_jsonl
+from src.results import (
+    GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped, read_json_object, read_jsonl,
+)
 from src.stats import mean_ci, paired
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
@@ -61,24 +64,43 @@ class Config:
 
     @property
     def seeds(self) -> list[int]:
-        return [int(r.result["seed"]) for r in self.runs]
+        return [r.result["seed"] for r in self.runs]
 
 
-def load_runs(roots: Iterable[Path]) -> list[Run]:
-    """Every run under the folders (multirun, sweep, or several), with its curves and schedule."""
+def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[Run]:
+    """Every run under the folders (multirun, sweep, or several), with its curves and schedule.
+
+    Files that cannot be read (a truncated result.json, a half-written metrics line, a completed
+    result without the strategy or seed the pooling needs) are left out and added to `skipped`,
+    or logged as warnings without it (`results.find_results`); the other runs are all there."""
     runs = []
-    for run_dir, result in find_results(roots):
+    for run_dir, result in find_results(roots, skipped):
+        if result.get("status") == "completed" and (bad := _unpoolable(result)):
+            note_skipped(SkippedFile(run_dir / RESULT_FILE, f"a completed run with {bad}"), skipped)
+            continue
         metrics_path, groups_path = run_dir / METRICS_FILE, run_dir / GROUPS_FILE
-        metrics = read_jsonl(metrics_path) if metrics_path.is_file() else []
-        groups = _read_json(groups_path) if groups_path.is_file() else {}
+        metrics: list[dict[str, Any]] = []
+        groups: dict[str, Any] = {}
+        try:
+            metrics = read_jsonl(metrics_path, skipped) if metrics_path.is_file() else []
+        except OSError as err:  # the run is still reported; only its curve is missing
+            note_skipped(SkippedFile(metrics_path, f"unreadable ({err.strerror or type(err).__name__})"), skipped)
+        try:
+            groups = read_json_object(groups_path) if groups_path.is_file() else {}
+        except ValueError as err:
+            note_skipped(SkippedFile(groups_path, str(err)), skipped)
         runs.append(Run(run_dir, result, metrics, groups))
     return runs
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())
+def _unpoolable(result: dict[str, Any]) -> str | None:
+    """Why a completed run cannot be pooled by seed (None if it can): no strategy name or no integer seed."""
+    if not isinstance(result.get("strategy"), str):
+        return f"no strategy name (strategy: {json.dumps(result.get('strategy'))})"
+    seed = result.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"no integer seed (seed: {json.dumps(seed)})"
+    return None
 
 
 def group_configs(runs: Sequence[Run]) -> list[Config]:
@@ -92,7 +114,8 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
     for key, members in pooled.items():
         stats = {}
         for m in MEASURES:
-            values = [float(r.result[m]) for r in members if r.result.get(m) is not None]
+            # a null (a NaN when written) in any seed leaves the measure out: no mean over fewer seeds
+            values = [v for r in members if (v := as_number(r.result.get(m))) is not None]
             if len(values) == len(members):
                 stats[m] = mean_ci(values)
         configs.append(Config(key, labels[key], members, stats))
@@ -130,11 +153,15 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def mean_curve(runs: Sequence[Run], key: str = "val_acc") -> tuple[list[int], list[float], list[float]]:
-    """Per epoch: mean and 95% CI half-width of `key` over the runs (epochs all runs reached)."""
-    n = min(len(r.metrics) for r in runs)
+    """Per epoch that every run recorded: mean and 95% CI half-width of `key` over the runs that
+    have a number for it there (NaN where none has: a gap in the line, not a crash). Epochs are
+    matched by the records' own `epoch`, so a line skipped as unreadable does not shift the rest."""
+    by_epoch = [{rec.get("epoch", i): rec.get(key) for i, rec in enumerate(r.metrics)} for r in runs]
+    common = set.intersection(*(set(d) for d in by_epoch)) if by_epoch else set()
     epochs, means, halves = [], [], []
-    for e in range(n):
-        m, h = mean_ci([float(r.metrics[e][key]) for r in runs])
+    for e in sorted(x for x in common if isinstance(x, int)):
+        values = [v for d in by_epoch if (v := as_number(d[e])) is not None]
+        m, h = mean_ci(values) if values else (math.nan, math.nan)
         epochs.append(e + 1)
         means.append(m)
         halves.append(0.0 if math.isnan(h) else h)
@@ -150,7 +177,7 @@ def lr_grid(run: Run) -> tuple[list[str], list[list[float]]]:
     groups = run.groups.get("groups", [])
     epochs = int(run.groups.get("epochs", len(run.metrics)))
     names = [g["name"] for g in groups]
-    return names, [[float(g["lr"]) if e in g["epochs"] else 0.0 for e in range(epochs)] for g in groups]
+    return names, [[(as_number(g["lr"]) or 0.0) if e in g["epochs"] else 0.0 for e in range(epochs)] for g in groups]
 
 
 def task_key(config: Config) -> tuple:
@@ -163,12 +190,12 @@ def task_key(config: Config) -> tuple:
 def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] | None:
     """`stats.paired` of metric(A) − metric(B) on the seeds both have a value for (listed as
     "seeds"); None with fewer than two."""
-    va = {r.result["seed"]: r.result.get(metric) for r in a.runs}
-    vb = {r.result["seed"]: r.result.get(metric) for r in b.runs}
-    seeds = sorted(s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None)
+    va = {r.result["seed"]: as_number(r.result.get(metric)) for r in a.runs}
+    vb = {r.result["seed"]: as_number(r.result.get(metric)) for r in b.runs}
+    seeds = sorted((s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None))
     if len(seeds) < 2:
         return None
-    return {"seeds": seeds} | paired([float(va[s]) for s in seeds], [float(vb[s]) for s in seeds])
+    return {"seeds": seeds} | paired([va[s] for s in seeds], [vb[s] for s in seeds])
 
 
 def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
 from src.analysis import COSTS, Config, Run, lr_grid, mean_curve, pareto_front  # noqa: E402
+from src.results import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -33,12 +34,21 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
     """Accuracy against each cost, one panel per cost; the Pareto front is the dashed step line and
     the ringed points. Points are configuration means; bars are 95% CIs when there are several seeds."""
     colors = strategy_colors(configs)
-    costs = [c for c in costs if all(c in cfg.stats for cfg in configs)]
+    # A configuration with a seed that recorded no number (null) for a measure has no mean for it:
+    # each panel shows the configurations it can place, and a panel no configuration fits is left out.
+    configs = [cfg for cfg in configs if metric in cfg.stats]
+    costs = [c for c in costs if any(c in cfg.stats for cfg in configs)]
+    if not costs:
+        fig, ax = plt.subplots(figsize=(5, 1), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"no configuration has both {METRIC_LABEL.get(metric, metric)} and a cost", ha="center")
+        return fig
     fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.9), squeeze=False, layout="constrained")
     for ax, cost in zip(axes[0], costs):
-        pts = [(cfg.stats[metric][0], cfg.stats[cost][0]) for cfg in configs]
+        placed = [cfg for cfg in configs if cost in cfg.stats]
+        pts = [(cfg.stats[metric][0], cfg.stats[cost][0]) for cfg in placed]
         front = pareto_front(pts)
-        for i, cfg in enumerate(configs):
+        for i, cfg in enumerate(placed):
             acc, acc_ci = cfg.stats[metric]
             x, x_ci = cfg.stats[cost]
             ax.errorbar(
@@ -123,7 +133,8 @@ def drift(configs: Sequence[Config]) -> Figure:
     linear CKA of the group's output with the pretrained model's, one line per configuration (mean
     over seeds). From result.json's `weight_change` and `cka` (src/drift.py)."""
     colors = strategy_colors(configs)
-    shown = [c for c in configs if all(r.result.get("weight_change") for r in c.runs)]
+    shown = [c for c in configs if all(isinstance(r.result.get("weight_change"), dict) and r.result["weight_change"]
+                                       for r in c.runs)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), squeeze=False, layout="constrained")
     if not shown:
         for ax in axes[0]:
@@ -138,7 +149,7 @@ def drift(configs: Sequence[Config]) -> Figure:
         seen[cfg.strategy] = k + 1
         names = list(cfg.runs[0].result["weight_change"])
         for ax, key in zip(axes[0], ("weight_change", "cka")):
-            ys = [sum(r.result[key][g] for r in cfg.runs) / len(cfg.runs) for g in names]
+            ys = [_group_mean(cfg.runs, key, g) for g in names]
             ax.plot(range(len(names)), ys, styles[k % len(styles)], marker="o", ms=4, color=colors[cfg.strategy],
                     label=cfg.label)
     left, right = axes[0]
@@ -152,6 +163,13 @@ def drift(configs: Sequence[Config]) -> Figure:
     if len(shown) <= 12:
         right.legend(fontsize=7)
     return fig
+
+
+def _group_mean(runs: Sequence[Run], key: str, group: str) -> float:
+    """Mean over the runs of result[key][group], over the runs with a number there (null is how a
+    NaN was written: a group with zero norm); NaN, a gap in the line, where none has one."""
+    values = [v for r in runs if isinstance(r.result.get(key), dict) and (v := as_number(r.result[key].get(group))) is not None]
+    return sum(values) / len(values) if values else math.nan
 
 
 def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:

@@ -23,7 +23,7 @@ from typing import Any
 from src import plots
 from src.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows, win_map
 from src.config import LoggerConfig
-from src.results import format_table, write_json
+from src.results import SkippedFile, format_table, write_json, write_text
 from src.tracking import make_tracker
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str,
 
 
 def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
-                metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = ()) -> str:
+                metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
+                skipped: Sequence[SkippedFile] = ()) -> str:
     def img(name: str, alt: str) -> str:
         data = base64.b64encode(figures[name].read_bytes()).decode()
         return f'<img id="fig-{name}" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
@@ -140,6 +141,10 @@ A CI that contains 0 means the seeds cannot tell the two apart.</p>
 <table id="paired"><thead><tr><th>A</th><th>B</th><th>seeds</th><th>A − B</th><th>p</th></tr></thead>
 <tbody>{pair_body}</tbody></table>
 """ if pairs else ""
+    skipped_note = f"""<p class="note" id="skipped"><strong>{len(skipped)} unreadable file(s) left out</strong>
+(a run killed mid-write, a copy cut short):</p>
+<ul>{"".join(f"<li>{html.escape(str(b))}</li>" for b in skipped)}</ul>
+""" if skipped else ""
     wins_section = ""
     if "wins" in figures:
         def behind(e: dict[str, Any]) -> str:
@@ -181,7 +186,7 @@ img {{ max-width: 100%; display: block; margin: 1em 0; }}
 <p class="note">{len(runs)} runs ({", ".join(f"{v} {k}" for k, v in sorted(states.items()))}) from
 {html.escape(", ".join(str(d) for d in dirs))}; written {datetime.now().isoformat(timespec="seconds")}.
 Only completed runs are plotted and tabulated by configuration.</p>
-
+{skipped_note}
 <h2>Results by configuration</h2>
 <p class="note">Mean over seeds{" ± the 95% confidence interval of the mean (Student t)" if several else
 " (one seed per configuration: no interval)"}. Pareto: no other configuration has higher {html.escape(metric_name)}
@@ -219,14 +224,18 @@ pretrained model's ImageNet class, a measure of forgetting that needs no ImageNe
 """
 
 
-def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc") -> Path:
-    """Analyse every run under `dirs`; write index.html, the PNGs and summary.json into `out`."""
-    runs = load_runs(dirs)
+def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs: Sequence[Run] | None = None,
+                 skipped: Sequence[SkippedFile] = ()) -> Path:
+    """Analyse every run under `dirs`; write index.html, the PNGs and summary.json into `out`.
+    `runs` and `skipped` as `load_runs` gave them to a caller that has shown the skipped files
+    already; without `runs`, they are loaded here and skipped files logged as warnings."""
+    if runs is None:
+        runs = load_runs(dirs)
     configs = group_configs(runs)
     if not configs:
         raise ValueError(f"no completed run under {', '.join(map(str, dirs))}")
-    if not all(metric in c.stats for c in configs):
-        raise ValueError(f"--metric {metric}: not in every completed run's result.json")
+    if not any(metric in c.stats for c in configs):
+        raise ValueError(f"--metric {metric}: no completed configuration has a number for it in every seed's result.json")
     out.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(configs, metric)
     cells = win_map(configs, metric)
@@ -240,9 +249,7 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc") -> P
         for stale in (out / "wins.png", out / "wins.json"):
             stale.unlink(missing_ok=True)
     page = out / "index.html"
-    tmp = page.with_suffix(".html.tmp")
-    tmp.write_text(render_html(runs, rows, figures, dirs, metric, pairs, cells))
-    tmp.replace(page)
+    write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped))
     return page
 
 
@@ -251,15 +258,18 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
     of job type "summary" in the study's group: the runs and configurations as tables, accuracy
     against FLOPs, the mean validation curves, and the report's figures). Never raises: the runs
     themselves are already saved, and a failed summary must not turn a finished study into a failure."""
+    skipped: list[SkippedFile] = []
     try:
-        page = write_report(dirs, out, metric)
+        runs = load_runs(dirs, skipped)
+        for bad in skipped:
+            log.warning("skipped %s", bad)
+        page = write_report(dirs, out, metric, runs, skipped)
     except Exception as err:
         log.warning("no report written (%s: %s)", type(err).__name__, err)
         return None
     if logger.kind == "none":
         return page
     try:
-        runs = load_runs(dirs)
         configs = group_configs(runs)
         rows = summary_rows(configs, metric)
         tracker = make_tracker(dataclasses.replace(logger, group=group), out, f"{group}-summary",
@@ -283,7 +293,8 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
                       [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
         tracker.images({name: out / f"{name}.png" for name in FIGURES if (out / f"{name}.png").is_file()})
         tracker.summary({"n_runs": len(runs), "n_configs": len(configs),
-                         "pareto_configs": [r["config"] for r in rows if r["pareto"]]})
+                         "pareto_configs": [r["config"] for r in rows if r["pareto"]],
+                         "skipped_files": [str(b) for b in skipped]})
         tracker.finish()
     except Exception as err:
         log.warning("W&B summary not logged (%s: %s)", type(err).__name__, err)
@@ -303,17 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    runs = load_runs(args.dirs)
+    skipped: list[SkippedFile] = []
+    runs = load_runs(args.dirs, skipped)
+    for bad in skipped:  # each on its own line, before the table, so a truncated file is not missed
+        print(f"warning: skipped {bad}", file=sys.stderr)
     if not runs:
-        print(f"error: no result.json under {', '.join(map(str, args.dirs))}", file=sys.stderr)
-        return 1
+        unreadable = f" ({len(skipped)} unreadable, above)" if skipped else ""
+        print(f"error: no readable result.json under {', '.join(map(str, args.dirs))}{unreadable}", file=sys.stderr)
+        return 2
     print(format_table([(r.dir, r.result) for r in runs], markdown=args.markdown))
     if args.markdown and wins_worth_showing(cells := win_map(group_configs(runs), args.metric)):
         print("\n" + wins_markdown(cells))
     if args.no_html:
         return 0
     try:
-        page = write_report(args.dirs, args.out or args.dirs[0] / "report", args.metric)
+        page = write_report(args.dirs, args.out or args.dirs[0] / "report", args.metric, runs, skipped)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

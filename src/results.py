@@ -7,12 +7,15 @@ record, and a crashed run never leaves a `result.json` that looks finished.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
@@ -20,26 +23,79 @@ GROUPS_FILE = "param_groups.json"
 CONFIG_FILE = "config.yaml"
 
 
-def write_json(path: Path, data: Any) -> None:
+class SkippedFile(NamedTuple):
+    """A run file a reader could not use, and why: `str()` is the one line to show the user."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every non-finite float (NaN, ±inf) as None, numpy scalars and arrays and torch
+    tensors as plain numbers and lists: JSON has no NaN, and Python's `json` would write a bare
+    `NaN` that strict readers (jq, JavaScript, W&B tables) reject."""
+    if isinstance(value, float):  # also numpy.float64, a float subclass that json writes as NaN
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    # numpy scalars (float32 is no float subclass), 0-d tensors and arrays, without importing either
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        return finite_json(value.item())
+    if hasattr(value, "tolist"):
+        return finite_json(value.tolist())
+    return value  # json.dump names anything else it cannot write
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """JSON text of `value` with non-finite numbers as null; allow_nan=False makes a case that
+    `finite_json` missed an error here rather than an invalid file for every reader later."""
+    return json.dumps(finite_json(value), allow_nan=False, **kwargs)
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new temporary file beside `path`, opened for writing, with the permissions any new file
+    gets: 0666 less the umask, applied by the kernel, so there is no umask to read and no window to
+    race (tempfile.mkstemp's 0600 hid the results from the group that shares the folder)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:  # 48 random bits taken: draw again
+            continue
+    raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
+def write_text(path: Path, text: str) -> None:
     """Atomic write: the file either holds the old content or the complete new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Atomic write of `data` as valid JSON (non-finite numbers as null)."""
+    write_text(path, dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one record as one line. One os.write() on an O_APPEND descriptor: the kernel places
     it at the end as a unit, so lines from concurrent writers never interleave (Python's buffered
     file would split a long line into several writes) and a crash leaves whole lines."""
-    data = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    data = (dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask, like any new file
     try:
         written = os.write(fd, data)
         if written != len(data):  # a short write to a regular file: the disk is full
@@ -48,22 +104,89 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _why_not_json(err: json.JSONDecodeError) -> str:
+    return f"not valid JSON (line {err.lineno} column {err.colno})"
 
 
-def find_results(roots: Iterable[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """Every run directory under `roots` that holds a result.json, in path order."""
+def read_jsonl(path: Path, skipped: list[SkippedFile] | None = None) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file. A line that is not a JSON object (a run killed mid-write,
+    a disk that filled up) is left out and added to `skipped` (path "FILE line N"); without
+    `skipped`, it is logged as a warning. Never silently: a curve with a hole must say so."""
+    records = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            reason = None if isinstance(record, dict) else f"not a JSON object (a {_kind(record)})"
+        except json.JSONDecodeError as err:
+            reason = f"not valid JSON (column {err.colno})"
+        if reason is None:
+            records.append(record)
+        else:
+            note_skipped(SkippedFile(Path(f"{path} line {n}"), reason), skipped)
+    return records
+
+
+def _kind(value: Any) -> str:
+    return {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
+
+
+def note_skipped(bad: SkippedFile, skipped: list[SkippedFile] | None) -> None:
+    """`bad` into the caller's list, or, for a caller that keeps none, a logged warning."""
+    if skipped is None:
+        log.warning("skipped %s", bad)
+    else:
+        skipped.append(bad)
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; ValueError with the one-line reason when the file cannot be one:
+    empty, truncated, not UTF-8, not JSON, or JSON that is not an object."""
+    try:
+        text = path.read_bytes().decode()
+    except UnicodeDecodeError:
+        raise ValueError("not valid JSON (not UTF-8 text)") from None
+    except OSError as err:
+        raise ValueError(f"unreadable ({err.strerror or type(err).__name__})") from None
+    if not text.strip():
+        raise ValueError("empty file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(_why_not_json(err)) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"not a JSON object (a {_kind(data)})")
+    return data
+
+
+def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[tuple[Path, dict[str, Any]]]:
+    """Every run directory under `roots` that holds a readable result.json, in path order.
+
+    A result.json that cannot be read as a JSON object (truncated by a killed run or a full disk,
+    empty, not JSON) is left out and added to `skipped` for the caller to show; without `skipped`,
+    it is logged as a warning. One bad file must not hide every other run's result."""
     found = []
     for root in roots:
         paths = [root / RESULT_FILE] if (root / RESULT_FILE).is_file() else sorted(root.rglob(RESULT_FILE))
         for path in paths:
-            found.append((path.parent, json.loads(path.read_text())))
+            try:
+                found.append((path.parent, read_json_object(path)))
+            except ValueError as err:
+                note_skipped(SkippedFile(path, str(err)), skipped)
     return found
 
 
+def as_number(value: Any) -> float | None:
+    """`value` as a float if it is a finite number, else None: the readers' one test for "missing",
+    for null (how NaN is written), a NaN from an older file, or a string where a number belongs."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def _si(value: float | None, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if as_number(value) is None:
         return "-"
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
@@ -72,7 +195,9 @@ def _si(value: float | None, unit: str = "") -> str:
 
 
 def _fmt(value: Any, kind: str) -> str:
-    if value is None:
+    if kind == "str":
+        return "-" if value is None else str(value)
+    if (value := as_number(value)) is None:
         return "-"
     if kind == "acc":
         return f"{value:.4f}"
@@ -80,9 +205,7 @@ def _fmt(value: Any, kind: str) -> str:
         return _si(value)
     if kind == "s":
         return f"{value:.1f}"
-    if kind == "mb":
-        return f"{value:.0f}"
-    return str(value)
+    return f"{value:.0f}"  # "mb"
 
 
 COLUMNS: Sequence[tuple[str, str, str]] = (
@@ -103,7 +226,7 @@ def format_table(rows: Sequence[tuple[Path, dict[str, Any]]], markdown: bool = F
     body = []
     for run_dir, r in rows:
         cells = [_fmt(r.get(key), kind) for key, _, kind in COLUMNS]
-        body.append(cells + [r.get("status", "?"), run_dir.name])
+        body.append(cells + [str(r.get("status", "?")), run_dir.name])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]

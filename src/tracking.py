@@ -8,7 +8,6 @@ a warning, after which the run goes on offline or untracked.
 
 from __future__ import annotations
 
-import json
 import logging
 import netrc
 import os
@@ -17,6 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from src.config import LoggerConfig
+from src.results import dumps, finite_json
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ class WandbTracker:
             import wandb
 
             columns = list(dict.fromkeys(k for r in rows for k in r))
-            cell = lambda v: json.dumps(v) if isinstance(v, (list, dict, tuple)) else v  # noqa: E731
+            # NaN as null, as in the run files: W&B's table JSON is read by strict parsers too
+            cell = lambda v: dumps(v) if isinstance(v, (list, dict, tuple)) else finite_json(v)  # noqa: E731
             table = wandb.Table(columns=columns, data=[[cell(r.get(c)) for c in columns] for r in rows])
             # commit=False: joins the next history row instead of taking a step of its own, which
             # would push the epoch steps that run() logs explicitly out of order.

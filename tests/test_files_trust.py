@@ -1,0 +1,349 @@
+"""Run files a user can trust: valid JSON (NaN as null, never a bare NaN), created with the usual
+permissions, unreadable files named and skipped instead of sinking the report, and no progress
+bars in a log file. Everything here reads real files written by the real code."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import pty
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import src.results
+from src.analysis import group_configs, load_runs, mean_curve
+from src.results import SkippedFile, append_jsonl, find_results, read_jsonl, write_json, write_text
+from tests.cli import REPO, TINY_OVERRIDES, env
+
+RUN_FILES = ("result.json", "metrics.jsonl", "param_groups.json", "config.yaml")
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and ±Infinity, as jq, JavaScript and most other readers do."""
+    def refuse(name: str):
+        raise ValueError(f"bare {name} in JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """One real tiny run through the CLI, with progress bars at their default (on) and stderr
+    going to a file, as in `make grid > log 2>&1`."""
+    base = tmp_path_factory.mktemp("trained")
+    run_dir, log = base / "run", base / "stderr.log"
+    with log.open("w") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "src.train", *TINY_OVERRIDES, "trainer.num_threads=1", f"hydra.run.dir={run_dir}"],
+            cwd=base, env=env(), stdout=subprocess.DEVNULL, stderr=err, timeout=600,
+        )
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    return run_dir, log
+
+
+def copy_run(src: Path, dst: Path, **changes) -> Path:
+    """A copy of a real run's files, with `changes` made to its result.json."""
+    dst.mkdir(parents=True)
+    for name in RUN_FILES:
+        shutil.copy(src / name, dst / name)
+    write_json(dst / "result.json", json.loads((src / "result.json").read_text()) | changes)
+    return dst
+
+
+def report(*args: str, umask: int | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "src.report", *args], cwd=REPO, env=env(), capture_output=True,
+                          text=True, timeout=300, preexec_fn=None if umask is None else (lambda: os.umask(umask)))
+
+
+# --- 1. valid JSON -----------------------------------------------------------------------------
+
+NON_FINITE = {
+    "nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),
+    "np64": np.float64("nan"), "np32": np.float32("inf"), "np16": np.float16("-inf"),
+    "tensor": torch.tensor(float("nan")), "tensor_bf16": torch.tensor(float("inf"), dtype=torch.bfloat16),
+}
+FINITE = {"int": 3, "np_int": np.int64(7), "np32": np.float32(1.5), "tensor": torch.tensor(2.5), "flag": True, "none": None}
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    record = {
+        "flat": NON_FINITE, "finite": FINITE,
+        "nested": {"list": [1.0, float("nan"), [np.float32("nan")]], "tuple": (float("inf"), 2)},
+        "array": np.array([1.0, np.nan, np.inf]), "vector": torch.tensor([0.5, float("nan")]),
+    }
+    expected_flat = {k: None for k in NON_FINITE}
+    expected_finite = {"int": 3, "np_int": 7, "np32": 1.5, "tensor": 2.5, "flag": True, "none": None}
+    write_json(tmp_path / "result.json", record)
+    append_jsonl(tmp_path / "metrics.jsonl", record)
+    append_jsonl(tmp_path / "metrics.jsonl", {"epoch": 1, "val_loss": np.float64("nan")})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    for data in (strict_json((tmp_path / "result.json").read_text()), strict_json(lines[0])):
+        assert data["flat"] == expected_flat and data["finite"] == expected_finite
+        assert data["nested"] == {"list": [1.0, None, [None]], "tuple": [None, 2]}
+        assert data["array"] == [1.0, None, None] and data["vector"] == [0.5, None]
+    assert strict_json(lines[1]) == {"epoch": 1, "val_loss": None}
+    assert read_jsonl(tmp_path / "metrics.jsonl")[1] == {"epoch": 1, "val_loss": None}
+
+
+def test_a_non_finite_number_that_slips_through_fails_loudly(tmp_path, monkeypatch):
+    """allow_nan=False is the backstop: were the conversion to miss a case, the write fails and
+    leaves no file, rather than writing a bare NaN every reader then chokes on."""
+    monkeypatch.setattr(src.results, "finite_json", lambda value: value)
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "result.json", {"val_loss": float("nan")})
+    with pytest.raises(ValueError):
+        append_jsonl(tmp_path / "metrics.jsonl", {"val_loss": float("inf")})
+    assert list(tmp_path.iterdir()) == []  # no result.json, no metrics.jsonl, no temporary file
+
+
+def test_a_real_run_writes_strict_json(trained):
+    run_dir, _ = trained
+    result = strict_json((run_dir / "result.json").read_text())
+    assert result["status"] == "completed"
+    strict_json((run_dir / "param_groups.json").read_text())
+    records = [strict_json(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert records and all("val_acc" in r for r in records)
+
+
+def test_readers_take_null_and_old_bare_nan_as_missing(trained, tmp_path):
+    """Null where a number was expected (and a bare NaN from files written before the fix) is a
+    missing value to the report: the rest is tabulated, plotted and pooled; nothing crashes."""
+    run_dir, _ = trained
+    study = tmp_path / "study"
+    groups = list(json.loads((run_dir / "result.json").read_text()).get("weight_change") or {"head": 0.1})
+    for seed in (0, 1):
+        copy_run(run_dir, study / f"{seed}_full", strategy="full", seed=seed, test_acc=0.5 + 0.1 * seed,
+                 weight_change={g: 0.01 * (i + 1) for i, g in enumerate(groups)}, cka={g: 0.9 for g in groups})
+        # a seed without test accuracy, a group whose drift could not be measured, a NaN validation loss
+        copy_run(run_dir, study / f"{seed}_frozen", strategy="frozen", seed=seed,
+                 test_acc=float("nan") if seed else 0.4, val_acc=0.3 + 0.1 * seed,
+                 weight_change={g: float("nan") if i == 0 else 0.0 for i, g in enumerate(groups)},
+                 cka={g: float("nan") for g in groups})
+        first = read_jsonl(study / f"{seed}_frozen" / "metrics.jsonl")[0]
+        (study / f"{seed}_frozen" / "metrics.jsonl").unlink()
+        append_jsonl(study / f"{seed}_frozen" / "metrics.jsonl", first | {"epoch": 0, "val_loss": float("nan"),
+                                                                          "val_acc": None if seed else 0.25})
+    old = copy_run(run_dir, study / "0_layerwise", strategy="layerwise", seed=0)
+    result = json.loads((old / "result.json").read_text()) | {"test_acc": float("nan"), "train_flops": float("inf")}
+    (old / "result.json").write_text(json.dumps(result))  # the old writer: bare NaN and Infinity
+    assert "NaN" in (old / "result.json").read_text()
+
+    runs = load_runs([study])
+    by_name = {c.label: c for c in group_configs(runs)}
+    assert "test_acc" not in by_name["frozen"].stats and "test_acc" not in by_name["layerwise"].stats
+    assert by_name["full"].stats["test_acc"][0] == pytest.approx(0.55)
+    assert by_name["frozen"].stats["val_acc"][0] == pytest.approx(0.35)
+    frozen_runs = [r for r in runs if r.result["strategy"] == "frozen"]
+    assert mean_curve(frozen_runs) == ([1], [0.25], [0.0])  # the epoch's mean over the seed that has one
+
+    out = tmp_path / "report"
+    proc = report(str(study), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["config"]: r for r in strict_json((out / "summary.json").read_text())}
+    assert set(rows) == {"full", "frozen", "layerwise"}
+    assert rows["full"]["test_acc"] == pytest.approx(0.55) and "test_acc" not in rows["frozen"]
+    assert rows["layerwise"].get("train_flops") is None
+    table = {line.split()[-1]: line for line in proc.stdout.splitlines() if line.split() and line.split()[-1] in
+             {"0_full", "1_frozen", "0_layerwise"}}
+    assert table["1_frozen"].split()[2] == "-" and table["0_layerwise"].split()[2] == "-"
+    assert table["0_full"].split()[2] == "0.5000"
+    for name in ("index.html", "pareto.png", "curves.png", "drift.png"):
+        assert (out / name).stat().st_size > 0, name
+    strict_json((out / "paired.json").read_text())
+
+
+# --- 2. unreadable run files --------------------------------------------------------------------
+
+def bad_files(run_dir: Path, study: Path) -> dict[str, str]:
+    """A study of two good runs and one of each kind of unreadable file; returns the expected
+    reason per path (as the report names it)."""
+    text = (run_dir / "result.json").read_text()
+    copy_run(run_dir, study / "0_full", seed=0)
+    good = copy_run(run_dir, study / "1_full", seed=1)
+    bad = {
+        "2_full/result.json": text[:40],  # a copy or write cut short
+        "3_full/result.json": "",
+        "4_full/result.json": "<html>Service Unavailable</html>",
+        "5_full/result.json": "[0.5, 0.6]",
+        "6_full/result.json": "null",
+    }
+    for rel, content in bad.items():
+        copy_run(run_dir, study / Path(rel).parent)
+        (study / rel).write_text(content)
+    copy_run(run_dir, study / "7_full").joinpath("result.json").write_bytes(b"\xff\xfe{\x00")
+    copy_run(run_dir, study / "8_full")
+    write_json(study / "8_full" / "result.json", json.loads(text) | {"seed": None})
+    # a good run with a truncated schedule and a metrics file with a cut and a garbled line
+    (good / "param_groups.json").write_text((run_dir / "param_groups.json").read_text()[:25])
+    first = read_jsonl(run_dir / "metrics.jsonl")[0]
+    (good / "metrics.jsonl").write_text("\n".join([
+        json.dumps(first), json.dumps(first | {"epoch": 1})[:30], "\x00\x00garbage", json.dumps(first | {"epoch": 2}),
+        "[1, 2]", json.dumps(first | {"epoch": 3})[:-5],
+    ]))
+
+    def why(content: str) -> str:
+        try:
+            json.loads(content)
+        except json.JSONDecodeError as err:
+            return f"not valid JSON (line {err.lineno} column {err.colno})"
+        raise AssertionError(content)
+
+    reasons = {study / "2_full/result.json": why(text[:40]), study / "3_full/result.json": "empty file",
+               study / "4_full/result.json": why(bad["4_full/result.json"]),
+               study / "5_full/result.json": "not a JSON object (a list)",
+               study / "6_full/result.json": "not a JSON object (a null)",
+               study / "7_full/result.json": "not valid JSON (not UTF-8 text)",
+               study / "8_full/result.json": "a completed run with no integer seed (seed: null)",
+               good / "param_groups.json": why((run_dir / "param_groups.json").read_text()[:25])}
+    lines = (good / "metrics.jsonl").read_text().splitlines()
+    for n in (2, 3, 5, 6):
+        reason = "not a JSON object (a list)" if n == 5 else f"not valid JSON (column {_col(lines[n - 1])})"
+        reasons[Path(f"{good / 'metrics.jsonl'} line {n}")] = reason
+    return {str(p): r for p, r in reasons.items()}
+
+
+def _col(line: str) -> int:
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as err:
+        return err.colno
+    raise AssertionError(line)
+
+
+def test_report_names_each_unreadable_file_and_reports_the_rest(trained, tmp_path):
+    run_dir, _ = trained
+    study = tmp_path / "multirun"
+    reasons = bad_files(run_dir, study)
+    out = tmp_path / "report"
+    proc = report(str(study), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert sorted(warnings) == sorted(f"warning: skipped {path}: {why}" for path, why in reasons.items())
+    names = {line.split()[-1] for line in proc.stdout.splitlines() if line.strip()}
+    assert {"0_full", "1_full"} <= names and not names & {f"{i}_full" for i in range(2, 9)}
+    [row] = strict_json((out / "summary.json").read_text())
+    assert row["seeds"] == 2
+    page = (out / "index.html").read_text()
+    assert all(p in page for p in reasons)  # the page says what it left out, too
+    # the good lines of the damaged metrics file are the curve: epochs 1 and 3 (0 and 2 recorded)
+    skipped: list[SkippedFile] = []
+    [run] = load_runs([study / "1_full"], skipped)
+    assert [m["epoch"] for m in run.metrics] == [0, 2] and run.groups == {} and len(skipped) == 5
+
+
+def test_report_with_nothing_readable_exits_2_in_one_error_line(trained, tmp_path):
+    run_dir, _ = trained
+    study = tmp_path / "multirun"
+    copy_run(run_dir, study / "0_full").joinpath("result.json").write_text('{"status": "compl')
+    proc = report(str(study), "--no-html")
+    *warnings, error = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert warnings == [f"warning: skipped {study / '0_full' / 'result.json'}: not valid JSON (line 1 column 12)"]
+    assert error == f"error: no readable result.json under {study} (1 unreadable, above)"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = report(str(empty))
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: no readable result.json under {empty}"
+
+
+def test_find_results_hands_back_or_logs_what_it_skipped(trained, tmp_path, caplog):
+    """For the end-of-multirun table and the sweep: the good runs, and the bad files to print."""
+    run_dir, _ = trained
+    copy_run(run_dir, tmp_path / "0_full")
+    copy_run(run_dir, tmp_path / "1_full").joinpath("result.json").write_text("")
+    skipped: list[SkippedFile] = []
+    assert [d.name for d, _ in find_results([tmp_path], skipped)] == ["0_full"]
+    assert skipped == [SkippedFile(tmp_path / "1_full" / "result.json", "empty file")]
+    with caplog.at_level(logging.WARNING, logger="src.results"):
+        assert [d.name for d, _ in find_results([tmp_path])] == ["0_full"]
+    assert [r.getMessage() for r in caplog.records] == [f"skipped {tmp_path / '1_full' / 'result.json'}: empty file"]
+
+
+# --- 3. permissions -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_new_files_get_0666_less_the_umask(tmp_path, umask):
+    (tmp_path / "old.json").write_text("{}")
+    os.chmod(tmp_path / "old.json", 0o600)  # what the temporary-file writer left before
+    previous = os.umask(umask)
+    try:
+        write_json(tmp_path / "result.json", {"a": 1})
+        write_json(tmp_path / "old.json", {"a": 2})
+        append_jsonl(tmp_path / "metrics.jsonl", {"epoch": 0})
+        write_text(tmp_path / "index.html", "<html></html>")
+    finally:
+        os.umask(previous)
+    for name in ("result.json", "old.json", "metrics.jsonl", "index.html"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html", "metrics.jsonl", "old.json", "result.json"]
+
+
+def test_report_files_are_readable_by_the_group(trained, tmp_path):
+    run_dir, _ = trained
+    copy_run(run_dir, tmp_path / "study" / "0_full")
+    proc = report(str(tmp_path / "study"), "--out", str(tmp_path / "report"), umask=0o002)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("summary.json", "paired.json", "index.html"):
+        assert stat.S_IMODE((tmp_path / "report" / name).stat().st_mode) == 0o664, name
+
+
+# --- 4. progress bars ---------------------------------------------------------------------------
+
+def test_no_progress_bars_in_a_log_file(trained):
+    """trainer.progress is on by default; with stderr a file, tqdm draws nothing into it."""
+    run_dir, log = trained
+    assert "progress: true" in (run_dir / "config.yaml").read_text()
+    text = log.read_text()
+    assert "it/s" not in text and "s/it" not in text and "%|" not in text and "\r" not in text, text[-2000:]
+
+
+BAR_SCRIPT = """
+import sys, torch
+from src import engine
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+batches = [(torch.randn(3, 4), torch.tensor([0, 1, 0])) for _ in range(30)]
+engine.train_one_epoch(model, batches, opt, sched, torch.device("cpu"), progress=sys.argv[1] == "on", desc="epoch 1/1")
+"""
+
+
+def _stderr_on_a_terminal(progress: str) -> str:
+    master, slave = pty.openpty()
+    # a terminal of 24 x 80, as a real one has: at 0 columns (a bare pty) tqdm draws nothing at all
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", BAR_SCRIPT, progress], cwd=REPO, env=env(),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_draws_on_a_terminal():
+    drawn = _stderr_on_a_terminal("on")
+    assert "epoch 1/1" in drawn and "%|" in drawn, drawn
+    assert "%|" not in _stderr_on_a_terminal("off")
