@@ -9,9 +9,12 @@ Python, and normalised on the device.
 from __future__ import annotations
 
 import copy
-
 import inspect
 import logging
+import math
+import tarfile
+import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,14 +67,83 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 512) -> torch.Ten
     return torch.cat(out)
 
 
-def _to_nchw(array: np.ndarray) -> torch.Tensor:
-    """N x H x W or N x H x W x C uint8 array to N x C x H x W."""
-    t = torch.from_numpy(np.ascontiguousarray(array))
-    if t.ndim == 3:
-        return t.unsqueeze(1)
-    if t.ndim == 4 and t.shape[-1] in (1, 3):
-        return t.permute(0, 3, 1, 2).contiguous()
-    raise ValueError(f"images of shape {tuple(array.shape)} are neither N x H x W nor N x H x W x C")
+def _one_line(err: BaseException) -> str:
+    """`Type: message` on one line: library messages (torchvision's download errors, Pillow's)
+    can span several lines, and a user error is one line on stderr."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def to_uint8(array: np.ndarray, where: str, full_scale: int | None = None) -> np.ndarray:
+    """Pixel data of any supported type at its real value range, as uint8 0..255.
+
+    The one conversion every loader uses (image files, .npz arrays, torchvision arrays), so no
+    loader can clip, wrap or round a value range it does not know. uint8 is taken as is, bool as
+    0/255, floats must be finite and in [0, 1]. Integers are scaled from `full_scale` when the
+    source declares its bit depth (a TIFF's BitsPerSample, a 16-bit PNG/PGM), from 65535 for
+    uint16, and otherwise from the smallest of 8, 16 or 32 bits that holds the maximum: the
+    container alone does not say the depth (numpy makes int64 arrays of 8-bit data, Pillow reads
+    every integer image as 32-bit mode I). Anything else is a ConfigError naming `where`.
+    """
+    kind = array.dtype.kind
+    if array.dtype == np.uint8:
+        return array
+    if kind == "b":
+        return array.astype(np.uint8) * np.uint8(255)
+    if kind == "f":
+        if array.size and not np.isfinite(array).all():
+            raise ConfigError(f"{where}: non-finite pixel values (NaN or inf)")
+        lo, hi = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if lo < 0 or hi > 1:
+            raise ConfigError(f"{where}: float pixel values outside [0, 1] (min {lo:g}, max {hi:g}); "
+                              "store images as 8- or 16-bit integers or as floats in [0, 1]")
+        scaled = (array.astype(np.float32) if array.dtype.itemsize < 4 else array) * 255  # float16 lacks the precision
+        return np.rint(scaled, out=scaled).astype(np.uint8)
+    if kind in "iu":
+        if array.size == 0:
+            return array.astype(np.uint8)
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0:
+            raise ConfigError(f"{where}: negative pixel values (min {lo}); expected unsigned image data")
+        if full_scale is None:
+            if array.dtype == np.uint16:
+                full_scale = 65535
+            else:
+                full_scale = next((2**bits - 1 for bits in (8, 16, 32) if hi < 2**bits), None)
+                if full_scale is None:
+                    raise ConfigError(f"{where}: integer pixel values up to {hi} do not fit 32 bits")
+        if hi > full_scale:
+            raise ConfigError(f"{where}: pixel values up to {hi} exceed the declared full scale {full_scale}")
+        if full_scale == 255:
+            return array.astype(np.uint8)
+        # Rounded to nearest in integer arithmetic: 16-bit 32768 -> 128, 65535 -> 255.
+        return ((array.astype(np.int64) * 255 + full_scale // 2) // full_scale).astype(np.uint8)
+    raise ConfigError(f"{where}: unsupported pixel type {array.dtype} (expected integer, bool or float images)")
+
+
+def _to_nchw(array: np.ndarray, where: str) -> torch.Tensor:
+    """N x H x W or N x H x W x C image data (any supported pixel type) to uint8 N x C x H x W."""
+    if not (array.ndim == 3 or (array.ndim == 4 and array.shape[-1] in (1, 3))):
+        raise ConfigError(f"{where}: images of shape {tuple(array.shape)} are neither N x H x W "
+                          "nor N x H x W x C with 1 or 3 channels")
+    t = torch.from_numpy(np.ascontiguousarray(to_uint8(array, where)))
+    return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+def _to_labels(array, where: str) -> torch.Tensor:
+    """One whole-number label per image as int64; a float label such as 0.5 would otherwise be
+    truncated into another class without a word."""
+    labels = np.asarray(array)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ConfigError(f"{where}: labels of shape {labels.shape}; expected one label per image")
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise ConfigError(f"{where}: labels must be whole numbers (found non-integer or non-finite values)")
+    elif labels.dtype.kind not in "iub":
+        raise ConfigError(f"{where}: labels of type {labels.dtype}; expected integers")
+    return torch.from_numpy(labels.astype(np.int64))
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +171,39 @@ def limit_per_class(split: Split, per_class: int, seed: int) -> Split:
     return _subset(split, np.sort(np.concatenate(keep)))
 
 
-def _split_off(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    keep, held = stratified_split(split.labels.numpy(), fraction, seed)
-    return _subset(split, keep), _subset(split, held)
+def _label_name(classes: list[str], label: int) -> str:
+    """A label as the user knows it: `2`, or `2 ('bird')` when the class has a name (a folder)."""
+    if 0 <= label < len(classes) and classes[label] != str(label):
+        return f"{label} ({classes[label]!r})"
+    return str(label)
+
+
+def _label_list(classes: list[str], labels) -> str:
+    labels = sorted(int(x) for x in labels)
+    shown = ", ".join(_label_name(classes, x) for x in labels[:10])
+    return shown + (f", ... ({len(labels)} in all)" if len(labels) > 10 else "")
+
+
+def _split_off(split: Split, fraction: float, seed: int, *, dataset: str, classes: list[str], source: str,
+               held: str, option: str) -> tuple[Split, Split]:
+    """Carve a stratified `held` split (val or test) off `source`, refusing what sklearn would
+    refuse with a traceback, in the user's terms: which class has too few images, and how many."""
+    labels = split.labels.numpy()
+    values, counts = np.unique(labels, return_counts=True)
+    for label, count in zip(values.tolist(), counts.tolist()):
+        if count < 2:
+            raise ConfigError(
+                f"dataset {dataset}: class {_label_name(classes, label)} has {count} image in {source}; "
+                f"splitting off {held} (stratified, {option}={fraction:g}) needs at least 2 images per class")
+    n = len(labels)
+    n_held = math.ceil(fraction * n)  # sklearn's rounding of test_size
+    for part, size in ((held, n_held), (f"the rest of {source}", n - n_held)):
+        if size < len(values):
+            raise ConfigError(
+                f"dataset {dataset}: splitting off {held} ({option}={fraction:g} of {n} {source} images) leaves "
+                f"{size} images in {part} for {len(values)} classes; stratifying needs at least one per class")
+    keep, held_idx = stratified_split(labels, fraction, seed)
+    return _subset(split, keep), _subset(split, held_idx)
 
 
 def _load_digits(cfg: DataConfig) -> DataBundle:
@@ -111,10 +213,14 @@ def _load_digits(cfg: DataConfig) -> DataBundle:
     # 8x8 images with values 0..16; scale to the 0..255 range the pretrained normalisation expects.
     images = torch.from_numpy((digits.images * (255.0 / 16.0)).round().astype(np.uint8)).unsqueeze(1)
     full = Split(images, torch.from_numpy(digits.target.astype(np.int64)))
-    rest, test = _split_off(full, cfg.test_fraction, cfg.split_seed)
-    train, val = _split_off(rest, cfg.val_fraction / (1 - cfg.test_fraction), cfg.split_seed)
+    classes = [str(c) for c in range(10)]
+    where = {"dataset": cfg.name or "digits", "classes": classes}
+    rest, test = _split_off(full, cfg.test_fraction, cfg.split_seed, **where, source="digits", held="test",
+                            option="dataset.test_fraction")
+    train, val = _split_off(rest, cfg.val_fraction / (1 - cfg.test_fraction), cfg.split_seed, **where,
+                            source="train", held="val", option="dataset.val_fraction")
     note = f"stratified split seed={cfg.split_seed}: test {cfg.test_fraction}, val {cfg.val_fraction}"
-    return DataBundle("digits", [str(c) for c in range(10)], train, val, test, note)
+    return DataBundle("digits", classes, train, val, test, note)
 
 
 def _medmnist_file(cfg: DataConfig) -> Path:
@@ -122,6 +228,8 @@ def _medmnist_file(cfg: DataConfig) -> Path:
         path = Path(cfg.root)
         if path.is_file():
             return path
+        if path.is_dir():
+            raise ConfigError(f"dataset.root={cfg.root!r} is a directory; expected a .npz file")
         if not cfg.download:
             raise ConfigError(f"dataset.root={cfg.root!r}: no such .npz file")
     if not cfg.flag:
@@ -130,46 +238,165 @@ def _medmnist_file(cfg: DataConfig) -> Path:
         import medmnist
     except ImportError as err:
         raise ConfigError("downloading MedMNIST needs the 'medmnist' package (pip install medmnist)") from err
+    if cfg.flag not in medmnist.INFO:
+        raise ConfigError(f"dataset.flag={cfg.flag!r} is not a MedMNIST dataset")
     info = medmnist.INFO[cfg.flag]
     root = Path(cfg.root).parent if cfg.root else Path.home() / ".medmnist"
-    root.mkdir(parents=True, exist_ok=True)
-    getattr(medmnist, info["python_class"])(split="train", download=True, root=str(root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        getattr(medmnist, info["python_class"])(split="train", download=True, root=str(root))
+    except (OSError, RuntimeError, EOFError, zipfile.BadZipFile) as err:  # URLError is an OSError
+        raise ConfigError(f"dataset.flag={cfg.flag}: download into {root} failed ({_one_line(err)})") from None
     return root / f"{cfg.flag}.npz"
+
+
+NPZ_ARRAYS = [f"{split}_{kind}" for split in ("train", "val", "test") for kind in ("images", "labels")]
+
+
+def _read_npz(path: Path, names: list[str], where: str) -> dict[str, np.ndarray]:
+    """The named arrays of a .npz archive; anything that is not one (random bytes, text, a .npy,
+    a truncated zip, an object array that would need pickle) is a one-line ConfigError."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as err:
+        raise ConfigError(f"{where}: cannot be read ({_one_line(err)})") from None
+    if magic.startswith(b"\x93NUMPY"):
+        raise ConfigError(f"{where}: a single .npy array, not a .npz archive of named arrays")
+    if not magic.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        raise ConfigError(f"{where}: not a .npz archive (no zip signature at its start)")
+    try:
+        # allow_pickle=False: a dataset file must not run code when it is read.
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"{where}: corrupt .npz archive ({_one_line(err)})") from None
+    arrays = {}
+    with npz:
+        for name in names:
+            if name not in npz.files:
+                raise ConfigError(f"{where}: missing array '{name}' (MedMNIST layout)")
+            try:
+                arrays[name] = npz[name]
+            # Object arrays raise ValueError under allow_pickle=False; a damaged member raises
+            # BadZipFile, zlib.error, EOFError, NotImplementedError (unknown compression) and more.
+            except Exception as err:
+                raise ConfigError(f"{where}: array '{name}' cannot be read ({_one_line(err)})") from None
+    return arrays
 
 
 def _load_medmnist(cfg: DataConfig) -> DataBundle:
     path = _medmnist_file(cfg)
-    with np.load(path) as npz:
-        arrays = {k: npz[k] for k in npz.files}
+    where = f"dataset.root={str(path)!r}"
+    arrays = _read_npz(path, NPZ_ARRAYS, where)
     splits = {}
     for split in ("train", "val", "test"):
-        for kind in ("images", "labels"):
-            if f"{split}_{kind}" not in arrays:
-                raise ConfigError(f"dataset.root={str(path)!r}: missing array '{split}_{kind}' (MedMNIST layout)")
-        labels = arrays[f"{split}_labels"]
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if labels.ndim == 2 and labels.shape[1] != 1:
-            raise ConfigError(f"dataset.root={str(path)!r}: multi-label targets {labels.shape} are not supported")
-        splits[split] = Split(_to_nchw(arrays[f"{split}_images"]), torch.from_numpy(labels.reshape(-1).astype(np.int64)))
-    num_classes = int(max(int(s.labels.max()) for s in splits.values())) + 1
-    if min(int(s.labels.min()) for s in splits.values()) < 0:
-        raise ConfigError(f"dataset.root={str(path)!r}: negative labels")
+            raise ConfigError(f"{where}: multi-label targets {labels.shape} are not supported")
+        labels = _to_labels(labels, f"{where} array '{split}_labels'")
+        if len(labels) != len(images):
+            raise ConfigError(f"{where}: {split} has {len(images)} images ('{split}_images') but {len(labels)} "
+                              f"labels ('{split}_labels'); they must pair one to one")
+        splits[split] = Split(_to_nchw(images, f"{where} array '{split}_images'"), labels)
+    train_labels = splits["train"].labels
+    if len(train_labels) and int(train_labels.max()) >= len(train_labels):
+        # Labels number the classes 0..K-1 and every class needs a training image, so this many
+        # classes cannot be right; refusing here avoids building a list of K class names.
+        raise ConfigError(f"{where}: train labels go up to {int(train_labels.max())} with only {len(train_labels)} "
+                          "train images; labels must number the classes 0..K-1 without gaps")
+    num_classes = int(train_labels.max()) + 1 if len(train_labels) else 0
     name = cfg.flag or path.stem
-    return DataBundle(name, [str(c) for c in range(num_classes)], splits["train"], splits["val"], splits["test"], "official MedMNIST splits")
+    return DataBundle(name, [str(c) for c in range(num_classes)], splits["train"], splits["val"], splits["test"],
+                      "official MedMNIST splits")
+
+
+class _UnreadableImage(Exception):
+    """A file Pillow could not decode (bad_images decides: skip it or stop)."""
+
+
+def _full_scale(img) -> int | None:
+    """The full-scale value an integer image's file declares, or None when it declares none."""
+    if img.mode == "I;16S":
+        return 32767
+    if img.mode.startswith("I;16"):
+        return 65535
+    if img.mode != "I":
+        return None
+    if img.format in ("PNG", "PPM"):
+        return 65535  # Pillow reads 16-bit PNG/PGM data (any maxval) as mode I scaled to 16 bits
+    tags = getattr(img, "tag_v2", None)  # TIFF: BitsPerSample, and SampleFormat 2 = signed
+    if tags is not None and 258 in tags:
+        bits, fmt = tags[258], tags.get(339, 1)
+        bits = bits[0] if isinstance(bits, tuple) else bits
+        fmt = fmt[0] if isinstance(fmt, tuple) else fmt
+        return 2 ** (bits - 1) - 1 if fmt == 2 else 2**bits - 1
+    return None
+
+
+def image_to_uint8(img, where: str, full_scale: int | None = None) -> np.ndarray:
+    """A decoded PIL image as uint8 H x W (grey) or H x W x 3 (colour) at its real value range.
+
+    `convert("RGB")` would clip 16-bit and float data (a 16-bit X-ray comes out white), so those
+    modes go through `to_uint8`. Transparency is composited onto white rather than dropped: the
+    colour stored under transparent pixels is arbitrary (often black, sometimes leftover content),
+    and white is how the image looks on a page.
+    """
+    mode = img.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(img)
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        array = np.asarray(img)
+        return to_uint8(array.astype(array.dtype.newbyteorder("=")), where, full_scale)
+    if "A" in mode or "a" in mode or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA")).astype(np.int32)
+        rgb, alpha = rgba[..., :3], rgba[..., 3:]
+        return ((rgb * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+    return np.asarray(img.convert("RGB"))  # P, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _decode(path: Path) -> np.ndarray:
+    """An image file upright (EXIF orientation applied) at its real value range, uint8."""
+    from PIL import Image, ImageOps
+
+    try:
+        # Pillow warns about damaged metadata (and images near the bomb limit) on stderr, several
+        # lines each; they become one log line per file instead.
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
+            warnings.simplefilter("always")
+            img.load()
+            full_scale = _full_scale(img)  # read before exif_transpose: its copy has no format or tags
+            # Phone photos store pixels as the sensor saw them plus an orientation tag.
+            upright = ImageOps.exif_transpose(img)
+            array = image_to_uint8(upright, str(path), full_scale)
+        if caught:
+            log.warning("%s: %s", path, "; ".join(" ".join(str(w.message).split()) for w in caught))
+        return array
+    except ConfigError:
+        raise
+    # Pillow's plugins raise a wide range of types on hostile files (OSError, SyntaxError,
+    # struct.error, EOFError, IndexError, KeyError, ZeroDivisionError, DecompressionBombError,
+    # which is not an OSError) and the set changes between versions; Pillow's own fuzzer catches
+    # Exception for that reason. Only Pillow runs in this block, so what it raises is the file's.
+    except Exception as err:
+        raise _UnreadableImage(_one_line(err)) from None
 
 
 def _read_image(path: Path, size: int) -> torch.Tensor:
     """Decode, resize the short side to `size` and centre-crop to a square, as uint8 3 x size x size."""
     from PIL import Image
 
-    with Image.open(path) as img:
+    img = Image.fromarray(_decode(path))
+    if img.mode != "RGB":
         img = img.convert("RGB")
-        w, h = img.size
-        scale = size / min(w, h)
-        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-        w, h = img.size
-        left, top = (w - size) // 2, (h - size) // 2
-        img = img.crop((left, top, left + size, top + size))
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
 def _read_folder(folder: Path, classes: list[str] | None, size: int, bad: str, skipped: list[str]) -> tuple[Split, list[str]]:
@@ -187,9 +414,9 @@ def _read_folder(folder: Path, classes: list[str] | None, size: int, bad: str, s
         for file in files:
             try:
                 image = _read_image(file, size)
-            except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for truncated or non-image files
+            except _UnreadableImage as err:
                 if bad == "fail":
-                    raise ConfigError(f"{file}: unreadable image ({type(err).__name__}: {err}); "
+                    raise ConfigError(f"{file}: unreadable image ({err}); "
                                       "dataset.bad_images=skip leaves such files out") from None
                 skipped.append(str(file))
                 continue
@@ -205,40 +432,53 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
     root = Path(cfg.root or "")
     if not (root / "train").is_dir():
         raise ConfigError(f"dataset.root={cfg.root!r}: expected a folder with train/<class>/ images")
+    name = cfg.name or root.name
     skipped: list[str] = []
     train, classes = _read_folder(root / "train", None, cfg.image_size, cfg.bad_images, skipped)
+    where = {"dataset": name, "classes": classes, "source": "train"}
     notes = []
     if (root / "val").is_dir():
         val, _ = _read_folder(root / "val", classes, cfg.image_size, cfg.bad_images, skipped)
     else:
-        train, val = _split_off(train, cfg.val_fraction, cfg.split_seed)
+        train, val = _split_off(train, cfg.val_fraction, cfg.split_seed, **where, held="val",
+                                option="dataset.val_fraction")
         notes.append(f"val = stratified {cfg.val_fraction} of train (seed {cfg.split_seed})")
     if (root / "test").is_dir():
         test, _ = _read_folder(root / "test", classes, cfg.image_size, cfg.bad_images, skipped)
     else:
-        train, test = _split_off(train, cfg.test_fraction, cfg.split_seed)
+        train, test = _split_off(train, cfg.test_fraction, cfg.split_seed, **where, held="test",
+                                 option="dataset.test_fraction")
         notes.append(f"test = stratified {cfg.test_fraction} of train (seed {cfg.split_seed})")
     if skipped:
         log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(skipped), skipped[0])
-    return DataBundle(cfg.name or root.name, classes, train, val, test, "; ".join(notes) or "folders train/val/test",
-                      skipped)
+    return DataBundle(name, classes, train, val, test, "; ".join(notes) or "folders train/val/test", skipped)
 
 
-def _tv_to_split(dataset, size: int) -> Split:
-    # MNIST- and CIFAR-style datasets hold every image in one uint8 array: take it whole
+def _tv_to_split(dataset, size: int, where: str, bad: str, skipped: list[str]) -> Split:
+    # MNIST- and CIFAR-style datasets hold every image in one array: take it whole
     # (load_dataset resizes after subsampling).
     data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
     if targets is not None and isinstance(data, (np.ndarray, torch.Tensor)) and data.ndim in (3, 4):
         array = data.numpy() if isinstance(data, torch.Tensor) else data
-        if array.dtype == np.uint8:
-            return Split(_to_nchw(array), torch.as_tensor(np.asarray(targets), dtype=torch.int64))
+        return Split(_to_nchw(array, f"{where} data"), _to_labels(targets, f"{where} targets"))
     images, labels = [], []
-    for img, label in dataset:
-        arr = np.asarray(img.convert("RGB") if img.mode not in ("L", "RGB") else img, dtype=np.uint8)
-        t = torch.from_numpy(arr.copy())
+    for i in range(len(dataset)):
+        try:
+            img, label = dataset[i]  # decodes the image file, if the dataset keeps files
+        except Exception as err:  # Pillow's decode failures, as in _decode
+            if bad == "fail":
+                raise ConfigError(f"{where} item {i}: unreadable image ({_one_line(err)}); "
+                                  "dataset.bad_images=skip leaves such items out") from None
+            skipped.append(f"{where} item {i}")
+            continue
+        t = torch.from_numpy(np.array(image_to_uint8(img, f"{where} item {i}")))  # a writable copy
         t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
         images.append(resize_uint8(t.unsqueeze(0), size)[0])
         labels.append(int(label))
+    if not images:
+        raise ConfigError(f"{where}: none of its {len(dataset)} items is readable")
+    if len({t.shape[0] for t in images}) > 1:  # some datasets (Caltech101) mix grey and colour images
+        images = [t.expand(3, -1, -1) for t in images]
     return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64))
 
 
@@ -250,6 +490,7 @@ def _load_torchvision(cfg: DataConfig) -> DataBundle:
         raise ConfigError(f"dataset.tv_name={cfg.tv_name!r} is not a torchvision dataset")
     root = cfg.root or str(Path.home() / ".torchvision")
     params = inspect.signature(cls).parameters
+    name = cfg.name or cfg.tv_name.lower()
 
     def get(split: str):
         kwargs = {"root": root, "download": cfg.download}
@@ -263,25 +504,36 @@ def _load_torchvision(cfg: DataConfig) -> DataBundle:
             return cls(**kwargs)
         except (ValueError, TypeError):  # this dataset has no such split name
             return None
-        except RuntimeError as err:  # torchvision's "Dataset not found or corrupted"
-            raise ConfigError(f"dataset.tv_name={cfg.tv_name}: {err} (root={root}, download={cfg.download})") from err
+        # "Dataset not found or corrupted" (RuntimeError), a failed download (URLError is an
+        # OSError; torchvision wraps some in RuntimeError), a damaged archive.
+        except (OSError, RuntimeError, EOFError, zipfile.BadZipFile, tarfile.TarError) as err:
+            why = "download failed" if cfg.download else "not found offline (dataset.download=false)"
+            raise ConfigError(f"dataset.tv_name={cfg.tv_name}: {why} under root={root} ({_one_line(err)})") from None
 
+    skipped: list[str] = []
     train_ds = get("train") or get("trainval")
     if train_ds is None:
         raise ConfigError(f"dataset.tv_name={cfg.tv_name}: no train split found")
-    train = _tv_to_split(train_ds, cfg.image_size)
+    train = _tv_to_split(train_ds, cfg.image_size, f"dataset.tv_name={cfg.tv_name} train", cfg.bad_images, skipped)
+    classes = [str(c) for c in getattr(train_ds, "classes", range(int(train.labels.max()) + 1))]
+    where = {"dataset": name, "classes": classes, "source": "train"}
     val_ds, test_ds = get("val"), get("test")
     notes = []
-    test = _tv_to_split(test_ds, cfg.image_size) if test_ds is not None else None
+    test = (_tv_to_split(test_ds, cfg.image_size, f"dataset.tv_name={cfg.tv_name} test", cfg.bad_images, skipped)
+            if test_ds is not None else None)
     if test is None:
-        train, test = _split_off(train, cfg.test_fraction, cfg.split_seed)
+        train, test = _split_off(train, cfg.test_fraction, cfg.split_seed, **where, held="test",
+                                 option="dataset.test_fraction")
         notes.append(f"test = stratified {cfg.test_fraction} of train (seed {cfg.split_seed})")
-    val = _tv_to_split(val_ds, cfg.image_size) if val_ds is not None else None
+    val = (_tv_to_split(val_ds, cfg.image_size, f"dataset.tv_name={cfg.tv_name} val", cfg.bad_images, skipped)
+           if val_ds is not None else None)
     if val is None:
-        train, val = _split_off(train, cfg.val_fraction, cfg.split_seed)
+        train, val = _split_off(train, cfg.val_fraction, cfg.split_seed, **where, held="val",
+                                option="dataset.val_fraction")
         notes.append(f"val = stratified {cfg.val_fraction} of train (seed {cfg.split_seed})")
-    classes = [str(c) for c in getattr(train_ds, "classes", range(int(train.labels.max()) + 1))]
-    return DataBundle(cfg.name or cfg.tv_name.lower(), classes, train, val, test, "; ".join(notes) or "official splits")
+    if skipped:
+        log.warning("skipped %d unreadable images (dataset.bad_images=skip), e.g. %s", len(skipped), skipped[0])
+    return DataBundle(name, classes, train, val, test, "; ".join(notes) or "official splits", skipped)
 
 
 LOADERS = {
@@ -292,19 +544,44 @@ LOADERS = {
 }
 
 
+def check_labels(bundle: DataBundle) -> None:
+    """Refuse labels that would make a valid-looking but meaningless result: one class (accuracy
+    1.0 for free), a label only val or test has (an extra class no model can learn), a class with
+    no training images (a gap in the numbering), labels outside the class list."""
+    name, classes = bundle.name, bundle.classes
+    for split_name in ("train", "val", "test"):
+        if len(getattr(bundle, split_name)) == 0:
+            raise ConfigError(f"dataset {name}: the {split_name} split is empty")
+    seen = {s: set(torch.unique(getattr(bundle, s).labels).tolist()) for s in ("train", "val", "test")}
+    outside = [x for x in seen["train"] if not 0 <= x < len(classes)]
+    if outside:
+        raise ConfigError(f"dataset {name}: train labels {_label_list(classes, outside)} are outside "
+                          f"0..{len(classes) - 1} ({len(classes)} classes)")
+    for split_name in ("val", "test"):  # covers their labels outside the class list too
+        extra = seen[split_name] - seen["train"]
+        if extra:
+            verb = "appears" if len(extra) == 1 else "appear"
+            raise ConfigError(f"dataset {name}: label{'s' if len(extra) > 1 else ''} {_label_list(classes, extra)} "
+                              f"{verb} in {split_name} but not in train")
+    if len(seen["train"]) < 2:
+        raise ConfigError(f"dataset {name}: train has a single class ({_label_list(classes, seen['train'])}); "
+                          "a classifier needs at least 2")
+    missing = set(range(len(classes))) - seen["train"]
+    if missing:
+        raise ConfigError(f"dataset {name}: class{'es' if len(missing) > 1 else ''} {_label_list(classes, missing)} "
+                          f"ha{'ve' if len(missing) > 1 else 's'} no images in train (train labels: "
+                          f"{_label_list(classes, seen['train'])}); labels must number the classes 0..K-1 without gaps")
+
+
 def load_dataset(cfg: DataConfig) -> DataBundle:
-    """Load, split, subsample and resize to `cfg.image_size`."""
+    """Load, split, check the labels, subsample and resize to `cfg.image_size`."""
     bundle = LOADERS[cfg.kind](cfg)
     if cfg.name:
         bundle.name = cfg.name
-    for split_name in ("train", "val", "test"):
-        split = getattr(bundle, split_name)
-        if len(split) == 0:
-            raise ConfigError(f"dataset {bundle.name}: the {split_name} split is empty")
-        if int(split.labels.max()) >= bundle.num_classes or int(split.labels.min()) < 0:
-            raise ConfigError(f"dataset {bundle.name}: {split_name} labels outside 0..{bundle.num_classes - 1}")
+    check_labels(bundle)
     if cfg.train_per_class is not None:
         bundle.train = limit_per_class(bundle.train, cfg.train_per_class, cfg.split_seed)
+        check_labels(bundle)  # subsampling keeps every class today; this keeps it so
     for split_name in ("train", "val", "test"):
         split = getattr(bundle, split_name)
         setattr(bundle, split_name, Split(resize_uint8(split.images, cfg.image_size), split.labels))
