@@ -347,3 +347,21 @@ def test_progress_bar_draws_on_a_terminal():
     drawn = _stderr_on_a_terminal("on")
     assert "epoch 1/1" in drawn and "%|" in drawn, drawn
     assert "%|" not in _stderr_on_a_terminal("off")
+
+
+def test_notebook_names_unreadable_files_and_takes_null_as_missing(trained, tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    run_dir, _ = trained
+    study = tmp_path / "study"
+    for seed in (0, 1):
+        copy_run(run_dir, study / f"{seed}_full", strategy="full", seed=seed, test_acc=float("nan") if seed else 0.5)
+    copy_run(run_dir, study / "2_full", seed=2).joinpath("result.json").write_text('{"status": "compl')
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("RESULTS_DIRS", str(study))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"warning: skipped {study / '2_full' / 'result.json'}: not valid JSON (line 1 column 12)" in text
+    assert "2 runs, 1 completed configurations" in text
+    [line] = [x for x in text.splitlines() if x.startswith("full ") and " seeds " in x]
+    assert " seeds 2  test_acc -  train FLOPs " in line, line
