@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,19 +86,39 @@ def remap_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.T
     return out
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise PretrainedWeightsError(f"model.checkpoint_path={str(path)!r}: file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    where = f"model.checkpoint_path={str(path)!r}"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            # weights_only: a checkpoint is data; unpickling arbitrary objects would run their code.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):  # the weights-only unpickler met a class: a whole object
+            raise PretrainedWeightsError(
+                f"{where} holds pickled Python objects (a whole model?), not a state dict; "
+                "save model.state_dict() with torch.save, or use .safetensors"
+            ) from None
+        raise PretrainedWeightsError(f"{where} is not a torch checkpoint (its bytes are not a torch.save file)") from None
+    except Exception as err:  # truncated zips, random bytes, safetensors header errors: many types
+        raise PretrainedWeightsError(f"{where} is not a readable checkpoint ({type(err).__name__}: "
+                                     f"{_first_line(err)})") from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
             break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise PretrainedWeightsError(f"{where} does not hold a state dict (a mapping of parameter names to tensors)")
     # DataParallel / Lightning prefixes.
     return {re.sub(r"^(module|model)\.", "", k): v for k, v in state.items()}
 

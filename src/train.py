@@ -6,8 +6,23 @@ key or value) and handed to the plain `run()`.
 
 from __future__ import annotations
 
-import logging
+import signal
 import sys
+
+if __name__ == "__main__":
+    # Ctrl-C or SIGTERM while the imports below load (seconds): one line, nothing started yet.
+    def _stopped_while_starting(signum: int, _frame: object) -> None:
+        print(f"interrupted by {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'} while starting: nothing was run",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, _stopped_while_starting)
+    signal.signal(signal.SIGTERM, _stopped_while_starting)
+
+import json
+import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +30,43 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
 from src.report import publish
-from src.results import find_results, format_table
-from src.run import interrupt_on_sigterm, run
+from src.results import RESULT_FILE, find_results, format_table, write_json
+from src.run import interrupt_on_sigterm, preflight, run
 
 log = logging.getLogger(__name__)
 
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+_CLAIMED: dict[str, str] = {}
+
+
+def unique_dir(path: str) -> str:
+    """`${unique_dir:outputs/${now:...}}`: the folder, created now, or `<folder>_1`, `_2`, ... if a run
+    started in the same second has it. mkdir is atomic, so two processes never share a folder (Hydra's
+    `${now:%H-%M-%S}` alone gives both the same one: one result lost, metrics interleaved). Cached:
+    every resolution in this process, and Hydra's copies of the config for each job, get the same one."""
+    if path not in _CLAIMED:
+        base = Path(path)
+        base.parent.mkdir(parents=True, exist_ok=True)
+        candidate, n = base, 0
+        while True:
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                candidate = base.with_name(f"{base.name}_{n}")
+        _CLAIMED[path] = str(candidate)
+    return _CLAIMED[path]
+
+
+OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
 
 
 def check_overrides(args: list[str]) -> None:
@@ -84,21 +124,57 @@ def sweep_group(sweep_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    interrupt_on_sigterm()
+    interrupt_on_sigterm()  # also in launcher processes (joblib, submitit) that never ran cli()
+    out = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
-        result = run(run_cfg, Path(hc.runtime.output_dir), run_name=Path(hc.runtime.output_dir).name)
-    except (ConfigError, PretrainedWeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        result = run(run_cfg, out, run_name=out.name)
+    except KeyboardInterrupt as err:
+        stopped(err, out / RESULT_FILE if (out / RESULT_FILE).is_file() else None,
+                Path(hc.sweep.dir) if multirun else None)
     except Exception as err:
-        if hc.mode != RunMode.MULTIRUN:
+        _record_failure(out, err)
+        if full_error():
             raise
-        # One failed job must not stop the others: run() has recorded status "failed" and the
-        # reason in its result.json; the table at the end shows it and the exit code is non-zero.
-        log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, hc.runtime.output_dir)
+        if not multirun:
+            user_error = isinstance(err, (ConfigError, PretrainedWeightsError))
+            where = f" (recorded in {out / RESULT_FILE})" if (out / RESULT_FILE).is_file() and not user_error else ""
+            print(f"error: {err if user_error else f'run failed: {type(err).__name__}: {err}'}{where}",
+                  file=sys.stderr)
+            sys.exit(2 if user_error else 1)
+        # One failed job must not stop the others: its result.json says status "failed" and why;
+        # the table at the end lists it and the exit code is non-zero.
+        log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
         return float("nan")
     return float(result["val_acc"])
+
+
+def full_error() -> bool:
+    """HYDRA_FULL_ERROR=1 (Hydra's own switch) shows the whole traceback instead of one line."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def _record_failure(out: Path, err: BaseException) -> None:
+    """A job that failed before run() could record anything still leaves a result.json saying so,
+    so that no failed job is missing from a table. Never replaces an existing record."""
+    if (out / RESULT_FILE).exists():
+        return
+    try:
+        write_json(out / RESULT_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                       "failed_epoch": -1, "run_dir": str(out)})
+    except OSError:
+        pass  # the folder itself cannot be written; the error line says why
+
+
+def stopped(err: BaseException, record: Path | None, sweep_dir: Path | None) -> None:
+    """Ctrl-C or SIGTERM: one line saying what was recorded and where, then exit 130 (SIGINT) or
+    143 (SIGTERM), the shell's codes for a process ended by those signals."""
+    term = "SIGTERM" in str(err)
+    what = f"status 'interrupted' recorded in {record}" if record else "no run was in progress"
+    kept = f"; finished runs are kept in {sweep_dir} (python -m src.report {sweep_dir})" if sweep_dir else ""
+    print(f"interrupted by {'SIGTERM' if term else 'Ctrl-C'}: {what}{kept}", file=sys.stderr, flush=True)
+    sys.exit(143 if term else 130)
 
 
 class ComparisonTable(Callback):
@@ -108,6 +184,11 @@ class ComparisonTable(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = find_results([sweep_dir])
+        # A job folder (Hydra writes .hydra/ into each) with no result.json: a job that died
+        # without recording anything. It is listed, never silently left out.
+        recorded = {d for d, _ in rows}
+        lost = [d for d in sorted(p.parent for p in sweep_dir.glob("*/.hydra")) if d not in recorded]
+        rows += [(d, {"status": "failed", "error": "no result.json"}) for d in lost]
         if rows:
             print(f"\n{len(rows)} runs in {sweep_dir}:\n{format_table(rows)}", flush=True)
             try:  # only the logger section: the rest of `config` holds unresolved sweep values
@@ -124,10 +205,109 @@ class ComparisonTable(Callback):
             sys.exit(1)
 
 
-if __name__ == "__main__":
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> tuple[list[list[str]], DictConfig]:
+    """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep
+    values from the command line and from `hydra.sweeper.params`), and the composed config with
+    its `hydra` node (unresolved: resolving it would create the output folder)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    fixed = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
+    base = compose("config" if config_name is None else config_name, overrides=overrides if not multirun else fixed,
+                   return_hydra_config=True)
+    if not multirun:
+        return [overrides], base
+    sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="")
+    if not str(sweeper).endswith("BasicSweeper"):
+        return [fixed], base  # another sweeper picks the values itself: check what is fixed
+    params = OmegaConf.to_container(base.hydra.sweeper.params, resolve=False) if base.hydra.sweeper.get("params") else {}
+    everything = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
+    return BasicSweeper.split_arguments(parser.parse_overrides(everything), None)[0], base
+
+
+def _check_output_dir(hydra_cfg: DictConfig, multirun: bool) -> None:
+    """The run (or multirun) folder can be created and written, and a fixed one holds no finished
+    run that this one would overwrite. Only the part before the first interpolation is looked at:
+    resolving `${unique_dir:...}` would create the folder."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    value = str(OmegaConf.to_container(hydra_cfg.sweep if multirun else hydra_cfg.run, resolve=False)["dir"])
+    prefix = value.split("${", 1)[0]
+    existing = Path(prefix or ".").absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={value}: {existing} is a file, not a folder")
     try:
-        check_overrides(sys.argv[1:])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    main()
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
+    if "${" in value:
+        return
+    finished = []
+    for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE)):
+        try:
+            if json.loads(path.read_text()).get("status") in ("completed", "pruned"):
+                finished.append(path)
+        except (OSError, ValueError, AttributeError):
+            continue
+    if finished:
+        raise ConfigError(f"{key}={value} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
+                          "kept: choose another folder or move them away")
+
+
+def precheck(argv: list[str]) -> int:
+    """Every job's configuration checked before Hydra creates a folder or job 0 trains: a value that
+    cannot run in job 5 of 9 stops the multirun now, not after job 4. Returns the number of jobs
+    checked (0 when Hydra is only asked for help, its config or shell completion)."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.shell_completion or args.info or args.config_path \
+            or args.config_dir:
+        return 0
+    check_overrides(args.overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
+            jobs, base = expand_jobs(list(args.overrides), args.multirun, args.config_name or "config")
+            _check_output_dir(base.hydra, args.multirun)
+            varying = {o.split("=", 1)[0] for job in jobs for o in job if sum(o in j for j in jobs) < len(jobs)}
+            for number, job in enumerate(jobs):
+                where = "" if len(jobs) == 1 else f"job {number} of {len(jobs)} ({' '.join(o for o in job if o.split('=', 1)[0] in varying)}): "
+                try:
+                    preflight(to_run_config(compose(args.config_name or "config", overrides=job)))
+                except ConfigError as err:
+                    raise ConfigError(f"{where}{err}") from None
+                except (HydraException, OmegaConfBaseException) as err:
+                    raise ConfigError(f"{where}{_one_line(err)}") from None
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_one_line(err)) from None
+    return len(jobs)
+
+
+def cli(argv: list[str]) -> None:
+    """`python -m src.train`: the checks, then Hydra. Ctrl-C and SIGTERM end it with one line."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_on_sigterm()
+    try:
+        try:
+            precheck(argv)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+        main()
+    except KeyboardInterrupt as err:
+        stopped(err, None, None)
+
+
+if __name__ == "__main__":
+    cli(sys.argv[1:])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -93,13 +94,22 @@ def plan_schedule(cfg: StrategyConfig, groups: Sequence[LayerGroup], head_lr: fl
     strategy = importlib.import_module(f"src.strategies.{cfg.name}")
     if hasattr(strategy, "check"):
         strategy.check(len(groups), cfg, epochs)
-    plan = strategy.plan(len(groups), cfg, head_lr)
+    try:
+        plan = strategy.plan(len(groups), cfg, head_lr)
+    except ArithmeticError as err:  # e.g. lr_decay ** depth overflowing
+        raise ConfigError(f"strategy={cfg.name}: the LRs of its {len(groups)} groups cannot be computed from "
+                          f"optim.lr={head_lr!r} and the strategy's settings ({type(err).__name__}: {err})") from None
     params = getattr(strategy, "PARAMS", "all")
     out = []
     for index, (group, (lr, start)) in enumerate(zip(groups, plan)):
         trained = tuple(range(start, epochs)) if start is not None else ()
         if not math.isfinite(lr) or lr < 0:
             raise ConfigError(f"strategy {cfg.name} gave group {group.name} an invalid lr {lr!r}")
+        if start is not None and lr < sys.float_info.min:
+            # An LR that underflowed to 0 (or a subnormal) "trains" a group that can never move.
+            raise ConfigError(f"strategy {cfg.name} gives group {group.name} an LR of {lr!r}, which cannot train it "
+                              f"(strategy.lr_decay={cfg.lr_decay!r} over {len(groups) - 1 - index} groups, "
+                              f"optim.lr={head_lr!r}); freeze it with strategy.unfreeze_depth instead")
         head = index == len(groups) - 1
         size = group.bias_norm_params if params == "bias_norm" and not head else group.num_params
         out.append(GroupPlan(group.name, index, len(groups) - 1 - index, size, lr, start, trained))

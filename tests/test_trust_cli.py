@@ -1,0 +1,223 @@
+"""`python -m src.train` as a user meets it when things go wrong (issue 13): every job's config is
+checked before anything runs, no result is lost or silently left out, and every error is one line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.config import ConfigError, RunConfig
+from tests.cli import TINY_OVERRIDES, env
+
+TINY = [*TINY_OVERRIDES, "trainer.progress=false", "trainer.num_threads=1"]
+# The same tiny run, but with weights from a file (model.pretrained stays true).
+TINY_FILE = [o for o in TINY if o != "model.pretrained=false"] + ["model.weights=file"]
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return lines[0]
+
+
+def _status(path: Path) -> str:
+    return json.loads((path / "result.json").read_text())["status"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Real files a user might point model.checkpoint_path at."""
+    import timm
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    model = timm.create_model("test_efficientnet", pretrained=False)
+    files = {"good": folder / "good.pt", "random": folder / "random.pt", "pickled": folder / "pickled.pt",
+             "nan_bn": folder / "nan_bn.pt"}
+    torch.save(model.state_dict(), files["good"])
+    files["random"].write_bytes(bytes(range(256)) * 8)
+    torch.save(model, files["pickled"])  # a whole pickled model, not a state dict
+    state = model.state_dict()
+    state["bn1.running_mean"] = torch.full_like(state["bn1.running_mean"], float("nan"))
+    torch.save(state, files["nan_bn"])
+    return files
+
+
+def test_every_job_of_a_multirun_is_checked_before_job_0_starts(tmp_path):
+    proc = _run(["-m", "trainer.batch_size=16,1,8", *TINY], tmp_path)
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert line.startswith("error: job 1 of 3 (trainer.batch_size=1): trainer.batch_size=1 must be >= 2"), line
+    assert not (tmp_path / "multirun").exists()  # nothing ran, no folder was made
+
+
+def test_sweep_values_from_a_preset_are_checked_too(tmp_path):
+    # experiment=data_size_grid sweeps train_per_class in hydra.sweeper.params; a command-line value
+    # for another key combines with it, and a bad one stops the grid before its first job.
+    proc = _run(["-m", "experiment=data_size_grid", "dataset=digits", "strategy=frozen", "seed=0", *TINY,
+                 "dataset.train_per_class=5,0"], tmp_path)
+    assert proc.returncode == 2
+    assert "dataset.train_per_class=0 must be > 0" in _one_error_line(proc)
+
+
+def test_a_config_error_leaves_no_run_folder(tmp_path):
+    proc = _run([*TINY, "strategy.unfreeze_depth=99"], tmp_path)
+    assert proc.returncode == 2
+    assert "strategy.unfreeze_depth=99 exceeds" in _one_error_line(proc)
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("strategy.lr_decay=1e-300", "strategy.lr_decay=1e-300 must be >= 1"),
+    ("strategy.lr_decay=0.75", "timm/MAE layer_decay=x is lr_decay=1/x"),
+    ("strategy.lr_decay=1e100", "the LRs of its 7 groups cannot be computed"),
+    ("optim.warmup_epochs=1e308", "optim.warmup_epochs=1e+308 must be <= trainer.epochs (1)"),
+    ("optim.join_warmup_epochs=5", "optim.join_warmup_epochs=5.0 must be <= trainer.epochs (1)"),
+    ("seed=-1", "seed=-1 must be in 0..4294967295"),
+])
+def test_numeric_extremes_are_one_line_errors(tmp_path, override, expected):
+    proc = _run([*TINY, override], tmp_path)
+    assert proc.returncode == 2
+    assert expected in _one_error_line(proc)
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("random", "is not a torch checkpoint"),
+    ("pickled", "holds pickled Python objects (a whole model?), not a state dict"),
+])
+def test_a_bad_checkpoint_is_one_line_and_recorded(tmp_path, checkpoints, kind, expected):
+    run_dir = tmp_path / "run"
+    proc = _run([*TINY_FILE, f"model.checkpoint_path={checkpoints[kind]}", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    assert expected in line and str(checkpoints[kind]) in line
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed" and expected in record["error"]
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    proc = _run([*TINY, f"hydra.run.dir={tmp_path}/afile/run"], tmp_path)
+    assert proc.returncode == 2
+    assert _one_error_line(proc) == f"error: hydra.run.dir={tmp_path}/afile/run: {tmp_path}/afile is a file, not a folder"
+    proc = _run(["-m", "seed=0,1", *TINY, f"hydra.sweep.dir={tmp_path}/afile/multi"], tmp_path)
+    assert proc.returncode == 2 and "hydra.sweep.dir=" in _one_error_line(proc)
+
+
+def test_failed_jobs_are_recorded_listed_and_make_the_multirun_fail(tmp_path, checkpoints):
+    sweep = tmp_path / "multi"
+    paths = ",".join(str(checkpoints[k]) for k in ("random", "good", "pickled", "nan_bn"))
+    # nan_bn: BatchNorm statistics with NaN, batch statistics while training (finite train loss),
+    # so only validation sees the NaN: that must fail, not complete with a meaningless accuracy.
+    proc = _run(["-m", f"model.checkpoint_path={paths}", "strategy=full", "strategy.frozen_bn=train", *TINY_FILE,
+                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert [_status(sweep / f"{i}_full") for i in range(4)] == ["failed", "completed", "failed", "failed"]
+    nan = json.loads((sweep / "3_full" / "result.json").read_text())
+    assert nan["error"].startswith("DivergedError: validation loss became nan in epoch 0")
+    table = proc.stdout[proc.stdout.index("4 runs in"):]
+    assert sum(" failed " in line for line in table.splitlines()) == 3
+    assert "error: 3 of 4 runs did not complete: 0_full, 2_full, 3_full" in proc.stderr
+
+
+def test_two_runs_claiming_one_folder_get_their_own(tmp_path):
+    # Two runs started in the same second resolve the same `${now:...}` folder; the same fixed
+    # template makes that collision certain here.
+    template = "hydra.run.dir=${unique_dir:" + str(tmp_path / "out" / "same-second") + "}"
+    procs = [subprocess.Popen([sys.executable, "-m", "src.train", *TINY, template, f"seed={seed}"], cwd=tmp_path,
+                              env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for seed in (0, 1)]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    folders = sorted((tmp_path / "out").iterdir())
+    assert [f.name for f in folders] == ["same-second", "same-second_1"]
+    seeds = sorted(json.loads((f / "result.json").read_text())["seed"] for f in folders)
+    assert seeds == [0, 1]
+    for folder in folders:
+        assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1  # one run's epochs, not both
+
+
+def test_a_finished_run_is_never_overwritten(tmp_path, checkpoints):
+    run_dir = tmp_path / "run"
+    first = _run([*TINY, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    kept = {name: (run_dir / name).read_bytes() for name in ("result.json", "metrics.jsonl", "config.yaml")}
+    # A second run that would fail (and one that would succeed) in the same folder: refused, files intact.
+    for args in ([*TINY_FILE, f"model.checkpoint_path={checkpoints['random']}"], [*TINY, "seed=3"]):
+        again = _run([*args, f"hydra.run.dir={run_dir}"], tmp_path)
+        assert again.returncode == 2
+        assert "already holds 1 finished run(s)" in _one_error_line(again)
+        assert {name: (run_dir / name).read_bytes() for name in kept} == kept
+    # A folder whose run failed may be reused: the new run replaces the failed record.
+    failed_dir = tmp_path / "failed"
+    bad = _run([*TINY_FILE, f"model.checkpoint_path={checkpoints['random']}", f"hydra.run.dir={failed_dir}"], tmp_path)
+    assert bad.returncode == 2 and _status(failed_dir) == "failed"
+    retry = _run([*TINY, f"hydra.run.dir={failed_dir}"], tmp_path)
+    assert retry.returncode == 0 and _status(failed_dir) == "completed"
+
+
+def test_run_refuses_a_folder_with_a_completed_result(tmp_path, tiny_config):
+    from src.run import run
+
+    cfg = tiny_config(trainer={"epochs": 1})
+    run(cfg, tmp_path)
+    before = (tmp_path / "result.json").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a completed run"):
+        run(cfg, tmp_path)
+    assert (tmp_path / "result.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("multirun, sig, code, word", [
+    (False, signal.SIGINT, 130, "Ctrl-C"), (True, signal.SIGINT, 130, "Ctrl-C"), (False, signal.SIGTERM, 143, "SIGTERM"),
+])
+def test_interrupting_a_run_is_one_line_with_the_record(tmp_path, multirun, sig, code, word):
+    args = [*TINY, "trainer.epochs=100", "dataset.train_per_class=30"]
+    args = ["-m", "seed=0,1", *args, f"hydra.sweep.dir={tmp_path}/m"] if multirun else [*args, f"hydra.run.dir={tmp_path}/m/0"]
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", *args], cwd=tmp_path, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "m").glob("*/metrics.jsonl")) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code
+    record = next((tmp_path / "m").glob("*/result.json"))
+    assert stderr.strip().splitlines() == [f"interrupted by {word}: status 'interrupted' recorded in {record.resolve()}"
+                                           + (f"; finished runs are kept in {tmp_path}/m (python -m src.report "
+                                              f"{tmp_path}/m)" if multirun else "")]
+    assert json.loads(record.read_text())["status"] == "interrupted"
+    assert not (tmp_path / "m" / "1_layerwise").exists()  # a multirun stops at the interrupted job
+
+
+def test_shell_completion_is_hydra_s(tmp_path):
+    proc = _run(["-sc", "install=bash"], tmp_path, timeout=300)
+    assert proc.returncode == 0 and "hydra_bash_completion" in proc.stdout
+
+
+def test_batchnorm_default_is_the_measured_one_everywhere():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tests.cli import REPO
+
+    assert RunConfig().strategy.frozen_bn == "all"
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for yaml in sorted((REPO / "conf" / "strategy").glob("*.yaml")):
+            assert compose("config", overrides=[f"strategy={yaml.stem}"]).strategy.frozen_bn == "all", yaml
+        grid = compose("config", overrides=["experiment=data_size_grid", "dataset=digits"])
+        assert grid.strategy.frozen_bn == "all"
+    sweep = OmegaConf.load(REPO / "sweeps" / "default.yaml")
+    assert not [o for o in sweep.train_overrides if o.startswith("strategy.frozen_bn=")]  # the default, not an override
+    with pytest.raises(ConfigError, match="must be >= 1"):
+        RunConfig.from_dict({"strategy": {"lr_decay": 0.999}})
+    assert RunConfig.from_dict({"strategy": {"lr_decay": 1.0}}).strategy.lr_decay == 1.0
