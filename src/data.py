@@ -106,7 +106,7 @@ def to_uint8(array: np.ndarray, where: str, full_scale: int | None = None) -> np
         if lo < 0:
             raise ConfigError(f"{where}: negative pixel values (min {lo}); expected unsigned image data")
         if full_scale is None:
-            if array.dtype == np.uint16:
+            if kind == "u" and array.dtype.itemsize == 2:  # uint16 in either byte order
                 full_scale = 65535
             else:
                 full_scale = next((2**bits - 1 for bits in (8, 16, 32) if hi < 2**bits), None)
@@ -363,13 +363,14 @@ def _decode(path: Path) -> np.ndarray:
     try:
         # Pillow warns about damaged metadata (and images near the bomb limit) on stderr, several
         # lines each; they become one log line per file instead.
-        with warnings.catch_warnings(record=True) as caught, Image.open(path) as img:
-            warnings.simplefilter("always")
-            img.load()
-            full_scale = _full_scale(img)  # read before exif_transpose: its copy has no format or tags
-            # Phone photos store pixels as the sensor saw them plus an orientation tag.
-            upright = ImageOps.exif_transpose(img)
-            array = image_to_uint8(upright, str(path), full_scale)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # recorded, whatever the caller's filters (even "error")
+            with Image.open(path) as img:
+                img.load()
+                full_scale = _full_scale(img)  # read before exif_transpose: its copy has no format or tags
+                # Phone photos store pixels as the sensor saw them plus an orientation tag.
+                upright = ImageOps.exif_transpose(img)
+                array = image_to_uint8(upright, str(path), full_scale)
         if caught:
             log.warning("%s: %s", path, "; ".join(" ".join(str(w.message).split()) for w in caught))
         return array
@@ -395,8 +396,10 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
     img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
     w, h = img.size
     left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
+    # A numpy slice, not img.crop: crop re-runs Pillow's decompression-bomb check on our own
+    # already-decoded image, a warning (or error) that belongs to decoding alone.
+    square = np.asarray(img, dtype=np.uint8)[top : top + size, left : left + size]
+    return torch.from_numpy(square.copy()).permute(2, 0, 1)
 
 
 def _read_folder(folder: Path, classes: list[str] | None, size: int, bad: str, skipped: list[str]) -> tuple[Split, list[str]]:
@@ -460,7 +463,10 @@ def _tv_to_split(dataset, size: int, where: str, bad: str, skipped: list[str]) -
     data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
     if targets is not None and isinstance(data, (np.ndarray, torch.Tensor)) and data.ndim in (3, 4):
         array = data.numpy() if isinstance(data, torch.Tensor) else data
-        return Split(_to_nchw(array, f"{where} data"), _to_labels(targets, f"{where} targets"))
+        labels = _to_labels(targets, f"{where} targets")
+        if len(labels) != len(array):
+            raise ConfigError(f"{where}: {len(array)} images but {len(labels)} targets; they must pair one to one")
+        return Split(_to_nchw(array, f"{where} data"), labels)
     images, labels = [], []
     for i in range(len(dataset)):
         try:
@@ -550,7 +556,10 @@ def check_labels(bundle: DataBundle) -> None:
     no training images (a gap in the numbering), labels outside the class list."""
     name, classes = bundle.name, bundle.classes
     for split_name in ("train", "val", "test"):
-        if len(getattr(bundle, split_name)) == 0:
+        split = getattr(bundle, split_name)
+        if len(split.images) != len(split.labels):
+            raise ConfigError(f"dataset {name}: {split_name} has {len(split.images)} images but {len(split.labels)} labels")
+        if len(split) == 0:
             raise ConfigError(f"dataset {name}: the {split_name} split is empty")
     seen = {s: set(torch.unique(getattr(bundle, s).labels).tolist()) for s in ("train", "val", "test")}
     outside = [x for x in seen["train"] if not 0 <= x < len(classes)]

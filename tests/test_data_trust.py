@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -153,6 +154,8 @@ def test_npz_arrays_of_any_pixel_type_are_scaled_once_for_the_whole_array(tmp_pa
     expected = ((u16.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
     assert torch.equal(_med(_npz(tmp_path / "u16.npz", images=u16)).train.images,
                        _med(_npz(tmp_path / "u16x.npz", images=expected)).train.images)
+    big_endian = _med(_npz(tmp_path / "u16b.npz", images=(u16 // 256).astype(">u2")))  # max 255: still 16-bit
+    assert int(big_endian.train.images.max()) == 1
     i64 = np.arange(8 * 8 * 8).reshape(8, 8, 8) % 256  # int64 holding 8-bit values: taken as 8-bit
     assert torch.equal(_med(_npz(tmp_path / "i64.npz", images=i64)).train.images,
                        _med(_npz(tmp_path / "i8.npz", images=i64.astype(np.uint8))).train.images)
@@ -293,6 +296,17 @@ def test_a_decompression_bomb_is_an_unreadable_image(tmp_path, monkeypatch, capl
     with pytest.raises(ConfigError) as e:
         load_dataset(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE, bad_images="fail"))
     _one_line_error(e, "bomb.png: unreadable image (DecompressionBombError")
+
+
+def test_pillow_warnings_are_logged_not_printed_or_raised(tmp_path, monkeypatch, caplog):
+    # Between 1x and 2x MAX_IMAGE_PIXELS Pillow only warns (on stderr, several lines); under
+    # filterwarnings("error") that warning is an exception no except-clause expected.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 200)
+    root = _folder(tmp_path, "big.png", lambda p: _filler(p, 60, size=(SIZE, 20)))  # 320 pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = load_dataset(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE, bad_images="fail"))
+    assert len(d.train) == 3 and "big.png: Image size (320 pixels) exceeds limit" in caplog.text
 
 
 def test_other_pillow_failure_classes_are_unreadable_images(tmp_path):
@@ -437,6 +451,21 @@ def test_torchvision_arrays_and_items_use_the_same_value_conversion(tmp_path, mo
     with pytest.raises(ConfigError) as e:
         load_dataset(DataConfig(kind="torchvision", tv_name="NanSet", root=str(tmp_path)))
     _one_line_error(e, "dataset.tv_name=NanSet train data", "non-finite")
+
+    def short_targets(monkeypatch):
+        _register(monkeypatch, "ShortSet", data=grey.astype(np.float32))
+        import torchvision.datasets as tvd
+        original = tvd.ShortSet.__init__
+
+        def init(self, *args, **kw):
+            original(self, *args, **kw)
+            self.targets = self.targets[:-3]
+        monkeypatch.setattr(tvd.ShortSet, "__init__", init)
+
+    short_targets(monkeypatch)
+    with pytest.raises(ConfigError) as e:
+        load_dataset(DataConfig(kind="torchvision", tv_name="ShortSet", root=str(tmp_path)))
+    _one_line_error(e, "dataset.tv_name=ShortSet train", "20 images but 17 targets")
 
     # Item by item: 16-bit grey images mixed with colour ones (as in Caltech101) come out 3-channel,
     # the 16-bit ones scaled.
