@@ -46,7 +46,7 @@ class Run:
         return self.result.get("status") == "completed"
 
     def config_key(self) -> tuple:
-        return tuple(self.result.get(k, KEY_DEFAULTS.get(k)) for k in CONFIG_KEYS)
+        return tuple(_hashable(self.result.get(k, KEY_DEFAULTS.get(k))) for k in CONFIG_KEYS)
 
 
 @dataclass
@@ -91,6 +91,12 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
             note_skipped(SkippedFile(groups_path, str(err)), skipped)
         runs.append(Run(run_dir, result, metrics, groups))
     return runs
+
+
+def _hashable(value: Any) -> Any:
+    """A setting as a dict key: a list or mapping where a scalar was expected (a hand-edited or
+    foreign result.json) becomes its JSON text instead of failing the pooling of every run."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
 def _unpoolable(result: dict[str, Any]) -> str | None:

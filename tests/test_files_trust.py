@@ -365,3 +365,13 @@ def test_notebook_names_unreadable_files_and_takes_null_as_missing(trained, tmp_
     assert "2 runs, 1 completed configurations" in text
     [line] = [x for x in text.splitlines() if x.startswith("full ") and " seeds " in x]
     assert " seeds 2  test_acc -  train FLOPs " in line, line
+
+
+def test_pooling_survives_settings_and_measures_of_the_wrong_type(trained, tmp_path):
+    """A hand-edited or foreign result.json: a list where a setting was a number, a string where a
+    measure was. The run is pooled on what it says and the odd measure counts as missing."""
+    run_dir, _ = trained
+    for seed in (0, 1):
+        copy_run(run_dir, tmp_path / f"{seed}_full", seed=seed, lr=[0.1, 0.2], test_acc="0.9" if seed else 0.8)
+    [config] = group_configs(load_runs([tmp_path]))
+    assert len(config.runs) == 2 and "test_acc" not in config.stats and "val_acc" in config.stats
