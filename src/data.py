@@ -458,6 +458,8 @@ def _load_imagefolder(cfg: DataConfig) -> DataBundle:
 
 
 def _tv_to_split(dataset, size: int, where: str, bad: str, skipped: list[str]) -> Split:
+    from PIL import Image
+
     # MNIST- and CIFAR-style datasets hold every image in one array: take it whole
     # (load_dataset resizes after subsampling).
     data, targets = getattr(dataset, "data", None), getattr(dataset, "targets", None)
@@ -477,6 +479,11 @@ def _tv_to_split(dataset, size: int, where: str, bad: str, skipped: list[str]) -
                                   "dataset.bad_images=skip leaves such items out") from None
             skipped.append(f"{where} item {i}")
             continue
+        if not isinstance(img, Image.Image):
+            raise ConfigError(f"{where} item {i}: a {type(img).__name__}, expected a PIL image (no transform)")
+        if not isinstance(label, (int, np.integer)) and not (isinstance(label, torch.Tensor) and label.numel() == 1
+                                                            and not label.is_floating_point()):
+            raise ConfigError(f"{where} item {i}: target {label!r} is not one integer class")
         t = torch.from_numpy(np.array(image_to_uint8(img, f"{where} item {i}")))  # a writable copy
         t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
         images.append(resize_uint8(t.unsqueeze(0), size)[0])

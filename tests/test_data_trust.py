@@ -483,6 +483,17 @@ def test_torchvision_arrays_and_items_use_the_same_value_conversion(tmp_path, mo
     assert d.train.images[d.train.labels == 0].unique().tolist() == [128]
     assert d.train.images[d.train.labels == 1].unique().tolist() == [10]
 
+    # Items that are not one PIL image and one integer class (a multi-attribute target, an array
+    # left by a transform) are refused, not cast.
+    colour = Image.fromarray(np.full((8, 8, 3), 10, dtype=np.uint8))
+    for name, item, words in (("PairSet", (colour, (0, 1)), "target (0, 1) is not one integer class"),
+                              ("FloatTargetSet", (colour, 0.7), "target 0.7 is not one integer class"),
+                              ("ArraySet", (np.zeros((8, 8), dtype=np.uint8), 0), "a ndarray, expected a PIL image")):
+        _register(monkeypatch, name, make_items=lambda item=item: [item] * 20)
+        with pytest.raises(ConfigError) as e:
+            load_dataset(DataConfig(kind="torchvision", tv_name=name, root=str(tmp_path), image_size=8))
+        _one_line_error(e, f"dataset.tv_name={name} train item 0", words)
+
 
 # --- the CLI, as a user runs it ----------------------------------------------------------------
 
