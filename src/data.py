@@ -565,7 +565,8 @@ def check_labels(bundle: DataBundle) -> None:
     for split_name in ("train", "val", "test"):
         split = getattr(bundle, split_name)
         if len(split.images) != len(split.labels):
-            raise ConfigError(f"dataset {name}: {split_name} has {len(split.images)} images but {len(split.labels)} labels")
+            raise ConfigError(f"dataset {name}: {split_name} has {len(split.images)} images "
+                              f"but {len(split.labels)} labels")
         if len(split) == 0:
             raise ConfigError(f"dataset {name}: the {split_name} split is empty")
     seen = {s: set(torch.unique(getattr(bundle, s).labels).tolist()) for s in ("train", "val", "test")}

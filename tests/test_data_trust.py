@@ -406,14 +406,17 @@ def _mnist_root(tmp_path, train_labels):
 
 
 def test_torchvision_classes_without_training_images_are_refused(tmp_path):
-    ok = load_dataset(DataConfig(kind="torchvision", tv_name="MNIST", root=_mnist_root(tmp_path / "ok", np.arange(60) % 10),
-                                 download=False, image_size=SIZE))
+    def mnist(root, train_labels):
+        return DataConfig(kind="torchvision", tv_name="MNIST", root=_mnist_root(root, train_labels), download=False,
+                          image_size=SIZE)
+
+    ok = load_dataset(mnist(tmp_path / "ok", np.arange(60) % 10))
     assert ok.num_classes == 10 and len(ok.test) == 10 and len(ok.val) == 12
     # Test has every digit, train only 0 and 1: refused, not trained as a 10-way classifier.
     with pytest.raises(ConfigError) as e:
-        load_dataset(DataConfig(kind="torchvision", tv_name="MNIST", root=_mnist_root(tmp_path / "bad", np.arange(60) % 2),
-                                download=False, image_size=SIZE))
-    _one_line_error(e, "dataset mnist: labels 2 ('2 - two'), 3 ('3 - three')", "9 ('9 - nine') appear in test but not in train")
+        load_dataset(mnist(tmp_path / "bad", np.arange(60) % 2))
+    _one_line_error(e, "dataset mnist: labels 2 ('2 - two'), 3 ('3 - three')",
+                    "9 ('9 - nine') appear in test but not in train")
 
 
 def _register(monkeypatch, name, make_items=None, data=None):
