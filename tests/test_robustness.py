@@ -62,8 +62,8 @@ def _check(overrides: dict) -> None:
         ({"model": {"name": "resnet_bogus"}}, "model.name='resnet_bogus' is not a timm model"),
         ({"strategy": {"name": "bogus"}}, "strategy.name='bogus' is not allowed (expected 'bitfit' | 'frozen' | 'full' | 'l2sp' | 'layerwise' | 'lpft' | 'surgical')"),
         ({"dataset": {"kind": "bogus"}}, "dataset.kind='bogus' is not allowed"),
-        ({"strategy": {"lr_decay": 0}}, "strategy.lr_decay=0.0 must be > 0"),
-        ({"strategy": {"lr_decay": -2.6}}, "strategy.lr_decay=-2.6 must be > 0"),
+        ({"strategy": {"lr_decay": 0}}, "strategy.lr_decay=0.0 must be >= 1"),
+        ({"strategy": {"lr_decay": -2.6}}, "strategy.lr_decay=-2.6 must be >= 1"),
         ({"strategy": {"unfreeze_depth": 7}}, "strategy.unfreeze_depth=7 exceeds this model's 6 backbone groups (allowed: 0..6 or 'all')"),
         ({"optim": {"lr": 0}}, "optim.lr=0.0 must be > 0"),
         ({"optim": {"lr": -1e-3}}, "optim.lr=-0.001 must be > 0"),
@@ -130,9 +130,9 @@ def test_random_overrides_are_accepted_or_rejected_in_one_line(changes):
 
 RUNNABLE = st.fixed_dictionaries({}, optional={
     "strategy": st.fixed_dictionaries({}, optional={
-        "name": st.sampled_from(["frozen", "full", "layerwise"]), "lr_decay": st.floats(0.5, 10),
+        "name": st.sampled_from(["frozen", "full", "layerwise"]), "lr_decay": st.floats(1, 10),
         "unfreeze_depth": st.one_of(st.just("all"), st.integers(0, 6)), "unfreeze_every": st.integers(0, 3),
-        "frozen_bn": st.sampled_from(["eval", "train"]), "granularity": st.sampled_from(["coarse", "fine"])}),
+        "frozen_bn": st.sampled_from(["all", "eval", "train"]), "granularity": st.sampled_from(["coarse", "fine"])}),
     "optim": st.fixed_dictionaries({}, optional={
         "name": st.sampled_from(["adamw", "sgd"]), "lr": st.floats(1e-5, 0.1), "warmup_epochs": st.floats(0, 2),
         "weight_decay": st.floats(0, 0.1)}),

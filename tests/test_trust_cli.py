@@ -221,3 +221,23 @@ def test_batchnorm_default_is_the_measured_one_everywhere():
     with pytest.raises(ConfigError, match="must be >= 1"):
         RunConfig.from_dict({"strategy": {"lr_decay": 0.999}})
     assert RunConfig.from_dict({"strategy": {"lr_decay": 1.0}}).strategy.lr_decay == 1.0
+
+
+def test_precheck_composes_each_job_as_hydra_does(monkeypatch):
+    # precheck builds a large multirun's configs from one composition per defaults choice: each
+    # must equal Hydra's own composition of that job.
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from src.train import CONF, expand_jobs, job_config
+
+    monkeypatch.setenv("MEDMNIST_DIR", "/nowhere")
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        jobs, _ = expand_jobs(["experiment=data_size_grid", "optim.betas=[0.8,0.9]", "seed=0,1", "dataset.root=null",
+                               "hydra.sweep.dir=x"], True)
+        assert len(jobs) == 2 * 5 * 4 * 2  # datasets x sizes x strategies x seeds
+        cache: dict = {}
+        for job in jobs[::7]:
+            expected = OmegaConf.to_container(compose("config", overrides=job), resolve=True)
+            assert OmegaConf.to_container(job_config(job, "config", cache), resolve=True) == expected, job
+        assert len(cache) == 8  # one composition per dataset x strategy
