@@ -1,7 +1,9 @@
 """Run files: resolved config, per-epoch JSON lines, final result record; and the comparison table.
 
 Every file is written whole (to a temporary name, then renamed) so a reader never sees half a
-record, and a crashed run never leaves a `result.json` that looks finished.
+record, and a crashed run never leaves a `result.json` that looks finished. The JSON is strict (a
+NaN or infinity is written as null) and files get the usual 0666 less the umask. Readers skip a file
+or line they cannot read, and say which and why, instead of failing on every other run's files.
 """
 
 from __future__ import annotations
