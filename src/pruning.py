@@ -48,11 +48,14 @@ class PruneSpec:
         unknown = set(d) - {"name", "after", "startup", "min_delta"}
         if unknown:
             raise ConfigError(f"sweep pruner.{sorted(unknown)[0]} is not a key (name, after, startup, min_delta)")
-        try:
-            spec = cls(str(d.get("name", "auto")), int(d.get("after", 2)), int(d.get("startup", 5)),
-                       float(d.get("min_delta", 0.0)))
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"sweep pruner: {err}") from None
+        # Strict types: int() would quietly turn after=1.5 into 1 and True into 1.
+        for key in ("after", "startup"):
+            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int)):
+                raise ConfigError(f"sweep pruner.{key}={d[key]!r} must be an integer")
+        if "min_delta" in d and (isinstance(d["min_delta"], bool) or not isinstance(d["min_delta"], (int, float))):
+            raise ConfigError(f"sweep pruner.min_delta={d['min_delta']!r} must be a number")
+        spec = cls(str(d.get("name", "auto")), int(d.get("after", 2)), int(d.get("startup", 5)),
+                   float(d.get("min_delta", 0.0)))
         if spec.name not in PRUNERS:
             raise ConfigError(f"sweep pruner.name={spec.name!r} is not allowed ({' | '.join(PRUNERS)})")
         if spec.after < 1 or spec.startup < 0 or spec.min_delta < 0:
