@@ -570,6 +570,11 @@ def check_labels(bundle: DataBundle) -> None:
         if len(split) == 0:
             raise ConfigError(f"dataset {name}: the {split_name} split is empty")
     seen = {s: set(torch.unique(getattr(bundle, s).labels).tolist()) for s in ("train", "val", "test")}
+    for split_name, labels in seen.items():
+        negative = [x for x in labels if x < 0]
+        if negative:
+            raise ConfigError(f"dataset {name}: negative labels in {split_name} ({_label_list(classes, negative)}); "
+                              "labels number the classes 0..K-1")
     outside = [x for x in seen["train"] if not 0 <= x < len(classes)]
     if outside:
         raise ConfigError(f"dataset {name}: train labels {_label_list(classes, outside)} are outside "

@@ -203,6 +203,14 @@ def test_a_label_seen_only_in_test_is_refused(tmp_path):
     _one_line_error(e, "dataset pneu: label 2 appears in test but not in train")
 
 
+def test_negative_labels_are_refused_in_any_split(tmp_path):
+    for split in ("train", "val", "test"):
+        labels = np.array([0, 1, 0, 1, 0, 1, -1, 1])
+        with pytest.raises(ConfigError) as e:
+            _med(_npz(tmp_path / f"neg_{split}.npz", **{f"{split}_labels": labels}))
+        _one_line_error(e, f"dataset neg_{split}: negative labels in {split} (-1)")
+
+
 def test_a_single_class_is_refused_not_scored_1_0(tmp_path):
     with pytest.raises(ConfigError) as e:
         _med(_npz(tmp_path / "one.npz", labels=np.zeros(8, dtype=np.int64)))
