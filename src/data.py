@@ -356,8 +356,9 @@ def image_to_uint8(img, where: str, full_scale: int | None = None) -> np.ndarray
     return np.asarray(img.convert("RGB"))  # P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-def _decode(path: Path) -> np.ndarray:
-    """An image file upright (EXIF orientation applied) at its real value range, uint8."""
+def _decode(path: Path):
+    """An image file upright (EXIF orientation applied) at its real value range, as a PIL image
+    in mode L or RGB (8-bit)."""
     from PIL import Image, ImageOps
 
     try:
@@ -367,19 +368,22 @@ def _decode(path: Path) -> np.ndarray:
             warnings.simplefilter("always")  # recorded, whatever the caller's filters (even "error")
             with Image.open(path) as img:
                 img.load()
-                full_scale = _full_scale(img)  # read before exif_transpose: its copy has no format or tags
+                full_scale = _full_scale(img)  # read before exif_transpose, which may drop the tags
                 # Phone photos store pixels as the sensor saw them plus an orientation tag.
-                upright = ImageOps.exif_transpose(img)
-                array = image_to_uint8(upright, str(path), full_scale)
+                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an untagged image
+                # 8-bit L and RGB, the common case, skip a round trip through numpy.
+                upright = img if img.mode in ("L", "RGB") else Image.fromarray(
+                    image_to_uint8(img, str(path), full_scale))
         if caught:
             log.warning("%s: %s", path, "; ".join(" ".join(str(w.message).split()) for w in caught))
-        return array
-    except ConfigError:
+        return upright
+    except ConfigError:  # a value range refused by image_to_uint8: not a decoding failure
         raise
     # Pillow's plugins raise a wide range of types on hostile files (OSError, SyntaxError,
     # struct.error, EOFError, IndexError, KeyError, ZeroDivisionError, DecompressionBombError,
     # which is not an OSError) and the set changes between versions; Pillow's own fuzzer catches
-    # Exception for that reason. Only Pillow runs in this block, so what it raises is the file's.
+    # Exception for that reason. Only Pillow's decoding and mode conversion run in this block
+    # besides image_to_uint8 (whose refusals are re-raised above), so what it raises is the file's.
     except Exception as err:
         raise _UnreadableImage(_one_line(err)) from None
 
@@ -388,7 +392,7 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
     """Decode, resize the short side to `size` and centre-crop to a square, as uint8 3 x size x size."""
     from PIL import Image
 
-    img = Image.fromarray(_decode(path))
+    img = _decode(path)
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
