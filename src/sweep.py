@@ -68,7 +68,7 @@ from src.models import PretrainedWeightsError
 from src.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.report import publish
 from src.results import RESULT_FILE, write_json
-from src.run import DivergedError, RunPruned, run
+from src.run import DivergedError, RunPruned, preflight, run
 from src.stats import format_ci, mean_ci
 from src.strategies import layer_groups
 from src.train import check_overrides, to_run_config
@@ -236,7 +236,7 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
         for v in values:
             try:
                 check_overrides([f"{key}={v}"])
-                to_run_config(compose_train(base_over + [f"{key}={v}"]))
+                preflight(to_run_config(compose_train(base_over + [f"{key}={v}"])))  # model-dependent checks too
             except ConfigError as err:
                 raise ConfigError(f"{where}: {err}") from None
             except (HydraException, OmegaConfBaseException) as err:
@@ -392,6 +392,9 @@ def open_study(storage: BaseStorage, name: str, directions: list[str], identity:
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
     new_study = f"start a new study with another sweep.study_name (and sweep.out_dir), e.g. sweep.study_name={name}-2"
+    have = [d.name.lower() for d in study.directions]
+    if have != directions and "identity" not in study.user_attrs:  # else the identity names the objectives
+        raise ConfigError(f"study {name} in {where} optimises {have}, not {directions}: {new_study}")
     # A worker that created the study a moment ago may not have recorded its identity yet.
     for _ in range(50):
         attrs = study.user_attrs
@@ -410,7 +413,6 @@ def open_study(storage: BaseStorage, name: str, directions: list[str], identity:
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
         raise ConfigError(f"study {name} in {where} measures something else ({shown}): its trials would not "
                           f"answer this question; {new_study}")
-    have = [d.name.lower() for d in study.directions]
     if have != directions:
         raise ConfigError(f"study {name} in {where} optimises {have}, not {directions}: {new_study}")
     return study
@@ -427,7 +429,8 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
             leftovers = sorted(p.name for p in out_dir.iterdir()
                                if p.name.startswith(("trial_", "rerun", "pareto", "summary")))
             if leftovers:
-                raise ConfigError(f"sweep.out_dir={out_dir} holds results of an unknown study ({leftovers[0]}, ...): "
+                shown = ", ".join(leftovers[:4]) + (", ..." if len(leftovers) > 4 else "")
+                raise ConfigError(f"sweep.out_dir={out_dir} holds results of a study it has no record of ({shown}): "
                                   "use another sweep.out_dir")
             tmp = out_dir / f".{OWNER_FILE}.{os.getpid()}"
             write_json(tmp, mine)
