@@ -46,6 +46,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import uuid
 import warnings
@@ -102,11 +103,22 @@ class SurplusTrial(Exception):
 _STOPPED_BY: list[int] = []
 
 
-def _terminate(signum: int, _frame: Any) -> None:
-    """SIGTERM ends the sweep as Ctrl-C does (run() records `status: interrupted`, Optuna fails the
-    trial and it is queued again on resume); same message as src.run.interrupt_on_sigterm."""
+# Code that a KeyboardInterrupt must not cut in half: a storage write stopped midway leaves the
+# session unusable, and the trial could then not be recorded as interrupted (nor be retried).
+_NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.sep}", f"{os.sep}sqlite3{os.sep}")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C and SIGTERM end the sweep alike (run() records `status: interrupted`, Optuna fails the
+    trial and it is queued again on resume); SIGTERM with src.run.interrupt_on_sigterm's message.
+    Inside a storage call the signal is delivered again 50 ms later, until that call is done."""
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _NOT_HERE):
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        frame = frame.f_back
     _STOPPED_BY.append(signum)
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}" if signum != signal.SIGINT else "")
 
 
 def compose_train(overrides: list[str]) -> DictConfig:
@@ -541,7 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default="default", help="a study in sweeps/ (name without .yaml), or a path to a .yaml file")
     parser.add_argument("overrides", nargs="*", help="sweep.KEY=VALUE for the study, anything else for training")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     # Optuna logs every failed trial with its traceback (an interrupted one twice over); we log one
     # line per failed trial ourselves and keep Optuna's errors.

@@ -72,15 +72,16 @@ def _wait(predicate, proc: subprocess.Popen | None = None, timeout: float = 300)
 
 def test_sigkilled_trial_is_failed_and_retried_on_an_early_resume_and_the_budget_is_met(tmp_path):
     out = tmp_path / "study"
-    cmd = _cmd(out, 2, "sweep.heartbeat_s=1", "sweep.grace_s=3", "sweep.pruner.name=none", "trainer.epochs=8")
+    # grace_s longer than a resume takes to start: the dead trial still looks alive when it does
+    # (before, its trial stayed RUNNING for good once the others had filled the budget)
+    cmd = _cmd(out, 2, "sweep.heartbeat_s=1", "sweep.grace_s=20", "sweep.pruner.name=none", "trainer.epochs=8")
     worker = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait(lambda: (out / "trial_0000" / "metrics.jsonl").is_file(), worker)  # mid-training
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed = _study(_sqlite(out)).trials[0]
     assert killed.state == TrialState.RUNNING
-    # Resumed at once, before grace_s has passed: the dead trial still looks alive at first.
-    proc = _sweep(tmp_path, cmd)
+    proc = _sweep(tmp_path, cmd)  # resumed at once
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = _study(_sqlite(out)).trials
     assert trials[0].state == TrialState.FAIL
@@ -355,6 +356,26 @@ def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
     assert "run the same command to resume" in line
     trial = _study(_sqlite(out)).trials[0]
     assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"]
+
+
+def test_a_signal_inside_a_storage_call_is_delivered_once_it_is_done():
+    """A KeyboardInterrupt raised halfway through a storage write would leave the session unusable
+    (the trial could then not be recorded as interrupted): the signal comes again 50 ms later."""
+    import src.sweep as sweep
+
+    scope: dict = {"sys": sys}
+    exec(compile("frame = sys._getframe()", f"{Path('/x/sqlalchemy/orm/session.py')}", "exec"), scope)
+    received: list[int] = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+    try:
+        sweep._interrupt(signal.SIGUSR1, scope["frame"])  # inside the storage: no exception now...
+        time.sleep(0.5)
+        assert received == [signal.SIGUSR1]  # ...the signal again, later
+        with pytest.raises(KeyboardInterrupt, match="signal SIGUSR1"):
+            sweep._interrupt(signal.SIGUSR1, sys._getframe())  # outside it: stop here
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        sweep._STOPPED_BY.clear()
 
 
 def test_config_error_inside_a_trial_is_one_line(tmp_path):
