@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
 from src.report import publish
-from src.results import RESULT_FILE, find_results, format_table, write_json
+from src.results import RESULT_FILE, SkippedFile, find_results, format_table, write_json
 from src.run import interrupt_on_sigterm, preflight, run
 
 log = logging.getLogger(__name__)
@@ -183,12 +183,17 @@ class ComparisonTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        rows = find_results([sweep_dir])
+        skipped: list[SkippedFile] = []
+        rows = find_results([sweep_dir], skipped)
+        for bad in skipped:
+            print(f"warning: skipped {bad}", file=sys.stderr, flush=True)
+        unreadable = {b.path.parent: b.reason for b in skipped}
         # A job folder (Hydra writes .hydra/ into each) with no result.json: a job that died
         # without recording anything. It is listed, never silently left out.
         recorded = {d for d, _ in rows}
         lost = [d for d in sorted(p.parent for p in sweep_dir.glob("*/.hydra")) if d not in recorded]
-        rows += [(d, {"status": "failed", "error": "no result.json"}) for d in lost]
+        rows += [(d, {"status": "failed", "error": f"result.json {unreadable[d]}" if d in unreadable else "no result.json"})
+                 for d in lost]
         if rows:
             print(f"\n{len(rows)} runs in {sweep_dir}:\n{format_table(rows)}", flush=True)
             try:  # only the logger section: the rest of `config` holds unresolved sweep values
