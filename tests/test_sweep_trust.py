@@ -5,7 +5,6 @@ Real sweeps in subprocesses, on real sqlite and journal storages."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
