@@ -68,7 +68,7 @@ from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
 from src.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.report import publish
-from src.results import RESULT_FILE, write_json
+from src.results import RESULT_FILE, read_json_object, write_json
 from src.run import DivergedError, RunPruned, preflight, run
 from src.stats import format_ci, mean_ci
 from src.strategies import layer_groups
@@ -746,7 +746,11 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
     for t in trials:
         path = Path(t.user_attrs.get("run_dir", "")) / RESULT_FILE
         if t.user_attrs.get("run_dir") and path.is_file():
-            r = json.loads(path.read_text())
+            try:
+                r = read_json_object(path)
+            except ValueError as err:  # cut short by a kill: its cost cannot be counted
+                log.warning("skipped %s: %s", path, err)
+                continue
             used = r if "train_time_s" in r else r.get("measured_before_stop", {})
             flops += used.get("train_flops") or 0
             seconds += used.get("train_time_s") or 0
@@ -794,8 +798,12 @@ def rerun_pareto(
         for seed in seeds:
             run_dir = out / f"trial_{trial.number:04d}" / f"seed_{seed}"
             done = run_dir / RESULT_FILE
-            if done.is_file() and json.loads(done.read_text()).get("status") == "completed":
-                results.append(json.loads(done.read_text()))
+            try:
+                previous = read_json_object(done) if done.is_file() else None
+            except ValueError:  # unreadable: train this seed again (claim_run_dir allows it)
+                previous = None
+            if previous is not None and previous.get("status") == "completed":
+                results.append(previous)
                 continue
             cfg = compose_train(overrides + [f"{k}={v}" for k, v in trial.params.items()] + [f"seed={seed}"])
             results.append(run(to_run_config(cfg, group=f"{group}-rerun"), run_dir, run_name=f"{group}-{trial.number}-s{seed}"))
