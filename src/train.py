@@ -19,6 +19,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, _stopped_while_starting)
     signal.signal(signal.SIGTERM, _stopped_while_starting)
 
+import atexit
 import json
 import logging
 import os
@@ -53,7 +54,9 @@ def unique_dir(path: str) -> str:
     every resolution in this process, and Hydra's copies of the config for each job, get the same one."""
     if path not in _CLAIMED:
         base = Path(path)
+        missing = [a for a in base.parents if not a.exists()]  # deepest first
         base.parent.mkdir(parents=True, exist_ok=True)
+        _MADE_PARENTS.extend(missing)
         candidate, n = base, 0
         while True:
             try:
@@ -66,7 +69,28 @@ def unique_dir(path: str) -> str:
     return _CLAIMED[path]
 
 
+def release_unused_dirs() -> None:
+    """Remove the folders `unique_dir` claimed that are still empty. OmegaConf also resolves a value
+    when a config merges over it (a preset setting hydra.sweep.dir), which claims a folder no run
+    uses; and checks that fail before Hydra starts leave theirs unused. A released folder is claimed
+    afresh (atomically) if it is resolved again."""
+    for template, folder in list(_CLAIMED.items()):
+        try:
+            Path(folder).rmdir()  # only an empty folder: never one a run has written to
+        except OSError:
+            continue
+        del _CLAIMED[template]
+    for parent in _MADE_PARENTS:  # deepest first: a parent empties once its child is gone
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
+    _MADE_PARENTS.clear()
+
+
+_MADE_PARENTS: list[Path] = []
 OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
+atexit.register(release_unused_dirs)
 
 
 def check_overrides(args: list[str]) -> None:
@@ -335,6 +359,8 @@ def cli(argv: list[str]) -> None:
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)
+        finally:
+            release_unused_dirs()
         main()
     except KeyboardInterrupt as err:
         stopped(err, None, None)

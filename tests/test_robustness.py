@@ -262,6 +262,7 @@ def test_sigterm_mid_run_records_an_interrupted_run_with_what_was_measured(tmp_p
     assert "test_acc" not in result and "val_acc" not in result  # nothing that reads as a finished result
 
 
+@pytest.mark.slow
 def test_sigterm_mid_sweep_then_resume_reruns_the_interrupted_trial(tmp_path):
     out = tmp_path / "study"
     # No pruning: which tiny trial halving would stop is beside the point here, and a pruned trial
@@ -293,6 +294,7 @@ def _writer(path: str, shared: str, worker: int, n: int) -> None:
         write_json(Path(shared), {"worker": worker, "i": i, "blob": blob})
 
 
+@pytest.mark.slow
 def test_concurrent_writers_never_corrupt_results_files(tmp_path):
     path, shared = tmp_path / "metrics.jsonl", tmp_path / "result.json"
     ctx = mp.get_context("spawn")

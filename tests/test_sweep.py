@@ -71,6 +71,7 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
     assert (out / "report" / "index.html").is_file()
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     out = tmp_path / "study"
     cmd = _cmd(out, 4, "sweep.heartbeat_s=1", "sweep.grace_s=2")
@@ -167,6 +168,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     _two_workers_share_one_study(tmp_path, postgres_url)
 

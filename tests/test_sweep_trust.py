@@ -69,6 +69,7 @@ def _wait(predicate, proc: subprocess.Popen | None = None, timeout: float = 300)
     raise AssertionError("timed out")
 
 
+@pytest.mark.slow
 def test_sigkilled_trial_is_failed_and_retried_on_an_early_resume_and_the_budget_is_met(tmp_path):
     out = tmp_path / "study"
     # grace_s longer than a resume takes to start: the dead trial still looks alive when it does
@@ -91,7 +92,7 @@ def test_sigkilled_trial_is_failed_and_retried_on_an_early_resume_and_the_budget
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+@pytest.mark.parametrize("kind", [pytest.param("sqlite", marks=pytest.mark.slow), "journal"])
 def test_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path, kind):
     """The gap Optuna leaves: a trial created but never heartbeating (its worker died between the
     two) was never stale. Real storages, the driver's own classes, Optuna's fail_stale_trials."""
@@ -118,6 +119,7 @@ def test_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path,
     assert retried == [dead.number]
 
 
+@pytest.mark.slow
 def test_a_trial_that_never_heartbeat_does_not_block_a_resumed_sweep(tmp_path):
     out = tmp_path / "study"
     cmd = _cmd(out, 1, "sweep.heartbeat_s=1", "sweep.grace_s=2", "sweep.pruner.name=none")
@@ -151,6 +153,7 @@ def test_budget_place_goes_to_the_lower_trial_number(tmp_path):
     assert holds_a_place(study, third.number, total=4)
 
 
+@pytest.mark.slow
 def test_worker_waits_for_a_running_trial_instead_of_exceeding_the_budget(tmp_path):
     url = f"journal:{tmp_path / 'study.log'}"
     out = tmp_path / "study"
@@ -186,6 +189,7 @@ def test_worker_waits_for_a_running_trial_instead_of_exceeding_the_budget(tmp_pa
     assert sorted(p.name for p in out.glob("trial_*")) == ["trial_0000"]  # nothing else trained
 
 
+@pytest.mark.slow
 def test_two_workers_on_a_journal_file_train_exactly_n_trials(tmp_path):
     url = f"journal:{tmp_path / 'study.log'}"
     out = tmp_path / "study"
@@ -214,12 +218,12 @@ def one_trial_study(tmp_path_factory):
 
 @pytest.mark.parametrize("change, named", [
     (["dataset.train_per_class=4"], "dataset.train_per_class: 3 -> 4"),
-    (["trainer.epochs=2"], "trainer.epochs: 1 -> 2"),
+    pytest.param(["trainer.epochs=2"], "trainer.epochs: 1 -> 2", marks=pytest.mark.slow),
     (["optim.min_lr_ratio=0.5"], "optim.min_lr_ratio: 0.01 -> 0.5"),  # a key nobody listed: derived
-    (["model.drop_rate=0.3"], "model.drop_rate: 0.2 -> 0.3"),
-    (["sweep.objectives=[val_acc]"], 'objectives: ["val_acc", "train_flops"] -> ["val_acc"]'),
-    (["sweep.objectives=[val_acc,train_time_s]"], "train_time_s"),
-    (["strategy=full"], "strategy.name"),
+    pytest.param(["model.drop_rate=0.3"], "model.drop_rate: 0.2 -> 0.3", marks=pytest.mark.slow),
+    pytest.param(["sweep.objectives=[val_acc]"], 'objectives: ["val_acc", "train_flops"] -> ["val_acc"]', marks=pytest.mark.slow),
+    pytest.param(["sweep.objectives=[val_acc,train_time_s]"], "train_time_s", marks=pytest.mark.slow),
+    pytest.param(["strategy=full"], "strategy.name", marks=pytest.mark.slow),
 ])
 def test_resume_that_measures_something_else_is_refused(one_trial_study, change, named):
     root, out = one_trial_study
@@ -231,6 +235,7 @@ def test_resume_that_measures_something_else_is_refused(one_trial_study, change,
     assert len(trials) == 1 and (out / "trial_0000" / "result.json").read_text() == before
 
 
+@pytest.mark.slow
 def test_resume_with_a_changed_search_space_is_refused(tmp_path):
     study = (Path(__file__).resolve().parents[1] / "sweeps" / "default.yaml").read_text()
     first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
@@ -263,6 +268,7 @@ def test_a_second_study_in_the_same_out_dir_is_refused(one_trial_study):
     assert sorted(p.name for p in out.glob("trial_*")) == ["trial_0000"]
 
 
+@pytest.mark.slow
 def test_a_new_study_never_writes_over_the_trials_of_a_lost_one(tmp_path):
     out = tmp_path / "study"
     assert _sweep(tmp_path, _cmd(out, 1, "sweep.pruner.name=none")).returncode == 0
@@ -297,24 +303,24 @@ SPACE = "params:\n  optim.lr: {type: float, low: 3.0e-4, high: 3.0e-3, log: true
 
 @pytest.mark.parametrize("args, space, says", [
     (["sweep.objectives=[test_acc]"], None, "test split"),
-    (["sweep.objectives=[val_acc,test_balanced_acc]"], None, "test split"),
-    (["sweep.objectives=[val_acc,flops]"], None, "'flops' is not an objective (allowed: val_acc"),
-    (["sweep.objectives=[val_acc,train_flops,train_flops]"], None, "train_flops is given twice"),
-    (["sweep.objectives=[train_flops,val_acc]"], None, "the first must be a validation accuracy"),
+    pytest.param(["sweep.objectives=[val_acc,test_balanced_acc]"], None, "test split", marks=pytest.mark.slow),
+    pytest.param(["sweep.objectives=[val_acc,flops]"], None, "'flops' is not an objective (allowed: val_acc", marks=pytest.mark.slow),
+    pytest.param(["sweep.objectives=[val_acc,train_flops,train_flops]"], None, "train_flops is given twice", marks=pytest.mark.slow),
+    pytest.param(["sweep.objectives=[train_flops,val_acc]"], None, "the first must be a validation accuracy", marks=pytest.mark.slow),
     (["trainer.count_flops=false"], None, "trainer.count_flops=false"),
     (["sweep.sampler=tpee"], None, "sweep.sampler='tpee' is not allowed (tpe | nsga2)"),
-    (["sweep.pruner.name=medain"], None, "pruner.name='medain' is not allowed"),
-    (["sweep.n_trails=3"], None, "sweep.n_trails is not a sweep setting"),
-    (["sweep.pruner.after=1.5"], None, "sweep pruner.after=1.5 must be an integer"),
-    (["sweep.grace_s=10"], None, "sweep.grace_s=10 must be longer than sweep.heartbeat_s=20"),
-    ([], "params:\n  optim.lr: {type: flaot, low: 0.1, high: 1}\n", "params.optim.lr.type='flaot' is not allowed"),
-    ([], "params:\n  optim.lrr: {type: float, low: 0.1, high: 1}\n", "unknown key 'optim.lrr'"),
-    ([], "params:\n  optim.lr: {type: float, low: 0.1, high: 0.01}\n", "low=0.1 is above high=0.01"),
-    ([], "params:\n  optim.lr: {type: float, low: 0.0, high: 0.1, log: true}\n", "log=true needs low > 0"),
-    ([], "params:\n  optim.lr: {type: float, low: 0.1, high: 1, step: 0.1}\n", "params.optim.lr.step is not a key"),
-    ([], "params:\n  strategy.lr_decay: {type: float, low: -1.0, high: 2.0}\n", "strategy.lr_decay=-1.0 must be"),
-    ([], "params:\n  strategy.unfreeze_depth: {type: int, low: 0, high: 40}\n", "unfreeze_depth"),
-    (["optim.lr=0.01"], SPACE, "optim.lr is searched and also set by an override"),
+    pytest.param(["sweep.pruner.name=medain"], None, "pruner.name='medain' is not allowed", marks=pytest.mark.slow),
+    pytest.param(["sweep.n_trails=3"], None, "sweep.n_trails is not a sweep setting", marks=pytest.mark.slow),
+    pytest.param(["sweep.pruner.after=1.5"], None, "sweep pruner.after=1.5 must be an integer", marks=pytest.mark.slow),
+    pytest.param(["sweep.grace_s=10"], None, "sweep.grace_s=10 must be longer than sweep.heartbeat_s=20", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  optim.lr: {type: flaot, low: 0.1, high: 1}\n", "params.optim.lr.type='flaot' is not allowed", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  optim.lrr: {type: float, low: 0.1, high: 1}\n", "unknown key 'optim.lrr'", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  optim.lr: {type: float, low: 0.1, high: 0.01}\n", "low=0.1 is above high=0.01", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  optim.lr: {type: float, low: 0.0, high: 0.1, log: true}\n", "log=true needs low > 0", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  optim.lr: {type: float, low: 0.1, high: 1, step: 0.1}\n", "params.optim.lr.step is not a key", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  strategy.lr_decay: {type: float, low: -1.0, high: 2.0}\n", "strategy.lr_decay=-1.0 must be", marks=pytest.mark.slow),
+    pytest.param([], "params:\n  strategy.unfreeze_depth: {type: int, low: 0, high: 40}\n", "unfreeze_depth", marks=pytest.mark.slow),
+    pytest.param(["optim.lr=0.01"], SPACE, "optim.lr is searched and also set by an override", marks=pytest.mark.slow),
 ])
 def test_bad_settings_are_refused_before_any_trial(tmp_path, args, space, says):
     extra: list[str] = []
@@ -341,7 +347,7 @@ def test_pruner_numbers_are_not_truncated():
 
 # --- F. errors a person can read ------------------------------------------------------------------
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
     out = tmp_path / "study"
     cmd = _cmd(out, 2, "sweep.pruner.name=none", "trainer.epochs=30")
@@ -386,8 +392,8 @@ def test_config_error_inside_a_trial_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["sweep.storage=nosuchdb://host/db"], "sweep.storage=nosuchdb://host/db"),
-    (["sweep.storage=journal:/no/such/folder/study.log"], "folder /no/such/folder does not exist"),
-    (["sweep.out_dir=/etc/passwd/study"], "sweep.out_dir=/etc/passwd/study"),
+    pytest.param(["sweep.storage=journal:/no/such/folder/study.log"], "folder /no/such/folder does not exist", marks=pytest.mark.slow),
+    pytest.param(["sweep.out_dir=/etc/passwd/study"], "sweep.out_dir=/etc/passwd/study", marks=pytest.mark.slow),
 ])
 def test_bad_storage_or_out_dir_is_one_line(tmp_path, args, says):
     line = _one_line_error(_sweep(tmp_path, [sys.executable, "-m", "src.sweep", f"sweep.out_dir={tmp_path / 'o'}",
@@ -395,6 +401,7 @@ def test_bad_storage_or_out_dir_is_one_line(tmp_path, args, says):
     assert says in line, line
 
 
+@pytest.mark.slow
 def test_study_with_other_directions_is_one_line(tmp_path):
     out = tmp_path / "study"
     out.mkdir()

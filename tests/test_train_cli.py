@@ -84,6 +84,7 @@ def _fanned_out(sweep: Path, proc: subprocess.CompletedProcess) -> list[dict]:
     return results
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_worker_processes(tmp_path):
     sweep = tmp_path / "multi"
     proc = _run(["-m", "src.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.num_threads=1",
