@@ -69,6 +69,7 @@ def _run(tmp_path: Path, name: str, *extra: str) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
+@pytest.mark.slow
 def test_min_epoch_steps_trains_and_counts_every_pass(tmp_path):
     # 3 digits per class = 30 training images = 2 steps at batch 16; 5 steps per epoch need 3 passes
     one = _run(tmp_path, "one")

@@ -219,7 +219,7 @@ def one_trial_study(tmp_path_factory):
 @pytest.mark.parametrize("change, named", [
     (["dataset.train_per_class=4"], "dataset.train_per_class: 3 -> 4"),
     pytest.param(["trainer.epochs=2"], "trainer.epochs: 1 -> 2", marks=pytest.mark.slow),
-    (["optim.min_lr_ratio=0.5"], "optim.min_lr_ratio: 0.01 -> 0.5"),  # a key nobody listed: derived
+    pytest.param(["optim.min_lr_ratio=0.5"], "optim.min_lr_ratio: 0.01 -> 0.5", marks=pytest.mark.slow),  # a key nobody listed: derived
     pytest.param(["model.drop_rate=0.3"], "model.drop_rate: 0.2 -> 0.3", marks=pytest.mark.slow),
     pytest.param(["sweep.objectives=[val_acc]"], 'objectives: ["val_acc", "train_flops"] -> ["val_acc"]', marks=pytest.mark.slow),
     pytest.param(["sweep.objectives=[val_acc,train_time_s]"], "train_time_s", marks=pytest.mark.slow),

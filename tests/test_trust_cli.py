@@ -79,6 +79,7 @@ def test_sweep_values_from_a_preset_are_checked_too(tmp_path, monkeypatch):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_config_error_leaves_no_run_folder(tmp_path):
     proc = _run([*TINY, "strategy.unfreeze_depth=99"], tmp_path)
     assert proc.returncode == 2
