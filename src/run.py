@@ -161,16 +161,23 @@ def preflight(cfg: RunConfig) -> int:
     return len(groups) - 1
 
 
+def finished_status(result_file: Path) -> str | None:
+    """"completed" or "pruned" when `result_file` records a finished run (one never to overwrite);
+    None for a failed, interrupted or unreadable record."""
+    try:
+        status = json.loads(result_file.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):  # unreadable or not a record: nothing to keep
+        return None
+    return status if status in ("completed", "pruned") else None
+
+
 def claim_run_dir(run_dir: Path) -> None:
     """Refuse a folder that already holds a finished run (its result would be overwritten), and
     make sure the folder can be written, before anything is written into it. ConfigError if not."""
     previous = run_dir / RESULT_FILE
     if previous.is_file():
-        try:
-            status = json.loads(previous.read_text()).get("status")
-        except (OSError, ValueError, AttributeError):  # unreadable or not a record: nothing to keep
-            status = None
-        if status in ("completed", "pruned"):
+        status = finished_status(previous)
+        if status:
             raise ConfigError(
                 f"{run_dir} already holds a {status} run ({previous.name}); it is kept: choose another folder "
                 "(hydra.run.dir=...) or move that one away"

@@ -20,7 +20,6 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _stopped_while_starting)
 
 import atexit
-import json
 import logging
 import os
 import tempfile
@@ -38,7 +37,7 @@ from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
 from src.report import publish
 from src.results import RESULT_FILE, SkippedFile, find_results, format_table, write_json
-from src.run import interrupt_on_sigterm, preflight, run
+from src.run import finished_status, interrupt_on_sigterm, preflight, run
 
 log = logging.getLogger(__name__)
 
@@ -305,13 +304,8 @@ def _check_output_dir(hydra_cfg: DictConfig, multirun: bool) -> None:
         raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
     if "${" in value:
         return
-    finished = []
-    for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE)):
-        try:
-            if json.loads(path.read_text()).get("status") in ("completed", "pruned"):
-                finished.append(path)
-        except (OSError, ValueError, AttributeError):
-            continue
+    finished = [path for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE))
+                if finished_status(path)]
     if finished:
         raise ConfigError(f"{key}={value} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
                           "kept: choose another folder or move them away")
