@@ -19,8 +19,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from src.results import read_jsonl
-from src.run import run
+from src.record.io import read_jsonl
+from src.training.run import run
 from src.train import to_run_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from pathlib import Path
 import timm
 from hydra import compose, initialize_config_dir
 
-from src.run import run
+from src.training.run import run
 from src.strategies import layer_groups
 from src.train import to_run_config
 

@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO / "sweeps-out" / "pruning-bench")
-    parser.add_argument("overrides", nargs="*", help="training overrides, as for src.sweep")
+    parser.add_argument("overrides", nargs="*", help="training overrides, as for src.search.sweep")
     args = parser.parse_args()
     rows = []
     for case, objectives, pruner in CASES:

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from src.pruning import halving_keeps, halving_rungs  # noqa: E402
+from src.search.pruning import halving_keeps, halving_rungs  # noqa: E402
 
 Point = tuple[float, float]  # (best val accuracy so far, cumulative cost) after an epoch
 Curve = list[Point]

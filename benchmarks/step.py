@@ -22,12 +22,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from src import engine
+from src.training import engine
 from src.config import RunConfig
-from src.data import Batches, load_dataset
-from src.flops import analytic_step_flops, counted_step_flops
+from src.data.load import Batches, load_dataset
+from src.measurement.flops import analytic_step_flops, counted_step_flops
 from src.models import build_model, normalization
-from src.optim import build_optimizer, build_scheduler, param_groups
+from src.training.optim import build_optimizer, build_scheduler, param_groups
 from src.strategies import apply_epoch, layer_groups, plan_schedule
 
 

@@ -35,9 +35,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, RunConfig
 from src.models import PretrainedWeightsError
-from src.report import publish
-from src.results import RESULT_FILE, SkippedFile, find_results, format_table, write_json
-from src.run import finished_status, interrupt_on_sigterm, preflight, run
+from src.reporting.page import publish
+from src.record.io import RESULT_FILE, SkippedFile, find_results, format_table, write_json
+from src.training.run import finished_status, interrupt_on_sigterm, preflight, run
 
 log = logging.getLogger(__name__)
 

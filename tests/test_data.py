@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from src.config import ConfigError, DataConfig
-from src.data import Batches, load_dataset
+from src.data.load import Batches, load_dataset
 from src.models import Normalization
 
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from src.config import ConfigError, DataConfig
-from src.data import load_dataset
+from src.data.load import load_dataset
 from tests.cli import REPO, env
 
 SIZE = 16

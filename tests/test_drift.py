@@ -12,7 +12,7 @@ import timm
 import torch
 
 from src.config import ModelConfig
-from src.drift import drift, group_output_modules, linear_cka, relative_weight_change
+from src.measurement.drift import drift, group_output_modules, linear_cka, relative_weight_change
 from src.models import load_pretrained
 from src.strategies import layer_groups
 from tests.cli import TINY_OVERRIDES, env
@@ -83,8 +83,8 @@ def test_runs_record_drift_frozen_stays_put_and_full_moves(tmp_path, strategy):
 
 
 def test_drift_off_trains_the_same_model_and_records_none(tiny_config, tmp_path):
-    from src.results import read_jsonl
-    from src.run import run
+    from src.record.io import read_jsonl
+    from src.training.run import run
 
     on = run(tiny_config(trainer={"epochs": 2}), tmp_path / "on")
     off = run(tiny_config(trainer={"epochs": 2, "drift_probe": 0}), tmp_path / "off")

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import torch
 
-import src.results
-from src.analysis import group_configs, load_runs, mean_curve
-from src.results import SkippedFile, append_jsonl, find_results, read_jsonl, write_json, write_text
+import src.record.io
+from src.reporting.analysis import group_configs, load_runs, mean_curve
+from src.record.io import SkippedFile, append_jsonl, find_results, read_jsonl, write_json, write_text
 from tests.cli import REPO, TINY_OVERRIDES, env
 
 RUN_FILES = ("result.json", "metrics.jsonl", "param_groups.json", "config.yaml")
@@ -100,7 +100,7 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
 def test_a_non_finite_number_that_slips_through_fails_loudly(tmp_path, monkeypatch):
     """allow_nan=False is the backstop: were the conversion to miss a case, the write fails and
     leaves no file, rather than writing a bare NaN every reader then chokes on."""
-    monkeypatch.setattr(src.results, "finite_json", lambda value: value)
+    monkeypatch.setattr(src.record.io, "finite_json", lambda value: value)
     with pytest.raises(ValueError):
         write_json(tmp_path / "result.json", {"val_loss": float("nan")})
     with pytest.raises(ValueError):
@@ -266,7 +266,7 @@ def test_find_results_hands_back_or_logs_what_it_skipped(trained, tmp_path, capl
     skipped: list[SkippedFile] = []
     assert [d.name for d, _ in find_results([tmp_path], skipped)] == ["0_full"]
     assert skipped == [SkippedFile(tmp_path / "1_full" / "result.json", "empty file")]
-    with caplog.at_level(logging.WARNING, logger="src.results"):
+    with caplog.at_level(logging.WARNING, logger="src.record.io"):
         assert [d.name for d, _ in find_results([tmp_path])] == ["0_full"]
     assert [r.getMessage() for r in caplog.records] == [f"skipped {tmp_path / '1_full' / 'result.json'}: empty file"]
 
@@ -311,7 +311,7 @@ def test_no_progress_bars_in_a_log_file(trained):
 
 BAR_SCRIPT = """
 import sys, torch
-from src import engine
+from src.training import engine
 model = torch.nn.Linear(4, 2)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)

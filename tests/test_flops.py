@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.flops import analytic_step_flops, counted_forward_flops, counted_step_flops
+from src.measurement.flops import analytic_step_flops, counted_forward_flops, counted_step_flops
 
 
 def _conv_fwd(n, c_in, c_out, k, hw_out, groups):
@@ -58,7 +58,7 @@ def test_linear_matches_analytic():
 
 
 def test_torch_counter_needed_the_depthwise_correction():
-    """Documents why src.flops carries its own convolution_backward formula: if torch fixes it,
+    """Documents why src.measurement.flops carries its own convolution_backward formula: if torch fixes it,
     this shows the raw counter agreeing and the correction can go."""
     conv = nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False)
     x = torch.randn(2, 16, 6, 6)

@@ -12,9 +12,9 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from src.data import Batches, Split, batches_per_pass, passes_for
+from src.data.load import Batches, Split, batches_per_pass, passes_for
 from src.models import Normalization
-from src.stats import mean_ci
+from src.reporting.stats import mean_ci
 from tests.cli import REPO, TINY_OVERRIDES, env
 
 
@@ -129,7 +129,7 @@ def test_grid_report_names_the_winner_of_each_cell_from_the_run_files(grid):
 
 
 def test_one_task_gets_no_win_map(tmp_path):
-    from src.report import write_report
+    from src.reporting.page import write_report
 
     _run(tmp_path, "a")
     page = write_report([tmp_path], tmp_path / "report")

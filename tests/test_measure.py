@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from src.measure import PeakMemory, rss_mb
+from src.measurement.memory import PeakMemory, rss_mb
 
 
 def test_peak_is_per_block_not_process_lifetime():

@@ -8,11 +8,11 @@ import optuna
 import pytest
 
 from src.config import ConfigError
-from src.pruning import (
+from src.search.pruning import (
     EpochReporter, PruneSpec, dominating_trial, halving_keeps, halving_rungs, pareto_ranks, resolve,
 )
-from src.run import RunPruned
-from src.stats import mean_ci
+from src.training.run import RunPruned
+from src.reporting.stats import mean_ci
 
 
 def _finished(study: optuna.Study, curve: list[list[float]]) -> None:

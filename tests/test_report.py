@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from src.analysis import pareto_front
-from src.stats import mean_ci, paired
+from src.reporting.analysis import pareto_front
+from src.reporting.stats import mean_ci, paired
 from tests.cli import REPO, TINY_OVERRIDES, env
 
 STRATEGIES = ("frozen", "full", "layerwise")
@@ -99,7 +99,7 @@ def _table(run_dir: Path, key: str) -> list[dict]:
 def test_multirun_ends_with_a_report_and_a_wandb_summary_run(results):
     from tests import wandb_files
 
-    # the multirun itself wrote the report (the callback), with the same pooled rows as src.report
+    # the multirun itself wrote the report (the callback), with the same pooled rows as src.reporting.page
     summary = json.loads((results / "report" / "summary.json").read_text())
     assert [r["config"] for r in summary] == list(STRATEGIES) and (results / "report" / "index.html").is_file()
     [summary_file] = (results / "report").glob("wandb/offline-run-*/run-*.wandb")

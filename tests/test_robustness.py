@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from src.config import ConfigError, RunConfig
-from src.data import load_dataset
-from src.results import append_jsonl, read_jsonl, write_json
-from src.run import DivergedError, preflight, run
+from src.data.load import load_dataset
+from src.record.io import append_jsonl, read_jsonl, write_json
+from src.training.run import DivergedError, preflight, run
 from src.train import check_overrides
 from tests.cli import REPO, TINY_OVERRIDES, env
 from tests.conftest import TINY, merge

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.results import read_jsonl
-from src.run import run
+from src.record.io import read_jsonl
+from src.training.run import run
 
 REQUIRED = (
     "strategy model dataset seed epochs image_size train_samples val_acc test_acc val_balanced_acc "
@@ -60,7 +60,7 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     assert surgical["surgical_group"] == 1 and surgical["probe_epochs"] is None
     # BitFit: weights of convolutions (ndim > 1) below the head are bitwise unchanged, biases and norms moved.
     from src.models import build_model
-    from src.run import seed_everything
+    from src.training.run import seed_everything
 
     cfg = tiny_config(strategy={"name": "bitfit"}, trainer={"epochs": 2, "select": "last", "save_model": True})
     seed_everything(cfg.seed)
@@ -87,7 +87,7 @@ def test_l2sp_keeps_the_backbone_nearer_its_start_than_full(tiny_config, tmp_pat
 
 def test_frozen_backbone_is_bitwise_unchanged_and_head_trains(tiny_config, tmp_path):
     from src.models import build_model
-    from src.run import seed_everything
+    from src.training.run import seed_everything
 
     cfg = tiny_config(strategy={"name": "frozen"}, trainer={"select": "last", "save_model": True})
     seed_everything(cfg.seed)
@@ -145,7 +145,7 @@ def test_wandb_failure_never_fails_the_run(tiny_config, tmp_path, monkeypatch):
 
 
 def test_diverged_run_is_recorded_as_failed_not_as_a_result(tiny_config, tmp_path):
-    from src.run import DivergedError
+    from src.training.run import DivergedError
 
     cfg = tiny_config(optim={"lr": 1e30, "warmup_epochs": 0}, strategy={"name": "full"})
     with pytest.raises(DivergedError):
@@ -156,7 +156,7 @@ def test_diverged_run_is_recorded_as_failed_not_as_a_result(tiny_config, tmp_pat
 
 
 def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tmp_path):
-    from src.run import RunPruned
+    from src.training.run import RunPruned
 
     seen = []
 

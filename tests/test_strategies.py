@@ -9,7 +9,7 @@ import timm
 import torch
 
 from src.config import ConfigError, OptimConfig, StrategyConfig
-from src.optim import build_optimizer, build_scheduler, param_groups
+from src.training.optim import build_optimizer, build_scheduler, param_groups
 from src.strategies import apply_epoch, l2sp_penalty, layer_groups, plan_schedule
 
 
@@ -205,7 +205,7 @@ def test_every_strategy_is_one_small_file_with_a_plan_and_a_config():
 
 
 def test_a_group_joining_late_ramps_up_with_join_warmup():
-    from src.optim import warmup_cosine
+    from src.training.optim import warmup_cosine
 
     model = timm.create_model("test_efficientnet", pretrained=False, num_classes=3)
     groups, s = _schedule(model, epochs=4, name="lpft", probe_epochs=2)

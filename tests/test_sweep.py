@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from src.pruning import halving_keeps
-from src.results import read_jsonl
+from src.search.pruning import halving_keeps
+from src.record.io import read_jsonl
 
 from tests.cli import TINY_OVERRIDES as TINY
 from tests.cli import env as _env

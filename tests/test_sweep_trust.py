@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from src.config import ConfigError
-from src.sweep import SweepJournalStorage, SweepRDBStorage, claim_trial_dir, holds_a_place
+from src.search.sweep import SweepJournalStorage, SweepRDBStorage, claim_trial_dir, holds_a_place
 
 from tests.cli import TINY_OVERRIDES as TINY
 from tests.cli import env
@@ -337,7 +337,7 @@ def test_bad_settings_are_refused_before_any_trial(tmp_path, args, space, says):
 
 
 def test_pruner_numbers_are_not_truncated():
-    from src.pruning import PruneSpec
+    from src.search.pruning import PruneSpec
 
     for bad in ({"after": 1.5}, {"startup": True}, {"min_delta": "x"}):
         with pytest.raises(ConfigError, match=f"pruner.{next(iter(bad))}="):
@@ -366,7 +366,7 @@ def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
 def test_a_signal_inside_a_storage_call_is_delivered_once_it_is_done():
     """A KeyboardInterrupt raised halfway through a storage write would leave the session unusable
     (the trial could then not be recorded as interrupted): the signal comes again 50 ms later."""
-    import src.sweep as sweep
+    import src.search.sweep as sweep
 
     scope: dict = {"sys": sys}
     exec(compile("frame = sys._getframe()", f"{Path('/x/sqlalchemy/orm/session.py')}", "exec"), scope)

@@ -197,7 +197,7 @@ def test_a_finished_run_is_never_overwritten(tmp_path, checkpoints):
 
 
 def test_run_refuses_a_folder_with_a_completed_result(tmp_path, tiny_config):
-    from src.run import run
+    from src.training.run import run
 
     cfg = tiny_config(trainer={"epochs": 1})
     run(cfg, tmp_path)

@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib (PNG export needs no browser, unlike plotly's).
 
-Each function takes analysed runs (`src.analysis`) and returns a Figure; the caller saves it.
+Each function takes analysed runs (`src.reporting.analysis`) and returns a Figure; the caller saves it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
-from src.analysis import COSTS, Config, Run, lr_grid, mean_curve, pareto_front  # noqa: E402
-from src.results import as_number  # noqa: E402
+from src.reporting.analysis import COSTS, Config, Run, lr_grid, mean_curve, pareto_front  # noqa: E402
+from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from src.config import LoggerConfig
-from src.results import dumps, finite_json
+from src.record.io import dumps, finite_json
 
 log = logging.getLogger(__name__)
 

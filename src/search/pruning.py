@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 
 from src.config import ConfigError
-from src.run import RunPruned
+from src.training.run import RunPruned
 
 log = logging.getLogger(__name__)
 

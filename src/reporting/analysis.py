@@ -1,6 +1,6 @@
 """Run files in, analysis out: load runs, group seeds of one configuration, Pareto fronts, mean ± CI.
 
-Used by the report (`src.report`), the W&B summary and the notebook, so all three show the same
+Used by the report (`src.reporting.page`), the W&B summary and the notebook, so all three show the same
 numbers. Everything here reads only what a run writes (result.json, metrics.jsonl,
 param_groups.json); nothing is recomputed.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.results import (
+from src.record.io import (
     GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped, read_json_object, read_jsonl,
 )
-from src.stats import mean_ci, paired
+from src.reporting.stats import mean_ci, paired
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed). Runs that differ only in seed are pooled into one row with a CI.

@@ -27,18 +27,18 @@ import timm
 import torch
 import yaml
 
-from src import engine
-from src.cache import Cache, PreLogits, build_cache, cache_blocker
+from src.training import engine
+from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
 from src.config import ConfigError, RunConfig
-from src.data import Batches, load_dataset, passes_for
-from src.flops import StepFlops, counted_forward_flops, counted_step_flops
-from src.measure import PeakMemory
-from src.drift import drift
+from src.data.load import Batches, load_dataset, passes_for
+from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
+from src.measurement.memory import PeakMemory
+from src.measurement.drift import drift
 from src.models import build_model, check_model_name, load_pretrained, normalization, weights_source
-from src.optim import build_optimizer, build_scheduler, param_groups
-from src.results import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
+from src.training.optim import build_optimizer, build_scheduler, param_groups
+from src.record.io import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.strategies import LayerGroup, Schedule, apply_epoch, l2sp_penalty, layer_groups, plan_schedule
-from src.tracking import Tracker, make_tracker
+from src.reporting.tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,338 @@
+"""`python -m src.report DIR [DIR ...]`: the comparison table, and a self-contained HTML report.
+
+Reads only the run files under the folders (a multirun, a sweep, or several of them) and writes
+`<out>/index.html` with its PNGs beside it (embedded in the page too, so the HTML file alone can be
+mailed or attached): accuracy against each cost with the Pareto front, validation curves,
+the layer-group LR schedules, and a table with mean ± 95% CI over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import html
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from src.reporting import plots
+from src.reporting.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows, win_map
+from src.config import LoggerConfig
+from src.record.io import SkippedFile, format_table, write_json, write_text
+from src.reporting.tracking import make_tracker
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("pareto", "curves", "schedules", "drift", "wins")  # "wins" only for several tasks
+
+
+def _si(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    for f, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= f:
+            return f"{v / f:.2f} {p}"
+    return f"{v:.3g}"
+
+
+def _ci(row: dict[str, Any], key: str, fmt: str) -> str:
+    if row.get(key) is None:
+        return "-"
+    mean = row[key]
+    half = row.get(f"{key}_ci95")
+    text = _si(mean) if fmt == "si" else f"{mean:{fmt}}"
+    if half is not None:
+        text += " ± " + (_si(half) if fmt == "si" else f"{half:{fmt}}")
+    return text
+
+
+def wins_worth_showing(cells: Sequence[dict[str, Any]]) -> bool:
+    """The which-strategy-wins map needs several tasks (datasets or training-set sizes) and a choice in them."""
+    return len(cells) > 1 and any(len(c["entries"]) > 1 for c in cells)
+
+
+def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
+    """The which-strategy-wins map as Markdown tables, one per dataset: mean ± 95% CI over seeds,
+    ★ the winner, ≈ tied with it (paired test, p ≥ 0.05)."""
+    out = []
+    for dataset in dict.fromkeys(c["dataset"] for c in cells):
+        mine = [c for c in cells if c["dataset"] == dataset]
+        names = sorted({e["config"] for c in mine for e in c["entries"]})  # variants of a strategy side by side
+        metric = plots.METRIC_LABEL.get(mine[0]["metric"], mine[0]["metric"])
+        out.append(f"{dataset}, {metric} (mean ± 95% CI over seeds; ★ winner, ≈ tied with it):\n")
+        out.append("| strategy | " + " | ".join("all" if c["train_per_class"] == "all" else f"{c['train_per_class']} / class" for c in mine) + " |")
+        out.append("|---" * (len(mine) + 1) + "|")
+        for name in names:
+            cols = []
+            for c in mine:
+                e = next((e for e in c["entries"] if e["config"] == name), None)
+                if e is None:
+                    cols.append("")
+                    continue
+                mark = " ★" if e is c["entries"][0] else (" ≈" if e.get("tied") else "")
+                ci = "" if e["ci95"] is None else f" ± {e['ci95']:.3f}"
+                cols.append(f"{e['mean']:.3f}{ci}{mark}")
+            out.append(f"| {name} | " + " | ".join(cols) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def write_figures(configs: Sequence[Config], out: Path, metric: str,
+                  cells: Sequence[dict[str, Any]] = ()) -> dict[str, Path]:
+    import matplotlib.pyplot as plt
+
+    figs = {"pareto": plots.pareto(configs, metric), "curves": plots.curves(configs), "schedules": plots.schedules(configs),
+            "drift": plots.drift(configs)}
+    if wins_worth_showing(cells):
+        figs["wins"] = plots.win_map(cells)
+    paths = {}
+    for name, fig in figs.items():
+        paths[name] = out / f"{name}.png"
+        fig.savefig(paths[name], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
+                metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
+                skipped: Sequence[SkippedFile] = ()) -> str:
+    def img(name: str, alt: str) -> str:
+        data = base64.b64encode(figures[name].read_bytes()).decode()
+        return f'<img id="fig-{name}" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+    states: dict[str, int] = {}
+    for r in runs:
+        states[r.result.get("status", "?")] = states.get(r.result.get("status", "?"), 0) + 1
+    several = any(r["seeds"] > 1 for r in rows)
+    head = ["configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
+            "trainable", "peak MB", "ImageNet agree", "Pareto"]
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+            r["config"], str(r["seeds"]), _ci(r, "val_acc", ".4f"), _ci(r, "test_acc", ".4f"),
+            _ci(r, "test_balanced_acc", ".4f"), _ci(r, "train_flops", "si"), _ci(r, "train_time_s", ".1f"),
+            _si(r.get("trainable_params")), _ci(r, "peak_mem_mb", ".0f"),
+            _ci(r, "imagenet_agreement", ".3f"), "✓" if r["pareto"] else "",
+        )) + "</tr>"
+        for r in rows
+    )
+    per_run = format_table([(r.dir, r.result) for r in runs], markdown=True).splitlines()
+    run_head = per_run[0].strip("|").split("|")
+    run_body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
+        for line in per_run[2:]
+    )
+    metric_name = plots.METRIC_LABEL.get(metric, metric)
+    pair_body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
+            p["a"], p["b"], ", ".join(map(str, p["seeds"])),
+            f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"), f"{p['p']:.3g}",
+        )) + "</tr>"
+        for p in pairs
+    )
+    paired_section = f"""<h2>Paired comparison across seeds</h2>
+<p class="note">Each pair of configurations run on the same seeds: {html.escape(metric_name)} of A minus B on
+each common seed, the mean difference ± its 95% CI (Student t), and the two-sided paired t-test's p-value.
+A CI that contains 0 means the seeds cannot tell the two apart.</p>
+<table id="paired"><thead><tr><th>A</th><th>B</th><th>seeds</th><th>A − B</th><th>p</th></tr></thead>
+<tbody>{pair_body}</tbody></table>
+""" if pairs else ""
+    skipped_note = f"""<p class="note" id="skipped"><strong>{len(skipped)} unreadable file(s) left out</strong>
+(a run killed mid-write, a copy cut short):</p>
+<ul>{"".join(f"<li>{html.escape(str(b))}</li>" for b in skipped)}</ul>
+""" if skipped else ""
+    wins_section = ""
+    if "wins" in figures:
+        def behind(e: dict[str, Any]) -> str:
+            if e.get("behind_ci95") is None:
+                return f"{e['config']} −{100 * e['behind']:.1f}"
+            return f"{e['config']} −{100 * e['behind']:.1f} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+
+        win_body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
+                c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
+                _ci({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f"),
+                ", ".join(c["tied_with_winner"]) or "none",
+                "; ".join(behind(e) for e in c["entries"][1:]),
+            )) + "</tr>"
+            for c in cells
+        )
+        wins_section = f"""<h2>Which strategy wins</h2>
+<p class="note">One cell per dataset and training-set size. Colour: points of {html.escape(metric_name)} behind the
+cell's winner; number: mean over seeds; ★ the winner; ≈ a strategy the seeds cannot separate from the winner
+(paired t-test on common seeds, p ≥ 0.05, or fewer than two common seeds).</p>
+{img("wins", "which strategy wins, per dataset and training images per class")}
+<table id="wins"><thead><tr><th>dataset</th><th>per class</th><th>train images</th><th>winner</th>
+<th>{html.escape(metric_name)}</th><th>tied with the winner</th><th>behind the winner (points, paired 95% CI)</th></tr></thead>
+<tbody>{win_body}</tbody></table>
+"""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Fine-tuning strategies: accuracy vs cost</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+img {{ max-width: 100%; display: block; margin: 1em 0; }}
+.note {{ color: #555; font-size: 0.9em; max-width: 60em; }}
+</style></head>
+<body>
+<h1>Fine-tuning strategies: accuracy vs cost</h1>
+<p class="note">{len(runs)} runs ({", ".join(f"{v} {k}" for k, v in sorted(states.items()))}) from
+{html.escape(", ".join(str(d) for d in dirs))}; written {datetime.now().isoformat(timespec="seconds")}.
+Only completed runs are plotted and tabulated by configuration.</p>
+{skipped_note}
+<h2>Results by configuration</h2>
+<p class="note">Mean over seeds{" ± the 95% confidence interval of the mean (Student t)" if several else
+" (one seed per configuration: no interval)"}. Pareto: no other configuration has higher {html.escape(metric_name)}
+at lower or equal train FLOPs.</p>
+<table id="summary"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{body}</tbody></table>
+
+{wins_section}
+{paired_section}
+<h2>Accuracy against cost</h2>
+<p class="note">Up and to the left is better. The dashed step line joins the Pareto-optimal configurations
+(ringed); anything below it is beaten on both accuracy and cost by a point on it. Cost is counted
+(FLOPs), measured (time) or counted (trainable parameters) for the whole training run.</p>
+{img("pareto", f"{metric_name} against train FLOPs, train time and trainable parameters")}
+
+<h2>Validation accuracy by epoch</h2>
+{img("curves", "validation accuracy per epoch, one line per configuration")}
+
+<h2>Layer-group schedules</h2>
+<p class="note">Rows are layer groups (head on top), columns epochs. Colour is the group's peak learning rate
+(log scale) in the epochs it trains; blank cells are frozen.</p>
+{img("schedules", "per-group learning rate and trained epochs")}
+
+<h2>Drift from the pretrained weights</h2>
+<p class="note">Per layer group, bottom to top: how far the weights moved (‖W − W₀‖ / ‖W₀‖; 0 for a
+group that never trained) and how alike its output still is to the pretrained model's (linear CKA on
+a fixed batch of validation images; 1 = the same representation). "ImageNet agree" in the table: the
+share of those images on which the fine-tuned backbone under the original ImageNet head predicts the
+pretrained model's ImageNet class, a measure of forgetting that needs no ImageNet data.</p>
+{img("drift", "relative weight change and linear CKA with the pretrained model, per layer group")}
+
+<h2>All runs</h2>
+<table id="runs"><thead><tr>{"".join(f"<th>{html.escape(h.strip())}</th>" for h in run_head)}</tr></thead>
+<tbody>{run_body}</tbody></table>
+</body></html>
+"""
+
+
+def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs: Sequence[Run] | None = None,
+                 skipped: Sequence[SkippedFile] = ()) -> Path:
+    """Analyse every run under `dirs`; write index.html, the PNGs and summary.json into `out`.
+    `runs` and `skipped` as `load_runs` gave them to a caller that has shown the skipped files
+    already; without `runs`, they are loaded here and skipped files logged as warnings."""
+    if runs is None:
+        runs = load_runs(dirs)
+    configs = group_configs(runs)
+    if not configs:
+        raise ValueError(f"no completed run under {', '.join(map(str, dirs))}")
+    if not any(metric in c.stats for c in configs):
+        raise ValueError(f"--metric {metric}: no completed configuration has a number for it in every seed's result.json")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(configs, metric)
+    cells = win_map(configs, metric)
+    figures = write_figures(configs, out, metric, cells)
+    write_json(out / "summary.json", rows)
+    pairs = paired_rows(configs, metric)
+    write_json(out / "paired.json", pairs)
+    if "wins" in figures:
+        write_json(out / "wins.json", cells)
+    else:  # not from an earlier report into the same folder
+        for stale in (out / "wins.png", out / "wins.json"):
+            stale.unlink(missing_ok=True)
+    page = out / "index.html"
+    write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped))
+    return page
+
+
+def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, metric: str = "test_acc") -> Path | None:
+    """After a multirun or a sweep: the HTML report into `out`, and the study's summary to W&B (a run
+    of job type "summary" in the study's group: the runs and configurations as tables, accuracy
+    against FLOPs, the mean validation curves, and the report's figures). Never raises: the runs
+    themselves are already saved, and a failed summary must not turn a finished study into a failure."""
+    skipped: list[SkippedFile] = []
+    try:
+        runs = load_runs(dirs, skipped)
+        for bad in skipped:
+            log.warning("skipped %s", bad)
+        page = write_report(dirs, out, metric, runs, skipped)
+    except Exception as err:
+        log.warning("no report written (%s: %s)", type(err).__name__, err)
+        return None
+    if logger.kind == "none":
+        return page
+    try:
+        configs = group_configs(runs)
+        rows = summary_rows(configs, metric)
+        tracker = make_tracker(dataclasses.replace(logger, group=group), out, f"{group}-summary",
+                               {"dirs": [str(d) for d in dirs], "metric": metric}, "summary")
+        keys = ("strategy", "seed", "val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s",
+                "trainable_params", "peak_mem_mb", "lr", "lr_decay", "unfreeze_depth", "unfreeze_every", "status")
+        tracker.table("runs", [{k: r.result.get(k) for k in keys} | {"run": r.dir.name} for r in runs])
+        tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
+        if pairs := paired_rows(configs, metric):
+            tracker.table("paired", pairs)
+        if wins_worth_showing(cells := win_map(configs, metric)):
+            tracker.table("win_map", [
+                {"dataset": c["dataset"], "train_per_class": c["train_per_class"]} | {k: v for k, v in e.items()}
+                | {"winner": e is c["entries"][0]}
+                for c in cells for e in c["entries"]
+            ])
+        tracker.scatter("accuracy_vs_flops", rows, "train_flops", metric, f"{metric} vs train FLOPs")
+        with_curves = [c for c in configs if all(r.metrics for r in c.runs)]
+        curves = [mean_curve(c.runs) for c in with_curves]
+        tracker.lines("val_acc_curves", [c[0] for c in curves], [c[1] for c in curves],
+                      [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
+        tracker.images({name: out / f"{name}.png" for name in FIGURES if (out / f"{name}.png").is_file()})
+        tracker.summary({"n_runs": len(runs), "n_configs": len(configs),
+                         "pareto_configs": [r["config"] for r in rows if r["pareto"]],
+                         "skipped_files": [str(b) for b in skipped]})
+        tracker.finish()
+    except Exception as err:
+        log.warning("W&B summary not logged (%s: %s)", type(err).__name__, err)
+    return page
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run, multirun or sweep folders")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--out", type=Path, help="report folder (default: DIR/report of the first DIR)")
+    parser.add_argument("--metric", default="test_acc", choices=("test_acc", "val_acc", "test_balanced_acc"),
+                        help="the accuracy plotted against cost (default: test_acc)")
+    parser.add_argument("--no-html", action="store_true", help="only print the table")
+    args = parser.parse_args(argv)
+    missing = [str(d) for d in args.dirs if not d.exists()]
+    if missing:
+        print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    skipped: list[SkippedFile] = []
+    runs = load_runs(args.dirs, skipped)
+    for bad in skipped:  # each on its own line, before the table, so a truncated file is not missed
+        print(f"warning: skipped {bad}", file=sys.stderr)
+    if not runs:
+        unreadable = f" ({len(skipped)} unreadable, above)" if skipped else ""
+        print(f"error: no readable result.json under {', '.join(map(str, args.dirs))}{unreadable}", file=sys.stderr)
+        return 2
+    print(format_table([(r.dir, r.result) for r in runs], markdown=args.markdown))
+    if args.markdown and wins_worth_showing(cells := win_map(group_configs(runs), args.metric)):
+        print("\n" + wins_markdown(cells))
+    if args.no_html:
+        return 0
+    try:
+        page = write_report(args.dirs, args.out or args.dirs[0] / "report", args.metric, runs, skipped)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"report: {page}", file=sys.stderr)
+    return 0
+
+
