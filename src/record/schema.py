@@ -1,0 +1,254 @@
+"""The result record, typed and versioned: one `EpochRecord` per metrics.jsonl line, one `RunRecord`
+per result.json.
+
+Version 2 (`SCHEMA_VERSION`) writes `schema_version` into every record and nests a strategy's own
+knobs in `strategy_params`. Version 1 is every file written before that: no `schema_version`, and
+the knobs of every strategy flat at the top level, null for other strategies' (`V1_STRATEGY_KNOBS`);
+`RunRecord.from_json` upgrades it, so old result folders load, pool and report as before.
+
+Reading never loses anything: keys a record does not know (a newer version, a hand-edited file) are
+kept in `extra` and written back. Reading does not coerce either: a value of the wrong type (a
+string where a number belongs) is kept as it is, and readers that need a number ask
+`src.record.io.as_number`, which takes it, and null, as missing. Non-finite numbers are written as
+null by `src.record.io.write_json` / `append_jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 2
+# The strategy settings that version 1 wrote flat, each strategy's own and null for the others'.
+V1_STRATEGY_KNOBS = (
+    "lr_decay", "unfreeze_depth", "unfreeze_every", "backbone_lr_scale", "probe_epochs", "surgical_group",
+    "l2sp_alpha", "l2sp_beta",
+)
+LR_PREFIX = "lr/"  # per-group learning rates in metrics.jsonl: `lr/<group name>`
+
+
+def _version(data: dict[str, Any]) -> int:
+    """The file's schema version: 1 when absent (files written before versions existed)."""
+    version = data.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"schema_version {version!r} is not a version number")
+    return version
+
+
+@functools.cache
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in ("extra", "schema_version"))
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of one run: a line of metrics.jsonl, and what run() hands its `on_epoch` callback."""
+
+    epoch: int | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+    val_balanced_acc: float | None = None
+    trainable_params: int | None = None
+    epoch_train_s: float | None = None
+    epoch_val_s: float | None = None
+    elapsed_s: float | None = None
+    train_s_cum: float | None = None
+    train_flops_cum: int | None = None  # None when FLOPs are not counted
+    lrs: dict[str, float] = field(default_factory=dict)  # layer group -> LR this epoch (flat `lr/<group>` on disk)
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON line: schema_version, the fields in order, then `lr/<group>` keys, then `extra`."""
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        out |= {name: getattr(self, name) for name in _names(EpochRecord) if name != "lrs"}
+        out |= {f"{LR_PREFIX}{group}": lr for group, lr in self.lrs.items()}
+        return out | self.extra
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EpochRecord:
+        """A record from a metrics.jsonl line of any version (version 1 has the same fields)."""
+        version = max(_version(data), SCHEMA_VERSION)
+        known = set(_names(cls)) - {"lrs"}
+        lrs = {k.removeprefix(LR_PREFIX): v for k, v in data.items() if k.startswith(LR_PREFIX)}
+        extra = {k: v for k, v in data.items() if k not in known and k != "schema_version" and not k.startswith(LR_PREFIX)}
+        return cls(**{k: data[k] for k in known if k in data}, lrs=lrs, extra=extra, schema_version=version)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A value by its name in the file (`val_acc`, `lr/head`, an extra key): for readers that
+        take the measure's name as an argument."""
+        if key.startswith(LR_PREFIX):
+            return self.lrs.get(key.removeprefix(LR_PREFIX), default)
+        return _get(self, key, default)
+
+
+def _get(record: Any, key: str, default: Any) -> Any:
+    if key in record.extra:
+        return record.extra[key]
+    value = getattr(record, key, None) if key in _names(type(record)) else None
+    return default if value is None else value
+
+
+@dataclass
+class RunRecord:
+    """One run's result.json: what it was (config), what it trained on (data), what it measured
+    (fit, drift), how it ended (status and, for a stopped run, why) and where it ran (environment).
+
+    Every field but the config is optional: a failed run has no test accuracy, a pruned one only
+    what it measured up to its last epoch (`PRUNED_FIELDS`), and a run without drift no drift."""
+
+    # --- the configuration (known before anything runs; always written) ---
+    strategy: str | None = None
+    model: str | None = None
+    pretrained_weights: str | None = None
+    dataset: str | None = None  # the config's name until the data is loaded, then the data's own name
+    seed: int | None = None
+    epochs: int | None = None
+    image_size: int | None = None
+    train_per_class: int | None = None  # None: every training image
+    min_epoch_steps: int | None = None
+    lr: float | None = None
+    strategy_params: dict[str, Any] = field(default_factory=dict)  # the run's own strategy's knobs only
+    frozen_bn: str | None = None
+    optimizer: str | None = None
+    join_warmup_epochs: float | None = None
+    run_dir: str | None = None
+    # --- the data and the layer groups (once the data is loaded) ---
+    train_samples: int | None = None
+    passes_per_epoch: int | None = None
+    steps_per_epoch: int | None = None
+    skipped_files: int | None = None
+    val_samples: int | None = None
+    test_samples: int | None = None
+    num_classes: int | None = None
+    num_groups: int | None = None
+    device: str | None = None
+    # --- what training measured (a completed run; a pruned one has PRUNED_FIELDS of it) ---
+    epochs_trained: int | None = None
+    best_epoch: int | None = None
+    val_acc: float | None = None
+    val_balanced_acc: float | None = None
+    test_acc: float | None = None
+    test_balanced_acc: float | None = None
+    test_loss: float | None = None
+    trainable_params: int | None = None
+    max_trainable_params_per_epoch: int | None = None
+    total_params: int | None = None
+    train_flops: int | None = None  # None when FLOPs are not counted
+    train_flops_forward: int | None = None
+    train_flops_backward: int | None = None
+    inference_flops_per_image: int | None = None
+    train_time_s: float | None = None
+    images_per_s: float | None = None
+    peak_mem_mb: float | None = None
+    peak_mem_start_mb: float | None = None
+    peak_mem_method: str | None = None
+    feature_cache: bool | None = None
+    feature_cache_blocker: str | None = None  # why features could not be cached; None: they were
+    # --- drift from the pretrained weights (src/measurement/drift.py; with trainer.drift_probe) ---
+    drift_probe_images: int | None = None
+    weight_change: dict[str, float | None] | None = None  # layer group -> ‖W − W₀‖ / ‖W₀‖
+    cka: dict[str, float | None] | None = None  # layer group -> linear CKA with the pretrained output
+    cka_features: float | None = None
+    imagenet_agreement: float | None = None  # None: no ImageNet head to compare (random or custom start)
+    drift_s: float | None = None
+    # --- how it ended ---
+    total_time_s: float | None = None
+    status: str | None = None  # completed | pruned | failed | interrupted
+    pruned_epoch: int | None = None
+    reason: str | None = None  # why a pruned run was stopped
+    error: str | None = None
+    failed_epoch: int | None = None
+    measured_before_stop: dict[str, Any] | None = None  # a failed run's measurements, nested: not a result
+    traceback: str | None = None
+    # --- where it ran ---
+    torch_version: str | None = None
+    timm_version: str | None = None
+    python_version: str | None = None
+    cpu_threads: int | None = None
+    hostname: str | None = None
+    pid: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
+    schema_version: int = SCHEMA_VERSION
+
+    CONFIG_FIELDS: ClassVar[tuple[str, ...]] = (
+        "strategy", "model", "pretrained_weights", "dataset", "seed", "epochs", "image_size", "train_per_class",
+        "min_epoch_steps", "lr", "strategy_params", "frozen_bn", "optimizer", "join_warmup_epochs", "run_dir",
+    )
+    DATA_FIELDS: ClassVar[tuple[str, ...]] = (
+        "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
+        "num_classes", "num_groups", "device",
+    )
+    FIT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "epochs_trained", "best_epoch", "val_acc", "val_balanced_acc", "test_acc", "test_balanced_acc", "test_loss",
+        "trainable_params", "max_trainable_params_per_epoch", "total_params", "train_flops", "train_flops_forward",
+        "train_flops_backward", "inference_flops_per_image", "train_time_s", "images_per_s", "peak_mem_mb",
+        "peak_mem_start_mb", "peak_mem_method", "feature_cache", "feature_cache_blocker",
+    )
+    # What a pruned run measured before it was stopped (also a failed run's `measured_before_stop`).
+    PRUNED_FIELDS: ClassVar[tuple[str, ...]] = (
+        "epochs_trained", "best_epoch", "val_acc", "train_flops", "train_time_s", "max_trainable_params_per_epoch",
+    )
+    DRIFT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "drift_probe_images", "weight_change", "cka", "cka_features", "imagenet_agreement", "drift_s",
+    )
+    ENVIRONMENT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "torch_version", "timm_version", "python_version", "cpu_threads", "hostname", "pid",
+    )
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    def _null_written(self) -> set[str]:
+        """The fields written even when None, where null is an answer and not a field that does not
+        apply: the config always; the data, drift and environment sections once they were measured;
+        every measurement of a completed run. Other None fields are left out of the file, so a
+        failed or pruned run has no `test_acc` that a reader could take for a result."""
+        out = set(self.CONFIG_FIELDS)
+        for section in (self.DATA_FIELDS, self.DRIFT_FIELDS, self.ENVIRONMENT_FIELDS):
+            if any(getattr(self, name) is not None for name in section):
+                out |= set(section)
+        if self.completed:
+            out |= set(self.FIT_FIELDS) | {"total_time_s"}
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The result.json object: schema_version first, the fields in declared order, then `extra`."""
+        keep = self._null_written()
+        out: dict[str, Any] = {"schema_version": self.schema_version}
+        for name in _names(RunRecord):
+            value = getattr(self, name)
+            if value is not None or name in keep:
+                out[name] = value
+        return out | self.extra
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunRecord:
+        """A record from a result.json object of any version; version 1's flat strategy knobs become
+        `strategy_params` (the non-null ones: those of the run's own strategy). ValueError if
+        `schema_version` is not a version number."""
+        version = _version(data)
+        data = dict(data)
+        if version == 1:
+            knobs = {k: data.pop(k) for k in V1_STRATEGY_KNOBS if k in data}
+            data["strategy_params"] = {k: v for k, v in knobs.items() if v is not None}
+            version = SCHEMA_VERSION
+        known = set(_names(cls))
+        extra = {k: v for k, v in data.items() if k not in known and k != "schema_version"}
+        fields = {k: data[k] for k in known if k in data}
+        if fields.get("strategy_params") is None:
+            fields["strategy_params"] = {}
+        return cls(**fields, extra=extra, schema_version=version)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A value by its name in the file (a measure, a setting, an extra key), `default` when
+        missing or null: for readers that take the field's name as an argument."""
+        return _get(self, key, default)
+
+    def replace(self, **changes: Any) -> RunRecord:
+        """A copy with `changes` (dataclasses.replace)."""
+        return dataclasses.replace(self, **changes)
