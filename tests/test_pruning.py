@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import optuna
 import pytest
@@ -11,7 +12,7 @@ from src.config import ConfigError
 from src.search.pruning import (
     EpochReporter, PruneSpec, dominating_trial, halving_keeps, halving_rungs, pareto_ranks, resolve,
 )
-from src.training.run import RunPruned
+from src.record.schema import EpochRecord
 from src.reporting.stats import mean_ci
 
 
@@ -21,8 +22,8 @@ def _finished(study: optuna.Study, curve: list[list[float]]) -> None:
     study.tell(trial, [curve[-1][0], curve[-1][1]])
 
 
-def _record(epoch: int, acc: float, flops: float) -> dict:
-    return {"epoch": epoch, "val_acc": acc, "train_flops_cum": flops, "train_s_cum": 1.0}
+def _record(epoch: int, acc: float, flops: float) -> EpochRecord:
+    return EpochRecord(epoch=epoch, val_acc=acc, train_flops_cum=flops, train_s_cum=1.0)
 
 
 def test_resolve_picks_the_rule_that_fits_the_objectives():
@@ -64,11 +65,11 @@ def test_reporter_waits_for_startup_and_after_then_prunes_dominated_trials():
     _finished(study, [[0.5, 10.0], [0.9, 20.0], [0.95, 30.0]])
     trial = study.ask()
     reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "dominated", spec, running_best=True)
-    reporter(_record(0, 0.1, 10.0))
-    reporter(_record(1, 0.2, 20.0))  # dominated, but only one trial has finished (startup 2)
+    assert reporter(_record(0, 0.1, 10.0)) is None
+    assert reporter(_record(1, 0.2, 20.0)) is None  # dominated, but only one trial has finished (startup 2)
     _finished(study, [[0.6, 10.0], [0.7, 20.0], [0.8, 30.0]])
-    with pytest.raises(RunPruned, match="dominated after epoch 3 by trial 0"):
-        reporter(_record(2, 0.05, 30.0))  # the running best (0.2) is what is judged
+    # the running best (0.2) is what is judged
+    assert re.search("dominated after epoch 3 by trial 0", reporter(_record(2, 0.05, 30.0)) or "")
     stored = study.trials[trial.number].user_attrs
     assert stored["curve"] == [[0.1, 10.0], [0.2, 20.0], [0.2, 30.0]] and stored["epochs_trained"] == 3
 
@@ -86,9 +87,9 @@ def test_dominated_with_one_objective_judges_accuracy_alone():
     spec = PruneSpec(name="dominated", after=1, startup=2)
     trial = study.ask()
     reporter = EpochReporter(study, trial, ["val_acc"], "dominated", spec, running_best=True)
-    reporter(_record(0, 0.75, 1e12))  # ahead at epoch 1: goes on (cost is no objective here)
-    with pytest.raises(RunPruned, match=r"dominated after epoch 2 by trial 0: val_acc 0.8500 is no better$"):
-        reporter(_record(1, 0.85, 2e12))
+    assert reporter(_record(0, 0.75, 1e12)) is None  # ahead at epoch 1: goes on (cost is no objective here)
+    assert re.search(r"dominated after epoch 2 by trial 0: val_acc 0.8500 is no better$",
+                     reporter(_record(1, 0.85, 2e12)) or "")
 
 
 def test_halving_rungs_and_top_third_by_accuracy_or_pareto_rank():
@@ -117,12 +118,12 @@ def test_reporter_halving_judges_against_every_trial_that_reached_the_rung():
     trial = study.ask()
     reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "halving", spec, running_best=True, epochs=4)
     assert reporter.rungs == [0, 2]
-    with pytest.raises(RunPruned, match="halving after epoch 1: val_acc 0.7500 at train_flops 1 is not in the top 1 of the 4"):
-        reporter(_record(0, 0.75, 1.0))
+    assert re.search("halving after epoch 1: val_acc 0.7500 at train_flops 1 is not in the top 1 of the 4",
+                     reporter(_record(0, 0.75, 1.0)) or "")
     trial = study.ask()
     reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "halving", spec, running_best=True, epochs=4)
-    reporter(_record(0, 0.95, 1.0))  # the best at the rung goes on
-    reporter(_record(1, 0.10, 2.0))  # epoch 2 is no rung
+    assert reporter(_record(0, 0.95, 1.0)) is None  # the best at the rung goes on
+    assert reporter(_record(1, 0.10, 2.0)) is None  # epoch 2 is no rung
 
 
 def test_reporter_with_median_pruner_stops_below_median_trials():
@@ -132,15 +133,14 @@ def test_reporter_with_median_pruner_stops_below_median_trials():
         trial = study.ask()
         r = EpochReporter(study, trial, ["val_acc"], "median", spec, running_best=True)
         for k, a in enumerate(accs):
-            r(_record(k, a, 0.0))
+            assert r(_record(k, a, 0.0)) is None
         study.tell(trial, accs[-1])
     good = study.ask()
     r = EpochReporter(study, good, ["val_acc"], "median", spec, running_best=True)
-    r(_record(0, 0.9, 0.0))  # above the median of 0.5 and 0.7: goes on
+    assert r(_record(0, 0.9, 0.0)) is None  # above the median of 0.5 and 0.7: goes on
     bad = study.ask()
     r = EpochReporter(study, bad, ["val_acc"], "median", spec, running_best=True)
-    with pytest.raises(RunPruned, match="median pruner after epoch 1"):
-        r(_record(0, 0.4, 0.0))
+    assert re.search("median pruner after epoch 1", r(_record(0, 0.4, 0.0)) or "")
 
 
 def test_mean_ci_matches_the_t_distribution():
@@ -149,3 +149,10 @@ def test_mean_ci_matches_the_t_distribution():
     # sd 0.02, n 3, t(0.975, 2) = 4.3027
     assert half == pytest.approx(4.302653 * 0.02 / math.sqrt(3), rel=1e-5)
     assert math.isnan(mean_ci([0.5])[1])
+
+
+def test_reporter_takes_a_metrics_line_as_written_too():
+    study = optuna.create_study(direction="maximize")
+    reporter = EpochReporter(study, study.ask(), ["val_acc"], "none", PruneSpec(name="none"), running_best=True)
+    assert reporter({"schema_version": 2, "epoch": 0, "val_acc": 0.5, "lr/head": 0.1}) is None
+    assert reporter.curve == [[0.5, math.nan]] or (reporter.curve[0][0] == 0.5 and math.isnan(reporter.curve[0][1]))

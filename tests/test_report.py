@@ -188,3 +188,76 @@ def test_analysis_notebook_runs_on_real_results_and_is_committed_clean(results):
     assert len(images) == 3  # the Pareto plot, the curves, the schedules
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "6 runs, 3 completed configurations" in text and "1 dataset/size cell(s): no map" in text
+
+
+V1_RUN = Path(__file__).parent / "fixtures" / "v1_layerwise"
+
+
+def _v2_copy(dst: Path, seed: int, **changes) -> Path:
+    """The fixture's run as this version writes it (schema_version 2, knobs in strategy_params),
+    on another seed: what a run of the same configuration writes today."""
+    from src.record.io import append_jsonl, read_jsonl, write_json
+    from src.record.schema import EpochRecord, RunRecord
+
+    dst.mkdir(parents=True)
+    old = RunRecord.from_json(json.loads((V1_RUN / "result.json").read_text()))
+    write_json(dst / "result.json", old.replace(seed=seed, run_dir=str(dst), **changes).to_json())
+    for line in read_jsonl(V1_RUN / "metrics.jsonl"):
+        append_jsonl(dst / "metrics.jsonl", EpochRecord.from_json(line).to_json())
+    shutil.copy(V1_RUN / "param_groups.json", dst / "param_groups.json")
+    return dst
+
+
+def test_a_version_1_run_pools_with_a_version_2_run_and_reports(tmp_path):
+    from src.record.io import format_table
+    from src.reporting.analysis import group_configs, load_runs
+    from src.reporting.page import write_report
+
+    shutil.copytree(V1_RUN, tmp_path / "old" / "0_layerwise")
+    _v2_copy(tmp_path / "new" / "1_layerwise", seed=1, test_acc=0.96)
+    _v2_copy(tmp_path / "new" / "2_layerwise", seed=0, strategy_params={"lr_decay": 3.0, "unfreeze_depth": "all",
+                                                                      "unfreeze_every": 0})
+    runs = load_runs([tmp_path / "old", tmp_path / "new"])
+    assert [r.result.schema_version for r in runs] == [2, 2, 2] and all(len(r.metrics) == 6 for r in runs)
+    same, other = group_configs(runs)
+    assert same.seeds == [0, 1] and same.label == "layerwise (lr_decay=2.6)" and other.label == "layerwise (lr_decay=3)"
+    assert same.stats["test_acc"][0] == pytest.approx((0.9805555555555555 + 0.96) / 2)
+    table = format_table([(r.dir, r.result) for r in runs])
+    assert table.splitlines()[2].split()[:5] == ["layerwise", "0.9806", "0.9806", "0.9805", "3.38"]
+    assert "2.71 T" in table and table.count("completed") == 3
+    page = write_report([tmp_path / "old", tmp_path / "new"], tmp_path / "report")
+    html = page.read_text()
+    assert "3 runs (3 completed)" in html and "layerwise (lr_decay=2.6)" in html and "2.71 T ± " in html
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())[0]["seeds"] == 2
+
+
+def test_the_page_escapes_what_it_shows(tmp_path):
+    from src.reporting.analysis import group_configs, load_runs
+    from src.reporting.page import write_report
+
+    _v2_copy(tmp_path / "runs" / "<i>x&y", seed=0, strategy="<script>alert(1)</script>")
+    page = write_report([tmp_path / "runs"], tmp_path / "report", runs=load_runs([tmp_path / "runs"]))
+    html = page.read_text()
+    assert "<script>alert" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<i>x" not in html and "&lt;i&gt;x&amp;y" in html
+    assert [c.label for c in group_configs(load_runs([tmp_path / "runs"]))] == ["<script>alert(1)</script>"]
+
+
+def test_pareto_dominance_is_one_definition_with_ties_and_equal_points():
+    from src.reporting.pareto import dominates, pareto_front, pareto_ranks
+    from src.search import pruning
+
+    assert pruning.pareto_ranks is pareto_ranks  # the sweep's pruner and the report share it
+    assert pareto_front([(0.9, 1.0), (0.95, 2.0), (0.94, 3.0), (0.8, 0.5)]) == [3, 0, 1]
+    # equal points dominate neither each other nor, strictly, anything equal: both on the front
+    assert pareto_front([(0.9, 1.0), (0.9, 1.0), (0.8, 2.0)]) == [0, 1]
+    assert pareto_ranks([(0.9, 1.0), (0.9, 1.0), (0.8, 2.0)]) == [0, 0, 1]
+    # a tie on one axis: the one better on the other dominates
+    assert pareto_front([(0.9, 1.0), (0.9, 2.0), (0.95, 2.0)]) == [0, 2]
+    assert pareto_ranks([(0.9, 1.0), (0.8, 2.0), (0.95, 3.0), (0.7, 0.5)]) == [0, 1, 0, 0]
+    # NaN: never on the front, dominates nothing
+    assert pareto_front([(math.nan, 1.0), (0.5, 9.0)]) == [1]
+    assert not dominates((math.nan, 0.0), (0.5, 9.0)) and not dominates((0.5, 9.0), (math.nan, 0.0))
+    # the pruner's weak form: an equal point is beaten; min_delta asks for a margin
+    assert not dominates((0.9, 1.0), (0.9, 1.0)) and dominates((0.9, 1.0), (0.9, 1.0), strict=False)
+    assert not dominates((0.9, 1.0), (0.85, 1.0), min_delta=0.1, strict=False)

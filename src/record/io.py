@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from src.record.schema import RunRecord
+
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
@@ -162,18 +164,19 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[tuple[Path, dict[str, Any]]]:
-    """Every run directory under `roots` that holds a readable result.json, in path order.
+def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[tuple[Path, RunRecord]]:
+    """Every run directory under `roots` that holds a readable result.json, in path order, with its
+    record (a version 1 file upgraded: `RunRecord.from_json`).
 
-    A result.json that cannot be read as a JSON object (truncated by a killed run or a full disk,
-    empty, not JSON) is left out and added to `skipped` for the caller to show; without `skipped`,
-    it is logged as a warning. One bad file must not hide every other run's result."""
+    A result.json that cannot be read as a record (truncated by a killed run or a full disk, empty,
+    not JSON, no version number) is left out and added to `skipped` for the caller to show; without
+    `skipped`, it is logged as a warning. One bad file must not hide every other run's result."""
     found = []
     for root in roots:
         paths = [root / RESULT_FILE] if (root / RESULT_FILE).is_file() else sorted(root.rglob(RESULT_FILE))
         for path in paths:
             try:
-                found.append((path.parent, read_json_object(path)))
+                found.append((path.parent, RunRecord.from_json(read_json_object(path))))
             except ValueError as err:
                 note_skipped(SkippedFile(path, str(err)), skipped)
     return found
@@ -187,13 +190,15 @@ def as_number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _si(value: float | None, unit: str = "") -> str:
-    if as_number(value) is None:
+def si(value: Any, unit: str = "") -> str:
+    """A number with an SI prefix, for counts that span orders of magnitude (FLOPs, parameters):
+    "2.71 T", "3.38 M", "850"; "-" when it is missing. The one formatter of the table and the page."""
+    if (number := as_number(value)) is None:
         return "-"
     for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.2f} {prefix}{unit}".rstrip()
-    return f"{value:.0f} {unit}".rstrip()
+        if abs(number) >= factor:
+            return f"{number / factor:.2f} {prefix}{unit}".rstrip()
+    return f"{number:.4g} {unit}".rstrip()
 
 
 def _fmt(value: Any, kind: str) -> str:
@@ -204,7 +209,7 @@ def _fmt(value: Any, kind: str) -> str:
     if kind == "acc":
         return f"{value:.4f}"
     if kind == "si":
-        return _si(value)
+        return si(value)
     if kind == "s":
         return f"{value:.1f}"
     return f"{value:.0f}"  # "mb"
@@ -222,13 +227,15 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
 )
 
 
-def format_table(rows: Sequence[tuple[Path, dict[str, Any]]], markdown: bool = False) -> str:
-    """The comparison table, one line per run, with the run directory as the last column."""
+def format_table(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], markdown: bool = False) -> str:
+    """The comparison table, one line per run, with the run directory as the last column. A row's
+    record may also be a plain result dict (a placeholder for a job that wrote none)."""
     header = [title for _, title, _ in COLUMNS] + ["status", "run"]
     body = []
     for run_dir, r in rows:
-        cells = [_fmt(r.get(key), kind) for key, _, kind in COLUMNS]
-        body.append(cells + [str(r.get("status", "?")), run_dir.name])
+        record = r if isinstance(r, RunRecord) else RunRecord.from_json(r)
+        cells = [_fmt(record.get(key), kind) for key, _, kind in COLUMNS]
+        body.append(cells + [str(record.status or "?"), run_dir.name])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]

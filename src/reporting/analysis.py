@@ -17,14 +17,18 @@ from typing import Any
 from src.record.io import (
     GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped, read_json_object, read_jsonl,
 )
+from src.record.schema import EpochRecord, RunRecord
+from src.reporting.pareto import pareto_front
 from src.reporting.stats import mean_ci, paired
 
+__all__ = ["Config", "Run", "group_configs", "load_runs", "mean_curve", "pareto_front", "summary_rows", "win_map"]
+
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
-# except the seed). Runs that differ only in seed are pooled into one row with a CI.
+# except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
+# has). Runs that differ only in seed are pooled into one row with a CI.
 CONFIG_KEYS = (
-    "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "min_epoch_steps", "lr", "lr_decay",
-    "unfreeze_depth", "unfreeze_every", "frozen_bn", "optimizer", "backbone_lr_scale", "probe_epochs",
-    "surgical_group", "l2sp_alpha", "l2sp_beta", "join_warmup_epochs",
+    "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "min_epoch_steps", "lr", "frozen_bn",
+    "optimizer", "join_warmup_epochs",
 )
 # What runs written before a setting existed did, for settings added later.
 KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0}
@@ -34,37 +38,45 @@ MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_ti
             "imagenet_agreement", "cka_features")
 
 
+# A configuration's identity: (setting, value) pairs, CONFIG_KEYS first, then the strategy's knobs
+# by name, so that strategies with different knobs need no common list of them.
+ConfigKey = tuple[tuple[str, Any], ...]
+
+
 @dataclass
 class Run:
     dir: Path
-    result: dict[str, Any]
-    metrics: list[dict[str, Any]] = field(default_factory=list)
+    result: RunRecord
+    metrics: list[EpochRecord] = field(default_factory=list)
     groups: dict[str, Any] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
-        return self.result.get("status") == "completed"
+        return self.result.completed
 
-    def config_key(self) -> tuple:
-        return tuple(_hashable(self.result.get(k, KEY_DEFAULTS.get(k))) for k in CONFIG_KEYS)
+    def config_key(self) -> ConfigKey:
+        r = self.result
+        fixed = tuple((k, _hashable(r.get(k, KEY_DEFAULTS.get(k)))) for k in CONFIG_KEYS)
+        params = r.strategy_params if isinstance(r.strategy_params, dict) else {"strategy_params": r.strategy_params}
+        return fixed + tuple((f"{k}", _hashable(v)) for k, v in sorted(params.items()))
 
 
 @dataclass
 class Config:
     """The runs of one configuration (one per seed) and their mean ± 95% CI per measure."""
 
-    key: tuple
+    key: ConfigKey
     label: str
     runs: list[Run]
     stats: dict[str, tuple[float, float]]  # measure -> (mean, CI half-width; NaN with one seed)
 
     @property
     def strategy(self) -> str:
-        return str(self.runs[0].result["strategy"])
+        return str(self.runs[0].result.strategy)
 
     @property
     def seeds(self) -> list[int]:
-        return [r.result["seed"] for r in self.runs]
+        return [r.result.seed for r in self.runs]  # type: ignore[misc]  # load_runs keeps integer seeds only
 
 
 def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[Run]:
@@ -75,16 +87,19 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
     or logged as warnings without it (`results.find_results`); the other runs are all there."""
     runs = []
     for run_dir, result in find_results(roots, skipped):
-        if result.get("status") == "completed" and (bad := _unpoolable(result)):
+        if result.completed and (bad := _unpoolable(result)):
             note_skipped(SkippedFile(run_dir / RESULT_FILE, f"a completed run with {bad}"), skipped)
             continue
         metrics_path, groups_path = run_dir / METRICS_FILE, run_dir / GROUPS_FILE
-        metrics: list[dict[str, Any]] = []
+        metrics: list[EpochRecord] = []
         groups: dict[str, Any] = {}
         try:
-            metrics = read_jsonl(metrics_path, skipped) if metrics_path.is_file() else []
+            lines = read_jsonl(metrics_path, skipped) if metrics_path.is_file() else []
+            metrics = [EpochRecord.from_json(line) for line in lines]
         except OSError as err:  # the run is still reported; only its curve is missing
             note_skipped(SkippedFile(metrics_path, f"unreadable ({err.strerror or type(err).__name__})"), skipped)
+        except ValueError as err:  # a line with no version number
+            note_skipped(SkippedFile(metrics_path, str(err)), skipped)
         try:
             groups = read_json_object(groups_path) if groups_path.is_file() else {}
         except ValueError as err:
@@ -99,11 +114,11 @@ def _hashable(value: Any) -> Any:
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
-def _unpoolable(result: dict[str, Any]) -> str | None:
+def _unpoolable(result: RunRecord) -> str | None:
     """Why a completed run cannot be pooled by seed (None if it can): no strategy name or no integer seed."""
-    if not isinstance(result.get("strategy"), str):
-        return f"no strategy name (strategy: {json.dumps(result.get('strategy'))})"
-    seed = result.get("seed")
+    if not isinstance(result.strategy, str):
+        return f"no strategy name (strategy: {json.dumps(result.strategy)})"
+    seed = result.seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         return f"no integer seed (seed: {json.dumps(seed)})"
     return None
@@ -111,7 +126,7 @@ def _unpoolable(result: dict[str, Any]) -> str | None:
 
 def group_configs(runs: Sequence[Run]) -> list[Config]:
     """Completed runs pooled by configuration, in order of first appearance."""
-    pooled: dict[tuple, list[Run]] = {}
+    pooled: dict[ConfigKey, list[Run]] = {}
     for run in runs:
         if run.completed:
             pooled.setdefault(run.config_key(), []).append(run)
@@ -128,34 +143,22 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
     return configs
 
 
-def _labels(keys: list[tuple]) -> dict[tuple, str]:
+def _labels(keys: list[ConfigKey]) -> dict[ConfigKey, str]:
     """The strategy name, plus whichever settings tell configurations of that strategy apart."""
     out = {}
     for key in keys:
-        same = [k for k in keys if k[0] == key[0]]
-        differing = [i for i in range(1, len(CONFIG_KEYS)) if len({k[i] for k in same}) > 1]
-        extra = ", ".join(f"{CONFIG_KEYS[i]}={_short(key[i])}" for i in differing)
-        out[key] = f"{key[0]} ({extra})" if extra else str(key[0])
+        strategy = dict(key)["strategy"]
+        same = [dict(k) for k in keys if dict(k)["strategy"] == strategy]
+        names = list(dict.fromkeys(name for k in keys if dict(k)["strategy"] == strategy for name, _ in k))
+        differing = [n for n in names if n != "strategy" and len({k.get(n) for k in same}) > 1]
+        mine = dict(key)
+        extra = ", ".join(f"{n}={_short(mine.get(n))}" for n in differing)
+        out[key] = f"{strategy} ({extra})" if extra else str(strategy)
     return out
 
 
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point dominates (accuracy up, cost down), by rising cost."""
-    front = []
-    for i, (acc, cost) in enumerate(points):
-        if any(math.isnan(v) for v in (acc, cost)):
-            continue
-        dominated = any(
-            a >= acc and c <= cost and (a > acc or c < cost)
-            for j, (a, c) in enumerate(points) if j != i and not math.isnan(a) and not math.isnan(c)
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: (points[i][1], -points[i][0]))
 
 
 def mean_curve(runs: Sequence[Run], key: str = "val_acc") -> tuple[list[int], list[float], list[float]]:
@@ -190,14 +193,14 @@ def task_key(config: Config) -> tuple:
     """What a configuration is evaluated on: the dataset and the training set drawn from it. Only
     configurations on the same task are compared head to head."""
     r = config.runs[0].result
-    return r.get("dataset"), r.get("train_samples")
+    return r.dataset, r.train_samples
 
 
 def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] | None:
     """`stats.paired` of metric(A) − metric(B) on the seeds both have a value for (listed as
     "seeds"); None with fewer than two."""
-    va = {r.result["seed"]: as_number(r.result.get(metric)) for r in a.runs}
-    vb = {r.result["seed"]: as_number(r.result.get(metric)) for r in b.runs}
+    va = {r.result.seed: as_number(r.result.get(metric)) for r in a.runs}
+    vb = {r.result.seed: as_number(r.result.get(metric)) for r in b.runs}
     seeds = sorted((s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None))
     if len(seeds) < 2:
         return None
@@ -236,12 +239,12 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
 
 
 def per_class_label(config: Config) -> str:
-    n = config.runs[0].result.get("train_per_class")
+    n = config.runs[0].result.train_per_class
     return "all" if n is None else str(n)
 
 
-def _untasked(key: tuple) -> tuple:
-    return tuple(None if k in ("dataset", "train_samples") else v for k, v in zip(CONFIG_KEYS, key))
+def _untasked(key: ConfigKey) -> ConfigKey:
+    return tuple((k, None if k in ("dataset", "train_samples") else v) for k, v in key)
 
 
 def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 0.05) -> list[dict[str, Any]]:
@@ -278,7 +281,7 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
             entries.append(entry)
         rows.append({
             "dataset": dataset, "train_per_class": per_class_label(best),
-            "train_samples": best.runs[0].result.get("train_samples"), "metric": metric,
+            "train_samples": best.runs[0].result.train_samples, "metric": metric,
             "winner": label[id(best)], "tied_with_winner": [e["config"] for e in entries[1:] if e["tied"]],
             "entries": entries,
         })

@@ -11,33 +11,31 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import html
 import logging
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 from src.reporting import plots
 from src.reporting.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows, win_map
 from src.config import LoggerConfig
-from src.record.io import SkippedFile, format_table, write_json, write_text
+from src.record.io import SkippedFile, format_table, si, write_json, write_text
 from src.reporting.tracking import make_tracker
 
 log = logging.getLogger(__name__)
 
 FIGURES = ("pareto", "curves", "schedules", "drift", "wins")  # "wins" only for several tasks
-
-
-def _si(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    for f, p in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= f:
-            return f"{v / f:.2f} {p}"
-    return f"{v:.3g}"
+SUMMARY_HEAD = ("configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
+                "trainable", "peak MB", "ImageNet agree", "Pareto")
+# Autoescaped: run names, folder names and file paths are text, whatever characters they hold.
+_TEMPLATES = jinja2.Environment(loader=jinja2.PackageLoader("src.reporting", "templates"), autoescape=True, keep_trailing_newline=True,
+                                undefined=jinja2.StrictUndefined)
 
 
 def _ci(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -45,9 +43,9 @@ def _ci(row: dict[str, Any], key: str, fmt: str) -> str:
         return "-"
     mean = row[key]
     half = row.get(f"{key}_ci95")
-    text = _si(mean) if fmt == "si" else f"{mean:{fmt}}"
+    text = si(mean) if fmt == "si" else f"{mean:{fmt}}"
     if half is not None:
-        text += " ± " + (_si(half) if fmt == "si" else f"{half:{fmt}}")
+        text += " ± " + (si(half) if fmt == "si" else f"{half:{fmt}}")
     return text
 
 
@@ -98,130 +96,54 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str,
     return paths
 
 
+def _summary_cells(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(
+        r["config"], str(r["seeds"]), _ci(r, "val_acc", ".4f"), _ci(r, "test_acc", ".4f"),
+        _ci(r, "test_balanced_acc", ".4f"), _ci(r, "train_flops", "si"), _ci(r, "train_time_s", ".1f"),
+        si(r.get("trainable_params")), _ci(r, "peak_mem_mb", ".0f"),
+        _ci(r, "imagenet_agreement", ".3f"), "✓" if r["pareto"] else "",
+    ) for r in rows]
+
+
+def _pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(
+        p["a"], p["b"], ", ".join(map(str, p["seeds"])),
+        f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"), f"{p['p']:.3g}",
+    ) for p in pairs]
+
+
+def _win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    def behind(e: dict[str, Any]) -> str:
+        if e.get("behind_ci95") is None:
+            return f"{e['config']} −{100 * e['behind']:.1f}"
+        return f"{e['config']} −{100 * e['behind']:.1f} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+
+    return [tuple(str(x) for x in (
+        c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
+        _ci({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f"),
+        ", ".join(c["tied_with_winner"]) or "none",
+        "; ".join(behind(e) for e in c["entries"][1:]),
+    )) for c in cells]
+
+
 def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
                 metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
                 skipped: Sequence[SkippedFile] = ()) -> str:
-    def img(name: str, alt: str) -> str:
-        data = base64.b64encode(figures[name].read_bytes()).decode()
-        return f'<img id="fig-{name}" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
-
-    states: dict[str, int] = {}
-    for r in runs:
-        states[r.result.get("status", "?")] = states.get(r.result.get("status", "?"), 0) + 1
-    several = any(r["seeds"] > 1 for r in rows)
-    head = ["configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
-            "trainable", "peak MB", "ImageNet agree", "Pareto"]
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
-            r["config"], str(r["seeds"]), _ci(r, "val_acc", ".4f"), _ci(r, "test_acc", ".4f"),
-            _ci(r, "test_balanced_acc", ".4f"), _ci(r, "train_flops", "si"), _ci(r, "train_time_s", ".1f"),
-            _si(r.get("trainable_params")), _ci(r, "peak_mem_mb", ".0f"),
-            _ci(r, "imagenet_agreement", ".3f"), "✓" if r["pareto"] else "",
-        )) + "</tr>"
-        for r in rows
-    )
+    """The report page (templates/report.html.j2), its figures embedded as data URIs so that the
+    HTML file alone can be passed on."""
+    states = Counter(r.result.status or "?" for r in runs)
     per_run = format_table([(r.dir, r.result) for r in runs], markdown=True).splitlines()
-    run_head = per_run[0].strip("|").split("|")
-    run_body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for line in per_run[2:]
+    return _TEMPLATES.get_template("report.html.j2").render(
+        n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
+        dirs=", ".join(str(d) for d in dirs), written=datetime.now().isoformat(timespec="seconds"),
+        skipped=[str(b) for b in skipped], several=any(r["seeds"] > 1 for r in rows),
+        metric_name=plots.METRIC_LABEL.get(metric, metric),
+        images={name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()},
+        summary_head=SUMMARY_HEAD, summary_rows=_summary_cells(rows),
+        wins_rows=_win_cells(cells) if "wins" in figures else None, pair_rows=_pair_cells(pairs),
+        run_head=[h.strip() for h in per_run[0].strip("|").split("|")],
+        run_rows=[[c.strip() for c in line.strip("|").split("|")] for line in per_run[2:]],
     )
-    metric_name = plots.METRIC_LABEL.get(metric, metric)
-    pair_body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in (
-            p["a"], p["b"], ", ".join(map(str, p["seeds"])),
-            f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"), f"{p['p']:.3g}",
-        )) + "</tr>"
-        for p in pairs
-    )
-    paired_section = f"""<h2>Paired comparison across seeds</h2>
-<p class="note">Each pair of configurations run on the same seeds: {html.escape(metric_name)} of A minus B on
-each common seed, the mean difference ± its 95% CI (Student t), and the two-sided paired t-test's p-value.
-A CI that contains 0 means the seeds cannot tell the two apart.</p>
-<table id="paired"><thead><tr><th>A</th><th>B</th><th>seeds</th><th>A − B</th><th>p</th></tr></thead>
-<tbody>{pair_body}</tbody></table>
-""" if pairs else ""
-    skipped_note = f"""<p class="note" id="skipped"><strong>{len(skipped)} unreadable file(s) left out</strong>
-(a run killed mid-write, a copy cut short):</p>
-<ul>{"".join(f"<li>{html.escape(str(b))}</li>" for b in skipped)}</ul>
-""" if skipped else ""
-    wins_section = ""
-    if "wins" in figures:
-        def behind(e: dict[str, Any]) -> str:
-            if e.get("behind_ci95") is None:
-                return f"{e['config']} −{100 * e['behind']:.1f}"
-            return f"{e['config']} −{100 * e['behind']:.1f} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
-
-        win_body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
-                c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
-                _ci({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f"),
-                ", ".join(c["tied_with_winner"]) or "none",
-                "; ".join(behind(e) for e in c["entries"][1:]),
-            )) + "</tr>"
-            for c in cells
-        )
-        wins_section = f"""<h2>Which strategy wins</h2>
-<p class="note">One cell per dataset and training-set size. Colour: points of {html.escape(metric_name)} behind the
-cell's winner; number: mean over seeds; ★ the winner; ≈ a strategy the seeds cannot separate from the winner
-(paired t-test on common seeds, p ≥ 0.05, or fewer than two common seeds).</p>
-{img("wins", "which strategy wins, per dataset and training images per class")}
-<table id="wins"><thead><tr><th>dataset</th><th>per class</th><th>train images</th><th>winner</th>
-<th>{html.escape(metric_name)}</th><th>tied with the winner</th><th>behind the winner (points, paired 95% CI)</th></tr></thead>
-<tbody>{win_body}</tbody></table>
-"""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Fine-tuning strategies: accuracy vs cost</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
-th:first-child, td:first-child {{ text-align: left; }}
-img {{ max-width: 100%; display: block; margin: 1em 0; }}
-.note {{ color: #555; font-size: 0.9em; max-width: 60em; }}
-</style></head>
-<body>
-<h1>Fine-tuning strategies: accuracy vs cost</h1>
-<p class="note">{len(runs)} runs ({", ".join(f"{v} {k}" for k, v in sorted(states.items()))}) from
-{html.escape(", ".join(str(d) for d in dirs))}; written {datetime.now().isoformat(timespec="seconds")}.
-Only completed runs are plotted and tabulated by configuration.</p>
-{skipped_note}
-<h2>Results by configuration</h2>
-<p class="note">Mean over seeds{" ± the 95% confidence interval of the mean (Student t)" if several else
-" (one seed per configuration: no interval)"}. Pareto: no other configuration has higher {html.escape(metric_name)}
-at lower or equal train FLOPs.</p>
-<table id="summary"><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead><tbody>{body}</tbody></table>
-
-{wins_section}
-{paired_section}
-<h2>Accuracy against cost</h2>
-<p class="note">Up and to the left is better. The dashed step line joins the Pareto-optimal configurations
-(ringed); anything below it is beaten on both accuracy and cost by a point on it. Cost is counted
-(FLOPs), measured (time) or counted (trainable parameters) for the whole training run.</p>
-{img("pareto", f"{metric_name} against train FLOPs, train time and trainable parameters")}
-
-<h2>Validation accuracy by epoch</h2>
-{img("curves", "validation accuracy per epoch, one line per configuration")}
-
-<h2>Layer-group schedules</h2>
-<p class="note">Rows are layer groups (head on top), columns epochs. Colour is the group's peak learning rate
-(log scale) in the epochs it trains; blank cells are frozen.</p>
-{img("schedules", "per-group learning rate and trained epochs")}
-
-<h2>Drift from the pretrained weights</h2>
-<p class="note">Per layer group, bottom to top: how far the weights moved (‖W − W₀‖ / ‖W₀‖; 0 for a
-group that never trained) and how alike its output still is to the pretrained model's (linear CKA on
-a fixed batch of validation images; 1 = the same representation). "ImageNet agree" in the table: the
-share of those images on which the fine-tuned backbone under the original ImageNet head predicts the
-pretrained model's ImageNet class, a measure of forgetting that needs no ImageNet data.</p>
-{img("drift", "relative weight change and linear CKA with the pretrained model, per layer group")}
-
-<h2>All runs</h2>
-<table id="runs"><thead><tr>{"".join(f"<th>{html.escape(h.strip())}</th>" for h in run_head)}</tr></thead>
-<tbody>{run_body}</tbody></table>
-</body></html>
-"""
 
 
 def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs: Sequence[Run] | None = None,
@@ -275,8 +197,10 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
         tracker = make_tracker(dataclasses.replace(logger, group=group), out, f"{group}-summary",
                                {"dirs": [str(d) for d in dirs], "metric": metric}, "summary")
         keys = ("strategy", "seed", "val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s",
-                "trainable_params", "peak_mem_mb", "lr", "lr_decay", "unfreeze_depth", "unfreeze_every", "status")
-        tracker.table("runs", [{k: r.result.get(k) for k in keys} | {"run": r.dir.name} for r in runs])
+                "trainable_params", "peak_mem_mb", "lr")
+        # each strategy's own knobs as columns of their own (empty for the other strategies' runs)
+        tracker.table("runs", [{k: r.result.get(k) for k in keys} | _knobs(r) | {"status": r.result.status,
+                                                                                  "run": r.dir.name} for r in runs])
         tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
         if pairs := paired_rows(configs, metric):
             tracker.table("paired", pairs)
@@ -299,6 +223,11 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
     except Exception as err:
         log.warning("W&B summary not logged (%s: %s)", type(err).__name__, err)
     return page
+
+
+def _knobs(run: Run) -> dict[str, Any]:
+    params = run.result.strategy_params
+    return dict(params) if isinstance(params, dict) else {"strategy_params": params}
 
 
 def main(argv: list[str] | None = None) -> int:

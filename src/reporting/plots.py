@@ -17,7 +17,8 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
-from src.reporting.analysis import COSTS, Config, Run, lr_grid, mean_curve, pareto_front  # noqa: E402
+from src.reporting.analysis import COSTS, Config, Run, lr_grid, mean_curve  # noqa: E402
+from src.reporting.pareto import pareto_front  # noqa: E402
 from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
@@ -133,7 +134,7 @@ def drift(configs: Sequence[Config]) -> Figure:
     linear CKA of the group's output with the pretrained model's, one line per configuration (mean
     over seeds). From result.json's `weight_change` and `cka` (src/drift.py)."""
     colors = strategy_colors(configs)
-    shown = [c for c in configs if all(isinstance(r.result.get("weight_change"), dict) and r.result["weight_change"]
+    shown = [c for c in configs if all(isinstance(r.result.weight_change, dict) and r.result.weight_change
                                        for r in c.runs)]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), squeeze=False, layout="constrained")
     if not shown:
@@ -147,7 +148,7 @@ def drift(configs: Sequence[Config]) -> Figure:
     for cfg in shown:
         k = seen.get(cfg.strategy, 0)
         seen[cfg.strategy] = k + 1
-        names = list(cfg.runs[0].result["weight_change"])
+        names = list(cfg.runs[0].result.weight_change or {})
         for ax, key in zip(axes[0], ("weight_change", "cka")):
             ys = [_group_mean(cfg.runs, key, g) for g in names]
             ax.plot(range(len(names)), ys, styles[k % len(styles)], marker="o", ms=4, color=colors[cfg.strategy],
@@ -168,7 +169,8 @@ def drift(configs: Sequence[Config]) -> Figure:
 def _group_mean(runs: Sequence[Run], key: str, group: str) -> float:
     """Mean over the runs of result[key][group], over the runs with a number there (null is how a
     NaN was written: a group with zero norm); NaN, a gap in the line, where none has one."""
-    values = [v for r in runs if isinstance(r.result.get(key), dict) and (v := as_number(r.result[key].get(group))) is not None]
+    values = [v for r in runs if isinstance(per_group := r.result.get(key), dict)
+              and (v := as_number(per_group.get(group))) is not None]
     return sum(values) / len(values) if values else math.nan
 
 

@@ -14,6 +14,10 @@ accurate at the same epoch, i.e. when it is not ahead of the best curve so far. 
 and Hyperband pruners are on offer for a single objective too. Each trial's curve of (best val
 accuracy so far, cumulative cost) is stored in the study (user attribute `curve`), so workers on
 several machines judge against the same finished trials.
+
+`EpochReporter` is run()'s `on_epoch` callback: it returns the reason to stop the trial now, or
+None to go on. run() records a stopped trial as `status: pruned` with that reason and returns its
+record; the sweep turns that record into `optuna.TrialPruned`. Nothing is raised through run().
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from typing import Any
 import optuna
 
 from src.config import ConfigError
-from src.training.run import RunPruned
+from src.record.schema import EpochRecord
+from src.reporting.pareto import dominates, pareto_ranks
+
+__all__ = ["EpochReporter", "PruneSpec", "dominating_trial", "halving_keeps", "halving_rungs", "pareto_ranks", "resolve"]
 
 log = logging.getLogger(__name__)
 
@@ -94,23 +101,6 @@ def optuna_pruner(name: str, spec: PruneSpec, epochs: int) -> optuna.pruners.Bas
     return optuna.pruners.NopPruner()  # none, or our own rule (which does not go through Optuna)
 
 
-def pareto_ranks(points: list[tuple[float, float]]) -> list[int]:
-    """Non-dominated sorting of (accuracy up, cost down): 0 for the front, 1 for the front of the
-    rest, and so on."""
-    ranks = [-1] * len(points)
-    left, rank = set(range(len(points))), 0
-    while left:
-        front = {
-            i for i in left
-            if not any(points[j][0] >= points[i][0] and points[j][1] <= points[i][1] and points[j] != points[i] for j in left)
-        }
-        for i in front:
-            ranks[i] = rank
-        left -= front
-        rank += 1
-    return ranks
-
-
 def halving_rungs(after: int, epochs: int, rate: int = HALVING_RATE) -> list[int]:
     """The 0-based epochs at which successive halving judges: after, after*rate, ... (1-based)."""
     rungs, e = [], after
@@ -143,13 +133,15 @@ def dominating_trial(
     accuracy alone (a single-objective study)."""
     for t in finished:
         curve = t.user_attrs.get("curve") or []
-        if len(curve) > k and curve[k][0] >= acc + min_delta and (cost is None or curve[k][1] <= cost):
+        if len(curve) > k and dominates((curve[k][0], 0.0 if cost is None else curve[k][1]),
+                                        (acc, 0.0 if cost is None else cost), min_delta, strict=False):
             return t.number
     return None
 
 
 class EpochReporter:
-    """run()'s `on_epoch` for one trial: records the curve, and raises RunPruned when the rule says so."""
+    """run()'s `on_epoch` for one trial: records the curve, and returns why the trial should stop
+    now when the rule says so (None: go on)."""
 
     def __init__(
         self, study: optuna.Study, trial: optuna.Trial, objectives: list[str], mode: str, spec: PruneSpec,
@@ -161,41 +153,42 @@ class EpochReporter:
         self.curve: list[list[float]] = []
         self.best = float("-inf")
 
-    def __call__(self, record: dict[str, Any]) -> None:
-        k = int(record["epoch"])
-        value = float(record[self.objectives[0]]) if self.objectives[0] in PER_EPOCH else float("nan")
+    def __call__(self, record: EpochRecord | dict[str, Any]) -> str | None:
+        rec = record if isinstance(record, EpochRecord) else EpochRecord.from_json(record)
+        k = int(rec.epoch or 0)
+        value = float(rec.get(self.objectives[0])) if self.objectives[0] in PER_EPOCH else float("nan")
         self.best = max(self.best, value) if self.running_best else value
         cost_key = CUM_COST.get(self.objectives[1]) if len(self.objectives) > 1 else None
-        cost = float(record[cost_key]) if cost_key and record.get(cost_key) is not None else float("nan")
+        cost = float(rec.get(cost_key)) if cost_key and rec.get(cost_key) is not None else float("nan")
         self.curve.append([self.best, cost])
         self.trial.set_user_attr("curve", self.curve)
         self.trial.set_user_attr("epochs_trained", k + 1)
         if self.mode == "none" or k + 1 < self.spec.after:
-            return
+            return None
         if self.mode in ("median", "hyperband"):
             self.trial.report(self.best, k)
             if self.trial.should_prune():
-                raise RunPruned(f"{self.mode} pruner after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}")
-            return
+                return f"{self.mode} pruner after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}"
+            return None
         if self.mode == "halving":
-            self._halving(k, cost_key, cost)
-            return
+            return self._halving(k, cost_key, cost)
+        return self._dominated(k, cost_key, cost)
+
+    def _dominated(self, k: int, cost_key: str | None, cost: float) -> str | None:
         finished = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         if len(finished) < self.spec.startup:
-            return
+            return None
         by = dominating_trial(k, self.best, cost if cost_key else None, finished, self.spec.min_delta)
         if by is None:
-            return
+            return None
         if cost_key:
-            raise RunPruned(
-                f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} "
-                f"at {self.objectives[1]} {cost:.4g} is no better at no lower cost"
-            )
-        raise RunPruned(f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} is no better")
+            return (f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} "
+                    f"at {self.objectives[1]} {cost:.4g} is no better at no lower cost")
+        return f"dominated after epoch {k + 1} by trial {by}: {self.objectives[0]} {self.best:.4f} is no better"
 
-    def _halving(self, k: int, cost_key: str | None, cost: float) -> None:
+    def _halving(self, k: int, cost_key: str | None, cost: float) -> str | None:
         if k not in self.rungs:
-            return
+            return None
         # Everyone who reached epoch k: finished and stopped trials, and those still running on
         # other workers (their curves so far are in the study), as asynchronous halving does.
         # No start-up wait: the first trials to reach a rung go on.
@@ -205,10 +198,11 @@ class EpochReporter:
             for t in self.study.get_trials(deepcopy=False, states=states)
             if t.number != self.trial.number and len(c := t.user_attrs.get("curve") or []) > k
         ]
-        if not halving_keeps((self.best, cost), others, use_cost=cost_key is not None):
-            n = len(others) + 1
-            raise RunPruned(
-                f"halving after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}"
-                + (f" at {self.objectives[1]} {cost:.4g}" if cost_key else "")
-                + f" is not in the top {max(n // HALVING_RATE, 1)} of the {n} trials that reached it"
-            )
+        if halving_keeps((self.best, cost), others, use_cost=cost_key is not None):
+            return None
+        n = len(others) + 1
+        return (
+            f"halving after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}"
+            + (f" at {self.objectives[1]} {cost:.4g}" if cost_key else "")
+            + f" is not in the top {max(n // HALVING_RATE, 1)} of the {n} trials that reached it"
+        )
