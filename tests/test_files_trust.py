@@ -145,7 +145,7 @@ def test_readers_take_null_and_old_bare_nan_as_missing(trained, tmp_path):
     assert "test_acc" not in by_name["frozen"].stats and "test_acc" not in by_name["layerwise"].stats
     assert by_name["full"].stats["test_acc"][0] == pytest.approx(0.55)
     assert by_name["frozen"].stats["val_acc"][0] == pytest.approx(0.35)
-    frozen_runs = [r for r in runs if r.result["strategy"] == "frozen"]
+    frozen_runs = [r for r in runs if r.result.strategy == "frozen"]
     assert mean_curve(frozen_runs) == ([1], [0.25], [0.0])  # the epoch's mean over the seed that has one
 
     out = tmp_path / "report"

@@ -54,7 +54,8 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
     for t in done:
         result = json.loads((Path(t.user_attrs["run_dir"]) / "result.json").read_text())
         assert (result["val_acc"], result["train_flops"]) == tuple(t.values)
-        assert result["strategy"] == "layerwise" and result["lr_decay"] == t.params["strategy.lr_decay"]
+        assert result["strategy"] == "layerwise"
+        assert result["strategy_params"]["lr_decay"] == t.params["strategy.lr_decay"]
         # the study file's train_overrides reach every trial: BatchNorm on pretrained statistics
         assert result["frozen_bn"] == "all"
         assert 1.0 <= t.params["strategy.lr_decay"] <= 10.0

@@ -50,12 +50,12 @@ import threading
 import time
 import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-import timm
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -69,10 +69,10 @@ from src.models import PretrainedWeightsError
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.reporting.page import publish
 from src.record.io import RESULT_FILE, read_json_object, write_json
-from src.training.run import DivergedError, RunPruned, preflight, run
+from src.record.schema import RunRecord
+from src.training.run import DivergedError, preflight, run
 from src.reporting.stats import format_ci, mean_ci
-from src.strategies import layer_groups
-from src.train import check_overrides, to_run_config
+from src.gate import check_overrides, to_run_config
 
 log = logging.getLogger("src.search.sweep")
 REPO = Path(__file__).resolve().parents[2]
@@ -124,12 +124,6 @@ def _interrupt(signum: int, frame: Any) -> None:
 def compose_train(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=overrides)
-
-
-def backbone_groups(train_cfg: DictConfig) -> int:
-    """The model's real number of backbone layer groups (the upper bound for unfreeze_depth)."""
-    model = timm.create_model(train_cfg.model.name, pretrained=False, num_classes=2)
-    return len(layer_groups(model, train_cfg.strategy.granularity)) - 1
 
 
 # --- checking a study file before anything trains ------------------------------------------------
@@ -584,10 +578,38 @@ def _recorded(setup: Setup) -> str:
             "run the same command to resume")
 
 
+@dataclass
+class Plan:
+    """What the study file and the command line resolve to, every setting checked."""
+
+    name: str
+    spec: dict[str, Any]
+    base_over: list[str]  # the training overrides every trial starts from
+    base_cfg: RunConfig
+    groups: int  # the model's backbone layer groups (a search space's `high: groups`)
+    params: dict[str, Any]
+    objectives: list[str]
+    prune: PruneSpec
+    prune_mode: str
+    epochs: int
+    rerun_seeds: list[int]
+    rerun_over: list[str]
+    out_dir: Path
+
+
 def _main(args: argparse.Namespace, setup: Setup) -> int:
-    sweep_over = [o.removeprefix("sweep.") for o in args.overrides if o.startswith("sweep.")]
-    train_over = [o for o in args.overrides if not o.startswith("sweep.")]
-    check_overrides(train_over)
+    """The sweep in four steps: settings, the study, the trials, and what comes after them."""
+    plan = _plan(args)
+    study = _open(plan, setup)
+    failed = _optimise(plan, study, setup.total)
+    if failed:
+        print(failed, file=sys.stderr)
+        return 1
+    return _conclude(plan, study)
+
+
+def _study_file(args: argparse.Namespace, sweep_over: list[str]) -> dict[str, Any]:
+    """The study file (sweeps/NAME.yaml, or a path) with the sweep.KEY=VALUE overrides, composed and checked."""
     sweep_dir, sweep_name = SWEEPS, args.sweep
     if args.sweep.endswith(".yaml"):  # a study file of your own, anywhere
         if not Path(args.sweep).is_file():
@@ -607,22 +629,39 @@ def _main(args: argparse.Namespace, setup: Setup) -> int:
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(f"sweep overrides {sweep_over}: {_first_line(err)}") from None
     check_spec(spec)
+    return spec
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    """Step 1: every setting read and checked (study file, training overrides, search space,
+    objectives, pruner, re-run), before anything is written or trained."""
+    sweep_over = [o.removeprefix("sweep.") for o in args.overrides if o.startswith("sweep.")]
+    train_over = [o for o in args.overrides if not o.startswith("sweep.")]
+    check_overrides(train_over)
+    spec = _study_file(args, sweep_over)
     base_over = _str_list(spec, "train_overrides") + train_over
     check_overrides(base_over)
     base = compose_train(base_over)
     base_cfg = to_run_config(base)  # one-line error for a bad override before any trial starts
-    groups = backbone_groups(base)
+    groups = preflight(base_cfg)  # the model's backbone groups, and its model-dependent checks
     params: dict[str, Any] = spec["params"]
     check_space(params, base_over, groups)
     objectives = check_objectives(spec["objectives"], base_cfg, params)
-    directions = [OBJECTIVES[o] for o in objectives]
     prune = PruneSpec.from_dict(spec.get("pruner") or {})
-    prune_mode = resolve(prune, objectives)
-    epochs = int(base.trainer.epochs)
-    rerun_seeds = [int(x) for x in spec.get("rerun_seeds") or []]
     rerun_over = _str_list(spec, "rerun_overrides")
     check_overrides(rerun_over)
-    out_dir = Path(spec["out_dir"])
+    return Plan(
+        name=spec["study_name"], spec=spec, base_over=base_over, base_cfg=base_cfg, groups=groups, params=params,
+        objectives=objectives, prune=prune, prune_mode=resolve(prune, objectives), epochs=int(base.trainer.epochs),
+        rerun_seeds=[int(x) for x in spec.get("rerun_seeds") or []], rerun_over=rerun_over,
+        out_dir=Path(spec["out_dir"]),
+    )
+
+
+def _open(plan: Plan, setup: Setup) -> optuna.Study:
+    """Step 2: the out_dir, the storage and the study (created, or resumed if it measures the
+    same), the out_dir claimed for it, and a sampler seeded for this start."""
+    spec, out_dir = plan.spec, plan.out_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -630,14 +669,14 @@ def _main(args: argparse.Namespace, setup: Setup) -> int:
     url = spec["storage"] or f"sqlite:///{out_dir.resolve() / 'optuna.db'}"
     where = url.split("@")[-1]
     storage = make_storage(url, int(spec["heartbeat_s"]), int(spec["grace_s"]))
+    directions = [OBJECTIVES[o] for o in plan.objectives]
     try:
-        study = open_study(storage, spec["study_name"], directions, study_identity(base_cfg, params, objectives),
-                           optuna_pruner(prune_mode, prune, epochs), where)
+        study = open_study(storage, plan.name, directions, study_identity(plan.base_cfg, plan.params, plan.objectives),
+                           optuna_pruner(plan.prune_mode, plan.prune, plan.epochs), where)
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
         raise ConfigError(f"sweep.storage={where}: {_first_line(err)}") from None
     claim_out_dir(out_dir, study, where)
-    total = int(spec["n_trials"])
-    setup.study, setup.where, setup.total = study, where, total
+    setup.study, setup.where, setup.total = study, where, int(spec["n_trials"])
     # A sampler restarted with the same seed would propose the same parameters again (the
     # random start-up trials repeat exactly). The seed therefore moves on with the trials
     # already in the study: a single driver stays reproducible across resumes. Workers that
@@ -646,42 +685,53 @@ def _main(args: argparse.Namespace, setup: Setup) -> int:
     if spec["storage"]:
         seed = hash((seed, os.getpid())) % 2**31
     study.sampler = SAMPLERS[spec["sampler"]](seed=seed)
-    name = spec["study_name"]
+    requeue_interrupted(study)
+    already = len(study.get_trials(deepcopy=False, states=DONE))
+    log.info("study %s (%s): %d of %d trials done; pruner %s; storage %s", plan.name, ", ".join(
+        f"{d} {o}" for d, o in zip(directions, plan.objectives)), already, setup.total, plan.prune_mode, where)
+    return study
+
+
+def train_trial(plan: Plan, study: optuna.Study, trial: optuna.Trial, total: int) -> tuple[float, ...]:
+    """One trial: its place in the budget, sampled settings, a run in `trial_NNNN/`, its objectives.
+    A run that the pruner stopped (its record says "pruned") is Optuna's TrialPruned."""
+    if not holds_a_place(study, trial.number, total):
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number}: the budget of {total} is held by trials with lower numbers")
+    sampled = {key: suggest(trial, key, p, plan.groups) for key, p in plan.params.items()}
+    cfg = compose_train(plan.base_over + [f"{k}={v}" for k, v in sampled.items()])
+    run_cfg = to_run_config(cfg, group=plan.name)
+    trial_dir = plan.out_dir / f"trial_{trial.number:04d}"
+    claim_trial_dir(trial_dir, study, trial.number)
+    trial.set_user_attr("run_dir", str(trial_dir))
+    reporter = EpochReporter(
+        study, trial, plan.objectives, plan.prune_mode, plan.prune, running_best=run_cfg.trainer.select == "best_val",
+        epochs=run_cfg.trainer.epochs,
+    )
+    record = _as_record(run(run_cfg, trial_dir, run_name=f"{plan.name}-{trial.number}", on_epoch=reporter))
+    if record.status == "pruned":
+        raise optuna.TrialPruned(record.reason or "pruned")
+    return tuple(float(record.get(o)) for o in plan.objectives)
+
+
+def _as_record(result: RunRecord | dict[str, Any]) -> RunRecord:
+    return result if isinstance(result, RunRecord) else RunRecord.from_json(result)
+
+
+def _optimise(plan: Plan, study: optuna.Study, total: int) -> str | None:
+    """Step 3: trials until the budget is done. Returns the error line when `max_failed` trials
+    failed (None otherwise)."""
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         try:
-            return train_trial(trial)
+            return train_trial(plan, study, trial, total)
         except KeyboardInterrupt:
             # Optuna records the trial as failed; the next start of the sweep runs these parameters again.
             trial.set_user_attr("interrupted", True)
             raise
 
-    def train_trial(trial: optuna.Trial) -> tuple[float, ...]:
-        if not holds_a_place(study, trial.number, total):
-            trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number}: the budget of {total} is held by trials with lower numbers")
-        sampled = {key: suggest(trial, key, p, groups) for key, p in params.items()}
-        cfg = compose_train(base_over + [f"{k}={v}" for k, v in sampled.items()])
-        run_cfg = to_run_config(cfg, group=name)
-        trial_dir = out_dir / f"trial_{trial.number:04d}"
-        claim_trial_dir(trial_dir, study, trial.number)
-        trial.set_user_attr("run_dir", str(trial_dir))
-        reporter = EpochReporter(
-            study, trial, objectives, prune_mode, prune, running_best=run_cfg.trainer.select == "best_val",
-            epochs=run_cfg.trainer.epochs,
-        )
-        try:
-            result = run(run_cfg, trial_dir, run_name=f"{name}-{trial.number}", on_epoch=reporter)
-        except RunPruned as err:
-            raise optuna.TrialPruned(str(err)) from None
-        return tuple(float(result[o]) for o in objectives)
-
-    requeue_interrupted(study)
-    already = len(study.get_trials(deepcopy=False, states=DONE))
-    log.info("study %s (%s): %d of %d trials done; pruner %s; storage %s", name, ", ".join(
-        f"{d} {o}" for d, o in zip(directions, objectives)), already, total, prune_mode, where)
     failed: list[str] = []
-    max_failed = int(spec.get("max_failed") or 0)
+    max_failed = int(plan.spec.get("max_failed") or 0)
     stopped: list[bool] = []
 
     def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -695,28 +745,34 @@ def _main(args: argparse.Namespace, setup: Setup) -> int:
         if max_failed and len(failed) >= max_failed:
             stopped.append(True)
 
-    optimise(study, objective, total, min(float(spec["heartbeat_s"]), 5.0), [on_trial], stopped)
+    optimise(study, objective, total, min(float(plan.spec["heartbeat_s"]), 5.0), [on_trial], stopped)
     if stopped:
-        print(f"error: stopped after {len(failed)} failed trials ({', '.join(failed)}; sweep.max_failed="
-              f"{max_failed}); their result.json files say why", file=sys.stderr)
-        return 1
-    rows = pareto_rows(study, objectives)
+        return (f"error: stopped after {len(failed)} failed trials ({', '.join(failed)}; sweep.max_failed="
+                f"{max_failed}); their result.json files say why")
+    return None
+
+
+def _conclude(plan: Plan, study: optuna.Study) -> int:
+    """Step 4: the Pareto set and the summary, the Pareto set re-run on `rerun_seeds` (reported on
+    test), and the report."""
+    out_dir, name = plan.out_dir, plan.name
+    rows = pareto_rows(study, plan.objectives)
     write_json(out_dir / "pareto.json", rows)
     print(f"\nPareto set of study {name} ({len(rows)} trials):\n{format_pareto(rows)}")
     print(f"saved {out_dir / 'pareto.json'}")
-    summary = summarise(study, objectives, epochs) | {"pruner": prune_mode}
+    summary = summarise(study, plan.objectives, plan.epochs) | {"pruner": plan.prune_mode}
     write_json(out_dir / "summary.json", summary)
     print(format_summary(summary))
-    if rerun_seeds and rows:
+    if plan.rerun_seeds and rows:
         try:
-            rerun = rerun_pareto(study, rows, base_over + rerun_over, rerun_seeds, out_dir / "rerun", name)
+            rerun = rerun_pareto(study, rows, plan.base_over + plan.rerun_over, plan.rerun_seeds, out_dir / "rerun", name)
         except DivergedError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         write_json(out_dir / "pareto_rerun.json", rerun)
-        print(f"\nPareto set re-run on seeds {rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}")
+        print(f"\nPareto set re-run on seeds {plan.rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}")
         print(f"saved {out_dir / 'pareto_rerun.json'}")
-    page = publish([out_dir], out_dir / "report", base_cfg.logger, name)
+    page = publish([out_dir], out_dir / "report", plan.base_cfg.logger, name)
     if page:
         print(f"report: {page}")
     return 0
@@ -747,11 +803,12 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
         path = Path(t.user_attrs.get("run_dir", "")) / RESULT_FILE
         if t.user_attrs.get("run_dir") and path.is_file():
             try:
-                r = read_json_object(path)
+                r = RunRecord.from_json(read_json_object(path))
             except ValueError as err:  # cut short by a kill: its cost cannot be counted
                 log.warning("skipped %s: %s", path, err)
                 continue
-            used = r if "train_time_s" in r else r.get("measured_before_stop", {})
+            # a failed run's measurements are nested (measured_before_stop), a pruned one's are its own
+            used = r.to_json() if r.train_time_s is not None else (r.measured_before_stop or {})
             flops += used.get("train_flops") or 0
             seconds += used.get("train_time_s") or 0
     starts = [t.datetime_start for t in trials if t.datetime_start]
@@ -799,17 +856,18 @@ def rerun_pareto(
             run_dir = out / f"trial_{trial.number:04d}" / f"seed_{seed}"
             done = run_dir / RESULT_FILE
             try:
-                previous = read_json_object(done) if done.is_file() else None
+                previous = RunRecord.from_json(read_json_object(done)) if done.is_file() else None
             except ValueError:  # unreadable: train this seed again (claim_run_dir allows it)
                 previous = None
-            if previous is not None and previous.get("status") == "completed":
+            if previous is not None and previous.completed:
                 results.append(previous)
                 continue
             cfg = compose_train(overrides + [f"{k}={v}" for k, v in trial.params.items()] + [f"seed={seed}"])
-            results.append(run(to_run_config(cfg, group=f"{group}-rerun"), run_dir, run_name=f"{group}-{trial.number}-s{seed}"))
+            results.append(_as_record(run(to_run_config(cfg, group=f"{group}-rerun"), run_dir,
+                                          run_name=f"{group}-{trial.number}-s{seed}")))
         entry: dict[str, Any] = {"trial": trial.number, **trial.params, "seeds": seeds}
         for key in ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s"):
-            values = [float(r[key]) for r in results if r.get(key) is not None]
+            values = [float(r.get(key)) for r in results if r.get(key) is not None]
             if values:
                 entry[key], entry[f"{key}_ci95"] = mean_ci(values)
                 entry[f"{key}_values"] = values
