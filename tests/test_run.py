@@ -50,14 +50,15 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     metrics = read_jsonl(tmp_path / "lpft" / "metrics.jsonl")
     assert metrics[0]["trainable_params"] == metrics[1]["trainable_params"] < metrics[2]["trainable_params"]
     assert metrics[2]["trainable_params"] == lpft["total_params"] and lpft["feature_cache"] is False
-    assert lpft["probe_epochs"] == 2 and lpft["surgical_group"] is None
+    # result.json records the strategy's own knobs, and only those
+    assert lpft["strategy_params"] == {"backbone_lr_scale": 0.1, "probe_epochs": 2}
     assert all(v > 0 for v in lpft["weight_change"].values())  # drift sees every group move
     # Surgical on group 1: drift finds that group, and only it, moved.
     surgical = run(tiny_config(strategy={"name": "surgical", "surgical_group": 1}, trainer={"epochs": 2, "select": "last"}),
                    tmp_path / "surgical")
     change = list(surgical["weight_change"].values())
     assert change[1] > 0 and [c for i, c in enumerate(change) if i != 1] == [0.0] * (len(change) - 1)
-    assert surgical["surgical_group"] == 1 and surgical["probe_epochs"] is None
+    assert surgical["strategy_params"] == {"backbone_lr_scale": 0.1, "surgical_group": 1}
     # BitFit: weights of convolutions (ndim > 1) below the head are bitwise unchanged, biases and norms moved.
     from src.models import build_model
     from src.training.run import seed_everything
@@ -80,7 +81,7 @@ def test_l2sp_keeps_the_backbone_nearer_its_start_than_full(tiny_config, tmp_pat
     full = run(tiny_config(strategy={"name": "full", "backbone_lr_scale": 1.0}, **common), tmp_path / "full")
     l2sp = run(tiny_config(strategy={"name": "l2sp", "backbone_lr_scale": 1.0, "l2sp_alpha": 100.0}, **common),
                tmp_path / "l2sp")
-    assert l2sp["l2sp_alpha"] == 100.0 and full["l2sp_alpha"] is None
+    assert l2sp["strategy_params"]["l2sp_alpha"] == 100.0 and "l2sp_alpha" not in full["strategy_params"]
     # a strong pull toward the pretrained weights: every group moves less than under full fine-tuning
     assert all(l2sp["weight_change"][g] < full["weight_change"][g] for g in full["weight_change"])
 
@@ -156,19 +157,16 @@ def test_diverged_run_is_recorded_as_failed_not_as_a_result(tiny_config, tmp_pat
 
 
 def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tmp_path):
-    from src.training.run import RunPruned
-
     seen = []
 
     def stop_after_two(record):
         seen.append(record)
-        if record["epoch"] == 1:
-            raise RunPruned("stopped by the test")
+        return "stopped by the test" if record["epoch"] == 1 else None
 
     cfg = tiny_config(trainer={"epochs": 4})
-    with pytest.raises(RunPruned):
-        run(cfg, tmp_path, on_epoch=stop_after_two)
+    returned = run(cfg, tmp_path, on_epoch=stop_after_two)  # an outcome, not an error: nothing raised
     result = json.loads((tmp_path / "result.json").read_text())
+    assert returned["status"] == "pruned" and returned["pruned_epoch"] == 1
     assert result["status"] == "pruned" and result["reason"] == "stopped by the test"
     assert result["epochs_trained"] == 2 and result["pruned_epoch"] == 1
     metrics = read_jsonl(tmp_path / "metrics.jsonl")

@@ -8,9 +8,10 @@ import pytest
 import timm
 import torch
 
-from src.config import ConfigError, OptimConfig, StrategyConfig
+from src.config import ConfigError, OptimConfig, strategy_config_class
 from src.training.optim import build_optimizer, build_scheduler, param_groups
-from src.strategies import apply_epoch, l2sp_penalty, layer_groups, plan_schedule
+from src.strategies import STRATEGIES, apply_epoch, layer_groups, plan_schedule
+from src.strategies.l2sp import l2sp_penalty
 
 
 @pytest.fixture(scope="module", params=["test_efficientnet", "test_resnet", "test_vit"])
@@ -19,9 +20,14 @@ def model(request):
     return timm.create_model(request.param, pretrained=False, num_classes=5)
 
 
+def _strategy(**kw):
+    """A strategy's config from its own class (name= picks it; layerwise by default)."""
+    return strategy_config_class(kw.get("name", "layerwise"))(**kw)
+
+
 def _schedule(model, epochs=4, **kw):
     groups = layer_groups(model)
-    return groups, plan_schedule(StrategyConfig(**kw), groups, head_lr=1e-3, epochs=epochs)
+    return groups, plan_schedule(_strategy(**kw), groups, head_lr=1e-3, epochs=epochs)
 
 
 def test_groups_partition_parameters_with_head_last(model):
@@ -121,8 +127,8 @@ def test_unfreeze_depth_trains_top_k_groups(model, depth):
 def test_depth_beyond_group_count_is_an_error(model):
     groups = layer_groups(model)
     with pytest.raises(ConfigError, match="strategy.unfreeze_depth=99 exceeds"):
-        plan_schedule(StrategyConfig(name="layerwise", unfreeze_depth=99), groups, 1e-3, 3)
-    s = plan_schedule(StrategyConfig(name="layerwise", unfreeze_depth=len(groups) - 1), groups, 1e-3, 3)
+        plan_schedule(_strategy(name="layerwise", unfreeze_depth=99), groups, 1e-3, 3)
+    s = plan_schedule(_strategy(name="layerwise", unfreeze_depth=len(groups) - 1), groups, 1e-3, 3)
     assert all(g.epochs for g in s.groups)
 
 
@@ -189,19 +195,36 @@ def test_schedule_table_lists_every_group(model):
     assert table.count("frozen") == len(groups) - 2
 
 
-def test_every_strategy_is_one_small_file_with_a_plan_and_a_config():
-    import importlib
-    import typing
+def test_every_strategy_is_one_module_and_a_yaml_of_its_own_keys():
+    """Everything about a strategy is in its module (config class, plan, registration) and its
+    YAML holds exactly its own knobs, with the class's defaults; shared keys come from the schema."""
+    import dataclasses
+
+    import yaml
 
     from src.config import StrategyConfig
 
-    names = typing.get_args(typing.get_type_hints(StrategyConfig)["name"])
     root = Path(__file__).resolve().parents[1]
-    for name in names:
-        module = importlib.import_module(f"src.strategies.{name}")
-        assert callable(module.plan), name
-        assert len((root / "src" / "strategies" / f"{name}.py").read_text().splitlines()) < 60, name
-        assert (root / "conf" / "strategy" / f"{name}.yaml").is_file(), name
+    assert set(STRATEGIES) == {"bitfit", "frozen", "full", "l2sp", "layerwise", "lpft", "surgical"}
+    shared = {f.name for f in dataclasses.fields(StrategyConfig)}
+    for name, cls in STRATEGIES.items():
+        assert cls.__module__ == f"src.strategies.{name}", name
+        assert issubclass(cls.Config, StrategyConfig) and cls.Config().name == name
+        conf = yaml.safe_load((root / "conf" / "strategy" / f"{name}.yaml").read_text()) or {}
+        assert conf.pop("defaults") == [f"base_{name}", "_self_"], name
+        assert not set(conf) & shared, name  # no shared key repeated
+        assert conf == cls.Config().knobs(), name  # its own knobs, and only those, at the class's defaults
+        lines = (root / "src" / "strategies" / f"{name}.py").read_text().splitlines()
+        assert len(lines) < 90, name
+
+
+def test_a_strategy_s_knobs_are_its_own():
+    """Another strategy's knob is an unknown key, not a silently ignored one."""
+    from src.config import RunConfig
+
+    with pytest.raises(ConfigError, match="unknown key 'strategy.probe_epochs'"):
+        RunConfig.from_dict({"strategy": {"name": "layerwise", "probe_epochs": 3}})
+    assert RunConfig.from_dict({"strategy": {"name": "lpft", "probe_epochs": 3}}).strategy.probe_epochs == 3
 
 
 def test_a_group_joining_late_ramps_up_with_join_warmup():

@@ -4,13 +4,23 @@ uses would barely move them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from src.config import StrategyConfig
-from src.strategies.schedule import Plan
+from src.strategies.base import Plan, Strategy, register
 
 
-# Below the head, only the 1-D tensors train (`apply_epoch`); the schedule counts just those.
-PARAMS = "bias_norm"
+@dataclass(frozen=True)
+class BitFitConfig(StrategyConfig):
+    name: str = "bitfit"
 
 
-def plan(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
-    return [(head_lr, 0)] * n
+@register
+class BitFit(Strategy):
+    name = "bitfit"
+    Config = BitFitConfig
+    # Below the head, only the 1-D tensors train (`apply_epoch`); the schedule counts just those.
+    params = "bias_norm"
+
+    def plan(self, num_groups: int, head_lr: float) -> Plan:
+        return [(head_lr, 0)] * num_groups

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from timm.models._manipulate import group_parameters
+from timm.models import group_parameters
 from torch import nn
 
 from src.config import ConfigError

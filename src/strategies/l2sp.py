@@ -1,22 +1,47 @@
 """L2-SP (Li et al. 2018): full fine-tuning whose regulariser pulls the backbone toward its
-pretrained weights, alpha/2 ||w - w0||^2, and the new head toward 0, beta/2 ||w||^2
-(`l2sp_penalty`, added to the loss by the training loop), in place of weight decay toward 0."""
+pretrained weights, alpha/2 ||w - w0||^2, and the new head toward 0, beta/2 ||w||^2 (added to the
+loss by the training loop), in place of weight decay toward 0."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from src.config import StrategyConfig
-from src.strategies import full
+from src.config import ConfigError
+from src.strategies.base import register
+from src.strategies.full import Full, FullConfig
 from src.strategies.groups import LayerGroup
-from src.strategies.schedule import Plan
 
 
-def plan(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
-    return full.plan(n, cfg, head_lr)
+@dataclass(frozen=True)
+class L2SPConfig(FullConfig):
+    name: str = "l2sp"
+    # Pull of the backbone toward its pretrained weights (alpha) and of the head toward 0 (beta).
+    l2sp_alpha: float = 0.01
+    l2sp_beta: float = 0.01
+
+    def check(self) -> None:
+        super().check()
+        for key in ("l2sp_alpha", "l2sp_beta"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"strategy.{key}={value!r} must be a finite number >= 0")
+
+
+@register
+class L2SP(Full):
+    name = "l2sp"
+    Config = L2SPConfig
+
+    def weight_decay(self, weight_decay: float) -> float:
+        return 0.0  # the penalty replaces weight decay, which would pull toward 0, not toward w0
+
+    def penalty(self, model: nn.Module, groups: Sequence[LayerGroup]) -> Callable[[], torch.Tensor]:
+        return l2sp_penalty(model, groups, self.cfg.l2sp_alpha, self.cfg.l2sp_beta)
 
 
 def l2sp_penalty(

@@ -6,17 +6,31 @@ the head LR, so it starts from a trained head instead of a random one that disto
 
 from __future__ import annotations
 
-from src.config import ConfigError, StrategyConfig
-from src.strategies.schedule import Plan
+from dataclasses import dataclass
+
+from src.config import ConfigError
+from src.strategies.base import Plan, register
+from src.strategies.full import Full, FullConfig
 
 
-def check(n: int, cfg: StrategyConfig, epochs: int) -> None:
-    if not 0 < cfg.probe_epochs < epochs:
-        raise ConfigError(
-            f"strategy.probe_epochs={cfg.probe_epochs} must be in 1..{epochs - 1} (trainer.epochs={epochs}): "
-            f"LP-FT needs a probe phase and a fine-tuning phase"
-        )
+@dataclass(frozen=True)
+class LPFTConfig(FullConfig):
+    name: str = "lpft"
+    # Epochs of linear probing (head only) before the whole network trains.
+    probe_epochs: int = 2
 
 
-def plan(n: int, cfg: StrategyConfig, head_lr: float) -> Plan:
-    return [(head_lr * cfg.backbone_lr_scale, cfg.probe_epochs)] * (n - 1) + [(head_lr, 0)]
+@register
+class LPFT(Full):
+    name = "lpft"
+    Config = LPFTConfig
+
+    def check(self, num_groups: int, epochs: int) -> None:
+        if not 0 < self.cfg.probe_epochs < epochs:
+            raise ConfigError(
+                f"strategy.probe_epochs={self.cfg.probe_epochs} must be in 1..{epochs - 1} (trainer.epochs={epochs}): "
+                f"LP-FT needs a probe phase and a fine-tuning phase"
+            )
+
+    def plan(self, num_groups: int, head_lr: float) -> Plan:
+        return [(head_lr * self.cfg.backbone_lr_scale, self.cfg.probe_epochs)] * (num_groups - 1) + [(head_lr, 0)]

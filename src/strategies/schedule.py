@@ -1,15 +1,14 @@
 """A strategy's schedule: for every layer group, the learning rate it trains at and the epochs in
 which it trains.
 
-The schedule is plain data: computed before training from the strategy's own file
-(`src/strategies/<name>.py`, which maps the group count, its config and the head LR to one
-(lr, start epoch) per group), printed, written to `param_groups.json`, and consulted by the
-training loop through `apply_epoch`. Nothing here trains anything.
+The schedule is plain data: computed before training from the strategy's `plan` (its module in
+this package maps the group count and the head LR to one (lr, start epoch) per group), printed,
+written to `param_groups.json`, and consulted by the training loop through `apply_epoch`. Nothing
+here trains anything.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import sys
 from collections.abc import Sequence
@@ -18,10 +17,8 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from src.config import ConfigError, StrategyConfig
+from src.strategies.base import Strategy, strategy_for
 from src.strategies.groups import LayerGroup
-
-# What a strategy's `plan` returns: one (lr, start_epoch) per group, bottom first; None = never trains.
-Plan = list[tuple[float, int | None]]
 
 
 @dataclass(frozen=True)
@@ -83,23 +80,20 @@ def _epochs_text(epochs: Sequence[int], total: int) -> str:
     return f"{epochs[0]}-{epochs[-1]}"
 
 
-def plan_schedule(cfg: StrategyConfig, groups: Sequence[LayerGroup], head_lr: float, epochs: int) -> Schedule:
-    """The whole schedule of a run, fixed before training starts."""
-    backbone = len(groups) - 1
-    if cfg.unfreeze_depth != "all" and cfg.unfreeze_depth > backbone:
-        raise ConfigError(
-            f"strategy.unfreeze_depth={cfg.unfreeze_depth} exceeds this model's {backbone} backbone groups "
-            f"(allowed: 0..{backbone} or 'all')"
-        )
-    strategy = importlib.import_module(f"src.strategies.{cfg.name}")
-    if hasattr(strategy, "check"):
-        strategy.check(len(groups), cfg, epochs)
+def plan_schedule(strategy: Strategy | StrategyConfig, groups: Sequence[LayerGroup], head_lr: float,
+                  epochs: int) -> Schedule:
+    """The whole schedule of a run, fixed before training starts. Raises ConfigError (one line) when
+    the strategy's settings do not fit this model or run, or give an LR that cannot train."""
+    if isinstance(strategy, StrategyConfig):
+        strategy = strategy_for(strategy)
+    cfg = strategy.cfg
+    strategy.check(len(groups), epochs)
     try:
-        plan = strategy.plan(len(groups), cfg, head_lr)
+        plan = strategy.plan(len(groups), head_lr)
     except ArithmeticError as err:  # e.g. lr_decay ** depth overflowing
         raise ConfigError(f"strategy={cfg.name}: the LRs of its {len(groups)} groups cannot be computed from "
                           f"optim.lr={head_lr!r} and the strategy's settings ({type(err).__name__}: {err})") from None
-    params = getattr(strategy, "PARAMS", "all")
+    params = strategy.params
     out = []
     for index, (group, (lr, start)) in enumerate(zip(groups, plan)):
         trained = tuple(range(start, epochs)) if start is not None else ()
@@ -108,12 +102,16 @@ def plan_schedule(cfg: StrategyConfig, groups: Sequence[LayerGroup], head_lr: fl
         if start is not None and lr < sys.float_info.min:
             # An LR that underflowed to 0 (or a subnormal) "trains" a group that can never move.
             raise ConfigError(f"strategy {cfg.name} gives group {group.name} an LR of {lr!r}, which cannot train it "
-                              f"(strategy.lr_decay={cfg.lr_decay!r} over {len(groups) - 1 - index} groups, "
+                              f"({_knobs_text(cfg)} over {len(groups) - 1 - index} groups, "
                               f"optim.lr={head_lr!r}); freeze it with strategy.unfreeze_depth instead")
         head = index == len(groups) - 1
         size = group.bias_norm_params if params == "bias_norm" and not head else group.num_params
         out.append(GroupPlan(group.name, index, len(groups) - 1 - index, size, lr, start, trained))
     return Schedule(cfg.name, epochs, cfg.frozen_bn, tuple(out), params)
+
+
+def _knobs_text(cfg: StrategyConfig) -> str:
+    return ", ".join(f"strategy.{k}={v!r}" for k, v in cfg.knobs().items()) or f"strategy={cfg.name}"
 
 
 def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedule, epoch: int) -> int:

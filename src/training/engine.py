@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
+
+
+def balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
+    """Mean per-class recall over the classes present in `labels` (scikit-learn's definition); a
+    class that is predicted but absent from `labels` has no recall and is left out, silently."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
+        return float(balanced_accuracy_score(labels.numpy(), preds.numpy()))
 
 
 @dataclass(frozen=True)
@@ -74,14 +84,6 @@ def train_one_epoch(
     return EpochStats(loss=float(total) / max(1, samples), samples=samples, seconds=time.perf_counter() - start)
 
 
-def balanced_accuracy(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """Mean per-class recall over the classes present in `labels`."""
-    hits = torch.bincount(labels[preds == labels], minlength=num_classes).float()
-    support = torch.bincount(labels, minlength=num_classes).float()
-    present = support > 0
-    return float((hits[present].double() / support[present].double()).mean())
-
-
 @torch.inference_mode()
 def predict(
     model: nn.Module,
@@ -106,7 +108,6 @@ def predict(
 def evaluate(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    num_classes: int,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
 ) -> EvalStats:
@@ -117,7 +118,7 @@ def evaluate(
         loss=float(F.cross_entropy(logits, labels)),
         # exact ratio of counts: a float32 mean would print 342/360 as 0.94999999
         acc=int((preds == labels).sum()) / len(labels),
-        balanced_acc=balanced_accuracy(preds, labels, num_classes),
+        balanced_acc=balanced_accuracy(labels, preds),
         samples=len(labels),
         seconds=time.perf_counter() - start,
     )

@@ -1,8 +1,11 @@
 """One fine-tuning run, end to end, from a typed config to the files in its run directory.
 
-`run()` wires the pieces (data, model, strategy schedule, optimizer, loops, measurement, tracking)
-and returns the result record; it knows nothing of Hydra. The loops are in `engine`, the schedule
-in `strategies`, the counting in `flops`.
+`run()` is three steps: `_setup` (data, model, the strategy's schedule, optimizer, batches), `_fit`
+(the epoch loop: schedule, train, validate, select; then test once) and the record written at the
+end, however the run ends. What rides along the loop is a small object each: `FlopMeter` (FLOP
+counting), `BestModel` (model selection on validation), the tracker (W&B), and `on_epoch` (a sweep's
+pruner, which returns a reason to stop). It knows nothing of Hydra; the loops are in `engine`, the
+schedule in `src.strategies`, the counting in `src.measurement`.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from src.measurement.drift import drift
 from src.models import build_model, check_model_name, load_pretrained, normalization, weights_source
 from src.training.optim import build_optimizer, build_scheduler, param_groups
 from src.record.io import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
-from src.strategies import LayerGroup, Schedule, apply_epoch, l2sp_penalty, layer_groups, plan_schedule
+from src.strategies import LayerGroup, Schedule, Strategy, apply_epoch, layer_groups, plan_schedule, strategy_for
 from src.reporting.tracking import Tracker, make_tracker
 
 log = logging.getLogger(__name__)
@@ -47,12 +50,9 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class RunPruned(Exception):
-    """Raised by an `on_epoch` callback to stop a run early (a sweep's pruner): not a failure."""
-
-
-# Called after each epoch's validation with that epoch's metrics record; it may raise RunPruned.
-EpochCallback = Callable[[dict[str, Any]], None]
+# Called after each epoch's validation with that epoch's metrics record. It returns a reason to stop
+# the run now (a sweep's pruner; the run is recorded as "pruned", an outcome and not a failure), or None.
+EpochCallback = Callable[[dict[str, Any]], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,11 @@ class Runtime:
 
 @dataclass
 class Setup:
-    """Everything one training run works on, built by run() and consumed by _fit()."""
+    """Everything one training run works on, built by _setup() and consumed by _fit()."""
 
     model: torch.nn.Module
     groups: list[LayerGroup]
+    strategy: Strategy
     schedule: Schedule
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -76,9 +77,20 @@ class Setup:
     test: Batches
     num_classes: int
     input_shape: tuple[int, int, int]
-    penalty: Callable[[], torch.Tensor] | None = None  # L2-SP's regulariser, added to the training loss
-    runtime: Runtime | None = None
+    runtime: Runtime
+    data: Any  # the loaded DataBundle (drift probes its validation images)
+    penalty: Callable[[], torch.Tensor] | None = None  # a strategy's regulariser (L2-SP), added to the loss
+    reference: torch.nn.Module | None = None  # the pretrained model, for drift (None when off)
     batch_kw: dict[str, Any] = field(default_factory=dict)  # how Batches normalise and place images
+
+
+@dataclass
+class Progress:
+    """How far a run got and what it measured so far: kept in result.json however the run ends."""
+
+    epoch: int = -1
+    partial: dict[str, Any] = field(default_factory=dict)
+    stopped: str | None = None  # the reason on_epoch gave to stop (pruned)
 
 
 def interrupt_on_sigterm() -> None:
@@ -193,9 +205,8 @@ def claim_run_dir(run_dir: Path) -> None:
 def _config_fields(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """The result fields known from the config alone: a run that fails before its data is loaded
     still records what it was."""
-    s, name = cfg.strategy, cfg.strategy.name
     return {
-        "strategy": name,
+        "strategy": cfg.strategy.name,
         "model": cfg.model.name,
         "pretrained_weights": weights_source(cfg.model) if cfg.model.pretrained else "none (random init)",
         "dataset": cfg.dataset.name or cfg.dataset.flag or cfg.dataset.tv_name or cfg.dataset.kind,
@@ -205,19 +216,14 @@ def _config_fields(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "train_per_class": cfg.dataset.train_per_class,
         "min_epoch_steps": cfg.trainer.min_epoch_steps,
         "lr": cfg.optim.lr,
-        "lr_decay": s.lr_decay if name == "layerwise" else None,
-        "unfreeze_depth": s.unfreeze_depth if name == "layerwise" else None,
-        "unfreeze_every": s.unfreeze_every if name == "layerwise" else None,
-        "backbone_lr_scale": s.backbone_lr_scale if name in ("full", "l2sp", "lpft", "surgical") else None,
-        "probe_epochs": s.probe_epochs if name == "lpft" else None,
-        "surgical_group": s.surgical_group if name == "surgical" else None,
-        "l2sp_alpha": s.l2sp_alpha if name == "l2sp" else None,
-        "l2sp_beta": s.l2sp_beta if name == "l2sp" else None,
-        "frozen_bn": s.frozen_bn,
+        # the strategy's own settings (src/strategies/<name>.py), and the shared BatchNorm choice
+        "strategy_params": strategy_for(cfg.strategy).record(),
+        "frozen_bn": cfg.strategy.frozen_bn,
         "optimizer": cfg.optim.name,
         "join_warmup_epochs": cfg.optim.join_warmup_epochs,
         "run_dir": str(run_dir),
     }
+
 
 
 def run(
@@ -226,58 +232,45 @@ def run(
     """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json.
 
     A config that cannot run, or a folder that holds a finished run, raises ConfigError before
-    anything is written. From then on, a run stopped by `on_epoch` (RunPruned) or by an error at any
-    point (seeding, data, weights, device, training) still writes result.json, with its status
-    (pruned, failed, interrupted) and what was measured up to then, and re-raises.
+    anything is written. A run that `on_epoch` stops returns its record with status "pruned". A run
+    stopped by an error at any point (seeding, data, weights, device, training) or by Ctrl-C still
+    writes result.json, with its status (failed, interrupted) and what was measured up to then, and
+    re-raises.
     """
     preflight(cfg)
     claim_run_dir(run_dir)
-    wall_start = time.perf_counter()
+    started = time.perf_counter()
     base = _config_fields(cfg, run_dir)
-    state: dict[str, Any] = {"epoch": -1, "partial": {}}
+    progress = Progress()
     tracker: Tracker | None = None
     exit_code = 1
     try:
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
-        setup, data, reference = _setup(cfg, run_dir, base)
-        tracker = make_tracker(
-            cfg.logger, run_dir, run_name or run_dir.name, cfg.to_dict() | {"param_groups": setup.schedule.to_dict()},
-            cfg.strategy.name,
-        )
-        # The schedule as a table too: W&B shows it beside the run's LR curves.
-        tracker.table("param_groups", [
-            dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in setup.schedule.to_dict()["groups"]
-        ])
-        assert setup.runtime is not None
-        result = _fit(cfg, setup.runtime, setup, run_dir, tracker, state, on_epoch)
-        if reference is not None:
-            result |= _drift(cfg, setup, data, reference)
-        result = base | result | {"total_time_s": time.perf_counter() - wall_start, "status": "completed"}
-        result |= _environment()
+        setup = _setup(cfg, run_dir, base)
+        tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, setup.schedule)
+        fields = _fit(cfg, setup, run_dir, tracker, progress, on_epoch)
+        if progress.stopped is not None:
+            # Pruned is an outcome, not an error: the cost so far is real and counts in a sweep's total.
+            result = base | progress.partial | {"status": "pruned", "pruned_epoch": progress.epoch,
+                                                "reason": progress.stopped}
+        else:
+            if setup.reference is not None:
+                fields |= _drift(cfg, setup)
+            result = base | fields | {"status": "completed"}
+        result |= {"total_time_s": time.perf_counter() - started} | _environment()
         write_json(run_dir / RESULT_FILE, result)
         tracker.summary(result)
         exit_code = 0
         return result
-    except RunPruned as err:
-        # Pruned is an outcome, not an error: the cost so far is real and counts in a sweep's total.
-        result = base | state["partial"] | {
-            "status": "pruned", "pruned_epoch": state["epoch"], "reason": str(err),
-            "total_time_s": time.perf_counter() - wall_start,
-        } | _environment()
-        write_json(run_dir / RESULT_FILE, result)
-        if tracker is not None:
-            tracker.summary(result)
-        exit_code = 0
-        raise
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         write_json(
             run_dir / RESULT_FILE,
             # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
             base | {
-                "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": state["epoch"],
-                "measured_before_stop": state["partial"], "traceback": traceback.format_exc(limit=5),
+                "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": progress.epoch,
+                "measured_before_stop": progress.partial, "traceback": traceback.format_exc(limit=5),
             } | _environment(),
         )
         raise
@@ -286,41 +279,53 @@ def run(
             tracker.finish(exit_code=exit_code)
 
 
-def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> tuple[Setup, Any, torch.nn.Module | None]:
-    """Seed, data, model, schedule, optimizer and batches; fills in `base`'s data-dependent fields.
-    Returns the setup, the data and the pretrained reference model (for drift; None when off)."""
+def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule) -> Tracker:
+    tracker = make_tracker(cfg.logger, run_dir, name, cfg.to_dict() | {"param_groups": schedule.to_dict()},
+                           cfg.strategy.name)
+    # The schedule as a table too: W&B shows it beside the run's LR curves.
+    tracker.table("param_groups", [
+        dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in schedule.to_dict()["groups"]
+    ])
+    return tracker
+
+
+def _build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The model to train, and the pretrained reference for drift (None when drift is off)."""
+    if not cfg.trainer.drift_probe:
+        return build_model(cfg.model, num_classes), None
+    # The pretrained model with its original head stays on the CPU as the reference for drift
+    # (src/measurement/drift.py); the model trained is a copy with a new head (build_model's two
+    # steps, drawing the same random numbers).
+    reference = load_pretrained(cfg.model)
+    model = copy.deepcopy(reference)
+    model.reset_classifier(num_classes)
+    return model, reference
+
+
+def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
+    """Seed, data, model, schedule, optimizer and batches; fills in `base`'s data-dependent fields."""
     seed_everything(cfg.seed)
     rt = resolve_runtime(cfg)
     data = load_dataset(cfg.dataset)
     seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
-    reference: torch.nn.Module | None = None
-    if cfg.trainer.drift_probe:
-        # The pretrained model with its original head stays on the CPU as the reference for drift
-        # (src/drift.py); the model trained is a copy with a new head (build_model's two steps,
-        # drawing the same random numbers).
-        reference = load_pretrained(cfg.model)
-        model = copy.deepcopy(reference)
-        model.reset_classifier(data.num_classes)
-    else:
-        model = build_model(cfg.model, data.num_classes)
+    model, reference = _build_model(cfg, data.num_classes)
     norm = normalization(model)
     groups = layer_groups(model, cfg.strategy.granularity)
-    schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)
+    strategy = strategy_for(cfg.strategy)
+    # Computed again here although preflight checked it: the head's size, and so its parameter
+    # count, is known only now that the data says how many classes there are.
+    schedule = plan_schedule(strategy, groups, cfg.optim.lr, cfg.trainer.epochs)
     write_json(run_dir / GROUPS_FILE, schedule.to_dict())
     log.info(
         "%s | %s on %s (%d classes; train %d, val %d, test %d; %s) | %s%s\n%s",
         cfg.strategy.name, cfg.model.name, data.name, data.num_classes, len(data.train), len(data.val),
         len(data.test), data.split_note, rt.device, " bf16" if rt.amp_dtype else "", schedule.table(),
     )
-
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
-    # L2-SP's penalty replaces weight decay (which would pull toward 0, not toward the pretrained weights).
-    l2sp = cfg.strategy.name == "l2sp"
-    weight_decay = 0.0 if l2sp else cfg.optim.weight_decay
-    optimizer = build_optimizer(cfg.optim, param_groups(model, groups, schedule, weight_decay))
-    penalty = l2sp_penalty(model, groups, cfg.strategy.l2sp_alpha, cfg.strategy.l2sp_beta) if l2sp else None
+    optimizer = build_optimizer(cfg.optim, param_groups(model, groups, schedule, strategy.weight_decay(cfg.optim.weight_decay)))
+    penalty = strategy.penalty(model, groups)  # on the pretrained weights, before any step
     t = cfg.trainer
     batch_kw = dict(norm=norm, device=rt.device, channels_last=rt.channels_last)
     passes = passes_for(len(data.train), t.batch_size, t.min_epoch_steps)
@@ -329,41 +334,27 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> tuple[Setup, 
                  passes, len(data.train))
     train = Batches(data.train, t.batch_size, shuffle=True, seed=cfg.seed, augment=cfg.dataset.augment,
                     hflip=cfg.dataset.hflip, passes=passes, **batch_kw)
-    setup = Setup(
-        model=model,
-        groups=groups,
-        schedule=schedule,
-        optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, cfg.optim, schedule, len(train)),
-        train=train,
-        val=Batches(data.val, t.eval_batch_size, **batch_kw),
-        test=Batches(data.test, t.eval_batch_size, **batch_kw),
-        num_classes=data.num_classes,
-        input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size),
-        penalty=penalty,
-        runtime=rt,
-        batch_kw=batch_kw,
-    )
     base |= {
-        "dataset": data.name,
-        "train_samples": len(data.train),
-        "passes_per_epoch": passes,
-        "steps_per_epoch": len(train),
-        "skipped_files": len(data.skipped_files),
-        "val_samples": len(data.val),
-        "test_samples": len(data.test),
-        "num_classes": data.num_classes,
-        "num_groups": len(groups),
+        "dataset": data.name, "train_samples": len(data.train), "passes_per_epoch": passes,
+        "steps_per_epoch": len(train), "skipped_files": len(data.skipped_files), "val_samples": len(data.val),
+        "test_samples": len(data.test), "num_classes": data.num_classes, "num_groups": len(groups),
         "device": str(rt.device),
     }
-    return setup, data, reference
+    return Setup(
+        model=model, groups=groups, strategy=strategy, schedule=schedule, optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, cfg.optim, schedule, len(train)), train=train,
+        val=Batches(data.val, t.eval_batch_size, **batch_kw), test=Batches(data.test, t.eval_batch_size, **batch_kw),
+        num_classes=data.num_classes, input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size), runtime=rt,
+        data=data, penalty=penalty, reference=reference, batch_kw=batch_kw,
+    )
 
 
-def _drift(cfg: RunConfig, setup: Setup, data: Any, reference: torch.nn.Module) -> dict[str, Any]:
+def _drift(cfg: RunConfig, setup: Setup) -> dict[str, Any]:
+    assert setup.reference is not None
     start = time.perf_counter()
-    probe = next(iter(Batches(data.val, min(cfg.trainer.drift_probe, len(data.val)), **setup.batch_kw)))[0]
+    probe = next(iter(Batches(setup.data.val, min(cfg.trainer.drift_probe, len(setup.data.val)), **setup.batch_kw)))[0]
     imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")
-    return drift(setup.model, reference, setup.groups, probe, imagenet_head=imagenet) | {
+    return drift(setup.model, setup.reference, setup.groups, probe, imagenet_head=imagenet) | {
         "drift_s": time.perf_counter() - start
     }
 
@@ -379,134 +370,173 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def _fit(
-    cfg: RunConfig, rt: Runtime, s: Setup, run_dir: Path, tracker: Tracker, state: dict[str, Any],
-    on_epoch: EpochCallback | None = None,
-) -> dict[str, Any]:
-    """The epoch loop: schedule, train, validate, select; then test once. Returns the result fields.
+class FlopMeter:
+    """Training FLOPs: counted once per phase (set of training groups) for one step, times the
+    images trained in that phase; plus the feature cache's one backbone pass. Off: every field None."""
 
-    `state` is the caller's window into a run that stops early: the current epoch and the
-    measurements so far ("partial"), updated after every epoch.
-    """
-    model, groups, schedule, optimizer = s.model, s.groups, s.schedule, s.optimizer
-    group_names = [g.name for g in groups]
-    t = cfg.trainer
-    flops_by_phase: dict[tuple[bool, ...], StepFlops] = {}
-    train_flops = {"forward": 0, "backward": 0}
-    train_seconds = 0.0
-    trained_samples = 0
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None
-    max_trainable = 0
-    elapsed_start = time.perf_counter()
-    blocker = cache_blocker(model, groups, schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
+    def __init__(self, enabled: bool, num_classes: int) -> None:
+        self.enabled, self.num_classes = enabled, num_classes
+        self.forward = self.backward = 0
+        self._per_image: dict[tuple[bool, ...], StepFlops] = {}
+
+    def count_phase(self, phase: tuple[bool, ...], net: torch.nn.Module, step_shape: tuple[int, ...]) -> None:
+        """Count a phase's step the first time it comes (before its epoch trains: the count runs on a copy)."""
+        if self.enabled and phase not in self._per_image:
+            self._per_image[phase] = counted_step_flops(net, step_shape, self.num_classes)
+
+    def add_epoch(self, phase: tuple[bool, ...], samples: int) -> None:
+        if self.enabled:
+            self.forward += self._per_image[phase].forward * samples
+            self.backward += self._per_image[phase].backward * samples
+
+    def add_forward(self, flops: int) -> None:
+        if self.enabled:
+            self.forward += flops
+
+    @property
+    def total(self) -> int:
+        return self.forward + self.backward
+
+    def fields(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[str, int | None]:
+        on = self.enabled
+        return {
+            "train_flops": self.total if on else None,
+            "train_flops_forward": self.forward if on else None,
+            "train_flops_backward": self.backward if on else None,
+            "inference_flops_per_image": counted_forward_flops(model, input_shape) if on else None,
+        }
+
+
+class BestModel:
+    """Model selection on validation: the epoch whose weights are tested (best validation accuracy,
+    or the last with trainer.select=last), and a copy of those weights."""
+
+    def __init__(self, select: str) -> None:
+        self.select = select
+        self.acc, self.epoch = float("-inf"), -1
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, val_acc: float, model: torch.nn.Module) -> None:
+        if self.select == "last" or self.state is None or val_acc > self.acc:
+            # A copy, not a reference: later steps mutate the live tensors in place.
+            self.acc, self.epoch = val_acc, epoch
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class View:
+    """What the epochs train and evaluate: the whole model on images (compiled if asked; it shares
+    the parameters and modules, so schedules and state dicts still go through the model), or the head
+    on cached backbone features."""
+
+    net: torch.nn.Module
+    train: Any
+    val: Any
+    test: Any
+    step_shape: tuple[int, ...]
+    cache: Cache | None = None
+    blocker: str | None = "off"  # why the feature cache is not used (None: it is)
+
+
+def _view(cfg: RunConfig, s: Setup, flops: FlopMeter, meter: dict[str, float]) -> View:
+    t, rt = cfg.trainer, s.runtime
+    blocker = cache_blocker(s.model, s.groups, s.schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
     if t.feature_cache == "on" and blocker:
         raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {blocker}")
-    cache: Cache | None = None
-    # What the epochs train and evaluate: the whole model on images (compiled if asked; it shares
-    # the parameters and modules, so schedules and state dicts still go through `model`), or the
-    # head on cached features.
-    net: torch.nn.Module = torch.compile(model) if t.compile else model  # type: ignore[assignment]
-    train_batches, val_batches, test_batches, step_shape = s.train, s.val, s.test, s.input_shape
+    if blocker is not None:
+        net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
+        return View(net, s.train, s.val, s.test, s.input_shape, None, blocker)
+    apply_epoch(s.model, s.groups, s.schedule, 0)
+    cache = build_cache(s.model, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size)
+    meter["train_s"] += cache.train_extract_s  # the one backbone pass is training cost
+    flops.add_forward(counted_forward_flops(PreLogits(s.model), s.input_shape) * len(s.train.labels) if flops.enabled else 0)
+    log.info("feature cache: backbone run once over %d train images in %.1fs; epochs train the head only",
+             len(s.train.labels), cache.train_extract_s)
+    return View(cache.head, cache.train, cache.val, cache.test, (cache.feature_dim,), cache, None)
+
+
+def _fit(
+    cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, progress: Progress, on_epoch: EpochCallback | None
+) -> dict[str, Any]:
+    """The epoch loop: schedule, train, validate, select; then test once. Returns the result fields
+    ({} when `on_epoch` stopped the run: `progress` holds what was measured)."""
+    t, rt = cfg.trainer, s.runtime
+    flops, best = FlopMeter(t.count_flops, s.num_classes), BestModel(t.select)
+    meter = {"train_s": 0.0, "samples": 0, "max_trainable": 0, "started": time.perf_counter()}
     with PeakMemory(rt.device) as mem:
-        if blocker is None:
-            apply_epoch(model, groups, schedule, 0)
-            cache = build_cache(model, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size)
-            net, train_batches, val_batches, test_batches = cache.head, cache.train, cache.val, cache.test
-            step_shape = (cache.feature_dim,)
-            train_seconds += cache.train_extract_s  # the one backbone pass is training cost
-            if t.count_flops:
-                train_flops["forward"] += counted_forward_flops(PreLogits(model), s.input_shape) * len(s.train.labels)
-            log.info("feature cache: backbone run once over %d train images in %.1fs; epochs train the head only",
-                     len(s.train.labels), cache.train_extract_s)
+        view = _view(cfg, s, flops, meter)
         for epoch in range(t.epochs):
-            state["epoch"] = epoch
-            trainable = apply_epoch(model, groups, schedule, epoch)
-            if cache is not None:
-                cache.head.train()  # (the uncached model's modes are apply_epoch's to set: frozen BN stays eval)
-            max_trainable = max(max_trainable, trainable)
-            phase = schedule.active(epoch)
-            if t.count_flops and phase not in flops_by_phase:
-                flops_by_phase[phase] = counted_step_flops(cache.head if cache else model, step_shape, s.num_classes)
-            lrs = _lrs(optimizer, group_names)
-            stats = engine.train_one_epoch(
-                net, train_batches, optimizer, s.scheduler, rt.device, rt.amp_dtype,
-                progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}", penalty=s.penalty,
-            )
-            if not np.isfinite(stats.loss):
-                raise DivergedError(f"training loss became {stats.loss} in epoch {epoch}")
-            train_seconds += stats.seconds
-            trained_samples += stats.samples
-            if t.count_flops:
-                train_flops["forward"] += flops_by_phase[phase].forward * stats.samples
-                train_flops["backward"] += flops_by_phase[phase].backward * stats.samples
-            val = engine.evaluate(net, val_batches, s.num_classes, rt.device, rt.amp_dtype)
-            if not np.isfinite(val.loss):
-                # The weights or the inputs hold NaN/inf: an accuracy measured on them means nothing.
-                raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
-            record = {
-                "epoch": epoch,
-                "train_loss": stats.loss,
-                "val_loss": val.loss,
-                "val_acc": val.acc,
-                "val_balanced_acc": val.balanced_acc,
-                "trainable_params": trainable,
-                "epoch_train_s": stats.seconds,
-                "epoch_val_s": val.seconds,
-                "elapsed_s": time.perf_counter() - elapsed_start,
-                "train_s_cum": train_seconds,
-                "train_flops_cum": train_flops["forward"] + train_flops["backward"],
-                **lrs,
-            }
+            progress.epoch = epoch
+            record = _epoch(cfg, s, view, epoch, flops, meter)
             append_jsonl(run_dir / METRICS_FILE, record)
             tracker.log(record, step=epoch)
-            log.info(
-                "epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs",
-                epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds,
-            )
-            if t.select == "last" or best is None or val.acc > best[0]:
-                # A copy, not a reference: later steps mutate the live tensors in place.
-                best = (val.acc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            state["partial"] = {
-                "epochs_trained": epoch + 1,
-                "best_epoch": best[1],
-                "val_acc": best[0],
-                "train_flops": record["train_flops_cum"] if t.count_flops else None,
-                "train_time_s": train_seconds,
-                "max_trainable_params_per_epoch": max_trainable,
+            best.update(epoch, record["val_acc"], s.model)
+            progress.partial = {
+                "epochs_trained": epoch + 1, "best_epoch": best.epoch, "val_acc": best.acc,
+                "train_flops": flops.total if t.count_flops else None, "train_time_s": meter["train_s"],
+                "max_trainable_params_per_epoch": meter["max_trainable"],
             }
-            if on_epoch is not None:
-                on_epoch(record)
-    assert best is not None
-    best_val_acc, best_epoch, best_state = best
-    model.load_state_dict(best_state)
-    if t.save_model:
-        torch.save(best_state, run_dir / "model.pt")
+            if on_epoch is not None and (reason := on_epoch(record)):
+                progress.stopped = reason
+                return {}
+    return _final(cfg, s, view, best, flops, meter, mem, run_dir)
+
+
+def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, flops: FlopMeter, meter: dict[str, Any]) -> dict[str, Any]:
+    """Train and validate one epoch; returns its metrics.jsonl record."""
+    t, rt = cfg.trainer, s.runtime
+    trainable = apply_epoch(s.model, s.groups, s.schedule, epoch)
+    if view.cache is not None:
+        view.cache.head.train()  # (the uncached model's modes are apply_epoch's to set: frozen BN stays eval)
+    meter["max_trainable"] = max(meter["max_trainable"], trainable)
+    phase = s.schedule.active(epoch)
+    flops.count_phase(phase, view.cache.head if view.cache else s.model, view.step_shape)
+    lrs = _lrs(s.optimizer, [g.name for g in s.groups])
+    stats = engine.train_one_epoch(
+        view.net, view.train, s.optimizer, s.scheduler, rt.device, rt.amp_dtype,
+        progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}", penalty=s.penalty,
+    )
+    if not np.isfinite(stats.loss):
+        raise DivergedError(f"training loss became {stats.loss} in epoch {epoch}")
+    meter["train_s"] += stats.seconds
+    meter["samples"] += stats.samples
+    flops.add_epoch(phase, stats.samples)
+    val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
+    if not np.isfinite(val.loss):
+        # The weights or the inputs hold NaN/inf: an accuracy measured on them means nothing.
+        raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
+    log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs",
+             epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds)
+    return {
+        "epoch": epoch, "train_loss": stats.loss, "val_loss": val.loss, "val_acc": val.acc,
+        "val_balanced_acc": val.balanced_acc, "trainable_params": trainable, "epoch_train_s": stats.seconds,
+        "epoch_val_s": val.seconds, "elapsed_s": time.perf_counter() - meter["started"],
+        "train_s_cum": meter["train_s"], "train_flops_cum": flops.total, **lrs,
+    }
+
+
+def _final(cfg: RunConfig, s: Setup, view: View, best: BestModel, flops: FlopMeter, meter: dict[str, Any],
+           mem: PeakMemory, run_dir: Path) -> dict[str, Any]:
+    """Load the selected weights, evaluate test once on them; the run's result fields."""
+    rt = s.runtime
+    assert best.state is not None
+    s.model.load_state_dict(best.state)
+    if cfg.trainer.save_model:
+        torch.save(best.state, run_dir / "model.pt")
     # Test is evaluated once, on the model that validation selected.
-    val = engine.evaluate(net, val_batches, s.num_classes, rt.device, rt.amp_dtype)
-    test = engine.evaluate(net, test_batches, s.num_classes, rt.device, rt.amp_dtype)
+    val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
+    test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)
     if not np.isfinite(test.loss):
         raise DivergedError(f"test loss is {test.loss} on the selected model (non-finite test inputs?)")
-    fwd_per_image = counted_forward_flops(model, s.input_shape) if t.count_flops else None
     return {
-        "epochs_trained": t.epochs,
-        "best_epoch": best_epoch,
-        "val_acc": val.acc,
-        "val_balanced_acc": val.balanced_acc,
-        "test_acc": test.acc,
-        "test_balanced_acc": test.balanced_acc,
-        "test_loss": test.loss,
-        "trainable_params": schedule.trainable_params,
-        "max_trainable_params_per_epoch": max_trainable,
-        "total_params": sum(p.numel() for p in model.parameters()),
-        "train_flops": (train_flops["forward"] + train_flops["backward"]) if t.count_flops else None,
-        "train_flops_forward": train_flops["forward"] if t.count_flops else None,
-        "train_flops_backward": train_flops["backward"] if t.count_flops else None,
-        "inference_flops_per_image": fwd_per_image,
-        "train_time_s": train_seconds,
-        "images_per_s": trained_samples / train_seconds if train_seconds > 0 else None,
-        "peak_mem_mb": mem.peak_mb,
-        "peak_mem_start_mb": mem.start_mb,
-        "peak_mem_method": mem.method,
-        "feature_cache": cache is not None,
-        "feature_cache_blocker": blocker,
+        "epochs_trained": cfg.trainer.epochs, "best_epoch": best.epoch, "val_acc": val.acc,
+        "val_balanced_acc": val.balanced_acc, "test_acc": test.acc, "test_balanced_acc": test.balanced_acc,
+        "test_loss": test.loss, "trainable_params": s.schedule.trainable_params,
+        "max_trainable_params_per_epoch": meter["max_trainable"],
+        "total_params": sum(p.numel() for p in s.model.parameters()),
+        **flops.fields(s.model, s.input_shape),
+        "train_time_s": meter["train_s"],
+        "images_per_s": meter["samples"] / meter["train_s"] if meter["train_s"] > 0 else None,
+        "peak_mem_mb": mem.peak_mb, "peak_mem_start_mb": mem.start_mb, "peak_mem_method": mem.method,
+        "feature_cache": view.cache is not None, "feature_cache_blocker": view.blocker,
     }

@@ -1,0 +1,77 @@
+"""What a strategy is, and the registry of strategies by name.
+
+A strategy is one class in one module of this package: its config (a `StrategyConfig` subclass with
+only its own knobs), its plan (which layer groups train, from which epoch, at what LR), its checks,
+and its optimizer hooks (weight decay, a penalty added to the loss). `@register` makes it known by
+name to the config gate (`src.config.STRATEGY_CONFIGS`) and to training (`STRATEGIES`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from src.config import STRATEGY_CONFIGS, ConfigError, StrategyConfig
+from src.strategies.groups import LayerGroup
+
+# What `plan` returns: one (lr, start_epoch) per layer group, bottom first; None = never trains.
+Plan = list[tuple[float, int | None]]
+
+
+class Strategy:
+    """Base class: set `name` and `Config`, implement `plan`; override the hooks a strategy needs."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StrategyConfig]] = StrategyConfig
+    # "all": a training group trains all its parameters; "bias_norm" (BitFit): below the head, only
+    # its biases and norm scales/shifts.
+    params: ClassVar[str] = "all"
+
+    def __init__(self, cfg: StrategyConfig) -> None:
+        if not isinstance(cfg, self.Config):
+            raise TypeError(f"strategy {self.name} takes a {self.Config.__name__}, not a {type(cfg).__name__}")
+        self.cfg = cfg
+
+    def check(self, num_groups: int, epochs: int) -> None:
+        """Checks that need the model's group count or the run's length; raise ConfigError (one line)."""
+
+    def plan(self, num_groups: int, head_lr: float) -> Plan:
+        """Every group's (peak LR, first epoch it trains), bottom first; (0.0, None) = never trains."""
+        raise NotImplementedError
+
+    def weight_decay(self, weight_decay: float) -> float:
+        """The optimizer's weight decay for this strategy (optim.weight_decay unless it replaces it)."""
+        return weight_decay
+
+    def penalty(self, model: nn.Module, groups: Sequence[LayerGroup]) -> Callable[[], torch.Tensor] | None:
+        """A term added to the training loss, built on the pretrained model before training; None = none."""
+        return None
+
+    def record(self) -> dict[str, object]:
+        """What result.json records about this strategy's own settings (`strategy_params`)."""
+        return self.cfg.knobs()
+
+
+# Every registered strategy by name (filled by @register as the modules of this package are imported).
+STRATEGIES: dict[str, type[Strategy]] = {}
+
+
+def register(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy known by its name, its config class to the config gate."""
+    default_name = next(f.default for f in dataclasses.fields(cls.Config) if f.name == "name")
+    if default_name != cls.name:
+        raise TypeError(f"{cls.__name__}.Config.name defaults to {default_name!r}, not {cls.name!r}")
+    STRATEGIES[cls.name] = cls
+    STRATEGY_CONFIGS[cls.name] = cls.Config
+    return cls
+
+
+def strategy_for(cfg: StrategyConfig) -> Strategy:
+    """The strategy object a config describes."""
+    if cfg.name not in STRATEGIES:
+        raise ConfigError(f"strategy.name={cfg.name!r} is not allowed (expected {' | '.join(map(repr, sorted(STRATEGIES)))})")
+    return STRATEGIES[cfg.name](cfg)
