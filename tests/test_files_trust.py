@@ -240,7 +240,7 @@ def test_report_names_each_unreadable_file_and_reports_the_rest(trained, tmp_pat
     # the good lines of the damaged metrics file are the curve: epochs 1 and 3 (0 and 2 recorded)
     skipped: list[SkippedFile] = []
     [run] = load_runs([study / "1_full"], skipped)
-    assert [m["epoch"] for m in run.metrics] == [0, 2] and run.groups == {} and len(skipped) == 5
+    assert [m.epoch for m in run.metrics] == [0, 2] and run.groups == {} and len(skipped) == 5
 
 
 def test_report_with_nothing_readable_exits_2_in_one_error_line(trained, tmp_path):
