@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from src.record.io import read_jsonl
 from src.training.run import run
-from src.train import to_run_config
+from src.gate import to_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 

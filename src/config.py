@@ -1,18 +1,25 @@
-"""Typed run configuration.
+"""Typed run configuration: every key, its type, default and allowed values, in one place.
 
-Hydra composes YAML at the entrypoint; everything below it receives these frozen dataclasses.
-`RunConfig.from_dict` is the single gate between the two: it rejects unknown keys and bad values
-with one line that names the key, the value and what is allowed, before any training starts.
+Everything below the entrypoints receives these frozen dataclasses. `schema()` derives from them the
+structured configs that Hydra checks a composed config against (unknown keys, wrong types; registered
+by src/gate.py); `validate()` holds every value and cross-field check; `RunConfig.from_dict` builds a
+config from a plain dict through both. Problems are one line naming the key, the value and what is
+allowed. OmegaConf is used here as the schema checker only: nothing below receives a DictConfig.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, List, Literal, Optional, Union, get_args, get_origin
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 
 class ConfigError(ValueError):
@@ -59,24 +66,14 @@ class DataConfig:
     bad_images: Literal["skip", "fail"] = "skip"
 
 
+# --- strategy configs (the base every strategy shares; each strategy's own knobs are in its module)
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: Literal["bitfit", "frozen", "full", "l2sp", "layerwise", "lpft", "surgical"] = "layerwise"
-    # Layer-wise: each group below the head trains at the previous group's LR / lr_decay.
-    lr_decay: float = 2.6
-    # Number of backbone groups (counted from the top) that train besides the head; "all" = every group.
-    unfreeze_depth: int | Literal["all"] = "all"
-    # Gradual unfreezing: one more group every N epochs, from the top (0 = all at once).
-    unfreeze_every: int = 0
-    # Full fine-tuning, LP-FT and surgical: the backbone LR as a fraction of the head LR.
-    backbone_lr_scale: float = 0.1
-    # LP-FT: epochs of linear probing (head only) before the whole network trains.
-    probe_epochs: int = 2
-    # Surgical: the one backbone group that trains besides the head (0 = the stem).
-    surgical_group: int = 0
-    # L2-SP: pull of the backbone toward its pretrained weights (alpha) and of the head toward 0 (beta).
-    l2sp_alpha: float = 0.01
-    l2sp_beta: float = 0.01
+    """Settings every strategy has. A strategy's own knobs live in a subclass defined in its module
+    (`src/strategies/<name>.py`, registered in STRATEGY_CONFIGS); `RunConfig.strategy` holds an
+    instance of the run's strategy's class."""
+
+    name: str = "layerwise"
     # timm's group_matcher granularity: coarse = stem / stages / head, fine = per block.
     granularity: Literal["coarse", "fine"] = "coarse"
     # BatchNorm in groups that are not training: "eval" keeps running statistics frozen (timm's
@@ -88,6 +85,33 @@ class StrategyConfig:
     # batches of 16, batch statistics cost full and layer-wise fine-tuning 3-21 points in this
     # project's measurements. "eval" (batch statistics where a group trains) suits large batches.
     frozen_bn: Literal["eval", "train", "all"] = "all"
+
+    def check(self) -> None:
+        """Value checks of the strategy's own knobs that need no model; raise ConfigError (one line).
+        Model-dependent checks are the strategy's `check` (src/strategies/base.py)."""
+
+    def knobs(self) -> dict[str, Any]:
+        """The strategy's own settings (the shared ones left out), as recorded in result.json."""
+        shared = {f.name for f in dataclasses.fields(StrategyConfig)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in shared}
+
+
+# Each strategy's config class by name; src.strategies.registry.register fills it on import.
+STRATEGY_CONFIGS: dict[str, type[StrategyConfig]] = {}
+
+
+def strategy_config_class(name: Any) -> type[StrategyConfig]:
+    """The config class of strategy `name`; ConfigError listing the registered ones if there is none."""
+    if not STRATEGY_CONFIGS:
+        raise ConfigError("no strategies are registered: import src.strategies first")
+    if name not in STRATEGY_CONFIGS:
+        raise ConfigError(f"strategy.name={name!r} is not allowed (expected {' | '.join(map(repr, sorted(STRATEGY_CONFIGS)))})")
+    return STRATEGY_CONFIGS[name]
+
+
+def default_strategy() -> StrategyConfig:
+    return strategy_config_class("layerwise")()
+# --- end strategy configs
 
 
 @dataclass(frozen=True)
@@ -153,16 +177,30 @@ class LoggerConfig:
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DataConfig = field(default_factory=DataConfig)
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    strategy: StrategyConfig = field(default_factory=default_strategy)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        """Build and validate from a plain (resolved) dict; raises ConfigError on the first problem."""
-        cfg = _build(cls, data, prefix="")
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build from a plain (resolved) dict, missing keys at their defaults: keys and types are checked
+        against `schema(RunConfig)` by OmegaConf (as Hydra checks a composed config), values by
+        validate(). Raises ConfigError naming the key on the first problem."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config={data!r}: expected a mapping of keys")
+        for name, section in data.items():
+            if name in _SECTIONS and not isinstance(section, Mapping):
+                raise ConfigError(f"{name}={section!r}: expected a mapping of keys")
+        strategy = data.get("strategy") or {}
+        try:
+            node = OmegaConf.structured(schema(RunConfig))
+            node.strategy = OmegaConf.structured(schema(strategy_config_class(strategy.get("name", StrategyConfig.name))))
+            node = OmegaConf.merge(node, data)
+        except OmegaConfBaseException as err:
+            raise config_error(err) from None
+        cfg = _instantiate(cls, OmegaConf.to_container(node, resolve=True))
         validate(cfg)
         return cfg
 
@@ -170,7 +208,102 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+# The sections of a RunConfig (one config group each in conf/).
+_SECTIONS = ("model", "dataset", "strategy", "optim", "trainer", "logger")
+
+
+# --- the schema Hydra and OmegaConf check a config against
+# OmegaConf's structured configs know int, float, bool, str, lists, Optional and nested dataclasses,
+# not Literal nor a Union of several types. The schema is derived from the dataclasses above (one
+# place for every key, type and default): a Literal becomes the type of its values, a Union of
+# several types Any, a tuple a list. What that leaves out (allowed values, finite numbers, a pair's
+# length) is checked by validate().
+
+@functools.cache
+def schema(cls: type) -> type:
+    """The structured-config schema of config dataclass `cls`: the same keys and defaults, types that
+    OmegaConf checks, mutable (Hydra merges YAML into it). A subclass's schema subclasses its base's,
+    so a strategy's schema fits where `schema(StrategyConfig)` is expected."""
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            default = field(default_factory=schema(tp))
+        elif isinstance(f.default, tuple):
+            default = field(default_factory=functools.partial(list, f.default))
+        else:
+            default = field(default=f.default)
+        specs.append((f.name, _schema_type(tp), default))
+    bases = tuple(schema(b) for b in cls.__bases__ if dataclasses.is_dataclass(b))
+    return dataclasses.make_dataclass(cls.__name__, specs, bases=bases)
+
+
+def _schema_type(tp: Any) -> Any:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        kinds = {type(a) for a in args}
+        return kinds.pop() if len(kinds) == 1 else Any
+    if origin in (Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        inner = _schema_type(options[0]) if len(options) == 1 else Any
+        return Optional[inner] if len(options) < len(args) else inner
+    if origin is tuple:
+        return List[_schema_type(args[0])]  # type: ignore[misc]
+    if dataclasses.is_dataclass(tp):
+        return schema(tp)
+    return tp
+
+
+def _instantiate(cls: type, data: dict[str, Any]) -> Any:
+    """The frozen dataclass from a dict the schema has checked (lists become tuples)."""
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if tp is StrategyConfig:  # the run's strategy's own class, with its own knobs
+            value = _instantiate(strategy_config_class(value["name"]), value)
+        elif dataclasses.is_dataclass(tp):
+            value = _instantiate(tp, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_error(err: OmegaConfBaseException) -> ConfigError:
+    """OmegaConf's multi-line error (the cause of Hydra's at compose time) as one line naming the key:
+    an unknown key with the keys allowed there, a wrong type with the value and the type expected."""
+    key, owner = err.full_key, err.object_type
+    unknown = isinstance(err, (ConfigKeyError, ConfigAttributeError))
+    if unknown and key and dataclasses.is_dataclass(owner):
+        where = key.rpartition(".")[0] or "config"
+        allowed = ", ".join(sorted(f.name for f in dataclasses.fields(owner)))
+        return ConfigError(f"unknown key '{key}' (allowed in {where}: {allowed})")
+    hints = typing.get_type_hints(owner) if dataclasses.is_dataclass(owner) else {}
+    if isinstance(err, ValidationError) and key and err.key in hints:
+        value = OmegaConf.to_container(err.value) if OmegaConf.is_config(err.value) else err.value
+        return ConfigError(f"{key}={value!r}: expected {_expected(hints[err.key])}")
+    if unknown and key:
+        return ConfigError(f"unknown key '{key}' ({key.rpartition('.')[0]} has no sub-keys)")
+    message = str(err.msg).strip().splitlines()[0] if str(err.msg).strip() else type(err).__name__
+    return ConfigError(f"{key}: {message}" if key else message)
+
+
+def _expected(tp: Any) -> str:
+    """How an error names a schema type: 'an integer', 'a number or null', ..."""
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_expected(a) for a in get_args(tp))
+    if get_origin(tp) in (list, List):
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of keys"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return words.get(tp, getattr(tp, "__name__", str(tp)))
+
+
 def _describe(tp: Any) -> str:
+    """How an error names a dataclass field's type: 'auto' | 'cpu' | 'cuda', int | 'all', ..."""
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -178,74 +311,42 @@ def _describe(tp: Any) -> str:
         return " | ".join(_describe(a) for a in get_args(tp))
     if tp is type(None):
         return "null"
-    if origin is tuple:
-        return "list"
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """Return value as type tp, or raise ConfigError naming the key."""
+def _fits(tp: Any, value: Any) -> bool:
+    """Whether `value` is one the field type allows, for what the schema cannot say (Literal, Union)."""
     origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        for option in get_args(tp):
-            try:
-                return _coerce(option, value, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{key}={value!r} is not allowed (expected {_describe(tp)})")
     if origin is Literal:
-        if value in get_args(tp):
-            return value
-        raise ConfigError(f"{key}={value!r} is not allowed (expected {_describe(tp)})")
+        return value in get_args(tp)
+    if origin in (Union, types.UnionType):
+        return any(_fits(a, value) for a in get_args(tp))
     if tp is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"{key}={value!r}: expected null")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}={value!r}: expected a list")
-        args = get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, key) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{key}={value!r}: expected a list of {len(args)} values")
-        return tuple(_coerce(a, v, key) for a, v in zip(args, value))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r}: expected true or false")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value is None
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"{key}={value!r}: expected a finite number")
-            return float(value)
-        raise ConfigError(f"{key}={value!r}: expected a number")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{key}={value!r}: expected a string")
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, prefix=key + ".")
-    raise ConfigError(f"{key}: unsupported type {tp!r}")  # a schema bug, not user input
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp) if isinstance(tp, type) else True
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    where = prefix.rstrip(".") or "config"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}={data!r}: expected a mapping of keys")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"unknown key '{prefix}{unknown[0]}' (allowed in {where}: {', '.join(sorted(fields))})"
-        )
-    kwargs = {name: _coerce(hints[name], data[name], prefix + name) for name in data}
-    return cls(**kwargs)
+def _check_beyond_schema(obj: Any, prefix: str = "") -> None:
+    """Per field: a value among the allowed ones (Literal, int | 'all'), finite numbers, pairs of two."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key, tp, value = prefix + f.name, hints[f.name], getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_beyond_schema(value, key + ".")
+        elif get_origin(tp) is tuple:
+            args = get_args(tp)
+            if Ellipsis not in args and len(value) != len(args):
+                raise ConfigError(f"{key}={list(value)!r}: expected a list of {len(args)} values")
+            if any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise ConfigError(f"{key}={list(value)!r}: expected finite numbers")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+        elif get_origin(tp) in (Literal, Union, types.UnionType) and not _fits(tp, value):
+            raise ConfigError(f"{key}={value!r} is not allowed (expected {_describe(tp)})")
 
 
 def _positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
@@ -256,20 +357,11 @@ def _positive(key: str, value: float | int | None, allow_none: bool = False) -> 
 
 
 def validate(cfg: RunConfig) -> None:
-    """Value checks that need no model or data. Model-dependent checks live in run()."""
+    """The one place for value and cross-field checks that need no model or data, for both entrypoints
+    (and for a RunConfig built in code). Model-dependent checks are preflight's (src/training/run.py)."""
+    _check_beyond_schema(cfg)
     _positive("optim.lr", cfg.optim.lr)
-    if cfg.strategy.lr_decay < 1:
-        # The opposite convention to timm's/MAE's `layer_decay` (a multiplier, 0.65-0.75): a value
-        # below 1 here would train the stem faster than the top group, never what is meant.
-        raise ConfigError(
-            f"strategy.lr_decay={cfg.strategy.lr_decay!r} must be >= 1: each group below the head trains at the "
-            f"LR of the group above divided by lr_decay (ULMFiT's 2.6); timm/MAE layer_decay=x is lr_decay=1/x"
-        )
-    _positive("strategy.backbone_lr_scale", cfg.strategy.backbone_lr_scale)
-    for key in ("l2sp_alpha", "l2sp_beta"):
-        value = getattr(cfg.strategy, key)
-        if not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"strategy.{key}={value!r} must be a finite number >= 0")
+    cfg.strategy.check()
     _positive("trainer.epochs", cfg.trainer.epochs)
     if cfg.trainer.batch_size < 2:  # BatchNorm cannot train on one sample
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
@@ -302,11 +394,6 @@ def validate(cfg: RunConfig) -> None:
         raise ConfigError(f"optim.betas={list(cfg.optim.betas)!r}: each must be in [0, 1)")
     if not 0 <= cfg.optim.momentum < 1:
         raise ConfigError(f"optim.momentum={cfg.optim.momentum!r} must be in [0, 1)")
-    if cfg.strategy.unfreeze_every < 0:
-        raise ConfigError(f"strategy.unfreeze_every={cfg.strategy.unfreeze_every!r} must be >= 0")
-    depth = cfg.strategy.unfreeze_depth
-    if depth != "all" and depth < 0:
-        raise ConfigError(f"strategy.unfreeze_depth={depth!r} must be >= 0 or 'all'")
     for key in ("val_fraction", "test_fraction"):
         value = getattr(cfg.dataset, key)
         if not 0 < value < 1:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from src.config import ConfigError, RunConfig
-from tests.cli import TINY_OVERRIDES, env
+from tests.cli import REPO, TINY_OVERRIDES, env
 
 TINY = [*TINY_OVERRIDES, "trainer.progress=false", "trainer.num_threads=1"]
 # The same tiny run, but with weights from a file (model.pretrained stays true).
@@ -65,7 +65,7 @@ def test_every_job_of_a_multirun_is_checked_before_job_0_starts(tmp_path):
 def test_sweep_values_from_a_preset_are_checked_too(tmp_path, monkeypatch):
     # experiment=data_size_grid sweeps train_per_class in hydra.sweeper.params; a command-line value
     # for another key combines with it, and a bad one stops the grid before its first job.
-    from src.train import precheck
+    from src.gate import precheck
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match=r"^job 1 of 2 \(dataset.train_per_class=0\): dataset.train_per_class=0 must be > 0"):
@@ -73,7 +73,7 @@ def test_sweep_values_from_a_preset_are_checked_too(tmp_path, monkeypatch):
                   "dataset.train_per_class=5,0"])
     # Composing the preset resolves the default sweep folder while merging over it (OmegaConf does):
     # the folder it claimed is released, as the CLI does after its checks.
-    from src.train import release_unused_dirs
+    from src.gate import release_unused_dirs
 
     release_unused_dirs()
     assert not list(tmp_path.iterdir())
@@ -98,7 +98,7 @@ def test_a_config_error_leaves_no_run_folder(tmp_path):
 ])
 def test_numeric_extremes_and_missing_files_are_one_line_errors(tmp_path, monkeypatch, override, expected):
     # The same check `python -m src.train` runs before Hydra (the CLI path is tested below).
-    from src.train import precheck
+    from src.gate import precheck
 
     monkeypatch.chdir(tmp_path)
     args = [*TINY_FILE, override] if override.startswith("model.") else [*TINY, override]
@@ -133,7 +133,7 @@ def test_a_pickled_model_is_not_a_checkpoint(checkpoints):
 
 
 def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
-    from src.train import precheck
+    from src.gate import precheck
 
     (tmp_path / "afile").write_text("not a folder")
     proc = _run([*TINY, f"hydra.run.dir={tmp_path}/afile/run"], tmp_path)
@@ -234,6 +234,46 @@ def test_interrupting_a_run_is_one_line_with_the_record(tmp_path, multirun, sig,
 def test_shell_completion_is_hydra_s(tmp_path):
     proc = _run(["-sc", "install=bash"], tmp_path, timeout=300)
     assert proc.returncode == 0 and "hydra_bash_completion" in proc.stdout
+    assert 'helper="${words[0]} -m ${words[2]}"' in proc.stdout  # taught `python -m src.train`
+
+
+@pytest.mark.slow
+def test_shell_completion_completes_in_bash(tmp_path):
+    # The script, sourced in bash as a user would, completes `python -m src.train strategy=` (Hydra's
+    # own script knows only `python app.py`): the strategies, not their schemas' names.
+    import shutil
+
+    if not shutil.which("bash"):
+        pytest.skip("no bash")
+    proc = _run(["-sc", "install=bash"], tmp_path, timeout=300)
+    (tmp_path / "complete.sh").write_text(proc.stdout)
+    line = "python -m src.train strategy="
+    script = (f'source {tmp_path / "complete.sh"}; COMP_LINE="{line}"; COMP_POINT={len(line)}; COMP_CWORD=3; '
+              'hydra_bash_completion; echo "${COMPREPLY[*]}"')
+    bin_dir = Path(sys.executable).parent  # `python` in the bash function is this interpreter
+    answer = subprocess.run(["bash", "-c", script], cwd=REPO, env=env() | {"PATH": f"{bin_dir}:{env()['PATH']}"},
+                            capture_output=True, text=True, timeout=300)
+    assert answer.stdout.split() == [f"strategy={s}" for s in ("bitfit", "frozen", "full", "l2sp", "layerwise", "lpft",
+                                                               "surgical")], answer.stderr[-2000:]
+
+
+def test_completion_query_lists_keys_of_the_schema():
+    # Hydra answers from the composed, schema-typed config; the line as bash hands it over for
+    # `python -m src.train` is first turned into one Hydra can parse.
+    from hydra import initialize_config_dir
+    from hydra._internal.core_plugins.bash_completion import BashCompletion
+    from hydra.core.global_hydra import GlobalHydra
+
+    from src.gate import CONF, completion_line
+
+    line = completion_line("python -m src.train strategy=lpft strategy.")
+    assert line == "src.train strategy=lpft strategy."
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        plugin = BashCompletion(GlobalHydra.instance().hydra.config_loader)
+        assert plugin._query("config", BashCompletion.strip_python_or_app_name(line)) == [
+            "strategy.backbone_lr_scale=", "strategy.frozen_bn=", "strategy.granularity=", "strategy.name=",
+            "strategy.probe_epochs="]
+        assert "trainer.epochs=" in plugin._query("config", "trainer.")
 
 
 def test_batchnorm_default_is_the_measured_one_everywhere():
@@ -261,7 +301,7 @@ def test_precheck_composes_each_job_as_hydra_does(monkeypatch):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.train import CONF, expand_jobs, job_config
+    from src.gate import CONF, expand_jobs, job_config
 
     monkeypatch.setenv("MEDMNIST_DIR", "/nowhere")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

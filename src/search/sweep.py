@@ -241,7 +241,7 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
             values = [low, high]
         for v in values:
             try:
-                check_overrides([f"{key}={v}"])
+                check_overrides(base_over + [f"{key}={v}"])
                 preflight(to_run_config(compose_train(base_over + [f"{key}={v}"])))  # model-dependent checks too
             except ConfigError as err:
                 raise ConfigError(f"{where}: {err}") from None
@@ -637,7 +637,6 @@ def _plan(args: argparse.Namespace) -> Plan:
     objectives, pruner, re-run), before anything is written or trained."""
     sweep_over = [o.removeprefix("sweep.") for o in args.overrides if o.startswith("sweep.")]
     train_over = [o for o in args.overrides if not o.startswith("sweep.")]
-    check_overrides(train_over)
     spec = _study_file(args, sweep_over)
     base_over = _str_list(spec, "train_overrides") + train_over
     check_overrides(base_over)
@@ -649,7 +648,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     objectives = check_objectives(spec["objectives"], base_cfg, params)
     prune = PruneSpec.from_dict(spec.get("pruner") or {})
     rerun_over = _str_list(spec, "rerun_overrides")
-    check_overrides(rerun_over)
+    check_overrides(base_over + rerun_over)
     return Plan(
         name=spec["study_name"], spec=spec, base_over=base_over, base_cfg=base_cfg, groups=groups, params=params,
         objectives=objectives, prune=prune, prune_mode=resolve(prune, objectives), epochs=int(base.trainer.epochs),

@@ -1,0 +1,308 @@
+"""The config gate of both entrypoints (`python -m src.train`, `python -m src.sweep`): YAML and
+overrides in, a checked `RunConfig` out, or one line saying what is wrong.
+
+The typed config (src/config.py) is registered with Hydra's ConfigStore, so Hydra itself rejects an
+unknown key or a wrong type while it composes: `base_config` is the schema of the whole config
+(conf/config.yaml starts from it), `strategy/base_<name>` each strategy's (conf/strategy/<name>.yaml
+starts from its own). Values and cross-field checks are `config.validate`, model-dependent ones
+`preflight`. Hydra's multi-line errors become one line here. Hydra stops at this module and the
+entrypoints: nothing below them imports it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import re
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException, MissingConfigException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import src.strategies  # noqa: F401  (registers every strategy's config class in STRATEGY_CONFIGS)
+from src.config import STRATEGY_CONFIGS, ConfigError, RunConfig, config_error, schema
+from src.record.io import RESULT_FILE
+from src.training.run import finished_status, preflight
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# The schemas' names in the ConfigStore: a config group option may start from one in its defaults list.
+SCHEMA_PREFIX = "base_"
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore: `base_config` for the whole config and
+    `strategy/base_<name>` for every registered strategy. Called again before every composition, so a
+    strategy registered later in the process (a test's toy strategy) is found too."""
+    cs = ConfigStore.instance()
+    cs.store(name=f"{SCHEMA_PREFIX}config", node=schema(RunConfig))
+    for name, cls in STRATEGY_CONFIGS.items():
+        cs.store(group="strategy", name=f"{SCHEMA_PREFIX}{name}", node=schema(cls))
+
+
+def compose_train(overrides: list[str], config_name: str = "config", **kwargs: Any) -> DictConfig:
+    """The training config as Hydra composes it (schemas checked), for code outside `@hydra.main`:
+    the sweep driver, precheck, tests. Hydra's errors are raised as they are (see `one_line`)."""
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
+        return compose(config_name, overrides=overrides, **kwargs)
+
+
+def check_overrides(overrides: list[str]) -> DictConfig:
+    """Compose the training config with these overrides; ConfigError (one line) for an unknown key or
+    group option, a wrong type or a value validate() refuses. Returns the composed config."""
+    try:
+        cfg = compose_train(list(overrides))
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise composition_error(err, overrides) from None
+    to_run_config(cfg)
+    return cfg
+
+
+def to_run_config(cfg: DictConfig, group: str | None = None) -> RunConfig:
+    """The composed config as the frozen dataclasses everything below receives, checked by
+    validate(); `group` is the W&B group when the config leaves it unset."""
+    try:
+        data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[assignment]
+    except OmegaConfBaseException as err:
+        raise one_line(err) from None
+    data.pop("hydra", None)
+    if group and isinstance(data.get("logger"), dict) and not data["logger"].get("group"):
+        data["logger"]["group"] = group
+    return RunConfig.from_dict(data)
+
+
+def one_line(err: BaseException) -> ConfigError:
+    """Hydra's or OmegaConf's multi-line error as one line: a missing group option with the options
+    there, an unknown key with the keys allowed, a wrong type with the value and the type expected."""
+    if isinstance(err, MissingConfigException) and err.options is not None and err.missing_cfg_file:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        options = sorted(o for o in err.options if not o.startswith(SCHEMA_PREFIX))
+        return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
+    cause: BaseException | None = err
+    while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type
+        if isinstance(cause, OmegaConfBaseException):
+            return config_error(cause)
+        cause = cause.__cause__ or cause.__context__
+    text = str(err).strip()
+    return ConfigError(text.splitlines()[0] if text else type(err).__name__)
+
+
+def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
+    """A failed composition as one line. OmegaConf raises a bare ValueError for `key.sub=value` where
+    `key` holds a list (`optim.betas.x=1`): the override is found in the schema and named."""
+    if isinstance(err, ConfigError):
+        return err
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        return one_line(err)
+    for text in overrides:
+        key = text.split("=", 1)[0].lstrip("+~")
+        node: Any = schema(RunConfig)
+        for depth, part in enumerate(key.split(".")[:-1], start=1):
+            node = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+            if node is not None and not dataclasses.is_dataclass(node):
+                return ConfigError(f"unknown key '{key}' ({'.'.join(key.split('.')[:depth])} has no sub-keys)")
+    return ConfigError(f"{' '.join(overrides)}: {one_line(err)}")
+
+
+# --- output folders: `${unique_dir:...}` in conf/config.yaml
+_CLAIMED: dict[str, str] = {}
+_MADE_PARENTS: list[Path] = []
+
+
+def unique_dir(path: str) -> str:
+    """`${unique_dir:outputs/${now:...}}`: the folder, created now, or `<folder>_1`, `_2`, ... if a run
+    started in the same second has it. mkdir is atomic, so two processes never share a folder (Hydra's
+    `${now:%H-%M-%S}` alone gives both the same one: one result lost, metrics interleaved). Cached:
+    every resolution in this process, and Hydra's copies of the config for each job, get the same one."""
+    if path not in _CLAIMED:
+        base = Path(path)
+        missing = [a for a in base.parents if not a.exists()]  # deepest first
+        base.parent.mkdir(parents=True, exist_ok=True)
+        _MADE_PARENTS.extend(missing)
+        candidate, n = base, 0
+        while True:
+            try:
+                candidate.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                candidate = base.with_name(f"{base.name}_{n}")
+        _CLAIMED[path] = str(candidate)
+    return _CLAIMED[path]
+
+
+def release_unused_dirs() -> None:
+    """Remove the folders `unique_dir` claimed that are still empty. OmegaConf also resolves a value
+    when a config merges over it (a preset setting hydra.sweep.dir), which claims a folder no run
+    uses; and checks that fail before Hydra starts leave theirs unused. A released folder is claimed
+    afresh (atomically) if it is resolved again."""
+    for template, folder in list(_CLAIMED.items()):
+        try:
+            Path(folder).rmdir()  # only an empty folder: never one a run has written to
+        except OSError:
+            continue
+        del _CLAIMED[template]
+    for parent in _MADE_PARENTS:  # deepest first: a parent empties once its child is gone
+        try:
+            parent.rmdir()
+        except OSError:
+            pass
+    _MADE_PARENTS.clear()
+
+
+OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
+atexit.register(release_unused_dirs)
+register()
+
+
+# --- every job of a multirun checked before Hydra makes a folder
+def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> tuple[list[list[str]], DictConfig]:
+    """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep
+    values from the command line and from `hydra.sweeper.params`), and the composed config with
+    its `hydra` node (unresolved: resolving it would create the output folder). Call inside
+    `initialize_config_dir(CONF)`."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    register()
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    fixed = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
+    base = compose(config_name, overrides=overrides if not multirun else fixed, return_hydra_config=True)
+    if not multirun:
+        return [overrides], base
+    sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="")
+    if not str(sweeper).endswith("BasicSweeper"):
+        return [fixed], base  # another sweeper picks the values itself: check what is fixed
+    params = OmegaConf.to_container(base.hydra.sweeper.params, resolve=False) if base.hydra.sweeper.get("params") else {}
+    everything = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
+    return BasicSweeper.split_arguments(parser.parse_overrides(everything), None)[0], base
+
+
+def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...], DictConfig]) -> DictConfig:
+    """The job's config as Hydra composes it, at a fraction of the cost for a large multirun: the
+    defaults list (config groups, additions, deletions) is composed once per distinct choice, and
+    plain `key=value` overrides are set on a copy (a 120-job grid composes 8 times, not 120); the
+    schema checks each value as it is set. Hydra's own settings (hydra.*, hydra/...) do not change
+    the job's config and are left out. Call inside `initialize_config_dir(CONF)`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(job)
+    structural, values = [], []
+    for text, override in zip(job, parsed):
+        key = override.key_or_group
+        if key == "hydra" or key.startswith(("hydra.", "hydra/")):
+            continue
+        plain = not (override.is_add() or override.is_delete() or override.is_force_add()) and \
+            not ("." not in key and (CONF / key).is_dir())
+        (values if plain else structural).append((text, override))
+    key = tuple(text for text, _ in structural)
+    if key not in composed:
+        composed[key] = compose(config_name, overrides=list(key))
+    cfg = composed[key].copy()
+    for _, override in values:
+        OmegaConf.update(cfg, override.key_or_group, override.value(), merge=True)
+    return cfg
+
+
+def check_output_dir(hydra_cfg: DictConfig, multirun: bool) -> None:
+    """The run (or multirun) folder can be created and written, and a fixed one holds no finished
+    run that this one would overwrite. Only the part before the first interpolation is looked at:
+    resolving `${unique_dir:...}` would create the folder."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    value = str(OmegaConf.to_container(hydra_cfg.sweep if multirun else hydra_cfg.run, resolve=False)["dir"])
+    prefix = value.split("${", 1)[0]
+    existing = Path(prefix or ".").absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}={value}: {existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
+    if "${" in value:
+        return
+    finished = [path for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE))
+                if finished_status(path)]
+    if finished:
+        raise ConfigError(f"{key}={value} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
+                          "kept: choose another folder or move them away")
+
+
+def precheck(argv: list[str]) -> int:
+    """Every job's configuration checked before Hydra creates a folder or job 0 trains: a value that
+    cannot run in job 5 of 9 stops the multirun now, not after job 4. Returns the number of jobs
+    checked (0 when Hydra is only asked for help, its config or shell completion)."""
+    from hydra._internal.utils import get_args_parser
+
+    args, _ = get_args_parser().parse_known_args(argv)
+    if args.help or args.hydra_help or args.cfg or args.shell_completion or args.info or args.config_path \
+            or args.config_dir:
+        return 0
+    config_name = args.config_name or "config"
+    register()
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
+            jobs, base = expand_jobs(list(args.overrides), args.multirun, config_name)
+            check_output_dir(base.hydra, args.multirun)
+            varying = {o.split("=", 1)[0] for job in jobs for o in job if sum(o in j for j in jobs) < len(jobs)}
+            composed: dict[tuple[str, ...], DictConfig] = {}
+            for number, job in enumerate(jobs):
+                where = "" if len(jobs) == 1 else f"job {number} of {len(jobs)} ({' '.join(o for o in job if o.split('=', 1)[0] in varying)}): "
+                try:
+                    preflight(to_run_config(job_config(job, config_name, composed)))
+                except ConfigError as err:
+                    raise ConfigError(f"{where}{err}") from None
+                except (HydraException, OmegaConfBaseException, ValueError) as err:
+                    raise ConfigError(f"{where}{composition_error(err, job)}") from None
+    except ConfigError:
+        raise
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise composition_error(err, list(args.overrides)) from None
+    return len(jobs)
+
+
+# --- shell completion of `python -m src.train`
+# Hydra's completion knows `python app.py` and installed apps, not `python -m module`: the query is
+# handed the line as if the module were an app, and the installed bash function learns `-m`.
+_PYTHON_M = re.compile(r"^\s*\S*python[\d.]*\s+-m\s+(\S+)")
+
+
+def completion_line(line: str) -> str:
+    """COMP_LINE for Hydra's completion query: `python -m src.train strategy=` -> `src.train strategy=`."""
+    return _PYTHON_M.sub(r"\1", line, count=1)
+
+
+def completion_script(script: str) -> str:
+    """Hydra's bash completion script, also completing `python -m <module> ...` (Hydra's own looks for
+    a script file after `python` and gives up on `-m`)."""
+    return script.replace(_SCRIPT_FILE, f'        if [ "${{words[1]}}" == "-m" ]; then\n            helper="${{words[0]}} -m '
+                                        f'${{words[2]}}"\n        else\n{_SCRIPT_FILE}        fi\n', 1)
+
+
+# The lines of Hydra 1.3's bash function that find the script after `python`.
+_SCRIPT_FILE = """        file_path=$(pwd)/${words[1]}
+        if [ ! -f "$file_path" ]; then
+            return
+        fi
+        grep "@hydra.main" $file_path -q
+        helper="${words[0]} ${words[1]}"
+"""
+
+
+def wants_completion(argv: list[str]) -> str | None:
+    """`install=bash`, `query=bash`, ... when Hydra is asked for shell completion, else None."""
+    for i, arg in enumerate(argv):
+        if arg in ("-sc", "--shell-completion") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--shell-completion="):
+            return arg.split("=", 1)[1]
+    return None
