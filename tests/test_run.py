@@ -161,7 +161,7 @@ def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tm
 
     def stop_after_two(record):
         seen.append(record)
-        return "stopped by the test" if record["epoch"] == 1 else None
+        return "stopped by the test" if record.epoch == 1 else None
 
     cfg = tiny_config(trainer={"epochs": 4})
     returned = run(cfg, tmp_path, on_epoch=stop_after_two)  # an outcome, not an error: nothing raised
@@ -170,7 +170,7 @@ def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tm
     assert result["status"] == "pruned" and result["reason"] == "stopped by the test"
     assert result["epochs_trained"] == 2 and result["pruned_epoch"] == 1
     metrics = read_jsonl(tmp_path / "metrics.jsonl")
-    assert [m["epoch"] for m in metrics] == [0, 1] and [r["epoch"] for r in seen] == [0, 1]
+    assert [m["epoch"] for m in metrics] == [0, 1] and [r.epoch for r in seen] == [0, 1]
     # the cost so far is real and recorded, and the best val accuracy is that of the epochs run
     assert result["train_flops"] == metrics[-1]["train_flops_cum"] > 0
     assert result["val_acc"] == max(m["val_acc"] for m in metrics)

@@ -40,6 +40,7 @@ from src.measurement.drift import drift
 from src.models import build_model, check_model_name, load_pretrained, normalization, weights_source
 from src.training.optim import build_optimizer, build_scheduler, param_groups
 from src.record.io import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
+from src.record.schema import EpochRecord, RunRecord
 from src.strategies import LayerGroup, Schedule, Strategy, apply_epoch, layer_groups, plan_schedule, strategy_for
 from src.reporting.tracking import Tracker, make_tracker
 
@@ -50,9 +51,9 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-# Called after each epoch's validation with that epoch's metrics record. It returns a reason to stop
-# the run now (a sweep's pruner; the run is recorded as "pruned", an outcome and not a failure), or None.
-EpochCallback = Callable[[dict[str, Any]], "str | None"]
+# Called after each epoch's validation with that epoch's record. It returns a reason to stop the run
+# now (a sweep's pruner; the run is recorded as "pruned", an outcome and not a failure), or None.
+EpochCallback = Callable[[EpochRecord], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,7 @@ def resolve_runtime(cfg: RunConfig) -> Runtime:
 
 def _lrs(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, float]:
     """The current LR of each layer group (its decay and no-decay param groups share it)."""
-    out: dict[str, float] = {}
-    for g in optimizer.param_groups:
-        out[f"lr/{names[g['layer_group']]}"] = g["lr"]
-    return out
+    return {names[g["layer_group"]]: g["lr"] for g in optimizer.param_groups}
 
 
 @functools.lru_cache(maxsize=32)
@@ -259,14 +257,14 @@ def run(
                 fields |= _drift(cfg, setup)
             result = base | fields | {"status": "completed"}
         result |= {"total_time_s": time.perf_counter() - started} | _environment()
-        write_json(run_dir / RESULT_FILE, result)
+        result = _write_record(run_dir, result)
         tracker.summary(result)
         exit_code = 0
         return result
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        write_json(
-            run_dir / RESULT_FILE,
+        _write_record(
+            run_dir,
             # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
             base | {
                 "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": progress.epoch,
@@ -277,6 +275,14 @@ def run(
     finally:
         if tracker is not None:
             tracker.finish(exit_code=exit_code)
+
+
+def _write_record(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """result.json through the typed record (src/record/schema.py): what is written is what every
+    reader reads back. Returns the record as written."""
+    data = RunRecord(**fields).to_json()  # a field the schema does not know is a TypeError: a bug here
+    write_json(run_dir / RESULT_FILE, data)
+    return data
 
 
 def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule) -> Tracker:
@@ -468,9 +474,10 @@ def _fit(
         for epoch in range(t.epochs):
             progress.epoch = epoch
             record = _epoch(cfg, s, view, epoch, flops, meter)
-            append_jsonl(run_dir / METRICS_FILE, record)
-            tracker.log(record, step=epoch)
-            best.update(epoch, record["val_acc"], s.model)
+            line = record.to_json()
+            append_jsonl(run_dir / METRICS_FILE, line)
+            tracker.log({k: v for k, v in line.items() if k != "schema_version"}, step=epoch)
+            best.update(epoch, val_acc=line["val_acc"], model=s.model)
             progress.partial = {
                 "epochs_trained": epoch + 1, "best_epoch": best.epoch, "val_acc": best.acc,
                 "train_flops": flops.total if t.count_flops else None, "train_time_s": meter["train_s"],
@@ -482,8 +489,8 @@ def _fit(
     return _final(cfg, s, view, best, flops, meter, mem, run_dir)
 
 
-def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, flops: FlopMeter, meter: dict[str, Any]) -> dict[str, Any]:
-    """Train and validate one epoch; returns its metrics.jsonl record."""
+def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, flops: FlopMeter, meter: dict[str, Any]) -> EpochRecord:
+    """Train and validate one epoch; returns its record (a metrics.jsonl line)."""
     t, rt = cfg.trainer, s.runtime
     trainable = apply_epoch(s.model, s.groups, s.schedule, epoch)
     if view.cache is not None:
@@ -507,12 +514,12 @@ def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, flops: FlopMeter, m
         raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
     log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs",
              epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds)
-    return {
-        "epoch": epoch, "train_loss": stats.loss, "val_loss": val.loss, "val_acc": val.acc,
-        "val_balanced_acc": val.balanced_acc, "trainable_params": trainable, "epoch_train_s": stats.seconds,
-        "epoch_val_s": val.seconds, "elapsed_s": time.perf_counter() - meter["started"],
-        "train_s_cum": meter["train_s"], "train_flops_cum": flops.total, **lrs,
-    }
+    return EpochRecord(
+        epoch=epoch, train_loss=stats.loss, val_loss=val.loss, val_acc=val.acc, val_balanced_acc=val.balanced_acc,
+        trainable_params=trainable, epoch_train_s=stats.seconds, epoch_val_s=val.seconds,
+        elapsed_s=time.perf_counter() - meter["started"], train_s_cum=meter["train_s"], train_flops_cum=flops.total,
+        lrs=lrs,
+    )
 
 
 def _final(cfg: RunConfig, s: Setup, view: View, best: BestModel, flops: FlopMeter, meter: dict[str, Any],
