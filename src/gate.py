@@ -190,13 +190,17 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
     defaults list (config groups, additions, deletions) is composed once per distinct choice, and
     plain `key=value` overrides are set on a copy (a 120-job grid composes 8 times, not 120); the
     schema checks each value as it is set. Hydra's own settings (hydra.*, hydra/...) do not change
-    the job's config and are left out. Call inside `initialize_config_dir(CONF)`."""
+    the job's config and are left out, except `hydra.searchpath`, which adds config groups and
+    options (a strategy of one's own). Call inside `initialize_config_dir(CONF)`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(job)
     structural, values = [], []
     for text, override in zip(job, parsed):
         key = override.key_or_group
+        if key == "hydra.searchpath":
+            structural.append((text, override))
+            continue
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
         plain = not (override.is_add() or override.is_delete() or override.is_force_add()) and \

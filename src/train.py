@@ -34,7 +34,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, RunConfig
-from src.gate import (SCHEMA_PREFIX, completion_line, completion_script, precheck, release_unused_dirs, to_run_config,
+from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, precheck, release_unused_dirs, to_run_config,
                       wants_completion)
 from src.models import PretrainedWeightsError
 from src.reporting.page import publish
@@ -55,7 +55,7 @@ def sweep_group(sweep_dir: Path) -> str:
     return "-".join(sweep_dir.parts[-3:])
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     interrupt_on_sigterm()  # also in launcher processes (joblib, submitit) that never ran cli()
