@@ -16,10 +16,15 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, List, Literal, Optional, Union, get_args, get_origin
+from typing import Any, List, Literal, Optional, Union, get_args, get_origin  # noqa: UP035
 
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    OmegaConfBaseException,
+    ValidationError,
+)
 
 
 class ConfigError(ValueError):
@@ -193,10 +198,12 @@ class RunConfig:
         for name, section in data.items():
             if name in _SECTIONS and not isinstance(section, Mapping):
                 raise ConfigError(f"{name}={section!r}: expected a mapping of keys")
-        strategy = data.get("strategy") or {}
+        name = (data.get("strategy") or {}).get("name", StrategyConfig.name)
+        if not isinstance(name, str):  # the schema that would say so depends on the name
+            raise ConfigError(f"strategy.name={name!r}: expected a string")
         try:
             node = OmegaConf.structured(schema(RunConfig))
-            node.strategy = OmegaConf.structured(schema(strategy_config_class(strategy.get("name", StrategyConfig.name))))
+            node.strategy = OmegaConf.structured(schema(strategy_config_class(name)))
             node = OmegaConf.merge(node, data)
         except OmegaConfBaseException as err:
             raise config_error(err) from None
@@ -240,6 +247,7 @@ def schema(cls: type) -> type:
 
 
 def _schema_type(tp: Any) -> Any:
+    # typing.Optional and typing.List: the spellings OmegaConf 2.3 reads in a schema.
     origin, args = get_origin(tp), get_args(tp)
     if origin is Literal:
         kinds = {type(a) for a in args}
@@ -247,9 +255,9 @@ def _schema_type(tp: Any) -> Any:
     if origin in (Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         inner = _schema_type(options[0]) if len(options) == 1 else Any
-        return Optional[inner] if len(options) < len(args) else inner
+        return Optional[inner] if len(options) < len(args) else inner  # noqa: UP045
     if origin is tuple:
-        return List[_schema_type(args[0])]  # type: ignore[misc]
+        return List[_schema_type(args[0])]  # type: ignore[misc]  # noqa: UP006
     if dataclasses.is_dataclass(tp):
         return schema(tp)
     return tp
@@ -294,7 +302,7 @@ def _expected(tp: Any) -> str:
     """How an error names a schema type: 'an integer', 'a number or null', ..."""
     if get_origin(tp) in (Union, types.UnionType):
         return " or ".join(_expected(a) for a in get_args(tp))
-    if get_origin(tp) in (list, List):
+    if get_origin(tp) is list:
         return "a list"
     if dataclasses.is_dataclass(tp):
         return "a mapping of keys"
