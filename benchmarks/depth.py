@@ -38,7 +38,7 @@ def main() -> int:
 
     base = compose_run(["strategy=layerwise"])
     groups = len(layer_groups(timm.create_model(base.model.name, pretrained=False, num_classes=2), base.strategy.granularity)) - 1
-    print(f"| unfreeze_depth | trainable params | train FLOPs / image | train time / epoch (s) | images/s | test acc |")
+    print("| unfreeze_depth | trainable params | train FLOPs / image | train time / epoch (s) | images/s | test acc |")
     print("|---|---|---|---|---|---|")
     for k in range(groups + 1):
         r = run(to_run_config(compose_run(["strategy=layerwise", f"strategy.unfreeze_depth={k}"])), args.out / f"depth_{k}")

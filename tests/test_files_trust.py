@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import math
 import os
 import pty
 import shutil

@@ -23,7 +23,7 @@ from src.data.load import load_dataset
 from src.record.io import append_jsonl, read_jsonl, write_json
 from src.training.run import DivergedError, preflight, run
 from src.gate import check_overrides
-from tests.cli import REPO, TINY_OVERRIDES, env
+from tests.cli import TINY_OVERRIDES, env
 from tests.conftest import TINY, merge
 
 TINY_CLI = [*TINY_OVERRIDES, "trainer.progress=false"]

@@ -58,7 +58,7 @@ import optuna
 import sqlalchemy
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
@@ -72,7 +72,7 @@ from src.record.io import RESULT_FILE, read_json_object, write_json
 from src.record.schema import RunRecord
 from src.training.run import DivergedError, preflight, run
 from src.reporting.stats import format_ci, mean_ci
-from src.gate import check_overrides, to_run_config
+from src.gate import check_overrides, compose_train, to_run_config
 
 log = logging.getLogger("src.search.sweep")
 REPO = Path(__file__).resolve().parents[2]
@@ -119,11 +119,6 @@ def _interrupt(signum: int, frame: Any) -> None:
         frame = frame.f_back
     _STOPPED_BY.append(signum)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}" if signum != signal.SIGINT else "")
-
-
-def compose_train(overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
 
 
 # --- checking a study file before anything trains ------------------------------------------------
