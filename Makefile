@@ -14,11 +14,14 @@ install: ## create .venv and install the pinned dependencies and this package (e
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 
-test: ## fast tests (unit + small end-to-end runs; < 15 min on 2 CPU cores)
+test: ## fast tests (unit + small end-to-end runs; under 15 min on 2 CPU cores)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 test-slow: ## slow end-to-end tests (the full default study)
 	$(PY) -m pytest -q -m slow $(ARGS)
+
+smoke: ## run this first: one epoch, 5 images per class at 32 px, untracked (under a minute; outputs/DATE/TIME)
+	$(PY) -m src.train experiment=smoke $(ARGS)
 
 study: ## the three-strategy comparison on the default model and data
 	$(PY) -m src.train -m strategy=frozen,full,layerwise $(ARGS)
@@ -45,4 +48,4 @@ clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow study sweep grid report bench bench-pruning clean
+.PHONY: help install test test-slow smoke study sweep grid report bench bench-pruning clean

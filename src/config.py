@@ -215,6 +215,25 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class PathsConfig:
+    """Where the entrypoints write (lightning-hydra-template's `paths` group). Hydra builds its run and
+    multirun folders from it (conf/config.yaml); a run itself only ever sees the folder it was given,
+    so this is not part of a RunConfig: the same run computes the same numbers wherever it is written."""
+
+    # Run folders go to <output_dir>/outputs/DATE/TIME and multiruns to <output_dir>/multirun/DATE/TIME;
+    # "." keeps them where they always were, under the current directory.
+    output_dir: str = "."
+
+
+@dataclass(frozen=True)
+class EntryConfig(RunConfig):
+    """The config the entrypoints compose (the schema conf/config.yaml starts from): a RunConfig plus
+    `paths`, which the gate takes off before the RunConfig is built (src/gate.py, to_run_config)."""
+
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
 # The sections of a RunConfig (one config group each in conf/).
 _SECTIONS = ("model", "dataset", "strategy", "optim", "trainer", "logger")
 

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import src.strategies  # noqa: F401  (registers every strategy's config class in STRATEGY_CONFIGS)
-from src.config import STRATEGY_CONFIGS, ConfigError, RunConfig, config_error, schema
+from src.config import STRATEGY_CONFIGS, ConfigError, EntryConfig, RunConfig, config_error, schema
 from src.record.io import RESULT_FILE
 from src.training.run import finished_status, preflight
 
@@ -40,7 +40,7 @@ def register() -> None:
     `strategy/base_<name>` for every registered strategy. Called again before every composition, so a
     strategy registered later in the process (a test's toy strategy) is found too."""
     cs = ConfigStore.instance()
-    cs.store(name=f"{SCHEMA_PREFIX}config", node=schema(RunConfig))
+    cs.store(name=f"{SCHEMA_PREFIX}config", node=schema(EntryConfig))
     for name, cls in STRATEGY_CONFIGS.items():
         cs.store(group="strategy", name=f"{SCHEMA_PREFIX}{name}", node=schema(cls))
 
@@ -72,6 +72,7 @@ def to_run_config(cfg: DictConfig, group: str | None = None) -> RunConfig:
     except OmegaConfBaseException as err:
         raise one_line(err) from None
     data.pop("hydra", None)
+    data.pop("paths", None)  # where Hydra writes (EntryConfig), not what the run computes
     if group and isinstance(data.get("logger"), dict) and not data["logger"].get("group"):
         data["logger"]["group"] = group
     return RunConfig.from_dict(data)
@@ -215,12 +216,18 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
     return cfg
 
 
-def check_output_dir(hydra_cfg: DictConfig, multirun: bool) -> None:
+def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> None:
     """The run (or multirun) folder can be created and written, and a fixed one holds no finished
     run that this one would overwrite. Only the part before the first interpolation is looked at:
-    resolving `${unique_dir:...}` would create the folder."""
+    resolving `${unique_dir:...}` would create the folder. A folder built under `${paths.output_dir}`
+    (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     value = str(OmegaConf.to_container(hydra_cfg.sweep if multirun else hydra_cfg.run, resolve=False)["dir"])
+    fixed = "${" not in value  # a folder given as it is, which may hold an earlier run's results
+    if output_dir is not None and "${paths.output_dir}" in value:
+        if not output_dir.strip():  # `${paths.output_dir}/outputs` would be /outputs
+            raise ConfigError(f"paths.output_dir={output_dir!r}: expected a folder ('.' for the current one)")
+        key, value = "paths.output_dir", output_dir
     prefix = value.split("${", 1)[0]
     existing = Path(prefix or ".").absolute()
     while not existing.exists():
@@ -232,7 +239,7 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool) -> None:
             pass
     except OSError as err:
         raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
-    if "${" in value:
+    if not fixed:
         return
     finished = [path for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE))
                 if finished_status(path)]
@@ -256,7 +263,7 @@ def precheck(argv: list[str]) -> int:
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
             jobs, base = expand_jobs(list(args.overrides), args.multirun, config_name)
-            check_output_dir(base.hydra, args.multirun)
+            check_output_dir(base.hydra, args.multirun, OmegaConf.select(base, "paths.output_dir", default=None))
             varying = {o.split("=", 1)[0] for job in jobs for o in job if sum(o in j for j in jobs) < len(jobs)}
             composed: dict[tuple[str, ...], DictConfig] = {}
             for number, job in enumerate(jobs):

@@ -83,7 +83,7 @@ def test_int_or_all_depth_accepted(tiny_config):
 @pytest.mark.parametrize("override,message", [
     ("trainer.bogus=1", "unknown key 'trainer.bogus' (allowed in trainer: amp, batch_size, channels_last,"),
     ("+trainer.bogus=1", "unknown key 'trainer.bogus' (allowed in trainer: amp, batch_size, channels_last,"),
-    ("bogus=1", "unknown key 'bogus' (allowed in config: dataset, logger, model, optim, seed, strategy, trainer)"),
+    ("bogus=1", "unknown key 'bogus' (allowed in config: dataset, logger, model, optim, paths, seed, strategy, trainer)"),
     ("optim.betas.x=1", "unknown key 'optim.betas.x' (optim.betas has no sub-keys)"),
     ("strategy=bogus", "strategy=bogus is not allowed (options: bitfit, frozen, full, l2sp, layerwise, lpft, surgical)"),
     ("trainer.epochs=six", "trainer.epochs='six': expected an integer"),
