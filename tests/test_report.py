@@ -107,8 +107,12 @@ def test_multirun_ends_with_a_report_and_a_wandb_summary_run(results):
     [a_run] = (results / "0_frozen").glob("wandb/offline-run-*/run-*.wandb")
     assert info.job_type == "summary" and info.run_group == wandb_files.run_info(a_run).run_group != ""
     logged = {k.split("/")[0]: h[k] for h in wandb_files.history(summary_file) for k in h if k.endswith("/_type")}
-    assert {k: logged[k] for k in ("runs", "configs", "accuracy_vs_flops_table", "val_acc_curves_table")} == \
-        dict.fromkeys(("runs", "configs", "accuracy_vs_flops_table", "val_acc_curves_table"), "table-file")
+    tables = ("runs", "configs", "accuracy_vs_flops_table", "val_acc_curves_table", "pareto_front", "pareto_front_chart_table")
+    assert {k: logged[k] for k in tables} == dict.fromkeys(tables, "table-file")
+    front = _table(results / "report", "pareto_front")
+    assert [f["config"] for f in front] == [r["config"] for r in sorted(summary, key=lambda r: r["train_flops"]) if r["pareto"]]
+    assert all(f["log10 train_flops"] == pytest.approx(math.log10(f["train_flops"])) for f in front)
+    assert set(wandb_files.run_info(summary_file).tags) >= {*STRATEGIES, "test_efficientnet"}
     assert all(logged[k] == "image-file" for k in ("pareto", "curves", "schedules"))
     assert wandb_files.summary(summary_file)["n_runs"] == 2 * len(STRATEGIES)
     runs = _table(results / "report", "runs")
@@ -116,8 +120,23 @@ def test_multirun_ends_with_a_report_and_a_wandb_summary_run(results):
     assert {r["run"] for r in runs} == set(on_disk)
     for r in runs:
         assert r["test_acc"] == on_disk[r["run"]]["test_acc"] and r["train_flops"] == on_disk[r["run"]]["train_flops"]
+        # every recorded knob of the run's strategy is a column of its own, frozen_bn included
+        for knob, value in on_disk[r["run"]]["strategy_params"].items():
+            assert r[knob] == value, (r["run"], knob)
+        assert r["frozen_bn"] == on_disk[r["run"]]["frozen_bn"] and r["model"] == "test_efficientnet"
+    assert any(k in runs[0] for k in ("lr_decay", "unfreeze_depth"))  # layerwise's knobs, even on another's row
     configs = _table(results / "report", "configs")
     assert [c["test_acc"] for c in configs] == pytest.approx([c["test_acc"] for c in summary])
+    # each training run: tagged, its epochs on the `epoch` axis, validation accuracy summarised as its best epoch
+    for run_dir in (results / "0_frozen", results / "4_layerwise"):
+        [run_file] = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+        record = on_disk[run_dir.name]
+        assert list(wandb_files.run_info(run_file).tags) == [record["strategy"], record["dataset"], record["model"]]
+        assert wandb_files.metrics(run_file)["val_acc"] == {"step_metric": "epoch", "summary": ["max"]}
+        epochs = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        run_summary = wandb_files.summary(run_file)
+        assert run_summary["val_acc"] == {"max": max(e["val_acc"] for e in epochs)}
+        assert run_summary["selected_val_acc"] == record["val_acc"] and run_summary["test_acc"] == record["test_acc"]
     # each run has its layer-group schedule as a table, equal to its param_groups.json
     for run_dir in (results / "0_frozen", results / "4_layerwise"):
         groups = json.loads((run_dir / "param_groups.json").read_text())["groups"]
@@ -261,3 +280,88 @@ def test_pareto_dominance_is_one_definition_with_ties_and_equal_points():
     # the pruner's weak form: an equal point is beaten; min_delta asks for a margin
     assert not dominates((0.9, 1.0), (0.9, 1.0)) and dominates((0.9, 1.0), (0.9, 1.0), strict=False)
     assert not dominates((0.9, 1.0), (0.85, 1.0), min_delta=0.1, strict=False)
+
+
+# --- the answer, the plots' conventions: synthetic records, no training ---------------------------
+
+
+def _runs(spec: dict[str, tuple[float, float, float]], seeds=(0, 1), root: Path = Path("/study"), **same):
+    """Runs of configurations named by strategy: (val acc, test acc, train FLOPs), the same on every seed."""
+    from src.record.schema import RunRecord
+    from src.reporting.analysis import Run
+
+    fields = {"dataset": "digits", "train_samples": 50} | same
+    return [Run(root / f"{name}_{seed}", RunRecord(strategy=name, seed=seed, status="completed", val_acc=v, test_acc=t,
+                                                   train_flops=int(f), train_time_s=f / 1e11,
+                                                   trainable_params=int(f / 1e6), **fields))
+            for name, (v, t, f) in spec.items() for seed in seeds]
+
+
+def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_gives_up():
+    from src.reporting.analysis import answer, group_configs
+
+    configs = group_configs(_runs({"frozen": (0.90, 0.919, 1.0e11), "full": (0.99, 0.992, 1.83e12),
+                                   "layerwise": (0.995, 0.985, 9.0e11)}))
+    [text] = answer(configs, "test_acc")
+    assert text.startswith("layerwise is best on validation (0.995 accuracy; 0.985 on test), full on test (0.992).")
+    # frozen: 0.919 vs full's 0.992 = 7.3 points, at 1e11 / 1.83e12 = 1/18 of its FLOPs
+    assert ("The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
+            "0.919 test accuracy, 7.3 points below full, at 1/18 of its training FLOPs.") in text
+    # on validation the front is frozen and layerwise (full costs more for less)
+    [on_val] = answer(configs, "val_acc")
+    assert "9.5 points below layerwise, at 1/9 of its training FLOPs" in on_val
+
+
+def test_the_answer_when_one_configuration_wins_everything_and_per_task():
+    from src.reporting.analysis import answer, cost_ratio, group_configs
+
+    [text] = answer(group_configs(_runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 1e10)})))
+    assert text == ("full is best on validation (0.990 accuracy) and on test (0.980). On test accuracy against "
+                    "training FLOPs, full is also the cheapest: no configuration trades test accuracy for a lower cost.")
+    two = _runs({"frozen": (0.9, 0.9, 1e11)}, dataset="a") + _runs({"frozen": (0.8, 0.8, 1e11)}, dataset="b")
+    a, b = answer(group_configs(two))
+    assert a.startswith("On a (all per class): frozen is best") and b.startswith("On b (all per class): ")
+    assert [cost_ratio(1, 18.3), cost_ratio(1, 2.5), cost_ratio(0.73, 1.0)] == ["1/18", "1/2.5", "73%"]
+
+
+def test_the_answer_is_at_the_top_of_the_page_and_of_the_console_table(tmp_path):
+    from src.reporting.analysis import answer, group_configs
+    from src.reporting.page import console_summary, write_report
+
+    runs = _runs({"frozen": (0.9, 0.919, 1e11), "full": (0.99, 0.992, 1.83e12)}, root=tmp_path / "study")
+    for r in runs:  # a real folder per run: the page lists them
+        r.dir.mkdir(parents=True)
+        (r.dir / "result.json").write_text(json.dumps(r.result.to_json()))
+    sentences = answer(group_configs(runs))
+    html = write_report([tmp_path / "study"], tmp_path / "report").read_text()
+    body = html[html.index("<h1>"):]
+    assert body.index('id="answer"') < body.index("<h2>") and all(s in html for s in sentences)
+    printed = console_summary([(r.dir, r.result) for r in runs], markdown=True)
+    assert printed.startswith("\n".join(sentences) + "\n\n|")
+    proc = subprocess.run([sys.executable, "-m", "src.report", str(tmp_path / "study"), "--no-html"],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith(sentences[0])
+
+
+def test_plots_keep_legends_off_the_points_log_cost_axes_and_trial_numbers(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+    from src.reporting.analysis import group_configs, trial_number
+
+    runs = _runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 2e12)}, root=tmp_path / "sweep")
+    runs = [r.__class__(tmp_path / "sweep" / ("trial_0003" if r.result.strategy == "frozen" else "rerun/trial_0011/seed_1"),
+                        r.result) for r in runs]
+    configs = group_configs(runs)
+    assert [c.trials for c in configs] == [[3], [11]] and configs[1].name == "full, trial 11"
+    assert trial_number(tmp_path / "0_frozen") is None
+    fig = plots.pareto(configs, "test_acc")
+    fig.canvas.draw()
+    axes = fig.axes
+    assert len(axes) == 3 and all(ax.get_xscale() == "log" for ax in axes)  # FLOPs, time, params alike
+    assert all(ax.get_legend() is None for ax in axes) and len(fig.legends) == 1
+    legend_box = fig.legends[0].get_window_extent()
+    for ax in axes:  # the legend is outside every panel, so it covers no point
+        assert not legend_box.overlaps(ax.get_window_extent())
+        assert {t.get_text() for t in ax.texts} == {"#3", "#11"}
+    plt.close(fig)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -73,3 +74,38 @@ def run_info(path: Path) -> wandb_internal_pb2.RunRecord:
         if rec.WhichOneof("record_type") == "run":
             return rec.run
     raise AssertionError(f"no run record in {path}")
+
+
+def metrics(path: Path) -> dict[str, dict]:
+    """The run's `define_metric` declarations, by metric name (or glob): step metric and summaries."""
+    out: dict[str, dict] = {}
+    for rec in records(path):
+        if rec.WhichOneof("record_type") == "metric":
+            m = rec.metric
+            summary = [f.name for f, v in m.summary.ListFields() if v is True]
+            out[m.name or m.glob_name] = {"step_metric": m.step_metric, "summary": summary}
+    return out
+
+
+def table(run_dir: Path, key: str) -> list[dict]:
+    """A wandb.Table an offline run under `run_dir` logged as `key`, as one dict per row."""
+    [path] = run_dir.glob(f"wandb/offline-run-*/files/media/table/{key}_*.table.json")
+    data = json.loads(path.read_text())
+    return [dict(zip(data["columns"], row)) for row in data["data"]]
+
+
+def closed(path: Path, timeout_s: float = 60.0) -> Path:
+    """`path` once the run's exit record is in it. In the process that ran it, `run.finish()` can
+    return before wandb-core has flushed the file (a subprocess's run is complete when it exits)."""
+    deadline = time.monotonic() + timeout_s
+    while not _has_exit(path):
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout_s} s"
+        time.sleep(0.2)
+    return path
+
+
+def _has_exit(path: Path) -> bool:
+    try:
+        return any(r.WhichOneof("record_type") == "exit" for r in records(path))
+    except Exception:  # a file still being written: its header or last record not there yet
+        return False

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from src.record.io import (
     GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped, read_json_object, read_jsonl,
@@ -21,7 +24,8 @@ from src.record.schema import EpochRecord, RunRecord
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import mean_ci, paired
 
-__all__ = ["Config", "Run", "group_configs", "load_runs", "mean_curve", "pareto_front", "summary_rows", "win_map"]
+__all__ = ["Config", "Run", "answer", "group_configs", "load_runs", "mean_curve", "pareto_front", "summary_rows", "trial_number",
+           "win_map"]
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
@@ -34,6 +38,14 @@ CONFIG_KEYS = (
 KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0}
 # Costs on offer for the x axis of accuracy-vs-cost plots.
 COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}
+# The same costs in a sentence ("at 1/18 of its training FLOPs").
+COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", "trainable_params": "trainable parameters"}
+# The accuracies a report can put against cost, in words.
+METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
+# A sweep's trial folder (src.search.sweep: `trial_NNNN`, its re-runs `rerun/trial_NNNN/seed_S`).
+_TRIAL_DIR = re.compile(r"trial_(\d+)")
+# The Hydra sweeper of this project (hydra_plugins/ft_optuna_sweeper), as a job's hydra.yaml names it.
+_OUR_SWEEPER = "hydra_plugins.ft_optuna_sweeper."
 MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb",
             "imagenet_agreement", "cka_features")
 
@@ -77,6 +89,40 @@ class Config:
     @property
     def seeds(self) -> list[int]:
         return [r.result.seed for r in self.runs]  # type: ignore[misc]  # load_runs keeps integer seeds only
+
+    @property
+    def trials(self) -> list[int]:
+        """The sweep trial numbers of its runs (empty outside a sweep): a configuration re-run on
+        other seeds keeps its trial's number."""
+        return sorted({n for r in self.runs if (n := trial_number(r.dir)) is not None})
+
+    @property
+    def name(self) -> str:
+        """The label, with the sweep trial it came from when there is one."""
+        return self.named(self.label)
+
+    def named(self, label: str) -> str:
+        trials = self.trials
+        return f"{label}, trial {', '.join(map(str, trials))}" if trials else label
+
+
+def trial_number(run_dir: Path) -> int | None:
+    """The sweep trial a run folder belongs to, or None: the innermost `trial_NNNN` in its path
+    (`python -m src.sweep`), or the Hydra job number of a job that `hydra/sweeper=optuna` launched
+    (its `.hydra/hydra.yaml` names our sweeper; the job number is the trial number)."""
+    for part in reversed(Path(run_dir).parts):
+        if m := _TRIAL_DIR.fullmatch(part):
+            return int(m.group(1))
+    hydra_file = Path(run_dir) / ".hydra" / "hydra.yaml"
+    try:
+        text = hydra_file.read_text() if hydra_file.is_file() else ""
+        if _OUR_SWEEPER not in text:
+            return None
+        hydra = (yaml.safe_load(text) or {}).get("hydra", {})
+        num = hydra.get("job", {}).get("num")
+        return num if isinstance(num, int) and _OUR_SWEEPER in str(hydra.get("sweeper", {}).get("_target_", "")) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a label, not worth failing a report for
+        return None
 
 
 def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[Run]:
@@ -287,3 +333,82 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
         })
     rows.sort(key=lambda r: (str(r["dataset"]), math.inf if r["train_per_class"] == "all" else float(r["train_per_class"])))
     return rows
+
+
+def answer(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[str]:
+    """The report's answer in a sentence or two per task (dataset and training set): which
+    configuration is best on validation and which on test, and what the cheapest configuration on
+    the Pareto front of `metric` against `cost` gives up against the front's most accurate one, in
+    accuracy points and as a share of its cost. Falls back to train time where no run counted FLOPs."""
+    tasks: dict[tuple, list[Config]] = {}
+    for c in configs:
+        tasks.setdefault(task_key(c), []).append(c)
+    # inside a task, the dataset and training-set size that the labels might carry go without saying
+    labels = _labels([_untasked(c.key) for c in configs]) if len(tasks) > 1 else {}
+    names = {id(c): c.named(labels.get(_untasked(c.key), c.label)) for c in configs}
+    out = []
+    for members in tasks.values():
+        where = ""
+        if len(tasks) > 1:
+            where = f"On {members[0].runs[0].result.dataset} ({per_class_label(members[0])} per class): "
+        sentences = [s for s in (_best_sentence(members, names), _front_sentence(members, names, metric, cost)) if s]
+        if sentences:
+            out.append(where + " ".join(sentences))
+    return out
+
+
+def _mean(config: Config, measure: str) -> float | None:
+    return config.stats[measure][0] if measure in config.stats and not math.isnan(config.stats[measure][0]) else None
+
+
+def _best_sentence(configs: Sequence[Config], names: dict[int, str]) -> str | None:
+    """Which configuration is best on validation, and on test (the same one or not)."""
+    by_val = [c for c in configs if _mean(c, "val_acc") is not None]
+    by_test = [c for c in configs if _mean(c, "test_acc") is not None]
+    if not by_val and not by_test:
+        return None
+    best_test = max(by_test, key=lambda c: _mean(c, "test_acc")) if by_test else None  # type: ignore[arg-type,return-value]
+    if not by_val:
+        return f"{names[id(best_test)]} is best on test ({_mean(best_test, 'test_acc'):.3f} accuracy)."  # type: ignore[union-attr]
+    best_val = max(by_val, key=lambda c: _mean(c, "val_acc"))  # type: ignore[arg-type,return-value]
+    val = _mean(best_val, "val_acc")
+    if best_test is None:
+        return f"{names[id(best_val)]} is best on validation ({val:.3f} accuracy)."
+    if best_test is best_val:
+        return (f"{names[id(best_val)]} is best on validation ({val:.3f} accuracy) and on test "
+                f"({_mean(best_val, 'test_acc'):.3f}).")
+    its_test = _mean(best_val, "test_acc")
+    on_test = f"; {its_test:.3f} on test" if its_test is not None else ""
+    return (f"{names[id(best_val)]} is best on validation ({val:.3f} accuracy{on_test}), "
+            f"{names[id(best_test)]} on test ({_mean(best_test, 'test_acc'):.3f}).")
+
+
+def _front_sentence(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> str | None:
+    """What the cheapest configuration on the front gives up against the front's most accurate one."""
+    if not any(_mean(c, cost) is not None for c in configs):
+        cost = "train_time_s"
+    placed = [c for c in configs if _mean(c, metric) is not None and _mean(c, cost) is not None]
+    front = [placed[i] for i in pareto_front([(_mean(c, metric), _mean(c, cost)) for c in placed])]  # type: ignore[misc]
+    if not front:
+        return None
+    what, spent = METRIC_LABEL.get(metric, metric), COST_WORDS.get(cost, cost)
+    cheap, top = front[0], max(front, key=lambda c: _mean(c, metric))  # type: ignore[arg-type,return-value]
+    if cheap is top:
+        return (f"On {what} against {spent}, {names[id(top)]} is also the cheapest: "
+                f"no configuration trades {what} for a lower cost.")
+    acc, top_acc = _mean(cheap, metric), _mean(top, metric)
+    return (f"The cheapest configuration on the Pareto front of {what} against {spent}, {names[id(cheap)]}, reaches "
+            f"{acc:.3f} {what}, {100 * (top_acc - acc):.1f} points below {names[id(top)]}, at "  # type: ignore[operator]
+            f"{cost_ratio(_mean(cheap, cost), _mean(top, cost))} of its {spent}.")  # type: ignore[arg-type]
+
+
+def cost_ratio(cheap: float, dear: float) -> str:
+    """`cheap` as a share of `dear`, the way a reader says it: 1/18, 1/2.5, 73%."""
+    if dear <= 0 or cheap <= 0:
+        return f"{cheap:.3g} against {dear:.3g}"
+    times = dear / cheap
+    if times >= 10:
+        return f"1/{times:.0f}"
+    if times >= 2:
+        return f"1/{times:.2g}"
+    return f"{cheap / dear:.0%}"

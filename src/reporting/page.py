@@ -2,8 +2,9 @@
 
 Reads only the run files under the folders (a multirun, a sweep, or several of them) and writes
 `<out>/index.html` with its PNGs beside it (embedded in the page too, so the HTML file alone can be
-mailed or attached): accuracy against each cost with the Pareto front, validation curves,
-the layer-group LR schedules, and a table with mean ± 95% CI over seeds.
+mailed or attached): the answer in a sentence or two (`analysis.answer`), accuracy against each
+cost with the Pareto front, validation curves, the layer-group LR schedules, and a table with
+mean ± 95% CI over seeds. The console table (and `--markdown`) starts with the same sentences.
 """
 
 from __future__ import annotations
@@ -23,10 +24,14 @@ from typing import Any
 import jinja2
 
 from src.reporting import plots
-from src.reporting.analysis import Config, Run, group_configs, load_runs, mean_curve, paired_rows, summary_rows, win_map
+from src.reporting.analysis import (
+    CONFIG_KEYS, Config, Run, answer, group_configs, load_runs, mean_curve, paired_rows, summary_rows, trial_number,
+    win_map,
+)
 from src.config import LoggerConfig
 from src.record.io import SkippedFile, format_table, si, write_json, write_text
-from src.reporting.tracking import make_tracker
+from src.record.schema import RunRecord
+from src.reporting.tracking import Tracker, make_tracker, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -126,15 +131,26 @@ def _win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     )) for c in cells]
 
 
+def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], metric: str = "test_acc",
+                    markdown: bool = False) -> str:
+    """The answer (`analysis.answer`) over the table of runs: what `python -m src.report` and a
+    multirun's end print. `rows` as `find_results` gives them (a dict for a folder with no record)."""
+    runs = [Run(d, r) for d, r in rows if isinstance(r, RunRecord) and isinstance(r.strategy, str)
+            and isinstance(r.seed, int) and not isinstance(r.seed, bool)]
+    table = format_table(rows, markdown=markdown)
+    lines = answer(group_configs(runs), metric)
+    return "\n".join(lines) + "\n\n" + table if lines else table
+
+
 def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
                 metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
-                skipped: Sequence[SkippedFile] = ()) -> str:
+                skipped: Sequence[SkippedFile] = (), headline: Sequence[str] = ()) -> str:
     """The report page (templates/report.html.j2), its figures embedded as data URIs so that the
     HTML file alone can be passed on."""
     states = Counter(r.result.status or "?" for r in runs)
     per_run = format_table([(r.dir, r.result) for r in runs], markdown=True).splitlines()
     return _TEMPLATES.get_template("report.html.j2").render(
-        n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
+        headline=list(headline), n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
         dirs=", ".join(str(d) for d in dirs), written=datetime.now().isoformat(timespec="seconds"),
         skipped=[str(b) for b in skipped], several=any(r["seeds"] > 1 for r in rows),
         metric_name=plots.METRIC_LABEL.get(metric, metric),
@@ -171,14 +187,14 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs
         for stale in (out / "wins.png", out / "wins.json"):
             stale.unlink(missing_ok=True)
     page = out / "index.html"
-    write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped))
+    write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped, answer(configs, metric)))
     return page
 
 
 def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, metric: str = "test_acc") -> Path | None:
     """After a multirun or a sweep: the HTML report into `out`, and the study's summary to W&B (a run
-    of job type "summary" in the study's group: the runs and configurations as tables, accuracy
-    against FLOPs, the mean validation curves, and the report's figures). Never raises: the runs
+    of job type "summary" in the study's group, tagged with every strategy, dataset and model in
+    it: see `_log_summary`). Never raises: the runs
     themselves are already saved, and a failed summary must not turn a finished study into a failure."""
     skipped: list[SkippedFile] = []
     try:
@@ -193,36 +209,54 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
         return page
     try:
         configs = group_configs(runs)
-        rows = summary_rows(configs, metric)
+        tags = list(dict.fromkeys(t for r in runs for t in run_tags(r.result)))
         tracker = make_tracker(dataclasses.replace(logger, group=group), out, f"{group}-summary",
-                               {"dirs": [str(d) for d in dirs], "metric": metric}, "summary")
-        keys = ("strategy", "seed", "val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s",
-                "trainable_params", "peak_mem_mb", "lr")
-        # each strategy's own knobs as columns of their own (empty for the other strategies' runs)
-        tracker.table("runs", [{k: r.result.get(k) for k in keys} | _knobs(r) | {"status": r.result.status,
-                                                                                  "run": r.dir.name} for r in runs])
-        tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
-        if pairs := paired_rows(configs, metric):
-            tracker.table("paired", pairs)
-        if wins_worth_showing(cells := win_map(configs, metric)):
-            tracker.table("win_map", [
-                {"dataset": c["dataset"], "train_per_class": c["train_per_class"]} | {k: v for k, v in e.items()}
-                | {"winner": e is c["entries"][0]}
-                for c in cells for e in c["entries"]
-            ])
-        tracker.scatter("accuracy_vs_flops", rows, "train_flops", metric, f"{metric} vs train FLOPs")
-        with_curves = [c for c in configs if all(r.metrics for r in c.runs)]
-        curves = [mean_curve(c.runs) for c in with_curves]
-        tracker.lines("val_acc_curves", [c[0] for c in curves], [c[1] for c in curves],
-                      [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
-        tracker.images({name: out / f"{name}.png" for name in FIGURES if (out / f"{name}.png").is_file()})
-        tracker.summary({"n_runs": len(runs), "n_configs": len(configs),
-                         "pareto_configs": [r["config"] for r in rows if r["pareto"]],
-                         "skipped_files": [str(b) for b in skipped]})
-        tracker.finish()
+                               {"dirs": [str(d) for d in dirs], "metric": metric}, "summary", tags=tags)
+        try:
+            _log_summary(tracker, runs, configs, metric, out, skipped)
+        finally:  # a summary that failed half-way is still closed, not left open in the W&B service
+            tracker.finish()
     except Exception as err:
         log.warning("W&B summary not logged (%s: %s)", type(err).__name__, err)
     return page
+
+
+# The measures of each run in the W&B `runs` table, after its settings (CONFIG_KEYS and the strategy's knobs).
+RUN_MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params",
+                "peak_mem_mb")
+
+
+def _log_summary(tracker: Tracker, runs: Sequence[Run], configs: Sequence[Config], metric: str, out: Path,
+                 skipped: Sequence[SkippedFile]) -> None:
+    """The study's summary run: the runs and configurations as tables (every recorded setting of a
+    run a column, the strategy's knobs included), the Pareto front as a table and a chart on a log
+    cost axis, accuracy against FLOPs, the mean validation curves, and the report's figures."""
+    rows = summary_rows(configs, metric)
+    # each strategy's own knobs as columns of their own (empty for the other strategies' runs)
+    tracker.table("runs", [{"run": r.dir.name, "trial": trial_number(r.dir), "seed": r.result.seed}
+                           | {k: r.result.get(k) for k in CONFIG_KEYS} | _knobs(r)
+                           | {k: r.result.get(k) for k in RUN_MEASURES} | {"status": r.result.status} for r in runs])
+    tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
+    if pairs := paired_rows(configs, metric):
+        tracker.table("paired", pairs)
+    if wins_worth_showing(cells := win_map(configs, metric)):
+        tracker.table("win_map", [
+            {"dataset": c["dataset"], "train_per_class": c["train_per_class"]} | {k: v for k, v in e.items()}
+            | {"winner": e is c["entries"][0]}
+            for c in cells for e in c["entries"]
+        ])
+    label = plots.METRIC_LABEL.get(metric, metric)
+    tracker.pareto("pareto_front", [r for r in rows if r["pareto"]], metric, "train_flops",
+                   f"Pareto front: {label} against log10 train FLOPs")
+    tracker.scatter("accuracy_vs_flops", rows, "train_flops", metric, f"{label} against log10 train FLOPs", log_x=True)
+    with_curves = [c for c in configs if all(r.metrics for r in c.runs)]
+    curves = [mean_curve(c.runs) for c in with_curves]
+    tracker.lines("val_acc_curves", [c[0] for c in curves], [c[1] for c in curves],
+                  [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
+    tracker.images({name: out / f"{name}.png" for name in FIGURES if (out / f"{name}.png").is_file()})
+    tracker.summary({"n_runs": len(runs), "n_configs": len(configs), "metric": metric,
+                     "pareto_configs": [r["config"] for r in rows if r["pareto"]], "answer": " ".join(answer(configs, metric)),
+                     "skipped_files": [str(b) for b in skipped]})
 
 
 def _knobs(run: Run) -> dict[str, Any]:
@@ -251,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         unreadable = f" ({len(skipped)} unreadable, above)" if skipped else ""
         print(f"error: no readable result.json under {', '.join(map(str, args.dirs))}{unreadable}", file=sys.stderr)
         return 2
-    print(format_table([(r.dir, r.result) for r in runs], markdown=args.markdown))
+    print(console_summary([(r.dir, r.result) for r in runs], args.metric, markdown=args.markdown))
     if args.markdown and wins_worth_showing(cells := win_map(group_configs(runs), args.metric)):
         print("\n" + wins_markdown(cells))
     if args.no_html:

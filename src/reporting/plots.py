@@ -17,13 +17,13 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter  # noqa: E402
 
-from src.reporting.analysis import COSTS, Config, Run, lr_grid, mean_curve  # noqa: E402
+from src.reporting.analysis import COSTS, METRIC_LABEL, Config, Run, lr_grid, mean_curve  # noqa: E402
 from src.reporting.pareto import pareto_front  # noqa: E402
 from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
+__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "pareto", "schedules", "strategy_colors", "win_map"]
 
 
 def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
@@ -33,7 +33,9 @@ def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
 
 def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[str] = tuple(COSTS)) -> Figure:
     """Accuracy against each cost, one panel per cost; the Pareto front is the dashed step line and
-    the ringed points. Points are configuration means; bars are 95% CIs when there are several seeds."""
+    the ringed points. Points are configuration means; bars are 95% CIs when there are several seeds.
+    Every cost axis is log-scaled (`cost_axis`); a sweep trial's point carries its number (#7); the
+    legend sits outside the panels, so it covers no point."""
     colors = strategy_colors(configs)
     # A configuration with a seed that recorded no number (null) for a measure has no mean for it:
     # each panel shows the configurations it can place, and a panel no configuration fits is left out.
@@ -44,7 +46,7 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
         ax.axis("off")
         ax.text(0.5, 0.5, f"no configuration has both {METRIC_LABEL.get(metric, metric)} and a cost", ha="center")
         return fig
-    fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs), 3.9), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs) + 1.4, 3.9), squeeze=False, layout="constrained")
     for ax, cost in zip(axes[0], costs):
         placed = [cfg for cfg in configs if cost in cfg.stats]
         pts = [(cfg.stats[metric][0], cfg.stats[cost][0]) for cfg in placed]
@@ -61,23 +63,34 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
             xs = [pts[i][1] for i in front]
             ys = [pts[i][0] for i in front]
             ax.step(xs, ys, where="post", ls="--", color="black", lw=1, alpha=0.7, zorder=0)
-        if min(p[1] for p in pts) > 0 and max(p[1] for p in pts) / min(p[1] for p in pts) > 20:
-            ax.set_xscale("log")
-        if cost != "train_time_s":
-            ax.xaxis.set_major_formatter(EngFormatter())  # 2.7 T, not 2.7e12
-        ax.set_xlabel(COSTS[cost])
+        for cfg, (acc, x) in zip(placed, pts):
+            if cfg.trials:
+                ax.annotate(", ".join(f"#{n}" for n in cfg.trials), (x, acc), xytext=(4, 4),
+                            textcoords="offset points", fontsize=7, color="#333")
+        cost_axis(ax, cost, [p[1] for p in pts])
         ax.set_ylabel(METRIC_LABEL.get(metric, metric))
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in colors.items()]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
-    axes[0][-1].legend(handles=handles, fontsize=8, loc="lower right")
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper")
     return fig
+
+
+def cost_axis(ax, cost: str, values: Sequence[float]) -> None:
+    """The x axis of a cost, alike in every cost plot: log-scaled (costs of fine-tuning strategies
+    span orders of magnitude; a linear axis crowds the cheap ones into a corner), engineering
+    notation for counts (2.7 T, not 2.7e12). A zero or negative cost, which a log axis cannot
+    place, gets a symmetric log axis instead of being dropped."""
+    ax.set_xscale("log" if all(v > 0 for v in values) else "symlog")
+    if cost != "train_time_s":
+        ax.xaxis.set_major_formatter(EngFormatter())
+    ax.set_xlabel(f"{COSTS.get(cost, cost)}, log scale")
 
 
 def curves(configs: Sequence[Config], key: str = "val_acc") -> Figure:
     """Validation accuracy per epoch, one line per configuration (mean over seeds, 95% CI band)."""
     colors = strategy_colors(configs)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8.4, 4.0), layout="constrained")
     styles = ("-", "--", ":", "-.")
     seen: dict[str, int] = {}
     for cfg in configs:
@@ -95,8 +108,8 @@ def curves(configs: Sequence[Config], key: str = "val_acc") -> Figure:
     ax.set_xlabel("epoch")
     ax.set_ylabel(METRIC_LABEL.get(key, key))
     ax.grid(alpha=0.3)
-    if len(configs) <= 12:
-        ax.legend(fontsize=7)
+    if len(configs) <= 12 and ax.get_lines():
+        fig.legend(fontsize=7, loc="outside right upper")  # inside the axes it would cover the last epochs
     return fig
 
 
@@ -136,7 +149,7 @@ def drift(configs: Sequence[Config]) -> Figure:
     colors = strategy_colors(configs)
     shown = [c for c in configs if all(isinstance(r.result.weight_change, dict) and r.result.weight_change
                                        for r in c.runs)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.9), squeeze=False, layout="constrained")
     if not shown:
         for ax in axes[0]:
             ax.axis("off")
@@ -162,7 +175,7 @@ def drift(configs: Sequence[Config]) -> Figure:
         ax.set_xlabel("layer group (bottom to top)")
         ax.grid(alpha=0.3)
     if len(shown) <= 12:
-        right.legend(fontsize=7)
+        fig.legend(*right.get_legend_handles_labels(), fontsize=7, loc="outside right upper")
     return fig
 
 

@@ -1,24 +1,77 @@
 """Experiment tracking: Weights & Biases, or nothing. Tracking never fails a run.
 
 Mode "auto" runs W&B online only when credentials are configured (WANDB_API_KEY or a netrc entry
-from `wandb login`), otherwise offline into the run directory; `wandb sync DIR/wandb/offline-run-*`
-uploads later. Any W&B error (unreachable server, bad entity, a failing call mid-run) is logged as
-a warning, after which the run goes on offline or untracked.
+from `wandb login`), otherwise offline into each run's own folder (`<run>/wandb/offline-run-*`).
+Those folders sit at different depths: a multirun's jobs, its report's summary run
+(`<dir>/report/wandb`), a sweep's trials (`<dir>/trial_NNNN/wandb`) and the Pareto set's re-runs
+(`<dir>/rerun/trial_NNNN/seed_S/wandb`). One command uploads them all later, whatever the depth:
+
+    find DIR -type d -name 'offline-run-*' -exec wandb sync {} +
+
+(`SYNC_COMMAND`; add `--dry-run` after `wandb sync` to list what it would upload.) Any W&B error
+(unreachable server, bad entity, a failing call mid-run) is logged as a warning, after which the
+run goes on offline or untracked.
+
+Conventions a W&B user expects: every run is tagged with its strategy, dataset and model
+(`run_tags`); a training run's per-epoch metrics are plotted against `epoch` (`define_metric`),
+and validation accuracy is summarised as its best epoch (`val_acc.max` in the runs table), so the
+selected epoch's value goes to the summary as `selected_val_acc` (`run_summary`). A study's summary
+run logs the Pareto front as a table and a chart on a log cost axis (`Tracker.pareto`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import netrc
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from src.config import LoggerConfig
-from src.record.io import dumps, finite_json
+from src.record.io import as_number, dumps, finite_json
+from src.record.schema import EpochRecord
 
 log = logging.getLogger(__name__)
+
+SYNC_COMMAND = "find {root} -type d -name 'offline-run-*' -exec wandb sync {{}} +"
+# Per-epoch metrics summarised by their best epoch, not their last (W&B's default).
+BEST_IS_MAX = ("val_acc", "val_balanced_acc")
+# Measured per epoch (a metrics.jsonl line), plotted against the `epoch` step metric.
+EPOCH_METRICS = tuple(f.name for f in dataclasses.fields(EpochRecord)
+                      if f.name not in ("epoch", "lrs", "extra", "schema_version"))
+
+
+def sync_command(root: Path | str) -> str:
+    """The shell command that uploads every offline W&B run under `root`, at any depth."""
+    return SYNC_COMMAND.format(root=root)
+
+
+def run_tags(record: Any) -> list[str]:
+    """A run's W&B tags: its strategy, dataset and model, as recorded in result.json (`record`: a
+    RunRecord or its fields as a dict)."""
+    return [str(v) for k in ("strategy", "dataset", "model") if (v := record.get(k)) not in (None, "")]
+
+
+def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's result for the W&B summary. The result's `val_acc` is the selected epoch's, which
+    is not the best epoch's under trainer.select=last: it goes in as `selected_val_acc`, so that it
+    does not overwrite the `val_acc.max` that `define_metric` keeps."""
+    return {f"selected_{k}" if k in BEST_IS_MAX else k: v for k, v in result.items()}
+
+
+def log10_column(name: str) -> str:
+    """The column of a cost on a log axis: W&B's stock charts have no log scale, so the chart plots
+    log10 of the cost (the raw cost is a column beside it)."""
+    return f"log10 {name}"
+
+
+def _log10(value: Any) -> float | None:
+    v = as_number(value)
+    return math.log10(v) if v is not None and v > 0 else None
 
 
 class Tracker(Protocol):
@@ -27,6 +80,7 @@ class Tracker(Protocol):
     def images(self, paths: dict[str, Path]) -> None: ...
     def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str) -> None: ...
     def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None: ...
+    def pareto(self, key: str, rows: list[dict[str, Any]], metric: str, cost: str, title: str) -> None: ...
     def summary(self, values: dict[str, Any]) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
 
@@ -45,6 +99,9 @@ class NullTracker:
         pass
 
     def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None:
+        pass
+
+    def pareto(self, key: str, rows: list[dict[str, Any]], metric: str, cost: str, title: str) -> None:
         pass
 
     def summary(self, values: dict[str, Any]) -> None:
@@ -114,12 +171,17 @@ class WandbTracker:
 
         self._guard("images", log_images)
 
-    def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str) -> None:
+    def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str, log_x: bool = False) -> None:
+        """A scatter chart of `y` against `x`, one point per row; with `log_x`, against log10 of `x`
+        (`log10_column`), the raw `x` kept as a column."""
+
         def log_scatter() -> None:
             import wandb
 
-            table = wandb.Table(columns=["config", x, y], data=[[r["config"], r[x], r[y]] for r in rows])
-            self.run.log({key: wandb.plot.scatter(table, x, y, title=title)}, commit=False)
+            columns = ["config", x] + ([log10_column(x)] if log_x else []) + [y]
+            data = [[r["config"], r.get(x)] + ([_log10(r.get(x))] if log_x else []) + [r.get(y)] for r in rows]
+            table = wandb.Table(columns=columns, data=data)
+            self.run.log({key: wandb.plot.scatter(table, log10_column(x) if log_x else x, y, title=title)}, commit=False)
 
         self._guard(f"scatter {key}", log_scatter)
 
@@ -131,6 +193,35 @@ class WandbTracker:
                          commit=False)
 
         self._guard(f"lines {key}", log_lines)
+
+    def pareto(self, key: str, rows: list[dict[str, Any]], metric: str, cost: str, title: str) -> None:
+        """The Pareto front (`rows`: its configurations) as a table `key`, by rising cost, and as a
+        line chart `<key>_chart` of `metric` against log10 of `cost`, so that the dashboard shows
+        the front without the report's PNG."""
+
+        def log_front() -> None:
+            import wandb
+
+            ordered = sorted(rows, key=lambda r: (as_number(r.get(cost)) or math.inf, -(as_number(r.get(metric)) or 0)))
+            columns = ["config", "strategy", "seeds", metric, f"{metric}_ci95", cost, log10_column(cost)]
+            data = [[r.get("config"), r.get("strategy"), r.get("seeds"), finite_json(r.get(metric)),
+                     finite_json(r.get(f"{metric}_ci95")), finite_json(r.get(cost)), _log10(r.get(cost))] for r in ordered]
+            table = wandb.Table(columns=columns, data=data)
+            chart = wandb.plot.line(table, log10_column(cost), metric, title=title)
+            self.run.log({key: table, f"{key}_chart": chart}, commit=False)
+
+        self._guard(f"pareto {key}", log_front)
+
+    def define_epoch_metrics(self) -> None:
+        """Per-epoch metrics on `epoch` as their x axis; validation accuracy summarised by its best epoch."""
+
+        def define() -> None:
+            self.run.define_metric("epoch")
+            for name in EPOCH_METRICS:
+                self.run.define_metric(name, step_metric="epoch", summary="max" if name in BEST_IS_MAX else None)
+            self.run.define_metric("lr/*", step_metric="epoch")  # one LR per layer group
+
+        self._guard("define_metric", define)
 
     def summary(self, values: dict[str, Any]) -> None:
         self._guard("summary", lambda: self.run.summary.update(values))
@@ -145,8 +236,11 @@ class WandbTracker:
 
 
 def make_tracker(
-    cfg: LoggerConfig, run_dir: Path, name: str, config: dict[str, Any], job_type: str
+    cfg: LoggerConfig, run_dir: Path, name: str, config: dict[str, Any], job_type: str,
+    tags: Sequence[str] = (), per_epoch: bool = False,
 ) -> Tracker:
+    """A tracker for one run (NullTracker when logging is off or W&B cannot start). `tags` join
+    logger.tags (see `run_tags`); `per_epoch` declares the per-epoch metrics of a training run."""
     if cfg.kind == "none" or cfg.mode == "disabled":
         return NullTracker()
     try:
@@ -161,7 +255,8 @@ def make_tracker(
         group=cfg.group,
         name=name,
         job_type=job_type,
-        tags=list(cfg.tags),
+        # W&B refuses tags over 64 characters; the same tag twice is one tag
+        tags=list(dict.fromkeys(t[:64] for t in (*cfg.tags, *tags))),
         config=config,
         dir=str(run_dir),
         settings=wandb.Settings(console="off", silent=True, init_timeout=60),
@@ -170,8 +265,11 @@ def make_tracker(
         try:
             run = wandb.init(mode=attempt, **kwargs)
             if attempt != mode:
-                log.warning("W&B running offline instead; upload later with `wandb sync %s/wandb/offline-run-*`", run_dir)
-            return WandbTracker(run)
+                log.warning("W&B running offline instead; upload later with `%s`", sync_command(run_dir))
+            tracker = WandbTracker(run)
+            if per_epoch:
+                tracker.define_epoch_metrics()
+            return tracker
         except Exception as err:
             log.warning("W&B init (%s) failed: %s: %s", attempt, type(err).__name__, err)
     log.warning("W&B unavailable; this run is not tracked (local files are complete)")

@@ -42,7 +42,7 @@ from src.training.optim import build_optimizer, build_scheduler, param_groups
 from src.record.io import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.record.schema import EpochRecord, RunRecord
 from src.strategies import LayerGroup, Schedule, Strategy, apply_epoch, layer_groups, plan_schedule, strategy_for
-from src.reporting.tracking import Tracker, make_tracker
+from src.reporting.tracking import Tracker, make_tracker, run_summary, run_tags
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def run(
         (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         setup = _setup(cfg, run_dir, base)
-        tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, setup.schedule)
+        tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, setup.schedule, run_tags(base))
         fields = _fit(cfg, setup, run_dir, tracker, progress, on_epoch)
         if progress.stopped is not None:
             # Pruned is an outcome, not an error: the cost so far is real and counts in a sweep's total.
@@ -258,7 +258,7 @@ def run(
             result = base | fields | {"status": "completed"}
         result |= {"total_time_s": time.perf_counter() - started} | _environment()
         result = _write_record(run_dir, result)
-        tracker.summary(result)
+        tracker.summary(run_summary(result))
         exit_code = 0
         return result
     except BaseException as err:
@@ -285,9 +285,9 @@ def _write_record(run_dir: Path, fields: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule) -> Tracker:
+def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule, tags: list[str]) -> Tracker:
     tracker = make_tracker(cfg.logger, run_dir, name, cfg.to_dict() | {"param_groups": schedule.to_dict()},
-                           cfg.strategy.name)
+                           cfg.strategy.name, tags=tags, per_epoch=True)
     # The schedule as a table too: W&B shows it beside the run's LR curves.
     tracker.table("param_groups", [
         dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in schedule.to_dict()["groups"]

@@ -1,0 +1,116 @@
+"""W&B conventions, read back from the files an offline run writes: per-epoch metrics on `epoch`,
+validation accuracy summarised as its best epoch, tags, the Pareto front as a table and a chart on a
+log cost axis, and one sync command that uploads every offline run of a study, re-runs included."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from src.config import LoggerConfig
+from src.record.schema import EpochRecord
+from src.reporting.tracking import (
+    SYNC_COMMAND, BEST_IS_MAX, EPOCH_METRICS, NullTracker, make_tracker, run_summary, run_tags, sync_command,
+)
+from tests import wandb_files
+from tests.cli import env
+
+pytest.importorskip("wandb")
+OFFLINE = LoggerConfig(kind="wandb", mode="offline", project="test", tags=("nightly",))
+VAL = [0.50, 0.80, 0.70]  # the best epoch is not the last
+
+
+def _run_file(root: Path) -> Path:
+    [path] = root.glob("wandb/offline-run-*/run-*.wandb")
+    return wandb_files.closed(path)
+
+
+@pytest.fixture(scope="module")
+def training_run(tmp_path_factory) -> Path:
+    """A training run's tracking as run() does it: tags from the record, per-epoch lines, the result."""
+    root = tmp_path_factory.mktemp("run")
+    record = {"strategy": "layerwise", "dataset": "digits", "model": "test_efficientnet"}
+    tracker = make_tracker(OFFLINE, root, "r", {"seed": 0}, "layerwise", tags=run_tags(record), per_epoch=True)
+    for epoch, acc in enumerate(VAL):
+        line = EpochRecord(epoch=epoch, val_acc=acc, train_loss=1.0 / (epoch + 1), lrs={"head": 0.1}).to_json()
+        tracker.log({k: v for k, v in line.items() if k != "schema_version"}, step=epoch)
+    # trainer.select=last: the result's val_acc is the last epoch's, not the best
+    tracker.summary(run_summary(record | {"val_acc": VAL[-1], "test_acc": 0.66}))
+    tracker.finish()
+    return _run_file(root)
+
+
+def test_per_epoch_metrics_are_plotted_against_epoch(training_run):
+    declared = wandb_files.metrics(training_run)
+    assert "epoch" in declared and declared["lr/*"]["step_metric"] == "epoch"
+    for name in EPOCH_METRICS:
+        assert declared[name]["step_metric"] == "epoch", name
+    assert {n for n, d in declared.items() if "max" in d["summary"]} == set(BEST_IS_MAX)
+    assert [h["epoch"] for h in wandb_files.history(training_run) if "val_acc" in h] == [0, 1, 2]
+
+
+def test_best_validation_accuracy_is_summarised_as_max(training_run):
+    summary = wandb_files.summary(training_run)
+    assert summary["val_acc"] == {"max": max(VAL)}  # not overwritten by the result's (last-epoch) value
+    assert summary["selected_val_acc"] == VAL[-1] and summary["test_acc"] == 0.66
+
+
+def test_every_run_is_tagged_with_strategy_dataset_and_model(training_run):
+    assert list(wandb_files.run_info(training_run).tags) == ["nightly", "layerwise", "digits", "test_efficientnet"]
+    assert run_tags({"strategy": "full", "dataset": None, "model": "m"}) == ["full", "m"]
+
+
+def test_the_pareto_front_is_a_table_and_a_chart_on_a_log_cost_axis(tmp_path):
+    rows = [{"config": "frozen", "strategy": "frozen", "seeds": 2, "test_acc": 0.91, "test_acc_ci95": 0.01,
+             "train_flops": 1e11},
+            {"config": "full", "strategy": "full", "seeds": 2, "test_acc": 0.97, "test_acc_ci95": math.nan,
+             "train_flops": 2e12}]
+    tracker = make_tracker(OFFLINE, tmp_path, "s", {}, "summary")
+    tracker.pareto("pareto_front", rows[::-1], "test_acc", "train_flops", "front")
+    tracker.scatter("accuracy_vs_flops", rows, "train_flops", "test_acc", "all", log_x=True)
+    tracker.finish()
+    _run_file(tmp_path)  # flushed
+    front = wandb_files.table(tmp_path, "pareto_front")
+    assert [(r["config"], r["train_flops"], r["log10 train_flops"]) for r in front] == \
+        [("frozen", 1e11, pytest.approx(11.0)), ("full", 2e12, pytest.approx(math.log10(2e12)))]  # by rising cost
+    assert front[1]["test_acc_ci95"] is None  # NaN as null: strict JSON readers load the table
+    logged = {k.split("/")[0]: h[k] for h in wandb_files.history(_run_file(tmp_path)) for k in h if k.endswith("/_type")}
+    assert logged["pareto_front"] == "table-file" and logged["pareto_front_chart_table"] == "table-file"
+    # the chart: W&B's line preset over the front, x = log10 of the cost
+    config = wandb_files.config(_run_file(tmp_path))
+    charts = {k.removeprefix("_wandb/visualize/"): v["panel_config"] for k, v in config.items()
+              if k.startswith("_wandb/visualize/")}
+    assert charts["pareto_front_chart"]["panelDefId"] == "wandb/line/v0"
+    assert charts["accuracy_vs_flops"]["panelDefId"] == "wandb/scatter/v0"
+    for chart in charts.values():
+        assert {k: chart["fieldSettings"][k] for k in ("x", "y")} == {"x": "log10 train_flops", "y": "test_acc"}
+    scatter = wandb_files.table(tmp_path, "accuracy_vs_flops_table")
+    assert [r["log10 train_flops"] for r in scatter] == pytest.approx([11.0, math.log10(2e12)])
+
+
+def test_one_command_syncs_every_offline_run_of_a_sweep_reruns_included(training_run, tmp_path):
+    """A sweep writes runs at three depths (src.search.sweep): its trials, the Pareto set's re-runs
+    on other seeds, and the report's summary run. The documented command finds them all."""
+    run_folder = training_run.parent
+    where = ["trial_0000", "trial_0003", "rerun/trial_0003/seed_1", "rerun/trial_0003/seed_2", "report", "0_frozen"]
+    for sub in where:
+        shutil.copytree(run_folder, tmp_path / "study" / sub / "wandb" / run_folder.name)
+    dry = sync_command(tmp_path / "study").replace("wandb sync", f"{Path(sys.executable).parent / 'wandb'} sync --dry-run")
+    assert SYNC_COMMAND.format(root="X") == "find X -type d -name 'offline-run-*' -exec wandb sync {} +"
+    proc = subprocess.run(dry, shell=True, env=env() | {"WANDB_MODE": "offline"}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    listed = proc.stdout + proc.stderr
+    assert f"Would sync {len(where)} run(s)" in listed
+    for sub in where:
+        assert str(tmp_path / "study" / sub / "wandb" / run_folder.name) in listed, sub
+
+
+def test_tracking_off_is_a_null_tracker(tmp_path):
+    assert isinstance(make_tracker(LoggerConfig(kind="none"), tmp_path, "x", {}, "t", per_epoch=True), NullTracker)
+    assert list(tmp_path.iterdir()) == []
