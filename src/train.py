@@ -63,7 +63,7 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
-        result = run(run_cfg, out, run_name=out.name)
+        result = run(run_cfg, out, run_name=out.name, on_epoch=_trial_reporter(hc, run_cfg, out) if multirun else None)
     except KeyboardInterrupt as err:
         stopped(err, out / RESULT_FILE if (out / RESULT_FILE).is_file() else None,
                 Path(hc.sweep.dir) if multirun else None)
@@ -82,6 +82,17 @@ def main(cfg: DictConfig) -> float:
         log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
         return float("nan")
     return float(result["val_acc"])
+
+
+def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> Any:
+    """A job of `hydra/sweeper=optuna` reports each epoch to its Optuna trial, which may stop it
+    (src.search.launched.job_reporter); None for any other multirun job."""
+    sweeper = OmegaConf.to_container(hc.sweeper, resolve=True)
+    if not str(sweeper.get("_target_", "")).startswith("hydra_plugins.ft_optuna_sweeper."):
+        return None
+    from src.search.launched import job_reporter  # optuna is loaded only by the jobs that need it
+
+    return job_reporter(sweeper, str(hc.sweep.dir), int(hc.job.num), run_cfg, out)
 
 
 def full_error() -> bool:

@@ -163,10 +163,13 @@ class EpochReporter:
         self.curve.append([self.best, cost])
         self.trial.set_user_attr("curve", self.curve)
         self.trial.set_user_attr("epochs_trained", k + 1)
+        if len(self.objectives) == 1 and self.objectives[0] in PER_EPOCH:
+            # Optuna's convention (its pruners, optuna-dashboard's intermediate values): one value
+            # per step. Optuna has no intermediate values for a multi-objective study.
+            self.trial.report(self.best, k)
         if self.mode == "none" or k + 1 < self.spec.after:
             return None
         if self.mode in ("median", "hyperband"):
-            self.trial.report(self.best, k)
             if self.trial.should_prune():
                 return f"{self.mode} pruner after epoch {k + 1}: {self.objectives[0]} {self.best:.4f}"
             return None

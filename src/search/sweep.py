@@ -82,7 +82,7 @@ CONF, SWEEPS = REPO / "conf", REPO / "sweeps"
 OBJECTIVES = {"val_acc": "maximize", "val_balanced_acc": "maximize", "train_flops": "minimize", "train_time_s": "minimize"}
 MAXIMISE = {k for k, d in OBJECTIVES.items() if d == "maximize"}
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
-PARAM_KEYS = {"float": {"type", "low", "high", "log"}, "int": {"type", "low", "high", "log"},
+PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
               "categorical": {"type", "choices"}}
 SPEC_KEYS = {"study_name", "n_trials", "objectives", "sampler", "seed", "out_dir", "storage", "max_failed",
              "heartbeat_s", "grace_s", "pruner", "rerun_seeds", "rerun_overrides", "train_overrides", "params"}
@@ -233,6 +233,9 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
                 raise ConfigError(f"{where}.log={p['log']!r} must be true or false")
             if p.get("log") and low <= 0:
                 raise ConfigError(f"{where}: log=true needs low > 0 (low={low})")
+            if p.get("step") is not None and (p.get("log") or isinstance(p["step"], bool)
+                                              or not isinstance(p["step"], number) or p["step"] <= 0):
+                raise ConfigError(f"{where}.step={p['step']!r} must be a positive number, and not with log=true")
             values = [low, high]
         for v in values:
             try:
@@ -382,11 +385,16 @@ def _first_line(err: BaseException) -> str:
 # --- one study, one experiment, one out_dir --------------------------------------------------------
 
 def open_study(storage: BaseStorage, name: str, directions: list[str], identity: dict[str, Any], pruner: Any,
-               where: str) -> optuna.Study:
-    """Create the study and record what it measures, or load it and refuse if it measures
-    something else (other settings, objectives or search space)."""
+               where: str, metric_names: list[str] | None = None) -> optuna.Study:
+    """Create the study and record what it measures (and its objectives' names, which
+    optuna-dashboard shows), or load it and refuse if it measures something else (other
+    settings, objectives or search space)."""
     try:
         study = optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner)
+        if metric_names:
+            with warnings.catch_warnings():  # experimental in Optuna 5, and what optuna-dashboard reads
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(metric_names))
         study.set_user_attr("identity", identity)
         study.set_user_attr("uid", uuid.uuid4().hex)
         return study
@@ -503,10 +511,13 @@ def optimise(study: optuna.Study, objective: Any, total: int, poll_s: float, cal
 def suggest(trial: optuna.Trial, key: str, spec: dict[str, Any], groups: int) -> Any:
     kind = spec["type"]
     if kind == "float":
-        return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)))
+        step = None if spec.get("step") is None else float(spec["step"])
+        return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
+                                   step=step)
     if kind == "int":
         high = groups if spec["high"] == "groups" else int(spec["high"])
-        return trial.suggest_int(key, int(spec["low"]), high, log=bool(spec.get("log", False)))
+        return trial.suggest_int(key, int(spec["low"]), high, log=bool(spec.get("log", False)),
+                                 step=int(spec.get("step") or 1))
     return trial.suggest_categorical(key, list(spec["choices"]))
 
 
@@ -666,7 +677,7 @@ def _open(plan: Plan, setup: Setup) -> optuna.Study:
     directions = [OBJECTIVES[o] for o in plan.objectives]
     try:
         study = open_study(storage, plan.name, directions, study_identity(plan.base_cfg, plan.params, plan.objectives),
-                           optuna_pruner(plan.prune_mode, plan.prune, plan.epochs), where)
+                           optuna_pruner(plan.prune_mode, plan.prune, plan.epochs), where, metric_names=plan.objectives)
     except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
         raise ConfigError(f"sweep.storage={where}: {_first_line(err)}") from None
     claim_out_dir(out_dir, study, where)
@@ -697,7 +708,7 @@ def train_trial(plan: Plan, study: optuna.Study, trial: optuna.Trial, total: int
     run_cfg = to_run_config(cfg, group=plan.name)
     trial_dir = plan.out_dir / f"trial_{trial.number:04d}"
     claim_trial_dir(trial_dir, study, trial.number)
-    trial.set_user_attr("run_dir", str(trial_dir))
+    trial.set_user_attr("run_dir", str(trial_dir.resolve()))  # absolute: dashboards and other machines
     reporter = EpochReporter(
         study, trial, plan.objectives, plan.prune_mode, plan.prune, running_best=run_cfg.trainer.select == "best_val",
         epochs=run_cfg.trainer.epochs,
@@ -752,7 +763,9 @@ def _conclude(plan: Plan, study: optuna.Study) -> int:
     out_dir, name = plan.out_dir, plan.name
     rows = pareto_rows(study, plan.objectives)
     write_json(out_dir / "pareto.json", rows)
-    print(f"\nPareto set of study {name} ({len(rows)} trials):\n{format_pareto(rows)}")
+    # Which metric each front is on: this one selects on validation, the report's shows test (by trial number).
+    print(f"\nPareto set of study {name} on {' vs '.join(plan.objectives)} ({len(rows)} trials; the report's front "
+          f"is on test_acc vs train_flops):\n{format_pareto(rows)}")
     print(f"saved {out_dir / 'pareto.json'}")
     summary = summarise(study, plan.objectives, plan.epochs) | {"pruner": plan.prune_mode}
     write_json(out_dir / "summary.json", summary)

@@ -1,0 +1,81 @@
+"""The sweeper's config, in hydra-optuna-sweeper 1.3's shape (`hydra.sweeper.{sampler, direction,
+study_name, storage, n_trials, n_jobs, params}`), plus what that plugin never had: `objectives`
+read from each job's result.json, `pruner`, and the heartbeat settings of a shared storage.
+
+Kept free of heavy imports: Hydra imports every module of `hydra_plugins` when it scans for
+plugins, in every Hydra application of this environment."""
+
+# no `from __future__ import annotations`: Hydra loads plugin modules outside sys.modules, where
+# dataclasses cannot resolve string annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class SamplerConfig:
+    _target_: str = MISSING
+    seed: Optional[int] = None
+
+
+@dataclass
+class TPESamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.TPESampler"
+    n_startup_trials: int = 10
+    multivariate: bool = False
+
+
+@dataclass
+class RandomSamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.RandomSampler"
+
+
+@dataclass
+class NSGAIISamplerConfig(SamplerConfig):
+    _target_: str = "optuna.samplers.NSGAIISampler"
+    population_size: int = 50
+
+
+@dataclass
+class PrunerConfig:
+    """src.search.pruning.PruneSpec: auto (halving) | none | halving | dominated | median | hyperband."""
+
+    name: str = "auto"
+    after: int = 2
+    startup: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
+    sampler: SamplerConfig = MISSING
+    # maximize | minimize, or a list, one per objective; null: each objective's own direction.
+    # Given, it must agree with the objectives (val_acc is maximised, train_flops minimised).
+    direction: Any = None
+    # What each trial is scored on, from its result.json (not the task function's return value).
+    objectives: List[str] = field(default_factory=lambda: ["val_acc"])
+    # null: sqlite in the sweep folder. Resume: the same storage and study_name. Several workers:
+    # journal:/path/study.log or postgresql+psycopg://user@host/db.
+    storage: Optional[str] = None
+    study_name: str = "sweep"
+    # Trials that complete or are pruned, exactly, however many workers share the study.
+    n_trials: int = 20
+    # Trials handed to the launcher at once (the joblib launcher runs them in parallel).
+    n_jobs: int = 1
+    # Stop after this many failed trials in one invocation (0: never).
+    max_failed: int = 5
+    heartbeat_s: int = 20
+    grace_s: int = 60
+    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    # key: sweep value (interval(1,10), tag(log, interval(...)), range(0,8), choice(...)) or a fixed value
+    params: Optional[Dict[str, Any]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="ft_optuna_sweeper")
+for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig), ("nsgaii", NSGAIISamplerConfig)):
+    ConfigStore.instance().store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="ft_optuna_sweeper")

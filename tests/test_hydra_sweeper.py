@@ -1,0 +1,168 @@
+"""`hydra/sweeper=optuna` (hydra_plugins/ft_optuna_sweeper, src/search/launched.py): the syntax of
+hydra-optuna-sweeper 1.3 parsed into our search space, the plugin found by Hydra, Optuna's
+conventions (metric names, a value per epoch, absolute run_dir) read back through optuna-dashboard,
+and, slow, a 3-trial study through src.train, interrupted and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import split_space
+from src.config import ConfigError
+from src.gate import compose_train
+from src.record.schema import EpochRecord
+from src.search.launched import SWEEPER_TARGET, job_reporter, storage_url
+from src.search.pruning import EpochReporter, PruneSpec
+from src.search.sweep import open_study
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32",
+        "dataset.train_per_class=4", "trainer.epochs=2", "logger=none"]
+
+
+def test_hydra_optuna_sweeper_syntax_becomes_our_search_space():
+    params, fixed = split_space([
+        "strategy.lr_decay=tag(log, interval(1,10))",
+        "optim.lr=interval(0.001, 0.01)",
+        "strategy.unfreeze_depth=range(0,8)",
+        "strategy.unfreeze_every=choice(0, 1)",
+        "optim.weight_decay=range(0, 1, 0.25)",
+        "trainer.epochs=2",
+        "seed=choice(1, 2)", "seed=3",  # the later one wins, as in Hydra
+    ])
+    assert params["strategy.lr_decay"] == {"type": "float", "low": 1.0, "high": 10.0, "log": True}
+    assert params["optim.lr"] == {"type": "float", "low": 0.001, "high": 0.01, "log": False}
+    # range ends before its stop, as Python's and Hydra's basic sweeper's do
+    assert params["strategy.unfreeze_depth"] == {"type": "int", "low": 0, "high": 7, "step": 1}
+    assert params["strategy.unfreeze_every"] == {"type": "categorical", "choices": [0, 1]}
+    assert params["optim.weight_decay"] == {"type": "float", "low": 0.0, "high": 0.75, "step": 0.25}
+    assert fixed == ["trainer.epochs=2", "seed=3"]
+    with pytest.raises(ConfigError, match="holds no value"):
+        split_space(["strategy.unfreeze_depth=range(3,3)"])
+
+
+def test_hydra_finds_the_plugin_with_its_defaults():
+    cfg = compose_train(["hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "hydra.sweeper.objectives=[val_acc,train_flops]"],
+                        return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == SWEEPER_TARGET
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, 1, "sweep", None)
+    assert list(sweeper.objectives) == ["val_acc", "train_flops"] and sweeper.pruner.name == "auto"
+    nsga = compose_train(["hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii"], return_hydra_config=True)
+    assert nsga.hydra.sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
+
+
+def test_a_job_of_another_sweeper_gets_no_reporter(tmp_path):
+    assert job_reporter({"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}, str(tmp_path), 0,
+                        None, tmp_path) is None  # type: ignore[arg-type]
+    assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
+    assert storage_url("journal:/x.log", tmp_path) == "journal:/x.log"
+
+
+def _finished_study(tmp_path: Path) -> str:
+    """A single-objective study written the way a sweep writes it: metric names, a value reported
+    each epoch by EpochReporter, run_dir absolute."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(optuna.storages.RDBStorage(url), "dash", ["maximize"], {"config": {}}, None, url,
+                       metric_names=["val_acc"])
+    for number, accs in enumerate([[0.2, 0.5], [0.3, 0.6]]):
+        trial = study.ask()
+        reporter = EpochReporter(study, trial, ["val_acc"], "none", PruneSpec(name="none"), running_best=True, epochs=2)
+        for epoch, acc in enumerate(accs):
+            assert reporter(EpochRecord.from_json({"schema_version": 2, "epoch": epoch, "val_acc": acc})) is None
+        trial.set_user_attr("run_dir", str((tmp_path / f"trial_{number}").resolve()))
+        study.tell(trial, accs[-1])
+    return url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_optuna_dashboard_serves_a_finished_study(tmp_path):
+    url = _finished_study(tmp_path)
+    port = _free_port()
+    dashboard = Path(sys.executable).with_name("optuna-dashboard")
+    server = subprocess.Popen([str(dashboard), url, "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read().decode()
+                assert time.monotonic() < deadline, "optuna-dashboard did not answer in 30 s"
+                time.sleep(0.3)
+        assert [s["study_name"] for s in studies] == ["dash"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{studies[0]['study_id']}", timeout=5) as r:
+            detail = json.load(r)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert detail["objective_names"] == ["val_acc"]  # study.set_metric_names
+    trials = sorted(detail["trials"], key=lambda t: t["number"])
+    assert [t["values"] for t in trials] == [[0.5], [0.6]]
+    assert [[v["value"] for v in t["intermediate_values"]] for t in trials] == [[0.2, 0.5], [0.3, 0.6]]
+    run_dirs = [a["value"] for t in trials for a in t["user_attrs"] if a["key"] == "run_dir"]
+    assert run_dirs == [str((tmp_path / "trial_0").resolve()), str((tmp_path / "trial_1").resolve())]
+    assert all(os.path.isabs(d) for d in run_dirs)
+
+
+def _sweep(out: Path, storage: str, n_trials: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "src.train", "-m", "hydra/sweeper=optuna", "strategy.lr_decay=tag(log, interval(1,10))",
+         "strategy.unfreeze_depth=range(0,3)", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
+         "hydra.sweeper.study_name=tiny", "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={out}", *TINY],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_three_trial_study_through_the_plugin_interrupted_and_resumed(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    first = _sweep(tmp_path / "first", storage, 3)
+    # Ctrl-C once the first trial has finished and the second is training
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "first").glob("1_*/metrics.jsonl")):
+        assert first.poll() is None, first.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 130, out
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.COMPLETE and states[1] == optuna.trial.TrialState.FAIL, out
+    assert study.trials[1].user_attrs["interrupted"] is True
+    again = _sweep(tmp_path / "again", storage, 3)
+    out, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, out
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3
+    # the interrupted trial's parameters ran again, first
+    retry = next(t for t in study.trials if t.user_attrs.get("retry_of") == 1)
+    assert retry.params == study.trials[1].params and retry.state == optuna.trial.TrialState.COMPLETE
+    assert study.metric_names == ["val_acc"]
+    for t in done:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert run_dir.is_absolute() and (run_dir / "result.json").is_file()
+        record = json.loads((run_dir / "result.json").read_text())
+        assert t.values == [record["val_acc"]]
+        assert sorted(t.intermediate_values) == [0, 1]
