@@ -303,7 +303,7 @@ def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_
     configs = group_configs(_runs({"frozen": (0.90, 0.919, 1.0e11), "full": (0.99, 0.992, 1.83e12),
                                    "layerwise": (0.995, 0.985, 9.0e11)}))
     [text] = answer(configs, "test_acc")
-    assert text.startswith("layerwise is best on validation (0.995 accuracy; 0.985 on test), full on test (0.992).")
+    assert text.startswith("Best on validation: layerwise (0.995 accuracy; 0.985 on test); best on test: full (0.992).")
     # frozen: 0.919 vs full's 0.992 = 7.3 points, at 1e11 / 1.83e12 = 1/18 of its FLOPs
     assert ("The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
             "0.919 test accuracy, 7.3 points below full, at 1/18 of its training FLOPs.") in text
@@ -316,12 +316,17 @@ def test_the_answer_when_one_configuration_wins_everything_and_per_task():
     from src.reporting.analysis import answer, cost_ratio, group_configs
 
     [text] = answer(group_configs(_runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 1e10)})))
-    assert text == ("full is best on validation (0.990 accuracy) and on test (0.980). On test accuracy against "
+    assert text == ("Best on validation and on test: full (0.990 validation accuracy, 0.980 test). On test accuracy against "
                     "training FLOPs, full is also the cheapest: no configuration trades test accuracy for a lower cost.")
     two = _runs({"frozen": (0.9, 0.9, 1e11)}, dataset="a") + _runs({"frozen": (0.8, 0.8, 1e11)}, dataset="b")
     a, b = answer(group_configs(two))
-    assert a.startswith("On a (all per class): frozen is best") and b.startswith("On b (all per class): ")
+    assert a.startswith("On a (all per class): Best on validation and on test: frozen (0.900")
+    assert b.startswith("On b (all per class): ")
     assert [cost_ratio(1, 18.3), cost_ratio(1, 2.5), cost_ratio(0.73, 1.0)] == ["1/18", "1/2.5", "73%"]
+    # no FLOPs counted (trainer.count_flops=false): the front is on training time, and says so
+    no_flops = [r.__class__(r.dir, r.result.replace(train_flops=None))
+                for r in _runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 4e11)})]
+    assert answer(group_configs(no_flops))[0].endswith("8.0 points below full, at 1/4 of its training time.")
 
 
 def test_the_answer_is_at_the_top_of_the_page_and_of_the_console_table(tmp_path):

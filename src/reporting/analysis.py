@@ -362,25 +362,26 @@ def _mean(config: Config, measure: str) -> float | None:
 
 
 def _best_sentence(configs: Sequence[Config], names: dict[int, str]) -> str | None:
-    """Which configuration is best on validation, and on test (the same one or not)."""
+    """Which configuration is best on validation, and on test (the same one or not). It starts with
+    "Best", not with a name: a reader scanning the table below for a configuration's row finds none here."""
     by_val = [c for c in configs if _mean(c, "val_acc") is not None]
     by_test = [c for c in configs if _mean(c, "test_acc") is not None]
-    if not by_val and not by_test:
-        return None
+    best_val = max(by_val, key=lambda c: _mean(c, "val_acc")) if by_val else None  # type: ignore[arg-type,return-value]
     best_test = max(by_test, key=lambda c: _mean(c, "test_acc")) if by_test else None  # type: ignore[arg-type,return-value]
-    if not by_val:
-        return f"{names[id(best_test)]} is best on test ({_mean(best_test, 'test_acc'):.3f} accuracy)."  # type: ignore[union-attr]
-    best_val = max(by_val, key=lambda c: _mean(c, "val_acc"))  # type: ignore[arg-type,return-value]
+    if best_val is None and best_test is None:
+        return None
+    if best_val is None:
+        return f"Best on test: {names[id(best_test)]} ({_mean(best_test, 'test_acc'):.3f} accuracy)."  # type: ignore[arg-type]
     val = _mean(best_val, "val_acc")
     if best_test is None:
-        return f"{names[id(best_val)]} is best on validation ({val:.3f} accuracy)."
+        return f"Best on validation: {names[id(best_val)]} ({val:.3f} accuracy)."
     if best_test is best_val:
-        return (f"{names[id(best_val)]} is best on validation ({val:.3f} accuracy) and on test "
-                f"({_mean(best_val, 'test_acc'):.3f}).")
+        return (f"Best on validation and on test: {names[id(best_val)]} ({val:.3f} validation accuracy, "
+                f"{_mean(best_val, 'test_acc'):.3f} test).")
     its_test = _mean(best_val, "test_acc")
     on_test = f"; {its_test:.3f} on test" if its_test is not None else ""
-    return (f"{names[id(best_val)]} is best on validation ({val:.3f} accuracy{on_test}), "
-            f"{names[id(best_test)]} on test ({_mean(best_test, 'test_acc'):.3f}).")
+    return (f"Best on validation: {names[id(best_val)]} ({val:.3f} accuracy{on_test}); "
+            f"best on test: {names[id(best_test)]} ({_mean(best_test, 'test_acc'):.3f}).")
 
 
 def _front_sentence(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> str | None:

@@ -67,6 +67,7 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
             if cfg.trials:
                 ax.annotate(", ".join(f"#{n}" for n in cfg.trials), (x, acc), xytext=(4, 4),
                             textcoords="offset points", fontsize=7, color="#333")
+        ax.margins(x=0.08, y=0.1)  # room for the trial numbers beside the outermost points
         cost_axis(ax, cost, [p[1] for p in pts])
         ax.set_ylabel(METRIC_LABEL.get(metric, metric))
         ax.grid(alpha=0.3)
