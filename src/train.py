@@ -37,8 +37,8 @@ from src.config import ConfigError, RunConfig
 from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, precheck, release_unused_dirs, to_run_config,
                       wants_completion)
 from src.models import PretrainedWeightsError
-from src.reporting.page import publish
-from src.record.io import RESULT_FILE, SkippedFile, find_results, format_table, write_json
+from src.reporting.page import console_summary, publish
+from src.record.io import RESULT_FILE, SkippedFile, find_results, write_json
 from src.training.run import interrupt_on_sigterm, run
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class ComparisonTable(Callback):
         rows += [(d, {"status": "failed", "error": f"result.json {unreadable[d]}" if d in unreadable else "no result.json"})
                  for d in lost]
         if rows:
-            print(f"\n{len(rows)} runs in {sweep_dir}:\n{format_table(rows)}", flush=True)
+            print(f"\n{len(rows)} runs in {sweep_dir}:\n{console_summary(rows)}", flush=True)
             try:  # only the logger section: the rest of `config` holds unresolved sweep values
                 logger = RunConfig.from_dict({"logger": OmegaConf.to_container(config.logger, resolve=True)}).logger
             except ConfigError:  # the jobs have reported it already
