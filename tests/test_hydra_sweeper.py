@@ -93,6 +93,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # 8-14 s: optuna-dashboard's start
 def test_optuna_dashboard_serves_a_finished_study(tmp_path):
     url = _finished_study(tmp_path)
     port = _free_port()
@@ -166,3 +167,79 @@ def test_three_trial_study_through_the_plugin_interrupted_and_resumed(tmp_path):
         record = json.loads((run_dir / "result.json").read_text())
         assert t.values == [record["val_acc"]]
         assert sorted(t.intermediate_values) == [0, 1]
+
+
+def _fake_search(tmp_path: Path, outcomes: dict[int, dict], total: int, n_jobs: int = 2):
+    """src.search.launched.search with a launch that trains nothing: each job writes the
+    result.json `outcomes` gives for its trial number (completed by default)."""
+    from src.search import launched
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(optuna.storages.RDBStorage(url), "fake", ["maximize", "minimize"], {"config": {}}, None, url,
+                       metric_names=["val_acc", "train_flops"])
+    launches: list[tuple[list[list[str]], int]] = []
+
+    def launch(overrides: list[list[str]], first: int) -> list[Path]:
+        launches.append((overrides, first))
+        dirs = []
+        for number in range(first, first + len(overrides)):
+            out = tmp_path / f"{number}_job"
+            out.mkdir()
+            record = outcomes.get(number, {"status": "completed", "val_acc": 0.5 + number / 100, "train_flops": 1e9})
+            (out / "result.json").write_text(json.dumps({"schema_version": 2, **record}))
+            dirs.append(out)
+        return dirs
+
+    s = launched.Search(study=study, params={"strategy.lr_decay": {"type": "float", "low": 1.0, "high": 10.0, "log": True}},
+                        fixed=["trainer.epochs=2"], objectives=["val_acc", "train_flops"], total=total, n_jobs=n_jobs,
+                        max_failed=2, poll_s=0.1)
+    return s, launch, launches
+
+
+def test_search_tells_each_trial_from_its_result_json_and_keeps_the_budget_exact(tmp_path):
+    from src.search import launched
+
+    outcomes = {1: {"status": "pruned", "reason": "halving after epoch 2"}, 2: {"status": "failed", "error": "diverged"}}
+    s, launch, launches = _fake_search(tmp_path, outcomes, total=4)
+    assert launched.search(s, launch, groups=6) is None
+    by_state = {t.number: t.state.name for t in s.study.trials}
+    # the failed trial does not count: 4 trials completed or pruned, so 5 were run
+    assert by_state == {0: "COMPLETE", 1: "PRUNED", 2: "FAIL", 3: "COMPLETE", 4: "COMPLETE"}
+    assert s.study.trials[0].values == [0.5, 1e9] and s.study.trials[2].user_attrs["fail_reason"] == "diverged"
+    assert all(Path(t.user_attrs["run_dir"]).is_absolute() for t in s.study.trials)
+    # n_jobs trials per launch, job numbers are trial numbers, and every job gets the fixed overrides
+    assert [first for _, first in launches] == [0, 2, 4] and [len(o) for o, _ in launches] == [2, 2, 1]
+    assert all(o[0] == "trainer.epochs=2" and o[1].startswith("strategy.lr_decay=") for batch, _ in launches for o in batch)
+
+
+def test_search_stops_after_max_failed_and_marks_interrupted_trials(tmp_path):
+    from src.search import launched
+
+    s, launch, _ = _fake_search(tmp_path, {n: {"status": "failed", "error": "nan"} for n in range(10)}, total=3)
+    assert "stopped after 2 failed trials (trial 0, trial 1" in (launched.search(s, launch, groups=6) or "")
+
+    def interrupted(overrides: list[list[str]], first: int) -> list[Path]:
+        raise KeyboardInterrupt
+
+    (tmp_path / "b").mkdir()
+    s2, _, _ = _fake_search(tmp_path / "b", {}, total=3)
+    with pytest.raises(KeyboardInterrupt):
+        launched.search(s2, interrupted, groups=6)
+    assert [(t.state.name, t.user_attrs.get("interrupted")) for t in s2.study.trials] == [("FAIL", True), ("FAIL", True)]
+
+
+def test_sweeper_settings_are_checked_before_any_job(tmp_path):
+    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper, outside_hydra
+
+    def sweeper(**kw):
+        settings = dict(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name="x", n_trials=1,
+                        n_jobs=1, max_failed=0, heartbeat_s=20, grace_s=60, pruner=None, params=None) | kw
+        s = OptunaSweeper(**settings)
+        s.sweep_dir = tmp_path
+        return s
+
+    with outside_hydra(), pytest.raises(ConfigError, match="needs a search space"):
+        sweeper()._open(TINY)
+    with outside_hydra(), pytest.raises(ConfigError, match=r"direction=\['minimize'\] does not fit"):
+        sweeper(direction="minimize")._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -118,8 +119,14 @@ class OptunaSweeper(Sweeper):
         # Heartbeats with ask/tell: we run the heartbeat thread ourselves around each launch.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
-        with outside_hydra():
-            search, groups, mode = self._open(arguments)
+        from src.config import ConfigError
+
+        try:
+            with outside_hydra():
+                search, groups, mode = self._open(arguments)
+        except ConfigError as err:  # one line and exit 2, as for every other setting (not Hydra's traceback)
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            sys.exit(2)
         launched.LIVE[(self._url(), self.study_name)] = search.study
         try:
             failed = launched.search(search, self._launch, groups)
@@ -134,9 +141,8 @@ class OptunaSweeper(Sweeper):
                  ", ".join(f"{OBJECTIVES[o]} {o}" for o in objectives), format_pareto(rows))
         log.info("%s", format_summary(summary))
         if failed:
-            from src.config import ConfigError
-
-            raise ConfigError(failed.removeprefix("error: "))
+            print(failed, file=sys.stderr, flush=True)
+            sys.exit(1)
         return rows
 
     def _url(self) -> str:

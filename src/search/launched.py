@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -90,7 +91,9 @@ def search(s: Search, launch: Launch, groups: int) -> str | None:
     through `launch`. Returns the error line when `max_failed` trials failed, else None."""
     waiting = False
     while True:
-        optuna.storages.fail_stale_trials(s.study)  # a dead worker's trial frees its place (queued again)
+        with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(s.study)  # a dead worker's trial frees its place (queued again)
         trials = s.study.get_trials(deepcopy=False)
         done = sum(t.state in DONE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
