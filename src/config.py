@@ -86,7 +86,7 @@ class StrategyConfig:
     # statistics in every group, training or not (detectron2's FrozenBatchNorm everywhere; the BN
     # scales and shifts still train): a head trained on the pretrained statistics keeps seeing them
     # when the backbone joins (LP-FT).
-    # Default "all": measured better for fine-tuning at small batches (README, "BatchNorm"): with
+    # Default "all": measured better for fine-tuning at small batches (docs/batchnorm.md): with
     # batches of 16, batch statistics cost full and layer-wise fine-tuning 3-21 points in this
     # project's measurements. "eval" (batch statistics where a group trains) suits large batches.
     frozen_bn: Literal["eval", "train", "all"] = "all"
@@ -132,7 +132,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.01
     # A group that starts training after epoch 0 (LP-FT's second phase, gradual unfreezing) ramps its
     # LR up linearly over this many epochs from its first step, as the whole network does at the start;
-    # 0 = it joins at the scheduled LR at once, with fresh Adam moments (README, "Which strategy wins").
+    # 0 = it joins at the scheduled LR at once, with fresh Adam moments (docs/data-size-and-domain.md).
     join_warmup_epochs: float = 0.0
 
 
