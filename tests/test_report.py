@@ -370,3 +370,16 @@ def test_plots_keep_legends_off_the_points_log_cost_axes_and_trial_numbers(tmp_p
         assert not legend_box.overlaps(ax.get_window_extent())
         assert {t.get_text() for t in ax.texts} == {"#3", "#11"}
     plt.close(fig)
+
+
+def test_a_job_of_the_hydra_optuna_sweeper_is_labelled_with_its_trial(tmp_path):
+    from src.reporting.analysis import trial_number
+
+    def job(name: str, target: str, num: int) -> Path:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(
+            f"hydra:\n  sweeper:\n    _target_: {target}\n  job:\n    num: {num}\n")
+        return tmp_path / name
+
+    assert trial_number(job("7_layerwise", "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper", 7)) == 7
+    assert trial_number(job("2_full", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", 2)) is None
