@@ -243,3 +243,31 @@ def test_sweeper_settings_are_checked_before_any_job(tmp_path):
     with outside_hydra(), pytest.raises(ConfigError, match=r"direction=\['minimize'\] does not fit"):
         sweeper(direction="minimize")._open(TINY + ["strategy.lr_decay=interval(1,10)"])
     assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass
+
+
+def test_a_job_finds_its_trial_in_process_or_from_the_storage_and_is_pruned(tmp_path):
+    from src.gate import to_run_config
+    from src.search import launched
+
+    run_cfg = to_run_config(compose_train(TINY))  # trainer.epochs=2
+    url = storage_url(None, tmp_path)
+    study = open_study(optuna.storages.RDBStorage(url), "jobs", ["maximize"], {"config": {}}, None, url)
+    best = study.ask()
+    best.set_user_attr("curve", [[0.9, 0.0], [0.95, 0.0]])
+    study.tell(best, 0.95)
+    sweeper = {"_target_": SWEEPER_TARGET, "storage": None, "study_name": "jobs", "objectives": ["val_acc"],
+               "heartbeat_s": 20, "grace_s": 60, "pruner": {"name": "dominated", "after": 1, "startup": 1}}
+    for live in (True, False):  # the basic launcher's job (same process), a joblib worker's (storage)
+        trial = study.ask()
+        if live:
+            launched.LIVE[(url, "jobs")] = study
+        try:
+            reporter = job_reporter(sweeper, str(tmp_path), trial.number, run_cfg, tmp_path / f"{trial.number}_job")
+        finally:
+            launched.LIVE.clear()
+        assert reporter is not None and (reporter.study is study) == live
+        reason = reporter(EpochRecord.from_json({"schema_version": 2, "epoch": 0, "val_acc": 0.5}))
+        assert reason and reason.startswith("dominated after epoch 1 by trial 0")
+        frozen = study._storage.get_trial(trial._trial_id)
+        assert frozen.intermediate_values == {0: 0.5}
+        assert frozen.user_attrs["run_dir"] == str((tmp_path / f"{trial.number}_job").resolve())

@@ -76,7 +76,9 @@ def job_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg: 
     mode = resolve(spec, objectives)
     study = LIVE.get((url, sweeper["study_name"]))
     if study is None:  # another process (joblib, submitit): the trial rebuilt from the storage
-        storage = make_storage(url, int(sweeper["heartbeat_s"]), int(sweeper["grace_s"]))
+        with warnings.catch_warnings():  # Optuna flags heartbeats experimental; they are what resume rests on
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = make_storage(url, int(sweeper["heartbeat_s"]), int(sweeper["grace_s"]))
         study = optuna.load_study(study_name=sweeper["study_name"], storage=storage,
                                   pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
