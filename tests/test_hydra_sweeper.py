@@ -25,6 +25,7 @@ from src.record.schema import EpochRecord
 from src.search.launched import SWEEPER_TARGET, job_reporter, storage_url
 from src.search.pruning import EpochReporter, PruneSpec
 from src.search.sweep import open_study
+from tests.test_sweep import postgres_url  # noqa: F401  (a fixture: a throw-away PostgreSQL server)
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32",
@@ -126,10 +127,10 @@ def test_optuna_dashboard_serves_a_finished_study(tmp_path):
     assert all(os.path.isabs(d) for d in run_dirs)
 
 
-def _sweep(out: Path, storage: str, n_trials: int) -> subprocess.Popen:
+def _sweep(out: Path, storage: str, n_trials: int, depth: str = "range(0,3)") -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "src.train", "-m", "hydra/sweeper=optuna", "strategy.lr_decay=tag(log, interval(1,10))",
-         "strategy.unfreeze_depth=range(0,3)", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
+         f"strategy.unfreeze_depth={depth}", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={storage}",
          "hydra.sweeper.study_name=tiny", "hydra.sweeper.sampler.seed=0", f"hydra.sweep.dir={out}", *TINY],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -271,3 +272,19 @@ def test_a_job_finds_its_trial_in_process_or_from_the_storage_and_is_pruned(tmp_
         frozen = study._storage.get_trial(trial._trial_id)
         assert frozen.intermediate_values == {0: 0.5}
         assert frozen.user_attrs["run_dir"] == str((tmp_path / f"{trial.number}_job").resolve())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_two_plugin_workers_share_one_study_and_its_exact_budget(tmp_path, backend, request):
+    storage = f"journal:{tmp_path / 'study.log'}" if backend == "journal" else request.getfixturevalue("postgres_url")
+    # head-only trials (unfreeze_depth=0: the frozen backbone's features cached) keep it short
+    workers = [_sweep(tmp_path / f"w{i}", storage, 3, depth="0") for i in range(2)]
+    outs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outs
+    from src.search.sweep import make_storage
+
+    study = optuna.load_study(study_name="tiny", storage=make_storage(storage, 20, 60))
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(done) == 3  # not 6: one budget for both workers
+    assert all(Path(t.user_attrs["run_dir"]).is_dir() for t in done)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -201,7 +202,10 @@ class OptunaSweeper(Sweeper):
         """A seeded sampler restarted on a resumed study would propose the same parameters again:
         the seed moves on with the trials already there (src.search.sweep._open does the same)."""
         if isinstance(sampler, dict) and sampler.get("seed") is not None:
-            sampler = dict(sampler, seed=int(sampler["seed"]) + len(study.get_trials(deepcopy=False)))
+            seed = int(sampler["seed"]) + len(study.get_trials(deepcopy=False))
+            if self.storage:  # workers sharing a study must not propose the same trials
+                seed = hash((seed, os.getpid())) % 2**31
+            sampler = dict(sampler, seed=seed)
         return sampler
 
     def _launch(self, overrides: list[list[str]], first: int) -> Sequence[Path | None]:
