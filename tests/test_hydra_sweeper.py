@@ -59,7 +59,7 @@ def test_hydra_finds_the_plugin_with_its_defaults():
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == SWEEPER_TARGET
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, 1, "sweep", None)
+    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, 1, None, None)
     assert list(sweeper.objectives) == ["val_acc", "train_flops"] and sweeper.pruner.name == "auto"
     nsga = compose_train(["hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii"], return_hydra_config=True)
     assert nsga.hydra.sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
@@ -259,6 +259,12 @@ def test_a_job_finds_its_trial_in_process_or_from_the_storage_and_is_pruned(tmp_
     sweeper = {"_target_": SWEEPER_TARGET, "storage": None, "study_name": "jobs", "objectives": ["val_acc"],
                "heartbeat_s": 20, "grace_s": 60, "pruner": {"name": "dominated", "after": 1, "startup": 1}}
     for live in (True, False):  # the basic launcher's job (same process), a joblib worker's (storage)
+        sweeper["study_name"] = "jobs" if live else None  # null: the default name
+        if not live:
+            study = open_study(optuna.storages.RDBStorage(url), "sweep", ["maximize"], {"config": {}}, None, url)
+            best = study.ask()
+            best.set_user_attr("curve", [[0.9, 0.0], [0.95, 0.0]])
+            study.tell(best, 0.95)
         trial = study.ask()
         if live:
             launched.LIVE[(url, "jobs")] = study

@@ -62,7 +62,7 @@ class OptunaSweeperConf:
     # null: sqlite in the sweep folder. Resume: the same storage and study_name. Several workers:
     # journal:/path/study.log or postgresql+psycopg://user@host/db.
     storage: Optional[str] = None
-    study_name: str = "sweep"
+    study_name: Optional[str] = None  # null: "sweep" (src.search.launched.DEFAULT_STUDY)
     # Trials that complete or are pruned, exactly, however many workers share the study.
     n_trials: int = 20
     # Trials handed to the launcher at once (the joblib launcher runs them in parallel).

@@ -94,11 +94,14 @@ def outside_hydra() -> Any:
 class OptunaSweeper(Sweeper):
     """Hydra's Sweeper interface over src.search.launched.search."""
 
-    def __init__(self, sampler: Any, direction: Any, objectives: Any, storage: str | None, study_name: str,
+    def __init__(self, sampler: Any, direction: Any, objectives: Any, storage: str | None, study_name: str | None,
                  n_trials: int, n_jobs: int, max_failed: int, heartbeat_s: int, grace_s: int, pruner: Any,
                  params: Any) -> None:
         self.sampler_cfg, self.direction, self.objectives = sampler, direction, objectives
-        self.storage, self.study_name, self.n_trials, self.n_jobs = storage, study_name, n_trials, n_jobs
+        from src.search.launched import DEFAULT_STUDY
+
+        self.storage, self.n_trials, self.n_jobs = storage, n_trials, n_jobs
+        self.study_name = study_name or DEFAULT_STUDY
         self.max_failed, self.heartbeat_s, self.grace_s = max_failed, heartbeat_s, grace_s
         self.pruner, self.params = pruner, params
 

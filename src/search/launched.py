@@ -39,6 +39,7 @@ SWEEPER_TARGET = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # Studies open in this process, by (storage URL, study name): a job launched in-process reuses
 # the sweeper's study (and its storage connection) instead of opening the storage again.
 LIVE: dict[tuple[str, str], optuna.Study] = {}
+DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
 
 # What a launch returns for each job: its output folder (None when Hydra returned none).
 Launch = Callable[[list[list[str]], int], Sequence[Path | None]]
@@ -74,12 +75,13 @@ def job_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg: 
     objectives = list(sweeper.get("objectives") or ["val_acc"])
     spec = PruneSpec.from_dict(dict(sweeper.get("pruner") or {}))
     mode = resolve(spec, objectives)
-    study = LIVE.get((url, sweeper["study_name"]))
+    name = sweeper.get("study_name") or DEFAULT_STUDY
+    study = LIVE.get((url, name))
     if study is None:  # another process (joblib, submitit): the trial rebuilt from the storage
         with warnings.catch_warnings():  # Optuna flags heartbeats experimental; they are what resume rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = make_storage(url, int(sweeper["heartbeat_s"]), int(sweeper["grace_s"]))
-        study = optuna.load_study(study_name=sweeper["study_name"], storage=storage,
+        study = optuna.load_study(study_name=name, storage=storage,
                                   pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.trial.Trial(study, trial_id)
