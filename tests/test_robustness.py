@@ -129,10 +129,15 @@ def test_random_overrides_are_accepted_or_rejected_in_one_line(changes):
 
 
 RUNNABLE = st.fixed_dictionaries({}, optional={
-    "strategy": st.fixed_dictionaries({}, optional={
-        "name": st.sampled_from(["frozen", "full", "layerwise"]), "lr_decay": st.floats(1, 10),
-        "unfreeze_depth": st.one_of(st.just("all"), st.integers(0, 6)), "unfreeze_every": st.integers(0, 3),
-        "frozen_bn": st.sampled_from(["all", "eval", "train"]), "granularity": st.sampled_from(["coarse", "fine"])}),
+    # each strategy with only its own knobs (another's is an unknown key), plus the shared ones
+    "strategy": st.one_of(*[st.fixed_dictionaries({"name": st.just(name)}, optional=own | {
+        "frozen_bn": st.sampled_from(["all", "eval", "train"]), "granularity": st.sampled_from(["coarse", "fine"])})
+        for name, own in [
+            ("frozen", {}),
+            ("full", {"backbone_lr_scale": st.floats(0.01, 1)}),
+            ("layerwise", {"lr_decay": st.floats(1, 10), "unfreeze_depth": st.one_of(st.just("all"), st.integers(0, 6)),
+                           "unfreeze_every": st.integers(0, 3)}),
+        ]]),
     "optim": st.fixed_dictionaries({}, optional={
         "name": st.sampled_from(["adamw", "sgd"]), "lr": st.floats(1e-5, 0.1), "warmup_epochs": st.floats(0, 2),
         "weight_decay": st.floats(0, 0.1)}),
