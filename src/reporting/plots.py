@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only: no display on servers or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import EngFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from src.reporting.analysis import COSTS, METRIC_LABEL, Config, Run, lr_grid, mean_curve  # noqa: E402
 from src.reporting.pareto import pareto_front  # noqa: E402
@@ -83,8 +83,14 @@ def cost_axis(ax, cost: str, values: Sequence[float]) -> None:
     notation for counts (2.7 T, not 2.7e12). A zero or negative cost, which a log axis cannot
     place, gets a symmetric log axis instead of being dropped."""
     ax.set_xscale("log" if all(v > 0 for v in values) else "symlog")
-    if cost != "train_time_s":
-        ax.xaxis.set_major_formatter(EngFormatter())
+    # Labelled ticks at 1 (and 2, 5 over a short span) per decade, counts in engineering notation
+    # (2.7 T), seconds as plain numbers; the other minor ticks unlabelled (matplotlib labels them in
+    # scientific notation when a span is under two decades, and those labels ran into each other).
+    if values and all(v > 0 for v in values):
+        decades = math.log10(max(values) / min(values)) if min(values) > 0 else 0.0
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}") if cost == "train_time_s" else EngFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"{COSTS.get(cost, cost)}, log scale")
 
 
