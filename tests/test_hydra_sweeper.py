@@ -139,9 +139,10 @@ def _sweep(out: Path, storage: str, n_trials: int, depth: str = "range(0,3)") ->
 def test_three_trial_study_through_the_plugin_interrupted_and_resumed(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     first = _sweep(tmp_path / "first", storage, 3)
-    # Ctrl-C once the first trial has finished and the second is training
+    # Ctrl-C once the first trial has finished and the second has started (its run wrote its config):
+    # the whole of the second trial is the window, so a busy machine cannot let it finish first
     deadline = time.monotonic() + 300
-    while not list((tmp_path / "first").glob("1_*/metrics.jsonl")):
+    while not list((tmp_path / "first").glob("1_*/config.yaml")):
         assert first.poll() is None, first.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.5)
