@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from src.config import STRATEGY_CONFIGS, ConfigError, StrategyConfig
+from src.config import STRATEGY_CONFIGS, StrategyConfig, strategy_config_class
 from src.strategies.groups import LayerGroup
 
 # What `plan` returns: one (lr, start_epoch) per layer group, bottom first; None = never trains.
@@ -71,7 +71,6 @@ def register(cls: type[Strategy]) -> type[Strategy]:
 
 
 def strategy_for(cfg: StrategyConfig) -> Strategy:
-    """The strategy object a config describes."""
-    if cfg.name not in STRATEGIES:
-        raise ConfigError(f"strategy.name={cfg.name!r} is not allowed (expected {' | '.join(map(repr, sorted(STRATEGIES)))})")
+    """The strategy object a config describes (an unknown name: the config gate's one-line error)."""
+    strategy_config_class(cfg.name)  # register() fills both registries together
     return STRATEGIES[cfg.name](cfg)
