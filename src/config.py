@@ -69,6 +69,15 @@ class DataConfig:
     # Image folders: an unreadable or corrupt file is skipped and counted ("skip"), or stops the
     # run with its path ("fail").
     bad_images: Literal["skip", "fail"] = "skip"
+    # Image folders: decoded pixels are cached on disk and memory-mapped by later runs (src/data/cache.py):
+    # auto = use a valid entry, else build one; refresh = rebuild; off = decode into memory every run.
+    cache: Literal["auto", "off", "refresh"] = "auto"
+    cache_dir: str | None = None  # None: the user's cache folder ($XDG_CACHE_HOME or ~/.cache)/ft-compare
+    # Decoding processes (None = the CPU cores; 0 or 1 = in this process).
+    num_workers: int | None = None
+    # JPEGs decode shrunk by 1/2..1/8 while still >= image_size (libjpeg's DCT scaling), then resize:
+    # several times faster on large photos, pixels within about a grey level (docs/data.md).
+    jpeg_draft: bool = True
 
 
 # --- strategy configs (the base every strategy shares; each strategy's own knobs are in its module)
@@ -427,6 +436,13 @@ def validate(cfg: RunConfig) -> None:
             raise ConfigError(f"dataset.{key}={value!r} must be in (0, 1)")
     if cfg.dataset.val_fraction + cfg.dataset.test_fraction >= 1:
         raise ConfigError("dataset.val_fraction + dataset.test_fraction must be < 1")
+    if cfg.dataset.cache not in ("auto", "off", "refresh"):
+        raise ConfigError(f"dataset.cache={cfg.dataset.cache!r} must be auto, off or refresh")
+    if cfg.dataset.cache_dir is not None and not str(cfg.dataset.cache_dir).strip():
+        raise ConfigError("dataset.cache_dir='' must be a folder path or null (the user's cache folder)")
+    if cfg.dataset.num_workers is not None and (isinstance(cfg.dataset.num_workers, bool)
+                                                or cfg.dataset.num_workers < 0):
+        raise ConfigError(f"dataset.num_workers={cfg.dataset.num_workers!r} must be >= 0 or null (the CPU cores)")
     if cfg.dataset.image_size < 16:
         raise ConfigError(f"dataset.image_size={cfg.dataset.image_size!r} must be >= 16")
     if cfg.dataset.kind in ("imagefolder", "medmnist") and not cfg.dataset.root:

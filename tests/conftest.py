@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # Nothing in the tests may reach the network: hub look-ups fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
+# The decoded-data cache (src/data/cache.py) defaults to the user's cache folder: tests must not
+# write there, so the default points into a temporary folder for this session (a test that
+# checks the cache passes its own dataset.cache_dir).
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ft-compare-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], ignore_errors=True)
 
 
 def merge(base: dict, extra: dict) -> dict:

@@ -8,22 +8,27 @@ Python, and normalised on the device.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import logging
 import math
+import os
 import tarfile
+import time
 import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from src.config import ConfigError, DataConfig
+from src.data.cache import MappedImages, build, cache_key, default_cache_dir, lookup
 from src.models import Normalization
 
 log = logging.getLogger(__name__)
@@ -33,7 +38,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8, N x C x H x W, C in {1, 3}
+    # uint8, N x C x H x W, C in {1, 3}; MappedImages for an image folder read from the decoded-data
+    # cache (memory-mapped: a batch reads its rows only).
+    images: torch.Tensor | MappedImages
     labels: torch.Tensor  # int64, N
 
     def __len__(self) -> int:
@@ -49,6 +56,8 @@ class DataBundle:
     test: Split
     split_note: str  # how val/test were obtained, recorded with the result
     skipped_files: list[str] = field(default_factory=list)  # unreadable images left out (bad_images=skip)
+    cache: str = "off"  # decoded-data cache: hit | miss | refresh | off (src.data.cache)
+    load_s: float | None = None  # wall time of load_dataset
 
     @property
     def num_classes(self) -> int:
@@ -56,9 +65,12 @@ class DataBundle:
 
 
 def resize_uint8(images: torch.Tensor, size: int, chunk: int = 512) -> torch.Tensor:
-    """Square-resize a uint8 N x C x H x W tensor (antialiased bilinear), in chunks to bound memory."""
+    """Square-resize a uint8 N x C x H x W tensor (antialiased bilinear), in chunks to bound memory.
+    Images of the right size are returned as they are (mapped ones stay mapped, unread)."""
     if images.shape[-2:] == (size, size):
         return images.contiguous()
+    if isinstance(images, MappedImages):  # not made by any loader today: read them whole, as a tensor
+        images = images[:]
     out = []
     for start in range(0, len(images), chunk):
         x = images[start : start + chunk].float()
@@ -156,6 +168,8 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
 
 
 def _subset(split: Split, idx: np.ndarray) -> Split:
+    if isinstance(split.images, MappedImages):  # a narrower index, no pixel read
+        return Split(split.images.subset(idx), split.labels[torch.from_numpy(idx)])
     index = torch.from_numpy(idx)
     return Split(split.images[index], split.labels[index])
 
@@ -356,9 +370,13 @@ def image_to_uint8(img, where: str, full_scale: int | None = None) -> np.ndarray
     return np.asarray(img.convert("RGB"))  # P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
-def _decode(path: Path):
+def _decode(path: Path, draft: int | None = None):
     """An image file upright (EXIF orientation applied) at its real value range, as a PIL image
-    in mode L or RGB (8-bit)."""
+    in mode L or RGB (8-bit), and Pillow's warnings about it as one line (or None).
+
+    `draft`: a JPEG is decoded shrunk by 1/2, 1/4 or 1/8 (libjpeg's DCT scaling) while both sides
+    stay >= `draft` pixels, which the later resize to `draft` needs anyway: a 12-megapixel photo
+    decodes several times faster, with pixels close to a full decode's (docs/data.md)."""
     from PIL import Image, ImageOps
 
     try:
@@ -367,6 +385,8 @@ def _decode(path: Path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # recorded, whatever the caller's filters (even "error")
             with Image.open(path) as img:
+                if draft and img.format == "JPEG":
+                    img.draft(img.mode, (draft, draft))
                 img.load()
                 full_scale = _full_scale(img)  # read before exif_transpose, which may drop the tags
                 # Phone photos store pixels as the sensor saw them plus an orientation tag.
@@ -374,9 +394,8 @@ def _decode(path: Path):
                 # 8-bit L and RGB, the common case, skip a round trip through numpy.
                 upright = img if img.mode in ("L", "RGB") else Image.fromarray(
                     image_to_uint8(img, str(path), full_scale))
-        if caught:
-            log.warning("%s: %s", path, "; ".join(" ".join(str(w.message).split()) for w in caught))
-        return upright
+        note = "; ".join(" ".join(str(w.message).split()) for w in caught) if caught else None
+        return upright, note
     except ConfigError:  # a value range refused by image_to_uint8: not a decoding failure
         raise
     # Pillow's plugins raise a wide range of types on hostile files (OSError, SyntaxError,
@@ -388,11 +407,12 @@ def _decode(path: Path):
         raise _UnreadableImage(_one_line(err)) from None
 
 
-def _read_image(path: Path, size: int) -> torch.Tensor:
-    """Decode, resize the short side to `size` and centre-crop to a square, as uint8 3 x size x size."""
+def _read_image(path: Path, size: int, draft: bool = False) -> tuple[np.ndarray, str | None]:
+    """Decode, resize the short side to `size` and centre-crop to a square: uint8 3 x size x size,
+    and the decode's warnings."""
     from PIL import Image
 
-    img = _decode(path)
+    img, note = _decode(path, size if draft else None)
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
@@ -403,62 +423,241 @@ def _read_image(path: Path, size: int) -> torch.Tensor:
     # A numpy slice, not img.crop: crop re-runs Pillow's decompression-bomb check on our own
     # already-decoded image, a warning (or error) that belongs to decoding alone.
     square = np.asarray(img, dtype=np.uint8)[top : top + size, left : left + size]
-    return torch.from_numpy(square.copy()).permute(2, 0, 1)
+    return square.transpose(2, 0, 1), note
 
 
-def _read_folder(folder: Path, classes: list[str] | None, size: int, bad: str, skipped: list[str]) -> tuple[Split, list[str]]:
+def _decode_chunk(paths: list[Path], size: int, draft: bool) -> list[tuple[np.ndarray | None, str, str | None]]:
+    """Each file as (pixels, "ok", warnings) or (None, "unreadable" | "refused", why). Runs in a
+    worker process: it returns failures instead of raising or logging, so that the parent handles
+    them in file order, with the messages of a one-process decode."""
+    out = []
+    for path in paths:
+        try:
+            pixels, note = _read_image(path, size, draft)
+            out.append((np.ascontiguousarray(pixels), "ok", note))
+        except _UnreadableImage as err:
+            out.append((None, "unreadable", str(err)))
+        except ConfigError as err:
+            out.append((None, "refused", str(err)))
+    return out
+
+
+DECODE_CHUNK = 32  # files per task: large enough to amortise a task's overhead, small for a smooth bar
+
+
+def _decoded(files: list[Path], size: int, draft: bool, workers: int, progress: bool, desc: str):
+    """(file, result) of `_decode_chunk` for every file, in order, decoded by `workers` processes."""
+    from tqdm.auto import tqdm
+
+    chunks = [files[i : i + DECODE_CHUNK] for i in range(0, len(files), DECODE_CHUNK)]
+    # disable=None: a bar only on a terminal, none in a log file (as the training loop's).
+    bar = tqdm(total=len(files), desc=desc, unit="img", leave=False, disable=None if progress else True)
+    pool = None
+    try:
+        if workers > 1 and len(chunks) > 1:
+            import concurrent.futures
+            import multiprocessing
+
+            # fork: workers start in milliseconds with this module loaded (spawn re-imports torch,
+            # seconds each); they run only Pillow and numpy, never torch, so its threads are no risk.
+            ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+            pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx)
+            results = pool.map(_decode_chunk, chunks, [size] * len(chunks), [draft] * len(chunks))
+        else:
+            results = (_decode_chunk(chunk, size, draft) for chunk in chunks)
+        for chunk, result in zip(chunks, results):
+            yield from zip(chunk, result)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)  # a failure stops the decode early
+
+
+def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    """The image files of `folder/<class>/` (sorted), their labels and the class names."""
     found = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not found:
         raise ConfigError(f"{folder}: no class folders (expected {folder}/<class>/<images>)")
     if classes is not None and found != classes:
         raise ConfigError(f"{folder}: class folders {found} differ from train's {classes}")
-    images, labels = [], []
+    files, labels = [], []
     for label, cls in enumerate(found):
-        files = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        members = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not members:
             raise ConfigError(f"{folder / cls}: class folder has no images")
-        readable = 0
-        for file in files:
-            try:
-                image = _read_image(file, size)
-            except _UnreadableImage as err:
-                if bad == "fail":
-                    raise ConfigError(f"{file}: unreadable image ({err}); "
-                                      "dataset.bad_images=skip leaves such files out") from None
-                skipped.append(str(file))
-                continue
-            images.append(image)
-            labels.append(label)
-            readable += 1
-        if not readable:
-            raise ConfigError(f"{folder / cls}: none of its {len(files)} image files is readable")
-    return Split(torch.stack(images), torch.tensor(labels, dtype=torch.int64)), found
+        files += members
+        labels += [label] * len(members)
+    return files, labels, found
 
 
-def _load_imagefolder(cfg: DataConfig) -> DataBundle:
+@dataclass
+class _Decode:
+    """How a folder's files are decoded (from DataConfig) and what decoding reported."""
+
+    size: int
+    draft: bool
+    bad: str
+    workers: int
+    progress: bool
+    skipped: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (file, Pillow's warnings)
+
+
+def _decode_into(out: np.ndarray, folder: Path, files: list[Path], labels: list[int], classes: list[str],
+                 how: _Decode) -> np.ndarray:
+    """Decode `files` into the rows of `out` (readable files packed from row 0); the labels of the
+    rows written. Unreadable files are skipped or stop the load (dataset.bad_images)."""
+    kept: list[int] = []
+    readable = dict.fromkeys(range(len(classes)), 0)
+    results = _decoded(files, how.size, how.draft, how.workers, how.progress, f"decoding {folder}")
+    with contextlib.closing(results):  # a failure stops the workers now, not when the generator is collected
+        for (file, (pixels, status, text)), label in zip(results, labels):
+            _take(out, kept, readable, file, pixels, status, text, label, how)
+    for label, count in readable.items():
+        if not count:
+            raise ConfigError(f"{folder / classes[label]}: none of its {labels.count(label)} image files is readable")
+    return np.array(kept, dtype=np.int64)
+
+
+def _take(out: np.ndarray, kept: list[int], readable: dict[int, int], file: Path, pixels: np.ndarray | None,
+          status: str, text: str | None, label: int, how: _Decode) -> None:
+    """One decoded file into the next row of `out`; a failure skipped or raised (dataset.bad_images)."""
+    if status == "refused":
+        raise ConfigError(text)
+    if status == "unreadable":
+        if how.bad == "fail":
+            raise ConfigError(f"{file}: unreadable image ({text}); "
+                              "dataset.bad_images=skip leaves such files out")
+        how.skipped.append(str(file))
+        return
+    if text:
+        log.warning("%s: %s", file, text)
+        how.notes.append((str(file), text))
+    out[len(kept)] = pixels
+    kept.append(label)
+    readable[label] += 1
+
+
+def _decode_setup(cfg: DataConfig, progress: bool) -> _Decode:
+    workers = cfg.num_workers if cfg.num_workers is not None else (os.cpu_count() or 1)
+    return _Decode(cfg.image_size, cfg.jpeg_draft, cfg.bad_images, workers, progress)
+
+
+def _folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
+    """The files and labels of train/ and of val/ and test/ where present; train's class names."""
+    files, labels, classes = _list_folder(root / "train", None)
+    parts = {"train": (files, labels)}
+    for part in ("val", "test"):
+        if (root / part).is_dir():
+            files, labels, _ = _list_folder(root / part, classes)
+            parts[part] = (files, labels)
+    return parts, classes
+
+
+def _decode_parts(root: Path, parts, classes, how: _Decode, allocate) -> dict[str, tuple[Any, np.ndarray]]:
+    """Decode each part into `allocate(part, n)`'s array: {part: (array, labels of its rows)}."""
+    out = {}
+    for part, (files, labels) in parts.items():
+        array = allocate(part, len(files))
+        kept = _decode_into(array, root / part, files, labels, classes, how)
+        out[part] = (array, kept)
+    return out
+
+
+def _cache_writer(root: Path, parts, classes, how: _Decode):
+    """What writes a cache entry's files into a folder and returns its meta (see src.data.cache)."""
+
+    def write(folder: Path) -> dict[str, Any]:
+        def allocate(part: str, n: int) -> np.ndarray:
+            return np.lib.format.open_memmap(folder / f"{part}.npy", mode="w+", dtype=np.uint8,
+                                             shape=(n, 3, how.size, how.size))
+
+        decoded = _decode_parts(root, parts, classes, how, allocate)
+        counts = {}
+        for part, (array, kept) in decoded.items():
+            array.flush()
+            np.save(folder / f"{part}.labels.npy", kept)
+            counts[part] = {"count": len(kept)}
+            del array
+        return {"parts": counts, "classes": classes, "skipped": how.skipped, "notes": how.notes}
+
+    return write
+
+
+def _read_cached(cfg: DataConfig, root: Path, parts, classes, how: _Decode) -> tuple[dict[str, Split], str] | None:
+    """The parts from the decoded-data cache (built on a miss) and "hit" | "miss" | "refresh";
+    None when the cache folder cannot be written (logged: the caller decodes without a cache)."""
+    cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    settings = {"image_size": how.size, "jpeg_draft": how.draft, "bad_images": how.bad, "pillow": _pillow_version()}
+    key = cache_key(root, {part: files for part, (files, _) in parts.items()}, settings)
+    entry = lookup(cache_dir, key) if cfg.cache == "auto" else None
+    status = "hit"
+    if entry is not None:
+        for file, text in entry.meta["notes"]:
+            log.warning("%s: %s", file, text)  # a hit warns as the decode that built it did
+        how.skipped += entry.meta["skipped"]
+    else:
+        status = "refresh" if cfg.cache == "refresh" else "miss"
+        try:
+            entry = build(cache_dir, key, _cache_writer(root, parts, classes, how),
+                          replace=cfg.cache == "refresh" or (cache_dir / key).exists())
+        except OSError as err:
+            log.warning("dataset.cache_dir=%s cannot be written (%s); decoding without the cache",
+                        cache_dir, _one_line(err))
+            return None
+    log.info("decoded-data cache %s: %s", status, entry.path)
+    splits = {part: Split(entry.images(part), torch.from_numpy(entry.labels(part))) for part in parts}
+    return splits, status
+
+
+def _pillow_version() -> str:
+    import PIL
+
+    return PIL.__version__
+
+
+def _read_parts(cfg: DataConfig, root: Path, progress: bool) -> tuple[dict[str, Split], list[str], list[str], str]:
+    """Every split folder decoded (or from the cache): {part: Split}, classes, skipped files, cache status."""
+    parts, classes = _folder_parts(root)
+    how = _decode_setup(cfg, progress)
+    if cfg.cache != "off":
+        cached = _read_cached(cfg, root, parts, classes, how)
+        if cached is not None:
+            return cached[0], classes, how.skipped, cached[1]
+        how = _decode_setup(cfg, progress)  # a failed cache build may have counted some files already
+    decoded = _decode_parts(root, parts, classes, how,
+                            lambda part, n: np.empty((n, 3, how.size, how.size), dtype=np.uint8))
+    splits = {part: Split(torch.from_numpy(array[: len(kept)]), torch.from_numpy(kept))
+              for part, (array, kept) in decoded.items()}
+    return splits, classes, how.skipped, "off"
+
+
+def _load_imagefolder(cfg: DataConfig, progress: bool = False) -> DataBundle:
     root = Path(cfg.root or "")
     if not (root / "train").is_dir():
         raise ConfigError(f"dataset.root={cfg.root!r}: expected a folder with train/<class>/ images")
     name = cfg.name or root.name
-    skipped: list[str] = []
-    train, classes = _read_folder(root / "train", None, cfg.image_size, cfg.bad_images, skipped)
+    parts, classes, skipped, status = _read_parts(cfg, root, progress)
+    train = parts["train"]
     where = {"dataset": name, "classes": classes, "source": "train"}
     notes = []
-    if (root / "val").is_dir():
-        val, _ = _read_folder(root / "val", classes, cfg.image_size, cfg.bad_images, skipped)
+    if "val" in parts:
+        val = parts["val"]
     else:
         train, val = _split_off(train, cfg.val_fraction, cfg.split_seed, **where, held="val",
                                 option="dataset.val_fraction")
         notes.append(f"val = stratified {cfg.val_fraction} of train (seed {cfg.split_seed})")
-    if (root / "test").is_dir():
-        test, _ = _read_folder(root / "test", classes, cfg.image_size, cfg.bad_images, skipped)
+    if "test" in parts:
+        test = parts["test"]
     else:
         train, test = _split_off(train, cfg.test_fraction, cfg.split_seed, **where, held="test",
                                  option="dataset.test_fraction")
         notes.append(f"test = stratified {cfg.test_fraction} of train (seed {cfg.split_seed})")
     if skipped:
         log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(skipped), skipped[0])
-    return DataBundle(name, classes, train, val, test, "; ".join(notes) or "folders train/val/test", skipped)
+    return DataBundle(name, classes, train, val, test, "; ".join(notes) or "folders train/val/test", skipped,
+                      cache=status)
 
 
 def _tv_to_split(dataset, size: int, where: str, bad: str, skipped: list[str]) -> Split:
@@ -599,9 +798,11 @@ def check_labels(bundle: DataBundle) -> None:
                           f"{_label_list(classes, seen['train'])}); labels must number the classes 0..K-1 without gaps")
 
 
-def load_dataset(cfg: DataConfig) -> DataBundle:
-    """Load, split, check the labels, subsample and resize to `cfg.image_size`."""
-    bundle = LOADERS[cfg.kind](cfg)
+def load_dataset(cfg: DataConfig, progress: bool = False) -> DataBundle:
+    """Load, split, check the labels, subsample and resize to `cfg.image_size`. `progress`: a bar
+    while image files decode (on a terminal only)."""
+    start = time.perf_counter()
+    bundle = _load_imagefolder(cfg, progress) if cfg.kind == "imagefolder" else LOADERS[cfg.kind](cfg)
     if cfg.name:
         bundle.name = cfg.name
     check_labels(bundle)
@@ -611,6 +812,7 @@ def load_dataset(cfg: DataConfig) -> DataBundle:
     for split_name in ("train", "val", "test"):
         split = getattr(bundle, split_name)
         setattr(bundle, split_name, Split(resize_uint8(split.images, cfg.image_size), split.labels))
+    bundle.load_s = time.perf_counter() - start
     return bundle
 
 

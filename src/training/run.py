@@ -312,7 +312,7 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
     """Seed, data, model, schedule, optimizer and batches; fills in `base`'s data-dependent fields."""
     seed_everything(cfg.seed)
     rt = resolve_runtime(cfg)
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, progress=cfg.trainer.progress)
     seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
     model, reference = _build_model(cfg, data.num_classes)
     norm = normalization(model)
@@ -344,7 +344,7 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
         "dataset": data.name, "train_samples": len(data.train), "passes_per_epoch": passes,
         "steps_per_epoch": len(train), "skipped_files": len(data.skipped_files), "val_samples": len(data.val),
         "test_samples": len(data.test), "num_classes": data.num_classes, "num_groups": len(groups),
-        "device": str(rt.device),
+        "device": str(rt.device), "data_load_s": data.load_s, "data_cache": data.cache,
     }
     return Setup(
         model=model, groups=groups, strategy=strategy, schedule=schedule, optimizer=optimizer,
