@@ -442,14 +442,16 @@ def _decode_chunk(paths: list[Path], size: int, draft: bool) -> list[tuple[np.nd
     return out
 
 
-DECODE_CHUNK = 32  # files per task: large enough to amortise a task's overhead, small for a smooth bar
+DECODE_CHUNK = 32  # most files per task: enough to amortise a task's overhead, few for a smooth bar
 
 
 def _decoded(files: list[Path], size: int, draft: bool, workers: int, progress: bool, desc: str):
     """(file, result) of `_decode_chunk` for every file, in order, decoded by `workers` processes."""
     from tqdm.auto import tqdm
 
-    chunks = [files[i : i + DECODE_CHUNK] for i in range(0, len(files), DECODE_CHUNK)]
+    # Smaller chunks for a small folder, so that every worker gets some (4 each, for balance).
+    per_chunk = max(1, min(DECODE_CHUNK, -(-len(files) // (4 * max(1, workers)))))
+    chunks = [files[i : i + per_chunk] for i in range(0, len(files), per_chunk)]
     # disable=None: a bar only on a terminal, none in a log file (as the training loop's).
     bar = tqdm(total=len(files), desc=desc, unit="img", leave=False, disable=None if progress else True)
     pool = None
