@@ -211,3 +211,76 @@ def test_result_records_the_data_load(tmp_path, tiny_config):
     assert (first["data_cache"], second["data_cache"]) == ("miss", "hit")
     assert first["data_load_s"] > 0 and second["data_load_s"] > 0
     assert first["test_acc"] == second["test_acc"]  # the same pixels, the same run
+
+
+MEMORY_CHILD = """
+import json, sys
+import torch
+from src.config import DataConfig
+from src.data.load import Batches, Split, load_dataset
+from src.models import Normalization
+
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+
+torch.set_num_threads(1)
+model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 8, stride=8), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                            torch.nn.Linear(4, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+norm = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+
+
+def passes(train, evaluate):
+    seen = 0
+    for x, y in Batches(train, 32, norm, torch.device("cpu"), shuffle=True):  # one training pass
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        seen += len(y)
+    with torch.no_grad():
+        for split in evaluate:  # the evaluation passes
+            for x, y in Batches(split, 64, norm, torch.device("cpu")):
+                model(x)
+                seen += len(y)
+    return seen
+
+
+# What the run needs whatever the data's size (the libraries; a training and an evaluation pass on
+# 128 images in memory), before the data is loaded: the peak after it is compared to this.
+import sklearn.model_selection  # noqa: F401
+small = Split(torch.randint(0, 256, (128, 3, 224, 224), dtype=torch.uint8), torch.arange(128) % 2)
+passes(small, [small])
+del small
+base = status("VmHWM")
+data = load_dataset(DataConfig(kind="imagefolder", root=sys.argv[1], image_size=224, cache_dir=sys.argv[2]))
+seen = passes(data.train, [data.val, data.test])
+total = sum(len(s) for s in (data.train, data.val, data.test))
+print(json.dumps({"cache": data.cache, "base": base, "peak": status("VmHWM"), "seen": seen, "images": total,
+                  "bytes": total * 3 * 224 * 224}))
+"""
+
+
+@pytest.mark.slow
+def test_more_data_than_memory_trains_from_the_mapped_cache(tmp_path):
+    """A child process builds the cache of ~380 MB of decoded images, trains one pass and evaluates
+    val and test from it: its peak resident size grows by well under the data's size."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "big"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (root / "train" / cls).mkdir(parents=True)
+        for i in range(1250):  # tiny files that decode to 224 x 224: 150 kB each in the cache
+            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(root / "train" / cls / f"{i}.png")
+    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(root), str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads(out.stdout.strip().splitlines()[-1])
+    assert m["cache"] == "miss" and m["seen"] >= m["images"] - 1 and m["bytes"] > 350e6
+    grown = m["peak"] - m["base"]
+    assert grown < m["bytes"] / 4, (grown / 1e6, m["bytes"] / 1e6)  # holding the data would grow it by all of it

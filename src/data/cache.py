@@ -62,6 +62,21 @@ def cache_key(root: Path, parts: dict[str, list[Path]], settings: dict[str, Any]
     return digest.hexdigest()[:32]
 
 
+def drop_pages(array: np.ndarray, flush: bool = False) -> None:
+    """Drop a memory-mapped array's pages from this process (written ones saved first, `flush`),
+    so that its resident size does not grow with the file; the OS keeps them in its page cache.
+    A no-op for an in-memory array."""
+    handle = getattr(array, "_mmap", None)
+    if handle is None or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        if flush:
+            handle.flush()
+        handle.madvise(mmap.MADV_DONTNEED)
+    except (OSError, ValueError):  # a closed or unusual mapping: keeping the pages is harmless
+        pass
+
+
 class MappedImages:
     """uint8 N x C x H x W images in a memory-mapped array, seen through an optional row index.
 
@@ -119,12 +134,7 @@ class MappedImages:
         return torch.from_numpy(out)
 
     def _release(self) -> None:
-        handle = getattr(self.array, "_mmap", None)
-        if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
-            try:
-                handle.madvise(mmap.MADV_DONTNEED)
-            except (OSError, ValueError):  # a closed or unusual mapping: keeping the pages is harmless
-                pass
+        drop_pages(self.array)
 
     def contiguous(self) -> MappedImages:
         return self

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from src.config import ConfigError, DataConfig
-from src.data.cache import MappedImages, build, cache_key, default_cache_dir, lookup
+from src.data.cache import MappedImages, build, cache_key, default_cache_dir, drop_pages, lookup
 from src.models import Normalization
 
 log = logging.getLogger(__name__)
@@ -514,8 +514,11 @@ def _decode_into(out: np.ndarray, folder: Path, files: list[Path], labels: list[
     readable = dict.fromkeys(range(len(classes)), 0)
     results = _decoded(files, how.size, how.draft, how.workers, how.progress, f"decoding {folder}")
     with contextlib.closing(results):  # a failure stops the workers now, not when the generator is collected
-        for (file, (pixels, status, text)), label in zip(results, labels):
+        for i, ((file, (pixels, status, text)), label) in enumerate(zip(results, labels)):
             _take(out, kept, readable, file, pixels, status, text, label, how)
+            if i % 256 == 255:  # building a cache entry: written rows leave this process's memory
+                drop_pages(out, flush=True)
+    drop_pages(out, flush=True)
     for label, count in readable.items():
         if not count:
             raise ConfigError(f"{folder / classes[label]}: none of its {labels.count(label)} image files is readable")
