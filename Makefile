@@ -41,6 +41,9 @@ bench: ## our step vs a plain PyTorch loop, the frozen feature cache, cost vs un
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/depth.py
 
+bench-data: ## image folders: cache miss vs hit, decode on 1 and 2 workers, JPEG draft speed and pixel difference (about 2 min)
+	$(PY) benchmarks/data.py $(ARGS)
+
 bench-pruning: ## the default sweep with pruning on and off, single- and multi-objective, 8-epoch trials (about 80 min)
 	$(PY) benchmarks/pruning.py $(or $(ARGS),trainer.epochs=8 trainer.num_threads=1 logger=none)
 
@@ -48,4 +51,4 @@ clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow smoke study sweep grid report bench bench-pruning clean
+.PHONY: help install test test-slow smoke study sweep grid report bench bench-data bench-pruning clean

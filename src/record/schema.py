@@ -126,6 +126,7 @@ class RunRecord:
     num_classes: int | None = None
     num_groups: int | None = None
     device: str | None = None
+    # Not in DATA_FIELDS: written when known, so that older records round-trip without them.
     data_load_s: float | None = None  # wall time of loading the data (decode or cache read, split, resize)
     data_cache: str | None = None  # decoded-data cache: hit | miss | refresh | off
     # --- what training measured (a completed run; a pruned one has PRUNED_FIELDS of it) ---
@@ -182,7 +183,7 @@ class RunRecord:
     )
     DATA_FIELDS: ClassVar[tuple[str, ...]] = (
         "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
-        "num_classes", "num_groups", "device", "data_load_s", "data_cache",
+        "num_classes", "num_groups", "device",
     )
     FIT_FIELDS: ClassVar[tuple[str, ...]] = (
         "epochs_trained", "best_epoch", "val_acc", "val_balanced_acc", "test_acc", "test_balanced_acc", "test_loss",
