@@ -8,11 +8,13 @@ Python, and normalised on the device.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import copy
 import inspect
 import logging
 import math
+import multiprocessing
 import os
 import tarfile
 import time
@@ -456,10 +458,8 @@ def _decoded(files: list[Path], size: int, draft: bool, workers: int, progress: 
     bar = tqdm(total=len(files), desc=desc, unit="img", leave=False, disable=None if progress else True)
     pool = None
     try:
-        if workers > 1 and len(chunks) > 1:
-            import concurrent.futures
-            import multiprocessing
-
+        # A daemonic process (some launchers' workers) may not start processes: decode in it.
+        if workers > 1 and len(chunks) > 1 and not multiprocessing.current_process().daemon:
             # fork: workers start in milliseconds with this module loaded (spawn re-imports torch,
             # seconds each); they run only Pillow and numpy, never torch, so its threads are no risk.
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
