@@ -204,13 +204,10 @@ def test_result_records_the_data_load(tmp_path, tiny_config):
     root = _folder(tmp_path / "data")
     cfg = tiny_config(dataset={"kind": "imagefolder", "root": str(root), "image_size": 32, "train_per_class": None,
                                "cache_dir": str(tmp_path / "cache")}, trainer={"epochs": 1})
-    run(cfg, tmp_path / "run1")
-    run(cfg, tmp_path / "run2")
-    first = json.loads((tmp_path / "run1" / "result.json").read_text())
-    second = json.loads((tmp_path / "run2" / "result.json").read_text())
-    assert (first["data_cache"], second["data_cache"]) == ("miss", "hit")
-    assert first["data_load_s"] > 0 and second["data_load_s"] > 0
-    assert first["test_acc"] == second["test_acc"]  # the same pixels, the same run
+    assert load_dataset(cfg.dataset).cache == "miss"  # an earlier run's decode (one run() keeps the test short)
+    run(cfg, tmp_path / "run")
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["data_cache"] == "hit" and result["data_load_s"] > 0 and result["train_samples"] == 12
 
 
 MEMORY_CHILD = """
