@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Literal, Optional, Union, get_args, get_origin  # noqa: UP035
 
 from omegaconf import OmegaConf
@@ -69,6 +70,9 @@ class DataConfig:
     # Image folders: an unreadable or corrupt file is skipped and counted ("skip"), or stops the
     # run with its path ("fail").
     bad_images: Literal["skip", "fail"] = "skip"
+    # Out-of-distribution test sets (src/data/ood.py): image folders PATH/<class>/... (classes matched
+    # to training's by name) or .npz files. Each is evaluated once, on the model validation selected.
+    ood: tuple[str, ...] = ()
 
 
 # --- strategy configs (the base every strategy shares; each strategy's own knobs are in its module)
@@ -432,6 +436,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.dataset.kind in ("imagefolder", "medmnist") and not cfg.dataset.root:
         if not (cfg.dataset.kind == "medmnist" and cfg.dataset.flag and cfg.dataset.download):
             raise ConfigError(f"dataset.root is required for dataset.kind={cfg.dataset.kind!r}")
+    for i, path in enumerate(cfg.dataset.ood):
+        if not path or not Path(path).exists():
+            raise ConfigError(f"dataset.ood[{i}]={path!r}: no such folder or .npz file")
     if cfg.dataset.kind == "torchvision" and not cfg.dataset.tv_name:
         raise ConfigError("dataset.tv_name is required for dataset.kind='torchvision' (e.g. CIFAR10)")
     if cfg.model.weights == "file" and cfg.model.pretrained and not cfg.model.checkpoint_path:

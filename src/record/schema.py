@@ -148,6 +148,9 @@ class RunRecord:
     peak_mem_method: str | None = None
     feature_cache: bool | None = None
     feature_cache_blocker: str | None = None  # why features could not be cached; None: they were
+    # out-of-distribution test sets (dataset.ood), each evaluated once on the selected model:
+    # name -> {"acc", "balanced_acc", "n"}; {} without any (and in records written before)
+    ood: dict[str, dict[str, Any]] = field(default_factory=dict)
     # --- drift from the pretrained weights (src/measurement/drift.py; with trainer.drift_probe) ---
     drift_probe_images: int | None = None
     weight_change: dict[str, float | None] | None = None  # layer group -> ‖W − W₀‖ / ‖W₀‖
