@@ -73,6 +73,9 @@ class DataConfig:
     # Out-of-distribution test sets (src/data/ood.py): image folders PATH/<class>/... (classes matched
     # to training's by name) or .npz files. Each is evaluated once, on the model validation selected.
     ood: tuple[str, ...] = ()
+    # At most this many images per class of each OOD set (a seeded draw with split_seed, the same in
+    # every run): evaluation time per run, for large OOD sets; None = all.
+    ood_per_class: int | None = None
 
 
 # --- strategy configs (the base every strategy shares; each strategy's own knobs are in its module)
@@ -403,6 +406,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.trainer.drift_probe < 0 or cfg.trainer.drift_probe == 1:  # CKA compares >= 2 images
         raise ConfigError(f"trainer.drift_probe={cfg.trainer.drift_probe!r} must be 0 (off) or >= 2")
     _positive("dataset.train_per_class", cfg.dataset.train_per_class, allow_none=True)
+    _positive("dataset.ood_per_class", cfg.dataset.ood_per_class, allow_none=True)
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay!r} must be >= 0")
     if cfg.optim.warmup_epochs < 0:

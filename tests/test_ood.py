@@ -108,6 +108,8 @@ def test_classes_are_matched_by_name_in_folders_and_npz(tmp_path):
     assert named.split.labels.tolist() == [3, 3, 7, 7] and torch.equal(named.split.images, folder.split.images)
     plain = _npz(tmp_path / "p.npz", images, [3, 3, 7, 7])
     assert load_ood(DataConfig(image_size=16, ood=(str(plain),)), DIGITS)[0].split.labels.tolist() == [3, 3, 7, 7]
+    [capped] = load_ood(DataConfig(image_size=16, ood=(str(plain),), ood_per_class=1), DIGITS)
+    assert sorted(capped.split.labels.tolist()) == [3, 7]  # dataset.ood_per_class: at most 1 per class
 
 
 def test_mismatches_and_duplicate_names_are_one_line_errors(tmp_path):

@@ -22,7 +22,9 @@ from pathlib import Path
 import torch
 
 from src.config import ConfigError, DataConfig
-from src.data.load import Split, _one_line, _read_folder, _read_npz, _to_labels, _to_nchw, resize_uint8
+from src.data.load import (
+    Split, _one_line, _read_folder, _read_npz, _to_labels, _to_nchw, limit_per_class, resize_uint8,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,8 @@ def _npz_set(path: Path, classes: list[str], where: str) -> Split:
 
 def load_ood(cfg: DataConfig, classes: list[str]) -> list[OodSet]:
     """Every set of `cfg.ood`, decoded at `cfg.image_size` with labels numbered as `classes` (the
-    training classes). ConfigError (one line) naming `dataset.ood[i]` on any mismatch."""
+    training classes), at most `cfg.ood_per_class` images per class. ConfigError (one line) naming
+    `dataset.ood[i]` on any mismatch."""
     check_ood(cfg, classes)
     out = []
     for i, (name, path) in enumerate(zip(ood_names(cfg), cfg.ood)):
@@ -135,5 +138,7 @@ def load_ood(cfg: DataConfig, classes: list[str]) -> list[OodSet]:
             split = Split(split.images, torch.tensor([classes.index(c) for c in found], dtype=torch.int64)[split.labels])
         else:
             split = _npz_set(p, classes, where)
+        if cfg.ood_per_class is not None:
+            split = limit_per_class(split, cfg.ood_per_class, cfg.split_seed)
         out.append(OodSet(name, Split(resize_uint8(split.images, cfg.image_size), split.labels)))
     return out
