@@ -208,3 +208,23 @@ def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
     assert summary["ood_acc/art"] == runs[0].result.ood["art"]["acc"] and summary["ood_n/art"] == 9
     rows = wandb_files.table(tmp_path / "w", "runs")
     assert {"ood_acc/art", "eff_rob/art"} <= set(rows[0]) and all(r["eff_rob/art"] is not None for r in rows)
+
+
+def test_domain_shift_preset_takes_the_folders_as_settings(tmp_path, monkeypatch):
+    """No path of its own: the training folder is dataset.root, the OOD domains come from $PACS_DIR,
+    and the sweep is the 6 x 2 x 3 x 3 grid the docs describe."""
+    from omegaconf import OmegaConf
+
+    from src.gate import compose_train, to_run_config
+
+    for domain in ("art_painting", "cartoon"):
+        (tmp_path / domain).mkdir()
+    monkeypatch.setenv("PACS_DIR", str(tmp_path))
+    overrides = ["experiment=domain_shift", f"dataset.root={tmp_path}"]
+    run_cfg = to_run_config(compose_train(overrides))
+    assert run_cfg.dataset.kind == "imagefolder" and run_cfg.dataset.root == str(tmp_path)
+    assert run_cfg.dataset.ood == (f"{tmp_path}/art_painting", f"{tmp_path}/cartoon")
+    params = OmegaConf.to_container(compose_train(overrides, return_hydra_config=True).hydra.sweeper.params)
+    assert [len(str(v).split(",")) for v in params.values()] == [3, 6, 2, 3]
+    with pytest.raises(ConfigError, match=r"dataset\.root"):  # the training folder is the user's to give
+        to_run_config(compose_train(["experiment=domain_shift"]))
