@@ -79,10 +79,15 @@ class Fit:
         return expit(self.intercept + self.slope * logit(id_acc))
 
 
+# A line through two points fits both exactly: every effective robustness would be 0, which says nothing.
+MIN_POINTS = 3
+
+
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
-    """Least-squares (slope, intercept) of logit(ys) on logit(xs); None with fewer than two distinct xs."""
+    """Least-squares (slope, intercept) of logit(ys) on logit(xs); None with fewer than MIN_POINTS
+    points or fewer than two distinct xs."""
     lx, ly = [logit(x) for x in xs], [logit(y) for y in ys]
-    if len(set(lx)) < 2:
+    if len(lx) < MIN_POINTS or len(set(lx)) < 2:
         return None
     mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
     slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
