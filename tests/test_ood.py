@@ -23,7 +23,7 @@ from src.models import build_model, normalization
 from src.record.io import write_json
 from src.record.schema import RunRecord
 from src.reporting.analysis import group_configs, load_runs, ood_metrics, paired_rows
-from src.reporting.page import ood_win_map, write_report
+from src.reporting.page import ood_markdown, ood_section, ood_win_map, write_report
 from src.reporting.tracking import run_summary
 from src.training import engine, run as run_module
 from tests.cli import TINY_OVERRIDES, env
@@ -174,6 +174,8 @@ def test_report_fits_the_line_and_gives_each_configuration_its_effective_robustn
     pairs = paired_rows(configs, "eff_rob/art")
     assert len(pairs) == 3 and {p["metric"] for p in pairs} == {"eff_rob/art"}
     assert [c["dataset"] for c in ood_win_map(configs)] == ["photo → art"]
+    table = ood_markdown(ood_section(configs))  # python -m src.report --markdown
+    assert "| art accuracy | art effective robustness |" in table and f"{slope:.3f} · logit(ID)" in table
 
     page = write_report([tmp_path / "runs"], tmp_path / "report")
     html = page.read_text()

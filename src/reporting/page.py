@@ -183,6 +183,19 @@ def _ood_html(section: dict[str, Any], figures: dict[str, Path]) -> dict[str, An
     }
 
 
+def ood_markdown(section: dict[str, Any]) -> str:
+    """The OOD table (`ood_section`) as Markdown: test accuracy, each set's accuracy and effective
+    robustness per configuration, mean ± 95% CI over seeds, then the fitted lines."""
+    cells = _ood_html(section, {})
+    if cells is None:
+        return ""
+    out = ["Out of distribution (mean ± 95% CI over seeds; effective robustness: OOD accuracy above the "
+           "logit-scale fit across configurations):\n", "| " + " | ".join(cells["head"]) + " |",
+           "|---" * len(cells["head"]) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in cells["rows"]]
+    return "\n".join(out + [""] + [f"- {line}" for line in cells["fits"]])
+
+
 def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], metric: str = "test_acc",
                     markdown: bool = False) -> str:
     """The answer (`analysis.answer`) over the table of runs: what `python -m src.report` and a
@@ -349,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     print(console_summary([(r.dir, r.result) for r in runs], args.metric, markdown=args.markdown))
     if args.markdown and wins_worth_showing(cells := win_map(group_configs(runs), args.metric)):
         print("\n" + wins_markdown(cells))
+    if args.markdown and (ood := ood_markdown(ood_section(group_configs(runs)))):
+        print("\n" + ood)
     if args.no_html:
         return 0
     try:
