@@ -25,7 +25,8 @@ from src.record.schema import RunRecord
 from src.reporting.analysis import group_configs, load_runs, ood_metrics, paired_rows
 from src.reporting.page import ood_markdown, ood_section, ood_win_map, write_report
 from src.reporting.tracking import run_summary
-from src.training import engine, run as run_module
+from src.training import engine
+from src.training import run as run_module
 from tests.cli import TINY_OVERRIDES, env
 from tests.conftest import TINY, merge
 
@@ -138,7 +139,7 @@ def test_a_class_mismatch_is_refused_before_the_run_folder_is_made(tmp_path):
 def test_a_class_mismatch_stops_the_cli_before_the_run_folder(tmp_path):
     folder = _folder(tmp_path / "shift", ["1", "cat"], 1)
     proc = subprocess.run([sys.executable, "-m", "src.train", *TINY_OVERRIDES, f"dataset.ood=[{folder}]",
-                           f"hydra.run.dir={tmp_path / 'r'}"], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                           f"hydra.run.dir={tmp_path / 'r'}"], check=False, cwd=tmp_path, env=env(), capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "dataset.ood[0]=" in proc.stderr and "'cat'" in proc.stderr

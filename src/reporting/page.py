@@ -189,8 +189,8 @@ def ood_markdown(section: dict[str, Any]) -> str:
     cells = _ood_html(section, {})
     if cells is None:
         return ""
-    out = ["Out of distribution (mean ± 95% CI over seeds; effective robustness: OOD accuracy above the "
-           "logit-scale fit across configurations):\n", "| " + " | ".join(cells["head"]) + " |",
+    out = [("Out of distribution (mean ± 95% CI over seeds; effective robustness: OOD accuracy above the "
+            "logit-scale fit across configurations):\n"), "| " + " | ".join(cells["head"]) + " |",
            "|---" * len(cells["head"]) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in cells["rows"]]
     return "\n".join(out + [""] + [f"- {line}" for line in cells["fits"]])
