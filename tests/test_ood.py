@@ -138,9 +138,8 @@ def test_a_class_mismatch_is_refused_before_the_run_folder_is_made(tmp_path):
 @pytest.mark.slow  # a Python start with Hydra and timm: 10-30 s
 def test_a_class_mismatch_stops_the_cli_before_the_run_folder(tmp_path):
     folder = _folder(tmp_path / "shift", ["1", "cat"], 1)
-    proc = subprocess.run([sys.executable, "-m", "src.train", *TINY_OVERRIDES, f"dataset.ood=[{folder}]",
-                           f"hydra.run.dir={tmp_path / 'r'}"], check=False, cwd=tmp_path, env=env(), capture_output=True, text=True,
-                          timeout=300)
+    args = [sys.executable, "-m", "src.train", *TINY_OVERRIDES, f"dataset.ood=[{folder}]", f"hydra.run.dir={tmp_path / 'r'}"]
+    proc = subprocess.run(args, check=False, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "dataset.ood[0]=" in proc.stderr and "'cat'" in proc.stderr
     assert not (tmp_path / "r").exists()
