@@ -33,6 +33,10 @@ grid: ## which strategy wins by data size and domain (about 1 h): make grid MEDM
 	@test -f $(or $(MEDMNIST_DIR),data/medmnist)/pneumoniamnist.npz || { echo "error: no $(or $(MEDMNIST_DIR),data/medmnist)/pneumoniamnist.npz (set MEDMNIST_DIR; digits alone: python -m src.train -m experiment=data_size_grid dataset=digits)" >&2; exit 2; }
 	MEDMNIST_DIR=$(or $(MEDMNIST_DIR),data/medmnist) $(PY) -m src.train -m experiment=data_size_grid $(ARGS)
 
+domain-shift: ## OOD accuracy per strategy (train on PACS photo, test on art_painting, cartoon): make domain-shift PACS_DIR=folder/with/pacs
+	@test -d "$(PACS_DIR)/photo" || { echo "error: no $(PACS_DIR)/photo (set PACS_DIR to the folder with photo/, art_painting/, cartoon/)" >&2; exit 2; }
+	PACS_DIR="$(abspath $(PACS_DIR))" $(PY) -m src.train -m experiment=domain_shift $(ARGS)
+
 report: ## table + HTML report (DIR/report/index.html) of results folders: make report DIR="multirun/a sweeps-out/b"
 	$(PY) -m src.report $(or $(DIR),multirun) $(ARGS)
 
@@ -51,4 +55,4 @@ clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow smoke study sweep grid report bench bench-data bench-pruning clean
+.PHONY: help install test test-slow smoke study sweep grid domain-shift report bench bench-data bench-pruning clean

@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Literal, Optional, Union, get_args, get_origin  # noqa: UP035
 
 from omegaconf import OmegaConf
@@ -78,6 +79,12 @@ class DataConfig:
     # JPEGs decode shrunk by 1/2..1/8 while still >= image_size (libjpeg's DCT scaling), then resize:
     # several times faster on large photos, pixels within about a grey level (docs/data.md).
     jpeg_draft: bool = True
+    # Out-of-distribution test sets (src/data/ood.py): image folders PATH/<class>/... (classes matched
+    # to training's by name) or .npz files. Each is evaluated once, on the model validation selected.
+    ood: tuple[str, ...] = ()
+    # At most this many images per class of each OOD set (a seeded draw with split_seed, the same in
+    # every run): evaluation time per run, for large OOD sets; None = all.
+    ood_per_class: int | None = None
 
 
 # --- strategy configs (the base every strategy shares; each strategy's own knobs are in its module)
@@ -408,6 +415,7 @@ def validate(cfg: RunConfig) -> None:
     if cfg.trainer.drift_probe < 0 or cfg.trainer.drift_probe == 1:  # CKA compares >= 2 images
         raise ConfigError(f"trainer.drift_probe={cfg.trainer.drift_probe!r} must be 0 (off) or >= 2")
     _positive("dataset.train_per_class", cfg.dataset.train_per_class, allow_none=True)
+    _positive("dataset.ood_per_class", cfg.dataset.ood_per_class, allow_none=True)
     if cfg.optim.weight_decay < 0:
         raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay!r} must be >= 0")
     if cfg.optim.warmup_epochs < 0:
@@ -448,6 +456,9 @@ def validate(cfg: RunConfig) -> None:
     if cfg.dataset.kind in ("imagefolder", "medmnist") and not cfg.dataset.root:
         if not (cfg.dataset.kind == "medmnist" and cfg.dataset.flag and cfg.dataset.download):
             raise ConfigError(f"dataset.root is required for dataset.kind={cfg.dataset.kind!r}")
+    for i, path in enumerate(cfg.dataset.ood):
+        if not path or not Path(path).exists():
+            raise ConfigError(f"dataset.ood[{i}]={path!r}: no such folder or .npz file")
     if cfg.dataset.kind == "torchvision" and not cfg.dataset.tv_name:
         raise ConfigError("dataset.tv_name is required for dataset.kind='torchvision' (e.g. CIFAR10)")
     if cfg.model.weights == "file" and cfg.model.pretrained and not cfg.model.checkpoint_path:

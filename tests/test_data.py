@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,8 +98,23 @@ def test_imagefolder_errors(tmp_path):
     (root / "train" / "bird").mkdir()
     with pytest.raises(ConfigError, match="bird: class folder has no images"):
         load_dataset(DataConfig(kind="imagefolder", root=str(root)))
-    with pytest.raises(ConfigError, match="expected a folder with train"):
+    with pytest.raises(ConfigError, match="nothing'. no such folder"):
         load_dataset(DataConfig(kind="imagefolder", root=str(tmp_path / "nothing")))
+    with pytest.raises(ConfigError, match="no class folders"):
+        load_dataset(DataConfig(kind="imagefolder", root=str(root / "train" / "bird")))
+
+
+def test_imagefolder_of_class_folders_without_train(tmp_path):
+    """A folder whose sub-folders are the classes (no train/) is the training set; val and test are
+    split off it, and it reads the same images as the same classes under train/."""
+    root = _folder(tmp_path / "c")
+    shutil.rmtree(root / "val")
+    flat = DataConfig(kind="imagefolder", root=str(root / "train"), val_fraction=0.25, test_fraction=0.25)
+    nested = DataConfig(kind="imagefolder", root=str(root), val_fraction=0.25, test_fraction=0.25)
+    a, b = load_dataset(flat), load_dataset(nested)
+    assert a.classes == b.classes and len(a.train.labels) + len(a.val.labels) + len(a.test.labels) == \
+        len(b.train.labels) + len(b.val.labels) + len(b.test.labels)
+    assert torch.equal(torch.as_tensor(a.test.images[:]), torch.as_tensor(b.test.images[:]))
 
 
 def test_batches_normalise_gray_to_three_channels():

@@ -549,11 +549,19 @@ def _decode_setup(cfg: DataConfig, progress: bool) -> _Decode:
     return _Decode(cfg.image_size, cfg.jpeg_draft, cfg.bad_images, workers, progress)
 
 
+def _part_dir(root: Path, part: str) -> Path:
+    """The folder of a split: root/train, root/val, root/test; or root itself when it holds the
+    class folders directly (one folder of classes, as most photo collections come: val and test
+    are then split off it)."""
+    return root / part if (root / "train").is_dir() else root
+
+
 def _folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
-    """The files and labels of train/ and of val/ and test/ where present; train's class names."""
-    files, labels, classes = _list_folder(root / "train", None)
+    """The files and labels of train/ (or of root's own class folders) and of val/ and test/ where
+    present; train's class names."""
+    files, labels, classes = _list_folder(_part_dir(root, "train"), None)
     parts = {"train": (files, labels)}
-    for part in ("val", "test"):
+    for part in ("val", "test") if (root / "train").is_dir() else ():
         if (root / part).is_dir():
             files, labels, _ = _list_folder(root / part, classes)
             parts[part] = (files, labels)
@@ -565,7 +573,7 @@ def _decode_parts(root: Path, parts, classes, how: _Decode, allocate) -> dict[st
     out = {}
     for part, (files, labels) in parts.items():
         array = allocate(part, len(files))
-        kept = _decode_into(array, root / part, files, labels, classes, how)
+        kept = _decode_into(array, _part_dir(root, part), files, labels, classes, how)
         out[part] = (array, kept)
     return out
 
@@ -622,7 +630,7 @@ def _pillow_version() -> str:
     return PIL.__version__
 
 
-def _read_parts(cfg: DataConfig, root: Path, progress: bool) -> tuple[dict[str, Split], list[str], list[str], str]:
+def read_parts(cfg: DataConfig, root: Path, progress: bool) -> tuple[dict[str, Split], list[str], list[str], str]:
     """Every split folder decoded (or from the cache): {part: Split}, classes, skipped files, cache status."""
     parts, classes = _folder_parts(root)
     how = _decode_setup(cfg, progress)
@@ -640,10 +648,11 @@ def _read_parts(cfg: DataConfig, root: Path, progress: bool) -> tuple[dict[str, 
 
 def _load_imagefolder(cfg: DataConfig, progress: bool = False) -> DataBundle:
     root = Path(cfg.root or "")
-    if not (root / "train").is_dir():
-        raise ConfigError(f"dataset.root={cfg.root!r}: expected a folder with train/<class>/ images")
+    if not root.is_dir():
+        raise ConfigError(f"dataset.root={cfg.root!r}: no such folder (expected train/<class>/ images, "
+                          "or <class>/ images)")
     name = cfg.name or root.name
-    parts, classes, skipped, status = _read_parts(cfg, root, progress)
+    parts, classes, skipped, status = read_parts(cfg, root, progress)
     train = parts["train"]
     where = {"dataset": name, "classes": classes, "source": "train"}
     notes = []

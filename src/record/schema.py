@@ -151,6 +151,9 @@ class RunRecord:
     peak_mem_method: str | None = None
     feature_cache: bool | None = None
     feature_cache_blocker: str | None = None  # why features could not be cached; None: they were
+    # out-of-distribution test sets (dataset.ood), each evaluated once on the selected model:
+    # name -> {"acc", "balanced_acc", "n"}; {} without any (not written then; records written before read as {})
+    ood: dict[str, dict[str, Any]] = field(default_factory=dict)
     # --- drift from the pretrained weights (src/measurement/drift.py; with trainer.drift_probe) ---
     drift_probe_images: int | None = None
     weight_change: dict[str, float | None] | None = None  # layer group -> ‖W − W₀‖ / ‖W₀‖
@@ -198,6 +201,7 @@ class RunRecord:
     DRIFT_FIELDS: ClassVar[tuple[str, ...]] = (
         "drift_probe_images", "weight_change", "cka", "cka_features", "imagenet_agreement", "drift_s",
     )
+    OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("ood",)
     ENVIRONMENT_FIELDS: ClassVar[tuple[str, ...]] = (
         "torch_version", "timm_version", "python_version", "cpu_threads", "hostname", "pid",
     )
@@ -225,6 +229,8 @@ class RunRecord:
         out: dict[str, Any] = {"schema_version": self.schema_version}
         for name in _names(RunRecord):
             value = getattr(self, name)
+            if name in self.OMITTED_WHEN_EMPTY and not value:
+                continue  # a run without such sets writes no block: an older file reads back unchanged
             if value is not None or name in keep:
                 out[name] = value
         return out | self.extra

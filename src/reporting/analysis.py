@@ -22,10 +22,13 @@ from src.record.io import (
 )
 from src.record.schema import EpochRecord, RunRecord
 from src.reporting.pareto import pareto_front
+from src.reporting.robustness import (
+    EFF_ROB, OOD_ACC, OOD_BALANCED, add_effective_robustness, ood_measures, ood_sets, ood_value,
+)
 from src.reporting.stats import mean_ci, paired
 
-__all__ = ["Config", "Run", "answer", "group_configs", "load_runs", "mean_curve", "pareto_front", "summary_rows", "trial_number",
-           "win_map"]
+__all__ = ["Config", "Run", "answer", "group_configs", "load_runs", "mean_curve", "ood_metrics", "pareto_front", "summary_rows",
+           "trial_number", "win_map"]
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
@@ -61,10 +64,20 @@ class Run:
     result: RunRecord
     metrics: list[EpochRecord] = field(default_factory=list)
     groups: dict[str, Any] = field(default_factory=dict)
+    # measures derived across runs, not recorded by this one (effective robustness: src/reporting/robustness.py)
+    derived: dict[str, float] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
         return self.result.completed
+
+    def measure(self, name: str) -> Any:
+        """A measure by name: a result.json field, an OOD set's `ood_acc/<set>`, or a derived one."""
+        if name in self.derived:
+            return self.derived[name]
+        if name.startswith((OOD_ACC, OOD_BALANCED)):
+            return ood_value(self.result, name)
+        return self.result.get(name)
 
     def config_key(self) -> ConfigKey:
         r = self.result
@@ -177,16 +190,24 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
         if run.completed:
             pooled.setdefault(run.config_key(), []).append(run)
     labels = _labels(list(pooled))
+    measures = MEASURES + tuple(ood_measures(ood_sets([r.result for m in pooled.values() for r in m])))
     configs = []
     for key, members in pooled.items():
         stats = {}
-        for m in MEASURES:
+        for m in measures:
             # a null (a NaN when written) in any seed leaves the measure out: no mean over fewer seeds
-            values = [v for r in members if (v := as_number(r.result.get(m))) is not None]
+            values = [v for r in members if (v := as_number(r.measure(m))) is not None]
             if len(values) == len(members):
                 stats[m] = mean_ci(values)
         configs.append(Config(key, labels[key], members, stats))
+    add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
     return configs
+
+
+def ood_metrics(configs: Sequence[Config]) -> list[str]:
+    """The OOD accuracy and effective-robustness measures these configurations have, per OOD set."""
+    names = ood_sets([r.result for c in configs for r in c.runs])
+    return [m for n in names for m in (OOD_ACC + n, EFF_ROB + n) if any(m in c.stats for c in configs)]
 
 
 def _labels(keys: list[ConfigKey]) -> dict[ConfigKey, str]:
@@ -245,8 +266,8 @@ def task_key(config: Config) -> tuple:
 def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] | None:
     """`stats.paired` of metric(A) − metric(B) on the seeds both have a value for (listed as
     "seeds"); None with fewer than two."""
-    va = {r.result.seed: as_number(r.result.get(metric)) for r in a.runs}
-    vb = {r.result.seed: as_number(r.result.get(metric)) for r in b.runs}
+    va = {r.result.seed: as_number(r.measure(metric)) for r in a.runs}
+    vb = {r.result.seed: as_number(r.measure(metric)) for r in b.runs}
     seeds = sorted((s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None))
     if len(seeds) < 2:
         return None

@@ -25,9 +25,10 @@ import jinja2
 
 from src.reporting import plots
 from src.reporting.analysis import (
-    CONFIG_KEYS, Config, Run, answer, group_configs, load_runs, mean_curve, paired_rows, summary_rows, trial_number,
-    win_map,
+    CONFIG_KEYS, Config, Run, answer, group_configs, load_runs, mean_curve, ood_metrics, paired_rows, summary_rows,
+    trial_number, win_map,
 )
+from src.reporting import robustness
 from src.config import LoggerConfig
 from src.record.io import SkippedFile, format_table, si, write_json, write_text
 from src.record.schema import RunRecord
@@ -35,7 +36,8 @@ from src.reporting.tracking import Tracker, make_tracker, run_tags
 
 log = logging.getLogger(__name__)
 
-FIGURES = ("pareto", "curves", "schedules", "drift", "wins")  # "wins" only for several tasks
+FIGURES = ("pareto", "curves", "schedules", "drift", "wins", "ood", "wins_ood")  # "wins" only for several tasks,
+# "ood" only with dataset.ood runs, "wins_ood" with both
 SUMMARY_HEAD = ("configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
                 "trainable", "peak MB", "ImageNet agree", "Pareto")
 # Autoescaped: run names, folder names and file paths are text, whatever characters they hold.
@@ -93,6 +95,10 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str,
             "drift": plots.drift(configs)}
     if wins_worth_showing(cells):
         figs["wins"] = plots.win_map(cells)
+    if ood_metrics(configs):
+        figs["ood"] = plots.ood(configs)
+        if wins_worth_showing(ood_cells := ood_win_map(configs)):
+            figs["wins_ood"] = plots.win_map(ood_cells)
     paths = {}
     for name, fig in figs.items():
         paths[name] = out / f"{name}.png"
@@ -131,6 +137,65 @@ def _win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     )) for c in cells]
 
 
+def ood_win_map(configs: Sequence[Config]) -> list[dict[str, Any]]:
+    """`win_map` on each OOD set's accuracy, its cells' dataset named `<dataset> → <set>` (one panel each)."""
+    cells = []
+    for metric in ood_metrics(configs):
+        if metric.startswith(robustness.OOD_ACC):
+            name = metric[len(robustness.OOD_ACC):]
+            cells += [c | {"dataset": f"{c['dataset']} → {name}"} for c in win_map(configs, metric)]
+    return cells
+
+
+def ood_section(configs: Sequence[Config]) -> dict[str, Any]:
+    """What the report says out of distribution (ood.json, and the page's section): per configuration
+    its test accuracy, each OOD set's accuracy and effective robustness (mean ± CI over seeds); the
+    fitted lines; paired differences of every OOD measure; the win map on each set's accuracy."""
+    metrics = ood_metrics(configs)
+    rows = [{"config": c.label, "strategy": c.strategy, "seeds": len(c.runs)}
+            | {m: c.stats.get(m, (None, None))[0] for m in ("test_acc", *metrics)}
+            | {f"{m}_ci95": _half(c.stats.get(m)) for m in ("test_acc", *metrics)} for c in configs]
+    return {
+        "metrics": metrics, "rows": rows,
+        "fits": [dataclasses.asdict(f) for f in robustness.fits(configs)],
+        "pairs": [p for m in metrics for p in paired_rows(configs, m)],
+        "wins": ood_win_map(configs),
+    }
+
+
+def _half(stat: tuple[float, float] | None) -> float | None:
+    return None if stat is None or math.isnan(stat[1]) else stat[1]
+
+
+def _ood_html(section: dict[str, Any], figures: dict[str, Path]) -> dict[str, Any] | None:
+    """The OOD section's cells as text for the template; None without OOD measures."""
+    metrics = section["metrics"]
+    if not metrics:
+        return None
+    return {
+        "head": ["configuration", "seeds", "test acc"] + [robustness.label(m) for m in metrics],
+        "rows": [[r["config"], str(r["seeds"])] + [_ci(r, m, ".4f") for m in ("test_acc", *metrics)]
+                 for r in section["rows"]],
+        "fits": [f"{f['dataset']} → {f['ood']}: logit(OOD) = {f['intercept']:.3f} + {f['slope']:.3f} · logit(ID) "
+                 f"over {f['points']} configurations" for f in section["fits"]],
+        "pairs": [(p["a"], p["b"], robustness.label(p["metric"]), *_pair_cells([p])[0][3:]) for p in section["pairs"]],
+        "wins": _win_cells(section["wins"]) if "wins_ood" in figures else None,
+    }
+
+
+def ood_markdown(section: dict[str, Any]) -> str:
+    """The OOD table (`ood_section`) as Markdown: test accuracy, each set's accuracy and effective
+    robustness per configuration, mean ± 95% CI over seeds, then the fitted lines."""
+    cells = _ood_html(section, {})
+    if cells is None:
+        return ""
+    out = [("Out of distribution (mean ± 95% CI over seeds; effective robustness: OOD accuracy above the "
+            "logit-scale fit across configurations):\n"), "| " + " | ".join(cells["head"]) + " |",
+           "|---" * len(cells["head"]) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in cells["rows"]]
+    return "\n".join(out + [""] + [f"- {line}" for line in cells["fits"]])
+
+
 def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], metric: str = "test_acc",
                     markdown: bool = False) -> str:
     """The answer (`analysis.answer`) over the table of runs: what `python -m src.report` and a
@@ -144,7 +209,7 @@ def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], met
 
 def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[str, Path], dirs: Sequence[Path],
                 metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
-                skipped: Sequence[SkippedFile] = (), headline: Sequence[str] = ()) -> str:
+                skipped: Sequence[SkippedFile] = (), headline: Sequence[str] = (), ood: dict[str, Any] | None = None) -> str:
     """The report page (templates/report.html.j2), its figures embedded as data URIs so that the
     HTML file alone can be passed on."""
     states = Counter(r.result.status or "?" for r in runs)
@@ -159,6 +224,7 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
         wins_rows=_win_cells(cells) if "wins" in figures else None, pair_rows=_pair_cells(pairs),
         run_head=[h.strip() for h in per_run[0].strip("|").split("|")],
         run_rows=[[c.strip() for c in line.strip("|").split("|")] for line in per_run[2:]],
+        ood=_ood_html(ood, figures) if ood else None,
     )
 
 
@@ -186,8 +252,14 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs
     else:  # not from an earlier report into the same folder
         for stale in (out / "wins.png", out / "wins.json"):
             stale.unlink(missing_ok=True)
+    ood = ood_section(configs)
+    if ood["metrics"]:
+        write_json(out / "ood.json", ood)
+    else:
+        for stale in (out / "ood.png", out / "wins_ood.png", out / "ood.json"):
+            stale.unlink(missing_ok=True)
     page = out / "index.html"
-    write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped, answer(configs, metric)))
+    write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped, answer(configs, metric), ood))
     return page
 
 
@@ -232,18 +304,20 @@ def _log_summary(tracker: Tracker, runs: Sequence[Run], configs: Sequence[Config
     run a column, the strategy's knobs included), the Pareto front as a table and a chart on a log
     cost axis, accuracy against FLOPs, the mean validation curves, and the report's figures."""
     rows = summary_rows(configs, metric)
+    ood = ood_metrics(configs)  # OOD accuracy and effective robustness per set: columns too
     # each strategy's own knobs as columns of their own (empty for the other strategies' runs)
     tracker.table("runs", [{"run": r.dir.name, "trial": trial_number(r.dir), "seed": r.result.seed}
                            | {k: r.result.get(k) for k in CONFIG_KEYS} | _knobs(r)
-                           | {k: r.result.get(k) for k in RUN_MEASURES} | {"status": r.result.status} for r in runs])
+                           | {k: r.measure(k) for k in (*RUN_MEASURES, *ood)} | {"status": r.result.status} for r in runs])
     tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
-    if pairs := paired_rows(configs, metric):
+    if pairs := paired_rows(configs, metric) + [p for m in ood for p in paired_rows(configs, m)]:
         tracker.table("paired", pairs)
-    if wins_worth_showing(cells := win_map(configs, metric)):
+    cells, ood_cells = win_map(configs, metric), ood_win_map(configs)
+    if wins_worth_showing(cells) or wins_worth_showing(ood_cells):  # the map on each OOD set's accuracy too
         tracker.table("win_map", [
-            {"dataset": c["dataset"], "train_per_class": c["train_per_class"]} | {k: v for k, v in e.items()}
+            {"dataset": c["dataset"], "train_per_class": c["train_per_class"], "metric": c["metric"]} | dict(e)
             | {"winner": e is c["entries"][0]}
-            for c in cells for e in c["entries"]
+            for c in cells + ood_cells for e in c["entries"]
         ])
     label = plots.METRIC_LABEL.get(metric, metric)
     tracker.pareto("pareto_front", [r for r in rows if r["pareto"]], metric, "train_flops",
@@ -288,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     print(console_summary([(r.dir, r.result) for r in runs], args.metric, markdown=args.markdown))
     if args.markdown and wins_worth_showing(cells := win_map(group_configs(runs), args.metric)):
         print("\n" + wins_markdown(cells))
+    if args.markdown and (ood := ood_markdown(ood_section(group_configs(runs)))):
+        print("\n" + ood)
     if args.no_html:
         return 0
     try:

@@ -18,12 +18,13 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from src.reporting.analysis import COSTS, METRIC_LABEL, Config, Run, lr_grid, mean_curve  # noqa: E402
+from src.reporting import robustness  # noqa: E402
 from src.reporting.pareto import pareto_front  # noqa: E402
 from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "pareto", "schedules", "strategy_colors", "win_map"]
+__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "ood", "pareto", "schedules", "strategy_colors", "win_map"]
 
 
 def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
@@ -222,7 +223,7 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
         ax.set_yticks(range(len(names)), names)
         ax.set_xlabel("training images per class")
         metric = mine[0]["metric"] if mine else "test_acc"
-        ax.set_title(f"{dataset}: {METRIC_LABEL.get(metric, metric)}", fontsize=10)
+        ax.set_title(f"{dataset}: {METRIC_LABEL.get(metric, robustness.label(metric))}", fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label=f"points behind the winner (≤ {cap_points:g})", shrink=0.9)
     return fig
@@ -233,3 +234,53 @@ def _max_columns(cells: Sequence[dict]) -> int:
     for c in cells:
         counts[c["dataset"]] = counts.get(c["dataset"], 0) + 1
     return max(counts.values(), default=1)
+
+
+def ood(configs: Sequence[Config]) -> Figure:
+    """In-distribution test accuracy against each OOD set's accuracy, one panel per dataset and OOD
+    set: configuration means (bars: 95% CIs over seeds) and the line fitted across them on logit axes
+    (`robustness.fits`, with 3 or more configurations), on which it is straight. A point's height above
+    the line is its effective robustness, written beside it when the panel has few enough points to
+    read; the dotted diagonal is OOD = ID accuracy."""
+    colors = strategy_colors(configs)
+    lines = {(f.dataset, f.ood): f for f in robustness.fits(configs)}
+    panels = list(dict.fromkeys((c.runs[0].result.dataset, name) for c in configs
+                                for name in robustness.ood_sets([r.result for r in c.runs])))
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(1.6 + 4.6 * max(1, len(panels)), 4.2), squeeze=False,
+                             layout="constrained")
+    if not panels:
+        axes[0][0].axis("off")
+        axes[0][0].text(0.5, 0.5, "no out-of-distribution sets in these runs (dataset.ood)", ha="center")
+    for ax, (dataset, name) in zip(axes[0], panels):
+        key, er, fit = robustness.OOD_ACC + name, robustness.EFF_ROB + name, lines.get((dataset, name))
+        placed = [c for c in configs if c.runs[0].result.dataset == dataset and "test_acc" in c.stats and key in c.stats]
+        xs = [c.stats["test_acc"][0] for c in placed]
+        ys = [c.stats[key][0] for c in placed]
+        for c, x, y in zip(placed, xs, ys):
+            xe, ye = c.stats["test_acc"][1], c.stats[key][1]
+            ax.errorbar(x, y, xerr=None if math.isnan(xe) else xe, yerr=None if math.isnan(ye) else ye, fmt="o", ms=5,
+                        color=colors[c.strategy], alpha=0.85, capsize=2, label=c.strategy)
+            if len(placed) <= 12 and er in c.stats:
+                ax.annotate(f"{100 * c.stats[er][0]:+.1f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        lo = max(robustness.CLIP, min(xs + ys, default=0.5) * 0.9)
+        hi = min(1 - robustness.CLIP, 1 - (1 - max(xs + ys, default=0.5)) * 0.9)
+        grid = [lo + (hi - lo) * i / 50 for i in range(51)]
+        if fit is not None:
+            ax.plot(grid, [fit.predict(x) for x in grid], "-", color="0.3", lw=1.2,
+                    label=f"logit fit (slope {fit.slope:.2f}, {fit.points} configs)")
+        else:
+            ax.set_title("no fit: fewer than 3 configurations", fontsize=8)
+        ax.plot(grid, grid, ":", color="0.6", lw=1, label="OOD = ID")
+        ax.set_xscale("logit")
+        ax.set_yscale("logit")
+        for axis in (ax.xaxis, ax.yaxis):  # plain decimals, not the logit scale's 1/2 and 1-10^-k
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
+        ax.set_xlim(lo, hi)
+        ax.set_xlabel(f"{dataset}: in-distribution test accuracy")
+        ax.set_ylabel(f"{name} accuracy (OOD)")
+        ax.grid(alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left")
+    return fig

@@ -59,8 +59,15 @@ def run_tags(record: Any) -> list[str]:
 def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """A run's result for the W&B summary. The result's `val_acc` is the selected epoch's, which
     is not the best epoch's under trainer.select=last: it goes in as `selected_val_acc`, so that it
-    does not overwrite the `val_acc.max` that `define_metric` keeps."""
-    return {f"selected_{k}" if k in BEST_IS_MAX else k: v for k, v in result.items()}
+    does not overwrite the `val_acc.max` that `define_metric` keeps. The `ood` block becomes flat
+    `ood_acc/<set>`, `ood_balanced_acc/<set>` and `ood_n/<set>` metrics."""
+    out = {f"selected_{k}" if k in BEST_IS_MAX else k: v for k, v in result.items() if k != "ood"}
+    # each OOD set's measures as flat summary metrics (ood_acc/<set>), as the report names them
+    for name, entry in (result.get("ood") or {}).items():
+        if isinstance(entry, Mapping):
+            out |= {f"ood_acc/{name}": entry.get("acc"), f"ood_balanced_acc/{name}": entry.get("balanced_acc"),
+                    f"ood_n/{name}": entry.get("n")}
+    return out
 
 
 def log10_column(name: str) -> str:

@@ -34,6 +34,7 @@ from src.training import engine
 from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
 from src.config import ConfigError, RunConfig
 from src.data.load import Batches, load_dataset, passes_for
+from src.data.ood import OodSet, check_ood, load_ood
 from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.measurement.memory import PeakMemory
 from src.measurement.drift import drift
@@ -83,6 +84,7 @@ class Setup:
     penalty: Callable[[], torch.Tensor] | None = None  # a strategy's regulariser (L2-SP), added to the loss
     reference: torch.nn.Module | None = None  # the pretrained model, for drift (None when off)
     batch_kw: dict[str, Any] = field(default_factory=dict)  # how Batches normalise and place images
+    ood: list[OodSet] = field(default_factory=list)  # out-of-distribution test sets (dataset.ood)
 
 
 @dataclass
@@ -168,6 +170,8 @@ def preflight(cfg: RunConfig) -> int:
     source = weights_source(cfg.model) if cfg.model.pretrained else None
     if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
         raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
+    if cfg.dataset.ood:  # names, paths and (where known without loading) classes: a mismatch costs no run
+        check_ood(cfg.dataset)
     return len(groups) - 1
 
 
@@ -313,6 +317,7 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
     seed_everything(cfg.seed)
     rt = resolve_runtime(cfg)
     data = load_dataset(cfg.dataset, progress=cfg.trainer.progress)
+    ood = load_ood(cfg.dataset, data.classes) if cfg.dataset.ood else []  # before training: a mismatch stops it
     seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
     model, reference = _build_model(cfg, data.num_classes)
     norm = normalization(model)
@@ -351,7 +356,7 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
         scheduler=build_scheduler(optimizer, cfg.optim, schedule, len(train)), train=train,
         val=Batches(data.val, t.eval_batch_size, **batch_kw), test=Batches(data.test, t.eval_batch_size, **batch_kw),
         num_classes=data.num_classes, input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size), runtime=rt,
-        data=data, penalty=penalty, reference=reference, batch_kw=batch_kw,
+        data=data, penalty=penalty, reference=reference, batch_kw=batch_kw, ood=ood,
     )
 
 
@@ -535,6 +540,7 @@ def _final(cfg: RunConfig, s: Setup, view: View, best: BestModel, flops: FlopMet
     test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)
     if not np.isfinite(test.loss):
         raise DivergedError(f"test loss is {test.loss} on the selected model (non-finite test inputs?)")
+    ood = _evaluate_ood(cfg, s, view)
     return {
         "epochs_trained": cfg.trainer.epochs, "best_epoch": best.epoch, "val_acc": val.acc,
         "val_balanced_acc": val.balanced_acc, "test_acc": test.acc, "test_balanced_acc": test.balanced_acc,
@@ -545,5 +551,20 @@ def _final(cfg: RunConfig, s: Setup, view: View, best: BestModel, flops: FlopMet
         "train_time_s": meter["train_s"],
         "images_per_s": meter["samples"] / meter["train_s"] if meter["train_s"] > 0 else None,
         "peak_mem_mb": mem.peak_mb, "peak_mem_start_mb": mem.start_mb, "peak_mem_method": mem.method,
-        "feature_cache": view.cache is not None, "feature_cache_blocker": view.blocker,
+        "feature_cache": view.cache is not None, "feature_cache_blocker": view.blocker, "ood": ood,
     }
+
+
+def _evaluate_ood(cfg: RunConfig, s: Setup, view: View) -> dict[str, dict[str, Any]]:
+    """Each out-of-distribution set once, on the selected weights (already loaded). Images go through
+    the whole model: with the feature cache, its head is the model's own classifier, so this is the
+    head that was trained and selected, on features computed as the cache computes them."""
+    rt, out = s.runtime, {}
+    net = view.net if view.cache is None else s.model
+    for entry in s.ood:
+        stats = engine.evaluate(net, Batches(entry.split, cfg.trainer.eval_batch_size, **s.batch_kw), rt.device,
+                                rt.amp_dtype)
+        out[entry.name] = {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples}
+        log.info("OOD %s: acc %.4f  balanced %.4f  (%d images)", entry.name, stats.acc, stats.balanced_acc,
+                 stats.samples)
+    return out

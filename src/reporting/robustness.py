@@ -1,0 +1,129 @@
+"""Out-of-distribution accuracy and effective robustness (Taori et al. 2020), from result.json's `ood`.
+
+A run's OOD measures are named `ood_acc/<set>` and `ood_balanced_acc/<set>` wherever a measure name
+is taken (report tables, paired tests, the win map, W&B). Effective robustness `eff_rob/<set>` is how
+far a run's OOD accuracy lies above the line that in-distribution test accuracy predicts. The line
+is fitted across configurations (one point each: the mean over its seeds, so that a configuration
+run on more seeds weighs no more) of one dataset, by least squares on the logit scale of both
+accuracies: Taori et al. fit on a probit scale, logit is the same idea (a straight line where
+accuracies bunch up near 0 or 1) without scipy's inverse normal, and on the accuracies here the two
+differ little. Accuracies are clipped to [0.001, 0.999] so that 0 and 1 stay finite.
+
+A run's effective robustness is its OOD accuracy minus the line's prediction at its test accuracy;
+a configuration's is the mean over its seeds (with a CI, and comparable seed by seed in the paired
+tests). Nothing here is measured: it is arithmetic on recorded accuracies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from src.record.io import as_number
+from src.reporting.stats import mean_ci
+
+ID_METRIC = "test_acc"  # the in-distribution accuracy that OOD accuracy is set against
+OOD_ACC, OOD_BALANCED, EFF_ROB = "ood_acc/", "ood_balanced_acc/", "eff_rob/"
+CLIP = 1e-3
+
+
+def ood_sets(results: Sequence[Any]) -> list[str]:
+    """The OOD set names the records hold, in order of first appearance."""
+    return list(dict.fromkeys(name for r in results if isinstance(r.ood, dict) for name in r.ood))
+
+
+def ood_measures(names: Sequence[str]) -> list[str]:
+    """The per-run OOD measures of these sets (accuracy, balanced accuracy)."""
+    return [p + n for n in names for p in (OOD_ACC, OOD_BALANCED)]
+
+
+def ood_value(result: Any, measure: str) -> float | None:
+    """`ood_acc/<set>` or `ood_balanced_acc/<set>` from a record's `ood` block (None when missing)."""
+    for prefix, key in ((OOD_ACC, "acc"), (OOD_BALANCED, "balanced_acc")):
+        if measure.startswith(prefix):
+            entry = (result.ood if isinstance(result.ood, dict) else {}).get(measure[len(prefix):])
+            return as_number(entry.get(key)) if isinstance(entry, dict) else None
+    raise KeyError(measure)
+
+
+def label(measure: str) -> str:
+    """A measure's name in words: 'art_painting accuracy', 'art_painting effective robustness'."""
+    for prefix, words in ((OOD_ACC, "accuracy"), (OOD_BALANCED, "balanced accuracy"), (EFF_ROB, "effective robustness")):
+        if measure.startswith(prefix):
+            return f"{measure[len(prefix):]} {words}"
+    return measure
+
+
+def logit(p: float) -> float:
+    p = min(max(p, CLIP), 1 - CLIP)
+    return math.log(p / (1 - p))
+
+
+def expit(z: float) -> float:
+    return 1 / (1 + math.exp(-z))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """logit(OOD accuracy) = intercept + slope * logit(ID test accuracy), over `points` configurations."""
+
+    dataset: Any
+    ood: str
+    slope: float
+    intercept: float
+    points: int
+
+    def predict(self, id_acc: float) -> float:
+        return expit(self.intercept + self.slope * logit(id_acc))
+
+
+# A line through two points fits both exactly: every effective robustness would be 0, which says nothing.
+MIN_POINTS = 3
+
+
+def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares (slope, intercept) of logit(ys) on logit(xs); None with fewer than MIN_POINTS
+    points or fewer than two distinct xs."""
+    lx, ly = [logit(x) for x in xs], [logit(y) for y in ys]
+    if len(lx) < MIN_POINTS or len(set(lx)) < 2:
+        return None
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    return slope, my - slope * mx
+
+
+def fits(configs: Sequence[Any]) -> list[Fit]:
+    """One line per dataset and OOD set, over the configurations with a mean for both accuracies."""
+    out = []
+    by_dataset: dict[Any, list[Any]] = {}
+    for c in configs:
+        by_dataset.setdefault(c.runs[0].result.dataset, []).append(c)
+    for dataset, members in by_dataset.items():
+        for name in ood_sets([r.result for c in members for r in c.runs]):
+            placed = [c for c in members if ID_METRIC in c.stats and OOD_ACC + name in c.stats]
+            line = fit_line([c.stats[ID_METRIC][0] for c in placed], [c.stats[OOD_ACC + name][0] for c in placed])
+            if line is not None:
+                out.append(Fit(dataset, name, line[0], line[1], len(placed)))
+    return out
+
+
+def add_effective_robustness(configs: Sequence[Any]) -> list[Fit]:
+    """Each run's `eff_rob/<set>` (into `run.derived`) and each configuration's mean ± CI over its
+    seeds (into `config.stats`, when every seed has one), from `fits(configs)`. Returns the fits."""
+    lines = fits(configs)
+    for fit in lines:
+        key = EFF_ROB + fit.ood
+        for c in configs:
+            if c.runs[0].result.dataset != fit.dataset:
+                continue
+            values = []
+            for r in c.runs:
+                id_acc, ood_acc = as_number(r.result.get(ID_METRIC)), ood_value(r.result, OOD_ACC + fit.ood)
+                if id_acc is not None and ood_acc is not None:
+                    r.derived[key] = ood_acc - fit.predict(id_acc)
+                    values.append(r.derived[key])
+            if values and len(values) == len(c.runs):
+                c.stats[key] = mean_ci(values)
+    return lines

@@ -1,0 +1,234 @@
+"""Out-of-distribution test sets (dataset.ood): loaded by class name, refused on a mismatch before any
+training, evaluated once on the selected model, recorded, and reported with effective robustness."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from src.config import ConfigError, DataConfig, RunConfig
+from src.data.load import Batches
+from src.data.ood import check_ood, load_ood
+from src.measurement.feature_cache import PreLogits
+from src.models import build_model, normalization
+from src.record.io import write_json
+from src.record.schema import RunRecord
+from src.reporting.analysis import group_configs, load_runs, ood_metrics, paired_rows
+from src.reporting.page import ood_markdown, ood_section, ood_win_map, write_report
+from src.reporting.tracking import run_summary
+from src.training import engine
+from src.training import run as run_module
+from tests.cli import TINY_OVERRIDES, env
+from tests.conftest import TINY, merge
+
+DIGITS = [str(c) for c in range(10)]
+
+
+def _folder(root: Path, classes, per_class: int = 4) -> Path:
+    """An image folder root/<class>/*.png of real digits (the last images of each digit; a class that
+    is not a digit gets 0s)."""
+    digits = load_digits()
+    for c in classes:
+        (root / str(c)).mkdir(parents=True, exist_ok=True)
+        idx = np.flatnonzero(digits.target == (int(c) if c.isdigit() else 0))[-per_class:]
+        for k, i in enumerate(idx):
+            Image.fromarray((digits.images[i] * 15).astype(np.uint8)).resize((16, 16)).save(root / str(c) / f"{k}.png")
+    return root
+
+
+def _tiny(tmp_path: Path, ood: list[str], **sections) -> RunConfig:
+    return RunConfig.from_dict(merge(TINY, {"dataset": {"ood": ood}} | sections))
+
+
+def test_each_set_is_evaluated_once_on_the_selected_weights(tmp_path, monkeypatch):
+    """Validation picks epoch 0 of 2 (forced, so that the selected weights are not the last): each OOD
+    set is evaluated exactly once, after test, on epoch 0's head; the recorded accuracy equals the
+    selected weights' through the whole model and through the feature cache's head path."""
+    full, subset = _folder(tmp_path / "full_set", DIGITS, 3), _folder(tmp_path / "some", ["7", "3"], 5)
+    calls = []
+
+    def spy(model, batches, device, amp_dtype=None):
+        calls.append((len(batches.labels), model.state_dict()["classifier.weight"].clone()))
+        return real(model, batches, device, amp_dtype)
+
+    real = engine.evaluate
+    monkeypatch.setattr(engine, "evaluate", spy)
+    update = run_module.BestModel.update
+    monkeypatch.setattr(run_module.BestModel, "update", lambda self, epoch, val_acc, model:
+                        update(self, epoch, val_acc, model) if epoch == 0 else None)
+    cfg = _tiny(tmp_path, [str(full), str(subset)], strategy={"name": "frozen"},
+                trainer={"epochs": 2, "drift_probe": 0, "save_model": True, "feature_cache": "on"})
+    result = run_module.run(cfg, tmp_path / "run")
+
+    on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert on_disk["ood"] == result["ood"] and set(result["ood"]) == {"full_set", "some"}
+    assert result["ood"]["full_set"]["n"] == 30 and result["ood"]["some"]["n"] == 10
+    assert result["best_epoch"] == 0 and result["feature_cache"] is True
+    # val, val (epochs 0, 1), then _final: val, test, and each OOD set once
+    assert [n for n, _ in calls][-2:] == [30, 10] and len(calls) == 6
+    epoch0, epoch1, ood_weights = calls[0][1], calls[1][1], calls[-1][1]
+    assert torch.equal(ood_weights, epoch0) and not torch.equal(epoch0, epoch1)
+
+    model = build_model(cfg.model, 10)
+    model.load_state_dict(torch.load(tmp_path / "run" / "model.pt"))
+    sets = load_ood(cfg.dataset, DIGITS)
+    for entry in sets:
+        batches = Batches(entry.split, 64, normalization(model), torch.device("cpu"))
+        assert real(model, batches, torch.device("cpu")).acc == result["ood"][entry.name]["acc"]
+        logits, labels = engine.predict(torch.nn.Sequential(PreLogits(model), model.get_classifier()), batches,
+                                        torch.device("cpu"))
+        assert int((logits.argmax(1) == labels).sum()) / len(labels) == result["ood"][entry.name]["acc"]
+
+
+def _npz(path: Path, images: np.ndarray, labels, classes=None) -> Path:
+    arrays = {"images": images, "labels": np.asarray(labels)}
+    if classes is not None:
+        arrays["classes"] = np.asarray(classes)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_classes_are_matched_by_name_in_folders_and_npz(tmp_path):
+    """A set with training's classes in another order and a subset of them gets training's labels."""
+    cfg = DataConfig(image_size=16, ood=(str(_folder(tmp_path / "f", ["7", "3"], 2)),))
+    [folder] = load_ood(cfg, DIGITS)
+    assert folder.split.labels.tolist() == [3, 3, 7, 7]  # not 0, 0, 1, 1 (its own sorted order)
+    images = folder.split.images[:].permute(0, 2, 3, 1).numpy()
+    # The same images in a .npz whose own class list is ["7", "3"]: label 0 means "7".
+    npz = _npz(tmp_path / "n.npz", images, [1, 1, 0, 0], ["7", "3"])
+    [named] = load_ood(DataConfig(image_size=16, ood=(str(npz),)), DIGITS)
+    assert named.split.labels.tolist() == [3, 3, 7, 7] and torch.equal(named.split.images, folder.split.images[:])
+    plain = _npz(tmp_path / "p.npz", images, [3, 3, 7, 7])
+    assert load_ood(DataConfig(image_size=16, ood=(str(plain),)), DIGITS)[0].split.labels.tolist() == [3, 3, 7, 7]
+    [capped] = load_ood(DataConfig(image_size=16, ood=(str(plain),), ood_per_class=1), DIGITS)
+    assert sorted(capped.split.labels.tolist()) == [3, 7]  # dataset.ood_per_class: at most 1 per class
+
+
+def test_mismatches_and_duplicate_names_are_one_line_errors(tmp_path):
+    folder = _folder(tmp_path / "a" / "shift", ["1", "cat"], 1)
+    with pytest.raises(ConfigError, match=r"^dataset.ood\[0\]=.*classes \['cat'\] are not training classes") as err:
+        check_ood(DataConfig(ood=(str(folder),)))
+    assert "\n" not in str(err.value)
+    twin = _folder(tmp_path / "b" / "shift", ["1"], 1)
+    with pytest.raises(ConfigError, match=r"^dataset.ood\[1\]=.*its name 'shift' is already that of dataset.ood\[0\]"):
+        check_ood(DataConfig(ood=(str(twin), str(twin))))
+    bad = _npz(tmp_path / "bad.npz", np.zeros((2, 8, 8), np.uint8), [0, 10])
+    with pytest.raises(ConfigError, match=r"labels 0..10 are outside the 10 training classes"):
+        load_ood(DataConfig(image_size=16, ood=(str(bad),)), DIGITS)
+    with pytest.raises(ConfigError, match=r"^dataset.ood\[1\]='.*nope': no such folder or .npz file$"):
+        RunConfig.from_dict({"dataset": {"ood": [str(twin), str(tmp_path / "nope")]}})
+
+
+def test_a_class_mismatch_is_refused_before_the_run_folder_is_made(tmp_path):
+    cfg = _tiny(tmp_path, [str(_folder(tmp_path / "shift", ["1", "cat"], 1))])
+    with pytest.raises(ConfigError, match=r"dataset.ood\[0\]=.*\['cat'\]"):
+        run_module.run(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # a Python start with Hydra and timm: 10-30 s
+def test_a_class_mismatch_stops_the_cli_before_the_run_folder(tmp_path):
+    folder = _folder(tmp_path / "shift", ["1", "cat"], 1)
+    args = [sys.executable, "-m", "src.train", *TINY_OVERRIDES, f"dataset.ood=[{folder}]", f"hydra.run.dir={tmp_path / 'r'}"]
+    proc = subprocess.run(args, check=False, cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "dataset.ood[0]=" in proc.stderr and "'cat'" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# (strategy, seed) -> (in-distribution test accuracy, OOD accuracy): three configurations, two seeds
+RECORDS = {("frozen", 0): (0.60, 0.40), ("frozen", 1): (0.62, 0.38), ("full", 0): (0.80, 0.45),
+           ("full", 1): (0.84, 0.47), ("lpft", 0): (0.78, 0.55), ("lpft", 1): (0.76, 0.53)}
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_report_fits_the_line_and_gives_each_configuration_its_effective_robustness(tmp_path):
+    for (strategy, seed), (acc, ood) in RECORDS.items():
+        record = RunRecord(strategy=strategy, seed=seed, dataset="photo", model="m", epochs=1, status="completed",
+                           test_acc=acc, val_acc=acc, train_flops=1e9, ood={"art": {"acc": ood, "balanced_acc": ood, "n": 9}})
+        write_json(tmp_path / "runs" / f"{strategy}_{seed}" / "result.json", record.to_json())
+    configs = group_configs(load_runs([tmp_path / "runs"]))
+    # by hand: least squares of logit(mean OOD) on logit(mean ID) over the three configurations
+    means = {s: [np.mean([v[i] for (t, _), v in RECORDS.items() if t == s]) for i in (0, 1)] for s in ("frozen", "full", "lpft")}
+    slope, intercept = np.polyfit([_logit(m[0]) for m in means.values()], [_logit(m[1]) for m in means.values()], 1)
+    for c in configs:
+        per_seed = [RECORDS[(c.strategy, s)] for s in (0, 1)]
+        expected = np.mean([o - 1 / (1 + math.exp(-(intercept + slope * _logit(a)))) for a, o in per_seed])
+        assert c.stats["eff_rob/art"][0] == pytest.approx(expected, abs=1e-12)
+        assert c.stats["ood_acc/art"][0] == pytest.approx(means[c.strategy][1])
+    eff = {c.strategy: c.stats["eff_rob/art"][0] for c in configs}
+    assert eff["lpft"] > 0 > eff["full"]  # LP-FT above the line, full fine-tuning below it
+    assert ood_metrics(configs) == ["ood_acc/art", "eff_rob/art"]
+    pairs = paired_rows(configs, "eff_rob/art")
+    assert len(pairs) == 3 and {p["metric"] for p in pairs} == {"eff_rob/art"}
+    assert [c["dataset"] for c in ood_win_map(configs)] == ["photo → art"]
+    table = ood_markdown(ood_section(configs))  # python -m src.report --markdown
+    assert "| art accuracy | art effective robustness |" in table and f"{slope:.3f} · logit(ID)" in table
+
+    page = write_report([tmp_path / "runs"], tmp_path / "report")
+    html = page.read_text()
+    assert 'id="fig-ood"' in html and 'id="ood"' in html and 'id="paired-ood"' in html
+    assert "art effective robustness" in html and f"{eff['lpft']:+.4f}"[1:] in html
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert {"ood_acc/art", "eff_rob/art", "eff_rob/art_ci95"} <= set(summary[0])
+    ood = json.loads((tmp_path / "report" / "ood.json").read_text())
+    assert ood["fits"][0]["slope"] == pytest.approx(slope) and ood["fits"][0]["points"] == 3
+
+
+def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
+    """A run's W&B summary (read back from the offline run file) has each set's accuracy as a flat
+    metric; the study summary's runs table has OOD accuracy and effective robustness columns."""
+    pytest.importorskip("wandb")
+    from src.config import LoggerConfig
+    from src.reporting.page import _log_summary
+    from src.reporting.tracking import make_tracker
+    from tests import wandb_files
+
+    for (strategy, seed), (acc, ood) in RECORDS.items():
+        record = RunRecord(strategy=strategy, seed=seed, dataset="photo", status="completed", test_acc=acc,
+                           ood={"art": {"acc": ood, "balanced_acc": ood, "n": 9}})
+        write_json(tmp_path / "runs" / f"{strategy}_{seed}" / "result.json", record.to_json())
+    runs = load_runs([tmp_path / "runs"])
+    tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline", project="test"), tmp_path / "w", "s", {}, "summary")
+    tracker.summary(run_summary(runs[0].result.to_json()))
+    _log_summary(tracker, runs, group_configs(runs), "test_acc", tmp_path / "w", [])
+    tracker.finish()
+    [path] = (tmp_path / "w").glob("wandb/offline-run-*/run-*.wandb")
+    summary = wandb_files.summary(wandb_files.closed(path))
+    assert summary["ood_acc/art"] == runs[0].result.ood["art"]["acc"] and summary["ood_n/art"] == 9
+    rows = wandb_files.table(tmp_path / "w", "runs")
+    assert {"ood_acc/art", "eff_rob/art"} <= set(rows[0]) and all(r["eff_rob/art"] is not None for r in rows)
+
+
+def test_domain_shift_preset_takes_the_folders_as_settings(tmp_path, monkeypatch):
+    """No path of its own: the training folder is dataset.root, the OOD domains come from $PACS_DIR,
+    and the sweep is the 6 x 2 x 3 x 3 grid the docs describe."""
+    from omegaconf import OmegaConf
+
+    from src.gate import compose_train, to_run_config
+
+    for domain in ("art_painting", "cartoon"):
+        (tmp_path / domain).mkdir()
+    monkeypatch.setenv("PACS_DIR", str(tmp_path))
+    overrides = ["experiment=domain_shift"]
+    run_cfg = to_run_config(compose_train(overrides))
+    assert run_cfg.dataset.kind == "imagefolder" and run_cfg.dataset.root == f"{tmp_path}/photo"
+    assert run_cfg.dataset.ood == (f"{tmp_path}/art_painting", f"{tmp_path}/cartoon")
+    assert to_run_config(compose_train([*overrides, f"dataset.root={tmp_path}"])).dataset.root == str(tmp_path)
+    params = OmegaConf.to_container(compose_train(overrides, return_hydra_config=True).hydra.sweeper.params)
+    assert [len(str(v).split(",")) for v in params.values()] == [3, 6, 2, 3]
+    monkeypatch.delenv("PACS_DIR")
+    with pytest.raises(ConfigError, match="PACS_DIR"):  # the data's folder is the user's to give
+        to_run_config(compose_train(overrides))
