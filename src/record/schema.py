@@ -109,6 +109,9 @@ class RunRecord:
     epochs: int | None = None
     image_size: int | None = None
     train_per_class: int | None = None  # None: every training image
+    # dataset.augment's preset (None in records written before presets: see from_json) and what it did
+    augment: str | None = None
+    augment_params: dict[str, Any] | None = None
     min_epoch_steps: int | None = None
     lr: float | None = None
     strategy_params: dict[str, Any] = field(default_factory=dict)  # the run's own strategy's knobs only
@@ -176,7 +179,8 @@ class RunRecord:
 
     CONFIG_FIELDS: ClassVar[tuple[str, ...]] = (
         "strategy", "model", "pretrained_weights", "dataset", "seed", "epochs", "image_size", "train_per_class",
-        "min_epoch_steps", "lr", "strategy_params", "frozen_bn", "optimizer", "join_warmup_epochs", "run_dir",
+        "augment", "augment_params", "min_epoch_steps", "lr", "strategy_params", "frozen_bn", "optimizer",
+        "join_warmup_epochs", "run_dir",
     )
     DATA_FIELDS: ClassVar[tuple[str, ...]] = (
         "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
@@ -242,6 +246,8 @@ class RunRecord:
         fields = {k: data[k] for k in known if k in data}
         if fields.get("strategy_params") is None:
             fields["strategy_params"] = {}
+        if isinstance(fields.get("augment"), bool):  # the old boolean spelling (src.config.augment_name)
+            fields["augment"] = "shift" if fields["augment"] else "none"
         return cls(**fields, extra=extra, schema_version=version)
 
     def get(self, key: str, default: Any = None) -> Any:
