@@ -109,7 +109,8 @@ class RunRecord:
     epochs: int | None = None
     image_size: int | None = None
     train_per_class: int | None = None  # None: every training image
-    # dataset.augment's preset (None in records written before presets: see from_json) and what it did
+    # dataset.augment's preset and what it did. Every run writes them; left out of CONFIG_FIELDS so that
+    # a record written before presets, which has neither, is written back as it was (not with nulls).
     augment: str | None = None
     augment_params: dict[str, Any] | None = None
     min_epoch_steps: int | None = None
@@ -179,8 +180,7 @@ class RunRecord:
 
     CONFIG_FIELDS: ClassVar[tuple[str, ...]] = (
         "strategy", "model", "pretrained_weights", "dataset", "seed", "epochs", "image_size", "train_per_class",
-        "augment", "augment_params", "min_epoch_steps", "lr", "strategy_params", "frozen_bn", "optimizer",
-        "join_warmup_epochs", "run_dir",
+        "min_epoch_steps", "lr", "strategy_params", "frozen_bn", "optimizer", "join_warmup_epochs", "run_dir",
     )
     DATA_FIELDS: ClassVar[tuple[str, ...]] = (
         "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
