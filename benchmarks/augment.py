@@ -1,6 +1,6 @@
 """Augmentation presets: their own cost per batch, and what `standard` does to each strategy.
 
-    python benchmarks/augment.py [--out bench-out/augment] [--batch 16] [train overrides ...]
+    python benchmarks/augment.py [--out bench-out/augment] [--batch 16] [--threads N] [train overrides ...]
     python benchmarks/augment.py --from DIR      # the table of a multirun already done, e.g. of
         python -m src.train -m strategy=frozen,full,layerwise dataset.augment=none,standard
 
@@ -86,8 +86,11 @@ def main() -> int:
     parser.add_argument("--from", dest="source", type=Path, help="print the table of the runs under this folder")
     parser.add_argument("--batch", type=int, default=16, help="batch size of the preset timings (the default study's)")
     parser.add_argument("--skip-study", action="store_true")
+    parser.add_argument("--threads", type=int, help="CPU threads of the preset timings (torch's default otherwise)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.source:
         table(args.source)
         return 0
