@@ -51,8 +51,11 @@ bench-data: ## image folders: cache miss vs hit, decode on 1 and 2 workers, JPEG
 bench-pruning: ## the default sweep with pruning on and off, single- and multi-objective, 8-epoch trials (about 80 min)
 	$(PY) benchmarks/pruning.py $(or $(ARGS),trainer.epochs=8 trainer.num_threads=1 logger=none)
 
+bench-augment: ## augmentation presets: cost per batch, and none vs standard for each strategy on digits (about 20 min)
+	$(PY) benchmarks/augment.py $(ARGS)
+
 clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow smoke study sweep grid domain-shift report bench bench-data bench-pruning clean
+.PHONY: help install test test-slow smoke study sweep grid domain-shift report bench bench-data bench-augment bench-pruning clean

@@ -65,7 +65,11 @@ class DataConfig:
     # Splits and subsampling use their own seed so that runs with different training seeds
     # are compared on identical data.
     split_seed: int = 0
-    augment: bool = False
+    # Training-batch augmentation preset (src/data/augment.py): none | shift (random shifts) |
+    # standard (random-resized crop + flip) | randaugment (standard + RandAugment). The old boolean
+    # spelling still works: false -> none, true -> shift (what `augment: true` always meant).
+    augment: Literal["none", "shift", "standard", "randaugment"] = "none"
+    # Random horizontal flips on top of `shift` (as before); standard and randaugment always flip.
     hflip: bool = False
     # Image folders: an unreadable or corrupt file is skipped and counted ("skip"), or stops the
     # run with its path ("fail").
@@ -85,6 +89,17 @@ class DataConfig:
     # At most this many images per class of each OOD set (a seeded draw with split_seed, the same in
     # every run): evaluation time per run, for large OOD sets; None = all.
     ood_per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", augment_name(self.augment))
+
+
+def augment_name(value: Any) -> Any:
+    """A `dataset.augment` value with the old boolean spelling mapped to its preset (false -> none,
+    true -> shift; also the strings YAML or a str schema make of them); anything else unchanged."""
+    legacy = {False: "none", True: "shift", "false": "none", "true": "shift"}
+    key = value.lower() if isinstance(value, str) else value
+    return legacy.get(key, value) if isinstance(key, (bool, str)) else value
 
 
 # --- strategy configs (the base every strategy shares; each strategy's own knobs are in its module)

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.config import ConfigError, DataConfig
+from src.config import ConfigError, DataConfig, augment_name
+from src.data.augment import preset
 from src.data.cache import MappedImages, build, cache_key, default_cache_dir, drop_pages, lookup
 from src.models import Normalization
 
@@ -860,7 +861,8 @@ def passes_for(n: int, batch_size: int, min_steps: int) -> int:
 
 
 class Batches:
-    """Mini-batches cut from an in-memory split: normalised, 3-channel, optionally augmented.
+    """Mini-batches cut from an in-memory split: normalised, 3-channel, augmented by a preset of
+    src/data/augment.py (`augment`; `hflip` adds flips to `shift`).
 
     Shuffling uses its own seeded generator, so data order does not depend on anything else
     that consumes random numbers.
@@ -874,7 +876,7 @@ class Batches:
         device: torch.device,
         shuffle: bool = False,
         seed: int = 0,
-        augment: bool = False,
+        augment: str | bool = "none",
         hflip: bool = False,
         channels_last: bool = False,
         passes: int = 1,
@@ -883,7 +885,8 @@ class Batches:
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.shuffle = shuffle
-        self.augment = augment
+        self.augment = augment_name(augment)  # a preset of src/data/augment.py (true/false: shift/none)
+        self.preset = preset(self.augment)
         self.hflip = hflip
         self.channels_last = channels_last
         # Passes over the data per epoch (trainer.min_epoch_steps): each pass a fresh permutation.
@@ -902,29 +905,16 @@ class Batches:
         """The same images in order and unaugmented, once (a one-off pass, e.g. feature caching);
         it shares the generator but draws nothing from it."""
         view = copy.copy(self)
-        view.shuffle = view.augment = False
+        view.shuffle, view.augment, view.preset = False, "none", preset("none")
         view.passes = 1
         return view
-
-    def _augment(self, x: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
-        pad = max(1, h // 8)
-        padded = F.pad(x.float(), (pad, pad, pad, pad), mode="replicate")
-        oy = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator).to(x.device)
-        ox = torch.randint(0, 2 * pad + 1, (n,), generator=self.generator).to(x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]
-        out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-        if self.hflip:
-            flip = (torch.rand(n, generator=self.generator) < 0.5).to(x.device)
-            out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-        return out
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for idx in batch_indices(len(self.labels), self.batch_size, self.shuffle, self.generator, self.passes,
                                  self.labels.device):
             x = self.images[idx]
-            x = self._augment(x) if self.augment else x.float()
+            # float in [0, 255]; augmentation runs here, inside the timed training loop
+            x = self.preset.apply(x, self.generator, self.hflip)
             if x.shape[1] == 1:
                 x = x.expand(-1, 3, -1, -1)
             x = x * self.scale + self.shift

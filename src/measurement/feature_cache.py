@@ -29,10 +29,11 @@ from src.strategies import LayerGroup, Schedule
 STOCHASTIC = ("Dropout", "DropPath", "DropBlock")
 
 
-def cache_blocker(model: nn.Module, groups: list[LayerGroup], schedule: Schedule, augment: bool) -> str | None:
-    """Why the features of this run cannot be cached, or None when they can."""
-    if augment:
-        return "augmentation changes the inputs every epoch"
+def cache_blocker(model: nn.Module, groups: list[LayerGroup], schedule: Schedule, augment: str | bool) -> str | None:
+    """Why the features of this run cannot be cached, or None when they can. `augment` is
+    dataset.augment's preset (the old booleans too): any but "none" blocks the cache."""
+    if augment not in ("none", False):
+        return f"augmentation ({augment}) changes the inputs every epoch"
     head = head_param_names(model)
     for i, g in enumerate(groups):
         if schedule.groups[i].epochs and not set(g.param_names) <= head:

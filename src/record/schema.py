@@ -109,6 +109,10 @@ class RunRecord:
     epochs: int | None = None
     image_size: int | None = None
     train_per_class: int | None = None  # None: every training image
+    # dataset.augment's preset and what it did. Every run writes them; left out of CONFIG_FIELDS so that
+    # a record written before presets, which has neither, is written back as it was (not with nulls).
+    augment: str | None = None
+    augment_params: dict[str, Any] | None = None
     min_epoch_steps: int | None = None
     lr: float | None = None
     strategy_params: dict[str, Any] = field(default_factory=dict)  # the run's own strategy's knobs only
@@ -251,6 +255,8 @@ class RunRecord:
         fields = {k: data[k] for k in known if k in data}
         if fields.get("strategy_params") is None:
             fields["strategy_params"] = {}
+        if isinstance(fields.get("augment"), bool):  # the old boolean spelling (src.config.augment_name)
+            fields["augment"] = "shift" if fields["augment"] else "none"
         return cls(**fields, extra=extra, schema_version=version)
 
     def get(self, key: str, default: Any = None) -> Any:

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from src.config import augment_name
 from src.record.io import (
-    GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped, read_json_object, read_jsonl,
+    CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped,
+    read_json_object, read_jsonl,
 )
 from src.record.schema import EpochRecord, RunRecord
 from src.reporting.pareto import pareto_front
@@ -34,11 +36,12 @@ __all__ = ["Config", "Run", "answer", "group_configs", "load_runs", "mean_curve"
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
 # has). Runs that differ only in seed are pooled into one row with a CI.
 CONFIG_KEYS = (
-    "strategy", "model", "dataset", "epochs", "image_size", "train_samples", "min_epoch_steps", "lr", "frozen_bn",
-    "optimizer", "join_warmup_epochs",
+    "strategy", "model", "dataset", "epochs", "image_size", "augment", "train_samples", "min_epoch_steps", "lr",
+    "frozen_bn", "optimizer", "join_warmup_epochs",
 )
-# What runs written before a setting existed did, for settings added later.
-KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0}
+# What runs written before a setting existed did, for settings added later (`augment`: from the
+# run's config.yaml where it has one, see _with_augment).
+KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0, "augment": "none"}
 # Costs on offer for the x axis of accuracy-vs-cost plots.
 COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}
 # The same costs in a sentence ("at 1/18 of its training FLOPs").
@@ -163,8 +166,21 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
             groups = read_json_object(groups_path) if groups_path.is_file() else {}
         except ValueError as err:
             note_skipped(SkippedFile(groups_path, str(err)), skipped)
-        runs.append(Run(run_dir, result, metrics, groups))
+        runs.append(Run(run_dir, _with_augment(run_dir, result), metrics, groups))
     return runs
+
+
+def _with_augment(run_dir: Path, result: RunRecord) -> RunRecord:
+    """The record with its augmentation preset: result.json written before presets existed has none,
+    but the run's config.yaml has `dataset.augment` (true/false then), so that an augmented old run
+    is not pooled with unaugmented ones."""
+    if result.augment is not None:
+        return result
+    try:
+        value = (yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}).get("dataset", {}).get("augment")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # then the default, as for settings added later
+        return result
+    return result.replace(augment=augment_name(value)) if isinstance(value, (bool, str)) else result
 
 
 def _hashable(value: Any) -> Any:

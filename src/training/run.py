@@ -33,6 +33,7 @@ import yaml
 from src.training import engine
 from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
 from src.config import ConfigError, RunConfig
+from src.data.augment import augment_params
 from src.data.load import Batches, load_dataset, passes_for
 from src.data.ood import OodSet, check_ood, load_ood
 from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
@@ -216,6 +217,8 @@ def _config_fields(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         "epochs": cfg.trainer.epochs,
         "image_size": cfg.dataset.image_size,
         "train_per_class": cfg.dataset.train_per_class,
+        "augment": cfg.dataset.augment,
+        "augment_params": augment_params(cfg.dataset.augment, cfg.dataset.hflip),
         "min_epoch_steps": cfg.trainer.min_epoch_steps,
         "lr": cfg.optim.lr,
         # the strategy's own settings (src/strategies/<name>.py), and the shared BatchNorm choice
