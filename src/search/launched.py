@@ -1,10 +1,11 @@
 """The search behind `hydra/sweeper=optuna`: Optuna asks, Hydra's launcher trains, result.json answers.
 
-The sweeper plugin (hydra_plugins/ft_optuna_sweeper) parses Hydra's syntax into the search space of
-`src.search.sweep` and hands this module a `launch` function (Hydra's launcher). Everything else is
-the sweep driver's own machinery: the storage with heartbeats, the study's identity, the exact
-budget (`n_trials` trials complete or are pruned, with any number of workers), interrupted trials
-retried on resume, and the pruning rules of `src.search.pruning`.
+The project's one Optuna search loop, behind `python -m src.train -m sweep=default` (`make sweep`)
+and `python -m src.train -m hydra/sweeper=optuna ...`. The sweeper plugin (hydra_plugins/ft_optuna_sweeper)
+parses Hydra's syntax into the search space of `src.search.sweep` and hands this module a `launch`
+function (Hydra's launcher). The study's machinery is src.search.sweep's: the storage with
+heartbeats, the study's identity, the exact budget (`n_trials` trials complete or are pruned, with
+any number of workers), interrupted trials retried on resume; the pruning rules are src.search.pruning's.
 
 Each trial is a Hydra job numbered by its trial number (`hydra.job.num`), so the job finds its
 trial: in the same process (the basic launcher) the sweeper's own study is used; in another
@@ -163,6 +164,16 @@ def _launch(s: Search, batch: list[tuple[optuna.Trial, dict[str, Any]]], launch:
     finally:
         for b in beats:
             b.join()
+
+
+def recorded(study: optuna.Study, total: int, where: str) -> str:
+    """What an interrupted sweep leaves behind, and how to go on: for its one-line message."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in DONE for t in trials)
+    stopped = [t.number for t in trials if t.user_attrs.get("interrupted") and t.state == TrialState.FAIL]
+    again = f"; trial {stopped[-1]} was stopped and runs again on resume" if stopped else ""
+    return (f"{done} of {total} trials of study {study.study_name} are recorded in {where}{again}; "
+            "run the same command to resume")
 
 
 def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
