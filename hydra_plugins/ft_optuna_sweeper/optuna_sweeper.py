@@ -214,6 +214,7 @@ class OptunaSweeper(Sweeper):
                                       open_study, requeue_interrupted, study_identity)
         from src.training.run import preflight
 
+        self._check_numbers()
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
         everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
         params, fixed = split_space(everything)
@@ -249,6 +250,16 @@ class OptunaSweeper(Sweeper):
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0))
         return search, groups, mode
+
+    def _check_numbers(self) -> None:
+        from src.config import ConfigError
+
+        for key, low in (("n_trials", 1), ("n_jobs", 1), ("max_failed", 0), ("heartbeat_s", 1), ("grace_s", 1)):
+            if int(getattr(self, key)) < low:
+                raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= {low}")
+        if self.grace_s <= self.heartbeat_s:  # a live worker between two heartbeats would be taken for dead
+            raise ConfigError(f"hydra.sweeper.grace_s={self.grace_s} must be longer than "
+                              f"hydra.sweeper.heartbeat_s={self.heartbeat_s}")
 
     def _check_direction(self, directions: list[str], objectives: list[str]) -> None:
         from src.config import ConfigError

@@ -28,7 +28,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
-from src.config import RunConfig
+from src.config import ConfigError, RunConfig
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
@@ -41,6 +41,8 @@ SWEEPER_TARGET = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # the sweeper's study (and its storage connection) instead of opening the storage again.
 LIVE: dict[tuple[str, str], optuna.Study] = {}
 DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
+# A trial that failed on one of these (as its result.json records it) stops the sweep with its one line.
+USER_ERRORS = ("ConfigError", "PretrainedWeightsError")
 
 # What a launch returns for each job: its output folder (None when Hydra returned none).
 Launch = Callable[[list[list[str]], int], Sequence[Path | None]]
@@ -150,8 +152,8 @@ def _launch(s: Search, batch: list[tuple[optuna.Trial, dict[str, Any]]], launch:
             run = batch[start:end]
             dirs = launch([s.fixed + [f"{k}={v}" for k, v in values.items()] for _, values in run], run[0][0].number)
             for (trial, _), out in zip(run, dirs):
+                told.add(trial.number)  # its job ended: it is not an interrupted trial, whatever _tell finds
                 _tell(s, trial, out)
-                told.add(trial.number)
             start = end
     except BaseException:
         # Ctrl-C, SIGTERM (the job exits 130/143) or a launcher error: the trials not told are
@@ -191,8 +193,11 @@ def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
         s.study.tell(trial, state=TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, record.reason)
     else:
-        why = (record.get("error") if record is not None else None) or "no result.json"
-        trial.set_user_attr("fail_reason", str(why))
+        why = str((record.get("error") if record is not None else None) or "no result.json")
+        trial.set_user_attr("fail_reason", why)
         s.study.tell(trial, state=TrialState.FAIL)
+        kind, _, message = why.partition(": ")
+        if kind in USER_ERRORS:  # a setting only a trial can check (its data): every trial would fail so
+            raise ConfigError(message)
         log.warning("trial %d failed: %s", trial.number, why)
         s.failed.append(f"trial {trial.number}")

@@ -56,7 +56,7 @@ PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "
 NOT_MEASURED = ("logger.", "trainer.progress", "trainer.save_model", "trainer.num_threads")
 # ... unless a time is measured: threads change the training time.
 TIMED = {"train_time_s": ("trainer.num_threads",)}
-OWNER_FILE, TRIAL_FILE = STUDY_FILE, "trial.json"  # which study a sweep folder, and a trial folder, belong to
+OWNER_FILE = STUDY_FILE  # which study a sweep folder belongs to
 HEARTBEAT_ATTR = "sweep:heartbeat"
 
 
@@ -367,20 +367,6 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
             f"hydra.sweep.dir={out_dir} belongs to study {theirs.get('study')} ({theirs.get('storage')}), not to this "
             f"study {study.study_name}: use another hydra.sweep.dir"
         )
-
-
-def claim_trial_dir(trial_dir: Path, study: optuna.Study, number: int) -> None:
-    """A trial writes only into an empty folder or one of its own: never over another study's or
-    another trial's result."""
-    mine = {"study": study.study_name, "uid": study.user_attrs["uid"], "trial": number}
-    marker = trial_dir / TRIAL_FILE
-    if trial_dir.is_dir() and any(trial_dir.iterdir()):
-        theirs = json.loads(marker.read_text()) if marker.is_file() else None
-        if theirs != mine:
-            raise ConfigError(f"{trial_dir} holds another run's files ({theirs or 'no ' + TRIAL_FILE}); "
-                              f"refusing to write trial {number} over them: use another hydra.sweep.dir")
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, mine)
 
 
 # --- the budget -----------------------------------------------------------------------------------
