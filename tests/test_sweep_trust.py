@@ -20,7 +20,6 @@ from optuna.trial import TrialState
 from src.config import ConfigError
 from src.search.sweep import SweepJournalStorage, SweepRDBStorage, holds_a_place
 
-from tests.cli import TINY_OVERRIDES as TINY
 from tests.cli import env
 from tests.test_sweep import _cmd, trial_dir
 
