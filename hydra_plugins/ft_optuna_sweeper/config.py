@@ -67,6 +67,7 @@ class GridSamplerConfig(SamplerConfig):
     _open), not Hydra's list of options: a grid does not fit an exact budget shared by workers."""
 
     _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True  # as in 1.3: Hydra builds the sweeper before our refusal, GridSampler needs a space
 
 
 @dataclass
