@@ -26,8 +26,8 @@ smoke: ## run this first: one epoch, 5 images per class at 32 px, untracked (und
 study: ## the three-strategy comparison on the default model and data
 	$(PY) -m src.train -m strategy=frozen,full,layerwise $(ARGS)
 
-sweep: ## Optuna search over lr_decay and unfreeze_depth: make sweep [SWEEP=default] [ARGS="sweep.n_trials=40 dataset=..."]
-	$(PY) -m src.sweep --sweep $(or $(SWEEP),default) $(ARGS)
+sweep: ## Optuna search (a preset in sweeps/): make sweep [SWEEP=default] [ARGS="hydra.sweeper.n_trials=40 dataset=..."]; again to resume
+	$(PY) -m src.train -m sweep=$(or $(SWEEP),default) $(ARGS)
 
 grid: ## which strategy wins by data size and domain (about 1 h): make grid MEDMNIST_DIR=folder/with/pneumoniamnist.npz
 	@test -f $(or $(MEDMNIST_DIR),data/medmnist)/pneumoniamnist.npz || { echo "error: no $(or $(MEDMNIST_DIR),data/medmnist)/pneumoniamnist.npz (set MEDMNIST_DIR; digits alone: python -m src.train -m experiment=data_size_grid dataset=digits)" >&2; exit 2; }

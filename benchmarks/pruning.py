@@ -3,7 +3,7 @@
     python benchmarks/pruning.py [--trials 20] [--out sweeps-out/pruning-bench] [train overrides ...]
     make bench-pruning      # = python benchmarks/pruning.py trainer.epochs=8 trainer.num_threads=1
 
-Runs four studies of the default sweep (sweeps/default.yaml) — multi-objective (val_acc vs
+Runs four studies of the default sweep (`make sweep`'s preset, sweeps/default.yaml) — multi-objective (val_acc vs
 train_flops) and single-objective (val_acc), each with pruning (successive halving, the default
 rule) on and off — then prints a markdown table: epochs trained, the drop with pruning,
 the best validation accuracy, and the training FLOPs and time all trials used. A study that
@@ -36,14 +36,14 @@ def run_study(out: Path, name: str, objectives: str, pruner: str, trials: int, e
     summary = study_dir / "summary.json"
     done = summary.is_file() and sum(json.loads(summary.read_text())["states"].get(s, 0) for s in ("complete", "pruned")) >= trials
     if not done:
-        cmd = [sys.executable, "-m", "src.sweep", f"sweep.study_name=bench-{name}", f"sweep.out_dir={study_dir}",
-               f"sweep.n_trials={trials}", f"sweep.objectives={objectives}", f"sweep.pruner.name={pruner}",
-               "trainer.feature_cache=off", *extra]
+        cmd = [sys.executable, "-m", "src.train", "-m", "sweep=default", f"hydra.sweeper.study_name=bench-{name}",
+               f"hydra.sweep.dir={study_dir}", f"hydra.sweeper.n_trials={trials}", f"hydra.sweeper.objectives={objectives}",
+               f"hydra.sweeper.pruner.name={pruner}", "trainer.feature_cache=off", *extra]
         print("+", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=REPO, check=True)
     # FLOPs and training time of every trial, pruned ones included, from the run files
     flops = seconds = 0.0
-    for result in study_dir.glob("trial_*/result.json"):
+    for result in study_dir.glob("*/result.json"):  # the trials' job folders (re-runs lie deeper)
         r = json.loads(result.read_text())
         partial = r.get("measured_before_stop", {})
         flops += r.get("train_flops") or partial.get("train_flops") or 0
@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO / "sweeps-out" / "pruning-bench")
-    parser.add_argument("overrides", nargs="*", help="training overrides, as for src.search.sweep")
+    parser.add_argument("overrides", nargs="*", help="training overrides, as for make sweep")
     args = parser.parse_args()
     rows = []
     for case, objectives, pruner in CASES:

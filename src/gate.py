@@ -1,5 +1,5 @@
-"""The config gate of both entrypoints (`python -m src.train`, `python -m src.sweep`): YAML and
-overrides in, a checked `RunConfig` out, or one line saying what is wrong.
+"""The config gate of the training entrypoint (`python -m src.train`, its Optuna sweeps included): YAML
+and overrides in, a checked `RunConfig` out, or one line saying what is wrong.
 
 The typed config (src/config.py) is registered with Hydra's ConfigStore, so Hydra itself rejects an
 unknown key or a wrong type while it composes: `base_config` is the schema of the whole config
@@ -31,18 +31,31 @@ from src.record.io import RESULT_FILE
 from src.training.run import finished_status, preflight
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# Sweep presets (`python -m src.train -m sweep=default`): the config group `sweep`, kept in the
+# project's top-level sweeps/ folder and registered from there (register), whatever the cwd.
+SWEEPS = CONF.parent / "sweeps"
+# The file by which the Optuna sweeper claims its folder for one study (src.search.sweep.claim_out_dir).
+STUDY_FILE = "study.json"
+OUR_SWEEPER = "hydra_plugins.ft_optuna_sweeper."
 # The schemas' names in the ConfigStore: a config group option may start from one in its defaults list.
 SCHEMA_PREFIX = "base_"
 
 
 def register() -> None:
     """Store the schemas in Hydra's ConfigStore: `base_config` for the whole config and
-    `strategy/base_<name>` for every registered strategy. Called again before every composition, so a
-    strategy registered later in the process (a test's toy strategy) is found too."""
+    `strategy/base_<name>` for every registered strategy; and the sweep presets, sweeps/NAME.yaml as
+    `sweep=NAME` (package _global_, like an experiment preset). Called again before every composition,
+    so a strategy registered later in the process (a test's toy strategy) is found too."""
     cs = ConfigStore.instance()
     cs.store(name=f"{SCHEMA_PREFIX}config", node=schema(EntryConfig))
     for name, cls in STRATEGY_CONFIGS.items():
         cs.store(group="strategy", name=f"{SCHEMA_PREFIX}{name}", node=schema(cls))
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        try:
+            node = OmegaConf.load(path)
+        except (OSError, OmegaConfBaseException, ValueError) as err:  # yaml's errors are ValueErrors
+            raise ConfigError(f"sweep={path.stem}: {path} cannot be read ({str(err).splitlines()[0]})") from None
+        cs.store(group="sweep", name=path.stem, node=node, package="_global_", provider="src.gate")
 
 
 def compose_train(overrides: list[str], config_name: str = "config", **kwargs: Any) -> DictConfig:
@@ -192,7 +205,8 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
     plain `key=value` overrides are set on a copy (a 120-job grid composes 8 times, not 120); the
     schema checks each value as it is set. Hydra's own settings (hydra.*, hydra/...) do not change
     the job's config and are left out, except `hydra.searchpath`, which adds config groups and
-    options (a strategy of one's own). Call inside `initialize_config_dir(CONF)`."""
+    options (a strategy of one's own), and the group `sweep` (sweeps/, registered, not in conf/). Call
+    inside `initialize_config_dir(CONF)`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(job)
@@ -204,7 +218,7 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
             continue
         if key == "hydra" or key.startswith(("hydra.", "hydra/")):
             continue
-        plain = not (override.is_add() or override.is_delete() or override.is_force_add()) and \
+        plain = not (override.is_add() or override.is_delete() or override.is_force_add()) and key != "sweep" and \
             not ("." not in key and (CONF / key).is_dir())
         (values if plain else structural).append((text, override))
     key = tuple(text for text, _ in structural)
@@ -218,9 +232,10 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
 
 def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> None:
     """The run (or multirun) folder can be created and written, and a fixed one holds no finished
-    run that this one would overwrite. Only the part before the first interpolation is looked at:
-    resolving `${unique_dir:...}` would create the folder. A folder built under `${paths.output_dir}`
-    (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
+    run that this one would overwrite, unless it is an Optuna study's folder that our sweeper
+    resumes (its claim_out_dir refuses any other study there). Only the part before the first
+    interpolation is looked at: resolving `${unique_dir:...}` would create the folder. A folder built
+    under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     value = str(OmegaConf.to_container(hydra_cfg.sweep if multirun else hydra_cfg.run, resolve=False)["dir"])
     fixed = "${" not in value  # a folder given as it is, which may hold an earlier run's results
@@ -240,6 +255,9 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     except OSError as err:
         raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
     if not fixed:
+        return
+    if multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER) \
+            and (Path(value) / STUDY_FILE).is_file():
         return
     finished = [path for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE))
                 if finished_status(path)]

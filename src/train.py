@@ -65,6 +65,8 @@ def main(cfg: DictConfig) -> float:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
         result = run(run_cfg, out, run_name=out.name, on_epoch=_trial_reporter(hc, run_cfg, out) if multirun else None)
     except KeyboardInterrupt as err:
+        if multirun and _sweeper_here():
+            raise  # the Optuna sweeper in this process says what its study recorded (one line)
         stopped(err, out / RESULT_FILE if (out / RESULT_FILE).is_file() else None,
                 Path(hc.sweep.dir) if multirun else None)
     except Exception as err:
@@ -93,6 +95,12 @@ def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> Any:
     from src.search.launched import job_reporter  # optuna is loaded only by the jobs that need it
 
     return job_reporter(sweeper, str(hc.sweep.dir), int(hc.job.num), run_cfg, out)
+
+
+def _sweeper_here() -> bool:
+    """This job runs inside the process of our Optuna sweeper (the basic launcher)."""
+    launched = sys.modules.get("src.search.launched")
+    return launched is not None and bool(launched.LIVE)
 
 
 def full_error() -> bool:
@@ -151,7 +159,10 @@ class ComparisonTable(Callback):
                     print(f"report: {page}", file=sys.stderr, flush=True)
         # a run an Optuna sweeper's pruner stopped ended as it should (its result.json says why)
         failed = [d.name for d, r in rows if r.get("status") not in ("completed", "pruned")]
-        if failed:
+        # An Optuna sweep's failed or interrupted trials are the study's to judge (max_failed; an
+        # interrupted trial runs again on resume): its exit code is the sweeper's.
+        if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(
+                "hydra_plugins.ft_optuna_sweeper."):
             print(f"error: {len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)
 

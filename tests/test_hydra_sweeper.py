@@ -44,13 +44,14 @@ def test_hydra_optuna_sweeper_syntax_becomes_our_search_space():
     ])
     assert params["strategy.lr_decay"] == {"type": "float", "low": 1.0, "high": 10.0, "log": True}
     assert params["optim.lr"] == {"type": "float", "low": 0.001, "high": 0.01, "log": False}
-    # range ends before its stop, as Python's and Hydra's basic sweeper's do
-    assert params["strategy.unfreeze_depth"] == {"type": "int", "low": 0, "high": 7, "step": 1}
+    # range includes its stop, as hydra-optuna-sweeper 1.3's IntDistribution(start, stop, step) does
+    assert params["strategy.unfreeze_depth"] == {"type": "int", "low": 0, "high": 8, "step": 1}
     assert params["strategy.unfreeze_every"] == {"type": "categorical", "choices": [0, 1]}
-    assert params["optim.weight_decay"] == {"type": "float", "low": 0.0, "high": 0.75, "step": 0.25}
+    assert params["optim.weight_decay"] == {"type": "float", "low": 0.0, "high": 1.0, "step": 0.25}
     assert fixed == ["trainer.epochs=2", "seed=3"]
-    with pytest.raises(ConfigError, match="holds no value"):
-        split_space(["strategy.unfreeze_depth=range(3,3)"])
+    # `groups`, in a range or interval only, is the model's number of backbone groups
+    params, _ = split_space(["strategy.unfreeze_depth=range(0, groups)", "model.name=choice(groups, x)"], groups=6)
+    assert params["strategy.unfreeze_depth"]["high"] == 6 and params["model.name"]["choices"] == ["groups", "x"]
 
 
 def test_hydra_finds_the_plugin_with_its_defaults():
@@ -63,6 +64,25 @@ def test_hydra_finds_the_plugin_with_its_defaults():
     assert list(sweeper.objectives) == ["val_acc", "train_flops"] and sweeper.pruner.name == "auto"
     nsga = compose_train(["hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii"], return_hydra_config=True)
     assert nsga.hydra.sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
+    # 1.3's motpe: Optuna 5's TPE, which is multi-objective
+    motpe = compose_train(["hydra/sweeper=optuna", "hydra/sweeper/sampler=motpe"], return_hydra_config=True)
+    assert motpe.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+
+
+def test_make_sweep_preset_composes_with_its_training_settings_and_the_command_line_wins():
+    """`make sweep` = `python -m src.train -m sweep=default`: sweeps/default.yaml, registered as the
+    config group `sweep`, selects our sweeper and sets what every trial trains."""
+    cfg = compose_train(["sweep=default", "hydra.sweeper.n_trials=3", "dataset.image_size=32"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_ == SWEEPER_TARGET and sweeper.sampler.seed == 0
+    assert (sweeper.study_name, sweeper.n_trials, list(sweeper.objectives)) == ("layerwise-default", 3, ["val_acc", "train_flops"])
+    assert sweeper.params["strategy.unfreeze_depth"] == "range(0, groups)" and list(sweeper.rerun_seeds) == []
+    assert cfg.strategy.name == "layerwise" and (cfg.trainer.epochs, cfg.trainer.progress) == (4, False)
+    assert cfg.dataset.image_size == 32  # the command line over the preset
+    assert cfg.hydra.sweep.dir == "./sweeps-out/layerwise-default"  # paths.output_dir=.
+    assert compose_train(["sweep=default", "strategy=full"]).strategy.name == "full"
+    with pytest.raises(Exception, match="sweep/nosuch"):
+        compose_train(["sweep=nosuch"])
 
 
 def test_a_job_of_another_sweeper_gets_no_reporter(tmp_path):
@@ -138,22 +158,23 @@ def _sweep(out: Path, storage: str, n_trials: int, depth: str = "range(0,3)") ->
 @pytest.mark.slow
 def test_three_trial_study_through_the_plugin_interrupted_and_resumed(tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    first = _sweep(tmp_path / "first", storage, 3)
+    first = _sweep(tmp_path / "sweep", storage, 3)
     # Ctrl-C once the first trial has finished and the second has started (its run wrote its config):
     # the whole of the second trial is the window, so a busy machine cannot let it finish first
     deadline = time.monotonic() + 300
-    while not list((tmp_path / "first").glob("1_*/config.yaml")):
+    while not list((tmp_path / "sweep").glob("1_*/config.yaml")):
         assert first.poll() is None, first.stdout.read()
         assert time.monotonic() < deadline
         time.sleep(0.5)
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 130, out
+    assert "interrupted (SIGINT): 1 of 3 trials of study tiny" in out and "run the same command to resume" in out
     study = optuna.load_study(study_name="tiny", storage=storage)
     states = [t.state for t in study.trials]
     assert states[0] == optuna.trial.TrialState.COMPLETE and states[1] == optuna.trial.TrialState.FAIL, out
     assert study.trials[1].user_attrs["interrupted"] is True
-    again = _sweep(tmp_path / "again", storage, 3)
+    again = _sweep(tmp_path / "sweep", storage, 3)  # resumed in the same fixed hydra.sweep.dir
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out
     study = optuna.load_study(study_name="tiny", storage=storage)

@@ -222,21 +222,17 @@ def test_npz_with_missing_arrays_or_labels_out_of_range(tmp_path):
 # --- divergence in a sweep ---------------------------------------------------------------------
 
 def test_diverging_trials_fail_with_their_reason_and_the_sweep_stops_after_max_failed(tmp_path):
-    study = tmp_path / "diverge.yaml"
-    study.write_text(
-        "study_name: diverge\nn_trials: 3\nobjectives: [val_acc]\nsampler: tpe\nseed: 0\n"
-        f"out_dir: {tmp_path / 'out'}\nstorage: null\nmax_failed: 2\nheartbeat_s: 20\ngrace_s: 60\n"
-        "pruner: {name: none}\nrerun_seeds: []\nrerun_overrides: []\n"
-        "train_overrides: [strategy=full, optim.warmup_epochs=0]\n"
-        "params:\n  optim.lr: {type: float, low: 1.0e+29, high: 1.0e+30, log: true}\n"
-    )
-    proc = _cli(["-m", "src.sweep", "--sweep", str(study), *TINY_OVERRIDES], tmp_path)
+    out = tmp_path / "out"
+    proc = _cli(["-m", "src.train", "-m", "hydra/sweeper=optuna", "optim.lr=tag(log, interval(1.0e+29, 1.0e+30))",
+                 "hydra.sweeper.study_name=diverge", "hydra.sweeper.n_trials=3", "hydra.sweeper.objectives=[val_acc]",
+                 "hydra.sweeper.max_failed=2", "hydra.sweeper.pruner.name=none", "hydra.sweeper.sampler.seed=0",
+                 f"hydra.sweep.dir={out}", "strategy=full", "optim.warmup_epochs=0", *TINY_OVERRIDES], tmp_path)
     assert proc.returncode == 1
-    assert "error: stopped after 2 failed trials (trial 0, trial 1; sweep.max_failed=2)" in proc.stderr
-    trials = optuna.load_study(study_name="diverge", storage=f"sqlite:///{tmp_path / 'out' / 'optuna.db'}").trials
+    assert "error: stopped after 2 failed trials (trial 0, trial 1; hydra.sweeper.max_failed=2)" in proc.stderr
+    trials = optuna.load_study(study_name="diverge", storage=f"sqlite:///{out / 'optuna.db'}").trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL] * 2  # the sweep went on after the first
     for t in trials:
-        result = json.loads((tmp_path / "out" / f"trial_{t.number:04d}" / "result.json").read_text())
+        result = json.loads((out / f"{t.number}_full" / "result.json").read_text())
         assert result["status"] == "failed" and result["error"].startswith("DivergedError: training loss became nan")
 
 
@@ -272,13 +268,13 @@ def test_sigterm_mid_sweep_then_resume_reruns_the_interrupted_trial(tmp_path):
     out = tmp_path / "study"
     # No pruning: which tiny trial halving would stop is beside the point here, and a pruned trial
     # would make the count below depend on the curves.
-    cmd = [sys.executable, "-m", "src.sweep", "sweep.n_trials=2", f"sweep.out_dir={out}", "sweep.pruner.name=none",
-           *TINY_OVERRIDES, "trainer.epochs=12"]
+    cmd = [sys.executable, "-m", "src.train", "-m", "sweep=default", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={out}",
+           "hydra.sweeper.pruner.name=none", *TINY_OVERRIDES, "trainer.epochs=12"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(out / "trial_0000" / "metrics.jsonl", proc)
+    _wait_for(out / "0_layerwise" / "metrics.jsonl", proc)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert json.loads((out / "trial_0000" / "result.json").read_text())["status"] == "interrupted"
+    assert proc.wait(timeout=120) == 143
+    assert json.loads((out / "0_layerwise" / "result.json").read_text())["status"] == "interrupted"
     resumed = _cli(cmd[1:], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     study = optuna.load_study(study_name="layerwise-default", storage=f"sqlite:///{out / 'optuna.db'}")

@@ -1,4 +1,5 @@
-"""The Optuna sweep driver on real storages (sqlite, journal file), in real subprocesses."""
+"""`make sweep` (`python -m src.train -m sweep=default`, the preset over `hydra/sweeper=optuna`) on
+real storages (sqlite, journal file, PostgreSQL), in real subprocesses."""
 
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ from tests.cli import env as _env
 
 
 def _cmd(out: Path, n: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "src.sweep", f"sweep.n_trials={n}", f"sweep.out_dir={out}", *TINY, *extra]
+    """`make sweep ARGS=...` with tiny trials in the fixed folder `out`."""
+    return [sys.executable, "-m", "src.train", "-m", "sweep=default", f"hydra.sweeper.n_trials={n}",
+            f"hydra.sweep.dir={out}", *TINY, *extra]
+
+
+def trial_dir(out: Path, number: int, strategy: str = "layerwise") -> Path:
+    """A trial's folder: its Hydra job's, numbered by the trial number."""
+    return out / f"{number}_{strategy}"
 
 
 def _load(out: Path, url: str | None = None) -> optuna.Study:
@@ -56,10 +64,11 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
         assert (result["val_acc"], result["train_flops"]) == tuple(t.values)
         assert result["strategy"] == "layerwise"
         assert result["strategy_params"]["lr_decay"] == t.params["strategy.lr_decay"]
-        # the study file's train_overrides reach every trial: BatchNorm on pretrained statistics
+        # the preset's training settings reach every trial: BatchNorm on pretrained statistics
         assert result["frozen_bn"] == "all"
+        assert "progress: false" in (Path(t.user_attrs["run_dir"]) / "config.yaml").read_text()
         assert 1.0 <= t.params["strategy.lr_decay"] <= 10.0
-        assert 0 <= t.params["strategy.unfreeze_depth"] <= 6  # test_efficientnet: 6 backbone groups
+        assert 0 <= t.params["strategy.unfreeze_depth"] <= 6  # range(0, groups): test_efficientnet has 6
     pareto = json.loads((out / "pareto.json").read_text())
     values = [tuple(t.values) for t in done]
     front = [(p["val_acc"], p["train_flops"]) for p in pareto]
@@ -75,7 +84,7 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
 @pytest.mark.slow
 def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
     out = tmp_path / "study"
-    cmd = _cmd(out, 4, "sweep.heartbeat_s=1", "sweep.grace_s=2")
+    cmd = _cmd(out, 4, "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=2")
     worker = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     completed: dict[int, tuple[float, ...]] = {}
@@ -108,7 +117,7 @@ def test_killed_sweep_resumes_without_losing_or_repeating_trials(tmp_path):
 
 def _two_workers_share_one_study(tmp_path: Path, url: str) -> None:
     out = tmp_path / "study"
-    cmd = _cmd(out, 4, f"sweep.storage={url}")
+    cmd = _cmd(out, 4, f"hydra.sweeper.storage={url}")
     workers = [subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
@@ -177,8 +186,8 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
 @pytest.mark.parametrize("pruner", ["dominated", "halving"])
 def test_pruned_trials_are_recorded_counted_and_pareto_rerun_on_seeds(tmp_path, pruner):
     out = tmp_path / "study"
-    cmd = _cmd(out, 6, "trainer.epochs=3", f"sweep.pruner.name={pruner}", "sweep.pruner.startup=1",
-               "sweep.pruner.after=1", "sweep.rerun_seeds=[1,2]")
+    cmd = _cmd(out, 6, "trainer.epochs=3", f"hydra.sweeper.pruner.name={pruner}", "hydra.sweeper.pruner.startup=1",
+               "hydra.sweeper.pruner.after=1", "hydra.sweeper.rerun_seeds=[1,2]")
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = _load(out)

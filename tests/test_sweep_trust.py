@@ -1,6 +1,6 @@
 """The sweep answers the question it was asked, and never loses or double-counts a trial: killed
 workers are recovered, the budget is exact with several workers, a study is one experiment, an
-out_dir holds one study, settings are checked before any trial trains, and errors are one line.
+sweep folder holds one study, settings are checked before any trial trains, and errors are one line.
 Real sweeps in subprocesses, on real sqlite and journal storages."""
 
 from __future__ import annotations
@@ -18,17 +18,13 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from src.config import ConfigError
-from src.search.sweep import SweepJournalStorage, SweepRDBStorage, claim_trial_dir, holds_a_place
+from src.search.sweep import SweepJournalStorage, SweepRDBStorage, holds_a_place
 
-from tests.cli import TINY_OVERRIDES as TINY
 from tests.cli import env
+from tests.test_sweep import _cmd, trial_dir
 
 STUDY = "layerwise-default"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
-
-
-def _cmd(out: Path, n: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "src.sweep", f"sweep.n_trials={n}", f"sweep.out_dir={out}", *TINY, *extra]
 
 
 def _sweep(cwd: Path, cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
@@ -74,9 +70,9 @@ def test_sigkilled_trial_is_failed_and_retried_on_an_early_resume_and_the_budget
     out = tmp_path / "study"
     # grace_s longer than a resume takes to start: the dead trial still looks alive when it does
     # (before, its trial stayed RUNNING for good once the others had filled the budget)
-    cmd = _cmd(out, 2, "sweep.heartbeat_s=1", "sweep.grace_s=20", "sweep.pruner.name=none", "trainer.epochs=8")
+    cmd = _cmd(out, 2, "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=20", "hydra.sweeper.pruner.name=none", "trainer.epochs=8")
     worker = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait(lambda: (out / "trial_0000" / "metrics.jsonl").is_file(), worker)  # mid-training
+    _wait(lambda: (trial_dir(out, 0) / "metrics.jsonl").is_file(), worker)  # mid-training
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed = _study(_sqlite(out)).trials[0]
@@ -87,7 +83,7 @@ def test_sigkilled_trial_is_failed_and_retried_on_an_early_resume_and_the_budget
     assert trials[0].state == TrialState.FAIL
     retry = [t for t in trials if t.user_attrs.get("retry_of") == 0]
     assert len(retry) == 1 and retry[0].params == killed.params and retry[0].state in DONE
-    assert retry[0].user_attrs["run_dir"].endswith(f"trial_{retry[0].number:04d}")  # its own folder
+    assert retry[0].user_attrs["run_dir"] == str(trial_dir(out, retry[0].number))  # its own folder
     assert sum(t.state in DONE for t in trials) == 2
     assert not [t for t in trials if t.state == TrialState.RUNNING]
 
@@ -122,12 +118,12 @@ def test_trial_killed_before_its_first_heartbeat_is_failed_and_retried(tmp_path,
 @pytest.mark.slow
 def test_a_trial_that_never_heartbeat_does_not_block_a_resumed_sweep(tmp_path):
     out = tmp_path / "study"
-    cmd = _cmd(out, 1, "sweep.heartbeat_s=1", "sweep.grace_s=2", "sweep.pruner.name=none")
+    cmd = _cmd(out, 1, "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=2", "hydra.sweeper.pruner.name=none")
     assert _sweep(tmp_path, cmd).returncode == 0
     study = _study(_sqlite(out))
     # A worker that died right after creating its trial: RUNNING, with parameters, no heartbeat.
     ghost = study.ask(fixed_distributions=study.trials[0].distributions)
-    proc = _sweep(tmp_path, _cmd(out, 2, "sweep.heartbeat_s=1", "sweep.grace_s=2", "sweep.pruner.name=none"))
+    proc = _sweep(tmp_path, _cmd(out, 2, "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=2", "hydra.sweeper.pruner.name=none"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = _study(_sqlite(out)).trials
     assert trials[ghost.number].state == TrialState.FAIL
@@ -157,7 +153,8 @@ def test_budget_place_goes_to_the_lower_trial_number(tmp_path):
 def test_worker_waits_for_a_running_trial_instead_of_exceeding_the_budget(tmp_path):
     url = f"journal:{tmp_path / 'study.log'}"
     out = tmp_path / "study"
-    extra = (f"sweep.storage={url}", "sweep.heartbeat_s=1", "sweep.grace_s=30", "sweep.pruner.name=none")
+    extra = (f"hydra.sweeper.storage={url}", "hydra.sweeper.heartbeat_s=1", "hydra.sweeper.grace_s=30",
+             "hydra.sweeper.pruner.name=none")
     assert _sweep(tmp_path, _cmd(out, 1, *extra)).returncode == 0
     study = _study(url)
     # Another worker holds the last place: a live trial, heartbeating.
@@ -177,7 +174,7 @@ def test_worker_waits_for_a_running_trial_instead_of_exceeding_the_budget(tmp_pa
                                   stderr=subprocess.PIPE, text=True)
         time.sleep(15)  # long enough to start a trial, had it not waited
         assert worker.poll() is None
-        assert len(_study(url).trials) == 2 and not (out / f"trial_{other.number:04d}").exists()
+        assert len(_study(url).trials) == 2 and not trial_dir(out, other.number).exists()
     finally:
         stop.set()
         thread.join()
@@ -186,14 +183,14 @@ def test_worker_waits_for_a_running_trial_instead_of_exceeding_the_budget(tmp_pa
     assert worker.returncode == 0, err[-3000:]
     trials = _study(url).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert sorted(p.name for p in out.glob("trial_*")) == ["trial_0000"]  # nothing else trained
+    assert sorted(p.name for p in out.glob("*_layerwise")) == ["0_layerwise"]  # nothing else trained
 
 
 @pytest.mark.slow
 def test_two_workers_on_a_journal_file_train_exactly_n_trials(tmp_path):
     url = f"journal:{tmp_path / 'study.log'}"
     out = tmp_path / "study"
-    cmd = _cmd(out, 3, f"sweep.storage={url}", "sweep.pruner.name=none")
+    cmd = _cmd(out, 3, f"hydra.sweeper.storage={url}", "hydra.sweeper.pruner.name=none")
     workers = [subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
@@ -201,7 +198,7 @@ def test_two_workers_on_a_journal_file_train_exactly_n_trials(tmp_path):
     trials = _study(url).trials
     trained = [t for t in trials if not t.user_attrs.get("surplus")]
     assert sum(t.state in DONE for t in trials) == 3
-    assert len(trained) == 3 and len(list(out.glob("trial_*/result.json"))) == 3
+    assert len(trained) == 3 and len(list(out.glob("*_layerwise/result.json"))) == 3
 
 
 # --- C. one study, one experiment -----------------------------------------------------------------
@@ -211,7 +208,7 @@ def one_trial_study(tmp_path_factory):
     """A finished one-trial study (default search space and objectives)."""
     root = tmp_path_factory.mktemp("identity")
     out = root / "study"
-    proc = _sweep(root, _cmd(out, 1, "sweep.pruner.name=none"))
+    proc = _sweep(root, _cmd(out, 1, "hydra.sweeper.pruner.name=none"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root, out
 
@@ -221,122 +218,118 @@ def one_trial_study(tmp_path_factory):
     pytest.param(["trainer.epochs=2"], "trainer.epochs: 1 -> 2", marks=pytest.mark.slow),
     pytest.param(["optim.min_lr_ratio=0.5"], "optim.min_lr_ratio: 0.01 -> 0.5", marks=pytest.mark.slow),  # a key nobody listed: derived
     pytest.param(["model.drop_rate=0.3"], "model.drop_rate: 0.2 -> 0.3", marks=pytest.mark.slow),
-    pytest.param(["sweep.objectives=[val_acc]"], 'objectives: ["val_acc", "train_flops"] -> ["val_acc"]', marks=pytest.mark.slow),
-    pytest.param(["sweep.objectives=[val_acc,train_time_s]"], "train_time_s", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.objectives=[val_acc]"], 'objectives: ["val_acc", "train_flops"] -> ["val_acc"]', marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.objectives=[val_acc,train_time_s]"], "train_time_s", marks=pytest.mark.slow),
     # another strategy: its search space (layerwise's lr_decay) is not even a setting of full's any more
     pytest.param(["strategy=full"], "unknown key 'strategy.lr_decay'", marks=pytest.mark.slow),
 ])
 def test_resume_that_measures_something_else_is_refused(one_trial_study, change, named):
     root, out = one_trial_study
-    before = (out / "trial_0000" / "result.json").read_text()
-    proc = _sweep(root, _cmd(out, 2, "sweep.pruner.name=none", *change))
+    before = (trial_dir(out, 0) / "result.json").read_text()
+    proc = _sweep(root, _cmd(out, 2, "hydra.sweeper.pruner.name=none", *change))
     line = _one_line_error(proc)
     # a changed setting is named with the way out (another study); a space that no longer fits the
     # strategy is refused earlier, naming its key
-    assert named in line and ("sweep.study_name" in line or named.startswith("unknown key")), line
+    assert named in line and ("hydra.sweeper.study_name" in line or named.startswith("unknown key")), line
     trials = _study(_sqlite(out)).trials
-    assert len(trials) == 1 and (out / "trial_0000" / "result.json").read_text() == before
+    assert len(trials) == 1 and (trial_dir(out, 0) / "result.json").read_text() == before
 
 
 @pytest.mark.slow
 def test_resume_with_a_changed_search_space_is_refused(tmp_path):
-    study = (Path(__file__).resolve().parents[1] / "sweeps" / "default.yaml").read_text()
-    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
-    first.write_text(study)
-    second.write_text(study.replace("low: 3.0e-4, high: 3.0e-3", "low: 1.0e-4, high: 3.0e-3"))
     out = tmp_path / "study"
-    with_file = lambda f, n: [sys.executable, "-m", "src.sweep", "--sweep", str(f), *_cmd(out, n)[3:]]  # noqa: E731
-    assert _sweep(tmp_path, with_file(first, 1) + ["sweep.pruner.name=none"]).returncode == 0
-    proc = _sweep(tmp_path, with_file(second, 2))
+    assert _sweep(tmp_path, _cmd(out, 1, "hydra.sweeper.pruner.name=none")).returncode == 0
+    # a sweep value on the command line replaces the preset's (the later one wins, as in Hydra)
+    proc = _sweep(tmp_path, _cmd(out, 2, "optim.lr=tag(log, interval(1.0e-4, 3.0e-3))"))
     assert "params.optim.lr" in _one_line_error(proc)
 
 
 def test_settings_that_change_no_measurement_resume_the_same_study(one_trial_study):
     root, out = one_trial_study
-    proc = _sweep(root, _cmd(out, 1, "sweep.pruner.name=none", "trainer.num_threads=1", "trainer.progress=true",
+    # the same fixed hydra.sweep.dir, which holds the study's finished trials: a resume, not refused
+    proc = _sweep(root, _cmd(out, 1, "hydra.sweeper.pruner.name=none", "trainer.num_threads=1", "trainer.progress=true",
                              "logger.project=elsewhere"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(_study(_sqlite(out)).trials) == 1
 
 
-# --- D. one out_dir, one study --------------------------------------------------------------------
+# --- D. one sweep folder, one study ---------------------------------------------------------------
 
-def test_a_second_study_in_the_same_out_dir_is_refused(one_trial_study):
+def test_a_second_study_in_the_same_sweep_dir_is_refused(one_trial_study):
     root, out = one_trial_study
-    before = {p: p.read_text() for p in (out / "trial_0000" / "result.json", out / "pareto.json", out / "summary.json")}
-    proc = _sweep(root, _cmd(out, 1, "sweep.study_name=another", "sweep.pruner.name=none"))
+    before = {p: p.read_text() for p in (trial_dir(out, 0) / "result.json", out / "pareto.json", out / "summary.json")}
+    proc = _sweep(root, _cmd(out, 1, "hydra.sweeper.study_name=another", "hydra.sweeper.pruner.name=none"))
     line = _one_line_error(proc)
-    assert "belongs to study layerwise-default" in line and "sweep.out_dir" in line
+    assert "belongs to study layerwise-default" in line and "hydra.sweep.dir" in line
     assert {p: p.read_text() for p in before} == before
-    assert sorted(p.name for p in out.glob("trial_*")) == ["trial_0000"]
+    assert sorted(p.name for p in out.glob("*_layerwise")) == ["0_layerwise"]
 
 
 @pytest.mark.slow
 def test_a_new_study_never_writes_over_the_trials_of_a_lost_one(tmp_path):
     out = tmp_path / "study"
-    assert _sweep(tmp_path, _cmd(out, 1, "sweep.pruner.name=none")).returncode == 0
-    result = (out / "trial_0000" / "result.json").read_text()
+    assert _sweep(tmp_path, _cmd(out, 1, "hydra.sweeper.pruner.name=none")).returncode == 0
+    result = (trial_dir(out, 0) / "result.json").read_text()
     (out / "optuna.db").unlink()  # the storage is gone, its results are not
-    line = _one_line_error(_sweep(tmp_path, _cmd(out, 1, "sweep.pruner.name=none")))
-    assert "sweep.out_dir" in line
-    assert (out / "trial_0000" / "result.json").read_text() == result
-    (out / "study.json").unlink()  # and without the out_dir's record, the trial folder's own
-    line = _one_line_error(_sweep(tmp_path, _cmd(out, 1, "sweep.pruner.name=none")))
-    assert "trial_0000" in line and (out / "trial_0000" / "result.json").read_text() == result
+    line = _one_line_error(_sweep(tmp_path, _cmd(out, 1, "hydra.sweeper.pruner.name=none")))
+    assert "hydra.sweep.dir" in line
+    assert (trial_dir(out, 0) / "result.json").read_text() == result
+    (out / "study.json").unlink()  # and without the folder's record, its finished runs refuse it
+    line = _one_line_error(_sweep(tmp_path, _cmd(out, 1, "hydra.sweeper.pruner.name=none")))
+    assert "0_layerwise" in line and (trial_dir(out, 0) / "result.json").read_text() == result
 
 
-def test_a_trial_folder_of_another_study_or_trial_is_refused(tmp_path):
-    study = optuna.create_study(storage=optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "j.log"))),
-                                study_name="s")
-    study.set_user_attr("uid", "abc")
-    claim_trial_dir(tmp_path / "trial_0000", study, 0)
-    claim_trial_dir(tmp_path / "trial_0000", study, 0)  # its own folder (a trial writes it again)
-    (tmp_path / "trial_0000" / "result.json").write_text("{}")
-    with pytest.raises(ConfigError, match="trial_0000 holds another run's files"):
-        claim_trial_dir(tmp_path / "trial_0000", study, 1)
-    study.set_user_attr("uid", "another study")
-    with pytest.raises(ConfigError, match="refusing to write trial 0"):
-        claim_trial_dir(tmp_path / "trial_0000", study, 0)
+def test_a_fixed_sweep_dir_is_resumable_by_its_own_study_only(tmp_path):
+    """src.gate's check before Hydra starts: a fixed hydra.sweep.dir with finished runs is refused,
+    unless our Optuna sweeper's study owns it (study.json; claim_out_dir then refuses another study)."""
+    from omegaconf import OmegaConf
+
+    from src.gate import check_output_dir
+
+    (tmp_path / "0_layerwise").mkdir()
+    (tmp_path / "0_layerwise" / "result.json").write_text('{"status": "completed"}')
+    plain = OmegaConf.create({"run": {"dir": "x"}, "sweep": {"dir": str(tmp_path)},
+                              "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}})
+    ours = OmegaConf.merge(plain, {"sweeper": {"_target_": "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"}})
+    for cfg in (plain, ours):
+        with pytest.raises(ConfigError, match="already holds 1 finished run"):
+            check_output_dir(cfg, multirun=True)
+    (tmp_path / "study.json").write_text("{}")
+    check_output_dir(ours, multirun=True)
+    with pytest.raises(ConfigError, match="already holds 1 finished run"):
+        check_output_dir(plain, multirun=True)
 
 
 # --- E. settings checked before any trial ---------------------------------------------------------
 
-SPACE = "params:\n  optim.lr: {type: float, low: 3.0e-4, high: 3.0e-3, log: true}\n"
-
-
-@pytest.mark.parametrize("args, space, says", [
-    (["sweep.objectives=[test_acc]"], None, "test split"),
-    pytest.param(["sweep.objectives=[val_acc,test_balanced_acc]"], None, "test split", marks=pytest.mark.slow),
-    pytest.param(["sweep.objectives=[val_acc,flops]"], None, "'flops' is not an objective (allowed: val_acc", marks=pytest.mark.slow),
-    pytest.param(["sweep.objectives=[val_acc,train_flops,train_flops]"], None, "train_flops is given twice", marks=pytest.mark.slow),
-    pytest.param(["sweep.objectives=[train_flops,val_acc]"], None, "the first must be a validation accuracy", marks=pytest.mark.slow),
-    (["trainer.count_flops=false"], None, "trainer.count_flops=false"),
-    (["sweep.sampler=tpee"], None, "sweep.sampler='tpee' is not allowed (tpe | nsga2)"),
-    pytest.param(["sweep.pruner.name=medain"], None, "pruner.name='medain' is not allowed", marks=pytest.mark.slow),
-    pytest.param(["sweep.n_trails=3"], None, "sweep.n_trails is not a sweep setting", marks=pytest.mark.slow),
-    pytest.param(["sweep.pruner.after=1.5"], None, "sweep pruner.after=1.5 must be an integer", marks=pytest.mark.slow),
-    pytest.param(["sweep.grace_s=10"], None, "sweep.grace_s=10 must be longer than sweep.heartbeat_s=20", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  optim.lr: {type: flaot, low: 0.1, high: 1}\n", "params.optim.lr.type='flaot' is not allowed", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  optim.lrr: {type: float, low: 0.1, high: 1}\n", "unknown key 'optim.lrr'", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  optim.lr: {type: float, low: 0.1, high: 0.01}\n", "low=0.1 is above high=0.01", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  optim.lr: {type: float, low: 0.0, high: 0.1, log: true}\n", "log=true needs low > 0", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  optim.lr: {type: float, low: 0.1, high: 1, stepp: 0.1}\n", "params.optim.lr.stepp is not a key", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  strategy.lr_decay: {type: float, low: -1.0, high: 2.0}\n", "strategy.lr_decay=-1.0 must be", marks=pytest.mark.slow),
-    pytest.param([], "params:\n  strategy.unfreeze_depth: {type: int, low: 0, high: 40}\n", "unfreeze_depth", marks=pytest.mark.slow),
-    pytest.param(["optim.lr=0.01"], SPACE, "optim.lr is searched and also set by an override", marks=pytest.mark.slow),
+@pytest.mark.parametrize("args, says", [
+    (["hydra.sweeper.objectives=[test_acc]"], "test split"),
+    pytest.param(["hydra.sweeper.objectives=[val_acc,test_balanced_acc]"], "test split", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.objectives=[val_acc,flops]"], "'flops' is not an objective (allowed: val_acc", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.objectives=[val_acc,train_flops,train_flops]"], "train_flops is given twice", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.objectives=[train_flops,val_acc]"], "the first must be a validation accuracy", marks=pytest.mark.slow),
+    (["trainer.count_flops=false"], "trainer.count_flops=false"),
+    (["hydra/sweeper/sampler=tpee"], "hydra/sweeper/sampler=tpee is not allowed (options: cmaes, grid, motpe, nsgaii"),
+    pytest.param(["hydra/sweeper/sampler=grid"], "hydra/sweeper/sampler=grid is not supported", marks=pytest.mark.slow),
+    pytest.param(["hydra/sweeper/sampler=cmaes"], "hydra/sweeper/sampler=cmaes optimises one objective", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.pruner.name=medain"], "pruner.name='medain' is not allowed", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.n_trails=3"], "n_trails", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.pruner.after=1.5"], "hydra.sweeper.pruner.after", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.grace_s=10"], "hydra.sweeper.grace_s=10 must be longer than hydra.sweeper.heartbeat_s=20",
+                 marks=pytest.mark.slow),
+    pytest.param(["optim.lr=interal(0.1, 1)"], "optim.lr=interal(0.1, 1)", marks=pytest.mark.slow),
+    pytest.param(["optim.lrr=interval(0.1, 1)"], "unknown key 'optim.lrr'", marks=pytest.mark.slow),
+    pytest.param(["optim.lr=interval(0.1, 0.01)"], "low=0.1 is above high=0.01", marks=pytest.mark.slow),
+    pytest.param(["optim.lr=tag(log, interval(0.0, 0.1))"], "log=true needs low > 0", marks=pytest.mark.slow),
+    pytest.param(["strategy.lr_decay=interval(-1.0, 2.0)"], "strategy.lr_decay=-1.0 must be", marks=pytest.mark.slow),
+    pytest.param(["strategy.unfreeze_depth=range(0, 40)"], "unfreeze_depth", marks=pytest.mark.slow),
 ])
-def test_bad_settings_are_refused_before_any_trial(tmp_path, args, space, says):
-    extra: list[str] = []
-    if space:
-        study = (Path(__file__).resolve().parents[1] / "sweeps" / "default.yaml").read_text()
-        study_file = tmp_path / "space.yaml"
-        study_file.write_text(study.split("params:")[0] + space)
-        extra = ["--sweep", str(study_file)]
+def test_bad_settings_are_refused_before_any_trial(tmp_path, args, says):
     out = tmp_path / "study"
-    proc = _sweep(tmp_path, [sys.executable, "-m", "src.sweep", *extra, f"sweep.out_dir={out}", *TINY, *args], timeout=120)
+    proc = _sweep(tmp_path, _cmd(out, 2, *args), timeout=120)
     line = _one_line_error(proc)
     assert line.startswith("error: ") and says in line, line
-    assert not list(out.glob("trial_*")) and not (out / "optuna.db").exists()
+    assert not list(out.glob("*_layerwise")) and not (out / "optuna.db").exists()
 
 
 def test_pruner_numbers_are_not_truncated():
@@ -353,13 +346,13 @@ def test_pruner_numbers_are_not_truncated():
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
 def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
     out = tmp_path / "study"
-    cmd = _cmd(out, 2, "sweep.pruner.name=none", "trainer.epochs=30")
+    cmd = _cmd(out, 2, "hydra.sweeper.pruner.name=none", "trainer.epochs=30")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait(lambda: (out / "trial_0000" / "metrics.jsonl").is_file(), proc)
+    _wait(lambda: (trial_dir(out, 0) / "metrics.jsonl").is_file(), proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     line = _one_line_error(subprocess.CompletedProcess(cmd, proc.returncode, "", err), code)
-    assert line.startswith(f"interrupted ({signal.Signals(sig).name}): 0 of 2 trials of study layerwise-default")
+    assert line.startswith(f"interrupted ({signal.Signals(sig).name}): 0 of 2 trials of study layerwise-default"), line
     assert "trial 0 was stopped and runs again on resume" in line and str(out / "optuna.db") in line
     assert "run the same command to resume" in line
     trial = _study(_sqlite(out)).trials[0]
@@ -376,14 +369,13 @@ def test_a_signal_inside_a_storage_call_is_delivered_once_it_is_done():
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
     try:
-        sweep._interrupt(signal.SIGUSR1, scope["frame"])  # inside the storage: no exception now...
+        sweep.interrupt(signal.SIGUSR1, scope["frame"])  # inside the storage: no exception now...
         time.sleep(0.5)
         assert received == [signal.SIGUSR1]  # ...the signal again, later
         with pytest.raises(KeyboardInterrupt, match="signal SIGUSR1"):
-            sweep._interrupt(signal.SIGUSR1, sys._getframe())  # outside it: stop here
+            sweep.interrupt(signal.SIGUSR1, sys._getframe())  # outside it: stop here
     finally:
         signal.signal(signal.SIGUSR1, previous)
-        sweep._STOPPED_BY.clear()
 
 
 def test_config_error_inside_a_trial_is_one_line(tmp_path):
@@ -394,13 +386,13 @@ def test_config_error_inside_a_trial_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, says", [
-    (["sweep.storage=nosuchdb://host/db"], "sweep.storage=nosuchdb://host/db"),
-    pytest.param(["sweep.storage=journal:/no/such/folder/study.log"], "folder /no/such/folder does not exist", marks=pytest.mark.slow),
-    pytest.param(["sweep.out_dir=/etc/passwd/study"], "sweep.out_dir=/etc/passwd/study", marks=pytest.mark.slow),
+    (["hydra.sweeper.storage=nosuchdb://host/db"], "hydra.sweeper.storage=nosuchdb://host/db"),
+    pytest.param(["hydra.sweeper.storage=journal:/no/such/folder/study.log"], "folder /no/such/folder does not exist",
+                 marks=pytest.mark.slow),
+    pytest.param(["hydra.sweep.dir=/etc/passwd/study"], "hydra.sweep.dir=/etc/passwd/study", marks=pytest.mark.slow),
 ])
-def test_bad_storage_or_out_dir_is_one_line(tmp_path, args, says):
-    line = _one_line_error(_sweep(tmp_path, [sys.executable, "-m", "src.sweep", f"sweep.out_dir={tmp_path / 'o'}",
-                                             *TINY, *args], timeout=120))
+def test_bad_storage_or_sweep_dir_is_one_line(tmp_path, args, says):
+    line = _one_line_error(_sweep(tmp_path, _cmd(tmp_path / "o", 1, *args), timeout=120))
     assert says in line, line
 
 
@@ -410,4 +402,4 @@ def test_study_with_other_directions_is_one_line(tmp_path):
     out.mkdir()
     optuna.create_study(study_name=STUDY, storage=_sqlite(out), directions=["minimize", "minimize"])
     line = _one_line_error(_sweep(tmp_path, _cmd(out, 1), timeout=120))
-    assert f"study {STUDY}" in line and "sweep.study_name" in line
+    assert f"study {STUDY}" in line and "hydra.sweeper.study_name" in line

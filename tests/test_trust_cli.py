@@ -288,8 +288,11 @@ def test_batchnorm_default_is_the_measured_one_everywhere():
             assert compose("config", overrides=[f"strategy={yaml.stem}"]).strategy.frozen_bn == "all", yaml
         grid = compose("config", overrides=["experiment=data_size_grid", "dataset=digits"])
         assert grid.strategy.frozen_bn == "all"
-    sweep = OmegaConf.load(REPO / "sweeps" / "default.yaml")
-    assert not [o for o in sweep.train_overrides if o.startswith("strategy.frozen_bn=")]  # the default, not an override
+    # make sweep's preset trains on the default, and does not set it itself
+    assert OmegaConf.select(OmegaConf.load(REPO / "sweeps" / "default.yaml"), "strategy.frozen_bn") is None
+    from src.gate import compose_train
+
+    assert compose_train(["sweep=default"]).strategy.frozen_bn == "all"
     with pytest.raises(ConfigError, match="must be >= 1"):
         RunConfig.from_dict({"strategy": {"lr_decay": 0.999}})
     assert RunConfig.from_dict({"strategy": {"lr_decay": 1.0}}).strategy.lr_decay == 1.0

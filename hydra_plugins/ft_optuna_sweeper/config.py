@@ -1,6 +1,8 @@
 """The sweeper's config, in hydra-optuna-sweeper 1.3's shape (`hydra.sweeper.{sampler, direction,
 study_name, storage, n_trials, n_jobs, params}`), plus what that plugin never had: `objectives`
-read from each job's result.json, `pruner`, and the heartbeat settings of a shared storage.
+read from each job's result.json, `pruner`, `max_failed`, the heartbeat settings of a shared storage,
+and `rerun_seeds` (the Pareto set re-run on more seeds, reported on test). 1.3's samplers: tpe,
+random, cmaes, nsgaii, motpe (TPE, which is multi-objective in Optuna 5); grid is refused.
 
 Kept free of heavy imports: Hydra imports every module of `hydra_plugins` when it scans for
 plugins, in every Hydra application of this environment."""
@@ -40,6 +42,35 @@ class NSGAIISamplerConfig(SamplerConfig):
 
 
 @dataclass
+class CmaEsSamplerConfig(SamplerConfig):
+    """One objective only, and the `cmaes` package (checked before any job)."""
+
+    _target_: str = "optuna.samplers.CmaEsSampler"
+    sigma0: Optional[float] = None
+    n_startup_trials: int = 1
+    consider_pruned_trials: bool = False
+    use_separable_cma: bool = False
+
+
+@dataclass
+class MOTPESamplerConfig(SamplerConfig):
+    """1.3's `motpe`: Optuna removed MOTPESampler in 4.0; TPESampler is multi-objective since 2.9."""
+
+    _target_: str = "optuna.samplers.TPESampler"
+    n_startup_trials: int = 10
+    n_ei_candidates: int = 24
+
+
+@dataclass
+class GridSamplerConfig(SamplerConfig):
+    """Registered so that `hydra/sweeper/sampler=grid` gets a one-line refusal naming it (the sweeper's
+    _open), not Hydra's list of options: a grid does not fit an exact budget shared by workers."""
+
+    _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True  # as in 1.3: Hydra builds the sweeper before our refusal, GridSampler needs a space
+
+
+@dataclass
 class PrunerConfig:
     """src.search.pruning.PruneSpec: auto (halving) | none | halving | dominated | median | hyperband."""
 
@@ -74,8 +105,13 @@ class OptunaSweeperConf:
     pruner: PrunerConfig = field(default_factory=PrunerConfig)
     # key: sweep value (interval(1,10), tag(log, interval(...)), range(0,8), choice(...)) or a fixed value
     params: Optional[Dict[str, Any]] = None
+    # After the search: every Pareto-optimal configuration again on these seeds, reported on test
+    # as mean +/- 95% CI (<sweep dir>/pareto_rerun.json); rerun_overrides apply to those runs only.
+    rerun_seeds: List[int] = field(default_factory=list)
+    rerun_overrides: List[str] = field(default_factory=list)
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="ft_optuna_sweeper")
-for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig), ("nsgaii", NSGAIISamplerConfig)):
+for _name, _node in (("tpe", TPESamplerConfig), ("random", RandomSamplerConfig), ("nsgaii", NSGAIISamplerConfig),
+                     ("cmaes", CmaEsSamplerConfig), ("motpe", MOTPESamplerConfig), ("grid", GridSamplerConfig)):
     ConfigStore.instance().store(group="hydra/sweeper/sampler", name=_name, node=_node, provider="ft_optuna_sweeper")

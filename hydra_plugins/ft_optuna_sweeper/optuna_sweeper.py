@@ -1,16 +1,22 @@
 """`hydra/sweeper=optuna`: hydra-optuna-sweeper 1.3's config and command-line syntax on Optuna 5,
 searching with src.search (src/search/launched.py says how a trial goes through Hydra's launcher).
+It is the project's one Optuna search: `make sweep` is `python -m src.train -m sweep=default`, a
+preset (sweeps/default.yaml) that selects this sweeper and sets its `hydra.sweeper.*`.
 
     python -m src.train -m hydra/sweeper=optuna 'strategy.lr_decay=tag(log, interval(1,10))' \
-        'strategy.unfreeze_depth=range(0,8)' hydra.sweeper.n_trials=20
+        'strategy.unfreeze_depth=range(0,7)' hydra.sweeper.n_trials=20
 
-Sweep values, from the command line or `hydra.sweeper.params`, become Optuna distributions as in
-hydra-optuna-sweeper 1.3: `interval(a,b)` a float (an int when both ends are ints), `tag(log,
-interval(a,b))` the same on a log scale, `choice(...)` categorical, `range(a,b[,step])` an int (a
-float with a float step). Unlike 1.3, `range` ends before `b`, as Python's range and Hydra's basic
-sweeper do: `range(0,8)` is 0..7. A plain value is fixed for every trial.
+Sweep values, from the command line or `hydra.sweeper.params`, become Optuna distributions exactly
+as hydra-optuna-sweeper 1.3's `create_optuna_distribution_from_override` makes them: `interval(a,b)`
+a float in [a, b] (an int when both ends are ints), `tag(log, interval(a,b))` the same on a log
+scale, `choice(...)` categorical, `range(a,b[,step])` an int from a to b *inclusive* (1.3 builds an
+IntDistribution(a, b, step); a float one with a float bound or step), `shuffle(range(...))`
+categorical over the range's values (which end before b, as Hydra's iterator does). A plain value is
+fixed for every trial. One addition: `groups` as a bound of a range or interval is the model's number
+of backbone layer groups (`range(0, groups)`: every unfreeze depth the model has).
 
-Errors in the settings are one line (ConfigError) before any job starts, as for `src.sweep`.
+Errors in the settings are one line (ConfigError, exit 2) before any job starts. Ctrl-C or SIGTERM
+ends the sweep with one line saying what the study recorded and how to resume (exit 130 / 143).
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+import signal
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
@@ -43,14 +51,10 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
     value = override.value()
     if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
         return {"type": "categorical", "choices": list(override.sweep_iterator(transformer=Transformer.encode))}
-    if isinstance(value, RangeSweep):
-        numbers = list(override.sweep_iterator())
-        if not numbers:
-            from src.config import ConfigError
-
-            raise ConfigError(f"{text}: the range holds no value")
+    if isinstance(value, RangeSweep):  # 1.3: IntDistribution(start, stop, step), both ends included
         kind = "float" if any(isinstance(v, float) for v in (value.start, value.stop, value.step)) else "int"
-        return {"type": kind, "low": numbers[0], "high": numbers[-1], "step": value.step}
+        number = float if kind == "float" else int
+        return {"type": kind, "low": number(value.start), "high": number(value.stop), "step": number(value.step)}
     if isinstance(value, IntervalSweep):
         kind = "int" if isinstance(value.start, int) and isinstance(value.end, int) else "float"
         return {"type": kind, "low": value.start, "high": value.end, "log": "log" in value.tags}
@@ -60,11 +64,23 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
                       "(interval, tag(log, interval), range, choice)")
 
 
-def split_space(arguments: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+_BOUNDED = re.compile(r"\b(range|interval)\s*\(")
+_GROUPS = re.compile(r"\bgroups\b")
+
+
+def with_groups(text: str, groups: int) -> str:
+    """`key=range(0, groups)` with the model's group count for `groups` (only inside a range or
+    interval, so a choice of the word stays as it is)."""
+    key, eq, value = text.partition("=")
+    return key + eq + _GROUPS.sub(str(groups), value) if eq and _BOUNDED.search(value) else text
+
+
+def split_space(arguments: list[str], groups: int = 1) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
     fixed overrides every job gets. A key given twice: the later one wins, as in Hydra."""
     params: dict[str, dict[str, Any]] = {}
     fixed: dict[str, str] = {}
+    arguments = [with_groups(a, groups) for a in arguments]
     for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
         key = override.get_key_element()
         spec = param_spec(override, text)
@@ -80,7 +96,7 @@ def split_space(arguments: list[str]) -> tuple[dict[str, dict[str, Any]], list[s
 @contextlib.contextmanager
 def outside_hydra() -> Any:
     """The running Hydra set aside for a while: src.gate composes training configs with Hydra's
-    compose API (the same checks as `src.sweep`), which refuses to start inside a running app."""
+    compose API (the same checks as `src.train`'s precheck), which refuses to start inside a running app."""
     running = GlobalHydra.instance().hydra
     GlobalHydra.instance().clear()
     try:
@@ -96,7 +112,7 @@ class OptunaSweeper(Sweeper):
 
     def __init__(self, sampler: Any, direction: Any, objectives: Any, storage: str | None, study_name: str | None,
                  n_trials: int, n_jobs: int, max_failed: int, heartbeat_s: int, grace_s: int, pruner: Any,
-                 params: Any) -> None:
+                 params: Any, rerun_seeds: Any = (), rerun_overrides: Any = ()) -> None:
         self.sampler_cfg, self.direction, self.objectives = sampler, direction, objectives
         from src.search.launched import DEFAULT_STUDY
 
@@ -104,6 +120,7 @@ class OptunaSweeper(Sweeper):
         self.study_name = study_name or DEFAULT_STUDY
         self.max_failed, self.heartbeat_s, self.grace_s = max_failed, heartbeat_s, grace_s
         self.pruner, self.params = pruner, params
+        self.rerun_seeds, self.rerun_overrides = list(rerun_seeds or []), [str(o) for o in rerun_overrides or []]
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -112,47 +129,80 @@ class OptunaSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: list[str]) -> Any:
+        """Check every setting, search, then the Pareto set, the summary and the re-runs; exits 2 on
+        a user error, 1 after max_failed failed trials or a failed re-run, 130/143 when interrupted."""
         import optuna
 
+        from src.config import ConfigError
+        from src.models import PretrainedWeightsError
         from src.search import launched
-        from src.search.sweep import OBJECTIVES, format_pareto, format_summary, pareto_rows, summarise
-        from src.record.io import write_json
+        from src.search.sweep import interrupt
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         # Heartbeats with ask/tell: we run the heartbeat thread ourselves around each launch.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
-        from src.config import ConfigError
-
+        search = None
+        previous = signal.signal(signal.SIGINT, interrupt)  # never inside a storage write (see interrupt)
         try:
             with outside_hydra():
                 search, groups, mode = self._open(arguments)
-        except ConfigError as err:  # one line and exit 2, as for every other setting (not Hydra's traceback)
+            launched.LIVE[(self._url(), self.study_name)] = search.study
+            try:
+                failed = launched.search(search, self._launch, groups)
+            finally:
+                launched.LIVE.pop((self._url(), self.study_name), None)
+            return self._conclude(search, mode, failed)
+        except (ConfigError, PretrainedWeightsError) as err:  # one line and exit 2, not Hydra's traceback
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
-        launched.LIVE[(self._url(), self.study_name)] = search.study
-        try:
-            failed = launched.search(search, self._launch, groups)
+        except KeyboardInterrupt as err:
+            term = "SIGTERM" in str(err)
+            said = launched.recorded(search.study, search.total, self._where()) if search else \
+                "nothing was recorded (no trial had started)"
+            print(f"interrupted ({'SIGTERM' if term else 'SIGINT'}): {said}", file=sys.stderr, flush=True)
+            sys.exit(143 if term else 130)
         finally:
-            launched.LIVE.pop((self._url(), self.study_name), None)
+            signal.signal(signal.SIGINT, previous)
+
+    def _conclude(self, search: Any, mode: str, failed: str | None) -> Any:
+        """The Pareto set and the summary, printed and saved; the Pareto set re-run on rerun_seeds."""
+        from src.record.io import write_json
+        from src.search.sweep import format_pareto, format_rerun, format_summary, pareto_rows, rerun_pareto, summarise
+        from src.training.run import DivergedError
+
         study, objectives = search.study, search.objectives
         rows = pareto_rows(study, objectives)
         write_json(self.sweep_dir / "pareto.json", rows)
+        # Which metric each front is on: this one selects on validation, the report's shows test.
+        print(f"\nPareto set of study {study.study_name} on {' vs '.join(objectives)} ({len(rows)} trials; the "
+              f"report's front is on test_acc vs train_flops):\n{format_pareto(rows)}", flush=True)
         summary = summarise(study, objectives, int(self.config.trainer.epochs)) | {"pruner": mode}
         write_json(self.sweep_dir / "summary.json", summary)
-        log.info("Pareto set of study %s (%d trials; %s):\n%s", study.study_name, len(rows),
-                 ", ".join(f"{OBJECTIVES[o]} {o}" for o in objectives), format_pareto(rows))
-        log.info("%s", format_summary(summary))
+        print(format_summary(summary), flush=True)
         if failed:
             print(failed, file=sys.stderr, flush=True)
             sys.exit(1)
+        if self.rerun_seeds and rows:
+            try:
+                with outside_hydra():
+                    rerun = rerun_pareto(study, rows, search.fixed + self.rerun_overrides, self.rerun_seeds,
+                                         self.sweep_dir / "rerun", study.study_name)
+            except DivergedError as err:
+                print(f"error: {err}", file=sys.stderr, flush=True)
+                sys.exit(1)
+            write_json(self.sweep_dir / "pareto_rerun.json", rerun)
+            print(f"\nPareto set re-run on seeds {self.rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}\n"
+                  f"saved {self.sweep_dir / 'pareto_rerun.json'}", flush=True)
         return rows
 
     def _url(self) -> str:
         from src.search.launched import storage_url
 
         return storage_url(self.storage, self.sweep_dir)
+
+    def _where(self) -> str:
+        return self._url().split("@")[-1]  # no password in a message
 
     def _open(self, arguments: list[str]) -> tuple[Any, int, str]:
         """Every setting checked (one line each), then the study created or resumed."""
@@ -164,49 +214,89 @@ class OptunaSweeper(Sweeper):
                                       open_study, requeue_interrupted, study_identity)
         from src.training.run import preflight
 
+        self._check_numbers()
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
-        params, fixed = split_space([f"{k}={v}" for k, v in (given or {}).items()] + list(arguments))
+        everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
+        params, fixed = split_space(everything)
         if not params:
             raise ConfigError("hydra/sweeper=optuna needs a search space: a sweep value such as "
                               "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")
         check_overrides(fixed)
         base_cfg = to_run_config(compose_train(fixed))
         groups = preflight(base_cfg)
+        params, fixed = split_space(everything, groups)  # `groups` in a range is the model's own count
         check_space(params, fixed, groups)
         objectives = check_objectives(list(self.objectives), base_cfg, params)
         directions = [OBJECTIVES[o] for o in objectives]
-        if self.direction is not None:
-            given_dirs = [str(d) for d in self.direction] if OmegaConf.is_list(self.direction) or \
-                isinstance(self.direction, list) else [str(self.direction)]
-            if given_dirs != directions:
-                raise ConfigError(f"hydra.sweeper.direction={given_dirs} does not fit hydra.sweeper.objectives="
-                                  f"{objectives} ({directions}); leave direction unset to take the objectives' own")
+        self._check_direction(directions, objectives)
+        sampler_cfg = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
+        self._check_sampler(sampler_cfg, objectives)
+        if self.rerun_seeds:
+            check_overrides(fixed + self.rerun_overrides)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
         spec = PruneSpec.from_dict(OmegaConf.to_container(self.pruner) if self.pruner is not None else {})
         mode = resolve(spec, objectives)
-        url = self._url()
-        where = url.split("@")[-1]
-        storage = make_storage(url, int(self.heartbeat_s), int(self.grace_s))
+        storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
         study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives),
-                           optuna_pruner(mode, spec, base_cfg.trainer.epochs), where, metric_names=objectives)
-        claim_out_dir(self.sweep_dir, study, where)
+                           optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
+        claim_out_dir(self.sweep_dir, study, self._where())
         # Hydra hands the sampler built; it is built again from its config, with the seed moved on.
-        sampler_cfg = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
         study.sampler = instantiate(self._seeded(sampler_cfg, study))
         requeue_interrupted(study)
         log.info("study %s (%s) in %s: %d of %d trials done; pruner %s", self.study_name, ", ".join(
-            f"{d} {o}" for d, o in zip(directions, objectives)), where, len(study.get_trials(
+            f"{d} {o}" for d, o in zip(directions, objectives)), self._where(), len(study.get_trials(
                 deepcopy=False, states=launched.DONE)), self.n_trials, mode)
         search = launched.Search(study=study, params=params, fixed=fixed, objectives=objectives,
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0))
         return search, groups, mode
 
+    def _check_numbers(self) -> None:
+        from src.config import ConfigError
+
+        for key, low in (("n_trials", 1), ("n_jobs", 1), ("max_failed", 0), ("heartbeat_s", 1), ("grace_s", 1)):
+            if int(getattr(self, key)) < low:
+                raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= {low}")
+        if self.grace_s <= self.heartbeat_s:  # a live worker between two heartbeats would be taken for dead
+            raise ConfigError(f"hydra.sweeper.grace_s={self.grace_s} must be longer than "
+                              f"hydra.sweeper.heartbeat_s={self.heartbeat_s}")
+
+    def _check_direction(self, directions: list[str], objectives: list[str]) -> None:
+        from src.config import ConfigError
+
+        if self.direction is None:
+            return
+        given = [str(d) for d in self.direction] if OmegaConf.is_list(self.direction) or \
+            isinstance(self.direction, list) else [str(self.direction)]
+        if given != directions:
+            raise ConfigError(f"hydra.sweeper.direction={given} does not fit hydra.sweeper.objectives="
+                              f"{objectives} ({directions}); leave direction unset to take the objectives' own")
+
+    @staticmethod
+    def _check_sampler(sampler: Any, objectives: list[str]) -> None:
+        """1.3's samplers that cannot run this study, refused by name before any job."""
+        from src.config import ConfigError
+
+        target = str(sampler.get("_target_", "")) if isinstance(sampler, dict) else ""
+        if target.endswith("GridSampler"):
+            raise ConfigError("hydra/sweeper/sampler=grid is not supported: a grid has no place in an exact budget "
+                              "shared by workers; use tpe, random or nsgaii (or a multirun: -m key=a,b,c)")
+        if target.endswith("CmaEsSampler"):
+            if len(objectives) > 1:
+                raise ConfigError(f"hydra/sweeper/sampler=cmaes optimises one objective, not {objectives}: set "
+                                  "hydra.sweeper.objectives=[val_acc] or use tpe or nsgaii")
+            import importlib.util
+
+            if importlib.util.find_spec("cmaes") is None:
+                raise ConfigError("hydra/sweeper/sampler=cmaes needs the cmaes package (pip install cmaes)")
+
     def _seeded(self, sampler: Any, study: Any) -> Any:
         """A seeded sampler restarted on a resumed study would propose the same parameters again:
-        the seed moves on with the trials already there (src.search.sweep._open does the same)."""
+        the seed moves on with the trials already there; workers sharing a study also mix in
+        their process id, so that they never propose the same trials."""
         if isinstance(sampler, dict) and sampler.get("seed") is not None:
             seed = int(sampler["seed"]) + len(study.get_trials(deepcopy=False))
-            if self.storage:  # workers sharing a study must not propose the same trials
+            if self.storage:
                 seed = hash((seed, os.getpid())) % 2**31
             sampler = dict(sampler, seed=seed)
         return sampler

@@ -48,7 +48,7 @@ COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "traina
 COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", "trainable_params": "trainable parameters"}
 # The accuracies a report can put against cost, in words.
 METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
-# A sweep's trial folder (src.search.sweep: `trial_NNNN`, its re-runs `rerun/trial_NNNN/seed_S`).
+# A sweep trial's folder in its re-runs (`rerun/trial_NNNN/seed_S`; older sweeps: `trial_NNNN`).
 _TRIAL_DIR = re.compile(r"trial_(\d+)")
 # The Hydra sweeper of this project (hydra_plugins/ft_optuna_sweeper), as a job's hydra.yaml names it.
 _OUR_SWEEPER = "hydra_plugins.ft_optuna_sweeper."
@@ -124,8 +124,9 @@ class Config:
 
 def trial_number(run_dir: Path) -> int | None:
     """The sweep trial a run folder belongs to, or None: the innermost `trial_NNNN` in its path
-    (`python -m src.sweep`), or the Hydra job number of a job that `hydra/sweeper=optuna` launched
-    (its `.hydra/hydra.yaml` names our sweeper; the job number is the trial number)."""
+    (a re-run of the Pareto set: `rerun/trial_NNNN/seed_S`), or the Hydra job number of a job that
+    `hydra/sweeper=optuna` launched (its `.hydra/hydra.yaml` names our sweeper; the job number is the
+    trial number)."""
     for part in reversed(Path(run_dir).parts):
         if m := _TRIAL_DIR.fullmatch(part):
             return int(m.group(1))

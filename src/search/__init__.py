@@ -1,1 +1,1 @@
-"""Search: Optuna studies over the training config (the sweep driver) and the rules that stop hopeless trials early."""
+"""Search: the project's one Optuna search (the loop behind `hydra/sweeper=optuna` and `make sweep`), its studies, and the rules that stop hopeless trials early."""

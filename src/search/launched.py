@@ -1,10 +1,11 @@
 """The search behind `hydra/sweeper=optuna`: Optuna asks, Hydra's launcher trains, result.json answers.
 
-The sweeper plugin (hydra_plugins/ft_optuna_sweeper) parses Hydra's syntax into the search space of
-`src.search.sweep` and hands this module a `launch` function (Hydra's launcher). Everything else is
-the sweep driver's own machinery: the storage with heartbeats, the study's identity, the exact
-budget (`n_trials` trials complete or are pruned, with any number of workers), interrupted trials
-retried on resume, and the pruning rules of `src.search.pruning`.
+The project's one Optuna search loop, behind `python -m src.train -m sweep=default` (`make sweep`)
+and `python -m src.train -m hydra/sweeper=optuna ...`. The sweeper plugin (hydra_plugins/ft_optuna_sweeper)
+parses Hydra's syntax into the search space of `src.search.sweep` and hands this module a `launch`
+function (Hydra's launcher). The study's machinery is src.search.sweep's: the storage with
+heartbeats, the study's identity, the exact budget (`n_trials` trials complete or are pruned, with
+any number of workers), interrupted trials retried on resume; the pruning rules are src.search.pruning's.
 
 Each trial is a Hydra job numbered by its trial number (`hydra.job.num`), so the job finds its
 trial: in the same process (the basic launcher) the sweeper's own study is used; in another
@@ -27,7 +28,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
-from src.config import RunConfig
+from src.config import ConfigError, RunConfig
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
@@ -40,6 +41,8 @@ SWEEPER_TARGET = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 # the sweeper's study (and its storage connection) instead of opening the storage again.
 LIVE: dict[tuple[str, str], optuna.Study] = {}
 DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
+# A trial that failed on one of these (as its result.json records it) stops the sweep with its one line.
+USER_ERRORS = ("ConfigError", "PretrainedWeightsError")
 
 # What a launch returns for each job: its output folder (None when Hydra returned none).
 Launch = Callable[[list[list[str]], int], Sequence[Path | None]]
@@ -149,8 +152,8 @@ def _launch(s: Search, batch: list[tuple[optuna.Trial, dict[str, Any]]], launch:
             run = batch[start:end]
             dirs = launch([s.fixed + [f"{k}={v}" for k, v in values.items()] for _, values in run], run[0][0].number)
             for (trial, _), out in zip(run, dirs):
+                told.add(trial.number)  # its job ended: it is not an interrupted trial, whatever _tell finds
                 _tell(s, trial, out)
-                told.add(trial.number)
             start = end
     except BaseException:
         # Ctrl-C, SIGTERM (the job exits 130/143) or a launcher error: the trials not told are
@@ -163,6 +166,16 @@ def _launch(s: Search, batch: list[tuple[optuna.Trial, dict[str, Any]]], launch:
     finally:
         for b in beats:
             b.join()
+
+
+def recorded(study: optuna.Study, total: int, where: str) -> str:
+    """What an interrupted sweep leaves behind, and how to go on: for its one-line message."""
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in DONE for t in trials)
+    stopped = [t.number for t in trials if t.user_attrs.get("interrupted") and t.state == TrialState.FAIL]
+    again = f"; trial {stopped[-1]} was stopped and runs again on resume" if stopped else ""
+    return (f"{done} of {total} trials of study {study.study_name} are recorded in {where}{again}; "
+            "run the same command to resume")
 
 
 def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
@@ -180,8 +193,11 @@ def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
         s.study.tell(trial, state=TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, record.reason)
     else:
-        why = (record.get("error") if record is not None else None) or "no result.json"
-        trial.set_user_attr("fail_reason", str(why))
+        why = str((record.get("error") if record is not None else None) or "no result.json")
+        trial.set_user_attr("fail_reason", why)
         s.study.tell(trial, state=TrialState.FAIL)
+        kind, _, message = why.partition(": ")
+        if kind in USER_ERRORS:  # a setting only a trial can check (its data): every trial would fail so
+            raise ConfigError(message)
         log.warning("trial %d failed: %s", trial.number, why)
         s.failed.append(f"trial {trial.number}")

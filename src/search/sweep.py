@@ -1,43 +1,20 @@
-"""Optuna sweep driver: `python -m src.sweep [--sweep NAME] [sweep.KEY=VALUE ...] [train overrides ...]`.
+"""The study behind the project's Optuna search (`python -m src.train -m sweep=default`, or
+`hydra/sweeper=optuna`: hydra_plugins/ft_optuna_sweeper drives it through src/search/launched.py).
 
-A second entrypoint beside `src.train`, on the same `run()`. The search space and study settings
-are a YAML file in `sweeps/` (composed with Hydra, so `sweep.n_trials=40` overrides it); every other
-argument is a Hydra override of the training config, exactly as for `src.train`. Every setting is
-checked before the first trial trains (objectives, sampler, pruner, search space, storage, out_dir).
-
-Each trial is a normal run in `<out_dir>/trial_NNNN/` with the usual files. The study lives in an
-Optuna storage (a sqlite file in `out_dir` by default), so a killed sweep resumes where it stopped:
-completed trials are kept, and a trial whose process died (no heartbeat for `grace_s`, or none at
-all since it started `grace_s` ago) is marked failed and retried once with the same parameters.
-sqlite is for one driver process; several workers on one study share a journal file
-(`storage: journal:/shared/path.log`) or a PostgreSQL URL. Every storage gets heartbeats.
-
-One study is one experiment. The study records, when it is created, what its trials measure: the
-resolved training config (less the searched keys and settings that change no measurement, such as
-the logger), the objectives and the search space. A resume with anything else is refused, as is a
-second study in an `out_dir` that holds another study's trials.
-
-The budget is exact with any number of workers: `n_trials` trials complete or are pruned. Trials
-failed or killed do not count and are replaced; a worker that finds the rest of the budget held by
-running trials waits for them (one of them may fail or die). Should two workers start a trial for
-the last place at once, the one with the later trial number records it as failed (`surplus`) and
-trains nothing.
-
-Trials report validation accuracy after every epoch and hopeless ones are pruned (`src.search.pruning`):
-successive halving by default (by accuracy for one objective, by Pareto rank for accuracy vs
-cost), or our dominated-at-epoch-k rule, or Optuna's median or Hyperband pruner for one objective.
-After the search, `sweep.rerun_seeds=[1,2,3]` re-runs every Pareto-optimal configuration on those
-seeds and reports test accuracy as mean ± 95% CI (test is reported, never selected on).
-
-Exit codes: 0 done; 1 stopped after `max_failed` failed trials, or a re-run failed; 2 a user error
-(one line on stderr: a bad setting, storage, out_dir, or a study that answers another question);
-130 interrupted by Ctrl-C (SIGINT) and 143 by SIGTERM (128 + the signal number, as a shell
-reports it): one line says what was recorded and how to resume.
+Everything here is about one study, whoever runs its trials: the checks of its objectives and search
+space before any trial trains; its storage (sqlite, a journal file or PostgreSQL, each with
+heartbeats, so that a killed worker's trial is failed and retried once with the same parameters);
+its identity (a study is one experiment: it records, when it is created, the resolved training
+config less the searched keys and the settings that change no measurement, the objectives and the
+search space, and a resume with anything else is refused); the folder it owns (`study.json`: a
+second study there is refused); the exact budget (`n_trials` trials complete or are pruned with any
+number of workers: a trial whose place another worker took first is failed as `surplus`); the
+Pareto set, the summary of what the search cost, and the Pareto set re-run on more seeds and
+reported on test (`rerun_seeds`; test is reported, never selected on).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import datetime
 import json
@@ -45,62 +22,42 @@ import logging
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy
-from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config import ConfigError, RunConfig
-from src.models import PretrainedWeightsError
-from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
-from src.reporting.page import publish
 from src.record.io import RESULT_FILE, read_json_object, write_json
 from src.record.schema import RunRecord
-from src.training.run import DivergedError, preflight, run
+from src.training.run import preflight, run
 from src.reporting.stats import format_ci, mean_ci
-from src.gate import check_overrides, compose_train, to_run_config
+from src.gate import STUDY_FILE, check_overrides, compose_train, to_run_config
 
 log = logging.getLogger("src.search.sweep")
-REPO = Path(__file__).resolve().parents[2]
-CONF, SWEEPS = REPO / "conf", REPO / "sweeps"
 # What a study may optimise, from result.json, and which way. Test metrics are not on offer: test
 # is reported once for the selected configuration, never selected on.
 OBJECTIVES = {"val_acc": "maximize", "val_balanced_acc": "maximize", "train_flops": "minimize", "train_time_s": "minimize"}
 MAXIMISE = {k for k, d in OBJECTIVES.items() if d == "maximize"}
-SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
               "categorical": {"type", "choices"}}
-SPEC_KEYS = {"study_name", "n_trials", "objectives", "sampler", "seed", "out_dir", "storage", "max_failed",
-             "heartbeat_s", "grace_s", "pruner", "rerun_seeds", "rerun_overrides", "train_overrides", "params"}
 # Training settings that change nothing a trial measures: a study resumed with other values is the
 # same experiment. Everything else in the config is part of the study's identity.
 NOT_MEASURED = ("logger.", "trainer.progress", "trainer.save_model", "trainer.num_threads")
 # ... unless a time is measured: threads change the training time.
 TIMED = {"train_time_s": ("trainer.num_threads",)}
-OWNER_FILE, TRIAL_FILE = "study.json", "trial.json"  # which study an out_dir, and a trial folder, belong to
+OWNER_FILE = STUDY_FILE  # which study a sweep folder belongs to
 HEARTBEAT_ATTR = "sweep:heartbeat"
-
-
-class SurplusTrial(Exception):
-    """This trial's place in the budget went to a trial with a lower number (another worker's)."""
-
-
-# The signal that stopped the sweep (the exit code is 128 + it); Ctrl-C unless SIGTERM arrived.
-_STOPPED_BY: list[int] = []
 
 
 # Code that a KeyboardInterrupt must not cut in half: a storage write stopped midway leaves the
@@ -108,91 +65,44 @@ _STOPPED_BY: list[int] = []
 _NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.sep}", f"{os.sep}sqlite3{os.sep}")
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """Ctrl-C and SIGTERM end the sweep alike (run() records `status: interrupted`, Optuna fails the
-    trial and it is queued again on resume); SIGTERM with src.training.run.interrupt_on_sigterm's message.
-    Inside a storage call the signal is delivered again 50 ms later, until that call is done."""
+def interrupt(signum: int, frame: Any) -> None:
+    """The sweeper's Ctrl-C and SIGTERM handler: both end the sweep alike (run() records `status:
+    interrupted`, the trial is failed as interrupted and queued again on resume); SIGTERM with
+    src.training.run.interrupt_on_sigterm's message. Inside a storage call the signal is delivered
+    again 50 ms later, until that call is done."""
     while frame is not None:
         if any(part in frame.f_code.co_filename for part in _NOT_HERE):
             threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
             return
         frame = frame.f_back
-    _STOPPED_BY.append(signum)
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}" if signum != signal.SIGINT else "")
 
 
 # --- checking a study file before anything trains ------------------------------------------------
 
-def _int(spec: dict[str, Any], key: str, low: int) -> int:
-    value = spec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"sweep.{key}={value!r} must be an integer >= {low}")
-    return value
-
-
-def _str_list(spec: dict[str, Any], key: str) -> list[str]:
-    value = spec.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
-        raise ConfigError(f"sweep.{key}={value!r} must be a list")
-    return [str(v) for v in value]
-
-
-def check_spec(spec: dict[str, Any]) -> None:
-    """The study file's own settings: known keys, types and enumerated values."""
-    unknown = sorted(set(spec) - SPEC_KEYS)
-    if unknown:
-        raise ConfigError(f"sweep.{unknown[0]} is not a sweep setting (allowed: {', '.join(sorted(SPEC_KEYS))})")
-    missing = sorted(k for k in SPEC_KEYS - {"rerun_seeds", "rerun_overrides", "pruner", "max_failed"} if k not in spec)
-    if missing:
-        raise ConfigError(f"sweep.{missing[0]} is missing from the study file")
-    name = spec["study_name"]
-    if not isinstance(name, str) or not name.strip():
-        raise ConfigError(f"sweep.study_name={name!r} must be a non-empty name")
-    _int(spec, "n_trials", 1)
-    _int(spec, "seed", 0)
-    if spec.get("max_failed") is not None:
-        _int(spec, "max_failed", 0)
-    heartbeat, grace = _int(spec, "heartbeat_s", 1), _int(spec, "grace_s", 1)
-    if grace <= heartbeat:  # a live worker between two heartbeats would be taken for dead
-        raise ConfigError(f"sweep.grace_s={grace} must be longer than sweep.heartbeat_s={heartbeat}")
-    if spec["sampler"] not in SAMPLERS:
-        raise ConfigError(f"sweep.sampler={spec['sampler']!r} is not allowed ({' | '.join(SAMPLERS)})")
-    if spec["storage"] is not None and not (isinstance(spec["storage"], str) and spec["storage"]):
-        raise ConfigError(f"sweep.storage={spec['storage']!r} must be null or a storage URL")
-    if not isinstance(spec["out_dir"], str) or not spec["out_dir"]:
-        raise ConfigError(f"sweep.out_dir={spec['out_dir']!r} must be a folder")
-    if not isinstance(spec.get("pruner") or {}, dict):
-        raise ConfigError(f"sweep.pruner={spec['pruner']!r} must be a mapping (name, after, startup, min_delta)")
-    seeds = spec.get("rerun_seeds") or []
-    if not isinstance(seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"sweep.rerun_seeds={seeds!r} must be a list of integers")
-    _str_list(spec, "rerun_overrides")
-    _str_list(spec, "train_overrides")
-
-
 def check_objectives(objectives: Any, base: RunConfig, params: dict[str, Any]) -> list[str]:
     """Objectives a trial can measure, on validation only, each once."""
     if isinstance(objectives, str) or not isinstance(objectives, list) or not objectives:
-        raise ConfigError(f"sweep.objectives={objectives!r} must be a non-empty list, e.g. [val_acc, train_flops]")
+        raise ConfigError(f"hydra.sweeper.objectives={objectives!r} must be a non-empty list, e.g. [val_acc, train_flops]")
     allowed = ", ".join(OBJECTIVES)
     for o in objectives:
         if isinstance(o, str) and o.startswith("test"):
             raise ConfigError(
-                f"sweep.objectives: {o} is measured on the test split, which a sweep never selects on (test is "
-                f"reported once for the selected configuration: sweep.rerun_seeds); use a validation metric ({allowed})"
+                f"hydra.sweeper.objectives: {o} is measured on the test split, which a sweep never selects on (test is "
+                f"reported once for the selected configuration: hydra.sweeper.rerun_seeds); use a validation metric ({allowed})"
             )
         if o not in OBJECTIVES:
-            raise ConfigError(f"sweep.objectives: {o!r} is not an objective (allowed: {allowed})")
+            raise ConfigError(f"hydra.sweeper.objectives: {o!r} is not an objective (allowed: {allowed})")
     twice = sorted({o for o in objectives if objectives.count(o) > 1})
     if twice:
-        raise ConfigError(f"sweep.objectives={objectives}: {twice[0]} is given twice")
+        raise ConfigError(f"hydra.sweeper.objectives={objectives}: {twice[0]} is given twice")
     if objectives[0] not in MAXIMISE:
         raise ConfigError(
-            f"sweep.objectives={objectives}: the first must be a validation accuracy ({' | '.join(sorted(MAXIMISE))}); "
+            f"hydra.sweeper.objectives={objectives}: the first must be a validation accuracy ({' | '.join(sorted(MAXIMISE))}); "
             "it ranks trials for the summary and the pruner, costs come after it"
         )
     if "train_flops" in objectives and (not base.trainer.count_flops or "trainer.count_flops" in params):
-        raise ConfigError("sweep.objectives: train_flops is not measured with trainer.count_flops=false "
+        raise ConfigError("hydra.sweeper.objectives: train_flops is not measured with trainer.count_flops=false "
                           "(set it true, or drop train_flops)")
     return list(objectives)
 
@@ -201,10 +111,10 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
     """The search space: training keys that exist, types and bounds that make sense, and values at
     both ends (each choice) that make a valid training config, so no trial fails on its config."""
     if not isinstance(params, dict) or not params:
-        raise ConfigError("sweep.params must map training keys to {type, low, high} or {type, choices}")
+        raise ConfigError("hydra.sweeper.params must map training keys to sweep values such as interval(1,10) or choice(0,1)")
     set_elsewhere = {o.split("=", 1)[0].lstrip("+~") for o in base_over if "=" in o}
     for key, p in params.items():
-        where = f"sweep params.{key}"
+        where = f"hydra.sweeper.params.{key}"
         if not isinstance(p, dict):
             raise ConfigError(f"{where} must be a mapping with type (float | int | categorical)")
         kind = p.get("type")
@@ -214,7 +124,7 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
         if extra:
             raise ConfigError(f"{where}.{extra[0]} is not a key of a {kind} param ({', '.join(sorted(PARAM_KEYS[kind]))})")
         if key in set_elsewhere:
-            raise ConfigError(f"{where}: {key} is searched and also set by an override (train_overrides or the "
+            raise ConfigError(f"{where}: {key} is searched and also set by an override (the preset or the "
                               "command line); a sampled value would replace it")
         if kind == "categorical":
             values = p.get("choices")
@@ -357,7 +267,7 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
 
         path = Path(url.removeprefix("journal:"))
         if not path.parent.is_dir():
-            raise ConfigError(f"sweep.storage={url}: folder {path.parent} does not exist")
+            raise ConfigError(f"hydra.sweeper.storage={url}: folder {path.parent} does not exist")
         return SweepJournalStorage(JournalFileBackend(str(path)), heartbeat_s, grace_s, retry)
     # Workers started together on a fresh database race to create Optuna's tables; the loser gets
     # a DDL error (seen on PostgreSQL: duplicate key in pg_type). The tables exist by then: retry.
@@ -367,11 +277,11 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
             return SweepRDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
                                    heartbeat_stale_trial_callback=retry)
         except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError, ValueError) as err:
-            raise ConfigError(f"sweep.storage={url}: {_first_line(err)} (expected sqlite:///file.db, "
+            raise ConfigError(f"hydra.sweeper.storage={url}: {_first_line(err)} (expected sqlite:///file.db, "
                               "journal:/path/file.log or postgresql+psycopg://user@host/db)") from None
         except sqlalchemy.exc.SQLAlchemyError as err:
             if attempt == 4:
-                raise ConfigError(f"sweep.storage={url.split('@')[-1]}: {_first_line(err)}") from None
+                raise ConfigError(f"hydra.sweeper.storage={url.split('@')[-1]}: {_first_line(err)}") from None
             log.warning("storage %s not ready (%s); retrying", url.split("@")[-1], type(err).__name__)
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
@@ -400,7 +310,7 @@ def open_study(storage: BaseStorage, name: str, directions: list[str], identity:
         return study
     except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
-    new_study = f"start a new study with another sweep.study_name (and sweep.out_dir), e.g. sweep.study_name={name}-2"
+    new_study = f"start a new study with another hydra.sweeper.study_name (and hydra.sweep.dir), e.g. hydra.sweeper.study_name={name}-2"
     have = [d.name.lower() for d in study.directions]
     if have != directions and "identity" not in study.user_attrs:  # else the identity names the objectives
         raise ConfigError(f"study {name} in {where} optimises {have}, not {directions}: {new_study}")
@@ -435,12 +345,12 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not owner.exists():
-            leftovers = sorted(p.name for p in out_dir.iterdir()
-                               if p.name.startswith(("trial_", "rerun", "pareto", "summary")))
+            leftovers = sorted(p.name for p in out_dir.iterdir()  # a study's files, or a job folder's record
+                               if p.name.startswith(("trial_", "rerun", "pareto", "summary")) or (p / RESULT_FILE).is_file())
             if leftovers:
                 shown = ", ".join(leftovers[:4]) + (", ..." if len(leftovers) > 4 else "")
-                raise ConfigError(f"sweep.out_dir={out_dir} holds results of a study it has no record of ({shown}): "
-                                  "use another sweep.out_dir")
+                raise ConfigError(f"hydra.sweep.dir={out_dir} holds results of a study it has no record of ({shown}): "
+                                  "use another hydra.sweep.dir")
             tmp = out_dir / f".{OWNER_FILE}.{os.getpid()}"
             write_json(tmp, mine)
             try:
@@ -451,26 +361,12 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
                 tmp.unlink(missing_ok=True)
         theirs = json.loads(owner.read_text())
     except OSError as err:
-        raise ConfigError(f"sweep.out_dir={out_dir}: cannot write there ({err.strerror or err})") from None
+        raise ConfigError(f"hydra.sweep.dir={out_dir}: cannot write there ({err.strerror or err})") from None
     if theirs.get("uid") != mine["uid"]:
         raise ConfigError(
-            f"sweep.out_dir={out_dir} belongs to study {theirs.get('study')} ({theirs.get('storage')}), not to this "
-            f"study {study.study_name}: use another sweep.out_dir"
+            f"hydra.sweep.dir={out_dir} belongs to study {theirs.get('study')} ({theirs.get('storage')}), not to this "
+            f"study {study.study_name}: use another hydra.sweep.dir"
         )
-
-
-def claim_trial_dir(trial_dir: Path, study: optuna.Study, number: int) -> None:
-    """A trial writes only into an empty folder or one of its own: never over another study's or
-    another trial's result."""
-    mine = {"study": study.study_name, "uid": study.user_attrs["uid"], "trial": number}
-    marker = trial_dir / TRIAL_FILE
-    if trial_dir.is_dir() and any(trial_dir.iterdir()):
-        theirs = json.loads(marker.read_text()) if marker.is_file() else None
-        if theirs != mine:
-            raise ConfigError(f"{trial_dir} holds another run's files ({theirs or 'no ' + TRIAL_FILE}); "
-                              f"refusing to write trial {number} over them: use another sweep.out_dir")
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    write_json(marker, mine)
 
 
 # --- the budget -----------------------------------------------------------------------------------
@@ -485,28 +381,7 @@ def holds_a_place(study: optuna.Study, number: int, total: int) -> bool:
     return ahead < total
 
 
-def optimise(study: optuna.Study, objective: Any, total: int, poll_s: float, callbacks: list[Any],
-             stopped: list[bool]) -> None:
-    """Run trials until `total` have completed or were pruned, counting every worker's."""
-    waiting_logged = False
-    while not stopped:
-        optuna.storages.fail_stale_trials(study)  # a dead worker's trial frees its place (and is queued again)
-        trials = study.get_trials(deepcopy=False)
-        done = sum(t.state in DONE for t in trials)
-        running = sum(t.state == TrialState.RUNNING for t in trials)
-        if done >= total:
-            return
-        if done + running >= total:
-            if not waiting_logged:
-                log.info("%d of %d done, %d running elsewhere: waiting for them (one may fail or die)", done, total, running)
-                waiting_logged = True
-            time.sleep(poll_s)
-            continue
-        waiting_logged = False
-        study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(DivergedError, SurplusTrial))
-
-
-# --- the driver -----------------------------------------------------------------------------------
+# --- trials and what a study found ---------------------------------------------------------------
 
 def suggest(trial: optuna.Trial, key: str, spec: dict[str, Any], groups: int) -> Any:
     kind = spec["type"]
@@ -538,251 +413,6 @@ def format_pareto(rows: list[dict[str, Any]]) -> str:
     lines = ["  ".join(k.rjust(w) for k, w in zip(keys, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
-
-
-class Setup:
-    """What main() resolved before any trial: for the interrupt message too."""
-
-    study: optuna.Study | None = None
-    where: str = ""
-    total: int = 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sweep", default="default", help="a study in sweeps/ (name without .yaml), or a path to a .yaml file")
-    parser.add_argument("overrides", nargs="*", help="sweep.KEY=VALUE for the study, anything else for training")
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    # Optuna logs every failed trial with its traceback (an interrupted one twice over); we log one
-    # line per failed trial ourselves and keep Optuna's errors.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    # Heartbeats and the retry callback are flagged experimental by Optuna; they are what makes resume work.
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    setup = Setup()
-    try:
-        return _main(args, setup)
-    except (ConfigError, PretrainedWeightsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        signum = _STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT
-        print(f"interrupted ({signal.Signals(signum).name}): {_recorded(setup)}", file=sys.stderr)
-        return 128 + int(signum)
-
-
-def _recorded(setup: Setup) -> str:
-    if setup.study is None:
-        return "nothing was recorded (no trial had started)"
-    trials = setup.study.get_trials(deepcopy=False)
-    done = sum(t.state in DONE for t in trials)
-    stopped = [t.number for t in trials if t.user_attrs.get("interrupted") and t.state == TrialState.FAIL]
-    again = f"; trial {stopped[-1]} was stopped and runs again on resume" if stopped else ""
-    return (f"{done} of {setup.total} trials of study {setup.study.study_name} are recorded in {setup.where}{again}; "
-            "run the same command to resume")
-
-
-@dataclass
-class Plan:
-    """What the study file and the command line resolve to, every setting checked."""
-
-    name: str
-    spec: dict[str, Any]
-    base_over: list[str]  # the training overrides every trial starts from
-    base_cfg: RunConfig
-    groups: int  # the model's backbone layer groups (a search space's `high: groups`)
-    params: dict[str, Any]
-    objectives: list[str]
-    prune: PruneSpec
-    prune_mode: str
-    epochs: int
-    rerun_seeds: list[int]
-    rerun_over: list[str]
-    out_dir: Path
-
-
-def _main(args: argparse.Namespace, setup: Setup) -> int:
-    """The sweep in four steps: settings, the study, the trials, and what comes after them."""
-    plan = _plan(args)
-    study = _open(plan, setup)
-    failed = _optimise(plan, study, setup.total)
-    if failed:
-        print(failed, file=sys.stderr)
-        return 1
-    return _conclude(plan, study)
-
-
-def _study_file(args: argparse.Namespace, sweep_over: list[str]) -> dict[str, Any]:
-    """The study file (sweeps/NAME.yaml, or a path) with the sweep.KEY=VALUE overrides, composed and checked."""
-    sweep_dir, sweep_name = SWEEPS, args.sweep
-    if args.sweep.endswith(".yaml"):  # a study file of your own, anywhere
-        if not Path(args.sweep).is_file():
-            raise ConfigError(f"--sweep={args.sweep}: no such file")
-        sweep_dir, sweep_name = Path(args.sweep).resolve().parent, Path(args.sweep).stem
-    elif not (SWEEPS / f"{args.sweep}.yaml").is_file():
-        options = sorted(p.stem for p in SWEEPS.glob("*.yaml"))
-        raise ConfigError(f"--sweep={args.sweep!r}: no sweeps/{args.sweep}.yaml (options: {', '.join(options)})")
-    for o in sweep_over:  # before Hydra, whose own message for this is a multi-line block
-        if o.split("=", 1)[0].lstrip("+~").split(".")[0] not in SPEC_KEYS:
-            raise ConfigError(f"sweep.{o.split('=', 1)[0].lstrip('+~')} is not a sweep setting (allowed: "
-                              f"{', '.join(sorted(SPEC_KEYS))})")
-    try:
-        with initialize_config_dir(config_dir=str(sweep_dir), version_base="1.3"):
-            scfg = compose(sweep_name, overrides=sweep_over)
-        spec: dict[str, Any] = OmegaConf.to_container(scfg, resolve=True)  # type: ignore[assignment]
-    except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(f"sweep overrides {sweep_over}: {_first_line(err)}") from None
-    check_spec(spec)
-    return spec
-
-
-def _plan(args: argparse.Namespace) -> Plan:
-    """Step 1: every setting read and checked (study file, training overrides, search space,
-    objectives, pruner, re-run), before anything is written or trained."""
-    sweep_over = [o.removeprefix("sweep.") for o in args.overrides if o.startswith("sweep.")]
-    train_over = [o for o in args.overrides if not o.startswith("sweep.")]
-    spec = _study_file(args, sweep_over)
-    base_over = _str_list(spec, "train_overrides") + train_over
-    check_overrides(base_over)
-    base = compose_train(base_over)
-    base_cfg = to_run_config(base)  # one-line error for a bad override before any trial starts
-    groups = preflight(base_cfg)  # the model's backbone groups, and its model-dependent checks
-    params: dict[str, Any] = spec["params"]
-    check_space(params, base_over, groups)
-    objectives = check_objectives(spec["objectives"], base_cfg, params)
-    prune = PruneSpec.from_dict(spec.get("pruner") or {})
-    rerun_over = _str_list(spec, "rerun_overrides")
-    check_overrides(base_over + rerun_over)
-    return Plan(
-        name=spec["study_name"], spec=spec, base_over=base_over, base_cfg=base_cfg, groups=groups, params=params,
-        objectives=objectives, prune=prune, prune_mode=resolve(prune, objectives), epochs=int(base.trainer.epochs),
-        rerun_seeds=[int(x) for x in spec.get("rerun_seeds") or []], rerun_over=rerun_over,
-        out_dir=Path(spec["out_dir"]),
-    )
-
-
-def _open(plan: Plan, setup: Setup) -> optuna.Study:
-    """Step 2: the out_dir, the storage and the study (created, or resumed if it measures the
-    same), the out_dir claimed for it, and a sampler seeded for this start."""
-    spec, out_dir = plan.spec, plan.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ConfigError(f"sweep.out_dir={out_dir}: cannot create it ({err.strerror or err})") from None
-    url = spec["storage"] or f"sqlite:///{out_dir.resolve() / 'optuna.db'}"
-    where = url.split("@")[-1]
-    storage = make_storage(url, int(spec["heartbeat_s"]), int(spec["grace_s"]))
-    directions = [OBJECTIVES[o] for o in plan.objectives]
-    try:
-        study = open_study(storage, plan.name, directions, study_identity(plan.base_cfg, plan.params, plan.objectives),
-                           optuna_pruner(plan.prune_mode, plan.prune, plan.epochs), where, metric_names=plan.objectives)
-    except (sqlalchemy.exc.SQLAlchemyError, OSError) as err:
-        raise ConfigError(f"sweep.storage={where}: {_first_line(err)}") from None
-    claim_out_dir(out_dir, study, where)
-    setup.study, setup.where, setup.total = study, where, int(spec["n_trials"])
-    # A sampler restarted with the same seed would propose the same parameters again (the
-    # random start-up trials repeat exactly). The seed therefore moves on with the trials
-    # already in the study: a single driver stays reproducible across resumes. Workers that
-    # share a study also mix in their process id so that they never propose the same trials.
-    seed = int(spec["seed"]) + len(study.get_trials(deepcopy=False))
-    if spec["storage"]:
-        seed = hash((seed, os.getpid())) % 2**31
-    study.sampler = SAMPLERS[spec["sampler"]](seed=seed)
-    requeue_interrupted(study)
-    already = len(study.get_trials(deepcopy=False, states=DONE))
-    log.info("study %s (%s): %d of %d trials done; pruner %s; storage %s", plan.name, ", ".join(
-        f"{d} {o}" for d, o in zip(directions, plan.objectives)), already, setup.total, plan.prune_mode, where)
-    return study
-
-
-def train_trial(plan: Plan, study: optuna.Study, trial: optuna.Trial, total: int) -> tuple[float, ...]:
-    """One trial: its place in the budget, sampled settings, a run in `trial_NNNN/`, its objectives.
-    A run that the pruner stopped (its record says "pruned") is Optuna's TrialPruned."""
-    if not holds_a_place(study, trial.number, total):
-        trial.set_user_attr("surplus", True)
-        raise SurplusTrial(f"trial {trial.number}: the budget of {total} is held by trials with lower numbers")
-    sampled = {key: suggest(trial, key, p, plan.groups) for key, p in plan.params.items()}
-    cfg = compose_train(plan.base_over + [f"{k}={v}" for k, v in sampled.items()])
-    run_cfg = to_run_config(cfg, group=plan.name)
-    trial_dir = plan.out_dir / f"trial_{trial.number:04d}"
-    claim_trial_dir(trial_dir, study, trial.number)
-    trial.set_user_attr("run_dir", str(trial_dir.resolve()))  # absolute: dashboards and other machines
-    reporter = EpochReporter(
-        study, trial, plan.objectives, plan.prune_mode, plan.prune, running_best=run_cfg.trainer.select == "best_val",
-        epochs=run_cfg.trainer.epochs,
-    )
-    record = _as_record(run(run_cfg, trial_dir, run_name=f"{plan.name}-{trial.number}", on_epoch=reporter))
-    if record.status == "pruned":
-        raise optuna.TrialPruned(record.reason or "pruned")
-    return tuple(float(record.get(o)) for o in plan.objectives)
-
-
-def _as_record(result: RunRecord | dict[str, Any]) -> RunRecord:
-    return result if isinstance(result, RunRecord) else RunRecord.from_json(result)
-
-
-def _optimise(plan: Plan, study: optuna.Study, total: int) -> str | None:
-    """Step 3: trials until the budget is done. Returns the error line when `max_failed` trials
-    failed (None otherwise)."""
-
-    def objective(trial: optuna.Trial) -> tuple[float, ...]:
-        try:
-            return train_trial(plan, study, trial, total)
-        except KeyboardInterrupt:
-            # Optuna records the trial as failed; the next start of the sweep runs these parameters again.
-            trial.set_user_attr("interrupted", True)
-            raise
-
-    failed: list[str] = []
-    max_failed = int(plan.spec.get("max_failed") or 0)
-    stopped: list[bool] = []
-
-    def on_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        # Failed trials do not count toward the budget, so a search space where every trial fails
-        # (diverges) would otherwise run forever. A surplus trial trained nothing: no failure.
-        if trial.state != TrialState.FAIL or trial.user_attrs.get("surplus"):
-            return
-        reason = str(trial.system_attrs.get("fail_reason", "")).strip().splitlines()
-        log.warning("trial %d failed: %s", trial.number, reason[-1] if reason else "unknown reason")
-        failed.append(f"trial {trial.number}")
-        if max_failed and len(failed) >= max_failed:
-            stopped.append(True)
-
-    optimise(study, objective, total, min(float(plan.spec["heartbeat_s"]), 5.0), [on_trial], stopped)
-    if stopped:
-        return (f"error: stopped after {len(failed)} failed trials ({', '.join(failed)}; sweep.max_failed="
-                f"{max_failed}); their result.json files say why")
-    return None
-
-
-def _conclude(plan: Plan, study: optuna.Study) -> int:
-    """Step 4: the Pareto set and the summary, the Pareto set re-run on `rerun_seeds` (reported on
-    test), and the report."""
-    out_dir, name = plan.out_dir, plan.name
-    rows = pareto_rows(study, plan.objectives)
-    write_json(out_dir / "pareto.json", rows)
-    # Which metric each front is on: this one selects on validation, the report's shows test (by trial number).
-    print(f"\nPareto set of study {name} on {' vs '.join(plan.objectives)} ({len(rows)} trials; the report's front "
-          f"is on test_acc vs train_flops):\n{format_pareto(rows)}")
-    print(f"saved {out_dir / 'pareto.json'}")
-    summary = summarise(study, plan.objectives, plan.epochs) | {"pruner": plan.prune_mode}
-    write_json(out_dir / "summary.json", summary)
-    print(format_summary(summary))
-    if plan.rerun_seeds and rows:
-        try:
-            rerun = rerun_pareto(study, rows, plan.base_over + plan.rerun_over, plan.rerun_seeds, out_dir / "rerun", name)
-        except DivergedError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        write_json(out_dir / "pareto_rerun.json", rerun)
-        print(f"\nPareto set re-run on seeds {plan.rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}")
-        print(f"saved {out_dir / 'pareto_rerun.json'}")
-    page = publish([out_dir], out_dir / "report", plan.base_cfg.logger, name)
-    if page:
-        print(f"report: {page}")
-    return 0
 
 
 def requeue_interrupted(study: optuna.Study) -> None:
@@ -847,6 +477,10 @@ def format_summary(s: dict[str, Any]) -> str:
     best = next(k for k in s if k.startswith("best_") and k != "best_trial")
     return (f"trials: {s['trials']} ({states}); pruner {s['pruner']}; epochs trained {s['epochs_trained']} of "
             f"{s['epochs_unpruned']}{share}; {best} {s[best]} (trial {s['best_trial']})")
+
+
+def _as_record(result: RunRecord | dict[str, Any]) -> RunRecord:
+    return result if isinstance(result, RunRecord) else RunRecord.from_json(result)
 
 
 def rerun_pareto(
