@@ -280,6 +280,7 @@ def test_batchnorm_default_is_the_measured_one_everywhere():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from src.gate import compose_train  # registers the schemas the strategy YAMLs build on
     from tests.cli import REPO
 
     assert RunConfig().strategy.frozen_bn == "all"
@@ -290,8 +291,6 @@ def test_batchnorm_default_is_the_measured_one_everywhere():
         assert grid.strategy.frozen_bn == "all"
     # make sweep's preset trains on the default, and does not set it itself
     assert OmegaConf.select(OmegaConf.load(REPO / "sweeps" / "default.yaml"), "strategy.frozen_bn") is None
-    from src.gate import compose_train
-
     assert compose_train(["sweep=default"]).strategy.frozen_bn == "all"
     with pytest.raises(ConfigError, match="must be >= 1"):
         RunConfig.from_dict({"strategy": {"lr_decay": 0.999}})
