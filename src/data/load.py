@@ -477,11 +477,18 @@ def _decoded(files: list[Path], size: int, draft: bool, workers: int, progress: 
             pool.shutdown(wait=True, cancel_futures=True)  # a failure stops the decode early
 
 
-def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
-    """The image files of `folder/<class>/` (sorted), their labels and the class names."""
+def class_folders(folder: Path, where: str | None = None) -> list[str]:
+    """An image folder's class names: its sub-folders, sorted. ConfigError naming `where` (default:
+    the folder) when it has none."""
     found = sorted(d.name for d in folder.iterdir() if d.is_dir())
     if not found:
-        raise ConfigError(f"{folder}: no class folders (expected {folder}/<class>/<images>)")
+        raise ConfigError(f"{where or folder}: no class folders (expected {folder}/<class>/<images>)")
+    return found
+
+
+def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    """The image files of `folder/<class>/` (sorted), their labels and the class names."""
+    found = class_folders(folder)
     if classes is not None and found != classes:
         raise ConfigError(f"{folder}: class folders {found} differ from train's {classes}")
     files, labels = [], []
@@ -550,7 +557,7 @@ def _decode_setup(cfg: DataConfig, progress: bool) -> _Decode:
     return _Decode(cfg.image_size, cfg.jpeg_draft, cfg.bad_images, workers, progress)
 
 
-def _part_dir(root: Path, part: str) -> Path:
+def part_dir(root: Path, part: str) -> Path:
     """The folder of a split: root/train, root/val, root/test; or root itself when it holds the
     class folders directly (one folder of classes, as most photo collections come: val and test
     are then split off it)."""
@@ -560,7 +567,7 @@ def _part_dir(root: Path, part: str) -> Path:
 def _folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
     """The files and labels of train/ (or of root's own class folders) and of val/ and test/ where
     present; train's class names."""
-    files, labels, classes = _list_folder(_part_dir(root, "train"), None)
+    files, labels, classes = _list_folder(part_dir(root, "train"), None)
     parts = {"train": (files, labels)}
     for part in ("val", "test") if (root / "train").is_dir() else ():
         if (root / part).is_dir():
@@ -574,7 +581,7 @@ def _decode_parts(root: Path, parts, classes, how: _Decode, allocate) -> dict[st
     out = {}
     for part, (files, labels) in parts.items():
         array = allocate(part, len(files))
-        kept = _decode_into(array, _part_dir(root, part), files, labels, classes, how)
+        kept = _decode_into(array, part_dir(root, part), files, labels, classes, how)
         out[part] = (array, kept)
     return out
 

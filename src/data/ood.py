@@ -23,7 +23,8 @@ import torch
 
 from src.config import ConfigError, DataConfig
 from src.data.load import (
-    Split, _one_line, _read_npz, _to_labels, _to_nchw, limit_per_class, read_parts, resize_uint8,
+    Split, _one_line, _read_npz, _to_labels, _to_nchw, class_folders, limit_per_class, part_dir, read_parts,
+    resize_uint8,
 )
 
 log = logging.getLogger(__name__)
@@ -57,16 +58,9 @@ def known_classes(cfg: DataConfig) -> list[str] | None:
     if cfg.kind == "digits":
         return [str(c) for c in range(10)]
     if cfg.kind == "imagefolder" and cfg.root and Path(cfg.root).is_dir():
-        train = Path(cfg.root) / "train" if (Path(cfg.root) / "train").is_dir() else Path(cfg.root)
-        return sorted(d.name for d in train.iterdir() if d.is_dir())
+        train = part_dir(Path(cfg.root), "train")
+        return sorted(d.name for d in train.iterdir() if d.is_dir())  # none yet: the load says so
     return None
-
-
-def _folder_classes(folder: Path, where: str) -> list[str]:
-    found = sorted(d.name for d in folder.iterdir() if d.is_dir())
-    if not found:
-        raise ConfigError(f"{where}: no class folders (expected {folder}/<class>/<images>)")
-    return found
 
 
 def _check_names(names: list[str], classes: list[str], where: str) -> None:
@@ -87,7 +81,7 @@ def check_ood(cfg: DataConfig, classes: list[str] | None = None) -> None:
     for i, path in enumerate(cfg.ood):
         where, p = f"dataset.ood[{i}]={path!r}", Path(path)
         if p.is_dir():
-            found = _folder_classes(p, where)
+            found = class_folders(p, where)
             if classes is not None:
                 _check_names(found, classes, where)
         elif p.suffix.lower() != ".npz":
