@@ -187,9 +187,96 @@ def test_report_fits_the_line_and_gives_each_configuration_its_effective_robustn
     assert ood["fits"][0]["slope"] == pytest.approx(slope) and ood["fits"][0]["points"] == 3
 
 
+def _ranks(values) -> np.ndarray:
+    return np.argsort(np.argsort(values)).astype(float)  # no ties in the data below
+
+
+def _drift_runs(root: Path) -> dict:
+    """Runs at 10 and all images per class, 3 strategies x 3 seeds, with drift measures and OOD
+    accuracy written under root; returns (train_per_class, strategy, seed) -> (cka, agreement, test, ood)."""
+    rng = np.random.default_rng(0)
+    runs = {}
+    for n in (10, None):
+        for strategy in ("frozen", "full", "lpft"):
+            for seed in (0, 1, 2):
+                cka = float(rng.uniform(0.3, 0.99))
+                # OOD accuracy rises with CKA at 10 per class and falls with it at all images: the pooled
+                # ρ must not be a per-size one, and each size's must be its own
+                ood = 0.2 + (0.3 * cka if n == 10 else 0.3 * (1 - cka)) + float(rng.normal(0, 0.005))
+                runs[(n, strategy, seed)] = (cka, float(rng.uniform(0.1, 0.9)), float(rng.uniform(0.5, 0.9)), ood)
+                record = RunRecord(strategy=strategy, seed=seed, dataset="photo", model="m", epochs=1, status="completed",
+                                   train_per_class=n, train_samples=70 if n else 700, test_acc=runs[(n, strategy, seed)][2],
+                                   val_acc=0.5, train_flops=1e9, cka_features=cka, imagenet_agreement=runs[(n, strategy, seed)][1],
+                                   ood={"art": {"acc": ood, "balanced_acc": ood, "n": 9}})
+                write_json(root / f"{n}_{strategy}_{seed}" / "result.json", record.to_json())
+    return runs
+
+
+def test_report_correlates_the_drift_measures_with_ood_accuracy_across_runs(tmp_path):
+    runs = _drift_runs(tmp_path / "runs")
+    section = ood_section(group_configs(load_runs([tmp_path / "runs"])))
+    got = {(d["per_class"], d["drift"], d["measure"]): d for d in section["drift"]}
+    assert {k[0] for k in got} == {"pooled", "10", "all"}
+    assert {k[1] for k in got} == {"cka_features", "imagenet_agreement"} and {k[2] for k in got} == {"ood_acc/art", "eff_rob/art"}
+
+    def by_hand(select, column):
+        xs = [v[column] for k, v in runs.items() if select(k)]
+        ys = [v[3] for k, v in runs.items() if select(k)]
+        return float(np.corrcoef(_ranks(xs), _ranks(ys))[0, 1]), len(xs)
+
+    for per_class, select in (("pooled", lambda k: True), ("10", lambda k: k[0] == 10), ("all", lambda k: k[0] is None)):
+        for drift, column in (("cka_features", 0), ("imagenet_agreement", 1)):
+            rho, n = by_hand(select, column)
+            row = got[(per_class, drift, "ood_acc/art")]
+            assert row["rho"] == pytest.approx(rho, abs=1e-12) and row["runs"] == n
+            assert 0 <= row["p"] <= 1
+    assert got[("10", "cka_features", "ood_acc/art")]["rho"] > 0.8 > -0.8 > got[("all", "cka_features", "ood_acc/art")]["rho"]
+    assert got[("10", "cka_features", "ood_acc/art")]["p"] < 0.01
+
+    table = ood_markdown(section)
+    assert "| dataset | per class | drift | measure | ρ | p | runs |" in table
+    assert f"| photo | 10 | cka_features | art accuracy | {got[('10', 'cka_features', 'ood_acc/art')]['rho']:+.2f} |" in table
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="drift-ood"' in html
+    saved = json.loads((tmp_path / "report" / "ood.json").read_text())["drift"]
+    assert len(saved) == len(section["drift"]) and saved[0]["rho"] == pytest.approx(section["drift"][0]["rho"])
+
+
+def test_the_notebook_shows_the_ood_measures_and_the_drift_correlations(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    repo = Path(__file__).resolve().parents[1]
+    _drift_runs(tmp_path / "runs")
+    rho = next(d["rho"] for d in ood_section(group_configs(load_runs([tmp_path / "runs"])))["drift"]
+               if (d["per_class"], d["drift"], d["measure"]) == ("10", "cka_features", "ood_acc/art"))
+    nb = nbformat.read(repo / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("RESULTS_DIRS", str(tmp_path / "runs"))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(repo)}}).execute()
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "art effective robustness" in text
+    assert f"10 per class: cka_features vs art accuracy: rho {rho:+.2f}" in text
+
+
+def test_drift_correlations_leave_out_runs_without_a_value_and_constant_measures(tmp_path):
+    for seed in range(6):
+        record = RunRecord(strategy="full", seed=seed, dataset="photo", model="m", epochs=1, status="completed",
+                           test_acc=0.5 + seed / 100, val_acc=0.5, train_flops=1e9,
+                           cka_features=None if seed == 0 else 0.5 + seed / 10,
+                           imagenet_agreement=1.0,  # the same in every run: nothing to rank
+                           ood={"art": {"acc": 0.3 - seed / 100, "balanced_acc": 0.3, "n": 9}})
+        write_json(tmp_path / "runs" / f"full_{seed}" / "result.json", record.to_json())
+    section = ood_section(group_configs(load_runs([tmp_path / "runs"])))
+    # one configuration: no line, so no effective robustness; CKA over the 5 runs that have it, ρ = −1
+    assert [(d["per_class"], d["drift"], d["measure"], d["runs"]) for d in section["drift"]] == [
+        ("all", "cka_features", "ood_acc/art", 5)]
+    assert section["drift"][0]["rho"] == pytest.approx(-1.0)
+
+
 def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
     """A run's W&B summary (read back from the offline run file) has each set's accuracy as a flat
-    metric; the study summary's runs table has OOD accuracy and effective robustness columns."""
+    metric; the study summary's runs table has OOD accuracy and effective robustness columns, and its
+    drift_ood table the rank correlations."""
     pytest.importorskip("wandb")
     from src.config import LoggerConfig
     from src.reporting.page import _log_summary
@@ -198,6 +285,7 @@ def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
 
     for (strategy, seed), (acc, ood) in RECORDS.items():
         record = RunRecord(strategy=strategy, seed=seed, dataset="photo", status="completed", test_acc=acc,
+                           cka_features=1 - ood,  # falls as OOD accuracy rises: ρ = −1 in the drift table
                            ood={"art": {"acc": ood, "balanced_acc": ood, "n": 9}})
         write_json(tmp_path / "runs" / f"{strategy}_{seed}" / "result.json", record.to_json())
     runs = load_runs([tmp_path / "runs"])
@@ -210,6 +298,8 @@ def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
     assert summary["ood_acc/art"] == runs[0].result.ood["art"]["acc"] and summary["ood_n/art"] == 9
     rows = wandb_files.table(tmp_path / "w", "runs")
     assert {"ood_acc/art", "eff_rob/art"} <= set(rows[0]) and all(r["eff_rob/art"] is not None for r in rows)
+    drift = {(r["drift"], r["measure"]): r for r in wandb_files.table(tmp_path / "w", "drift_ood")}
+    assert drift[("cka_features", "ood_acc/art")]["rho"] == pytest.approx(-1.0) and drift[("cka_features", "ood_acc/art")]["runs"] == 6
 
 
 def test_domain_shift_preset_takes_the_folders_as_settings(tmp_path, monkeypatch):

@@ -150,7 +150,8 @@ def ood_win_map(configs: Sequence[Config]) -> list[dict[str, Any]]:
 def ood_section(configs: Sequence[Config]) -> dict[str, Any]:
     """What the report says out of distribution (ood.json, and the page's section): per configuration
     its test accuracy, each OOD set's accuracy and effective robustness (mean ± CI over seeds); the
-    fitted lines; paired differences of every OOD measure; the win map on each set's accuracy."""
+    fitted lines; paired differences of every OOD measure; the win map on each set's accuracy; the
+    rank correlations of the drift measures with the OOD measures across runs."""
     metrics = ood_metrics(configs)
     rows = [{"config": c.label, "strategy": c.strategy, "seeds": len(c.runs)}
             | {m: c.stats.get(m, (None, None))[0] for m in ("test_acc", *metrics)}
@@ -160,6 +161,7 @@ def ood_section(configs: Sequence[Config]) -> dict[str, Any]:
         "fits": [dataclasses.asdict(f) for f in robustness.fits(configs)],
         "pairs": [p for m in metrics for p in paired_rows(configs, m)],
         "wins": ood_win_map(configs),
+        "drift": robustness.drift_correlations([r for c in configs for r in c.runs], metrics),
     }
 
 
@@ -180,6 +182,8 @@ def _ood_html(section: dict[str, Any], figures: dict[str, Path]) -> dict[str, An
                  f"over {f['points']} configurations" for f in section["fits"]],
         "pairs": [(p["a"], p["b"], robustness.label(p["metric"]), *_pair_cells([p])[0][3:]) for p in section["pairs"]],
         "wins": _win_cells(section["wins"]) if "wins_ood" in figures else None,
+        "drift": [(str(d["dataset"]), d["per_class"], d["drift"], robustness.label(d["measure"]),
+                   f"{d['rho']:+.2f}", f"{d['p']:.2g}", str(d["runs"])) for d in section.get("drift", [])],
     }
 
 
@@ -193,7 +197,12 @@ def ood_markdown(section: dict[str, Any]) -> str:
             "logit-scale fit across configurations):\n"), "| " + " | ".join(cells["head"]) + " |",
            "|---" * len(cells["head"]) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in cells["rows"]]
-    return "\n".join(out + [""] + [f"- {line}" for line in cells["fits"]])
+    out += [""] + [f"- {line}" for line in cells["fits"]]
+    if cells["drift"]:
+        out += ["", "Drift against out-of-distribution measures (Spearman's ρ across runs):", "",
+                "| dataset | per class | drift | measure | ρ | p | runs |", "|---" * 7 + "|"]
+        out += ["| " + " | ".join(row) + " |" for row in cells["drift"]]
+    return "\n".join(out)
 
 
 def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], metric: str = "test_acc",
@@ -312,6 +321,8 @@ def _log_summary(tracker: Tracker, runs: Sequence[Run], configs: Sequence[Config
     tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
     if pairs := paired_rows(configs, metric) + [p for m in ood for p in paired_rows(configs, m)]:
         tracker.table("paired", pairs)
+    if drift := robustness.drift_correlations([r for c in configs for r in c.runs], ood):
+        tracker.table("drift_ood", drift)  # do the drift measures rank runs as OOD accuracy does?
     cells, ood_cells = win_map(configs, metric), ood_win_map(configs)
     if wins_worth_showing(cells) or wins_worth_showing(ood_cells):  # the map on each OOD set's accuracy too
         tracker.table("win_map", [

@@ -12,6 +12,11 @@ differ little. Accuracies are clipped to [0.001, 0.999] so that 0 and 1 stay fin
 A run's effective robustness is its OOD accuracy minus the line's prediction at its test accuracy;
 a configuration's is the mean over its seeds (with a CI, and comparable seed by seed in the paired
 tests). Nothing here is measured: it is arithmetic on recorded accuracies.
+
+`drift_correlations` asks whether the drift measures (how far fine-tuning moved the features,
+src/measurement/drift.py) tell which runs keep their accuracy out of distribution: Spearman's rank
+correlation across runs, pooled per dataset and per training-set size (a rank correlation, since
+neither measure need be linear in the other).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from src.record.io import as_number
-from src.reporting.stats import mean_ci
+from src.reporting.stats import mean_ci, spearman
 
 ID_METRIC = "test_acc"  # the in-distribution accuracy that OOD accuracy is set against
 OOD_ACC, OOD_BALANCED, EFF_ROB = "ood_acc/", "ood_balanced_acc/", "eff_rob/"
 CLIP = 1e-3
+# result.json's whole-network drift measures (src/measurement/drift.py), set against OOD accuracy
+DRIFT_MEASURES = ("cka_features", "imagenet_agreement")
+MIN_CORRELATED = 5  # fewer runs than this give no rank correlation worth printing
 
 
 def ood_sets(results: Sequence[Any]) -> list[str]:
@@ -127,3 +135,30 @@ def add_effective_robustness(configs: Sequence[Any]) -> list[Fit]:
             if values and len(values) == len(c.runs):
                 c.stats[key] = mean_ci(values)
     return lines
+
+
+def drift_correlations(runs: Sequence[Any], measures: Sequence[str]) -> list[dict[str, Any]]:
+    """Spearman's ρ across runs between each drift measure (`DRIFT_MEASURES`) and each of `measures`
+    (OOD accuracy, effective robustness): per dataset over all its runs ("per_class": "pooled"), then
+    per training-set size. Runs missing either value are left out of that pair; a pair with fewer
+    than MIN_CORRELATED runs, or a constant side, gives no row."""
+    rows = []
+    by_dataset: dict[Any, list[Any]] = {}
+    for r in runs:
+        by_dataset.setdefault(r.result.dataset, []).append(r)
+    for dataset, members in by_dataset.items():
+        sizes = sorted({r.result.train_per_class for r in members}, key=lambda n: (n is None, n or 0))  # "all" last
+        groups = [("pooled", members)] if len(sizes) > 1 else []
+        groups += [("all" if n is None else str(n), [r for r in members if r.result.train_per_class == n]) for n in sizes]
+        for drift in DRIFT_MEASURES:
+            for measure in measures:
+                for per_class, group in groups:
+                    pairs = [(x, y) for r in group if (x := as_number(r.measure(drift))) is not None
+                             and (y := as_number(r.measure(measure))) is not None]
+                    if len(pairs) < MIN_CORRELATED:
+                        continue
+                    rho, p = spearman([x for x, _ in pairs], [y for _, y in pairs])
+                    if not math.isnan(rho):
+                        rows.append({"dataset": dataset, "per_class": per_class, "drift": drift, "measure": measure,
+                                     "rho": rho, "p": p, "runs": len(pairs)})
+    return rows

@@ -1,4 +1,5 @@
-"""Small statistics for results across seeds: mean with a Student-t confidence interval."""
+"""Small statistics for results across seeds: mean with a Student-t confidence interval, paired
+differences, and a rank correlation across runs."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[
     else:
         p = float(stats.ttest_rel(a, b).pvalue)
     return {"n": len(diffs), "diff": mean, "ci95": half, "p": p}
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Spearman's rank correlation and its two-sided p-value; (NaN, NaN) when either side is constant
+    (no ranking to correlate) or with fewer than 3 pairs."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs equal-length samples, not {len(x)} and {len(y)}")
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return float("nan"), float("nan")
+    result = stats.spearmanr(x, y)
+    return float(result.statistic), float(result.pvalue)
 
 
 def format_ci(mean: float, half: float, digits: int = 4) -> str:
