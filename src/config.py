@@ -32,6 +32,12 @@ class ConfigError(ValueError):
     """A configuration value that cannot run. The message is one line naming the key."""
 
 
+# The package of this project's Hydra sweeper (hydra_plugins/ft_optuna_sweeper): a multirun's
+# `hydra.sweeper._target_` starts with it when our Optuna sweeper drives the jobs. Defined here, the
+# lowest layer, for the entrypoint, the gate, the search loop and the reports alike.
+OUR_SWEEPER = "hydra_plugins.ft_optuna_sweeper."
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # Any timm architecture name; `tf_efficientnet_lite0` is the offline default.

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import src.strategies  # noqa: F401  (registers every strategy's config class in STRATEGY_CONFIGS)
-from src.config import STRATEGY_CONFIGS, ConfigError, EntryConfig, RunConfig, config_error, schema
+from src.config import OUR_SWEEPER, STRATEGY_CONFIGS, ConfigError, EntryConfig, RunConfig, config_error, schema
 from src.record.io import RESULT_FILE
 from src.training.run import finished_status, preflight
 
@@ -36,7 +36,6 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 SWEEPS = CONF.parent / "sweeps"
 # The file by which the Optuna sweeper claims its folder for one study (src.search.sweep.claim_out_dir).
 STUDY_FILE = "study.json"
-OUR_SWEEPER = "hydra_plugins.ft_optuna_sweeper."
 # The schemas' names in the ConfigStore: a config group option may start from one in its defaults list.
 SCHEMA_PREFIX = "base_"
 

@@ -33,7 +33,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError, RunConfig
+from src.config import OUR_SWEEPER, ConfigError, RunConfig
 from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, precheck, release_unused_dirs, to_run_config,
                       wants_completion)
 from src.models import PretrainedWeightsError
@@ -90,7 +90,7 @@ def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> Any:
     """A job of `hydra/sweeper=optuna` reports each epoch to its Optuna trial, which may stop it
     (src.search.launched.job_reporter); None for any other multirun job."""
     sweeper = OmegaConf.to_container(hc.sweeper, resolve=True)
-    if not str(sweeper.get("_target_", "")).startswith("hydra_plugins.ft_optuna_sweeper."):
+    if not str(sweeper.get("_target_", "")).startswith(OUR_SWEEPER):
         return None
     from src.search.launched import job_reporter  # optuna is loaded only by the jobs that need it
 
@@ -161,8 +161,7 @@ class ComparisonTable(Callback):
         failed = [d.name for d, r in rows if r.get("status") not in ("completed", "pruned")]
         # An Optuna sweep's failed or interrupted trials are the study's to judge (max_failed; an
         # interrupted trial runs again on resume): its exit code is the sweeper's.
-        if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(
-                "hydra_plugins.ft_optuna_sweeper."):
+        if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
             print(f"error: {len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}", file=sys.stderr)
             sys.exit(1)
 

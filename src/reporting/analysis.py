@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from src.config import augment_name
+from src.config import OUR_SWEEPER, augment_name
 from src.record.io import (
     CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped,
     read_json_object, read_jsonl,
@@ -50,8 +50,6 @@ COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", 
 METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
 # A sweep trial's folder in its re-runs (`rerun/trial_NNNN/seed_S`; older sweeps: `trial_NNNN`).
 _TRIAL_DIR = re.compile(r"trial_(\d+)")
-# The Hydra sweeper of this project (hydra_plugins/ft_optuna_sweeper), as a job's hydra.yaml names it.
-_OUR_SWEEPER = "hydra_plugins.ft_optuna_sweeper."
 MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb",
             "imagenet_agreement", "cka_features")
 
@@ -133,11 +131,11 @@ def trial_number(run_dir: Path) -> int | None:
     hydra_file = Path(run_dir) / ".hydra" / "hydra.yaml"
     try:
         text = hydra_file.read_text() if hydra_file.is_file() else ""
-        if _OUR_SWEEPER not in text:
+        if OUR_SWEEPER not in text:
             return None
         hydra = (yaml.safe_load(text) or {}).get("hydra", {})
         num = hydra.get("job", {}).get("num")
-        return num if isinstance(num, int) and _OUR_SWEEPER in str(hydra.get("sweeper", {}).get("_target_", "")) else None
+        return num if isinstance(num, int) and OUR_SWEEPER in str(hydra.get("sweeper", {}).get("_target_", "")) else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a label, not worth failing a report for
         return None
 

@@ -28,7 +28,7 @@ import optuna
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
-from src.config import ConfigError, RunConfig
+from src.config import OUR_SWEEPER, ConfigError, RunConfig
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
@@ -36,7 +36,7 @@ from src.search.sweep import DONE, holds_a_place, make_storage, suggest
 
 log = logging.getLogger(__name__)
 # The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
-SWEEPER_TARGET = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
 # Studies open in this process, by (storage URL, study name): a job launched in-process reuses
 # the sweeper's study (and its storage connection) instead of opening the storage again.
 LIVE: dict[tuple[str, str], optuna.Study] = {}
