@@ -107,7 +107,7 @@ def fits(configs: Sequence[Any]) -> list[Fit]:
     out = []
     by_dataset: dict[Any, list[Any]] = {}
     for c in configs:
-        by_dataset.setdefault(c.runs[0].result.dataset, []).append(c)
+        by_dataset.setdefault(c.dataset, []).append(c)
     for dataset, members in by_dataset.items():
         for name in ood_sets([r.result for c in members for r in c.runs]):
             placed = [c for c in members if ID_METRIC in c.stats and OOD_ACC + name in c.stats]
@@ -124,7 +124,7 @@ def add_effective_robustness(configs: Sequence[Any]) -> list[Fit]:
     for fit in lines:
         key = EFF_ROB + fit.ood
         for c in configs:
-            if c.runs[0].result.dataset != fit.dataset:
+            if c.dataset != fit.dataset:
                 continue
             values = []
             for r in c.runs:
