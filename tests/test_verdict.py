@@ -159,7 +159,10 @@ def test_one_seed_with_separate_intervals_names_one_best(tmp_path):
     # an accuracy that is no count out of n (a balanced accuracy, a wrong n) gets no interval
     odd = write_runs(tmp_path / "odd", {"full": {0: (0.98765, 0.98765)}, "frozen": {0: (0.5, 0.5)}})
     w = verdict_of(odd)
-    assert w.test.interval is None and w.test.gaps[0].evidence == "none"
+    assert w.test.interval is None and w.test.gaps[0].evidence == "none" and w.test.best_set == ["full", "frozen"]
+    [text] = answer(group_configs(load_runs([odd])))
+    assert f"frozen {wilson(180, 360)} (one seed, and no interval for this measure: not compared)" in text
+    assert "run seed=0,1,2 to tell them apart" in text
 
 
 def test_a_cheaper_configuration_that_is_worse_states_the_trade_with_ci_and_p(tmp_path):

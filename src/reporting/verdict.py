@@ -63,6 +63,7 @@ class Gap:
     p: float | None = None
     seeds: int = 0  # the seeds the paired test used
     seeds_to_tell: int | None = None
+    why_not: str = ""  # with evidence "none": why nothing compared them
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,9 @@ def _gap(lead: Config, other: Config, metric: str, names: dict[int, str]) -> Gap
     if mine is not None and interval is not None:
         overlap = interval[1] >= mine[0] and mine[1] >= interval[0]
         return Gap(**base, behind=behind, evidence="intervals", tied=overlap)
-    return Gap(**base, behind=behind, evidence="none", tied=True)
+    one_each = len(lead.runs) == 1 and len(other.runs) == 1
+    why = "one seed, and no interval for this measure" if one_each else "fewer than two seeds in common"
+    return Gap(**base, behind=behind, evidence="none", tied=True, why_not=why)
 
 
 def _standing(configs: Sequence[Config], metric: str, names: dict[int, str]) -> Standing | None:
@@ -295,7 +298,7 @@ def _gap_text(g: Gap) -> str:
         side = "behind" if g.behind >= 0 else "ahead"
         return f"{g.name} {_points(g.behind)} ± {_points(g.behind_ci95 or 0.0)} points {side}, {_p(g.p)}"
     value = f"{g.name} {_value(g.mean, g.ci95, g.interval)}"
-    return value if g.evidence == "intervals" else f"{value} (fewer than two seeds in common: not compared)"
+    return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
 
 
 def _and(names: Sequence[str]) -> str:
@@ -331,10 +334,10 @@ def _settle(s: Standing) -> str:
     if not s.tied:
         return ""
     first = s.tied[0]
-    if first.evidence == "intervals":
+    if first.evidence == "intervals" or first.why_not.startswith("one seed"):
         return f"; run {MORE_SEEDS} to tell them apart"
     if first.evidence == "none":
-        return f"; run them on the same seeds ({MORE_SEEDS}) to compare"
+        return f"; run them on the same seeds ({MORE_SEEDS}) to compare"  # the paired test needs common seeds
     if first.seeds_to_tell is not None:
         return (f"; about {first.seeds_to_tell} seeds would tell {s.best} and {first.name} apart if the gap and "
                 f"spread seen so far held")
@@ -357,5 +360,5 @@ def _trade_sentence(t: Trade) -> str:
         if g.evidence == "intervals":
             gap += ", within their overlapping intervals" if g.tied else " (the intervals do not overlap)"
         else:
-            gap += " (fewer than two seeds in common: not compared)"
+            gap += f" ({g.why_not}: not compared)"
     return f"{head}, {gap}, at {cost_ratio(t.cheap_cost, t.top_cost)} of its {spent}."
