@@ -266,3 +266,18 @@ def test_a_second_report_goes_into_a_new_folder_and_names_runs_by_their_study(tm
     assert {line.split()[-1] for line in out.out.splitlines() if line.split() and "_s" in line.split()[-1]} == \
         {f"A/{p.parent.name}" for p in a.glob("*/result.json")} | {"B/0_full_s3"}
     assert main([str(a)]) == 0 and (a / "report_2" / "index.html").is_file()
+
+
+def test_a_report_that_cannot_be_written_whole_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from src.reporting import page
+
+    def full_disk(path, _data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(page, "write_json", full_disk)
+    study = _study(tmp_path)
+    assert page.main([str(study), "--out", str(tmp_path / "report")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: report not written in {tmp_path / 'report'} (No space left on device)"
+    assert not (tmp_path / "report" / "index.html").exists()

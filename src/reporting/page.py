@@ -187,7 +187,7 @@ def ood_section(configs: Sequence[Config]) -> dict[str, Any]:
         "fits": [dataclasses.asdict(f) for f in robustness.fits(configs)],
         "pairs": [p for m in metrics for p in paired_rows(configs, m)],
         "wins": ood_win_map(configs),
-        "drift": robustness.drift_correlations([r for c in configs for r in c.runs], metrics),
+        "drift": robustness.drift_correlations(configs, metrics),
     }
 
 
@@ -390,7 +390,7 @@ def _log_summary(tracker: Tracker, runs: Sequence[Run], configs: Sequence[Config
     tracker.table("configs", [{k: v for k, v in r.items() if k != "run_dirs"} for r in rows])
     if pairs := paired_rows(configs, metric) + [p for m in ood for p in paired_rows(configs, m)]:
         tracker.table("paired", pairs)
-    if drift := robustness.drift_correlations([r for c in configs for r in c.runs], ood):
+    if drift := robustness.drift_correlations(configs, ood):
         tracker.table("drift_ood", drift)  # do the drift measures rank runs as OOD accuracy does?
     cells, ood_cells = win_map(configs, metric), ood_win_map(configs)
     if wins_worth_showing(cells) or wins_worth_showing(ood_cells):  # the map on each OOD set's accuracy too

@@ -137,15 +137,16 @@ def add_effective_robustness(configs: Sequence[Any]) -> list[Fit]:
     return lines
 
 
-def drift_correlations(runs: Sequence[Any], measures: Sequence[str]) -> list[dict[str, Any]]:
-    """Spearman's ρ across runs between each drift measure (`DRIFT_MEASURES`) and each of `measures`
-    (OOD accuracy, effective robustness): per dataset over all its runs ("per_class": "pooled"), then
-    per training-set size. Runs missing either value are left out of that pair; a pair with fewer
-    than MIN_CORRELATED runs, or a constant side, gives no row."""
+def drift_correlations(configs: Sequence[Any], measures: Sequence[str]) -> list[dict[str, Any]]:
+    """Spearman's ρ across the configurations' runs between each drift measure (`DRIFT_MEASURES`) and
+    each of `measures` (OOD accuracy, effective robustness): per dataset (the configurations' own,
+    by identity) over all its runs ("per_class": "pooled"), then per training-set size. Runs missing
+    either value are left out of that pair; a pair with fewer than MIN_CORRELATED runs, or a constant
+    side, gives no row."""
     rows = []
     by_dataset: dict[Any, list[Any]] = {}
-    for r in runs:
-        by_dataset.setdefault(r.result.dataset, []).append(r)
+    for c in configs:
+        by_dataset.setdefault(c.dataset, []).extend(c.runs)
     for dataset, members in by_dataset.items():
         sizes = sorted({r.result.train_per_class for r in members}, key=lambda n: (n is None, n or 0))  # "all" last
         groups = [("pooled", members)] if len(sizes) > 1 else []
