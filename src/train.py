@@ -148,13 +148,20 @@ class ComparisonTable(Callback):
         rows += [(d, {"status": "failed", "error": f"result.json {unreadable[d]}" if d in unreadable else "no result.json"})
                  for d in lost]
         if rows:
-            print(f"\n{len(rows)} runs in {sweep_dir}:\n{console_summary(rows)}", flush=True)
+            try:
+                summary = console_summary(rows)
+            except Exception as err:  # the runs are saved; a failing summary must not end the multirun in a traceback
+                summary = f"(no summary: {type(err).__name__}: {err}; python -m src.report {sweep_dir} tries again)"
+            print(f"\n{len(rows)} runs in {sweep_dir}:\n{summary}", flush=True)
             try:  # only the logger section: the rest of `config` holds unresolved sweep values
                 logger = RunConfig.from_dict({"logger": OmegaConf.to_container(config.logger, resolve=True)}).logger
             except ConfigError:  # the jobs have reported it already
                 logger = None
             if logger is not None:
-                page = publish([sweep_dir], sweep_dir / "report", logger, sweep_group(sweep_dir))
+                problems: list[str] = []
+                page = publish([sweep_dir], sweep_dir / "report", logger, sweep_group(sweep_dir), problems=problems)
+                for line in problems:  # no report, a figure not drawn, no W&B summary: said, not buried in a log
+                    print(f"warning: {line}", file=sys.stderr, flush=True)
                 if page:
                     print(f"report: {page}", file=sys.stderr, flush=True)
         # a run an Optuna sweeper's pruner stopped ended as it should (its result.json says why)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,14 @@ def report(results, tmp_path_factory) -> Path:
 
 
 def test_report_pools_seeds_with_t_intervals_and_marks_the_front(results, report):
+    from src.config import DataConfig
+    from src.data.identity import dataset_identity
+
     rows = json.loads((report / "summary.json").read_text())
     assert [r["config"] for r in rows] == list(STRATEGIES) and all(r["seeds"] == 2 for r in rows)
+    # every run recorded what it measured: the digits with the default split
+    ids = {json.loads(p.read_text())["dataset_id"] for p in results.glob("*/result.json")}
+    assert ids == {dataset_identity(DataConfig(kind="digits"))}
     for row in rows:
         runs = [json.loads((Path(d) / "result.json").read_text()) for d in row["run_dirs"]]
         assert sorted(r["seed"] for r in runs) == [0, 1] and {r["strategy"] for r in runs} == {row["strategy"]}
@@ -298,40 +305,48 @@ def _runs(spec: dict[str, tuple[float, float, float]], seeds=(0, 1), root: Path 
 
 
 def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_gives_up():
-    from src.reporting.analysis import answer, group_configs
+    from src.reporting.analysis import group_configs
+    from src.reporting.verdict import answer
 
+    # the same accuracy on both seeds: every paired gap is exact, nothing is tied
     configs = group_configs(_runs({"frozen": (0.90, 0.919, 1.0e11), "full": (0.99, 0.992, 1.83e12),
                                    "layerwise": (0.995, 0.985, 9.0e11)}))
     [text] = answer(configs, "test_acc")
-    assert text.startswith("Best on validation: layerwise (0.995 accuracy; 0.985 on test); best on test: full (0.992).")
+    assert text.startswith("2 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation: layerwise "
+                           "(0.995 ± 0.000, next full 0.5 ± 0.0 points behind, p < 0.001). Best on test: full "
+                           "(0.992 ± 0.000, next layerwise 0.7 ± 0.0 points behind, p < 0.001).")
     # frozen: 0.919 vs full's 0.992 = 7.3 points, at 1e11 / 1.83e12 = 1/18 of its FLOPs
     assert ("The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
-            "0.919 test accuracy, 7.3 points below full, at 1/18 of its training FLOPs.") in text
+            "0.919 ± 0.000 test accuracy, 7.3 ± 0.0 points below full (p < 0.001), at 1/18 of its training FLOPs.") in text
     # on validation the front is frozen and layerwise (full costs more for less)
     [on_val] = answer(configs, "val_acc")
-    assert "9.5 points below layerwise, at 1/9 of its training FLOPs" in on_val
+    assert "9.5 ± 0.0 points below layerwise (p < 0.001), at 1/9 of its training FLOPs" in on_val
 
 
 def test_the_answer_when_one_configuration_wins_everything_and_per_task():
-    from src.reporting.analysis import answer, cost_ratio, group_configs
+    from src.reporting.analysis import cost_ratio, group_configs
+    from src.reporting.verdict import answer
 
     [text] = answer(group_configs(_runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 1e10)})))
-    assert text == ("Best on validation and on test: full (0.990 validation accuracy, 0.980 test). On test accuracy against "
-                    "training FLOPs, full is also the cheapest: no configuration trades test accuracy for a lower cost.")
+    assert text.endswith("Best on validation and on test: full (validation: 0.990 ± 0.000, next frozen 9.0 ± 0.0 points "
+                         "behind, p < 0.001; test: 0.980 ± 0.000, next frozen 8.0 ± 0.0 points behind, p < 0.001). On test "
+                         "accuracy against training FLOPs, full is also the cheapest: no configuration trades test accuracy "
+                         "for a lower cost.")
     two = _runs({"frozen": (0.9, 0.9, 1e11)}, dataset="a") + _runs({"frozen": (0.8, 0.8, 1e11)}, dataset="b")
     a, b = answer(group_configs(two))
-    assert a.startswith("On a (all per class): Best on validation and on test: frozen (0.900")
+    assert a.startswith("On a (all per class): 2 seeds per configuration") and "frozen (validation: 0.900" in a
     assert b.startswith("On b (all per class): ")
     assert [cost_ratio(1, 18.3), cost_ratio(1, 2.5), cost_ratio(0.73, 1.0)] == ["1/18", "1/2.5", "73%"]
     # no FLOPs counted (trainer.count_flops=false): the front is on training time, and says so
     no_flops = [r.__class__(r.dir, r.result.replace(train_flops=None))
                 for r in _runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 4e11)})]
-    assert answer(group_configs(no_flops))[0].endswith("8.0 points below full, at 1/4 of its training time.")
+    assert answer(group_configs(no_flops))[0].endswith("8.0 ± 0.0 points below full (p < 0.001), at 1/4 of its training time.")
 
 
 def test_the_answer_is_at_the_top_of_the_page_and_of_the_console_table(tmp_path):
-    from src.reporting.analysis import answer, group_configs
+    from src.reporting.analysis import group_configs
     from src.reporting.page import console_summary, write_report
+    from src.reporting.verdict import answer
 
     runs = _runs({"frozen": (0.9, 0.919, 1e11), "full": (0.99, 0.992, 1.83e12)}, root=tmp_path / "study")
     for r in runs:  # a real folder per run: the page lists them
@@ -340,7 +355,7 @@ def test_the_answer_is_at_the_top_of_the_page_and_of_the_console_table(tmp_path)
     sentences = answer(group_configs(runs))
     html = write_report([tmp_path / "study"], tmp_path / "report").read_text()
     body = html[html.index("<h1>"):]
-    assert body.index('id="answer"') < body.index("<h2>") and all(s in html for s in sentences)
+    assert body.index('id="answer"') < body.index("<h2>") and all(s in unescape(html) for s in sentences)
     printed = console_summary([(r.dir, r.result) for r in runs], markdown=True)
     assert printed.startswith("\n".join(sentences) + "\n\n|")
     proc = subprocess.run([sys.executable, "-m", "src.report", str(tmp_path / "study"), "--no-html"],

@@ -227,15 +227,21 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
 )
 
 
-def format_table(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], markdown: bool = False) -> str:
-    """The comparison table, one line per run, with the run directory as the last column. A row's
-    record may also be a plain result dict (a placeholder for a job that wrote none)."""
-    header = [title for _, title, _ in COLUMNS] + ["status", "run"]
+def format_table(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], markdown: bool = False,
+                 notes: dict[Path, str] | None = None) -> str:
+    """The comparison table, one line per run, its seed and its folder last: the folder relative to
+    what the runs' folders have in common (`run_names`), so that two studies' `0_frozen` are told
+    apart. A row's record may also be a plain result dict (a placeholder for a job that wrote none).
+    `notes` (by run folder) adds a column: why a run is not counted ("duplicate of ...")."""
+    header = [title for _, title, _ in COLUMNS] + ["status"] + (["note"] if notes else []) + ["seed", "run"]
+    names = run_names([d for d, _ in rows])
     body = []
     for run_dir, r in rows:
         record = r if isinstance(r, RunRecord) else RunRecord.from_json(r)
-        cells = [_fmt(record.get(key), kind) for key, _, kind in COLUMNS]
-        body.append(cells + [str(record.status or "?"), run_dir.name])
+        cells = [_fmt(record.get(key), kind) for key, _, kind in COLUMNS] + [str(record.status or "?")]
+        cells += [notes.get(run_dir, "-")] if notes else []
+        seed = record.seed
+        body.append(cells + [str(seed) if isinstance(seed, int) and not isinstance(seed, bool) else "-", names[run_dir]])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
@@ -243,3 +249,19 @@ def format_table(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], markdo
     widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
     fmt = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
     return "\n".join([fmt(header), fmt(["-" * w for w in widths])] + [fmt(c) for c in body])
+
+
+def run_names(dirs: Sequence[Path]) -> dict[Path, str]:
+    """Each run folder as the tables show it: relative to the folder all of them are in (a multirun's
+    `0_frozen`; `A/0_frozen` and `B/0_frozen` for two studies under one folder), its own name when
+    that leaves nothing, and the whole path when the folders share no parent (other drives)."""
+    if not dirs:
+        return {}
+    absolute = [Path(os.path.abspath(d)) for d in dirs]
+    try:
+        base = Path(os.path.commonpath(absolute))
+    except ValueError:
+        return {d: str(d) for d in dirs}
+    if any(a == base for a in absolute):  # one run, or a run with others inside it: name it from its parent
+        base = base.parent
+    return {d: a.relative_to(base).as_posix() for d, a in zip(dirs, absolute)}

@@ -133,6 +133,7 @@ class RunRecord:
     # Not in DATA_FIELDS: written when known, so that older records round-trip without them.
     data_load_s: float | None = None  # wall time of loading the data (decode or cache read, split, resize)
     data_cache: str | None = None  # decoded-data cache: hit | miss | refresh | off
+    dataset_id: str | None = None  # what the data is (src/data/identity.py): reports pool runs by it, not by name
     # --- what training measured (a completed run; a pruned one has PRUNED_FIELDS of it) ---
     epochs_trained: int | None = None
     best_epoch: int | None = None

@@ -1,8 +1,8 @@
 """Run files in, analysis out: load runs, group seeds of one configuration, Pareto fronts, mean ± CI.
 
 Used by the report (`src.reporting.page`), the W&B summary and the notebook, so all three show the same
-numbers. Everything here reads only what a run writes (result.json, metrics.jsonl,
-param_groups.json); nothing is recomputed.
+numbers; what they conclude from them is `src.reporting.verdict`'s. Everything here reads only what a
+run writes (result.json, metrics.jsonl, param_groups.json); nothing is recomputed.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from src.reporting.robustness import (
 )
 from src.reporting.stats import mean_ci, paired
 
-__all__ = ["Config", "Run", "answer", "group_configs", "load_runs", "mean_curve", "ood_metrics", "pareto_front", "summary_rows",
-           "trial_number", "win_map"]
+__all__ = ["Config", "Duplicate", "Run", "group_configs", "load_runs", "mean_curve", "ood_metrics", "pareto_front",
+           "summary_rows", "trial_number", "win_map"]
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
-# has). Runs that differ only in seed are pooled into one row with a CI.
+# has). Runs that differ only in seed are pooled into one row with a CI. `dataset` stands for what
+# the run measured: its `dataset_id` where result.json has one (`dataset_token`), not its name.
 CONFIG_KEYS = (
     "strategy", "model", "dataset", "epochs", "image_size", "augment", "train_samples", "min_epoch_steps", "lr",
     "frozen_bn", "optimizer", "join_warmup_epochs",
@@ -80,11 +81,33 @@ class Run:
             return ood_value(self.result, name)
         return self.result.get(name)
 
-    def config_key(self) -> ConfigKey:
+    def config_key(self, dataset: DatasetToken | None = None) -> ConfigKey:
+        """The run's configuration; `dataset` (default: its own `dataset_token`) stands in for the
+        dataset, so that a record without an identity can take the one its name has elsewhere."""
         r = self.result
-        fixed = tuple((k, _hashable(r.get(k, KEY_DEFAULTS.get(k)))) for k in CONFIG_KEYS)
+        fixed = tuple((k, dataset or dataset_token(r)) if k == "dataset" else (k, _hashable(r.get(k, KEY_DEFAULTS.get(k))))
+                      for k in CONFIG_KEYS)
         params = r.strategy_params if isinstance(r.strategy_params, dict) else {"strategy_params": r.strategy_params}
         return fixed + tuple((f"{k}", _hashable(v)) for k, v in sorted(params.items()))
+
+
+# What a run measured: ("id", result.json's `dataset_id`), or ("name", its dataset name) for a record
+# written before runs recorded an identity.
+DatasetToken = tuple[str, str]
+
+
+def dataset_token(result: RunRecord) -> DatasetToken:
+    ident = result.get("dataset_id")
+    return ("id", ident) if isinstance(ident, str) and ident else ("name", str(result.dataset))
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A completed run left out of its configuration because another run of it has the same seed
+    (a retried job, a copied folder, a configuration listed twice): `run` is a duplicate of `kept`."""
+
+    run: Run
+    kept: Run
 
 
 @dataclass
@@ -95,6 +118,11 @@ class Config:
     label: str
     runs: list[Run]
     stats: dict[str, tuple[float, float]]  # measure -> (mean, CI half-width; NaN with one seed)
+    dataset: str = ""  # the dataset's name, with a short identity where two datasets share a name
+    duplicates: list[Duplicate] = field(default_factory=list)  # same seed again: listed, never pooled
+
+    def __post_init__(self) -> None:
+        self.dataset = self.dataset or str(self.runs[0].result.dataset)
 
     @property
     def strategy(self) -> str:
@@ -199,12 +227,28 @@ def _unpoolable(result: RunRecord) -> str | None:
 
 
 def group_configs(runs: Sequence[Run]) -> list[Config]:
-    """Completed runs pooled by configuration, in order of first appearance."""
+    """Completed runs pooled by configuration, in order of first appearance, one run per seed: a
+    second completed run of a configuration on a seed it has (a retried job, a copied folder) is a
+    `Duplicate` of the first in folder order, listed and never averaged in.
+
+    Runs are the same configuration only on the same data: a dataset is known by its `dataset_id`
+    (`dataset_token`), so two folders that share a name are two datasets. A record written before
+    runs recorded an identity has only its name; it joins the runs that have one when exactly one
+    identity goes by that name among these runs, and otherwise stays apart."""
+    done = [r for r in runs if r.completed]
+    tokens = _resolved_tokens(done)
     pooled: dict[ConfigKey, list[Run]] = {}
-    for run in runs:
-        if run.completed:
-            pooled.setdefault(run.config_key(), []).append(run)
-    labels = _labels(list(pooled))
+    duplicates: dict[ConfigKey, list[Duplicate]] = {}
+    for run in done:
+        key = run.config_key(tokens[id(run)])
+        members = pooled.setdefault(key, [])
+        same_seed = next((m for m in members if m.result.seed == run.result.seed), None)
+        if same_seed is None:
+            members.append(run)
+        else:
+            duplicates.setdefault(key, []).append(Duplicate(run, same_seed))
+    names = dataset_names(done, tokens)
+    labels = _labels(list(pooled), names)
     measures = MEASURES + tuple(ood_measures(ood_sets([r.result for m in pooled.values() for r in m])))
     configs = []
     for key, members in pooled.items():
@@ -214,9 +258,36 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
             values = [v for r in members if (v := as_number(r.measure(m))) is not None]
             if len(values) == len(members):
                 stats[m] = mean_ci(values)
-        configs.append(Config(key, labels[key], members, stats))
+        configs.append(Config(key, labels[key], members, stats, names[dict(key)["dataset"]], duplicates.get(key, [])))
     add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
     return configs
+
+
+def _resolved_tokens(runs: Sequence[Run]) -> dict[int, DatasetToken]:
+    """Each run's dataset token (by `id(run)`), a name-only one replaced by the identity that name
+    has when it has exactly one among `runs`."""
+    ids_of: dict[str, set[str]] = {}
+    for r in runs:
+        kind, value = dataset_token(r.result)
+        if kind == "id":
+            ids_of.setdefault(str(r.result.dataset), set()).add(value)
+    out = {}
+    for r in runs:
+        token = dataset_token(r.result)
+        known = ids_of.get(str(r.result.dataset), set())
+        out[id(r)] = ("id", next(iter(known))) if token[0] == "name" and len(known) == 1 else token
+    return out
+
+
+def dataset_names(runs: Sequence[Run], tokens: dict[int, DatasetToken]) -> dict[DatasetToken, str]:
+    """Each dataset's name for tables and sentences: its recorded name, with the start of its
+    identity in brackets where another dataset among these runs has the same name ("photos
+    [3fa2c1]"; "[no id]" for records without one)."""
+    first: dict[DatasetToken, str] = {}
+    for r in runs:
+        first.setdefault(tokens[id(r)], str(r.result.dataset))
+    shared = {n for n in first.values() if sum(v == n for v in first.values()) > 1}
+    return {t: f"{n} [{t[1][:6] if t[0] == 'id' else 'no id'}]" if n in shared else n for t, n in first.items()}
 
 
 def ood_metrics(configs: Sequence[Config]) -> list[str]:
@@ -225,8 +296,9 @@ def ood_metrics(configs: Sequence[Config]) -> list[str]:
     return [m for n in names for m in (OOD_ACC + n, EFF_ROB + n) if any(m in c.stats for c in configs)]
 
 
-def _labels(keys: list[ConfigKey]) -> dict[ConfigKey, str]:
-    """The strategy name, plus whichever settings tell configurations of that strategy apart."""
+def _labels(keys: list[ConfigKey], datasets: dict[DatasetToken, str] | None = None) -> dict[ConfigKey, str]:
+    """The strategy name, plus whichever settings tell configurations of that strategy apart (a
+    dataset by its name, `dataset_names`)."""
     out = {}
     for key in keys:
         strategy = dict(key)["strategy"]
@@ -234,7 +306,9 @@ def _labels(keys: list[ConfigKey]) -> dict[ConfigKey, str]:
         names = list(dict.fromkeys(name for k in keys if dict(k)["strategy"] == strategy for name, _ in k))
         differing = [n for n in names if n != "strategy" and len({k.get(n) for k in same}) > 1]
         mine = dict(key)
-        extra = ", ".join(f"{n}={_short(mine.get(n))}" for n in differing)
+        shown = lambda n: (datasets or {}).get(mine[n], mine[n][1]) if n == "dataset" and isinstance(mine.get(n), tuple) \
+            else _short(mine.get(n))  # noqa: E731
+        extra = ", ".join(f"{n}={shown(n)}" for n in differing)
         out[key] = f"{strategy} ({extra})" if extra else str(strategy)
     return out
 
@@ -272,10 +346,10 @@ def lr_grid(run: Run) -> tuple[list[str], list[list[float]]]:
 
 
 def task_key(config: Config) -> tuple:
-    """What a configuration is evaluated on: the dataset and the training set drawn from it. Only
-    configurations on the same task are compared head to head."""
-    r = config.runs[0].result
-    return r.dataset, r.train_samples
+    """What a configuration is evaluated on: the dataset (by identity, `dataset_token`) and the
+    training set drawn from it. Only configurations on the same task are compared head to head."""
+    key = dict(config.key)
+    return key["dataset"], key["train_samples"]
 
 
 def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] | None:
@@ -316,6 +390,7 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
             row[f"{m}_ci95"] = None if math.isnan(half) else half
         row["pareto"] = i in front
         row["run_dirs"] = [str(r.dir) for r in c.runs]
+        row["duplicates"] = [{"run": str(d.run.dir), "of": str(d.kept.dir)} for d in c.duplicates]
         rows.append(row)
     return rows
 
@@ -344,7 +419,8 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
         if metric in c.stats:
             cells.setdefault(task_key(c), []).append(c)
     rows = []
-    for (dataset, _), members in cells.items():
+    for members in cells.values():
+        dataset = members[0].dataset
         members = sorted(members, key=lambda c: -c.stats[metric][0])
         best = members[0]
         label = {id(c): labels[_untasked(c.key)] for c in members}
@@ -369,74 +445,6 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
         })
     rows.sort(key=lambda r: (str(r["dataset"]), math.inf if r["train_per_class"] == "all" else float(r["train_per_class"])))
     return rows
-
-
-def answer(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[str]:
-    """The report's answer in a sentence or two per task (dataset and training set): which
-    configuration is best on validation and which on test, and what the cheapest configuration on
-    the Pareto front of `metric` against `cost` gives up against the front's most accurate one, in
-    accuracy points and as a share of its cost. Falls back to train time where no run counted FLOPs."""
-    tasks: dict[tuple, list[Config]] = {}
-    for c in configs:
-        tasks.setdefault(task_key(c), []).append(c)
-    # inside a task, the dataset and training-set size that the labels might carry go without saying
-    labels = _labels([_untasked(c.key) for c in configs]) if len(tasks) > 1 else {}
-    names = {id(c): c.named(labels.get(_untasked(c.key), c.label)) for c in configs}
-    out = []
-    for members in tasks.values():
-        where = ""
-        if len(tasks) > 1:
-            where = f"On {members[0].runs[0].result.dataset} ({per_class_label(members[0])} per class): "
-        sentences = [s for s in (_best_sentence(members, names), _front_sentence(members, names, metric, cost)) if s]
-        if sentences:
-            out.append(where + " ".join(sentences))
-    return out
-
-
-def _mean(config: Config, measure: str) -> float | None:
-    return config.stats[measure][0] if measure in config.stats and not math.isnan(config.stats[measure][0]) else None
-
-
-def _best_sentence(configs: Sequence[Config], names: dict[int, str]) -> str | None:
-    """Which configuration is best on validation, and on test (the same one or not). It starts with
-    "Best", not with a name: a reader scanning the table below for a configuration's row finds none here."""
-    by_val = [c for c in configs if _mean(c, "val_acc") is not None]
-    by_test = [c for c in configs if _mean(c, "test_acc") is not None]
-    best_val = max(by_val, key=lambda c: _mean(c, "val_acc")) if by_val else None  # type: ignore[arg-type,return-value]
-    best_test = max(by_test, key=lambda c: _mean(c, "test_acc")) if by_test else None  # type: ignore[arg-type,return-value]
-    if best_val is None and best_test is None:
-        return None
-    if best_val is None:
-        return f"Best on test: {names[id(best_test)]} ({_mean(best_test, 'test_acc'):.3f} accuracy)."  # type: ignore[arg-type]
-    val = _mean(best_val, "val_acc")
-    if best_test is None:
-        return f"Best on validation: {names[id(best_val)]} ({val:.3f} accuracy)."
-    if best_test is best_val:
-        return (f"Best on validation and on test: {names[id(best_val)]} ({val:.3f} validation accuracy, "
-                f"{_mean(best_val, 'test_acc'):.3f} test).")
-    its_test = _mean(best_val, "test_acc")
-    on_test = f"; {its_test:.3f} on test" if its_test is not None else ""
-    return (f"Best on validation: {names[id(best_val)]} ({val:.3f} accuracy{on_test}); "
-            f"best on test: {names[id(best_test)]} ({_mean(best_test, 'test_acc'):.3f}).")
-
-
-def _front_sentence(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> str | None:
-    """What the cheapest configuration on the front gives up against the front's most accurate one."""
-    if not any(_mean(c, cost) is not None for c in configs):
-        cost = "train_time_s"
-    placed = [c for c in configs if _mean(c, metric) is not None and _mean(c, cost) is not None]
-    front = [placed[i] for i in pareto_front([(_mean(c, metric), _mean(c, cost)) for c in placed])]  # type: ignore[misc]
-    if not front:
-        return None
-    what, spent = METRIC_LABEL.get(metric, metric), COST_WORDS.get(cost, cost)
-    cheap, top = front[0], max(front, key=lambda c: _mean(c, metric))  # type: ignore[arg-type,return-value]
-    if cheap is top:
-        return (f"On {what} against {spent}, {names[id(top)]} is also the cheapest: "
-                f"no configuration trades {what} for a lower cost.")
-    acc, top_acc = _mean(cheap, metric), _mean(top, metric)
-    return (f"The cheapest configuration on the Pareto front of {what} against {spent}, {names[id(cheap)]}, reaches "
-            f"{acc:.3f} {what}, {100 * (top_acc - acc):.1f} points below {names[id(top)]}, at "  # type: ignore[operator]
-            f"{cost_ratio(_mean(cheap, cost), _mean(top, cost))} of its {spent}.")  # type: ignore[arg-type]
 
 
 def cost_ratio(cheap: float, dear: float) -> str:

@@ -24,7 +24,15 @@ from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "ood", "pareto", "schedules", "strategy_colors", "win_map"]
+__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "ood", "pareto", "plain", "schedules", "strategy_colors", "win_map"]
+
+
+def plain(text: object) -> str:
+    """`text` as matplotlib should show it, character for character. Names come from configs, folders
+    and OOD sets, and matplotlib reads any text with two `$` in it as mathtext: `a$b$c` was drawn
+    with an italic b, and `w$\\notacommand$` made saving the figure fail (ValueError). An escaped
+    `\\$` is drawn as `$` and starts no formula; every name that reaches a figure goes through here."""
+    return str(text).replace("$", r"\$")
 
 
 def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
@@ -45,7 +53,7 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
     if not costs:
         fig, ax = plt.subplots(figsize=(5, 1), layout="constrained")
         ax.axis("off")
-        ax.text(0.5, 0.5, f"no configuration has both {METRIC_LABEL.get(metric, metric)} and a cost", ha="center")
+        ax.text(0.5, 0.5, plain(f"no configuration has both {METRIC_LABEL.get(metric, metric)} and a cost"), ha="center")
         return fig
     fig, axes = plt.subplots(1, len(costs), figsize=(4.6 * len(costs) + 1.4, 3.9), squeeze=False, layout="constrained")
     for ax, cost in zip(axes[0], costs):
@@ -70,9 +78,9 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
                             textcoords="offset points", fontsize=7, color="#333")
         ax.margins(x=0.08, y=0.1)  # room for the trial numbers beside the outermost points
         cost_axis(ax, cost, [p[1] for p in pts])
-        ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+        ax.set_ylabel(plain(METRIC_LABEL.get(metric, metric)))
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=s) for s, c in colors.items()]
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=plain(s)) for s, c in colors.items()]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
     fig.legend(handles=handles, fontsize=8, loc="outside right upper")
     return fig
@@ -109,12 +117,12 @@ def curves(configs: Sequence[Config], key: str = "val_acc") -> Figure:
         k = seen.get(cfg.strategy, 0)
         seen[cfg.strategy] = k + 1
         ax.plot(epochs, mean, styles[k % len(styles)], marker=".", color=colors[cfg.strategy],
-                label=f"{cfg.label} (n={len(runs)})")
+                label=plain(f"{cfg.label} (n={len(runs)})"))
         if len(runs) > 1:
             ax.fill_between(epochs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
                             color=colors[cfg.strategy], alpha=0.15)
     ax.set_xlabel("epoch")
-    ax.set_ylabel(METRIC_LABEL.get(key, key))
+    ax.set_ylabel(plain(METRIC_LABEL.get(key, key)))
     ax.grid(alpha=0.3)
     if len(configs) <= 12 and ax.get_lines():
         fig.legend(fontsize=7, loc="outside right upper")  # inside the axes it would cover the last epochs
@@ -140,10 +148,10 @@ def schedules(configs: Sequence[Config], limit: int = 6) -> Figure:
     for ax, (names, grid), label in zip(axes[0], grids, labels):
         masked = [[v if v > 0 else float("nan") for v in row] for row in grid][::-1]  # head on top
         image = ax.imshow(masked, aspect="auto", cmap="viridis", norm=norm, interpolation="nearest")
-        ax.set_yticks(range(len(names)), names[::-1], fontsize=7)
+        ax.set_yticks(range(len(names)), [plain(n) for n in names[::-1]], fontsize=7)
         ax.set_xticks(range(len(grid[0])), [str(e + 1) for e in range(len(grid[0]))], fontsize=7)
         ax.set_xlabel("epoch")
-        ax.set_title(label, fontsize=8)
+        ax.set_title(plain(label), fontsize=8)
         ax.set_facecolor("#f2f2f2")
     if image is not None and norm is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label="peak LR (blank: frozen)", shrink=0.9)
@@ -173,13 +181,13 @@ def drift(configs: Sequence[Config]) -> Figure:
         for ax, key in zip(axes[0], ("weight_change", "cka")):
             ys = [_group_mean(cfg.runs, key, g) for g in names]
             ax.plot(range(len(names)), ys, styles[k % len(styles)], marker="o", ms=4, color=colors[cfg.strategy],
-                    label=cfg.label)
+                    label=plain(cfg.label))
     left, right = axes[0]
     left.set_yscale("symlog", linthresh=1e-4)  # frozen groups are exactly 0
     left.set_ylabel("‖W − W₀‖ / ‖W₀‖")
     right.set_ylabel("linear CKA with the pretrained model")
     for ax in (left, right):
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(range(len(names)), [plain(n) for n in names], rotation=45, ha="right", fontsize=7)
         ax.set_xlabel("layer group (bottom to top)")
         ax.grid(alpha=0.3)
     if len(shown) <= 12:
@@ -219,11 +227,11 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
                         color="white" if grid[i][j] > 0.55 * cap_points else "black",  # viridis_r: dark when far behind
                         fontweight="bold" if mark == "★" else "normal")
         image = ax.imshow(grid, cmap="viridis_r", vmin=0, vmax=cap_points, aspect="auto")
-        ax.set_xticks(range(len(cols)), cols)
-        ax.set_yticks(range(len(names)), names)
+        ax.set_xticks(range(len(cols)), [plain(c) for c in cols])
+        ax.set_yticks(range(len(names)), [plain(n) for n in names])
         ax.set_xlabel("training images per class")
         metric = mine[0]["metric"] if mine else "test_acc"
-        ax.set_title(f"{dataset}: {METRIC_LABEL.get(metric, robustness.label(metric))}", fontsize=10)
+        ax.set_title(plain(f"{dataset}: {METRIC_LABEL.get(metric, robustness.label(metric))}"), fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label=f"points behind the winner (≤ {cap_points:g})", shrink=0.9)
     return fig
@@ -244,7 +252,7 @@ def ood(configs: Sequence[Config]) -> Figure:
     read; the dotted diagonal is OOD = ID accuracy."""
     colors = strategy_colors(configs)
     lines = {(f.dataset, f.ood): f for f in robustness.fits(configs)}
-    panels = list(dict.fromkeys((c.runs[0].result.dataset, name) for c in configs
+    panels = list(dict.fromkeys((c.dataset, name) for c in configs
                                 for name in robustness.ood_sets([r.result for r in c.runs])))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(1.6 + 4.6 * max(1, len(panels)), 4.2), squeeze=False,
                              layout="constrained")
@@ -253,13 +261,13 @@ def ood(configs: Sequence[Config]) -> Figure:
         axes[0][0].text(0.5, 0.5, "no out-of-distribution sets in these runs (dataset.ood)", ha="center")
     for ax, (dataset, name) in zip(axes[0], panels):
         key, er, fit = robustness.OOD_ACC + name, robustness.EFF_ROB + name, lines.get((dataset, name))
-        placed = [c for c in configs if c.runs[0].result.dataset == dataset and "test_acc" in c.stats and key in c.stats]
+        placed = [c for c in configs if c.dataset == dataset and "test_acc" in c.stats and key in c.stats]
         xs = [c.stats["test_acc"][0] for c in placed]
         ys = [c.stats[key][0] for c in placed]
         for c, x, y in zip(placed, xs, ys):
             xe, ye = c.stats["test_acc"][1], c.stats[key][1]
             ax.errorbar(x, y, xerr=None if math.isnan(xe) else xe, yerr=None if math.isnan(ye) else ye, fmt="o", ms=5,
-                        color=colors[c.strategy], alpha=0.85, capsize=2, label=c.strategy)
+                        color=colors[c.strategy], alpha=0.85, capsize=2, label=plain(c.strategy))
             if len(placed) <= 12 and er in c.stats:
                 ax.annotate(f"{100 * c.stats[er][0]:+.1f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         lo = max(robustness.CLIP, min(xs + ys, default=0.5) * 0.9)
@@ -277,8 +285,8 @@ def ood(configs: Sequence[Config]) -> Figure:
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(NullFormatter())
         ax.set_xlim(lo, hi)
-        ax.set_xlabel(f"{dataset}: in-distribution test accuracy")
-        ax.set_ylabel(f"{name} accuracy (OOD)")
+        ax.set_xlabel(plain(f"{dataset}: in-distribution test accuracy"))
+        ax.set_ylabel(plain(f"{name} accuracy (OOD)"))
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))

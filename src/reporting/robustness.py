@@ -107,7 +107,7 @@ def fits(configs: Sequence[Any]) -> list[Fit]:
     out = []
     by_dataset: dict[Any, list[Any]] = {}
     for c in configs:
-        by_dataset.setdefault(c.runs[0].result.dataset, []).append(c)
+        by_dataset.setdefault(c.dataset, []).append(c)
     for dataset, members in by_dataset.items():
         for name in ood_sets([r.result for c in members for r in c.runs]):
             placed = [c for c in members if ID_METRIC in c.stats and OOD_ACC + name in c.stats]
@@ -124,7 +124,7 @@ def add_effective_robustness(configs: Sequence[Any]) -> list[Fit]:
     for fit in lines:
         key = EFF_ROB + fit.ood
         for c in configs:
-            if c.runs[0].result.dataset != fit.dataset:
+            if c.dataset != fit.dataset:
                 continue
             values = []
             for r in c.runs:
@@ -137,15 +137,16 @@ def add_effective_robustness(configs: Sequence[Any]) -> list[Fit]:
     return lines
 
 
-def drift_correlations(runs: Sequence[Any], measures: Sequence[str]) -> list[dict[str, Any]]:
-    """Spearman's ρ across runs between each drift measure (`DRIFT_MEASURES`) and each of `measures`
-    (OOD accuracy, effective robustness): per dataset over all its runs ("per_class": "pooled"), then
-    per training-set size. Runs missing either value are left out of that pair; a pair with fewer
-    than MIN_CORRELATED runs, or a constant side, gives no row."""
+def drift_correlations(configs: Sequence[Any], measures: Sequence[str]) -> list[dict[str, Any]]:
+    """Spearman's ρ across the configurations' runs between each drift measure (`DRIFT_MEASURES`) and
+    each of `measures` (OOD accuracy, effective robustness): per dataset (the configurations' own,
+    by identity) over all its runs ("per_class": "pooled"), then per training-set size. Runs missing
+    either value are left out of that pair; a pair with fewer than MIN_CORRELATED runs, or a constant
+    side, gives no row."""
     rows = []
     by_dataset: dict[Any, list[Any]] = {}
-    for r in runs:
-        by_dataset.setdefault(r.result.dataset, []).append(r)
+    for c in configs:
+        by_dataset.setdefault(c.dataset, []).extend(c.runs)
     for dataset, members in by_dataset.items():
         sizes = sorted({r.result.train_per_class for r in members}, key=lambda n: (n is None, n or 0))  # "all" last
         groups = [("pooled", members)] if len(sizes) > 1 else []

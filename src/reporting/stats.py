@@ -49,3 +49,30 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
 
 def format_ci(mean: float, half: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def wilson(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of an accuracy measured on `n` images (scipy's binomtest), or None
+    when `accuracy` is not a count out of `n` (a balanced accuracy, a mean over seeds, a wrong n): an
+    interval for the wrong count would look exact and be wrong."""
+    if n <= 0 or not math.isfinite(accuracy) or not 0.0 <= accuracy <= 1.0:
+        return None
+    k = round(accuracy * n)
+    if abs(accuracy * n - k) > 1e-6 * n:
+        return None
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def seeds_to_separate(diff: float, half: float, n: int, level: float = 0.95, most: int = 100) -> int | None:
+    """How many seeds a paired CI of the mean difference would need to exclude 0 if the difference
+    and the spread of the `n` seeds so far held: the smallest m with t(m-1) * sd / sqrt(m) < |diff|,
+    sd recovered from the CI half-width `half`. None when nothing would (no difference seen) or when
+    it would take more than `most` seeds. An extrapolation from few seeds, not a promise."""
+    if n < 2 or not math.isfinite(half) or diff == 0:
+        return None
+    sd = half * math.sqrt(n) / float(stats.t.ppf(0.5 + level / 2, n - 1))
+    for m in range(n + 1, most + 1):
+        if float(stats.t.ppf(0.5 + level / 2, m - 1)) * sd / math.sqrt(m) < abs(diff):
+            return m
+    return None

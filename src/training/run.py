@@ -32,8 +32,9 @@ import yaml
 
 from src.training import engine
 from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
-from src.config import ConfigError, RunConfig
+from src.config import ConfigError, DataConfig, RunConfig
 from src.data.augment import augment_params
+from src.data.identity import dataset_identity
 from src.data.load import Batches, load_dataset, passes_for
 from src.data.ood import OodSet, check_ood, load_ood
 from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
@@ -353,6 +354,7 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
         "steps_per_epoch": len(train), "skipped_files": len(data.skipped_files), "val_samples": len(data.val),
         "test_samples": len(data.test), "num_classes": data.num_classes, "num_groups": len(groups),
         "device": str(rt.device), "data_load_s": data.load_s, "data_cache": data.cache,
+        "dataset_id": _dataset_id(cfg.dataset),
     }
     return Setup(
         model=model, groups=groups, strategy=strategy, schedule=schedule, optimizer=optimizer,
@@ -361,6 +363,16 @@ def _setup(cfg: RunConfig, run_dir: Path, base: dict[str, Any]) -> Setup:
         num_classes=data.num_classes, input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size), runtime=rt,
         data=data, penalty=penalty, reference=reference, batch_kw=batch_kw, ood=ood,
     )
+
+
+def _dataset_id(cfg: DataConfig) -> str | None:
+    """The data's identity for result.json; None (the report then goes by the name) when its files
+    cannot be listed or read again, which must not fail a run whose data did load."""
+    try:
+        return dataset_identity(cfg)
+    except OSError as err:
+        log.warning("no dataset_id recorded (%s: %s)", type(err).__name__, err)
+        return None
 
 
 def _drift(cfg: RunConfig, setup: Setup) -> dict[str, Any]:

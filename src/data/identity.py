@@ -1,0 +1,74 @@
+"""What a run's data is, as a short hash recorded in result.json (`dataset_id`), so that reports pool
+and compare runs by the data they measured, not by a name: two image folders both called `photos`
+are two datasets, and one dataset given two display names is one.
+
+The hash covers what decides which images and labels land in train, val and test, and nothing about
+how they are decoded or resized (image size, augmentation and the training subset are settings of
+the run, in its configuration):
+
+- an image folder: its resolved path and every file under it (relative path and size), like the
+  decoded-data cache's key (src/data/cache.py) but without modification times (touching a file does
+  not change what it holds) or decode settings. A copy of the folder elsewhere is another dataset;
+- a .npz file: a hash of its bytes, wherever it lies;
+- scikit-learn's digits, a downloaded MedMNIST flag, a torchvision dataset: the source's name;
+- in every case the settings that split off val and test where the source has no split of its own
+  (`val_fraction`, `test_fraction`, `split_seed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from src.config import DataConfig
+
+ID_LENGTH = 16  # hex digits: 64 bits, no collision in any study's handful of datasets
+VERSION = 1  # bump when what the hash covers changes: older ids then stop matching newer ones
+_CHUNK = 1 << 20
+
+
+def dataset_identity(cfg: DataConfig) -> str:
+    """The dataset's identity (`ID_LENGTH` hex digits), for data that `load_dataset(cfg)` has read
+    already: its files exist. OSError if one cannot be listed or read."""
+    head = {"version": VERSION, "kind": cfg.kind, "val_fraction": cfg.val_fraction,
+            "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed}
+    digest = hashlib.sha256()
+    if cfg.kind == "imagefolder":
+        root = Path(cfg.root or "").resolve()
+        digest.update(json.dumps(head | {"root": str(root)}, sort_keys=True).encode())
+        for path, size in _files(root):
+            digest.update(f"{path}\0{size}\n".encode())
+    elif cfg.kind == "medmnist" and cfg.root and Path(cfg.root).is_file():
+        digest.update(json.dumps(head, sort_keys=True).encode())
+        with open(cfg.root, "rb") as f:
+            while chunk := f.read(_CHUNK):
+                digest.update(chunk)
+    else:  # a fixed, named source: digits, a MedMNIST flag downloaded to its default place, torchvision
+        digest.update(json.dumps(head | {"source": cfg.flag or cfg.tv_name or cfg.kind}, sort_keys=True).encode())
+    return digest.hexdigest()[:ID_LENGTH]
+
+
+def _files(root: Path) -> list[tuple[str, int]]:
+    """Every file under `root`, as (relative POSIX path, size), sorted. Links are followed, to files
+    and into folders (class folders are often links to the data), each real folder once, so that a
+    link back up the tree cannot loop."""
+    out = []
+    seen = {os.path.realpath(root)}
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        keep = []
+        for name in sorted(dirs):
+            real = os.path.realpath(os.path.join(folder, name))
+            if real not in seen:
+                seen.add(real)
+                keep.append(name)
+        dirs[:] = keep
+        for name in files:
+            path = Path(folder, name)
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # a dangling link: no data behind it
+                continue
+            out.append((path.relative_to(root).as_posix(), size))
+    return sorted(out)

@@ -1,0 +1,364 @@
+"""The report's answer, decided in one place: which configuration is best on validation and on test,
+which ones the runs cannot tell from it, and what the cheapest configuration on the Pareto front
+gives up against the front's most accurate one.
+
+`verdicts` builds a `Verdict` per task (dataset and training set) from pooled configurations
+(`src.reporting.analysis.group_configs`); `sentences` renders one. Every place that states the answer
+(the console table and `--markdown`, the end of a multirun, the HTML page, the W&B summary, the
+notebook) prints `answer()`, and the page and W&B also keep `as_json()` of the same verdicts, so no
+two of them can disagree.
+
+What counts as evidence depends on what was run:
+
+- two or more seeds in common: the paired t-test on those seeds (`stats.paired`). Two
+  configurations are tied when the 95% CI of their mean difference contains 0 (the same as p ≥ 0.05).
+- one seed each: each accuracy's Wilson 95% interval over the images it was measured on
+  (`val_samples`, `test_samples` in result.json); tied when the two intervals overlap. That reading
+  is cautious: it calls some real differences ties, and says how to settle them (more seeds).
+- neither (several seeds, but fewer than two in common): not compared, so not separated either.
+
+Nothing here claims more than that: a tie is reported as a tie, never as a winner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from src.reporting.analysis import (
+    COST_WORDS, METRIC_LABEL, Config, _labels, _untasked, cost_ratio, paired_on_common_seeds, per_class_label, task_key,
+)
+from src.reporting.pareto import pareto_front
+from src.reporting.stats import seeds_to_separate, wilson
+
+__all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "render", "sentences", "verdicts"]
+
+# result.json's count of the images each accuracy was measured on (for its binomial interval).
+SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
+SPLIT_WORD = {"val_acc": "validation", "test_acc": "test"}
+MORE_SEEDS = "seed=0,1,2"  # what to run when one seed cannot tell two configurations apart
+
+Evidence = Literal["paired", "intervals", "none"]
+
+
+@dataclass(frozen=True)
+class Gap:
+    """How far configuration `name` is behind the leader on one accuracy, and what says so.
+
+    `behind`: the leader's accuracy minus this one's (over their common seeds when `paired`);
+    `tied`: the evidence cannot tell the two apart. `seeds_to_tell`: with `paired` and a tie, how
+    many seeds would separate them if the gap and spread seen so far held (None: no estimate)."""
+
+    name: str
+    mean: float
+    ci95: float | None  # of its mean over seeds; None with one seed
+    interval: tuple[float, float] | None  # Wilson 95% interval of a one-seed accuracy
+    behind: float
+    evidence: Evidence
+    tied: bool
+    behind_ci95: float | None = None
+    p: float | None = None
+    seeds: int = 0  # the seeds the paired test used
+    seeds_to_tell: int | None = None
+    why_not: str = ""  # with evidence "none": why nothing compared them
+
+
+@dataclass(frozen=True)
+class Standing:
+    """The best configuration on one accuracy (`metric`: val_acc or test_acc) and every other
+    configuration's `Gap` to it, closest first."""
+
+    metric: str
+    best: str
+    mean: float
+    ci95: float | None
+    interval: tuple[float, float] | None
+    samples: int | None  # images the accuracy was measured on (one seed; None when not recorded)
+    gaps: tuple[Gap, ...]
+
+    @property
+    def tied(self) -> tuple[Gap, ...]:
+        return tuple(g for g in self.gaps if g.tied)
+
+    @property
+    def best_set(self) -> list[str]:
+        """The best configuration and those tied with it: who the answer names."""
+        return [self.best] + [g.name for g in self.tied]
+
+    @property
+    def runner_up(self) -> Gap | None:
+        """The closest configuration that the evidence does separate from the best."""
+        return next((g for g in self.gaps if not g.tied), None)
+
+
+@dataclass(frozen=True)
+class Trade:
+    """The cheapest configuration on the Pareto front of `metric` against `cost` and what it gives up
+    against the front's most accurate (`top`); `gap` is None when the two are one configuration."""
+
+    metric: str
+    cost: str
+    cheap: str
+    top: str
+    cheap_mean: float
+    top_mean: float
+    cheap_ci95: float | None
+    top_ci95: float | None
+    top_interval: tuple[float, float] | None
+    cheap_cost: float
+    top_cost: float
+    gap: Gap | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one task: where (None with a single task), how many seeds each configuration
+    has (fewest, most), the standings on validation and on test, and the cheap end's trade."""
+
+    task: str | None
+    seeds: tuple[int, int]
+    validation: Standing | None
+    test: Standing | None
+    trade: Trade | None
+
+    @property
+    def one_seed(self) -> bool:
+        return self.seeds[1] == 1
+
+
+def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[Verdict]:
+    """One `Verdict` per task (dataset and training set), in order of first appearance. The trade is
+    on `metric` against `cost` (train time where no run counted FLOPs)."""
+    tasks: dict[tuple, list[Config]] = {}
+    for c in configs:
+        tasks.setdefault(task_key(c), []).append(c)
+    # inside a task, the dataset and training-set size that the labels might carry go without saying
+    labels = _labels([_untasked(c.key) for c in configs]) if len(tasks) > 1 else {}
+    names = {id(c): c.named(labels.get(_untasked(c.key), c.label)) for c in configs}
+    out = []
+    for members in tasks.values():
+        where = f"{members[0].dataset} ({per_class_label(members[0])} per class)" if len(tasks) > 1 else None
+        counts = [len(c.runs) for c in members]
+        out.append(Verdict(where, (min(counts), max(counts)), _standing(members, "val_acc", names),
+                           _standing(members, "test_acc", names), _trade(members, names, metric, cost)))
+    return out
+
+
+def _mean(config: Config, measure: str) -> float | None:
+    stat = config.stats.get(measure)
+    return None if stat is None or math.isnan(stat[0]) else stat[0]
+
+
+def _half(config: Config, measure: str) -> float | None:
+    stat = config.stats.get(measure)
+    return None if stat is None or math.isnan(stat[1]) else stat[1]
+
+
+def _samples(config: Config, metric: str) -> int | None:
+    n = config.runs[0].result.get(SAMPLES.get(metric, ""))
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def _interval(config: Config, metric: str) -> tuple[float, float] | None:
+    """A one-seed accuracy's Wilson interval; None with several seeds (their CI says more) or
+    without the image count."""
+    mean, n = _mean(config, metric), _samples(config, metric)
+    if len(config.runs) != 1 or mean is None or n is None:
+        return None
+    return wilson(mean, n)
+
+
+def _num(config: Config, measure: str) -> float:
+    """A mean the caller has checked is there."""
+    value = _mean(config, measure)
+    assert value is not None, measure
+    return value
+
+
+def _gap(lead: Config, other: Config, metric: str, names: dict[int, str]) -> Gap:
+    mean = _num(other, metric)
+    interval = _interval(other, metric)
+    base = dict(name=names[id(other)], mean=mean, ci95=_half(other, metric), interval=interval)
+    test = paired_on_common_seeds(lead, other, metric)
+    if test is not None:
+        diff, half = test["diff"], test["ci95"]
+        tied = diff - half <= 0.0 <= diff + half  # the CI of the mean difference contains 0
+        return Gap(**base, behind=diff, evidence="paired", tied=tied, behind_ci95=half, p=test["p"], seeds=test["n"],
+                   seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if tied else None)
+    behind = _num(lead, metric) - mean
+    mine = _interval(lead, metric)
+    if mine is not None and interval is not None:
+        overlap = interval[1] >= mine[0] and mine[1] >= interval[0]
+        return Gap(**base, behind=behind, evidence="intervals", tied=overlap)
+    one_each = len(lead.runs) == 1 and len(other.runs) == 1
+    why = "one seed, and no interval for this measure" if one_each else "fewer than two seeds in common"
+    return Gap(**base, behind=behind, evidence="none", tied=True, why_not=why)
+
+
+def _standing(configs: Sequence[Config], metric: str, names: dict[int, str]) -> Standing | None:
+    placed = [c for c in configs if _mean(c, metric) is not None]
+    if not placed:
+        return None
+    best = max(placed, key=lambda c: _num(c, metric))
+    gaps = sorted((_gap(best, c, metric, names) for c in placed if c is not best), key=lambda g: -g.mean)
+    return Standing(metric, names[id(best)], _num(best, metric), _half(best, metric), _interval(best, metric),
+                    _samples(best, metric) if len(best.runs) == 1 else None, tuple(gaps))
+
+
+def _trade(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> Trade | None:
+    if not any(_mean(c, cost) is not None for c in configs):
+        cost = "train_time_s"
+    placed = [c for c in configs if _mean(c, metric) is not None and _mean(c, cost) is not None]
+    front = [placed[i] for i in pareto_front([(_num(c, metric), _num(c, cost)) for c in placed])]
+    if not front:
+        return None
+    cheap, top = front[0], max(front, key=lambda c: _num(c, metric))
+    return Trade(metric, cost, names[id(cheap)], names[id(top)], _num(cheap, metric), _num(top, metric),
+                 _half(cheap, metric), _half(top, metric), _interval(top, metric), _num(cheap, cost), _num(top, cost),
+                 None if cheap is top else _gap(top, cheap, metric, names))
+
+
+# --- rendering: the one text every output shows -----------------------------------------------------
+
+
+def answer(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[str]:
+    """The answer in a few sentences per task (one string each): `render` of `verdicts`."""
+    return render(verdicts(configs, metric, cost))
+
+
+def render(found: Sequence[Verdict]) -> list[str]:
+    """One string per verdict: its `sentences`, joined."""
+    return [" ".join(sentences(v)) for v in found]
+
+
+def as_json(found: Sequence[Verdict]) -> list[dict[str, Any]]:
+    """The verdicts as plain data (verdict.json, the W&B summary), with each standing's best set and
+    the rendered text beside the structure it came from."""
+    out = []
+    for v in found:
+        data = dataclasses.asdict(v) | {"one_seed": v.one_seed, "text": " ".join(sentences(v))}
+        for split in ("validation", "test"):
+            standing = getattr(v, split)
+            if standing is not None:
+                data[split]["best_set"] = standing.best_set
+        out.append(data)
+    return out
+
+
+def sentences(v: Verdict) -> list[str]:
+    """The verdict in words: how many seeds and what the evidence is, who is best on validation
+    and on test (ties named together), and the cheap end's trade with its evidence."""
+    out = [_seeds_sentence(v)]
+    val, test = v.validation, v.test
+    if val is not None and test is not None and val.best_set == test.best_set:
+        out.append(_standing_sentence([val, test]))
+    else:
+        out += [_standing_sentence([s]) for s in (val, test) if s is not None]
+    if v.trade is not None:
+        out.append(_trade_sentence(v.trade))
+    if v.task is not None:
+        out[0] = f"On {v.task}: {out[0]}"
+    return out
+
+
+def _seeds_sentence(v: Verdict) -> str:
+    low, high = v.seeds
+    if v.one_seed:
+        counts = [f"{s.samples} {SPLIT_WORD[s.metric]}" for s in (v.validation, v.test) if s is not None and s.samples]
+        if not counts:
+            return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
+        return (f"One seed per configuration: in brackets, each accuracy's Wilson 95% interval over the "
+                f"{' and '.join(counts)} images.")
+    many = f"{high}" if low == high else f"{low} to {high}"
+    return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def _points(x: float) -> str:
+    return f"{100 * abs(x):.1f}"
+
+
+def _value(mean: float, ci95: float | None, interval: tuple[float, float] | None) -> str:
+    if interval is not None:
+        return f"{mean:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return f"{mean:.3f}" if ci95 is None else f"{mean:.3f} ± {ci95:.3f}"
+
+
+def _gap_text(g: Gap) -> str:
+    """A configuration against the leader: its paired gap and p, or its accuracy and interval."""
+    if g.evidence == "paired":
+        side = "behind" if g.behind >= 0 else "ahead"
+        return f"{g.name} {_points(g.behind)} ± {_points(g.behind_ci95 or 0.0)} points {side}, {_p(g.p)}"
+    value = f"{g.name} {_value(g.mean, g.ci95, g.interval)}"
+    return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _standing_sentence(standings: Sequence[Standing]) -> str:
+    """Who is best on one accuracy, or on both when they agree (`standings`: validation, test)."""
+    last = standings[-1]
+    where = " and on ".join(SPLIT_WORD[s.metric] for s in standings)
+    details = []
+    for s in standings:
+        lead = _value(s.mean, s.ci95, s.interval)
+        if s.tied:
+            part = ", ".join([f"{s.best} {lead}"] + [_gap_text(g) for g in s.tied])
+        else:
+            part = lead + (f", next {_gap_text(s.runner_up)}" if s.runner_up is not None else "")
+        details.append(f"{SPLIT_WORD[s.metric]}: {part}" if len(standings) > 1 else part)
+    text = f"Best on {where}: {_and(last.best_set)}"
+    kinds = {g.evidence for s in standings for g in s.tied}
+    if kinds == {"paired"}:
+        text += ", which the seeds cannot tell apart"
+    elif kinds == {"intervals"}:
+        text += ", whose intervals overlap"
+    elif kinds:
+        text += ", which these runs cannot tell apart"
+    text += f" ({'; '.join(details)})"
+    return text + _settle(last) + "."
+
+
+def _settle(s: Standing) -> str:
+    """What would tell the tied configurations apart, when anything is known to."""
+    if not s.tied:
+        return ""
+    first = s.tied[0]
+    if first.evidence == "intervals" or first.why_not.startswith("one seed"):
+        return f"; run {MORE_SEEDS} to tell them apart"
+    if first.evidence == "none":
+        return f"; run them on the same seeds ({MORE_SEEDS}) to compare"  # the paired test needs common seeds
+    if first.seeds_to_tell is not None:
+        return (f"; about {first.seeds_to_tell} seeds would tell {s.best} and {first.name} apart if the gap and "
+                f"spread seen so far held")
+    return ""
+
+
+def _trade_sentence(t: Trade) -> str:
+    what, spent = METRIC_LABEL.get(t.metric, t.metric), COST_WORDS.get(t.cost, t.cost)
+    if t.gap is None:
+        return f"On {what} against {spent}, {t.top} is also the cheapest: no configuration trades {what} for a lower cost."
+    g = t.gap
+    head = (f"The cheapest configuration on the Pareto front of {what} against {spent}, {t.cheap}, reaches "
+            f"{_value(t.cheap_mean, t.cheap_ci95, g.interval)} {what}")
+    side = "below" if g.behind >= 0 else "above"
+    if g.evidence == "paired":
+        gap = f"{_points(g.behind)} ± {_points(g.behind_ci95 or 0.0)} points {side} {t.top}"
+        gap += f", a gap the seeds cannot tell from none ({_p(g.p)})" if g.tied else f" ({_p(g.p)})"
+    else:
+        gap = f"{_points(g.behind)} points {side} {t.top}'s {_value(t.top_mean, t.top_ci95, t.top_interval)}"
+        if g.evidence == "intervals":
+            gap += ", within their overlapping intervals" if g.tied else " (the intervals do not overlap)"
+        else:
+            gap += f" ({g.why_not}: not compared)"
+    return f"{head}, {gap}, at {cost_ratio(t.cheap_cost, t.top_cost)} of its {spent}."

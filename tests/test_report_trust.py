@@ -1,0 +1,283 @@
+"""Reports count what was measured once: runs grouped by their data's identity, not a folder's name; a
+run repeated on the same seed listed, never averaged; names that matplotlib would read as formulas
+drawn as written; a figure that fails, an --out that cannot be used and an earlier report each get
+one line, never a traceback or a lost report."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.config import DataConfig, LoggerConfig
+from src.data.identity import dataset_identity
+from src.record.io import write_json
+from src.record.schema import RunRecord
+from src.reporting.analysis import group_configs, load_runs, paired_rows
+from src.reporting.verdict import answer
+from tests.test_verdict import APART, TIED, write_runs
+
+
+# --- duplicates ------------------------------------------------------------------------------------
+
+
+def test_a_retried_run_is_counted_once_and_listed_as_a_duplicate(tmp_path, capsys):
+    from src.reporting.page import console_summary, main
+
+    study = write_runs(tmp_path / "study", APART)
+    retry = study / "9_full_s0_retry"
+    shutil.copytree(study / "0_full_s0", retry)
+    record = json.loads((retry / "result.json").read_text())
+    write_json(retry / "result.json", record | {"test_acc": 0.5})  # a different number: it must not be averaged in
+    runs = load_runs([study])
+    full = next(c for c in group_configs(runs) if c.label == "full")
+    assert full.seeds == [0, 1, 2] and [r.dir.name for r in full.runs] == ["0_full_s0", "1_full_s1", "2_full_s2"]
+    assert full.stats["test_acc"][0] == pytest.approx(sum(APART["full"][s][1] for s in (0, 1, 2)) / 3)
+    [dup] = full.duplicates
+    assert (dup.run.dir, dup.kept.dir) == (retry, study / "0_full_s0")
+    assert [p["seeds"] for p in paired_rows(group_configs(runs))] == [[0, 1, 2]]
+
+    printed = console_summary([(r.dir, r.result) for r in runs])
+    row = next(line for line in printed.splitlines() if line.endswith("9_full_s0_retry"))
+    assert "duplicate of 0_full_s0" in row and row.split()[-2] == "0"  # the seed column
+    assert printed.endswith("1 duplicate run(s) not counted (same configuration and seed as a run already counted; the "
+                            "first in folder order is kept): 9_full_s0_retry is a duplicate of 0_full_s0")
+    assert main([str(study), "--out", str(tmp_path / "report")]) == 0
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert next(r for r in summary if r["config"] == "full")["duplicates"] == [{"run": str(retry), "of": str(study / "0_full_s0")}]
+    assert next(r for r in summary if r["config"] == "full")["seeds"] == 3
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="duplicates"' in page and "9_full_s0_retry is a duplicate of 0_full_s0" in page
+    capsys.readouterr()
+
+
+# --- what a run measured -----------------------------------------------------------------------------
+
+
+def _with_id(root: Path, name: str, ident: str | None) -> Path:
+    """TIED's runs on a dataset called `name` with identity `ident` (None: a record from before ids)."""
+    write_runs(root, TIED, dataset=name)
+    for path in root.glob("*/result.json"):
+        data = json.loads(path.read_text())
+        if ident is not None:
+            data["dataset_id"] = ident
+        write_json(path, data)
+    return root
+
+
+def test_two_datasets_with_one_name_are_never_pooled_or_compared(tmp_path):
+    a = _with_id(tmp_path / "a", "photos", "aaaaaa0000000000")
+    b = _with_id(tmp_path / "b", "photos", "bbbbbb0000000000")
+    configs = group_configs(load_runs([a, b]))
+    assert len(configs) == 6 and all(len(c.runs) == 3 and not c.duplicates for c in configs)
+    assert {c.dataset for c in configs} == {"photos [aaaaaa]", "photos [bbbbbb]"}
+    assert "full (dataset=photos [aaaaaa])" in {c.label for c in configs}
+    # pairs only inside a dataset: 3 per dataset, none across
+    pairs = paired_rows(configs)
+    assert len(pairs) == 6 and all(p["a"].split("[")[1] == p["b"].split("[")[1] for p in pairs)
+    first, second = answer(configs)
+    assert first.startswith("On photos [aaaaaa] (all per class): 3 seeds") and second.startswith("On photos [bbbbbb]")
+
+
+def test_records_without_an_identity_fall_back_to_the_name(tmp_path):
+    old = _with_id(tmp_path / "old", "photos", None)
+    new = write_runs(tmp_path / "new", {"full": {3: (0.99, 0.98)}}, dataset="photos")
+    for path in new.glob("*/result.json"):
+        write_json(path, json.loads(path.read_text()) | {"dataset_id": "cccccc0000000000"})
+    # one identity goes by that name: the old records join it
+    full = next(c for c in group_configs(load_runs([old, new])) if c.strategy == "full")
+    assert full.seeds == [0, 1, 2, 3] and full.dataset == "photos"
+    # two identities by that name: the old records cannot say which, and stay apart
+    other = _with_id(tmp_path / "other", "photos", "dddddd0000000000")
+    configs = group_configs(load_runs([old, new, other]))
+    assert {c.dataset for c in configs} == {"photos [no id]", "photos [cccccc]", "photos [dddddd]"}
+    # one identity under two display names is one dataset
+    renamed = _with_id(tmp_path / "renamed", "holiday", "dddddd0000000000")
+    both = group_configs(load_runs([other, renamed]))
+    assert len(both) == 3 and all(c.seeds == [0, 1, 2] and len(c.duplicates) == 3 for c in both)
+
+
+def _folder(root: Path, files: dict[str, bytes]) -> Path:
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+    return root
+
+
+def test_dataset_identity_follows_the_data_not_its_name(tmp_path):
+    files = {"train/cat/1.png": b"a" * 10, "train/dog/2.png": b"b" * 20, "test/cat/3.png": b"c" * 5}
+    one = DataConfig(kind="imagefolder", root=str(_folder(tmp_path / "x" / "photos", files)))
+    twin = DataConfig(kind="imagefolder", root=str(_folder(tmp_path / "y" / "photos", files)))
+    ident = dataset_identity(one)
+    assert len(ident) == 16 and ident == dataset_identity(one)
+    assert dataset_identity(twin) != ident  # another folder of the same name (and here, the same files)
+    assert dataset_identity(DataConfig(kind="imagefolder", root=one.root, name="renamed", image_size=64)) == ident
+    assert dataset_identity(DataConfig(kind="imagefolder", root=one.root, split_seed=1)) != ident
+    os.utime(tmp_path / "x" / "photos" / "train/cat/1.png", (1, 1))  # touched: the same data
+    assert dataset_identity(one) == ident
+    (tmp_path / "x" / "photos" / "train/cat/1.png").write_bytes(b"a" * 11)  # another image
+    changed = dataset_identity(one)
+    assert changed != ident
+    (tmp_path / "x" / "photos" / "train/cat/4.png").write_bytes(b"")
+    assert dataset_identity(one) != changed
+    # a link back up the tree is followed once, not forever; a linked class folder's files count
+    (tmp_path / "x" / "photos" / "train" / "loop").symlink_to(tmp_path / "x" / "photos")
+    assert len(dataset_identity(one)) == 16
+    linked = _folder(tmp_path / "z", {"train/cat/1.png": b"q" * 3})
+    before = dataset_identity(DataConfig(kind="imagefolder", root=str(linked)))
+    (linked / "train" / "dog").symlink_to(tmp_path / "y" / "photos" / "train" / "dog")
+    assert dataset_identity(DataConfig(kind="imagefolder", root=str(linked))) != before
+    # a .npz file by its bytes, wherever it lies
+    npz = tmp_path / "a.npz"
+    np.savez(npz, train_images=np.zeros((2, 4, 4), np.uint8))
+    shutil.copy(npz, tmp_path / "copy.npz")
+    by_bytes = dataset_identity(DataConfig(kind="medmnist", root=str(npz)))
+    assert dataset_identity(DataConfig(kind="medmnist", root=str(tmp_path / "copy.npz"))) == by_bytes
+    np.savez(tmp_path / "copy.npz", train_images=np.ones((2, 4, 4), np.uint8))
+    assert dataset_identity(DataConfig(kind="medmnist", root=str(tmp_path / "copy.npz"))) != by_bytes
+    # a fixed source by its name and split
+    assert dataset_identity(DataConfig()) == dataset_identity(DataConfig(image_size=32, train_per_class=4))
+    assert dataset_identity(DataConfig()) != dataset_identity(DataConfig(test_fraction=0.3))
+
+
+# --- names that matplotlib would read as formulas; a figure that fails ------------------------------
+
+
+def test_names_with_dollar_signs_are_drawn_as_written(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+    from src.reporting.page import write_report
+
+    formula = r"w$\notacommand$"
+    fig = plt.figure()
+    fig.text(0.5, 0.5, formula)
+    with pytest.raises(ValueError):  # what a raw name does to a figure: saving it fails
+        fig.savefig(io.BytesIO())
+    plt.close(fig)
+
+    study = tmp_path / "study"
+    for i, (dataset, strategy, acc) in enumerate([("d$1$", formula, 0.9), ("d$1$", "a$b$c", 0.8),
+                                                  ("e$x", formula, 0.7), ("e$x", "a$b$c", 0.75)]):
+        for seed in (0, 1):
+            write_json(study / f"{i}_{seed}" / "result.json", RunRecord(
+                strategy=strategy, seed=seed, status="completed", dataset=dataset, train_samples=10 * (i // 2 + 1),
+                val_acc=acc, test_acc=acc + 0.01 * seed, train_flops=10 ** (9 + i), train_time_s=1.0 + i,
+                trainable_params=100).to_json())
+    missing: dict[str, str] = {}
+    page = write_report([study], tmp_path / "report", missing=missing)
+    assert missing == {} and {"pareto", "curves", "schedules", "drift", "wins"} <= {p.stem for p in (tmp_path / "report").glob("*.png")}
+    assert 'id="fig-wins"' in page.read_text()
+    configs = group_configs(load_runs([study]))
+    fig = plots.pareto(configs)
+    shown = [t.get_text() for t in fig.legends[0].get_texts()]
+    # each label is escaped, and matplotlib draws it as the name, with no formula in it
+    assert [t._preprocess_math(t.get_text()) for t in fig.legends[0].get_texts()][:2] == [(formula, False), ("a$b$c", False)]
+    assert shown[:2] == [plots.plain(formula), plots.plain("a$b$c")]
+    plt.close(fig)
+
+
+def _study(tmp_path: Path) -> Path:
+    return write_runs(tmp_path / "study", APART)
+
+
+def test_a_figure_that_fails_leaves_the_page_with_a_note(tmp_path, monkeypatch):
+    from src.reporting import plots
+    from src.reporting.page import publish, write_report
+
+    def broken(*_a, **_k):
+        raise RuntimeError("cannot draw this\nsecond line")
+
+    monkeypatch.setattr(plots, "curves", broken)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "curves.png").write_bytes(b"an earlier report's figure")
+    missing: dict[str, str] = {}
+    page = write_report([_study(tmp_path)], out, missing=missing)
+    assert missing == {"curves": "RuntimeError: cannot draw this"} and not (out / "curves.png").exists()
+    html = page.read_text()
+    assert 'id="missing-curves"' in html and 'id="fig-curves"' not in html and 'id="fig-pareto"' in html
+    assert "1 figure(s) could not be drawn" in html
+    problems: list[str] = []
+    assert publish([tmp_path / "study"], tmp_path / "again", LoggerConfig(kind="none"), "g", problems=problems)
+    assert problems == [f"report {tmp_path / 'again' / 'index.html'}: figure curves not drawn (RuntimeError: cannot draw this)"]
+
+
+def test_a_multirun_whose_report_failed_says_so_in_one_line(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from src.train import ComparisonTable
+
+    study = _study(tmp_path)
+    (study / "report").write_text("a file where the report folder goes")
+    ComparisonTable().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(study)}},
+                                                        "logger": {"kind": "none"}}))
+    err = capsys.readouterr().err
+    [line] = [x for x in err.splitlines() if x.strip()]
+    assert line.startswith(f"warning: no report written in {study / 'report'} (FileExistsError: ")
+    assert "Traceback" not in err
+
+
+# --- where the command-line report goes --------------------------------------------------------------
+
+
+def test_report_out_refuses_a_file_a_folder_with_files_and_an_unwritable_place(tmp_path, capsys):
+    from src.reporting.page import main
+
+    study = _study(tmp_path)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    full = tmp_path / "full"
+    (full / "index.html").parent.mkdir()
+    (full / "index.html").write_text("an earlier report")
+    cases = {
+        str(a_file): f"error: --out {a_file} is a file, not a folder",
+        str(full): f"error: --out {full} already holds files (an earlier report?); nothing was overwritten: give a new "
+                   "or empty folder",
+        str(a_file / "sub"): f"error: cannot write --out {a_file / 'sub'} (Not a directory)",
+    }
+    for out, line in cases.items():
+        capsys.readouterr()
+        assert main([str(study), "--out", out]) == 2, out
+        assert capsys.readouterr().err.strip() == line
+    assert a_file.read_text() == "keep me" and (full / "index.html").read_text() == "an earlier report"
+    assert sorted(p.name for p in full.iterdir()) == ["index.html"]
+
+
+def test_a_second_report_goes_into_a_new_folder_and_names_runs_by_their_study(tmp_path, capsys):
+    from src.reporting.page import main
+
+    a = write_runs(tmp_path / "A", APART)
+    b = write_runs(tmp_path / "B", {"full": {3: (0.99, 0.99)}})
+    assert main([str(a)]) == 0
+    first = (a / "report" / "index.html").read_bytes()
+    capsys.readouterr()
+    assert main([str(a), str(b)]) == 0
+    out = capsys.readouterr()
+    assert out.err.strip().splitlines()[-1] == f"report: {a / 'report_1' / 'index.html'}"
+    assert (a / "report" / "index.html").read_bytes() == first  # A's own report is still A's
+    assert "B/0_full_s3" in (a / "report_1" / "index.html").read_text()
+    # the console's run column tells two studies' folders apart
+    assert {line.split()[-1] for line in out.out.splitlines() if line.split() and "_s" in line.split()[-1]} == \
+        {f"A/{p.parent.name}" for p in a.glob("*/result.json")} | {"B/0_full_s3"}
+    assert main([str(a)]) == 0 and (a / "report_2" / "index.html").is_file()
+
+
+def test_a_report_that_cannot_be_written_whole_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from src.reporting import page
+
+    def full_disk(path, _data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(page, "write_json", full_disk)
+    study = _study(tmp_path)
+    assert page.main([str(study), "--out", str(tmp_path / "report")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: report not written in {tmp_path / 'report'} (No space left on device)"
+    assert not (tmp_path / "report" / "index.html").exists()

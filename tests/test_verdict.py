@@ -1,0 +1,282 @@
+"""The answer follows the evidence: on result folders whose truth is known (configurations the seeds
+cannot separate, configurations clearly apart, one seed with overlapping and with separate
+intervals, a cheaper configuration that is worse), the verdict names ties as ties, and every place
+that states it (console, --markdown, the HTML page in Chromium, verdict.json, the W&B summary read
+back from its offline file, the executed notebook) says the same words."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from scipy import stats as sps
+
+from src.record.io import write_json
+from src.record.schema import RunRecord
+from src.reporting.analysis import group_configs, load_runs
+from src.reporting.verdict import answer, as_json, verdicts
+from tests.cli import REPO, env
+
+# (seed -> (val acc, test acc)) per strategy, and each strategy's training FLOPs
+FLOPS = {"frozen": 1.5e11, "full": 2.7e12, "layerwise": 2.7e12, "lpft": 3.0e11}
+# layerwise leads full on the mean, but seed 1 reverses them: the paired CI holds 0 on both splits
+TIED = {
+    "frozen": {0: (0.921, 0.915), 1: (0.925, 0.921), 2: (0.918, 0.912)},
+    "full": {0: (0.985, 0.975), 1: (0.990, 0.990), 2: (0.980, 0.960)},
+    "layerwise": {0: (0.990, 0.990), 1: (0.985, 0.980), 2: (0.990, 0.995)},
+}
+# full is 3 points ahead of layerwise on every seed, give or take 0.2
+APART = {
+    "full": {0: (0.990, 0.991), 1: (0.988, 0.992), 2: (0.991, 0.989)},
+    "layerwise": {0: (0.960, 0.961), 1: (0.959, 0.963), 2: (0.962, 0.958)},
+}
+
+
+def write_runs(root: Path, spec: dict[str, dict[int, tuple[float, float]]], samples: int = 360, **same) -> Path:
+    """A multirun's folders, `<i>_<strategy>_s<seed>/result.json`, with these accuracies."""
+    i = 0
+    for name, by_seed in spec.items():
+        for seed, (val, test) in by_seed.items():
+            fields = dict(strategy=name, seed=seed, status="completed", val_acc=val, test_acc=test,
+                          train_flops=int(FLOPS[name]), train_time_s=FLOPS[name] / 1.6e10, trainable_params=1000,
+                          dataset="digits", train_samples=1077, val_samples=samples, test_samples=samples) | same
+            write_json(root / f"{i}_{name}_s{seed}" / "result.json", RunRecord(**fields).to_json())
+            i += 1
+    return root
+
+
+def by_hand(spec: dict, a: str, b: str, split: int = 1) -> tuple[float, float, float]:
+    """mean(A − B) over seeds, its 95% CI half-width and the paired t-test's p, from scipy alone."""
+    seeds = sorted(spec[a])
+    x, y = [spec[a][s][split] for s in seeds], [spec[b][s][split] for s in seeds]
+    d = [u - v for u, v in zip(x, y)]
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1))
+    return mean, sps.t.ppf(0.975, len(d) - 1) * sd / math.sqrt(len(d)), float(sps.ttest_rel(x, y).pvalue)
+
+
+def verdict_of(root: Path, metric: str = "test_acc"):
+    [v] = verdicts(group_configs(load_runs([root])), metric)
+    return v
+
+
+def test_three_seeds_that_cannot_separate_two_configurations_name_both(tmp_path):
+    v = verdict_of(write_runs(tmp_path / "study", TIED))
+    assert v.seeds == (3, 3) and not v.one_seed
+    for standing, split in ((v.validation, 0), (v.test, 1)):
+        assert standing.best == "layerwise" and standing.best_set == ["layerwise", "full"]
+        [gap] = standing.tied
+        diff, half, p = by_hand(TIED, "layerwise", "full", split)
+        assert half > abs(diff)  # the truth: the CI holds 0
+        assert (gap.evidence, gap.seeds) == ("paired", 3)
+        assert gap.behind == pytest.approx(diff) and gap.behind_ci95 == pytest.approx(half) and gap.p == pytest.approx(p)
+        assert standing.runner_up.name == "frozen"  # frozen is separated, and not named best
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    diff, half, p = by_hand(TIED, "layerwise", "full")
+    assert text.startswith("3 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation and on "
+                           "test: layerwise and full, which the seeds cannot tell apart (validation: layerwise 0.988 ± ")
+    assert f"full {100 * diff:.1f} ± {100 * half:.1f} points behind, p = {p:.2f})" in text
+    # how many seeds would separate them at this gap and spread: the smallest n whose t CI excludes 0
+    sd = half * math.sqrt(3) / sps.t.ppf(0.975, 2)
+    need = next(n for n in range(4, 101) if sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < abs(diff))
+    assert v.test.tied[0].seeds_to_tell == need
+    assert f"about {need} seeds would tell layerwise and full apart if the gap and spread seen so far held" in text
+    assert not re.search(r"Best on [a-z ]+: layerwise \(", text)  # never a lone winner
+
+
+def test_the_issue_case_a_winner_that_the_paired_comparison_contradicts(tmp_path):
+    # layerwise best on the mean; full − layerwise −0.015 ± 0.033 (p about 0.2); frozen − layerwise's CI holds 0 too
+    spec = {"layerwise": {0: (0.95, 0.96), 1: (0.97, 0.94), 2: (0.96, 0.985)},
+            "full": {0: (0.94, 0.95), 1: (0.95, 0.945), 2: (0.955, 0.945)},
+            "frozen": {0: (0.93, 0.93), 1: (0.96, 0.95), 2: (0.94, 0.95)}}
+    v = verdict_of(write_runs(tmp_path / "s", spec))
+    for other in ("full", "frozen"):
+        diff, half, _ = by_hand(spec, "layerwise", other)
+        assert abs(diff) <= half
+    assert v.test.best_set == ["layerwise", "full", "frozen"] and v.validation.best_set == ["layerwise", "full"]
+    [text] = answer(group_configs(load_runs([tmp_path / "s"])))
+    assert "Best on test: layerwise, full and frozen, which the seeds cannot tell apart (layerwise 0.962 ± " in text
+    assert "Best on validation: layerwise and full, which the seeds cannot tell apart" in text
+    assert "a gap the seeds cannot tell from none" in text  # frozen, the cheap end, against layerwise
+
+
+def test_clearly_separated_seeds_name_one_best_with_its_evidence(tmp_path):
+    v = verdict_of(write_runs(tmp_path / "study", APART))
+    diff, half, p = by_hand(APART, "full", "layerwise")
+    assert v.test.best_set == ["full"] and v.validation.best_set == ["full"] and half < diff
+    gap = v.test.runner_up
+    assert gap.name == "layerwise" and not gap.tied and gap.p == pytest.approx(p) and gap.seeds_to_tell is None
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert (f"test: 0.991 ± {v.test.ci95:.3f}, next layerwise {100 * diff:.1f} ± {100 * half:.1f} points behind, "
+            f"p {'< 0.001' if p < 0.001 else f'= {p:.3f}'})") in text
+    assert "Best on validation and on test: full (validation: " in text and "cannot tell" not in text
+
+
+def wilson(k: int, n: int) -> str:
+    ci = sps.binomtest(k, n).proportion_ci(method="wilson")
+    return f"{k / n:.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+
+
+# The default study (README): seed 0, 360 validation and 360 test images
+DEFAULT_STUDY = {"frozen": {0: (332 / 360, 331 / 360)}, "full": {0: (356 / 360, 357 / 360)},
+                 "layerwise": {0: (353 / 360, 353 / 360)}}
+DEFAULT_ANSWER = (
+    "One seed per configuration: in brackets, each accuracy's Wilson 95% interval over the 360 validation and 360 "
+    "test images. Best on validation and on test: full and layerwise, whose intervals overlap (validation: full "
+    "0.989 [0.972, 0.996], layerwise 0.981 [0.960, 0.991]; test: full 0.992 [0.976, 0.997], layerwise 0.981 "
+    "[0.960, 0.991]); run seed=0,1,2 to tell them apart. The cheapest configuration on the Pareto front of test "
+    "accuracy against training FLOPs, frozen, reaches 0.919 [0.887, 0.943] test accuracy, 7.2 points below full's "
+    "0.992 [0.976, 0.997] (the intervals do not overlap), at 1/18 of its training FLOPs.")
+
+
+def test_one_seed_with_overlapping_intervals_is_a_tie_and_says_how_to_settle_it(tmp_path):
+    v = verdict_of(write_runs(tmp_path / "study", DEFAULT_STUDY))
+    assert v.one_seed and v.test.best_set == ["full", "layerwise"] and v.test.samples == 360
+    assert v.test.tied[0].evidence == "intervals" and v.test.runner_up.name == "frozen"
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert text == DEFAULT_ANSWER
+    # every interval in it is scipy's Wilson interval of the count out of 360
+    for k in (356, 353, 357, 331):
+        assert wilson(k, 360) in text, k
+    # the README quotes this answer for the default study
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert DEFAULT_ANSWER in readme
+
+
+def test_one_seed_with_separate_intervals_names_one_best(tmp_path):
+    spec = {"full": {0: (356 / 360, 357 / 360)}, "frozen": {0: (320 / 360, 322 / 360)}}
+    v = verdict_of(write_runs(tmp_path / "study", spec))
+    assert v.test.best_set == ["full"] and not v.test.runner_up.tied and v.test.runner_up.evidence == "intervals"
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert f"test: {wilson(357, 360)}, next frozen {wilson(322, 360)})" in text
+    assert "(the intervals do not overlap)" in text and "tell them apart" not in text
+    # an accuracy that is no count out of n (a balanced accuracy, a wrong n) gets no interval
+    odd = write_runs(tmp_path / "odd", {"full": {0: (0.98765, 0.98765)}, "frozen": {0: (0.5, 0.5)}})
+    w = verdict_of(odd)
+    assert w.test.interval is None and w.test.gaps[0].evidence == "none" and w.test.best_set == ["full", "frozen"]
+    [text] = answer(group_configs(load_runs([odd])))
+    assert f"frozen {wilson(180, 360)} (one seed, and no interval for this measure: not compared)" in text
+    assert "run seed=0,1,2 to tell them apart" in text
+
+
+def test_a_cheaper_configuration_that_is_worse_states_the_trade_with_ci_and_p(tmp_path):
+    spec = TIED | {"lpft": {0: (0.975, 0.985), 1: (0.99, 0.97), 2: (0.985, 0.99)}}
+    v = verdict_of(write_runs(tmp_path / "study", spec))
+    t = v.trade
+    assert (t.cheap, t.top) == ("frozen", "layerwise")  # the front: frozen, lpft, layerwise by rising cost
+    diff, half, p = by_hand(spec, "layerwise", "frozen")
+    assert t.gap.behind == pytest.approx(diff) and t.gap.p == pytest.approx(p) and not t.gap.tied
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert (f"frozen, reaches 0.916 ± {v.trade.cheap_ci95:.3f} test accuracy, {100 * diff:.1f} ± {100 * half:.1f} "
+            f"points below layerwise (p = {p:.3f}), at 1/18 of its training FLOPs.") in text
+    # a cheaper configuration the seeds cannot tell from the best: the gap is stated, and called what it is
+    near = {k: v for k, v in spec.items() if k != "frozen"}
+    w = verdict_of(write_runs(tmp_path / "near", near))
+    diff, half, p = by_hand(near, "layerwise", "lpft")
+    assert w.trade.cheap == "lpft" and w.trade.gap.tied
+    [text] = answer(group_configs(load_runs([tmp_path / "near"])))
+    assert (f"lpft, reaches 0.982 ± {w.trade.cheap_ci95:.3f} test accuracy, {100 * abs(diff):.1f} ± {100 * half:.1f} "
+            f"points below layerwise, a gap the seeds cannot tell from none (p = {p:.2f}), at 1/9 of its training FLOPs.") \
+        in text
+
+
+def test_configurations_without_common_seeds_are_not_separated(tmp_path):
+    spec = {"full": {0: (0.99, 0.99), 1: (0.99, 0.985)}, "frozen": {2: (0.9, 0.9), 3: (0.91, 0.9)}}
+    v = verdict_of(write_runs(tmp_path / "study", spec))
+    [gap] = v.test.gaps
+    assert gap.evidence == "none" and gap.tied and v.test.best_set == ["full", "frozen"]
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert "(fewer than two seeds in common: not compared)" in text and "run them on the same seeds (seed=0,1,2)" in text
+
+
+# --- the same verdict in every output ------------------------------------------------------------
+
+
+def _report(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "src.report", *args], cwd=REPO, env=env(), capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def tied_study(tmp_path_factory) -> Path:
+    return write_runs(tmp_path_factory.mktemp("tied") / "study", TIED)
+
+
+def test_console_markdown_and_verdict_json_say_the_same(tied_study, tmp_path):
+    [text] = answer(group_configs(load_runs([tied_study])))
+    out = tmp_path / "report"
+    proc = _report(str(tied_study), "--markdown", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(text + "\n\n| strategy |")
+    plain = _report(str(tied_study), "--no-html")
+    assert plain.stdout.startswith(text + "\n\nstrategy ")
+    [saved] = json.loads((out / "verdict.json").read_text())
+    assert saved["text"] == text and saved["test"]["best_set"] == ["layerwise", "full"] and saved["one_seed"] is False
+    assert saved["test"]["gaps"][0]["evidence"] == "paired" and saved["test"]["gaps"][0]["tied"] is True
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package chromium)")
+def test_the_page_shows_the_verdict_and_every_run_with_its_seed_and_folder(tied_study, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+    from src.reporting.page import write_report
+
+    [text] = answer(group_configs(load_runs([tied_study])))
+    page = write_report([tied_study], tmp_path / "report")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        tab = browser.new_page()
+        tab.goto(page.as_uri())
+        shown = tab.inner_text("#answer")
+        head = tab.eval_on_selector_all("#runs thead th", "els => els.map(e => e.textContent.trim())")
+        rows = tab.eval_on_selector_all("#runs tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent.trim()))")
+        browser.close()
+    assert " ".join(shown.split()) == text
+    assert head[-2:] == ["seed", "run"]
+    on_disk = {p.parent.name: json.loads(p.read_text())["seed"] for p in tied_study.glob("*/result.json")}
+    assert {r[-1]: int(r[-2]) for r in rows} == on_disk
+
+
+def test_the_wandb_summary_holds_the_verdict(tied_study, tmp_path):
+    pytest.importorskip("wandb")
+    from src.config import LoggerConfig
+    from src.reporting.page import publish
+    from tests import wandb_files
+
+    [text] = answer(group_configs(load_runs([tied_study])))
+    study = tmp_path / "study"
+    shutil.copytree(tied_study, study)
+    page = publish([study], study / "report", LoggerConfig(kind="wandb", mode="offline", project="test"), "g")
+    assert page is not None
+    [path] = (study / "report").glob("wandb/offline-run-*/run-*.wandb")
+    summary = wandb_files.summary(wandb_files.closed(path))
+    assert summary["answer"] == text and summary["one_seed"] is False
+    [verdict] = summary["verdict"]
+    assert verdict["text"] == text and verdict["test"]["best_set"] == ["layerwise", "full"]
+    assert verdict == json.loads((study / "report" / "verdict.json").read_text())[0]
+
+
+def test_the_notebook_prints_the_verdict(tied_study, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    [text] = answer(group_configs(load_runs([tied_study])))
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    monkeypatch.setenv("RESULTS_DIRS", str(tied_study))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert text + "\n" in printed
+
+
+def test_as_json_round_trips_through_strict_json(tied_study):
+    found = verdicts(group_configs(load_runs([tied_study])))
+    data = json.loads(json.dumps(as_json(found), allow_nan=False))
+    assert data[0]["validation"]["best_set"] == ["layerwise", "full"] and data[0]["seeds"] == [3, 3]
