@@ -591,3 +591,31 @@ def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
         d = _load(root, tmp_path / "cache", cache=cache)
         assert d.classes == ["a", "b"] and d.skipped_files == []
         _same(clean, d)
+
+
+def test_a_run_whose_cache_disk_fills_completes_without_the_cache(tmp_path, small_disk):
+    """`python -m src.train` with dataset.cache_dir on a real tmpfs that fills in the middle of the
+    pixels (two decode workers running): the run completes, result.json says so, the log has the
+    warning (Hydra's console log is stdout; its file the run folder's .log), and the disk holds no
+    temporary folder."""
+    import subprocess
+    import sys
+
+    from tests.cli import REPO, TINY_OVERRIDES, env
+
+    root = _folder(tmp_path / "data")
+    _fill(small_disk, 5)  # 32 px images: 15 pages of pixels, so the disk fills a third of the way in
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *TINY_OVERRIDES, "dataset=imagefolder", f"dataset.root={root}",
+         f"dataset.cache_dir={small_disk / 'cache'}", "dataset.num_workers=2", "trainer.num_threads=1",
+         f"hydra.run.dir={out}"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["data_cache"] == "off" and result["train_samples"] == 6
+    [log_file] = out.glob("*.log")
+    for text in (proc.stdout, log_file.read_text()):
+        [line] = [x for x in text.splitlines() if "No space left on device" in x]
+        assert "WARNING" in line and f"dataset.cache_dir={small_disk / 'cache'}" in line and "dataset.cache=off" in line
+    assert list((small_disk / "cache").iterdir()) == []
