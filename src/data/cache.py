@@ -17,7 +17,6 @@ rows (`MappedImages`). A damaged entry is a miss, rebuilt, with a warning naming
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import errno
 import hashlib
@@ -306,9 +305,10 @@ def _verify_part(entry: Entry, part: str, classes: list[str]) -> None:
     damaged block found mid-training could only stop the run, where found here it is rebuilt; the
     check's time goes into data_load_s rather than into the timed training loop; and the reads
     warm the OS's page cache that the first epoch reads from anyway. Plain reads (not the map)
-    keep the process's resident size at a block. CRC-32, not a cryptographic hash: it guards
-    against damage (a bad disk, a partial copy, an edit by hand), not against someone who can
-    rewrite meta.json too, and runs at about 1.5 GB/s on one core, 2.6x blake2b (docs/data.md)."""
+    keep the process's resident size at a block; one thread (two measured no faster). CRC-32, not
+    a cryptographic hash: it guards against damage (a bad disk, a partial copy, an edit by hand),
+    not against someone who can rewrite meta.json too, and runs at about 1.5 GB/s on one core
+    here, 2.6x blake2b (docs/data.md)."""
     info = entry.meta["parts"][part]
     count = info["count"]
     labels = entry.labels(part)
@@ -324,18 +324,14 @@ def _verify_part(entry: Entry, part: str, classes: list[str]) -> None:
     offset, block_rows = images.offset, info["block_rows"]
     del images
 
-    with open(entry.path / f"{part}.npy", "rb", buffering=0) as f:
-        def crc(block: int) -> int:
-            rows = min(block_rows, count - block * block_rows)
-            start, size = offset + block * block_rows * row_bytes, rows * row_bytes
-            data = os.pread(f.fileno(), size, start)
-            return zlib.crc32(data) if len(data) == size else -1
-
-        # zlib and pread release the GIL: two threads read and check two blocks at once.
-        with concurrent.futures.ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
-            for block, (got, want) in enumerate(zip(pool.map(crc, range(len(info["crc32"]))), info["crc32"])):
-                _expect(got == want, f"{part}.npy rows {block * block_rows}..{min(count, (block + 1) * block_rows) - 1} "
-                        "do not match their checksum")
+    with open(entry.path / f"{part}.npy", "rb") as f:  # buffered: read(n) returns n bytes unless at the end
+        f.seek(offset)
+        for block, want in enumerate(info["crc32"]):
+            size = min(block_rows, count - block * block_rows) * row_bytes
+            data = f.read(size)
+            _expect(len(data) == size and zlib.crc32(data) == want,
+                    f"{part}.npy rows {block * block_rows}..{min(count, (block + 1) * block_rows) - 1} "
+                    "do not match their checksum")
 
 
 def lookup(cache_dir: Path, key: str, parts: set[str], classes: list[str], row_shape: tuple[int, ...]) -> Entry | None:
