@@ -569,6 +569,12 @@ def test_a_control_character_in_a_file_name_keeps_the_error_on_one_line(tmp_path
     assert repr(str(root / "train" / "a" / name)) in line and line.isprintable()
 
 
+def test_a_library_message_quoting_a_control_character_is_escaped():
+    from src.data.load import _one_line
+
+    assert _one_line(OSError("cannot open a\x1b[31m.png\nnow")) == "OSError: cannot open a\\x1b[31m.png now"
+
+
 def test_a_control_character_in_a_class_folder_keeps_the_error_on_one_line(tmp_path):
     root = _folder(tmp_path, "ok.png", lambda p: _filler(p, 60))
     (root / "train" / "new\nclass").mkdir()

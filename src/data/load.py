@@ -91,8 +91,11 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 512) -> torch.Ten
 
 def _one_line(err: BaseException) -> str:
     """`Type: message` on one line: library messages (torchvision's download errors, Pillow's)
-    can span several lines, and a user error is one line on stderr."""
+    can span several lines, and a user error is one line on stderr. Other control characters (a
+    file name's escape sequence quoted in the message) are escaped, as `shown` does."""
     text = " ".join(str(err).split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
