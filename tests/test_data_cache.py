@@ -281,3 +281,341 @@ def test_more_data_than_memory_trains_from_the_mapped_cache(tmp_path):
     assert m["cache"] == "miss" and m["seen"] >= m["images"] - 1 and m["bytes"] > 350e6
     grown = m["peak"] - m["base"]
     assert grown < m["bytes"] / 4, (grown / 1e6, m["bytes"] / 1e6)  # holding the data would grow it by all of it
+
+
+# --- issue 23: nothing lost when the disk fills, a damaged entry is rebuilt ----------------------
+
+def _in_child(fn, *args):
+    """fn(*args) in a forked child, its return value back: a regression to a SIGBUS (a store into a
+    mapped file on a full disk) kills the child, not the test session. The child must not run
+    torch's parallel kernels (their thread pool does not survive fork): `_read_and_report` reads
+    the split folders, it does not split or resize them."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+
+    def target():
+        import faulthandler
+
+        faulthandler.dump_traceback_later(120, exit=True)  # a hang shows where, and ends
+        try:
+            theirs.send(("ok", fn(*args)))
+        except BaseException as err:  # noqa: BLE001
+            theirs.send(("raised", f"{type(err).__name__}: {err}"))
+
+    proc = ctx.Process(target=target)
+    proc.start()
+    got = ours.recv() if ours.poll(200) else None
+    proc.join(timeout=60)
+    assert proc.exitcode == 0 and got is not None, f"the child ended with exit code {proc.exitcode}"
+    assert got[0] == "ok", got[1]
+    return got[1]
+
+
+class _Warnings:
+    """The src.data loggers' warnings, kept (a forked child has no caplog)."""
+
+    def __enter__(self):
+        import logging
+
+        self.records, self.handler = [], logging.Handler(logging.WARNING)
+        self.handler.emit = lambda record: self.records.append(record.getMessage())
+        self.logger = logging.getLogger("src.data")
+        self.logger.addHandler(self.handler)
+        return self.records
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+
+
+def _read(root: Path, cache_dir: Path | None, **kw):
+    from src.data.load import read_parts
+
+    return read_parts(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE, num_workers=0,
+                                 cache_dir=str(cache_dir) if cache_dir else None, **kw), root, progress=False)
+
+
+def _arrays(parts) -> dict[str, np.ndarray]:
+    return {f"{part}{kind}": getattr(split, attr)[:].numpy()
+            for part, split in parts.splits.items() for kind, attr in (("", "images"), ("_labels", "labels"))}
+
+
+def _read_and_report(root: Path, cache: Path) -> dict:
+    with _Warnings() as warned:
+        parts = _read(root, cache)
+    return {"cache": parts.cache, "arrays": _arrays(parts), "warnings": warned}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real tmpfs of 512 kB (root only; skipped otherwise), unmounted afterwards."""
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+
+
+def _fill(disk: Path, leave_pages: int) -> None:
+    """Fill `disk` with one file so that exactly `leave_pages` pages stay free."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * (free - leave_pages * st.f_frsize))
+    assert os.statvfs(disk).f_bavail == leave_pages
+
+
+def test_a_full_disk_at_any_point_of_the_write_falls_back_to_memory(tmp_path, small_disk):
+    """The cache folder is a real, nearly full tmpfs, with 0, 1, ... pages free: the disk fills
+    while the pixels, the labels or meta.json are written. Each load warns (naming the setting),
+    decodes in memory the pixels a load without the cache gets, and leaves no temporary folder;
+    with room enough, the entry is built."""
+    root = _folder(tmp_path / "data")
+    expected = _arrays(_read(root, None, cache="off"))
+    probe = _read(root, tmp_path / "probe")  # the entry's size, in pages, on a disk with room
+    [entry] = list((tmp_path / "probe").iterdir())
+    page = os.statvfs(small_disk).f_frsize
+    needed = sum(-(-f.stat().st_size // page) for f in entry.iterdir())
+    assert probe.cache == "miss" and needed >= 3
+    for free in [*range(needed), needed]:
+        _fill(small_disk, free)
+        got = _in_child(_read_and_report, root, small_disk / "cache")
+        left = sorted(p.name for p in (small_disk / "cache").iterdir())
+        if free < needed:
+            assert got["cache"] == "off", free
+            assert any("dataset.cache_dir=" in w and "No space left on device" in w and "dataset.cache=off" in w
+                       for w in got["warnings"]), got["warnings"]
+            assert left == [], (free, left)  # no temporary folder, nothing half-written
+        else:
+            assert got["cache"] == "miss" and len(left) == 1 and not got["warnings"]
+        assert got["arrays"].keys() == expected.keys()
+        for key, value in expected.items():
+            assert np.array_equal(got["arrays"][key], value), (free, key)
+        (small_disk / "filler").unlink()
+        for folder in (small_disk / "cache").iterdir():
+            import shutil
+
+            shutil.rmtree(folder)
+
+
+def _with_file_size_limit(root: Path, cache: Path, limit: int) -> dict:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # this child only
+    return _read_and_report(root, cache)
+
+
+def test_a_file_size_limit_while_writing_the_cache_falls_back_to_memory(tmp_path):
+    """EFBIG (ulimit -f), which needs no root: the same fallback as a full disk."""
+    root = _folder(tmp_path / "data")
+    got = _in_child(_with_file_size_limit, root, tmp_path / "cache", 4096)
+    assert got["cache"] == "off" and any("File too large" in w for w in got["warnings"]), got["warnings"]
+    assert list((tmp_path / "cache").iterdir()) == []
+    for key, value in _arrays(_read(root, None, cache="off")).items():
+        assert np.array_equal(got["arrays"][key], value), key
+
+
+def _flip_pixel_byte(entry: Path) -> None:
+    with open(entry / "train.npy", "r+b") as f:
+        f.seek(-5, os.SEEK_END)
+        byte = f.read(1)
+        f.seek(-5, os.SEEK_END)
+        f.write(bytes([byte[0] ^ 0x10]))
+
+
+def _swap_a_label(entry: Path) -> None:
+    labels = np.load(entry / "train.labels.npy")
+    labels[0] = 1 - labels[0]  # still a valid class: only the checksum can tell
+    np.save(entry / "train.labels.npy", labels)
+
+
+def _edit_meta(change):
+    def edit(entry: Path) -> None:
+        meta = json.loads((entry / "meta.json").read_text())
+        change(meta)
+        (entry / "meta.json").write_text(json.dumps(meta))
+    return edit
+
+
+DAMAGE = {
+    "a pixel byte": _flip_pixel_byte,
+    "a label": _swap_a_label,
+    "labels outside the classes": lambda e: np.save(e / "train.labels.npy",
+                                                    np.load(e / "train.labels.npy") + 5),
+    "a truncated array": lambda e: os.truncate(e / "train.npy", (e / "train.npy").stat().st_size - 100),
+    "a missing labels file": lambda e: (e / "train.labels.npy").unlink(),
+    "meta.json missing": lambda e: (e / "meta.json").unlink(),
+    "meta.json not JSON": lambda e: (e / "meta.json").write_text('{"format": 2, "key'),
+    "meta.json without notes": _edit_meta(lambda m: m.pop("notes")),
+    "meta.json without skipped": _edit_meta(lambda m: m.pop("skipped")),
+    "meta.json without a count": _edit_meta(lambda m: m["parts"]["train"].pop("count")),
+    "meta.json without checksums": _edit_meta(lambda m: m["parts"]["train"].pop("crc32")),
+    "meta.json with other classes": _edit_meta(lambda m: m.update(classes=["a", "c"])),
+    "meta.json a list": lambda e: (e / "meta.json").write_text("[]"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_entry_is_a_miss_rebuilt_with_a_warning_naming_it(tmp_path, caplog, damage):
+    root, cache = _folder(tmp_path / "data"), tmp_path / "cache"
+    assert _load(root, cache, num_workers=0).cache == "miss"
+    [entry] = list(cache.iterdir())
+    DAMAGE[damage](entry)
+    with caplog.at_level("WARNING"):
+        again = _load(root, cache, num_workers=0)
+    assert again.cache == "miss", damage
+    warned = [r.getMessage() for r in caplog.records if "is damaged" in r.getMessage()]
+    assert len(warned) == 1 and str(entry) in warned[0] and "\n" not in warned[0], warned
+    _same(_load(root, None, cache="off"), again)
+    assert [p.name for p in cache.iterdir()] == [entry.name]  # replaced in place, nothing left beside it
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _load(root, cache, num_workers=0).cache == "hit"
+    assert not [r for r in caplog.records if "is damaged" in r.getMessage()]
+
+
+def test_an_entry_of_the_previous_format_is_replaced_without_a_warning(tmp_path, caplog):
+    root, cache = _folder(tmp_path / "data"), tmp_path / "cache"
+    _load(root, cache)
+    [entry] = list(cache.iterdir())
+    _edit_meta(lambda m: m.update(format=1))(entry)
+    with caplog.at_level("WARNING"):
+        assert _load(root, cache).cache == "miss"
+    assert not caplog.records and _load(root, cache).cache == "hit"
+
+
+def test_a_label_error_names_the_cache_entry_it_was_read_from(tmp_path):
+    """An entry whose labels are wrong but consistent with its checksums (rewritten whole): the
+    label check's error says which entry the labels came from."""
+    from src.data.cache import labels_crc
+
+    root, cache = _folder(tmp_path / "data"), tmp_path / "cache"
+    _load(root, cache)
+    [entry] = list(cache.iterdir())
+    zeros = np.zeros_like(np.load(entry / "train.labels.npy"))
+    np.save(entry / "train.labels.npy", zeros)
+    _edit_meta(lambda m: m["parts"]["train"].update(labels_crc32=labels_crc(zeros)))(entry)
+    with pytest.raises(ConfigError) as err:
+        _load(root, cache)
+    assert "\n" not in str(err.value)
+    assert str(err.value).endswith(f"(labels read from the decoded-data cache entry {entry})"), err.value
+    assert _load(root, cache, cache="refresh").cache == "refresh"  # what the user does about it
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_the_cache_entry_follows_the_umask(tmp_path, umask):
+    root = _folder(tmp_path / "data")
+    before = os.umask(umask)
+    try:
+        _load(root, tmp_path / "cache")
+        beside = tmp_path / "beside.txt"
+        beside.write_text("a file written as the tool writes any other")
+    finally:
+        os.umask(before)
+    [entry] = list((tmp_path / "cache").iterdir())
+    assert entry.stat().st_mode & 0o777 == 0o777 & ~umask
+    for f in entry.iterdir():
+        assert f.stat().st_mode & 0o777 == beside.stat().st_mode & 0o777, f.name
+
+
+def test_a_dead_builds_temporary_folder_is_removed_a_live_ones_kept(tmp_path):
+    import fcntl
+
+    root, cache = _folder(tmp_path / "data"), tmp_path / "cache"
+    cache.mkdir()
+    dead, live, young = (cache / f".{'0' * 32}.host-1.{tag}.tmp" for tag in ("dead", "live", "young"))
+    for folder in (dead, live, young):
+        folder.mkdir()
+        (folder / "train.npy").write_bytes(b"half written")
+    hour_ago = time.time() - 3600
+    for folder in (dead, live):
+        os.utime(folder, (hour_ago, hour_ago))
+    holder = os.open(live, os.O_RDONLY)  # a build in progress holds its folder locked
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        assert _load(root, cache).cache == "miss"
+        assert not dead.exists() and live.exists() and young.exists()  # young: maybe just made, not yet locked
+    finally:
+        os.close(holder)
+
+
+def _links(root: Path) -> None:
+    """A dangling link and a link to itself (looping) in a class folder."""
+    (root / "train" / "a" / "dangling.png").symlink_to(root / "nowhere.png")
+    (root / "train" / "b" / "loop.png").symlink_to("loop.png")
+
+
+@pytest.mark.parametrize("bad_images", ["skip", "fail"])
+def test_dangling_and_looping_links_behave_the_same_with_and_without_the_cache(tmp_path, bad_images):
+    root = _folder(tmp_path / "data")
+    _links(root)
+    outcomes = []
+    for cache in ("off", "auto", "auto"):  # without, a miss, a hit
+        try:
+            d = _load(root, tmp_path / "cache", cache=cache, bad_images=bad_images)
+            outcomes.append((d.skipped_files, _pixels(d)))
+        except ConfigError as err:
+            assert "\n" not in str(err)
+            outcomes.append((str(err), None))
+    if bad_images == "skip":
+        assert sorted(outcomes[0][0]) == sorted(str(root / "train" / p) for p in ("a/dangling.png", "b/loop.png"))
+    else:
+        assert "dangling.png: unreadable image" in outcomes[0][0]
+    for skipped, pixels in outcomes[1:]:
+        assert skipped == outcomes[0][0]
+        if pixels is not None:
+            assert all(torch.equal(pixels[k], outcomes[0][1][k]) for k in pixels)
+
+
+def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
+    """`.git` beside the class folders, a notebook's `.ipynb_checkpoints/` and a macOS `._x.png`
+    inside one: left out, with and without the cache, so the data is that of the clean folder."""
+    clean = _load(_folder(tmp_path / "clean"), None, cache="off")
+    root = _folder(tmp_path / "data")
+    (root / "train" / ".git" / "objects").mkdir(parents=True)
+    (root / "train" / ".git" / "objects" / "x.png").write_bytes(b"not an image")
+    (root / "train" / "a" / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "a" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (root / "train" / "b" / "._0.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    for cache in ("off", "auto", "auto"):
+        d = _load(root, tmp_path / "cache", cache=cache)
+        assert d.classes == ["a", "b"] and d.skipped_files == []
+        _same(clean, d)
+
+
+def test_a_run_whose_cache_disk_fills_completes_without_the_cache(tmp_path, small_disk):
+    """`python -m src.train` with dataset.cache_dir on a real tmpfs that fills in the middle of the
+    pixels (two decode workers running): the run completes, result.json says so, the log has the
+    warning (Hydra's console log is stdout; its file the run folder's .log), and the disk holds no
+    temporary folder."""
+    import subprocess
+    import sys
+
+    from tests.cli import REPO, TINY_OVERRIDES, env
+
+    root = _folder(tmp_path / "data")
+    _fill(small_disk, 5)  # 32 px images: 15 pages of pixels, so the disk fills a third of the way in
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "src.train", *TINY_OVERRIDES, "dataset=imagefolder", f"dataset.root={root}",
+         f"dataset.cache_dir={small_disk / 'cache'}", "dataset.num_workers=2", "trainer.num_threads=1",
+         f"hydra.run.dir={out}"],
+        cwd=REPO, env=env(), capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "completed" and result["data_cache"] == "off" and result["train_samples"] == 6
+    [log_file] = out.glob("*.log")
+    for text in (proc.stdout, log_file.read_text()):
+        [line] = [x for x in text.splitlines() if "No space left on device" in x]
+        assert "WARNING" in line and f"dataset.cache_dir={small_disk / 'cache'}" in line and "dataset.cache=off" in line
+    assert list((small_disk / "cache").iterdir()) == []

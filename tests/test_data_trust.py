@@ -522,3 +522,63 @@ def test_cli_refuses_a_single_class_folder_with_one_line_and_exit_2(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
     assert lines == ["error: dataset xray: train has a single class (0 ('normal')); a classifier needs at least 2"]
+
+
+# --- issue 23: one line, never a traceback --------------------------------------------------------
+
+@pytest.mark.parametrize("array, name, words", [
+    (np.array(5), "train_images", "images of shape ()"),
+    (np.array(5), "train_labels", "a single value (a 0-d array)"),
+    (np.array([0, 1, 2**63 + 1, 0, 1, 0, 1, 0], dtype=np.uint64), "train_labels",
+     f"label {2**63 + 1} does not fit a 64-bit signed integer"),
+    (np.array([0, 1, 1e19, 0, 1, 0, 1, 0]), "train_labels", "label 1e+19 does not fit"),
+    (np.array([0, 1, -1e19, 0, 1, 0, 1, 0], dtype=np.float32), "train_labels", "does not fit"),
+])
+def test_npz_scalars_and_labels_past_int64_are_one_line_naming_the_array(tmp_path, array, name, words):
+    """A 0-d array (np.array(5)) has no len(); a uint64 or float label past int64 would wrap around."""
+    with pytest.raises(ConfigError) as e:
+        _med(_npz(tmp_path / "odd.npz", **{name: array}))
+    _one_line_error(e, "odd.npz", f"'{name}'", words)
+
+
+def test_the_largest_int64_label_is_not_refused_as_overflowing(tmp_path):
+    labels = np.array([0, 1, 2**63 - 1, 0, 1, 0, 1, 0], dtype=np.uint64)
+    with pytest.raises(ConfigError) as e:  # a gap in the classes, not an overflow
+        _med(_npz(tmp_path / "big.npz", train_labels=labels))
+    _one_line_error(e, "train labels go up to 9223372036854775807")
+
+
+NASTY_NAMES = ["two\nlines.png", "carriage\rreturn.png", "escape\x1b[31m.png", "tab\there.png"]
+
+
+@pytest.mark.parametrize("name", NASTY_NAMES)
+def test_a_control_character_in_a_file_name_keeps_the_error_on_one_line(tmp_path, name, caplog):
+    """The file name is shown escaped (Python's repr), in errors and log lines alike."""
+    root = _folder(tmp_path, "ok.png", lambda p: _filler(p, 60))
+    (root / "train" / "a" / name).write_bytes(b"not an image")
+    for cache in ("off", "auto"):
+        with pytest.raises(ConfigError) as e:
+            load_dataset(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE, bad_images="fail",
+                                    cache=cache, cache_dir=str(tmp_path / "cache")))
+        msg = _one_line_error(e, repr(str(root / "train" / "a" / name)), "unreadable image")
+        assert "\r" not in msg and "\x1b" not in msg and "\t" not in msg
+    with caplog.at_level("WARNING"):
+        d = load_dataset(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE, cache="off"))
+    assert d.skipped_files == [str(root / "train" / "a" / name)]  # recorded as it is (JSON escapes it)
+    [line] = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert repr(str(root / "train" / "a" / name)) in line and line.isprintable()
+
+
+def test_a_library_message_quoting_a_control_character_is_escaped():
+    from src.data.load import _one_line
+
+    assert _one_line(OSError("cannot open a\x1b[31m.png\nnow")) == "OSError: cannot open a\\x1b[31m.png now"
+
+
+def test_a_control_character_in_a_class_folder_keeps_the_error_on_one_line(tmp_path):
+    root = _folder(tmp_path, "ok.png", lambda p: _filler(p, 60))
+    (root / "train" / "new\nclass").mkdir()
+    (root / "train" / "new\nclass" / "notes.txt").write_text("no images")
+    with pytest.raises(ConfigError) as e:
+        load_dataset(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE))
+    _one_line_error(e, repr(str(root / "train" / "new\nclass")), "class folder has no images")

@@ -54,6 +54,7 @@ def test_each_set_is_evaluated_once_on_the_selected_weights(tmp_path, monkeypatc
     set is evaluated exactly once, after test, on epoch 0's head; the recorded accuracy equals the
     selected weights' through the whole model and through the feature cache's head path."""
     full, subset = _folder(tmp_path / "full_set", DIGITS, 3), _folder(tmp_path / "some", ["7", "3"], 5)
+    (subset / "7" / "broken.png").write_bytes(b"not a png")  # skipped (dataset.bad_images=skip) and counted
     calls = []
 
     def spy(model, batches, device, amp_dtype=None):
@@ -72,6 +73,7 @@ def test_each_set_is_evaluated_once_on_the_selected_weights(tmp_path, monkeypatc
     on_disk = json.loads((tmp_path / "run" / "result.json").read_text())
     assert on_disk["ood"] == result["ood"] and set(result["ood"]) == {"full_set", "some"}
     assert result["ood"]["full_set"]["n"] == 30 and result["ood"]["some"]["n"] == 10
+    assert result["ood"]["full_set"]["skipped_files"] == 0 and result["ood"]["some"]["skipped_files"] == 1
     assert result["best_epoch"] == 0 and result["feature_cache"] is True
     # val, val (epochs 0, 1), then _final: val, test, and each OOD set once
     assert [n for n, _ in calls][-2:] == [30, 10] and len(calls) == 6
@@ -126,6 +128,73 @@ def test_mismatches_and_duplicate_names_are_one_line_errors(tmp_path):
         load_ood(DataConfig(image_size=16, ood=(str(bad),)), DIGITS)
     with pytest.raises(ConfigError, match=r"^dataset.ood\[1\]='.*nope': no such folder or .npz file$"):
         RunConfig.from_dict({"dataset": {"ood": [str(twin), str(tmp_path / "nope")]}})
+
+
+def test_two_names_for_one_class_are_refused_not_pooled(tmp_path):
+    """A .npz class list that repeats a name, a folder set with one class in two Unicode spellings,
+    a training class list that repeats a name the set uses: each would put two labels' images under
+    one. One line naming the set and the names."""
+    images = np.zeros((3, 8, 8), np.uint8)
+    twice = _npz(tmp_path / "twice.npz", images, [0, 1, 2], ["3", "7", "3"])
+    with pytest.raises(ConfigError, match=r"^dataset.ood\[0\]=.*twice.npz.*'3' and '3' name one training class") as err:
+        load_ood(DataConfig(image_size=16, ood=(str(twice),)), DIGITS)
+    assert "\n" not in str(err.value)
+    cafe = ["caf\u00e9", "the"]
+    spelled = _folder(tmp_path / "spelled", ["the"], 1)
+    for spelling in ("caf\u00e9", "cafe\u0301"):  # NFC and NFD (as macOS writes it)
+        _folder(tmp_path / "x", ["0"], 1)
+        (tmp_path / "x" / "0").rename(spelled / spelling)
+    with pytest.raises(ConfigError, match=r"'caf.*' and 'caf.*' name one training class \('café'\)"):
+        check_ood(DataConfig(ood=(str(spelled),)), cafe)
+    (spelled / "caf\u00e9").rename(tmp_path / "gone")  # one spelling left: the NFD folder is café
+    [matched] = load_ood(DataConfig(image_size=16, ood=(str(spelled),)), cafe)
+    assert sorted(set(matched.split.labels.tolist())) == [0, 1]
+    plain = _npz(tmp_path / "plain.npz", images, [0, 1, 0], ["a", "b"])
+    with pytest.raises(ConfigError, match=r"class 'a' is training's labels \[0, 2\]"):
+        load_ood(DataConfig(image_size=16, ood=(str(plain),)), ["a", "b", "a"])
+
+
+def test_class_names_match_case_included_and_a_near_miss_says_so(tmp_path):
+    folder = _folder(tmp_path / "shift", ["1"], 1)
+    (folder / "1").rename(folder / "Dog")
+    with pytest.raises(ConfigError, match=r"classes \['Dog'\] are not training classes .*case included: 'Dog' ~ 'dog'"):
+        check_ood(DataConfig(ood=(str(folder),)), ["cat", "dog"])
+
+
+@pytest.mark.parametrize("classes, words", [
+    (np.array("37"), "class names of shape ()"),  # read one character per class before
+    (np.array([["3"], ["7"]]), "class names of shape (2, 1)"),
+    (np.array([3.0, 7.0]), "class names of type float64"),
+])
+def test_a_class_list_that_is_not_a_list_of_names_is_one_line(tmp_path, classes, words):
+    bad = _npz(tmp_path / "bad.npz", np.zeros((2, 8, 8), np.uint8), [0, 1], classes)
+    with pytest.raises(ConfigError) as err:
+        load_ood(DataConfig(image_size=16, ood=(str(bad),)), DIGITS)
+    assert "bad.npz" in str(err.value) and "'classes'" in str(err.value) and words in str(err.value)
+
+
+def test_bytes_class_names_and_0d_or_overflowing_arrays(tmp_path):
+    images = np.zeros((2, 8, 8), np.uint8)
+    named = _npz(tmp_path / "bytes.npz", images, [0, 1], np.array([b"7", b"3"]))
+    assert load_ood(DataConfig(image_size=16, ood=(str(named),)), DIGITS)[0].split.labels.tolist() == [7, 3]
+    for name, arrays, words in [
+        ("scalar_images", {"images": np.array(5), "labels": np.array([0])}, "'images'"),
+        ("scalar_labels", {"images": images, "labels": np.array(3)}, "'labels': a single value"),
+        ("huge_labels", {"images": images, "labels": np.array([0, 2**64 - 1], np.uint64)}, "does not fit"),
+    ]:
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(ConfigError) as err:
+            load_ood(DataConfig(image_size=16, ood=(str(tmp_path / f"{name}.npz"),)), DIGITS)
+        assert f"{name}.npz" in str(err.value) and words in str(err.value) and "\n" not in str(err.value)
+
+
+def test_hidden_folders_in_an_ood_set_are_not_classes(tmp_path):
+    folder = _folder(tmp_path / "shift", ["1", "2"], 2)
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".git").mkdir()
+    check_ood(DataConfig(ood=(str(folder),)), DIGITS)  # not refused as classes training lacks
+    [entry] = load_ood(DataConfig(image_size=16, ood=(str(folder),)), DIGITS)
+    assert sorted(entry.split.labels.tolist()) == [1, 1, 2, 2]
 
 
 def test_a_class_mismatch_is_refused_before_the_run_folder_is_made(tmp_path):

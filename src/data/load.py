@@ -11,16 +11,21 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import copy
+import ctypes
 import inspect
 import logging
 import math
 import multiprocessing
 import os
+import signal
+import sys
 import tarfile
+import threading
 import time
 import warnings
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +36,8 @@ import torch.nn.functional as F
 
 from src.config import ConfigError, DataConfig, augment_name
 from src.data.augment import preset
-from src.data.cache import MappedImages, build, cache_key, default_cache_dir, drop_pages, lookup
+from src.data.cache import MappedImages, RowFile, build, cache_key, default_cache_dir, labels_crc, lookup
+from src.data.paths import hidden, hidden_below, shown
 from src.models import Normalization
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,7 @@ class DataBundle:
     split_note: str  # how val/test were obtained, recorded with the result
     skipped_files: list[str] = field(default_factory=list)  # unreadable images left out (bad_images=skip)
     cache: str = "off"  # decoded-data cache: hit | miss | refresh | off (src.data.cache)
+    cache_entry: str | None = None  # the cache entry's folder the images and labels were read from
     load_s: float | None = None  # wall time of load_dataset
 
     @property
@@ -84,8 +91,11 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 512) -> torch.Ten
 
 def _one_line(err: BaseException) -> str:
     """`Type: message` on one line: library messages (torchvision's download errors, Pillow's)
-    can span several lines, and a user error is one line on stderr."""
+    can span several lines, and a user error is one line on stderr. Other control characters (a
+    file name's escape sequence quoted in the message) are escaped, as `shown` does."""
     text = " ".join(str(err).split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
@@ -145,12 +155,18 @@ def _to_nchw(array: np.ndarray, where: str) -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
+INT64_MAX = 2**63 - 1
+
+
 def _to_labels(array, where: str) -> torch.Tensor:
     """One whole-number label per image as int64; a float label such as 0.5 would otherwise be
-    truncated into another class without a word."""
+    truncated into another class without a word, and a uint64 or float label past int64's range
+    would wrap around into another (negative) number."""
     labels = np.asarray(array)
     if labels.ndim == 2 and labels.shape[1] == 1:
         labels = labels[:, 0]
+    if labels.ndim == 0:
+        raise ConfigError(f"{where}: a single value (a 0-d array), not one label per image")
     if labels.ndim != 1:
         raise ConfigError(f"{where}: labels of shape {labels.shape}; expected one label per image")
     if labels.dtype.kind == "f":
@@ -158,6 +174,13 @@ def _to_labels(array, where: str) -> torch.Tensor:
             raise ConfigError(f"{where}: labels must be whole numbers (found non-integer or non-finite values)")
     elif labels.dtype.kind not in "iub":
         raise ConfigError(f"{where}: labels of type {labels.dtype}; expected integers")
+    if labels.size and labels.dtype.kind in "uf":
+        lo, hi = labels.min(), labels.max()
+        # int() of a uint64 is exact; 2.0**63 is exact as a float.
+        if int(hi) > INT64_MAX if labels.dtype.kind == "u" else max(-float(lo), float(hi)) >= 2.0**63:
+            worst = str(int(hi)) if labels.dtype.kind == "u" else f"{float(hi if hi >= -lo else lo):g}"
+            raise ConfigError(f"{where}: label {worst} does not fit a 64-bit signed integer "
+                              "(labels number the classes 0..K-1)")
     return torch.from_numpy(labels.astype(np.int64))
 
 
@@ -311,10 +334,11 @@ def _load_medmnist(cfg: DataConfig) -> DataBundle:
         if labels.ndim == 2 and labels.shape[1] != 1:
             raise ConfigError(f"{where}: multi-label targets {labels.shape} are not supported")
         labels = _to_labels(labels, f"{where} array '{split}_labels'")
+        images = _to_nchw(images, f"{where} array '{split}_images'")  # refuses a 0-d array, which has no len()
         if len(labels) != len(images):
             raise ConfigError(f"{where}: {split} has {len(images)} images ('{split}_images') but {len(labels)} "
                               f"labels ('{split}_labels'); they must pair one to one")
-        splits[split] = Split(_to_nchw(images, f"{where} array '{split}_images'"), labels)
+        splits[split] = Split(images, labels)
     train_labels = splits["train"].labels
     if len(train_labels) and int(train_labels.max()) >= len(train_labels):
         # Labels number the classes 0..K-1 and every class needs a training image, so this many
@@ -396,7 +420,7 @@ def _decode(path: Path, draft: int | None = None):
                 ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an untagged image
                 # 8-bit L and RGB, the common case, skip a round trip through numpy.
                 upright = img if img.mode in ("L", "RGB") else Image.fromarray(
-                    image_to_uint8(img, str(path), full_scale))
+                    image_to_uint8(img, shown(path), full_scale))
         note = "; ".join(" ".join(str(w.message).split()) for w in caught) if caught else None
         return upright, note
     except ConfigError:  # a value range refused by image_to_uint8: not a decoding failure
@@ -446,56 +470,133 @@ def _decode_chunk(paths: list[Path], size: int, draft: bool) -> list[tuple[np.nd
 
 
 DECODE_CHUNK = 32  # most files per task: enough to amortise a task's overhead, few for a smooth bar
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_POLL_S = 0.5
+USE_PDEATHSIG = True  # False: workers poll their parent's pid instead (what other systems get; tests use it)
 
 
-def _decoded(files: list[Path], size: int, draft: bool, workers: int, progress: bool, desc: str):
-    """(file, result) of `_decode_chunk` for every file, in order, decoded by `workers` processes."""
+class DecodeWorkerError(RuntimeError):
+    """A decoding worker process ended without a result (killed: the OOM killer, a signal)."""
+
+
+def _worker_start(parent: int) -> None:
+    """First thing in each decoding worker: it must not outlive the process that started it, which
+    may be killed (SIGKILL, the OOM killer) or end on an error without shutting the pool down. An
+    orphaned worker would hold the cache file it inherited open, its disk space in use after the
+    file is deleted, and keep decoding for nobody.
+
+    On Linux the kernel kills the worker when its parent dies (PR_SET_PDEATHSIG). That fires when
+    the parent *thread* that forked it ends; the pool is made, used and shut down within one call
+    of `_decoded`, in one thread, so that thread outlives it. Elsewhere, or if prctl fails, a thread
+    polls the parent's pid. Signals: a worker forked from `python -m src.train` inherits its SIGTERM
+    handler (raise KeyboardInterrupt, for a run that records being interrupted), under which a
+    worker sent SIGTERM returns the interrupt to its parent as if the parent had been stopped; a
+    worker dies of SIGTERM instead. Ctrl-C reaches the whole process group: workers ignore it, and
+    the parent, interrupted, stops the pool."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    watched = True
+    if USE_PDEATHSIG and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            watched = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0
+        except (OSError, AttributeError):
+            watched = True
+    if os.getppid() != parent:  # the parent died before the death signal was set
+        os._exit(1)
+    if watched:
+        threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def _decoded(files: list[Path], size: int, draft: bool, workers: int, progress: bool, folder: Path):
+    """(file, result) of `_decode_chunk` for every file, in order, decoded by `workers` processes.
+    A worker that dies is a DecodeWorkerError naming `folder`."""
     from tqdm.auto import tqdm
 
     # Smaller chunks for a small folder, so that every worker gets some (4 each, for balance).
     per_chunk = max(1, min(DECODE_CHUNK, -(-len(files) // (4 * max(1, workers)))))
     chunks = [files[i : i + per_chunk] for i in range(0, len(files), per_chunk)]
     # disable=None: a bar only on a terminal, none in a log file (as the training loop's).
-    bar = tqdm(total=len(files), desc=desc, unit="img", leave=False, disable=None if progress else True)
-    pool = None
+    bar = tqdm(total=len(files), desc=f"decoding {shown(folder)}", unit="img", leave=False,
+               disable=None if progress else True)
+    pool, finished = None, False
     try:
         # A daemonic process (some launchers' workers) may not start processes: decode in it.
         if workers > 1 and len(chunks) > 1 and not multiprocessing.current_process().daemon:
             # fork: workers start in milliseconds with this module loaded (spawn re-imports torch,
             # seconds each); they run only Pillow and numpy, never torch, so its threads are no risk.
             ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
-            pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx)
+            pool = concurrent.futures.ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx,
+                                                          initializer=_worker_start, initargs=(os.getpid(),))
             results = pool.map(_decode_chunk, chunks, [size] * len(chunks), [draft] * len(chunks))
         else:
             results = (_decode_chunk(chunk, size, draft) for chunk in chunks)
         for chunk, result in zip(chunks, results):
             yield from zip(chunk, result)
             bar.update(len(chunk))
+        finished = True
+    except BrokenProcessPool:
+        raise DecodeWorkerError(f"a process decoding {shown(folder)} ended abruptly (killed by a signal or the "
+                                "OOM killer); dataset.num_workers=1 decodes in the run's own process") from None
     finally:
         bar.close()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)  # a failure stops the decode early
+            if not finished:  # an error or an interrupt here: the workers stop now, not after their chunks
+                _stop_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """End a pool's worker processes (SIGTERM, which they die of) without waiting for their tasks:
+    Python 3.14's terminate_workers(), or what it does on earlier versions."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    for proc in list(getattr(pool, "_processes", {}).values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            proc.terminate()
+
+
+def class_names(folder: Path) -> list[str]:
+    """An image folder's class names: its sub-folders (or links to folders), sorted, leaving out
+    hidden ones (`.git`, `.ipynb_checkpoints`: src.data.paths.hidden)."""
+    return sorted(d.name for d in folder.iterdir() if not hidden(d.name) and d.is_dir())
 
 
 def class_folders(folder: Path, where: str | None = None) -> list[str]:
-    """An image folder's class names: its sub-folders, sorted. ConfigError naming `where` (default:
-    the folder) when it has none."""
-    found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    """`class_names`; ConfigError naming `where` (default: the folder) when there are none."""
+    found = class_names(folder)
     if not found:
-        raise ConfigError(f"{where or folder}: no class folders (expected {folder}/<class>/<images>)")
+        raise ConfigError(f"{where or shown(folder)}: no class folders (expected {shown(folder)}/<class>/<images>)")
     return found
+
+
+def image_files(folder: Path) -> list[Path]:
+    """A class folder's image files, at any depth, sorted: names with an image suffix that are not
+    folders, leaving out hidden files and everything in hidden folders (a notebook's
+    `.ipynb_checkpoints/` copies would be duplicates). Links to files count as files, a dangling or
+    looping one too (it is then an unreadable image, with or without the cache); links to folders
+    are not followed (the same as Path.rglob)."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not hidden_below(p, folder) and not p.is_dir())
 
 
 def _list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
     """The image files of `folder/<class>/` (sorted), their labels and the class names."""
     found = class_folders(folder)
     if classes is not None and found != classes:
-        raise ConfigError(f"{folder}: class folders {found} differ from train's {classes}")
+        raise ConfigError(f"{shown(folder)}: class folders {found} differ from train's {classes}")
     files, labels = [], []
     for label, cls in enumerate(found):
-        members = sorted(p for p in (folder / cls).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        members = image_files(folder / cls)
         if not members:
-            raise ConfigError(f"{folder / cls}: class folder has no images")
+            raise ConfigError(f"{shown(folder / cls)}: class folder has no images")
         files += members
         labels += [label] * len(members)
     return files, labels, found
@@ -514,38 +615,36 @@ class _Decode:
     notes: list[tuple[str, str]] = field(default_factory=list)  # (file, Pillow's warnings)
 
 
-def _decode_into(out: np.ndarray, folder: Path, files: list[Path], labels: list[int], classes: list[str],
+def _decode_into(out: np.ndarray | RowFile, folder: Path, files: list[Path], labels: list[int], classes: list[str],
                  how: _Decode) -> np.ndarray:
-    """Decode `files` into the rows of `out` (readable files packed from row 0); the labels of the
-    rows written. Unreadable files are skipped or stop the load (dataset.bad_images)."""
+    """Decode `files` into the rows of `out` (readable files packed from row 0, in order); the
+    labels of the rows written. Unreadable files are skipped or stop the load (dataset.bad_images)."""
     kept: list[int] = []
     readable = dict.fromkeys(range(len(classes)), 0)
-    results = _decoded(files, how.size, how.draft, how.workers, how.progress, f"decoding {folder}")
+    results = _decoded(files, how.size, how.draft, how.workers, how.progress, folder)
     with contextlib.closing(results):  # a failure stops the workers now, not when the generator is collected
-        for i, ((file, (pixels, status, text)), label) in enumerate(zip(results, labels)):
+        for (file, (pixels, status, text)), label in zip(results, labels):
             _take(out, kept, readable, file, pixels, status, text, label, how)
-            if i % 256 == 255:  # building a cache entry: written rows leave this process's memory
-                drop_pages(out, flush=True)
-    drop_pages(out, flush=True)
     for label, count in readable.items():
         if not count:
-            raise ConfigError(f"{folder / classes[label]}: none of its {labels.count(label)} image files is readable")
+            raise ConfigError(f"{shown(folder / classes[label])}: none of its {labels.count(label)} image files "
+                              "is readable")
     return np.array(kept, dtype=np.int64)
 
 
-def _take(out: np.ndarray, kept: list[int], readable: dict[int, int], file: Path, pixels: np.ndarray | None,
+def _take(out: np.ndarray | RowFile, kept: list[int], readable: dict[int, int], file: Path, pixels: np.ndarray | None,
           status: str, text: str | None, label: int, how: _Decode) -> None:
     """One decoded file into the next row of `out`; a failure skipped or raised (dataset.bad_images)."""
     if status == "refused":
         raise ConfigError(text)
     if status == "unreadable":
         if how.bad == "fail":
-            raise ConfigError(f"{file}: unreadable image ({text}); "
+            raise ConfigError(f"{shown(file)}: unreadable image ({text}); "
                               "dataset.bad_images=skip leaves such files out")
         how.skipped.append(str(file))
         return
     if text:
-        log.warning("%s: %s", file, text)
+        log.warning("%s: %s", shown(file), text)
         how.notes.append((str(file), text))
     out[len(kept)] = pixels
     kept.append(label)
@@ -590,33 +689,39 @@ def _cache_writer(root: Path, parts, classes, how: _Decode):
     """What writes a cache entry's files into a folder and returns its meta (see src.data.cache)."""
 
     def write(folder: Path) -> dict[str, Any]:
-        def allocate(part: str, n: int) -> np.ndarray:
-            return np.lib.format.open_memmap(folder / f"{part}.npy", mode="w+", dtype=np.uint8,
-                                             shape=(n, 3, how.size, how.size))
+        opened: list[RowFile] = []
 
-        decoded = _decode_parts(root, parts, classes, how, allocate)
-        counts = {}
-        for part, (array, kept) in decoded.items():
-            array.flush()
-            np.save(folder / f"{part}.labels.npy", kept)
-            counts[part] = {"count": len(kept)}
-            del array
+        def allocate(part: str, n: int) -> RowFile:
+            opened.append(RowFile(folder / f"{part}.npy", n, (3, how.size, how.size)))
+            return opened[-1]
+
+        try:
+            decoded = _decode_parts(root, parts, classes, how, allocate)
+            counts = {}
+            for part, (rows, kept) in decoded.items():
+                info = rows.close()  # its count is len(kept): one row per kept label
+                np.save(folder / f"{part}.labels.npy", kept.astype("<i8"))
+                counts[part] = info | {"labels_crc32": labels_crc(kept)}
+        finally:
+            for rows in opened:  # closed already unless something failed
+                rows.discard()
         return {"parts": counts, "classes": classes, "skipped": how.skipped, "notes": how.notes}
 
     return write
 
 
-def _read_cached(cfg: DataConfig, root: Path, parts, classes, how: _Decode) -> tuple[dict[str, Split], str] | None:
-    """The parts from the decoded-data cache (built on a miss) and "hit" | "miss" | "refresh";
-    None when the cache folder cannot be written (logged: the caller decodes without a cache)."""
+def _read_cached(cfg: DataConfig, root: Path, parts, classes, how: _Decode) -> tuple[dict[str, Split], str, Path] | None:
+    """The parts from the decoded-data cache (built on a miss), "hit" | "miss" | "refresh" and the
+    entry's folder; None when the entry cannot be written (a read-only folder, a full disk, a quota:
+    logged, and the caller decodes in memory as with dataset.cache=off)."""
     cache_dir = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
     settings = {"image_size": how.size, "jpeg_draft": how.draft, "bad_images": how.bad, "pillow": _pillow_version()}
     key = cache_key(root, {part: files for part, (files, _) in parts.items()}, settings)
-    entry = lookup(cache_dir, key) if cfg.cache == "auto" else None
+    entry = lookup(cache_dir, key, set(parts), classes, (3, how.size, how.size)) if cfg.cache == "auto" else None
     status = "hit"
     if entry is not None:
         for file, text in entry.meta["notes"]:
-            log.warning("%s: %s", file, text)  # a hit warns as the decode that built it did
+            log.warning("%s: %s", shown(file), text)  # a hit warns as the decode that built it did
         how.skipped += entry.meta["skipped"]
     else:
         status = "refresh" if cfg.cache == "refresh" else "miss"
@@ -624,12 +729,13 @@ def _read_cached(cfg: DataConfig, root: Path, parts, classes, how: _Decode) -> t
             entry = build(cache_dir, key, _cache_writer(root, parts, classes, how),
                           replace=cfg.cache == "refresh" or (cache_dir / key).exists())
         except OSError as err:
-            log.warning("dataset.cache_dir=%s cannot be written (%s); decoding without the cache",
-                        cache_dir, _one_line(err))
+            log.warning("dataset.cache_dir=%s cannot be written (%s); decoding without the cache, in memory "
+                        "(dataset.cache_dir=<folder> puts the cache elsewhere, dataset.cache=off skips it)",
+                        shown(cache_dir), _one_line(err))
             return None
-    log.info("decoded-data cache %s: %s", status, entry.path)
+    log.info("decoded-data cache %s: %s", status, shown(entry.path))
     splits = {part: Split(entry.images(part), torch.from_numpy(entry.labels(part))) for part in parts}
-    return splits, status
+    return splits, status, entry.path
 
 
 def _pillow_version() -> str:
@@ -638,20 +744,31 @@ def _pillow_version() -> str:
     return PIL.__version__
 
 
-def read_parts(cfg: DataConfig, root: Path, progress: bool) -> tuple[dict[str, Split], list[str], list[str], str]:
-    """Every split folder decoded (or from the cache): {part: Split}, classes, skipped files, cache status."""
+@dataclass
+class Parts:
+    """An image folder's split folders, decoded or read from the cache."""
+
+    splits: dict[str, Split]  # train, and val and test where the folder has them
+    classes: list[str]
+    skipped: list[str]  # unreadable files left out (dataset.bad_images=skip)
+    cache: str  # hit | miss | refresh | off
+    entry: Path | None = None  # the cache entry read from, if any
+
+
+def read_parts(cfg: DataConfig, root: Path, progress: bool) -> Parts:
+    """Every split folder of `root` decoded, or read from the decoded-data cache."""
     parts, classes = _folder_parts(root)
     how = _decode_setup(cfg, progress)
     if cfg.cache != "off":
         cached = _read_cached(cfg, root, parts, classes, how)
         if cached is not None:
-            return cached[0], classes, how.skipped, cached[1]
+            return Parts(cached[0], classes, how.skipped, cached[1], cached[2])
         how = _decode_setup(cfg, progress)  # a failed cache build may have counted some files already
     decoded = _decode_parts(root, parts, classes, how,
                             lambda part, n: np.empty((n, 3, how.size, how.size), dtype=np.uint8))
     splits = {part: Split(torch.from_numpy(array[: len(kept)]), torch.from_numpy(kept))
               for part, (array, kept) in decoded.items()}
-    return splits, classes, how.skipped, "off"
+    return Parts(splits, classes, how.skipped, "off")
 
 
 def _load_imagefolder(cfg: DataConfig, progress: bool = False) -> DataBundle:
@@ -660,7 +777,11 @@ def _load_imagefolder(cfg: DataConfig, progress: bool = False) -> DataBundle:
         raise ConfigError(f"dataset.root={cfg.root!r}: no such folder (expected train/<class>/ images, "
                           "or <class>/ images)")
     name = cfg.name or root.name
-    parts, classes, skipped, status = read_parts(cfg, root, progress)
+    found = class_folders(part_dir(root, "train"))
+    if len(found) == 1:  # before decoding anything; and the cache entry is not to blame (_check_labels_from)
+        raise _one_class(name, found, [0])
+    read = read_parts(cfg, root, progress)
+    parts, classes, skipped = read.splits, read.classes, read.skipped
     train = parts["train"]
     where = {"dataset": name, "classes": classes, "source": "train"}
     notes = []
@@ -677,9 +798,10 @@ def _load_imagefolder(cfg: DataConfig, progress: bool = False) -> DataBundle:
                                  option="dataset.test_fraction")
         notes.append(f"test = stratified {cfg.test_fraction} of train (seed {cfg.split_seed})")
     if skipped:
-        log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(skipped), skipped[0])
+        log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(skipped),
+                    shown(skipped[0]))
     return DataBundle(name, classes, train, val, test, "; ".join(notes) or "folders train/val/test", skipped,
-                      cache=status)
+                      cache=read.cache, cache_entry=str(read.entry) if read.entry else None)
 
 
 def _tv_to_split(dataset, size: int, where: str, bad: str, skipped: list[str]) -> Split:
@@ -782,6 +904,11 @@ LOADERS = {
 }
 
 
+def _one_class(name: str, classes: list[str], labels) -> ConfigError:
+    return ConfigError(f"dataset {name}: train has a single class ({_label_list(classes, labels)}); "
+                       "a classifier needs at least 2")
+
+
 def check_labels(bundle: DataBundle) -> None:
     """Refuse labels that would make a valid-looking but meaningless result: one class (accuracy
     1.0 for free), a label only val or test has (an extra class no model can learn), a class with
@@ -811,13 +938,26 @@ def check_labels(bundle: DataBundle) -> None:
             raise ConfigError(f"dataset {name}: label{'s' if len(extra) > 1 else ''} {_label_list(classes, extra)} "
                               f"{verb} in {split_name} but not in train")
     if len(seen["train"]) < 2:
-        raise ConfigError(f"dataset {name}: train has a single class ({_label_list(classes, seen['train'])}); "
-                          "a classifier needs at least 2")
+        raise _one_class(name, classes, seen["train"])
     missing = set(range(len(classes))) - seen["train"]
     if missing:
         raise ConfigError(f"dataset {name}: class{'es' if len(missing) > 1 else ''} {_label_list(classes, missing)} "
                           f"ha{'ve' if len(missing) > 1 else 's'} no images in train (train labels: "
                           f"{_label_list(classes, seen['train'])}); labels must number the classes 0..K-1 without gaps")
+
+
+def _check_labels_from(bundle: DataBundle) -> None:
+    """check_labels, whose error names the decoded-data cache entry when the labels were read from
+    one. A folder's labels number its class folders, so for a folder that passed its own checks
+    (classes with readable images; more than one class) a label error means the entry's labels are
+    not the folder's, although they match their checksum (an entry rewritten whole, or written by a
+    faulty version): the user must know which copy was read, to delete it."""
+    try:
+        check_labels(bundle)
+    except ConfigError as err:
+        if bundle.cache_entry is None:
+            raise
+        raise ConfigError(f"{err} (labels read from the decoded-data cache entry {shown(bundle.cache_entry)})") from None
 
 
 def load_dataset(cfg: DataConfig, progress: bool = False) -> DataBundle:
@@ -827,10 +967,10 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> DataBundle:
     bundle = _load_imagefolder(cfg, progress) if cfg.kind == "imagefolder" else LOADERS[cfg.kind](cfg)
     if cfg.name:
         bundle.name = cfg.name
-    check_labels(bundle)
+    _check_labels_from(bundle)
     if cfg.train_per_class is not None:
         bundle.train = limit_per_class(bundle.train, cfg.train_per_class, cfg.split_seed)
-        check_labels(bundle)  # subsampling keeps every class today; this keeps it so
+        _check_labels_from(bundle)  # subsampling keeps every class today; this keeps it so
     for split_name in ("train", "val", "test"):
         split = getattr(bundle, split_name)
         setattr(bundle, split_name, Split(resize_uint8(split.images, cfg.image_size), split.labels))

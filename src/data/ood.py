@@ -3,8 +3,11 @@
 Each set is decoded like the training data (the same folder and .npz readers of `src.data.load`, at the
 run's image size) and its labels are mapped onto the training classes: by folder name for an image
 folder, so that a folder listing the classes in another order gets the same labels; by the optional
-`classes` array for a .npz. A set may hold a subset of the training classes (accuracy is then over the
-classes it has), never a class training does not have. The run evaluates each set once, on the model
+`classes` array for a .npz. Names match exactly, case included, after Unicode NFC normalisation (a folder
+copied from macOS spells `é` as two code points). A set may hold a subset of the training classes
+(accuracy is then over the classes it has), never a class training does not have, and never two names
+for one training class (folders `café` in both spellings, a `classes` array that repeats a name): that
+would pool two labels into one without a word. The run evaluates each set once, on the model
 that validation selected (src/training/run.py); no set takes part in selection.
 
 A .npz holds `images` (N x H x W or N x H x W x C, any pixel type `to_uint8` takes) and `labels`
@@ -15,17 +18,19 @@ optional `classes` array (strings) names its labels, and those names are then ma
 from __future__ import annotations
 
 import logging
+import unicodedata
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from src.config import ConfigError, DataConfig
 from src.data.load import (
-    Split, _one_line, _read_npz, _to_labels, _to_nchw, class_folders, limit_per_class, part_dir, read_parts,
-    resize_uint8,
+    Split, _one_line, _read_npz, _to_labels, _to_nchw, class_folders, class_names, limit_per_class, part_dir,
+    read_parts, resize_uint8,
 )
+from src.data.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ NPZ_LAYOUTS = (("images", "labels"), ("test_images", "test_labels"))
 class OodSet:
     name: str  # the folder's name or the file's stem: the key in result.json's `ood`
     split: Split  # labels already numbered as the training classes are
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (dataset.bad_images=skip)
 
 
 def ood_names(cfg: DataConfig) -> list[str]:
@@ -58,18 +64,43 @@ def known_classes(cfg: DataConfig) -> list[str] | None:
     if cfg.kind == "digits":
         return [str(c) for c in range(10)]
     if cfg.kind == "imagefolder" and cfg.root and Path(cfg.root).is_dir():
-        train = part_dir(Path(cfg.root), "train")
-        return sorted(d.name for d in train.iterdir() if d.is_dir())  # none yet: the load says so
+        return class_names(part_dir(Path(cfg.root), "train"))  # none yet: the load says so
     return None
 
 
-def _check_names(names: list[str], classes: list[str], where: str) -> None:
-    """Every class of the set is a training class; ConfigError listing the ones that are not."""
-    extra = [n for n in names if n not in classes]
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+def match_names(names: list[str], classes: list[str], where: str) -> list[int]:
+    """The training label of each of the set's class names. ConfigError (one line, naming `where`)
+    when a name is not a training class, when two of the set's names are one class (a repeat, or two
+    spellings of it), or when a name is two training classes (training's own list repeats it)."""
+    train: dict[str, list[int]] = {}
+    for label, cls in enumerate(classes):
+        train.setdefault(_nfc(cls), []).append(label)
+    extra = [n for n in names if _nfc(n) not in train]
     if extra:
-        missing = [c for c in classes if c not in names]
+        missing = [c for c in classes if _nfc(c) not in {_nfc(n) for n in names}]
+        folded = {c.casefold(): c for c in classes}
+        near = [f"{n!r} ~ {folded[n.casefold()]!r}" for n in extra if n.casefold() in folded]
         raise ConfigError(f"{where}: classes {extra} are not training classes (training has {classes}"
-                          + (f"; this set lacks {missing}" if missing else "") + ")")
+                          + (f"; this set lacks {missing}" if missing else "")
+                          + (f"; names match exactly, case included: {', '.join(near)}" if near else "") + ")")
+    seen: dict[str, list[str]] = {}
+    for n in names:
+        seen.setdefault(_nfc(n), []).append(n)
+    twice = [spellings for spellings in seen.values() if len(spellings) > 1]
+    if twice:
+        raise ConfigError(f"{where}: {' and '.join(repr(n) for n in twice[0])} name one training class "
+                          f"({classes[train[_nfc(twice[0][0])][0]]!r}); each class may appear once, or its images "
+                          "would be pooled under one label")
+    ambiguous = [n for n in names if len(train[_nfc(n)]) > 1]
+    if ambiguous:
+        labels = train[_nfc(ambiguous[0])]
+        raise ConfigError(f"{where}: class {ambiguous[0]!r} is training's labels {labels} (its class list names it "
+                          f"{len(labels)} times), so the set's images of it have no one label")
+    return [train[_nfc(n)][0] for n in names]
 
 
 def check_ood(cfg: DataConfig, classes: list[str] | None = None) -> None:
@@ -83,7 +114,7 @@ def check_ood(cfg: DataConfig, classes: list[str] | None = None) -> None:
         if p.is_dir():
             found = class_folders(p, where)
             if classes is not None:
-                _check_names(found, classes, where)
+                match_names(found, classes, where)
         elif p.suffix.lower() != ".npz":
             raise ConfigError(f"{where}: expected a folder of class folders or a .npz file")
         elif not p.is_file():
@@ -101,19 +132,35 @@ def _npz_set(path: Path, classes: list[str], where: str) -> Split:
         raise ConfigError(f"{where}: expected arrays 'images' and 'labels' (or a MedMNIST file's "
                           f"'test_images' and 'test_labels'); it has {sorted(members)}")
     arrays = _read_npz(path, [*layout, *(["classes"] if "classes" in members else [])], where)
-    images, labels = _to_nchw(arrays[layout[0]], f"{where} array '{layout[0]}'"), _to_labels(arrays[layout[1]], where)
+    images = _to_nchw(arrays[layout[0]], f"{where} array '{layout[0]}'")
+    labels = _to_labels(arrays[layout[1]], f"{where} array '{layout[1]}'")
     if len(images) != len(labels) or not len(labels):
         raise ConfigError(f"{where}: {len(images)} images and {len(labels)} labels; expected as many, at least one")
     if "classes" in arrays:  # its own names for its labels: matched to training's by name
-        names = [str(n) for n in arrays["classes"].tolist()]
-        _check_names(names, classes, where)
+        names = _class_list(arrays["classes"], f"{where} array 'classes'")
+        mapping = match_names(names, classes, where)
         if int(labels.min()) < 0 or int(labels.max()) >= len(names):
             raise ConfigError(f"{where}: labels outside 0..{len(names) - 1} (its {len(names)} class names)")
-        labels = torch.tensor([classes.index(n) for n in names], dtype=torch.int64)[labels]
+        labels = torch.tensor(mapping, dtype=torch.int64)[labels]
     elif int(labels.min()) < 0 or int(labels.max()) >= len(classes):
         raise ConfigError(f"{where}: labels {int(labels.min())}..{int(labels.max())} are outside the "
                           f"{len(classes)} training classes 0..{len(classes) - 1}")
     return Split(images, labels)
+
+
+def _class_list(array, where: str) -> list[str]:
+    """A .npz's class names: a 1-d array of strings (bytes as UTF-8) or of whole numbers. A 0-d
+    string would otherwise be read one character per class."""
+    if array.ndim != 1:
+        raise ConfigError(f"{where}: class names of shape {array.shape}; expected a list (a 1-d array)")
+    if array.dtype.kind == "S":
+        try:
+            return [n.decode("utf-8") for n in array.tolist()]
+        except UnicodeDecodeError:
+            raise ConfigError(f"{where}: class names that are not UTF-8 text") from None
+    if array.dtype.kind in "Uiu":
+        return [str(n) for n in array.tolist()]
+    raise ConfigError(f"{where}: class names of type {array.dtype}; expected strings")
 
 
 def load_ood(cfg: DataConfig, classes: list[str]) -> list[OodSet]:
@@ -127,15 +174,16 @@ def load_ood(cfg: DataConfig, classes: list[str]) -> list[OodSet]:
         if p.is_dir():
             # All of its class folders, numbered in their own sorted order, then renumbered by name;
             # decoded like the training folder (the decoded-data cache, parallel decode).
-            parts, found, skipped, _ = read_parts(cfg, p, progress=False)
-            split = parts["train"]
+            read = read_parts(cfg, p, progress=False)
+            split, skipped = read.splits["train"], read.skipped
             if skipped:
                 log.warning("%s: skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s",
-                            where, len(skipped), skipped[0])
-            split = Split(split.images, torch.tensor([classes.index(c) for c in found], dtype=torch.int64)[split.labels])
+                            where, len(skipped), shown(skipped[0]))
+            mapping = torch.tensor(match_names(read.classes, classes, where), dtype=torch.int64)
+            split = Split(split.images, mapping[split.labels])
         else:
-            split = _npz_set(p, classes, where)
+            split, skipped = _npz_set(p, classes, where), []
         if cfg.ood_per_class is not None:
             split = limit_per_class(split, cfg.ood_per_class, cfg.split_seed)
-        out.append(OodSet(name, Split(resize_uint8(split.images, cfg.image_size), split.labels)))
+        out.append(OodSet(name, Split(resize_uint8(split.images, cfg.image_size), split.labels), skipped))
     return out

@@ -157,7 +157,9 @@ class RunRecord:
     feature_cache: bool | None = None
     feature_cache_blocker: str | None = None  # why features could not be cached; None: they were
     # out-of-distribution test sets (dataset.ood), each evaluated once on the selected model:
-    # name -> {"acc", "balanced_acc", "n"}; {} without any (not written then; records written before read as {})
+    # name -> {"acc", "balanced_acc", "n", "skipped_files"} ("skipped_files": unreadable images left out of the
+    # set, dataset.bad_images=skip; records written before it lack the key); {} without any (not written then;
+    # records written before read as {})
     ood: dict[str, dict[str, Any]] = field(default_factory=dict)
     # --- drift from the pretrained weights (src/measurement/drift.py; with trainer.drift_probe) ---
     drift_probe_images: int | None = None

@@ -579,7 +579,8 @@ def _evaluate_ood(cfg: RunConfig, s: Setup, view: View) -> dict[str, dict[str, A
     for entry in s.ood:
         stats = engine.evaluate(net, Batches(entry.split, cfg.trainer.eval_batch_size, **s.batch_kw), rt.device,
                                 rt.amp_dtype)
-        out[entry.name] = {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples}
+        out[entry.name] = {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples,
+                           "skipped_files": len(entry.skipped)}
         log.info("OOD %s: acc %.4f  balanced %.4f  (%d images)", entry.name, stats.acc, stats.balanced_acc,
                  stats.samples)
     return out

@@ -1,0 +1,31 @@
+"""File names as messages show them, and the names that image folders leave out.
+
+Every loader message that names a file goes through `shown`, so that a file name holding a newline
+(legal on Linux) cannot split a one-line error or a log line in two, nor a terminal escape reach the
+screen. And one rule, `hidden`, says which entries of an image folder are not data: names starting
+with a dot (`.git`, `.ipynb_checkpoints`, macOS's `._photo.jpg` resource files), whether a class
+folder, a folder inside one, or a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+
+
+def shown(path: str | PurePath) -> str:
+    """`path` as text for a one-line message: as it is when every character is printable, else
+    Python's repr (quoted, `\\n` and `\\x1b` escaped, undecodable bytes as `\\udcff`), which cannot
+    be mistaken for a plain name because of its quotes."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def hidden(name: str) -> bool:
+    """A file or folder name that image folders skip: one starting with a dot."""
+    return name.startswith(".")
+
+
+def hidden_below(path: Path, top: Path) -> bool:
+    """Whether any part of `path` below `top` is hidden (a file in `.ipynb_checkpoints/`, a
+    `._x.jpg`)."""
+    return any(hidden(part) for part in path.relative_to(top).parts)
