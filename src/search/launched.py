@@ -42,7 +42,7 @@ SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
 LIVE: dict[tuple[str, str], optuna.Study] = {}
 DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
 # A trial that failed on one of these (as its result.json records it) stops the sweep with its one line.
-USER_ERRORS = ("ConfigError", "PretrainedWeightsError")
+USER_ERRORS = ("ConfigError", "PretrainedWeightsError", "DamagedStorage")
 
 # What a launch returns for each job: its output folder (None when Hydra returned none).
 Launch = Callable[[list[list[str]], int], Sequence[Path | None]]

@@ -35,6 +35,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config import ConfigError, RunConfig
@@ -260,15 +261,135 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, clean)
 
 
+# --- a damaged storage is refused, never written to -------------------------------------------------
+
+class DamagedStorage(ConfigError):
+    """The study's storage file cannot be read whole (a journal with a line cut short or not JSON, a
+    sqlite file that is not a database or fails sqlite's check). It is left as it is: one more
+    write could make what it still holds unreadable."""
+
+
+def _damaged(path: Path, what: str, fix: str) -> DamagedStorage:
+    return DamagedStorage(f"the study storage {path} is damaged: {what}; it is left as it is: {fix}")
+
+
+_NEW_STUDY = "or start a new study with another hydra.sweeper.storage and hydra.sweep.dir"
+
+
+def journal_damage(path: Path) -> DamagedStorage | None:
+    """What is wrong with a journal file, if anything: every line must be a whole JSON object ending
+    in a newline. The caller holds the journal's lock, so no writer is midway through a line: a last
+    line without its newline is a write that never finished (a killed worker, a full disk)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    whole, tail = lines[:-1], lines[-1]  # `tail` is what follows the last newline: b"" when none is cut short
+    for number, line in enumerate(whole, start=1):
+        try:
+            ok = isinstance(json.loads(line), dict)
+        except ValueError:  # not JSON, or not UTF-8
+            ok = False
+        if not ok:
+            return _damaged(path, f"line {number} is not a JSON object, and Optuna cannot read past it",
+                            f"restore it from a copy, {_NEW_STUDY}")
+    if tail:
+        keep = len(data) - len(tail)
+        return _damaged(path, f"line {len(whole) + 1} is cut short (a write that never finished)",
+                        f"the {len(whole)} lines before it are whole (`truncate -s {keep} {path}` keeps them), "
+                        f"{_NEW_STUDY}")
+    return None
+
+
+def sqlite_damage(path: Path) -> DamagedStorage | None:
+    """What sqlite's own check (PRAGMA quick_check, on a read-only connection) finds wrong with a
+    database file, if anything. A file sqlite cannot open for other reasons (locked, a hot journal a
+    read-only connection may not roll back) is not called damaged: the storage says why it fails."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if not path.is_file() or path.stat().st_size == 0:  # sqlite makes an empty file a database
+        return None
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return None
+    except sqlite3.DatabaseError as err:  # "file is not a database", "database disk image is malformed"
+        return _damaged(path, f"sqlite says: {err}", f"restore it from a copy, {_NEW_STUDY}")
+    if rows != [("ok",)]:
+        problems = [line for row in rows for line in str(row[0]).splitlines() if line and not line.startswith("***")]
+        first = problems[0] if problems else str(rows[0][0])
+        return _damaged(path, f"sqlite's check finds {len(problems) or 1} problem(s), the first: {first}",
+                        f"restore it from a copy, {_NEW_STUDY}")
+    return None
+
+
+class GuardedJournalFile(JournalFileBackend):
+    """Optuna's journal file, with two guards: nothing is appended after a line cut short (Optuna's
+    reader would then fail on that line for good), and an append that fails midway (a full disk)
+    is cut back off, so the file stays whole lines. Readers that find the file damaged name it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.lock = path, JournalFileSymlinkLock(str(path))
+        super().__init__(str(path), lock_obj=self.lock)
+
+    def check(self) -> None:
+        """Refuse the file if it is damaged; under the lock, so a worker's append in progress is not."""
+        self.lock.acquire()
+        try:
+            damage = journal_damage(self.path)
+        finally:
+            self.lock.release()
+        if damage is not None:
+            raise damage
+
+    def read_logs(self, log_number_from: int) -> Any:
+        try:
+            yield from super().read_logs(log_number_from)
+        except ValueError:  # Optuna's "Invalid log format." or a JSONDecodeError: a line it cannot read
+            raise journal_damage(self.path) or _damaged(self.path, "Optuna cannot read it", _NEW_STUDY) from None
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = ("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs)).encode()
+        self.lock.acquire()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    raise journal_damage(self.path) or _damaged(self.path, "its last line is cut short", _NEW_STUDY)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError as err:
+                    os.ftruncate(fd, size)  # our own half line removed: the journal stays whole lines
+                    raise OSError(err.errno, err.strerror, str(self.path)) from None
+            finally:
+                os.close(fd)
+        finally:
+            self.lock.release()
+
+
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
+    """The study's storage with heartbeats; a damaged storage file is refused (DamagedStorage)
+    before anything is written to it."""
     retry = RetryStaleTrial(max_retry=1)
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(url.removeprefix("journal:"))
         if not path.parent.is_dir():
             raise ConfigError(f"hydra.sweeper.storage={url}: folder {path.parent} does not exist")
-        return SweepJournalStorage(JournalFileBackend(str(path)), heartbeat_s, grace_s, retry)
+        existed = path.is_file()
+        backend = GuardedJournalFile(path)
+        if existed:
+            backend.check()
+        return SweepJournalStorage(backend, heartbeat_s, grace_s, retry)
+    sqlite = _sqlite_path(url)
+    if sqlite is not None and (damage := sqlite_damage(sqlite)) is not None:
+        raise damage
     # Workers started together on a fresh database race to create Optuna's tables; the loser gets
     # a DDL error (seen on PostgreSQL: duplicate key in pg_type). The tables exist by then: retry.
     # A URL that cannot be parsed or names no installed driver is not retried.
@@ -285,6 +406,17 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
             log.warning("storage %s not ready (%s); retrying", url.split("@")[-1], type(err).__name__)
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a sqlite URL (None for another database, or sqlite in memory)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None  # make_storage says why
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
 
 
 def _first_line(err: BaseException) -> str:
