@@ -146,6 +146,7 @@ class OptunaSweeper(Sweeper):
 
         from src.config import ConfigError
         from src.models import PretrainedWeightsError
+        from src.record.io import OutOfRoom, no_room, no_room_line
         from src.search import launched
         from src.search.sweep import interrupt
 
@@ -167,6 +168,13 @@ class OptunaSweeper(Sweeper):
         except (ConfigError, PretrainedWeightsError) as err:  # one line and exit 2, not Hydra's traceback
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
+            self._out_of_room(err.line, search)
+        except Exception as err:
+            full = no_room(err, sqlite=self._sqlite_file())
+            if full is None:
+                raise
+            self._out_of_room(no_room_line(full, self._places()), search)
         except KeyboardInterrupt as err:
             term = "SIGTERM" in str(err)
             said = launched.recorded(search.study, search.total, self._where()) if search else \
@@ -175,6 +183,35 @@ class OptunaSweeper(Sweeper):
             sys.exit(143 if term else 130)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    def _out_of_room(self, line: str, search: Any) -> None:
+        """A full disk ends the sweep: one line, the file and the setting, what the study holds; exit 1."""
+        from src.search import launched
+
+        try:
+            said = launched.recorded(search.study, search.total, self._where()) if search else \
+                "nothing was recorded (no trial had started)"
+        except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
+            said = f"the study is in {self._where()}; run the same command to resume"
+        print(f"error: {line}; {said}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+    def _places(self) -> list[tuple[Path, str]]:
+        """Where the sweep writes, each with the setting that chose it (src.record.io.no_room_line)."""
+        from src.gate import output_setting
+
+        key, value = output_setting(self.config.hydra, True, OmegaConf.select(self.config, "paths.output_dir", default=None))
+        places = [(self.sweep_dir, f"{key}={value}")]
+        if self.storage and self._sqlite_file() is not None:
+            places.append((self._sqlite_file(), f"hydra.sweeper.storage={self.storage}"))
+        return places
+
+    def _sqlite_file(self) -> Path | None:
+        """The study's storage file (sqlite or journal), None for a database server."""
+        url = self._url()
+        if url.startswith("journal:"):
+            return Path(url.removeprefix("journal:"))
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
     def _conclude(self, search: Any, mode: str, failed: str | None) -> Any:
         """The Pareto set and the summary, printed and saved; the Pareto set re-run on rerun_seeds."""

@@ -15,6 +15,7 @@ reported on test (`rerun_seeds`; test is reported, never selected on).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -34,12 +35,12 @@ import sqlalchemy
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config import ConfigError, RunConfig
-from src.record.io import RESULT_FILE, read_json_object, write_json
+from src.record.io import RESULT_FILE, no_room, read_json_object, write_json
 from src.record.schema import RunRecord
 from src.training.run import preflight, run
 from src.reporting.stats import format_ci, mean_ci
@@ -206,6 +207,14 @@ def _silent_too_long(trial: FrozenTrial, grace_s: float) -> bool:
 class SweepRDBStorage(RDBStorage):
     """Optuna's RDB storage, whose stale trials also include those that never sent a heartbeat."""
 
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except optuna.exceptions.StorageInternalError as err:
+            if no_room(err) is None:
+                raise
+            # a full disk: this beat is lost (the trial's own writes say so); the next may get through
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         from optuna.storages._rdb import models  # the heartbeat table has no public reader
@@ -233,6 +242,10 @@ class SweepJournalStorage(JournalStorage, BaseHeartbeat):
             self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker took this one for dead and failed it; the trial itself will say so
+        except OSError as err:
+            if no_room(err) is None:
+                raise
+            # a full disk: this beat is lost (the trial's own writes say so); the next may get through
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now, stale = time.time(), []
@@ -335,13 +348,22 @@ class GuardedJournalFile(JournalFileBackend):
         self.path, self.lock = path, JournalFileSymlinkLock(str(path))
         super().__init__(str(path), lock_obj=self.lock)
 
-    def check(self) -> None:
-        """Refuse the file if it is damaged; under the lock, so a worker's append in progress is not."""
-        self.lock.acquire()
+    @contextlib.contextmanager
+    def locked(self) -> Any:
+        """The journal's lock (a symlink beside it), held; a full disk that refuses the link is DiskFull."""
         try:
-            damage = journal_damage(self.path)
+            self.lock.acquire()
+        except (OSError, RuntimeError) as err:  # the lock's release after a failed link raises RuntimeError
+            raise no_room(err, self.path) or err
+        try:
+            yield
         finally:
             self.lock.release()
+
+    def check(self) -> None:
+        """Refuse the file if it is damaged; under the lock, so a worker's append in progress is not."""
+        with self.locked():
+            damage = journal_damage(self.path)
         if damage is not None:
             raise damage
 
@@ -353,8 +375,7 @@ class GuardedJournalFile(JournalFileBackend):
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         data = ("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs)).encode()
-        self.lock.acquire()
-        try:
+        with self.locked():
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
             try:
                 size = os.fstat(fd).st_size
@@ -367,11 +388,9 @@ class GuardedJournalFile(JournalFileBackend):
                     os.fsync(fd)
                 except OSError as err:
                     os.ftruncate(fd, size)  # our own half line removed: the journal stays whole lines
-                    raise OSError(err.errno, err.strerror, str(self.path)) from None
+                    raise no_room(err, self.path) or OSError(err.errno, err.strerror, str(self.path)) from None
             finally:
                 os.close(fd)
-        finally:
-            self.lock.release()
 
 
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
@@ -401,6 +420,8 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
             raise ConfigError(f"hydra.sweeper.storage={url}: {_first_line(err)} (expected sqlite:///file.db, "
                               "journal:/path/file.log or postgresql+psycopg://user@host/db)") from None
         except sqlalchemy.exc.SQLAlchemyError as err:
+            if (full := no_room(err, sqlite=sqlite)) is not None:  # no retry makes room
+                raise full from None
             if attempt == 4:
                 raise ConfigError(f"hydra.sweeper.storage={url.split('@')[-1]}: {_first_line(err)}") from None
             log.warning("storage %s not ready (%s); retrying", url.split("@")[-1], type(err).__name__)
@@ -538,13 +559,54 @@ def pareto_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, An
 def format_pareto(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no completed trials)"
-    keys = [k for k in rows[0] if k != "run_dir"]
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    cells = [[fmt(r[k]) for k in keys] for r in rows]
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "run_dir"))  # a trial may lack a param
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)  # noqa: E731
+    cells = [[fmt(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     lines = ["  ".join(k.rjust(w) for k, w in zip(keys, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def finished_outcome(run_dir: str | None, objectives: list[str]) -> tuple[TrialState, list[float] | None] | None:
+    """What a trial's job recorded in its result.json, when it is a finished run: (COMPLETE, its
+    objectives' values) or (PRUNED, None). None when the run did not finish (or left no readable
+    record, or a value is missing): the trial has no result to keep."""
+    if not run_dir:
+        return None
+    try:
+        record = RunRecord.from_json(read_json_object(Path(run_dir) / RESULT_FILE))
+    except ValueError:
+        return None
+    if record.status == "pruned":
+        return TrialState.PRUNED, None
+    if record.status != "completed":
+        return None
+    values = [record.get(o) for o in objectives]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v != v for v in values):
+        return None
+    return TrialState.COMPLETE, [float(v) for v in values]
+
+
+def settle_stale(study: optuna.Study, objectives: list[str]) -> list[int]:
+    """Stale trials (their worker stopped sending heartbeats) whose job had recorded a finished run
+    are told from its result.json, not failed and trained again: the worker died, or the storage
+    could not be written (a full disk), after the run's record was complete. Returns their numbers."""
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return []
+    settled = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        outcome = finished_outcome(trial.user_attrs.get("run_dir"), objectives)
+        if outcome is None:
+            continue
+        state, values = outcome
+        study.tell(trial.number, values, state=state, skip_if_finished=True)
+        log.warning("trial %d: its worker stopped before telling the study; recorded %s from %s", trial.number,
+                    state.name, Path(trial.user_attrs["run_dir"]) / RESULT_FILE)
+        settled.append(trial.number)
+    return settled
 
 
 def requeue_interrupted(study: optuna.Study) -> None:
