@@ -63,8 +63,9 @@ class MOTPESamplerConfig(SamplerConfig):
 
 @dataclass
 class GridSamplerConfig(SamplerConfig):
-    """Registered so that `hydra/sweeper/sampler=grid` gets a one-line refusal naming it (the sweeper's
-    _open), not Hydra's list of options: a grid does not fit an exact budget shared by workers."""
+    """Registered so that `hydra/sweeper/sampler=grid` gets a one-line refusal naming it
+    (settings.check_sampler), not Hydra's list of options: a grid does not fit an exact budget
+    shared by workers."""
 
     _target_: str = "optuna.samplers.GridSampler"
     _partial_: bool = True  # as in 1.3 (GridSampler needs a space); refused before it is built

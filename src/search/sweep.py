@@ -3,8 +3,9 @@
 
 Everything here is about one study, whoever runs its trials: the checks of its objectives and search
 space before any trial trains; its storage (sqlite, a journal file or PostgreSQL, each with
-heartbeats, so that a killed worker's trial is failed and retried once with the same parameters);
-its identity (a study is one experiment: it records, when it is created, the resolved training
+heartbeats, so that a killed worker's trial is failed and retried once with the same parameters, or
+recorded from its result.json when that is complete; a damaged storage file is refused, never
+written to); its identity (a study is one experiment: it records, when it is created, the resolved training
 config less the searched keys and the settings that change no measurement, the objectives and the
 search space, and a resume with anything else is refused); the folder it owns (`study.json`: a
 second study there is refused); the exact budget (`n_trials` trials complete or are pruned with any
