@@ -19,6 +19,7 @@ from optuna.storages.journal import JournalFileBackend
 from src.search.sweep import DamagedStorage, GuardedJournalFile, make_storage
 
 from tests.cli import env
+from tests.disks import fill_up, small_disk  # noqa: F401  (small_disk: a fixture)
 from tests.test_sweep import _cmd
 
 
@@ -146,6 +147,33 @@ def test_a_journal_damaged_while_a_study_is_open_is_named_when_read(journal, tmp
         f.write(b"not json\n" + lines[-2] + b"\n")
     with pytest.raises(DamagedStorage, match=rf"{path} is damaged: line {len(lines)} is not a JSON object"):
         study.get_trials()
+
+
+def test_an_append_the_full_disk_cuts_short_is_cut_back_off(journal, small_disk):
+    """The disk fills in the middle of a journal line (the bytes that fit in the file's last block
+    are written, the rest is refused): the half line is removed, the file is the whole lines it was,
+    the error names it; with room again the study goes on."""
+    from src.record.io import DiskFull
+
+    disk = small_disk(256)
+    path = disk / "study.log"
+    shutil.copy(journal, path)
+    study = optuna.load_study(study_name="s", storage=make_storage(f"journal:{path}", 20, 60))
+    size = path.stat().st_size  # padded by a real write so that 2000 bytes of the last block are free
+    study.set_user_attr("pad", "")
+    line = path.stat().st_size - size
+    study.set_user_attr("pad", "p" * ((2096 - size - 2 * line) % 4096))
+    room = -path.stat().st_size % 4096
+    assert room == 2000  # the line below starts in the last block and does not fit in it
+    fill_up(disk)
+    before = path.read_bytes()
+    with pytest.raises(DiskFull) as err:
+        study.set_user_attr("note", "x" * (room + 1000))
+    assert err.value.path == path and path.read_bytes() == before
+    (disk / "filler").unlink()
+    study.set_user_attr("note", "x" * (room + 1000))
+    reread = optuna.load_study(study_name="s", storage=make_storage(f"journal:{path}", 20, 60))
+    assert reread.user_attrs["note"] == "x" * (room + 1000) and len(reread.trials) == 3
 
 
 @pytest.mark.parametrize("damage, says", [

@@ -382,14 +382,22 @@ class GuardedJournalFile(JournalFileBackend):
                 size = os.fstat(fd).st_size
                 if size and os.pread(fd, 1, size - 1) != b"\n":
                     raise journal_damage(self.path) or _damaged(self.path, "its last line is cut short", _NEW_STUDY)
+                view = memoryview(data)
                 try:
-                    view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
+                except BaseException as err:  # a full disk, or a signal between two writes
+                    # Our own half line is cut off (we hold the lock: nobody appended after it); whole
+                    # lines stay, since another worker may have read them already.
+                    written = data[:len(data) - len(view)]
+                    os.ftruncate(fd, size + written.rfind(b"\n") + 1)
+                    if isinstance(err, OSError):
+                        raise no_room(err, self.path) or OSError(err.errno, err.strerror, str(self.path)) from None
+                    raise
+                try:
                     os.fsync(fd)
-                except OSError as err:
-                    os.ftruncate(fd, size)  # our own half line removed: the journal stays whole lines
-                    raise no_room(err, self.path) or OSError(err.errno, err.strerror, str(self.path)) from None
+                except OSError as err:  # the lines are whole; the disk may not hold them
+                    raise no_room(err, self.path) or err
             finally:
                 os.close(fd)
 
