@@ -22,7 +22,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -102,6 +102,9 @@ def one_line(err: BaseException) -> ConfigError:
         group, _, option = err.missing_cfg_file.rpartition("/")
         options = sorted(o for o in err.options if not o.startswith(SCHEMA_PREFIX))
         return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
+    if isinstance(err, OverrideParseException):  # the grammar's message alone does not say which override
+        text = str(err.message).strip().splitlines()
+        return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}")
     cause: BaseException | None = err
     while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type
         if isinstance(cause, OmegaConfBaseException):

@@ -156,3 +156,12 @@ def test_a_seeded_sampler_moved_on_by_the_trials_stays_in_numpy_s_range():
     seeded = sweeper._seeded({"_target_": "optuna.samplers.TPESampler", "seed": 2**32 - 1}, study)
     assert seeded["seed"] == 2  # (2**32 - 1 + 3) mod 2**32
     optuna.samplers.TPESampler(seed=seeded["seed"])
+
+
+def test_an_override_hydra_cannot_parse_is_named(tmp_path, monkeypatch):
+    """Hydra's grammar error alone ("no viable alternative at input '[seed='") names no key."""
+    from src.gate import precheck
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.rerun_overrides=\[seed=3\]: no viable alternative"):
+        precheck(["-m", "sweep=default", "hydra.sweeper.rerun_overrides=[seed=3]"])
