@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -197,6 +198,21 @@ def test_a_damaged_sqlite_file_is_refused_and_left_untouched(sqlite, tmp_path, d
         make_storage(f"sqlite:///{path}", 20, 60)
     assert f"{path} is damaged" in str(err.value) and says in str(err.value) and "\n" not in str(err.value)
     assert _digest(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db"]
+
+
+def test_a_sqlite_file_left_mid_transaction_is_not_damage(sqlite, tmp_path):
+    """A process killed inside a transaction leaves a hot journal beside the database: sqlite rolls
+    it back when the file is next opened for writing. That is sqlite working, not damage."""
+    path = tmp_path / "optuna.db"
+    shutil.copy(sqlite, path)
+    code = ("import os, sqlite3, sys\n"
+            "con = sqlite3.connect(sys.argv[1]); con.execute('PRAGMA cache_size=1'); con.execute('BEGIN')\n"
+            "for i in range(3000): con.execute('insert into studies(study_name) values (?)', (f's{i}',))\n"
+            "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert (tmp_path / "optuna.db-journal").is_file()
+    study = optuna.load_study(study_name="s", storage=make_storage(f"sqlite:///{path}", 20, 60))
+    assert len(study.trials) == 3 and len(optuna.get_all_study_names(f"sqlite:///{path}")) == 1
 
 
 def test_whole_storages_and_new_files_open(sqlite, journal, tmp_path):
