@@ -102,7 +102,7 @@ def search(s: Search, launch: Launch, groups: int) -> str | None:
         with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             settle_stale(s.study, s.objectives)  # a dead worker's finished trial keeps its result...
-        optuna.storages.fail_stale_trials(s.study)  # ...any other frees its place (queued again)
+            optuna.storages.fail_stale_trials(s.study)  # ...any other frees its place (queued again)
         trials = s.study.get_trials(deepcopy=False)
         done = sum(t.state in DONE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
