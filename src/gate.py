@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import re
+import shutil
 import tempfile
 import typing
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -38,6 +39,10 @@ SWEEPS = CONF.parent / "sweeps"
 STUDY_FILE = "study.json"
 # The schemas' names in the ConfigStore: a config group option may start from one in its defaults list.
 SCHEMA_PREFIX = "base_"
+# Free space an output folder needs for a job to start: Hydra's three config files and the log, our
+# config.yaml and param_groups.json, each a 4 KiB block or more, with room to spare. Less, and the
+# job could not even record that it failed.
+MIN_FREE = 64 * 1024
 
 
 def register() -> None:
@@ -97,6 +102,9 @@ def one_line(err: BaseException) -> ConfigError:
         group, _, option = err.missing_cfg_file.rpartition("/")
         options = sorted(o for o in err.options if not o.startswith(SCHEMA_PREFIX))
         return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
+    if isinstance(err, OverrideParseException):  # the grammar's message alone does not say which override
+        text = str(err.message).strip().splitlines()
+        return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}")
     cause: BaseException | None = err
     while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type
         if isinstance(cause, OmegaConfBaseException):
@@ -235,13 +243,10 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     resumes (its claim_out_dir refuses any other study there). Only the part before the first
     interpolation is looked at: resolving `${unique_dir:...}` would create the folder. A folder built
     under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    value = str(OmegaConf.to_container(hydra_cfg.sweep if multirun else hydra_cfg.run, resolve=False)["dir"])
+    key, value = output_setting(hydra_cfg, multirun, output_dir)
     fixed = "${" not in value  # a folder given as it is, which may hold an earlier run's results
-    if output_dir is not None and "${paths.output_dir}" in value:
-        if not output_dir.strip():  # `${paths.output_dir}/outputs` would be /outputs
-            raise ConfigError(f"paths.output_dir={output_dir!r}: expected a folder ('.' for the current one)")
-        key, value = "paths.output_dir", output_dir
+    if key == "paths.output_dir" and not value.strip():  # `${paths.output_dir}/outputs` would be /outputs
+        raise ConfigError(f"paths.output_dir={value!r}: expected a folder ('.' for the current one)")
     prefix = value.split("${", 1)[0]
     existing = Path(prefix or ".").absolute()
     while not existing.exists():
@@ -253,6 +258,10 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
             pass
     except OSError as err:
         raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
+    free = shutil.disk_usage(existing).free
+    if free < MIN_FREE:  # Hydra would fail writing the job's config, with its traceback
+        raise ConfigError(f"{key}={value}: {existing} has {free // 1024} KiB free, not enough to start "
+                          f"(at least {MIN_FREE // 1024} KiB); free some space or choose another folder")
     if not fixed:
         return
     if multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER) \
@@ -263,6 +272,17 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     if finished:
         raise ConfigError(f"{key}={value} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
                           "kept: choose another folder or move them away")
+
+
+def output_setting(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> tuple[str, str]:
+    """The setting that places the run (or multirun) folder, and its value as given: `hydra.run.dir`
+    (`hydra.sweep.dir`), or `paths.output_dir` when the folder is built under it (conf/config.yaml).
+    Unresolved: resolving `${unique_dir:...}` would create the folder."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    value = str(OmegaConf.to_container(hydra_cfg.sweep if multirun else hydra_cfg.run, resolve=False)["dir"])
+    if output_dir is not None and "${paths.output_dir}" in value:
+        return "paths.output_dir", str(output_dir)
+    return key, value
 
 
 def precheck(argv: list[str]) -> int:

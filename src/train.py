@@ -21,6 +21,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _stopped_while_starting)
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -34,11 +35,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import OUR_SWEEPER, ConfigError, RunConfig
-from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, precheck, release_unused_dirs, to_run_config,
-                      wants_completion)
+from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, output_setting, precheck, release_unused_dirs,
+                      to_run_config, wants_completion)
 from src.models import PretrainedWeightsError
 from src.reporting.page import console_summary, publish
-from src.record.io import RESULT_FILE, SkippedFile, find_results, write_json
+from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
 from src.training.run import interrupt_on_sigterm, run
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def sweep_group(sweep_dir: Path) -> str:
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     interrupt_on_sigterm()  # also in launcher processes (joblib, submitit) that never ran cli()
+    quiet_full_log_files()
     out = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
@@ -73,6 +75,8 @@ def main(cfg: DictConfig) -> float:
         _record_failure(out, err)
         if full_error():
             raise
+        if (full := no_room(err, sqlite=_storage_file(hc))) is not None:
+            out_of_room(full, out, _places(hc, cfg), multirun)
         if not multirun:
             user_error = isinstance(err, (ConfigError, PretrainedWeightsError))
             where = f" (recorded in {out / RESULT_FILE})" if (out / RESULT_FILE).is_file() and not user_error else ""
@@ -84,6 +88,62 @@ def main(cfg: DictConfig) -> float:
         log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
         return float("nan")
     return float(result["val_acc"])
+
+
+def out_of_room(full: DiskFull, out: Path, places: list[tuple[Path, str]], multirun: bool) -> None:
+    """A run that met a full disk: one line naming the file and the setting that put it there, and
+    whether result.json records the failure; exit 1. In a multirun the line ends the multirun (OutOfRoom)."""
+    record = out / RESULT_FILE
+    kept = record.is_file() and full.path is not None and Path(os.path.abspath(full.path)) != record.absolute()
+    line = no_room_line(full, places) + (f"; the run is recorded as failed in {record}" if kept else
+                                         "; the run could not be recorded")
+    if multirun:
+        raise OutOfRoom(line)
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _places(hc: Any, cfg: DictConfig) -> list[tuple[Path, str]]:
+    """Where this job writes, each with the setting that chose it: for no_room_line."""
+    multirun = hc.mode == RunMode.MULTIRUN
+    key, value = output_setting(hc, multirun, OmegaConf.select(cfg, "paths.output_dir", default=None))
+    # the sweep folder, or this run's: never hc.sweep.dir in a single run (resolving it makes a folder)
+    places = [(Path(hc.sweep.dir if multirun else hc.runtime.output_dir), f"{key}={value}")]
+    storage = _storage_file(hc)
+    if storage is not None and OmegaConf.select(hc, "sweeper.storage", default=None):
+        places.append((storage, f"hydra.sweeper.storage={OmegaConf.select(hc, 'sweeper.storage')}"))
+    cache = OmegaConf.select(cfg, "dataset.cache_dir", default=None)
+    if cache:
+        places.append((Path(cache), f"dataset.cache_dir={cache}"))
+    return places
+
+
+def _storage_file(hc: Any) -> Path | None:
+    """The file of our Optuna sweeper's study storage (sqlite or a journal; null: the sweep folder's optuna.db)."""
+    if hc.mode != RunMode.MULTIRUN or not str(OmegaConf.select(hc, "sweeper._target_", default="")).startswith(OUR_SWEEPER):
+        return None
+    url = str(OmegaConf.select(hc, "sweeper.storage", default=None) or f"sqlite:///{Path(hc.sweep.dir).absolute() / 'optuna.db'}")
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:"))
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def quiet_full_log_files() -> None:
+    """A log file on a full disk stops logging, quietly: Python's logging would print a traceback
+    for every record it cannot write. What could not be written is said once, by the run's own
+    error line. Any other logging error is reported as logging does."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and "handleError" not in vars(handler):
+            handler.handleError = functools.partial(_log_file_error, handler)  # type: ignore[method-assign]
+
+
+def _log_file_error(handler: logging.FileHandler, record: logging.LogRecord) -> None:
+    if no_room(sys.exc_info()[1]) is not None:
+        handler.setLevel(logging.CRITICAL + 1)
+    else:
+        logging.FileHandler.handleError(handler, record)
 
 
 def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> Any:
@@ -191,6 +251,9 @@ def cli(argv: list[str]) -> None:
         main()
     except KeyboardInterrupt as err:
         stopped(err, None, None)
+    except OutOfRoom as err:  # a multirun job met a full disk: the multirun ends here
+        print(f"error: {err.line}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def completion(command: str) -> None:

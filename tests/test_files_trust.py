@@ -374,3 +374,110 @@ def test_pooling_survives_settings_and_measures_of_the_wrong_type(trained, tmp_p
         copy_run(run_dir, tmp_path / f"{seed}_full", seed=seed, lr=[0.1, 0.2], test_acc="0.9" if seed else 0.8)
     [config] = group_configs(load_runs([tmp_path]))
     assert len(config.runs) == 2 and "test_acc" not in config.stats and "val_acc" in config.stats
+
+
+# --- 5. a full disk ----------------------------------------------------------------------------
+# Real small filesystems (tests/disks.py): writers name the file they could not write, leave no
+# half file or temporary behind, and a run records what it can and says what it could not.
+
+from tests.disks import fill, fill_up, grow, small_disk  # noqa: E402,F401  (small_disk: a fixture)
+
+
+def test_writers_on_a_full_disk_name_the_file_and_leave_the_old_content_whole(small_disk):
+    from src.record.io import DiskFull, write_with
+
+    disk = small_disk(64)
+    old = {"status": "completed", "val_acc": 0.5}
+    write_json(disk / "result.json", old)
+    fill_up(disk)
+    for write in (lambda p: write_json(p, {"big": "x" * 20000}), lambda p: write_text(p, "y" * 20000),
+                  lambda p: write_with(p, lambda f: f.write(b"z" * 20000))):
+        with pytest.raises(DiskFull) as err:
+            write(disk / "result.json")
+        assert err.value.path == disk / "result.json" and err.value.errno == 28
+        assert json.loads((disk / "result.json").read_text()) == old  # the old record, whole
+        assert sorted(p.name for p in disk.iterdir()) == ["filler", "result.json"]  # no temporary left
+    with pytest.raises(DiskFull) as err:
+        append_jsonl(disk / "metrics.jsonl", {"epoch": 0, "pad": "x" * 20000})
+    assert err.value.path == disk / "metrics.jsonl"
+
+
+def test_no_room_knows_every_kind_of_full_and_nothing_else(small_disk, tmp_path):
+    import errno
+    import sqlite3
+
+    import optuna
+
+    from src.record.io import no_room
+
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):
+        full = no_room(OSError(code, os.strerror(code), "/x/f"))
+        assert full is not None and full.path == Path("/x/f") and full.errno == code
+    assert no_room(OSError(errno.EACCES, "Permission denied", "/x/f")) is None
+    assert no_room(ValueError("database or disk is full")) is None
+    # sqlite's own error on a real full disk, under Optuna's wrapping: named by the database file
+    disk = small_disk(64)
+    db = disk / "optuna.db"
+    con = sqlite3.connect(db)
+    con.execute("create table t (x blob)")
+    con.commit()
+    fill_up(disk)
+    with pytest.raises(sqlite3.OperationalError) as raw:
+        con.execute("insert into t values (?)", (b"x" * 100000,))
+        con.commit()
+    con.close()
+    try:
+        raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from raw.value
+    except optuna.exceptions.StorageInternalError as wrapped:
+        full = no_room(wrapped, sqlite=db)
+    assert full is not None and full.path == db and "database or disk is full" in str(full)
+
+
+def test_the_full_disk_line_names_the_closest_setting():
+    from src.record.io import DiskFull, no_room_line
+
+    places = [(Path("/out"), "paths.output_dir=/out"), (Path("/shared/study.log"), "hydra.sweeper.storage=journal:/shared/study.log")]
+    assert no_room_line(DiskFull("/out/run/metrics.jsonl", 28, "No space left on device"), places) == \
+        "/out/run/metrics.jsonl: No space left on device (its place is set by paths.output_dir=/out)"
+    assert no_room_line(DiskFull("/shared/study.log", 28, "No space left on device"), places).endswith(
+        "(its place is set by hydra.sweeper.storage=journal:/shared/study.log)")
+    assert no_room_line(DiskFull("/elsewhere/x", 28, "No space left on device"), places) == "/elsewhere/x: No space left on device"
+
+
+def test_a_run_that_fills_the_disk_says_so_and_keeps_only_whole_files(small_disk, tiny_config):
+    """The disk fills after epoch 0 (the callback fills it, as another program might): epoch 1's
+    metrics line still fits in the file's last block, the run's record does not, nor does the
+    failure record; the error names result.json; what is there is whole (no half record, no
+    temporary, whole metrics lines)."""
+    from src.record.io import DiskFull
+    from src.training.run import run
+
+    disk = small_disk(1024)
+    run_dir = disk / "run"
+
+    def disk_fills(record):
+        fill_up(disk)
+
+    with pytest.raises(DiskFull) as err:
+        run(tiny_config(), run_dir, on_epoch=disk_fills)
+    assert err.value.path == run_dir / "result.json"
+    assert isinstance(err.value.__cause__, DiskFull)  # the completed record, which did not fit first
+    assert not (run_dir / "result.json").exists() and not list(run_dir.glob(".*.tmp"))
+    assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [0, 1]
+
+
+def test_a_checkpoint_that_does_not_fit_is_not_kept_and_the_failure_is_recorded(small_disk, tiny_config):
+    from src.record.io import DiskFull
+    from src.training.run import run
+
+    disk = small_disk(1024)
+    fill(disk, leave_kib=200)  # room for the run's files, not for model.pt (about 440 KiB)
+    with pytest.raises(DiskFull) as err:
+        run(tiny_config(trainer={"save_model": True}), disk / "run")
+    assert err.value.path == disk / "run" / "model.pt"
+    record = json.loads((disk / "run" / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("DiskFull: ")
+    assert not (disk / "run" / "model.pt").exists() and not list((disk / "run").glob(".*.tmp"))
+    grow(disk, 4096)  # room again: the same folder takes the run (a failed run's folder may be reused)
+    assert run(tiny_config(trainer={"save_model": True}), disk / "run")["status"] == "completed"
+    assert torch.load(disk / "run" / "model.pt", weights_only=True)

@@ -286,6 +286,87 @@ def test_sigterm_mid_sweep_then_resume_reruns_the_interrupted_trial(tmp_path):
     assert len(retry) == 1 and retry[0].params == first.params  # the interrupted trial ran again
 
 
+# --- a full disk ------------------------------------------------------------------------------
+# Real small filesystems (tests/disks.py). One line on stderr naming the file and the setting that
+# put it there, exit 2 before anything runs or 1 once it has, never a traceback (a log file on the
+# full disk included), and the failure recorded where there is room for the record.
+
+from tests.disks import fill, fill_up, small_disk  # noqa: E402,F401  (small_disk: a fixture)
+
+
+def _only_line(proc: subprocess.CompletedProcess, code: int) -> str:
+    assert proc.returncode == code, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_a_disk_too_full_to_start_is_refused_before_anything_runs(small_disk, tmp_path):
+    disk = small_disk(256)
+    fill(disk, leave_kib=16)
+    line = _only_line(_cli(["-m", "src.train", *TINY_CLI, f"paths.output_dir={disk}"], tmp_path), 2)
+    assert line.startswith(f"error: paths.output_dir={disk}: {disk} has 16 KiB free, not enough to start"), line
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]
+
+
+def test_a_disk_that_fills_during_a_run_is_one_line_naming_the_file_and_the_setting(small_disk, tmp_path):
+    disk = small_disk(1024)
+    fill(disk, leave_kib=200)  # room for a run's files, not for its model.pt (about 440 KiB)
+    line = _only_line(_cli(["-m", "src.train", *TINY_CLI, "trainer.save_model=true", f"paths.output_dir={disk}"], tmp_path), 1)
+    (run_dir,) = disk.glob("outputs/*/*")
+    assert line == (f"error: {run_dir}/model.pt: No space left on device (its place is set by paths.output_dir={disk}); "
+                    f"the run is recorded as failed in {run_dir}/result.json"), line
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("DiskFull: ")
+    assert not (run_dir / "model.pt").exists()
+
+
+def test_a_log_file_on_a_full_disk_stops_quietly_and_other_logging_errors_still_show(small_disk, capsys):
+    """Python's logging prints a traceback for each record a handler cannot write: on a full disk,
+    one per log line. The job's log file (Hydra's FileHandler) stops instead; the run's own error line
+    says what could not be written."""
+    import logging
+
+    from src.train import quiet_full_log_files
+
+    disk = small_disk(64)
+    handler = logging.FileHandler(disk / "train.log")
+    logger = logging.getLogger("t23c-log-test")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logging.getLogger().addHandler(handler)
+        quiet_full_log_files()  # as each job does, once Hydra has set up its log file
+        logging.getLogger().removeHandler(handler)
+        fill_up(disk)
+        for i in range(200):  # far more than the log file's last block holds
+            logger.warning("epoch %d: %s", i, "x" * 100)
+        assert handler.level > logging.CRITICAL
+        assert "Logging error" not in capsys.readouterr().err
+        handler.setLevel(logging.NOTSET)
+        (disk / "filler").unlink()
+        logger.warning("%d is not a string: %s", "x")  # a bug, not a full disk: still shown
+        assert "Logging error" in capsys.readouterr().err
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+@pytest.mark.slow
+def test_a_multirun_stops_at_the_first_job_that_fills_the_disk(small_disk, tmp_path):
+    disk = small_disk(2048)
+    fill(disk, leave_kib=700)  # one job's model.pt fits, not two
+    out = disk / "multi"
+    line = _only_line(_cli(["-m", "src.train", "-m", "seed=0,1,2", *TINY_CLI, "trainer.save_model=true",
+                            f"hydra.sweep.dir={out}"], tmp_path), 1)
+    job = out / "1_layerwise"  # hydra.sweep.subdir: JOB_STRATEGY
+    assert line == (f"error: {job}/model.pt: No space left on device (its place is set by hydra.sweep.dir={out}); "
+                    f"the run is recorded as failed in {job}/result.json"), line
+    assert json.loads((out / "0_layerwise" / "result.json").read_text())["status"] == "completed"
+    assert not (out / "2_layerwise").exists()  # the multirun stopped: every later job would fail the same way
+
+
 # --- concurrency -------------------------------------------------------------------------------
 
 def _writer(path: str, shared: str, worker: int, n: int) -> None:

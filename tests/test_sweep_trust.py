@@ -323,6 +323,20 @@ def test_a_fixed_sweep_dir_is_resumable_by_its_own_study_only(tmp_path):
     pytest.param(["optim.lr=tag(log, interval(0.0, 0.1))"], "log=true needs low > 0", marks=pytest.mark.slow),
     pytest.param(["strategy.lr_decay=interval(-1.0, 2.0)"], "strategy.lr_decay=-1.0 must be", marks=pytest.mark.slow),
     pytest.param(["strategy.unfreeze_depth=range(0, 40)"], "unfreeze_depth", marks=pytest.mark.slow),
+    # the sweeper's own settings: before, Hydra built the sampler and a bad key was its traceback
+    (["+hydra.sweeper.sampler.bogus=1"], "hydra.sweeper.sampler.bogus is not a setting of TPESampler"),
+    pytest.param(["hydra/sweeper/sampler=random", "+hydra.sweeper.sampler.bogus=1"],
+                 "hydra.sweeper.sampler.bogus is not a setting of RandomSampler", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1 must be in 0..4294967295",
+                 marks=pytest.mark.slow),
+    pytest.param(["hydra/sweeper/sampler=nsgaii", "hydra.sweeper.sampler.population_size=1"],
+                 "hydra.sweeper.sampler.population_size=1 must be >= 2", marks=pytest.mark.slow),
+    pytest.param(["+hydra.sweeper.bogus=1"], "hydra.sweeper.bogus is not a setting of hydra/sweeper=optuna",
+                 marks=pytest.mark.slow),
+    # re-run seeds, checked before the search (before, a bad one failed after it)
+    (["hydra.sweeper.rerun_seeds=[1,1]"], "hydra.sweeper.rerun_seeds=[1, 1]: seed 1 is given twice"),
+    pytest.param(["hydra.sweeper.rerun_seeds=[0,1]"], "seed 0 is the seed the search trained with", marks=pytest.mark.slow),
+    pytest.param(["hydra.sweeper.rerun_seeds=[-1]"], "hydra.sweeper.rerun_seeds=[-1]: -1 is not a seed", marks=pytest.mark.slow),
 ])
 def test_bad_settings_are_refused_before_any_trial(tmp_path, args, says):
     out = tmp_path / "study"

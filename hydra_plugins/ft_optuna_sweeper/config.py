@@ -63,11 +63,12 @@ class MOTPESamplerConfig(SamplerConfig):
 
 @dataclass
 class GridSamplerConfig(SamplerConfig):
-    """Registered so that `hydra/sweeper/sampler=grid` gets a one-line refusal naming it (the sweeper's
-    _open), not Hydra's list of options: a grid does not fit an exact budget shared by workers."""
+    """Registered so that `hydra/sweeper/sampler=grid` gets a one-line refusal naming it
+    (settings.check_sampler), not Hydra's list of options: a grid does not fit an exact budget
+    shared by workers."""
 
     _target_: str = "optuna.samplers.GridSampler"
-    _partial_: bool = True  # as in 1.3: Hydra builds the sweeper before our refusal, GridSampler needs a space
+    _partial_: bool = True  # as in 1.3 (GridSampler needs a space); refused before it is built
 
 
 @dataclass
@@ -83,6 +84,9 @@ class PrunerConfig:
 @dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    # The sampler reaches the sweeper as its config, not built: its settings are checked first
+    # (settings.check_sampler), so that a bad one is one line and not Hydra's instantiation error.
+    _recursive_: bool = False
     defaults: List[Any] = field(default_factory=lambda: [{"sampler": "tpe"}])
     sampler: SamplerConfig = MISSING
     # maximize | minimize, or a list, one per objective; null: each objective's own direction.

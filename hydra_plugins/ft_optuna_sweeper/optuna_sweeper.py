@@ -22,6 +22,7 @@ ends the sweep with one line saying what the study recorded and how to resume (e
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -40,7 +41,14 @@ from hydra.types import HydraContext, TaskFunction
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.ft_optuna_sweeper import settings
+
 log = logging.getLogger(__name__)
+
+
+def _plain(node: Any) -> Any:
+    """A config node (Hydra hands the sweeper DictConfig and ListConfig) as plain dicts and lists."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
 def param_spec(override: Override, text: str) -> dict[str, Any] | None:
@@ -112,15 +120,18 @@ class OptunaSweeper(Sweeper):
 
     def __init__(self, sampler: Any, direction: Any, objectives: Any, storage: str | None, study_name: str | None,
                  n_trials: int, n_jobs: int, max_failed: int, heartbeat_s: int, grace_s: int, pruner: Any,
-                 params: Any, rerun_seeds: Any = (), rerun_overrides: Any = ()) -> None:
+                 params: Any, rerun_seeds: Any = (), rerun_overrides: Any = (), **unknown: Any) -> None:
         self.sampler_cfg, self.direction, self.objectives = sampler, direction, objectives
         from src.search.launched import DEFAULT_STUDY
 
         self.storage, self.n_trials, self.n_jobs = storage, n_trials, n_jobs
+        self.given_study_name = study_name
         self.study_name = study_name or DEFAULT_STUDY
         self.max_failed, self.heartbeat_s, self.grace_s = max_failed, heartbeat_s, grace_s
         self.pruner, self.params = pruner, params
-        self.rerun_seeds, self.rerun_overrides = list(rerun_seeds or []), [str(o) for o in rerun_overrides or []]
+        self.rerun_seeds, self.rerun_overrides = _plain(rerun_seeds or []), _plain(rerun_overrides or [])
+        # `+hydra.sweeper.KEY=...` reaches here too: refused (one line) when the sweep starts
+        self.unknown = unknown
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context = config, hydra_context
@@ -135,6 +146,7 @@ class OptunaSweeper(Sweeper):
 
         from src.config import ConfigError
         from src.models import PretrainedWeightsError
+        from src.record.io import OutOfRoom, no_room, no_room_line
         from src.search import launched
         from src.search.sweep import interrupt
 
@@ -156,6 +168,13 @@ class OptunaSweeper(Sweeper):
         except (ConfigError, PretrainedWeightsError) as err:  # one line and exit 2, not Hydra's traceback
             print(f"error: {err}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
+            self._out_of_room(err.line, search)
+        except Exception as err:
+            full = no_room(err, sqlite=self._sqlite_file())
+            if full is None:
+                raise
+            self._out_of_room(no_room_line(full, self._places()), search)
         except KeyboardInterrupt as err:
             term = "SIGTERM" in str(err)
             said = launched.recorded(search.study, search.total, self._where()) if search else \
@@ -164,6 +183,35 @@ class OptunaSweeper(Sweeper):
             sys.exit(143 if term else 130)
         finally:
             signal.signal(signal.SIGINT, previous)
+
+    def _out_of_room(self, line: str, search: Any) -> None:
+        """A full disk ends the sweep: one line, the file and the setting, what the study holds; exit 1."""
+        from src.search import launched
+
+        try:
+            said = launched.recorded(search.study, search.total, self._where()) if search else \
+                "nothing was recorded (no trial had started)"
+        except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
+            said = f"the study is in {self._where()}; run the same command to resume"
+        print(f"error: {line}; {said}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+    def _places(self) -> list[tuple[Path, str]]:
+        """Where the sweep writes, each with the setting that chose it (src.record.io.no_room_line)."""
+        from src.gate import output_setting
+
+        key, value = output_setting(self.config.hydra, True, OmegaConf.select(self.config, "paths.output_dir", default=None))
+        places = [(self.sweep_dir, f"{key}={value}")]
+        if self.storage and self._sqlite_file() is not None:
+            places.append((self._sqlite_file(), f"hydra.sweeper.storage={self.storage}"))
+        return places
+
+    def _sqlite_file(self) -> Path | None:
+        """The study's storage file (sqlite or journal), None for a database server."""
+        url = self._url()
+        if url.startswith("journal:"):
+            return Path(url.removeprefix("journal:"))
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
 
     def _conclude(self, search: Any, mode: str, failed: str | None) -> Any:
         """The Pareto set and the summary, printed and saved; the Pareto set re-run on rerun_seeds."""
@@ -214,7 +262,10 @@ class OptunaSweeper(Sweeper):
                                       open_study, requeue_interrupted, study_identity)
         from src.training.run import preflight
 
-        self._check_numbers()
+        settings.check_unknown(self.unknown, inspect.signature(OptunaSweeper).parameters.keys() - {"unknown"})
+        settings.check_numbers({k: getattr(self, k) for k in ("n_trials", "n_jobs", "max_failed", "heartbeat_s", "grace_s")})
+        settings.check_names(self.storage, self.given_study_name)
+        spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
         everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
         params, fixed = split_space(everything)
@@ -229,18 +280,18 @@ class OptunaSweeper(Sweeper):
         objectives = check_objectives(list(self.objectives), base_cfg, params)
         directions = [OBJECTIVES[o] for o in objectives]
         self._check_direction(directions, objectives)
-        sampler_cfg = OmegaConf.to_container(self.config.hydra.sweeper.sampler, resolve=True)
-        self._check_sampler(sampler_cfg, objectives)
+        sampler_cfg = _plain(self.sampler_cfg)
+        settings.check_sampler(sampler_cfg, objectives)
+        settings.check_rerun(self.rerun_seeds, self.rerun_overrides, settings.search_seeds(base_cfg.seed, params), params)
         if self.rerun_seeds:
             check_overrides(fixed + self.rerun_overrides)
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
-        spec = PruneSpec.from_dict(OmegaConf.to_container(self.pruner) if self.pruner is not None else {})
         mode = resolve(spec, objectives)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
         storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
         study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives),
                            optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
         claim_out_dir(self.sweep_dir, study, self._where())
-        # Hydra hands the sampler built; it is built again from its config, with the seed moved on.
+        # The sampler is built here, from its checked config, with the seed moved on.
         study.sampler = instantiate(self._seeded(sampler_cfg, study))
         requeue_interrupted(study)
         log.info("study %s (%s) in %s: %d of %d trials done; pruner %s", self.study_name, ", ".join(
@@ -250,16 +301,6 @@ class OptunaSweeper(Sweeper):
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0))
         return search, groups, mode
-
-    def _check_numbers(self) -> None:
-        from src.config import ConfigError
-
-        for key, low in (("n_trials", 1), ("n_jobs", 1), ("max_failed", 0), ("heartbeat_s", 1), ("grace_s", 1)):
-            if int(getattr(self, key)) < low:
-                raise ConfigError(f"hydra.sweeper.{key}={getattr(self, key)} must be >= {low}")
-        if self.grace_s <= self.heartbeat_s:  # a live worker between two heartbeats would be taken for dead
-            raise ConfigError(f"hydra.sweeper.grace_s={self.grace_s} must be longer than "
-                              f"hydra.sweeper.heartbeat_s={self.heartbeat_s}")
 
     def _check_direction(self, directions: list[str], objectives: list[str]) -> None:
         from src.config import ConfigError
@@ -272,30 +313,13 @@ class OptunaSweeper(Sweeper):
             raise ConfigError(f"hydra.sweeper.direction={given} does not fit hydra.sweeper.objectives="
                               f"{objectives} ({directions}); leave direction unset to take the objectives' own")
 
-    @staticmethod
-    def _check_sampler(sampler: Any, objectives: list[str]) -> None:
-        """1.3's samplers that cannot run this study, refused by name before any job."""
-        from src.config import ConfigError
-
-        target = str(sampler.get("_target_", "")) if isinstance(sampler, dict) else ""
-        if target.endswith("GridSampler"):
-            raise ConfigError("hydra/sweeper/sampler=grid is not supported: a grid has no place in an exact budget "
-                              "shared by workers; use tpe, random or nsgaii (or a multirun: -m key=a,b,c)")
-        if target.endswith("CmaEsSampler"):
-            if len(objectives) > 1:
-                raise ConfigError(f"hydra/sweeper/sampler=cmaes optimises one objective, not {objectives}: set "
-                                  "hydra.sweeper.objectives=[val_acc] or use tpe or nsgaii")
-            import importlib.util
-
-            if importlib.util.find_spec("cmaes") is None:
-                raise ConfigError("hydra/sweeper/sampler=cmaes needs the cmaes package (pip install cmaes)")
-
     def _seeded(self, sampler: Any, study: Any) -> Any:
         """A seeded sampler restarted on a resumed study would propose the same parameters again:
         the seed moves on with the trials already there; workers sharing a study also mix in
         their process id, so that they never propose the same trials."""
         if isinstance(sampler, dict) and sampler.get("seed") is not None:
-            seed = int(sampler["seed"]) + len(study.get_trials(deepcopy=False))
+            # within numpy's seed range however many trials there are (settings.SEED_MAX)
+            seed = (int(sampler["seed"]) + len(study.get_trials(deepcopy=False))) % 2**32
             if self.storage:
                 seed = hash((seed, os.getpid())) % 2**31
             sampler = dict(sampler, seed=seed)

@@ -4,18 +4,20 @@ Every file is written whole (to a temporary name, then renamed) so a reader neve
 record, and a crashed run never leaves a `result.json` that looks finished. The JSON is strict (a
 NaN or infinity is written as null) and files get the usual 0666 less the umask. Readers skip a file
 or line they cannot read, and say which and why, instead of failing on every other run's files.
+A file that cannot be written for lack of room (a full disk, a quota) raises DiskFull naming it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from src.record.schema import RunRecord
 
@@ -25,6 +27,60 @@ RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 GROUPS_FILE = "param_groups.json"
 CONFIG_FILE = "config.yaml"
+
+
+# What a filesystem answers when it takes no more of a file: full, over quota, the file too big for
+# it, or read-only (a disk the kernel remounted after errors). Retrying does not help; room does.
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+class DiskFull(OSError):
+    """A file that could not be written for lack of room (NO_ROOM): `path` is the file (None when
+    the error did not say which)."""
+
+    def __init__(self, path: Path | str | None, code: int, reason: str) -> None:
+        super().__init__(code, reason, None if path is None else str(path))
+        self.path = None if path is None else Path(path)
+
+
+class OutOfRoom(BaseException):
+    """A multirun job that met a full disk ends the multirun with `line` (every later job would fail
+    the same way). A BaseException, because Hydra keeps a job's Exception as its result and goes on
+    to the next job; src.train's cli and the Optuna sweeper print the line."""
+
+    def __init__(self, line: str) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+def no_room(err: BaseException | None, path: Path | str | None = None, sqlite: Path | str | None = None) -> DiskFull | None:
+    """`err`, or the error that caused it, as a DiskFull, if it is one: an OSError with a NO_ROOM
+    errno (naming `path`, else the file the error names), or sqlite's "database or disk is full"
+    (naming `sqlite`, the database file, which sqlite's error does not name). None otherwise."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, DiskFull):
+            return err
+        if isinstance(err, OSError) and err.errno in NO_ROOM:
+            return DiskFull(path or err.filename, err.errno, err.strerror or os.strerror(err.errno))
+        # sqlite3's error, or SQLAlchemy's wrapping it (`orig`); matched by its text, SQLITE_FULL's
+        if type(err).__name__ in ("OperationalError", "DatabaseError") and "database or disk is full" in str(err):
+            return DiskFull(sqlite, errno.ENOSPC, "database or disk is full")
+        err = getattr(err, "orig", None) or err.__cause__ or err.__context__
+    return None
+
+
+def no_room_line(err: DiskFull, places: Sequence[tuple[Path | str, str]]) -> str:
+    """What to tell the user about `err`, in one line: the file, why, and the setting that put it
+    there, the one among `places` ((folder or file, "key=value")) that holds the file most closely."""
+    if err.path is None:
+        return f"{err.strerror} (writing to {places[0][1]})" if places else str(err.strerror)
+    path = Path(os.path.abspath(err.path))
+    holding = [(Path(os.path.abspath(p)), setting) for p, setting in places]
+    holding = [(p, setting) for p, setting in holding if p == path or p in path.parents]
+    setting = max(holding, key=lambda ps: len(ps[0].parts))[1] if holding else None
+    return f"{path}: {err.strerror}" + (f" (its place is set by {setting})" if setting else "")
 
 
 class SkippedFile(NamedTuple):
@@ -76,17 +132,31 @@ def _create_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
 
 
-def write_text(path: Path, text: str) -> None:
-    """Atomic write: the file either holds the old content or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temp(path)
+def write_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Atomic write of whatever `write(file)` puts in a binary file: `path` either holds the old
+    content or the complete new one, never half of it. No room to write it: DiskFull naming `path`
+    (the temporary file is removed, so a full disk gets back what it gave)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _create_temp(path)
+    except OSError as err:
+        raise no_room(err, path) or err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        full = no_room(err, path) if isinstance(err, Exception) else None
+        if full is not None:
+            raise full from None
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomic write (write_with) of UTF-8 text."""
+    data = text.encode("utf-8")
+    write_with(path, lambda f: f.write(data))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -99,13 +169,16 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     it at the end as a unit, so lines from concurrent writers never interleave (Python's buffered
     file would split a long line into several writes) and a crash leaves whole lines."""
     data = (dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask, like any new file
     try:
-        written = os.write(fd, data)
-        if written != len(data):  # a short write to a regular file: the disk is full
-            raise OSError(f"{path}: wrote {written} of {len(data)} bytes")
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask, like any new file
+        try:
+            written = os.write(fd, data)
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise no_room(err, path) or err
+    if written != len(data):  # a short write to a regular file: the disk is full
+        raise DiskFull(path, errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (wrote {written} of {len(data)} bytes)")
 
 
 def _why_not_json(err: json.JSONDecodeError) -> str:

@@ -17,6 +17,7 @@ are read from each job's result.json, not from the task function's return value.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -32,7 +33,7 @@ from src.config import OUR_SWEEPER, ConfigError, RunConfig
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
-from src.search.sweep import DONE, holds_a_place, make_storage, suggest
+from src.search.sweep import DONE, finished_outcome, holds_a_place, make_storage, settle_stale, suggest
 
 log = logging.getLogger(__name__)
 # The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
@@ -42,7 +43,7 @@ SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
 LIVE: dict[tuple[str, str], optuna.Study] = {}
 DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
 # A trial that failed on one of these (as its result.json records it) stops the sweep with its one line.
-USER_ERRORS = ("ConfigError", "PretrainedWeightsError")
+USER_ERRORS = ("ConfigError", "PretrainedWeightsError", "DamagedStorage")
 
 # What a launch returns for each job: its output folder (None when Hydra returned none).
 Launch = Callable[[list[list[str]], int], Sequence[Path | None]]
@@ -100,7 +101,8 @@ def search(s: Search, launch: Launch, groups: int) -> str | None:
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(s.study)  # a dead worker's trial frees its place (queued again)
+            settle_stale(s.study, s.objectives)  # a dead worker's finished trial keeps its result...
+            optuna.storages.fail_stale_trials(s.study)  # ...any other frees its place (queued again)
         trials = s.study.get_trials(deepcopy=False)
         done = sum(t.state in DONE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
@@ -156,12 +158,15 @@ def _launch(s: Search, batch: list[tuple[optuna.Trial, dict[str, Any]]], launch:
                 _tell(s, trial, out)
             start = end
     except BaseException:
-        # Ctrl-C, SIGTERM (the job exits 130/143) or a launcher error: the trials not told are
-        # failed and marked, and a resumed sweep runs their parameters again.
+        # Ctrl-C, SIGTERM (the job exits 130/143), a full disk or a launcher error: the trials not
+        # told keep what their job recorded complete (jobs of a batch that ran before the one that
+        # stopped it); the others are failed and marked, and a resumed sweep runs their parameters
+        # again. A storage that cannot be written now leaves them running: settle_stale or the
+        # heartbeat's retry deals with them on resume.
         for trial, _ in batch:
             if trial.number not in told:
-                trial.set_user_attr("interrupted", True)
-                s.study.tell(trial, state=TrialState.FAIL)
+                with contextlib.suppress(Exception):
+                    _stopped(s, trial)
         raise
     finally:
         for b in beats:
@@ -178,8 +183,24 @@ def recorded(study: optuna.Study, total: int, where: str) -> str:
             "run the same command to resume")
 
 
+def _stopped(s: Search, trial: optuna.Trial) -> None:
+    """A trial of a batch that was stopped: told from its job's result.json if that records a
+    finished run, else failed as interrupted."""
+    run_dir = s.study._storage.get_trial_user_attrs(trial._trial_id).get("run_dir")
+    outcome = finished_outcome(run_dir, s.objectives)
+    if outcome is not None:
+        s.study.tell(trial, outcome[1], state=outcome[0], skip_if_finished=True)
+        return
+    trial.set_user_attr("interrupted", True)
+    s.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+
+
 def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
     """The trial's state and values, from its job's result.json."""
+    state = s.study._storage.get_trial(trial._trial_id).state
+    if state.is_finished():  # another worker took it for dead meanwhile, and recorded it
+        log.warning("trial %d was recorded as %s by another worker meanwhile", trial.number, state.name)
+        return
     record: RunRecord | None = None
     if out is not None:
         trial.set_user_attr("run_dir", str(out.resolve()))

@@ -54,20 +54,20 @@ class PruneSpec:
     def from_dict(cls, d: dict[str, Any]) -> PruneSpec:
         unknown = set(d) - {"name", "after", "startup", "min_delta"}
         if unknown:
-            raise ConfigError(f"sweep pruner.{sorted(unknown)[0]} is not a key (name, after, startup, min_delta)")
+            raise ConfigError(f"hydra.sweeper.pruner.{sorted(unknown)[0]} is not a key (name, after, startup, min_delta)")
         # Strict types: int() would quietly turn after=1.5 into 1 and True into 1.
         for key in ("after", "startup"):
             if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int)):
-                raise ConfigError(f"sweep pruner.{key}={d[key]!r} must be an integer")
+                raise ConfigError(f"hydra.sweeper.pruner.{key}={d[key]!r} must be an integer")
         if "min_delta" in d and (isinstance(d["min_delta"], bool) or not isinstance(d["min_delta"], (int, float))):
-            raise ConfigError(f"sweep pruner.min_delta={d['min_delta']!r} must be a number")
+            raise ConfigError(f"hydra.sweeper.pruner.min_delta={d['min_delta']!r} must be a number")
         spec = cls(str(d.get("name", "auto")), int(d.get("after", 2)), int(d.get("startup", 5)),
                    float(d.get("min_delta", 0.0)))
         if spec.name not in PRUNERS:
-            raise ConfigError(f"sweep pruner.name={spec.name!r} is not allowed ({' | '.join(PRUNERS)})")
+            raise ConfigError(f"hydra.sweeper.pruner.name={spec.name!r} is not allowed ({' | '.join(PRUNERS)})")
         if spec.after < 1 or spec.startup < 0 or spec.min_delta < 0:
             raise ConfigError(
-                f"sweep pruner: after={spec.after} must be >= 1, startup={spec.startup} and "
+                f"hydra.sweeper.pruner: after={spec.after} must be >= 1, startup={spec.startup} and "
                 f"min_delta={spec.min_delta} >= 0"
             )
         return spec
@@ -81,12 +81,12 @@ def resolve(spec: PruneSpec, objectives: list[str]) -> str:
         return "halving" if single or pair else "none"
     if spec.name in ("median", "hyperband") and not single:
         raise ConfigError(
-            f"sweep pruner.name={spec.name} needs a single per-epoch objective ({' | '.join(PER_EPOCH)}), "
+            f"hydra.sweeper.pruner.name={spec.name} needs a single per-epoch objective ({' | '.join(PER_EPOCH)}), "
             f"not objectives={objectives}; use pruner.name=dominated for accuracy vs cost"
         )
     if spec.name in ("dominated", "halving") and not (single or pair):
         raise ConfigError(
-            f"sweep pruner.name={spec.name} needs objectives=[{' | '.join(PER_EPOCH)}] or "
+            f"hydra.sweeper.pruner.name={spec.name} needs objectives=[{' | '.join(PER_EPOCH)}] or "
             f"[{' | '.join(PER_EPOCH)}, {' | '.join(CUM_COST)}], not {objectives}"
         )
     return spec.name

@@ -3,8 +3,9 @@
 
 Everything here is about one study, whoever runs its trials: the checks of its objectives and search
 space before any trial trains; its storage (sqlite, a journal file or PostgreSQL, each with
-heartbeats, so that a killed worker's trial is failed and retried once with the same parameters);
-its identity (a study is one experiment: it records, when it is created, the resolved training
+heartbeats, so that a killed worker's trial is failed and retried once with the same parameters, or
+recorded from its result.json when that is complete; a damaged storage file is refused, never
+written to); its identity (a study is one experiment: it records, when it is created, the resolved training
 config less the searched keys and the settings that change no measurement, the objectives and the
 search space, and a resume with anything else is refused); the folder it owns (`study.json`: a
 second study there is refused); the exact budget (`n_trials` trials complete or are pruned with any
@@ -15,6 +16,7 @@ reported on test (`rerun_seeds`; test is reported, never selected on).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -34,11 +36,12 @@ import sqlalchemy
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from src.config import ConfigError, RunConfig
-from src.record.io import RESULT_FILE, read_json_object, write_json
+from src.record.io import RESULT_FILE, no_room, read_json_object, write_json
 from src.record.schema import RunRecord
 from src.training.run import preflight, run
 from src.reporting.stats import format_ci, mean_ci
@@ -205,6 +208,14 @@ def _silent_too_long(trial: FrozenTrial, grace_s: float) -> bool:
 class SweepRDBStorage(RDBStorage):
     """Optuna's RDB storage, whose stale trials also include those that never sent a heartbeat."""
 
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except optuna.exceptions.StorageInternalError as err:
+            if no_room(err) is None:
+                raise
+            # a full disk: this beat is lost (the trial's own writes say so); the next may get through
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         from optuna.storages._rdb import models  # the heartbeat table has no public reader
@@ -232,6 +243,10 @@ class SweepJournalStorage(JournalStorage, BaseHeartbeat):
             self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker took this one for dead and failed it; the trial itself will say so
+        except OSError as err:
+            if no_room(err) is None:
+                raise
+            # a full disk: this beat is lost (the trial's own writes say so); the next may get through
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now, stale = time.time(), []
@@ -260,15 +275,149 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
         super().__call__(study, clean)
 
 
+# --- a damaged storage is refused, never written to -------------------------------------------------
+
+class DamagedStorage(ConfigError):
+    """The study's storage file cannot be read whole (a journal with a line cut short or not JSON, a
+    sqlite file that is not a database or fails sqlite's check). It is left as it is: one more
+    write could make what it still holds unreadable."""
+
+
+def _damaged(path: Path, what: str, fix: str) -> DamagedStorage:
+    return DamagedStorage(f"the study storage {path} is damaged: {what}; it is left as it is: {fix}")
+
+
+_NEW_STUDY = "or start a new study with another hydra.sweeper.storage and hydra.sweep.dir"
+
+
+def journal_damage(path: Path) -> DamagedStorage | None:
+    """What is wrong with a journal file, if anything: every line must be a whole JSON object ending
+    in a newline. The caller holds the journal's lock, so no writer is midway through a line: a last
+    line without its newline is a write that never finished (a killed worker, a full disk)."""
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    whole, tail = lines[:-1], lines[-1]  # `tail` is what follows the last newline: b"" when none is cut short
+    for number, line in enumerate(whole, start=1):
+        try:
+            ok = isinstance(json.loads(line), dict)
+        except ValueError:  # not JSON, or not UTF-8
+            ok = False
+        if not ok:
+            return _damaged(path, f"line {number} is not a JSON object, and Optuna cannot read past it",
+                            f"restore it from a copy, {_NEW_STUDY}")
+    if tail:
+        keep = len(data) - len(tail)
+        return _damaged(path, f"line {len(whole) + 1} is cut short (a write that never finished)",
+                        f"the {len(whole)} lines before it are whole (`truncate -s {keep} {path}` keeps them), "
+                        f"{_NEW_STUDY}")
+    return None
+
+
+def sqlite_damage(path: Path) -> DamagedStorage | None:
+    """What sqlite's own check (PRAGMA quick_check, on a read-only connection) finds wrong with a
+    database file, if anything. A file sqlite cannot open for other reasons (locked, a hot journal a
+    read-only connection may not roll back) is not called damaged: the storage says why it fails."""
+    import sqlite3
+    from urllib.parse import quote
+
+    if not path.is_file() or path.stat().st_size == 0:  # sqlite makes an empty file a database
+        return None
+    try:
+        con = sqlite3.connect(f"file:{quote(str(path))}?mode=ro", uri=True, timeout=30)
+        try:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return None
+    except sqlite3.DatabaseError as err:  # "file is not a database", "database disk image is malformed"
+        return _damaged(path, f"sqlite says: {err}", f"restore it from a copy, {_NEW_STUDY}")
+    if rows != [("ok",)]:
+        problems = [line for row in rows for line in str(row[0]).splitlines() if line and not line.startswith("***")]
+        first = problems[0] if problems else str(rows[0][0])
+        return _damaged(path, f"sqlite's check finds {len(problems) or 1} problem(s), the first: {first}",
+                        f"restore it from a copy, {_NEW_STUDY}")
+    return None
+
+
+class GuardedJournalFile(JournalFileBackend):
+    """Optuna's journal file, with two guards: nothing is appended after a line cut short (Optuna's
+    reader would then fail on that line for good), and an append that fails midway (a full disk)
+    is cut back off, so the file stays whole lines. Readers that find the file damaged name it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.lock = path, JournalFileSymlinkLock(str(path))
+        super().__init__(str(path), lock_obj=self.lock)
+
+    @contextlib.contextmanager
+    def locked(self) -> Any:
+        """The journal's lock (a symlink beside it), held; a full disk that refuses the link is DiskFull."""
+        try:
+            self.lock.acquire()
+        except (OSError, RuntimeError) as err:  # the lock's release after a failed link raises RuntimeError
+            raise no_room(err, self.path) or err
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def check(self) -> None:
+        """Refuse the file if it is damaged; under the lock, so a worker's append in progress is not."""
+        with self.locked():
+            damage = journal_damage(self.path)
+        if damage is not None:
+            raise damage
+
+    def read_logs(self, log_number_from: int) -> Any:
+        try:
+            yield from super().read_logs(log_number_from)
+        except ValueError:  # Optuna's "Invalid log format." or a JSONDecodeError: a line it cannot read
+            raise journal_damage(self.path) or _damaged(self.path, "Optuna cannot read it", _NEW_STUDY) from None
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        data = ("".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in logs)).encode()
+        with self.locked():
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    raise journal_damage(self.path) or _damaged(self.path, "its last line is cut short", _NEW_STUDY)
+                view = memoryview(data)
+                try:
+                    while view:
+                        view = view[os.write(fd, view):]
+                except BaseException as err:  # a full disk, or a signal between two writes
+                    # Our own half line is cut off (we hold the lock: nobody appended after it); whole
+                    # lines stay, since another worker may have read them already.
+                    written = data[:len(data) - len(view)]
+                    os.ftruncate(fd, size + written.rfind(b"\n") + 1)
+                    if isinstance(err, OSError):
+                        raise no_room(err, self.path) or OSError(err.errno, err.strerror, str(self.path)) from None
+                    raise
+                try:
+                    os.fsync(fd)
+                except OSError as err:  # the lines are whole; the disk may not hold them
+                    raise no_room(err, self.path) or err
+            finally:
+                os.close(fd)
+
+
 def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
+    """The study's storage with heartbeats; a damaged storage file is refused (DamagedStorage)
+    before anything is written to it."""
     retry = RetryStaleTrial(max_retry=1)
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(url.removeprefix("journal:"))
         if not path.parent.is_dir():
             raise ConfigError(f"hydra.sweeper.storage={url}: folder {path.parent} does not exist")
-        return SweepJournalStorage(JournalFileBackend(str(path)), heartbeat_s, grace_s, retry)
+        existed = path.is_file()
+        backend = GuardedJournalFile(path)
+        if existed:
+            backend.check()
+        return SweepJournalStorage(backend, heartbeat_s, grace_s, retry)
+    sqlite = _sqlite_path(url)
+    if sqlite is not None and (damage := sqlite_damage(sqlite)) is not None:
+        raise damage
     # Workers started together on a fresh database race to create Optuna's tables; the loser gets
     # a DDL error (seen on PostgreSQL: duplicate key in pg_type). The tables exist by then: retry.
     # A URL that cannot be parsed or names no installed driver is not retried.
@@ -280,11 +429,24 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> BaseStorage:
             raise ConfigError(f"hydra.sweeper.storage={url}: {_first_line(err)} (expected sqlite:///file.db, "
                               "journal:/path/file.log or postgresql+psycopg://user@host/db)") from None
         except sqlalchemy.exc.SQLAlchemyError as err:
+            if (full := no_room(err, sqlite=sqlite)) is not None:  # no retry makes room
+                raise full from None
             if attempt == 4:
                 raise ConfigError(f"hydra.sweeper.storage={url.split('@')[-1]}: {_first_line(err)}") from None
             log.warning("storage %s not ready (%s); retrying", url.split("@")[-1], type(err).__name__)
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The database file of a sqlite URL (None for another database, or sqlite in memory)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return None  # make_storage says why
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
 
 
 def _first_line(err: BaseException) -> str:
@@ -406,13 +568,54 @@ def pareto_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, An
 def format_pareto(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no completed trials)"
-    keys = [k for k in rows[0] if k != "run_dir"]
-    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    cells = [[fmt(r[k]) for k in keys] for r in rows]
+    keys = list(dict.fromkeys(k for r in rows for k in r if k != "run_dir"))  # a trial may lack a param
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else "-" if v is None else str(v)  # noqa: E731
+    cells = [[fmt(r.get(k)) for k in keys] for r in rows]
     widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
     lines = ["  ".join(k.rjust(w) for k, w in zip(keys, widths))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
     return "\n".join(lines)
+
+
+def finished_outcome(run_dir: str | None, objectives: list[str]) -> tuple[TrialState, list[float] | None] | None:
+    """What a trial's job recorded in its result.json, when it is a finished run: (COMPLETE, its
+    objectives' values) or (PRUNED, None). None when the run did not finish (or left no readable
+    record, or a value is missing): the trial has no result to keep."""
+    if not run_dir:
+        return None
+    try:
+        record = RunRecord.from_json(read_json_object(Path(run_dir) / RESULT_FILE))
+    except ValueError:
+        return None
+    if record.status == "pruned":
+        return TrialState.PRUNED, None
+    if record.status != "completed":
+        return None
+    values = [record.get(o) for o in objectives]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v != v for v in values):
+        return None
+    return TrialState.COMPLETE, [float(v) for v in values]
+
+
+def settle_stale(study: optuna.Study, objectives: list[str]) -> list[int]:
+    """Stale trials (their worker stopped sending heartbeats) whose job had recorded a finished run
+    are told from its result.json, not failed and trained again: the worker died, or the storage
+    could not be written (a full disk), after the run's record was complete. Returns their numbers."""
+    storage = study._storage
+    if not is_heartbeat_enabled(storage):
+        return []
+    settled = []
+    for trial_id in storage._get_stale_trial_ids(study._study_id):
+        trial = storage.get_trial(trial_id)
+        outcome = finished_outcome(trial.user_attrs.get("run_dir"), objectives)
+        if outcome is None:
+            continue
+        state, values = outcome
+        study.tell(trial.number, values, state=state, skip_if_finished=True)
+        log.warning("trial %d: its worker stopped before telling the study; recorded %s from %s", trial.number,
+                    state.name, Path(trial.user_attrs["run_dir"]) / RESULT_FILE)
+        settled.append(trial.number)
+    return settled
 
 
 def requeue_interrupted(study: optuna.Study) -> None:

@@ -42,7 +42,8 @@ from src.measurement.memory import PeakMemory
 from src.measurement.drift import drift
 from src.models import build_model, check_model_name, load_pretrained, normalization, weights_source
 from src.training.optim import build_optimizer, build_scheduler, param_groups
-from src.record.io import CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, append_jsonl, write_json
+from src.record.io import (CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, DiskFull, append_jsonl, write_json, write_text,
+                           write_with)
 from src.record.schema import EpochRecord, RunRecord
 from src.strategies import LayerGroup, Schedule, Strategy, apply_epoch, layer_groups, plan_schedule, strategy_for
 from src.reporting.tracking import Tracker, make_tracker, run_summary, run_tags
@@ -251,7 +252,7 @@ def run(
     tracker: Tracker | None = None
     exit_code = 1
     try:
-        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         setup = _setup(cfg, run_dir, base)
         tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, setup.schedule, run_tags(base))
@@ -271,14 +272,19 @@ def run(
         return result
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
-        _write_record(
-            run_dir,
-            # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
-            base | {
-                "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": progress.epoch,
-                "measured_before_stop": progress.partial, "traceback": traceback.format_exc(limit=5),
-            } | _environment(),
-        )
+        try:
+            _write_record(
+                run_dir,
+                # What was measured up to the failure is kept, nested, so that no reader mistakes it for a result.
+                base | {
+                    "status": status, "error": f"{type(err).__name__}: {err}", "failed_epoch": progress.epoch,
+                    "measured_before_stop": progress.partial, "traceback": traceback.format_exc(limit=5),
+                } | _environment(),
+            )
+        except DiskFull as lost:  # nothing could be recorded, and that is what to say (a Ctrl-C stays one)
+            if isinstance(err, KeyboardInterrupt):
+                raise err from None
+            raise lost from err
         raise
     finally:
         if tracker is not None:
@@ -548,8 +554,8 @@ def _final(cfg: RunConfig, s: Setup, view: View, best: BestModel, flops: FlopMet
     rt = s.runtime
     assert best.state is not None
     s.model.load_state_dict(best.state)
-    if cfg.trainer.save_model:
-        torch.save(best.state, run_dir / "model.pt")
+    if cfg.trainer.save_model:  # whole or not at all: a full disk keeps no half checkpoint
+        write_with(run_dir / "model.pt", lambda f: torch.save(best.state, f))
     # Test is evaluated once, on the model that validation selected.
     val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
     test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)
