@@ -271,7 +271,6 @@ def test_the_notebook_prints_the_verdict(tied_study, monkeypatch):
     [text] = answer(group_configs(load_runs([tied_study])))
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     monkeypatch.setenv("RESULTS_DIRS", str(tied_study))
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert text + "\n" in printed
