@@ -38,7 +38,8 @@ from src.config import OUR_SWEEPER, ConfigError, RunConfig
 from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, output_setting, precheck, release_unused_dirs,
                       to_run_config, wants_completion)
 from src.models import PretrainedWeightsError
-from src.reporting.page import console_summary, publish
+from src.reporting.publish import publish
+from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
 from src.training.run import interrupt_on_sigterm, run
 

@@ -15,7 +15,8 @@ from src.data.augment import PRESETS, augment_params, crop_boxes, preset
 from src.data.load import Batches, Split
 from src.models import Normalization
 from src.record.schema import RunRecord
-from src.reporting.analysis import group_configs, load_runs
+from src.reporting.configs import group_configs
+from src.reporting.runs import load_runs
 
 
 def _batch(n: int = 6, c: int = 3, size: int = 24) -> torch.Tensor:

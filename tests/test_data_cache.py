@@ -125,25 +125,25 @@ def test_config_refuses_bad_cache_settings(tiny_config, dataset, key):
 
 
 def _writer(root: str, cache: str, barrier, results) -> None:
-    """One of two processes loading the same new folder: both pass their look-up (a miss) before
-    either publishes its entry, so both decode and race to rename."""
+    """One of two processes loading the same new folder: both pass their look-up (a miss) and write
+    their entry before either publishes it (the barrier, again), so both decode and race to rename."""
     import hashlib
 
     from src.data import load
 
     writer = load._cache_writer
 
-    def slow_writer(*args):
+    def writer_then_wait(*args):
         write = writer(*args)
 
-        def slow(folder):
+        def both_written(folder):
             meta = write(folder)
-            time.sleep(0.5)
+            barrier.wait(timeout=60)  # the other process has written its entry too, unpublished
             return meta
 
-        return slow
+        return both_written
 
-    load._cache_writer = slow_writer
+    load._cache_writer = writer_then_wait
     barrier.wait(timeout=60)
     d = load.load_dataset(DataConfig(kind="imagefolder", root=root, image_size=SIZE, cache_dir=cache, num_workers=0))
     digest = hashlib.sha256()

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 import src.record.io
-from src.reporting.analysis import group_configs, load_runs, mean_curve
+from src.reporting.configs import group_configs
+from src.reporting.runs import load_runs, mean_curve
 from src.record.io import SkippedFile, append_jsonl, find_results, read_jsonl, write_json, write_text
 from tests.cli import REPO, TINY_OVERRIDES, env
 

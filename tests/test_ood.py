@@ -22,8 +22,11 @@ from src.measurement.feature_cache import PreLogits
 from src.models import build_model, normalization
 from src.record.io import write_json
 from src.record.schema import RunRecord
-from src.reporting.analysis import group_configs, load_runs, ood_metrics, paired_rows
-from src.reporting.page import ood_markdown, ood_section, ood_win_map, write_report
+from src.reporting.comparisons import paired_rows
+from src.reporting.configs import group_configs, ood_metrics
+from src.reporting.ood_section import ood_markdown, ood_section, ood_win_map
+from src.reporting.page import write_report
+from src.reporting.runs import load_runs
 from src.reporting.tracking import run_summary
 from src.training import engine
 from src.training import run as run_module
@@ -348,7 +351,7 @@ def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
     drift_ood table the rank correlations."""
     pytest.importorskip("wandb")
     from src.config import LoggerConfig
-    from src.reporting.page import _log_summary
+    from src.reporting.publish import log_summary
     from src.reporting.tracking import make_tracker
     from tests import wandb_files
 
@@ -360,7 +363,7 @@ def test_wandb_summary_and_runs_table_carry_the_ood_measures(tmp_path):
     runs = load_runs([tmp_path / "runs"])
     tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline", project="test"), tmp_path / "w", "s", {}, "summary")
     tracker.summary(run_summary(runs[0].result.to_json()))
-    _log_summary(tracker, runs, group_configs(runs), "test_acc", tmp_path / "w", [])
+    log_summary(tracker, runs, group_configs(runs), "test_acc", tmp_path / "w", [])
     tracker.finish()
     [path] = (tmp_path / "w").glob("wandb/offline-run-*/run-*.wandb")
     summary = wandb_files.summary(wandb_files.closed(path))

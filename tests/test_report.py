@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from src.reporting.analysis import pareto_front
+from src.reporting.pareto import pareto_front
 from src.reporting.stats import mean_ci, paired
 from tests.cli import REPO, TINY_OVERRIDES, env
 
@@ -106,7 +106,7 @@ def _table(run_dir: Path, key: str) -> list[dict]:
 def test_multirun_ends_with_a_report_and_a_wandb_summary_run(results):
     from tests import wandb_files
 
-    # the multirun itself wrote the report (the callback), with the same pooled rows as src.reporting.page
+    # the multirun itself wrote the report (the callback), with the same pooled rows as `python -m src.report`
     summary = json.loads((results / "report" / "summary.json").read_text())
     assert [r["config"] for r in summary] == list(STRATEGIES) and (results / "report" / "index.html").is_file()
     [summary_file] = (results / "report").glob("wandb/offline-run-*/run-*.wandb")
@@ -236,7 +236,8 @@ def _v2_copy(dst: Path, seed: int, **changes) -> Path:
 
 def test_a_version_1_run_pools_with_a_version_2_run_and_reports(tmp_path):
     from src.record.io import format_table
-    from src.reporting.analysis import group_configs, load_runs
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import load_runs
     from src.reporting.page import write_report
 
     shutil.copytree(V1_RUN, tmp_path / "old" / "0_layerwise")
@@ -258,7 +259,8 @@ def test_a_version_1_run_pools_with_a_version_2_run_and_reports(tmp_path):
 
 
 def test_the_page_escapes_what_it_shows(tmp_path):
-    from src.reporting.analysis import group_configs, load_runs
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import load_runs
     from src.reporting.page import write_report
 
     _v2_copy(tmp_path / "runs" / "<i>x&y", seed=0, strategy="<script>alert(1)</script>")
@@ -295,7 +297,7 @@ def test_pareto_dominance_is_one_definition_with_ties_and_equal_points():
 def _runs(spec: dict[str, tuple[float, float, float]], seeds=(0, 1), root: Path = Path("/study"), **same):
     """Runs of configurations named by strategy: (val acc, test acc, train FLOPs), the same on every seed."""
     from src.record.schema import RunRecord
-    from src.reporting.analysis import Run
+    from src.reporting.runs import Run
 
     fields = {"dataset": "digits", "train_samples": 50} | same
     return [Run(root / f"{name}_{seed}", RunRecord(strategy=name, seed=seed, status="completed", val_acc=v, test_acc=t,
@@ -305,7 +307,7 @@ def _runs(spec: dict[str, tuple[float, float, float]], seeds=(0, 1), root: Path 
 
 
 def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_gives_up():
-    from src.reporting.analysis import group_configs
+    from src.reporting.configs import group_configs
     from src.reporting.verdict import answer
 
     # the same accuracy on both seeds: every paired gap is exact, nothing is tied
@@ -324,7 +326,8 @@ def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_
 
 
 def test_the_answer_when_one_configuration_wins_everything_and_per_task():
-    from src.reporting.analysis import cost_ratio, group_configs
+    from src.reporting.comparisons import cost_ratio
+    from src.reporting.configs import group_configs
     from src.reporting.verdict import answer
 
     [text] = answer(group_configs(_runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 1e10)})))
@@ -344,8 +347,9 @@ def test_the_answer_when_one_configuration_wins_everything_and_per_task():
 
 
 def test_the_answer_is_at_the_top_of_the_page_and_of_the_console_table(tmp_path):
-    from src.reporting.analysis import group_configs
-    from src.reporting.page import console_summary, write_report
+    from src.reporting.configs import group_configs
+    from src.reporting.page import write_report
+    from src.reporting.tables import console_summary
     from src.reporting.verdict import answer
 
     runs = _runs({"frozen": (0.9, 0.919, 1e11), "full": (0.99, 0.992, 1.83e12)}, root=tmp_path / "study")
@@ -367,7 +371,8 @@ def test_plots_keep_legends_off_the_points_log_cost_axes_and_trial_numbers(tmp_p
     import matplotlib.pyplot as plt
 
     from src.reporting import plots
-    from src.reporting.analysis import group_configs, trial_number
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import trial_number
 
     # the default study's FLOPs (1.5e11 and 2.7e12): a span matplotlib labelled unreadably
     runs = _runs({"frozen": (0.9, 0.9, 1.52e11), "full": (0.99, 0.98, 2.71e12)}, root=tmp_path / "sweep")
@@ -393,7 +398,7 @@ def test_plots_keep_legends_off_the_points_log_cost_axes_and_trial_numbers(tmp_p
 
 
 def test_a_job_of_the_hydra_optuna_sweeper_is_labelled_with_its_trial(tmp_path):
-    from src.reporting.analysis import trial_number
+    from src.reporting.runs import trial_number
 
     def job(name: str, target: str, num: int) -> Path:
         (tmp_path / name / ".hydra").mkdir(parents=True)

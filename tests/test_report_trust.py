@@ -18,7 +18,9 @@ from src.config import DataConfig, LoggerConfig
 from src.data.identity import dataset_identity
 from src.record.io import write_json
 from src.record.schema import RunRecord
-from src.reporting.analysis import group_configs, load_runs, paired_rows
+from src.reporting.comparisons import paired_rows
+from src.reporting.configs import group_configs
+from src.reporting.runs import load_runs
 from src.reporting.verdict import answer
 from tests.test_verdict import APART, TIED, write_runs
 
@@ -27,7 +29,8 @@ from tests.test_verdict import APART, TIED, write_runs
 
 
 def test_a_retried_run_is_counted_once_and_listed_as_a_duplicate(tmp_path, capsys):
-    from src.reporting.page import console_summary, main
+    from src.reporting.cli import main
+    from src.reporting.tables import console_summary
 
     study = write_runs(tmp_path / "study", APART)
     retry = study / "9_full_s0_retry"
@@ -188,7 +191,8 @@ def _study(tmp_path: Path) -> Path:
 
 def test_a_figure_that_fails_leaves_the_page_with_a_note(tmp_path, monkeypatch):
     from src.reporting import plots
-    from src.reporting.page import publish, write_report
+    from src.reporting.page import write_report
+    from src.reporting.publish import publish
 
     def broken(*_a, **_k):
         raise RuntimeError("cannot draw this\nsecond line")
@@ -227,7 +231,7 @@ def test_a_multirun_whose_report_failed_says_so_in_one_line(tmp_path, capsys):
 
 
 def test_report_out_refuses_a_file_a_folder_with_files_and_an_unwritable_place(tmp_path, capsys):
-    from src.reporting.page import main
+    from src.reporting.cli import main
 
     study = _study(tmp_path)
     a_file = tmp_path / "notes.txt"
@@ -250,7 +254,7 @@ def test_report_out_refuses_a_file_a_folder_with_files_and_an_unwritable_place(t
 
 
 def test_a_second_report_goes_into_a_new_folder_and_names_runs_by_their_study(tmp_path, capsys):
-    from src.reporting.page import main
+    from src.reporting.cli import main
 
     a = write_runs(tmp_path / "A", APART)
     b = write_runs(tmp_path / "B", {"full": {3: (0.99, 0.99)}})
@@ -271,13 +275,13 @@ def test_a_second_report_goes_into_a_new_folder_and_names_runs_by_their_study(tm
 def test_a_report_that_cannot_be_written_whole_is_one_line(tmp_path, capsys, monkeypatch):
     import errno
 
-    from src.reporting import page
+    from src.reporting import cli, page
 
     def full_disk(path, _data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(page, "write_json", full_disk)
     study = _study(tmp_path)
-    assert page.main([str(study), "--out", str(tmp_path / "report")]) == 1
+    assert cli.main([str(study), "--out", str(tmp_path / "report")]) == 1
     assert capsys.readouterr().err.strip() == f"error: report not written in {tmp_path / 'report'} (No space left on device)"
     assert not (tmp_path / "report" / "index.html").exists()

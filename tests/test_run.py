@@ -120,6 +120,9 @@ def test_wandb_offline_logs_metrics_that_read_back(tiny_config, tmp_path, monkey
     result = run(cfg, tmp_path)
     files = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1
+    # run() has finished its W&B run, but in this process wandb-core may not have written the file
+    # yet: read it once its exit record, the last one, is there
+    wandb_files.closed(files[0])
     history = wandb_files.history(files[0])
     local = read_jsonl(tmp_path / "metrics.jsonl")
     assert [h["val_acc"] for h in history] == pytest.approx([m["val_acc"] for m in local])

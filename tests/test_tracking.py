@@ -15,7 +15,7 @@ import pytest
 from src.config import LoggerConfig
 from src.record.schema import EpochRecord
 from src.reporting.tracking import (
-    SYNC_COMMAND, BEST_IS_MAX, EPOCH_METRICS, NullTracker, make_tracker, run_summary, run_tags, sync_command,
+    SYNC_COMMAND, BEST_IS_MAX, EPOCH_METRICS, make_tracker, run_summary, run_tags, sync_command, untracked,
 )
 from tests import wandb_files
 from tests.cli import env
@@ -111,6 +111,54 @@ def test_one_command_syncs_every_offline_run_of_a_sweep_reruns_included(training
         assert str(tmp_path / "study" / sub / "wandb" / run_folder.name) in listed, sub
 
 
-def test_tracking_off_is_a_null_tracker(tmp_path):
-    assert isinstance(make_tracker(LoggerConfig(kind="none"), tmp_path, "x", {}, "t", per_epoch=True), NullTracker)
-    assert list(tmp_path.iterdir()) == []
+def _every_call(tracker) -> None:
+    rows = [{"config": "full", "strategy": "full", "seeds": 1, "test_acc": 0.9, "train_flops": 1e9}]
+    tracker.log({"val_acc": 0.5}, step=0)
+    tracker.table("runs", rows)
+    tracker.scatter("s", rows, "train_flops", "test_acc", "t", log_x=True)
+    tracker.lines("l", [[1, 2]], [[0.5, 0.6]], ["full"], "t")
+    tracker.pareto("p", rows, "test_acc", "train_flops", "t")
+    tracker.summary({"test_acc": 0.9})
+    tracker.finish()
+
+
+@pytest.mark.parametrize("logger", [LoggerConfig(kind="none"), LoggerConfig(kind="wandb", mode="disabled")])
+def test_tracking_off_is_wandbs_disabled_run_and_writes_nothing(tmp_path, monkeypatch, caplog, logger):
+    monkeypatch.chdir(tmp_path)  # W&B's default folder is the working directory: nothing may land there either
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with caplog.at_level("WARNING"):
+        tracker = make_tracker(logger, run_dir, "x", {"seed": 0}, "t", per_epoch=True)
+        assert tracker.run is not None and tracker.run.disabled
+        _every_call(tracker)
+    assert caplog.records == []  # every call was taken, none failed over to "tracking disabled"
+    assert list(tmp_path.rglob("*")) == [run_dir]
+
+
+def test_wandb_that_cannot_start_leaves_the_run_untracked_not_failed(tmp_path, monkeypatch, caplog):
+    import wandb
+
+    real_init = wandb.init
+
+    def refused(*args, mode=None, **kwargs):
+        if mode != "disabled":
+            raise wandb.errors.CommError("401: invalid API key")
+        return real_init(*args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(wandb, "init", refused)
+    with caplog.at_level("WARNING"):
+        tracker = make_tracker(LoggerConfig(kind="wandb", mode="online"), tmp_path, "x", {}, "t")
+    assert tracker.run.disabled and "W&B unavailable; this run is not tracked" in caplog.text
+    _every_call(tracker)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("W&B is broken")
+
+    monkeypatch.setattr(wandb, "init", broken)  # not even the disabled run starts: still no exception
+    with caplog.at_level("WARNING"):
+        tracker = untracked()
+    assert tracker.run is None and "disabled run failed to start (RuntimeError: W&B is broken)" in caplog.text
+    _every_call(tracker)
+    assert not (tmp_path / "wandb").exists()
+
+

@@ -19,7 +19,8 @@ from scipy import stats as sps
 
 from src.record.io import write_json
 from src.record.schema import RunRecord
-from src.reporting.analysis import group_configs, load_runs
+from src.reporting.configs import group_configs
+from src.reporting.runs import load_runs
 from src.reporting.verdict import answer, as_json, verdicts
 from tests.cli import REPO, env
 
@@ -248,7 +249,7 @@ def test_the_page_shows_the_verdict_and_every_run_with_its_seed_and_folder(tied_
 def test_the_wandb_summary_holds_the_verdict(tied_study, tmp_path):
     pytest.importorskip("wandb")
     from src.config import LoggerConfig
-    from src.reporting.page import publish
+    from src.reporting.publish import publish
     from tests import wandb_files
 
     [text] = answer(group_configs(load_runs([tied_study])))
@@ -270,7 +271,6 @@ def test_the_notebook_prints_the_verdict(tied_study, monkeypatch):
     [text] = answer(group_configs(load_runs([tied_study])))
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     monkeypatch.setenv("RESULTS_DIRS", str(tied_study))
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
     nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert text + "\n" in printed

@@ -1,5 +1,5 @@
 """Pareto dominance of (accuracy, cost) points, accuracy up and cost down: the one definition behind
-the report's front (`src.reporting.analysis`) and the sweep's pruners (`src.search.pruning`).
+the report's front (`src.reporting.comparisons`) and the sweep's pruners (`src.search.pruning`).
 
 A point with a NaN in it is never on a front and dominates nothing (every comparison with NaN is
 false). Equal points do not dominate each other: both stay on the front, with the same rank.

@@ -1,6 +1,6 @@
 """The report's figures, drawn with matplotlib (PNG export needs no browser, unlike plotly's).
 
-Each function takes analysed runs (`src.reporting.analysis`) and returns a Figure; the caller saves it.
+Each function takes configurations (`src.reporting.configs`) and returns a Figure; the caller saves it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from src.reporting.analysis import COSTS, METRIC_LABEL, Config, Run, lr_grid, mean_curve  # noqa: E402
+from src.reporting.comparisons import COSTS, METRIC_LABEL  # noqa: E402
+from src.reporting.configs import Config  # noqa: E402
 from src.reporting import robustness  # noqa: E402
 from src.reporting.pareto import pareto_front  # noqa: E402
+from src.reporting.runs import Run, lr_grid, mean_curve  # noqa: E402
 from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
@@ -204,7 +206,7 @@ def _group_mean(runs: Sequence[Run], key: str, group: str) -> float:
 
 
 def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
-    """The "which strategy wins" map from `analysis.win_map`: one panel per dataset, strategies as
+    """The "which strategy wins" map from `comparisons.win_map`: one panel per dataset, strategies as
     rows, training images per class as columns. Colour is how far a strategy is behind the cell's
     winner (in accuracy points, capped); the number is its mean accuracy. ★ marks the winner and
     ≈ the strategies whose paired difference to it is not significant over the seeds."""

@@ -10,30 +10,37 @@ from scipy import stats
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """(mean, half-width of the `level` CI of the mean); the half-width is NaN with one value."""
+    """(mean, half-width of the `level` Student-t CI of the mean: scipy's `t.interval`); the
+    half-width is NaN with one value and 0 with no spread."""
     n = len(values)
     if n == 0:
         raise ValueError("mean_ci of no values")
+    # exactly rounded, so the same seeds' values give the same mean in any order (ties stay ties)
     mean = math.fsum(values) / n
     if n == 1:
         return mean, float("nan")
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    return mean, float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    sem = float(stats.sem(values))
+    if sem == 0.0:  # scipy's interval of a zero-scale t is NaN; the CI of identical values is the point
+        return mean, 0.0
+    # centred on 0, the interval's upper end is the half-width itself (no cancellation against the mean)
+    return mean, float(stats.t.interval(level, n - 1, scale=sem)[1])
 
 
 def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[str, float]:
     """A − B over pairs (the same seed in both): mean difference, its `level` CI half-width and the
-    two-sided p-value of the paired t-test. Pairing removes what the seed does to both (data order,
-    head init), so it sees differences that two separate CIs hide."""
+    two-sided p-value of the paired t-test (scipy's `ttest_rel` and its `confidence_interval`).
+    Pairing removes what the seed does to both (data order, head init), so it sees differences that
+    two separate CIs hide. With no spread in the differences the t statistic is undefined: the
+    half-width is 0 and p is 1 for no difference, 0 for any other."""
     if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"paired needs two equal-length samples of >= 2 values, not {len(a)} and {len(b)}")
     diffs = [x - y for x, y in zip(a, b)]
-    mean, half = mean_ci(diffs, level)
-    if all(d == diffs[0] for d in diffs):  # no spread: the t statistic is undefined
-        p = 1.0 if diffs[0] == 0 else 0.0
-    else:
-        p = float(stats.ttest_rel(a, b).pvalue)
-    return {"n": len(diffs), "diff": mean, "ci95": half, "p": p}
+    diff = math.fsum(diffs) / len(diffs)  # exactly rounded, as mean_ci's
+    if all(d == diffs[0] for d in diffs):
+        return {"n": len(diffs), "diff": diff, "ci95": 0.0, "p": 1.0 if diffs[0] == 0 else 0.0}
+    test = stats.ttest_rel(a, b)
+    ci = test.confidence_interval(confidence_level=level)
+    return {"n": len(diffs), "diff": diff, "ci95": float(ci.high - ci.low) / 2, "p": float(test.pvalue)}
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Experiment tracking: Weights & Biases, or nothing. Tracking never fails a run.
+"""Experiment tracking: Weights & Biases, or its disabled run where nothing is tracked. Tracking never
+fails a run.
 
 Mode "auto" runs W&B online only when credentials are configured (WANDB_API_KEY or a netrc entry
 from `wandb login`), otherwise offline into each run's own folder (`<run>/wandb/offline-run-*`).
@@ -10,7 +11,7 @@ Those folders sit at different depths: a multirun's jobs, its report's summary r
 
 (`SYNC_COMMAND`; add `--dry-run` after `wandb sync` to list what it would upload.) Any W&B error
 (unreachable server, bad entity, a failing call mid-run) is logged as a warning, after which the
-run goes on offline or untracked.
+run goes on offline or untracked (`logger=none` is untracked too: W&B's `mode="disabled"` run).
 
 Conventions a W&B user expects: every run is tagged with its strategy, dataset and model
 (`run_tags`); a training run's per-epoch metrics are plotted against `epoch` (`define_metric`),
@@ -92,32 +93,6 @@ class Tracker(Protocol):
     def finish(self, exit_code: int = 0) -> None: ...
 
 
-class NullTracker:
-    def log(self, metrics: dict[str, Any], step: int) -> None:
-        pass
-
-    def table(self, key: str, rows: list[dict[str, Any]]) -> None:
-        pass
-
-    def images(self, paths: dict[str, Path]) -> None:
-        pass
-
-    def scatter(self, key: str, rows: list[dict[str, Any]], x: str, y: str, title: str) -> None:
-        pass
-
-    def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None:
-        pass
-
-    def pareto(self, key: str, rows: list[dict[str, Any]], metric: str, cost: str, title: str) -> None:
-        pass
-
-    def summary(self, values: dict[str, Any]) -> None:
-        pass
-
-    def finish(self, exit_code: int = 0) -> None:
-        pass
-
-
 def wandb_credentials_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -137,7 +112,8 @@ def resolve_mode(cfg: LoggerConfig) -> str:
 
 
 class WandbTracker:
-    """A W&B run that degrades to a warning instead of an exception."""
+    """A W&B run that degrades to a warning instead of an exception; with no run (never started, or
+    finished after a failure), every call is skipped."""
 
     def __init__(self, run: Any) -> None:
         self.run = run
@@ -245,16 +221,17 @@ class WandbTracker:
 def make_tracker(
     cfg: LoggerConfig, run_dir: Path, name: str, config: dict[str, Any], job_type: str,
     tags: Sequence[str] = (), per_epoch: bool = False,
-) -> Tracker:
-    """A tracker for one run (NullTracker when logging is off or W&B cannot start). `tags` join
-    logger.tags (see `run_tags`); `per_epoch` declares the per-epoch metrics of a training run."""
+) -> WandbTracker:
+    """A tracker for one run: a W&B run, or W&B's own disabled run (`untracked`) when logging is off
+    or W&B cannot start. `tags` join logger.tags (see `run_tags`); `per_epoch` declares the
+    per-epoch metrics of a training run."""
     if cfg.kind == "none" or cfg.mode == "disabled":
-        return NullTracker()
+        return untracked()
     try:
         import wandb
     except ImportError:
         log.warning("logger.kind=wandb but wandb is not installed; not tracking")
-        return NullTracker()
+        return WandbTracker(None)
     mode = resolve_mode(cfg)
     kwargs = dict(
         project=cfg.project,
@@ -280,4 +257,17 @@ def make_tracker(
         except Exception as err:
             log.warning("W&B init (%s) failed: %s: %s", attempt, type(err).__name__, err)
     log.warning("W&B unavailable; this run is not tracked (local files are complete)")
-    return NullTracker()
+    return untracked()
+
+
+def untracked() -> WandbTracker:
+    """W&B's disabled run (`wandb.init(mode="disabled")`): the calls a tracked run gets, each doing
+    nothing, no file written and no service started. Should even that fail, a tracker with no run,
+    which skips every call: not tracking never fails a run."""
+    try:
+        import wandb
+
+        return WandbTracker(wandb.init(mode="disabled", settings=wandb.Settings(console="off", silent=True)))
+    except Exception as err:
+        log.warning("W&B's disabled run failed to start (%s: %s); not tracking", type(err).__name__, err)
+        return WandbTracker(None)

@@ -3,7 +3,7 @@ which ones the runs cannot tell from it, and what the cheapest configuration on 
 gives up against the front's most accurate one.
 
 `verdicts` builds a `Verdict` per task (dataset and training set) from pooled configurations
-(`src.reporting.analysis.group_configs`); `sentences` renders one. Every place that states the answer
+(`src.reporting.configs.group_configs`); `sentences` renders one. Every place that states the answer
 (the console table and `--markdown`, the end of a multirun, the HTML page, the W&B summary, the
 notebook) prints `answer()`, and the page and W&B also keep `as_json()` of the same verdicts, so no
 two of them can disagree.
@@ -28,9 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from src.reporting.analysis import (
-    COST_WORDS, METRIC_LABEL, Config, _labels, _untasked, cost_ratio, paired_on_common_seeds, per_class_label, task_key,
+from src.reporting.comparisons import (
+    COST_WORDS, METRIC_LABEL, cost_ratio, paired_on_common_seeds, per_class_label, task_key, untasked,
 )
+from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, wilson
 
@@ -136,8 +137,8 @@ def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "t
     for c in configs:
         tasks.setdefault(task_key(c), []).append(c)
     # inside a task, the dataset and training-set size that the labels might carry go without saying
-    labels = _labels([_untasked(c.key) for c in configs]) if len(tasks) > 1 else {}
-    names = {id(c): c.named(labels.get(_untasked(c.key), c.label)) for c in configs}
+    labels = config_labels([untasked(c.key) for c in configs]) if len(tasks) > 1 else {}
+    names = {id(c): c.named(labels.get(untasked(c.key), c.label)) for c in configs}
     out = []
     for members in tasks.values():
         where = f"{members[0].dataset} ({per_class_label(members[0])} per class)" if len(tasks) > 1 else None

@@ -1,0 +1,142 @@
+"""Configurations compared: one summary row each (with Pareto membership), paired differences on
+common seeds, and which strategy wins per dataset and training-set size (the win map).
+
+Only configurations on the same task (`task_key`) are compared head to head. Every difference is
+paired by seed (`src.reporting.stats.paired`): the seed moves both runs alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from src.record.io import as_number
+from src.reporting.configs import Config, config_labels
+from src.reporting.pareto import pareto_front
+from src.reporting.runs import ConfigKey
+from src.reporting.stats import paired
+
+__all__ = ["COSTS", "COST_WORDS", "METRIC_LABEL", "cost_ratio", "paired_on_common_seeds", "paired_rows",
+           "per_class_label", "summary_rows", "task_key", "untasked", "win_map"]
+
+# Costs on offer for the x axis of accuracy-vs-cost plots.
+COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}
+# The same costs in a sentence ("at 1/18 of its training FLOPs").
+COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", "trainable_params": "trainable parameters"}
+# The accuracies a report can put against cost, in words.
+METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
+
+
+def task_key(config: Config) -> tuple:
+    """What a configuration is evaluated on: the dataset (by identity, `dataset_token`) and the
+    training set drawn from it. Only configurations on the same task are compared head to head."""
+    key = dict(config.key)
+    return key["dataset"], key["train_samples"]
+
+
+def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] | None:
+    """`stats.paired` of metric(A) − metric(B) on the seeds both have a value for (listed as
+    "seeds"); None with fewer than two."""
+    va = {r.result.seed: as_number(r.measure(metric)) for r in a.runs}
+    vb = {r.result.seed: as_number(r.measure(metric)) for r in b.runs}
+    seeds = sorted((s for s in va.keys() & vb.keys() if va[s] is not None and vb[s] is not None))
+    if len(seeds) < 2:
+        return None
+    return {"seeds": seeds} | paired([va[s] for s in seeds], [vb[s] for s in seeds])
+
+
+def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dict[str, Any]]:
+    """Every pair of configurations on the same task (`task_key`) that share at least two seeds:
+    metric(A) − metric(B) on the common seeds, with its 95% CI and the paired t-test's p-value."""
+    rows = []
+    for i, a in enumerate(configs):
+        for b in configs[i + 1:]:
+            if task_key(a) != task_key(b):
+                continue
+            test = paired_on_common_seeds(a, b, metric)
+            if test is not None:
+                rows.append({"a": a.label, "b": b.label, "metric": metric} | test)
+    return rows
+
+
+def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[dict[str, Any]]:
+    """One row per configuration: seeds, mean and 95% CI of each measure, and Pareto membership
+    (on `metric` against `cost`)."""
+    pts = [(c.stats.get(metric, (math.nan,))[0], c.stats.get(cost, (math.nan,))[0]) for c in configs]
+    front = set(pareto_front(pts))
+    rows = []
+    for i, c in enumerate(configs):
+        row: dict[str, Any] = {"config": c.label, "strategy": c.strategy, "seeds": len(c.runs)}
+        for m, (mean, half) in c.stats.items():
+            row[m] = mean
+            row[f"{m}_ci95"] = None if math.isnan(half) else half
+        row["pareto"] = i in front
+        row["run_dirs"] = [str(r.dir) for r in c.runs]
+        row["duplicates"] = [{"run": str(d.run.dir), "of": str(d.kept.dir)} for d in c.duplicates]
+        rows.append(row)
+    return rows
+
+
+def per_class_label(config: Config) -> str:
+    n = config.runs[0].result.train_per_class
+    return "all" if n is None else str(n)
+
+
+def untasked(key: ConfigKey) -> ConfigKey:
+    return tuple((k, None if k in ("dataset", "train_samples") else v) for k, v in key)
+
+
+def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 0.05) -> list[dict[str, Any]]:
+    """Which strategy wins, per dataset and training-set size (a cell of `experiment=data_size_grid`).
+
+    In each cell: every configuration's mean ± 95% CI of `metric`, the winner (highest mean), and
+    for each other configuration the paired difference to the winner on their common seeds. A
+    configuration whose paired test does not separate it from the winner (p ≥ `level`, or fewer
+    than two common seeds) is `tied` with it: the seeds cannot say that the winner is better."""
+    # The strategy's name, plus the settings that tell its configurations apart across the map; the
+    # dataset and training-set size are the cell's own, so a row keeps one name in every cell.
+    labels = config_labels([untasked(c.key) for c in configs])
+    cells: dict[tuple, list[Config]] = {}
+    for c in configs:
+        if metric in c.stats:
+            cells.setdefault(task_key(c), []).append(c)
+    rows = []
+    for members in cells.values():
+        dataset = members[0].dataset
+        members = sorted(members, key=lambda c: -c.stats[metric][0])
+        best = members[0]
+        label = {id(c): labels[untasked(c.key)] for c in members}
+        entries = []
+        for c in members:
+            mean, half = c.stats[metric]
+            entry: dict[str, Any] = {"config": label[id(c)], "strategy": c.strategy, "seeds": len(c.runs),
+                                     "mean": mean, "ci95": None if math.isnan(half) else half}
+            if c is not best:
+                test = paired_on_common_seeds(best, c, metric)
+                if test is not None:
+                    entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
+                              "tied": test["p"] >= level}
+                else:
+                    entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "tied": True}
+            entries.append(entry)
+        rows.append({
+            "dataset": dataset, "train_per_class": per_class_label(best),
+            "train_samples": best.runs[0].result.train_samples, "metric": metric,
+            "winner": label[id(best)], "tied_with_winner": [e["config"] for e in entries[1:] if e["tied"]],
+            "entries": entries,
+        })
+    rows.sort(key=lambda r: (str(r["dataset"]), math.inf if r["train_per_class"] == "all" else float(r["train_per_class"])))
+    return rows
+
+
+def cost_ratio(cheap: float, dear: float) -> str:
+    """`cheap` as a share of `dear`, the way a reader says it: 1/18, 1/2.5, 73%."""
+    if dear <= 0 or cheap <= 0:
+        return f"{cheap:.3g} against {dear:.3g}"
+    times = dear / cheap
+    if times >= 10:
+        return f"1/{times:.0f}"
+    if times >= 2:
+        return f"1/{times:.2g}"
+    return f"{cheap / dear:.0%}"

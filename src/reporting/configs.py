@@ -1,0 +1,164 @@
+"""Seeds pooled into configurations: which runs are the same configuration, their mean ± 95% CI
+per measure, duplicates kept apart, and the labels that tell configurations apart.
+
+What the report, the W&B summary and the notebook show is computed here once, so all three show the
+same numbers; how configurations compare is `src.reporting.comparisons`, what the report concludes
+from it `src.reporting.verdict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from src.record.io import as_number
+from src.reporting.robustness import EFF_ROB, OOD_ACC, add_effective_robustness, ood_measures, ood_sets
+from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, trial_number
+from src.reporting.stats import mean_ci
+
+__all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "ood_metrics"]
+
+# The measures pooled over seeds (OOD sets' measures are added per set found).
+MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb",
+            "imagenet_agreement", "cka_features")
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A completed run left out of its configuration because another run of it has the same seed
+    (a retried job, a copied folder, a configuration listed twice): `run` is a duplicate of `kept`."""
+
+    run: Run
+    kept: Run
+
+
+@dataclass
+class Config:
+    """The runs of one configuration (one per seed) and their mean ± 95% CI per measure."""
+
+    key: ConfigKey
+    label: str
+    runs: list[Run]
+    stats: dict[str, tuple[float, float]]  # measure -> (mean, CI half-width; NaN with one seed)
+    dataset: str = ""  # the dataset's name, with a short identity where two datasets share a name
+    duplicates: list[Duplicate] = field(default_factory=list)  # same seed again: listed, never pooled
+
+    def __post_init__(self) -> None:
+        self.dataset = self.dataset or str(self.runs[0].result.dataset)
+
+    @property
+    def strategy(self) -> str:
+        return str(self.runs[0].result.strategy)
+
+    @property
+    def seeds(self) -> list[int]:
+        return [r.result.seed for r in self.runs]  # type: ignore[misc]  # load_runs keeps integer seeds only
+
+    @property
+    def trials(self) -> list[int]:
+        """The sweep trial numbers of its runs (empty outside a sweep): a configuration re-run on
+        other seeds keeps its trial's number."""
+        return sorted({n for r in self.runs if (n := trial_number(r.dir)) is not None})
+
+    @property
+    def name(self) -> str:
+        """The label, with the sweep trial it came from when there is one."""
+        return self.named(self.label)
+
+    def named(self, label: str) -> str:
+        trials = self.trials
+        return f"{label}, trial {', '.join(map(str, trials))}" if trials else label
+
+
+
+def group_configs(runs: Sequence[Run]) -> list[Config]:
+    """Completed runs pooled by configuration, in order of first appearance, one run per seed: a
+    second completed run of a configuration on a seed it has (a retried job, a copied folder) is a
+    `Duplicate` of the first in folder order, listed and never averaged in.
+
+    Runs are the same configuration only on the same data: a dataset is known by its `dataset_id`
+    (`dataset_token`), so two folders that share a name are two datasets. A record written before
+    runs recorded an identity has only its name; it joins the runs that have one when exactly one
+    identity goes by that name among these runs, and otherwise stays apart."""
+    done = [r for r in runs if r.completed]
+    tokens = _resolved_tokens(done)
+    pooled: dict[ConfigKey, list[Run]] = {}
+    duplicates: dict[ConfigKey, list[Duplicate]] = {}
+    for run in done:
+        key = run.config_key(tokens[id(run)])
+        members = pooled.setdefault(key, [])
+        same_seed = next((m for m in members if m.result.seed == run.result.seed), None)
+        if same_seed is None:
+            members.append(run)
+        else:
+            duplicates.setdefault(key, []).append(Duplicate(run, same_seed))
+    names = dataset_names(done, tokens)
+    labels = config_labels(list(pooled), names)
+    measures = MEASURES + tuple(ood_measures(ood_sets([r.result for m in pooled.values() for r in m])))
+    configs = []
+    for key, members in pooled.items():
+        stats = {}
+        for m in measures:
+            # a null (a NaN when written) in any seed leaves the measure out: no mean over fewer seeds
+            values = [v for r in members if (v := as_number(r.measure(m))) is not None]
+            if len(values) == len(members):
+                stats[m] = mean_ci(values)
+        configs.append(Config(key, labels[key], members, stats, names[dict(key)["dataset"]], duplicates.get(key, [])))
+    add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
+    return configs
+
+
+def _resolved_tokens(runs: Sequence[Run]) -> dict[int, DatasetToken]:
+    """Each run's dataset token (by `id(run)`), a name-only one replaced by the identity that name
+    has when it has exactly one among `runs`."""
+    ids_of: dict[str, set[str]] = {}
+    for r in runs:
+        kind, value = dataset_token(r.result)
+        if kind == "id":
+            ids_of.setdefault(str(r.result.dataset), set()).add(value)
+    out = {}
+    for r in runs:
+        token = dataset_token(r.result)
+        known = ids_of.get(str(r.result.dataset), set())
+        out[id(r)] = ("id", next(iter(known))) if token[0] == "name" and len(known) == 1 else token
+    return out
+
+
+def dataset_names(runs: Sequence[Run], tokens: dict[int, DatasetToken]) -> dict[DatasetToken, str]:
+    """Each dataset's name for tables and sentences: its recorded name, with the start of its
+    identity in brackets where another dataset among these runs has the same name ("photos
+    [3fa2c1]"; "[no id]" for records without one)."""
+    first: dict[DatasetToken, str] = {}
+    for r in runs:
+        first.setdefault(tokens[id(r)], str(r.result.dataset))
+    shared = {n for n in first.values() if sum(v == n for v in first.values()) > 1}
+    return {t: f"{n} [{t[1][:6] if t[0] == 'id' else 'no id'}]" if n in shared else n for t, n in first.items()}
+
+
+def ood_metrics(configs: Sequence[Config]) -> list[str]:
+    """The OOD accuracy and effective-robustness measures these configurations have, per OOD set."""
+    names = ood_sets([r.result for c in configs for r in c.runs])
+    return [m for n in names for m in (OOD_ACC + n, EFF_ROB + n) if any(m in c.stats for c in configs)]
+
+
+def config_labels(keys: list[ConfigKey], datasets: dict[DatasetToken, str] | None = None) -> dict[ConfigKey, str]:
+    """The strategy name, plus whichever settings tell configurations of that strategy apart (a
+    dataset by its name, `dataset_names`)."""
+    out = {}
+    for key in keys:
+        strategy = dict(key)["strategy"]
+        same = [dict(k) for k in keys if dict(k)["strategy"] == strategy]
+        names = list(dict.fromkeys(name for k in keys if dict(k)["strategy"] == strategy for name, _ in k))
+        differing = [n for n in names if n != "strategy" and len({k.get(n) for k in same}) > 1]
+        mine = dict(key)
+        shown = lambda n: (datasets or {}).get(mine[n], mine[n][1]) if n == "dataset" and isinstance(mine.get(n), tuple) \
+            else _short(mine.get(n))  # noqa: E731
+        extra = ", ".join(f"{n}={shown(n)}" for n in differing)
+        out[key] = f"{strategy} ({extra})" if extra else str(strategy)
+    return out
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+

@@ -1,0 +1,195 @@
+"""Run folders in: each run's record, curves and schedule, and what identifies its configuration.
+
+Reads only what a run writes (result.json, metrics.jsonl, param_groups.json, and config.yaml for
+settings older records lack); nothing is recomputed. `src.reporting.configs` pools these runs by
+configuration; the report, the W&B summary and the notebook all start here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.config import OUR_SWEEPER, augment_name
+from src.record.io import (
+    CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped,
+    read_json_object, read_jsonl,
+)
+from src.record.schema import EpochRecord, RunRecord
+from src.reporting.robustness import OOD_ACC, OOD_BALANCED, ood_value
+from src.reporting.stats import mean_ci
+
+__all__ = ["CONFIG_KEYS", "ConfigKey", "DatasetToken", "Run", "dataset_token", "load_runs", "lr_grid", "mean_curve",
+           "trial_number"]
+
+# What makes two runs the same configuration (everything in result.json that is set, not measured,
+# except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
+# has). Runs that differ only in seed are pooled into one row with a CI. `dataset` stands for what
+# the run measured: its `dataset_id` where result.json has one (`dataset_token`), not its name.
+CONFIG_KEYS = (
+    "strategy", "model", "dataset", "epochs", "image_size", "augment", "train_samples", "min_epoch_steps", "lr",
+    "frozen_bn", "optimizer", "join_warmup_epochs",
+)
+# What runs written before a setting existed did, for settings added later (`augment`: from the
+# run's config.yaml where it has one, see _with_augment).
+KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0, "augment": "none"}
+# A sweep trial's folder in its re-runs (`rerun/trial_NNNN/seed_S`; older sweeps: `trial_NNNN`).
+_TRIAL_DIR = re.compile(r"trial_(\d+)")
+
+
+# A configuration's identity: (setting, value) pairs, CONFIG_KEYS first, then the strategy's knobs
+# by name, so that strategies with different knobs need no common list of them.
+ConfigKey = tuple[tuple[str, Any], ...]
+
+
+@dataclass
+class Run:
+    dir: Path
+    result: RunRecord
+    metrics: list[EpochRecord] = field(default_factory=list)
+    groups: dict[str, Any] = field(default_factory=dict)
+    # measures derived across runs, not recorded by this one (effective robustness: src/reporting/robustness.py)
+    derived: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.result.completed
+
+    def measure(self, name: str) -> Any:
+        """A measure by name: a result.json field, an OOD set's `ood_acc/<set>`, or a derived one."""
+        if name in self.derived:
+            return self.derived[name]
+        if name.startswith((OOD_ACC, OOD_BALANCED)):
+            return ood_value(self.result, name)
+        return self.result.get(name)
+
+    def config_key(self, dataset: DatasetToken | None = None) -> ConfigKey:
+        """The run's configuration; `dataset` (default: its own `dataset_token`) stands in for the
+        dataset, so that a record without an identity can take the one its name has elsewhere."""
+        r = self.result
+        fixed = tuple((k, dataset or dataset_token(r)) if k == "dataset" else (k, _hashable(r.get(k, KEY_DEFAULTS.get(k))))
+                      for k in CONFIG_KEYS)
+        params = r.strategy_params if isinstance(r.strategy_params, dict) else {"strategy_params": r.strategy_params}
+        return fixed + tuple((f"{k}", _hashable(v)) for k, v in sorted(params.items()))
+
+
+# What a run measured: ("id", result.json's `dataset_id`), or ("name", its dataset name) for a record
+# written before runs recorded an identity.
+DatasetToken = tuple[str, str]
+
+
+def dataset_token(result: RunRecord) -> DatasetToken:
+    ident = result.get("dataset_id")
+    return ("id", ident) if isinstance(ident, str) and ident else ("name", str(result.dataset))
+
+def trial_number(run_dir: Path) -> int | None:
+    """The sweep trial a run folder belongs to, or None: the innermost `trial_NNNN` in its path
+    (a re-run of the Pareto set: `rerun/trial_NNNN/seed_S`), or the Hydra job number of a job that
+    `hydra/sweeper=optuna` launched (its `.hydra/hydra.yaml` names our sweeper; the job number is the
+    trial number)."""
+    for part in reversed(Path(run_dir).parts):
+        if m := _TRIAL_DIR.fullmatch(part):
+            return int(m.group(1))
+    hydra_file = Path(run_dir) / ".hydra" / "hydra.yaml"
+    try:
+        text = hydra_file.read_text() if hydra_file.is_file() else ""
+        if OUR_SWEEPER not in text:
+            return None
+        hydra = (yaml.safe_load(text) or {}).get("hydra", {})
+        num = hydra.get("job", {}).get("num")
+        return num if isinstance(num, int) and OUR_SWEEPER in str(hydra.get("sweeper", {}).get("_target_", "")) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a label, not worth failing a report for
+        return None
+
+
+def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[Run]:
+    """Every run under the folders (multirun, sweep, or several), with its curves and schedule.
+
+    Files that cannot be read (a truncated result.json, a half-written metrics line, a completed
+    result without the strategy or seed the pooling needs) are left out and added to `skipped`,
+    or logged as warnings without it (`src.record.io.find_results`); the other runs are all there."""
+    runs = []
+    for run_dir, result in find_results(roots, skipped):
+        if result.completed and (bad := _unpoolable(result)):
+            note_skipped(SkippedFile(run_dir / RESULT_FILE, f"a completed run with {bad}"), skipped)
+            continue
+        metrics_path, groups_path = run_dir / METRICS_FILE, run_dir / GROUPS_FILE
+        metrics: list[EpochRecord] = []
+        groups: dict[str, Any] = {}
+        try:
+            lines = read_jsonl(metrics_path, skipped) if metrics_path.is_file() else []
+            metrics = [EpochRecord.from_json(line) for line in lines]
+        except OSError as err:  # the run is still reported; only its curve is missing
+            note_skipped(SkippedFile(metrics_path, f"unreadable ({err.strerror or type(err).__name__})"), skipped)
+        except ValueError as err:  # a line with no version number
+            note_skipped(SkippedFile(metrics_path, str(err)), skipped)
+        try:
+            groups = read_json_object(groups_path) if groups_path.is_file() else {}
+        except ValueError as err:
+            note_skipped(SkippedFile(groups_path, str(err)), skipped)
+        runs.append(Run(run_dir, _with_augment(run_dir, result), metrics, groups))
+    return runs
+
+
+def _with_augment(run_dir: Path, result: RunRecord) -> RunRecord:
+    """The record with its augmentation preset: result.json written before presets existed has none,
+    but the run's config.yaml has `dataset.augment` (true/false then), so that an augmented old run
+    is not pooled with unaugmented ones."""
+    if result.augment is not None:
+        return result
+    try:
+        value = (yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}).get("dataset", {}).get("augment")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # then the default, as for settings added later
+        return result
+    return result.replace(augment=augment_name(value)) if isinstance(value, (bool, str)) else result
+
+
+def _hashable(value: Any) -> Any:
+    """A setting as a dict key: a list or mapping where a scalar was expected (a hand-edited or
+    foreign result.json) becomes its JSON text instead of failing the pooling of every run."""
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
+
+
+def _unpoolable(result: RunRecord) -> str | None:
+    """Why a completed run cannot be pooled by seed (None if it can): no strategy name or no integer seed."""
+    if not isinstance(result.strategy, str):
+        return f"no strategy name (strategy: {json.dumps(result.strategy)})"
+    seed = result.seed
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        return f"no integer seed (seed: {json.dumps(seed)})"
+    return None
+
+def mean_curve(runs: Sequence[Run], key: str = "val_acc") -> tuple[list[int], list[float], list[float]]:
+    """Per epoch that every run recorded: mean and 95% CI half-width of `key` over the runs that
+    have a number for it there (NaN where none has: a gap in the line, not a crash). Epochs are
+    matched by the records' own `epoch`, so a line skipped as unreadable does not shift the rest."""
+    by_epoch = [{rec.get("epoch", i): rec.get(key) for i, rec in enumerate(r.metrics)} for r in runs]
+    common = set.intersection(*(set(d) for d in by_epoch)) if by_epoch else set()
+    epochs, means, halves = [], [], []
+    for e in sorted(x for x in common if isinstance(x, int)):
+        values = [v for d in by_epoch if (v := as_number(d[e])) is not None]
+        m, h = mean_ci(values) if values else (math.nan, math.nan)
+        epochs.append(e + 1)
+        means.append(m)
+        halves.append(0.0 if math.isnan(h) else h)
+    return epochs, means, halves
+
+
+def lr_grid(run: Run) -> tuple[list[str], list[list[float]]]:
+    """Group names (input side first) and, per group and epoch, its peak LR where it trains, else 0.
+
+    From param_groups.json, the schedule the run wrote before training (the LR each group was
+    built with; warmup and cosine scale all groups alike). The tests check that the optimizer
+    followed it."""
+    groups = run.groups.get("groups", [])
+    epochs = int(run.groups.get("epochs", len(run.metrics)))
+    names = [g["name"] for g in groups]
+    return names, [[(as_number(g["lr"]) or 0.0) if e in g["epochs"] else 0.0 for e in range(epochs)] for g in groups]
+

@@ -1,0 +1,121 @@
+"""The report's tables as text: cells for the page's template, the console summary that opens with the
+answer, duplicate runs noted, and the win map as Markdown. Numbers as mean ± 95% CI over seeds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from src.record.io import format_table, run_names, si
+from src.record.schema import RunRecord
+from src.reporting.comparisons import METRIC_LABEL
+from src.reporting.configs import Config, group_configs
+from src.reporting.runs import Run
+from src.reporting.verdict import answer
+
+SUMMARY_HEAD = ("configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
+                "trainable", "peak MB", "ImageNet agree", "Pareto")
+
+
+def ci_text(row: dict[str, Any], key: str, fmt: str) -> str:
+    """`row[key]` as "mean ± half-width" (`row[key_ci95]`, left out when None) in `fmt` ("si": with
+    an SI prefix); "-" when the row has no value."""
+    if row.get(key) is None:
+        return "-"
+    mean = row[key]
+    half = row.get(f"{key}_ci95")
+    text = si(mean) if fmt == "si" else f"{mean:{fmt}}"
+    if half is not None:
+        text += " ± " + (si(half) if fmt == "si" else f"{half:{fmt}}")
+    return text
+
+
+def wins_worth_showing(cells: Sequence[dict[str, Any]]) -> bool:
+    """The which-strategy-wins map needs several tasks (datasets or training-set sizes) and a choice in them."""
+    return len(cells) > 1 and any(len(c["entries"]) > 1 for c in cells)
+
+
+def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
+    """The which-strategy-wins map as Markdown tables, one per dataset: mean ± 95% CI over seeds,
+    ★ the winner, ≈ tied with it (paired test, p ≥ 0.05)."""
+    out = []
+    for dataset in dict.fromkeys(c["dataset"] for c in cells):
+        mine = [c for c in cells if c["dataset"] == dataset]
+        names = sorted({e["config"] for c in mine for e in c["entries"]})  # variants of a strategy side by side
+        metric = METRIC_LABEL.get(mine[0]["metric"], mine[0]["metric"])
+        out.append(f"{dataset}, {metric} (mean ± 95% CI over seeds; ★ winner, ≈ tied with it):\n")
+        out.append("| strategy | " + " | ".join("all" if c["train_per_class"] == "all" else f"{c['train_per_class']} / class" for c in mine) + " |")
+        out.append("|---" * (len(mine) + 1) + "|")
+        for name in names:
+            cols = []
+            for c in mine:
+                e = next((e for e in c["entries"] if e["config"] == name), None)
+                if e is None:
+                    cols.append("")
+                    continue
+                mark = " ★" if e is c["entries"][0] else (" ≈" if e.get("tied") else "")
+                ci = "" if e["ci95"] is None else f" ± {e['ci95']:.3f}"
+                cols.append(f"{e['mean']:.3f}{ci}{mark}")
+            out.append(f"| {name} | " + " | ".join(cols) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def summary_cells(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(
+        r["config"], str(r["seeds"]), ci_text(r, "val_acc", ".4f"), ci_text(r, "test_acc", ".4f"),
+        ci_text(r, "test_balanced_acc", ".4f"), ci_text(r, "train_flops", "si"), ci_text(r, "train_time_s", ".1f"),
+        si(r.get("trainable_params")), ci_text(r, "peak_mem_mb", ".0f"),
+        ci_text(r, "imagenet_agreement", ".3f"), "✓" if r["pareto"] else "",
+    ) for r in rows]
+
+
+def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [(
+        p["a"], p["b"], ", ".join(map(str, p["seeds"])),
+        f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"), f"{p['p']:.3g}",
+    ) for p in pairs]
+
+
+def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    def behind(e: dict[str, Any]) -> str:
+        if e.get("behind_ci95") is None:
+            return f"{e['config']} −{100 * e['behind']:.1f}"
+        return f"{e['config']} −{100 * e['behind']:.1f} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+
+    return [tuple(str(x) for x in (
+        c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
+        ci_text({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f"),
+        ", ".join(c["tied_with_winner"]) or "none",
+        "; ".join(behind(e) for e in c["entries"][1:]),
+    )) for c in cells]
+
+
+def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], metric: str = "test_acc",
+                    markdown: bool = False) -> str:
+    """The answer (`verdict.answer`) over the table of runs, and the duplicates left out of it: what
+    `python -m src.report` and a multirun's end print. `rows` as `find_results` gives them (a dict
+    for a folder with no record)."""
+    runs = [Run(d, r) for d, r in rows if isinstance(r, RunRecord) and isinstance(r.strategy, str)
+            and isinstance(r.seed, int) and not isinstance(r.seed, bool)]
+    configs = group_configs(runs)
+    names = run_names([d for d, _ in rows])
+    notes = duplicate_notes(configs, names)
+    table = format_table(rows, markdown=markdown, notes=notes)
+    lines = answer(configs, metric)
+    out = "\n".join(lines) + "\n\n" + table if lines else table
+    return out + ("\n\n" + duplicates_line(notes, names) if notes else "")
+
+
+def duplicate_notes(configs: Sequence[Config], names: dict[Path, str]) -> dict[Path, str]:
+    """Run folder -> "duplicate of <folder>", for every completed run that repeats a configuration and
+    seed another run already has (`configs.Duplicate`)."""
+    return {d.run.dir: f"duplicate of {names.get(d.kept.dir, d.kept.dir.name)}" for c in configs for d in c.duplicates}
+
+
+def duplicates_line(notes: dict[Path, str], names: dict[Path, str]) -> str:
+    return (f"{len(notes)} duplicate run(s) not counted (same configuration and seed as a run already counted; the "
+            f"first in folder order is kept): " + "; ".join(f"{names.get(d, d.name)} is a {n}" for d, n in notes.items()))
+

@@ -1,0 +1,81 @@
+"""The statistics behind every ± and p in the report, now scipy's (`t.interval`, `ttest_rel` with its
+`confidence_interval`), pinned to what the hand-written versions gave before on fixed inputs: the
+same numbers to float rounding, and the same special cases (one value, no spread)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from src.reporting.stats import mean_ci, paired
+
+# (values, level) -> (mean, half-width), as the hand-written mean_ci gave them at 3395c26: fsum
+# mean, sample sd, t.ppf(0.5 + level / 2, n - 1) * sd / sqrt(n).
+MEAN_CI_BEFORE = [
+    ([0.9, 0.92, 0.94], 0.95, 0.9199999999999999, 0.04968275423500651),
+    ([0.9, 0.92, 0.94], 0.9, 0.9199999999999999, 0.03371708921694091),
+    ([0.8125, 0.84375, 0.796875, 0.859375, 0.828125], 0.95, 0.828125, 0.03067567439808683),
+    ([0.8125, 0.84375, 0.796875, 0.859375, 0.828125], 0.9, 0.828125, 0.02355380186034879),
+    ([0.1, 0.1, 0.1], 0.95, 0.10000000000000002, 4.222226627071743e-17),  # float noise, not spread
+    ([0.5, 0.5], 0.95, 0.5, 0.0),
+    ([1e12, 3e12], 0.95, 2e12, 12706204736174.691),
+    ([1e12, 3e12], 0.9, 2e12, 6313751514675.035),
+    ([0.953, 0.961], 0.95, 0.957, 0.05082481894469882),
+]
+
+# (a, b, level) -> paired(a, b, level) as the hand-written version gave it (half-width from mean_ci
+# of the differences, p from ttest_rel).
+PAIRED_BEFORE = [
+    ([11.0, 12.0, 13.0], [10.0, 10.0, 10.0], 0.95, {"n": 3, "diff": 2.0, "ci95": 2.4841377117503303, "p": 0.07417990022744854}),
+    ([11.0, 12.0, 13.0], [10.0, 10.0, 10.0], 0.9, {"n": 3, "diff": 2.0, "ci95": 1.6858544608470485, "p": 0.07417990022744854}),
+    ([0.91, 0.93, 0.90, 0.94], [0.89, 0.92, 0.91, 0.90], 0.95,
+     {"n": 4, "diff": 0.014999999999999986, "ci95": 0.03312395134417852, "p": 0.24519388179494764}),
+    ([0.8, 0.85], [0.75, 0.85], 0.95, {"n": 2, "diff": 0.025000000000000022, "ci95": 0.31765511840436766, "p": 0.5000000000000001}),
+    ([0.8, 0.85], [0.75, 0.85], 0.9, {"n": 2, "diff": 0.025000000000000022, "ci95": 0.15784378786687606, "p": 0.5000000000000001}),
+    # differences equal but for float noise: a t-test still runs, on a spread of 1e-17
+    ([0.3, 0.4, 0.5], [0.2, 0.3, 0.4], 0.95, {"n": 3, "diff": 0.09999999999999999, "ci95": 8.084948455698196e-17, "p": 3.530871564709932e-32}),
+    # no spread at all: no difference is p = 1, any other p = 0, half-width 0
+    ([1.0, 2.0], [1.0, 2.0], 0.95, {"n": 2, "diff": 0.0, "ci95": 0.0, "p": 1.0}),
+    ([0.96875, 0.9375, 0.953125], [0.9375, 0.90625, 0.921875], 0.95, {"n": 3, "diff": 0.03125, "ci95": 0.0, "p": 0.0}),
+]
+
+# What "to float rounding" means here: a few ulps of the value, or of a half-width of about 1e-16
+# where the spread itself is float noise (scipy takes the half-width as (high - low) / 2).
+CLOSE = {"rel": 1e-13, "abs": 1e-17}
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+@pytest.mark.parametrize("values, level, mean, half", MEAN_CI_BEFORE)
+def test_mean_ci_gives_the_numbers_it_gave_before(values, level, mean, half):
+    got = mean_ci(values, level)
+    assert got[0] == mean  # the mean is still the exactly rounded one: bit for bit
+    assert got[1] == pytest.approx(half, **CLOSE)
+
+
+def test_mean_ci_of_one_value_has_no_interval_and_of_none_is_an_error():
+    mean, half = mean_ci([0.7])
+    assert mean == 0.7 and math.isnan(half)
+    with pytest.raises(ValueError, match="no values"):
+        mean_ci([])
+
+
+def test_mean_ci_does_not_depend_on_the_order_of_the_seeds():
+    values = [0.1, 0.2, 0.3, 0.7, 0.9, 1e-9]
+    assert {mean_ci(values[i:] + values[:i])[0] for i in range(len(values))} == {mean_ci(values)[0]}
+
+
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")
+@pytest.mark.parametrize("a, b, level, before", PAIRED_BEFORE)
+def test_paired_gives_the_numbers_it_gave_before(a, b, level, before):
+    got = paired(a, b, level)
+    assert set(got) == set(before)
+    assert (got["n"], got["diff"]) == (before["n"], before["diff"])
+    assert got["ci95"] == pytest.approx(before["ci95"], **CLOSE)
+    assert got["p"] == pytest.approx(before["p"], rel=1e-13)
+
+
+def test_paired_needs_two_pairs_of_equal_length():
+    for a, b in (([1.0], [2.0]), ([1.0, 2.0], [1.0, 2.0, 3.0])):
+        with pytest.raises(ValueError, match="equal-length samples of >= 2 values"):
+            paired(a, b)
