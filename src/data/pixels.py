@@ -21,10 +21,10 @@ def resize_uint8(images: torch.Tensor | MappedImages, size: int, chunk: int = 51
     Images of the right size are returned as they are (mapped ones stay mapped, unread).
 
     torchvision's resize on float pixels (the same `interpolate` call: bilinear, antialiased, corners
-    not aligned), then rounded and clamped here. Not torchvision's uint8 input: on a CPU with AVX2 it
-    takes a native uint8 kernel that rounds differently (about 10% of pixels off by one on the
-    digits' 8 -> 96 px, measured), and the default study's numbers must stay bit-identical
-    (tests/test_data_readers.py compares the two paths on each source)."""
+    not aligned), then rounded and clamped here. Not torchvision's uint8 input: on a CPU with AVX2 or
+    AVX-512 it takes a native uint8 kernel that rounds differently (about 10% of pixels off by one on
+    the digits' 8 -> 96 px, measured: docs/data.md), and the default study's numbers must stay
+    bit-identical (tests/test_data_readers.py compares the two paths on each source)."""
     if images.shape[-2:] == (size, size):
         return images.contiguous()
     if isinstance(images, MappedImages):  # not made by any reader today: read them whole, as a tensor
