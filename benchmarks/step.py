@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from src.training import engine
 from src.config import RunConfig
-from src.data.load import Batches, load_dataset
+from src.data.batches import Batches
+from src.data.load import load_dataset
 from src.measurement.flops import analytic_step_flops, counted_step_flops
 from src.models import build_model, normalization
 from src.training.optim import build_optimizer, build_scheduler, param_groups

@@ -54,7 +54,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: Literal["digits", "imagefolder", "medmnist", "torchvision"] = "digits"
+    # A data reader's name (src/data/readers/: digits | imagefolder | medmnist | torchvision, or one of
+    # your own), checked against the readers' registry by validate().
+    kind: str = "digits"
     # Display name recorded in results (defaults to the kind or the file/folder stem).
     name: str | None = None
     root: str | None = None
@@ -420,10 +422,19 @@ def _positive(key: str, value: float | int | None, allow_none: bool = False) -> 
         raise ConfigError(f"{key}={value!r} must be > 0")
 
 
+def _check_dataset_kind(kind: str) -> None:
+    # Imported here, not at the top: config.py is the bottom layer, and the registry lists the reader
+    # modules without importing them (no torch at config time; tests/test_layout.py allows this one).
+    from src.data.registry import check_kind
+
+    check_kind(kind)
+
+
 def validate(cfg: RunConfig) -> None:
     """The one place for value and cross-field checks that need no model or data, for both entrypoints
     (and for a RunConfig built in code). Model-dependent checks are preflight's (src/training/run.py)."""
     _check_beyond_schema(cfg)
+    _check_dataset_kind(cfg.dataset.kind)
     _positive("optim.lr", cfg.optim.lr)
     cfg.strategy.check()
     _positive("trainer.epochs", cfg.trainer.epochs)

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 import src.strategies  # noqa: F401  (registers the strategies RunConfig.from_dict needs)
 from src.config import ConfigError, DataConfig, RunConfig
 from src.data.augment import PRESETS, augment_params, crop_boxes, preset
-from src.data.load import Batches, Split
+from src.data.batches import Batches
+from src.data.splits import Split
 from src.models import Normalization
 from src.record.schema import RunRecord
 from src.reporting.configs import group_configs
@@ -94,7 +95,7 @@ def test_shift_is_the_old_augment_true_draw_for_draw(hflip):
 
 
 def _old_order(n: int, batch: int, generator: torch.Generator, hflip: bool, x: torch.Tensor):
-    from src.data.load import batch_indices
+    from src.data.batches import batch_indices
 
     for idx in batch_indices(n, batch, True, generator, 2, torch.device("cpu")):
         yield _old_shift(x[idx], generator, hflip), idx

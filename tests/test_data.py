@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from src.config import ConfigError, DataConfig
-from src.data.load import Batches, load_dataset
+from src.data.batches import Batches
+from src.data.load import load_dataset
 from src.models import Normalization
 
 

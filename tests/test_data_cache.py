@@ -15,8 +15,9 @@ from PIL import Image
 
 import src.strategies  # noqa: F401  (registers the strategies RunConfig checks against)
 from src.config import ConfigError, DataConfig
-from src.data.cache import MappedImages
-from src.data.load import _decode, load_dataset
+from src.data.decode import decode
+from src.data.load import load_dataset
+from src.data.mapped import MappedImages
 
 SIZE = 16
 
@@ -129,9 +130,9 @@ def _writer(root: str, cache: str, barrier, results) -> None:
     their entry before either publishes it (the barrier, again), so both decode and race to rename."""
     import hashlib
 
-    from src.data import load
+    from src.data import load, parts
 
-    writer = load._cache_writer
+    writer = parts._cache_writer
 
     def writer_then_wait(*args):
         write = writer(*args)
@@ -143,7 +144,7 @@ def _writer(root: str, cache: str, barrier, results) -> None:
 
         return both_written
 
-    load._cache_writer = writer_then_wait
+    parts._cache_writer = writer_then_wait
     barrier.wait(timeout=60)
     d = load.load_dataset(DataConfig(kind="imagefolder", root=root, image_size=SIZE, cache_dir=cache, num_workers=0))
     digest = hashlib.sha256()
@@ -188,7 +189,7 @@ def test_jpeg_draft_decodes_shrunk_and_stays_close(tmp_path):
         (root / "train" / cls).mkdir(parents=True)
         for i in range(4):
             _photo_like(root / "train" / cls / f"{i}.jpg", (1600, 1200), seed=i)
-    img, _ = _decode(root / "train" / "a" / "0.jpg", 64)
+    img, _ = decode(root / "train" / "a" / "0.jpg", 64)
     assert img.size == (200, 150)  # 1/8, the largest DCT scaling: both sides stay >= 64
     kw = {"cache": "off", "image_size": 64, "val_fraction": 0.25, "test_fraction": 0.25}
     full = load_dataset(DataConfig(kind="imagefolder", root=str(root), jpeg_draft=False, **kw))
@@ -214,7 +215,9 @@ MEMORY_CHILD = """
 import json, sys
 import torch
 from src.config import DataConfig
-from src.data.load import Batches, Split, load_dataset
+from src.data.batches import Batches
+from src.data.load import load_dataset
+from src.data.splits import Split
 from src.models import Normalization
 
 
@@ -330,7 +333,7 @@ class _Warnings:
 
 
 def _read(root: Path, cache_dir: Path | None, **kw):
-    from src.data.load import read_parts
+    from src.data.parts import read_parts
 
     return read_parts(DataConfig(kind="imagefolder", root=str(root), image_size=SIZE, num_workers=0,
                                  cache_dir=str(cache_dir) if cache_dir else None, **kw), root, progress=False)
@@ -497,7 +500,7 @@ def test_an_entry_of_the_previous_format_is_replaced_without_a_warning(tmp_path,
 def test_a_label_error_names_the_cache_entry_it_was_read_from(tmp_path):
     """An entry whose labels are wrong but consistent with its checksums (rewritten whole): the
     label check's error says which entry the labels came from."""
-    from src.data.cache import labels_crc
+    from src.data.cache_write import labels_crc
 
     root, cache = _folder(tmp_path / "data"), tmp_path / "cache"
     _load(root, cache)

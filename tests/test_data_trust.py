@@ -570,9 +570,9 @@ def test_a_control_character_in_a_file_name_keeps_the_error_on_one_line(tmp_path
 
 
 def test_a_library_message_quoting_a_control_character_is_escaped():
-    from src.data.load import _one_line
+    from src.data.paths import one_line
 
-    assert _one_line(OSError("cannot open a\x1b[31m.png\nnow")) == "OSError: cannot open a\\x1b[31m.png now"
+    assert one_line(OSError("cannot open a\x1b[31m.png\nnow")) == "OSError: cannot open a\\x1b[31m.png now"
 
 
 def test_a_control_character_in_a_class_folder_keeps_the_error_on_one_line(tmp_path):

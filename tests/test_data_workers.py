@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from src.config import DataConfig
-from src.data import load
+from src.data import decode, load, parts, workers
 from src.training.run import interrupt_on_sigterm  # what `python -m src.train` installs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists() or "fork" not in
@@ -69,8 +69,8 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
 
     mode: "pdeathsig" | "poll" (how workers watch this process); "cli": with the SIGTERM handler
     `python -m src.train` installs; "error": this process fails once both workers are stuck."""
-    load.USE_PDEATHSIG = mode != "poll"
-    real_read = load._read_image
+    workers.USE_PDEATHSIG = mode != "poll"
+    real_read = decode.read_image
 
     def read(path, size, draft=False):
         if path.name.startswith("slow"):
@@ -79,11 +79,11 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
             threading.Event().wait()  # stuck until killed
         return real_read(path, size, draft)
 
-    load._read_image = read
+    decode.read_image = read
     if mode == "cli":
         interrupt_on_sigterm()
     if mode == "error":
-        real_take = load._take
+        real_take = parts._take
 
         def take(*args, **kw):
             # The run fails on its first decoded image, once both workers are stuck in theirs.
@@ -93,7 +93,7 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
             raise RuntimeError("the run failed while decoding")
             return real_take(*args, **kw)
 
-        load._take = take
+        parts._take = take
     try:
         load.load_dataset(DataConfig(kind="imagefolder", root=root, image_size=8, cache="off", num_workers=2))
         conn.send(("ok", ""))

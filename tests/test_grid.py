@@ -12,7 +12,8 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from src.data.load import Batches, Split, batches_per_pass, passes_for
+from src.data.batches import Batches, batches_per_pass, passes_for
+from src.data.splits import Split
 from src.models import Normalization
 from src.reporting.stats import mean_ci
 from tests.cli import REPO, TINY_OVERRIDES, env

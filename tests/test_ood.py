@@ -16,7 +16,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from src.config import ConfigError, DataConfig, RunConfig
-from src.data.load import Batches
+from src.data.batches import Batches
 from src.data.ood import check_ood, load_ood
 from src.measurement.feature_cache import PreLogits
 from src.models import build_model, normalization

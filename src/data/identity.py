@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 from src.config import DataConfig
+from src.data.registry import reader_for
 
 ID_LENGTH = 16  # hex digits: 64 bits, no collision in any study's handful of datasets
 VERSION = 1  # bump when what the hash covers changes: older ids then stop matching newer ones
@@ -31,23 +32,29 @@ _CHUNK = 1 << 20
 
 def dataset_identity(cfg: DataConfig) -> str:
     """The dataset's identity (`ID_LENGTH` hex digits), for data that `load_dataset(cfg)` has read
-    already: its files exist. OSError if one cannot be listed or read."""
+    already: its files exist. OSError if one cannot be listed or read. What is hashed is the reader's
+    to say (`Reader.identify`, src/data/registry.py): its source's name, or its files."""
     head = {"version": VERSION, "kind": cfg.kind, "val_fraction": cfg.val_fraction,
             "test_fraction": cfg.test_fraction, "split_seed": cfg.split_seed}
     digest = hashlib.sha256()
-    if cfg.kind == "imagefolder":
-        root = Path(cfg.root or "").resolve()
-        digest.update(json.dumps(head | {"root": str(root)}, sort_keys=True).encode())
-        for path, size in _files(root):
-            digest.update(f"{path}\0{size}\n".encode())
-    elif cfg.kind == "medmnist" and cfg.root and Path(cfg.root).is_file():
-        digest.update(json.dumps(head, sort_keys=True).encode())
-        with open(cfg.root, "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-    else:  # a fixed, named source: digits, a MedMNIST flag downloaded to its default place, torchvision
-        digest.update(json.dumps(head | {"source": cfg.flag or cfg.tv_name or cfg.kind}, sort_keys=True).encode())
+    reader_for(cfg.kind)(cfg).identify(digest, head)
     return digest.hexdigest()[:ID_LENGTH]
+
+
+def hash_folder(digest, head: dict, root: Path) -> None:
+    """A folder as a dataset: its resolved path, then every file under it (relative path and size)."""
+    root = root.resolve()
+    digest.update(json.dumps(head | {"root": str(root)}, sort_keys=True).encode())
+    for path, size in _files(root):
+        digest.update(f"{path}\0{size}\n".encode())
+
+
+def hash_file(digest, head: dict, path: Path) -> None:
+    """A file as a dataset, wherever it lies: its bytes."""
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
 
 
 def _files(root: Path) -> list[tuple[str, int]]:

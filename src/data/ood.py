@@ -1,7 +1,7 @@
 """Out-of-distribution test sets (`dataset.ood`): image folders or .npz files with the training classes.
 
-Each set is decoded like the training data (the same folder and .npz readers of `src.data.load`, at the
-run's image size) and its labels are mapped onto the training classes: by folder name for an image
+Each set is decoded like the training data (the same folder decoding, `src.data.parts`, and .npz
+reading, `src.data.npz`, at the run's image size) and its labels are mapped onto the training classes: by folder name for an image
 folder, so that a folder listing the classes in another order gets the same labels; by the optional
 `classes` array for a .npz. Names match exactly, case included, after Unicode NFC normalisation (a folder
 copied from macOS spells `é` as two code points). A set may hold a subset of the training classes
@@ -26,11 +26,14 @@ from pathlib import Path
 import torch
 
 from src.config import ConfigError, DataConfig
-from src.data.load import (
-    Split, _one_line, _read_npz, _to_labels, _to_nchw, class_folders, class_names, limit_per_class, part_dir,
-    read_parts, resize_uint8,
-)
-from src.data.paths import shown
+from src.data.folders import class_folders
+from src.data.labels import to_labels
+from src.data.npz import read_npz
+from src.data.parts import read_parts
+from src.data.paths import one_line, shown
+from src.data.pixels import resize_uint8, to_nchw
+from src.data.registry import reader_for
+from src.data.splits import Split, limit_per_class
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +61,10 @@ def ood_names(cfg: DataConfig) -> list[str]:
 
 
 def known_classes(cfg: DataConfig) -> list[str] | None:
-    """The training classes when they are known without loading the data (digits; an image folder's
-    train/ class folders, or its own when it has no train/), else None: the sets are then checked once
-    the data is loaded."""
-    if cfg.kind == "digits":
-        return [str(c) for c in range(10)]
-    if cfg.kind == "imagefolder" and cfg.root and Path(cfg.root).is_dir():
-        return class_names(part_dir(Path(cfg.root), "train"))  # none yet: the load says so
-    return None
+    """The training classes when they are known without loading the data (the reader's
+    `known_classes`: digits; an image folder's train/ class folders, or its own when it has no
+    train/), else None: the sets are then checked once the data is loaded."""
+    return reader_for(cfg.kind)(cfg).known_classes()
 
 
 def _nfc(name: str) -> str:
@@ -126,14 +125,14 @@ def _npz_set(path: Path, classes: list[str], where: str) -> Split:
         with zipfile.ZipFile(path) as archive:
             members = {n.removesuffix(".npy") for n in archive.namelist()}
     except (OSError, zipfile.BadZipFile) as err:
-        raise ConfigError(f"{where}: not a readable .npz archive ({_one_line(err)})") from None
+        raise ConfigError(f"{where}: not a readable .npz archive ({one_line(err)})") from None
     layout = next((pair for pair in NPZ_LAYOUTS if set(pair) <= members), None)
     if layout is None:
         raise ConfigError(f"{where}: expected arrays 'images' and 'labels' (or a MedMNIST file's "
                           f"'test_images' and 'test_labels'); it has {sorted(members)}")
-    arrays = _read_npz(path, [*layout, *(["classes"] if "classes" in members else [])], where)
-    images = _to_nchw(arrays[layout[0]], f"{where} array '{layout[0]}'")
-    labels = _to_labels(arrays[layout[1]], f"{where} array '{layout[1]}'")
+    arrays = read_npz(path, [*layout, *(["classes"] if "classes" in members else [])], where)
+    images = to_nchw(arrays[layout[0]], f"{where} array '{layout[0]}'")
+    labels = to_labels(arrays[layout[1]], f"{where} array '{layout[1]}'")
     if len(images) != len(labels) or not len(labels):
         raise ConfigError(f"{where}: {len(images)} images and {len(labels)} labels; expected as many, at least one")
     if "classes" in arrays:  # its own names for its labels: matched to training's by name

@@ -1,8 +1,8 @@
-"""File names as messages show them, and the names that image folders leave out.
+"""File names and library errors as messages show them, and the names that image folders leave out.
 
-Every loader message that names a file goes through `shown`, so that a file name holding a newline
-(legal on Linux) cannot split a one-line error or a log line in two, nor a terminal escape reach the
-screen. And one rule, `hidden`, says which entries of an image folder are not data: names starting
+Every loader message that names a file goes through `shown`, and every library error it quotes
+through `one_line`, so that a file name holding a newline (legal on Linux) or a library's multi-line
+message cannot split a one-line error or a log line in two, nor a terminal escape reach the screen. And one rule, `hidden`, says which entries of an image folder are not data: names starting
 with a dot (`.git`, `.ipynb_checkpoints`, macOS's `._photo.jpg` resource files), whether a class
 folder, a folder inside one, or a file.
 """
@@ -18,6 +18,16 @@ def shown(path: str | PurePath) -> str:
     be mistaken for a plain name because of its quotes."""
     text = str(path)
     return text if text.isprintable() else repr(text)
+
+
+def one_line(err: BaseException) -> str:
+    """`Type: message` on one line: library messages (torchvision's download errors, Pillow's)
+    can span several lines, and a user error is one line on stderr. Other control characters (a
+    file name's escape sequence quoted in the message) are escaped, as `shown` does."""
+    text = " ".join(str(err).split())
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def hidden(name: str) -> bool:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data.load import batch_indices, batches_per_pass
+from src.data.batches import batch_indices, batches_per_pass
 from src.models import head_param_names
 from src.strategies import LayerGroup, Schedule
 

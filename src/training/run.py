@@ -35,7 +35,8 @@ from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_b
 from src.config import ConfigError, DataConfig, RunConfig
 from src.data.augment import augment_params
 from src.data.identity import dataset_identity
-from src.data.load import Batches, load_dataset, passes_for
+from src.data.batches import Batches, passes_for
+from src.data.load import load_dataset
 from src.data.ood import OodSet, check_ood, load_ood
 from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.measurement.memory import PeakMemory

@@ -1,0 +1,58 @@
+"""Your own images: `dataset.root` = DIR with DIR/train/<class>/*, DIR/val/<class>/* and optionally
+DIR/test/<class>/*, or DIR/<class>/* alone; a missing val/ or test/ is split off train (stratified,
+`dataset.split_seed`). Decoded in parallel (`dataset.num_workers`, `dataset.jpeg_draft`) into the
+decoded-data cache (`dataset.cache`, `dataset.cache_dir`), which later runs memory-map: docs/data.md."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from src.config import ConfigError
+from src.data.folders import class_folders, class_names, part_dir
+from src.data.identity import hash_folder
+from src.data.labels import one_class
+from src.data.parts import read_parts
+from src.data.paths import shown
+from src.data.registry import Reader, register
+from src.data.splits import DataBundle, held_out
+
+log = logging.getLogger(__name__)
+
+
+@register
+class ImageFolder(Reader):
+    name = "imagefolder"
+    keys = ("root", "bad_images", "cache", "cache_dir", "num_workers", "jpeg_draft")
+
+    def read(self, progress: bool = False) -> DataBundle:
+        cfg = self.cfg
+        root = Path(cfg.root or "")
+        if not root.is_dir():
+            raise ConfigError(f"dataset.root={cfg.root!r}: no such folder (expected train/<class>/ images, "
+                              "or <class>/ images)")
+        name = cfg.name or root.name
+        found = class_folders(part_dir(root, "train"))
+        if len(found) == 1:  # before decoding anything; and the cache entry is not to blame (check_labels_from)
+            raise one_class(name, found, [0])
+        read = read_parts(cfg, root, progress)
+        where = {"dataset": name, "classes": read.classes}
+        train, val, val_note = held_out(read.splits["train"], "val", read.splits.get("val"), cfg, **where)
+        train, test, test_note = held_out(train, "test", read.splits.get("test"), cfg, **where)
+        notes = [n for n in (val_note, test_note) if n]
+        if read.skipped:
+            log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(read.skipped),
+                        shown(read.skipped[0]))
+        return DataBundle(name, read.classes, train, val, test, "; ".join(notes) or "folders train/val/test",
+                          read.skipped, cache=read.cache, cache_entry=str(read.entry) if read.entry else None)
+
+    def known_classes(self) -> list[str] | None:
+        """train/'s class folders (or root's own when it has no train/); None until root is a folder.
+        An empty list when it has none: the load says so."""
+        if self.cfg.root and Path(self.cfg.root).is_dir():
+            return class_names(part_dir(Path(self.cfg.root), "train"))
+        return None
+
+    def identify(self, digest, head: dict) -> None:
+        """The folder's resolved path and every file under it (relative path and size)."""
+        hash_folder(digest, head, Path(self.cfg.root or ""))
