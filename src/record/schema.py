@@ -6,6 +6,10 @@ knobs in `strategy_params`. Version 1 is every file written before that: no `sch
 the knobs of every strategy flat at the top level, null for other strategies' (`V1_STRATEGY_KNOBS`);
 `RunRecord.from_json` upgrades it, so old result folders load, pool and report as before.
 
+What a run measures arrives in typed sections (`Measured`, `FitMeasures`, `DriftMeasures`,
+`Environment`) merged by `RunRecord.replace`; the field lists that decide what a record writes
+derive from them, and every name is checked against RunRecord's fields when this module loads.
+
 Reading never loses anything: keys a record does not know (a newer version, a hand-edited file) are
 kept in `extra` and written back. Reading does not coerce either: a value of the wrong type (a
 string where a number belongs) is kept as it is, and readers that need a number ask
