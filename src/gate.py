@@ -28,8 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 import src.strategies  # noqa: F401  (registers every strategy's config class in STRATEGY_CONFIGS)
 from src.config import OUR_SWEEPER, STRATEGY_CONFIGS, ConfigError, EntryConfig, RunConfig, config_error, schema
-from src.record.io import RESULT_FILE
-from src.training.run import finished_status, preflight
+from src.record.io import RESULT_FILE, finished_status
+from src.training.preflight import preflight
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Sweep presets (`python -m src.train -m sweep=default`): the config group `sweep`, kept in the

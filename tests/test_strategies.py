@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-from src.config import ConfigError, OptimConfig, strategy_config_class
+from src.config import ConfigError, OptimConfig, StrategyConfig, strategy_config_class
 from src.training.optim import build_optimizer, build_scheduler, param_groups
-from src.strategies import STRATEGIES, apply_epoch, layer_groups, plan_schedule
+from src.strategies import STRATEGIES, ParamInfo, Plan, Strategy, apply_epoch, layer_groups, plan_schedule
 from src.strategies.l2sp import l2sp_penalty
 
 
 @pytest.fixture(scope="module", params=["test_efficientnet", "test_resnet", "test_vit"])
-def model(request):
+def architecture(request):
     torch.manual_seed(0)
     return timm.create_model(request.param, pretrained=False, num_classes=5)
+
+
+@pytest.fixture
+def model(architecture):
+    """A fresh copy for each test: tests freeze, move and backpropagate through it, and a model
+    shared across tests would carry one test's weights, grads and flags into the next."""
+    return copy.deepcopy(architecture)
 
 
 def _strategy(**kw):
@@ -65,7 +74,6 @@ def test_bitfit_trains_the_head_and_only_biases_and_norms_below_it(model):
     assert apply_epoch(model, groups, s, 0) == s.trainable_params
     assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
     assert any(p.ndim > 1 for n, p in model.named_parameters() if n in head)  # the head trains whole
-    apply_epoch(model, groups, _schedule(model, name="full")[1], 0)  # the module-scoped model, as found
 
 
 def test_l2sp_penalty_pulls_the_backbone_to_its_start_and_the_head_to_zero(model):
@@ -83,9 +91,14 @@ def test_l2sp_penalty_pulls_the_backbone_to_its_start_and_the_head_to_zero(model
     assert float(penalty().detach()) == pytest.approx(0.5 * 0.25 * head + moved, rel=1e-4)
     penalty().backward()  # differentiable in the live weights
     assert params[name].grad is not None and params[name].grad.abs().max() > 0
-    with torch.no_grad():
-        params[name].sub_(0.1)
-    model.zero_grad(set_to_none=True)
+
+
+def test_tests_do_not_share_a_mutated_model(architecture, model):
+    # the l2sp test above moves a weight and backpropagates: on its own copy, never on the architecture
+    assert model is not architecture
+    assert all(p.grad is None and p.requires_grad for p in architecture.parameters())
+    fresh = dict(architecture.named_parameters())
+    assert all(torch.equal(p, fresh[n]) for n, p in model.named_parameters())
 
 
 def test_lpft_probes_the_head_then_trains_everything(model):
@@ -268,3 +281,69 @@ def test_frozen_bn_all_keeps_every_batchnorm_on_its_pretrained_statistics(model)
     model(x).sum().backward()
     assert all(torch.equal(a, bn.running_mean) for a, bn in zip(before, bns()))
     assert all(bn.weight.grad is not None for bn in bns() if bn.weight is not None)  # scales and shifts still train
+
+
+# Each strategy's schedule on test_efficientnet (7 groups: stem, 5 stages, head), 4 epochs, head LR
+# 1e-3: the trainable parameters that apply_epoch thaws in each epoch and every group's LR, as they
+# were when BitFit's parameter rule moved from groups.py/schedule.py into its own module.
+PINNED = {
+    "frozen": ({}, [1285] * 4, [0.0] * 6 + [1e-3]),
+    "full": ({}, [100481] * 4, [1e-4] * 6 + [1e-3]),
+    "bitfit": ({}, [4153] * 4, [1e-3] * 7),
+    "l2sp": ({}, [100481] * 4, [1e-4] * 6 + [1e-3]),
+    "lpft": ({"probe_epochs": 2}, [1285, 1285, 100481, 100481], [1e-4] * 6 + [1e-3]),
+    "surgical": ({"surgical_group": 2}, [12213] * 4, [0.0, 0.0, 1e-4, 0.0, 0.0, 0.0, 1e-3]),
+    "layerwise": ({"unfreeze_depth": 2, "unfreeze_every": 1}, [1285, 47121, 61305, 61305],
+                  [0.0] * 4 + [1e-3 / 2.6**2, 1e-3 / 2.6, 1e-3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_each_strategy_thaws_the_pinned_params_per_epoch_at_the_pinned_lrs(name):
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=5)
+    knobs, counts, lrs = PINNED[name]
+    groups, s = _schedule(model, name=name, **knobs)
+    assert [apply_epoch(model, groups, s, epoch) for epoch in range(4)] == counts
+    assert [g.lr for g in s.groups] == pytest.approx(lrs, rel=1e-15, abs=0)
+    assert s.trainable_params == max(counts)
+
+
+@dataclass(frozen=True)
+class NormsConfig(StrategyConfig):
+    name: str = "toy_norms"
+
+
+class NormScalesOnly(Strategy):
+    """A strategy with its own parameter rule, defined here: below the head, only norm scales."""
+
+    name = "toy_norms"
+    Config = NormsConfig
+    params = "norm_scales"
+
+    def plan(self, num_groups: int, head_lr: float) -> Plan:
+        return [(head_lr, 0)] * num_groups
+
+    def trains_param(self, depth: int, param: ParamInfo) -> bool:
+        return depth == 0 or (param.ndim == 1 and param.name.endswith(".weight"))  # a 1-D weight: a norm scale
+
+
+def test_a_strategy_s_own_parameter_rule_is_counted_and_applied_without_touching_the_schedule(model):
+    groups = layer_groups(model)
+    s = plan_schedule(NormScalesOnly(NormsConfig()), groups, head_lr=1e-3, epochs=2)
+    head = set(groups[-1].param_names)
+    expected = head | {n for n, p in model.named_parameters() if p.ndim == 1 and n.endswith(".weight")}
+    assert len(expected) > len(head) and s.params == "norm_scales"
+    assert s.trainable_params == sum(p.numel() for n, p in model.named_parameters() if n in expected)
+    assert apply_epoch(model, groups, s, 0) == s.trainable_params
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == expected
+    assert [g.num_params for g in s.groups] == [sum(p.numel for p in g.params if p.name in expected) for g in groups]
+    assert "param_names" not in s.to_dict()["groups"][0]  # param_groups.json as before: counts, not names
+
+
+def test_a_rule_that_leaves_parameters_out_must_say_so(model):
+    class Unnamed(NormScalesOnly):
+        params = "all"
+
+    with pytest.raises(TypeError, match="Unnamed.trains_param leaves parameters out"):
+        plan_schedule(Unnamed(NormsConfig()), layer_groups(model), head_lr=1e-3, epochs=2)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.record.schema import DriftMeasures
 from src.strategies import LayerGroup
 
 
@@ -90,9 +91,10 @@ def _outputs(model: nn.Module, where: dict[str, str], images: torch.Tensor) -> t
 def drift(
     model: nn.Module, reference: nn.Module, groups: Sequence[LayerGroup], images: torch.Tensor,
     imagenet_head: bool,
-) -> dict[str, Any]:
+) -> DriftMeasures:
     """The three measures for `model` (fine-tuned) against `reference` (the pretrained model with
-    its original classifier, on the CPU). `images` is the normalised probe batch."""
+    its original classifier, on the CPU). `images` is the normalised probe batch. The caller times
+    it (`drift_s`)."""
     was_training = model.training
     model.eval()
     reference.eval()
@@ -101,17 +103,15 @@ def drift(
     tuned, tuned_pre = _outputs(model, where, images.to(device))
     start, start_pre = _outputs(reference, where, images.float().cpu().contiguous())
     model.train(was_training)
-    result: dict[str, Any] = {
-        "drift_probe_images": len(images),
-        "weight_change": relative_weight_change(model, reference, groups),
-        "cka": {g: linear_cka(start[g], tuned[g]) for g in where},
-        "cka_features": linear_cka(start_pre, tuned_pre),  # the pooled features the head sees
-    }
+    agreement = None
     if imagenet_head:
         with torch.inference_mode():
             head = reference.get_classifier()
-            agree = head(tuned_pre).argmax(1) == head(start_pre).argmax(1)
-        result["imagenet_agreement"] = float(agree.float().mean())
-    else:
-        result["imagenet_agreement"] = None
-    return result
+            agreement = float((head(tuned_pre).argmax(1) == head(start_pre).argmax(1)).float().mean())
+    return DriftMeasures(
+        drift_probe_images=len(images),
+        weight_change=relative_weight_change(model, reference, groups),
+        cka={g: linear_cka(start[g], tuned[g]) for g in where},
+        cka_features=linear_cka(start_pre, tuned_pre),  # the pooled features the head sees
+        imagenet_agreement=agreement,
+    )

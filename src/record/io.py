@@ -237,6 +237,16 @@ def read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
+def finished_status(result_file: Path) -> str | None:
+    """"completed" or "pruned" when `result_file` records a finished run (one never to overwrite);
+    None for a failed, interrupted or unreadable record."""
+    try:
+        status = read_json_object(result_file).get("status")
+    except ValueError:  # unreadable or not a record: nothing to keep
+        return None
+    return status if status in ("completed", "pruned") else None
+
+
 def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[tuple[Path, RunRecord]]:
     """Every run directory under `roots` that holds a readable result.json, in path order, with its
     record (a version 1 file upgraded: `RunRecord.from_json`).

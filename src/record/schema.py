@@ -6,6 +6,10 @@ knobs in `strategy_params`. Version 1 is every file written before that: no `sch
 the knobs of every strategy flat at the top level, null for other strategies' (`V1_STRATEGY_KNOBS`);
 `RunRecord.from_json` upgrades it, so old result folders load, pool and report as before.
 
+What a run measures arrives in typed sections (`Measured`, `FitMeasures`, `DriftMeasures`,
+`Environment`) merged by `RunRecord.replace`; the field lists that decide what a record writes
+derive from them, and every name is checked against RunRecord's fields when this module loads.
+
 Reading never loses anything: keys a record does not know (a newer version, a hand-edited file) are
 kept in `extra` and written back. Reading does not coerce either: a value of the wrong type (a
 string where a number belongs) is kept as it is, and readers that need a number ask
@@ -90,6 +94,79 @@ def _get(record: Any, key: str, default: Any) -> Any:
         return record.extra[key]
     value = getattr(record, key, None) if key in _names(type(record)) else None
     return default if value is None else value
+
+
+# The sections of a RunRecord that a run measures, typed: the training code fills these, never a
+# dict of key strings. Their field names are RunRecord's (checked when this module loads).
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a run measured up to its last finished epoch: a pruned run's result, and a failed or
+    interrupted one's `measured_before_stop`."""
+
+    epochs_trained: int
+    best_epoch: int
+    val_acc: float
+    train_flops: int | None  # None when FLOPs are not counted
+    train_time_s: float
+    max_trainable_params_per_epoch: int
+
+
+@dataclass(frozen=True)
+class FitMeasures:
+    """What a completed run measured: on the selected model (accuracies, losses), over the whole
+    training (cost), and about the model (sizes)."""
+
+    epochs_trained: int
+    best_epoch: int
+    val_acc: float
+    val_balanced_acc: float
+    test_acc: float
+    test_balanced_acc: float
+    test_loss: float
+    trainable_params: int
+    max_trainable_params_per_epoch: int
+    total_params: int
+    train_flops: int | None  # the four FLOP counts: None when FLOPs are not counted
+    train_flops_forward: int | None
+    train_flops_backward: int | None
+    inference_flops_per_image: int | None
+    train_time_s: float
+    images_per_s: float | None
+    peak_mem_mb: float | None
+    peak_mem_start_mb: float | None
+    peak_mem_method: str | None
+    feature_cache: bool
+    feature_cache_blocker: str | None
+    ood: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class DriftMeasures:
+    """How far training moved the model from its pretrained start (src/measurement/drift.py)."""
+
+    drift_probe_images: int
+    weight_change: dict[str, float | None]
+    cka: dict[str, float | None]
+    cka_features: float | None
+    imagenet_agreement: float | None
+    drift_s: float | None = None  # the time drift took, filled in by whoever timed it
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a run ran."""
+
+    torch_version: str
+    timm_version: str
+    python_version: str
+    cpu_threads: int
+    hostname: str
+    pid: int
+
+
+SECTIONS = (Measured, FitMeasures, DriftMeasures, Environment)
 
 
 @dataclass
@@ -195,23 +272,11 @@ class RunRecord:
         "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
         "num_classes", "num_groups", "device",
     )
-    FIT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "epochs_trained", "best_epoch", "val_acc", "val_balanced_acc", "test_acc", "test_balanced_acc", "test_loss",
-        "trainable_params", "max_trainable_params_per_epoch", "total_params", "train_flops", "train_flops_forward",
-        "train_flops_backward", "inference_flops_per_image", "train_time_s", "images_per_s", "peak_mem_mb",
-        "peak_mem_start_mb", "peak_mem_method", "feature_cache", "feature_cache_blocker",
-    )
-    # What a pruned run measured before it was stopped (also a failed run's `measured_before_stop`).
-    PRUNED_FIELDS: ClassVar[tuple[str, ...]] = (
-        "epochs_trained", "best_epoch", "val_acc", "train_flops", "train_time_s", "max_trainable_params_per_epoch",
-    )
-    DRIFT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "drift_probe_images", "weight_change", "cka", "cka_features", "imagenet_agreement", "drift_s",
-    )
+    FIT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(FitMeasures) if f.name != "ood")
+    PRUNED_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(Measured))
+    DRIFT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(DriftMeasures))
     OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("ood",)
-    ENVIRONMENT_FIELDS: ClassVar[tuple[str, ...]] = (
-        "torch_version", "timm_version", "python_version", "cpu_threads", "hostname", "pid",
-    )
+    ENVIRONMENT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(Environment))
 
     @property
     def completed(self) -> bool:
@@ -267,6 +332,25 @@ class RunRecord:
         missing or null: for readers that take the field's name as an argument."""
         return _get(self, key, default)
 
-    def replace(self, **changes: Any) -> RunRecord:
-        """A copy with `changes` (dataclasses.replace)."""
+    def replace(self, *sections: Any, **changes: Any) -> RunRecord:
+        """A copy with every field of each section (`SECTIONS`) and `changes` (dataclasses.replace:
+        an unknown name is a TypeError)."""
+        for section in sections:
+            changes = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)} | changes
         return dataclasses.replace(self, **changes)
+
+
+def _check_field_names() -> None:
+    """Every name a section or a field list uses is a RunRecord field: a misspelling fails when
+    this module loads, before any run starts, not when a run's record is written."""
+    known = set(_names(RunRecord))
+    lists = {cls.__name__: _names(cls) for cls in SECTIONS} | {
+        f"RunRecord.{name}": getattr(RunRecord, name) for name in (
+            "CONFIG_FIELDS", "DATA_FIELDS", "FIT_FIELDS", "PRUNED_FIELDS", "DRIFT_FIELDS", "OMITTED_WHEN_EMPTY",
+            "ENVIRONMENT_FIELDS")}
+    for where, names in lists.items():
+        if unknown := sorted(set(names) - known):
+            raise TypeError(f"{where} names fields that RunRecord does not have: {unknown}")
+
+
+_check_field_names()

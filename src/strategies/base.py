@@ -2,7 +2,9 @@
 
 A strategy is one class in one module of this package: its config (a `StrategyConfig` subclass with
 only its own knobs), its plan (which layer groups train, from which epoch, at what LR), its checks,
-and its optimizer hooks (weight decay, a penalty added to the loss). `@register` makes it known by
+which parameters of a training group train (`trains_param`), and its optimizer hooks (weight decay,
+a penalty added to the loss). torch is not imported here: the config gate registers strategies
+without loading it. `@register` makes it known by
 name to the config gate (`src.config.STRATEGY_CONFIGS`) and to training (`STRATEGIES`).
 """
 
@@ -10,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from src.config import STRATEGY_CONFIGS, StrategyConfig, strategy_config_class
-from src.strategies.groups import LayerGroup
+from src.strategies.groups import LayerGroup, ParamInfo
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 # What `plan` returns: one (lr, start_epoch) per layer group, bottom first; None = never trains.
 Plan = list[tuple[float, int | None]]
@@ -27,8 +30,8 @@ class Strategy:
 
     name: ClassVar[str]
     Config: ClassVar[type[StrategyConfig]] = StrategyConfig
-    # "all": a training group trains all its parameters; "bias_norm" (BitFit): below the head, only
-    # its biases and norm scales/shifts.
+    # The name of `trains_param`'s rule, as param_groups.json records it ("params"). "all" promises
+    # that a training group trains every parameter; plan_schedule holds a strategy to it.
     params: ClassVar[str] = "all"
 
     def __init__(self, cfg: StrategyConfig) -> None:
@@ -42,6 +45,12 @@ class Strategy:
     def plan(self, num_groups: int, head_lr: float) -> Plan:
         """Every group's (peak LR, first epoch it trains), bottom first; (0.0, None) = never trains."""
         raise NotImplementedError
+
+    def trains_param(self, depth: int, param: ParamInfo) -> bool:
+        """Whether `param` trains while its group does; `depth` is the group's distance from the top
+        (0 = the new head). Every parameter, unless a strategy trains only some (BitFit). The
+        schedule counts, and `apply_epoch` thaws, only what this lets through."""
+        return True
 
     def weight_decay(self, weight_decay: float) -> float:
         """The optimizer's weight decay for this strategy (optim.weight_decay unless it replaces it)."""

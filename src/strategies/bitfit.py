@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from src.config import StrategyConfig
 from src.strategies.base import Plan, Strategy, register
+from src.strategies.groups import ParamInfo, is_bias_or_norm
 
 
 @dataclass(frozen=True)
@@ -19,8 +20,10 @@ class BitFitConfig(StrategyConfig):
 class BitFit(Strategy):
     name = "bitfit"
     Config = BitFitConfig
-    # Below the head, only the 1-D tensors train (`apply_epoch`); the schedule counts just those.
     params = "bias_norm"
 
     def plan(self, num_groups: int, head_lr: float) -> Plan:
         return [(head_lr, 0)] * num_groups
+
+    def trains_param(self, depth: int, param: ParamInfo) -> bool:
+        return depth == 0 or is_bias_or_norm(param)  # the new head trains whole

@@ -1,35 +1,59 @@
 """Layer groups: a model's parameters cut into the units that strategies schedule.
 
 The groups come from the model itself through timm's `group_matcher`, bottom to top, with the new
-classifier head always last and on its own.
+classifier head always last and on its own. A group keeps each parameter's name and shape (not the
+tensor), so a schedule can be planned, and a strategy's parameter rule applied, without the weights:
+the config gate plans on a model built on the meta device. torch and timm are imported where a
+model is cut, so that the strategies' configs and plans load without them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-from timm.models import group_parameters
-from torch import nn
+from typing import TYPE_CHECKING
 
 from src.config import ConfigError
-from src.models import head_param_names
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    """One parameter of a layer group, as a strategy's rule sees it: its name and shape."""
+
+    name: str
+    shape: tuple[int, ...]
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
 
 
 @dataclass(frozen=True)
 class LayerGroup:
     name: str
-    param_names: tuple[str, ...]
-    num_params: int
-    # The group's biases and norm scales/shifts (its 1-D tensors): what BitFit trains.
-    bias_norm_names: tuple[str, ...] = ()
-    bias_norm_params: int = 0
+    params: tuple[ParamInfo, ...]
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel for p in self.params)
 
 
-def is_bias_or_norm(param: torch.Tensor) -> bool:
+def is_bias_or_norm(param: torch.Tensor | ParamInfo) -> bool:
     """Biases and norm scales/shifts are the 1-D tensors (conv and linear weights are not; neither
-    are a ViT's position embedding and class token)."""
+    are a ViT's position embedding and class token). Takes a tensor or a ParamInfo."""
     return param.ndim <= 1
 
 
@@ -57,24 +81,22 @@ def layer_groups(model: nn.Module, granularity: str = "coarse") -> list[LayerGro
     Groups come from the model's own `group_matcher` (coarse: stem, stages, head; fine: blocks),
     so any timm architecture works without name rules written for one family.
     """
+    from timm.models import group_parameters
+
+    from src.models import head_param_names
+
     if not hasattr(model, "group_matcher"):
         raise ConfigError(f"model {type(model).__name__} declares no group_matcher; layer groups are unknown")
     grouped = group_parameters(model, model.group_matcher(coarse=granularity == "coarse"))
-    sizes = {n: p.numel() for n, p in model.named_parameters()}
-    small = {n for n, p in model.named_parameters() if is_bias_or_norm(p)}
+    info = {n: ParamInfo(n, tuple(p.shape)) for n, p in model.named_parameters()}
     head = head_param_names(model)
-
-    def group(name: str, names: Sequence[str]) -> LayerGroup:
-        bn = tuple(n for n in names if n in small)
-        return LayerGroup(name, tuple(names), sum(sizes[n] for n in names), bn, sum(sizes[n] for n in bn))
-
     groups = []
     for names in grouped.values():
         body = [n for n in names if n not in head]
         if body:
-            groups.append(group(_group_name(body), body))
-    groups.append(group("head", [n for n in sizes if n in head]))
-    covered = sum(len(g.param_names) for g in groups)
-    if covered != len(sizes):  # every parameter in exactly one group, or the counts would lie
-        raise RuntimeError(f"layer groups cover {covered} of {len(sizes)} parameters")
+            groups.append(LayerGroup(_group_name(body), tuple(info[n] for n in body)))
+    groups.append(LayerGroup("head", tuple(info[n] for n in info if n in head)))
+    covered = sum(len(g.params) for g in groups)
+    if covered != len(info):  # every parameter in exactly one group, or the counts would lie
+        raise RuntimeError(f"layer groups cover {covered} of {len(info)} parameters")
     return groups

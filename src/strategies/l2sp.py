@@ -7,14 +7,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from src.config import ConfigError
 from src.strategies.base import register
 from src.strategies.full import Full, FullConfig
-from src.strategies.groups import LayerGroup
+from src.strategies.groups import LayerGroup, is_bias_or_norm
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ def l2sp_penalty(
     """The L2-SP term as a function of the live weights; the anchor is a copy of them now (call it
     before training, on the pretrained model). Norms and biases are left out, as weight decay skips them."""
     params = dict(model.named_parameters())
-    weights = [[n for n in g.param_names if n not in set(g.bias_norm_names)] for g in groups]
+    weights = [[p.name for p in g.params if not is_bias_or_norm(p)] for g in groups]
     body = [(params[n], params[n].detach().clone()) for names in weights[:-1] for n in names]
     head = [params[n] for n in weights[-1]]
 

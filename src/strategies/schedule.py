@@ -2,9 +2,10 @@
 which it trains.
 
 The schedule is plain data: computed before training from the strategy's `plan` (its module in
-this package maps the group count and the head LR to one (lr, start epoch) per group), printed,
-written to `param_groups.json`, and consulted by the training loop through `apply_epoch`. Nothing
-here trains anything.
+this package maps the group count and the head LR to one (lr, start epoch) per group) and its
+`trains_param` rule (which parameters of a training group train), printed, written to
+`param_groups.json`, and consulted by the training loop through `apply_epoch`. Nothing here trains
+anything, and nothing here imports torch until `apply_epoch` is called.
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-
-from torch import nn
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from src.config import ConfigError, StrategyConfig
 from src.strategies.base import Strategy, strategy_for
 from src.strategies.groups import LayerGroup
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class GroupPlan:
     lr: float  # peak learning rate while the group trains
     start_epoch: int | None  # first epoch it trains, None = never
     epochs: tuple[int, ...]  # every epoch in which it trains
+    # What trains while the group does (the strategy's trains_param); num_params counts these.
+    # Not written to param_groups.json, whose "params" names the rule.
+    param_names: tuple[str, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "index": self.index, "depth": self.depth, "num_params": self.num_params,
+                "lr": self.lr, "start_epoch": self.start_epoch, "epochs": list(self.epochs)}
 
 
 @dataclass(frozen=True)
@@ -38,8 +48,7 @@ class Schedule:
     epochs: int
     frozen_bn: str
     groups: tuple[GroupPlan, ...]
-    # "all": a training group trains all its parameters; "bias_norm" (BitFit): below the head, only
-    # its biases and norm scales/shifts. GroupPlan.num_params counts what trains.
+    # The strategy's parameter rule by name (Strategy.params): "all", or e.g. "bias_norm" (BitFit).
     params: str = "all"
 
     def trains(self, group: int, epoch: int) -> bool:
@@ -60,7 +69,7 @@ class Schedule:
             "epochs": self.epochs,
             "frozen_bn": self.frozen_bn,
             "params": self.params,
-            "groups": [asdict(g) | {"epochs": list(g.epochs)} for g in self.groups],
+            "groups": [g.to_dict() for g in self.groups],
         }
 
     def table(self) -> str:
@@ -93,7 +102,6 @@ def plan_schedule(strategy: Strategy | StrategyConfig, groups: Sequence[LayerGro
     except ArithmeticError as err:  # e.g. lr_decay ** depth overflowing
         raise ConfigError(f"strategy={cfg.name}: the LRs of its {len(groups)} groups cannot be computed from "
                           f"optim.lr={head_lr!r} and the strategy's settings ({type(err).__name__}: {err})") from None
-    params = strategy.params
     out = []
     for index, (group, (lr, start)) in enumerate(zip(groups, plan)):
         trained = tuple(range(start, epochs)) if start is not None else ()
@@ -104,10 +112,13 @@ def plan_schedule(strategy: Strategy | StrategyConfig, groups: Sequence[LayerGro
             raise ConfigError(f"strategy {cfg.name} gives group {group.name} an LR of {lr!r}, which cannot train it "
                               f"({_knobs_text(cfg)} over {len(groups) - 1 - index} groups, "
                               f"optim.lr={head_lr!r}); freeze it with strategy.unfreeze_depth instead")
-        head = index == len(groups) - 1
-        size = group.bias_norm_params if params == "bias_norm" and not head else group.num_params
-        out.append(GroupPlan(group.name, index, len(groups) - 1 - index, size, lr, start, trained))
-    return Schedule(cfg.name, epochs, cfg.frozen_bn, tuple(out), params)
+        depth = len(groups) - 1 - index
+        params = tuple(p for p in group.params if strategy.trains_param(depth, p))
+        if strategy.params == "all" and len(params) != len(group.params):
+            raise TypeError(f"{type(strategy).__name__}.trains_param leaves parameters out: name its rule in `params`")
+        out.append(GroupPlan(group.name, index, depth, sum(p.numel for p in params), lr, start, trained,
+                             tuple(p.name for p in params)))
+    return Schedule(cfg.name, epochs, cfg.frozen_bn, tuple(out), strategy.params)
 
 
 def _knobs_text(cfg: StrategyConfig) -> str:
@@ -117,24 +128,26 @@ def _knobs_text(cfg: StrategyConfig) -> str:
 def apply_epoch(model: nn.Module, groups: Sequence[LayerGroup], schedule: Schedule, epoch: int) -> int:
     """Put the model in the state the schedule asks for at `epoch`; returns the trainable param count.
 
-    Parameters of groups that are not training get `requires_grad=False`, so autograd stops at the
+    Parameters of groups that are not training, and those the strategy's rule leaves out (the
+    schedule's `GroupPlan.param_names`), get `requires_grad=False`, so autograd stops at the
     lowest trainable group and frozen layers cost no backward pass. With `frozen_bn="eval"`, their
     BatchNorm layers also keep their running statistics (eval mode), so a frozen group's state is
     bitwise unchanged by training; with "all", every BatchNorm layer does, training or not.
     """
+    from torch.nn.modules.batchnorm import _BatchNorm
+
     model.train()
     active = schedule.active(epoch)
     group_of = {name: i for i, g in enumerate(groups) for name in g.param_names}
-    # BitFit: below the head, only biases and norm scales/shifts ever train.
-    allowed = None if schedule.params == "all" else {n for g in groups[:-1] for n in g.bias_norm_names} | set(groups[-1].param_names)
+    thawed = {name for plan in schedule.groups if active[plan.index] for name in plan.param_names}
     trainable = 0
     for name, param in model.named_parameters():
-        on = active[group_of[name]] and (allowed is None or name in allowed)
+        on = name in thawed
         param.requires_grad_(on)
         trainable += param.numel() if on else 0
     if schedule.frozen_bn in ("eval", "all"):
         for module_name, module in model.named_modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            if isinstance(module, _BatchNorm):
                 own = [f"{module_name}.{n}" for n, _ in module.named_parameters(recurse=False)]
                 if schedule.frozen_bn == "all" or (own and not any(active[group_of[n]] for n in own)):
                     module.eval()

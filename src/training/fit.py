@@ -1,0 +1,164 @@
+"""The epoch glue between the wiring (`setup`) and the loops (`engine`): per epoch, apply the
+schedule, train, validate, log the epoch's row and select; after the last, test the selected model
+once (and its OOD sets), and measure drift. What it measures goes into `Meters`; the record is
+assembled from them in `src.training.record`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from src.config import ConfigError, RunConfig
+from src.data.batches import Batches
+from src.measurement.drift import drift
+from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
+from src.measurement.flops import counted_forward_flops
+from src.measurement.memory import PeakMemory
+from src.models import weights_source
+from src.record.io import write_with
+from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
+from src.reporting.tracking import Tracker
+from src.strategies import apply_epoch
+from src.training import engine, record
+from src.training.meters import FinalEval, Meters
+from src.training.setup import Setup
+
+log = logging.getLogger(__name__)
+
+# Called after each epoch's validation with that epoch's record. It returns a reason to stop the run
+# now (a sweep's pruner; the run is recorded as "pruned", an outcome and not a failure), or None.
+EpochCallback = Callable[[EpochRecord], "str | None"]
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class View:
+    """What the epochs train and evaluate: the whole model on images (compiled if asked; it shares
+    the parameters and modules, so schedules and state dicts still go through the model), or the head
+    on cached backbone features."""
+
+    net: torch.nn.Module
+    train: Any
+    val: Any
+    test: Any
+    step_shape: tuple[int, ...]
+    cache: Cache | None = None
+    blocker: str | None = "off"  # why the feature cache is not used (None: it is)
+
+
+def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
+    t, rt = cfg.trainer, s.runtime
+    blocker = cache_blocker(s.model, s.groups, s.schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
+    if t.feature_cache == "on" and blocker:
+        raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {blocker}")
+    if blocker is not None:
+        net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
+        return View(net, s.train, s.val, s.test, s.input_shape, None, blocker)
+    apply_epoch(s.model, s.groups, s.schedule, 0)
+    cache = build_cache(s.model, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size)
+    meters.clock.add(cache.train_extract_s)  # the one backbone pass is training cost
+    flops = meters.flops
+    flops.add_forward(counted_forward_flops(PreLogits(s.model), s.input_shape) * len(s.train.labels) if flops.enabled else 0)
+    log.info("feature cache: backbone run once over %d train images in %.1fs; epochs train the head only",
+             len(s.train.labels), cache.train_extract_s)
+    return View(cache.head, cache.train, cache.val, cache.test, (cache.feature_dim,), cache, None)
+
+
+def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meters,
+        on_epoch: EpochCallback | None) -> FitMeasures | None:
+    """The epoch loop: schedule, train, validate, select; then test once. Returns the completed
+    run's measures, or None when `on_epoch` stopped the run (`meters.progress` says where)."""
+    progress = meters.progress
+    with PeakMemory(s.runtime.device) as mem:
+        view = _view(cfg, s, meters)
+        for epoch in range(cfg.trainer.epochs):
+            progress.epoch = epoch
+            row = _epoch(cfg, s, view, epoch, meters)
+            record.log_epoch(row, run_dir, tracker)
+            meters.best.update(epoch, val_acc=row.val_acc, model=s.model)
+            progress.measured = record.measured(meters, epochs_trained=epoch + 1)
+            if on_epoch is not None and (reason := on_epoch(row)):
+                progress.stopped = reason
+                return None
+    final = _final(cfg, s, view, meters, run_dir)
+    return record.fit_measures(s, meters, final, mem, view.blocker)
+
+
+def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, meters: Meters) -> EpochRecord:
+    """Train and validate one epoch; returns its row (a metrics.jsonl line)."""
+    t, rt = cfg.trainer, s.runtime
+    trainable = apply_epoch(s.model, s.groups, s.schedule, epoch)
+    if view.cache is not None:
+        view.cache.head.train()  # (the uncached model's modes are apply_epoch's to set: frozen BN stays eval)
+    meters.max_trainable = max(meters.max_trainable, trainable)
+    phase = s.schedule.active(epoch)
+    meters.flops.count_phase(phase, view.cache.head if view.cache else s.model, view.step_shape)
+    # The LR each layer group starts the epoch at (its decay and no-decay param groups share it).
+    names = [g.name for g in s.groups]
+    lrs = {names[g["layer_group"]]: g["lr"] for g in s.optimizer.param_groups}
+    stats = engine.train_one_epoch(
+        view.net, view.train, s.optimizer, s.scheduler, rt.device, rt.amp_dtype,
+        progress=t.progress, desc=f"epoch {epoch + 1}/{t.epochs}", penalty=s.penalty,
+    )
+    if not np.isfinite(stats.loss):
+        raise DivergedError(f"training loss became {stats.loss} in epoch {epoch}")
+    meters.clock.add(stats.seconds, stats.samples)
+    meters.flops.add_epoch(phase, stats.samples)
+    val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
+    if not np.isfinite(val.loss):
+        # The weights or the inputs hold NaN/inf: an accuracy measured on them means nothing.
+        raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
+    log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs",
+             epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds)
+    return record.epoch_row(epoch, lrs, trainable, stats, val, meters)
+
+
+def _final(cfg: RunConfig, s: Setup, view: View, meters: Meters, run_dir: Path) -> FinalEval:
+    """Load the selected weights and evaluate them once: validation, test, the OOD sets."""
+    rt, best = s.runtime, meters.best
+    assert best.state is not None
+    s.model.load_state_dict(best.state)
+    if cfg.trainer.save_model:  # whole or not at all: a full disk keeps no half checkpoint
+        write_with(run_dir / "model.pt", lambda f: torch.save(best.state, f))
+    # Test is evaluated once, on the model that validation selected.
+    val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
+    test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)
+    if not np.isfinite(test.loss):
+        raise DivergedError(f"test loss is {test.loss} on the selected model (non-finite test inputs?)")
+    ood = _evaluate_ood(cfg, s, view)
+    return FinalEval(val, test, ood, meters.flops.inference_per_image(s.model, s.input_shape))
+
+
+def _evaluate_ood(cfg: RunConfig, s: Setup, view: View) -> dict[str, dict[str, Any]]:
+    """Each out-of-distribution set once, on the selected weights (already loaded). Images go through
+    the whole model: with the feature cache, its head is the model's own classifier, so this is the
+    head that was trained and selected, on features computed as the cache computes them."""
+    rt, out = s.runtime, {}
+    net = view.net if view.cache is None else s.model
+    for entry in s.ood:
+        stats = engine.evaluate(net, Batches(entry.split, cfg.trainer.eval_batch_size, **s.batch_kw), rt.device,
+                                rt.amp_dtype)
+        out[entry.name] = record.ood_measures(stats, skipped_files=len(entry.skipped))
+        log.info("OOD %s: acc %.4f  balanced %.4f  (%d images)", entry.name, stats.acc, stats.balanced_acc,
+                 stats.samples)
+    return out
+
+
+def measure_drift(cfg: RunConfig, s: Setup) -> DriftMeasures:
+    """Drift of the selected model from the pretrained reference, on the first validation images."""
+    assert s.reference is not None
+    start = time.perf_counter()
+    probe = next(iter(Batches(s.data.val, min(cfg.trainer.drift_probe, len(s.data.val)), **s.batch_kw)))[0]
+    imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")
+    measures = drift(s.model, s.reference, s.groups, probe, imagenet_head=imagenet)
+    return replace(measures, drift_s=time.perf_counter() - start)

@@ -1,0 +1,128 @@
+"""What rides along the epoch loop, one typed object each: training time and images (`Clock`),
+FLOPs (`FlopMeter`), model selection (`BestModel`), and how far the run got (`Progress`), together
+in `Meters`; and the final evaluation of the selected model (`FinalEval`). The record
+(`src.training.record`) is built from these, never from a dict of keys.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
+from src.record.schema import Measured
+from src.training.engine import EvalStats
+
+
+@dataclass
+class Clock:
+    """Wall time of the training steps (evaluation excluded; the feature cache's one backbone pass
+    included) and the images they saw, from the start of the first epoch."""
+
+    started: float = field(default_factory=time.perf_counter)
+    train_s: float = 0.0
+    samples: int = 0
+
+    def add(self, seconds: float, samples: int = 0) -> None:
+        self.train_s += seconds
+        self.samples += samples
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.samples / self.train_s if self.train_s > 0 else None
+
+
+@dataclass
+class FlopMeter:
+    """Training FLOPs: counted once per phase (set of training groups) for one step, times the
+    images trained in that phase; plus the feature cache's one backbone pass. Off: every count None."""
+
+    enabled: bool
+    num_classes: int
+    forward: int = 0
+    backward: int = 0
+    _per_image: dict[tuple[bool, ...], StepFlops] = field(default_factory=dict, repr=False)
+
+    def count_phase(self, phase: tuple[bool, ...], net: torch.nn.Module, step_shape: tuple[int, ...]) -> None:
+        """Count a phase's step the first time it comes (before its epoch trains: the count runs on a copy)."""
+        if self.enabled and phase not in self._per_image:
+            self._per_image[phase] = counted_step_flops(net, step_shape, self.num_classes)
+
+    def add_epoch(self, phase: tuple[bool, ...], samples: int) -> None:
+        if self.enabled:
+            self.forward += self._per_image[phase].forward * samples
+            self.backward += self._per_image[phase].backward * samples
+
+    def add_forward(self, flops: int) -> None:
+        if self.enabled:
+            self.forward += flops
+
+    @property
+    def total(self) -> int:
+        """The running total, also when off (0): metrics.jsonl's `train_flops_cum`."""
+        return self.forward + self.backward
+
+    @property
+    def train_flops(self) -> int | None:
+        return self.total if self.enabled else None
+
+    def inference_per_image(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> int | None:
+        return counted_forward_flops(model, input_shape) if self.enabled else None
+
+
+@dataclass
+class BestModel:
+    """Model selection on validation: the epoch whose weights are tested (best validation accuracy,
+    or the last with trainer.select=last), and a copy of those weights."""
+
+    select: str
+    acc: float = float("-inf")
+    epoch: int = -1
+    state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def update(self, epoch: int, val_acc: float, model: torch.nn.Module) -> None:
+        if self.select == "last" or self.state is None or val_acc > self.acc:
+            # A copy, not a reference: later steps mutate the live tensors in place.
+            self.acc, self.epoch = val_acc, epoch
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass
+class Progress:
+    """How far a run got: kept in result.json however the run ends."""
+
+    epoch: int = -1  # the epoch under way (a failed run's `failed_epoch`)
+    measured: Measured | None = None  # as of the last finished epoch; None before the first
+    stopped: str | None = None  # the reason on_epoch gave to stop (pruned)
+
+
+@dataclass
+class Meters:
+    """Everything the loop measures, for one run."""
+
+    clock: Clock
+    flops: FlopMeter
+    best: BestModel
+    progress: Progress
+    max_trainable: int = 0  # the most parameters trainable in any one epoch
+
+    @classmethod
+    def start(cls, count_flops: bool, num_classes: int, select: str, progress: Progress) -> Meters:
+        return cls(Clock(), FlopMeter(count_flops, num_classes), BestModel(select), progress)
+
+
+@dataclass(frozen=True)
+class FinalEval:
+    """The selected model, evaluated once after the last epoch."""
+
+    val: EvalStats
+    test: EvalStats
+    ood: dict[str, dict[str, Any]]  # each OOD set's acc, balanced_acc, n, skipped_files
+    inference_flops_per_image: int | None  # None when FLOPs are not counted

@@ -1,0 +1,73 @@
+"""The model-dependent checks of a config, run before any data is loaded or weight trained.
+
+The config gate (`src.gate`) imports this module for every `python -m src.train`, a `--help` or a
+config error included: torch and timm, and the modules that need them, are imported inside the
+functions, so that importing the gate loads neither.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from src.config import ConfigError, RunConfig
+from src.strategies import plan_schedule
+
+if TYPE_CHECKING:
+    from src.strategies import LayerGroup
+
+
+@functools.lru_cache(maxsize=32)
+def architecture_groups(name: str, size: int, granularity: str) -> tuple[LayerGroup, ...]:
+    """The layer groups of architecture `name`, after checking that `size` px images fit it.
+    Builds the model without weights and runs one forward on the meta device (no arithmetic); the
+    groups hold names and shapes only, so the cache keeps no model."""
+    import timm
+    import torch
+
+    from src.models import check_model_name
+    from src.strategies import layer_groups
+
+    check_model_name(name)
+    model = timm.create_model(name, pretrained=False, num_classes=2)
+    stride = max((f.get("reduction", 1) for f in getattr(model, "feature_info", []) or []), default=1)
+    if size < stride:
+        raise ConfigError(f"dataset.image_size={size} is smaller than {name}'s total stride {stride} "
+                          f"(allowed: >= {stride})")
+    try:
+        with torch.no_grad():
+            model.to("meta").eval()(torch.zeros((1, 3, size, size), device="meta"))
+    except Exception as err:  # e.g. a ViT built for one input size
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"dataset.image_size={size} does not fit {name}: {first}") from None
+    return tuple(layer_groups(model, granularity))
+
+
+def preflight(cfg: RunConfig) -> int:
+    """Model-dependent checks, before any data is loaded or weight trained: the model exists, the
+    image size fits it, the strategy's schedule and the LR schedule can be computed, and a weights
+    file exists. Fast, and once per architecture and size. Returns the number of backbone groups.
+    Raises ConfigError with one line."""
+    import torch
+
+    from src.data.ood import check_ood
+    from src.models import weights_source
+    from src.training.optim import build_scheduler
+
+    groups = architecture_groups(cfg.model.name, cfg.dataset.image_size, cfg.strategy.granularity)
+    schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)  # unfreeze_depth in range
+    try:  # the LR of every group at every step is arithmetic on config values: check it can be done
+        probe = torch.optim.SGD([{"params": [torch.zeros(1)], "layer_group": i} for i in range(len(groups))], lr=1.0)
+        factors = build_scheduler(probe, cfg.optim, schedule, 1).lr_lambdas
+        [f(step) for f in factors for step in range(cfg.trainer.epochs)]
+    except ArithmeticError as err:
+        raise ConfigError(f"optim/strategy settings give no usable LR schedule ({type(err).__name__}: {err})") from None
+    if cfg.trainer.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device='cuda' but no CUDA device is available (use auto or cpu)")
+    source = weights_source(cfg.model) if cfg.model.pretrained else None
+    if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
+        raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
+    if cfg.dataset.ood:  # names, paths and (where known without loading) classes: a mismatch costs no run
+        check_ood(cfg.dataset)
+    return len(groups) - 1
