@@ -14,7 +14,7 @@ install: ## create .venv and install the pinned dependencies and this package (e
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 
-test: ## fast tests (unit + small end-to-end runs; under 15 min on 2 CPU cores)
+test: ## fast tests (unit + small end-to-end runs; under 8 min on 2 CPU cores)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
 test-slow: ## slow end-to-end tests (the full default study)

@@ -404,6 +404,7 @@ def test_concurrent_writers_never_corrupt_results_files(tmp_path):
 TIMING = {"epoch_train_s", "epoch_val_s", "elapsed_s", "train_s_cum"}
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (issue 24: under 8 min)
 def test_same_seed_same_metrics_different_seed_different_metrics(tiny_config, tmp_path):
     curves = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):

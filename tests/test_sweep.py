@@ -135,6 +135,7 @@ def _two_workers_share_one_study(tmp_path: Path, url: str) -> None:
     assert len(pids) == 2  # both workers ran trials
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (issue 24: under 8 min)
 def test_two_workers_share_one_study_on_a_journal_file(tmp_path):
     _two_workers_share_one_study(tmp_path, f"journal:{tmp_path / 'study.log'}")
 
@@ -183,6 +184,7 @@ def test_two_workers_share_one_study_on_postgresql(tmp_path, postgres_url):
     _two_workers_share_one_study(tmp_path, postgres_url)
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (issue 24: under 8 min)
 @pytest.mark.parametrize("pruner", ["dominated", "halving"])
 def test_pruned_trials_are_recorded_counted_and_pareto_rerun_on_seeds(tmp_path, pruner):
     out = tmp_path / "study"

@@ -18,6 +18,7 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (issue 24: under 8 min)
 def test_multirun_of_three_strategies_prints_the_table(tmp_path):
     sweep = tmp_path / "multi"
     proc = _run(["-m", "src.train", "-m", "strategy=frozen,full,layerwise", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
@@ -61,6 +62,7 @@ def test_report_on_missing_folder_is_an_error(tmp_path):
     assert proc.returncode == 2 and "no such folder" in proc.stderr
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (issue 24: under 8 min)
 def test_a_failed_job_does_not_stop_the_multirun(tmp_path):
     sweep = tmp_path / "multi"
     proc = _run(

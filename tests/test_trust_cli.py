@@ -160,6 +160,7 @@ def test_failed_jobs_are_recorded_listed_and_make_the_multirun_fail(tmp_path, ch
     assert "error: 3 of 4 runs did not complete: 0_full, 2_full, 3_full" in proc.stderr
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (issue 24: under 8 min)
 def test_two_runs_claiming_one_folder_get_their_own(tmp_path):
     # Two runs started in the same second resolve the same `${now:...}` folder; the same fixed
     # template makes that collision certain here.
