@@ -1,0 +1,1 @@
+"""hydra-submitit-launcher with a multirun that survives the scheduler: see launcher.py."""

@@ -1,0 +1,183 @@
+"""`hydra/launcher=submitit_slurm` (and `submitit_local`) that survive the scheduler.
+
+hydra-submitit-launcher 1.2 collects a multirun's jobs with `[job.results()[0] for job in jobs]`:
+the first job that SLURM cancelled, timed out or lost raises `submitit.core.utils.UncompletedJobError`
+out of the driver (a traceback, no table, later jobs never awaited), and a job whose state cannot be
+read (no accounting: `sacct` fails, the state stays UNKNOWN) is awaited forever.
+
+This launcher is upstream's, with the collection replaced: every job is awaited, a job that ended
+without a result is recorded in its own folder (result.json, status "failed", the scheduler's state as
+the reason) so the comparison table lists it, one line per such job is printed, and the multirun ends
+non-zero from the table (src.train.ComparisonTable). A state that cannot be read for
+`unreadable_state_timeout_min` ends the wait for that job the same way.
+
+`hydra/launcher=submitit_slurm` and `submitit_local` name these: register() replaces upstream's
+ConfigStore entries with subclasses of upstream's schemas, so every upstream setting keeps its name and
+default, beside two of ours.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from omegaconf import open_dict
+
+from src.record.io import RESULT_FILE, write_json
+
+log = logging.getLogger(__name__)
+
+try:  # the launchers extra (pip install -e '.[launchers]')
+    from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf, SlurmQueueConf
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+except ImportError:  # pragma: no cover - without the extra, the YAML's defaults name what is missing
+    BaseSubmititLauncher = object  # type: ignore[misc,assignment]
+    SlurmQueueConf = LocalQueueConf = None  # type: ignore[misc,assignment]
+
+# Settings of ours, beside upstream's. Only the driver reads them (not passed to submitit).
+OURS = ("unreadable_state_timeout_min", "poll_s")
+
+
+class _Collecting:
+    """Upstream's submission; our collection (see the module docstring)."""
+
+    _EXECUTOR = "abstract"
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        assert self.config is not None
+        limit_s = 60.0 * float(self.params.get("unreadable_state_timeout_min", 10))
+        poll_s = float(self.params.get("poll_s", 5))
+        params = {k: v for k, v in self.params.items() if k not in OURS}
+        init = {"folder": params.pop("submitit_folder")}
+        if "max_num_timeout" in params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = params.pop("max_num_timeout")
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = {f.name for f in fields(LocalQueueConf)}  # upstream's names without the executor prefix
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in params.items()})
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
+        calls = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+            calls.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*calls))
+        return [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
+                for idx, (job, c) in enumerate(zip(jobs, calls), start=initial_job_idx)]
+
+    def _job_dir(self, overrides: list[str], idx: int) -> Path:
+        """The folder Hydra gave job `idx` (hydra.sweep.subdir resolved as the job itself did)."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.num = idx
+            cfg.hydra.job.id = f"job_id_for_{idx}"
+        return Path(str(self.config.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+
+def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, poll_s: float) -> JobReturn:
+    """The job's own JobReturn when it produced one; else a record of why not (see the module docstring)."""
+    state = wait(job, limit_s, poll_s)
+    if job.paths.result_pickle.exists():
+        try:
+            return job.results()[0]
+        except Exception as err:  # noqa: BLE001 - a job that raised: upstream's behaviour is Hydra's
+            if "has not produced any output" not in str(err):
+                raise
+    reason = (f"the scheduler's state stayed {state} for {limit_s / 60:g} min (is SLURM accounting, sacct, working?)"
+              if state in UNREADABLE else f"the scheduler ended it: {state}")
+    job_dir = job_dir_of()
+    line = f"job {idx} ({job.job_id}) did not finish: {reason}; its log: {job.paths.stderr}"
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    _record(job_dir, job, state, reason)
+    ret = JobReturn(overrides=[], cfg=None, hydra_cfg=None, working_dir=str(job_dir), task_name="")
+    ret.status = JobStatus.COMPLETED  # recorded as failed in its result.json: the table ends the multirun
+    ret.return_value = float("nan")
+    return ret
+
+
+# states in which a job has not ended (submitit's list); UNKNOWN: sacct could not tell
+UNREADABLE = {"UNKNOWN"}
+
+
+def wait(job: Any, limit_s: float, poll_s: float) -> str:
+    """Wait until the job ends; a state that cannot be read ends the wait after `limit_s`."""
+    unreadable_since: float | None = None
+    while True:
+        if job.done():
+            return str(job.state)
+        state = str(job.state)
+        if state in UNREADABLE:
+            unreadable_since = unreadable_since or time.monotonic()
+            if time.monotonic() - unreadable_since > limit_s:
+                return state
+        else:
+            unreadable_since = None
+        time.sleep(poll_s)
+
+
+def _record(job_dir: Path, job: Any, state: str, reason: str) -> None:
+    """A job the scheduler ended: its result.json says so. A record the run wrote itself (an
+    interrupted run saying what it had measured) is kept, with the scheduler's word added."""
+    record = job_dir / RESULT_FILE
+    try:
+        if record.is_file():
+            data = json.loads(record.read_text())
+            if data.get("status") == "completed":
+                return
+            data["error"] = f"{reason} (the run had recorded: {data.get('error') or data.get('status')})"
+            data["status"] = "failed"
+        else:
+            data = {"status": "failed", "error": reason, "failed_epoch": -1, "run_dir": str(job_dir)}
+        data["scheduler"] = {"job_id": str(job.job_id), "state": state}
+        job_dir.mkdir(parents=True, exist_ok=True)
+        write_json(record, data)
+    except (OSError, ValueError) as err:
+        print(f"warning: could not record job {job_dir.name}'s end in {record}: {err}", file=sys.stderr, flush=True)
+
+
+if BaseSubmititLauncher is not object:
+    class SlurmLauncher(_Collecting, BaseSubmititLauncher):
+        _EXECUTOR = "slurm"
+
+    class LocalLauncher(_Collecting, BaseSubmititLauncher):
+        _EXECUTOR = "local"
+
+    @dataclass
+    class SlurmConf(SlurmQueueConf):
+        _target_: str = "hydra_plugins.ft_submitit_launcher.launcher.SlurmLauncher"
+        # A job over its time limit is requeued (submitit's checkpoint: SIGUSR2 `signal_delay_s` before
+        # the limit) and resumes from its last completed epoch; upstream's 0 would not requeue it.
+        max_num_timeout: int = 3
+        unreadable_state_timeout_min: float = 10.0
+        poll_s: float = 5.0
+
+    @dataclass
+    class LocalConf(LocalQueueConf):
+        _target_: str = "hydra_plugins.ft_submitit_launcher.launcher.LocalLauncher"
+        unreadable_state_timeout_min: float = 10.0
+        poll_s: float = 1.0
+
+
+def register() -> None:
+    """Replace upstream's `submitit_slurm` and `submitit_local` entries with ours. Upstream writes
+    its entries when Hydra scans its plugins (once per process, Plugins is a singleton), so the scan
+    is made first, here, and ours are written after it; a later scan never happens."""
+    if BaseSubmititLauncher is object:
+        return
+    Plugins.instance()
+    cs = ConfigStore.instance()
+    cs.store(group="hydra/launcher", name="submitit_slurm", node=SlurmConf, provider="ft_submitit_launcher")
+    cs.store(group="hydra/launcher", name="submitit_local", node=LocalConf, provider="ft_submitit_launcher")
+

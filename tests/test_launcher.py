@@ -1,0 +1,75 @@
+"""The submitit launchers' collection (hydra_plugins/ft_submitit_launcher): a job that ended without a
+result is recorded with the scheduler's state, and a state that cannot be read is awaited boundedly.
+The real SLURM cases are in tests/test_slurm.py (slow); here a stand-in job plays the scheduler."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from hydra_plugins.ft_submitit_launcher.launcher import collect, wait
+
+
+class Job:
+    """What the collection reads of a submitit job: its state, done(), its result file."""
+
+    def __init__(self, states: list[str], folder: Path) -> None:
+        self.states, self.job_id = list(states), "41_1"
+        self.paths = SimpleNamespace(result_pickle=folder / "41_1_result.pkl", stderr=folder / "41_1_log.err")
+
+    @property
+    def state(self) -> str:
+        return self.states[0]
+
+    def done(self) -> bool:
+        if len(self.states) > 1:
+            self.states.pop(0)
+            return False
+        return self.states[0] not in ("UNKNOWN", "RUNNING", "PENDING")
+
+
+def test_an_unreadable_state_ends_the_wait_after_the_limit(tmp_path):
+    start = time.monotonic()
+    assert wait(Job(["UNKNOWN"], tmp_path), limit_s=0.3, poll_s=0.05) == "UNKNOWN"
+    assert 0.3 <= time.monotonic() - start < 5
+
+
+def test_a_readable_state_is_awaited_until_the_job_ends(tmp_path):
+    assert wait(Job(["PENDING", "RUNNING", "RUNNING", "CANCELLED by 0"], tmp_path), limit_s=0.0, poll_s=0.01) \
+        == "CANCELLED by 0"
+
+
+@pytest.mark.parametrize("state, said", [("CANCELLED by 0", "the scheduler ended it: CANCELLED by 0"),
+                                         ("UNKNOWN", "stayed UNKNOWN")])
+def test_a_job_without_a_result_is_recorded_with_the_scheduler_s_word(tmp_path, capsys, state, said):
+    job_dir = tmp_path / "1_full"
+    ret = collect(Job([state], tmp_path), 1, lambda: job_dir, limit_s=0.1, poll_s=0.01)
+    assert ret.return_value != ret.return_value  # nan: the table, not Hydra, ends the multirun
+    record = json.loads((job_dir / "result.json").read_text())
+    assert record["status"] == "failed" and said in record["error"]
+    assert record["scheduler"] == {"job_id": "41_1", "state": state}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: job 1 (41_1) did not finish") and said in err[0]
+
+
+def test_what_the_run_recorded_before_it_was_killed_is_kept(tmp_path):
+    job_dir = tmp_path / "0_full"
+    job_dir.mkdir()
+    (job_dir / "result.json").write_text(json.dumps({"status": "interrupted", "val_acc": 0.5, "epochs_done": 3}))
+    collect(Job(["CANCELLED by 0"], tmp_path), 0, lambda: job_dir, limit_s=0.1, poll_s=0.01)
+    record = json.loads((job_dir / "result.json").read_text())
+    assert record["val_acc"] == 0.5 and record["epochs_done"] == 3 and record["status"] == "failed"
+    assert "interrupted" in record["error"] and "CANCELLED" in record["error"]
+
+
+def test_a_completed_record_is_never_touched(tmp_path):
+    job_dir = tmp_path / "0_full"
+    job_dir.mkdir()
+    text = json.dumps({"status": "completed", "val_acc": 0.9})
+    (job_dir / "result.json").write_text(text)
+    collect(Job(["NODE_FAIL"], tmp_path), 0, lambda: job_dir, limit_s=0.1, poll_s=0.01)
+    assert (job_dir / "result.json").read_text() == text

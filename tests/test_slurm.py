@@ -1,0 +1,122 @@
+"""A real single-node SLURM cluster (tests/cluster/slurm-up.sh, started by .ci/run): the study through
+`hydra/launcher=submitit_slurm`, sweep workers as an array job on one journal study, and jobs that the
+scheduler cancels or times out. Skipped where no SLURM answers (`sinfo`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.cli import REPO, TINY_OVERRIDES, env
+
+pytestmark = pytest.mark.slow
+
+SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=2", "hydra.launcher.poll_s=1"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def slurm() -> None:
+    if shutil.which("sinfo") is None:
+        pytest.skip("no SLURM here (tests/cluster/slurm-up.sh starts one; .ci/run does)")
+    proc = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=30)
+    if "idle" not in proc.stdout and "mixed" not in proc.stdout and "alloc" not in proc.stdout:
+        pytest.skip(f"SLURM does not answer: {proc.stdout.strip() or proc.stderr.strip()}")
+
+
+def _train(out: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "src.train", "-m", f"hydra.sweep.dir={out}", *overrides],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _record(folder: Path) -> dict:
+    return json.loads((folder / "result.json").read_text())
+
+
+def test_the_three_strategy_study_runs_as_slurm_jobs(tmp_path):
+    proc = _train(tmp_path / "m", "strategy=frozen,full,layerwise", *TINY_OVERRIDES, *SLURM,
+                  "hydra.launcher.timeout_min=10")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 runs in" in proc.stdout
+    for name in ("0_frozen", "1_full", "2_layerwise"):
+        assert _record(tmp_path / "m" / name)["status"] == "completed"
+    # each job really went through the scheduler: submitit's folder holds one log per array task
+    assert len(list((tmp_path / "m" / ".submitit").glob("*/*_log.out"))) == 3
+
+
+def _wait_running(out: Path, name: str, task: int, limit_s: float = 300) -> str:
+    """The SLURM id (JOB_TASK) of array task `task`, once the Hydra job `name` it runs wrote an epoch."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if (out / name / "metrics.jsonl").is_file():
+            ids = subprocess.run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"], capture_output=True, text=True).stdout
+            match = [job for job in ids.split() if job.endswith(f"_{task}")]
+            if match:
+                return match[0]
+        time.sleep(1)
+    raise AssertionError(f"{name} never ran")
+
+
+def test_a_job_the_scheduler_cancels_is_listed_and_the_others_finish(tmp_path):
+    out = tmp_path / "m"
+    long = ["trainer.epochs=40"]
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", "-m", f"hydra.sweep.dir={out}",
+                             "strategy=frozen,full", *TINY_OVERRIDES, *long, *SLURM, "hydra.launcher.timeout_min=10"],
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        job = _wait_running(out, "1_full", task=1)
+        subprocess.run(["scancel", job], check=True, timeout=30)
+        stdout, stderr = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "Traceback" not in stderr and "UncompletedJobError" not in stderr
+    lines = [line for line in stderr.splitlines() if "did not finish" in line]
+    assert len(lines) == 1 and "CANCELLED" in lines[0] and "job 1" in lines[0], stderr[-3000:]
+    assert "2 runs in" in stdout  # the table, with the job that finished
+    assert _record(out / "0_frozen")["status"] == "completed"
+    cancelled = _record(out / "1_full")
+    assert cancelled["status"] == "failed" and cancelled["scheduler"]["state"].startswith("CANCELLED")
+    assert "1 of 2 runs did not complete: 1_full" in stderr
+
+
+def test_a_job_over_its_time_limit_without_requeue_is_listed_with_the_reason(tmp_path):
+    # One minute is SLURM's smallest limit; the run needs longer. With requeue switched off
+    # (max_num_timeout=0), submitit's signal before the limit ends the run, which records why.
+    out = tmp_path / "m"
+    proc = _train(out, "strategy=full", *TINY_OVERRIDES, "trainer.epochs=400", *SLURM,
+                  "hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0",
+                  "hydra.launcher.signal_delay_s=20")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "1 of 1 runs did not complete: 0_full" in proc.stderr
+    record = _record(out / "0_full")
+    assert record["status"] == "failed" and "timed-out" in record["error"]
+
+
+def test_two_sweep_workers_as_an_array_job_share_one_journal_study_exactly(tmp_path):
+    journal = tmp_path / "study.log"
+    n_trials = 5
+    cmd = " ".join([sys.executable, "-m", "src.train", "-m", "sweep=default", f"hydra.sweeper.n_trials={n_trials}",
+                    f"hydra.sweeper.storage=journal:{journal}", f"hydra.sweep.dir={tmp_path}/w$SLURM_ARRAY_TASK_ID",
+                    *TINY_OVERRIDES])
+    proc = subprocess.run(["sbatch", "--wait", "--array=1-2", "--cpus-per-task=1", "--mem=2G", "-o",
+                           f"{tmp_path}/worker-%a.out", "--wrap", f"cd {REPO} && HF_HUB_OFFLINE=1 {cmd}"],
+                          capture_output=True, text=True, timeout=1200)
+    logs = "".join(p.read_text() for p in sorted(tmp_path.glob("worker-*.out")))
+    assert proc.returncode == 0, proc.stderr + logs[-3000:]
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="layerwise-default",
+                              storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal))))
+    finished = [t for t in study.trials if t.state.is_finished()]
+    assert len(finished) == n_trials  # the budget is shared exactly: not 2 x n_trials, not fewer
+    # both workers took trials
+    assert all(list((tmp_path / f"w{i}").glob("*/result.json")) for i in (1, 2)), logs[-3000:]
