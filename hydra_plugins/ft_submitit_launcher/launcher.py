@@ -16,8 +16,9 @@ ConfigStore entries with subclasses of upstream's schemas, so every upstream set
 default, beside two of ours.
 """
 
-from __future__ import annotations
 
+# No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in
+# sys.modules, and dataclasses then cannot resolve string annotations.
 import json
 import logging
 import sys
