@@ -73,3 +73,13 @@ def test_a_completed_record_is_never_touched(tmp_path):
     (job_dir / "result.json").write_text(text)
     collect(Job(["NODE_FAIL"], tmp_path), 0, lambda: job_dir, limit_s=0.1, poll_s=0.01)
     assert (job_dir / "result.json").read_text() == text
+
+
+def test_hydra_s_plugin_scan_loads_it_in_a_process_that_never_imported_it():
+    # Hydra executes every plugin module before registering it in sys.modules: any Hydra app scans ours.
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "from hydra.core.plugins import Plugins; Plugins.instance()"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ft_submitit_launcher" not in proc.stderr, proc.stderr[-2000:]
