@@ -49,12 +49,13 @@ class LoadedModel:
     jpeg_draft: bool
     batch_size: int
     device: torch.device
+    amp_dtype: torch.dtype | None = None  # the run's autocast (trainer.amp), so that its numbers come out again
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities (N x classes) for uint8 N x C x size x size images, as the run saw them."""
         labels = torch.zeros(len(images), dtype=torch.long)  # unused: Batches carries labels along
         batches = Batches(Split(images, labels), self.batch_size, normalization(self.model), self.device)
-        logits, _ = predict(self.model, batches, self.device)
+        logits, _ = predict(self.model, batches, self.device, self.amp_dtype)
         return logits.softmax(1)
 
     def read(self, path: Path) -> np.ndarray:
@@ -131,8 +132,11 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise PredictError(f"{weights}: not this run's weights ({type(err).__name__}: {first})") from None
     dev = torch.device(device)
+    # bfloat16 autocast where the run evaluated in it (src.training.setup.resolve_runtime's rule on this device)
+    amp = trainer.get("amp", "auto")
+    amp_dtype = torch.bfloat16 if amp == "on" or (amp == "auto" and dev.type == "cuda") else None
     return LoadedModel(model.to(dev).eval(), classes, image_size, bool(data_cfg.get("jpeg_draft", True)),
-                       int(trainer.get("eval_batch_size") or 64), dev)
+                       int(trainer.get("eval_batch_size") or 64), dev, amp_dtype)
 
 
 def image_paths(targets: Sequence[Path]) -> list[Path]:
