@@ -115,3 +115,24 @@ def test_search_figures_draw_for_one_objective_and_for_no_importances(tmp_path):
     fig = search_plots.importance(load_search(tmp_path / "one"))
     assert "no parameter importances" in fig.axes[0].texts[0].get_text()
     plt.close(fig)
+
+
+def test_a_journal_storage_is_read_too(tmp_path):
+    """Several workers share a study through a journal file (hydra.sweeper.storage=journal:...)."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from src.reporting.search import load_search
+
+    log_file = tmp_path / "study.log"
+    study = optuna.create_study(study_name="j", storage=JournalStorage(JournalFileBackend(str(log_file))),
+                                directions=["maximize"])
+    for depth in (0, 3, 6, 2):
+        study.enqueue_trial({DEPTH: depth})
+        trial = study.ask()
+        trial.suggest_int(DEPTH, 0, 6)
+        study.tell(trial, 0.7 + 0.04 * trial.params[DEPTH])
+    (tmp_path / "study.json").write_text(json.dumps({"study": "j", "uid": "x", "storage": f"journal:{log_file}"}))
+    view = load_search(tmp_path)
+    assert view is not None and [t.params[DEPTH] for t in view.trials] == [0, 3, 6, 2]
+    assert [t.params[DEPTH] for t in view.front()] == [6]  # one objective: the best trial
+    assert view.objectives == ["objective 0"] and view.methods["objective 0"].startswith("|Spearman ρ|")
