@@ -76,10 +76,10 @@ def epoch_row(epoch: int, lrs: dict[str, float], trainable: int, train: EpochSta
               meters: Meters) -> EpochRecord:
     """One epoch's row, with the meters' running totals after it."""
     return EpochRecord(
-        epoch=epoch, train_loss=train.loss, train_acc=train.acc, val_loss=val.loss, val_acc=val.acc, val_balanced_acc=val.balanced_acc,
-        trainable_params=trainable, epoch_train_s=train.seconds, epoch_val_s=val.seconds,
-        elapsed_s=meters.clock.elapsed_s, train_s_cum=meters.clock.train_s, train_flops_cum=meters.flops.total,
-        lrs=lrs,
+        epoch=epoch, train_loss=train.loss, train_acc=train.acc, val_loss=val.loss, val_acc=val.acc,
+        val_balanced_acc=val.balanced_acc, trainable_params=trainable, epoch_train_s=train.seconds,
+        epoch_val_s=val.seconds, elapsed_s=meters.clock.elapsed_s, train_s_cum=meters.clock.train_s,
+        train_flops_cum=meters.flops.total, lrs=lrs,
     )
 
 
