@@ -3,16 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+empty :=
+space := $(empty) $(empty)
 
 .DEFAULT_GOAL := help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-install: ## create .venv and install the pinned dependencies and this package (editable)
+install: ## create .venv and install the pinned dependencies, the notebook tools and this package (editable)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,notebook]'
 
 test: ## fast tests (unit + small end-to-end runs; under 8 min on 2 CPU cores)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
@@ -40,6 +42,12 @@ domain-shift: ## OOD accuracy per strategy (train on PACS photo, test on art_pai
 report: ## table + HTML report (DIR/report/index.html) of results folders: make report DIR="multirun/a sweeps-out/b"
 	$(PY) -m src.report $(or $(DIR),multirun) $(ARGS)
 
+notebook: ## run notebooks/*.ipynb headless on results folders: make notebook DIR="multirun/a sweeps-out/b" (paths from here; HTML into notebook-out/)
+	@$(PY) -c "import nbconvert, ipykernel" 2>/dev/null || { echo "error: nbconvert/ipykernel not installed in $(VENV): run make install" >&2; exit 2; }
+	RESULTS_DIRS="$(subst $(space),:,$(strip $(DIR)))" $(PY) -m nbconvert --to html --execute \
+		--ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 \
+		--output-dir $(or $(OUT),notebook-out) notebooks/*.ipynb
+
 bench: ## our step vs a plain PyTorch loop, the frozen feature cache, cost vs unfreeze depth (about 10 min)
 	$(PY) benchmarks/step.py $(ARGS)
 	$(PY) benchmarks/cache.py
@@ -55,7 +63,7 @@ bench-augment: ## augmentation presets: cost per batch, and none vs standard for
 	$(PY) benchmarks/augment.py $(ARGS)
 
 clean: ## remove run outputs and caches (not the venv)
-	rm -rf outputs multirun sweeps-out bench-out wandb .pytest_cache
+	rm -rf outputs multirun sweeps-out bench-out notebook-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow smoke study sweep grid domain-shift report bench bench-data bench-augment bench-pruning clean
+.PHONY: help install test test-slow smoke study sweep grid domain-shift report notebook bench bench-data bench-augment bench-pruning clean

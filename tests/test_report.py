@@ -205,15 +205,39 @@ def test_analysis_notebook_runs_on_real_results_and_is_committed_clean(results):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(not c.outputs and c.execution_count is None for c in code), "commit the notebook without outputs"
-    os.environ["RESULTS_DIRS"] = str(results)
+    # run where a notebook server and nbconvert run it, in notebooks/, with the folder given relative to the
+    # repository root, as `make notebook DIR=...` and the README's commands give it
+    os.environ["RESULTS_DIRS"] = os.path.relpath(results, REPO)
     try:
-        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}).execute()
+        nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     finally:
         del os.environ["RESULTS_DIRS"]
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 3  # the Pareto plot, the curves, the schedules
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "6 runs, 3 completed configurations" in text and "1 dataset/size cell(s): no map" in text
+    # the paired comparison and the verdict, as the report's page shows them
+    from src.reporting.comparisons import paired_rows
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import load_runs
+    from src.reporting.tables import pair_cells
+    from src.reporting.verdict import answer
+
+    configs = group_configs(load_runs([results]))
+    for a, b, seeds, diff, p in pair_cells(paired_rows(configs)):
+        assert f"{a} − {b}  seeds {seeds}  test_acc A − B {diff}  p {p}" in text
+    assert all(sentence in text for sentence in answer(configs))
+
+
+@pytest.mark.slow
+def test_make_notebook_runs_the_notebook_headless_on_a_folder_relative_to_the_repository(results, tmp_path):
+    pytest.importorskip("nbconvert")  # make install installs it (the notebook extra)
+    proc = subprocess.run(["make", "notebook", f"PY={sys.executable}", f"DIR={os.path.relpath(results, REPO)}",
+                           f"OUT={tmp_path}"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = unescape((tmp_path / "analysis.html").read_text())
+    assert "6 runs, 3 completed configurations" in page and "seeds 0, 1  test_acc A − B" in page
 
 
 V1_RUN = Path(__file__).parent / "fixtures" / "v1_layerwise"

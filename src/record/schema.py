@@ -52,6 +52,9 @@ class EpochRecord:
 
     epoch: int | None = None
     train_loss: float | None = None
+    # The training passes' own accuracy (src/training/engine.py: no extra pass). Not written when None,
+    # so that a line written before it existed reads back and is written back unchanged.
+    train_acc: float | None = None
     val_loss: float | None = None
     val_acc: float | None = None
     val_balanced_acc: float | None = None
@@ -68,7 +71,8 @@ class EpochRecord:
     def to_json(self) -> dict[str, Any]:
         """The JSON line: schema_version, the fields in order, then `lr/<group>` keys, then `extra`."""
         out: dict[str, Any] = {"schema_version": self.schema_version}
-        out |= {name: getattr(self, name) for name in _names(EpochRecord) if name != "lrs"}
+        out |= {name: getattr(self, name) for name in _names(EpochRecord)
+                if name != "lrs" and not (name == "train_acc" and self.train_acc is None)}
         out |= {f"{LR_PREFIX}{group}": lr for group, lr in self.lrs.items()}
         return out | self.extra
 
@@ -140,6 +144,7 @@ class FitMeasures:
     feature_cache: bool
     feature_cache_blocker: str | None
     ood: dict[str, dict[str, Any]]
+    per_class: dict[str, Any]  # `RunRecord.per_class`: class names, and val's and test's confusion and recall
 
 
 @dataclass(frozen=True)
@@ -238,6 +243,11 @@ class RunRecord:
     # set, dataset.bad_images=skip; records written before it lack the key); {} without any (not written then;
     # records written before read as {})
     ood: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per-class results of the selected model: {"classes": [names], "val": {...}, "test": {...}}, each split
+    # {"confusion": rows true, columns predicted (counts), "recall": per class (its accuracy; null with no
+    # images), "precision": per class (null when never predicted), "support": images per class}.
+    # {} in records written before it (not written then: they read back unchanged).
+    per_class: dict[str, Any] = field(default_factory=dict)
     # --- drift from the pretrained weights (src/measurement/drift.py; with trainer.drift_probe) ---
     drift_probe_images: int | None = None
     weight_change: dict[str, float | None] | None = None  # layer group -> ‖W − W₀‖ / ‖W₀‖
@@ -272,10 +282,12 @@ class RunRecord:
         "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
         "num_classes", "num_groups", "device",
     )
-    FIT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(FitMeasures) if f.name != "ood")
+    # blocks a run without them does not write, so that an older file reads back unchanged
+    OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("ood", "per_class")
+    FIT_FIELDS: ClassVar[tuple[str, ...]] = tuple(
+        f.name for f in dataclasses.fields(FitMeasures) if f.name not in ("ood", "per_class"))
     PRUNED_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(Measured))
     DRIFT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(DriftMeasures))
-    OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("ood",)
     ENVIRONMENT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(Environment))
 
     @property

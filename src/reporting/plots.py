@@ -15,7 +15,7 @@ matplotlib.use("Agg")  # files only: no display on servers or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from src.reporting.comparisons import COSTS, METRIC_LABEL  # noqa: E402
 from src.reporting.configs import Config  # noqa: E402
@@ -26,7 +26,8 @@ from src.record.io import as_number  # noqa: E402
 
 # One colour per strategy, stable across figures and reports.
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "ood", "pareto", "plain", "schedules", "strategy_colors", "win_map"]
+__all__ = ["METRIC_LABEL", "cost_axis", "curves", "drift", "epoch_axis", "legend_below", "log_ticks", "ood", "pareto",
+           "plain", "schedules", "strategy_colors", "thinned", "win_map"]
 
 
 def plain(text: object) -> str:
@@ -84,8 +85,24 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=plain(s)) for s, c in colors.items()]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
-    fig.legend(handles=handles, fontsize=8, loc="outside right upper")
+    legend_below(fig, handles=handles, labels=[h.get_label() for h in handles], fontsize=8)
     return fig
+
+
+def legend_below(fig: Figure, ax=None, handles=None, labels=None, fontsize: float = 7) -> None:
+    """The legend under the plot, outside every axes, in as many columns as the figure's width holds.
+    The figure grows by the legend's height, so that the axes keep their size however many entries
+    there are: a legend never squeezes the plot (constrained layout places it). No entries: none."""
+    if handles is None:
+        handles, labels = (ax or fig.axes[0]).get_legend_handles_labels()
+    if not handles:
+        return
+    labels = list(labels or [])
+    width_in = max(len(str(label)) for label in labels) * fontsize * 0.55 / 72 + 0.45  # marker and gap
+    ncols = max(1, min(len(handles), int(fig.get_figwidth() // width_in)))
+    rows = math.ceil(len(handles) / ncols)
+    fig.set_figheight(fig.get_figheight() + rows * fontsize * 1.7 / 72 + 0.2)
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=fontsize, frameon=False)
 
 
 def cost_axis(ax, cost: str, values: Sequence[float]) -> None:
@@ -94,41 +111,79 @@ def cost_axis(ax, cost: str, values: Sequence[float]) -> None:
     notation for counts (2.7 T, not 2.7e12). A zero or negative cost, which a log axis cannot
     place, gets a symmetric log axis instead of being dropped."""
     ax.set_xscale("log" if all(v > 0 for v in values) else "symlog")
-    # Labelled ticks at 1 (and 2, 5 over a short span) per decade, counts in engineering notation
-    # (2.7 T), seconds as plain numbers; the other minor ticks unlabelled (matplotlib labels them in
-    # scientific notation when a span is under two decades, and those labels ran into each other).
-    if values and all(v > 0 for v in values):
-        decades = math.log10(max(values) / min(values)) if min(values) > 0 else 0.0
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}") if cost == "train_time_s" else EngFormatter())
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    log_ticks(ax.xaxis, values, plain_numbers=cost == "train_time_s")
     ax.set_xlabel(f"{COSTS.get(cost, cost)}, log scale")
 
 
-def curves(configs: Sequence[Config], key: str = "val_acc") -> Figure:
-    """Validation accuracy per epoch, one line per configuration (mean over seeds, 95% CI band)."""
+def log_ticks(axis, values: Sequence[float], plain_numbers: bool = False) -> None:
+    """Readable labelled ticks on a log axis, whatever its span: 1 per decade over two decades or
+    more; 1, 2 and 5 per decade over less; and over less than `NARROW_DECADES` (240 to 300 G, where
+    1-2-5 would leave no tick at all) a few evenly stepped ones. Counts in engineering notation (2.7 T),
+    seconds and settings (`plain_numbers`) as plain numbers; the other minor ticks unlabelled (matplotlib labels them in scientific
+    notation when a span is under two decades, and those labels ran into each other)."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if positive and len(positive) == len(values):
+        decades = math.log10(max(positive) / min(positive))
+        if decades < NARROW_DECADES:
+            axis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+        else:
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 2 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}") if plain_numbers else EngFormatter())
+    axis.set_minor_formatter(NullFormatter())
+
+
+NARROW_DECADES = 0.6  # a log axis spanning less than this (a factor of 4) gets evenly stepped ticks
+
+
+def epoch_axis(ax) -> None:
+    """Epochs are whole numbers: ticks on integers only (and not so many that their labels touch)."""
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins="auto"))
+
+
+def thinned(labels: Sequence[str], room: int) -> list[int]:
+    """The positions of `labels` to label when only `room` fit side by side: every k-th, the last kept."""
+    step = max(1, math.ceil(len(labels) / max(1, room)))
+    keep = list(range(0, len(labels), step))
+    if keep and keep[-1] != len(labels) - 1 and len(labels) - 1 - keep[-1] >= step / 2:
+        keep.append(len(labels) - 1)
+    return keep
+
+
+def curves(configs: Sequence[Config], key: str = "val_acc", train_key: str = "train_acc") -> Figure:
+    """Validation accuracy per epoch, one line per configuration (mean over seeds, 95% CI band); beside
+    it, on the same y axis, the training passes' own accuracy (`train_key`) where the runs recorded it,
+    so that a gap that opens between the two (over-fitting) is visible."""
     colors = strategy_colors(configs)
-    fig, ax = plt.subplots(figsize=(8.4, 4.0), layout="constrained")
+    with_train = any(r.metrics and any(m.get(train_key) is not None for m in r.metrics) for c in configs for r in c.runs)
+    keys = (key, train_key) if with_train else (key,)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys) + 1.0, 3.8), squeeze=False, sharey=True,
+                             layout="constrained")
     styles = ("-", "--", ":", "-.")
-    seen: dict[str, int] = {}
-    for cfg in configs:
-        runs = [r for r in cfg.runs if r.metrics]
-        if not runs:
-            continue
-        epochs, mean, half = mean_curve(runs, key)
-        k = seen.get(cfg.strategy, 0)
-        seen[cfg.strategy] = k + 1
-        ax.plot(epochs, mean, styles[k % len(styles)], marker=".", color=colors[cfg.strategy],
-                label=plain(f"{cfg.label} (n={len(runs)})"))
-        if len(runs) > 1:
-            ax.fill_between(epochs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
-                            color=colors[cfg.strategy], alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(plain(METRIC_LABEL.get(key, key)))
-    ax.grid(alpha=0.3)
-    if len(configs) <= 12 and ax.get_lines():
-        fig.legend(fontsize=7, loc="outside right upper")  # inside the axes it would cover the last epochs
+    for ax, shown in zip(axes[0], keys):
+        seen: dict[str, int] = {}
+        for cfg in configs:
+            runs = [r for r in cfg.runs if r.metrics]
+            if not runs:
+                continue
+            epochs, mean, half = mean_curve(runs, shown)
+            k = seen.get(cfg.strategy, 0)
+            seen[cfg.strategy] = k + 1
+            ax.plot(epochs, mean, styles[k % len(styles)], marker=".", color=colors[cfg.strategy],
+                    label=plain(f"{cfg.label} (n={len(runs)})"))
+            if len(runs) > 1:
+                ax.fill_between(epochs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                                color=colors[cfg.strategy], alpha=0.15)
+        ax.set_xlabel("epoch")
+        epoch_axis(ax)
+        ax.set_title(plain(TRAIN_ACC_LABEL if shown == train_key else METRIC_LABEL.get(shown, shown)), fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    legend_below(fig, axes[0][0])  # under the plot: inside it would cover the last epochs
     return fig
+
+
+# The training passes' accuracy is not an evaluation: augmented inputs, train-mode model, weights moving.
+TRAIN_ACC_LABEL = "training accuracy (during each epoch's training passes)"
 
 
 def schedules(configs: Sequence[Config], limit: int = 6) -> Figure:
@@ -151,7 +206,9 @@ def schedules(configs: Sequence[Config], limit: int = 6) -> Figure:
         masked = [[v if v > 0 else float("nan") for v in row] for row in grid][::-1]  # head on top
         image = ax.imshow(masked, aspect="auto", cmap="viridis", norm=norm, interpolation="nearest")
         ax.set_yticks(range(len(names)), [plain(n) for n in names[::-1]], fontsize=7)
-        ax.set_xticks(range(len(grid[0])), [str(e + 1) for e in range(len(grid[0]))], fontsize=7)
+        epochs = [str(e + 1) for e in range(len(grid[0]))]
+        keep = thinned(epochs, int(2.4 / (0.075 * max(len(e) for e in epochs) + 0.06)))  # 7-pt digits in a 2.4 in panel
+        ax.set_xticks(keep, [epochs[i] for i in keep], fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_title(plain(label), fontsize=8)
         ax.set_facecolor("#f2f2f2")
@@ -188,13 +245,18 @@ def drift(configs: Sequence[Config]) -> Figure:
     left.set_yscale("symlog", linthresh=1e-4)  # frozen groups are exactly 0
     left.set_ylabel("‖W − W₀‖ / ‖W₀‖")
     right.set_ylabel("linear CKA with the pretrained model")
+    keep = thinned(names, int(ax_width_in(fig, 2) / 0.16))  # rotated 7-pt labels: about 0.16 in apart
     for ax in (left, right):
-        ax.set_xticks(range(len(names)), [plain(n) for n in names], rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(keep, [plain(names[i]) for i in keep], rotation=45, ha="right", fontsize=7)
         ax.set_xlabel("layer group (bottom to top)")
         ax.grid(alpha=0.3)
-    if len(shown) <= 12:
-        fig.legend(*right.get_legend_handles_labels(), fontsize=7, loc="outside right upper")
+    legend_below(fig, right)
     return fig
+
+
+def ax_width_in(fig: Figure, panels: int) -> float:
+    """About how wide one of `panels` side-by-side axes is, in inches (for how many labels fit)."""
+    return 0.8 * fig.get_figwidth() / panels
 
 
 def _group_mean(runs: Sequence[Run], key: str, group: str) -> float:
@@ -290,7 +352,6 @@ def ood(configs: Sequence[Config]) -> Figure:
         ax.set_xlabel(plain(f"{dataset}: in-distribution test accuracy"))
         ax.set_ylabel(plain(f"{name} accuracy (OOD)"))
         ax.grid(alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        unique = dict(zip(labels, handles))
-        ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left")
+    unique = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+    legend_below(fig, handles=list(unique.values()), labels=list(unique))  # off the points, whatever they are
     return fig

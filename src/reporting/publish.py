@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import LoggerConfig
-from src.record.io import SkippedFile
+from src.record.io import SkippedFile, read_json_object
 from src.reporting import robustness
 from src.reporting.comparisons import METRIC_LABEL, paired_rows, summary_rows, win_map
 from src.reporting.configs import Config, group_configs, ood_metrics
@@ -107,7 +107,21 @@ def log_summary(tracker: Tracker, runs: Sequence[Run], configs: Sequence[Config]
         curves = [mean_curve(c.runs) for c in with_curves]
         tracker.lines("val_acc_curves", [c[0] for c in curves], [c[1] for c in curves],
                       [c.label for c in with_curves], "validation accuracy by epoch (mean over seeds)")
+    _log_search(tracker, out)
     tracker.images({name: out / f"{name}.png" for name in FIGURES if (out / f"{name}.png").is_file()})
+
+
+def _log_search(tracker: Tracker, out: Path) -> None:
+    """A sweep's parameter importances and its front with each point's parameters, as W&B tables (the
+    report's search.json; its figures go with the others)."""
+    path = out / "search.json"
+    if not path.is_file():
+        return
+    found = read_json_object(path)
+    tracker.table("param_importances", [{"objective": o, "method": found["methods"][o], "param": p, "importance": v}
+                                        for o in found["objectives"] for p, v in found["importances"][o].items()])
+    tracker.table("search_front", [{k: v for k, v in row.items() if k != "params"} | row["params"]
+                                   for row in found["front"]])
 
 
 def _knobs(run: Run) -> dict[str, Any]:

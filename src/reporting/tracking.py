@@ -62,13 +62,30 @@ def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     is not the best epoch's under trainer.select=last: it goes in as `selected_val_acc`, so that it
     does not overwrite the `val_acc.max` that `define_metric` keeps. The `ood` block becomes flat
     `ood_acc/<set>`, `ood_balanced_acc/<set>` and `ood_n/<set>` metrics."""
-    out = {f"selected_{k}" if k in BEST_IS_MAX else k: v for k, v in result.items() if k != "ood"}
+    out = {f"selected_{k}" if k in BEST_IS_MAX else k: v for k, v in result.items() if k not in ("ood", "per_class")}
+    # each class's recall (its accuracy) as flat metrics, recall_test/<class>; the matrices are charts
+    # (`log_confusions`)
+    per_class = result.get("per_class") or {}
+    for split in ("val", "test"):
+        recalls = (per_class.get(split) or {}).get("recall") or []
+        out |= {f"recall_{split}/{name}": r for name, r in zip(per_class.get("classes") or [], recalls)}
     # each OOD set's measures as flat summary metrics (ood_acc/<set>), as the report names them
     for name, entry in (result.get("ood") or {}).items():
         if isinstance(entry, Mapping):
             out |= {f"ood_acc/{name}": entry.get("acc"), f"ood_balanced_acc/{name}": entry.get("balanced_acc"),
                     f"ood_n/{name}": entry.get("n")}
     return out
+
+
+def log_confusions(tracker: Tracker, result: Mapping[str, Any]) -> None:
+    """A run's val and test confusion matrices (result.json's `per_class`) as W&B charts
+    `confusion_val` and `confusion_test`; nothing for a record without them."""
+    per_class = result.get("per_class") or {}
+    for split in ("val", "test"):
+        matrix = (per_class.get(split) or {}).get("confusion")
+        if matrix:
+            tracker.confusion(f"confusion_{split}", matrix, per_class.get("classes") or [],
+                              f"{split} confusion matrix (selected model)")
 
 
 def log10_column(name: str) -> str:
@@ -90,6 +107,7 @@ class Tracker(Protocol):
     def lines(self, key: str, xs: list[list[float]], ys: list[list[float]], names: list[str], title: str) -> None: ...
     def pareto(self, key: str, rows: list[dict[str, Any]], metric: str, cost: str, title: str) -> None: ...
     def summary(self, values: dict[str, Any]) -> None: ...
+    def confusion(self, key: str, matrix: list[list[int]], classes: list[str], title: str) -> None: ...
     def finish(self, exit_code: int = 0) -> None: ...
 
 
@@ -194,6 +212,20 @@ class WandbTracker:
             self.run.log({key: table, f"{key}_chart": chart}, commit=False)
 
         self._guard(f"pareto {key}", log_front)
+
+    def confusion(self, key: str, matrix: list[list[int]], classes: list[str], title: str) -> None:
+        """A confusion matrix (rows true, columns predicted: counts) as W&B's confusion-matrix chart."""
+
+        def log_matrix() -> None:
+            import wandb
+
+            # the chart takes one (true, predicted) pair per image: each cell's count of them
+            pairs = [(i, j) for i, row in enumerate(matrix) for j, n in enumerate(row) for _ in range(int(n))]
+            chart = wandb.plot.confusion_matrix(y_true=[p[0] for p in pairs], preds=[p[1] for p in pairs],
+                                                class_names=list(classes), title=title)
+            self.run.log({key: chart}, commit=False)
+
+        self._guard(f"confusion {key}", log_matrix)
 
     def define_epoch_metrics(self) -> None:
         """Per-epoch metrics on `epoch` as their x axis; validation accuracy summarised by its best epoch."""

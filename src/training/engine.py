@@ -6,7 +6,7 @@ import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,10 @@ class EpochStats:
     loss: float
     samples: int
     seconds: float
+    # Accuracy of the training forward passes themselves (train-mode model, augmented inputs, weights
+    # changing within the epoch): no extra pass, so it is a cheap over-fitting signal beside val_acc,
+    # not an evaluation of any one set of weights.
+    acc: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,14 @@ class EvalStats:
     balanced_acc: float
     samples: int
     seconds: float
+    # counts, rows the true class and columns the predicted one (the logits' width: every class)
+    confusion: list[list[int]] = field(default_factory=list)
+
+
+def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """Counts of (true, predicted) class pairs: row i, column j is how many of class i were called j."""
+    counts = torch.bincount(labels.long() * num_classes + preds.long(), minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes).tolist()
 
 
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None):
@@ -67,21 +79,25 @@ def train_one_epoch(
     start = time.perf_counter()
     # Summed on the device: reading the loss every step would force a sync per step.
     total = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
     samples = 0
     # disable=None: tqdm draws only when its stream (stderr) is a terminal. Redirected to a file
     # (a multirun's log, `make grid > log 2>&1`), every redraw would be one more line in it.
     bar = tqdm(batches, desc=desc, leave=False, disable=None if progress else True, dynamic_ncols=True)
     for x, y in bar:
         with _autocast(device, amp_dtype):
-            loss = F.cross_entropy(model(x), y)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         (loss + penalty() if penalty is not None else loss).backward()
         optimizer.step()
         scheduler.step()
         total += loss.detach().float() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()  # from the pass just taken: no extra forward
         samples += len(y)
     _sync(device)
-    return EpochStats(loss=float(total) / max(1, samples), samples=samples, seconds=time.perf_counter() - start)
+    return EpochStats(loss=float(total) / max(1, samples), samples=samples, seconds=time.perf_counter() - start,
+                      acc=int(correct) / samples if samples else None)
 
 
 @torch.inference_mode()
@@ -121,4 +137,5 @@ def evaluate(
         balanced_acc=balanced_accuracy(labels, preds),
         samples=len(labels),
         seconds=time.perf_counter() - start,
+        confusion=confusion_matrix(labels, preds, logits.shape[1]),
     )

@@ -130,6 +130,7 @@ def _final(cfg: RunConfig, s: Setup, view: View, meters: Meters, run_dir: Path) 
     s.model.load_state_dict(best.state)
     if cfg.trainer.save_model:  # whole or not at all: a full disk keeps no half checkpoint
         write_with(run_dir / "model.pt", lambda f: torch.save(best.state, f))
+    record.save_best_weights(run_dir, best.state)  # what `python -m src.predict` loads
     # Test is evaluated once, on the model that validation selected.
     val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
     test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)

@@ -27,7 +27,7 @@ from src.config import RunConfig
 from src.data.augment import augment_params
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
-from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, write_json
+from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, write_json, write_with
 from src.record.schema import DriftMeasures, Environment, EpochRecord, FitMeasures, Measured, RunRecord
 from src.reporting.tracking import Tracker
 from src.strategies import strategy_for
@@ -76,10 +76,10 @@ def epoch_row(epoch: int, lrs: dict[str, float], trainable: int, train: EpochSta
               meters: Meters) -> EpochRecord:
     """One epoch's row, with the meters' running totals after it."""
     return EpochRecord(
-        epoch=epoch, train_loss=train.loss, val_loss=val.loss, val_acc=val.acc, val_balanced_acc=val.balanced_acc,
-        trainable_params=trainable, epoch_train_s=train.seconds, epoch_val_s=val.seconds,
-        elapsed_s=meters.clock.elapsed_s, train_s_cum=meters.clock.train_s, train_flops_cum=meters.flops.total,
-        lrs=lrs,
+        epoch=epoch, train_loss=train.loss, train_acc=train.acc, val_loss=val.loss, val_acc=val.acc,
+        val_balanced_acc=val.balanced_acc, trainable_params=trainable, epoch_train_s=train.seconds,
+        epoch_val_s=val.seconds, elapsed_s=meters.clock.elapsed_s, train_s_cum=meters.clock.train_s,
+        train_flops_cum=meters.flops.total, lrs=lrs,
     )
 
 
@@ -112,12 +112,40 @@ def fit_measures(s: Setup, meters: Meters, final: FinalEval, mem: PeakMemory, bl
         inference_flops_per_image=final.inference_flops_per_image, train_time_s=meters.clock.train_s,
         images_per_s=meters.clock.images_per_s, peak_mem_mb=mem.peak_mb, peak_mem_start_mb=mem.start_mb,
         peak_mem_method=mem.method, feature_cache=blocker is None, feature_cache_blocker=blocker, ood=final.ood,
+        per_class=per_class(s.data.classes, final.val, final.test),
     )
+
+
+def per_class(classes: list[str], val: EvalStats, test: EvalStats) -> dict[str, Any]:
+    """result.json's `per_class` block: the class names and, for val and test, the confusion matrix
+    and what it gives per class (recall, which is the class's accuracy; precision; support)."""
+    return {"classes": list(classes), "val": split_per_class(val.confusion), "test": split_per_class(test.confusion)}
+
+
+def split_per_class(confusion: list[list[int]]) -> dict[str, Any]:
+    """Per class from a confusion matrix (rows true, columns predicted); None where a ratio has no
+    denominator (no images of the class; never predicted)."""
+    support = [sum(row) for row in confusion]
+    predicted = [sum(col) for col in zip(*confusion)] if confusion else []
+    hits = [confusion[i][i] for i in range(len(confusion))]
+    return {"confusion": confusion, "support": support,
+            "recall": [h / n if n else None for h, n in zip(hits, support)],
+            "precision": [h / n if n else None for h, n in zip(hits, predicted)]}
 
 
 def ood_measures(stats: EvalStats, skipped_files: int) -> dict[str, Any]:
     """One OOD set's entry in result.json's `ood` block."""
     return {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples, "skipped_files": skipped_files}
+
+
+BEST_WEIGHTS_FILE = "model_best.pt"
+
+
+def save_best_weights(run_dir: Path, state: dict[str, torch.Tensor]) -> None:
+    """The selected (best-on-validation) weights as `<run_dir>/model_best.pt`, a plain state dict that
+    `torch.load(weights_only=True)` reads: the model `python -m src.predict` uses. Written whole or not
+    at all (temp + rename), so a full disk leaves no half file."""
+    write_with(run_dir / BEST_WEIGHTS_FILE, lambda f: torch.save(state, f))
 
 
 def environment() -> Environment:

@@ -19,7 +19,7 @@ import yaml
 
 from src.config import ConfigError, RunConfig
 from src.record.io import CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, write_text
-from src.reporting.tracking import Tracker, make_tracker, run_summary, run_tags
+from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
 from src.strategies import Schedule
 from src.training import record
 from src.training.fit import DivergedError, EpochCallback, fit, measure_drift
@@ -94,6 +94,7 @@ def run(
             ended = record.completed(rec, measures, drift, started)
         result = record.write(run_dir, ended)
         tracker.summary(run_summary(result))
+        log_confusions(tracker, result)
         exit_code = 0
         return result
     except BaseException as err:

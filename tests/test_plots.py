@@ -1,0 +1,109 @@
+"""The report's figures stay readable: tick labels that never run into each other on any span of a log
+cost axis, whole-number epoch ticks, and legends that sit under the plot without shrinking it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def _runs(spec: dict[str, float], epochs: int = 0, seeds=(0, 1)):
+    """Completed runs named by strategy (any name) with the given train FLOPs, and `epochs` metric lines."""
+    from src.record.schema import EpochRecord, RunRecord
+    from src.reporting.runs import Run
+
+    return [Run(Path("/study") / f"{name}_{seed}",
+                RunRecord(strategy=name, seed=seed, status="completed", dataset="digits", train_samples=50,
+                          val_acc=0.9 + 0.001 * i, test_acc=0.9 + 0.001 * i, train_flops=int(flops),
+                          train_time_s=flops / 1e11, trainable_params=int(flops / 1e6)),
+                [EpochRecord(epoch=e, val_acc=0.5 + 0.01 * e, train_acc=0.6 + 0.01 * e) for e in range(epochs)])
+            for i, (name, flops) in enumerate(spec.items()) for seed in seeds]
+
+
+def _labels(axis) -> list:
+    return [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+
+
+def _no_overlap(labels) -> bool:
+    boxes = [t.get_window_extent() for t in labels]
+    return not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+@pytest.mark.parametrize("low, high", [(240e9, 300e9), (245e9, 255e9), (1.52e11, 2.71e12), (3e9, 8e9), (1e6, 1e15),
+                                       (240, 300), (0.5, 1.2)])
+def test_cost_axis_labels_are_readable_and_never_overlap_at_any_span(low, high):
+    import matplotlib.pyplot as plt
+
+    from src.reporting.plots import cost_axis
+
+    for cost in ("train_flops", "train_time_s"):
+        fig, ax = plt.subplots(figsize=(4.6, 3.9), layout="constrained")
+        values = [low, (low * high) ** 0.5, high]
+        ax.plot(values, [0.9, 0.91, 0.92], "o")
+        ax.margins(x=0.08)
+        cost_axis(ax, cost, values)
+        fig.canvas.draw()
+        labels = _labels(ax.xaxis)
+        lo, hi = ax.get_xlim()
+        inside = [t for t in labels if lo <= t.get_position()[0] <= hi]
+        assert len(inside) >= 2, (low, high, cost, [t.get_text() for t in labels])  # a span is never left unlabelled
+        assert _no_overlap(labels), (low, high, cost, [t.get_text() for t in labels])
+        plt.close(fig)
+
+
+def test_the_pareto_figure_at_240_to_300_gflops_has_readable_labels():
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+    from src.reporting.configs import group_configs
+
+    fig = plots.pareto(group_configs(_runs({"frozen": 2.4e11, "layerwise": 2.7e11, "full": 3.0e11})))
+    fig.canvas.draw()
+    flops_ax = fig.axes[0]
+    texts = [t.get_text() for t in _labels(flops_ax.xaxis)]
+    assert len(texts) >= 2 and all(t.endswith(" G") for t in texts), texts
+    for ax in fig.axes:
+        assert _no_overlap(_labels(ax.xaxis)) and _no_overlap(_labels(ax.yaxis))
+    plt.close(fig)
+
+
+def test_epoch_ticks_are_whole_numbers():
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+    from src.reporting.configs import group_configs
+
+    for epochs in (3, 7, 60):
+        fig = plots.curves(group_configs(_runs({"frozen": 1e11, "full": 1e12}, epochs=epochs)))
+        fig.canvas.draw()
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            ticks = [v for v in ax.get_xticks() if lo <= v <= hi]
+            assert ticks and all(float(v).is_integer() for v in ticks), (epochs, ticks)
+            assert _no_overlap(_labels(ax.xaxis))
+        plt.close(fig)
+
+
+def test_legends_sit_below_and_never_squeeze_the_plot():
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+    from src.reporting.configs import group_configs
+
+    sizes = {}
+    for n in (1, 30):
+        names = {f"a strategy with a long name number {i}": 1e11 * (i + 1) for i in range(n)}
+        for draw in (plots.curves, plots.pareto):
+            runs = _runs(names, epochs=4)
+            fig = draw(group_configs(runs))
+            fig.canvas.draw()
+            [legend] = fig.legends
+            box = legend.get_window_extent()
+            for ax in fig.axes:  # under every panel, covering none
+                assert not box.overlaps(ax.get_window_extent()) and box.y1 <= ax.get_window_extent().y0
+            sizes[draw.__name__, n] = [ax.get_window_extent().height for ax in fig.axes]
+            plt.close(fig)
+    for name in ("curves", "pareto"):  # thirty entries leave the panels as tall as one does
+        for one, many in zip(sizes[name, 1], sizes[name, 30]):
+            assert many == pytest.approx(one, rel=0.05), name
