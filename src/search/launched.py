@@ -63,7 +63,8 @@ class Search:
 
 def search(s: Search, launch: Launch, groups: int) -> str | None:
     """Trials until `total` completed or were pruned (every worker's count), `n_jobs` at a time
-    through `launch`. Returns the error line when `max_failed` trials failed, else None."""
+    through `launch`. Returns why the sweep stops when `max_failed` trials failed (a line, which
+    src.exits prints as the error), else None."""
     waiting = False
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
