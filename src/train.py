@@ -7,18 +7,12 @@ the plain `run()` gets it.
 
 from __future__ import annotations
 
-import signal
 import sys
 
 if __name__ == "__main__":
-    # Ctrl-C or SIGTERM while the imports below load (seconds): one line, nothing started yet.
-    def _stopped_while_starting(signum: int, _frame: object) -> None:
-        print(f"interrupted by {'SIGTERM' if signum == signal.SIGTERM else 'Ctrl-C'} while starting: nothing was run",
-              file=sys.stderr, flush=True)
-        raise SystemExit(128 + signum)
+    from src import exits  # light: how the process ends, before the imports below load (seconds)
 
-    signal.signal(signal.SIGINT, _stopped_while_starting)
-    signal.signal(signal.SIGTERM, _stopped_while_starting)
+    exits.while_starting()
 
 import contextlib
 import functools
@@ -35,14 +29,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
+from src import exits
 from src.config import OUR_SWEEPER, ConfigError, RunConfig
 from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, output_setting, precheck, release_unused_dirs,
                       to_run_config, wants_completion)
-from src.models import PretrainedWeightsError
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
-from src.training.run import interrupt_on_sigterm, run
+from src.training.run import run
 
 log = logging.getLogger(__name__)
 register_launchers()  # hydra/launcher=submitit_slurm|submitit_local: ours (hydra_plugins/ft_submitit_launcher)
@@ -62,30 +56,27 @@ def sweep_group(sweep_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
-    interrupt_on_sigterm()  # also in launcher processes (joblib, submitit) that never ran cli()
+    exits.install()  # also in launcher processes (joblib, submitit) that never ran cli()
     quiet_full_log_files()
     out = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
-        result = run(run_cfg, out, run_name=out.name, on_epoch=_trial_reporter(hc, run_cfg, out) if multirun else None)
-    except KeyboardInterrupt as err:
-        if multirun and _sweeper_here():
-            raise  # the Optuna sweeper in this process says what its study recorded (one line)
-        stopped(err, out / RESULT_FILE if (out / RESULT_FILE).is_file() else None,
-                Path(hc.sweep.dir) if multirun else None)
+        with _trial_reporter(hc, run_cfg, out) if multirun else contextlib.nullcontext() as on_epoch:
+            result = run(run_cfg, out, run_name=out.name, on_epoch=on_epoch)
+    except KeyboardInterrupt as err:  # said by whoever runs this job: src.exits.run_task, or our sweeper
+        raise exits.stopped(err, recorded(out / RESULT_FILE, Path(hc.sweep.dir) if multirun else None)) from None
     except Exception as err:
         _record_failure(out, err)
         if full_error():
             raise
         if (full := no_room(err, sqlite=_storage_file(hc))) is not None:
-            out_of_room(full, out, _places(hc, cfg), multirun)
+            raise OutOfRoom(out_of_room(full, out, _places(hc, cfg))) from None
         if not multirun:
-            user_error = isinstance(err, (ConfigError, PretrainedWeightsError))
-            where = f" (recorded in {out / RESULT_FILE})" if (out / RESULT_FILE).is_file() and not user_error else ""
-            print(f"error: {err if user_error else f'run failed: {type(err).__name__}: {err}'}{where}",
-                  file=sys.stderr)
-            sys.exit(2 if user_error else 1)
+            if exits.is_user_error(err):
+                raise exits.UserError(str(err)) from err
+            where = f" (recorded in {out / RESULT_FILE})" if (out / RESULT_FILE).is_file() else ""
+            raise exits.Failed(f"run failed: {type(err).__name__}: {err}{where}") from err
         # One failed job must not stop the others: its result.json says status "failed" and why;
         # the table at the end lists it and the exit code is non-zero.
         log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
@@ -93,17 +84,13 @@ def main(cfg: DictConfig) -> float:
     return float(result["val_acc"])
 
 
-def out_of_room(full: DiskFull, out: Path, places: list[tuple[Path, str]], multirun: bool) -> None:
+def out_of_room(full: DiskFull, out: Path, places: list[tuple[Path, str]]) -> str:
     """A run that met a full disk: one line naming the file and the setting that put it there, and
-    whether result.json records the failure; exit 1. In a multirun the line ends the multirun (OutOfRoom)."""
+    whether result.json records the failure. Raised as OutOfRoom, it also ends a multirun."""
     record = out / RESULT_FILE
     kept = record.is_file() and full.path is not None and Path(os.path.abspath(full.path)) != record.absolute()
-    line = no_room_line(full, places) + (f"; the run is recorded as failed in {record}" if kept else
+    return no_room_line(full, places) + (f"; the run is recorded as failed in {record}" if kept else
                                          "; the run could not be recorded")
-    if multirun:
-        raise OutOfRoom(line)
-    print(f"error: {line}", file=sys.stderr, flush=True)
-    sys.exit(1)
 
 
 def _places(hc: Any, cfg: DictConfig) -> list[tuple[Path, str]]:
@@ -149,21 +136,15 @@ def _log_file_error(handler: logging.FileHandler, record: logging.LogRecord) -> 
         logging.FileHandler.handleError(handler, record)
 
 
-def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> Any:
+def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> contextlib.AbstractContextManager[Any]:
     """A job of `hydra/sweeper=optuna` reports each epoch to its Optuna trial, which may stop it
-    (src.search.launched.job_reporter); None for any other multirun job."""
+    (src.search.job.trial_reporter); nothing for any other multirun job."""
     sweeper = OmegaConf.to_container(hc.sweeper, resolve=True)
     if not str(sweeper.get("_target_", "")).startswith(OUR_SWEEPER):
-        return None
-    from src.search.launched import job_reporter  # optuna is loaded only by the jobs that need it
+        return contextlib.nullcontext()
+    from src.search.job import trial_reporter  # optuna is loaded only by the jobs that need it
 
-    return job_reporter(sweeper, str(hc.sweep.dir), int(hc.job.num), run_cfg, out)
-
-
-def _sweeper_here() -> bool:
-    """This job runs inside the process of our Optuna sweeper (the basic launcher)."""
-    launched = sys.modules.get("src.search.launched")
-    return launched is not None and bool(launched.LIVE)
+    return trial_reporter(sweeper, str(hc.sweep.dir), int(hc.job.num), run_cfg, out)
 
 
 def full_error() -> bool:
@@ -183,14 +164,11 @@ def _record_failure(out: Path, err: BaseException) -> None:
         pass  # the folder itself cannot be written; the error line says why
 
 
-def stopped(err: BaseException, record: Path | None, sweep_dir: Path | None) -> None:
-    """Ctrl-C or SIGTERM: one line saying what was recorded and where, then exit 130 (SIGINT) or
-    143 (SIGTERM), the shell's codes for a process ended by those signals."""
-    term = "SIGTERM" in str(err)
-    what = f"status 'interrupted' recorded in {record}" if record else "no run was in progress"
+def recorded(record: Path, sweep_dir: Path | None) -> str:
+    """What a stopped run kept, and where: for the line src.exits prints."""
+    what = f"status 'interrupted' recorded in {record}" if record.is_file() else "no run was in progress"
     kept = f"; finished runs are kept in {sweep_dir} (python -m src.report {sweep_dir})" if sweep_dir else ""
-    print(f"interrupted by {'SIGTERM' if term else 'Ctrl-C'}: {what}{kept}", file=sys.stderr, flush=True)
-    sys.exit(143 if term else 130)
+    return what + kept
 
 
 class ComparisonTable(Callback):
@@ -232,31 +210,21 @@ class ComparisonTable(Callback):
         # An Optuna sweep's failed or interrupted trials are the study's to judge (max_failed; an
         # interrupted trial runs again on resume): its exit code is the sweeper's.
         if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
-            print(f"error: {len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}", file=sys.stderr)
-            sys.exit(1)
+            raise exits.Failed(f"{len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}")
 
 
 def cli(argv: list[str]) -> None:
-    """`python -m src.train`: the checks, then Hydra. Ctrl-C and SIGTERM end it with one line."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    interrupt_on_sigterm()
-    if wants_completion(argv):
-        completion(wants_completion(argv) or "")
-        return
+    """`python -m src.train`: the checks, then Hydra; src.exits says how it ended, in one line."""
+    command = wants_completion(argv)
+    exits.run_task(lambda: completion(command) if command else _checked_main(argv))
+
+
+def _checked_main(argv: list[str]) -> None:
     try:
-        try:
-            precheck(argv)
-        except ConfigError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
-        finally:
-            release_unused_dirs()
-        main()
-    except KeyboardInterrupt as err:
-        stopped(err, None, None)
-    except OutOfRoom as err:  # a multirun job met a full disk: the multirun ends here
-        print(f"error: {err.line}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        precheck(argv)
+    finally:
+        release_unused_dirs()
+    main()
 
 
 def completion(command: str) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from src.config import DataConfig
 from src.data import decode, load, parts, workers
-from src.training.run import interrupt_on_sigterm  # what `python -m src.train` installs
+from src.exits import install as install_signal_handlers  # what `python -m src.train` installs
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists() or "fork" not in
                                 multiprocessing.get_all_start_methods(), reason="needs fork and /proc (Linux)")
@@ -81,7 +81,7 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
 
     decode.read_image = read
     if mode == "cli":
-        interrupt_on_sigterm()
+        install_signal_handlers()
     if mode == "error":
         real_take = parts._take
 

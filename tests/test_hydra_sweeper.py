@@ -1,4 +1,4 @@
-"""`hydra/sweeper=optuna` (hydra_plugins/ft_optuna_sweeper, src/search/launched.py): the syntax of
+"""`hydra/sweeper=optuna` (hydra_plugins/ft_optuna_sweeper, src/search/launched.py, job.py): the syntax of
 hydra-optuna-sweeper 1.3 parsed into our search space, the plugin found by Hydra, Optuna's
 conventions (metric names, a value per epoch, absolute run_dir) read back through optuna-dashboard,
 and, slow, a 3-trial study through src.train, interrupted and resumed."""
@@ -22,9 +22,10 @@ from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import split_space
 from src.config import ConfigError
 from src.gate import compose_train
 from src.record.schema import EpochRecord
-from src.search.launched import SWEEPER_TARGET, job_reporter, storage_url
+from src.search.job import SWEEPER_TARGET, storage_url, trial_reporter
 from src.search.pruning import EpochReporter, PruneSpec
-from src.search.sweep import open_study
+from src.search.storage import make_storage
+from src.search.study import open_study
 from tests.test_sweep import postgres_url  # noqa: F401  (a fixture: a throw-away PostgreSQL server)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,8 +87,9 @@ def test_make_sweep_preset_composes_with_its_training_settings_and_the_command_l
 
 
 def test_a_job_of_another_sweeper_gets_no_reporter(tmp_path):
-    assert job_reporter({"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}, str(tmp_path), 0,
-                        None, tmp_path) is None  # type: ignore[arg-type]
+    with trial_reporter({"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}, str(tmp_path), 0,
+                        None, tmp_path) as reporter:  # type: ignore[arg-type]
+        assert reporter is None
     assert storage_url(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'optuna.db'}"
     assert storage_url("journal:/x.log", tmp_path) == "journal:/x.log"
 
@@ -169,7 +171,7 @@ def test_three_trial_study_through_the_plugin_interrupted_and_resumed(tmp_path):
     first.send_signal(signal.SIGINT)
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 130, out
-    assert "interrupted (SIGINT): 1 of 3 trials of study tiny" in out and "run the same command to resume" in out
+    assert "interrupted by Ctrl-C: 1 of 3 trials of study tiny" in out and "run the same command to resume" in out
     study = optuna.load_study(study_name="tiny", storage=storage)
     states = [t.state for t in study.trials]
     assert states[0] == optuna.trial.TrialState.COMPLETE and states[1] == optuna.trial.TrialState.FAIL, out
@@ -198,7 +200,8 @@ def _fake_search(tmp_path: Path, outcomes: dict[int, dict], total: int, n_jobs: 
     from src.search import launched
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
-    study = open_study(optuna.storages.RDBStorage(url), "fake", ["maximize", "minimize"], {"config": {}}, None, url,
+    storage = make_storage(url, 20, 60)
+    study = open_study(storage, "fake", ["maximize", "minimize"], {"config": {}}, None, url,
                        metric_names=["val_acc", "train_flops"])
     launches: list[tuple[list[list[str]], int]] = []
 
@@ -213,7 +216,7 @@ def _fake_search(tmp_path: Path, outcomes: dict[int, dict], total: int, n_jobs: 
             dirs.append(out)
         return dirs
 
-    s = launched.Search(study=study, params={"strategy.lr_decay": {"type": "float", "low": 1.0, "high": 10.0, "log": True}},
+    s = launched.Search(study=study, storage=storage, params={"strategy.lr_decay": {"type": "float", "low": 1.0, "high": 10.0, "log": True}},
                         fixed=["trainer.epochs=2"], objectives=["val_acc", "train_flops"], total=total, n_jobs=n_jobs,
                         max_failed=2, poll_s=0.1)
     return s, launch, launches
@@ -268,36 +271,27 @@ def test_sweeper_settings_are_checked_before_any_job(tmp_path):
     assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass
 
 
-def test_a_job_finds_its_trial_in_process_or_from_the_storage_and_is_pruned(tmp_path):
+def test_a_job_opens_its_trial_from_the_storage_and_is_pruned(tmp_path):
+    """Whatever launched it (the basic launcher in the sweeper's process, a joblib worker), a job
+    finds its trial from its config's `hydra.sweeper` and its number, through the storage."""
     from src.gate import to_run_config
-    from src.search import launched
 
     run_cfg = to_run_config(compose_train(TINY))  # trainer.epochs=2
     url = storage_url(None, tmp_path)
-    study = open_study(optuna.storages.RDBStorage(url), "jobs", ["maximize"], {"config": {}}, None, url)
-    best = study.ask()
-    best.set_user_attr("curve", [[0.9, 0.0], [0.95, 0.0]])
-    study.tell(best, 0.95)
     sweeper = {"_target_": SWEEPER_TARGET, "storage": None, "study_name": "jobs", "objectives": ["val_acc"],
                "heartbeat_s": 20, "grace_s": 60, "pruner": {"name": "dominated", "after": 1, "startup": 1}}
-    for live in (True, False):  # the basic launcher's job (same process), a joblib worker's (storage)
-        sweeper["study_name"] = "jobs" if live else None  # null: the default name
-        if not live:
-            study = open_study(optuna.storages.RDBStorage(url), "sweep", ["maximize"], {"config": {}}, None, url)
-            best = study.ask()
-            best.set_user_attr("curve", [[0.9, 0.0], [0.95, 0.0]])
-            study.tell(best, 0.95)
+    for name in ("jobs", None):  # null: the default name
+        sweeper["study_name"] = name
+        study = open_study(make_storage(url, 20, 60), name or "sweep", ["maximize"], {"config": {}}, None, url)
+        best = study.ask()
+        best.set_user_attr("curve", [[0.9, 0.0], [0.95, 0.0]])
+        study.tell(best, 0.95)
         trial = study.ask()
-        if live:
-            launched.LIVE[(url, "jobs")] = study
-        try:
-            reporter = job_reporter(sweeper, str(tmp_path), trial.number, run_cfg, tmp_path / f"{trial.number}_job")
-        finally:
-            launched.LIVE.clear()
-        assert reporter is not None and (reporter.study is study) == live
-        reason = reporter(EpochRecord.from_json({"schema_version": 2, "epoch": 0, "val_acc": 0.5}))
+        with trial_reporter(sweeper, str(tmp_path), trial.number, run_cfg, tmp_path / f"{trial.number}_job") as reporter:
+            assert reporter is not None and reporter.study is not study and reporter.trial.number == trial.number
+            reason = reporter(EpochRecord.from_json({"schema_version": 2, "epoch": 0, "val_acc": 0.5}))
         assert reason and reason.startswith("dominated after epoch 1 by trial 0")
-        frozen = study._storage.get_trial(trial._trial_id)
+        frozen = study.trials[trial.number]
         assert frozen.intermediate_values == {0: 0.5}
         assert frozen.user_attrs["run_dir"] == str((tmp_path / f"{trial.number}_job").resolve())
 
@@ -310,8 +304,6 @@ def test_two_plugin_workers_share_one_study_and_its_exact_budget(tmp_path, backe
     workers = [_sweep(tmp_path / f"w{i}", storage, 3, depth="0") for i in range(2)]
     outs = [w.communicate(timeout=600)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outs
-    from src.search.sweep import make_storage
-
     study = optuna.load_study(study_name="tiny", storage=make_storage(storage, 20, 60))
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(done) == 3  # not 6: one budget for both workers

@@ -256,7 +256,7 @@ def test_sigterm_mid_run_records_an_interrupted_run_with_what_was_measured(tmp_p
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["status"] == "interrupted" and result["error"] == "KeyboardInterrupt: signal SIGTERM"
+    assert result["status"] == "interrupted" and result["error"] == "Stopped: signal SIGTERM"
     measured = result["measured_before_stop"]
     assert measured["epochs_trained"] >= 1 and measured["train_flops"] > 0
     assert measured["epochs_trained"] <= len(read_jsonl(run_dir / "metrics.jsonl"))

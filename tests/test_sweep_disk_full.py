@@ -22,7 +22,8 @@ from optuna.trial import TrialState
 
 from src.record.io import DiskFull, no_room
 from src.search import launched
-from src.search.sweep import HEARTBEAT_ATTR, make_storage, open_study
+from src.search.storage import HEARTBEAT_ATTR, make_storage
+from src.search.study import open_study
 
 from tests.cli import env
 from tests.disks import fill, fill_up, grow, small_disk  # noqa: F401  (small_disk: a fixture)
@@ -74,7 +75,7 @@ def test_a_trial_whose_result_json_was_complete_is_recorded_complete_when_the_st
         launches.append(first)
         out = tmp_path / f"{first}_job"
         out.mkdir()
-        # what the job records at its start (src.search.launched.job_reporter), then its result
+        # what the job records at its start (src.search.job.trial_reporter), then its result
         trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, first)
         optuna.trial.Trial(study, trial_id).set_user_attr("run_dir", str(out.resolve()))
         (out / "result.json").write_text(json.dumps({"schema_version": 2, "status": "completed", "val_acc": 0.75}))
@@ -84,7 +85,8 @@ def test_a_trial_whose_result_json_was_complete_is_recorded_complete_when_the_st
         return [out]
 
     def search(total: int) -> launched.Search:
-        s = launched.Search(study=optuna.load_study(study_name="s", storage=make_storage(url, 1, 2)),
+        storage = make_storage(url, 1, 2)
+        s = launched.Search(study=optuna.load_study(study_name="s", storage=storage), storage=storage,
                             params={"optim.lr": {"type": "float", "low": 0.001, "high": 0.01}}, fixed=[],
                             objectives=["val_acc"], total=total, n_jobs=1, max_failed=1, poll_s=0.1)
         return s

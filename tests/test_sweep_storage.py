@@ -1,6 +1,6 @@
 """A study storage damaged on disk (a journal line cut short or not JSON, a sqlite file half written or
 with a bad page) is refused in one line naming the file, and never written to: real Optuna files,
-damaged as a killed worker or a full disk leaves them, read through src.search.sweep.make_storage and
+damaged as a killed worker or a full disk leaves them, read through src.search.storage.make_storage and
 through the sweep CLI. A worker's append in progress is not damage."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
-from src.search.sweep import DamagedStorage, GuardedJournalFile, make_storage
+from src.search.storage import GuardedJournalFile, make_storage
+from src.search.storage_damage import DamagedStorage
 
 from tests.cli import env
 from tests.disks import fill_up, small_disk  # noqa: F401  (small_disk: a fixture)

@@ -18,7 +18,8 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from src.config import ConfigError
-from src.search.sweep import SweepJournalStorage, SweepRDBStorage, holds_a_place
+from src.search.results import holds_a_place
+from src.search.storage import SweepJournalStorage, SweepRDBStorage
 
 from tests.cli import env
 from tests.test_sweep import _cmd, trial_dir
@@ -367,7 +368,8 @@ def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     line = _one_line_error(subprocess.CompletedProcess(cmd, proc.returncode, "", err), code)
-    assert line.startswith(f"interrupted ({signal.Signals(sig).name}): 0 of 2 trials of study layerwise-default"), line
+    by = "Ctrl-C" if sig == signal.SIGINT else "SIGTERM"
+    assert line.startswith(f"interrupted by {by}: 0 of 2 trials of study layerwise-default"), line
     assert "trial 0 was stopped and runs again on resume" in line and str(out / "optuna.db") in line
     assert "run the same command to resume" in line
     trial = _study(_sqlite(out)).trials[0]
@@ -377,21 +379,22 @@ def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
 def test_a_signal_inside_a_storage_call_is_delivered_once_it_is_done():
     """A KeyboardInterrupt raised halfway through a storage write would leave the session unusable
     (the trial could then not be recorded as interrupted): the signal comes again 50 ms later."""
-    import src.search.sweep as sweep
+    from src import exits
 
     scope: dict = {"sys": sys}
     exec(compile("frame = sys._getframe()", f"{Path('/x/sqlalchemy/orm/session.py')}", "exec"), scope)
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
     try:
-        sweep.interrupt(signal.SIGUSR1, scope["frame"])  # inside the storage: no exception now...
+        exits.on_signal(signal.SIGUSR1, scope["frame"])  # inside the storage: no exception now...
         deadline = time.monotonic() + 30
         while not received:  # ...the signal again, later (a timer thread sends it)
             assert time.monotonic() < deadline, "the signal was not delivered again within 30 s"
             time.sleep(0.01)
         assert received == [signal.SIGUSR1]
-        with pytest.raises(KeyboardInterrupt, match="signal SIGUSR1"):
-            sweep.interrupt(signal.SIGUSR1, sys._getframe())  # outside it: stop here
+        with pytest.raises(exits.Stopped, match="signal SIGUSR1") as stopped:
+            exits.on_signal(signal.SIGUSR1, sys._getframe())  # outside it: stop here
+        assert stopped.value.signal == signal.SIGUSR1 and stopped.value.code == 128 + signal.SIGUSR1
     finally:
         signal.signal(signal.SIGUSR1, previous)
 

@@ -94,7 +94,7 @@ def test_the_pareto_front_is_a_table_and_a_chart_on_a_log_cost_axis(tmp_path):
 
 
 def test_one_command_syncs_every_offline_run_of_a_sweep_reruns_included(training_run, tmp_path):
-    """A sweep writes runs at three depths (src.search.sweep, the sweeper): its trials, the Pareto set's re-runs
+    """A sweep writes runs at three depths (src.search.rerun, the sweeper): its trials, the Pareto set's re-runs
     on other seeds, and the report's summary run. The documented command finds them all."""
     run_folder = training_run.parent
     where = ["trial_0000", "trial_0003", "rerun/trial_0003/seed_1", "rerun/trial_0003/seed_2", "report", "0_frozen"]

@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from src.search.prune_spec import PruneSpec
+
 
 @dataclass
 class SamplerConfig:
@@ -72,16 +74,6 @@ class GridSamplerConfig(SamplerConfig):
 
 
 @dataclass
-class PrunerConfig:
-    """src.search.pruning.PruneSpec: auto (halving) | none | halving | dominated | median | hyperband."""
-
-    name: str = "auto"
-    after: int = 2
-    startup: int = 5
-    min_delta: float = 0.0
-
-
-@dataclass
 class OptunaSweeperConf:
     _target_: str = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     # The sampler reaches the sweeper as its config, not built: its settings are checked first
@@ -106,7 +98,7 @@ class OptunaSweeperConf:
     max_failed: int = 5
     heartbeat_s: int = 20
     grace_s: int = 60
-    pruner: PrunerConfig = field(default_factory=PrunerConfig)
+    pruner: PruneSpec = field(default_factory=PruneSpec)  # the one definition: src/search/prune_spec.py
     # key: sweep value (interval(1,10), tag(log, interval(...)), range(0,8), choice(...)) or a fixed value
     params: Optional[Dict[str, Any]] = None
     # After the search: every Pareto-optimal configuration again on these seeds, reported on test

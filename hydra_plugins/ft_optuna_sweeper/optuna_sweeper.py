@@ -16,7 +16,8 @@ fixed for every trial. One addition: `groups` as a bound of a range or interval 
 of backbone layer groups (`range(0, groups)`: every unfreeze depth the model has).
 
 Errors in the settings are one line (ConfigError, exit 2) before any job starts. Ctrl-C or SIGTERM
-ends the sweep with one line saying what the study recorded and how to resume (exit 130 / 143).
+ends the sweep with one line saying what the study recorded and how to resume (exit 130 / 143;
+src/exits.py decides how the process ends).
 """
 
 from __future__ import annotations
@@ -26,8 +27,6 @@ import inspect
 import logging
 import os
 import re
-import signal
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,7 +51,7 @@ def _plain(node: Any) -> Any:
 
 
 def param_spec(override: Override, text: str) -> dict[str, Any] | None:
-    """A sweep override as src.search.sweep's param spec ({type, low, high, log, step} or
+    """A sweep override as src.search.space's param spec ({type, low, high, log, step} or
     {type: categorical, choices}); None for a plain (fixed) value."""
     if not override.is_sweep_override():
         return None
@@ -122,7 +121,7 @@ class OptunaSweeper(Sweeper):
                  n_trials: int, n_jobs: int, max_failed: int, heartbeat_s: int, grace_s: int, pruner: Any,
                  params: Any, rerun_seeds: Any = (), rerun_overrides: Any = (), **unknown: Any) -> None:
         self.sampler_cfg, self.direction, self.objectives = sampler, direction, objectives
-        from src.search.launched import DEFAULT_STUDY
+        from src.search.job import DEFAULT_STUDY
 
         self.storage, self.n_trials, self.n_jobs = storage, n_trials, n_jobs
         self.given_study_name = study_name
@@ -140,61 +139,46 @@ class OptunaSweeper(Sweeper):
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: list[str]) -> Any:
-        """Check every setting, search, then the Pareto set, the summary and the re-runs; exits 2 on
-        a user error, 1 after max_failed failed trials or a failed re-run, 130/143 when interrupted."""
+        """Check every setting, search, then the Pareto set, the summary and the re-runs. How the
+        process ends is src.exits.run_task's: this raises what happened with what the study holds
+        (a user error, max_failed failed trials or a failed re-run, a full disk, Ctrl-C or SIGTERM)."""
         import optuna
 
-        from src.config import ConfigError
-        from src.models import PretrainedWeightsError
+        from src import exits
         from src.record.io import OutOfRoom, no_room, no_room_line
         from src.search import launched
-        from src.search.sweep import interrupt
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         # Heartbeats with ask/tell: we run the heartbeat thread ourselves around each launch.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
         search = None
-        previous = signal.signal(signal.SIGINT, interrupt)  # never inside a storage write (see interrupt)
         try:
             with outside_hydra():
                 search, groups, mode = self._open(arguments)
-            launched.LIVE[(self._url(), self.study_name)] = search.study
-            try:
-                failed = launched.search(search, self._launch, groups)
-            finally:
-                launched.LIVE.pop((self._url(), self.study_name), None)
-            return self._conclude(search, mode, failed)
-        except (ConfigError, PretrainedWeightsError) as err:  # one line and exit 2, not Hydra's traceback
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            return self._conclude(search, mode, launched.search(search, self._launch, groups))
         except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
-            self._out_of_room(err.line, search)
+            raise OutOfRoom(f"{err.line}; {self._recorded(search)}") from None
+        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM, here or in a job
+            raise exits.stopped(err, self._recorded(search)) from None
         except Exception as err:
+            if exits.is_user_error(err):  # one line and exit 2, not Hydra's report of an Exception
+                raise exits.UserError(str(err)) from err
             full = no_room(err, sqlite=self._sqlite_file())
             if full is None:
                 raise
-            self._out_of_room(no_room_line(full, self._places()), search)
-        except KeyboardInterrupt as err:
-            term = "SIGTERM" in str(err)
-            said = launched.recorded(search.study, search.total, self._where()) if search else \
-                "nothing was recorded (no trial had started)"
-            print(f"interrupted ({'SIGTERM' if term else 'SIGINT'}): {said}", file=sys.stderr, flush=True)
-            sys.exit(143 if term else 130)
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            raise OutOfRoom(f"{no_room_line(full, self._places())}; {self._recorded(search)}") from None
 
-    def _out_of_room(self, line: str, search: Any) -> None:
-        """A full disk ends the sweep: one line, the file and the setting, what the study holds; exit 1."""
+    def _recorded(self, search: Any) -> str:
+        """What the study holds, and how to go on: for the line that ends the sweep."""
         from src.search import launched
 
+        if search is None:
+            return "nothing was recorded (no trial had started)"
         try:
-            said = launched.recorded(search.study, search.total, self._where()) if search else \
-                "nothing was recorded (no trial had started)"
+            return launched.recorded(search.study, search.total, self._where())
         except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
-            said = f"the study is in {self._where()}; run the same command to resume"
-        print(f"error: {line}; {said}", file=sys.stderr, flush=True)
-        sys.exit(1)
+            return f"the study is in {self._where()}; run the same command to resume"
 
     def _places(self) -> list[tuple[Path, str]]:
         """Where the sweep writes, each with the setting that chose it (src.record.io.no_room_line)."""
@@ -215,8 +199,10 @@ class OptunaSweeper(Sweeper):
 
     def _conclude(self, search: Any, mode: str, failed: str | None) -> Any:
         """The Pareto set and the summary, printed and saved; the Pareto set re-run on rerun_seeds."""
+        from src.exits import Failed
         from src.record.io import write_json
-        from src.search.sweep import format_pareto, format_rerun, format_summary, pareto_rows, rerun_pareto, summarise
+        from src.search.rerun import format_rerun, rerun_pareto
+        from src.search.results import format_pareto, format_summary, pareto_rows, summarise
         from src.training.run import DivergedError
 
         study, objectives = search.study, search.objectives
@@ -229,23 +215,21 @@ class OptunaSweeper(Sweeper):
         write_json(self.sweep_dir / "summary.json", summary)
         print(format_summary(summary), flush=True)
         if failed:
-            print(failed, file=sys.stderr, flush=True)
-            sys.exit(1)
+            raise Failed(failed)
         if self.rerun_seeds and rows:
             try:
                 with outside_hydra():
                     rerun = rerun_pareto(study, rows, search.fixed + self.rerun_overrides, self.rerun_seeds,
                                          self.sweep_dir / "rerun", study.study_name)
             except DivergedError as err:
-                print(f"error: {err}", file=sys.stderr, flush=True)
-                sys.exit(1)
+                raise Failed(str(err)) from err
             write_json(self.sweep_dir / "pareto_rerun.json", rerun)
             print(f"\nPareto set re-run on seeds {self.rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}\n"
                   f"saved {self.sweep_dir / 'pareto_rerun.json'}", flush=True)
         return rows
 
     def _url(self) -> str:
-        from src.search.launched import storage_url
+        from src.search.job import storage_url
 
         return storage_url(self.storage, self.sweep_dir)
 
@@ -258,8 +242,10 @@ class OptunaSweeper(Sweeper):
         from src.gate import check_overrides, compose_train, to_run_config
         from src.search import launched
         from src.search.pruning import PruneSpec, optuna_pruner, resolve
-        from src.search.sweep import (OBJECTIVES, check_objectives, check_space, claim_out_dir, make_storage,
-                                      open_study, requeue_interrupted, study_identity)
+        from src.search.results import DONE, requeue_interrupted
+        from src.search.space import OBJECTIVES, check_objectives, check_space
+        from src.search.storage import make_storage
+        from src.search.study import claim_out_dir, open_study, study_identity
         from src.training.run import preflight
 
         settings.check_unknown(self.unknown, inspect.signature(OptunaSweeper).parameters.keys() - {"unknown"})
@@ -296,8 +282,8 @@ class OptunaSweeper(Sweeper):
         requeue_interrupted(study)
         log.info("study %s (%s) in %s: %d of %d trials done; pruner %s", self.study_name, ", ".join(
             f"{d} {o}" for d, o in zip(directions, objectives)), self._where(), len(study.get_trials(
-                deepcopy=False, states=launched.DONE)), self.n_trials, mode)
-        search = launched.Search(study=study, params=params, fixed=fixed, objectives=objectives,
+                deepcopy=False, states=DONE)), self.n_trials, mode)
+        search = launched.Search(study=study, storage=storage, params=params, fixed=fixed, objectives=objectives,
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0))
         return search, groups, mode

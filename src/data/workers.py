@@ -39,10 +39,11 @@ def _worker_start(parent: int) -> None:
     the parent *thread* that forked it ends; the pool is made, used and shut down within one call
     of `decoded`, in one thread, so that thread outlives it. Elsewhere, or if prctl fails, a thread
     polls the parent's pid. Signals: a worker forked from `python -m src.train` inherits its SIGTERM
-    handler (raise KeyboardInterrupt, for a run that records being interrupted), under which a
+    handler (src.exits: raise Stopped, for a run that records being interrupted), under which a
     worker sent SIGTERM returns the interrupt to its parent as if the parent had been stopped; a
     worker dies of SIGTERM instead. Ctrl-C reaches the whole process group: workers ignore it, and
-    the parent, interrupted, stops the pool."""
+    the parent, interrupted, stops the pool. These two handlers stay here, not in src.exits: they
+    belong to the child process, which never reports how it ended (its parent does)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     watched = True

@@ -46,7 +46,7 @@ class DiskFull(OSError):
 class OutOfRoom(BaseException):
     """A multirun job that met a full disk ends the multirun with `line` (every later job would fail
     the same way). A BaseException, because Hydra keeps a job's Exception as its result and goes on
-    to the next job; src.train's cli and the Optuna sweeper print the line."""
+    to the next job; src.exits.run_task prints the line."""
 
     def __init__(self, line: str) -> None:
         super().__init__(line)

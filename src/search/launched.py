@@ -2,17 +2,14 @@
 
 The project's one Optuna search loop, behind `python -m src.train -m sweep=default` (`make sweep`)
 and `python -m src.train -m hydra/sweeper=optuna ...`. The sweeper plugin (hydra_plugins/ft_optuna_sweeper)
-parses Hydra's syntax into the search space of `src.search.sweep` and hands this module a `launch`
-function (Hydra's launcher). The study's machinery is src.search.sweep's: the storage with
-heartbeats, the study's identity, the exact budget (`n_trials` trials complete or are pruned, with
-any number of workers), interrupted trials retried on resume; the pruning rules are src.search.pruning's.
+parses Hydra's syntax into the search space (src.search.space) and hands this module a `launch`
+function (Hydra's launcher). The study's machinery: the storage with heartbeats (src.search.storage),
+the study's identity (src.search.study), the exact budget and what trials come to
+(src.search.results); the pruning rules are src.search.pruning's.
 
-Each trial is a Hydra job numbered by its trial number (`hydra.job.num`), so the job finds its
-trial: in the same process (the basic launcher) the sweeper's own study is used; in another
-process (joblib, submitit) the study is loaded again from the storage named in the job's
-`hydra.sweeper` config. The job's `on_epoch` is an `EpochReporter` (`job_reporter`); a run it
-stops records `status: pruned`, and the sweeper tells Optuna the trial was PRUNED. The objectives
-are read from each job's result.json, not from the task function's return value.
+Each trial is a Hydra job numbered by its trial number (`hydra.job.num`); the job opens its trial
+from the storage (src.search.job). The objectives are read from each job's result.json, not from
+the task function's return value.
 """
 
 from __future__ import annotations
@@ -26,22 +23,16 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import optuna
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 
-from src.config import OUR_SWEEPER, ConfigError, RunConfig
+from src.config import ConfigError
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
-from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
-from src.search.sweep import DONE, finished_outcome, holds_a_place, make_storage, settle_stale, suggest
+from src.search.results import DONE, finished_outcome, holds_a_place, settle_stale
+from src.search.space import suggest
+from src.search.storage import SweepJournalStorage, SweepRDBStorage, heartbeats
 
 log = logging.getLogger(__name__)
-# The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
-SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
-# Studies open in this process, by (storage URL, study name): a job launched in-process reuses
-# the sweeper's study (and its storage connection) instead of opening the storage again.
-LIVE: dict[tuple[str, str], optuna.Study] = {}
-DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
 # A trial that failed on one of these (as its result.json records it) stops the sweep with its one line.
 USER_ERRORS = ("ConfigError", "PretrainedWeightsError", "DamagedStorage")
 
@@ -49,17 +40,13 @@ USER_ERRORS = ("ConfigError", "PretrainedWeightsError", "DamagedStorage")
 Launch = Callable[[list[list[str]], int], Sequence[Path | None]]
 
 
-def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
-    """The study's storage: the one given, or a sqlite file in the sweep folder."""
-    return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
-
-
 @dataclass
 class Search:
     """What the sweeper resolved: the study, its space and budget, the overrides every job gets."""
 
     study: optuna.Study
-    params: dict[str, dict[str, Any]]  # src.search.sweep's param specs ({type, low, high, log, step} | {choices})
+    storage: SweepRDBStorage | SweepJournalStorage  # the study's, as make_storage opened it
+    params: dict[str, dict[str, Any]]  # src.search.space's param specs ({type, low, high, log, step} | {choices})
     fixed: list[str]  # overrides every job gets (the command line's and hydra.sweeper.params' fixed ones)
     objectives: list[str]
     total: int
@@ -68,40 +55,21 @@ class Search:
     poll_s: float
     failed: list[str] = field(default_factory=list)
 
-
-def job_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg: RunConfig,
-                 out: Path) -> EpochReporter | None:
-    """The `on_epoch` of a job launched by our sweeper: its trial's EpochReporter (None when the
-    job is not one of our trials). Also records the job's folder, absolute, as the trial's run_dir."""
-    if sweeper.get("_target_") != SWEEPER_TARGET:
-        return None
-    url = storage_url(sweeper.get("storage"), sweep_dir)
-    objectives = list(sweeper.get("objectives") or ["val_acc"])
-    spec = PruneSpec.from_dict(dict(sweeper.get("pruner") or {}))
-    mode = resolve(spec, objectives)
-    name = sweeper.get("study_name") or DEFAULT_STUDY
-    study = LIVE.get((url, name))
-    if study is None:  # another process (joblib, submitit): the trial rebuilt from the storage
-        with warnings.catch_warnings():  # Optuna flags heartbeats experimental; they are what resume rests on
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = make_storage(url, int(sweeper["heartbeat_s"]), int(sweeper["grace_s"]))
-        study = optuna.load_study(study_name=name, storage=storage,
-                                  pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    trial = optuna.trial.Trial(study, trial_id)
-    trial.set_user_attr("run_dir", str(out.resolve()))
-    return EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
-                         epochs=run_cfg.trainer.epochs)
+    def trial_id(self, trial: optuna.Trial) -> int:
+        """The trial's id in the storage (what the storage's methods take)."""
+        return self.storage.get_trial_id_from_study_id_trial_number(
+            self.storage.get_study_id_from_name(self.study.study_name), trial.number)
 
 
 def search(s: Search, launch: Launch, groups: int) -> str | None:
     """Trials until `total` completed or were pruned (every worker's count), `n_jobs` at a time
-    through `launch`. Returns the error line when `max_failed` trials failed, else None."""
+    through `launch`. Returns why the sweep stops when `max_failed` trials failed (a line, which
+    src.exits prints as the error), else None."""
     waiting = False
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            settle_stale(s.study, s.objectives)  # a dead worker's finished trial keeps its result...
+            settle_stale(s.study, s.storage, s.objectives)  # a dead worker's finished trial keeps its result...
             optuna.storages.fail_stale_trials(s.study)  # ...any other frees its place (queued again)
         trials = s.study.get_trials(deepcopy=False)
         done = sum(t.state in DONE for t in trials)
@@ -120,7 +88,7 @@ def search(s: Search, launch: Launch, groups: int) -> str | None:
         if batch:
             _launch(s, batch, launch)
         if s.max_failed and len(s.failed) >= s.max_failed:
-            return (f"error: stopped after {len(s.failed)} failed trials ({', '.join(s.failed)}; "
+            return (f"stopped after {len(s.failed)} failed trials ({', '.join(s.failed)}; "
                     f"hydra.sweeper.max_failed={s.max_failed}); their result.json files say why")
 
 
@@ -141,36 +109,36 @@ def _ask(s: Search, n: int, groups: int) -> list[tuple[optuna.Trial, dict[str, A
 def _launch(s: Search, batch: list[tuple[optuna.Trial, dict[str, Any]]], launch: Launch) -> None:
     """The batch through Hydra's launcher, with heartbeats, each trial told from its result.json.
     Job numbers are trial numbers, so the batch goes in runs of consecutive numbers."""
-    beats = [get_heartbeat_thread(t._trial_id, s.study._storage) for t, _ in batch]
-    for b in beats:
-        b.start()
     told: set[int] = set()
-    try:
-        start = 0
-        while start < len(batch):
-            end = start + 1
-            while end < len(batch) and batch[end][0].number == batch[end - 1][0].number + 1:
-                end += 1
-            run = batch[start:end]
-            dirs = launch([s.fixed + [f"{k}={v}" for k, v in values.items()] for _, values in run], run[0][0].number)
-            for (trial, _), out in zip(run, dirs):
-                told.add(trial.number)  # its job ended: it is not an interrupted trial, whatever _tell finds
-                _tell(s, trial, out)
-            start = end
-    except BaseException:
-        # Ctrl-C, SIGTERM (the job exits 130/143), a full disk or a launcher error: the trials not
-        # told keep what their job recorded complete (jobs of a batch that ran before the one that
-        # stopped it); the others are failed and marked, and a resumed sweep runs their parameters
-        # again. A storage that cannot be written now leaves them running: settle_stale or the
-        # heartbeat's retry deals with them on resume.
-        for trial, _ in batch:
-            if trial.number not in told:
-                with contextlib.suppress(Exception):
-                    _stopped(s, trial)
-        raise
-    finally:
-        for b in beats:
-            b.join()
+    with heartbeats(s.storage, [s.trial_id(t) for t, _ in batch]):
+        try:
+            for run in _consecutive(batch):
+                dirs = launch([s.fixed + [f"{k}={v}" for k, v in values.items()] for _, values in run], run[0][0].number)
+                for (trial, _), out in zip(run, dirs):
+                    told.add(trial.number)  # its job ended: it is not an interrupted trial, whatever _tell finds
+                    _tell(s, trial, out)
+        except BaseException:
+            # Ctrl-C, SIGTERM (src.exits.Stopped, from this process or a job's), a full disk or a
+            # launcher error: the trials not told keep what their job recorded complete (jobs of a
+            # batch that ran before the one that stopped it); the others are failed and marked, and
+            # a resumed sweep runs their parameters again. A storage that cannot be written now
+            # leaves them running: settle_stale or the heartbeat's retry deals with them on resume.
+            for trial, _ in batch:
+                if trial.number not in told:
+                    with contextlib.suppress(Exception):
+                        _stopped(s, trial)
+            raise
+
+
+def _consecutive(batch: list[tuple[optuna.Trial, Any]]) -> list[list[tuple[optuna.Trial, Any]]]:
+    """The batch in runs of consecutive trial numbers (a launch numbers its jobs from the first)."""
+    runs: list[list[tuple[optuna.Trial, Any]]] = []
+    for item in batch:
+        if runs and item[0].number == runs[-1][-1][0].number + 1:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def recorded(study: optuna.Study, total: int, where: str) -> str:
@@ -186,7 +154,7 @@ def recorded(study: optuna.Study, total: int, where: str) -> str:
 def _stopped(s: Search, trial: optuna.Trial) -> None:
     """A trial of a batch that was stopped: told from its job's result.json if that records a
     finished run, else failed as interrupted."""
-    run_dir = s.study._storage.get_trial_user_attrs(trial._trial_id).get("run_dir")
+    run_dir = s.storage.get_trial_user_attrs(s.trial_id(trial)).get("run_dir")
     outcome = finished_outcome(run_dir, s.objectives)
     if outcome is not None:
         s.study.tell(trial, outcome[1], state=outcome[0], skip_if_finished=True)
@@ -197,7 +165,7 @@ def _stopped(s: Search, trial: optuna.Trial) -> None:
 
 def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
     """The trial's state and values, from its job's result.json."""
-    state = s.study._storage.get_trial(trial._trial_id).state
+    state = s.storage.get_trial(s.trial_id(trial)).state
     if state.is_finished():  # another worker took it for dead meanwhile, and recorded it
         log.warning("trial %d was recorded as %s by another worker meanwhile", trial.number, state.name)
         return

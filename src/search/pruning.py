@@ -23,7 +23,6 @@ record; the sweep turns that record into `optuna.TrialPruned`. Nothing is raised
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -31,46 +30,16 @@ import optuna
 from src.config import ConfigError
 from src.record.schema import EpochRecord
 from src.reporting.pareto import dominates, pareto_ranks
+from src.search.prune_spec import PruneSpec
 
 __all__ = ["EpochReporter", "PruneSpec", "dominating_trial", "halving_keeps", "halving_rungs", "pareto_ranks", "resolve"]
 
 log = logging.getLogger(__name__)
 
-PRUNERS = ("auto", "none", "halving", "dominated", "median", "hyperband")
 HALVING_RATE = 3  # successive halving keeps the top third at each rung (Li et al.'s eta = 3)
 # Objectives that exist after every epoch (maximised), and the running total of each cost.
 PER_EPOCH = ("val_acc", "val_balanced_acc")
 CUM_COST = {"train_flops": "train_flops_cum", "train_time_s": "train_s_cum"}
-
-
-@dataclass(frozen=True)
-class PruneSpec:
-    name: str = "auto"
-    after: int = 2  # epochs every trial trains before it can be stopped (sweeps/default.yaml says why)
-    startup: int = 5  # finished trials needed before any trial is stopped
-    min_delta: float = 0.0  # dominated: the finished trial must be better by at least this
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PruneSpec:
-        unknown = set(d) - {"name", "after", "startup", "min_delta"}
-        if unknown:
-            raise ConfigError(f"hydra.sweeper.pruner.{sorted(unknown)[0]} is not a key (name, after, startup, min_delta)")
-        # Strict types: int() would quietly turn after=1.5 into 1 and True into 1.
-        for key in ("after", "startup"):
-            if key in d and (isinstance(d[key], bool) or not isinstance(d[key], int)):
-                raise ConfigError(f"hydra.sweeper.pruner.{key}={d[key]!r} must be an integer")
-        if "min_delta" in d and (isinstance(d["min_delta"], bool) or not isinstance(d["min_delta"], (int, float))):
-            raise ConfigError(f"hydra.sweeper.pruner.min_delta={d['min_delta']!r} must be a number")
-        spec = cls(str(d.get("name", "auto")), int(d.get("after", 2)), int(d.get("startup", 5)),
-                   float(d.get("min_delta", 0.0)))
-        if spec.name not in PRUNERS:
-            raise ConfigError(f"hydra.sweeper.pruner.name={spec.name!r} is not allowed ({' | '.join(PRUNERS)})")
-        if spec.after < 1 or spec.startup < 0 or spec.min_delta < 0:
-            raise ConfigError(
-                f"hydra.sweeper.pruner: after={spec.after} must be >= 1, startup={spec.startup} and "
-                f"min_delta={spec.min_delta} >= 0"
-            )
-        return spec
 
 
 def resolve(spec: PruneSpec, objectives: list[str]) -> str:

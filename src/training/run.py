@@ -9,7 +9,6 @@ Hydra.
 
 from __future__ import annotations
 
-import signal
 import tempfile
 import time
 from pathlib import Path
@@ -28,18 +27,8 @@ from src.training.preflight import preflight
 from src.training.setup import seed_everything, setup
 
 # Also importable from here, where callers have always found them.
-__all__ = ["BestModel", "DivergedError", "EpochCallback", "claim_run_dir", "interrupt_on_sigterm", "preflight", "run",
+__all__ = ["BestModel", "DivergedError", "EpochCallback", "claim_run_dir", "preflight", "run",
            "seed_everything"]
-
-
-def interrupt_on_sigterm() -> None:
-    """Make SIGTERM (a scheduler's kill, `timeout`, `docker stop`) end a run as Ctrl-C does: run()
-    records what it measured and `status: interrupted`, instead of dying without a result.json."""
-
-    def handler(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def claim_run_dir(run_dir: Path) -> None:

@@ -1,0 +1,148 @@
+"""How a process of this project ends: the one place that installs the SIGINT and SIGTERM handlers
+and turns what happened into one line on stderr and an exit code (lightning-hydra-template's
+`task_wrapper`, for `python -m src.train` and the Optuna sweeper it runs).
+
+    0    done
+    1    a failure: a run that failed, a sweep that stopped after max_failed failed trials, a full disk
+    2    a user error: a setting that cannot run (ConfigError), pretrained weights that cannot be had
+    130  stopped by Ctrl-C (SIGINT); 143 by SIGTERM: 128 + the signal, as a shell reports it
+
+What happened travels up as a typed exception: `Stopped` (which signal, and what was recorded),
+`Failed` and `UserError` (the line), `src.record.io.OutOfRoom` (a full disk, the line). They are
+BaseExceptions because Hydra reports an Exception raised in a task function, a sweeper or a
+callback its own way (a traceback, exit 1), and keeps a multirun job's Exception as its result;
+these pass through Hydra to `run_task`. Code below the entrypoints raises ordinary exceptions
+(ConfigError, ...); whoever adds context (the job, the sweeper) raises one of these.
+
+The decode worker processes of src/data/workers.py set their own handlers (they inherit these
+through fork, and a worker must die of SIGTERM rather than report it as its parent's stop).
+
+Imports nothing heavy at module level: `src.train` installs `while_starting` before its imports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any, Callable, NoReturn
+
+FAILURE = 1
+USER_ERROR = 2
+
+# Code that a stop must not cut in half: a storage write stopped midway leaves the session
+# unusable, and the trial could then not be recorded as interrupted (nor be retried).
+_NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.sep}", f"{os.sep}sqlite3{os.sep}")
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: a run records `status: interrupted` (run() treats it as the
+    KeyboardInterrupt it is). `recorded` says what was kept and where, added by whoever knows."""
+
+    def __init__(self, signum: int = signal.SIGINT, recorded: str | None = None) -> None:
+        self.signal = signal.Signals(signum)
+        self.recorded = recorded
+        super().__init__(f"signal {self.signal.name}")
+
+    def __reduce__(self) -> tuple[Any, ...]:  # a job in a launcher's worker process hands it back pickled
+        return type(self), (int(self.signal), self.recorded)
+
+    @property
+    def code(self) -> int:
+        return 128 + int(self.signal)
+
+    @property
+    def by(self) -> str:
+        return "Ctrl-C" if self.signal == signal.SIGINT else self.signal.name
+
+
+class Failed(BaseException):
+    """The task failed, and this line (without "error: ") says why; exit 1."""
+
+    code = FAILURE
+
+
+class UserError(Failed):
+    """A setting that cannot run, met where Hydra would report it its own way; exit 2."""
+
+    code = USER_ERROR
+
+
+def stopped(err: KeyboardInterrupt, recorded: str | None) -> Stopped:
+    """`err` as a Stopped that says what was recorded (a plain KeyboardInterrupt is Ctrl-C)."""
+    return Stopped(err.signal if isinstance(err, Stopped) else signal.SIGINT, recorded)
+
+
+def is_user_error(err: BaseException) -> bool:
+    """A setting that cannot run, or weights that cannot be had: the user's to fix (exit 2)."""
+    from src.config import ConfigError
+
+    if isinstance(err, (ConfigError, UserError)):
+        return True
+    from src.models import PretrainedWeightsError  # loads torch: only asked about errors that are not ConfigErrors
+
+    return isinstance(err, PretrainedWeightsError)
+
+
+def on_signal(signum: int, frame: Any) -> None:
+    """SIGINT's and SIGTERM's handler: raise Stopped, except inside a storage call, where the signal
+    is delivered again 50 ms later, until that call is done."""
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in _NOT_HERE):
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        frame = frame.f_back
+    raise Stopped(signum)
+
+
+def install() -> None:
+    """Ctrl-C and SIGTERM (a scheduler's kill, `timeout`, `docker stop`) end a task alike: a run
+    records what it measured and `status: interrupted`, instead of dying without a result.json.
+    Also called in each job: a launcher's worker processes (joblib, submitit) never ran run_task."""
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+
+def while_starting() -> None:
+    """Ctrl-C or SIGTERM while the imports load (seconds): one line, nothing started yet."""
+
+    def handler(signum: int, _frame: Any) -> NoReturn:
+        print(f"interrupted by {Stopped(signum).by} while starting: nothing was run", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def describe(err: BaseException) -> tuple[str, int] | None:
+    """The one line and the exit code for how the task ended; None for an error nobody expected
+    (a bug: its traceback is what helps)."""
+    from src.record.io import OutOfRoom
+
+    if isinstance(err, KeyboardInterrupt):
+        stop = err if isinstance(err, Stopped) else stopped(err, None)
+        return f"interrupted by {stop.by}: {stop.recorded or 'no run was in progress'}", stop.code
+    if isinstance(err, Failed):
+        return f"error: {err}", err.code
+    if isinstance(err, OutOfRoom):
+        return f"error: {err.line}", FAILURE
+    if isinstance(err, Exception) and is_user_error(err):
+        return f"error: {err}", USER_ERROR
+    return None
+
+
+def run_task(task: Callable[[], object]) -> None:
+    """Run `task` with the handlers installed; if it does not end well, one line on stderr and the
+    exit code (see the module's docstring). SystemExit (Hydra's own, --help) passes as it is."""
+    install()
+    try:
+        task()
+    except SystemExit:
+        raise
+    except BaseException as err:
+        said = describe(err)
+        if said is None:
+            raise
+        print(said[0], file=sys.stderr, flush=True)
+        sys.exit(said[1])

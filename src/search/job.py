@@ -1,0 +1,64 @@
+"""A trial's side of `hydra/sweeper=optuna`: the job finds its trial in the study's storage.
+
+Each trial is a Hydra job numbered by its trial number (`hydra.job.num`), and its config's
+`hydra.sweeper` names the storage, the study, the objectives and the pruner. Whatever launched it
+(the basic launcher in the sweeper's own process, joblib, submitit on other machines), the job
+opens the study from that storage, as any worker of a shared study does: nothing passes between
+the sweeper and its jobs but the job's config and the storage. The job's `on_epoch` is the trial's
+EpochReporter; a run it stops records `status: pruned`, and the sweeper tells Optuna the trial
+was PRUNED (src/search/launched.py reads each job's result.json).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import optuna
+from optuna.storages import RDBStorage
+
+from src.config import OUR_SWEEPER, RunConfig
+from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
+from src.search.storage import make_storage
+
+# The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
+SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
+DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
+
+
+def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
+    """The study's storage: the one given, or a sqlite file in the sweep folder."""
+    return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
+
+
+@contextlib.contextmanager
+def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg: RunConfig,
+                   out: Path) -> Iterator[EpochReporter | None]:
+    """The `on_epoch` of a job launched by our sweeper, while the job runs: its trial's
+    EpochReporter (None when the job is not one of our trials). Also records the job's folder,
+    absolute, as the trial's run_dir. The storage connection is closed when the job ends."""
+    if sweeper.get("_target_") != SWEEPER_TARGET:
+        yield None
+        return
+    objectives = list(sweeper.get("objectives") or ["val_acc"])
+    spec = PruneSpec.from_dict(dict(sweeper.get("pruner") or {}))
+    mode = resolve(spec, objectives)
+    name = sweeper.get("study_name") or DEFAULT_STUDY
+    with warnings.catch_warnings():  # Optuna flags heartbeats experimental; they are what resume rests on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = make_storage(storage_url(sweeper.get("storage"), sweep_dir), int(sweeper["heartbeat_s"]),
+                               int(sweeper["grace_s"]))
+    try:
+        study = optuna.load_study(study_name=name, storage=storage,
+                                  pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
+        trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(name), number))
+        trial.set_user_attr("run_dir", str(out.resolve()))
+        yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
+                            epochs=run_cfg.trainer.epochs)
+    finally:
+        if isinstance(storage, RDBStorage):  # a job in the sweeper's own process must not leave connections open
+            storage.remove_session()
+            storage.engine.dispose()

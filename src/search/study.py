@@ -1,0 +1,144 @@
+"""One study, one experiment, one folder.
+
+A study records, when it is created, what its trials measure (its identity: the resolved training
+config less the searched keys and the settings that change no measurement, the objectives and the
+search space); a resume with anything else is refused, naming what differs. The sweep folder
+belongs to one study (`study.json`): a second study there is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage
+
+from src.config import ConfigError, RunConfig
+from src.gate import STUDY_FILE
+from src.record.io import RESULT_FILE, write_json
+
+# Training settings that change nothing a trial measures: a study resumed with other values is the
+# same experiment. Everything else in the config is part of the study's identity.
+NOT_MEASURED = ("logger.", "trainer.progress", "trainer.save_model", "trainer.num_threads")
+# ... unless a time is measured: threads change the training time.
+TIMED = {"train_time_s": ("trainer.num_threads",)}
+OWNER_FILE = STUDY_FILE  # which study a sweep folder belongs to
+
+
+def study_identity(base: RunConfig, params: dict[str, Any], objectives: list[str]) -> dict[str, Any]:
+    """What a trial of this study measures: every training setting except the searched ones and
+    those that change no measurement, plus the objectives and the search space. JSON-shaped, so it
+    compares equal after a round trip through any storage."""
+    timed = {k for o in objectives for k in TIMED.get(o, ())}
+    config = {k: v for k, v in _flatten(base.to_dict()).items()
+              if k not in params and (k in timed or not _not_measured(k))}
+    return json.loads(json.dumps({"config": config, "objectives": objectives, "params": params}, sort_keys=True))
+
+
+def _not_measured(key: str) -> bool:
+    return any(key.startswith(n) if n.endswith(".") else key == n for n in NOT_MEASURED)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'key: old -> new' for every setting that differs (config keys flat; objectives; params.KEY)."""
+    flat_old = _flatten(old.get("config", {})) | {"objectives": old.get("objectives")} | {
+        f"params.{k}": v for k, v in (old.get("params") or {}).items()}
+    flat_new = _flatten(new.get("config", {})) | {"objectives": new.get("objectives")} | {
+        f"params.{k}": v for k, v in (new.get("params") or {}).items()}
+    missing = object()
+    return [f"{k}: {json.dumps(flat_old.get(k, missing)) if k in flat_old else '(unset)'} -> "
+            f"{json.dumps(flat_new[k]) if k in flat_new else '(unset)'}"
+            for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k, missing) != flat_new.get(k, missing)]
+
+
+def open_study(storage: BaseStorage, name: str, directions: list[str], identity: dict[str, Any], pruner: Any,
+               where: str, metric_names: list[str] | None = None) -> optuna.Study:
+    """Create the study and record what it measures (and its objectives' names, which
+    optuna-dashboard shows), or load it and refuse if it measures something else (other
+    settings, objectives or search space)."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions, pruner=pruner)
+        if metric_names:
+            with warnings.catch_warnings():  # experimental in Optuna 5, and what optuna-dashboard reads
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names(list(metric_names))
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("uid", uuid.uuid4().hex)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    new_study = f"start a new study with another hydra.sweeper.study_name (and hydra.sweep.dir), e.g. hydra.sweeper.study_name={name}-2"
+    have = [d.name.lower() for d in study.directions]
+    if have != directions and "identity" not in study.user_attrs:  # else the identity names the objectives
+        raise ConfigError(f"study {name} in {where} optimises {have}, not {directions}: {new_study}")
+    # A worker that created the study a moment ago may not have recorded its identity yet.
+    for _ in range(50):
+        attrs = study.user_attrs
+        if "identity" in attrs and "uid" in attrs:
+            break
+        if study.get_trials(deepcopy=False):
+            raise ConfigError(f"study {name} in {where} has trials but no record of what they measure (made by an "
+                              f"older version): {new_study}")
+        time.sleep(0.2)
+    else:  # an empty study with no record: adopt it
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("uid", uuid.uuid4().hex)
+        attrs = study.user_attrs
+    diff = identity_diff(attrs["identity"], identity)
+    if diff:
+        shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+        raise ConfigError(f"study {name} in {where} measures something else ({shown}): its trials would not "
+                          f"answer this question; {new_study}")
+    if have != directions:
+        raise ConfigError(f"study {name} in {where} optimises {have}, not {directions}: {new_study}")
+    return study
+
+
+def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
+    """`out_dir` belongs to one study: the first sweep to use it writes `study.json`; another
+    study's sweep is refused (its trial folders, pareto.json and summary.json would overwrite ours)."""
+    mine = {"study": study.study_name, "uid": study.user_attrs["uid"], "storage": where}
+    owner = out_dir / OWNER_FILE
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not owner.exists():
+            leftovers = sorted(p.name for p in out_dir.iterdir()  # a study's files, or a job folder's record
+                               if p.name.startswith(("trial_", "rerun", "pareto", "summary")) or (p / RESULT_FILE).is_file())
+            if leftovers:
+                shown = ", ".join(leftovers[:4]) + (", ..." if len(leftovers) > 4 else "")
+                raise ConfigError(f"hydra.sweep.dir={out_dir} holds results of a study it has no record of ({shown}): "
+                                  "use another hydra.sweep.dir")
+            tmp = out_dir / f".{OWNER_FILE}.{os.getpid()}"
+            write_json(tmp, mine)
+            try:
+                os.link(tmp, owner)  # atomic, and fails if another worker claimed the folder first
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        theirs = json.loads(owner.read_text())
+    except OSError as err:
+        raise ConfigError(f"hydra.sweep.dir={out_dir}: cannot write there ({err.strerror or err})") from None
+    if theirs.get("uid") != mine["uid"]:
+        raise ConfigError(
+            f"hydra.sweep.dir={out_dir} belongs to study {theirs.get('study')} ({theirs.get('storage')}), not to this "
+            f"study {study.study_name}: use another hydra.sweep.dir"
+        )
+
+

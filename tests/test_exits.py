@@ -1,0 +1,71 @@
+"""src/exits.py: one place turns how a task ended into one line and an exit code."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+
+import pytest
+
+from src import exits
+from src.config import ConfigError
+from src.models import PretrainedWeightsError
+from src.record.io import OutOfRoom
+
+
+@pytest.fixture
+def handlers():
+    """run_task installs SIGINT and SIGTERM handlers: the test process gets its own back."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGINT, before[0])
+    signal.signal(signal.SIGTERM, before[1])
+
+
+@pytest.mark.parametrize("err, said", [
+    (exits.Stopped(signal.SIGTERM, "status 'interrupted' recorded in r"),
+     ("interrupted by SIGTERM: status 'interrupted' recorded in r", 143)),
+    (exits.Stopped(signal.SIGINT), ("interrupted by Ctrl-C: no run was in progress", 130)),
+    (KeyboardInterrupt(), ("interrupted by Ctrl-C: no run was in progress", 130)),
+    (exits.Failed("stopped after 5 failed trials"), ("error: stopped after 5 failed trials", 1)),
+    (exits.UserError("model.name=x is not a model"), ("error: model.name=x is not a model", 2)),
+    (ConfigError("trainer.epochs=0 must be >= 1"), ("error: trainer.epochs=0 must be >= 1", 2)),
+    (PretrainedWeightsError("no weights for x"), ("error: no weights for x", 2)),
+    (OutOfRoom("no room left on the device writing a (hydra.run.dir=b)"),
+     ("error: no room left on the device writing a (hydra.run.dir=b)", 1)),
+    (RuntimeError("a bug"), None),
+])
+def test_each_ending_has_its_line_and_code(err, said):
+    assert exits.describe(err) == said
+
+
+def test_stopped_is_an_interrupt_that_survives_a_trip_to_another_process():
+    stop = exits.Stopped(signal.SIGTERM, "kept")
+    assert isinstance(stop, KeyboardInterrupt) and str(stop) == "signal SIGTERM"  # what run() records
+    back = pickle.loads(pickle.dumps(stop))  # a job in a launcher's worker process hands it back so
+    assert (back.signal, back.recorded, back.code) == (signal.SIGTERM, "kept", 143)
+    assert exits.stopped(back, "the study's line").signal == signal.SIGTERM
+    assert exits.stopped(KeyboardInterrupt(), None).signal == signal.SIGINT
+
+
+def test_run_task_ends_with_one_line_and_the_code(handlers, capsys):
+    def fails() -> None:
+        raise ConfigError("dataset.root=/nope does not exist")
+
+    with pytest.raises(SystemExit) as ended:
+        exits.run_task(fails)
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == "error: dataset.root=/nope does not exist\n"
+    assert signal.getsignal(signal.SIGTERM) is exits.on_signal and signal.getsignal(signal.SIGINT) is exits.on_signal
+
+
+def test_run_task_lets_a_bug_show_its_traceback_and_a_clean_end_pass(handlers):
+    def bug() -> None:
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        exits.run_task(bug)
+    assert exits.run_task(lambda: None) is None
+    with pytest.raises(SystemExit) as ended:  # Hydra's own exits (--help, --cfg) pass as they are
+        exits.run_task(lambda: (_ for _ in ()).throw(SystemExit(0)))
+    assert ended.value.code == 0
