@@ -21,6 +21,7 @@ needs_ray = pytest.mark.skipif(importlib.util.find_spec("hydra_plugins.hydra_ray
                                reason="no hydra-ray-launcher here (make test-ray installs it in .venv-ray)")
 # Two CPUs for Ray, no dashboard: the tests share a small machine.
 PRIVATE = ["hydra/launcher=ray", "hydra.launcher.ray.init.num_cpus=2", "+hydra.launcher.ray.init.include_dashboard=false"]
+JOIN = ["hydra/launcher=ray", "hydra.launcher.ray.init.address=auto"]
 UPSTREAM = "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher"
 
 
@@ -81,13 +82,12 @@ def test_the_study_runs_on_a_private_ray(tmp_path):
     _completed_in_workers(tmp_path / "m", ["0_frozen", "1_full", "2_layerwise"], proc)
 
 
-@pytest.fixture
-def cluster(tmp_path):
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
     """A Ray cluster on this machine, as `ray start --head` starts one (two CPUs), in a folder of its
-    own; stopped after the test."""
+    own; stopped after this module's tests."""
     ray = str(Path(sys.executable).with_name("ray"))
-    node = tmp_path / "node"
-    node.mkdir()
+    node = tmp_path_factory.mktemp("node")
     if subprocess.run([ray, "status"], capture_output=True, timeout=60).returncode == 0:
         pytest.skip("a Ray cluster already runs on this machine: not ours to stop")
     proc = subprocess.run([ray, "start", "--head", "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
@@ -102,17 +102,16 @@ def cluster(tmp_path):
 @pytest.mark.ray
 @needs_ray
 def test_the_study_joins_a_running_cluster(tmp_path, cluster):
-    join = ["hydra/launcher=ray", "hydra.launcher.ray.init.address=auto"]
     # upstream's launcher passes its object store size, and Ray refuses it for a running cluster
     # (the size given by hand: our schema lists the key, so upstream's own default is not added)
-    upstream = _train(tmp_path / "u", "strategy=frozen", *TINY_OVERRIDES, *join, f"hydra.launcher._target_={UPSTREAM}",
+    upstream = _train(tmp_path / "u", "strategy=frozen", *TINY_OVERRIDES, *JOIN, f"hydra.launcher._target_={UPSTREAM}",
                       f"hydra.launcher.ray.init.object_store_memory={PRIVATE_OBJECT_STORE}")
     assert upstream.returncode != 0
     assert "When connecting to an existing cluster, object_store_memory must not be provided" in upstream.stderr
     # ours joins; the driver runs in another folder than the cluster, with a relative sweep folder
     driver = tmp_path / "driver"
     driver.mkdir()
-    proc = _train("m", "strategy=frozen,full,layerwise", *TINY_OVERRIDES, *join, cwd=driver)
+    proc = _train("m", "strategy=frozen,full,layerwise", *TINY_OVERRIDES, *JOIN, cwd=driver)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Connecting to existing Ray cluster" in proc.stderr
     assert "Started a local Ray instance" not in proc.stderr
@@ -123,11 +122,17 @@ def test_the_study_joins_a_running_cluster(tmp_path, cluster):
 
 @pytest.mark.ray
 @needs_ray
-def test_a_sweep_launches_its_trials_on_ray_exactly_to_budget(tmp_path):
+@pytest.mark.parametrize("where", ["private", "cluster"])
+def test_a_sweep_launches_its_trials_on_ray_exactly_to_budget(tmp_path, where, request):
     import optuna
 
-    proc = _train(tmp_path / "s", "sweep=default", "hydra.sweeper.n_trials=3", *TINY_OVERRIDES, *PRIVATE)
+    # the private sweep runs after the cluster test, with the cluster up: a private Ray all the same
+    ray = PRIVATE if where == "private" else JOIN
+    if where == "cluster":
+        request.getfixturevalue("cluster")
+    proc = _train(tmp_path / "s", "sweep=default", "hydra.sweeper.n_trials=3", *TINY_OVERRIDES, *ray)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("Started a local Ray instance" if where == "private" else "Connecting to existing Ray cluster") in proc.stderr
     study = optuna.load_study(study_name="layerwise-default", storage=f"sqlite:///{tmp_path / 's' / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 3
     _completed_in_workers(tmp_path / "s", ["0_layerwise", "1_layerwise", "2_layerwise"], proc)
