@@ -1,6 +1,8 @@
 # Fine-tuning strategy study. `make help` lists the targets.
 PYTHON ?= python3
 VENV ?= .venv
+# hydra/launcher=ray's own environment (the ray extra pins cloudpickle<3, which joblib 1.6 refuses: docs/sweeps.md, "Ray")
+RAY_VENV ?= .venv-ray
 PY := $(VENV)/bin/python
 ARGS ?=
 empty :=
@@ -17,10 +19,22 @@ install: ## create .venv and install the pinned dependencies, the notebook tools
 	$(PY) -m pip install -q -e '.[dev,notebook]'
 
 test: ## fast tests (unit + small end-to-end runs; under 8 min on 2 CPU cores)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -m "not slow and not ray" $(ARGS)
 
 test-slow: ## slow end-to-end tests (the full default study)
-	$(PY) -m pytest -q -m slow $(ARGS)
+	$(PY) -m pytest -q -m "slow and not ray" $(ARGS)
+
+install-ray: $(RAY_VENV)/.installed ## create .venv-ray: this package with the ray extra (hydra/launcher=ray), apart from .venv
+
+$(RAY_VENV)/.installed: pyproject.toml
+	test -x $(RAY_VENV)/bin/python || $(PYTHON) -m venv $(RAY_VENV)
+	$(RAY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RAY_VENV)/bin/python -m pip install -q -e '.[ray]' pytest==9.2.0
+	touch $@
+
+# Only tests/test_ray.py is collected there: other test files import dev tools that .venv-ray lacks.
+test-ray: install-ray ## hydra/launcher=ray end to end (tests/test_ray.py) in .venv-ray: a private Ray, a running cluster, a sweep
+	$(RAY_VENV)/bin/python -m pytest -q -m ray tests/test_ray.py $(ARGS)
 
 smoke: ## run this first: one epoch, 5 images per class at 32 px, untracked (under a minute; outputs/DATE/TIME)
 	$(PY) -m src.train experiment=smoke $(ARGS)
@@ -66,4 +80,4 @@ clean: ## remove run outputs and caches (not the venv)
 	rm -rf outputs multirun sweeps-out bench-out notebook-out wandb .pytest_cache
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
-.PHONY: help install test test-slow smoke study sweep grid domain-shift report notebook bench bench-data bench-augment bench-pruning clean
+.PHONY: help install install-ray test test-slow test-ray smoke study sweep grid domain-shift report notebook bench bench-data bench-augment bench-pruning clean

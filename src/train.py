@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
 from src.config import OUR_SWEEPER, ConfigError, RunConfig
@@ -40,6 +41,7 @@ from src.training.run import run
 
 log = logging.getLogger(__name__)
 register_launchers()  # hydra/launcher=submitit_slurm|submitit_local: ours (hydra_plugins/ft_submitit_launcher)
+register_ray()  # hydra/launcher=ray: ours (hydra_plugins/ft_ray_launcher), where the ray extra is installed
 
 
 def _multirun_group(hc) -> str | None:
