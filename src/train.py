@@ -35,8 +35,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import OUR_SWEEPER, ConfigError, RunConfig
-from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, output_setting, precheck, release_unused_dirs,
-                      to_run_config, wants_completion)
+from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, install, output_setting, precheck,
+                      release_unused_dirs, to_run_config, wants_completion)
 from src.models import PretrainedWeightsError
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
@@ -236,6 +236,7 @@ class ComparisonTable(Callback):
 
 def cli(argv: list[str]) -> None:
     """`python -m src.train`: the checks, then Hydra. Ctrl-C and SIGTERM end it with one line."""
+    install()  # the schemas and the `unique_dir` resolver Hydra composes with
     signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt_on_sigterm()
     if wants_completion(argv):

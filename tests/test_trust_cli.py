@@ -264,8 +264,9 @@ def test_completion_query_lists_keys_of_the_schema():
     from hydra._internal.core_plugins.bash_completion import BashCompletion
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.gate import CONF, completion_line
+    from src.gate import CONF, completion_line, install
 
+    install()  # the schemas Hydra completes from
     line = completion_line("python -m src.train strategy=lpft strategy.")
     assert line == "src.train strategy=lpft strategy."
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -280,9 +281,10 @@ def test_batchnorm_default_is_the_measured_one_everywhere():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.gate import compose_train  # registers the schemas the strategy YAMLs build on
+    from src.gate import compose_train, install
     from tests.cli import REPO
 
+    install()  # the schemas the strategy YAMLs build on
     assert RunConfig().strategy.frozen_bn == "all"
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         for yaml in sorted((REPO / "conf" / "strategy").glob("*.yaml")):
@@ -307,7 +309,7 @@ def test_precheck_composes_each_job_as_hydra_does(monkeypatch):
 
     monkeypatch.setenv("MEDMNIST_DIR", "/nowhere")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        jobs, _ = expand_jobs(["experiment=data_size_grid", "optim.betas=[0.8,0.9]", "seed=0,1", "dataset.root=null",
+        jobs, _ = expand_jobs(["experiment=data_size_grid", "optim.optimizer.betas=[0.8,0.9]", "seed=0,1", "dataset.root=null",
                                "hydra.sweep.dir=x"], True)
         assert len(jobs) == 2 * 5 * 4 * 2  # datasets x sizes x strategies x seeds
         cache: dict = {}
