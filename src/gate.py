@@ -1,12 +1,11 @@
 """The config gate of the training entrypoint (`python -m src.train`, its Optuna sweeps included): YAML
 and overrides in, a checked `RunConfig` out, or one line saying what is wrong.
 
-The typed config (src/config.py) is registered with Hydra's ConfigStore, so Hydra itself rejects an
-unknown key or a wrong type while it composes: `base_config` is the schema of the whole config
-(conf/config.yaml starts from it), `strategy/base_<name>` each strategy's (conf/strategy/<name>.yaml
-starts from its own). Values and cross-field checks are `config.validate`, model-dependent ones
-`preflight`. Hydra's multi-line errors become one line here. Hydra stops at this module and the
-entrypoints: nothing below them imports it.
+`install()` (nothing happens at import) registers the config dataclasses (src/config/) with Hydra's
+ConfigStore, so Hydra rejects an unknown key, a wrong type or a value outside an enum while it
+composes: `base_config` for the whole config, `strategy/base_<name>` and `optim/optimizer/base_<name>`
+for the YAML of each strategy and optimizer to start from. Values are `config.validate`'s, model-
+dependent checks `preflight`'s; Hydra's multi-line errors become one line here. Public Hydra APIs only.
 """
 
 from __future__ import annotations
@@ -136,7 +135,7 @@ def one_line(err: BaseException) -> ConfigError:
 
 def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
     """A failed composition as one line. OmegaConf raises a bare ValueError for `key.sub=value` where
-    `key` holds a list (`optim.betas.x=1`): the override is found in the schema and named."""
+    `key` holds a list (`optim.optimizer.betas.x=1`): the override is found in the schema and named."""
     if isinstance(err, ConfigError):
         return err
     if isinstance(err, (HydraException, OmegaConfBaseException)):
@@ -153,11 +152,7 @@ def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
 
 def _field_type(cls: type, name: str) -> Any:
     """The type of field `name` of config class `cls` or of a subclass (the strategy's, the optimizer's)."""
-    for klass in (cls, *cls.__subclasses__()):
-        hint = typing.get_type_hints(klass).get(name)
-        if hint is not None:
-            return hint
-    return None
+    return next((h for k in (cls, *cls.__subclasses__()) if (h := typing.get_type_hints(k).get(name))), None)
 
 
 # --- output folders: `${unique_dir:...}` in conf/config.yaml
@@ -354,14 +349,12 @@ def precheck(argv: list[str]) -> int:
 def hydra_args() -> argparse.ArgumentParser:
     """The command line as Hydra 1.3's `@hydra.main` reads it (flags, then overrides), for precheck:
     Hydra's own parser is private (hydra._internal.utils.get_args_parser), so this adapter names its
-    flags again; tests/test_trust_cli.py holds it to Hydra's, flag by flag."""
+    flags again; tests/test_gate.py holds it to Hydra's, flag by flag."""
     parser = argparse.ArgumentParser(add_help=False)
-    for flags in (["--help", "-h"], ["--hydra-help"], ["--version"], ["--resolve"], ["--run", "-r"],
-                  ["--multirun", "-m"], ["--shell-completion", "-sc"]):
-        parser.add_argument(*flags, action="store_true")
-    for flags in (["--cfg", "-c"], ["--package", "-p"], ["--config-path", "-cp"], ["--config-name", "-cn"],
-                  ["--config-dir", "-cd"], ["--experimental-rerun"]):
-        parser.add_argument(*flags)
+    for flags in ("--help -h", "--hydra-help", "--version", "--resolve", "--run -r", "--multirun -m", "--shell-completion -sc"):
+        parser.add_argument(*flags.split(), action="store_true")
+    for flags in ("--cfg -c", "--package -p", "--config-path -cp", "--config-name -cn", "--config-dir -cd", "--experimental-rerun"):
+        parser.add_argument(*flags.split())
     parser.add_argument("--info", "-i", nargs="?", const="all")
     parser.add_argument("overrides", nargs="*")
     return parser

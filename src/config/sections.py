@@ -122,7 +122,7 @@ def augment_name(value: Any) -> Any:
 @dataclass(frozen=True)
 class StrategyConfig:
     """Settings every strategy has. A strategy's own knobs live in a subclass defined in its module
-    (`src/strategies/<name>.py`, registered in STRATEGY_CONFIGS); `RunConfig.strategy` holds an
+    (`src/strategies/<name>.py`, found by src/strategies/registry.py); `RunConfig.strategy` holds an
     instance of the run's strategy's class."""
 
     name: str = "layerwise"

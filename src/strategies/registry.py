@@ -5,7 +5,7 @@ whose `__init__` imports each strategy module (each registers itself with `@regi
 `RunConfig()` and `RunConfig.from_dict` work in a process that never imported src.strategies, and a
 strategy registered from elsewhere (a test's own) is found too.
 
-This module imports nothing of the project but src.config at import time: src/config.py, the bottom
+This module imports nothing of the project but src.config at import time: src/config/, the bottom
 layer, looks strategies up from inside its functions (tests/test_layout.py allows that one import).
 """
 
