@@ -224,3 +224,21 @@ def test_each_optimizer_yaml_holds_its_own_knobs_and_builds_it():
     assert type(adamw.optimizer) is C.AdamWConfig and adamw.name == "adamw" and adamw.optimizer.betas == (0.9, 0.999)
     assert not hasattr(sgd.optimizer, "betas") and not hasattr(adamw.optimizer, "momentum")
     assert C.RunConfig().optim == adamw  # the dataclass default is the YAML default, as every key's
+
+
+@pytest.mark.parametrize("option,kind,own", [("adamw", "AdamW", {"betas": [0.8, 0.9]}),
+                                             ("sgd", "SGD", {"momentum": 0.5, "nesterov": True})])
+def test_the_optimizer_is_instantiated_from_its_yaml_with_each_groups_real_lr(option, kind, own):
+    import torch
+
+    from src.training.optim import build_optimizer
+
+    knobs = [f"optim.optimizer.{k}={str(v).replace(' ', '')}" for k, v in own.items() if k != "nesterov"]
+    cfg = to_run_config(compose_train([f"optim={option}", *knobs])).optim
+    groups = [{"params": [torch.zeros(2, requires_grad=True)], "lr": 0.25, "weight_decay": 0.0},
+              {"params": [torch.zeros(2, requires_grad=True)], "lr": 0.5, "weight_decay": 0.125}]
+    opt = build_optimizer(cfg, groups)
+    assert type(opt).__name__ == kind
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.25, 0.0), (0.5, 0.125)]
+    for key, value in own.items():
+        assert all(list(g[key]) == value if isinstance(value, list) else g[key] == value for g in opt.param_groups)

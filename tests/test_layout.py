@@ -26,7 +26,7 @@ LAYERS = [
     {"src.config"},
 ]
 # Upward imports allowed inside a function body only (never at import time): (importer, imported).
-# config.py checks `dataset.kind` against the data readers' registry, which lists reader modules
+# src/config/ checks `dataset.kind` against the data readers' registry, which lists reader modules
 # without importing them and itself imports nothing of the project but src.config.
 # Likewise the strategies' registry, which imports the strategy modules itself when asked for one.
 LAZY_UPWARD = {("src.config.checks", "src.data.registry"), ("src.config.sections", "src.strategies.registry")}
@@ -68,8 +68,9 @@ def _sources() -> list[Path]:
 
 
 def test_hydra_stops_at_the_entry_side():
-    """Only the entrypoints, the config gate and the sweep driver import hydra; config.py uses
-    omegaconf as the schema checker of the typed config; everything else takes typed arguments."""
+    """Only the entrypoints, the config gate, the sweep driver and the optimizer's instantiation import
+    hydra; src/config/ uses omegaconf as the schema checker of the typed config; everything else takes
+    typed arguments."""
     # src.training.optim calls hydra.utils.instantiate only: the optimizer's `_partial_` node is bound
     # to its param groups where they exist (lightning-hydra-template's and torchtune's way).
     hydra_side = {"src.train", "src.gate", "src.search.sweep", "src.training.optim"}
@@ -94,7 +95,7 @@ def test_imports_point_down_and_no_module_imports_an_entrypoint():
 
 
 def test_a_lazy_upward_import_brings_nothing_else_up():
-    """What config.py may import lazily imports nothing of the project but config at import time."""
+    """What src/config/ may import lazily imports nothing of the project but config at import time."""
     for _, name in LAZY_UPWARD:
         path = SRC.parent.joinpath(*name.split(".")).with_suffix(".py")
         top = set().union(*(_names(node) for node in ast.parse(path.read_text()).body))
