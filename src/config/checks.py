@@ -3,8 +3,10 @@ cross-field checks beyond what the types say."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
+import functools
 import math
 import types
 import typing
@@ -26,7 +28,12 @@ _CHOSEN = {"strategy": StrategyConfig, "optim.optimizer": OptimizerConfig}
 def structured(cls: type) -> DictConfig:
     """The OmegaConf node of config dataclass `cls` (its keys, types, defaults and allowed values),
     writable, as Hydra and from_dict merge a config into it: OmegaConf makes a frozen dataclass's
-    node read-only, and the dataclasses stay frozen for everything below."""
+    node read-only, and the dataclasses stay frozen for everything below. A copy of one built once."""
+    return copy.deepcopy(_structured(cls))
+
+
+@functools.cache
+def _structured(cls: type) -> DictConfig:
     node = _writable(OmegaConf.structured(cls))
     for key, base in _CHOSEN.items():
         if OmegaConf.select(node, key) is not None:
@@ -78,7 +85,13 @@ def _expected(tp: Any) -> str:
 
 
 def run_node(cls: type, strategy: type, optimizer: type) -> DictConfig:
-    """The node a run's config merges into: `cls`'s, with the run's own strategy and optimizer classes."""
+    """The node a run's config merges into: `cls`'s, with the run's own strategy and optimizer classes
+    (a copy of one built once: OmegaConf builds a node from a dataclass several times slower)."""
+    return copy.deepcopy(_run_node(cls, strategy, optimizer))
+
+
+@functools.cache
+def _run_node(cls: type, strategy: type, optimizer: type) -> DictConfig:
     node = structured(cls)
     node.strategy = structured(strategy)
     node.optim.optimizer = structured(optimizer)
@@ -125,6 +138,11 @@ def validate(cfg: RunConfig) -> None:
     """The one place for value and cross-field checks that need no model or data, for both entrypoints
     (and for a RunConfig built in code). Model-dependent checks are preflight's (src/training/run.py)."""
     _check_types(cfg)
+    check_values(cfg)
+
+
+def check_values(cfg: RunConfig) -> None:
+    """validate() for a config whose types OmegaConf has checked already (RunConfig.from_dict's)."""
     _check_finite(cfg)
     _check_dataset_kind(cfg.dataset.kind)
     cfg.optim.optimizer.check()

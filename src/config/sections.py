@@ -307,14 +307,14 @@ class RunConfig:
         if not isinstance(optimizer, Mapping):  # its class, and so its schema, is read from it
             raise ConfigError(f"optim.optimizer={optimizer!r}: expected a mapping of keys")
         target = optimizer.get("_target_", OptimizerConfig._target_)
-        from src.config.checks import config_error, run_node, validate
+        from src.config.checks import check_values, config_error, run_node
 
         try:
             node = run_node(cls, strategy_config_class(name), optimizer_config_class(target))
             cfg = OmegaConf.to_object(OmegaConf.merge(node, data))
         except OmegaConfBaseException as err:
             raise config_error(err) from None
-        validate(cfg)  # type: ignore[arg-type]
+        check_values(cfg)  # type: ignore[arg-type]
         return cfg  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
