@@ -108,10 +108,17 @@ def test_numeric_extremes_and_missing_files_are_one_line_errors(tmp_path, monkey
     assert not list(tmp_path.iterdir())  # no folder made
 
 
-def test_a_config_error_on_the_command_line_is_one_line(tmp_path):
-    proc = _run([*TINY, "optim.warmup_epochs=1e308"], tmp_path)
+@pytest.mark.parametrize("overrides,line", [
+    (["optim.warmup_epochs=1e308"], "error: optim.warmup_epochs=1e+308 must be <= trainer.epochs (1)"),
+    # a value outside an enum, and another optimizer's knob: OmegaConf's own checks, as one line
+    (["trainer.device=gpu"], "error: trainer.device='gpu' is not allowed (expected 'auto' | 'cpu' | 'cuda')"),
+    (["optim=sgd", "optim.optimizer.betas=[0.9,0.9]"],
+     "error: unknown key 'optim.optimizer.betas' (allowed in optim.optimizer: _partial_, _target_, momentum, nesterov)"),
+])
+def test_a_config_error_on_the_command_line_is_one_line(tmp_path, overrides, line):
+    proc = _run([*TINY, *overrides], tmp_path)
     assert proc.returncode == 2
-    assert _one_error_line(proc) == "error: optim.warmup_epochs=1e+308 must be <= trainer.epochs (1)"
+    assert _one_error_line(proc) == line
 
 
 def test_a_bad_checkpoint_is_one_line_and_recorded(tmp_path, checkpoints):
