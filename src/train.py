@@ -44,6 +44,9 @@ from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_re
 from src.training.run import interrupt_on_sigterm, run
 
 log = logging.getLogger(__name__)
+# The schemas and the `${unique_dir:...}` resolver, before @hydra.main composes: here, at the entrypoint's
+# import, so a job process that only unpickles `main` (a launcher's) has them too.
+install()
 
 
 def _multirun_group(hc) -> str | None:
@@ -236,7 +239,6 @@ class ComparisonTable(Callback):
 
 def cli(argv: list[str]) -> None:
     """`python -m src.train`: the checks, then Hydra. Ctrl-C and SIGTERM end it with one line."""
-    install()  # the schemas and the `unique_dir` resolver Hydra composes with
     signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupt_on_sigterm()
     if wants_completion(argv):
