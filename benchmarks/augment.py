@@ -58,10 +58,11 @@ def study(out: Path, overrides: list[str]) -> None:
     """Run each strategy with augment none and standard."""
     from hydra import compose, initialize_config_dir
 
-    from src.gate import to_run_config
+    from src.gate import install, to_run_config
 
     for strategy in STRATEGIES:
         for augment in ("none", "standard"):
+            install()  # the schemas and resolvers Hydra composes with
             with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
                 cfg = compose("config", overrides=[f"strategy={strategy}", f"dataset.augment={augment}", "logger=none",
                                                    "trainer.progress=false", *overrides])

@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 
 from src.record.io import read_jsonl
 from src.training.run import run
-from src.gate import to_run_config
+from src.gate import install, to_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = {}
     for mode in ("off", "on"):
+        install()  # the schemas and resolvers Hydra composes with
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=["strategy=frozen", "logger=none", "trainer.progress=false",
                                                f"trainer.feature_cache={mode}", *args.overrides])

@@ -19,7 +19,7 @@ from hydra import compose, initialize_config_dir
 
 from src.training.run import run
 from src.strategies import layer_groups
-from src.gate import to_run_config
+from src.gate import install, to_run_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,6 +32,7 @@ def main() -> int:
     args = parser.parse_args()
 
     def compose_run(extra: list[str]):
+        install()  # the schemas and resolvers Hydra composes with
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             return compose("config", overrides=["logger=none", "trainer.progress=false", f"trainer.epochs={args.epochs}",
                                                 "optim.warmup_epochs=0", "trainer.feature_cache=off", *args.overrides, *extra])

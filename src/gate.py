@@ -1,18 +1,19 @@
 """The config gate of the training entrypoint (`python -m src.train`, its Optuna sweeps included): YAML
 and overrides in, a checked `RunConfig` out, or one line saying what is wrong.
 
-The typed config (src/config.py) is registered with Hydra's ConfigStore, so Hydra itself rejects an
-unknown key or a wrong type while it composes: `base_config` is the schema of the whole config
-(conf/config.yaml starts from it), `strategy/base_<name>` each strategy's (conf/strategy/<name>.yaml
-starts from its own). Values and cross-field checks are `config.validate`, model-dependent ones
-`preflight`. Hydra's multi-line errors become one line here. Hydra stops at this module and the
-entrypoints: nothing below them imports it.
+`install()` (nothing happens at import) registers the config dataclasses (src/config/) with Hydra's
+ConfigStore, so Hydra rejects an unknown key, a wrong type or a value outside an enum while it
+composes: `base_config` for the whole config, `strategy/base_<name>` and `optim/optimizer/base_<name>`
+for the YAML of each strategy and optimizer to start from. Values are `config.validate`'s, model-
+dependent checks `preflight`'s; Hydra's multi-line errors become one line here. Public Hydra APIs only.
 """
 
 from __future__ import annotations
 
+import argparse
 import atexit
 import dataclasses
+import itertools
 import re
 import shutil
 import tempfile
@@ -22,13 +23,15 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-import src.strategies  # noqa: F401  (registers every strategy's config class in STRATEGY_CONFIGS)
-from src.config import OUR_SWEEPER, STRATEGY_CONFIGS, ConfigError, EntryConfig, RunConfig, config_error, schema
+from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, config_error, structured
 from src.record.io import RESULT_FILE, finished_status
+from src.strategies.registry import config_class, strategy_names
 from src.training.preflight import preflight
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -45,15 +48,31 @@ SCHEMA_PREFIX = "base_"
 MIN_FREE = 64 * 1024
 
 
+def install() -> None:
+    """What Hydra needs from this module before it composes: the `${unique_dir:...}` resolver, the
+    clean-up of unused run folders at exit, and the schemas (register). Called by the entrypoint and
+    by every function here that composes; nothing happens at import time."""
+    global _INSTALLED
+    if not _INSTALLED:
+        OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
+        atexit.register(release_unused_dirs)
+        _INSTALLED = True
+    register()
+
+
 def register() -> None:
-    """Store the schemas in Hydra's ConfigStore: `base_config` for the whole config and
-    `strategy/base_<name>` for every registered strategy; and the sweep presets, sweeps/NAME.yaml as
-    `sweep=NAME` (package _global_, like an experiment preset). Called again before every composition,
-    so a strategy registered later in the process (a test's toy strategy) is found too."""
+    """Store the schemas in Hydra's ConfigStore: `base_config` for the whole config,
+    `strategy/base_<name>` for every strategy and `optim/optimizer/base_<name>` for every optimizer;
+    and the sweep presets, sweeps/NAME.yaml as `sweep=NAME` (package _global_, like an experiment
+    preset). Called again before every composition, so a strategy registered later in the process (a
+    test's toy strategy) is found too."""
     cs = ConfigStore.instance()
-    cs.store(name=f"{SCHEMA_PREFIX}config", node=schema(EntryConfig))
-    for name, cls in STRATEGY_CONFIGS.items():
-        cs.store(group="strategy", name=f"{SCHEMA_PREFIX}{name}", node=schema(cls))
+    cs.store(name=f"{SCHEMA_PREFIX}config", node=structured(EntryConfig))
+    for name in strategy_names():
+        cs.store(group="strategy", name=f"{SCHEMA_PREFIX}{name}", node=structured(config_class(name)))
+    for target, cls in OPTIMIZERS.items():
+        name = target.rpartition(".")[2].lower()
+        cs.store(group="optim/optimizer", name=f"{SCHEMA_PREFIX}{name}", node=structured(cls))
     for path in sorted(SWEEPS.glob("*.yaml")):
         try:
             node = OmegaConf.load(path)
@@ -65,7 +84,7 @@ def register() -> None:
 def compose_train(overrides: list[str], config_name: str = "config", **kwargs: Any) -> DictConfig:
     """The training config as Hydra composes it (schemas checked), for code outside `@hydra.main`:
     the sweep driver, precheck, tests. Hydra's errors are raised as they are (see `one_line`)."""
-    register()
+    install()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
         return compose(config_name, overrides=overrides, **kwargs)
 
@@ -116,24 +135,30 @@ def one_line(err: BaseException) -> ConfigError:
 
 def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
     """A failed composition as one line. OmegaConf raises a bare ValueError for `key.sub=value` where
-    `key` holds a list (`optim.betas.x=1`): the override is found in the schema and named."""
+    `key` holds a list (`optim.optimizer.betas.x=1`): the override is found in the schema and named."""
     if isinstance(err, ConfigError):
         return err
     if isinstance(err, (HydraException, OmegaConfBaseException)):
         return one_line(err)
     for text in overrides:
         key = text.split("=", 1)[0].lstrip("+~")
-        node: Any = schema(RunConfig)
+        node: Any = RunConfig
         for depth, part in enumerate(key.split(".")[:-1], start=1):
-            node = typing.get_type_hints(node).get(part) if dataclasses.is_dataclass(node) else None
+            node = _field_type(node, part) if dataclasses.is_dataclass(node) else None
             if node is not None and not dataclasses.is_dataclass(node):
                 return ConfigError(f"unknown key '{key}' ({'.'.join(key.split('.')[:depth])} has no sub-keys)")
     return ConfigError(f"{' '.join(overrides)}: {one_line(err)}")
 
 
+def _field_type(cls: type, name: str) -> Any:
+    """The type of field `name` of config class `cls` or of a subclass (the strategy's, the optimizer's)."""
+    return next((h for k in (cls, *cls.__subclasses__()) if (h := typing.get_type_hints(k).get(name))), None)
+
+
 # --- output folders: `${unique_dir:...}` in conf/config.yaml
 _CLAIMED: dict[str, str] = {}
 _MADE_PARENTS: list[Path] = []
+_INSTALLED = False
 
 
 def unique_dir(path: str) -> str:
@@ -177,21 +202,13 @@ def release_unused_dirs() -> None:
     _MADE_PARENTS.clear()
 
 
-OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
-atexit.register(release_unused_dirs)
-register()
-
-
 # --- every job of a multirun checked before Hydra makes a folder
 def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> tuple[list[list[str]], DictConfig]:
     """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep
     values from the command line and from `hydra.sweeper.params`), and the composed config with
     its `hydra` node (unresolved: resolving it would create the output folder). Call inside
     `initialize_config_dir(CONF)`."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    register()
+    install()
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
     fixed = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
@@ -203,7 +220,22 @@ def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config
         return [fixed], base  # another sweeper picks the values itself: check what is fixed
     params = OmegaConf.to_container(base.hydra.sweeper.params, resolve=False) if base.hydra.sweeper.get("params") else {}
     everything = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
-    return BasicSweeper.split_arguments(parser.parse_overrides(everything), None)[0], base
+    return grid(parser.parse_overrides(everything)), base
+
+
+def grid(overrides: list[Override]) -> list[list[str]]:
+    """Every job of Hydra's basic sweeper: the product of each key's values (`seed=0,1`), a later
+    override of a key replacing an earlier one (the command line over `hydra.sweeper.params`)."""
+    choices: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{override.input_line}: the basic sweeper takes a list of values (a,b,c), not a {override.value_type.name}")
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...], DictConfig]) -> DictConfig:
@@ -214,8 +246,6 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
     the job's config and are left out, except `hydra.searchpath`, which adds config groups and
     options (a strategy of one's own), and the group `sweep` (sweeps/, registered, not in conf/). Call
     inside `initialize_config_dir(CONF)`."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parsed = OverridesParser.create().parse_overrides(job)
     structural, values = [], []
     for text, override in zip(job, parsed):
@@ -289,14 +319,12 @@ def precheck(argv: list[str]) -> int:
     """Every job's configuration checked before Hydra creates a folder or job 0 trains: a value that
     cannot run in job 5 of 9 stops the multirun now, not after job 4. Returns the number of jobs
     checked (0 when Hydra is only asked for help, its config or shell completion)."""
-    from hydra._internal.utils import get_args_parser
-
-    args, _ = get_args_parser().parse_known_args(argv)
-    if args.help or args.hydra_help or args.cfg or args.shell_completion or args.info or args.config_path \
-            or args.config_dir:
+    args, _ = hydra_args().parse_known_args(argv)
+    if args.help or args.hydra_help or args.version or args.cfg or args.shell_completion or args.info \
+            or args.config_path or args.config_dir or args.experimental_rerun:
         return 0
     config_name = args.config_name or "config"
-    register()
+    install()
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
             jobs, base = expand_jobs(list(args.overrides), args.multirun, config_name)
@@ -316,6 +344,20 @@ def precheck(argv: list[str]) -> int:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise composition_error(err, list(args.overrides)) from None
     return len(jobs)
+
+
+def hydra_args() -> argparse.ArgumentParser:
+    """The command line as Hydra 1.3's `@hydra.main` reads it (flags, then overrides), for precheck:
+    Hydra's own parser is private (hydra._internal.utils.get_args_parser), so this adapter names its
+    flags again; tests/test_gate.py holds it to Hydra's, flag by flag."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flags in ("--help -h", "--hydra-help", "--version", "--resolve", "--run -r", "--multirun -m", "--shell-completion -sc"):
+        parser.add_argument(*flags.split(), action="store_true")
+    for flags in ("--cfg -c", "--package -p", "--config-path -cp", "--config-name -cn", "--config-dir -cd", "--experimental-rerun"):
+        parser.add_argument(*flags.split())
+    parser.add_argument("--info", "-i", nargs="?", const="all")
+    parser.add_argument("overrides", nargs="*")
+    return parser
 
 
 # --- shell completion of `python -m src.train`

@@ -32,14 +32,17 @@ from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
 from src.config import OUR_SWEEPER, ConfigError, RunConfig
-from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, output_setting, precheck, release_unused_dirs,
-                      to_run_config, wants_completion)
+from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, install, output_setting, precheck,
+                      release_unused_dirs, to_run_config, wants_completion)
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
 from src.training.run import run
 
 log = logging.getLogger(__name__)
+# The schemas and the `${unique_dir:...}` resolver, before @hydra.main composes: here, at the entrypoint's
+# import, so a job process that only unpickles `main` (a launcher's) has them too.
+install()
 register_launchers()  # hydra/launcher=submitit_slurm|submitit_local: ours (hydra_plugins/ft_submitit_launcher)
 register_ray()  # hydra/launcher=ray: ours (hydra_plugins/ft_ray_launcher), where the ray extra is installed
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import src.strategies  # noqa: F401  (registers the strategies RunConfig.from_dict needs)
 from src.config import ConfigError, DataConfig, RunConfig
 from src.data.augment import PRESETS, augment_params, crop_boxes, preset
 from src.data.batches import Batches

@@ -6,11 +6,19 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import subprocess
+import sys
+
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
 from src import config as C
-from src.gate import check_overrides, compose_train, register, to_run_config
+from src.gate import check_overrides, compose_train, install, register, to_run_config
+from src.strategies.registry import STRATEGIES, config_class
+from tests.cli import REPO, env
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SECTIONS = {
@@ -31,16 +39,18 @@ def _options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in SECTIONS for o in _options(g)])
 def test_every_group_option_composes_with_every_key(group, option):
+    install()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"{group}={option}", *NEEDS.get((group, option), [])])
     # The schema gives every field, so every key can be overridden on the command line without '+'.
-    section = C.STRATEGY_CONFIGS[option] if group == "strategy" else SECTIONS[group]
+    section = config_class(option) if group == "strategy" else SECTIONS[group]
     assert set(cfg[group].keys()) == {f.name for f in dataclasses.fields(section)}
     run_cfg = to_run_config(cfg)
     assert dataclasses.asdict(getattr(run_cfg, group))
 
 
 def test_defaults_are_the_documented_study():
+    install()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = to_run_config(compose("config"))
     assert cfg.model.name == "tf_efficientnet_lite0"
@@ -84,14 +94,18 @@ def test_int_or_all_depth_accepted(tiny_config):
     ("trainer.bogus=1", "unknown key 'trainer.bogus' (allowed in trainer: amp, batch_size, channels_last,"),
     ("+trainer.bogus=1", "unknown key 'trainer.bogus' (allowed in trainer: amp, batch_size, channels_last,"),
     ("bogus=1", "unknown key 'bogus' (allowed in config: dataset, logger, model, optim, paths, seed, strategy, trainer)"),
-    ("optim.betas.x=1", "unknown key 'optim.betas.x' (optim.betas has no sub-keys)"),
+    ("optim.optimizer.betas.x=1", "unknown key 'optim.optimizer.betas.x' (optim.optimizer.betas has no sub-keys)"),
+    ("optim.betas=[0.9,0.9]", "unknown key 'optim.betas' (allowed in optim: join_warmup_epochs, lr, min_lr_ratio, optimizer,"),
+    ("optim.optimizer.momentum=0.5", "unknown key 'optim.optimizer.momentum' (allowed in optim.optimizer: _partial_, _target_, betas)"),
+    ("trainer.amp=maybe", "trainer.amp='maybe' is not allowed (expected 'auto' | 'on' | 'off')"),
+    ("dataset.augment=sideways", "dataset.augment='sideways' is not allowed (expected 'none' | 'shift' | 'standard' |"),
     ("strategy=bogus", "strategy=bogus is not allowed (options: bitfit, frozen, full, l2sp, layerwise, lpft, surgical)"),
     ("trainer.epochs=six", "trainer.epochs='six': expected an integer"),
     ("optim.lr=fast", "optim.lr='fast': expected a number"),
     ("dataset.train_per_class=[1]", "dataset.train_per_class=[1]: expected an integer or null"),
     ("trainer.device=gpu", "trainer.device='gpu' is not allowed (expected 'auto' | 'cpu' | 'cuda')"),
     ("strategy.unfreeze_depth=most", "strategy.unfreeze_depth='most' is not allowed (expected int | 'all')"),
-    ("optim.betas=[0.9]", "optim.betas=[0.9]: expected a list of 2 values"),
+    ("optim.optimizer.betas=[0.9]", "optim.optimizer.betas=[0.9]: expected a list of 2 values"),
     ("optim.lr=nan", "optim.lr=nan: expected a finite number"),
 ])
 def test_hydra_composition_refuses_in_one_line(override, message):
@@ -109,12 +123,18 @@ def test_a_strategy_knob_belongs_to_its_strategy_only():
 def test_a_strategy_registered_later_is_composed_and_built(monkeypatch):
     # A strategy defined after src.gate was imported (as a test's toy strategy is) gets its schema
     # registered at the next composition, and the gate builds its own config class.
+    from src.strategies import Strategy
+
     @dataclasses.dataclass(frozen=True)
     class ToyConfig(C.StrategyConfig):
         name: str = "toy"
         spin: float = 0.5
 
-    monkeypatch.setitem(C.STRATEGY_CONFIGS, "toy", ToyConfig)
+    class Toy(Strategy):
+        name = "toy"
+        Config = ToyConfig
+
+    monkeypatch.setitem(STRATEGIES, "toy", Toy)
     register()
     cfg = to_run_config(compose_train(["strategy=base_toy", "strategy.spin=0.25"]))
     assert type(cfg.strategy) is ToyConfig and cfg.strategy.spin == 0.25 and cfg.strategy.frozen_bn == "all"
@@ -122,15 +142,103 @@ def test_a_strategy_registered_later_is_composed_and_built(monkeypatch):
         check_overrides(["strategy=base_toy", "strategy.spin=fast"])
 
 
-def test_schema_is_the_dataclasses():
-    # One place per key: the schema Hydra checks is derived from the frozen dataclasses, with the
-    # types OmegaConf knows (a Literal as its values' type, int | 'all' as Any, a tuple as a list).
-    import typing
+def test_the_dataclasses_are_the_schema_with_enums_omegaconf_checks():
+    # One place per key: OmegaConf reads the frozen dataclasses themselves; a fixed set of values is
+    # an enum whose members are the strings (so results and comparisons see plain strings).
+    node = C.structured(C.RunConfig)
+    assert OmegaConf.get_type(node, "trainer") is C.TrainerConfig and OmegaConf.get_type(node, "strategy") is C.StrategyConfig
+    node.trainer.device = "cpu"  # writable for Hydra's merges, though the dataclasses are frozen
+    with pytest.raises(ValidationError):
+        node.trainer.device = "gpu"
+    cfg = C.RunConfig.from_dict({"trainer": {"device": "cpu"}})
+    assert cfg.trainer.device is C.Device.cpu and cfg.trainer.device == "cpu" and repr(cfg.trainer.device) == "'cpu'"
+    assert cfg.to_dict()["trainer"]["device"] == "cpu" and type(cfg.to_dict()["trainer"]["device"]) is str
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.trainer.epochs = 3  # type: ignore[misc]
 
-    hints = typing.get_type_hints(C.schema(C.TrainerConfig))
-    assert hints["device"] is str and hints["num_threads"] == typing.Optional[int]
-    assert typing.get_type_hints(C.schema(C.OptimConfig))["betas"] == typing.List[float]
-    layerwise = C.schema(C.STRATEGY_CONFIGS["layerwise"])
-    assert issubclass(layerwise, C.schema(C.StrategyConfig))
-    assert typing.get_type_hints(layerwise)["unfreeze_depth"] is typing.Any
-    assert C.schema(C.RunConfig)().trainer.epochs == C.TrainerConfig().epochs
+
+def test_a_config_built_in_code_is_checked_too():
+    cfg = dataclasses.replace(C.RunConfig(), trainer=C.TrainerConfig(device="gpu"))  # type: ignore[arg-type]
+    with pytest.raises(C.ConfigError, match=r"^trainer.device='gpu' is not allowed \(expected 'auto' \| 'cpu' \| 'cuda'\)$"):
+        C.validate(cfg)
+
+
+def test_the_default_run_config_needs_no_import_of_the_strategies():
+    # The registry imports the strategy modules itself: no import order to get right.
+    code = ("import sys; from src.config import RunConfig; c = RunConfig(); "
+            "print(type(c.strategy).__name__, RunConfig.from_dict({'strategy': {'name': 'lpft'}}).strategy.probe_epochs, "
+            "'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["LayerwiseConfig", "2", "False"]
+
+
+def _yaml_keys(data: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in data.items():
+        if key == "defaults":
+            continue
+        if isinstance(value, dict):
+            flat |= _yaml_keys(value, f"{prefix}{key}.")
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def _default(cls: type, dotted: str) -> object:
+    for part in dotted.split("."):
+        f = next(f for f in dataclasses.fields(cls) if f.name == part)
+        cls = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    return cls
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(CONF).as_posix() for p in CONF.glob("*/*.yaml")
+                                        if p.parent.name in SECTIONS) + ["config.yaml"])
+def test_defaults_live_in_the_dataclasses_only(path):
+    """A YAML under conf/ sets only what differs from the dataclasses' defaults: a repeated default
+    could drift from the dataclass unnoticed (RunConfig() and from_dict would then differ from Hydra)."""
+    data = yaml.safe_load((CONF / path).read_text()) or {}
+    group = path.split("/")[0]
+    if group == "config.yaml":
+        owner: type = C.EntryConfig
+        data = {k: v for k, v in data.items() if k != "hydra"}
+    elif group == "strategy":
+        owner = config_class(Path(path).stem)
+    elif group == "optim":
+        owner = C.OptimConfig
+    else:
+        owner = SECTIONS[group]
+    repeated = []
+    for key, value in _yaml_keys(data).items():
+        default = _default(owner, key)
+        default = list(default) if isinstance(default, tuple) else default
+        if value == default and type(value) is type(default if not isinstance(default, C.Choice) else default.value):
+            repeated.append(f"{key}: {value!r}")
+    assert repeated == [], f"conf/{path} repeats the dataclass default of {repeated}"
+
+
+def test_each_optimizer_yaml_holds_its_own_knobs_and_builds_it():
+    sgd = to_run_config(compose_train(["optim=sgd"])).optim
+    assert type(sgd.optimizer) is C.SGDConfig and sgd.name == "sgd" and sgd.lr == 1e-2 and sgd.weight_decay == 1e-4
+    adamw = to_run_config(compose_train([])).optim
+    assert type(adamw.optimizer) is C.AdamWConfig and adamw.name == "adamw" and adamw.optimizer.betas == (0.9, 0.999)
+    assert not hasattr(sgd.optimizer, "betas") and not hasattr(adamw.optimizer, "momentum")
+    assert C.RunConfig().optim == adamw  # the dataclass default is the YAML default, as every key's
+
+
+@pytest.mark.parametrize("option,kind,own", [("adamw", "AdamW", {"betas": [0.8, 0.9]}),
+                                             ("sgd", "SGD", {"momentum": 0.5, "nesterov": True})])
+def test_the_optimizer_is_instantiated_from_its_yaml_with_each_groups_real_lr(option, kind, own):
+    import torch
+
+    from src.training.optim import build_optimizer
+
+    knobs = [f"optim.optimizer.{k}={str(v).replace(' ', '')}" for k, v in own.items() if k != "nesterov"]
+    cfg = to_run_config(compose_train([f"optim={option}", *knobs])).optim
+    groups = [{"params": [torch.zeros(2, requires_grad=True)], "lr": 0.25, "weight_decay": 0.0},
+              {"params": [torch.zeros(2, requires_grad=True)], "lr": 0.5, "weight_decay": 0.125}]
+    opt = build_optimizer(cfg, groups)
+    assert type(opt).__name__ == kind
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.25, 0.0), (0.5, 0.125)]
+    for key, value in own.items():
+        assert all(list(g[key]) == value if isinstance(value, list) else g[key] == value for g in opt.param_groups)

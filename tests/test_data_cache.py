@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import src.strategies  # noqa: F401  (registers the strategies RunConfig checks against)
 from src.config import ConfigError, DataConfig
 from src.data.decode import decode
 from src.data.load import load_dataset

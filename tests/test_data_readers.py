@@ -18,7 +18,6 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-import src.strategies  # noqa: F401  (registers the strategies RunConfig checks against)
 from src.config import ConfigError, DataConfig, RunConfig
 from src.data import registry
 from src.data.decode import read_image

@@ -22,9 +22,9 @@ from tests.cli import REPO, TINY_OVERRIDES, env
 def test_the_preset_composes_the_grid_it_documents(monkeypatch):
     from hydra import compose, initialize_config_dir
 
-    from src.gate import register
+    from src.gate import install
 
-    register()  # the typed schemas the config's defaults start from (conf/*/...: base_*)
+    install()  # the typed schemas the config's defaults start from (conf/*/...: base_*)
 
     monkeypatch.setenv("MEDMNIST_DIR", "/data/x")
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from src.config import STRATEGY_CONFIGS, ConfigError, StrategyConfig
+from src.config import ConfigError, StrategyConfig
 from src.strategies import STRATEGIES, Plan, Strategy, register
 
 
@@ -45,7 +45,6 @@ top_lr_scale: 0.25
 @pytest.fixture
 def toy(monkeypatch, tmp_path):
     monkeypatch.setitem(STRATEGIES, "toy_top", TopOnly)  # removed again after the test
-    monkeypatch.setitem(STRATEGY_CONFIGS, "toy_top", TopConfig)
     register(TopOnly)
     conf = tmp_path / "conf" / "strategy"
     conf.mkdir(parents=True)

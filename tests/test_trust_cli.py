@@ -108,10 +108,17 @@ def test_numeric_extremes_and_missing_files_are_one_line_errors(tmp_path, monkey
     assert not list(tmp_path.iterdir())  # no folder made
 
 
-def test_a_config_error_on_the_command_line_is_one_line(tmp_path):
-    proc = _run([*TINY, "optim.warmup_epochs=1e308"], tmp_path)
+@pytest.mark.parametrize("overrides,line", [
+    (["optim.warmup_epochs=1e308"], "error: optim.warmup_epochs=1e+308 must be <= trainer.epochs (1)"),
+    # a value outside an enum, and another optimizer's knob: OmegaConf's own checks, as one line
+    (["trainer.device=gpu"], "error: trainer.device='gpu' is not allowed (expected 'auto' | 'cpu' | 'cuda')"),
+    (["optim=sgd", "optim.optimizer.betas=[0.9,0.9]"],
+     "error: unknown key 'optim.optimizer.betas' (allowed in optim.optimizer: _partial_, _target_, momentum, nesterov)"),
+])
+def test_a_config_error_on_the_command_line_is_one_line(tmp_path, overrides, line):
+    proc = _run([*TINY, *overrides], tmp_path)
     assert proc.returncode == 2
-    assert _one_error_line(proc) == "error: optim.warmup_epochs=1e+308 must be <= trainer.epochs (1)"
+    assert _one_error_line(proc) == line
 
 
 def test_a_bad_checkpoint_is_one_line_and_recorded(tmp_path, checkpoints):
@@ -265,8 +272,9 @@ def test_completion_query_lists_keys_of_the_schema():
     from hydra._internal.core_plugins.bash_completion import BashCompletion
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.gate import CONF, completion_line
+    from src.gate import CONF, completion_line, install
 
+    install()  # the schemas Hydra completes from
     line = completion_line("python -m src.train strategy=lpft strategy.")
     assert line == "src.train strategy=lpft strategy."
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -281,9 +289,10 @@ def test_batchnorm_default_is_the_measured_one_everywhere():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from src.gate import compose_train  # registers the schemas the strategy YAMLs build on
+    from src.gate import compose_train, install
     from tests.cli import REPO
 
+    install()  # the schemas the strategy YAMLs build on
     assert RunConfig().strategy.frozen_bn == "all"
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         for yaml in sorted((REPO / "conf" / "strategy").glob("*.yaml")):
@@ -308,7 +317,7 @@ def test_precheck_composes_each_job_as_hydra_does(monkeypatch):
 
     monkeypatch.setenv("MEDMNIST_DIR", "/nowhere")
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        jobs, _ = expand_jobs(["experiment=data_size_grid", "optim.betas=[0.8,0.9]", "seed=0,1", "dataset.root=null",
+        jobs, _ = expand_jobs(["experiment=data_size_grid", "optim.optimizer.betas=[0.8,0.9]", "seed=0,1", "dataset.root=null",
                                "hydra.sweep.dir=x"], True)
         assert len(jobs) == 2 * 5 * 4 * 2  # datasets x sizes x strategies x seeds
         cache: dict = {}

@@ -7,7 +7,7 @@ import order: `reader_for(kind)` imports `src.data.readers.<kind>` by name the f
 for, and `reader_names()` lists the package's modules without importing them (the config check calls
 it, and must stay light: no torch). A reader registered from elsewhere (a test's own) is found too.
 
-This module imports nothing of the project but src.config at import time: src/config.py, the bottom
+This module imports nothing of the project but src.config at import time: src/config/, the bottom
 layer, calls `check_kind` from inside its validation (tests/test_layout.py allows that one import).
 """
 

@@ -1,12 +1,13 @@
 """Strategies: which layer groups train, from which epoch, at what learning rate.
 
 `groups.py` cuts a model into layer groups (timm's `group_matcher`); `base.py` says what a strategy
-is and keeps the registry; each strategy is one module here (`frozen.py`, `full.py`, `layerwise.py`,
+is, `registry.py` finds one by name; each strategy is one module here (`frozen.py`, `full.py`, `layerwise.py`,
 `lpft.py`, `surgical.py`, `bitfit.py`, `l2sp.py`) holding its config, plan, checks, parameter rule
 (`trains_param`) and optimizer hooks, registered with `@register`; `schedule.py` turns a strategy's
 plan into the run's Schedule and applies it epoch by epoch. A new strategy is a new module here plus
-`conf/strategy/<name>.yaml` with only its own keys: every module in this package is imported (and so
-registered) below. None of them imports torch at import time, so the config gate stays light.
+`conf/strategy/<name>.yaml` setting only what differs from its defaults: every module in this package is
+imported (and so registered) below, and `registry.py` imports this package on any lookup. None of
+them imports torch at import time, so the config gate stays light.
 """
 
 import importlib

@@ -4,18 +4,18 @@ A strategy is one class in one module of this package: its config (a `StrategyCo
 only its own knobs), its plan (which layer groups train, from which epoch, at what LR), its checks,
 which parameters of a training group train (`trains_param`), and its optimizer hooks (weight decay,
 a penalty added to the loss). torch is not imported here: the config gate registers strategies
-without loading it. `@register` makes it known by
-name to the config gate (`src.config.STRATEGY_CONFIGS`) and to training (`STRATEGIES`).
+without loading it. `@register` (src/strategies/registry.py) makes it known by name to the config
+gate and to training.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from src.config import STRATEGY_CONFIGS, StrategyConfig, strategy_config_class
+from src.config import StrategyConfig
 from src.strategies.groups import LayerGroup, ParamInfo
+from src.strategies.registry import STRATEGIES, register, strategy_class
 
 if TYPE_CHECKING:
     import torch
@@ -65,21 +65,9 @@ class Strategy:
         return self.cfg.knobs()
 
 
-# Every registered strategy by name (filled by @register as the modules of this package are imported).
-STRATEGIES: dict[str, type[Strategy]] = {}
-
-
-def register(cls: type[Strategy]) -> type[Strategy]:
-    """Class decorator: make a strategy known by its name, its config class to the config gate."""
-    default_name = next(f.default for f in dataclasses.fields(cls.Config) if f.name == "name")
-    if default_name != cls.name:
-        raise TypeError(f"{cls.__name__}.Config.name defaults to {default_name!r}, not {cls.name!r}")
-    STRATEGIES[cls.name] = cls
-    STRATEGY_CONFIGS[cls.name] = cls.Config
-    return cls
-
-
 def strategy_for(cfg: StrategyConfig) -> Strategy:
     """The strategy object a config describes (an unknown name: the config gate's one-line error)."""
-    strategy_config_class(cfg.name)  # register() fills both registries together
-    return STRATEGIES[cfg.name](cfg)
+    return strategy_class(cfg.name)(cfg)
+
+
+__all__ = ["STRATEGIES", "Plan", "Strategy", "register", "strategy_for"]

@@ -6,8 +6,6 @@ epochs, from the top."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 from src.config import ConfigError, StrategyConfig
 from src.strategies.base import Plan, Strategy, register
 
@@ -18,7 +16,7 @@ class LayerwiseConfig(StrategyConfig):
     # Each group below the head trains at the previous group's LR / lr_decay.
     lr_decay: float = 2.6
     # Number of backbone groups (counted from the top) that train besides the head; "all" = every group.
-    unfreeze_depth: int | Literal["all"] = "all"
+    unfreeze_depth: int | str = "all"
     # Gradual unfreezing: one more group every N epochs, from the top (0 = all at once).
     unfreeze_every: int = 0
 
@@ -32,6 +30,8 @@ class LayerwiseConfig(StrategyConfig):
             )
         if self.unfreeze_every < 0:
             raise ConfigError(f"strategy.unfreeze_every={self.unfreeze_every!r} must be >= 0")
+        if isinstance(self.unfreeze_depth, str) and self.unfreeze_depth != "all":
+            raise ConfigError(f"strategy.unfreeze_depth={self.unfreeze_depth!r} is not allowed (expected int | 'all')")
         if self.unfreeze_depth != "all" and self.unfreeze_depth < 0:
             raise ConfigError(f"strategy.unfreeze_depth={self.unfreeze_depth!r} must be >= 0 or 'all'")
 

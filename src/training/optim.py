@@ -8,10 +8,12 @@ mid-run, which would break torch schedulers and resuming: a group that is not tr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 import torch
+from hydra.utils import instantiate
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -49,9 +51,11 @@ def param_groups(
 
 
 def build_optimizer(cfg: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    """The optimizer `optim.optimizer` names, as Hydra instantiates its `_partial_` node (YAML in
+    conf/optim/), bound to `groups`: each group carries its real `lr` and `weight_decay`, so the
+    class's own defaults for those are never used."""
+    make = instantiate(dataclasses.asdict(cfg.optimizer), _convert_="all")  # plain lists, not ListConfig, in the groups
+    return make(groups)
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:

@@ -1,0 +1,207 @@
+"""OmegaConf's nodes of the config dataclasses, its errors as one line, and `validate()`: the value and
+cross-field checks beyond what the types say."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import enum
+import functools
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from src.config.sections import Augment, ConfigError, DataConfig, OptimizerConfig, RunConfig, StrategyConfig
+
+# --- OmegaConf's nodes of these dataclasses, and its errors as one line
+# Where a config group picks the class (the strategy by name, the optimizer by `_target_`), the node
+# Hydra composes into holds the base class; each option's own schema (strategy/base_<name>,
+# optim/optimizer/base_<name>, registered by src/gate.py) extends it with that class's keys.
+_CHOSEN = {"strategy": StrategyConfig, "optim.optimizer": OptimizerConfig}
+
+
+def structured(cls: type) -> DictConfig:
+    """The OmegaConf node of config dataclass `cls` (its keys, types, defaults and allowed values),
+    writable, as Hydra and from_dict merge a config into it: OmegaConf makes a frozen dataclass's
+    node read-only, and the dataclasses stay frozen for everything below. A copy of one built once."""
+    return copy.deepcopy(_structured(cls))
+
+
+@functools.cache
+def _structured(cls: type) -> DictConfig:
+    node = _writable(OmegaConf.structured(cls))
+    for key, base in _CHOSEN.items():
+        if OmegaConf.select(node, key) is not None:
+            OmegaConf.update(node, key, structured(base), merge=False)
+    return node
+
+
+def _writable(node: Any) -> Any:
+    OmegaConf.set_readonly(node, None)
+    if OmegaConf.is_dict(node):
+        for key in node:
+            if OmegaConf.is_config(node[key]):
+                _writable(node[key])
+    return node
+
+
+def config_error(err: OmegaConfBaseException) -> ConfigError:
+    """OmegaConf's multi-line error (the cause of Hydra's at compose time) as one line naming the key:
+    an unknown key with the keys allowed there, a wrong type or value with what is expected."""
+    key, owner = err.full_key, err.object_type
+    unknown = isinstance(err, (ConfigKeyError, ConfigAttributeError))
+    if unknown and key and dataclasses.is_dataclass(owner):
+        where = key.rpartition(".")[0] or "config"
+        allowed = ", ".join(sorted(f.name for f in dataclasses.fields(owner)))
+        return ConfigError(f"unknown key '{key}' (allowed in {where}: {allowed})")
+    hints = typing.get_type_hints(owner) if dataclasses.is_dataclass(owner) else {}
+    if isinstance(err, ValidationError) and key and err.key in hints:
+        value = OmegaConf.to_container(err.value) if OmegaConf.is_config(err.value) else err.value
+        tp = hints[err.key]
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return ConfigError(f"{key}={value!r} is not allowed (expected {' | '.join(repr(m.value) for m in tp)})")
+        return ConfigError(f"{key}={value!r}: expected {_expected(tp)}")
+    if unknown and key:
+        return ConfigError(f"unknown key '{key}' ({key.rpartition('.')[0]} has no sub-keys)")
+    message = str(err.msg).strip().splitlines()[0] if str(err.msg).strip() else type(err).__name__
+    return ConfigError(f"{key}: {message}" if key else message)
+
+
+def _expected(tp: Any) -> str:
+    """How an error names a field's type: 'an integer', 'a number or null', ..."""
+    if get_origin(tp) in (Union, types.UnionType):
+        return " or ".join(_expected(a) for a in get_args(tp))
+    if get_origin(tp) in (list, tuple):
+        return "a list"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of keys"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+    return words.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def run_node(cls: type, strategy: type, optimizer: type) -> DictConfig:
+    """The node a run's config merges into: `cls`'s, with the run's own strategy and optimizer classes
+    (a copy of one built once: OmegaConf builds a node from a dataclass several times slower)."""
+    return copy.deepcopy(_run_node(cls, strategy, optimizer))
+
+
+@functools.cache
+def _run_node(cls: type, strategy: type, optimizer: type) -> DictConfig:
+    node = structured(cls)
+    node.strategy = structured(strategy)
+    node.optim.optimizer = structured(optimizer)
+    return node
+
+
+def _check_types(cfg: RunConfig) -> None:
+    """The field types and values of a config built in code (from_dict's come checked), read by
+    OmegaConf as it reads YAML, so an error names the key the same way."""
+    try:
+        OmegaConf.merge(run_node(type(cfg), type(cfg.strategy), type(cfg.optim.optimizer)), cfg.to_dict())
+    except OmegaConfBaseException as err:
+        raise config_error(err) from None
+
+
+def _check_finite(obj: Any, prefix: str = "") -> None:
+    """Every number finite (OmegaConf takes nan and inf for a float)."""
+    for f in dataclasses.fields(obj):
+        key, value = prefix + f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_finite(value, key + ".")
+        elif isinstance(value, (tuple, list)) and any(isinstance(v, float) and not math.isfinite(v) for v in value):
+            raise ConfigError(f"{key}={list(value)!r}: expected finite numbers")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}={value!r}: expected a finite number")
+
+
+def _positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{key}={value!r} must be > 0")
+
+
+def _check_dataset_kind(kind: str) -> None:
+    # Imported here, not at the top: config.py is the bottom layer, and the registry lists the reader
+    # modules without importing them (no torch at config time; tests/test_layout.py allows this one).
+    from src.data.registry import check_kind
+
+    check_kind(kind)
+
+
+def validate(cfg: RunConfig) -> None:
+    """The one place for value and cross-field checks that need no model or data, for both entrypoints
+    (and for a RunConfig built in code). Model-dependent checks are preflight's (src/training/run.py)."""
+    _check_types(cfg)
+    check_values(cfg)
+
+
+def check_values(cfg: RunConfig) -> None:
+    """validate() for a config whose types OmegaConf has checked already (RunConfig.from_dict's)."""
+    _check_finite(cfg)
+    _check_dataset_kind(cfg.dataset.kind)
+    cfg.optim.optimizer.check()
+    _positive("optim.lr", cfg.optim.lr)
+    cfg.strategy.check()
+    _positive("trainer.epochs", cfg.trainer.epochs)
+    if cfg.trainer.batch_size < 2:  # BatchNorm cannot train on one sample
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
+    _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
+    _positive("trainer.num_threads", cfg.trainer.num_threads, allow_none=True)
+    if cfg.trainer.min_epoch_steps < 0:
+        raise ConfigError(f"trainer.min_epoch_steps={cfg.trainer.min_epoch_steps!r} must be >= 0 (0 = one pass per epoch)")
+    if cfg.trainer.drift_probe < 0 or cfg.trainer.drift_probe == 1:  # CKA compares >= 2 images
+        raise ConfigError(f"trainer.drift_probe={cfg.trainer.drift_probe!r} must be 0 (off) or >= 2")
+    if cfg.optim.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay={cfg.optim.weight_decay!r} must be >= 0")
+    if cfg.optim.warmup_epochs < 0:
+        raise ConfigError(f"optim.warmup_epochs={cfg.optim.warmup_epochs!r} must be >= 0")
+    if cfg.optim.join_warmup_epochs < 0:
+        raise ConfigError(f"optim.join_warmup_epochs={cfg.optim.join_warmup_epochs!r} must be >= 0")
+    # Epoch counts become step counts (x steps per epoch): a warmup longer than the run never reaches
+    # the peak LR, and a huge one overflows.
+    for key in ("warmup_epochs", "join_warmup_epochs"):
+        value = getattr(cfg.optim, key)
+        if value > cfg.trainer.epochs:
+            raise ConfigError(f"optim.{key}={value!r} must be <= trainer.epochs ({cfg.trainer.epochs})")
+    if not 0 <= cfg.seed < 2**32:  # numpy's and torch's seed range
+        raise ConfigError(f"seed={cfg.seed!r} must be in 0..{2**32 - 1}")
+    if not 0 <= cfg.optim.min_lr_ratio <= 1:
+        raise ConfigError(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio!r} must be in [0, 1]")
+    if not 0 <= cfg.model.drop_rate < 1:
+        raise ConfigError(f"model.drop_rate={cfg.model.drop_rate!r} must be in [0, 1)")
+    _check_dataset(cfg.dataset)
+    if cfg.model.weights == "file" and cfg.model.pretrained and not cfg.model.checkpoint_path:
+        raise ConfigError("model.checkpoint_path is required when model.weights='file'")
+
+
+def _check_dataset(d: DataConfig) -> None:
+    if d.augment not in Augment.__members__:
+        raise ConfigError(f"dataset.augment={d.augment!r} is not allowed (expected {' | '.join(map(repr, Augment))})")
+    _positive("dataset.train_per_class", d.train_per_class, allow_none=True)
+    _positive("dataset.ood_per_class", d.ood_per_class, allow_none=True)
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(d, key)
+        if not 0 < value < 1:
+            raise ConfigError(f"dataset.{key}={value!r} must be in (0, 1)")
+    if d.val_fraction + d.test_fraction >= 1:
+        raise ConfigError("dataset.val_fraction + dataset.test_fraction must be < 1")
+    if d.cache_dir is not None and not str(d.cache_dir).strip():
+        raise ConfigError("dataset.cache_dir='' must be a folder path or null (the user's cache folder)")
+    if d.num_workers is not None and (isinstance(d.num_workers, bool) or d.num_workers < 0):
+        raise ConfigError(f"dataset.num_workers={d.num_workers!r} must be >= 0 or null (the CPU cores)")
+    if d.image_size < 16:
+        raise ConfigError(f"dataset.image_size={d.image_size!r} must be >= 16")
+    if d.kind in ("imagefolder", "medmnist") and not d.root:
+        if not (d.kind == "medmnist" and d.flag and d.download):
+            raise ConfigError(f"dataset.root is required for dataset.kind={d.kind!r}")
+    for i, path in enumerate(d.ood):
+        if not path or not Path(path).exists():
+            raise ConfigError(f"dataset.ood[{i}]={path!r}: no such folder or .npz file")
+    if d.kind == "torchvision" and not d.tv_name:
+        raise ConfigError("dataset.tv_name is required for dataset.kind='torchvision' (e.g. CIFAR10)")
