@@ -38,7 +38,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # Sweep presets (`python -m src.train -m sweep=default`): the config group `sweep`, kept in the
 # project's top-level sweeps/ folder and registered from there (register), whatever the cwd.
 SWEEPS = CONF.parent / "sweeps"
-# The file by which the Optuna sweeper claims its folder for one study (src.search.sweep.claim_out_dir).
+# The file by which the Optuna sweeper claims its folder for one study (src.search.study.claim_out_dir).
 STUDY_FILE = "study.json"
 # The schemas' names in the ConfigStore: a config group option may start from one in its defaults list.
 SCHEMA_PREFIX = "base_"

@@ -3,7 +3,7 @@ mattered (`get_param_importances`), how each objective moved with each parameter
 with each point's parameters; drawn by `src.reporting.search_plots`, shown in the report page and
 logged to W&B (src/reporting/page.py, publish.py).
 
-The study is read from the storage its folder's `study.json` names (src/search/sweep.py writes it):
+The study is read from the storage its folder's `study.json` names (src/search/study.py writes it):
 a sqlite file or a journal file. A database server's study (postgresql) is not reopened here (the
 password is not recorded), and a folder without a study has no search section.
 
