@@ -96,6 +96,10 @@ class OptunaSweeperConf:
     n_jobs: int = 1
     # Stop after this many failed trials in one invocation (0: never).
     max_failed: int = 5
+    # Several workers on one storage: each one's index (0, 1, ...). With a seeded sampler, each worker's
+    # seed derives from the study's seed and this index, so the same command gives the same trials.
+    # null: SLURM's array task id where there is one, else 0.
+    worker_index: Optional[int] = None
     heartbeat_s: int = 20
     grace_s: int = 60
     pruner: PruneSpec = field(default_factory=PruneSpec)  # the one definition: src/search/prune_spec.py

@@ -119,7 +119,8 @@ class OptunaSweeper(Sweeper):
 
     def __init__(self, sampler: Any, direction: Any, objectives: Any, storage: str | None, study_name: str | None,
                  n_trials: int, n_jobs: int, max_failed: int, heartbeat_s: int, grace_s: int, pruner: Any,
-                 params: Any, rerun_seeds: Any = (), rerun_overrides: Any = (), **unknown: Any) -> None:
+                 params: Any, rerun_seeds: Any = (), rerun_overrides: Any = (), worker_index: int | None = None,
+                 **unknown: Any) -> None:
         self.sampler_cfg, self.direction, self.objectives = sampler, direction, objectives
         from src.search.job import DEFAULT_STUDY
 
@@ -127,7 +128,7 @@ class OptunaSweeper(Sweeper):
         self.given_study_name = study_name
         self.study_name = study_name or DEFAULT_STUDY
         self.max_failed, self.heartbeat_s, self.grace_s = max_failed, heartbeat_s, grace_s
-        self.pruner, self.params = pruner, params
+        self.pruner, self.params, self.worker_index = pruner, params, worker_index
         self.rerun_seeds, self.rerun_overrides = _plain(rerun_seeds or []), _plain(rerun_overrides or [])
         # `+hydra.sweeper.KEY=...` reaches here too: refused (one line) when the sweep starts
         self.unknown = unknown
@@ -269,6 +270,7 @@ class OptunaSweeper(Sweeper):
         sampler_cfg = _plain(self.sampler_cfg)
         settings.check_sampler(sampler_cfg, objectives)
         settings.check_rerun(self.rerun_seeds, self.rerun_overrides, settings.search_seeds(base_cfg.seed, params), params)
+        settings.worker_index(self.worker_index)  # checked before the study is opened
         if self.rerun_seeds:
             check_overrides(fixed + self.rerun_overrides)
         mode = resolve(spec, objectives)
@@ -285,7 +287,8 @@ class OptunaSweeper(Sweeper):
                 deepcopy=False, states=DONE)), self.n_trials, mode)
         search = launched.Search(study=study, storage=storage, params=params, fixed=fixed, objectives=objectives,
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
-                                 max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0))
+                                 max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0),
+                                 worker=settings.worker_index(self.worker_index) or 0)
         return search, groups, mode
 
     def _check_direction(self, directions: list[str], objectives: list[str]) -> None:
@@ -300,16 +303,29 @@ class OptunaSweeper(Sweeper):
                               f"{objectives} ({directions}); leave direction unset to take the objectives' own")
 
     def _seeded(self, sampler: Any, study: Any) -> Any:
-        """A seeded sampler restarted on a resumed study would propose the same parameters again:
-        the seed moves on with the trials already there; workers sharing a study also mix in
-        their process id, so that they never propose the same trials."""
-        if isinstance(sampler, dict) and sampler.get("seed") is not None:
-            # within numpy's seed range however many trials there are (settings.SEED_MAX)
-            seed = (int(sampler["seed"]) + len(study.get_trials(deepcopy=False))) % 2**32
-            if self.storage:
-                seed = hash((seed, os.getpid())) % 2**31
-            sampler = dict(sampler, seed=seed)
-        return sampler
+        """A seeded sampler restarted on a resumed study would propose the same parameters again,
+        and workers sharing a study with one seed would propose the same trials: each worker's seed
+        derives from the study's seed, the worker's index (settings.worker_index) and the number of
+        trials that worker asked already. Worker 0 keeps the one-worker rule (seed + trials so far).
+        A worker on a shared storage whose index is not known mixes in its process id instead: never
+        the same trials as another worker, but not reproducible (said once)."""
+        if not (isinstance(sampler, dict) and sampler.get("seed") is not None):
+            return sampler
+        index = settings.worker_index(self.worker_index)
+        if index is None and self.storage:
+            log.warning("several workers may share this study: the sampler's seed is mixed with the process id, so "
+                        "the trials are not reproducible; give each worker hydra.sweeper.worker_index=0, 1, ...")
+        worker = 0 if index is None else index
+        own = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker", 0) == worker)
+        if index is None and self.storage:
+            mix = [int(sampler["seed"]), worker, own, os.getpid()]
+        elif worker == 0:  # within numpy's seed range however many trials there are (settings.SEED_MAX)
+            return dict(sampler, seed=(int(sampler["seed"]) + own) % 2**32)
+        else:
+            mix = [int(sampler["seed"]), worker, own]
+        import numpy as np  # numpy's seed mixer: independent streams per (seed, worker, resume point)
+
+        return dict(sampler, seed=int(np.random.SeedSequence(mix).generate_state(1)[0]))
 
     def _launch(self, overrides: list[list[str]], first: int) -> Sequence[Path | None]:
         returns = self.launcher.launch(overrides, initial_job_idx=first)

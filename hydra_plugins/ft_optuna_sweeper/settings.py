@@ -185,3 +185,18 @@ def search_seeds(base_seed: int, params: Mapping[str, Mapping[str, Any]]) -> Ite
     if spec.get("type") == "int":
         return range(int(spec["low"]), int(spec["high"]) + 1, int(spec.get("step") or 1))
     return set()
+
+
+def worker_index(given: Any) -> int | None:
+    """`hydra.sweeper.worker_index`: the given index; null: SLURM's array task id (an sbatch --array
+    job's workers are numbered by it), else None (not known). A bad value is one line naming the key."""
+    import os
+
+    key = "hydra.sweeper.worker_index"
+    if given is None:
+        if "SLURM_ARRAY_TASK_ID" not in os.environ:
+            return None
+        given, key = os.environ["SLURM_ARRAY_TASK_ID"], "SLURM_ARRAY_TASK_ID"
+    if isinstance(given, bool) or not str(given).isdigit():
+        raise _error(f"{key}={given!r} is not a worker index (an integer >= 0)")
+    return int(given)

@@ -53,6 +53,7 @@ class Search:
     n_jobs: int
     max_failed: int
     poll_s: float
+    worker: int = 0  # this worker's index (hydra.sweeper.worker_index): recorded on each trial it asks
     failed: list[str] = field(default_factory=list)
 
     def trial_id(self, trial: optuna.Trial) -> int:
@@ -98,6 +99,7 @@ def _ask(s: Search, n: int, groups: int) -> list[tuple[optuna.Trial, dict[str, A
     batch = []
     for _ in range(n):
         trial = s.study.ask()
+        trial.set_user_attr("worker", s.worker)  # the worker's sampler seed moves on with its own trials
         if not holds_a_place(s.study, trial.number, s.total):
             trial.set_user_attr("surplus", True)
             s.study.tell(trial, state=TrialState.FAIL)
