@@ -108,10 +108,11 @@ def spread_order(points: list[tuple[float, float]]) -> dict[tuple[float, float],
     distance (Deb et al. 2002), one of the two selections MO-ASHA studies: the rank's extremes
     first (in two objectives: its cheapest and its most accurate trial, the two ends an
     accuracy-vs-cost study is for), then by largest crowding distance, each objective scaled by its
-    range in the rank. Chosen over the paper's epsilon-net because it needs no random first pick
-    and no scale for epsilon, so every worker takes the same decision from the same points, and it
-    keeps both ends of the front whenever two places are left. Equal points share one key, so they
-    tie (and go on together); a point with a NaN comes last."""
+    range in the rank. Chosen over the paper's other selection, the epsilon-net, because it needs
+    neither a first point to grow the net from nor a scale for epsilon: the same points give the
+    same order on every worker, and the cheap end is never left to a pick. The two ends share one
+    key, so with one place left both go on (a rung of 3 to 5 may keep 2: the quota is soft there,
+    as with ties). Equal points share one key too; a point with a NaN comes last."""
     distinct = sorted({p for p in points if not any(math.isnan(v) for v in p)})
     dist = dict.fromkeys(distinct, 0.0)
     if len(distinct) <= 2:
