@@ -14,7 +14,8 @@ with `none`, and compares them:
   <= 0.5 x the FLOPs.
 
 The default overrides make each study small (a reduced setting, not `make sweep`): 32 px digits,
-20 training images per class, 4 epochs (halving judges once, after epoch 2), no drift probe, no
+20 training images per class, 4 epochs (`--epochs`; at 4 halving judges once, after epoch 2, so a
+pruned trial saves at most half its FLOPs), no drift probe, no
 feature cache (every epoch costs what it says), one thread, no logger. A study already finished is
 read back, not run again, so the command resumes; the table (OUT/table.md) is rewritten after every study.
 """
@@ -29,8 +30,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECTIVES = {"multi": "[val_acc,train_flops]", "single": "[val_acc]"}
-SMALL = ["dataset.image_size=32", "dataset.train_per_class=20", "trainer.epochs=4", "trainer.drift_probe=0",
-         "trainer.feature_cache=off", "trainer.num_threads=1", "logger=none"]
+SMALL = ["dataset.image_size=32", "dataset.train_per_class=20", "trainer.drift_probe=0", "trainer.feature_cache=off",
+         "trainer.num_threads=1", "logger=none"]
 
 
 def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
@@ -46,7 +47,7 @@ def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) 
     return area
 
 
-def run_study(out: Path, case: str, pruner: str, seed: int, trials: int, extra: list[str]) -> Path:
+def run_study(out: Path, case: str, pruner: str, seed: int, trials: int, epochs: int, extra: list[str]) -> Path:
     name = f"{case}-{pruner}-s{seed}"
     study_dir = out / name
     summary = study_dir / "summary.json"
@@ -55,7 +56,7 @@ def run_study(out: Path, case: str, pruner: str, seed: int, trials: int, extra: 
     cmd = [sys.executable, "-m", "src.train", "-m", "sweep=default", f"hydra.sweeper.study_name=hv-{name}",
            f"hydra.sweep.dir={study_dir}", f"hydra.sweeper.n_trials={trials}",
            f"hydra.sweeper.objectives={OBJECTIVES[case]}", f"hydra.sweeper.pruner.name={pruner}",
-           f"hydra.sweeper.sampler.seed={seed}", *SMALL, *extra]
+           f"hydra.sweeper.sampler.seed={seed}", f"trainer.epochs={epochs}", *SMALL, *extra]
     print("+", " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
     return study_dir
@@ -102,6 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=4, help="per trial; halving judges after 2, 6, 18, ...")
     parser.add_argument("--cases", nargs="+", choices=sorted(OBJECTIVES), default=["multi", "single"])
     parser.add_argument("--out", type=Path, default=REPO / "sweeps-out" / "pruning-hv")
     parser.add_argument("--ref-flops", type=float, default=None)
@@ -112,7 +114,7 @@ def main() -> int:
         for seed in args.seeds:
             for pruner in ("none", "halving"):
                 if not args.table_only:
-                    run_study(args.out, case, pruner, seed, args.trials, args.overrides)
+                    run_study(args.out, case, pruner, seed, args.trials, args.epochs, args.overrides)
                 text = table(args.out, args.seeds, args.cases, args.ref_flops)
                 args.out.mkdir(parents=True, exist_ok=True)
                 (args.out / "table.md").write_text(text)
