@@ -82,7 +82,7 @@ def table(out: Path, seeds: list[int], cases: list[str], ref_flops: float | None
     dearest = max((c for s in done.values() for _, c in s["points"]), default=0.0)
     ref = (0.0, ref_flops or 1.1 * dearest)
     lines = [f"Reference point: val acc 0, train FLOPs {ref[1]:.4g}.", "",
-             "| objectives | seed | pruner | trials (complete / pruned) | epochs | best val acc | Δ best | HV | HV ratio | train FLOPs | FLOPs ratio |",
+             "| objectives | seed | pruner | trials (complete / pruned) | epochs | best val acc | Δ best | HV (acc × GFLOPs) | HV ratio | train FLOPs | FLOPs ratio |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (case, pruner, seed), s in done.items():
         off = done.get((case, "none", seed))
@@ -91,11 +91,27 @@ def table(out: Path, seeds: list[int], cases: list[str], ref_flops: float | None
         row = [case, str(seed), pruner, f"{s['trials']} ({st.get('complete', 0)} / {st.get('pruned', 0)})",
                f"{s['epochs_trained']} of {s['epochs_unpruned']}", f"{s['best_val_acc']:.4f}",
                f"{100 * (s['best_val_acc'] - off['best_val_acc']):+.2f} pt" if off else "",
-               f"{hv / 1e9:.1f} G" if case == "multi" else "",
+               f"{hv / 1e9:.2f}" if case == "multi" else "",
                f"{hv / hypervolume_2d(off['points'], ref):.3f}" if off and case == "multi" else "",
                f"{s['total_train_flops'] / 1e12:.3f} T",
                f"{s['total_train_flops'] / off['total_train_flops']:.3f}" if off else ""]
         lines.append("| " + " | ".join(row) + " |")
+    for case in cases:  # the targets, per seed: every seed must meet them, not only their mean
+        pairs = [(done[case, "halving", s], done[case, "none", s]) for s in seeds
+                 if (case, "halving", s) in done and (case, "none", s) in done]
+        if not pairs:
+            continue
+        flops = [on["total_train_flops"] / off["total_train_flops"] for on, off in pairs]
+        if case == "multi":
+            hv = [hypervolume_2d(on["points"], ref) / hypervolume_2d(off["points"], ref) for on, off in pairs]
+            met = sum(h >= 0.95 and f <= 0.5 for h, f in zip(hv, flops))
+            lines.append(f"\n{case}: HV ratio {min(hv):.3f}–{max(hv):.3f}, FLOPs ratio {min(flops):.3f}–{max(flops):.3f} "
+                         f"over {len(pairs)} seeds; target (HV >= 0.95 at FLOPs <= 0.5) met on {met} of {len(pairs)}.")
+        else:
+            gap = [100 * (on["best_val_acc"] - off["best_val_acc"]) for on, off in pairs]
+            met = sum(g >= -0.5 and f <= 0.5 for g, f in zip(gap, flops))
+            lines.append(f"\n{case}: best Δ {min(gap):+.2f} to {max(gap):+.2f} pt, FLOPs ratio {min(flops):.3f}–{max(flops):.3f} "
+                         f"over {len(pairs)} seeds; target (within 0.5 pt at FLOPs <= 0.5) met on {met} of {len(pairs)}.")
     return "\n".join(lines) + "\n"
 
 
