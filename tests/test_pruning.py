@@ -10,7 +10,7 @@ import pytest
 
 from src.config import ConfigError
 from src.search.pruning import (
-    EpochReporter, PruneSpec, dominating_trial, halving_keeps, halving_rungs, pareto_ranks, resolve,
+    EpochReporter, PruneSpec, dominating_trial, halving_keeps, halving_rungs, pareto_ranks, resolve, spread_order,
 )
 from src.record.schema import EpochRecord
 from src.reporting.stats import mean_ci
@@ -156,3 +156,111 @@ def test_reporter_takes_a_metrics_line_as_written_too():
     reporter = EpochReporter(study, study.ask(), ["val_acc"], "none", PruneSpec(name="none"), running_best=True)
     assert reporter({"schema_version": 2, "epoch": 0, "val_acc": 0.5, "lr/head": 0.1}) is None
     assert reporter.curve == [[0.5, math.nan]] or (reporter.curve[0][0] == 0.5 and math.isnan(reporter.curve[0][1]))
+
+
+# MO-ASHA's selection at one rung (Schmucker et al. 2021): rank by rank, then spread within the rank
+# that does not fit whole. Points are (val accuracy, cumulative cost).
+CHEAP, MIDDLE, ACCURATE = (0.70, 1.0), (0.85, 5.0), (0.95, 10.0)  # one front: its two ends and a middle
+DOMINATED = [(0.60, 5.0), (0.80, 9.0), (0.65, 2.0)]
+
+
+def _kept(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points that go on when each is judged against all the others."""
+    return [p for i, p in enumerate(points) if halving_keeps(p, points[:i] + points[i + 1:], use_cost=True)]
+
+
+def test_halving_keeps_both_ends_of_the_front_before_any_dominated_point():
+    # 6 reached the rung, 2 go on: the cheap end and the accurate end. Ranked by accuracy after the
+    # Pareto rank (the old rule), the cheap end was stopped for the middle one.
+    assert _kept([CHEAP, MIDDLE, ACCURATE, *DOMINATED]) == [CHEAP, ACCURATE]
+    assert spread_order([MIDDLE, ACCURATE, CHEAP]) == {CHEAP: (0, 0.0), ACCURATE: (0, 0.0), MIDDLE: (1, -2.0)}
+    # A front that fits whole goes on whole, and the next rank gets the places left.
+    # (9 reached it, 3 go on: the front of 2, and the one point of rank 1 ahead of six of rank 2.)
+    third = [(0.60, 9.5), (0.50, 9.6), (0.40, 9.7), (0.30, 9.8), (0.20, 9.9), (0.10, 9.95)]
+    assert _kept([CHEAP, ACCURATE, (0.65, 2.0), *third]) == [CHEAP, ACCURATE, (0.65, 2.0)]
+
+
+def test_halving_with_a_quota_smaller_than_the_front_keeps_the_extremes_then_the_widest_gap():
+    # 9 reached the rung, 3 go on, the front has 5: both ends, then the largest crowding distance
+    # (0.80 at 6: gaps 0.29 of 0.40 in accuracy and 7.9 of 9 in cost), not the crowded pair at 2.
+    front = [(0.50, 1.0), (0.60, 2.0), (0.61, 2.1), (0.80, 6.0), (0.90, 10.0)]
+    behind = [(0.40, 5.0), (0.50, 8.0), (0.55, 9.0), (0.30, 3.0)]
+    assert _kept(front + behind) == [(0.50, 1.0), (0.80, 6.0), (0.90, 10.0)]
+    # One place (3 reached the rung): the two ends tie for it and both go on; the middle stops.
+    assert _kept([CHEAP, MIDDLE, ACCURATE]) == [CHEAP, ACCURATE]
+    assert halving_keeps(CHEAP, [ACCURATE], use_cost=True) and halving_keeps(ACCURATE, [CHEAP], use_cost=True)
+
+
+def test_halving_ties_go_on_together_and_nan_comes_last():
+    # Equal points share a place: two equal cheap ends both go on.
+    assert _kept([CHEAP, CHEAP, MIDDLE, ACCURATE, *DOMINATED]) == [CHEAP, CHEAP, ACCURATE]
+    nan_point = (0.99, math.nan)  # no cost measured: never on a front, never ahead of a point with one
+    order = spread_order([nan_point, CHEAP, MIDDLE, ACCURATE])
+    assert order[nan_point] == (2, 0.0) and order[CHEAP] == order[ACCURATE] == (0, 0.0)
+    assert not halving_keeps(nan_point, [CHEAP, MIDDLE, ACCURATE, *DOMINATED], use_cost=True)
+
+
+def test_halving_never_keeps_a_worse_rank_over_a_stopped_better_one():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randint(1, 12)
+        points = [(round(rng.random(), 2), float(rng.randint(1, 9))) for _ in range(n)]
+        ranks = pareto_ranks(points)
+        kept = [halving_keeps(p, points[:i] + points[i + 1:], use_cost=True) for i, p in enumerate(points)]
+        assert sum(kept) >= max(n // 3, 1)  # the quota is filled (ties may add to it)
+        # no point goes on while a point of a better Pareto rank stops
+        assert not any(kept[i] and not kept[j] and ranks[j] < ranks[i] for i in range(n) for j in range(n)), points
+        front = [p for p, r in zip(points, ranks) if r == 0]
+        ends = {min(front, key=lambda p: (p[1], -p[0])), max(front, key=lambda p: (p[0], -p[1]))}
+        assert all(k for p, k in zip(points, kept) if p in ends)  # both ends of the front always go on
+
+
+def test_reporter_halving_keeps_a_cheap_front_trial_end_to_end_on_sqlite(tmp_path):
+    """Four trials with known curves, one after another, in a real (sqlite) study: the accurate and
+    the cheap one go on past the rung, the dominated and the middle one stop there."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
+    spec = PruneSpec(name="halving", after=1)
+    curves = {  # name: (val acc per epoch, cost per epoch)
+        "accurate": ([0.90, 0.95, 0.96, 0.97], 10.0),
+        "cheap": ([0.70, 0.72, 0.73, 0.74], 1.0),
+        "dominated": ([0.60, 0.90, 0.95, 0.99], 5.0),  # would have caught up: halving bets it will not
+        "middle": ([0.80, 0.85, 0.86, 0.87], 5.0),
+    }
+    reasons = {}
+    for name, (accs, cost) in curves.items():
+        trial = study.ask()
+        reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "halving", spec, running_best=True, epochs=4)
+        for k, acc in enumerate(accs):
+            if reason := reporter(_record(k, acc, cost * (k + 1))):
+                reasons[name] = reason
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, [accs[-1], cost * len(accs)])
+    stored = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in stored] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
+    assert stored[1].user_attrs["epochs_trained"] == 4 and stored[2].user_attrs["epochs_trained"] == 1
+    assert re.search(r"halving after epoch 1: val_acc 0.6000 at train_flops 5 is not in the top 1 of the 3", reasons["dominated"])
+    assert re.search(r"halving after epoch 1: val_acc 0.8000 at train_flops 5 is not in the top 1 of the 4", reasons["middle"])
+    assert set(reasons) == {"dominated", "middle"}
+
+
+def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_hypervolume.py"
+    spec = importlib.util.spec_from_file_location("pruning_hypervolume", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    hv = bench.hypervolume_2d
+    ref = (0.0, 4.0)
+    # (0.5 at cost 1) covers costs 1..3 up to 0.5, (0.8 at 3) covers 3..4 up to 0.8: 1.0 + 0.8;
+    # (0.4 at 2) is dominated and adds nothing.
+    assert hv([(0.5, 1.0), (0.8, 3.0), (0.4, 2.0)], ref) == pytest.approx(1.8)
+    assert hv([(0.8, 3.0), (0.5, 1.0)], ref) == pytest.approx(1.8)  # order does not matter
+    assert hv([(0.5, 5.0), (0.0, 1.0)], ref) == 0.0  # beyond the reference: nothing
+    assert hv([], ref) == 0.0 and hv([(1.0, 0.0)], ref) == pytest.approx(4.0)
