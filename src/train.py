@@ -41,7 +41,7 @@ from src.models import PretrainedWeightsError
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
-from src.training.run import interrupt_on_sigterm, run
+from src.training.run import RunDirTaken, interrupt_on_sigterm, run
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,11 @@ def main(cfg: DictConfig) -> float:
         stopped(err, out / RESULT_FILE if (out / RESULT_FILE).is_file() else None,
                 Path(hc.sweep.dir) if multirun else None)
     except Exception as err:
+        if multirun and isinstance(err, RunDirTaken):
+            # Another config's finished run in this job's folder (a fixed hydra.sweep.dir run with
+            # other values): kept, and the multirun ends with the line, as a full disk ends it
+            # (OutOfRoom is the one exception Hydra does not keep as a job's result).
+            raise OutOfRoom(str(err)) from None
         _record_failure(out, err)
         if full_error():
             raise

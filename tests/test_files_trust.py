@@ -472,13 +472,14 @@ def test_a_checkpoint_that_does_not_fit_is_not_kept_and_the_failure_is_recorded(
     from src.training.run import run
 
     disk = small_disk(1024)
-    fill(disk, leave_kib=200)  # room for the run's files, not for model.pt (about 440 KiB)
+    fill(disk, leave_kib=200)  # room for the run's files, not for its first epoch checkpoint (about 1.3 MiB)
     with pytest.raises(DiskFull) as err:
         run(tiny_config(trainer={"save_model": True}), disk / "run")
-    assert err.value.path == disk / "run" / "model.pt"
+    assert err.value.path == disk / "run" / "checkpoint_epoch000.pt"
     record = json.loads((disk / "run" / "result.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("DiskFull: ")
-    assert not (disk / "run" / "model.pt").exists() and not list((disk / "run").glob(".*.tmp"))
-    grow(disk, 4096)  # room again: the same folder takes the run (a failed run's folder may be reused)
+    assert not list((disk / "run").glob("*.pt")) and not list((disk / "run").glob(".*.tmp"))
+    grow(disk, 8192)  # room again: the same folder takes the run (a failed run's folder may be reused)
     assert run(tiny_config(trainer={"save_model": True}), disk / "run")["status"] == "completed"
     assert torch.load(disk / "run" / "model.pt", weights_only=True)
+    assert torch.load(disk / "run" / "model_best.pt", weights_only=True)

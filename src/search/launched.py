@@ -90,8 +90,20 @@ def job_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg: 
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
     trial = optuna.trial.Trial(study, trial_id)
     trial.set_user_attr("run_dir", str(out.resolve()))
+    if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
+        _continue_dead_attempt(study, int(retry_of), run_cfg, out)
     return EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
                          epochs=run_cfg.trainer.epochs)
+
+
+def _continue_dead_attempt(study: optuna.Study, number: int, run_cfg: RunConfig, out: Path) -> None:
+    """A retried trial runs in a folder of its own: the dead attempt's last checkpoint, and its
+    epochs, move there, so that the retry continues from its last epoch, not from 0."""
+    from src.training.checkpoint import adopt  # torch: loaded by the jobs, not by the sweeper's driver
+
+    dead = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number))
+    if dead.user_attrs.get("run_dir") and (moved := adopt(Path(dead.user_attrs["run_dir"]), out, run_cfg)):
+        log.info("continuing trial %d from its last checkpoint, %s", number, moved)
 
 
 def search(s: Search, launch: Launch, groups: int) -> str | None:

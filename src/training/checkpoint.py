@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import os
 import random
 import re
@@ -37,6 +38,8 @@ import torch
 
 from src.config import ConfigError, RunConfig
 from src.record.io import METRICS_FILE, write_text, write_with
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # raise it when what a checkpoint holds, or how it is read, changes
 BEST_FILE = "model_best.pt"
@@ -234,12 +237,18 @@ def rewind_metrics(run_dir: Path, last_epoch: int) -> list[dict[str, Any]]:
     return rows
 
 
-def adopt(dead_dir: Path, run_dir: Path) -> Path | None:
-    """Move the newest checkpoint, and the epochs it continues, from a dead attempt's folder into
-    `run_dir` (a retried sweep trial runs in a folder of its own); None when there is none to move
-    or `run_dir` has its own. The checks of `latest` still apply when the run starts."""
+def adopt(dead_dir: Path, run_dir: Path, cfg: RunConfig) -> Path | None:
+    """Move the newest checkpoint of `cfg`, and the epochs it continues, from a dead attempt's folder
+    into `run_dir` (a retried sweep trial runs in a folder of its own); None when there is none to
+    move, it is not one `latest` would continue from (logged: the retry starts from epoch 0), or
+    `run_dir` has its own."""
     found = checkpoints(dead_dir) if dead_dir.is_dir() else []
     if not found or checkpoints(run_dir) or not (dead_dir / METRICS_FILE).is_file():
+        return None
+    try:
+        latest(dead_dir, cfg)
+    except CheckpointError as err:
+        log.warning("not continued: %s", err)
         return None
     run_dir.mkdir(parents=True, exist_ok=True)
     os.replace(dead_dir / METRICS_FILE, run_dir / METRICS_FILE)
