@@ -81,8 +81,12 @@ def test_a_stopped_run_resumes_to_the_same_numbers(tiny_config, tmp_path, monkey
                 run(cfg, tmp_path / "stopped")
     left = checkpoint.checkpoints(tmp_path / "stopped")
     assert [p.name for p in left] == [f"checkpoint_epoch{0 if kill == 'log' else kill:03d}.pt"]  # only the last is kept
+    state = torch.load(left[0], weights_only=True)
     if kill == 3:  # the selected epoch (2) is not the last: its weights travel in the checkpoint
-        assert torch.load(left[0], weights_only=True)["best"] is not None
+        assert state["best"] is not None
+    # with the feature cache nothing below the head can change: only the head's weights are kept
+    assert state["head_only"] == (extra is FROZEN)
+    assert (set(state["model"]) == {"classifier.weight", "classifier.bias"}) == (extra is FROZEN)
     assert run(cfg, tmp_path / "stopped")["status"] == "completed"
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
     assert checkpoint.checkpoints(tmp_path / "stopped") == []  # finished: resume needs none

@@ -6,7 +6,8 @@ training batches' own, which draws data order and augmentation), the meters' run
 (time, images, FLOPs, the best epoch) and, when the selected epoch is not the last one, its weights.
 Gradual unfreezing needs nothing more: the schedule is a pure function of the epoch. A frozen
 backbone's feature cache is computed again from the (unchanged) backbone, arithmetic that gives the
-same features; its cost is already in the restored counters. Only the newest checkpoint is kept
+same features; its cost is already in the restored counters. With the cache on, nothing below the
+head can change (the cache's own conditions), so the checkpoint holds the head's weights only. Only the newest checkpoint is kept
 while training (`trainer.keep_checkpoints` more once the run ends).
 
 Files are written whole (a temporary file, fsync, rename, fsync of the folder), hold only tensors
@@ -37,6 +38,7 @@ import timm
 import torch
 
 from src.config import ConfigError, RunConfig
+from src.models import head_param_names
 from src.record.io import METRICS_FILE, write_text, write_with
 
 log = logging.getLogger(__name__)
@@ -141,30 +143,42 @@ def _set_rng(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["batches"])
 
 
-def snapshot(cfg: RunConfig, s: Any, meters: Any, epoch: int, peak_mem_mb: float | None) -> dict[str, Any]:
-    """Everything the run needs to go on after `epoch` (a `Setup` and its `Meters`), as it stands now."""
+def snapshot(cfg: RunConfig, s: Any, meters: Any, epoch: int, peak_mem_mb: float | None,
+             head_only: bool = False) -> dict[str, Any]:
+    """Everything the run needs to go on after `epoch` (a `Setup` and its `Meters`), as it stands now.
+    `head_only` (the feature cache is on: nothing below the head can change, by the cache's own
+    conditions) keeps only the classifier's weights; the rest is what setup builds again."""
     best = meters.best
+    keep = head_param_names(s.model) if head_only else None
+
+    def weights(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return state if keep is None else {k: v for k, v in state.items() if k in keep}
+
     return {
         "format": FORMAT, "config": json.dumps(numeric_config(cfg.to_dict())), "code": code_version(), "epoch": epoch,
-        "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict(),
-        "rng": _rng_state(s.train.generator), "meters": meters.state(), "peak_mem_mb": peak_mem_mb,
+        "model": weights(s.model.state_dict()), "head_only": head_only, "optimizer": s.optimizer.state_dict(),
+        "scheduler": s.scheduler.state_dict(), "rng": _rng_state(s.train.generator), "meters": meters.state(),
+        "peak_mem_mb": peak_mem_mb,
         # the selected weights, unless they are the model's own (the best epoch is this one)
-        "best": None if best.epoch == epoch else best.state,
+        "best": None if best.epoch == epoch else weights(best.state),
     }
 
 
 def restore(state: dict[str, Any], s: Any, meters: Any) -> int:
     """Put a `Setup` and its `Meters` back as `snapshot` found them; returns the next epoch to train.
     Call it after everything that draws random numbers before the first epoch (setup, the cache)."""
+    head_only = bool(state.get("head_only"))
     try:
-        s.model.load_state_dict(state["model"])
+        if head_only and set(state["model"]) != head_param_names(s.model):
+            raise KeyError("its head's weights are not this model's head")
+        s.model.load_state_dict(state["model"], strict=not head_only)
         s.optimizer.load_state_dict(state["optimizer"])
         s.scheduler.load_state_dict(state["scheduler"])
     except (RuntimeError, KeyError, ValueError) as err:
         raise CheckpointError(f"checkpoint of epoch {state['epoch']} does not fit this run's model: "
                               f"{str(err).strip().splitlines()[0][:160]}") from None
     meters.load_state(state["meters"])
-    best = state["best"] if state["best"] is not None else s.model.state_dict()
+    best = s.model.state_dict() | (state["best"] or {})  # head_only: the rest is the model's, unchanged
     device = next(s.model.parameters()).device
     meters.best.state = {k: v.detach().to(device).clone() for k, v in best.items()}
     _set_rng(state["rng"], s.train.generator)

@@ -95,8 +95,8 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
                 checkpoint.write_best(run_dir, meters.best.state)
                 return None
             if cfg.trainer.resume:  # after on_epoch: a checkpoint's epochs were all judged "go on"
-                checkpoint.save(run_dir, checkpoint.snapshot(cfg, s, meters, epoch, mem.so_far()),
-                                cfg.trainer.keep_checkpoints)
+                state = checkpoint.snapshot(cfg, s, meters, epoch, mem.so_far(), head_only=view.cache is not None)
+                checkpoint.save(run_dir, state, cfg.trainer.keep_checkpoints)
     carried = resume.get("peak_mem_mb") if resume is not None else None
     if carried is not None and mem.peak_mb is not None:  # the peak of the attempts before this one counts too
         mem.peak_mb = max(mem.peak_mb, carried)
