@@ -268,9 +268,9 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
 
 
 def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> None:
-    """The run (or multirun) folder can be created and written, and a fixed one holds no finished
-    run that this one would overwrite, unless it is an Optuna study's folder that our sweeper
-    resumes (its claim_out_dir refuses any other study there). Only the part before the first
+    """The run (or multirun) folder can be created and written; a fixed folder of our Optuna
+    sweeper holds no finished run unless it is the folder of a study that the sweeper resumes (its
+    claim_out_dir refuses any other study there). Only the part before the first
     interpolation is looked at: resolving `${unique_dir:...}` would create the folder. A folder built
     under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
     key, value = output_setting(hydra_cfg, multirun, output_dir)
@@ -292,10 +292,12 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     if free < MIN_FREE:  # Hydra would fail writing the job's config, with its traceback
         raise ConfigError(f"{key}={value}: {existing} has {free // 1024} KiB free, not enough to start "
                           f"(at least {MIN_FREE // 1024} KiB); free some space or choose another folder")
-    if not fixed:
-        return
-    if multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER) \
-            and (Path(value) / STUDY_FILE).is_file():
+    # A fixed folder may hold earlier runs. Each job's run() judges its own folder: a finished run of
+    # the same config is kept and reported, a killed one resumes, another config's is refused
+    # (src.training.run.claim_run_dir). Only our Optuna sweeper's folder without its study record
+    # (a lost study, whose trial numbers a new one would reuse) is refused here.
+    ours = multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER)
+    if not fixed or not ours or (Path(value) / STUDY_FILE).is_file():
         return
     finished = [path for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE))
                 if finished_status(path)]

@@ -37,7 +37,7 @@ from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, i
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
-from src.training.run import run
+from src.training.run import RunDirTaken, run
 
 log = logging.getLogger(__name__)
 # The schemas and the `${unique_dir:...}` resolver, before @hydra.main composes: here, at the entrypoint's
@@ -72,6 +72,11 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt as err:  # said by whoever runs this job: src.exits.run_task, or our sweeper
         raise exits.stopped(err, recorded(out / RESULT_FILE, Path(hc.sweep.dir) if multirun else None)) from None
     except Exception as err:
+        if multirun and isinstance(err, RunDirTaken):
+            # Another config's finished run in this job's folder (a fixed hydra.sweep.dir run with
+            # other values): kept, and the multirun ends with the line, as a full disk ends it
+            # (OutOfRoom is the one exception Hydra does not keep as a job's result).
+            raise OutOfRoom(str(err)) from None
         _record_failure(out, err)
         if full_error():
             raise

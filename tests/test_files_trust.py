@@ -447,9 +447,10 @@ def test_the_full_disk_line_names_the_closest_setting():
 
 def test_a_run_that_fills_the_disk_says_so_and_keeps_only_whole_files(small_disk, tiny_config):
     """The disk fills after epoch 0 (the callback fills it, as another program might): epoch 1's
-    metrics line still fits in the file's last block, the run's record does not, nor does the
-    failure record; the error names result.json; what is there is whole (no half record, no
-    temporary, whole metrics lines)."""
+    metrics line still fits in the file's last block, the selected weights (model_best.pt) do not,
+    nor does the failure record; the error names result.json; what is there is whole (no half
+    record or weights, no temporary, whole metrics lines). No epoch checkpoints (trainer.resume=false):
+    the first would not fit either (test_a_checkpoint_that_does_not_fit_...)."""
     from src.record.io import DiskFull
     from src.training.run import run
 
@@ -460,10 +461,11 @@ def test_a_run_that_fills_the_disk_says_so_and_keeps_only_whole_files(small_disk
         fill_up(disk)
 
     with pytest.raises(DiskFull) as err:
-        run(tiny_config(), run_dir, on_epoch=disk_fills)
+        run(tiny_config(trainer={"resume": False}), run_dir, on_epoch=disk_fills)
     assert err.value.path == run_dir / "result.json"
-    assert isinstance(err.value.__cause__, DiskFull)  # the completed record, which did not fit first
-    assert not (run_dir / "result.json").exists() and not list(run_dir.glob(".*.tmp"))
+    assert err.value.__cause__.path == run_dir / "model_best.pt"  # what did not fit first
+    assert not (run_dir / "result.json").exists() and not (run_dir / "model_best.pt").exists()
+    assert not list(run_dir.glob(".*.tmp"))
     assert [r["epoch"] for r in read_jsonl(run_dir / "metrics.jsonl")] == [0, 1]
 
 
@@ -472,13 +474,14 @@ def test_a_checkpoint_that_does_not_fit_is_not_kept_and_the_failure_is_recorded(
     from src.training.run import run
 
     disk = small_disk(1024)
-    fill(disk, leave_kib=200)  # room for the run's files, not for model.pt (about 440 KiB)
+    fill(disk, leave_kib=200)  # room for the run's files, not for its first epoch checkpoint (about 1.3 MiB)
     with pytest.raises(DiskFull) as err:
         run(tiny_config(trainer={"save_model": True}), disk / "run")
-    assert err.value.path == disk / "run" / "model.pt"
+    assert err.value.path == disk / "run" / "checkpoint_epoch000.pt"
     record = json.loads((disk / "run" / "result.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("DiskFull: ")
-    assert not (disk / "run" / "model.pt").exists() and not list((disk / "run").glob(".*.tmp"))
-    grow(disk, 4096)  # room again: the same folder takes the run (a failed run's folder may be reused)
+    assert not list((disk / "run").glob("*.pt")) and not list((disk / "run").glob(".*.tmp"))
+    grow(disk, 8192)  # room again: the same folder takes the run (a failed run's folder may be reused)
     assert run(tiny_config(trainer={"save_model": True}), disk / "run")["status"] == "completed"
     assert torch.load(disk / "run" / "model.pt", weights_only=True)
+    assert torch.load(disk / "run" / "model_best.pt", weights_only=True)

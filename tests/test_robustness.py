@@ -312,14 +312,14 @@ def test_a_disk_too_full_to_start_is_refused_before_anything_runs(small_disk, tm
 
 def test_a_disk_that_fills_during_a_run_is_one_line_naming_the_file_and_the_setting(small_disk, tmp_path):
     disk = small_disk(1024)
-    fill(disk, leave_kib=200)  # room for a run's files, not for its model.pt (about 440 KiB)
-    line = _only_line(_cli(["-m", "src.train", *TINY_CLI, "trainer.save_model=true", f"paths.output_dir={disk}"], tmp_path), 1)
+    fill(disk, leave_kib=200)  # room for a run's files, not for its model_best.pt (about 440 KiB)
+    line = _only_line(_cli(["-m", "src.train", *TINY_CLI, "trainer.resume=false", f"paths.output_dir={disk}"], tmp_path), 1)
     (run_dir,) = disk.glob("outputs/*/*")
-    assert line == (f"error: {run_dir}/model.pt: No space left on device (its place is set by paths.output_dir={disk}); "
+    assert line == (f"error: {run_dir}/model_best.pt: No space left on device (its place is set by paths.output_dir={disk}); "
                     f"the run is recorded as failed in {run_dir}/result.json"), line
     record = json.loads((run_dir / "result.json").read_text())
     assert record["status"] == "failed" and record["error"].startswith("DiskFull: ")
-    assert not (run_dir / "model.pt").exists()
+    assert not (run_dir / "model_best.pt").exists()
 
 
 def test_a_log_file_on_a_full_disk_stops_quietly_and_other_logging_errors_still_show(small_disk, capsys):
@@ -356,12 +356,12 @@ def test_a_log_file_on_a_full_disk_stops_quietly_and_other_logging_errors_still_
 @pytest.mark.slow
 def test_a_multirun_stops_at_the_first_job_that_fills_the_disk(small_disk, tmp_path):
     disk = small_disk(2048)
-    fill(disk, leave_kib=700)  # one job's model.pt fits, not two
+    fill(disk, leave_kib=700)  # one job's model_best.pt fits, not two (no checkpoints: resume=false)
     out = disk / "multi"
-    line = _only_line(_cli(["-m", "src.train", "-m", "seed=0,1,2", *TINY_CLI, "trainer.save_model=true",
+    line = _only_line(_cli(["-m", "src.train", "-m", "seed=0,1,2", *TINY_CLI, "trainer.resume=false",
                             f"hydra.sweep.dir={out}"], tmp_path), 1)
     job = out / "1_layerwise"  # hydra.sweep.subdir: JOB_STRATEGY
-    assert line == (f"error: {job}/model.pt: No space left on device (its place is set by hydra.sweep.dir={out}); "
+    assert line == (f"error: {job}/model_best.pt: No space left on device (its place is set by hydra.sweep.dir={out}); "
                     f"the run is recorded as failed in {job}/result.json"), line
     assert json.loads((out / "0_layerwise" / "result.json").read_text())["status"] == "completed"
     assert not (out / "2_layerwise").exists()  # the multirun stopped: every later job would fail the same way

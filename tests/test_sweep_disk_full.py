@@ -146,13 +146,13 @@ def test_a_storage_on_a_full_disk_is_one_line_naming_it(small_disk, tmp_path, ki
 
 @pytest.mark.slow
 def test_a_sweep_that_fills_its_disk_stops_in_one_line_and_resumes_without_losing_a_trial(small_disk, tmp_path):
-    """Each trial saves its model (about 440 KiB): trial 1's does not fit. One line, exit 1; with
+    """Each trial saves its model_best.pt (about 440 KiB; no epoch checkpoints here): trial 1's does not fit. One line, exit 1; with
     room again, the same command trains trial 1's parameters again and nothing else twice."""
     disk = small_disk(900)
     out = disk / "study"
-    cmd = _cmd(out, 3, "trainer.save_model=true", "hydra.sweeper.pruner.name=none")
+    cmd = _cmd(out, 3, "trainer.resume=false", "hydra.sweeper.pruner.name=none")
     line = _only_line(_sweep(tmp_path, cmd))
-    assert line.startswith(f"error: {trial_dir(out, 1)}/model.pt: No space left on device (its place is set by "
+    assert line.startswith(f"error: {trial_dir(out, 1)}/model_best.pt: No space left on device (its place is set by "
                            f"hydra.sweep.dir={out}); the run is recorded as failed in {trial_dir(out, 1)}/result.json; "
                            f"1 of 3 trials of study {STUDY} are recorded in"), line
     assert "trial 1 was stopped and runs again on resume" in line

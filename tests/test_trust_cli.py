@@ -190,12 +190,16 @@ def test_a_finished_run_is_never_overwritten(tmp_path, checkpoints):
     first = _run([*TINY, f"hydra.run.dir={run_dir}"], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     kept = {name: (run_dir / name).read_bytes() for name in ("result.json", "metrics.jsonl", "config.yaml")}
-    # A second run that would fail (and one that would succeed) in the same folder: refused, files intact.
+    # A second run of another config that would fail (and one that would succeed) in the same folder:
+    # refused, files intact. The same command again: the finished run is kept, reported, not trained.
     for args in ([*TINY_FILE, f"model.checkpoint_path={checkpoints['random']}"], [*TINY, "seed=3"]):
         again = _run([*args, f"hydra.run.dir={run_dir}"], tmp_path)
         assert again.returncode == 2
-        assert "already holds 1 finished run(s)" in _one_error_line(again)
+        assert "already holds a completed run of another config" in _one_error_line(again)
         assert {name: (run_dir / name).read_bytes() for name in kept} == kept
+    same = _run([*TINY, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert same.returncode == 0 and "kept, not trained again" in same.stdout + same.stderr
+    assert {name: (run_dir / name).read_bytes() for name in kept} == kept
     # A folder whose run failed may be reused: the new run replaces the failed record.
     failed_dir = tmp_path / "failed"
     bad = _run([*TINY_FILE, f"model.checkpoint_path={checkpoints['random']}", f"hydra.run.dir={failed_dir}"], tmp_path)
@@ -204,14 +208,15 @@ def test_a_finished_run_is_never_overwritten(tmp_path, checkpoints):
     assert retry.returncode == 0 and _status(failed_dir) == "completed"
 
 
-def test_run_refuses_a_folder_with_a_completed_result(tmp_path, tiny_config):
+def test_run_keeps_a_completed_result_and_refuses_another_config_there(tmp_path, tiny_config):
     from src.training.run import run
 
     cfg = tiny_config(trainer={"epochs": 1})
     run(cfg, tmp_path)
     before = (tmp_path / "result.json").read_bytes()
-    with pytest.raises(ConfigError, match="already holds a completed run"):
-        run(cfg, tmp_path)
+    assert run(cfg, tmp_path)["status"] == "completed"  # kept and returned, not trained again
+    with pytest.raises(ConfigError, match="already holds a completed run of another config"):
+        run(tiny_config(trainer={"epochs": 2}), tmp_path)
     assert (tmp_path / "result.json").read_bytes() == before
 
 

@@ -262,6 +262,12 @@ class TrainerConfig:
     feature_cache: Switch = Switch.auto
     # Write the selected model's state dict to model.pt in the run directory.
     save_model: bool = False
+    # A checkpoint after every epoch (model, optimizer, LR schedule, RNG states, meters), so that a
+    # run started again in the same folder continues from its last completed epoch (src/training/checkpoint.py).
+    resume: bool = True
+    # Epoch checkpoints kept once the run has finished, newest first; 0 = none (the one resume needs
+    # is removed at the end; model_best.pt, the selected weights, always stays).
+    keep_checkpoints: int = 0
     # Drift from the pretrained weights (src/drift.py) on the first N validation images; 0 = off.
     drift_probe: int = 256
 

@@ -67,6 +67,15 @@ class PeakMemory:
             self._sampled = max(self._sampled, rss_mb() or 0.0)
             self._stop.wait(self.sample_every_s)
 
+    def so_far(self) -> float | None:
+        """The peak up to now, inside the block: what a checkpoint carries over to a resumed run."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self._thread is not None:
+            return max(self._sampled, rss_mb() or 0.0)
+        kb = _status_kb("VmHWM")
+        return kb / 1024 if kb is not None else None
+
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

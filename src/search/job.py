@@ -12,6 +12,7 @@ was PRUNED (src/search/launched.py reads each job's result.json).
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,11 +27,22 @@ from src.search.storage import make_storage
 # The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
 SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
 DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
+log = logging.getLogger(__name__)
 
 
 def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     """The study's storage: the one given, or a sqlite file in the sweep folder."""
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
+
+
+def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path) -> None:
+    """A retried trial runs in a folder of its own: the dead attempt's last checkpoint, and its
+    epochs, move there, so that the retry continues from its last epoch, not from 0."""
+    from src.training.checkpoint import adopt  # torch: loaded by the jobs, not by the sweeper's driver
+
+    dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))
+    if dead.user_attrs.get("run_dir") and (moved := adopt(Path(dead.user_attrs["run_dir"]), out, run_cfg)):
+        log.info("continuing trial %d from its last checkpoint, %s", number, moved)
 
 
 @contextlib.contextmanager
@@ -56,6 +68,8 @@ def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg
         trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(name), number))
         trial.set_user_attr("run_dir", str(out.resolve()))
+        if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
+            _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out)
         yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
                             epochs=run_cfg.trainer.epochs)
     finally:

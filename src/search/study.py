@@ -25,7 +25,8 @@ from src.record.io import RESULT_FILE, write_json
 
 # Training settings that change nothing a trial measures: a study resumed with other values is the
 # same experiment. Everything else in the config is part of the study's identity.
-NOT_MEASURED = ("logger.", "trainer.progress", "trainer.save_model", "trainer.num_threads")
+NOT_MEASURED = ("logger.", "trainer.progress", "trainer.save_model", "trainer.num_threads", "trainer.resume",
+                "trainer.keep_checkpoints")
 # ... unless a time is measured: threads change the training time.
 TIMED = {"train_time_s": ("trainer.num_threads",)}
 OWNER_FILE = STUDY_FILE  # which study a sweep folder belongs to

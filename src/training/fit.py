@@ -26,7 +26,7 @@ from src.record.io import write_with
 from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
 from src.reporting.tracking import Tracker
 from src.strategies import apply_epoch
-from src.training import engine, record
+from src.training import checkpoint, engine, record
 from src.training.meters import FinalEval, Meters
 from src.training.setup import Setup
 
@@ -75,13 +75,15 @@ def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
 
 
 def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meters,
-        on_epoch: EpochCallback | None) -> FitMeasures | None:
-    """The epoch loop: schedule, train, validate, select; then test once. Returns the completed
-    run's measures, or None when `on_epoch` stopped the run (`meters.progress` says where)."""
+        on_epoch: EpochCallback | None, resume: dict[str, Any] | None = None) -> FitMeasures | None:
+    """The epoch loop: schedule, train, validate, select, checkpoint; then test once. `resume`: a
+    checkpoint (src.training.checkpoint.latest) to continue from. Returns the completed run's
+    measures, or None when `on_epoch` stopped the run (`meters.progress` says where)."""
     progress = meters.progress
     with PeakMemory(s.runtime.device) as mem:
         view = _view(cfg, s, meters)
-        for epoch in range(cfg.trainer.epochs):
+        first = _resume(s, run_dir, tracker, meters, on_epoch, resume) if resume is not None else 0
+        for epoch in range(first, cfg.trainer.epochs):
             progress.epoch = epoch
             row = _epoch(cfg, s, view, epoch, meters)
             record.log_epoch(row, run_dir, tracker)
@@ -89,9 +91,35 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
             progress.measured = record.measured(meters, epochs_trained=epoch + 1)
             if on_epoch is not None and (reason := on_epoch(row)):
                 progress.stopped = reason
+                assert meters.best.state is not None
+                checkpoint.write_best(run_dir, meters.best.state)
                 return None
+            if cfg.trainer.resume:  # after on_epoch: a checkpoint's epochs were all judged "go on"
+                state = checkpoint.snapshot(cfg, s, meters, epoch, mem.so_far(), head_only=view.cache is not None)
+                checkpoint.save(run_dir, state, cfg.trainer.keep_checkpoints)
+    carried = resume.get("peak_mem_mb") if resume is not None else None
+    if carried is not None and mem.peak_mb is not None:  # the peak of the attempts before this one counts too
+        mem.peak_mb = max(mem.peak_mb, carried)
     final = _final(cfg, s, view, meters, run_dir)
     return record.fit_measures(s, meters, final, mem, view.blocker)
+
+
+def _resume(s: Setup, run_dir: Path, tracker: Tracker, meters: Meters, on_epoch: EpochCallback | None,
+            state: dict[str, Any]) -> int:
+    """Continue from a checkpoint: the model, optimizer, schedule, random generators and meters as
+    they were after its epoch; metrics.jsonl cut back to that epoch, and its rows logged again to the
+    tracker (a new tracker run) and to `on_epoch` (a retried sweep trial's curve). Their answers
+    are not acted on: each of those epochs was judged "go on" by the run that trained it. Returns
+    the first epoch to train."""
+    first = checkpoint.restore(state, s, meters)
+    for row in checkpoint.rewind_metrics(run_dir, first - 1):
+        record.log_epoch_again(row, tracker)
+        if on_epoch is not None:
+            on_epoch(row)
+    meters.progress.epoch = first - 1
+    meters.progress.measured = record.measured(meters, epochs_trained=first)
+    log.info("resumed after epoch %d of %d from the checkpoint in %s", first, s.schedule.epochs, run_dir)
+    return first
 
 
 def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, meters: Meters) -> EpochRecord:
@@ -128,7 +156,8 @@ def _final(cfg: RunConfig, s: Setup, view: View, meters: Meters, run_dir: Path) 
     rt, best = s.runtime, meters.best
     assert best.state is not None
     s.model.load_state_dict(best.state)
-    if cfg.trainer.save_model:  # whole or not at all: a full disk keeps no half checkpoint
+    checkpoint.write_best(run_dir, best.state)  # whole or not at all: a full disk keeps no half file
+    if cfg.trainer.save_model:
         write_with(run_dir / "model.pt", lambda f: torch.save(best.state, f))
     record.save_best_weights(run_dir, best.state)  # what `python -m src.predict` loads
     # Test is evaluated once, on the model that validation selected.

@@ -117,6 +117,29 @@ class Meters:
     def start(cls, count_flops: bool, num_classes: int, select: str, progress: Progress) -> Meters:
         return cls(Clock(), FlopMeter(count_flops, num_classes), BestModel(select), progress)
 
+    def state(self) -> dict[str, Any]:
+        """The running counters as plain numbers, for a checkpoint (torch.load(weights_only=True)
+        reads them back); the best weights travel apart. Each phase's step FLOPs are kept too:
+        counting a phase again on resume would draw random numbers the uninterrupted run did not."""
+        f = self.flops
+        return {
+            "elapsed_s": self.clock.elapsed_s, "train_s": self.clock.train_s, "samples": self.clock.samples,
+            "flops_forward": f.forward, "flops_backward": f.backward,
+            "flops_per_phase": [[list(phase), c.forward, c.backward] for phase, c in f._per_image.items()],
+            "max_trainable": self.max_trainable, "best_acc": self.best.acc, "best_epoch": self.best.epoch,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from `state()`: the counters as they stood after the checkpointed epoch."""
+        self.clock.started = time.perf_counter() - float(state["elapsed_s"])
+        self.clock.train_s, self.clock.samples = float(state["train_s"]), int(state["samples"])
+        f = self.flops
+        f.forward, f.backward = int(state["flops_forward"]), int(state["flops_backward"])
+        f._per_image = {tuple(bool(b) for b in phase): StepFlops(int(fw), int(bw))
+                        for phase, fw, bw in state["flops_per_phase"]}
+        self.max_trainable = int(state["max_trainable"])
+        self.best.acc, self.best.epoch = float(state["best_acc"]), int(state["best_epoch"])
+
 
 @dataclass(frozen=True)
 class FinalEval:

@@ -46,7 +46,7 @@ def architecture_groups(name: str, size: int, granularity: str) -> tuple[LayerGr
 
 def preflight(cfg: RunConfig) -> int:
     """Model-dependent checks, before any data is loaded or weight trained: the model exists, the
-    image size fits it, the strategy's schedule and the LR schedule can be computed, and a weights
+    image size fits it, trainer.keep_checkpoints is a count, the strategy's schedule and the LR schedule can be computed, and a weights
     file exists. Fast, and once per architecture and size. Returns the number of backbone groups.
     Raises ConfigError with one line."""
     import torch
@@ -55,6 +55,8 @@ def preflight(cfg: RunConfig) -> int:
     from src.models import weights_source
     from src.training.optim import build_scheduler
 
+    if cfg.trainer.keep_checkpoints < 0:
+        raise ConfigError(f"trainer.keep_checkpoints={cfg.trainer.keep_checkpoints!r} must be >= 0 (0 = none once the run ends)")
     groups = architecture_groups(cfg.model.name, cfg.dataset.image_size, cfg.strategy.granularity)
     schedule = plan_schedule(cfg.strategy, groups, cfg.optim.lr, cfg.trainer.epochs)  # unfreeze_depth in range
     try:  # the LR of every group at every step is arithmetic on config values: check it can be done

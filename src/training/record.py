@@ -87,7 +87,12 @@ def log_epoch(row: EpochRecord, run_dir: Path, tracker: Tracker) -> None:
     """The row as a metrics.jsonl line, and the same values to the tracker at step `epoch`."""
     line = row.to_json()
     append_jsonl(run_dir / METRICS_FILE, line)
-    tracker.log({k: v for k, v in line.items() if k != "schema_version"}, step=row.epoch)
+    log_epoch_again(line, tracker)
+
+
+def log_epoch_again(line: dict[str, Any], tracker: Tracker) -> None:
+    """A metrics.jsonl line to the tracker at step `epoch` (a resumed run's earlier epochs, as log_epoch sent them)."""
+    tracker.log({k: v for k, v in line.items() if k != "schema_version"}, step=line["epoch"])
 
 
 def measured(meters: Meters, epochs_trained: int) -> Measured:

@@ -1,14 +1,16 @@
 """One fine-tuning run, end to end, from a typed config to the files in its run directory.
 
-`run()` checks the config (`preflight`) and the folder, records what the run is
+`run()` checks the config (`preflight`) and the folder (a finished run of this config is kept, a
+checkpoint resumed: `claim_run_dir`, `checkpoint.latest`), records what the run is
 (`record.config_record`), wires it (`setup`), starts the tracker, runs the epoch loop (`fit`; the loops
-themselves are in `engine`) and writes the record at the end, however the run ends. What rides along
+themselves are in `engine`, checkpoints in `checkpoint`) and writes the record at the end, however the run ends. What rides along
 the loop is typed (`meters`); the record's fields are named in `record` only. It knows nothing of
 Hydra.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -17,52 +19,74 @@ from typing import Any
 import yaml
 
 from src.config import ConfigError, RunConfig
-from src.record.io import CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, write_text
+from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
+                          write_text)
 from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
 from src.strategies import Schedule
-from src.training import record
+from src.training import checkpoint, record
 from src.training.fit import DivergedError, EpochCallback, fit, measure_drift
 from src.training.meters import BestModel, Meters, Progress
 from src.training.preflight import preflight
 from src.training.setup import seed_everything, setup
 
+log = logging.getLogger(__name__)
+
 # Also importable from here, where callers have always found them.
-__all__ = ["BestModel", "DivergedError", "EpochCallback", "claim_run_dir", "preflight", "run",
+__all__ = ["BestModel", "DivergedError", "EpochCallback", "RunDirTaken", "claim_run_dir", "preflight", "run",
            "seed_everything"]
 
 
-def claim_run_dir(run_dir: Path) -> None:
-    """Refuse a folder that already holds a finished run (its result would be overwritten), and
-    make sure the folder can be written, before anything is written into it. ConfigError if not."""
+class RunDirTaken(ConfigError):
+    """The run folder holds a finished run of another config: it is kept, and this run is refused."""
+
+
+def claim_run_dir(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
+    """What the folder holds, before anything is written into it: a finished run (completed or
+    pruned) of this config is returned, to be kept and reported, never trained again; one of another
+    config is refused (RunDirTaken); otherwise None, once the folder is known to be writable
+    (ConfigError if not). A failed or killed run's folder is reused: its checkpoint, if any, resumes."""
     previous = run_dir / RESULT_FILE
-    if previous.is_file():
-        status = finished_status(previous)
-        if status:
-            raise ConfigError(
-                f"{run_dir} already holds a {status} run ({previous.name}); it is kept: choose another folder "
-                "(hydra.run.dir=...) or move that one away"
-            )
+    if previous.is_file() and (status := finished_status(previous)):
+        try:
+            changes = checkpoint.config_changes(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, cfg)
+        except (OSError, yaml.YAMLError, AttributeError, TypeError):
+            changes = [f"its {CONFIG_FILE} is missing or unreadable"]
+        if not changes:
+            return read_json_object(previous)
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: choose "
+                          "another folder (hydra.run.dir=...) or move that one away")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir):
             pass
     except OSError as err:
         raise ConfigError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
+    return None
 
 
 def run(
     cfg: RunConfig, run_dir: Path, run_name: str | None = None, on_epoch: EpochCallback | None = None
 ) -> dict[str, Any]:
-    """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json.
+    """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json,
+    model_best.pt, and a checkpoint per epoch (removed at the end unless trainer.keep_checkpoints).
 
-    A config that cannot run, or a folder that holds a finished run, raises ConfigError before
-    anything is written. A run that `on_epoch` stops returns its record with status "pruned". A run
-    stopped by an error at any point (seeding, data, weights, device, training) or by Ctrl-C still
-    writes result.json, with its status (failed, interrupted) and what was measured up to then, and
-    re-raises.
+    A folder that holds a finished run of this config: its record is returned, nothing is trained
+    or written. One that holds a checkpoint of this config (a run killed or failed after an epoch):
+    the run continues from it (trainer.resume). A config that cannot run, a folder that holds
+    another config's finished run, or a checkpoint that is damaged or another config's, raises
+    ConfigError before anything is written. A run that `on_epoch` stops returns its record with
+    status "pruned". A run stopped by an error at any point (seeding, data, weights, device,
+    training) or by Ctrl-C still writes result.json, with its status (failed, interrupted) and what
+    was measured up to then, and re-raises.
     """
     preflight(cfg)
-    claim_run_dir(run_dir)
+    kept = claim_run_dir(run_dir, cfg)
+    if kept is not None:
+        log.info("%s already holds a %s run of this config: kept, not trained again (val_acc %s, test_acc %s)",
+                 run_dir, kept.get("status"), kept.get("val_acc"), kept.get("test_acc"))
+        return kept
+    resume = checkpoint.latest(run_dir, cfg) if cfg.trainer.resume else None
     started = time.perf_counter()
     rec = record.config_record(cfg, run_dir)  # a misspelled field fails here, before anything is written
     progress = Progress()
@@ -70,18 +94,20 @@ def run(
     exit_code = 1
     try:
         write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
+        if resume is None:
+            (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         s = setup(cfg, run_dir)
         rec = record.with_data(rec, s)
         tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, s.schedule, run_tags(rec))
         meters = Meters.start(cfg.trainer.count_flops, s.num_classes, cfg.trainer.select, progress)
-        measures = fit(cfg, s, run_dir, tracker, meters, on_epoch)
+        measures = fit(cfg, s, run_dir, tracker, meters, on_epoch, resume)
         if measures is None:
             ended = record.pruned(rec, progress, started)
         else:
             drift = measure_drift(cfg, s) if s.reference is not None else None
             ended = record.completed(rec, measures, drift, started)
         result = record.write(run_dir, ended)
+        checkpoint.prune(run_dir, cfg.trainer.keep_checkpoints)  # finished: resume needs none
         tracker.summary(run_summary(result))
         log_confusions(tracker, result)
         exit_code = 0

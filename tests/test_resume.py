@@ -1,0 +1,254 @@
+"""Resume from the last completed epoch: a stopped run, started again in its folder, ends exactly as
+an uninterrupted one; checkpoints that are damaged or another config's are refused in one line; a
+finished run is kept, never trained again; model_best.pt holds the weights test was measured on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.config import ConfigError, RunConfig
+from src.record.io import read_jsonl
+from src.training import checkpoint, engine
+from src.training.run import RunDirTaken, run
+from tests.cli import env
+
+# What differs between two runs that computed the same numbers: the clock, the process, the folder.
+TIMES = {"epoch_train_s", "epoch_val_s", "elapsed_s", "train_s_cum"}
+NOT_NUMBERS = {"total_time_s", "train_time_s", "images_per_s", "data_load_s", "drift_s", "peak_mem_mb",
+               "peak_mem_start_mb", "run_dir", "pid", "hostname", "cpu_threads"}
+GRADUAL = {"strategy": {"name": "layerwise", "unfreeze_every": 1}, "dataset": {"augment": "standard"}}
+FROZEN = {"strategy": {"name": "frozen"}}
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in-process: the run ends right there, as a kill would end it."""
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Every metrics.jsonl value and every result.json value but times and the machine's: equal, bit for bit."""
+    rows_a, rows_b = read_jsonl(a / "metrics.jsonl"), read_jsonl(b / "metrics.jsonl")
+    assert [r["epoch"] for r in rows_b] == [r["epoch"] for r in rows_a]
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: v for k, v in rb.items() if k not in TIMES} == {k: v for k, v in ra.items() if k not in TIMES}
+    ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
+    assert ra["status"] == rb["status"] == "completed"
+    assert {k: v for k, v in rb.items() if k not in NOT_NUMBERS} == {k: v for k, v in ra.items() if k not in NOT_NUMBERS}
+    assert torch.equal(*(torch.load(d / "model_best.pt", weights_only=True)["classifier.weight"] for d in (a, b)))
+
+
+def stop_after_checkpoint(monkeypatch, epoch: int) -> None:
+    """The run is killed the moment its checkpoint of `epoch` is on disk."""
+    save = checkpoint.save
+
+    def save_then_die(run_dir, state, keep):
+        path = save(run_dir, state, keep)
+        if state["epoch"] == epoch:
+            raise Killed(path)
+        return path
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+
+
+@pytest.mark.parametrize("extra, kill", [
+    (GRADUAL, "log"),  # gradual unfreezing + augmentation, killed after epoch 1's row, before its checkpoint
+    pytest.param(GRADUAL, 3, marks=pytest.mark.slow),  # after the last checkpoint, which holds an earlier best epoch
+    (FROZEN, 1),  # the feature cache, killed right after epoch 1's checkpoint
+])
+def test_a_stopped_run_resumes_to_the_same_numbers(tiny_config, tmp_path, monkeypatch, extra, kill):
+    cfg = tiny_config(**extra, trainer={"epochs": 4 if kill == 3 else 3, "drift_probe": 16})
+    run(cfg, tmp_path / "straight")
+    with monkeypatch.context() as m:
+        if kill == "log":
+            def die(row):
+                if row.epoch == 1:
+                    raise Killed()
+            with pytest.raises(Killed):
+                run(cfg, tmp_path / "stopped", on_epoch=die)
+            assert len(read_jsonl(tmp_path / "stopped" / "metrics.jsonl")) == 2  # epoch 1 logged, not checkpointed
+        else:
+            stop_after_checkpoint(m, kill)
+            with pytest.raises(Killed):
+                run(cfg, tmp_path / "stopped")
+    left = checkpoint.checkpoints(tmp_path / "stopped")
+    assert [p.name for p in left] == [f"checkpoint_epoch{0 if kill == 'log' else kill:03d}.pt"]  # only the last is kept
+    state = torch.load(left[0], weights_only=True)
+    if kill == 3:  # the selected epoch (2) is not the last: its weights travel in the checkpoint
+        assert state["best"] is not None
+    # with the feature cache nothing below the head can change: only the head's weights are kept
+    assert state["head_only"] == (extra is FROZEN)
+    assert (set(state["model"]) == {"classifier.weight", "classifier.bias"}) == (extra is FROZEN)
+    assert run(cfg, tmp_path / "stopped")["status"] == "completed"
+    assert_same_run(tmp_path / "straight", tmp_path / "stopped")
+    assert checkpoint.checkpoints(tmp_path / "stopped") == []  # finished: resume needs none
+
+
+@pytest.fixture(scope="module")
+def stopped_run(tmp_path_factory):
+    """A run folder holding the checkpoint of epoch 0 of a 2-epoch run that was then killed."""
+    from tests.conftest import TINY, merge
+
+    cfg = RunConfig.from_dict(merge(TINY, {"trainer": {"drift_probe": 0}}))
+    folder = tmp_path_factory.mktemp("stopped") / "run"
+
+    save = checkpoint.save
+
+    def save_then_die(run_dir, state, keep):
+        save(run_dir, state, keep)
+        raise Killed()
+
+    checkpoint.save = save_then_die  # (monkeypatch is function-scoped; this fixture is not)
+    try:
+        with pytest.raises(Killed):
+            run(cfg, folder)
+    finally:
+        checkpoint.save = save
+    return cfg, folder
+
+
+def _copy(stopped_run, tmp_path) -> Path:
+    folder = tmp_path / "run"
+    shutil.copytree(stopped_run[1], folder)
+    return folder
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line_naming_it(stopped_run, tmp_path):
+    cfg, folder = stopped_run[0], _copy(stopped_run, tmp_path)
+    (path,) = checkpoint.checkpoints(folder)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # cut short, as a dying disk would leave it
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ConfigError) as err:
+        run(cfg, folder)
+    line = str(err.value)
+    assert "\n" not in line and str(path) in line and "damaged or not a checkpoint" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, nothing trained
+
+
+def test_a_checkpoint_of_another_config_or_code_is_refused(stopped_run, tiny_config, tmp_path, monkeypatch):
+    cfg, folder = stopped_run[0], _copy(stopped_run, tmp_path)
+    (path,) = checkpoint.checkpoints(folder)
+    other = cfg.to_dict() | {"seed": 7}
+    with pytest.raises(checkpoint.CheckpointError, match=r"written by another config \(seed: 0 -> 7\)") as err:
+        run(RunConfig.from_dict(other), folder)
+    assert str(path) in str(err.value)
+    # settings that change no number do not make it foreign
+    assert checkpoint.latest(folder, RunConfig.from_dict(cfg.to_dict() | {"logger": {"kind": "none", "project": "x"}}))
+    monkeypatch.setattr(checkpoint, "code_version", lambda: "0123456789abcdef")
+    with pytest.raises(checkpoint.CheckpointError, match="written by other code"):
+        checkpoint.latest(folder, cfg)
+    monkeypatch.undo()
+    state = torch.load(path, weights_only=True)
+    torch.save(state | {"format": checkpoint.FORMAT + 1}, path)
+    with pytest.raises(checkpoint.CheckpointError, match=f"has format {checkpoint.FORMAT + 1}"):
+        checkpoint.latest(folder, cfg)
+    torch.save({"weights": torch.zeros(2)}, path)  # someone else's file under the name
+    with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint of this project"):
+        checkpoint.latest(folder, cfg)
+
+
+def test_a_checkpoint_holds_only_what_weights_only_loads(stopped_run):
+    (path,) = checkpoint.checkpoints(stopped_run[1])
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 0 and state["format"] == checkpoint.FORMAT
+    assert {"model", "optimizer", "scheduler", "rng", "meters"} <= state.keys()
+    assert set(state["rng"]) == {"torch", "cuda", "numpy", "python", "batches"}
+    assert not list(stopped_run[1].glob(".*.tmp"))  # written whole: no temporary file left
+
+
+def test_a_finished_run_is_kept_and_another_config_refused(tiny_config, tmp_path):
+    cfg = tiny_config(trainer={"epochs": 1, "drift_probe": 0})
+    first = run(cfg, tmp_path)
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert run(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(first))
+    with pytest.raises(RunDirTaken, match=r"already holds a completed run of another config \(seed: 0 -> 3\)"):
+        run(tiny_config(trainer={"epochs": 1, "drift_probe": 0}, seed=3), tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+
+
+def test_model_best_is_the_tested_model_and_keep_checkpoints_keeps_the_newest(tiny_config, tmp_path):
+    from src.training.setup import setup
+
+    cfg = tiny_config(trainer={"epochs": 3, "drift_probe": 0, "keep_checkpoints": 2})
+    result = run(cfg, tmp_path / "run")
+    assert [p.name for p in checkpoint.checkpoints(tmp_path / "run")] == ["checkpoint_epoch001.pt", "checkpoint_epoch002.pt"]
+    s = setup(cfg, tmp_path / "rebuilt")  # the model the run's config builds, with model_best.pt's weights
+    s.model.load_state_dict(torch.load(tmp_path / "run" / "model_best.pt", weights_only=True))
+    test = engine.evaluate(s.model, s.test, s.runtime.device, s.runtime.amp_dtype)
+    assert (test.acc, test.loss) == (result["test_acc"], result["test_loss"])
+
+
+def test_keep_checkpoints_must_be_a_count(tiny_config):
+    from src.training.preflight import preflight
+
+    with pytest.raises(ConfigError, match=r"trainer.keep_checkpoints=-1 must be >= 0"):
+        preflight(tiny_config(trainer={"keep_checkpoints": -1}))
+
+
+def test_adopt_moves_a_dead_attempt_s_checkpoint_and_epochs(stopped_run, tmp_path):
+    dead = _copy(stopped_run, tmp_path)
+    retry = tmp_path / "retry"
+    other = RunConfig.from_dict(stopped_run[0].to_dict() | {"seed": 5})
+    assert checkpoint.adopt(dead, retry, other) is None and checkpoint.checkpoints(dead)  # not this config's: left
+    moved = checkpoint.adopt(dead, retry, stopped_run[0])
+    assert moved == retry / "checkpoint_epoch000.pt" and (retry / "metrics.jsonl").is_file()
+    assert checkpoint.checkpoints(dead) == [] and checkpoint.adopt(dead, retry, stopped_run[0]) is None
+    assert checkpoint.latest(retry, stopped_run[0])["epoch"] == 0
+
+
+# --- the command line: SIGKILL, then the same command ---------------------------------------------
+
+CLI = ["model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32", "dataset.train_per_class=4",
+       "trainer.batch_size=16", "trainer.progress=false", "trainer.drift_probe=16", "logger.kind=none", "trainer.epochs=4"]
+
+
+def _train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "src.train", *args], cwd=cwd, env=env(), capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["strategy=layerwise strategy.unfreeze_every=1 dataset.augment=standard",
+                                      "strategy=frozen"])
+def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_run(tmp_path, strategy):
+    args = [*CLI, *strategy.split()]
+    assert _train([*args, f"hydra.run.dir={tmp_path}/straight"], tmp_path).returncode == 0
+    cmd = [sys.executable, "-m", "src.train", *args, f"hydra.run.dir={tmp_path}/killed"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (tmp_path / "killed" / "checkpoint_epoch001.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = _train([*args, f"hydra.run.dir={tmp_path}/killed"], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert_same_run(tmp_path / "straight", tmp_path / "killed")
+    kept = _train([*args, f"hydra.run.dir={tmp_path}/killed"], tmp_path)  # finished: reported, not trained
+    assert kept.returncode == 0 and "kept, not trained again" in kept.stdout + kept.stderr
+    assert_same_run(tmp_path / "straight", tmp_path / "killed")
+
+
+@pytest.mark.slow
+def test_a_multirun_run_again_skips_finished_jobs_and_resumes_the_others(tmp_path):
+    args = ["-m", "seed=0,1", *CLI, "trainer.epochs=3", "trainer.keep_checkpoints=3", f"hydra.sweep.dir={tmp_path}/m"]
+    assert _train(args, tmp_path).returncode == 0
+    job0, job1 = tmp_path / "m" / "0_layerwise", tmp_path / "m" / "1_layerwise"
+    kept = (job0 / "result.json").read_bytes()
+    shutil.copytree(job1, tmp_path / "straight")
+    # job 1 as a kill after its first epoch leaves it: no result, only the checkpoint of epoch 0
+    (job1 / "result.json").unlink()
+    for path in checkpoint.checkpoints(job1)[1:]:
+        path.unlink()
+    again = _train(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (job0 / "result.json").read_bytes() == kept  # finished: kept, not trained again
+    assert "kept, not trained again" in again.stdout + again.stderr
+    assert_same_run(tmp_path / "straight", job1)
