@@ -30,7 +30,7 @@ from src.data.splits import Split
 from src.models import normalization
 from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, write_text
 from src.training.engine import predict
-from src.training.record import BEST_WEIGHTS_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
+from src.training.checkpoint import BEST_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
 CSV_HEAD = ("path", "class", "probability")
 
 

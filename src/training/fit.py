@@ -156,10 +156,9 @@ def _final(cfg: RunConfig, s: Setup, view: View, meters: Meters, run_dir: Path) 
     rt, best = s.runtime, meters.best
     assert best.state is not None
     s.model.load_state_dict(best.state)
-    checkpoint.write_best(run_dir, best.state)  # whole or not at all: a full disk keeps no half file
+    checkpoint.write_best(run_dir, best.state)  # what `python -m src.predict` loads; whole or not at all
     if cfg.trainer.save_model:
         write_with(run_dir / "model.pt", lambda f: torch.save(best.state, f))
-    record.save_best_weights(run_dir, best.state)  # what `python -m src.predict` loads
     # Test is evaluated once, on the model that validation selected.
     val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
     test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)

@@ -27,7 +27,7 @@ from src.config import RunConfig
 from src.data.augment import augment_params
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
-from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, write_json, write_with
+from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.record.schema import DriftMeasures, Environment, EpochRecord, FitMeasures, Measured, RunRecord
 from src.reporting.tracking import Tracker
 from src.strategies import strategy_for
@@ -141,16 +141,6 @@ def split_per_class(confusion: list[list[int]]) -> dict[str, Any]:
 def ood_measures(stats: EvalStats, skipped_files: int) -> dict[str, Any]:
     """One OOD set's entry in result.json's `ood` block."""
     return {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples, "skipped_files": skipped_files}
-
-
-BEST_WEIGHTS_FILE = "model_best.pt"
-
-
-def save_best_weights(run_dir: Path, state: dict[str, torch.Tensor]) -> None:
-    """The selected (best-on-validation) weights as `<run_dir>/model_best.pt`, a plain state dict that
-    `torch.load(weights_only=True)` reads: the model `python -m src.predict` uses. Written whole or not
-    at all (temp + rename), so a full disk leaves no half file."""
-    write_with(run_dir / BEST_WEIGHTS_FILE, lambda f: torch.save(state, f))
 
 
 def environment() -> Environment:
