@@ -120,3 +120,43 @@ def test_two_sweep_workers_as_an_array_job_share_one_journal_study_exactly(tmp_p
     assert len(finished) == n_trials  # the budget is shared exactly: not 2 x n_trials, not fewer
     # both workers took trials
     assert all(list((tmp_path / f"w{i}").glob("*/result.json")) for i in (1, 2)), logs[-3000:]
+
+
+def _epoch_seconds(tmp_path: Path, settings: list[str]) -> float:
+    """This machine's time per epoch of `settings` now (epochs 2.. of a short local run: the first
+    ones pay for warm-up and the FLOP count)."""
+    proc = subprocess.run([sys.executable, "-m", "src.train", *settings, "trainer.epochs=8",
+                           f"hydra.run.dir={tmp_path / 'calibration'}"], cwd=REPO, env=env(), capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (tmp_path / "calibration" / "metrics.jsonl").read_text().splitlines()]
+    return (rows[-1]["elapsed_s"] - rows[2]["elapsed_s"]) / (len(rows) - 3)
+
+
+def test_a_job_over_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(tmp_path):
+    # SLURM's smallest limit is a minute, of which submitit's signal (signal_delay_s before the end)
+    # leaves about 35 s to train; the run is sized from this machine's epoch time to need about
+    # 80 s, so it cannot finish in one attempt. Each time, submitit requeues the job (SLURM holds a
+    # requeued job about 3 min) and the same job folder resumes from its checkpoint.
+    settings = ["strategy=layerwise", *TINY_OVERRIDES]
+    epochs = max(20, min(400, round(80 / _epoch_seconds(tmp_path, settings))))
+    settings.append(f"trainer.epochs={epochs}")
+    out = tmp_path / "m"
+    proc = _train(out, *settings, *SLURM, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=25",
+                  "hydra.launcher.max_num_timeout=8", timeout=3000)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = _record(out / "0_layerwise")
+    assert record["status"] == "completed"
+    job = next((out / ".submitit").iterdir()).name.split("_")[0]
+    history = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True,
+                             text=True).stdout.split()
+    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+    rows = [json.loads(line) for line in (out / "0_layerwise" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(epochs))  # every epoch once: resumed, not restarted
+    # the same numbers as an uninterrupted run of the same config on this machine
+    local = subprocess.run([sys.executable, "-m", "src.train", *settings, f"hydra.run.dir={tmp_path / 'local'}"],
+                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=1500)
+    assert local.returncode == 0, local.stderr[-3000:]
+    whole = _record(tmp_path / "local")
+    for key in ("val_acc", "test_acc", "test_loss", "train_flops"):
+        assert record[key] == whole[key], key
