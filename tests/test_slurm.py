@@ -147,7 +147,7 @@ def test_a_job_over_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(t
     assert proc.returncode == 0, proc.stderr[-3000:]
     record = _record(out / "0_layerwise")
     assert record["status"] == "completed"
-    job = next((out / ".submitit").iterdir()).name.split("_")[0]
+    job = next(p.name for p in (out / ".submitit").iterdir() if p.is_dir())  # submitit's folder per SLURM job
     history = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True,
                              text=True).stdout.split()
     assert "REQUEUED" in history and history[-1] == "COMPLETED", history
