@@ -22,7 +22,8 @@ from src.training.run import run
 def _setup() -> SimpleNamespace:
     """What the record reads of a Setup, with numbers that tell its sources apart."""
     data = SimpleNamespace(name="digits", train=[0] * 40, val=[0] * 11, test=[0] * 12, skipped_files=["a.png"],
-                           num_classes=10, load_s=0.5, cache="miss")
+                           num_classes=10, load_s=0.5, cache="miss",
+                           classes=[f"c{i}" for i in range(10)])
     return SimpleNamespace(data=data, passes=2, train=[0] * 5, groups=[0] * 7, runtime=SimpleNamespace(device="cpu"),
                            dataset_id="digits-3f2a", schedule=SimpleNamespace(trainable_params=1285, epochs=3),
                            model=torch.nn.Linear(4, 3))
@@ -37,7 +38,9 @@ def _meters() -> Meters:
 
 
 def _final() -> FinalEval:
-    return FinalEval(val=EvalStats(0.4, 0.8, 0.79, 11, 0.1), test=EvalStats(0.5, 0.7, 0.69, 12, 0.1),
+    confusion = [[4 if i == j else 0 for j in range(10)] for i in range(10)]
+    confusion[0][1] = 1  # one image of class 0 taken for class 1
+    return FinalEval(val=EvalStats(0.4, 0.8, 0.79, 11, 0.1, confusion), test=EvalStats(0.5, 0.7, 0.69, 12, 0.1),
                      ood={"shifted": record.ood_measures(EvalStats(0.9, 0.6, 0.55, 8, 0.1), skipped_files=1)},
                      inference_flops_per_image=42)
 
@@ -64,6 +67,9 @@ def test_a_completed_record_is_built_from_the_typed_parts(tiny_config, tmp_path)
     assert out["feature_cache"] is False and out["feature_cache_blocker"] == "group head trains"
     assert out["ood"] == {"shifted": {"acc": 0.6, "balanced_acc": 0.55, "n": 8, "skipped_files": 1}}
     assert out["cka"] == {"g": 0.9} and out["status"] == "completed" and out["total_time_s"] > 0
+    per_class = out["per_class"]
+    assert per_class["classes"][:2] == ["c0", "c1"] and per_class["test"]["confusion"] == []
+    assert per_class["val"]["recall"][:2] == [0.8, 1.0] and per_class["val"]["precision"][:2] == [1.0, 0.8]
     # every field of every section the run measures is in the file
     for section in schema.SECTIONS:
         assert {f.name for f in dataclasses.fields(section)} <= set(out), section.__name__
