@@ -9,6 +9,7 @@ Hydra.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from src.record.io import CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, fini
 from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
 from src.strategies import Schedule
 from src.training import record
+from src.training.estimate import ESTIMATE_FILE, estimate
 from src.training.fit import DivergedError, EpochCallback, fit, measure_drift
 from src.training.meters import BestModel, Meters, Progress
 from src.training.preflight import preflight
@@ -62,6 +64,8 @@ def run(
     re-raises.
     """
     preflight(cfg)
+    if cfg.trainer.dry_run:
+        return dry_run(cfg, run_dir)
     claim_run_dir(run_dir)
     started = time.perf_counter()
     rec = record.config_record(cfg, run_dir)  # a misspelled field fails here, before anything is written
@@ -73,6 +77,7 @@ def run(
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         s = setup(cfg, run_dir)
         rec = record.with_data(rec, s)
+        print(estimate(cfg, s).line(), flush=True)
         tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, s.schedule, run_tags(rec))
         meters = Meters.start(cfg.trainer.count_flops, s.num_classes, cfg.trainer.select, progress)
         measures = fit(cfg, s, run_dir, tracker, meters, on_epoch)
@@ -97,6 +102,18 @@ def run(
     finally:
         if tracker is not None:
             tracker.finish(exit_code=exit_code)
+
+
+def dry_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """trainer.dry_run: the run's estimate, printed and kept in estimate.json (a dry multirun's end sums
+    them); nothing trained, no result.json. Returns the estimate with status "dry_run"."""
+    with tempfile.TemporaryDirectory() as scratch:  # setup writes param_groups.json: not into the run's folder
+        s = setup(cfg, Path(scratch))
+    est = estimate(cfg, s)
+    print(est.line(), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / ESTIMATE_FILE, json.dumps(est.to_dict(), indent=1))
+    return {"status": "dry_run"} | est.to_dict()
 
 
 def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule, tags: list[str]) -> Tracker:
