@@ -10,6 +10,7 @@ not change what it then trains (tests/test_golden.py).
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -27,7 +28,7 @@ from src.training.setup import Setup
 
 ESTIMATE_FILE = "estimate.json"  # written by a dry run only: a dry multirun's end sums them
 WARMUP_STEPS = 2  # the first steps allocate and pick kernels: not what an epoch's steps cost
-TIMED_STEPS = 3
+TIMED_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -130,8 +131,11 @@ def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, epoch: int) -> flo
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     batch, rt = _batch(s, cfg.trainer.batch_size), s.runtime
     engine.train_one_epoch(model, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
-    timed = engine.train_one_epoch(model, [batch] * TIMED_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
-    return timed.seconds / TIMED_STEPS
+    # one step at a time, and the median: a moment when another process takes the cores (a shared
+    # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
+    timed = [engine.train_one_epoch(model, [batch], optimizer, scheduler, rt.device, rt.amp_dtype).seconds
+             for _ in range(TIMED_STEPS)]
+    return statistics.median(timed)
 
 
 def _forward_s_per_image(model: torch.nn.Module, s: Setup, eval_batch_size: int) -> float:
