@@ -17,6 +17,7 @@ if __name__ == "__main__":
 import contextlib
 import functools
 import io
+import json
 import logging
 import os
 from pathlib import Path
@@ -37,6 +38,7 @@ from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, i
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
+from src.training.estimate import ESTIMATE_FILE, Estimate, total_line
 from src.training.run import RunDirTaken, run
 
 log = logging.getLogger(__name__)
@@ -91,7 +93,19 @@ def main(cfg: DictConfig) -> float:
         # the table at the end lists it and the exit code is non-zero.
         log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
         return float("nan")
+    if result.get("status") == "dry_run":
+        return float("nan")
+    if not multirun:  # a multirun's jobs are summed up in its table at the end
+        print(result_line(result, out), flush=True)
     return float(result["val_acc"])
+
+
+def result_line(result: dict[str, Any], out: Path) -> str:
+    """What a single run ends by printing: its accuracies, cost and folder."""
+    flops = result.get("train_flops")
+    return (f"{result.get('status')}: val_acc {result['val_acc']:.4f}  test_acc {result['test_acc']:.4f}  "
+            f"train_flops {f'{flops:.3e}' if flops is not None else 'not counted'}  "
+            f"train_time {result.get('train_time_s', 0):.1f}s  total {result.get('total_time_s') or 0:.1f}s  in {out}")
 
 
 def out_of_room(full: DiskFull, out: Path, places: list[tuple[Path, str]]) -> str:
@@ -187,6 +201,9 @@ class ComparisonTable(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
+        if OmegaConf.select(config, "trainer.dry_run", default=False):
+            print(dry_run_total(sweep_dir), flush=True)
+            return
         skipped: list[SkippedFile] = []
         rows = find_results([sweep_dir], skipped)
         for bad in skipped:
@@ -221,6 +238,14 @@ class ComparisonTable(Callback):
         # interrupted trial runs again on resume): its exit code is the sweeper's.
         if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
             raise exits.Failed(f"{len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}")
+
+
+def dry_run_total(sweep_dir: Path) -> str:
+    """A dry multirun's end: each job's estimate (its estimate.json) and their total."""
+    jobs = sorted(sweep_dir.glob(f"*/{ESTIMATE_FILE}"), key=lambda p: (len(p.parent.name), p.parent.name))
+    estimates = [Estimate.from_dict(json.loads(p.read_text())) for p in jobs]
+    lines = [f"{p.parent.name:>6}  {e.line().removeprefix('estimate: ')}" for p, e in zip(jobs, estimates)]
+    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates)])
 
 
 def cli(argv: list[str]) -> None:

@@ -270,6 +270,9 @@ class TrainerConfig:
     keep_checkpoints: int = 0
     # Drift from the pretrained weights (src/drift.py) on the first N validation images; 0 = off.
     drift_probe: int = 256
+    # Print the run's estimate (images, epochs, exact training FLOPs, a time calibrated on a few real
+    # steps here) and stop: nothing is trained and no result is written (src/training/estimate.py).
+    dry_run: bool = False
 
 
 @dataclass(frozen=True)

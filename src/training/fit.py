@@ -27,6 +27,7 @@ from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
 from src.reporting.tracking import Tracker
 from src.strategies import apply_epoch
 from src.training import checkpoint, engine, record
+from src.training.estimate import eta
 from src.training.meters import FinalEval, Meters
 from src.training.setup import Setup
 
@@ -125,6 +126,7 @@ def _resume(s: Setup, run_dir: Path, tracker: Tracker, meters: Meters, on_epoch:
 def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, meters: Meters) -> EpochRecord:
     """Train and validate one epoch; returns its row (a metrics.jsonl line)."""
     t, rt = cfg.trainer, s.runtime
+    started = time.perf_counter()
     trainable = apply_epoch(s.model, s.groups, s.schedule, epoch)
     if view.cache is not None:
         view.cache.head.train()  # (the uncached model's modes are apply_epoch's to set: frozen BN stays eval)
@@ -146,8 +148,9 @@ def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, meters: Meters) -> 
     if not np.isfinite(val.loss):
         # The weights or the inputs hold NaN/inf: an accuracy measured on them means nothing.
         raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
-    log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs",
-             epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds)
+    meters.epoch_s.append(time.perf_counter() - started)
+    log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs  eta %s",
+             epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds, eta(meters.epoch_s, t.epochs - epoch - 1))
     return record.epoch_row(epoch, lrs, trainable, stats, val, meters)
 
 

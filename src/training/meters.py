@@ -112,6 +112,7 @@ class Meters:
     best: BestModel
     progress: Progress
     max_trainable: int = 0  # the most parameters trainable in any one epoch
+    epoch_s: list[float] = field(default_factory=list)  # each finished epoch's wall time (training + validation): the ETA
 
     @classmethod
     def start(cls, count_flops: bool, num_classes: int, select: str, progress: Progress) -> Meters:

@@ -10,6 +10,7 @@ Hydra.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -24,6 +25,7 @@ from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, fin
 from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
 from src.strategies import Schedule
 from src.training import checkpoint, record
+from src.training.estimate import ESTIMATE_FILE, estimate
 from src.training.fit import DivergedError, EpochCallback, fit, measure_drift
 from src.training.meters import BestModel, Meters, Progress
 from src.training.preflight import preflight
@@ -52,7 +54,10 @@ def claim_run_dir(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
         except (OSError, yaml.YAMLError, AttributeError, TypeError):
             changes = [f"its {CONFIG_FILE} is missing or unreadable"]
         if not changes:
-            return read_json_object(previous)
+            kept = read_json_object(previous)
+            log.info("%s already holds a %s run of this config: kept, not trained again (val_acc %s, test_acc %s)",
+                     run_dir, kept.get("status"), kept.get("val_acc"), kept.get("test_acc"))
+            return kept
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: choose "
                           "another folder (hydra.run.dir=...) or move that one away")
@@ -81,10 +86,9 @@ def run(
     was measured up to then, and re-raises.
     """
     preflight(cfg)
-    kept = claim_run_dir(run_dir, cfg)
-    if kept is not None:
-        log.info("%s already holds a %s run of this config: kept, not trained again (val_acc %s, test_acc %s)",
-                 run_dir, kept.get("status"), kept.get("val_acc"), kept.get("test_acc"))
+    if cfg.trainer.dry_run:
+        return dry_run(cfg, run_dir)
+    if (kept := claim_run_dir(run_dir, cfg)) is not None:
         return kept
     resume = checkpoint.latest(run_dir, cfg) if cfg.trainer.resume else None
     started = time.perf_counter()
@@ -98,6 +102,7 @@ def run(
             (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         s = setup(cfg, run_dir)
         rec = record.with_data(rec, s)
+        print(estimate(cfg, s).line(), flush=True)
         tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, s.schedule, run_tags(rec))
         meters = Meters.start(cfg.trainer.count_flops, s.num_classes, cfg.trainer.select, progress)
         measures = fit(cfg, s, run_dir, tracker, meters, on_epoch, resume)
@@ -123,6 +128,18 @@ def run(
     finally:
         if tracker is not None:
             tracker.finish(exit_code=exit_code)
+
+
+def dry_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """trainer.dry_run: the run's estimate, printed and kept in estimate.json (a dry multirun's end sums
+    them); nothing trained, no result.json. Returns the estimate with status "dry_run"."""
+    with tempfile.TemporaryDirectory() as scratch:  # setup writes param_groups.json: not into the run's folder
+        s = setup(cfg, Path(scratch))
+    est = estimate(cfg, s)
+    print(est.line(), flush=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / ESTIMATE_FILE, json.dumps(est.to_dict(), indent=1))
+    return {"status": "dry_run"} | est.to_dict()
 
 
 def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule, tags: list[str]) -> Tracker:

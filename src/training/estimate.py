@@ -1,0 +1,179 @@
+"""What a run will cost, known before it trains: its images, image size, epochs, training FLOPs
+(counted exactly as the run counts them: the same `FlopMeter`, phase by phase) and a time from a
+short calibration on this machine (a few real training steps of this model and strategy at this
+image size and batch size, after warm-up steps that are not timed).
+
+Everything here works on a copy of the model, under a forked random state: estimating a run does
+not change what it then trains (tests/test_golden.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from src.config import RunConfig
+from src.measurement.feature_cache import CachedHead, PreLogits, cache_blocker
+from src.measurement.flops import counted_forward_flops
+from src.strategies import apply_epoch
+from src.training import engine
+from src.training.meters import FlopMeter
+from src.training.optim import build_optimizer, param_groups
+from src.training.setup import Setup
+
+ESTIMATE_FILE = "estimate.json"  # written by a dry run only: a dry multirun's end sums them
+WARMUP_STEPS = 2  # the first steps allocate and pick kernels: not what an epoch's steps cost
+TIMED_STEPS = 5
+
+
+@dataclass(frozen=True)
+class Estimate:
+    train_images: int
+    val_images: int
+    test_images: int
+    image_size: int
+    epochs: int
+    batch_size: int
+    train_flops: int | None  # None with trainer.count_flops=false
+    train_s: float  # the training steps (and the feature cache's backbone pass)
+    eval_s: float  # validation every epoch, then validation and test once
+    feature_cache: bool
+
+    @property
+    def total_s(self) -> float:
+        return self.train_s + self.eval_s
+
+    def line(self) -> str:
+        flops = f"{self.train_flops:.3e} training FLOPs" if self.train_flops is not None else "FLOPs not counted"
+        cache = " (feature cache: backbone once)" if self.feature_cache else ""
+        return (f"estimate: {self.train_images}/{self.val_images}/{self.test_images} images (train/val/test) at "
+                f"{self.image_size} px, {self.epochs} epochs of batch {self.batch_size}{cache}: {flops}, "
+                f"~{duration(self.total_s)} ({duration(self.train_s)} training + {duration(self.eval_s)} "
+                "evaluation; after loading, timed on this machine now)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"total_s": self.total_s}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Estimate:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def estimate(cfg: RunConfig, s: Setup) -> Estimate:
+    """The cost of training `s` as `cfg` says; `s` is left as it was."""
+    t, rt = cfg.trainer, s.runtime
+    devices = [rt.device] if rt.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # dropout in the timed steps draws numbers the run must still get
+        model = copy.deepcopy(s.model)
+        blocker = cache_blocker(model, s.groups, s.schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
+        cached = blocker is None
+        flops = _train_flops(cfg, s, model, cached)
+        n_train, n_val, n_test = len(s.data.train), len(s.data.val), len(s.data.test)
+        forward_s = _forward_s_per_image(model, s, t.eval_batch_size)
+        if cached:  # the backbone once over every split; the head's epochs cost next to nothing
+            train_s, eval_s = forward_s * n_train, forward_s * (n_val + n_test)
+        else:
+            step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
+            for e in range(t.epochs):
+                if s.schedule.active(e) not in step_s:
+                    step_s[s.schedule.active(e)] = _step_s(cfg, s, model, e)
+            train_s = sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
+            eval_s = forward_s * (n_val * (t.epochs + 1) + n_test)
+    return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
+                    cached)
+
+
+def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, cached: bool) -> int | None:
+    """result.json's train_flops, counted as src.training.fit counts it: the same meter, the same
+    phases, the same images per epoch (a last training batch of one image is left out)."""
+    meter = FlopMeter(cfg.trainer.count_flops, s.num_classes)
+    if not meter.enabled:
+        return None
+    net, shape = model, s.input_shape
+    n = len(s.data.train)
+    samples = s.passes * (n - (1 if n > 1 and n % cfg.trainer.batch_size == 1 else 0))
+    if cached:
+        apply_epoch(model, s.groups, s.schedule, 0)
+        meter.add_forward(counted_forward_flops(PreLogits(model), shape) * n)
+        net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
+        shape = (_feature_dim(model, s.input_shape),)
+    for epoch in range(cfg.trainer.epochs):
+        apply_epoch(model, s.groups, s.schedule, epoch)
+        if cached:
+            net.train()
+        phase = s.schedule.active(epoch)
+        meter.count_phase(phase, net, shape)
+        meter.add_epoch(phase, samples)
+    return meter.train_flops
+
+
+def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
+    meta = copy.deepcopy(model).to("meta")
+    with torch.no_grad():
+        return int(PreLogits(meta)(torch.zeros((1, *input_shape), device="meta")).shape[1])
+
+
+def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, epoch: int) -> float:
+    """Seconds per optimizer step in `epoch`'s phase, on random images of the run's shape."""
+    apply_epoch(model, s.groups, s.schedule, epoch)
+    optimizer = build_optimizer(cfg.optim, param_groups(model, s.groups, s.schedule, 0.0))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    batch, rt = _batch(s, cfg.trainer.batch_size), s.runtime
+    engine.train_one_epoch(model, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
+    # one step at a time, and the median: a moment when another process takes the cores (a shared
+    # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
+    timed = [engine.train_one_epoch(model, [batch], optimizer, scheduler, rt.device, rt.amp_dtype).seconds
+             for _ in range(TIMED_STEPS)]
+    return statistics.median(timed)
+
+
+def _forward_s_per_image(model: torch.nn.Module, s: Setup, eval_batch_size: int) -> float:
+    """Seconds per image of an evaluation pass, timed on one batch (at most 64 images) after a warm-up."""
+    size = max(2, min(eval_batch_size, 64, len(s.data.val) or 2))
+    batch, rt = _batch(s, size), s.runtime
+    engine.predict(model, [batch], rt.device, rt.amp_dtype)
+    _sync(rt.device)
+    start = time.perf_counter()
+    engine.predict(model, [batch], rt.device, rt.amp_dtype)
+    _sync(rt.device)
+    return (time.perf_counter() - start) / size
+
+
+def _batch(s: Setup, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images of the run's shape and labels: a step costs what a real one does."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((size, *s.input_shape), generator=g).to(s.runtime.device)
+    if s.runtime.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, max(1, s.num_classes), (size,), generator=g).to(s.runtime.device)
+    return x, y
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def total_line(estimates: list[Estimate]) -> str:
+    """A multirun's total over its jobs' estimates."""
+    flops = [e.train_flops for e in estimates]
+    counted = f"{sum(f for f in flops if f is not None):.3e} training FLOPs" if all(f is not None for f in flops) \
+        else "FLOPs not counted in every job"
+    return f"estimate, all {len(estimates)} jobs: {counted}, ~{duration(sum(e.total_s for e in estimates))}"
+
+
+def eta(epoch_s: list[float], remaining: int) -> str:
+    """The time the `remaining` epochs will take: their number times the mean of this process's epoch
+    times (a resumed run has timed only the epochs it ran itself)."""
+    return duration(remaining * sum(epoch_s) / len(epoch_s)) if epoch_s else "?"

@@ -1,0 +1,53 @@
+"""The cost known before the run (src/training/estimate.py): a dry run trains nothing and writes no
+result, its FLOPs are exactly what the real run records, the epoch log line has an ETA, and a single
+run from the command line ends with its result line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+
+import pytest
+
+from src.training.run import run
+
+from .conftest import REPO
+
+
+@pytest.mark.parametrize("strategy", [{"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1},
+                                      {"name": "frozen"}])
+def test_dry_run_writes_no_result_and_its_flops_are_the_real_runs(tiny_config, tmp_path, capsys, caplog, strategy):
+    dry = run(tiny_config(strategy=strategy, trainer={"epochs": 3, "dry_run": True}), tmp_path / "dry")
+    printed = capsys.readouterr().out
+    assert dry["status"] == "dry_run" and sorted(p.name for p in (tmp_path / "dry").iterdir()) == ["estimate.json"]
+    assert re.search(r"estimate: \d+/\d+/\d+ images \(train/val/test\) at 32 px, 3 epochs", printed)
+    assert f"{dry['train_flops']:.3e} training FLOPs" in printed and dry["total_s"] > 0
+    with caplog.at_level(logging.INFO, logger="src.training.fit"):
+        real = run(tiny_config(strategy=strategy, trainer={"epochs": 3}), tmp_path / "real")
+    assert real["train_flops"] == dry["train_flops"] > 0  # counted, exact: not an approximation
+    assert (real["feature_cache"] is True) == dry["feature_cache"] == (strategy["name"] == "frozen")
+    assert "estimate: " in capsys.readouterr().out  # a real run prints its estimate too, before training
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epochs) == 3 and all(re.search(r"  eta \d+s$", line) for line in epochs)
+    assert epochs[-1].endswith("eta 0s")
+
+
+def test_a_single_run_prints_its_result_line_and_a_dry_multirun_its_total(tmp_path):
+    common = ["model=timm", "model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32",
+              "dataset.train_per_class=4", "trainer.epochs=1", "trainer.progress=false", "logger=none"]
+    single = subprocess.run([sys.executable, "-m", "src.train", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    result = json.loads((tmp_path / "one" / "result.json").read_text())
+    last = single.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"completed: val_acc {result['val_acc']:.4f}  test_acc {result['test_acc']:.4f}")
+    assert f"train_flops {result['train_flops']:.3e}" in last and last.endswith(f"in {tmp_path / 'one'}")
+    multi = subprocess.run([sys.executable, "-m", "src.train", "-m", *common, "trainer.dry_run=true",
+                            "strategy=frozen,full", f"hydra.sweep.dir={tmp_path / 'many'}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert multi.returncode == 0, multi.stderr
+    assert not list((tmp_path / "many").glob("*/result.json"))
+    assert "2 dry-run jobs in" in multi.stdout and "estimate, all 2 jobs: " in multi.stdout
