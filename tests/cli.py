@@ -30,6 +30,15 @@ def env() -> dict[str, str]:
     return os.environ | {"HF_HUB_OFFLINE": "1"}
 
 
+def python_c(code: str, timeout: int = 120) -> list[str]:
+    """Run `python -c code` in a fresh interpreter (so nothing this test process imported counts) and
+    return its printed words; a failure shows its stderr."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.split()
+
+
 @functools.cache
 def check_subprocesses_import_this_checkout() -> None:
     """Raise, naming both folders, when a subprocess started outside the checkout would import `src`

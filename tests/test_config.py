@@ -6,8 +6,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import subprocess
-import sys
 
 import pytest
 import yaml
@@ -18,7 +16,7 @@ from omegaconf.errors import ValidationError
 from src import config as C
 from src.gate import check_overrides, compose_train, install, register, to_run_config
 from src.strategies.registry import STRATEGIES, config_class
-from tests.cli import REPO, env
+from tests.cli import python_c
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SECTIONS = {
@@ -168,9 +166,7 @@ def test_the_default_run_config_needs_no_import_of_the_strategies():
     code = ("import sys; from src.config import RunConfig; c = RunConfig(); "
             "print(type(c.strategy).__name__, RunConfig.from_dict({'strategy': {'name': 'lpft'}}).strategy.probe_epochs, "
             "'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["LayerwiseConfig", "2", "False"]
+    assert python_c(code) == ["LayerwiseConfig", "2", "False"]
 
 
 def _yaml_keys(data: dict, prefix: str = "") -> dict[str, object]:

@@ -4,13 +4,11 @@ command-line flags of `@hydra.main`) stays Hydra's."""
 from __future__ import annotations
 
 import ast
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO, env
+from tests.cli import python_c
 
 GATE = Path(__file__).resolve().parents[1] / "src" / "gate.py"
 
@@ -27,9 +25,7 @@ def test_importing_the_gate_registers_nothing():
     code = ("from hydra.core.config_store import ConfigStore; from omegaconf import OmegaConf; import src.gate; "
             "print(OmegaConf.has_resolver('unique_dir'), 'base_config.yaml' in ConfigStore.instance().repo); "
             "src.gate.install(); print(OmegaConf.has_resolver('unique_dir'), 'base_config.yaml' in ConfigStore.instance().repo)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["False", "False", "True", "True"]
+    assert python_c(code) == ["False", "False", "True", "True"]
 
 
 def test_the_flag_adapter_knows_every_flag_of_hydras_parser():
