@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import split_space
+from src.sweep_driver import split_space
 from src.config import ConfigError
 from src.gate import compose_train
 from src.record.schema import EpochRecord
@@ -41,7 +41,7 @@ def test_hydra_optuna_sweeper_syntax_becomes_our_search_space():
         "strategy.unfreeze_every=choice(0, 1)",
         "optim.weight_decay=range(0, 1, 0.25)",
         "trainer.epochs=2",
-        "seed=choice(1, 2)", "seed=3",  # the later one wins, as in Hydra
+        "seed=3", "seed=choice(1, 2)",  # the fixed one wins, wherever it is, as in hydra-optuna-sweeper 1.3
     ])
     assert params["strategy.lr_decay"] == {"type": "float", "low": 1.0, "high": 10.0, "log": True}
     assert params["optim.lr"] == {"type": "float", "low": 0.001, "high": 0.01, "log": False}
@@ -61,7 +61,8 @@ def test_hydra_finds_the_plugin_with_its_defaults():
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == SWEEPER_TARGET
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, 1, None, None)
+    # null n_jobs, study_name and storage: src.train's driver's own (1, "sweep", sqlite in the sweep folder)
+    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, None, None, None)
     assert list(sweeper.objectives) == ["val_acc", "train_flops"] and sweeper.pruner.name == "auto"
     nsga = compose_train(["hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii"], return_hydra_config=True)
     assert nsga.hydra.sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
@@ -255,14 +256,15 @@ def test_search_stops_after_max_failed_and_marks_interrupted_trials(tmp_path):
 
 
 def test_sweeper_settings_are_checked_before_any_job(tmp_path):
-    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper, outside_hydra
+    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+    from src.sweep_driver import ProjectSweep, outside_hydra
 
     def sweeper(**kw):
         settings = dict(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name="x", n_trials=1,
                         n_jobs=1, max_failed=0, heartbeat_s=20, grace_s=60, pruner=None, params=None) | kw
         s = OptunaSweeper(**settings)
         s.sweep_dir = tmp_path
-        return s
+        return ProjectSweep(s)
 
     with outside_hydra(), pytest.raises(ConfigError, match="needs a search space"):
         sweeper()._open(TINY)
