@@ -9,6 +9,7 @@ differences from 1.3 are said where they show (docs/sweeps.md lists them all).
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -252,3 +253,75 @@ def test_a_bad_setting_for_any_app_ends_the_sweep_with_a_line_naming_the_key(tmp
         says = "hydra.sweeper.pruner.name=median judges one objective, not 2"
     last = err.strip().splitlines()[-1]  # Hydra prints the traceback above it (src.train's driver: the line alone)
     assert code == 1 and says in last and last.startswith("hydra_plugins.ft_optuna_sweeper.errors.SettingError"), err
+
+
+# --- a lightning-hydra-template `hparams_search` config, and the plugin without this project -------------
+
+def test_a_lightning_hydra_template_hparams_search_config_sweeps_a_tiny_app(tmp_path, monkeypatch):
+    """`python train.py hparams_search=sphere_optuna`: hydra.mode MULTIRUN in the config, no -m; the
+    sweeper named by 1.3's class path and the sampler by its `_target_` with seed and n_startup_trials,
+    as the template's configs do."""
+    from tests.apps.hparams.train import train
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "hparams_search=sphere_optuna", f"hydra.sweep.dir={tmp_path}"])
+    train()
+    found = results(tmp_path)
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 8
+    assert found["best_params"]["model.dropout"] == 0.0 and 0.0001 <= found["best_params"]["model.lr"] <= 0.1
+    assert found["best_value"] == pytest.approx((found["best_params"]["model.lr"] - 0.01) ** 2)
+
+
+def test_the_plugin_sweeps_an_app_with_this_project_s_code_out_of_reach(tmp_path):
+    """What the distribution in packages/ ships: any app swept, pruned, with `src` unimportable."""
+    import subprocess
+
+    from tests.cli import REPO, env
+
+    code = ("import sys; sys.modules['src'] = None\n"  # `import src` raises ImportError from here on
+            "from tests.apps.epochs.app import train\n"
+            f"sys.argv = ['app', '-m', 'hydra.sweep.dir={tmp_path}', 'hydra.sweeper.n_trials=4']\n"
+            "train()\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert results(tmp_path)["best_value"] is not None
+    # Hydra's scan reports this project's launcher plugins, which need src; never this plugin
+    refused = [line.strip() for line in proc.stderr.splitlines() if line.strip().startswith("Error importing")]
+    assert refused and not [line for line in refused if "ft_optuna_sweeper" in line], refused
+
+
+def test_the_distribution_in_packages_builds_a_wheel_that_sweeps_an_app_alone(tmp_path):
+    """packages/hydra-ft-optuna-sweeper: its wheel holds the plugin and nothing of this project, and
+    an app swept with only the wheel's code (and hydra-core, omegaconf, optuna) runs, grid sampler included."""
+    import shutil
+    import subprocess
+    import zipfile
+
+    from tests.cli import REPO
+
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                            str(tmp_path / "wheel"), str(REPO / "packages" / "hydra-ft-optuna-sweeper")],
+                           capture_output=True, text=True, timeout=300)
+    shutil.rmtree(REPO / "packages" / "hydra-ft-optuna-sweeper" / "build", ignore_errors=True)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = [n for n in z.namelist() if not n.startswith("hydra_ft_optuna_sweeper-")]
+        z.extractall(tmp_path / "site")
+    assert names and all(n.startswith(("hydra_plugins/ft_optuna_sweeper/", "hydra_plugins/hydra_optuna_sweeper/"))
+                         for n in names)
+    metadata = (tmp_path / "site" / f"{wheel.name.split('-')[0]}-0.1.0.dist-info" / "METADATA").read_text()
+    assert sorted(line.split(":")[1].split(">")[0].split("<")[0].strip() for line in metadata.splitlines()
+                  if line.startswith("Requires-Dist")) == ["hydra-core", "omegaconf", "optuna"]
+    app = tmp_path / "app"
+    shutil.copytree(APPS / "sphere", app)
+    code = ("import sys; sys.modules['src'] = None\n"
+            "import hydra_plugins.ft_optuna_sweeper as plugin\n"
+            f"assert plugin.__file__.startswith({str(tmp_path / 'site')!r}), plugin.__file__\n"
+            "import runpy\n"
+            f"sys.argv = ['sphere.py', '-m', '--config-dir={app / 'more'}', '--config-name=grid', "
+            f"'hydra.sweep.dir={tmp_path / 'out'}']\n"
+            f"runpy.run_path({str(app / 'sphere.py')!r}, run_name='__main__')\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(tmp_path / "site")})
+    assert run.returncode == 0, run.stderr
+    assert results(tmp_path / "out")["best_value"] == 1
