@@ -252,7 +252,14 @@ class ProjectSweep:
         """Keys the plugin has and this driver does not read: refused, one line each, not ignored."""
         from src.config import ConfigError
 
+        from src.search.job import SWEEPER_TARGET
+
         settings.check_unknown(self.unknown, self.allowed)
+        config = getattr(self, "config", None)  # None: built without Hydra's setup (a test)
+        target = SWEEPER_TARGET if config is None else OmegaConf.select(config, "hydra.sweeper._target_", default=SWEEPER_TARGET)
+        if target != SWEEPER_TARGET:  # the jobs find their trial (pruning, run_dir) by this name
+            raise ConfigError(f"hydra.sweeper._target_={target}: src.train's trials need {SWEEPER_TARGET} (drop the "
+                              "_target_ line: hydra/sweeper=optuna sets it)")
         for key, instead in NOT_HERE.items():
             if getattr(self, key) is not None:
                 raise ConfigError(f"hydra.sweeper.{key} is not used by src.train's sweep: {instead}")

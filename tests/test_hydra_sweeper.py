@@ -17,6 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from src.sweep_driver import split_space
 from src.config import ConfigError
@@ -270,6 +271,18 @@ def test_sweeper_settings_are_checked_before_any_job(tmp_path):
         sweeper()._open(TINY)
     with outside_hydra(), pytest.raises(ConfigError, match=r"direction=\['minimize'\] does not fit"):
         sweeper(direction="minimize")._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    with outside_hydra(), pytest.raises(ConfigError, match=r"^hydra\.sweeper\._target_=hydra_plugins\.hydra_optuna_sweeper"):
+        one = sweeper()  # 1.3's class path builds our sweeper, but src.train's jobs know theirs by our name
+        one.config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper."
+                                                                           "OptunaSweeper"}}})
+        one._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    for key, value in (("search_space", {"x": {"type": "int", "low": 0, "high": 1}}), ("custom_search_space", "a.b"),
+                       ("max_failure_rate", 0.5)):
+        with outside_hydra(), pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.{key}.* is not used by src.train's sweep"):
+            sweeper(**{key: value})._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    grid = {"_target_": "optuna.samplers.GridSampler", "_partial_": True}
+    with outside_hydra(), pytest.raises(ConfigError, match="hydra/sweeper/sampler=grid is not supported by src.train's sweep"):
+        sweeper(sampler=grid)._open(TINY + ["strategy.lr_decay=interval(1,10)"])
     assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass
 
 
@@ -310,3 +323,18 @@ def test_two_plugin_workers_share_one_study_and_its_exact_budget(tmp_path, backe
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(done) == 3  # not 6: one budget for both workers
     assert all(Path(t.user_attrs["run_dir"]).is_dir() for t in done)
+
+
+@pytest.mark.slow
+def test_a_lightning_hydra_template_hparams_search_config_sweeps_src_train(tmp_path):
+    """sweeps/template_style.yaml: the template's hparams_search shape (direction, n_jobs, storage, a
+    sampler by `_target_` with seed and n_startup_trials, params) on src.train, scored by its driver on
+    result.json (sqlite in the sweep folder, as for any src.train sweep)."""
+    cmd = [sys.executable, "-m", "src.train", "-m", "sweep=template_style", "hydra.sweeper.n_trials=2",
+           "hydra.sweeper.sampler.n_startup_trials=1", "strategy.unfreeze_depth=0", f"hydra.sweep.dir={tmp_path}", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="template-style", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(1.0 <= t.params["strategy.lr_decay"] <= 4.0 and "strategy.unfreeze_depth" not in t.params
+               for t in study.trials)  # unfreeze_depth fixed on the command line: the fixed value wins
