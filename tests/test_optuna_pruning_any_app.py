@@ -60,3 +60,13 @@ def test_reporting_from_a_worker_to_an_in_memory_study_is_refused_naming_the_sto
     code = multirun(monkeypatch, "epochs.app", f"hydra.sweep.dir={tmp_path}", "hydra/launcher=joblib",
                     "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
     assert code == 1 and "hydra.sweeper.storage=null keeps it in the sweeper's process" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_task_in_submitit_local_jobs_reports_to_the_stored_study_and_is_pruned(tmp_path, monkeypatch):
+    """hydra-submitit-launcher's submitit_local: each job a process of its own, started by submitit."""
+    trials = _sweep(tmp_path, monkeypatch, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                    "hydra.sweeper.n_jobs=3", "hydra.sweeper.n_trials=6")
+    assert TrialState.PRUNED in [t.state for t in trials] and TrialState.FAIL not in [t.state for t in trials]
+    pids = {pid for t in trials for _, pid in _epochs(tmp_path / "out" / str(t.number))}
+    assert os.getpid() not in pids and len(pids) == 6  # one process per job
