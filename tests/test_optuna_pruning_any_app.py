@@ -31,9 +31,13 @@ def test_report_outside_a_sweep_does_nothing():
     assert report(0, 1.0) is None
 
 
-@pytest.mark.parametrize("pruner", ["halving", "median"])
-def test_a_task_that_reports_each_epoch_is_pruned_in_the_sweeper_s_process(tmp_path, monkeypatch, pruner):
-    trials = _sweep(tmp_path, monkeypatch, f"hydra.sweeper.pruner.name={pruner}", "hydra.sweeper.pruner.startup=2")
+@pytest.mark.parametrize("pruner, target", [
+    ("halving", "ft_optuna_sweeper"), ("median", "ft_optuna_sweeper"),
+    ("halving", "hydra_optuna_sweeper"),  # 1.3's class path, as lightning-hydra-template's configs name it
+])
+def test_a_task_that_reports_each_epoch_is_pruned_in_the_sweeper_s_process(tmp_path, monkeypatch, pruner, target):
+    trials = _sweep(tmp_path, monkeypatch, f"hydra.sweeper.pruner.name={pruner}", "hydra.sweeper.pruner.startup=2",
+                    f"hydra.sweeper._target_=hydra_plugins.{target}.optuna_sweeper.OptunaSweeper")
     states = [t.state for t in trials]
     assert len(trials) == 9 and TrialState.PRUNED in states and TrialState.COMPLETE in states
     assert TrialState.FAIL not in states

@@ -325,3 +325,21 @@ def test_the_distribution_in_packages_builds_a_wheel_that_sweeps_an_app_alone(tm
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(tmp_path / "site")})
     assert run.returncode == 0, run.stderr
     assert results(tmp_path / "out")["best_value"] == 1
+
+
+@pytest.mark.parametrize("sampler, app", [("tpe", "sphere.sphere"), ("random", "sphere.sphere"), ("qmc", "sphere.sphere"),
+                                          ("cmaes", "sphere.sphere"), ("motpe", "pareto.binh_korn"),
+                                          ("nsgaii", "pareto.binh_korn")])
+def test_every_sampler_of_1_3_and_qmc_sweeps_an_app(tmp_path, monkeypatch, capsys, sampler, app):
+    if sampler == "cmaes":
+        pytest.importorskip("cmaes")
+    storage = f"sqlite:///{tmp_path / 'test.db'}"
+    assert multirun(monkeypatch, app, f"hydra/sweeper/sampler={sampler}", "hydra.sweeper.sampler.seed=1",
+                    "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=s",
+                    f"hydra.sweep.dir={tmp_path / 'out'}") == 0
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 4
+    built = {"tpe": "TPESampler", "random": "RandomSampler", "qmc": "QMCSampler", "cmaes": "CmaEsSampler",
+             "motpe": "TPESampler", "nsgaii": "NSGAIISampler"}[sampler]  # motpe: Optuna 5's multi-objective TPE
+    assert f"sampler {built}," in capsys.readouterr().out
+    assert results(tmp_path / "out")["name"] == "optuna"

@@ -48,7 +48,7 @@ def test_every_sampler_refuses_a_seed_numpy_cannot_take(name, seed, says):
         _check(sampler)
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "nsgaii", "motpe"])
+@pytest.mark.parametrize("name", ["tpe", "random", "nsgaii", "motpe", "qmc"])
 def test_every_sampler_config_as_composed_is_accepted_and_built(name):
     sampler = _sampler(name, "hydra.sweeper.sampler.seed=4294967295")
     _check(sampler, ["val_acc", "train_flops"])

@@ -29,7 +29,8 @@ from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
 from hydra_plugins.ft_optuna_sweeper._pruners import StepJudge, optuna_pruner, plain_values
 
 STUDY_FILE = "optuna_study.yaml"  # in the sweep folder: where the jobs find the study
-SWEEPER_PACKAGE = "hydra_plugins.ft_optuna_sweeper."
+# Our sweeper's class paths: its own, and 1.3's (hydra_plugins/hydra_optuna_sweeper), which builds it too.
+SWEEPER_PACKAGES = ("hydra_plugins.ft_optuna_sweeper.", "hydra_plugins.hydra_optuna_sweeper.")
 # Studies this process's sweeper runs, by sweep folder: what a job in this process reports to.
 LIVE: dict[str, tuple[optuna.Study, Any, str, PruneSpec]] = {}
 _JUDGES: dict[tuple[str, int], StepJudge] = {}
@@ -57,7 +58,7 @@ def _judge() -> StepJudge | None:
     if not HydraConfig.initialized():
         return None
     hc = HydraConfig.get()
-    if hc.mode != RunMode.MULTIRUN or not str(hc.sweeper.get("_target_", "")).startswith(SWEEPER_PACKAGE):
+    if hc.mode != RunMode.MULTIRUN or not str(hc.sweeper.get("_target_", "")).startswith(SWEEPER_PACKAGES):
         return None
     sweep_dir = str(Path(hc.sweep.dir).resolve())
     key = (sweep_dir, int(hc.job.num))
