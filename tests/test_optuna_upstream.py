@@ -241,6 +241,8 @@ def test_upstream_failure_rate(tmp_path, monkeypatch, capsys, max_failure_rate):
 
 @pytest.mark.parametrize("override, says", [
     ("+hydra.sweeper.objectives=[val_acc]", "hydra.sweeper.objectives is not a setting for this app"),
+    ("hydra.sweeper.worker_index=1", "hydra.sweeper.worker_index is not a setting for this app"),
+    ("+hydra.sweeper.bogus=1", "hydra.sweeper.bogus is not a setting of hydra/sweeper=optuna"),
     ("hydra.sweeper.direction=upward", "hydra.sweeper.direction='upward': each must be minimize or maximize"),
     ("hydra.sweeper.max_failure_rate=1.5", "hydra.sweeper.max_failure_rate=1.5 must be a number in [0, 1]"),
     ("hydra.sweeper.pruner.name=median", None),

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 DRIVER_ATTR = "__optuna_sweep_driver__"
 # Keys only an application's driver reads (src.train's): refused for a task scored by its return value.
 DRIVER_ONLY = {"objectives": "the task's return value is the objective; say which way with hydra.sweeper.direction",
-               "rerun_seeds": "it is src.train's", "rerun_overrides": "it is src.train's"}
+               "rerun_seeds": "it is src.train's", "rerun_overrides": "it is src.train's",
+               "worker_index": "workers sharing one budget are src.train's; here each invocation runs n_trials"}
 
 
 def sweep_with(driver: str) -> Callable[[TaskFunction], TaskFunction]:
