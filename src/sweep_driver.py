@@ -197,6 +197,7 @@ class ProjectSweep:
         from src.gate import check_overrides, compose_train, to_run_config
         from src.search import launched
         from src.search.pruning import PruneSpec, optuna_pruner, resolve
+        from src.search.rerun_settings import check_rerun, search_seeds
         from src.search.results import DONE, requeue_interrupted
         from src.search.space import OBJECTIVES, check_objectives, check_space
         from src.search.storage import make_storage
@@ -226,7 +227,7 @@ class ProjectSweep:
             raise ConfigError("hydra/sweeper/sampler=grid is not supported by src.train's sweep: a grid has no place in "
                               "an exact budget shared by workers; use tpe, random or nsgaii (or a multirun: -m key=a,b,c)")
         settings.check_sampler(sampler_cfg, len(objectives))
-        settings.check_rerun(self.rerun_seeds, self.rerun_overrides, settings.search_seeds(base_cfg.seed, params), params)
+        check_rerun(self.rerun_seeds, self.rerun_overrides, search_seeds(base_cfg.seed, params), params)
         settings.worker_index(self.worker_index)  # checked before the study is opened
         if self.rerun_seeds:
             check_overrides(fixed + self.rerun_overrides)

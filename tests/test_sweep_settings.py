@@ -11,6 +11,7 @@ import pytest
 from hydra_plugins.ft_optuna_sweeper import settings
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from src.search.rerun_settings import check_rerun, search_seeds
 from src.sweep_driver import ProjectSweep
 from src.gate import compose_train
 
@@ -131,22 +132,22 @@ def test_unknown_sweeper_keys_and_bad_counts_are_named():
 ])
 def test_rerun_seeds_that_cannot_give_independent_runs_are_refused(seeds, says):
     with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_seeds" + ".*" + says.replace("(", r"\(")):
-        settings.check_rerun(seeds, [], {0}, ["optim.lr"])
+        check_rerun(seeds, [], {0}, ["optim.lr"])
 
 
 def test_rerun_seeds_against_a_searched_seed_and_rerun_overrides_that_would_be_ignored():
-    searched = settings.search_seeds(0, {"seed": {"type": "int", "low": 10, "high": 20, "step": 5}})
+    searched = search_seeds(0, {"seed": {"type": "int", "low": 10, "high": 20, "step": 5}})
     assert list(searched) == [10, 15, 20]
-    assert settings.check_rerun([0, 11], [], searched, ["seed"]) == [0, 11]
+    assert check_rerun([0, 11], [], searched, ["seed"]) == [0, 11]
     with pytest.raises(SettingError, match="seed 15 is the seed the search trained with"):
-        settings.check_rerun([15], [], searched, ["seed"])
-    assert settings.search_seeds(7, {"seed": {"type": "categorical", "choices": [1, 2]}}) == {1, 2}
+        check_rerun([15], [], searched, ["seed"])
+    assert search_seeds(7, {"seed": {"type": "categorical", "choices": [1, 2]}}) == {1, 2}
     with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides: seed=3: .*hydra\.sweeper\.rerun_seeds"):
-        settings.check_rerun([1], ["seed=3"], {0}, [])
+        check_rerun([1], ["seed=3"], {0}, [])
     with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides: optim\.lr=0\.1: optim\.lr is searched"):
-        settings.check_rerun([1], ["trainer.epochs=3", "optim.lr=0.1"], {0}, ["optim.lr"])
+        check_rerun([1], ["trainer.epochs=3", "optim.lr=0.1"], {0}, ["optim.lr"])
     with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides=.*must be a list"):
-        settings.check_rerun([1], "trainer.epochs=3", {0}, [])
+        check_rerun([1], "trainer.epochs=3", {0}, [])
 
 
 def test_a_seeded_sampler_moved_on_by_the_trials_stays_in_numpy_s_range():
