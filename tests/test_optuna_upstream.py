@@ -303,7 +303,8 @@ def test_the_distribution_in_packages_builds_a_wheel_that_sweeps_an_app_alone(tm
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                             str(tmp_path / "wheel"), str(REPO / "packages" / "hydra-ft-optuna-sweeper")],
                            capture_output=True, text=True, timeout=300)
-    shutil.rmtree(REPO / "packages" / "hydra-ft-optuna-sweeper" / "build", ignore_errors=True)
+    for left in ("build", "hydra_ft_optuna_sweeper.egg-info"):  # setuptools builds inside the source folder
+        shutil.rmtree(REPO / "packages" / "hydra-ft-optuna-sweeper" / left, ignore_errors=True)
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "wheel").glob("*.whl")
     with zipfile.ZipFile(wheel) as z:
