@@ -76,9 +76,9 @@ def stopped(err: KeyboardInterrupt, recorded: str | None) -> Stopped:
 
 def is_user_error(err: BaseException) -> bool:
     """A setting that cannot run, or weights that cannot be had: the user's to fix (exit 2)."""
-    from src.config import ConfigError
+    from hydra_plugins.ft_optuna_sweeper.errors import SettingError  # a ConfigError is one; so are the plugin's own
 
-    if isinstance(err, (ConfigError, UserError)):
+    if isinstance(err, (SettingError, UserError)):
         return True
     from src.models import PretrainedWeightsError  # loads torch: only asked about errors that are not ConfigErrors
 

@@ -29,6 +29,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from hydra_plugins.ft_optuna_sweeper import sweep_with
 from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
@@ -61,6 +62,7 @@ def sweep_group(sweep_dir: Path) -> str:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
+@sweep_with("src.sweep_driver.ProjectSweep")  # hydra/sweeper=optuna scores our trials on result.json, not the return value
 def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     exits.install()  # also in launcher processes (joblib, submitit) that never ran cli()

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
-from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import split_space
+from src.sweep_driver import split_space
 from src.config import ConfigError
 from src.gate import compose_train
 from src.record.schema import EpochRecord
@@ -41,7 +42,7 @@ def test_hydra_optuna_sweeper_syntax_becomes_our_search_space():
         "strategy.unfreeze_every=choice(0, 1)",
         "optim.weight_decay=range(0, 1, 0.25)",
         "trainer.epochs=2",
-        "seed=choice(1, 2)", "seed=3",  # the later one wins, as in Hydra
+        "seed=3", "seed=choice(1, 2)",  # the fixed one wins, wherever it is, as in hydra-optuna-sweeper 1.3
     ])
     assert params["strategy.lr_decay"] == {"type": "float", "low": 1.0, "high": 10.0, "log": True}
     assert params["optim.lr"] == {"type": "float", "low": 0.001, "high": 0.01, "log": False}
@@ -61,7 +62,8 @@ def test_hydra_finds_the_plugin_with_its_defaults():
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == SWEEPER_TARGET
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
-    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, 1, None, None)
+    # null n_jobs, study_name and storage: src.train's driver's own (1, "sweep", sqlite in the sweep folder)
+    assert (sweeper.n_trials, sweeper.n_jobs, sweeper.study_name, sweeper.storage) == (3, None, None, None)
     assert list(sweeper.objectives) == ["val_acc", "train_flops"] and sweeper.pruner.name == "auto"
     nsga = compose_train(["hydra/sweeper=optuna", "hydra/sweeper/sampler=nsgaii"], return_hydra_config=True)
     assert nsga.hydra.sweeper.sampler._target_ == "optuna.samplers.NSGAIISampler"
@@ -255,19 +257,32 @@ def test_search_stops_after_max_failed_and_marks_interrupted_trials(tmp_path):
 
 
 def test_sweeper_settings_are_checked_before_any_job(tmp_path):
-    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper, outside_hydra
+    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+    from src.sweep_driver import ProjectSweep, outside_hydra
 
     def sweeper(**kw):
         settings = dict(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name="x", n_trials=1,
                         n_jobs=1, max_failed=0, heartbeat_s=20, grace_s=60, pruner=None, params=None) | kw
         s = OptunaSweeper(**settings)
         s.sweep_dir = tmp_path
-        return s
+        return ProjectSweep(s)
 
     with outside_hydra(), pytest.raises(ConfigError, match="needs a search space"):
         sweeper()._open(TINY)
     with outside_hydra(), pytest.raises(ConfigError, match=r"direction=\['minimize'\] does not fit"):
         sweeper(direction="minimize")._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    with outside_hydra(), pytest.raises(ConfigError, match=r"^hydra\.sweeper\._target_=hydra_plugins\.hydra_optuna_sweeper"):
+        one = sweeper()  # 1.3's class path builds our sweeper, but src.train's jobs know theirs by our name
+        one.config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper."
+                                                                           "OptunaSweeper"}}})
+        one._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    for key, value in (("search_space", {"x": {"type": "int", "low": 0, "high": 1}}), ("custom_search_space", "a.b"),
+                       ("max_failure_rate", 0.5)):
+        with outside_hydra(), pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.{key}.* is not used by src.train's sweep"):
+            sweeper(**{key: value})._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+    grid = {"_target_": "optuna.samplers.GridSampler", "_partial_": True}
+    with outside_hydra(), pytest.raises(ConfigError, match="hydra/sweeper/sampler=grid is not supported by src.train's sweep"):
+        sweeper(sampler=grid)._open(TINY + ["strategy.lr_decay=interval(1,10)"])
     assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass
 
 
@@ -308,3 +323,18 @@ def test_two_plugin_workers_share_one_study_and_its_exact_budget(tmp_path, backe
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(done) == 3  # not 6: one budget for both workers
     assert all(Path(t.user_attrs["run_dir"]).is_dir() for t in done)
+
+
+@pytest.mark.slow
+def test_a_lightning_hydra_template_hparams_search_config_sweeps_src_train(tmp_path):
+    """sweeps/template_style.yaml: the template's hparams_search shape (direction, n_jobs, storage, a
+    sampler by `_target_` with seed and n_startup_trials, params) on src.train, scored by its driver on
+    result.json (sqlite in the sweep folder, as for any src.train sweep)."""
+    cmd = [sys.executable, "-m", "src.train", "-m", "sweep=template_style", "hydra.sweeper.n_trials=2",
+           "hydra.sweeper.sampler.n_startup_trials=1", "strategy.unfreeze_depth=0", f"hydra.sweep.dir={tmp_path}", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="template-style", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert all(1.0 <= t.params["strategy.lr_decay"] <= 4.0 and "strategy.unfreeze_depth" not in t.params
+               for t in study.trials)  # unfreeze_depth fixed on the command line: the fixed value wins

@@ -8,6 +8,8 @@ import re
 import optuna
 import pytest
 
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
+
 from src.config import ConfigError
 from src.search.pruning import (
     EpochReporter, PruneSpec, dominating_trial, halving_keeps, halving_rungs, pareto_ranks, resolve, spread_order,
@@ -38,11 +40,12 @@ def test_resolve_picks_the_rule_that_fits_the_objectives():
     assert resolve(PruneSpec(name="dominated"), ["val_acc"]) == "dominated"  # accuracy alone
     with pytest.raises(ConfigError, match="pruner.name=dominated needs"):
         resolve(PruneSpec(name="dominated"), ["train_flops"])
-    with pytest.raises(ConfigError, match="pruner.name='bogus' is not allowed"):
+    # PruneSpec is the plugin's (any app has it): its refusals are the plugin's SettingError
+    with pytest.raises(SettingError, match="pruner.name='bogus' is not allowed"):
         PruneSpec.from_dict({"name": "bogus"})
-    with pytest.raises(ConfigError, match="pruner.patience is not a key"):
+    with pytest.raises(SettingError, match="pruner.patience is not a key"):
         PruneSpec.from_dict({"patience": 3})
-    with pytest.raises(ConfigError, match="after=0 must be >= 1"):
+    with pytest.raises(SettingError, match="after=0 must be >= 1"):
         PruneSpec.from_dict({"after": 0})
 
 

@@ -9,11 +9,13 @@ import optuna
 import pytest
 
 from hydra_plugins.ft_optuna_sweeper import settings
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
-from src.config import ConfigError
+from src.search.rerun_settings import check_rerun, search_seeds
+from src.sweep_driver import ProjectSweep
 from src.gate import compose_train
 
-SAMPLERS = ["tpe", "random", "nsgaii", "motpe", "cmaes"]
+SAMPLERS = ["tpe", "random", "nsgaii", "motpe", "cmaes", "qmc"]
 
 
 def _sampler(name: str, *overrides: str) -> dict:
@@ -24,14 +26,14 @@ def _sampler(name: str, *overrides: str) -> dict:
 
 
 def _check(sampler: dict, objectives: list[str] | None = None) -> None:
-    settings.check_sampler(sampler, objectives or ["val_acc"])
+    settings.check_sampler(sampler, len(objectives or ["val_acc"]))
 
 
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_every_sampler_refuses_an_unknown_key_naming_it_and_its_class(name):
     if name == "cmaes":
         pytest.importorskip("cmaes")
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.sampler\.bogus is not a setting of \w+Sampler \(allowed: .*seed"):
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.sampler\.bogus is not a setting of \w+Sampler \(allowed: .*seed"):
         _check(_sampler(name, "+hydra.sweeper.sampler.bogus=1"))
 
 
@@ -43,11 +45,11 @@ def test_every_sampler_refuses_a_seed_numpy_cannot_take(name, seed, says):
     if name == "cmaes":
         pytest.importorskip("cmaes")
     sampler = _sampler(name) | {"seed": seed}
-    with pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.sampler\.seed={seed!r}".replace("(", r"\(") + ".*" + says):
+    with pytest.raises(SettingError, match=rf"^hydra\.sweeper\.sampler\.seed={seed!r}".replace("(", r"\(") + ".*" + says):
         _check(sampler)
 
 
-@pytest.mark.parametrize("name", ["tpe", "random", "nsgaii", "motpe"])
+@pytest.mark.parametrize("name", ["tpe", "random", "nsgaii", "motpe", "qmc"])
 def test_every_sampler_config_as_composed_is_accepted_and_built(name):
     sampler = _sampler(name, "hydra.sweeper.sampler.seed=4294967295")
     _check(sampler, ["val_acc", "train_flops"])
@@ -67,7 +69,7 @@ def test_every_sampler_config_as_composed_is_accepted_and_built(name):
     ("nsgaii", "crossover", "uniform", "a config gives as a mapping with _target_"),
 ])
 def test_bad_sampler_values_are_one_line_naming_the_key(name, key, value, says):
-    with pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.sampler\.{key}.*{says}"):
+    with pytest.raises(SettingError, match=rf"^hydra\.sweeper\.sampler\.{key}.*{says}"):
         _check(_sampler(name) | {key: value})
 
 
@@ -79,7 +81,7 @@ def test_a_sampler_object_given_by_its_own_target_is_built():
 def test_whatever_optuna_refuses_when_built_is_one_line_naming_the_sampler():
     # QMCSampler checks qmc_type only when built: the message is Optuna's, the key ours
     sampler = {"_target_": "optuna.samplers.QMCSampler", "qmc_type": "nosuch"}
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.sampler \(QMCSampler\): .*nosuch"):
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.sampler \(QMCSampler\): .*nosuch"):
         _check(sampler)
 
 
@@ -90,30 +92,31 @@ def test_whatever_optuna_refuses_when_built_is_one_line_naming_the_sampler():
     (None, "must name an Optuna sampler class"),
 ])
 def test_a_target_that_is_no_sampler_is_refused(target, says):
-    with pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.sampler\._target_=.*{says}"):
+    with pytest.raises(SettingError, match=rf"^hydra\.sweeper\.sampler\._target_=.*{says}"):
         _check({"_target_": target})
 
 
-def test_grid_and_cmaes_are_refused_by_name():
-    with pytest.raises(ConfigError, match="hydra/sweeper/sampler=grid is not supported"):
-        _check(_sampler("grid"))
-    with pytest.raises(ConfigError, match="hydra/sweeper/sampler=cmaes (optimises one objective|needs the cmaes package)"):
+def test_grid_is_checked_like_any_sampler_and_cmaes_is_refused_by_name():
+    _check(_sampler("grid"))  # built later, from the space; src.train's driver refuses it (test_hydra_sweeper)
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.sampler\.search_space is not a setting of GridSampler"):
+        _check(_sampler("grid") | {"search_space": {"x": [1]}})
+    with pytest.raises(SettingError, match="hydra/sweeper/sampler=cmaes (optimises one objective|needs the cmaes package)"):
         _check(_sampler("cmaes"), ["val_acc", "train_flops"])
 
 
 def test_unknown_sweeper_keys_and_bad_counts_are_named():
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.bogus is not a setting of hydra/sweeper=optuna \(allowed: .*n_trials"):
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.bogus is not a setting of hydra/sweeper=optuna \(allowed: .*n_trials"):
         settings.check_unknown({"bogus": 1}, ["n_trials", "storage"])
     good = {"n_trials": 2, "n_jobs": 1, "max_failed": 0, "heartbeat_s": 1, "grace_s": 2}
     settings.check_numbers(good)
     for key, value, says in (("n_trials", True, "must be an integer"), ("n_jobs", 1.5, "must be an integer"),
                              ("n_trials", 0, "must be >= 1"), ("max_failed", -1, "must be >= 0"),
                              ("grace_s", 1, "must be longer than hydra.sweeper.heartbeat_s=1")):
-        with pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.{key}={value!r}.*{says}"):
+        with pytest.raises(SettingError, match=rf"^hydra\.sweeper\.{key}={value!r}.*{says}"):
             settings.check_numbers(good | {key: value})
     for key in ("storage", "study_name"):
         for value in ("", "  ", 5):
-            with pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.{key}={value!r} must be a non-empty string"):
+            with pytest.raises(SettingError, match=rf"^hydra\.sweeper\.{key}={value!r} must be a non-empty string"):
                 settings.check_names(**{"storage": None, "study_name": None, key: value})
 
 
@@ -128,31 +131,31 @@ def test_unknown_sweeper_keys_and_bad_counts_are_named():
     ([3, 0], "seed 0 is the seed the search trained with"),
 ])
 def test_rerun_seeds_that_cannot_give_independent_runs_are_refused(seeds, says):
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.rerun_seeds" + ".*" + says.replace("(", r"\(")):
-        settings.check_rerun(seeds, [], {0}, ["optim.lr"])
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_seeds" + ".*" + says.replace("(", r"\(")):
+        check_rerun(seeds, [], {0}, ["optim.lr"])
 
 
 def test_rerun_seeds_against_a_searched_seed_and_rerun_overrides_that_would_be_ignored():
-    searched = settings.search_seeds(0, {"seed": {"type": "int", "low": 10, "high": 20, "step": 5}})
+    searched = search_seeds(0, {"seed": {"type": "int", "low": 10, "high": 20, "step": 5}})
     assert list(searched) == [10, 15, 20]
-    assert settings.check_rerun([0, 11], [], searched, ["seed"]) == [0, 11]
-    with pytest.raises(ConfigError, match="seed 15 is the seed the search trained with"):
-        settings.check_rerun([15], [], searched, ["seed"])
-    assert settings.search_seeds(7, {"seed": {"type": "categorical", "choices": [1, 2]}}) == {1, 2}
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.rerun_overrides: seed=3: .*hydra\.sweeper\.rerun_seeds"):
-        settings.check_rerun([1], ["seed=3"], {0}, [])
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.rerun_overrides: optim\.lr=0\.1: optim\.lr is searched"):
-        settings.check_rerun([1], ["trainer.epochs=3", "optim.lr=0.1"], {0}, ["optim.lr"])
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.rerun_overrides=.*must be a list"):
-        settings.check_rerun([1], "trainer.epochs=3", {0}, [])
+    assert check_rerun([0, 11], [], searched, ["seed"]) == [0, 11]
+    with pytest.raises(SettingError, match="seed 15 is the seed the search trained with"):
+        check_rerun([15], [], searched, ["seed"])
+    assert search_seeds(7, {"seed": {"type": "categorical", "choices": [1, 2]}}) == {1, 2}
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides: seed=3: .*hydra\.sweeper\.rerun_seeds"):
+        check_rerun([1], ["seed=3"], {0}, [])
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides: optim\.lr=0\.1: optim\.lr is searched"):
+        check_rerun([1], ["trainer.epochs=3", "optim.lr=0.1"], {0}, ["optim.lr"])
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides=.*must be a list"):
+        check_rerun([1], "trainer.epochs=3", {0}, [])
 
 
 def test_a_seeded_sampler_moved_on_by_the_trials_stays_in_numpy_s_range():
     study = optuna.create_study()
     for _ in range(3):
         study.tell(study.ask(), 1.0)
-    sweeper = OptunaSweeper(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name=None,
-                            n_trials=1, n_jobs=1, max_failed=0, heartbeat_s=1, grace_s=2, pruner=None, params=None)
+    sweeper = ProjectSweep(OptunaSweeper(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name=None,
+                                         n_trials=1, n_jobs=1, max_failed=0, heartbeat_s=1, grace_s=2, pruner=None, params=None))
     seeded = sweeper._seeded({"_target_": "optuna.samplers.TPESampler", "seed": 2**32 - 1}, study)
     assert seeded["seed"] == 2  # (2**32 - 1 + 3) mod 2**32
     optuna.samplers.TPESampler(seed=seeded["seed"])
@@ -163,5 +166,5 @@ def test_an_override_hydra_cannot_parse_is_named(tmp_path, monkeypatch):
     from src.gate import precheck
 
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.rerun_overrides=\[seed=3\]: no viable alternative"):
+    with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides=\[seed=3\]: no viable alternative"):
         precheck(["-m", "sweep=default", "hydra.sweeper.rerun_overrides=[seed=3]"])

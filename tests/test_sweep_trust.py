@@ -348,10 +348,11 @@ def test_bad_settings_are_refused_before_any_trial(tmp_path, args, says):
 
 
 def test_pruner_numbers_are_not_truncated():
+    from hydra_plugins.ft_optuna_sweeper.errors import SettingError
     from src.search.pruning import PruneSpec
 
     for bad in ({"after": 1.5}, {"startup": True}, {"min_delta": "x"}):
-        with pytest.raises(ConfigError, match=f"pruner.{next(iter(bad))}="):
+        with pytest.raises(SettingError, match=f"pruner.{next(iter(bad))}="):
             PruneSpec.from_dict(bad)
     assert PruneSpec.from_dict({"after": 3, "min_delta": 0}).after == 3
 

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from hydra_plugins.ft_optuna_sweeper import settings
-from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from src.sweep_driver import ProjectSweep
 
 from tests.cli import REPO, TINY_OVERRIDES, env
 
@@ -23,7 +23,7 @@ def _seed(index, study, monkeypatch, array_id=None, storage="journal:x"):
         monkeypatch.delenv("SLURM_ARRAY_TASK_ID", raising=False)
     else:
         monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(array_id))
-    return OptunaSweeper._seeded(SimpleNamespace(worker_index=index, storage=storage), dict(SAMPLER), study)["seed"]
+    return ProjectSweep._seeded(SimpleNamespace(worker_index=index, storage=storage), dict(SAMPLER), study)["seed"]
 
 
 def _study_with(workers: list[int]) -> optuna.Study:

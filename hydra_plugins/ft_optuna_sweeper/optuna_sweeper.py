@@ -1,48 +1,48 @@
-"""`hydra/sweeper=optuna`: hydra-optuna-sweeper 1.3's config and command-line syntax on Optuna 5,
-searching with src.search (src/search/launched.py says how a trial goes through Hydra's launcher).
-It is the project's one Optuna search: `make sweep` is `python -m src.train -m sweep=default`, a
-preset (sweeps/default.yaml) that selects this sweeper and sets its `hydra.sweeper.*`.
+"""`hydra/sweeper=optuna`: a drop-in for hydra-optuna-sweeper 1.3 on Optuna 5, for any Hydra app.
 
-    python -m src.train -m hydra/sweeper=optuna 'strategy.lr_decay=tag(log, interval(1,10))' \
-        'strategy.unfreeze_depth=range(0,7)' hydra.sweeper.n_trials=20
+    python my_app.py -m hydra/sweeper=optuna 'x=interval(-5, 5)' 'y=choice(1, 2)' hydra.sweeper.n_trials=20
 
-Sweep values, from the command line or `hydra.sweeper.params`, become Optuna distributions exactly
-as hydra-optuna-sweeper 1.3's `create_optuna_distribution_from_override` makes them: `interval(a,b)`
-a float in [a, b] (an int when both ends are ints), `tag(log, interval(a,b))` the same on a log
-scale, `choice(...)` categorical, `range(a,b[,step])` an int from a to b *inclusive* (1.3 builds an
-IntDistribution(a, b, step); a float one with a float bound or step), `shuffle(range(...))`
-categorical over the range's values (which end before b, as Hydra's iterator does). A plain value is
-fixed for every trial. One addition: `groups` as a bound of a range or interval is the model's number
-of backbone layer groups (`range(0, groups)`: every unfreeze depth the model has).
+The task function's return value is the trial's objective (a float, or one value per `direction`),
+as in 1.3 (_search.py runs the search); the task may call `report(step, value)` each step so that
+the pruner can stop it (_report.py). An application can bring its own sweep driver instead: a task
+marked with `sweep_with("pkg.module.Driver")` has `Driver(sweeper).sweep(arguments)` run the sweep
+with the same settings (src.train's scores each trial on its result.json: src/sweep_driver.py).
 
-Errors in the settings are one line (ConfigError, exit 2) before any job starts. Ctrl-C or SIGTERM
-ends the sweep with one line saying what the study recorded and how to resume (exit 130 / 143;
-src/exits.py decides how the process ends).
+Where 1.3's defaults and an application driver's differ (storage, study name, n_jobs), a null
+setting means 1.3's here and the driver's own there (docs/sweeps.md lists both).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
-import os
-import re
-import warnings
+import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.plugins import Plugins
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.ft_optuna_sweeper import settings
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 
 log = logging.getLogger(__name__)
+DRIVER_ATTR = "__optuna_sweep_driver__"
+# Keys only an application's driver reads (src.train's): refused for a task scored by its return value.
+DRIVER_ONLY = {"objectives": "the task's return value is the objective; say which way with hydra.sweeper.direction",
+               "rerun_seeds": "it is src.train's", "rerun_overrides": "it is src.train's",
+               "worker_index": "workers sharing one budget are src.train's; here each invocation runs n_trials"}
+
+
+def sweep_with(driver: str) -> Callable[[TaskFunction], TaskFunction]:
+    """Mark a task function (under @hydra.main) as swept by `driver`, a dotted path to a class built
+    with the sweeper and whose `sweep(arguments)` runs the sweep."""
+    def mark(task: TaskFunction) -> TaskFunction:
+        setattr(task, DRIVER_ATTR, driver)
+        return task
+    return mark
 
 
 def _plain(node: Any) -> Any:
@@ -50,284 +50,106 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
-def param_spec(override: Override, text: str) -> dict[str, Any] | None:
-    """A sweep override as src.search.space's param spec ({type, low, high, log, step} or
-    {type: categorical, choices}); None for a plain (fixed) value."""
-    if not override.is_sweep_override():
-        return None
-    value = override.value()
-    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
-        return {"type": "categorical", "choices": list(override.sweep_iterator(transformer=Transformer.encode))}
-    if isinstance(value, RangeSweep):  # 1.3: IntDistribution(start, stop, step), both ends included
-        kind = "float" if any(isinstance(v, float) for v in (value.start, value.stop, value.step)) else "int"
-        number = float if kind == "float" else int
-        return {"type": kind, "low": number(value.start), "high": number(value.stop), "step": number(value.step)}
-    if isinstance(value, IntervalSweep):
-        kind = "int" if isinstance(value.start, int) and isinstance(value.end, int) else "float"
-        return {"type": kind, "low": value.start, "high": value.end, "log": "log" in value.tags}
-    from src.config import ConfigError
-
-    raise ConfigError(f"{text}: not a sweep Optuna can sample "
-                      "(interval, tag(log, interval), range, choice)")
-
-
-_BOUNDED = re.compile(r"\b(range|interval)\s*\(")
-_GROUPS = re.compile(r"\bgroups\b")
-
-
-def with_groups(text: str, groups: int) -> str:
-    """`key=range(0, groups)` with the model's group count for `groups` (only inside a range or
-    interval, so a choice of the word stays as it is)."""
-    key, eq, value = text.partition("=")
-    return key + eq + _GROUPS.sub(str(groups), value) if eq and _BOUNDED.search(value) else text
-
-
-def split_space(arguments: list[str], groups: int = 1) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
-    fixed overrides every job gets. A key given twice: the later one wins, as in Hydra."""
-    params: dict[str, dict[str, Any]] = {}
-    fixed: dict[str, str] = {}
-    arguments = [with_groups(a, groups) for a in arguments]
-    for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
-        key = override.get_key_element()
-        spec = param_spec(override, text)
-        params.pop(key, None)
-        fixed.pop(key, None)
-        if spec is None:
-            fixed[key] = text
-        else:
-            params[key] = spec
-    return params, list(fixed.values())
-
-
-@contextlib.contextmanager
-def outside_hydra() -> Any:
-    """The running Hydra set aside for a while: src.gate composes training configs with Hydra's
-    compose API (the same checks as `src.train`'s precheck), which refuses to start inside a running app."""
-    running = GlobalHydra.instance().hydra
-    GlobalHydra.instance().clear()
-    try:
-        yield
-    finally:
-        GlobalHydra.instance().clear()
-        if running is not None:
-            GlobalHydra.instance().initialize(running)
-
-
 class OptunaSweeper(Sweeper):
-    """Hydra's Sweeper interface over src.search.launched.search."""
+    """Hydra's Sweeper interface: 1.3's search for any task, or the task's own driver."""
 
-    def __init__(self, sampler: Any, direction: Any, objectives: Any, storage: str | None, study_name: str | None,
-                 n_trials: int, n_jobs: int, max_failed: int, heartbeat_s: int, grace_s: int, pruner: Any,
-                 params: Any, rerun_seeds: Any = (), rerun_overrides: Any = (), worker_index: int | None = None,
+    def __init__(self, sampler: Any, direction: Any = None, storage: str | None = None, study_name: str | None = None,
+                 n_trials: int = 20, n_jobs: int | None = None, max_failure_rate: float = 0.0,
+                 max_failed: int | None = None, search_space: Any = None, custom_search_space: str | None = None,
+                 params: Any = None, worker_index: int | None = None, heartbeat_s: int = 20, grace_s: int = 60,
+                 pruner: Any = None, objectives: Any = None, rerun_seeds: Any = (), rerun_overrides: Any = (),
                  **unknown: Any) -> None:
-        self.sampler_cfg, self.direction, self.objectives = sampler, direction, objectives
-        from src.search.job import DEFAULT_STUDY
-
-        self.storage, self.n_trials, self.n_jobs = storage, n_trials, n_jobs
-        self.given_study_name = study_name
-        self.study_name = study_name or DEFAULT_STUDY
-        self.max_failed, self.heartbeat_s, self.grace_s = max_failed, heartbeat_s, grace_s
-        self.pruner, self.params, self.worker_index = pruner, params, worker_index
-        self.rerun_seeds, self.rerun_overrides = _plain(rerun_seeds or []), _plain(rerun_overrides or [])
+        self.sampler_cfg, self.direction, self.storage, self.study_name = sampler, direction, storage, study_name
+        self.n_trials, self.n_jobs, self.max_failure_rate, self.max_failed = n_trials, n_jobs, max_failure_rate, max_failed
+        self.search_space, self.custom_search_space, self.params = search_space, custom_search_space, params
+        self.worker_index, self.heartbeat_s, self.grace_s, self.pruner = worker_index, heartbeat_s, grace_s, pruner
+        self.objectives, self.rerun_seeds, self.rerun_overrides = objectives, rerun_seeds, rerun_overrides
         # `+hydra.sweeper.KEY=...` reaches here too: refused (one line) when the sweep starts
         self.unknown = unknown
+        self.allowed = inspect.signature(OptunaSweeper).parameters.keys() - {"unknown"}
+        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
 
     def sweep(self, arguments: list[str]) -> Any:
-        """Check every setting, search, then the Pareto set, the summary and the re-runs. How the
-        process ends is src.exits.run_task's: this raises what happened with what the study holds
-        (a user error, max_failed failed trials or a failed re-run, a full disk, Ctrl-C or SIGTERM)."""
+        driver = getattr(self.task_function, DRIVER_ATTR, None)
+        if driver is not None:
+            from hydra.utils import get_class
+
+            return get_class(driver)(self).sweep(arguments)
+        self._check()
+        return self._search(arguments)
+
+    def _check(self) -> None:
+        """The settings a task scored by its return value takes, each refused in one line."""
+        settings.check_unknown(self.unknown, self.allowed)
+        for key, why in DRIVER_ONLY.items():
+            if self.__dict__[key]:
+                raise SettingError(f"hydra.sweeper.{key} is not a setting for this app ({why})")
+        settings.check_names(self.storage, self.study_name)
+        for key, value, low in (("n_trials", self.n_trials, 1), ("n_jobs", self.n_jobs, 1), ("max_failed", self.max_failed, 0)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+                raise SettingError(f"hydra.sweeper.{key}={value!r} must be an integer >= {low}")
+        rate = self.max_failure_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate <= 1.0:
+            raise SettingError(f"hydra.sweeper.max_failure_rate={rate!r} must be a number in [0, 1]")
+
+    def directions(self) -> list[str]:
+        """`direction` as a list of Optuna's names; null: minimize (1.3's default)."""
+        given = _plain(self.direction)
+        listed = ["minimize"] if given is None else given if isinstance(given, list) else [given]
+        names = [str(getattr(d, "name", d)).lower() for d in listed]
+        if not names or any(n not in ("minimize", "maximize") for n in names):
+            raise SettingError(f"hydra.sweeper.direction={given!r}: each must be minimize or maximize")
+        return names
+
+    def _search(self, arguments: list[str]) -> None:
         import optuna
+        from hydra.utils import get_method, instantiate
 
-        from src import exits
-        from src.record.io import OutOfRoom, no_room, no_room_line
-        from src.search import launched
+        from hydra_plugins.ft_optuna_sweeper import _report as report, _search as search
+        from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
+        from hydra_plugins.ft_optuna_sweeper._pruners import optuna_pruner, resolve
+        from hydra_plugins.ft_optuna_sweeper.space import grid_choices, split_space
 
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        # Heartbeats with ask/tell: we run the heartbeat thread ourselves around each launch.
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-        search = None
-        try:
-            with outside_hydra():
-                search, groups, mode = self._open(arguments)
-            return self._conclude(search, mode, launched.search(search, self._launch, groups))
-        except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
-            raise OutOfRoom(f"{err.line}; {self._recorded(search)}") from None
-        except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM, here or in a job
-            raise exits.stopped(err, self._recorded(search)) from None
-        except Exception as err:
-            if exits.is_user_error(err):  # one line and exit 2, not Hydra's report of an Exception
-                raise exits.UserError(str(err)) from err
-            full = no_room(err, sqlite=self._sqlite_file())
-            if full is None:
-                raise
-            raise OutOfRoom(f"{no_room_line(full, self._places())}; {self._recorded(search)}") from None
-
-    def _recorded(self, search: Any) -> str:
-        """What the study holds, and how to go on: for the line that ends the sweep."""
-        from src.search import launched
-
-        if search is None:
-            return "nothing was recorded (no trial had started)"
-        try:
-            return launched.recorded(search.study, search.total, self._where())
-        except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
-            return f"the study is in {self._where()}; run the same command to resume"
-
-    def _places(self) -> list[tuple[Path, str]]:
-        """Where the sweep writes, each with the setting that chose it (src.record.io.no_room_line)."""
-        from src.gate import output_setting
-
-        key, value = output_setting(self.config.hydra, True, OmegaConf.select(self.config, "paths.output_dir", default=None))
-        places = [(self.sweep_dir, f"{key}={value}")]
-        if self.storage and self._sqlite_file() is not None:
-            places.append((self._sqlite_file(), f"hydra.sweeper.storage={self.storage}"))
-        return places
-
-    def _sqlite_file(self) -> Path | None:
-        """The study's storage file (sqlite or journal), None for a database server."""
-        url = self._url()
-        if url.startswith("journal:"):
-            return Path(url.removeprefix("journal:"))
-        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-
-    def _conclude(self, search: Any, mode: str, failed: str | None) -> Any:
-        """The Pareto set and the summary, printed and saved; the Pareto set re-run on rerun_seeds."""
-        from src.exits import Failed
-        from src.record.io import write_json
-        from src.search.rerun import format_rerun, rerun_pareto
-        from src.search.results import format_pareto, format_summary, pareto_rows, summarise
-        from src.training.run import DivergedError
-
-        study, objectives = search.study, search.objectives
-        rows = pareto_rows(study, objectives)
-        write_json(self.sweep_dir / "pareto.json", rows)
-        # Which metric each front is on: this one selects on validation, the report's shows test.
-        print(f"\nPareto set of study {study.study_name} on {' vs '.join(objectives)} ({len(rows)} trials; the "
-              f"report's front is on test_acc vs train_flops):\n{format_pareto(rows)}", flush=True)
-        summary = summarise(study, objectives, int(self.config.trainer.epochs)) | {"pruner": mode}
-        write_json(self.sweep_dir / "summary.json", summary)
-        print(format_summary(summary), flush=True)
-        if failed:
-            raise Failed(failed)
-        if self.rerun_seeds and rows:
-            try:
-                with outside_hydra():
-                    rerun = rerun_pareto(study, rows, search.fixed + self.rerun_overrides, self.rerun_seeds,
-                                         self.sweep_dir / "rerun", study.study_name)
-            except DivergedError as err:
-                raise Failed(str(err)) from err
-            write_json(self.sweep_dir / "pareto_rerun.json", rerun)
-            print(f"\nPareto set re-run on seeds {self.rerun_seeds} (mean ± 95% CI):\n{format_rerun(rerun)}\n"
-                  f"saved {self.sweep_dir / 'pareto_rerun.json'}", flush=True)
-        return rows
-
-    def _url(self) -> str:
-        from src.search.job import storage_url
-
-        return storage_url(self.storage, self.sweep_dir)
-
-    def _where(self) -> str:
-        return self._url().split("@")[-1]  # no password in a message
-
-    def _open(self, arguments: list[str]) -> tuple[Any, int, str]:
-        """Every setting checked (one line each), then the study created or resumed."""
-        from src.config import ConfigError
-        from src.gate import check_overrides, compose_train, to_run_config
-        from src.search import launched
-        from src.search.pruning import PruneSpec, optuna_pruner, resolve
-        from src.search.results import DONE, requeue_interrupted
-        from src.search.space import OBJECTIVES, check_objectives, check_space
-        from src.search.storage import make_storage
-        from src.search.study import claim_out_dir, open_study, study_identity
-        from src.training.run import preflight
-
-        settings.check_unknown(self.unknown, inspect.signature(OptunaSweeper).parameters.keys() - {"unknown"})
-        settings.check_numbers({k: getattr(self, k) for k in ("n_trials", "n_jobs", "max_failed", "heartbeat_s", "grace_s")})
-        settings.check_names(self.storage, self.given_study_name)
+        directions = self.directions()
         spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
-        given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
-        everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
-        params, fixed = split_space(everything)
-        if not params:
-            raise ConfigError("hydra/sweeper=optuna needs a search space: a sweep value such as "
-                              "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")
-        check_overrides(fixed)
-        base_cfg = to_run_config(compose_train(fixed))
-        groups = preflight(base_cfg)
-        params, fixed = split_space(everything, groups)  # `groups` in a range is the model's own count
-        check_space(params, fixed, groups)
-        objectives = check_objectives(list(self.objectives), base_cfg, params)
-        directions = [OBJECTIVES[o] for o in objectives]
-        self._check_direction(directions, objectives)
+        mode = resolve(spec, len(directions))
+        given = _plain(self.params)
+        from_config = search.space_from_config(_plain(self.search_space), given)
+        swept, fixed = split_space([f"{k}={v}" for k, v in (given or {}).items()] + list(arguments))
+        fixed_keys = {f.split("=", 1)[0] for f in fixed}
+        params = {k: v for k, v in (from_config | swept).items() if k not in fixed_keys}  # the fixed value wins (1.3)
         sampler_cfg = _plain(self.sampler_cfg)
-        settings.check_sampler(sampler_cfg, objectives)
-        settings.check_rerun(self.rerun_seeds, self.rerun_overrides, settings.search_seeds(base_cfg.seed, params), params)
-        settings.worker_index(self.worker_index)  # checked before the study is opened
-        if self.rerun_seeds:
-            check_overrides(fixed + self.rerun_overrides)
-        mode = resolve(spec, objectives)
-        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
-        storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
-        study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives),
-                           optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
-        claim_out_dir(self.sweep_dir, study, self._where())
-        # The sampler is built here, from its checked config, with the seed moved on.
-        study.sampler = instantiate(self._seeded(sampler_cfg, study))
-        requeue_interrupted(study)
-        log.info("study %s (%s) in %s: %d of %d trials done; pruner %s", self.study_name, ", ".join(
-            f"{d} {o}" for d, o in zip(directions, objectives)), self._where(), len(study.get_trials(
-                deepcopy=False, states=DONE)), self.n_trials, mode)
-        search = launched.Search(study=study, storage=storage, params=params, fixed=fixed, objectives=objectives,
-                                 total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
-                                 max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0),
-                                 worker=settings.worker_index(self.worker_index) or 0)
-        return search, groups, mode
+        settings.check_sampler(sampler_cfg, len(directions))
+        sampler, n_trials = instantiate(sampler_cfg), int(self.n_trials)
+        if not isinstance(sampler, optuna.samplers.BaseSampler):  # a grid's partial (`_partial_: true`, as in 1.3)
+            grid = {k: grid_choices(k, p) for k, p in params.items()}
+            sampler, n_trials = sampler(grid), min(n_trials, math.prod(len(v) for v in grid.values()))
+            log.info("a grid of %d points: n_trials=%d", math.prod(len(v) for v in grid.values()), n_trials)
+        storage = report.open_storage(self.storage)
+        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, directions=directions,
+                                    load_if_exists=True, pruner=optuna_pruner(mode, spec))
+        log.info("study %s (%s) in %s: sampler %s, pruner %s", study.study_name, ", ".join(directions),
+                 self.storage or "memory", type(sampler).__name__, mode)
+        plan = search.Plan(study=study, params=params, fixed=fixed, n_trials=n_trials,
+                           n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
+                           max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
+                           custom=get_method(self.custom_search_space) if self.custom_search_space else None,
+                           config=self.config)
+        key = str(self.sweep_dir.resolve())
+        report.save_study_file(self.sweep_dir, study, self.storage, mode, spec)
+        report.LIVE[key] = (study, storage, mode, spec)
+        try:
+            search.run(plan, self._launch)
+        finally:
+            report.LIVE.pop(key, None)
+        search.conclude(study, self.sweep_dir)
 
-    def _check_direction(self, directions: list[str], objectives: list[str]) -> None:
-        from src.config import ConfigError
-
-        if self.direction is None:
-            return
-        given = [str(d) for d in self.direction] if OmegaConf.is_list(self.direction) or \
-            isinstance(self.direction, list) else [str(self.direction)]
-        if given != directions:
-            raise ConfigError(f"hydra.sweeper.direction={given} does not fit hydra.sweeper.objectives="
-                              f"{objectives} ({directions}); leave direction unset to take the objectives' own")
-
-    def _seeded(self, sampler: Any, study: Any) -> Any:
-        """A seeded sampler restarted on a resumed study would propose the same parameters again,
-        and workers sharing a study with one seed would propose the same trials: each worker's seed
-        derives from the study's seed, the worker's index (settings.worker_index) and the number of
-        trials that worker asked already. Worker 0 keeps the one-worker rule (seed + trials so far).
-        A worker on a shared storage whose index is not known mixes in its process id instead: never
-        the same trials as another worker, but not reproducible (said once)."""
-        if not (isinstance(sampler, dict) and sampler.get("seed") is not None):
-            return sampler
-        index = settings.worker_index(self.worker_index)
-        if index is None and self.storage:
-            log.warning("several workers may share this study: the sampler's seed is mixed with the process id, so "
-                        "the trials are not reproducible; give each worker hydra.sweeper.worker_index=0, 1, ...")
-        worker = 0 if index is None else index
-        own = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker", 0) == worker)
-        if index is None and self.storage:
-            mix = [int(sampler["seed"]), worker, own, os.getpid()]
-        elif worker == 0:  # within numpy's seed range however many trials there are (settings.SEED_MAX)
-            return dict(sampler, seed=(int(sampler["seed"]) + own) % 2**32)
-        else:
-            mix = [int(sampler["seed"]), worker, own]
-        import numpy as np  # numpy's seed mixer: independent streams per (seed, worker, resume point)
-
-        return dict(sampler, seed=int(np.random.SeedSequence(mix).generate_state(1)[0]))
-
-    def _launch(self, overrides: list[list[str]], first: int) -> Sequence[Path | None]:
-        returns = self.launcher.launch(overrides, initial_job_idx=first)
-        return [Path(str(r.hydra_cfg.hydra.runtime.output_dir)) if r.hydra_cfg is not None else None
-                for r in returns]
+    def _launch(self, overrides: list[list[str]], first: int) -> Sequence[Any]:
+        """Hydra's launcher, the jobs numbered from `first` (their trial numbers)."""
+        return self.launcher.launch(overrides, initial_job_idx=first)

@@ -1,10 +1,10 @@
 """The sweeper's own settings (`hydra.sweeper.*`, the sampler's included) checked before a storage is
-opened or a trial trains: each problem is one ConfigError naming the key, as for any other setting.
+opened or a trial trains: each problem is one SettingError naming the key, as for any other setting.
 
 Hydra's schema (config.py) types the keys it declares while it composes; what it cannot see is
 checked here: keys added with `+hydra.sweeper...`, the sampler's keyword arguments against the
 sampler class's own signature, values Optuna would refuse only when the sampler is built or first
-used (a seed outside numpy's range), and the re-run seeds. Imports are inside the functions: Hydra
+used (a seed outside numpy's range), and a worker's index. Imports are inside the functions: Hydra
 imports every module of `hydra_plugins` when it scans for plugins.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping
 
 SEED_MAX = 2**32 - 1  # numpy's (and so every Optuna sampler's) seed range is 0..2**32-1
 # Keyword arguments whose annotation is one of these can be given as a plain config value.
-_PLAIN = {"int": int, "float": (int, float), "bool": bool, "str": str, "None": type(None)}
+_PLAIN = {"int": int, "float": (int, float), "bool": bool, "str": str, "None": type(None), "dict": Mapping}
 # Limits Optuna checks late or not at all (a bad value would fail the first trial, or silently do nothing).
 _AT_LEAST = {"n_startup_trials": 0, "n_ei_candidates": 1, "population_size": 2, "popsize": 1, "dividing_parameter": 1}
 _POSITIVE = ("prior_weight", "sigma0")
@@ -22,9 +22,9 @@ _PROBABILITY = ("mutation_prob", "crossover_prob", "swapping_prob")
 
 
 def _error(message: str) -> Exception:
-    from src.config import ConfigError
+    from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 
-    return ConfigError(message)
+    return SettingError(message)
 
 
 def check_unknown(unknown: Mapping[str, Any], allowed: Iterable[str]) -> None:
@@ -63,7 +63,7 @@ def sampler_class(sampler: Any) -> type:
     target = sampler.get("_target_") if isinstance(sampler, Mapping) else None
     if not isinstance(target, str) or "." not in target:
         raise _error(f"hydra.sweeper.sampler._target_={target!r} must name an Optuna sampler class "
-                     "(hydra/sweeper/sampler=tpe | random | nsgaii | motpe | cmaes)")
+                     "(hydra/sweeper/sampler=tpe | random | nsgaii | motpe | cmaes | qmc | grid)")
     module, _, name = target.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
@@ -74,9 +74,10 @@ def sampler_class(sampler: Any) -> type:
     return cls
 
 
-def check_sampler(sampler: Mapping[str, Any], objectives: list[str]) -> None:
+def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
     """The sampler's settings, against its class's signature and the limits Optuna checks late; then
-    the sampler built once, so that whatever Optuna itself refuses is refused now, in one line."""
+    the sampler built once, so that whatever Optuna itself refuses is refused now, in one line. A
+    grid is built later, from the search space (space.grid_choices); here only its settings count."""
     import inspect
     import warnings
 
@@ -84,13 +85,10 @@ def check_sampler(sampler: Mapping[str, Any], objectives: list[str]) -> None:
 
     cls = sampler_class(sampler)
     name = cls.__name__
-    if issubclass(cls, optuna.samplers.GridSampler):
-        raise _error("hydra/sweeper/sampler=grid is not supported: a grid has no place in an exact budget "
-                     "shared by workers; use tpe, random or nsgaii (or a multirun: -m key=a,b,c)")
     if issubclass(cls, optuna.samplers.CmaEsSampler):
-        if len(objectives) > 1:
-            raise _error(f"hydra/sweeper/sampler=cmaes optimises one objective, not {objectives}: set "
-                         "hydra.sweeper.objectives=[val_acc] or use tpe or nsgaii")
+        if n_objectives > 1:
+            raise _error(f"hydra/sweeper/sampler=cmaes optimises one objective, not {n_objectives}: "
+                         "use tpe, nsgaii or random")
         import importlib.util
 
         if importlib.util.find_spec("cmaes") is None:
@@ -99,7 +97,7 @@ def check_sampler(sampler: Mapping[str, Any], objectives: list[str]) -> None:
     kwargs = {k: v for k, v in sampler.items() if not (k.startswith("_") and k.endswith("_"))}
     for key, value in kwargs.items():
         where = f"hydra.sweeper.sampler.{key}"
-        if key not in parameters:
+        if key not in parameters or (key == "search_space" and issubclass(cls, optuna.samplers.GridSampler)):
             allowed = ", ".join(p for p in parameters if p != "self")
             raise _error(f"{where} is not a setting of {name} (allowed: {allowed})")
         kinds = _plain_kinds(parameters[key].annotation)
@@ -125,7 +123,9 @@ def check_sampler(sampler: Mapping[str, Any], objectives: list[str]) -> None:
 
         with warnings.catch_warnings():  # experimental samplers say so when built; that is no error
             warnings.simplefilter("ignore")
-            instantiate(dict(sampler))
+            built = instantiate(dict(sampler))
+            if issubclass(cls, optuna.samplers.GridSampler):  # a partial (1.3's `_partial_: true`): try it on a grid
+                built({"x": [0]})
     except Exception as err:  # noqa: BLE001  (whatever Optuna refuses, as one line)
         cause = err.__cause__ or err
         text = str(cause).strip().splitlines()
@@ -135,6 +135,8 @@ def check_sampler(sampler: Mapping[str, Any], objectives: list[str]) -> None:
 def _plain_kinds(annotation: Any) -> list[str] | None:
     """'int | None' -> ['int', 'None']; None for anything that is not plain values."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if text.startswith("dict[") and text.endswith("| None"):  # CmaEsSampler's x0: a mapping of values
+        return ["dict", "None"]
     kinds = [part.strip() for part in text.replace("typing.", "").replace("Optional[", "").rstrip("]").split("|")]
     return kinds if all(k in _PLAIN for k in kinds) else None
 
@@ -143,48 +145,6 @@ def _is(value: Any, kind: str) -> bool:
     if isinstance(value, bool) and kind in ("int", "float"):  # True is an int to Python, not to a config
         return False
     return isinstance(value, _PLAIN[kind])
-
-
-def check_rerun(seeds: Any, overrides: Any, search_seeds: Iterable[int] | range, searched: Iterable[str]) -> list[int]:
-    """`rerun_seeds`: integers in the seed range, each once, none the search trained with; and
-    `rerun_overrides` that change neither the seed nor a searched key (each Pareto trial's own value
-    is what is re-run). Returns the seeds."""
-    if not isinstance(seeds, (list, tuple)):
-        raise _error(f"hydra.sweeper.rerun_seeds={seeds!r} must be a list of seeds, e.g. [1,2,3]")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= SEED_MAX:
-            raise _error(f"hydra.sweeper.rerun_seeds={list(seeds)}: {s!r} is not a seed (an integer in 0..{SEED_MAX})")
-    twice = sorted({s for s in seeds if list(seeds).count(s) > 1})
-    if twice:  # the second run of a seed reads the first back: one measurement counted twice in the CI
-        raise _error(f"hydra.sweeper.rerun_seeds={list(seeds)}: seed {twice[0]} is given twice")
-    used = [s for s in seeds if s in search_seeds]
-    if used:  # the front was selected on these runs: re-running them counts the selection's luck again
-        raise _error(f"hydra.sweeper.rerun_seeds={list(seeds)}: seed {used[0]} is the seed the search trained with "
-                     "(the Pareto set was selected on it); re-run on other seeds")
-    if not isinstance(overrides, (list, tuple)) or not all(isinstance(o, str) for o in overrides):
-        raise _error(f"hydra.sweeper.rerun_overrides={overrides!r} must be a list of key=value overrides")
-    searched = set(searched)
-    for o in overrides:
-        key = o.split("=", 1)[0].lstrip("+~")
-        if key == "seed":
-            raise _error(f"hydra.sweeper.rerun_overrides: {o}: the re-runs' seeds are hydra.sweeper.rerun_seeds")
-        if key in searched:
-            raise _error(f"hydra.sweeper.rerun_overrides: {o}: {key} is searched; each Pareto trial is re-run with "
-                         "its own value")
-    return list(seeds)
-
-
-def search_seeds(base_seed: int, params: Mapping[str, Mapping[str, Any]]) -> Iterable[int] | range:
-    """The training seeds the search's trials can have used: the config's, or, where `seed` itself
-    is searched, every value it can take."""
-    spec = params.get("seed")
-    if spec is None:
-        return {base_seed}
-    if spec.get("type") == "categorical":
-        return set(spec.get("choices") or [])
-    if spec.get("type") == "int":
-        return range(int(spec["low"]), int(spec["high"]) + 1, int(spec.get("step") or 1))
-    return set()
 
 
 def worker_index(given: Any) -> int | None:

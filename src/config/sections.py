@@ -12,9 +12,12 @@ from typing import Any
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 
-class ConfigError(ValueError):
-    """A configuration value that cannot run. The message is one line naming the key."""
+
+class ConfigError(SettingError):
+    """A configuration value that cannot run. The message is one line naming the key. A kind of the
+    sweeper plugin's SettingError (a ValueError), so that the plugin's own refusals and ours are one kind."""
 
 
 # The package of this project's Hydra sweeper (hydra_plugins/ft_optuna_sweeper): a multirun's

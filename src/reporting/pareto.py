@@ -10,28 +10,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-Point = tuple[float, float]  # (accuracy, cost)
+from hydra_plugins.ft_optuna_sweeper.halving import Point, dominates, pareto_ranks  # defined once, with the pruner's rules
 
-
-def dominates(a: Point, b: Point, min_delta: float = 0.0, strict: bool = True) -> bool:
-    """Whether `a` is at least as accurate as `b` (by `min_delta` more) at no higher cost, and,
-    when `strict`, better in one of the two (so that equal points do not dominate each other).
-    `strict=False` is the pruner's "no better at no lower cost": an equal point is beaten."""
-    no_worse = a[0] >= b[0] + min_delta and a[1] <= b[1]
-    return no_worse and (not strict or a[0] > b[0] or a[1] < b[1])
-
-
-def pareto_ranks(points: Sequence[Point]) -> list[int]:
-    """Non-dominated sorting: 0 for the front, 1 for the front of the rest, and so on."""
-    ranks = [-1] * len(points)
-    left, rank = set(range(len(points))), 0
-    while left:
-        front = {i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)}
-        for i in front:
-            ranks[i] = rank
-        left -= front
-        rank += 1
-    return ranks
+__all__ = ["Point", "dominates", "pareto_front", "pareto_ranks"]
 
 
 def pareto_front(points: Sequence[Point]) -> list[int]:

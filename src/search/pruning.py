@@ -23,21 +23,20 @@ record; the sweep turns that record into `optuna.TrialPruned`. Nothing is raised
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import optuna
 
 from src.config import ConfigError
 from src.record.schema import EpochRecord
-from src.reporting.pareto import dominates, pareto_ranks
+from hydra_plugins.ft_optuna_sweeper.halving import (HALVING_RATE, dominates, halving_keeps, halving_rungs, pareto_ranks,
+                                                      spread_order)
 from src.search.prune_spec import PruneSpec
 
 __all__ = ["EpochReporter", "PruneSpec", "dominating_trial", "halving_keeps", "halving_rungs", "pareto_ranks", "resolve", "spread_order"]
 
 log = logging.getLogger(__name__)
 
-HALVING_RATE = 3  # successive halving keeps the top third at each rung (Li et al.'s eta = 3)
 # Objectives that exist after every epoch (maximised), and the running total of each cost.
 PER_EPOCH = ("val_acc", "val_balanced_acc")
 CUM_COST = {"train_flops": "train_flops_cum", "train_time_s": "train_s_cum"}
@@ -69,63 +68,6 @@ def optuna_pruner(name: str, spec: PruneSpec, epochs: int) -> optuna.pruners.Bas
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=spec.after, max_resource=epochs, reduction_factor=3)
     return optuna.pruners.NopPruner()  # none, or our own rule (which does not go through Optuna)
-
-
-def halving_rungs(after: int, epochs: int, rate: int = HALVING_RATE) -> list[int]:
-    """The 0-based epochs at which successive halving judges: after, after*rate, ... (1-based)."""
-    rungs, e = [], after
-    while e < epochs:  # the last epoch is no rung: the trial has finished by then
-        rungs.append(e - 1)
-        e *= rate
-    return rungs
-
-
-def halving_keeps(point: tuple[float, float], others: list[tuple[float, float]], use_cost: bool,
-                  rate: int = HALVING_RATE) -> bool:
-    """Successive halving at one rung: is `point` among the top 1/rate of everyone who reached this
-    epoch (itself included)? One objective: ranked by accuracy. With a cost: MO-ASHA's selection
-    (Schmucker et al. 2021, "Multi-objective Asynchronous Successive Halving"): the quota is filled
-    Pareto rank by Pareto rank, and within the rank that does not fit whole, by spread
-    (`spread_order`). Ties go on, as in Optuna's halving. The first trials to reach a rung go on."""
-    everyone = [*others, point]
-    keep = max(len(everyone) // rate, 1)
-    if not use_cost:
-        return sum(p[0] > point[0] for p in others) < keep
-    ranks = pareto_ranks(everyone)
-    mine = ranks[-1]
-    before = sum(r < mine for r in ranks)  # kept whole, ahead of point's rank
-    same = [p for p, r in zip(everyone, ranks) if r == mine]
-    if before + len(same) <= keep:
-        return True
-    if before >= keep:
-        return False
-    order = spread_order(same)
-    return sum(key < order[point] for key in (order[p] for p in same if p != point)) < keep - before
-
-
-def spread_order(points: list[tuple[float, float]]) -> dict[tuple[float, float], tuple[int, float]]:
-    """Each point's place when one Pareto rank is cut: a sort key, lower first. NSGA-II's crowding
-    distance (Deb et al. 2002), one of the two selections MO-ASHA studies: the rank's extremes
-    first (in two objectives: its cheapest and its most accurate trial, the two ends an
-    accuracy-vs-cost study is for), then by largest crowding distance, each objective scaled by its
-    range in the rank. Chosen over the paper's other selection, the epsilon-net, because it needs
-    neither a first point to grow the net from nor a scale for epsilon: the same points give the
-    same order on every worker, and the cheap end is never left to a pick. The two ends share one
-    key, so with one place left both go on (a rung of 3 to 5 may keep 2: the quota is soft there,
-    as with ties). Equal points share one key too; a point with a NaN comes last."""
-    distinct = sorted({p for p in points if not any(math.isnan(v) for v in p)})
-    dist = dict.fromkeys(distinct, 0.0)
-    if len(distinct) <= 2:
-        return {p: (0, 0.0) if p in dist else (2, 0.0) for p in points}
-    for axis in (0, 1):
-        line = sorted(distinct, key=lambda p: p[axis])
-        span = line[-1][axis] - line[0][axis] or 1.0
-        for left, mid, right in zip(line, line[1:], line[2:]):
-            dist[mid] += (right[axis] - left[axis]) / span
-    # Within one rank no point dominates another, so accuracy and cost rise together: the cheapest
-    # point is also the least accurate, and the most accurate the dearest.
-    ends = {min(distinct, key=lambda p: (p[1], -p[0])), max(distinct, key=lambda p: (p[0], -p[1]))}
-    return {p: (0, 0.0) if p in ends else (1, -dist[p]) if p in dist else (2, 0.0) for p in points}
 
 
 def dominating_trial(

@@ -1,0 +1,114 @@
+"""`report(step, value)`: what a task calls each step (epoch) so that the sweeper's pruner can stop it.
+
+    from hydra_plugins.ft_optuna_sweeper import report
+
+    for epoch in range(cfg.epochs):
+        loss = train_one_epoch(...)
+        report(epoch, loss)              # or report(epoch, (loss, cost)) for two objectives
+
+It raises `Pruned` (an `optuna.TrialPruned`) when the pruner says the trial should stop; the task lets
+it propagate and the sweeper records the trial as PRUNED (not failed). Outside a sweep of this plugin
+(a single run, another sweeper) it does nothing, so the same task runs anywhere.
+
+How a job finds its trial: its job number is its trial number, and its sweep folder names the study.
+In the sweeper's own process (Hydra's basic launcher) the study is the sweeper's, in memory or not.
+In a launcher's worker (joblib, submitit, Ray) the study is opened from `hydra.sweeper.storage`, as
+`<sweep dir>/optuna_study.yaml` records it: an in-memory study (storage null, 1.3's default) cannot
+be reached from there, and reporting from there is refused in one line saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import optuna
+
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
+from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
+from hydra_plugins.ft_optuna_sweeper._pruners import StepJudge, optuna_pruner, plain_values
+
+STUDY_FILE = "optuna_study.yaml"  # in the sweep folder: where the jobs find the study
+# Our sweeper's class paths: its own, and 1.3's (hydra_plugins/hydra_optuna_sweeper), which builds it too.
+SWEEPER_PACKAGES = ("hydra_plugins.ft_optuna_sweeper.", "hydra_plugins.hydra_optuna_sweeper.")
+# Studies this process's sweeper runs, by sweep folder: what a job in this process reports to.
+LIVE: dict[str, tuple[optuna.Study, Any, str, PruneSpec]] = {}
+_JUDGES: dict[tuple[str, int], StepJudge] = {}
+
+
+class Pruned(optuna.TrialPruned):
+    """The pruner stopped this trial; the message says why."""
+
+
+def report(step: int, value: float | Sequence[float]) -> None:
+    """Record the trial's value(s) at this step; raise Pruned when the pruner says stop."""
+    judge = _judge()
+    if judge is None:
+        return
+    reason = judge(int(step), plain_values(value))
+    if reason:
+        raise Pruned(reason)
+
+
+def _judge() -> StepJudge | None:
+    """This job's judge, made at its first report; None when the job is no trial of this sweeper."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN or not str(hc.sweeper.get("_target_", "")).startswith(SWEEPER_PACKAGES):
+        return None
+    sweep_dir = str(Path(hc.sweep.dir).resolve())
+    key = (sweep_dir, int(hc.job.num))
+    if key not in _JUDGES:
+        _JUDGES.clear()  # one job at a time per process: an earlier job's judge is done
+        _JUDGES[key] = _open(sweep_dir, int(hc.job.num))
+    return _JUDGES[key]
+
+
+def _open(sweep_dir: str, number: int) -> StepJudge:
+    from omegaconf import OmegaConf
+
+    if sweep_dir in LIVE:
+        study, storage, mode, spec = LIVE[sweep_dir]
+    else:
+        path = Path(sweep_dir) / STUDY_FILE
+        if not path.is_file():
+            raise SettingError(f"report(): no {path}: this job's sweep did not start it (or its folder moved)")
+        saved = OmegaConf.load(path)
+        if saved.storage is None:
+            raise SettingError("report() in a launcher's worker needs the study in a storage the worker can open: "
+                               "set hydra.sweeper.storage (e.g. sqlite:///study.db or journal:/path/study.log); "
+                               "hydra.sweeper.storage=null keeps it in the sweeper's process")
+        spec, mode = PruneSpec(**OmegaConf.to_container(saved.pruner)), str(saved.mode)
+        storage = open_storage(str(saved.storage))
+        study = optuna.load_study(study_name=str(saved.study_name), storage=storage, pruner=optuna_pruner(mode, spec))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+    return StepJudge(study, optuna.trial.Trial(study, trial_id), mode, spec)
+
+
+def open_storage(url: str | None) -> Any:
+    """The study's storage: in memory (None), a journal file (`journal:/path/file.log`) or a database URL."""
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    return optuna.storages.RDBStorage(url)
+
+
+def save_study_file(sweep_dir: Path, study: optuna.Study, storage: Any, mode: str, spec: PruneSpec) -> None:
+    """What a job needs to find its study (report's `_open`), written whole before any job starts."""
+    import dataclasses
+    import os
+
+    from omegaconf import OmegaConf
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / f".{STUDY_FILE}.{os.getpid()}"
+    OmegaConf.save(OmegaConf.create({"study_name": study.study_name, "storage": storage, "mode": mode,
+                                     "pruner": dataclasses.asdict(spec)}), tmp)
+    os.replace(tmp, sweep_dir / STUDY_FILE)

@@ -1,0 +1,176 @@
+"""The search for any Hydra application, as hydra-optuna-sweeper 1.3 runs it on Optuna 5: Optuna asks
+`n_jobs` trials at a time, Hydra's launcher runs them, and each job's return value is its objective
+(a float, or a sequence with one value per `direction`). A job that raised `optuna.TrialPruned` (as
+`report()` does when the pruner says stop) is PRUNED; any other exception, or a return value that is
+no objective, FAILs the trial. A batch whose share of failed trials is above `max_failure_rate` stops
+the sweep with the first failed job's own exception, as in 1.3.
+
+Each trial's job number is its trial number (`hydra.job.num`), so a job finds its trial (__report.py).
+At the end, `<sweep dir>/optimization_results.yaml` holds the best trial (or, for several
+directions, the Pareto set), in 1.3's shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import optuna
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
+from hydra_plugins.ft_optuna_sweeper.space import spec_from_config, suggest
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "optimization_results.yaml"
+DOCS = "https://hydra.cc/docs/upgrades/1.1_to_1.2/changes_to_sweeper_config/"
+
+# Hydra's launcher: the overrides of each job and the first job's number -> Hydra's JobReturns.
+Launch = Callable[[list[list[str]], int], Sequence[Any]]
+
+
+@dataclass
+class Plan:
+    """What the sweeper resolved for one invocation."""
+
+    study: optuna.Study
+    params: dict[str, dict[str, Any]]  # space.py's param specs
+    fixed: list[str]  # overrides every job gets
+    n_trials: int  # trials this invocation runs (1.3: more on each resume of a stored study)
+    n_jobs: int
+    max_failure_rate: float
+    max_failed: int  # 0: no count of its own
+    custom: Callable[[Any, optuna.Trial], None] | None = None  # 1.3's custom_search_space hook
+    config: Any = None  # what the hook gets: the sweeper's composed config
+
+
+def space_from_config(search_space: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """1.3's deprecated `hydra.sweeper.search_space` as param specs, with 1.3's warnings: it is used
+    only when `params` is not given."""
+    if search_space is None:
+        return {}
+    if params is not None:
+        warnings.warn("Both hydra.sweeper.params and hydra.sweeper.search_space are configured: the sweep uses "
+                      f"hydra.sweeper.params and ignores hydra.sweeper.search_space ({DOCS})", UserWarning, stacklevel=2)
+        return {}
+    warnings.warn("`hydra.sweeper.search_space` is deprecated and will be removed in the next major release of "
+                  f"hydra-optuna-sweeper; give the search space in hydra.sweeper.params ({DOCS})", UserWarning, stacklevel=2)
+    return {str(k): spec_from_config(str(k), v) for k, v in search_space.items()}
+
+
+def run(plan: Plan, launch: Launch) -> None:
+    """`n_trials` trials, `n_jobs` at a time; raises the first failed job's exception when a batch
+    fails above `max_failure_rate` (or when `max_failed` trials failed)."""
+    left, failed = plan.n_trials, 0
+    while left > 0:
+        batch = [plan.study.ask() for _ in range(min(plan.n_jobs, left))]
+        overrides = [_configure(plan, trial) for trial in batch]
+        returns: list[Any] = []
+        for start, end in _runs([t.number for t in batch]):
+            returns += list(launch(overrides[start:end], batch[start].number))
+        failures = [ret for trial, ret in zip(batch, returns) if not _tell(plan.study, trial, ret)]
+        failed += len(failures)
+        too_many = len(failures) / len(returns) > plan.max_failure_rate or bool(plan.max_failed and failed >= plan.max_failed)
+        if failures and too_many:
+            log.error("%d of %d trials of this batch failed (hydra.sweeper.max_failure_rate=%s)", len(failures),
+                      len(returns), plan.max_failure_rate)
+            failures[0].return_value  # noqa: B018  (raises the job's own exception, with its traceback)
+            raise RuntimeError(f"trial failed: {failures[0].overrides}")  # a return value that was no objective
+        left -= len(batch)
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """The batch as runs of consecutive trial numbers (a launch numbers its jobs from the first): index ranges."""
+    runs: list[tuple[int, int]] = []
+    for i, n in enumerate(numbers):
+        if runs and n == numbers[i - 1] + 1:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _configure(plan: Plan, trial: optuna.Trial) -> list[str]:
+    """The trial's values suggested, the custom hook called, and the job's overrides."""
+    for key, spec in plan.params.items():
+        suggest(trial, key, spec)
+    fixed = dict(text.partition("=")[::2] for text in plan.fixed)  # `~key` deletes: no value
+    for key, value in fixed.items():
+        trial.set_user_attr(key, value)  # as 1.3 records them
+    if plan.custom is not None:
+        plan.custom(plan.config, trial)
+    both = sorted(trial.params.keys() & fixed.keys())
+    if both:  # only the hook can get here: split_space lets the fixed value win for the overrides
+        raise SettingError(f"hydra.sweeper.custom_search_space suggested {both[0]}, which is also fixed")
+    return [f"{k}={v}" for k, v in trial.params.items()] + list(plan.fixed)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, ret: Any) -> bool:
+    """The trial's state from its job; False when it failed."""
+    from hydra.core.utils import JobStatus
+
+    if ret.status == JobStatus.FAILED and isinstance(ret._return_value, optuna.TrialPruned):  # noqa: SLF001
+        _told(study, trial, state=TrialState.PRUNED)
+        log.info("trial %d pruned: %s", trial.number, ret._return_value)  # noqa: SLF001
+        return True
+    if ret.status != JobStatus.COMPLETED:
+        _told(study, trial, state=TrialState.FAIL)
+        log.warning("trial %d failed: %r", trial.number, ret._return_value)  # noqa: SLF001
+        return False
+    try:
+        values = objective_values(ret.return_value, len(study.directions))
+    except ValueError as err:
+        _told(study, trial, state=TrialState.FAIL)
+        log.warning("trial %d failed: %s", trial.number, err)
+        return False
+    _told(study, trial, values=values)
+    return True
+
+
+def _told(study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
+    """study.tell; a GridSampler whose grid is done calls `Study.stop`, which Optuna allows only inside
+    `optimize` and refuses with a RuntimeError after the trial is recorded: that one is let pass (1.3 did too)."""
+    try:
+        study.tell(trial, **outcome)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+
+
+def objective_values(value: Any, n: int) -> list[float]:
+    """A job's return value as its objectives: a float for one direction, a sequence of n for n."""
+    if n == 1:
+        try:
+            return [float(value)]
+        except (TypeError, ValueError):
+            raise ValueError(f"the task returned {value!r}, not a number (one direction)") from None
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"the task returned {value!r}, not a sequence of {n} numbers ({n} directions)") from None
+    if len(values) != n:
+        raise ValueError(f"the task returned {len(values)} values for {n} directions")
+    return values
+
+
+def conclude(study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
+    """The best trial (one direction) or the Pareto set (several), logged and saved in 1.3's shape."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    results: dict[str, Any] = {"name": "optuna"}
+    if not done:
+        log.warning("no trial of study %s completed", study.study_name)
+        results |= {"best_params": None, "best_value": None} if len(study.directions) == 1 else {"solutions": []}
+    elif len(study.directions) == 1:
+        best = study.best_trial
+        results |= {"best_params": best.params, "best_value": best.value}
+        log.info("Best parameters: %s; best value: %s", best.params, best.value)
+    else:
+        results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
+        log.info("%d Pareto-optimal trials", len(results["solutions"]))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+    return results

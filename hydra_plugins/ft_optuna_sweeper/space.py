@@ -1,0 +1,127 @@
+"""The search space, as hydra-optuna-sweeper 1.3 reads it: sweep overrides (from the command line and
+`hydra.sweeper.params`) and 1.3's deprecated `hydra.sweeper.search_space` mappings become param specs,
+{type: float|int, low, high, log, step} or {type: categorical, choices}; each becomes an Optuna 5
+distribution, a suggested value, or a grid's list of values.
+
+`interval(a,b)` is a float in [a, b] (an int when both ends are ints), `tag(log, interval(a,b))` the
+same on a log scale, `choice(...)` categorical, `range(a,b[,step])` an int from a to b *inclusive*
+(1.3's IntDistribution(a, b, step); a float one with a float bound or step), `shuffle(range(...))`
+categorical over the range's values (which end before b, as Hydra's iterator does). A plain value is
+fixed for every trial, and where a key is both fixed and swept, the fixed value wins, as in 1.3.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
+
+log = logging.getLogger(__name__)
+KINDS = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+         "categorical": {"type", "choices"}}
+
+
+def param_spec(override: Override, text: str) -> dict[str, Any] | None:
+    """A sweep override as a param spec; None for a plain (fixed) value."""
+    if not override.is_sweep_override():
+        return None
+    value = override.value()
+    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
+        return {"type": "categorical", "choices": list(override.sweep_iterator(transformer=Transformer.encode))}
+    if isinstance(value, RangeSweep):  # 1.3: IntDistribution(start, stop, step), both ends included
+        kind = "float" if any(isinstance(v, float) for v in (value.start, value.stop, value.step)) else "int"
+        number = float if kind == "float" else int
+        return {"type": kind, "low": number(value.start), "high": number(value.stop), "step": number(value.step)}
+    if isinstance(value, IntervalSweep):
+        kind = "int" if isinstance(value.start, int) and isinstance(value.end, int) else "float"
+        return {"type": kind, "low": value.start, "high": value.end, "log": "log" in value.tags}
+    raise SettingError(f"{text}: not a sweep Optuna can sample (interval, tag(log, interval), range, choice)")
+
+
+def split_space(arguments: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
+    fixed overrides every job gets. A key given twice as the same kind: the later one wins, as in
+    Hydra. A key both swept and fixed: the fixed value wins, wherever each was given (1.3)."""
+    params: dict[str, dict[str, Any]] = {}
+    fixed: dict[str, str] = {}
+    for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
+        key = override.get_key_element()
+        spec = param_spec(override, text)
+        if spec is None:
+            fixed.pop(key, None)
+            fixed[key] = text
+        else:
+            params[key] = spec
+    for key in params.keys() & fixed.keys():
+        log.warning("%s is both swept and fixed: the fixed %s wins (as in hydra-optuna-sweeper 1.3)", key, fixed[key])
+        del params[key]
+    return params, list(fixed.values())
+
+
+def spec_from_config(key: str, given: Any) -> dict[str, Any]:
+    """One entry of 1.3's deprecated `hydra.sweeper.search_space` ({type, low, high, step, log, choices})."""
+    where = f"hydra.sweeper.search_space.{key}"
+    if not isinstance(given, Mapping):
+        raise SettingError(f"{where} must be a mapping with type (int | float | categorical)")
+    kind = given.get("type")
+    if kind not in KINDS:
+        raise SettingError(f"{where}.type={kind!r} is not allowed (int | float | categorical)")
+    extra = sorted(set(given) - KINDS[kind] - {"choices", "low", "high", "log", "step"})
+    if extra:
+        raise SettingError(f"{where}.{extra[0]} is not a key of a search space entry")
+    if kind == "categorical":
+        if not given.get("choices"):
+            raise SettingError(f"{where}.choices must be a non-empty list")
+        return {"type": "categorical", "choices": list(given["choices"])}
+    if given.get("low") is None or given.get("high") is None:
+        raise SettingError(f"{where}: a {kind} entry needs low and high")
+    spec = {"type": kind, "low": given["low"], "high": given["high"], "log": bool(given.get("log", False))}
+    if given.get("step") is not None:
+        spec["step"] = given["step"]
+    return spec
+
+
+def distribution(spec: Mapping[str, Any]) -> Any:
+    """The spec as an Optuna 5 distribution (1.3's IntUniform/LogUniform/... are Int/FloatDistribution now)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if spec["type"] == "categorical":
+        return CategoricalDistribution(list(spec["choices"]))
+    log_scale = bool(spec.get("log", False))
+    if spec["type"] == "int":
+        return IntDistribution(int(spec["low"]), int(spec["high"]), log=log_scale, step=int(spec.get("step") or 1))
+    step = None if spec.get("step") is None or log_scale else float(spec["step"])
+    return FloatDistribution(float(spec["low"]), float(spec["high"]), log=log_scale, step=step)
+
+
+def suggest(trial: Any, key: str, spec: Mapping[str, Any]) -> Any:
+    """The trial's value for `key` (Optuna checks it against the key's earlier distributions)."""
+    kind = spec["type"]
+    if kind == "float":
+        step = None if spec.get("step") is None else float(spec["step"])
+        return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
+                                   step=step)
+    if kind == "int":
+        return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)),
+                                 step=int(spec.get("step") or 1))
+    return trial.suggest_categorical(key, list(spec["choices"]))
+
+
+def grid_choices(key: str, spec: Mapping[str, Any]) -> list[Any]:
+    """Every value the key's distribution can take, for a GridSampler: a choice's values, a stepped
+    range's values with both ends (a range's stop is in its distribution, so it is on the grid too; 1.3
+    left it off). A continuous interval has no grid: refused, naming the key."""
+    if spec["type"] == "categorical":
+        return list(spec["choices"])
+    step = spec.get("step")
+    if spec["type"] == "int" and not spec.get("log"):
+        return list(range(int(spec["low"]), int(spec["high"]) + 1, int(step or 1)))
+    if spec["type"] == "float" and step is not None and not spec.get("log"):
+        count = int(round((float(spec["high"]) - float(spec["low"])) / float(step)))
+        return [float(spec["low"]) + i * float(step) for i in range(count + 1)]
+    raise SettingError(f"{key}: hydra/sweeper/sampler=grid needs values it can list (choice, range, or a "
+                       f"stepped interval), not a continuous or log-scale one")

@@ -1,0 +1,76 @@
+"""Pruning for any Hydra app: the task calls `report(step, value)` each epoch (tests/apps/epochs), and the
+sweeper's pruner, ours (halving, dominated) or Optuna's (median, hyperband), stops hopeless trials; in
+the sweeper's process (the basic launcher) and in a launcher's worker processes (joblib)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hydra_plugins.ft_optuna_sweeper import report
+from tests.test_optuna_upstream import multirun
+
+
+def _epochs(job: Path) -> list[tuple[int, int]]:
+    """(epoch, process id) of each epoch the job ran."""
+    return [tuple(map(int, line.split())) for line in (job / "epochs.log").read_text().splitlines()]
+
+
+def _sweep(tmp_path, monkeypatch, *args: str) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    assert multirun(monkeypatch, "epochs.app", f"hydra.sweep.dir={tmp_path / 'out'}", f"hydra.sweeper.storage={storage}",
+                    "hydra.sweeper.study_name=epochs", *args) == 0
+    return optuna.load_study(study_name="epochs", storage=storage).trials
+
+
+def test_report_outside_a_sweep_does_nothing():
+    assert report(0, 1.0) is None
+
+
+@pytest.mark.parametrize("pruner, target", [
+    ("halving", "ft_optuna_sweeper"), ("median", "ft_optuna_sweeper"),
+    ("halving", "hydra_optuna_sweeper"),  # 1.3's class path, as lightning-hydra-template's configs name it
+])
+def test_a_task_that_reports_each_epoch_is_pruned_in_the_sweeper_s_process(tmp_path, monkeypatch, pruner, target):
+    trials = _sweep(tmp_path, monkeypatch, f"hydra.sweeper.pruner.name={pruner}", "hydra.sweeper.pruner.startup=2",
+                    f"hydra.sweeper._target_=hydra_plugins.{target}.optuna_sweeper.OptunaSweeper")
+    states = [t.state for t in trials]
+    assert len(trials) == 9 and TrialState.PRUNED in states and TrialState.COMPLETE in states
+    assert TrialState.FAIL not in states
+    for t in trials:
+        ran = _epochs(tmp_path / "out" / str(t.number))
+        assert [pid for _, pid in ran] == [os.getpid()] * len(ran)  # the basic launcher: this process
+        assert [e for e, _ in ran] == sorted(t.intermediate_values) == [int(s[0]) for s in t.user_attrs["steps"]]
+        assert len(ran) == 6 if t.state == TrialState.COMPLETE else len(ran) < 6
+    if pruner == "halving":  # judged at rungs only: epochs 1 and 3 (steps 0 and 2, with after=1)
+        assert {len(_epochs(tmp_path / "out" / str(t.number))) for t in trials if t.state == TrialState.PRUNED} <= {1, 3}
+
+
+def test_a_task_in_joblib_workers_reports_to_the_stored_study_and_is_pruned(tmp_path, monkeypatch):
+    trials = _sweep(tmp_path, monkeypatch, "hydra/launcher=joblib", "hydra.launcher.n_jobs=3", "hydra.sweeper.n_jobs=3",
+                    "hydra.sweeper.pruner.name=halving")
+    states = [t.state for t in trials]
+    assert TrialState.PRUNED in states and TrialState.FAIL not in states
+    pids = {pid for t in trials for _, pid in _epochs(tmp_path / "out" / str(t.number))}
+    assert os.getpid() not in pids  # each job ran in a worker process, and reached its trial there
+    assert all(t.intermediate_values for t in trials)
+
+
+def test_reporting_from_a_worker_to_an_in_memory_study_is_refused_naming_the_storage(tmp_path, monkeypatch, capsys):
+    code = multirun(monkeypatch, "epochs.app", f"hydra.sweep.dir={tmp_path}", "hydra/launcher=joblib",
+                    "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.n_trials=2")
+    assert code == 1 and "hydra.sweeper.storage=null keeps it in the sweeper's process" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_task_in_submitit_local_jobs_reports_to_the_stored_study_and_is_pruned(tmp_path, monkeypatch):
+    """hydra-submitit-launcher's submitit_local: each job a process of its own, started by submitit."""
+    trials = _sweep(tmp_path, monkeypatch, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5",
+                    "hydra.sweeper.n_jobs=3", "hydra.sweeper.n_trials=6")
+    assert TrialState.PRUNED in [t.state for t in trials] and TrialState.FAIL not in [t.state for t in trials]
+    pids = {pid for t in trials for _, pid in _epochs(tmp_path / "out" / str(t.number))}
+    assert os.getpid() not in pids and len(pids) == 6  # one process per job
