@@ -14,7 +14,6 @@ import argparse
 import atexit
 import dataclasses
 import itertools
-import re
 import shutil
 import tempfile
 import typing
@@ -23,6 +22,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -83,10 +83,22 @@ def register() -> None:
 
 def compose_train(overrides: list[str], config_name: str = "config", **kwargs: Any) -> DictConfig:
     """The training config as Hydra composes it (schemas checked), for code outside `@hydra.main`:
-    the sweep driver, precheck, tests. Hydra's errors are raised as they are (see `one_line`)."""
+    the sweep driver, precheck, tests. Hydra's errors are raised as they are (see `one_line`).
+    Inside a running Hydra app (the sweeper's process) its `hydra.searchpath` is added: Hydra hands a
+    sweeper the job overrides only, and a preset or strategy kept on that path must still compose."""
     install()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
-        return compose(config_name, overrides=overrides, **kwargs)
+        return compose(config_name, overrides=active_searchpath(overrides) + list(overrides), **kwargs)
+
+
+def active_searchpath(overrides: list[str]) -> list[str]:
+    """`hydra.searchpath=[...]` of the running Hydra app, unless none runs, it has none, or the
+    overrides set it themselves."""
+    if not HydraConfig.initialized() or any(o.startswith("hydra.searchpath=") for o in overrides):
+        return []
+    paths = list(HydraConfig.get().searchpath or [])
+    quoted = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in paths)
+    return [f"hydra.searchpath=[{quoted}]"] if paths else []
 
 
 def check_overrides(overrides: list[str]) -> DictConfig:
@@ -360,41 +372,3 @@ def hydra_args() -> argparse.ArgumentParser:
     parser.add_argument("--info", "-i", nargs="?", const="all")
     parser.add_argument("overrides", nargs="*")
     return parser
-
-
-# --- shell completion of `python -m src.train`
-# Hydra's completion knows `python app.py` and installed apps, not `python -m module`: the query is
-# handed the line as if the module were an app, and the installed bash function learns `-m`.
-_PYTHON_M = re.compile(r"^\s*\S*python[\d.]*\s+-m\s+(\S+)")
-
-
-def completion_line(line: str) -> str:
-    """COMP_LINE for Hydra's completion query: `python -m src.train strategy=` -> `src.train strategy=`."""
-    return _PYTHON_M.sub(r"\1", line, count=1)
-
-
-def completion_script(script: str) -> str:
-    """Hydra's bash completion script, also completing `python -m <module> ...` (Hydra's own looks for
-    a script file after `python` and gives up on `-m`)."""
-    return script.replace(_SCRIPT_FILE, f'        if [ "${{words[1]}}" == "-m" ]; then\n            helper="${{words[0]}} -m '
-                                        f'${{words[2]}}"\n        else\n{_SCRIPT_FILE}        fi\n', 1)
-
-
-# The lines of Hydra 1.3's bash function that find the script after `python`.
-_SCRIPT_FILE = """        file_path=$(pwd)/${words[1]}
-        if [ ! -f "$file_path" ]; then
-            return
-        fi
-        grep "@hydra.main" $file_path -q
-        helper="${words[0]} ${words[1]}"
-"""
-
-
-def wants_completion(argv: list[str]) -> str | None:
-    """`install=bash`, `query=bash`, ... when Hydra is asked for shell completion, else None."""
-    for i, arg in enumerate(argv):
-        if arg in ("-sc", "--shell-completion") and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--shell-completion="):
-            return arg.split("=", 1)[1]
-    return None

@@ -19,6 +19,7 @@ the sweeper is built in every `src.train -m` process, whatever it sweeps.
 
 from __future__ import annotations
 
+import copy
 import contextlib
 import logging
 import os
@@ -107,6 +108,11 @@ class ProjectSweep:
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         # Heartbeats with ask/tell: we run the heartbeat thread ourselves around each launch.
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        # As Hydra does before each job: the checks below compose trial configs with the run's
+        # hydra.searchpath (src.gate.compose_train), so a preset or strategy kept there is found.
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(copy.deepcopy(self.config))
         search = None
         try:
             with outside_hydra():
@@ -216,6 +222,9 @@ class ProjectSweep:
                               "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")
         check_overrides(fixed)
         base_cfg = to_run_config(compose_train(fixed))
+        if base_cfg.trainer.dry_run:  # a trial that trains nothing gives the sampler nothing to go on
+            raise ConfigError("trainer.dry_run=true does not go with hydra/sweeper=optuna: estimate a trial as one run "
+                              "(python -m src.train trainer.dry_run=true and the sweep's settings) or a multirun (-m key=a,b)")
         groups = preflight(base_cfg)
         params, fixed = split_space(everything, groups)  # `groups` in a range is the model's own count
         check_space(params, fixed, groups)

@@ -34,8 +34,8 @@ from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
 from src.config import OUR_SWEEPER, ConfigError, RunConfig
-from src.gate import (CONF, SCHEMA_PREFIX, completion_line, completion_script, install, output_setting, precheck,
-                      release_unused_dirs, to_run_config, wants_completion)
+from src.completion import completion_line, completion_script, wants_completion
+from src.gate import CONF, SCHEMA_PREFIX, install, output_setting, precheck, release_unused_dirs, to_run_config
 from src.reporting.publish import publish
 from src.reporting.tables import console_summary
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
@@ -266,7 +266,7 @@ def _checked_main(argv: list[str]) -> None:
 
 def completion(command: str) -> None:
     """`-sc install=bash` and the queries its bash function makes, answered by Hydra, taught
-    `python -m src.train` (src.gate.completion_script, completion_line); the schemas' own names
+    `python -m src.train` (src.completion); the schemas' own names
     (`strategy=base_layerwise`) are not offered."""
     if command.startswith("query") and "COMP_LINE" in os.environ:
         os.environ["COMP_LINE"] = completion_line(os.environ["COMP_LINE"])

@@ -338,3 +338,38 @@ def test_a_lightning_hydra_template_hparams_search_config_sweeps_src_train(tmp_p
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert all(1.0 <= t.params["strategy.lr_decay"] <= 4.0 and "strategy.unfreeze_depth" not in t.params
                for t in study.trials)  # unfreeze_depth fixed on the command line: the fixed value wins
+
+
+def _preset_elsewhere(root: Path) -> Path:
+    """A sweep preset kept outside the project (`DIR/sweep/mine.yaml`), as sweeps/README.md says."""
+    (root / "sweep").mkdir(parents=True)
+    (root / "sweep" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n  - override /strategy: layerwise\n"
+        "hydra:\n  sweeper:\n    study_name: mine\n    n_trials: 1\n    params:\n"
+        "      strategy.lr_decay: interval(1.5, 3.0)\n")
+    return root
+
+
+def test_a_preset_on_the_searchpath_is_composed_by_the_sweep_checks(tmp_path):
+    """Hydra hands the sweeper the job overrides without `hydra.searchpath`: the checks must still find
+    `sweep=mine` there (they refused it as 'not allowed'). A dry run stops right after they pass."""
+    presets = _preset_elsewhere(tmp_path / "presets")
+    cmd = [sys.executable, "-m", "src.train", "-m", f"hydra.searchpath=[file://{presets}]", "sweep=mine",
+           "trainer.dry_run=true", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: trainer.dry_run=true does not go with hydra/sweeper=optuna"), proc.stderr[-3000:]
+    assert not (tmp_path / "sweep" / "optuna.db").exists()
+
+
+@pytest.mark.slow
+def test_a_preset_on_the_searchpath_runs_its_study(tmp_path):
+    presets = _preset_elsewhere(tmp_path / "presets")
+    cmd = [sys.executable, "-m", "src.train", "-m", f"hydra.searchpath=[file://{presets}]", "sweep=mine",
+           f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="mine", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    assert 1.5 <= study.trials[0].params["strategy.lr_decay"] <= 3.0

@@ -277,7 +277,8 @@ def test_completion_query_lists_keys_of_the_schema():
     from hydra._internal.core_plugins.bash_completion import BashCompletion
     from hydra.core.global_hydra import GlobalHydra
 
-    from src.gate import CONF, completion_line, install
+    from src.completion import completion_line
+    from src.gate import CONF, install
 
     install()  # the schemas Hydra completes from
     line = completion_line("python -m src.train strategy=lpft strategy.")
