@@ -18,7 +18,7 @@ ENTRYPOINTS = {"src.train", "src.report", "src.predict"}
 LAYERS = [
     ENTRYPOINTS,
     {"src.sweep_driver"},  # src.train's side of the sweeper plugin: the plugin hands it the sweep
-    {"src.exits"},  # how the process ends: src.train and the sweeper plugin raise to it
+    {"src.exits", "src.completion"},  # how the process ends (src.train and the sweeper plugin raise to it); shell completion
     {"src.search"},
     {"src.gate"},
     {"src.training"},
