@@ -63,6 +63,7 @@ class Lru(Generic[T]):
 
     def clear(self) -> None:
         self.items.clear()
+        self.made = 0
 
 
 # Two of each: a process that alternates two datasets or models (a grid's cells) still reuses both.
