@@ -28,7 +28,7 @@ def test_lru_keeps_its_most_recent_entries_only():
 
 
 def _counts() -> dict[str, int]:
-    return {name: getattr(reuse, name).made for name in ("DATA", "MODELS", "FLOPS", "STEP_S")}
+    return {name: getattr(reuse, name).made for name in ("DATA", "MODELS", "FLOPS", "STEP_S", "REFERENCE_OUT")}
 
 
 def _numbers(result: dict, run_dir) -> dict:
@@ -36,7 +36,8 @@ def _numbers(result: dict, run_dir) -> dict:
             for r in read_jsonl(run_dir / "metrics.jsonl")]
     best = torch.load(run_dir / "model_best.pt", weights_only=True)
     return {"val_acc": result["val_acc"], "test_acc": result["test_acc"], "train_flops": result["train_flops"],
-            "inference_flops": result["inference_flops_per_image"], "rows": rows, "weights": best}
+            "inference_flops": result["inference_flops_per_image"], "rows": rows, "weights": best,
+            "drift": {k: result[k] for k in ("weight_change", "cka", "cka_features", "imagenet_agreement")}}
 
 
 def _same(a: dict, b: dict) -> None:
@@ -56,8 +57,10 @@ def test_a_second_run_reuses_the_first_runs_work_and_trains_what_a_fresh_process
     before = _counts()
     reused = _numbers(run(second, tmp_path / "second"), tmp_path / "second")
     after = _counts()
-    # the data (augmentation is the batches', not the data's) and the model: not built again
-    assert (after["DATA"], after["MODELS"]) == (before["DATA"], before["MODELS"]) == (1, 1)
+    # the data (augmentation is the batches', not the data's), the model and the drift reference's
+    # outputs on the probe images: not built again
+    assert (after["DATA"], after["MODELS"], after["REFERENCE_OUT"]) == (before["DATA"], before["MODELS"],
+                                                                       before["REFERENCE_OUT"]) == (1, 1, 1)
     assert after["FLOPS"] > before["FLOPS"]  # the second run's deeper phases are new structures
     again = _numbers(run(second, tmp_path / "again"), tmp_path / "again")
     assert _counts() == after  # a third run of a config seen: nothing counted, timed or loaded again
@@ -65,7 +68,7 @@ def test_a_second_run_reuses_the_first_runs_work_and_trains_what_a_fresh_process
     fresh = _numbers(run(second, tmp_path / "fresh"), tmp_path / "fresh")
     _same(reused, fresh)
     _same(again, fresh)
-    assert fresh["train_flops"] > 0 and fresh["inference_flops"] > 0
+    assert fresh["train_flops"] > 0 and fresh["inference_flops"] > 0 and fresh["drift"]["cka"]
 
 
 def test_another_image_size_gets_its_own_data_and_the_same_size_again_the_kept_one():

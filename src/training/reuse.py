@@ -22,7 +22,7 @@ import pickle
 import random
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Generic, Hashable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -72,6 +72,8 @@ MODELS: Lru[tuple[nn.Module, tuple[Any, ...]]] = Lru(2)
 # Small values (counts, seconds): one per phase of each architecture and size a process met.
 FLOPS: Lru[Any] = Lru(64)
 STEP_S: Lru[float] = Lru(64)
+# The pretrained model's outputs on a drift probe batch (tens of MB): one model on one dataset's probe.
+REFERENCE_OUT: Lru[Any] = Lru(1)
 
 
 def dataset(cfg: DataConfig, progress: bool = False) -> tuple[DataBundle, str | None]:
@@ -164,7 +166,27 @@ def timed_once(key: Hashable, net: nn.Module, time_it: Callable[[], float]) -> f
     return STEP_S.get((key, structure(net)), time_it)
 
 
+def fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+    """A hash of the tensors' values, shapes and types: content, not identity (a run's reference
+    model is its own copy)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        t = t.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def reference_outputs(reference: nn.Module, where: dict[str, str], images: torch.Tensor,
+                      compute: Callable[[], T]) -> T:
+    """The drift reference's outputs on the probe batch (`compute`), once per process for each
+    reference model (its weights and buffers, by value), probe batch (by value) and set of group
+    outputs: every completed trial of a sweep probes the same pretrained model on the same images."""
+    key = (fingerprint(reference.state_dict().values()), fingerprint([images]), tuple(sorted(where.items())))
+    return REFERENCE_OUT.get(key, compute)
+
+
 def clear() -> None:
     """Forget everything kept: the next run builds all of it again, as a fresh process would."""
-    for store in (DATA, MODELS, FLOPS, STEP_S):
+    for store in (DATA, MODELS, FLOPS, STEP_S, REFERENCE_OUT):
         store.clear()
