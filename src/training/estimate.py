@@ -1,7 +1,9 @@
 """What a run will cost, known before it trains: its images, image size, epochs, training FLOPs
 (counted exactly as the run counts them: the same `FlopMeter`, phase by phase) and a time from a
 short calibration on this machine (a few real training steps of this model and strategy at this
-image size and batch size, after warm-up steps that are not timed).
+image size and batch size, after warm-up steps that are not timed). A sweep's later trials reuse
+the counts and timings of an earlier trial's phases of the same structure (src/training/reuse.py): a
+step that cost so much in this process a minute ago costs so much now.
 
 Everything here works on a copy of the model, under a forked random state: estimating a run does
 not change what it then trains (tests/test_golden.py).
