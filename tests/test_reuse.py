@@ -71,16 +71,14 @@ def test_a_second_run_reuses_the_first_runs_work_and_trains_what_a_fresh_process
     assert fresh["train_flops"] > 0 and fresh["inference_flops"] > 0 and fresh["drift"]["cka"]
 
 
-def test_another_image_size_gets_its_own_data_and_the_same_size_again_the_kept_one():
-    small = DataConfig(image_size=16, train_per_class=3)
-    a, id_a = reuse.dataset(small)
-    b, _ = reuse.dataset(DataConfig(image_size=24, train_per_class=3))
+def test_another_image_size_gets_its_own_data_and_the_same_data_again_the_kept_one():
+    a, id_a = reuse.dataset(DataConfig(image_size=16, train_per_class=3))
     c, id_c = reuse.dataset(DataConfig(image_size=16, train_per_class=3, augment="shift", hflip=True))
-    assert a.train.images.shape[-1] == c.train.images.shape[-1] == 16 and b.train.images.shape[-1] == 24
-    assert reuse.DATA.made == 2 and c.train.images is a.train.images and c is not a and id_a == id_c
-    reuse.dataset(DataConfig(image_size=32, train_per_class=3))  # a third: the least recent (24 px) goes
-    reuse.dataset(DataConfig(image_size=24, train_per_class=3))
-    assert reuse.DATA.made == 4 and len(reuse.DATA.items) == 2
+    assert reuse.DATA.made == 1 and c.train.images is a.train.images and c is not a and id_a == id_c
+    b, _ = reuse.dataset(DataConfig(image_size=24, train_per_class=3))
+    assert a.train.images.shape[-1] == 16 and b.train.images.shape[-1] == 24  # never the stale copy
+    reuse.dataset(DataConfig(image_size=16, train_per_class=4))  # another subsample: loaded too
+    assert reuse.DATA.made == 3 and len(reuse.DATA.items) == 1  # only the latest is kept
 
 
 def _rng() -> tuple:

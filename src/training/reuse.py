@@ -66,8 +66,10 @@ class Lru(Generic[T]):
         self.made = 0
 
 
-# Two of each: a process that alternates two datasets or models (a grid's cells) still reuses both.
-DATA: Lru[DataBundle] = Lru(2)
+# One dataset: the kept bundle is the running run's own (its tensors shared), so keeping it costs
+# nothing while a run uses it, and a large dataset is never held twice. Two models (tens of MB): a
+# process that alternates two architectures or drop rates still reuses both.
+DATA: Lru[DataBundle] = Lru(1)
 MODELS: Lru[tuple[nn.Module, tuple[Any, ...]]] = Lru(2)
 # Small values (counts, seconds): one per phase of each architecture and size a process met.
 FLOPS: Lru[Any] = Lru(64)
