@@ -106,19 +106,19 @@ SAME = ("status", "val_acc", "test_acc", "train_flops", "inference_flops_per_ima
         "weight_change", "cka", "cka_features", "imagenet_agreement")
 
 
-def compare(before: Path, after: Path) -> bool:
-    """Each trial's result.json fields in SAME, in two sweep folders: printed, and whether all match."""
+def compare(before: Path, after: Path, fields: tuple[str, ...] = SAME) -> bool:
+    """Each trial's result.json `fields`, in two sweep folders: printed, and whether all match."""
     def trials(folder: Path) -> dict[str, dict]:
         return {p.parent.name: json.loads(p.read_text()) for p in folder.glob("*/result.json")}
 
     old, new = trials(before), trials(after)
     ok = sorted(old) == sorted(new) and bool(old)
     for name in sorted(old, key=lambda n: (len(n), n)):
-        differ = [k for k in SAME if old[name].get(k) != new.get(name, {}).get(k)]
+        differ = [k for k in fields if old[name].get(k) != new.get(name, {}).get(k)]
         ok &= not differ
         print(f"{name:>14} {old[name].get('status'):>9} val_acc {old[name].get('val_acc')!r:<20} "
               f"train_flops {old[name].get('train_flops')!r:<14} {'differ: ' + ', '.join(differ) if differ else 'same'}")
-    print(f"{len(old)} and {len(new)} trials; every field of {', '.join(SAME)} the same: {ok}")
+    print(f"{len(old)} and {len(new)} trials; every field of {', '.join(fields)} the same: {ok}")
     return ok
 
 
@@ -126,10 +126,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="the table as JSON")
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("BEFORE", "AFTER"), help="two sweep folders")
+    parser.add_argument("--fields", default=",".join(SAME),
+                        help="result.json fields --compare checks (drop the drift ones where one side has no probe)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.compare:
-        sys.exit(0 if compare(*args.compare) else 1)
+        sys.exit(0 if compare(*args.compare, fields=tuple(args.fields.split(","))) else 1)
     if args.out is None:
         parser.error("--out FILE.json is needed to time a sweep")
     argv = [a for a in args.train_args if a != "--"]
