@@ -45,3 +45,15 @@ def tiny_config():
         return RunConfig.from_dict(merge(TINY, sections))
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_stores():
+    """Every test starts as a fresh process would: nothing kept from another test's runs
+    (src/training/reuse.py; tests/test_reuse.py checks the reuse itself)."""
+    import sys
+
+    reuse = sys.modules.get("src.training.reuse")
+    if reuse is not None:
+        reuse.clear()
+    yield

@@ -81,6 +81,9 @@ def test_make_sweep_preset_composes_with_its_training_settings_and_the_command_l
     assert (sweeper.study_name, sweeper.n_trials, list(sweeper.objectives)) == ("layerwise-default", 3, ["val_acc", "train_flops"])
     assert sweeper.params["strategy.unfreeze_depth"] == "range(0, groups)" and list(sweeper.rerun_seeds) == []
     assert cfg.strategy.name == "layerwise" and (cfg.trainer.epochs, cfg.trainer.progress) == (4, False)
+    # the drift probe is opt-in for sweeps (docs/sweeps-measured.md, "Cheap trials")
+    assert cfg.trainer.drift_probe == 0
+    assert compose_train(["sweep=default", "trainer.drift_probe=256"]).trainer.drift_probe == 256
     assert cfg.dataset.image_size == 32  # the command line over the preset
     assert cfg.hydra.sweep.dir == "./sweeps-out/layerwise-default"  # paths.output_dir=.
     assert compose_train(["sweep=default", "strategy=full"]).strategy.name == "full"

@@ -88,20 +88,31 @@ def _outputs(model: nn.Module, where: dict[str, str], images: torch.Tensor) -> t
     return got, pre_logits.float().cpu()
 
 
+Outputs = tuple[dict[str, torch.Tensor], torch.Tensor]  # each group's output, and the pooled features
+
+
+def reference_outputs(reference: nn.Module, where: dict[str, str], images: torch.Tensor) -> Outputs:
+    """The pretrained model's side of the measures: its group outputs (`where`: group_output_modules)
+    and pooled features on the probe batch, on the CPU. The same for every run of one model on one
+    probe batch, so a caller may keep them (src/training/reuse.py)."""
+    reference.eval()
+    return _outputs(reference, where, images.float().cpu().contiguous())
+
+
 def drift(
     model: nn.Module, reference: nn.Module, groups: Sequence[LayerGroup], images: torch.Tensor,
-    imagenet_head: bool,
+    imagenet_head: bool, start: Outputs | None = None,
 ) -> DriftMeasures:
     """The three measures for `model` (fine-tuned) against `reference` (the pretrained model with
-    its original classifier, on the CPU). `images` is the normalised probe batch. The caller times
-    it (`drift_s`)."""
+    its original classifier, on the CPU). `images` is the normalised probe batch; `start`, where
+    given, is `reference_outputs` on it, computed before. The caller times it (`drift_s`)."""
     was_training = model.training
     model.eval()
     reference.eval()
     device = next(model.parameters()).device
     where = group_output_modules(model, groups)
     tuned, tuned_pre = _outputs(model, where, images.to(device))
-    start, start_pre = _outputs(reference, where, images.float().cpu().contiguous())
+    start, start_pre = start if start is not None else reference_outputs(reference, where, images)
     model.train(was_training)
     agreement = None
     if imagenet_head:

@@ -1,7 +1,9 @@
 """What a run will cost, known before it trains: its images, image size, epochs, training FLOPs
 (counted exactly as the run counts them: the same `FlopMeter`, phase by phase) and a time from a
 short calibration on this machine (a few real training steps of this model and strategy at this
-image size and batch size, after warm-up steps that are not timed).
+image size and batch size, after warm-up steps that are not timed). A sweep's later trials reuse
+the counts and timings of an earlier trial's phases of the same structure (src/training/reuse.py): a
+step that cost so much in this process a minute ago costs so much now.
 
 Everything here works on a copy of the model, under a forked random state: estimating a run does
 not change what it then trains (tests/test_golden.py).
@@ -19,9 +21,8 @@ import torch
 
 from src.config import RunConfig
 from src.measurement.feature_cache import CachedHead, PreLogits, cache_blocker
-from src.measurement.flops import counted_forward_flops
 from src.strategies import apply_epoch
-from src.training import engine
+from src.training import engine, reuse
 from src.training.meters import FlopMeter
 from src.training.optim import build_optimizer, param_groups
 from src.training.setup import Setup
@@ -105,7 +106,7 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, cached: bool)
     samples = s.passes * (n - (1 if n > 1 and n % cfg.trainer.batch_size == 1 else 0))
     if cached:
         apply_epoch(model, s.groups, s.schedule, 0)
-        meter.add_forward(counted_forward_flops(PreLogits(model), shape) * n)
+        meter.add_forward(reuse.forward_flops(PreLogits(model), shape) * n)
         net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
         shape = (_feature_dim(model, s.input_shape),)
     for epoch in range(cfg.trainer.epochs):
@@ -124,9 +125,21 @@ def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
         return int(PreLogits(meta)(torch.zeros((1, *input_shape), device="meta")).shape[1])
 
 
+def _calibration(s: Setup, *what: Any) -> tuple[Any, ...]:
+    """What a timing depends on besides the net's structure: the machine's side of it."""
+    rt = s.runtime
+    return (*what, s.input_shape, str(rt.device), rt.amp_dtype, rt.channels_last, torch.get_num_threads())
+
+
 def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, epoch: int) -> float:
-    """Seconds per optimizer step in `epoch`'s phase, on random images of the run's shape."""
+    """Seconds per optimizer step in `epoch`'s phase, on random images of the run's shape: timed once
+    per process for each phase's structure, batch size and optimizer (src.training.reuse)."""
     apply_epoch(model, s.groups, s.schedule, epoch)
+    key = _calibration(s, "step", cfg.trainer.batch_size, repr(cfg.optim.optimizer))
+    return reuse.timed_once(key, model, lambda: _time_steps(cfg, s, model))
+
+
+def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> float:
     optimizer = build_optimizer(cfg.optim, param_groups(model, s.groups, s.schedule, 0.0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     batch, rt = _batch(s, cfg.trainer.batch_size), s.runtime
@@ -139,8 +152,13 @@ def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, epoch: int) -> flo
 
 
 def _forward_s_per_image(model: torch.nn.Module, s: Setup, eval_batch_size: int) -> float:
-    """Seconds per image of an evaluation pass, timed on one batch (at most 64 images) after a warm-up."""
+    """Seconds per image of an evaluation pass, timed on one batch (at most 64 images) after a warm-up;
+    once per process for each structure and batch (src.training.reuse)."""
     size = max(2, min(eval_batch_size, 64, len(s.data.val) or 2))
+    return reuse.timed_once(_calibration(s, "forward", size), model, lambda: _time_forward(model, s, size))
+
+
+def _time_forward(model: torch.nn.Module, s: Setup, size: int) -> float:
     batch, rt = _batch(s, size), s.runtime
     engine.predict(model, [batch], rt.device, rt.amp_dtype)
     _sync(rt.device)

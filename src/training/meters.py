@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
+from src.measurement.flops import StepFlops
 from src.record.schema import Measured
+from src.training import reuse
 from src.training.engine import EvalStats
 
 
@@ -51,9 +52,10 @@ class FlopMeter:
     _per_image: dict[tuple[bool, ...], StepFlops] = field(default_factory=dict, repr=False)
 
     def count_phase(self, phase: tuple[bool, ...], net: torch.nn.Module, step_shape: tuple[int, ...]) -> None:
-        """Count a phase's step the first time it comes (before its epoch trains: the count runs on a copy)."""
+        """Count a phase's step the first time it comes (before its epoch trains: the count runs on a copy;
+        a net of the same structure counted by an earlier run of this process is not counted again)."""
         if self.enabled and phase not in self._per_image:
-            self._per_image[phase] = counted_step_flops(net, step_shape, self.num_classes)
+            self._per_image[phase] = reuse.step_flops(net, step_shape, self.num_classes)
 
     def add_epoch(self, phase: tuple[bool, ...], samples: int) -> None:
         if self.enabled:
@@ -74,7 +76,7 @@ class FlopMeter:
         return self.total if self.enabled else None
 
     def inference_per_image(self, model: torch.nn.Module, input_shape: tuple[int, ...]) -> int | None:
-        return counted_forward_flops(model, input_shape) if self.enabled else None
+        return reuse.forward_flops(model, input_shape) if self.enabled else None
 
 
 @dataclass

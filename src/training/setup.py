@@ -16,11 +16,11 @@ import torch
 from src.config import ConfigError, DataConfig, RunConfig
 from src.data.identity import dataset_identity
 from src.data.batches import Batches, passes_for
-from src.data.load import load_dataset
 from src.data.ood import OodSet, load_ood
-from src.models import build_model, load_pretrained, normalization
+from src.models import normalization
 from src.record.io import GROUPS_FILE, write_json
 from src.strategies import LayerGroup, Schedule, Strategy, layer_groups, plan_schedule, strategy_for
+from src.training import reuse
 from src.training.optim import build_optimizer, build_scheduler, param_groups
 
 if TYPE_CHECKING:
@@ -84,13 +84,16 @@ def resolve_runtime(cfg: RunConfig) -> Runtime:
 
 
 def _build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, torch.nn.Module | None]:
-    """The model to train, and the pretrained reference for drift (None when drift is off)."""
+    """The model to train, and the pretrained reference for drift (None when drift is off).
+    The pretrained model comes from this process's earlier run where there was one (src.training.reuse:
+    the same weights and the same random state after it, so the new head draws what it always did)."""
+    model = reuse.pretrained(cfg.model)
     if not cfg.trainer.drift_probe:
-        return build_model(cfg.model, num_classes), None
+        model.reset_classifier(num_classes)  # src.models.build_model's second step
+        return model, None
     # The pretrained model with its original head stays on the CPU as the reference for drift
-    # (src/measurement/drift.py); the model trained is a copy with a new head (build_model's two
-    # steps, drawing the same random numbers).
-    reference = load_pretrained(cfg.model)
+    # (src/measurement/drift.py); the model trained is a copy with a new head.
+    reference = model
     model = copy.deepcopy(reference)
     model.reset_classifier(num_classes)
     return model, reference
@@ -100,7 +103,7 @@ def setup(cfg: RunConfig, run_dir: Path) -> Setup:
     """Seed, data, model, schedule (written to param_groups.json), optimizer and batches."""
     seed_everything(cfg.seed)
     rt = resolve_runtime(cfg)
-    data = load_dataset(cfg.dataset, progress=cfg.trainer.progress)
+    data, dataset_id = reuse.dataset(cfg.dataset, progress=cfg.trainer.progress)  # loaded once per process
     ood = load_ood(cfg.dataset, data.classes) if cfg.dataset.ood else []  # before training: a mismatch stops it
     seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
     model, reference = _build_model(cfg, data.num_classes)
@@ -134,7 +137,7 @@ def setup(cfg: RunConfig, run_dir: Path) -> Setup:
         scheduler=build_scheduler(optimizer, cfg.optim, schedule, len(train)), train=train,
         val=Batches(data.val, t.eval_batch_size, **batch_kw), test=Batches(data.test, t.eval_batch_size, **batch_kw),
         num_classes=data.num_classes, input_shape=(3, cfg.dataset.image_size, cfg.dataset.image_size), runtime=rt,
-        data=data, passes=passes, dataset_id=_dataset_id(cfg.dataset), penalty=penalty, reference=reference,
+        data=data, passes=passes, dataset_id=dataset_id or _dataset_id(cfg.dataset), penalty=penalty, reference=reference,
         batch_kw=batch_kw, ood=ood,
     )
 
