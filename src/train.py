@@ -244,7 +244,10 @@ class ComparisonTable(Callback):
 
 def dry_run_total(sweep_dir: Path) -> str:
     """A dry multirun's end: each job's estimate (its estimate.json) and their total."""
-    jobs = sorted(sweep_dir.glob(f"*/{ESTIMATE_FILE}"), key=lambda p: (len(p.parent.name), p.parent.name))
+    # in job order: folders are named by job number first (`0`, `10`, `2_full`), so by that number
+    jobs = sorted(sweep_dir.glob(f"*/{ESTIMATE_FILE}"),
+                  key=lambda p: (int(p.parent.name.split("_")[0]) if p.parent.name.split("_")[0].isdigit() else 1 << 30,
+                                 p.parent.name))
     estimates = [Estimate.from_dict(json.loads(p.read_text())) for p in jobs]
     lines = [f"{p.parent.name:>6}  {e.line().removeprefix('estimate: ')}" for p, e in zip(jobs, estimates)]
     return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates)])
