@@ -139,7 +139,8 @@ RUNNABLE = st.fixed_dictionaries({}, optional={
                            "unfreeze_every": st.integers(0, 3)}),
         ]]),
     "optim": st.fixed_dictionaries({}, optional={
-        "name": st.sampled_from(["adamw", "sgd"]), "lr": st.floats(1e-5, 0.1), "warmup_epochs": st.floats(0, 2),
+        "optimizer": st.sampled_from([{"_target_": "torch.optim.AdamW"}, {"_target_": "torch.optim.SGD"}]),
+        "lr": st.floats(1e-5, 0.1), "warmup_epochs": st.floats(0, 2),
         "weight_decay": st.floats(0, 0.1)}),
     "trainer": st.fixed_dictionaries({}, optional={
         "batch_size": st.integers(2, 48), "select": st.sampled_from(["best_val", "last"]),
