@@ -35,6 +35,7 @@ def test_dry_run_writes_no_result_and_its_flops_are_the_real_runs(tiny_config, t
     assert epochs[-1].endswith("eta 0s")
 
 
+@pytest.mark.slow  # two subprocess runs (13 s); the estimate's own checks above are fast
 def test_a_single_run_prints_its_result_line_and_a_dry_multirun_its_total(tmp_path):
     common = ["model=timm", "model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32",
               "dataset.train_per_class=4", "trainer.epochs=1", "trainer.progress=false", "logger=none"]

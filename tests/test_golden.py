@@ -49,9 +49,10 @@ def _check(strategy: str, tmp_path: Path) -> None:
         assert {k: v for k, v in g.items() if k.startswith("lr/")} == w["lrs"]
 
 
-@pytest.mark.parametrize("strategy", ["frozen", "layerwise"])
+# Frozen (the feature-cache path) is the fast tier's; layer-wise (every group at its own LR, 33 s)
+# and full train the whole network and run with the slow tier.
+@pytest.mark.parametrize("strategy", ["frozen", pytest.param("layerwise", marks=pytest.mark.slow)])
 def test_default_study_first_two_epochs_match_the_stored_values(strategy, tmp_path):
-    """Frozen (the feature-cache path) and layer-wise (every group at its own LR): the fast tier."""
     _check(strategy, tmp_path)
 
 

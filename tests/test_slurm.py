@@ -88,10 +88,12 @@ def test_a_job_the_scheduler_cancels_is_listed_and_the_others_finish(tmp_path):
 
 
 def test_a_job_over_its_time_limit_without_requeue_is_listed_with_the_reason(tmp_path):
-    # One minute is SLURM's smallest limit; the run needs longer. With requeue switched off
-    # (max_num_timeout=0), submitit's signal before the limit ends the run, which records why.
+    # One minute is SLURM's smallest limit; the run must need far longer (a tiny epoch takes well
+    # under 0.1 s since trials reuse their data, so 400 epochs once finished inside the minute).
+    # With requeue switched off (max_num_timeout=0), submitit's signal before the limit ends the
+    # run, which records why.
     out = tmp_path / "m"
-    proc = _train(out, "strategy=full", *TINY_OVERRIDES, "trainer.epochs=400", *SLURM,
+    proc = _train(out, "strategy=full", *TINY_OVERRIDES, "trainer.epochs=100000", *SLURM,
                   "hydra.launcher.timeout_min=1", "hydra.launcher.max_num_timeout=0",
                   "hydra.launcher.signal_delay_s=20")
     assert proc.returncode == 1, proc.stderr[-3000:]

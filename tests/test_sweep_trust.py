@@ -325,7 +325,9 @@ def test_a_fixed_sweep_dir_is_resumable_by_its_own_study_only(tmp_path):
     pytest.param(["strategy.lr_decay=interval(-1.0, 2.0)"], "strategy.lr_decay=-1.0 must be", marks=pytest.mark.slow),
     pytest.param(["strategy.unfreeze_depth=range(0, 40)"], "unfreeze_depth", marks=pytest.mark.slow),
     # the sweeper's own settings: before, Hydra built the sampler and a bad key was its traceback
-    (["+hydra.sweeper.sampler.bogus=1"], "hydra.sweeper.sampler.bogus is not a setting of TPESampler"),
+    # (this one and the repeated re-run seed are also checked in process: tests/test_sweep_settings.py)
+    pytest.param(["+hydra.sweeper.sampler.bogus=1"], "hydra.sweeper.sampler.bogus is not a setting of TPESampler",
+                 marks=pytest.mark.slow),
     pytest.param(["hydra/sweeper/sampler=random", "+hydra.sweeper.sampler.bogus=1"],
                  "hydra.sweeper.sampler.bogus is not a setting of RandomSampler", marks=pytest.mark.slow),
     pytest.param(["hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1 must be in 0..4294967295",
@@ -335,7 +337,8 @@ def test_a_fixed_sweep_dir_is_resumable_by_its_own_study_only(tmp_path):
     pytest.param(["+hydra.sweeper.bogus=1"], "hydra.sweeper.bogus is not a setting of hydra/sweeper=optuna",
                  marks=pytest.mark.slow),
     # re-run seeds, checked before the search (before, a bad one failed after it)
-    (["hydra.sweeper.rerun_seeds=[1,1]"], "hydra.sweeper.rerun_seeds=[1, 1]: seed 1 is given twice"),
+    pytest.param(["hydra.sweeper.rerun_seeds=[1,1]"], "hydra.sweeper.rerun_seeds=[1, 1]: seed 1 is given twice",
+                 marks=pytest.mark.slow),
     pytest.param(["hydra.sweeper.rerun_seeds=[0,1]"], "seed 0 is the seed the search trained with", marks=pytest.mark.slow),
     pytest.param(["hydra.sweeper.rerun_seeds=[-1]"], "hydra.sweeper.rerun_seeds=[-1]: -1 is not a seed", marks=pytest.mark.slow),
 ])

@@ -103,3 +103,13 @@ def test_submitit_local_launcher_runs_each_job_as_its_own_process(tmp_path):
                  "strategy=frozen,full,layerwise", *TINY, f"hydra.sweep.dir={sweep}"], tmp_path)
     results = _fanned_out(sweep, proc)
     assert len({r["pid"] for r in results}) == 3
+
+
+def test_the_entrypoint_loads_no_torch_before_a_job_runs():
+    # A refused command line, --help and completion are answered before any job: the entrypoint's own
+    # imports stay light (about 1.5 s instead of 6). The job imports torch, timm and scipy itself.
+    from tests.cli import python_c
+
+    heavy = ("torch", "timm", "torchvision", "scipy", "matplotlib", "optuna")
+    loaded = python_c(f"import sys, src.train; print(*[m for m in {heavy!r} if m in sys.modules])")
+    assert loaded == [], loaded
