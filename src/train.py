@@ -38,9 +38,9 @@ from src.completion import completion_line, completion_script, wants_completion
 from src.gate import CONF, SCHEMA_PREFIX, install, output_setting, precheck, release_unused_dirs, to_run_config
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
 
-# torch, timm, torchvision, scipy and matplotlib (src.training.run, src.training.estimate,
-# src.reporting.tables, src.reporting.publish) are imported where a job trains or a multirun reports, not here: a command
-# line that the checks refuse, `--help` and shell completion answer in about 1.5 s instead of 6.
+# torch, timm, scipy and matplotlib (src.training.run and .estimate, src.reporting.tables and .publish)
+# are imported where a job trains or a multirun reports, not here: a command line the checks refuse
+# answers in 0.4 s instead of 5.9, `--help` and shell completion in 1.4 s.
 
 log = logging.getLogger(__name__)
 # The schemas and the `${unique_dir:...}` resolver, before @hydra.main composes: here, at the entrypoint's

@@ -91,7 +91,8 @@ def test_min_epoch_steps_trains_and_counts_every_pass(tmp_path):
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> Path:
     """A real grid through the preset: 2 strategies x 2 sizes x 3 seeds of the tiny model on digits,
-    tracked by W&B offline."""
+    tracked by W&B offline. 12 jobs (15 s): its tests are the slow tier's; the preset's composition
+    is checked in the fast tier above."""
     sweep = tmp_path_factory.mktemp("grid") / "multi"
     proc = subprocess.run(
         [sys.executable, "-m", "src.train", "-m", "experiment=data_size_grid", *TINY_OVERRIDES,
@@ -104,7 +105,7 @@ def grid(tmp_path_factory) -> Path:
     return sweep
 
 
-@pytest.mark.slow  # the real grid (12 jobs, 15 s) is the slow tier's; the preset's composition is checked above
+@pytest.mark.slow  # uses the real grid
 def test_grid_report_names_the_winner_of_each_cell_from_the_run_files(grid):
     runs = [json.loads(p.read_text()) for p in grid.glob("*/result.json")]
     assert len(runs) == 12 and {r["train_per_class"] for r in runs} == {3, 6}
@@ -142,7 +143,7 @@ def test_one_task_gets_no_win_map(tmp_path):
     assert 'id="fig-wins"' not in page.read_text() and not (tmp_path / "report" / "wins.json").exists()
 
 
-@pytest.mark.slow  # the real grid (12 jobs, 15 s) is the slow tier's; the preset's composition is checked above
+@pytest.mark.slow  # uses the real grid
 def test_markdown_output_has_the_win_map(grid):
     proc = subprocess.run([sys.executable, "-m", "src.report", str(grid), "--markdown", "--no-html"],
                           cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
@@ -155,7 +156,7 @@ def test_markdown_output_has_the_win_map(grid):
         assert sum(r[j].endswith("★") for r in rows.values()) == 1
 
 
-@pytest.mark.slow  # the real grid (12 jobs, 15 s) is the slow tier's; the preset's composition is checked above
+@pytest.mark.slow  # uses the real grid
 def test_the_win_map_reaches_wandb(grid):
     from tests import wandb_files
 
@@ -173,7 +174,7 @@ def test_the_win_map_reaches_wandb(grid):
         assert winner["config"] == cell["winner"] and winner["mean"] == pytest.approx(cell["entries"][0]["mean"])
 
 
-@pytest.mark.slow  # the real grid (12 jobs, 15 s) is the slow tier's; the preset's composition is checked above
+@pytest.mark.slow  # uses the real grid
 def test_the_notebook_maps_the_grid(grid, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

@@ -141,8 +141,8 @@ def test_a_job_over_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(t
     # 80 s, so it cannot finish in one attempt. Each time, submitit requeues the job (SLURM holds a
     # requeued job about 3 min) and the same job folder resumes from its checkpoint.
     settings = ["strategy=layerwise", *TINY_OVERRIDES]
-    # (no low cap: since trials reuse their data a tiny epoch can take 0.05 s, and 400 epochs then
-    # fit in one attempt — the run must not finish before its limit)
+    # The cap is high: since trials reuse their data a tiny epoch can take 0.05 s, and 400 epochs
+    # (the old cap) then fit in one attempt.
     epochs = max(20, min(5000, round(80 / _epoch_seconds(tmp_path, settings))))
     settings.append(f"trainer.epochs={epochs}")
     out = tmp_path / "m"

@@ -9,7 +9,7 @@ import sys
 import pytest
 from pathlib import Path
 
-from tests.cli import TINY_OVERRIDES, env
+from tests.cli import TINY_OVERRIDES, env, python_c
 
 TINY = [*TINY_OVERRIDES, "trainer.progress=false"]
 
@@ -107,9 +107,7 @@ def test_submitit_local_launcher_runs_each_job_as_its_own_process(tmp_path):
 
 def test_the_entrypoint_loads_no_torch_before_a_job_runs():
     # A refused command line, --help and completion are answered before any job: the entrypoint's own
-    # imports stay light (about 1.5 s instead of 6). The job imports torch, timm and scipy itself.
-    from tests.cli import python_c
-
+    # imports stay light (0.4 s instead of 5.9). The job imports torch, timm and scipy itself.
     heavy = ("torch", "timm", "torchvision", "scipy", "matplotlib", "optuna")
     loaded = python_c(f"import sys, src.train; print(*[m for m in {heavy!r} if m in sys.modules])")
     assert loaded == [], loaded

@@ -95,8 +95,8 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
             values = [low, high]
         for v in values:
             try:
-                # one composition (0.25 s) serves both checks
-                preflight(to_run_config(check_overrides(base_over + [f"{key}={v}"])))  # model-dependent checks too
+                # the config check's composition (0.25 s) serves the model-dependent checks too
+                preflight(to_run_config(check_overrides(base_over + [f"{key}={v}"])))
             except ConfigError as err:
                 raise ConfigError(f"{where}: {err}") from None
             except (HydraException, OmegaConfBaseException) as err:
