@@ -1,7 +1,8 @@
 """Golden values: the default study's first two epochs, pinned.
 
 The default study (`python -m src.train -m strategy=frozen,full,layerwise`: EfficientNet-Lite0 with its
-real ImageNet weights on digits at 96 px, seed 0) was run once and its first two epochs stored in
+real ImageNet weights on digits at 96 px, seed 0, channels_last as `trainer.channels_last=auto` gives on
+CPU since the layout measured faster there) was run once and its first two epochs stored in
 fixtures/golden_default_study.json. Here each strategy runs the same default config and is stopped
 after epoch 1 (an `on_epoch` callback; stopping draws no random numbers, so epochs 0 and 1 are those of
 the full 6-epoch run). A refactor that silently changes a number (the head's initialisation, the data

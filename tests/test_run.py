@@ -229,3 +229,19 @@ def test_compiled_model_trains_to_the_same_result(tiny_config, tmp_path):
     assert abs(compiled["val_acc"] - eager["val_acc"]) <= 2 / eager["val_samples"]
     state = torch.load(tmp_path / "compiled" / "model.pt", weights_only=True)
     assert not any(k.startswith("_orig_mod") for k in state)
+
+
+@pytest.mark.parametrize("switch, last", [("auto", True), ("on", True), ("off", False)])
+def test_the_layout_follows_trainer_channels_last_on_cpu_too(tiny_config, tmp_path, switch, last):
+    # auto is channels_last on CPU as on CUDA (measured faster with the pinned torch: benchmarks/layout.py);
+    # off gives channels-first. The model's 4-d weights and every batch it sees must agree.
+    from src.training.setup import setup
+
+    s = setup(tiny_config(trainer={"channels_last": switch}), tmp_path)
+    fmt = torch.channels_last if last else torch.contiguous_format
+    assert s.runtime.channels_last is last
+    convs = [p for p in s.model.parameters() if p.dim() == 4 and p.shape[2] * p.shape[3] > 1]
+    assert convs and all(p.is_contiguous(memory_format=fmt) for p in convs)
+    for batches in (s.train, s.val):
+        x, _ = next(iter(batches))
+        assert x.is_contiguous(memory_format=fmt) and (last is False or not x.is_contiguous())

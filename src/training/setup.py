@@ -74,10 +74,11 @@ def resolve_runtime(cfg: RunConfig) -> Runtime:
     on_gpu = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if on_gpu else "cpu")
     amp = t.amp == "on" or (t.amp == "auto" and on_gpu)
-    # channels_last speeds up cuDNN convolutions under AMP; on CPU it measured slower for
-    # depthwise-heavy nets at small resolutions (141 vs 159 img/s, Lite0 at 64 px), so "auto"
-    # keeps it for CUDA only.
-    channels_last = t.channels_last == "on" or (t.channels_last == "auto" and on_gpu)
+    # "auto" is channels_last on both devices: it speeds up cuDNN convolutions under AMP, and on CPU
+    # with the pinned torch (2.14) oneDNN's kernels measured 1.25-1.38x faster per training step and
+    # 1.5-1.7x per evaluation, Lite0 at 64-224 px, every unfreeze depth (benchmarks/layout.py,
+    # docs/cost-and-speed.md). An older torch measured it slower on CPU; "off" keeps channels-first.
+    channels_last = t.channels_last != "off"
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     return Runtime(device, torch.bfloat16 if amp else None, channels_last)
