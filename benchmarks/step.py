@@ -2,6 +2,7 @@
 
     python benchmarks/step.py [--model tf_efficientnet_lite0] [--image-size 96] [--batch 16]
                               [--steps 30] [--rounds 5] [--strategy full] [--threads N]
+                              [--layout channels_last|channels-first] [--device cuda --amp]
 
 "Ours" is the code path `run()` uses: `data.Batches` (uint8 images normalised per batch), the
 strategy's layer groups with one optimizer param group per group and decay/no-decay split, the
@@ -43,7 +44,9 @@ def main() -> int:
                         help="strategies that train every layer (the plain loop trains all parameters)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast and channels_last in both loops (CUDA)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast in both loops (CUDA)")
+    parser.add_argument("--layout", default="channels_last", choices=("channels_last", "channels-first"),
+                        help="both loops' memory layout (run()'s default, trainer.channels_last=auto: channels_last)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,6 +60,7 @@ def main() -> int:
     })
     device = torch.device(args.device)
     amp_dtype = torch.bfloat16 if args.amp else None
+    last = args.layout == "channels_last"
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     data = load_dataset(cfg.dataset)
     n = args.steps * args.batch
@@ -64,7 +68,7 @@ def main() -> int:
 
     # --- ours: the objects run() builds, stepped by engine.train_one_epoch
     base.to(device)
-    if args.amp:
+    if last:
         base.to(memory_format=torch.channels_last)
     ours = copy.deepcopy(base)
     groups = layer_groups(ours, cfg.strategy.granularity)
@@ -72,7 +76,7 @@ def main() -> int:
     apply_epoch(ours, groups, schedule, 0)
     opt = build_optimizer(cfg.optim, param_groups(ours, groups, schedule, cfg.optim.weight_decay))
     train = Batches(data.train, args.batch, norm=normalization(ours), device=device, shuffle=True, seed=0,
-                    channels_last=args.amp)
+                    channels_last=last)
     sched = build_scheduler(opt, cfg.optim, schedule, len(train))
 
     class FirstSteps:  # the first `n` images of each shuffled epoch: equal work per round
@@ -92,7 +96,7 @@ def main() -> int:
     images = data.train.images.float().div(255)
     images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
     images = ((images - mean) / std).contiguous().to(device)
-    if args.amp:
+    if last:
         images = images.contiguous(memory_format=torch.channels_last)
     labels = data.train.labels.to(device)
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=cfg.optim.lr,
@@ -127,7 +131,7 @@ def main() -> int:
     analytic = analytic_step_flops(ours, (3, args.image_size, args.image_size))
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model} {args.strategy} fine-tuning, {args.image_size} px, batch {args.batch}, {where}"
-          f"{', bf16 + channels_last' if args.amp else ''}, {args.rounds} rounds x {args.steps} steps")
+          f"{', bf16' if args.amp else ''}, {args.layout}, {args.rounds} rounds x {args.steps} steps")
     print("| loop | images/s (median) | rounds |")
     print("|---|---|---|")
     print(f"| ours (run()'s step) | {o:.1f} | {', '.join(f'{v:.1f}' for v in speeds['ours'])} |")
