@@ -45,9 +45,11 @@ PHASES = [
     ("src.training.meters", "counted_step_flops", "FLOP counts"),
     ("src.training.meters", "counted_forward_flops", "FLOP counts"),
     ("src.training.fit", "counted_forward_flops", "FLOP counts"),
-    ("src.train", "run", "run (whole)"),
+    ("src.train", "run", "run (whole)"),  # while src.train imported run() at its top
+    ("src.training.run", "run", "run (whole)"),  # since: the job's `from src.training.run import run` finds this
     ("src.train", "to_run_config", "job: config gate, trial reporter"),
     ("src.train", "_trial_reporter", "job: config gate, trial reporter"),
+    ("src.search.job", "trial_reporter", "job: config gate, trial reporter"),
 ]
 WHOLE = {"run (whole)"}
 
