@@ -16,7 +16,6 @@ the rule alone, without the different trials a pruned study's sampler goes on to
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -24,24 +23,19 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from hydra_plugins.ft_optuna_sweeper.halving import halving_keeps, halving_rungs  # noqa: E402
+from src.record.schema import EpochRecord  # noqa: E402
+from src.reporting.runs import load_runs, trial_number  # noqa: E402
 
 SIGNALS = {"val_acc": 1.0, "val_loss": -1.0, "train_loss": -1.0, "train_acc": 1.0}  # sign: higher is better
 
 
-def trials(study: Path) -> list[tuple[list[dict], float]]:
-    """Each trial's epochs and its training FLOPs, in trial order; only trials that completed."""
-    out = []
-    for run in sorted(study.glob("*_*/"), key=lambda d: int(d.name.split("_")[0]) if d.name[0].isdigit() else -1):
-        result = run / "result.json"
-        if not run.name[0].isdigit() or not result.is_file():
-            continue
-        r = json.loads(result.read_text())
-        if r.get("status") == "completed":
-            out.append(([json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()], r["train_flops"]))
-    return out
+def trials(study: Path) -> list[tuple[list[EpochRecord], float]]:
+    """Each completed trial's epochs and its training FLOPs, in trial order."""
+    runs = sorted((r for r in load_runs([study]) if r.completed), key=lambda r: trial_number(r.dir) or 0)
+    return [(r.metrics, r.result.train_flops) for r in runs]
 
 
-def replay(curves: list[tuple[list[dict], float]], signal: str, after: int) -> tuple[float, float]:
+def replay(curves: list[tuple[list[EpochRecord], float]], signal: str, after: int) -> tuple[float, float]:
     """Halving on these curves: (best kept final val_acc - best of all, in points; FLOPs share)."""
     epochs = len(curves[0][0])
     rungs = halving_rungs(after, epochs)
@@ -50,7 +44,7 @@ def replay(curves: list[tuple[list[dict], float]], signal: str, after: int) -> t
     for metrics, flops in curves:
         stop = None
         for r in rungs:
-            point = (SIGNALS[signal] * metrics[r][signal], 0.0)
+            point = (SIGNALS[signal] * metrics[r].get(signal), 0.0)
             keeps = halving_keeps(point, reached[r], use_cost=False)
             reached[r].append(point)
             if not keeps:
@@ -58,10 +52,10 @@ def replay(curves: list[tuple[list[dict], float]], signal: str, after: int) -> t
                 break
         if stop is None:
             used += flops
-            best = max(best, metrics[-1]["val_acc"])
+            best = max(best, metrics[-1].get("val_acc"))
         else:
-            used += metrics[stop]["train_flops_cum"]  # what the trial had counted when the rule stopped it
-    top = max(m[-1]["val_acc"] for m, _ in curves)
+            used += metrics[stop].get("train_flops_cum")  # what the trial had counted when the rule stopped it
+    top = max(m[-1].get("val_acc") for m, _ in curves)
     return 100 * (best - top), used / sum(f for _, f in curves)
 
 
@@ -75,12 +69,13 @@ def main() -> int:
         if len(curves) < 3:
             print(f"{study}: {len(curves)} completed trials, too few", file=sys.stderr)
             return 2
-        final = [m[-1]["val_acc"] for m, _ in curves]
+        final = [m[-1].get("val_acc") for m, _ in curves]
         print(f"{study} ({len(curves)} trials, {len(curves[0][0])} epochs): Spearman with the final val_acc")
         print("| epoch | " + " | ".join(SIGNALS) + " |")
         print("|---|" + "---|" * len(SIGNALS))
         for e in range(len(curves[0][0]) - 1):
-            cells = [f"{spearmanr([s * m[e][k] for m, _ in curves], final)[0]:.2f}" if k in curves[0][0][e] else "-"
+            cells = [f"{spearmanr([s * m[e].get(k) for m, _ in curves], final)[0]:.2f}"
+                     if curves[0][0][e].get(k) is not None else "-"
                      for k, s in SIGNALS.items()]
             print(f"| {e + 1} | " + " | ".join(cells) + " |")
         for signal in ("val_acc", "val_loss"):
