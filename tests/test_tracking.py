@@ -15,7 +15,8 @@ import pytest
 from src.config import LoggerConfig
 from src.record.schema import EpochRecord
 from src.reporting.tracking import (
-    SYNC_COMMAND, BEST_IS_MAX, EPOCH_METRICS, make_tracker, run_summary, run_tags, sync_command, untracked,
+    REQUIREMENTS, SYNC_COMMAND, BEST_IS_MAX, EPOCH_METRICS, installed_packages, make_tracker, run_summary, run_tags,
+    sync_command, untracked,
 )
 from tests import wandb_files
 from tests.cli import env
@@ -91,6 +92,25 @@ def test_the_pareto_front_is_a_table_and_a_chart_on_a_log_cost_axis(tmp_path):
         assert {k: chart["fieldSettings"][k] for k in ("x", "y")} == {"x": "log10 train_flops", "y": "test_acc"}
     scatter = wandb_files.table(tmp_path, "accuracy_vs_flops_table")
     assert [r["log10 train_flops"] for r in scatter] == pytest.approx([11.0, math.log10(2e12)])
+
+
+def test_each_run_saves_the_installed_packages_read_once_per_process(training_run, tmp_path):
+    """W&B's own requirements.txt read every package's metadata at each init; ours is read once per
+    process and saved with every run all the same (a files record, so `wandb sync` uploads it)."""
+    import importlib.metadata
+
+    files = [r.files for r in wandb_files.records(training_run) if r.WhichOneof("record_type") == "files"]
+    assert [f.path for record in files for f in record.files].count(REQUIREMENTS) == 1
+    lines = (training_run.parent / "files" / REQUIREMENTS).read_text().splitlines()
+    for name in ("torch", "wandb", "optuna"):
+        assert f"{name}=={importlib.metadata.version(name)}" in lines, name
+    assert len(lines) == len(set(lines)) > 20
+    reads = installed_packages.cache_info().misses
+    second = make_tracker(OFFLINE, tmp_path, "r2", {}, "t")
+    second.finish()
+    [path] = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    assert (path.parent / "files" / REQUIREMENTS).read_text().splitlines() == lines
+    assert installed_packages.cache_info().misses == reads  # not read again
 
 
 def test_one_command_syncs_every_offline_run_of_a_sweep_reruns_included(training_run, tmp_path):

@@ -23,6 +23,7 @@ run logs the Pareto front as a table and a chart on a log cost axis (`Tracker.pa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import netrc
@@ -148,6 +149,17 @@ class WandbTracker:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._guard("log", lambda: self.run.log(metrics, step=step))
 
+    def requirements(self) -> None:
+        """The run's files/requirements.txt, as W&B writes it (`name==version` per installed
+        distribution), saved with the run (uploaded by `wandb sync` like W&B's own)."""
+
+        def save() -> None:
+            path = Path(self.run.dir) / REQUIREMENTS
+            path.write_text(installed_packages())
+            self.run.save(str(path), base_path=self.run.dir, policy="now")
+
+        self._guard("requirements", save)
+
     def table(self, key: str, rows: list[dict[str, Any]]) -> None:
         """A wandb.Table with one column per key of the rows (lists and dicts as JSON text)."""
 
@@ -250,6 +262,19 @@ class WandbTracker:
                 log.warning("W&B finish failed (%s: %s)", type(err).__name__, err)
 
 
+REQUIREMENTS = "requirements.txt"
+
+
+@functools.lru_cache(maxsize=1)
+def installed_packages() -> str:
+    """The installed distributions, one `name==version` line each, in W&B's order: read once per
+    process (a process does not change its environment between a sweep's trials)."""
+    from wandb.util import working_set
+
+    # an editable install can be listed twice (its dist-info and the source tree's egg-info): once here
+    return "".join(dict.fromkeys(f"{d.key}=={d.version}\n" for d in working_set()))
+
+
 def make_tracker(
     cfg: LoggerConfig, run_dir: Path, name: str, config: dict[str, Any], job_type: str,
     tags: Sequence[str] = (), per_epoch: bool = False,
@@ -275,7 +300,9 @@ def make_tracker(
         tags=list(dict.fromkeys(t[:64] for t in (*cfg.tags, *tags))),
         config=config,
         dir=str(run_dir),
-        settings=wandb.Settings(console="off", silent=True, init_timeout=60),
+        # requirements.txt is written below from a list read once per process: W&B's own reads every
+        # installed package's metadata at each init (0.1-0.25 s a trial of a sweep, the same list each time)
+        settings=wandb.Settings(console="off", silent=True, init_timeout=60, x_save_requirements=False),
     )
     for attempt in ([mode, "offline"] if mode == "online" else [mode]):
         try:
@@ -283,6 +310,7 @@ def make_tracker(
             if attempt != mode:
                 log.warning("W&B running offline instead; upload later with `%s`", sync_command(run_dir))
             tracker = WandbTracker(run)
+            tracker.requirements()
             if per_epoch:
                 tracker.define_epoch_metrics()
             return tracker
