@@ -131,6 +131,20 @@ def test_a_reused_flop_count_equals_the_count_of_each_run():
             got = reuse.step_flops(model, (3, 32, 32), 10)
             assert got == counted_step_flops(model, (3, 32, 32), 10), (run_index, epoch)
             counts.append(got)
-        assert reuse.forward_flops(model, (3, 32, 32)) == counted_forward_flops(model, (3, 32, 32))
+            # a forward without autograd: one count serves every phase, whatever trains
+            assert reuse.forward_flops(model, (3, 32, 32)) == counted_forward_flops(model, (3, 32, 32)), epoch
     assert len(set(counts[:4])) == 4 and counts[4:] == counts[:4]  # four phases, four counts, reused
     assert reuse.FLOPS.made == 5  # the four phases and one forward count, for both runs
+
+
+def test_runs_that_end_training_other_groups_share_one_evaluation_timing(tiny_config, tmp_path):
+    """The estimate times a training step once per phase, and an evaluation pass (eval mode, no
+    autograd: what trains changes nothing in it) once for them all, though each run below ends its
+    schedule with another set of trained groups."""
+    from src.training.estimate import estimate
+    from src.training.setup import setup
+
+    for depth in (1, 2, 3):
+        cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": depth}, trainer={"feature_cache": "off"})
+        estimate(cfg, setup(cfg, tmp_path / str(depth)))
+    assert sorted(key[0][0] for key in reuse.STEP_S.items) == ["forward", "step", "step", "step"]

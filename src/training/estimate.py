@@ -153,9 +153,10 @@ def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> float:
 
 def _forward_s_per_image(model: torch.nn.Module, s: Setup, eval_batch_size: int) -> float:
     """Seconds per image of an evaluation pass, timed on one batch (at most 64 images) after a warm-up;
-    once per process for each structure and batch (src.training.reuse)."""
+    once per process for each architecture and batch, whatever trains (src.training.reuse)."""
     size = max(2, min(eval_batch_size, 64, len(s.data.val) or 2))
-    return reuse.timed_once(_calibration(s, "forward", size), model, lambda: _time_forward(model, s, size))
+    return reuse.timed_once(_calibration(s, "forward", size), model, lambda: _time_forward(model, s, size),
+                            inference=True)
 
 
 def _time_forward(model: torch.nn.Module, s: Setup, size: int) -> float:

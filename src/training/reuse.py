@@ -142,12 +142,14 @@ def pretrained(cfg: ModelConfig) -> nn.Module:
     return copy.deepcopy(model)
 
 
-def structure(net: nn.Module) -> tuple[Any, ...]:
+def structure(net: nn.Module, *, modes: bool = True, grads: bool = True) -> tuple[Any, ...]:
     """What a FLOP count (and a step's time) depends on: the modules, their modes, every parameter's
-    shape and whether it trains. Two nets with the same structure run the same operations."""
+    shape and whether it trains. Two nets with the same structure run the same operations. A pass
+    without autograd does not depend on which parameters train (`grads=False`): the inference count
+    that ends each trial is then shared by trials that trained different groups last."""
     return (type(net).__qualname__,
-            tuple((n, type(m).__qualname__, m.training) for n, m in net.named_modules()),
-            tuple((n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in net.named_parameters()))
+            tuple((n, type(m).__qualname__, m.training if modes else None) for n, m in net.named_modules()),
+            tuple((n, tuple(p.shape), p.dtype, p.requires_grad if grads else None) for n, p in net.named_parameters()))
 
 
 def step_flops(net: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> StepFlops:
@@ -157,15 +159,18 @@ def step_flops(net: nn.Module, input_shape: tuple[int, ...], num_classes: int) -
 
 
 def forward_flops(net: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """`counted_forward_flops`, counted once per structure and input shape."""
-    key = ("forward", structure(net), tuple(input_shape))
+    """`counted_forward_flops`, counted once per structure (whatever trains: it counts under no_grad)
+    and input shape."""
+    key = ("forward", structure(net, grads=False), tuple(input_shape))
     return FLOPS.get(key, lambda: counted_forward_flops(net, input_shape))
 
 
-def timed_once(key: Hashable, net: nn.Module, time_it: Callable[[], float]) -> float:
+def timed_once(key: Hashable, net: nn.Module, time_it: Callable[[], float], inference: bool = False) -> float:
     """A calibration time (the estimate's seconds per step or per image), measured once per process
-    for `key` and the net's structure: the same step on the same machine costs the same again."""
-    return STEP_S.get((key, structure(net)), time_it)
+    for `key` and the net's structure: the same step on the same machine costs the same again. An
+    `inference` pass (engine.predict: eval mode, no autograd) is keyed without modes and grads:
+    the estimate times it after setting up the run's last phase, which differs from trial to trial."""
+    return STEP_S.get((key, structure(net, modes=not inference, grads=not inference)), time_it)
 
 
 def fingerprint(tensors: Iterable[torch.Tensor]) -> str:
