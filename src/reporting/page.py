@@ -18,6 +18,7 @@ from src.record.io import SkippedFile, format_table, run_names, write_json, writ
 from src.reporting import plots
 from src.reporting.comparisons import METRIC_LABEL, paired_rows, summary_rows, win_map
 from src.reporting.configs import Config, group_configs, ood_metrics
+from src.reporting.drawing import save_figures
 from src.reporting.ood_section import ood_cells, ood_section, ood_win_map
 from src.reporting.per_class import confusion_figure, per_class_section
 from src.reporting.runs import Run, load_runs
@@ -43,8 +44,6 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str,
     """Draw and save each figure the report shows; {name: PNG}. A figure that fails to draw or save
     is left out, with its one-line reason in `missing`, and its PNG from an earlier report in `out`
     is removed: the page is written without it and says so, rather than not at all."""
-    import matplotlib.pyplot as plt
-
     drawers = {"pareto": lambda: plots.pareto(configs, metric), "curves": lambda: plots.curves(configs),
                "schedules": lambda: plots.schedules(configs), "drift": lambda: plots.drift(configs)}
     if wins_worth_showing(cells):
@@ -61,23 +60,13 @@ def write_figures(configs: Sequence[Config], out: Path, metric: str,
         drawers |= {"importance": lambda: search_plots.importance(search), "slice": lambda: search_plots.slices(search),
                     "search_front": lambda: search_plots.front(search)}
     paths = {}
-    for name, draw in drawers.items():
-        path = out / f"{name}.png"
-        fig = None
-        try:
-            fig = draw()
-            fig.savefig(path, dpi=110)
-            paths[name] = path
-        except Exception as err:  # one figure's failure must not cost the page or the other figures
-            why = f"{type(err).__name__}: {first_line(err)}"
-            if missing is None:
-                log.warning("figure %s not drawn (%s)", name, why)
-            else:  # the caller says it, once
-                missing[name] = why
-            path.unlink(missing_ok=True)
-        finally:
-            if fig is not None:
-                plt.close(fig)
+    for name, outcome in save_figures(drawers, out).items():  # in worker processes where it can
+        if isinstance(outcome, Path):
+            paths[name] = outcome
+        elif missing is None:
+            log.warning("figure %s not drawn (%s)", name, outcome)
+        else:  # the caller says it, once
+            missing[name] = outcome
     return paths
 
 
