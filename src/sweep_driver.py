@@ -200,7 +200,7 @@ class ProjectSweep:
     def _open(self, arguments: list[str]) -> tuple[Any, int, str]:
         """Every setting checked (one line each), then the study created or resumed."""
         from src.config import ConfigError
-        from src.gate import check_overrides, compose_train, to_run_config
+        from src.gate import check_overrides, to_run_config
         from src.search import launched
         from src.search.pruning import PruneSpec, optuna_pruner, resolve
         from src.search.rerun_settings import check_rerun, search_seeds
@@ -220,14 +220,15 @@ class ProjectSweep:
         if not params:
             raise ConfigError("hydra/sweeper=optuna needs a search space: a sweep value such as "
                               "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")
-        check_overrides(fixed)
-        base_cfg = to_run_config(compose_train(fixed))
+        base = check_overrides(fixed)
+        base_cfg = to_run_config(base)
         if base_cfg.trainer.dry_run:  # a trial that trains nothing gives the sampler nothing to go on
             raise ConfigError("trainer.dry_run=true does not go with hydra/sweeper=optuna: estimate a trial as one run "
                               "(python -m src.train trainer.dry_run=true and the sweep's settings) or a multirun (-m key=a,b)")
         groups = preflight(base_cfg)
+        composed = fixed
         params, fixed = split_space(everything, groups)  # `groups` in a range is the model's own count
-        check_space(params, fixed, groups)
+        check_space(params, fixed, groups, base if fixed == composed else None)
         objectives = check_objectives(list(self.objectives), base_cfg, params)
         directions = [OBJECTIVES[o] for o in objectives]
         self._check_direction(directions, objectives)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from hydra_plugins.ft_optuna_sweeper import settings
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
@@ -168,3 +169,46 @@ def test_an_override_hydra_cannot_parse_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SettingError, match=r"^hydra\.sweeper\.rerun_overrides=\[seed=3\]: no viable alternative"):
         precheck(["-m", "sweep=default", "hydra.sweeper.rerun_overrides=[seed=3]"])
+
+
+SWEEP = ["sweep=default", "dataset=digits"]
+
+
+@pytest.mark.parametrize("key,value", [("strategy.lr_decay", 1.05), ("strategy.lr_decay", 4), ("optim.lr", 3e-3),
+                                       ("strategy.unfreeze_depth", 8), ("strategy.unfreeze_every", 2),
+                                       ("dataset.image_size", 96), ("trainer.epochs", 3), ("seed", 7)])
+def test_a_searched_number_set_on_the_composed_base_is_the_config_composing_gives(key, value):
+    """check_space sets each end of a numeric range on the base composition instead of composing
+    again: the training config must be exactly the one `key=value` composes to."""
+    from src.gate import check_overrides, to_run_config
+    from src.search.space import _with_value
+
+    base = check_overrides(SWEEP)
+    before = OmegaConf.to_yaml(base)
+    assert to_run_config(_with_value(base, key, value)) == to_run_config(check_overrides(SWEEP + [f"{key}={value}"]))
+    assert OmegaConf.to_yaml(base) == before  # set on a copy
+
+
+@pytest.mark.parametrize("key,value", [("strategy", 1), ("optim.lrr", 0.1), ("optim", 0.1), ("optim.lr", "0.1"),
+                                       ("trainer.count_flops", True), ("strategy.unfreeze_depth", 1.5)])
+def test_what_is_not_a_number_at_a_known_value_is_composed(key, value):
+    from src.gate import check_overrides
+    from src.search.space import _with_value
+
+    assert _with_value(check_overrides(SWEEP), key, value) is None
+
+
+def test_a_bad_end_of_a_numeric_range_is_refused_in_the_words_composing_gives():
+    from src.config import ConfigError
+    from src.gate import check_overrides, to_run_config
+    from src.search.space import _with_value, check_space
+
+    space = {"strategy.lr_decay": {"type": "float", "low": -1.0, "high": 2.0}}
+    with pytest.raises(ConfigError) as composed:
+        check_space(space, SWEEP, 8)
+    with pytest.raises(ConfigError) as set_on_base:
+        check_space(space, SWEEP, 8, check_overrides(SWEEP))
+    assert str(set_on_base.value) == str(composed.value)
+    assert str(composed.value).startswith("hydra.sweeper.params.strategy.lr_decay: strategy.lr_decay=-1.0 must be")
+    with pytest.raises(ConfigError):
+        to_run_config(_with_value(check_overrides(SWEEP), "strategy.lr_decay", -1.0))

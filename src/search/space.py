@@ -8,10 +8,12 @@ trial fails on its config.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import optuna
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.config import ConfigError, RunConfig
@@ -53,9 +55,10 @@ def check_objectives(objectives: Any, base: RunConfig, params: dict[str, Any]) -
     return list(objectives)
 
 
-def check_space(params: Any, base_over: list[str], groups: int) -> None:
+def check_space(params: Any, base_over: list[str], groups: int, base: DictConfig | None = None) -> None:
     """The search space: training keys that exist, types and bounds that make sense, and values at
-    both ends (each choice) that make a valid training config, so no trial fails on its config."""
+    both ends (each choice) that make a valid training config, so no trial fails on its config.
+    `base`: `base_over` composed, when the caller has it (see `_with_value`)."""
     if not isinstance(params, dict) or not params:
         raise ConfigError("hydra.sweeper.params must map training keys to sweep values such as interval(1,10) or choice(0,1)")
     set_elsewhere = {o.split("=", 1)[0].lstrip("+~") for o in base_over if "=" in o}
@@ -96,12 +99,33 @@ def check_space(params: Any, base_over: list[str], groups: int) -> None:
         for v in values:
             try:
                 # the config check's composition (0.25 s) serves the model-dependent checks too
-                preflight(to_run_config(check_overrides(base_over + [f"{key}={v}"])))
+                preflight(to_run_config(_with_value(base, key, v) or check_overrides(base_over + [f"{key}={v}"])))
             except ConfigError as err:
                 raise ConfigError(f"{where}: {err}") from None
             except (HydraException, OmegaConfBaseException) as err:
                 raise ConfigError(f"{where}={v!r}: {str(err).splitlines()[0]}") from None
 
+
+
+def _with_value(base: DictConfig | None, key: str, value: Any) -> DictConfig | None:
+    """`base` with a number at a key it holds as a value: what composing with `key=value` gives (Hydra
+    applies an override after merging the defaults, as a typed assignment, and the schema checks it
+    the same), without composing again (0.25-0.45 s each, 8 times for make sweep's space). None for
+    anything else (a config group, a new key, a choice that is text): that is composed."""
+    if base is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(base, parent, default=None) if parent else base
+    if not isinstance(node, DictConfig) or leaf not in node:
+        return None
+    if OmegaConf.is_config(OmegaConf.select(base, key, throw_on_resolution_failure=False)):
+        return None
+    cfg = copy.deepcopy(base)
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except OmegaConfBaseException:  # refused (a float for an int): composing says why, in its words
+        return None
+    return cfg
 
 
 def suggest(trial: optuna.Trial, key: str, spec: dict[str, Any], groups: int) -> Any:
