@@ -225,8 +225,7 @@ class ProjectSweep:
         if base_cfg.trainer.dry_run:  # a trial that trains nothing gives the sampler nothing to go on
             raise ConfigError("trainer.dry_run=true does not go with hydra/sweeper=optuna: estimate a trial as one run "
                               "(python -m src.train trainer.dry_run=true and the sweep's settings) or a multirun (-m key=a,b)")
-        groups = preflight(base_cfg)
-        composed = fixed
+        groups, composed = preflight(base_cfg), fixed
         params, fixed = split_space(everything, groups)  # `groups` in a range is the model's own count
         check_space(params, fixed, groups, base if fixed == composed else None)
         objectives = check_objectives(list(self.objectives), base_cfg, params)

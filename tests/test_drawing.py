@@ -78,11 +78,12 @@ def test_a_hung_worker_is_given_up_and_its_figures_drawn_here(tmp_path, monkeypa
         return quick()
 
     drawers["f1"] = hangs_in_a_worker
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())  # another test's (joblib's) may be running
     start = time.monotonic()
     got = drawing.save_figures(drawers, tmp_path)
     assert time.monotonic() - start < 60
     assert all(got[n] == tmp_path / f"{n}.png" for n in ("f0", "f1", "f2"))
     assert int((tmp_path / "pids" / "1.pid").read_text()) == parent  # f1 drawn here in the end
-    import multiprocessing
-
-    assert multiprocessing.active_children() == []  # the hung worker was ended, not left behind
+    assert set(multiprocessing.active_children()) <= before  # the hung worker was ended, not left behind

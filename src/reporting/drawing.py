@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -60,7 +61,7 @@ def _in_workers(jobs: dict[str, tuple[Callable[[], Any], Path]], workers: int) -
     _JOBS.update(jobs)
     pool = None
     try:
-        pool = multiprocessing.get_context("fork").Pool(workers)
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals)
         results = pool.imap_unordered(_draw_named, list(jobs))
         for _ in jobs:
             name, outcome = results.next(timeout=TIMEOUT_S)
@@ -73,6 +74,14 @@ def _in_workers(jobs: dict[str, tuple[Callable[[], Any], Path]], workers: int) -
             pool.join()
         _JOBS.clear()
     return outcomes
+
+
+def _worker_signals() -> None:
+    """A worker leaves Ctrl-C to the report's process (the whole process group gets it) and ends
+    quietly when that process ends the pool: it does not inherit the run's handlers (src.exits),
+    which would print a traceback from every worker under the one line a stopped run prints."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _draw_named(name: str) -> tuple[str, Path | str]:

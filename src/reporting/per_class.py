@@ -66,7 +66,7 @@ def confusion_figure(configs: Sequence[Config], split: str = "test", limit: int 
     """One panel per configuration (at most `limit`): its `split` confusion matrix over its seeds,
     each row divided by the true class's images (so the diagonal is each class's recall), counts
     written in the cells when there are few enough classes to read them; a blank cell is 0 (most
-    cells of a good model: written, their 0s hid its mistakes and took a quarter of the figure's
+    cells of a good model: written, their 0s hid its mistakes and took almost a third of the figure's
     drawing time, 3.3 -> 2.3 s for six panels of ten classes)."""
     import matplotlib.pyplot as plt
 
