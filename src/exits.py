@@ -34,6 +34,10 @@ USER_ERROR = 2
 # Code that a stop must not cut in half: a storage write stopped midway leaves the session
 # unusable, and the trial could then not be recorded as interrupted (nor be retried).
 _NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.sep}", f"{os.sep}sqlite3{os.sep}")
+# Nor code whose exception Python drops ("Exception ignored in ..."): a finalizer, or a weakref
+# callback (weakref.py's dictionaries and `finalize`), which the garbage collector runs inside
+# whatever the main thread is doing. Raised there, the stop is printed and lost, and the run goes on.
+_DROPPED_IN = (f"{os.sep}weakref.py",)
 
 
 class Stopped(KeyboardInterrupt):
@@ -86,10 +90,12 @@ def is_user_error(err: BaseException) -> bool:
 
 
 def on_signal(signum: int, frame: Any) -> None:
-    """SIGINT's and SIGTERM's handler: raise Stopped, except inside a storage call, where the signal
-    is delivered again 50 ms later, until that call is done."""
+    """SIGINT's and SIGTERM's handler: raise Stopped, except inside a storage call or a finalizer,
+    where the signal is delivered again 50 ms later, until that call is done."""
     while frame is not None:
-        if any(part in frame.f_code.co_filename for part in _NOT_HERE):
+        code = frame.f_code
+        if (any(part in code.co_filename for part in _NOT_HERE) or code.co_name == "__del__"
+                or code.co_filename.endswith(_DROPPED_IN)):
             threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
             return
         frame = frame.f_back

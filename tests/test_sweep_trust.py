@@ -379,17 +379,57 @@ def test_interrupt_is_one_line_with_how_to_resume(tmp_path, sig, code):
     assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"]
 
 
-def test_a_signal_inside_a_storage_call_is_delivered_once_it_is_done():
-    """A KeyboardInterrupt raised halfway through a storage write would leave the session unusable
-    (the trial could then not be recorded as interrupted): the signal comes again 50 ms later."""
-    from src import exits
-
+def _storage_frame():
     scope: dict = {"sys": sys}
     exec(compile("frame = sys._getframe()", f"{Path('/x/sqlalchemy/orm/session.py')}", "exec"), scope)
+    return scope["frame"]
+
+
+def _finalizer_frame():
+    frames = []
+
+    class Finalised:
+        def __del__(self):
+            frames.append(sys._getframe())
+
+    Finalised()  # collected at once
+    return frames[0]
+
+
+def _weakref_callback_frame():
+    """The frame of a WeakKeyDictionary's callback, run as the garbage collector runs it."""
+    import weakref
+
+    class Key:
+        pass
+
+    frames, table, key = [], weakref.WeakKeyDictionary(), Key()
+    table[key] = 1
+
+    def watch(frame, event, _arg):
+        if event == "call" and frame.f_code.co_filename.endswith("weakref.py") and frame.f_code.co_name == "remove":
+            frames.append(frame)
+
+    sys.setprofile(watch)
+    try:
+        del key
+    finally:
+        sys.setprofile(None)
+    return frames[0]
+
+
+@pytest.mark.parametrize("where", [_storage_frame, _finalizer_frame, _weakref_callback_frame])
+def test_a_signal_inside_a_storage_call_or_a_finalizer_is_delivered_once_it_is_done(where):
+    """A KeyboardInterrupt raised halfway through a storage write would leave the session unusable
+    (the trial could then not be recorded as interrupted), and one raised in a finalizer or a weakref
+    callback (the garbage collector's, at any moment) is dropped by Python: the stop would be lost
+    and the sweep run on. The signal comes again 50 ms later."""
+    from src import exits
+
     received: list[int] = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
     try:
-        exits.on_signal(signal.SIGUSR1, scope["frame"])  # inside the storage: no exception now...
+        exits.on_signal(signal.SIGUSR1, where())  # inside: no exception now...
         deadline = time.monotonic() + 30
         while not received:  # ...the signal again, later (a timer thread sends it)
             assert time.monotonic() < deadline, "the signal was not delivered again within 30 s"
