@@ -66,7 +66,7 @@ def test_imagenet_agreement_with_the_real_pretrained_weights():
     assert moved.weight_change[groups[0].name] == 0.0 and moved.cka[groups[0].name] == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("strategy", ["frozen", "full"])
+@pytest.mark.parametrize("strategy", ["frozen", pytest.param("full", marks=pytest.mark.slow)])
 def test_runs_record_drift_frozen_stays_put_and_full_moves(tmp_path, strategy):
     cmd = [sys.executable, "-m", "src.train", f"strategy={strategy}", *TINY_OVERRIDES, "trainer.epochs=2",
            "optim.lr=0.01", "trainer.drift_probe=32", f"hydra.run.dir={tmp_path}", "trainer.progress=false"]

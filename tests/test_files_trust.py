@@ -343,6 +343,7 @@ def _stderr_on_a_terminal(progress: str) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_progress_bar_draws_on_a_terminal():
     drawn = _stderr_on_a_terminal("on")
     assert "epoch 1/1" in drawn and "%|" in drawn, drawn

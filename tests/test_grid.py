@@ -135,6 +135,7 @@ def test_grid_report_names_the_winner_of_each_cell_from_the_run_files(grid):
     assert len(pairs) == 2 and all(p["seeds"] == [0, 1, 2] for p in pairs)
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_one_task_gets_no_win_map(tmp_path):
     from src.reporting.page import write_report
 

@@ -353,6 +353,7 @@ def _preset_elsewhere(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_a_preset_on_the_searchpath_is_composed_by_the_sweep_checks(tmp_path):
     """Hydra hands the sweeper the job overrides without `hydra.searchpath`: the checks must still find
     `sweep=mine` there (they refused it as 'not allowed'). A dry run stops right after they pass."""

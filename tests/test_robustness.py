@@ -152,6 +152,7 @@ RUNNABLE = st.fixed_dictionaries({}, optional={
 })
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(RUNNABLE)
 def test_random_valid_configs_really_run(tmp_path_factory, overrides):
@@ -222,6 +223,7 @@ def test_npz_with_missing_arrays_or_labels_out_of_range(tmp_path):
 
 # --- divergence in a sweep ---------------------------------------------------------------------
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_diverging_trials_fail_with_their_reason_and_the_sweep_stops_after_max_failed(tmp_path):
     out = tmp_path / "out"
     proc = _cli(["-m", "src.train", "-m", "hydra/sweeper=optuna", "optim.lr=tag(log, interval(1.0e+29, 1.0e+30))",
@@ -248,6 +250,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise AssertionError(f"{path} never appeared (exit {proc.poll()})")
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_sigterm_mid_run_records_an_interrupted_run_with_what_was_measured(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "src.train", *TINY_CLI, "trainer.epochs=200", f"hydra.run.dir={run_dir}"],
@@ -311,6 +314,7 @@ def test_a_disk_too_full_to_start_is_refused_before_anything_runs(small_disk, tm
     assert sorted(p.name for p in disk.iterdir()) == ["filler"]
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_a_disk_that_fills_during_a_run_is_one_line_naming_the_file_and_the_setting(small_disk, tmp_path):
     disk = small_disk(1024)
     fill(disk, leave_kib=200)  # room for a run's files, not for its model_best.pt (about 440 KiB)

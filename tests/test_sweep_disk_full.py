@@ -133,6 +133,7 @@ def _only_line(proc: subprocess.CompletedProcess, code: int = 1) -> str:
     return lines[-1]
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 @pytest.mark.parametrize("kind", ["journal", pytest.param("sqlite", marks=pytest.mark.slow)])
 def test_a_storage_on_a_full_disk_is_one_line_naming_it(small_disk, tmp_path, kind):
     disk = small_disk(256)

@@ -246,6 +246,7 @@ def test_resume_with_a_changed_search_space_is_refused(tmp_path):
     assert "params.optim.lr" in _one_line_error(proc)
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_settings_that_change_no_measurement_resume_the_same_study(one_trial_study):
     root, out = one_trial_study
     # the same fixed hydra.sweep.dir, which holds the study's finished trials: a resume, not refused
@@ -257,6 +258,7 @@ def test_settings_that_change_no_measurement_resume_the_same_study(one_trial_stu
 
 # --- D. one sweep folder, one study ---------------------------------------------------------------
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_a_second_study_in_the_same_sweep_dir_is_refused(one_trial_study):
     root, out = one_trial_study
     before = {p: p.read_text() for p in (trial_dir(out, 0) / "result.json", out / "pareto.json", out / "summary.json")}
@@ -442,6 +444,7 @@ def test_a_signal_inside_a_storage_call_or_a_finalizer_is_delivered_once_it_is_d
         signal.signal(signal.SIGUSR1, previous)
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_config_error_inside_a_trial_is_one_line(tmp_path):
     """The data is only loaded by the trial: a missing folder is found there."""
     proc = _sweep(tmp_path, _cmd(tmp_path / "study", 1, "dataset.kind=imagefolder", f"dataset.root={tmp_path / 'nope'}"))
@@ -449,6 +452,7 @@ def test_config_error_inside_a_trial_is_one_line(tmp_path):
     assert line.startswith("error: ") and "nope" in line
 
 
+@pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 @pytest.mark.parametrize("args, says", [
     (["hydra.sweeper.storage=nosuchdb://host/db"], "hydra.sweeper.storage=nosuchdb://host/db"),
     pytest.param(["hydra.sweeper.storage=journal:/no/such/folder/study.log"], "folder /no/such/folder does not exist",
