@@ -97,8 +97,9 @@ def _draw(draw: Callable[[], Any], path: Path) -> Path | str:
         fig.savefig(path, dpi=DPI)
         return path
     except Exception as err:  # one figure's failure must not cost the page or the other figures
-        lines = str(err).strip().splitlines()
-        return f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        from src.reporting.page import first_line  # page imports this module
+
+        return f"{type(err).__name__}: {first_line(err)}".rstrip(": ")
     finally:
         if fig is not None:
             plt.close(fig)
