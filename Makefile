@@ -22,7 +22,7 @@ install: ## create .venv and install the pinned dependencies, the notebook tools
 # well (595 s -> 435 s on one host). Tests, not files, are dealt out: a module fixture is then built
 # by both workers, but one long file no longer ends the run alone (506 s -> 471 s on a slower host).
 # The slow tier stays serial: its SLURM and timing tests size their runs for a machine to themselves.
-test: ## fast tests (unit + small end-to-end runs; about 5-7 min on 2 Intel cores, 8 on 2 slower AMD ones; two pytest-xdist workers)
+test: ## fast tests (unit + small end-to-end runs; about 5-7 min on 2 Intel cores, 6-8 on 2 slower AMD ones; two pytest-xdist workers)
 	$(PY) -m pytest -q -m "not slow and not ray" -n 2 --dist load $(ARGS)
 
 test-slow: ## slow end-to-end tests (the full default study)

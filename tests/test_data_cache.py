@@ -595,6 +595,7 @@ def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
         _same(clean, d)
 
 
+@pytest.mark.slow  # a whole run on a small disk (10 s): the fast tier keeps the unit cases above
 def test_a_run_whose_cache_disk_fills_completes_without_the_cache(tmp_path, small_disk):
     """`python -m src.train` with dataset.cache_dir on a real tmpfs that fills in the middle of the
     pixels (two decode workers running): the run completes, result.json says so, the log has the

@@ -148,7 +148,8 @@ def test_upstream_launch_jobs(tmp_path, monkeypatch):
     assert results(tmp_path)["best_value"] is not None
 
 
-@pytest.mark.parametrize("with_commandline", [True, False])
+# without the command line (8-10 s) with the slow tier: the fast one sweeps the same example from it
+@pytest.mark.parametrize("with_commandline", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_upstream_optuna_example(tmp_path, monkeypatch, with_commandline):
     storage = f"sqlite:///{tmp_path / 'test.db'}"
     args = [f"hydra.sweep.dir={tmp_path / 'out'}", "hydra.job.chdir=True", "hydra.sweeper.n_trials=20",

@@ -174,6 +174,7 @@ def test_a_finished_run_is_kept_and_another_config_refused(tiny_config, tmp_path
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
 
 
+@pytest.mark.slow  # 17 s on the 2-core AVX2 host: the fast tier's resume tests cover checkpoints
 def test_model_best_is_the_tested_model_and_keep_checkpoints_keeps_the_newest(tiny_config, tmp_path):
     from src.training.setup import setup
 

@@ -453,6 +453,7 @@ def test_wandb_online_failure_falls_back_to_offline(tiny_config, tmp_path, monke
     assert len(list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
 
 
+@pytest.mark.slow  # 12 s of training for one edge case
 def test_a_last_training_batch_of_one_sample_does_not_stop_the_run(tiny_config, tmp_path):
     # 40 training images in batches of 3: the 14th batch would hold one sample, and BatchNorm cannot
     # train on one sample at a 1x1 feature map (test_efficientnet at 32 px).

@@ -41,6 +41,7 @@ def test_run_writes_config_metrics_groups_and_result(tiny_config, tmp_path):
     assert (tmp_path / "config.yaml").read_text().startswith("model:")
 
 
+@pytest.mark.slow  # four runs, 23-26 s: tests/test_strategies.py checks their schedules in the fast tier
 def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp_path):
     # LP-FT: the head alone for 2 epochs, then every group; the feature cache cannot apply. Drift is
     # measured on the selected model: the last one here (best_val might pick a probe-phase epoch).
@@ -75,6 +76,7 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     assert bitfit["trainable_params"] < bitfit["total_params"] / 10 and bitfit["feature_cache"] is False
 
 
+@pytest.mark.slow  # two runs, 7-13 s
 def test_l2sp_keeps_the_backbone_nearer_its_start_than_full(tiny_config, tmp_path):
     common = {"trainer": {"epochs": 2, "select": "last"}, "optim": {"lr": 0.01}}
     full = run(tiny_config(strategy={"name": "full", "backbone_lr_scale": 1.0}, **common), tmp_path / "full")
