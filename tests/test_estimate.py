@@ -52,3 +52,17 @@ def test_a_single_run_prints_its_result_line_and_a_dry_multirun_its_total(tmp_pa
     assert multi.returncode == 0, multi.stderr
     assert not list((tmp_path / "many").glob("*/result.json"))
     assert "2 dry-run jobs in" in multi.stdout and "estimate, all 2 jobs: " in multi.stdout
+
+
+@pytest.mark.parametrize("seconds, calls, median", [
+    ([1.00, 1.05, 1.02, 9.0, 9.0], 3, 1.02),  # steady: three steps say it, no more are taken
+    ([1.00, 14.0, 1.01, 0.99, 1.00], 5, 1.00),  # a step another process slowed: out-voted by five
+    ([1.00, 2.00, 3.00, 4.00, 5.00, 6.0], 5, 3.00),  # never steady: five at most
+])
+def test_calibration_takes_more_steps_only_while_they_disagree(seconds, calls, median):
+    from src.training.estimate import steady_median
+
+    taken = iter(seconds)
+    used = []
+    assert steady_median(lambda: used.append(next(taken)) or used[-1]) == median
+    assert len(used) == calls

@@ -15,7 +15,7 @@ import copy
 import statistics
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -29,7 +29,12 @@ from src.training.setup import Setup
 
 ESTIMATE_FILE = "estimate.json"  # written by a dry run only: a dry multirun's end sums them
 WARMUP_STEPS = 2  # the first steps allocate and pick kernels: not what an epoch's steps cost
+# Timed steps: at least MIN_TIMED_STEPS, and more, up to TIMED_STEPS, only while they disagree by more
+# than STEADY (the slowest over the fastest): steady steps say the step's cost in 3, and a step that
+# another process slowed shows as spread and is out-voted by the median of 5.
+MIN_TIMED_STEPS = 3
 TIMED_STEPS = 5
+STEADY = 1.10
 
 
 @dataclass(frozen=True)
@@ -146,8 +151,16 @@ def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> float:
     engine.train_one_epoch(model, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
     # one step at a time, and the median: a moment when another process takes the cores (a shared
     # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
-    timed = [engine.train_one_epoch(model, [batch], optimizer, scheduler, rt.device, rt.amp_dtype).seconds
-             for _ in range(TIMED_STEPS)]
+    return steady_median(lambda: engine.train_one_epoch(model, [batch], optimizer, scheduler, rt.device,
+                                                        rt.amp_dtype).seconds)
+
+
+def steady_median(step: Callable[[], float]) -> float:
+    """The median of `step()`'s seconds over MIN_TIMED_STEPS calls, or over more (up to TIMED_STEPS)
+    while they spread by more than STEADY."""
+    timed = [step() for _ in range(MIN_TIMED_STEPS)]
+    while len(timed) < TIMED_STEPS and max(timed) > STEADY * min(timed):
+        timed.append(step())
     return statistics.median(timed)
 
 
