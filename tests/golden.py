@@ -62,11 +62,25 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _caches() -> str:
+    """The data caches' sizes, e.g. "L1d 32K L2 512K L3 32768K" (Linux's sysfs; "" elsewhere)."""
+    sizes = []
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            kind, level, size = ((index / f).read_text().strip() for f in ("type", "level", "size"))
+        except OSError:
+            continue
+        if kind != "Instruction":
+            sizes.append(f"L{level}{'d' if kind == 'Data' else ''} {size}")
+    return " ".join(sizes)
+
+
 def host_key() -> str:
     """What decides a whole-network run's rounding here: torch, its vector instructions, the
-    threads that split each reduction, and the CPU (oneDNN sizes its kernels' blocks to its caches)."""
+    threads that split each reduction, and the CPU and its caches (oneDNN sizes its kernels'
+    blocks to them)."""
     return (f"torch {torch.__version__.split('+')[0]}, {torch.backends.cpu.get_cpu_capability()}, "
-            f"{torch.get_num_threads()} threads, {_cpu_model()}")
+            f"{torch.get_num_threads()} threads, {_cpu_model()}, {_caches() or 'caches unknown'}")
 
 
 def first_two_epochs(strategy: str, run_dir: Path) -> list[dict[str, Any]]:
