@@ -142,7 +142,8 @@ def _check(strategies: tuple[str, ...]) -> None:
     host = stored.get("epochs", {}).get(host_key())
     print(f"host: {host_key()} ({'epochs stored' if host else 'no epochs stored'})")
     for strategy in strategies:
-        got, want = first_steps(strategy), stored["first_steps"]["strategies"][strategy]
+        want = stored["first_steps"]["strategies"][strategy]
+        got = first_steps(strategy, len(want))  # as many as were stored, as the test takes
         print(strategy, "steps rel. diff", " ".join(f"{abs(g - w) / abs(w):.1e}" for g, w in zip(got, want)))
         if host and strategy in host["strategies"]:
             with tempfile.TemporaryDirectory() as run_dir:

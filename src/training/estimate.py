@@ -29,9 +29,8 @@ from src.training.setup import Setup
 
 ESTIMATE_FILE = "estimate.json"  # written by a dry run only: a dry multirun's end sums them
 WARMUP_STEPS = 2  # the first steps allocate and pick kernels: not what an epoch's steps cost
-# Timed steps: at least MIN_TIMED_STEPS, and more, up to TIMED_STEPS, only while they disagree by more
-# than STEADY (the slowest over the fastest): steady steps say the step's cost in 3, and a step that
-# another process slowed shows as spread and is out-voted by the median of 5.
+# Timed steps (steady_median): steady ones say a step's cost in 3; a step another process slowed shows
+# as spread and is out-voted by the median of 5.
 MIN_TIMED_STEPS = 3
 TIMED_STEPS = 5
 STEADY = 1.10
