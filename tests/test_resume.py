@@ -216,21 +216,31 @@ def _train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+def _past_first_epoch(run_dir: Path) -> bool:
+    """A checkpoint of epoch 1 or later is on disk (a run keeps only its newest while it trains)."""
+    return any(int(p.stem.removeprefix("checkpoint_epoch")) >= 1 for p in run_dir.glob("checkpoint_epoch*.pt"))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["strategy=layerwise strategy.unfreeze_every=1 dataset.augment=standard",
-                                      "strategy=frozen"])
+                                      # the feature cache makes a frozen epoch ~15 ms here: enough of them that
+                                      # the kill lands mid-run, not after it
+                                      "strategy=frozen trainer.epochs=100"])
 def test_sigkill_then_the_same_command_ends_as_an_uninterrupted_run(tmp_path, strategy):
     args = [*CLI, *strategy.split()]
     assert _train([*args, f"hydra.run.dir={tmp_path}/straight"], tmp_path).returncode == 0
     cmd = [sys.executable, "-m", "src.train", *args, f"hydra.run.dir={tmp_path}/killed"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (tmp_path / "killed" / "checkpoint_epoch001.pt").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
+    while not _past_first_epoch(tmp_path / "killed") and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL; nothing if it has ended
     proc.wait()
+    # killed mid-run, or this test would pass without a resume to test
+    assert proc.returncode == -signal.SIGKILL and not (tmp_path / "killed" / "result.json").exists()
     again = _train([*args, f"hydra.run.dir={tmp_path}/killed"], tmp_path)
     assert again.returncode == 0, again.stderr[-2000:]
+    assert "resum" in again.stdout + again.stderr
     assert_same_run(tmp_path / "straight", tmp_path / "killed")
     kept = _train([*args, f"hydra.run.dir={tmp_path}/killed"], tmp_path)  # finished: reported, not trained
     assert kept.returncode == 0 and "kept, not trained again" in kept.stdout + kept.stderr
