@@ -267,3 +267,22 @@ def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
     assert hv([(0.8, 3.0), (0.5, 1.0)], ref) == pytest.approx(1.8)  # order does not matter
     assert hv([(0.5, 5.0), (0.0, 1.0)], ref) == 0.0  # beyond the reference: nothing
     assert hv([], ref) == 0.0 and hv([(1.0, 0.0)], ref) == pytest.approx(4.0)
+
+
+def test_the_benchmark_reads_the_selected_trials_test_accuracy(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_hypervolume.py"
+    spec = importlib.util.spec_from_file_location("pruning_hypervolume", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for n, (val, test) in enumerate([(0.90, 0.91), (0.95, 0.88), (0.93, 0.97)]):
+        (tmp_path / f"{n}_layerwise").mkdir()
+        (tmp_path / f"{n}_layerwise" / "result.json").write_text(json.dumps(
+            {"status": "completed", "val_acc": val, "test_acc": test, "train_flops": 1e9 * (n + 1)}))
+    (tmp_path / "summary.json").write_text(json.dumps({"best_val_acc": 0.95, "best_trial": 1}))
+    study = bench.read_study(tmp_path)
+    # the trial the study selected (best validation accuracy), not the best test accuracy
+    assert study["best_test_acc"] == 0.88 and sorted(study["points"])[-1] == (0.95, 2e9)
