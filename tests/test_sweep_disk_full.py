@@ -83,8 +83,17 @@ def test_a_trial_whose_result_json_was_complete_is_recorded_complete_when_the_st
         optuna.trial.Trial(study, trial_id).set_user_attr("run_dir", str(out.resolve()))
         (out / "result.json").write_text(json.dumps({"schema_version": 2, "status": "completed", "val_acc": 0.75}))
         if kind == "journal":
+            # The batch's heartbeat thread writes its first beat as it starts, on its own thread;
+            # under load that beat came after the padding below, opened a new block and left the
+            # tell room in it. Wait for it: the next is a minute away.
+            deadline = time.monotonic() + 30
+            while HEARTBEAT_ATTR not in study._storage.get_trial(trial_id).system_attrs:
+                assert time.monotonic() < deadline, "the batch's first heartbeat never came"
+                time.sleep(0.01)
             _to_block_end(study, disk / "study.log")
         fill_up(disk)  # the storage's disk fills between the record and the tell
+        if kind == "journal":  # nothing wrote between the padding and the filling: no room is left in a block
+            assert (disk / "study.log").stat().st_size % 4096 == 0, "a write landed between padding and filling"
         return [out]
 
     def search(total: int) -> launched.Search:
