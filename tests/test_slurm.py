@@ -9,13 +9,13 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
+from src.search.storage import repeating
 from tests.cli import REPO, TINY_OVERRIDES, env
 
 pytestmark = pytest.mark.slow
@@ -137,29 +137,20 @@ def _epoch_seconds(tmp_path: Path, settings: list[str]) -> float:
     return (rows[-1]["elapsed_s"] - rows[2]["elapsed_s"]) / (len(rows) - 3)
 
 
-@contextlib.contextmanager
-def _release_requeued_jobs():
+def _release_requeued_jobs() -> contextlib.AbstractContextManager[None]:
     """While in the block, a requeued job starts again as soon as the scheduler can place it.
 
     SLURM holds every requeued job for two minutes (its BeginTime; measured here: eligible 121 s
     after the requeue), which made the requeue test below wait 2-2.5 min per attempt. An operator's
     `scontrol update StartTime=now` lifts that hold; it changes nothing in what submitit or the run
     do, which is what the test is about."""
-    stop = threading.Event()
 
     def release() -> None:
-        while not stop.wait(1.0):
-            pending = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True).stdout
-            for job in (line.split()[0] for line in pending.splitlines() if line.endswith("BeginTime")):
-                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+        pending = subprocess.run(["squeue", "-h", "-t", "PD", "-o", "%i %r"], capture_output=True, text=True).stdout
+        for job in (line.split()[0] for line in pending.splitlines() if line.endswith("BeginTime")):
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
 
-    thread = threading.Thread(target=release, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return repeating(release, 1.0, "release-requeued")
 
 
 def test_a_job_over_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(tmp_path):

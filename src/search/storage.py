@@ -19,6 +19,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Iterator
 
 import optuna
@@ -97,25 +98,34 @@ class SweepJournalStorage(JournalStorage, Heartbeats):
 
 
 @contextlib.contextmanager
-def heartbeats(storage: Heartbeats, trial_ids: list[int]) -> Iterator[None]:
-    """The trials' heartbeats, recorded every interval on one thread while the block runs (as
-    Optuna's own heartbeat thread would, which is private and runs only inside `optimize`)."""
+def repeating(fn: Callable[[], None], interval_s: float, name: str) -> Iterator[None]:
+    """`fn` on one daemon thread, at once and then every `interval_s`, while the block runs."""
     stop = threading.Event()
 
-    def beat() -> None:
+    def loop() -> None:
         while True:
-            for trial in trial_ids:
-                storage.record_heartbeat(trial)
-            if stop.wait(storage.get_heartbeat_interval()):
+            fn()
+            if stop.wait(interval_s):
                 return
 
-    thread = threading.Thread(target=beat, name="sweep-heartbeats", daemon=True)
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
+
+
+def heartbeats(storage: Heartbeats, trial_ids: list[int]) -> contextlib.AbstractContextManager[None]:
+    """The trials' heartbeats, recorded every interval on one thread while the block runs (as
+    Optuna's own heartbeat thread would, which is private and runs only inside `optimize`)."""
+
+    def beat() -> None:
+        for trial in trial_ids:
+            storage.record_heartbeat(trial)
+
+    return repeating(beat, storage.get_heartbeat_interval(), "sweep-heartbeats")
 
 
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
