@@ -251,7 +251,8 @@ def test_reporter_halving_keeps_a_cheap_front_trial_end_to_end_on_sqlite(tmp_pat
     assert set(reasons) == {"dominated", "middle"}
 
 
-def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
+def _benchmark():
+    """benchmarks/pruning_hypervolume.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
@@ -259,7 +260,11 @@ def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
     spec = importlib.util.spec_from_file_location("pruning_hypervolume", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    hv = bench.hypervolume_2d
+    return bench
+
+
+def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
+    hv = _benchmark().hypervolume_2d
     ref = (0.0, 4.0)
     # (0.5 at cost 1) covers costs 1..3 up to 0.5, (0.8 at 3) covers 3..4 up to 0.8: 1.0 + 0.8;
     # (0.4 at 2) is dominated and adds nothing.
@@ -270,14 +275,9 @@ def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
 
 
 def test_the_benchmark_reads_the_selected_trials_test_accuracy(tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_hypervolume.py"
-    spec = importlib.util.spec_from_file_location("pruning_hypervolume", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark()
     for n, (val, test) in enumerate([(0.90, 0.91), (0.95, 0.88), (0.93, 0.97)]):
         (tmp_path / f"{n}_layerwise").mkdir()
         (tmp_path / f"{n}_layerwise" / "result.json").write_text(json.dumps(

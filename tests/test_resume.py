@@ -5,7 +5,6 @@ finished run is kept, never trained again; model_best.pt holds the weights test 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess

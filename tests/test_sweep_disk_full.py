@@ -83,9 +83,9 @@ def test_a_trial_whose_result_json_was_complete_is_recorded_complete_when_the_st
         optuna.trial.Trial(study, trial_id).set_user_attr("run_dir", str(out.resolve()))
         (out / "result.json").write_text(json.dumps({"schema_version": 2, "status": "completed", "val_acc": 0.75}))
         if kind == "journal":
-            # The batch's heartbeat thread writes its first beat as it starts, on its own thread;
-            # under load that beat came after the padding below, opened a new block and left the
-            # tell room in it. Wait for it: the next is a minute away.
+            # The batch's heartbeat thread writes its first beat as it starts, on its own thread; a
+            # beat that lands after the padding below opens a new block and leaves the tell room in
+            # it (the likely cause of one failure under load). Wait for it: the next is a minute away.
             deadline = time.monotonic() + 30
             while HEARTBEAT_ATTR not in study._storage.get_trial(trial_id).system_attrs:
                 assert time.monotonic() < deadline, "the batch's first heartbeat never came"

@@ -18,9 +18,9 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from collections.abc import Callable
-from typing import Any, Iterator
+from typing import Any
 
 import optuna
 import sqlalchemy
