@@ -28,7 +28,11 @@ def test_dry_run_writes_no_result_and_its_flops_are_the_real_runs(tiny_config, t
     with caplog.at_level(logging.INFO, logger="src.training.fit"):
         real = run(tiny_config(strategy=strategy, trainer={"epochs": 3}), tmp_path / "real")
     assert real["train_flops"] == dry["train_flops"] > 0  # counted, exact: not an approximation
-    assert (real["feature_cache"] is True) == dry["feature_cache"] == (strategy["name"] == "frozen")
+    # both cache what never trains: the frozen backbone's features, or the bottom groups' output
+    # (layer-wise, 2 of the backbone's groups: the prefix below them)
+    assert real["feature_cache"] is True and dry["feature_cache"] is True
+    cut = real["feature_cache_cut"]
+    assert cut == dry["feature_cache_cut"] and (cut == "pre-logits") == (strategy["name"] == "frozen")
     assert "estimate: " in capsys.readouterr().out  # a real run prints its estimate too, before training
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epochs) == 3 and all(re.search(r"  eta \d+s$", line) for line in epochs)

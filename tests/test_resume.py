@@ -27,6 +27,8 @@ NOT_NUMBERS = {"total_time_s", "train_time_s", "images_per_s", "data_load_s", "d
                "peak_mem_start_mb", "run_dir", "pid", "hostname", "cpu_threads"}
 GRADUAL = {"strategy": {"name": "layerwise", "unfreeze_every": 1}, "dataset": {"augment": "standard"}}
 FROZEN = {"strategy": {"name": "frozen"}}
+# the bottom groups never train: their output is cached (a frozen prefix), the rest trains on it
+PREFIX = {"strategy": {"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1}}
 
 
 class Killed(Exception):
@@ -62,6 +64,7 @@ def stop_after_checkpoint(monkeypatch, epoch: int) -> None:
     (GRADUAL, "log"),  # gradual unfreezing + augmentation, killed after epoch 1's row, before its checkpoint
     pytest.param(GRADUAL, 3, marks=pytest.mark.slow),  # after the last checkpoint, which holds an earlier best epoch
     (FROZEN, 1),  # the feature cache, killed right after epoch 1's checkpoint
+    (PREFIX, 1),  # a cached frozen prefix: the whole model is checkpointed (the rest of it trains)
 ])
 def test_a_stopped_run_resumes_to_the_same_numbers(tiny_config, tmp_path, monkeypatch, extra, kill):
     cfg = tiny_config(**extra, trainer={"epochs": 4 if kill == 3 else 3, "drift_probe": 16})
@@ -86,7 +89,8 @@ def test_a_stopped_run_resumes_to_the_same_numbers(tiny_config, tmp_path, monkey
     # with the feature cache nothing below the head can change: only the head's weights are kept
     assert state["head_only"] == (extra is FROZEN)
     assert (set(state["model"]) == {"classifier.weight", "classifier.bias"}) == (extra is FROZEN)
-    assert run(cfg, tmp_path / "stopped")["status"] == "completed"
+    resumed = run(cfg, tmp_path / "stopped")
+    assert resumed["status"] == "completed" and resumed["feature_cache"] is (extra is not GRADUAL)
     assert_same_run(tmp_path / "straight", tmp_path / "stopped")
     assert checkpoint.checkpoints(tmp_path / "stopped") == []  # finished: resume needs none
 

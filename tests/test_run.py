@@ -17,7 +17,9 @@ REQUIRED = (
 
 
 def test_run_writes_config_metrics_groups_and_result(tiny_config, tmp_path):
-    cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1}, trainer={"epochs": 3})
+    # feature_cache off: every epoch's FLOPs are its own steps' (a cached frozen prefix adds a one-off pass)
+    cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1},
+                      trainer={"epochs": 3, "feature_cache": "off"})
     result = run(cfg, tmp_path)
     on_disk = json.loads((tmp_path / "result.json").read_text())
     assert on_disk == json.loads(json.dumps(result))
@@ -59,6 +61,8 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     change = list(surgical["weight_change"].values())
     assert change[1] > 0 and [c for i, c in enumerate(change) if i != 1] == [0.0] * (len(change) - 1)
     assert surgical["strategy_params"] == {"backbone_lr_scale": 0.1, "surgical_group": 1}
+    # group 0 (the stem: conv_stem, bn1) never trains: its output is computed once
+    assert surgical["feature_cache"] is True and surgical["feature_cache_cut"] == "bn1"
     # BitFit: weights of convolutions (ndim > 1) below the head are bitwise unchanged, biases and norms moved.
     from src.models import build_model
     from src.training.run import seed_everything
@@ -73,7 +77,9 @@ def test_lpft_and_surgical_move_only_what_their_schedules_train(tiny_config, tmp
     small = [k for k, v in end.items() if v.ndim == 1 and k not in head and ("weight" in k or "bias" in k)]
     assert big and all(torch.equal(end[k], start[k]) for k in big)
     assert any(not torch.equal(end[k], start[k]) for k in small)
-    assert bitfit["trainable_params"] < bitfit["total_params"] / 10 and bitfit["feature_cache"] is False
+    assert bitfit["trainable_params"] < bitfit["total_params"] / 10
+    # the stem's convolution (no bias) is the one module before bn1's trained scale and shift
+    assert bitfit["feature_cache"] is True and bitfit["feature_cache_cut"] == "conv_stem"
 
 
 @pytest.mark.slow  # two runs, 7-13 s

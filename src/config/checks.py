@@ -152,6 +152,7 @@ def check_values(cfg: RunConfig) -> None:
     if cfg.trainer.batch_size < 2:  # BatchNorm cannot train on one sample
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
     _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
+    _positive("trainer.feature_cache_max_mb", cfg.trainer.feature_cache_max_mb)
     _positive("trainer.num_threads", cfg.trainer.num_threads, allow_none=True)
     if cfg.trainer.min_epoch_steps < 0:
         raise ConfigError(f"trainer.min_epoch_steps={cfg.trainer.min_epoch_steps!r} must be >= 0 (0 = one pass per epoch)")

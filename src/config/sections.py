@@ -262,9 +262,14 @@ class TrainerConfig:
     select: Select = Select.best_val
     progress: bool = True
     count_flops: bool = True
-    # Frozen backbone: compute its features once and train the head on them (src/cache.py).
-    # auto = whenever that is exact (nothing below the head trains, BN frozen, no augmentation).
+    # Frozen layers: compute their output once and train the rest on it (src/measurement/feature_cache.py):
+    # the backbone's pooled features when only the head trains, or the output of the bottom groups
+    # that never train (layer-wise with unfreeze_depth < all, surgical). auto = whenever that is exact
+    # (BN frozen, nothing random in the frozen part, no augmentation, the forward a chain at the cut).
     feature_cache: Switch = Switch.auto
+    # The most memory (MB) a frozen prefix's cached outputs may take, train + val + test (float32);
+    # above it the run trains uncached and result.json's feature_cache_blocker says so.
+    feature_cache_max_mb: float = 4096.0
     # Write the selected model's state dict to model.pt in the run directory.
     save_model: bool = False
     # A checkpoint after every epoch (model, optimizer, LR schedule, RNG states, meters), so that a

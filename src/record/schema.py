@@ -143,6 +143,7 @@ class FitMeasures:
     peak_mem_method: str | None
     feature_cache: bool
     feature_cache_blocker: str | None
+    feature_cache_cut: str | None
     ood: dict[str, dict[str, Any]]
     per_class: dict[str, Any]  # `RunRecord.per_class`: class names, and val's and test's confusion and recall
 
@@ -238,6 +239,10 @@ class RunRecord:
     peak_mem_method: str | None = None
     feature_cache: bool | None = None
     feature_cache_blocker: str | None = None  # why features could not be cached; None: they were
+    # the last module whose output was cached: "pre-logits" (the backbone; the head trained on it) or
+    # a frozen prefix's last module (e.g. "blocks.3"; the rest trained on it); None: nothing cached
+    # (records written before prefixes were cached say None for a backbone cache too)
+    feature_cache_cut: str | None = None
     # out-of-distribution test sets (dataset.ood), each evaluated once on the selected model:
     # name -> {"acc", "balanced_acc", "n", "skipped_files"} ("skipped_files": unreadable images left out of the
     # set, dataset.bad_images=skip; records written before it lack the key); {} without any (not written then;
@@ -282,10 +287,10 @@ class RunRecord:
         "train_samples", "passes_per_epoch", "steps_per_epoch", "skipped_files", "val_samples", "test_samples",
         "num_classes", "num_groups", "device",
     )
-    # blocks a run without them does not write, so that an older file reads back unchanged
-    OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("ood", "per_class")
+    # blocks and keys a run without them does not write, so that an older file reads back unchanged
+    OMITTED_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ("ood", "per_class", "feature_cache_cut")
     FIT_FIELDS: ClassVar[tuple[str, ...]] = tuple(
-        f.name for f in dataclasses.fields(FitMeasures) if f.name not in ("ood", "per_class"))
+        f.name for f in dataclasses.fields(FitMeasures) if f.name not in ("ood", "per_class", "feature_cache_cut"))
     PRUNED_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(Measured))
     DRIFT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(DriftMeasures))
     ENVIRONMENT_FIELDS: ClassVar[tuple[str, ...]] = tuple(f.name for f in dataclasses.fields(Environment))

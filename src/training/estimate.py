@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from src.config import RunConfig
-from src.measurement.feature_cache import CachedHead, PreLogits, cache_blocker
+from src.measurement.feature_cache import CachedHead, Cut, PreLogits, SkipPrefix, choose
 from src.strategies import apply_epoch
 from src.training import engine, reuse
 from src.training.meters import FlopMeter
@@ -45,9 +45,11 @@ class Estimate:
     epochs: int
     batch_size: int
     train_flops: int | None  # None with trainer.count_flops=false
-    train_s: float  # the training steps (and the feature cache's backbone pass)
+    train_s: float  # the training steps (and the feature cache's pass through the frozen part)
     eval_s: float  # validation every epoch, then validation and test once
     feature_cache: bool
+    # the last module whose output is cached: "pre-logits" (the backbone), a frozen prefix's last module
+    feature_cache_cut: str | None = None
 
     @property
     def total_s(self) -> float:
@@ -55,7 +57,8 @@ class Estimate:
 
     def line(self) -> str:
         flops = f"{self.train_flops:.3e} training FLOPs" if self.train_flops is not None else "FLOPs not counted"
-        cache = " (feature cache: backbone once)" if self.feature_cache else ""
+        cache = "" if not self.feature_cache else " (feature cache: backbone once)" \
+            if self.feature_cache_cut in (None, "pre-logits") else f" (feature cache: up to {self.feature_cache_cut} once)"
         return (f"estimate: {self.train_images}/{self.val_images}/{self.test_images} images (train/val/test) at "
                 f"{self.image_size} px, {self.epochs} epochs of batch {self.batch_size}{cache}: {flops}, "
                 f"~{duration(self.total_s)} ({duration(self.train_s)} training + {duration(self.eval_s)} "
@@ -66,7 +69,7 @@ class Estimate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Estimate:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def duration(seconds: float) -> str:
@@ -75,31 +78,57 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
+def cache_choice(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> Cut | str | None:
+    """What the run caches (`feature_cache.choose`: None = the backbone, a Cut = a frozen prefix, a
+    string = nothing, and why), or "off"; `model` must be set up for epoch 0 (`apply_epoch`)."""
+    t = cfg.trainer
+    if t.feature_cache == "off":
+        return "off"
+    images = len(s.data.train) + len(s.data.val) + len(s.data.test)
+    return choose(model, s.groups, s.schedule, cfg.dataset.augment, s.input_shape, s.runtime.channels_last,
+                  images, t.feature_cache_max_mb)
+
+
+def cache_pass_flops(model: torch.nn.Module, cut: Cut | None, input_shape: tuple[int, ...]) -> int:
+    """Forward FLOPs per image of the cached part: the backbone to its pooled features (`cut` None),
+    or a frozen prefix, counted as the whole model's forward less the forward of what follows it."""
+    if cut is None:
+        return reuse.forward_flops(PreLogits(model), input_shape)
+    return reuse.forward_flops(model, input_shape) - reuse.forward_flops(SkipPrefix(model, cut.skipped), cut.shape)
+
+
 def estimate(cfg: RunConfig, s: Setup) -> Estimate:
     """The cost of training `s` as `cfg` says; `s` is left as it was."""
     t, rt = cfg.trainer, s.runtime
     devices = [rt.device] if rt.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # dropout in the timed steps draws numbers the run must still get
         model = copy.deepcopy(s.model)
-        blocker = cache_blocker(model, s.groups, s.schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
-        cached = blocker is None
-        flops = _train_flops(cfg, s, model, cached)
+        apply_epoch(model, s.groups, s.schedule, 0)
+        choice = cache_choice(cfg, s, model)
+        flops = _train_flops(cfg, s, model, choice)
         n_train, n_val, n_test = len(s.data.train), len(s.data.val), len(s.data.test)
-        forward_s = _forward_s_per_image(model, s, t.eval_batch_size)
-        if cached:  # the backbone once over every split; the head's epochs cost next to nothing
+        forward_s = _forward_s_per_image(model, s, t.eval_batch_size, s.input_shape)
+        if choice is None:  # the backbone once over every split; the head's epochs cost next to nothing
             train_s, eval_s = forward_s * n_train, forward_s * (n_val + n_test)
         else:
+            net, shape = (model, s.input_shape) if isinstance(choice, str) else \
+                (SkipPrefix(model, choice.skipped), choice.shape)
+            # a frozen prefix: once over every split, what a forward of the rest saves on the whole
+            rest_s = forward_s if net is model else _forward_s_per_image(net, s, t.eval_batch_size, shape)
+            once_s = forward_s - rest_s
             step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
             for e in range(t.epochs):
                 if s.schedule.active(e) not in step_s:
-                    step_s[s.schedule.active(e)] = _step_s(cfg, s, model, e)
-            train_s = sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
-            eval_s = forward_s * (n_val * (t.epochs + 1) + n_test)
+                    step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e)
+            train_s = once_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
+            eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (t.epochs + 1) + n_test)
+    cached = not isinstance(choice, str)
+    cut = None if not cached else "pre-logits" if choice is None else choice.last  # type: ignore[union-attr]
     return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
-                    cached)
+                    cached, cut)
 
 
-def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, cached: bool) -> int | None:
+def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut | str | None) -> int | None:
     """result.json's train_flops, counted as src.training.fit counts it: the same meter, the same
     phases, the same images per epoch (a last training batch of one image is left out)."""
     meter = FlopMeter(cfg.trainer.count_flops, s.num_classes)
@@ -108,14 +137,17 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, cached: bool)
     net, shape = model, s.input_shape
     n = len(s.data.train)
     samples = s.passes * (n - (1 if n > 1 and n % cfg.trainer.batch_size == 1 else 0))
-    if cached:
+    if not isinstance(choice, str):
         apply_epoch(model, s.groups, s.schedule, 0)
-        meter.add_forward(reuse.forward_flops(PreLogits(model), shape) * n)
-        net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
-        shape = (_feature_dim(model, s.input_shape),)
+        meter.add_forward(cache_pass_flops(model, choice, shape) * n)
+        if choice is None:
+            net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
+            shape = (_feature_dim(model, s.input_shape),)
+        else:
+            net, shape = SkipPrefix(model, choice.skipped), choice.shape
     for epoch in range(cfg.trainer.epochs):
         apply_epoch(model, s.groups, s.schedule, epoch)
-        if cached:
+        if choice is None:
             net.train()
         phase = s.schedule.active(epoch)
         meter.count_phase(phase, net, shape)
@@ -135,22 +167,25 @@ def _calibration(s: Setup, *what: Any) -> tuple[Any, ...]:
     return (*what, s.input_shape, str(rt.device), rt.amp_dtype, rt.channels_last, torch.get_num_threads())
 
 
-def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, epoch: int) -> float:
-    """Seconds per optimizer step in `epoch`'s phase, on random images of the run's shape: timed once
-    per process for each phase's structure, batch size and optimizer (src.training.reuse)."""
+def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.Module, shape: tuple[int, ...],
+            epoch: int) -> float:
+    """Seconds per optimizer step in `epoch`'s phase, of `net` (the model, or the model past a cached
+    prefix) on random inputs of `shape`: timed once per process for each phase's structure, batch
+    size and optimizer (src.training.reuse)."""
     apply_epoch(model, s.groups, s.schedule, epoch)
-    key = _calibration(s, "step", cfg.trainer.batch_size, repr(cfg.optim.optimizer))
-    return reuse.timed_once(key, model, lambda: _time_steps(cfg, s, model))
+    key = _calibration(s, "step", cfg.trainer.batch_size, repr(cfg.optim.optimizer), shape)
+    return reuse.timed_once(key, net, lambda: _time_steps(cfg, s, model, net, shape))
 
 
-def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> float:
+def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.Module,
+                shape: tuple[int, ...]) -> float:
     optimizer = build_optimizer(cfg.optim, param_groups(model, s.groups, s.schedule, 0.0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    batch, rt = _batch(s, cfg.trainer.batch_size), s.runtime
-    engine.train_one_epoch(model, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
+    batch, rt = _batch(s, cfg.trainer.batch_size, shape), s.runtime
+    engine.train_one_epoch(net, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
     # one step at a time, and the median: a moment when another process takes the cores (a shared
     # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
-    return steady_median(lambda: engine.train_one_epoch(model, [batch], optimizer, scheduler, rt.device,
+    return steady_median(lambda: engine.train_one_epoch(net, [batch], optimizer, scheduler, rt.device,
                                                         rt.amp_dtype).seconds)
 
 
@@ -163,29 +198,31 @@ def steady_median(step: Callable[[], float]) -> float:
     return statistics.median(timed)
 
 
-def _forward_s_per_image(model: torch.nn.Module, s: Setup, eval_batch_size: int) -> float:
-    """Seconds per image of an evaluation pass, timed on one batch (at most 64 images) after a warm-up;
-    once per process for each architecture and batch, whatever trains (src.training.reuse)."""
+def _forward_s_per_image(net: torch.nn.Module, s: Setup, eval_batch_size: int, shape: tuple[int, ...]) -> float:
+    """Seconds per image of an evaluation pass of `net` on inputs of `shape`, timed on one batch (at
+    most 64 images) after a warm-up; once per process for each architecture and batch, whatever
+    trains (src.training.reuse)."""
     size = max(2, min(eval_batch_size, 64, len(s.data.val) or 2))
-    return reuse.timed_once(_calibration(s, "forward", size), model, lambda: _time_forward(model, s, size),
+    return reuse.timed_once(_calibration(s, "forward", size, shape), net, lambda: _time_forward(net, s, size, shape),
                             inference=True)
 
 
-def _time_forward(model: torch.nn.Module, s: Setup, size: int) -> float:
-    batch, rt = _batch(s, size), s.runtime
-    engine.predict(model, [batch], rt.device, rt.amp_dtype)
+def _time_forward(net: torch.nn.Module, s: Setup, size: int, shape: tuple[int, ...]) -> float:
+    batch, rt = _batch(s, size, shape), s.runtime
+    engine.predict(net, [batch], rt.device, rt.amp_dtype)
     _sync(rt.device)
     start = time.perf_counter()
-    engine.predict(model, [batch], rt.device, rt.amp_dtype)
+    engine.predict(net, [batch], rt.device, rt.amp_dtype)
     _sync(rt.device)
     return (time.perf_counter() - start) / size
 
 
-def _batch(s: Setup, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random images of the run's shape and labels: a step costs what a real one does."""
+def _batch(s: Setup, size: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random inputs of `shape` (the run's images, or a cached prefix's output) and labels: a step
+    costs what a real one does."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn((size, *s.input_shape), generator=g).to(s.runtime.device)
-    if s.runtime.channels_last:
+    x = torch.randn((size, *shape), generator=g).to(s.runtime.device)
+    if s.runtime.channels_last and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, max(1, s.num_classes), (size,), generator=g).to(s.runtime.device)
     return x, y

@@ -18,7 +18,7 @@ import torch
 from src.config import ConfigError, RunConfig
 from src.data.batches import Batches
 from src.measurement.drift import drift, group_output_modules, reference_outputs
-from src.measurement.feature_cache import Cache, PreLogits, build_cache, cache_blocker
+from src.measurement.feature_cache import Cache, build_cache
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
 from src.record.io import write_with
@@ -26,7 +26,7 @@ from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
 from src.reporting.tracking import Tracker
 from src.strategies import apply_epoch
 from src.training import checkpoint, engine, record, reuse
-from src.training.estimate import eta
+from src.training.estimate import cache_choice, cache_pass_flops, eta
 from src.training.meters import FinalEval, Meters
 from src.training.setup import Setup
 
@@ -44,8 +44,9 @@ class DivergedError(RuntimeError):
 @dataclass
 class View:
     """What the epochs train and evaluate: the whole model on images (compiled if asked; it shares
-    the parameters and modules, so schedules and state dicts still go through the model), or the head
-    on cached backbone features."""
+    the parameters and modules, so schedules and state dicts still go through the model), or what
+    trains on the cached output of what does not (the head on backbone features, or the model past a
+    frozen prefix: src.measurement.feature_cache)."""
 
     net: torch.nn.Module
     train: Any
@@ -58,20 +59,22 @@ class View:
 
 def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
     t, rt = cfg.trainer, s.runtime
-    blocker = cache_blocker(s.model, s.groups, s.schedule, cfg.dataset.augment) if t.feature_cache != "off" else "off"
-    if t.feature_cache == "on" and blocker:
-        raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {blocker}")
-    if blocker is not None:
-        net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
-        return View(net, s.train, s.val, s.test, s.input_shape, None, blocker)
     apply_epoch(s.model, s.groups, s.schedule, 0)
-    cache = build_cache(s.model, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size)
-    meters.clock.add(cache.train_extract_s)  # the one backbone pass is training cost
+    choice = cache_choice(cfg, s, s.model)
+    if t.feature_cache == "on" and isinstance(choice, str):
+        raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {choice}")
+    if isinstance(choice, str):
+        net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
+        return View(net, s.train, s.val, s.test, s.input_shape, None, choice)
+    cache = build_cache(s.model, choice, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size,
+                        rt.channels_last)
+    meters.clock.add(cache.train_extract_s)  # the one pass through the frozen part is training cost
     flops = meters.flops
-    flops.add_forward(reuse.forward_flops(PreLogits(s.model), s.input_shape) * len(s.train.labels) if flops.enabled else 0)
-    log.info("feature cache: backbone run once over %d train images in %.1fs; epochs train the head only",
-             len(s.train.labels), cache.train_extract_s)
-    return View(cache.head, cache.train, cache.val, cache.test, (cache.feature_dim,), cache, None)
+    flops.add_forward(cache_pass_flops(s.model, choice, s.input_shape) * len(s.train.labels) if flops.enabled else 0)
+    what = "backbone" if choice is None else f"frozen prefix up to {choice.last} ({len(choice.skipped)} modules)"
+    log.info("feature cache: %s run once over %d train images in %.1fs; the epochs run %s only",
+             what, len(s.train.labels), cache.train_extract_s, "the head" if choice is None else "the rest")
+    return View(cache.net, cache.train, cache.val, cache.test, cache.shape, cache, None)
 
 
 def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meters,
@@ -95,13 +98,13 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
                 checkpoint.write_best(run_dir, meters.best.state)
                 return None
             if cfg.trainer.resume:  # after on_epoch: a checkpoint's epochs were all judged "go on"
-                state = checkpoint.snapshot(cfg, s, meters, epoch, mem.so_far(), head_only=view.cache is not None)
+                state = checkpoint.snapshot(cfg, s, meters, epoch, mem.so_far(), head_only=view.cache is not None and view.cache.kind == "backbone")
                 checkpoint.save(run_dir, state, cfg.trainer.keep_checkpoints)
     carried = resume.get("peak_mem_mb") if resume is not None else None
     if carried is not None and mem.peak_mb is not None:  # the peak of the attempts before this one counts too
         mem.peak_mb = max(mem.peak_mb, carried)
     final = _final(cfg, s, view, meters, run_dir)
-    return record.fit_measures(s, meters, final, mem, view.blocker)
+    return record.fit_measures(s, meters, final, mem, view.blocker, view.cache.cut if view.cache else None)
 
 
 def _resume(s: Setup, run_dir: Path, tracker: Tracker, meters: Meters, on_epoch: EpochCallback | None,
@@ -127,11 +130,11 @@ def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, meters: Meters) -> 
     t, rt = cfg.trainer, s.runtime
     started = time.perf_counter()
     trainable = apply_epoch(s.model, s.groups, s.schedule, epoch)
-    if view.cache is not None:
-        view.cache.head.train()  # (the uncached model's modes are apply_epoch's to set: frozen BN stays eval)
+    if view.cache is not None and view.cache.kind == "backbone":
+        view.cache.net.train()  # (the model's modes, a prefix's included, are apply_epoch's to set: frozen BN stays eval)
     meters.max_trainable = max(meters.max_trainable, trainable)
     phase = s.schedule.active(epoch)
-    meters.flops.count_phase(phase, view.cache.head if view.cache else s.model, view.step_shape)
+    meters.flops.count_phase(phase, view.cache.net if view.cache else s.model, view.step_shape)
     # The LR each layer group starts the epoch at (its decay and no-decay param groups share it).
     names = [g.name for g in s.groups]
     lrs = {names[g["layer_group"]]: g["lr"] for g in s.optimizer.param_groups}

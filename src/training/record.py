@@ -104,8 +104,10 @@ def measured(meters: Meters, epochs_trained: int) -> Measured:
     )
 
 
-def fit_measures(s: Setup, meters: Meters, final: FinalEval, mem: PeakMemory, blocker: str | None) -> FitMeasures:
-    """A completed run's measures. `blocker`: why the feature cache was not used (None: it was)."""
+def fit_measures(s: Setup, meters: Meters, final: FinalEval, mem: PeakMemory, blocker: str | None,
+                 cut: str | None = None) -> FitMeasures:
+    """A completed run's measures. `blocker`: why the feature cache was not used (None: it was);
+    `cut`: the last module whose output it cached."""
     return FitMeasures(
         epochs_trained=s.schedule.epochs, best_epoch=meters.best.epoch, val_acc=final.val.acc,
         val_balanced_acc=final.val.balanced_acc, test_acc=final.test.acc, test_balanced_acc=final.test.balanced_acc,
@@ -116,7 +118,8 @@ def fit_measures(s: Setup, meters: Meters, final: FinalEval, mem: PeakMemory, bl
         train_flops_backward=meters.flops.backward if meters.flops.enabled else None,
         inference_flops_per_image=final.inference_flops_per_image, train_time_s=meters.clock.train_s,
         images_per_s=meters.clock.images_per_s, peak_mem_mb=mem.peak_mb, peak_mem_start_mb=mem.start_mb,
-        peak_mem_method=mem.method, feature_cache=blocker is None, feature_cache_blocker=blocker, ood=final.ood,
+        peak_mem_method=mem.method, feature_cache=blocker is None, feature_cache_blocker=blocker,
+        feature_cache_cut=cut, ood=final.ood,
         per_class=per_class(s.data.classes, final.val, final.test),
     )
 

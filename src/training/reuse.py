@@ -147,7 +147,8 @@ def structure(net: nn.Module, *, modes: bool = True, grads: bool = True) -> tupl
     shape and whether it trains. Two nets with the same structure run the same operations. A pass
     without autograd does not depend on which parameters train (`grads=False`): the inference count
     that ends each trial is then shared by trials that trained different groups last."""
-    return (type(net).__qualname__,
+    # `skipped`: the modules a SkipPrefix net runs without (src.measurement.feature_cache)
+    return (type(net).__qualname__, getattr(net, "skipped", None),
             tuple((n, type(m).__qualname__, m.training if modes else None) for n, m in net.named_modules()),
             tuple((n, tuple(p.shape), p.dtype, p.requires_grad if grads else None) for n, p in net.named_parameters()))
 
