@@ -148,3 +148,42 @@ def test_runs_that_end_training_other_groups_share_one_evaluation_timing(tiny_co
         cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": depth}, trainer={"feature_cache": "off"})
         estimate(cfg, setup(cfg, tmp_path / str(depth)))
     assert sorted(key[0][0] for key in reuse.STEP_S.items) == ["forward", "step", "step", "step"]
+
+
+def test_the_lru_weighs_its_values_against_a_budget_and_keeps_the_newest():
+    store: reuse.Lru[int] = reuse.Lru(8, weigh=float)
+    store.budget = 10
+    for k in (4, 5, 3):
+        store.get(k, lambda k=k: k)
+    assert list(store.items) == [5, 3]  # 4 + 5 + 3 > 10: the oldest went
+    store.get(12, lambda: 12)
+    assert list(store.items) == [12]  # over the budget alone, but the newest is kept
+
+
+def test_a_frozen_prefix_is_extracted_once_and_a_reusing_run_trains_the_same_numbers(tiny_config, tmp_path):
+    # two trials of a sweep that freeze the same bottom groups (depth 2; the second with gradual
+    # unfreezing, which reaches depth 2 in the last of its 3 epochs, and another LR): the second
+    # trains on the first one's cached prefix outputs
+    epochs = {"drift_probe": 0, "epochs": 3}
+    first = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2}, trainer=epochs)
+    second = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1},
+                         optim={"lr": 2e-3}, trainer=epochs)
+    a = run(first, tmp_path / "first")
+    assert reuse.EXTRACTED.made == 1 and a["feature_cache_cut"] not in (None, "pre-logits")
+    b = run(second, tmp_path / "second")
+    assert reuse.EXTRACTED.made == 1 and b["feature_cache_cut"] == a["feature_cache_cut"]
+    # another cut, and another image size, are other outputs
+    run(tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 1}, trainer={"drift_probe": 0}), tmp_path / "d1")
+    run(tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2}, dataset={"image_size": 40},
+                    trainer={"drift_probe": 0}), tmp_path / "px40")
+    assert reuse.EXTRACTED.made == 3
+    reuse.clear()  # as a fresh process
+    fresh = run(second, tmp_path / "fresh")
+    rows = [read_jsonl(tmp_path / d / "metrics.jsonl") for d in ("second", "fresh")]
+    times = ("elapsed_s", "train_s_cum")
+    assert [{k: v for k, v in r.items() if not k.endswith("_s") and k not in times} for r in rows[0]] == \
+        [{k: v for k, v in r.items() if not k.endswith("_s") and k not in times} for r in rows[1]]
+    assert (b["test_acc"], b["train_flops"]) == (fresh["test_acc"], fresh["train_flops"])
+    # the reused pass still counts in the training time: what the configuration costs
+    first_epoch = rows[0][0]
+    assert b["train_time_s"] > first_epoch["epoch_train_s"]

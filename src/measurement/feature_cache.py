@@ -143,20 +143,39 @@ class Cache:
     train_extract_s: float  # the one pass over the training images: part of the train time
 
 
-def build_cache(model: nn.Module, cut: Cut | None, train, val, test, device: torch.device,
-                amp_dtype: torch.dtype | None, eval_batch_size: int, channels_last: bool = False) -> Cache:
+@dataclass(frozen=True)
+class Extracted:
+    """The frozen part's output and the labels of every split, and the seconds the training split's
+    pass took (training cost)."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    train_s: float
+
+    @property
+    def mb(self) -> float:
+        return sum(t.numel() * t.element_size() for split in (self.train, self.val, self.test) for t in split) / 2**20
+
+
+def extract_splits(model: nn.Module, cut: Cut | None, train, val, test, device: torch.device,
+                   amp_dtype: torch.dtype | None) -> Extracted:
     """Run the frozen part once over every split: the backbone (`cut` None) or the prefix `cut`.
-    `train` is a `data.Batches` (its generator is reused so the cached epochs shuffle as the
-    uncached ones would)."""
-    unshuffled = train.unshuffled()
+    `train` is a `data.Batches`, taken in order and unaugmented."""
     run = (lambda b: extract(model, b, device, amp_dtype)) if cut is None else \
         (lambda b: extract_prefix(model, cut, b, device, amp_dtype))
     start = time.perf_counter()
-    tr = run(unshuffled)
+    tr = run(train.unshuffled())
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    extract_s = time.perf_counter() - start
-    va, te = run(val), run(test)
+    train_s = time.perf_counter() - start
+    return Extracted(tr, run(val), run(test), train_s)
+
+
+def build_cache(model: nn.Module, cut: Cut | None, extracted: Extracted, train, eval_batch_size: int,
+                channels_last: bool = False) -> Cache:
+    """The cached epochs' net and batches. `train` is the run's `data.Batches`: its generator is
+    reused so the cached epochs shuffle as the uncached ones would."""
     if cut is None:
         net: nn.Module = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
     else:
@@ -165,13 +184,13 @@ def build_cache(model: nn.Module, cut: Cut | None, train, val, test, device: tor
     return Cache(
         kind="backbone" if cut is None else "prefix",
         net=net,
-        train=FeatureBatches(*tr, train.batch_size, shuffle=True, generator=train.generator, passes=train.passes,
-                             channels_last=layout),
-        val=FeatureBatches(*va, eval_batch_size, channels_last=layout),
-        test=FeatureBatches(*te, eval_batch_size, channels_last=layout),
-        shape=tuple(tr[0].shape[1:]),
+        train=FeatureBatches(*extracted.train, train.batch_size, shuffle=True, generator=train.generator,
+                             passes=train.passes, channels_last=layout),
+        val=FeatureBatches(*extracted.val, eval_batch_size, channels_last=layout),
+        test=FeatureBatches(*extracted.test, eval_batch_size, channels_last=layout),
+        shape=tuple(extracted.train[0].shape[1:]),
         cut="pre-logits" if cut is None else cut.last,
-        train_extract_s=extract_s,
+        train_extract_s=extracted.train_s,
     )
 
 

@@ -18,7 +18,7 @@ import torch
 from src.config import ConfigError, RunConfig
 from src.data.batches import Batches
 from src.measurement.drift import drift, group_output_modules, reference_outputs
-from src.measurement.feature_cache import Cache, build_cache
+from src.measurement.feature_cache import Cache, build_cache, extract_splits
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
 from src.record.io import write_with
@@ -66,14 +66,20 @@ def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
     if isinstance(choice, str):
         net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
         return View(net, s.train, s.val, s.test, s.input_shape, None, choice)
-    cache = build_cache(s.model, choice, s.train, s.val, s.test, rt.device, rt.amp_dtype, t.eval_batch_size,
-                        rt.channels_last)
-    meters.clock.add(cache.train_extract_s)  # the one pass through the frozen part is training cost
+    extracted, kept = reuse.extracted(
+        s.model, choice, (s.train, s.val, s.test), (str(rt.device), rt.amp_dtype, rt.channels_last),
+        t.feature_cache_max_mb, lambda: extract_splits(s.model, choice, s.train, s.val, s.test, rt.device, rt.amp_dtype))
+    cache = build_cache(s.model, choice, extracted, s.train, t.eval_batch_size, rt.channels_last)
+    # The one pass through the frozen part is training cost, as long as it took when it ran: a run
+    # that reuses an earlier trial's outputs records what the configuration costs, not what was left
+    # to do after another trial.
+    meters.clock.add(cache.train_extract_s)
     flops = meters.flops
     flops.add_forward(cache_pass_flops(s.model, choice, s.input_shape) * len(s.train.labels) if flops.enabled else 0)
     what = "backbone" if choice is None else f"frozen prefix up to {choice.last} ({len(choice.skipped)} modules)"
-    log.info("feature cache: %s run once over %d train images in %.1fs; the epochs run %s only",
-             what, len(s.train.labels), cache.train_extract_s, "the head" if choice is None else "the rest")
+    log.info("feature cache: %s run once over %d train images in %.1fs%s; the epochs run %s only",
+             what, len(s.train.labels), cache.train_extract_s, " (by an earlier run in this process)" if kept else "",
+             "the head" if choice is None else "the rest")
     return View(cache.net, cache.train, cache.val, cache.test, cache.shape, cache, None)
 
 

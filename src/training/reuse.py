@@ -31,8 +31,9 @@ from torch import nn
 from src.config import DataConfig, ModelConfig
 from src.data.identity import dataset_identity
 from src.data.load import load_dataset
+from src.measurement.feature_cache import Cut, Extracted
 from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
-from src.models import load_pretrained
+from src.models import head_param_names, load_pretrained
 
 if TYPE_CHECKING:
     from src.data.splits import DataBundle
@@ -43,10 +44,13 @@ T = TypeVar("T")
 
 class Lru(Generic[T]):
     """At most `size` values, the least recently used dropped first; `made` counts the values built
-    (a test's way to see that a second run reused the first one's)."""
+    (a test's way to see that a second run reused the first one's). With `weigh`, also at most
+    `budget` of their summed weight (MB), the newest value always kept."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, weigh: Callable[[T], float] | None = None) -> None:
         self.size = size
+        self.weigh = weigh
+        self.budget = float("inf")
         self.items: OrderedDict[Hashable, T] = OrderedDict()
         self.made = 0
 
@@ -57,9 +61,12 @@ class Lru(Generic[T]):
         value = make()
         self.made += 1
         self.items[key] = value
-        while len(self.items) > self.size:
+        while len(self.items) > self.size or (len(self.items) > 1 and self._weight() > self.budget):
             self.items.popitem(last=False)
         return value
+
+    def _weight(self) -> float:
+        return sum(self.weigh(v) for v in self.items.values()) if self.weigh else 0.0
 
     def clear(self) -> None:
         self.items.clear()
@@ -76,6 +83,9 @@ FLOPS: Lru[Any] = Lru(64)
 STEP_S: Lru[float] = Lru(64)
 # The pretrained model's outputs on a drift probe batch (tens of MB): one model on one dataset's probe.
 REFERENCE_OUT: Lru[Any] = Lru(1)
+# The feature cache's frozen outputs (src.measurement.feature_cache): a sweep's trials that freeze the
+# same bottom groups of the same weights compute the same ones. Within trainer.feature_cache_max_mb.
+EXTRACTED: Lru[Extracted] = Lru(8, weigh=lambda e: e.mb)
 
 
 def dataset(cfg: DataConfig, progress: bool = False) -> tuple[DataBundle, str | None]:
@@ -194,7 +204,24 @@ def reference_outputs(reference: nn.Module, where: dict[str, str], images: torch
     return REFERENCE_OUT.get(key, compute)
 
 
+def extracted(model: nn.Module, cut: Cut | None, splits: tuple[Any, ...], settings: tuple[Any, ...],
+              budget_mb: float, make: Callable[[], Extracted]) -> tuple[Extracted, bool]:
+    """`make()`'s frozen outputs, once per process for each frozen part (`cut`; None: the backbone)
+    by the values of its weights and buffers, each split's images and labels (by value), batch size
+    and normalisation, and `settings` (device, AMP, layout). Returns them and whether an earlier run
+    made them. The kept tensors are shared: nothing writes into them."""
+    head = head_param_names(model)
+    state = [v for k, v in model.state_dict().items() if k not in head] if cut is None else \
+        [v for name in cut.skipped for v in model.get_submodule(name).state_dict().values()]
+    key = (cut.skipped if cut else None, fingerprint(state),
+           tuple((fingerprint([b.images, b.labels, b.scale, b.shift]), b.batch_size) for b in splits), settings)
+    EXTRACTED.budget = budget_mb
+    made = EXTRACTED.made
+    value = EXTRACTED.get(key, make)
+    return value, EXTRACTED.made == made
+
+
 def clear() -> None:
     """Forget everything kept: the next run builds all of it again, as a fresh process would."""
-    for store in (DATA, MODELS, FLOPS, STEP_S, REFERENCE_OUT):
+    for store in (DATA, MODELS, FLOPS, STEP_S, REFERENCE_OUT, EXTRACTED):
         store.clear()
