@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import logging
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,3 +201,16 @@ def normalization(model: nn.Module) -> Normalization:
     mean = tuple(pcfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN))
     std = tuple(pcfg.get("std", timm.data.IMAGENET_DEFAULT_STD))
     return Normalization(mean=mean, std=std)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode for the block, then every module back in its own mode: a training
+    run's frozen BatchNorm layers stay in eval mode (`apply_epoch`), so `model.train()` would not do."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode

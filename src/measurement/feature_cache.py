@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.batches import batch_indices, batches_per_pass
-from src.models import head_param_names
+from src.models import eval_mode, head_param_names
 from src.strategies import LayerGroup, Schedule
 
 # Modules whose train-mode behaviour is random; any of them below the head, if active, makes the
@@ -89,20 +89,20 @@ class CachedHead(nn.Module):
         return self.classifier(F.dropout(features, p=self.drop_rate, training=self.training))
 
 
-@torch.inference_mode()
-def extract(model: nn.Module, batches, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-logits features (float32) and labels for every batch, the model in eval mode."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
+@torch.no_grad()  # not inference_mode: the cached tensors are inputs of steps that autograd records
+def extract(model: nn.Module, batches, device: torch.device, amp_dtype: torch.dtype | None,
+            cut: Cut | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen part's output and the labels for every batch, the model in eval mode: the
+    backbone's pre-logits features (float32; `cut` None), or the prefix `cut`'s output (the same
+    function as in training mode: `frozen_prefix` checked that)."""
     feats, labels = [], []
-    for x, y in batches:
-        with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float())
-        labels.append(y)
-    for m, mode in modes:
-        m.training = mode
-    # inference tensors cannot be saved for backward; a plain copy can (the head's input needs no grad)
-    return torch.cat(feats).clone(), torch.cat(labels).clone()
+    with eval_mode(model):
+        for x, y in batches:
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                feats.append(model.forward_head(model.forward_features(x), pre_logits=True).float() if cut is None
+                             else _prefix_output(model, cut.last, x))
+            labels.append(y)
+    return torch.cat(feats), torch.cat(labels)
 
 
 @dataclass
@@ -162,14 +162,13 @@ def extract_splits(model: nn.Module, cut: Cut | None, train, val, test, device: 
                    amp_dtype: torch.dtype | None) -> Extracted:
     """Run the frozen part once over every split: the backbone (`cut` None) or the prefix `cut`.
     `train` is a `data.Batches`, taken in order and unaugmented."""
-    run = (lambda b: extract(model, b, device, amp_dtype)) if cut is None else \
-        (lambda b: extract_prefix(model, cut, b, device, amp_dtype))
     start = time.perf_counter()
-    tr = run(train.unshuffled())
+    tr = extract(model, train.unshuffled(), device, amp_dtype, cut)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_s = time.perf_counter() - start
-    return Extracted(tr, run(val), run(test), train_s)
+    va, te = (extract(model, split, device, amp_dtype, cut) for split in (val, test))
+    return Extracted(tr, va, te, train_s)
 
 
 def build_cache(model: nn.Module, cut: Cut | None, extracted: Extracted, train, eval_batch_size: int,
@@ -268,25 +267,6 @@ def _prefix_output(model: nn.Module, cut_name: str, x: torch.Tensor) -> torch.Te
     return out[0]
 
 
-@torch.no_grad()  # not inference_mode: the cached tensors are inputs of steps that autograd records
-def extract_prefix(model: nn.Module, cut: Cut, batches, device: torch.device,
-                   amp_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The prefix's output and the labels for every batch, the model in eval mode (the same function
-    as in its training mode: `frozen_prefix` checked that)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    feats, labels = [], []
-    try:
-        for x, y in batches:
-            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                feats.append(_prefix_output(model, cut.last, x))
-            labels.append(y)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-    return torch.cat(feats), torch.cat(labels)
-
-
 def frozen_prefix(model: nn.Module, schedule: Schedule, input_shape: tuple[int, ...],
                   channels_last: bool = False) -> Cut | str:
     """The modules that run before anything trains in this run, as a `Cut`; or why there is none.
@@ -309,20 +289,22 @@ def frozen_prefix(model: nn.Module, schedule: Schedule, input_shape: tuple[int, 
         clock[0] += 1
         return clock[0]
 
+    def started(name: str) -> None:
+        calls.setdefault(name, []).append([tick(), -1])
+
+    def ended(name: str) -> None:
+        calls[name][-1][1] = tick()
+
     handles = []
     for name, module in model.named_modules():
-        handles.append(module.register_forward_pre_hook(lambda *_, n=name: calls.setdefault(n, []).append([tick(), -1])))
-        handles.append(module.register_forward_hook(lambda *_, n=name: calls[n][-1].__setitem__(1, tick())))
-    modes = [(m, m.training) for m in model.modules()]
+        handles.append(module.register_forward_pre_hook(lambda *_, n=name: started(n)))
+        handles.append(module.register_forward_hook(lambda *_, n=name: ended(n)))
     try:
-        model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             model(x)
     finally:
         for h in handles:
             h.remove()
-        for m, mode in modes:
-            m.training = mode
     owners = dict(model.named_modules())
     starts = [calls[n][0][0] for n, m in owners.items() if n in calls and any(
         (f"{n}.{p}" if n else p) in trains for p in m._parameters)]
@@ -353,13 +335,8 @@ def _checked(model: nn.Module, outer: list[str], x: torch.Tensor) -> Cut | str:
     buffers = [(b, b.clone()) for b in model.buffers()]
     try:
         with torch.no_grad():
-            modes = [(m, m.training) for m in model.modules()]
-            model.eval()
-            try:
+            with eval_mode(model):
                 cached = _prefix_output(model, outer[-1], x)
-            finally:
-                for m, mode in modes:
-                    m.training = mode
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(0)
                 whole = model(x)

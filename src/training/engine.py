@@ -14,6 +14,8 @@ from sklearn.metrics import balanced_accuracy_score
 from torch import nn
 from tqdm.auto import tqdm
 
+from src.models import eval_mode
+
 
 def balanced_accuracy(labels: torch.Tensor, preds: torch.Tensor) -> float:
     """Mean per-class recall over the classes present in `labels` (scikit-learn's definition); a
@@ -108,16 +110,12 @@ def predict(
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, on CPU) and labels for every batch, with the model in eval mode."""
-    # Restore each module's own mode afterwards: frozen BatchNorm layers stay in eval mode in training.
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     logits, labels = [], []
-    for x, y in batches:
-        with _autocast(device, amp_dtype):
-            logits.append(model(x).float().cpu())
-        labels.append(y.cpu())
-    for module, mode in modes:
-        module.training = mode
+    with eval_mode(model):  # each module back in its own mode afterwards: frozen BatchNorm stays eval
+        for x, y in batches:
+            with _autocast(device, amp_dtype):
+                logits.append(model(x).float().cpu())
+            labels.append(y.cpu())
     return torch.cat(logits), torch.cat(labels)
 
 

@@ -57,8 +57,9 @@ class Estimate:
 
     def line(self) -> str:
         flops = f"{self.train_flops:.3e} training FLOPs" if self.train_flops is not None else "FLOPs not counted"
+        cut = self.feature_cache_cut
         cache = "" if not self.feature_cache else " (feature cache: backbone once)" \
-            if self.feature_cache_cut in (None, "pre-logits") else f" (feature cache: up to {self.feature_cache_cut} once)"
+            if cut in (None, "pre-logits") else f" (feature cache: up to {cut} once)"
         return (f"estimate: {self.train_images}/{self.val_images}/{self.test_images} images (train/val/test) at "
                 f"{self.image_size} px, {self.epochs} epochs of batch {self.batch_size}{cache}: {flops}, "
                 f"~{duration(self.total_s)} ({duration(self.train_s)} training + {duration(self.eval_s)} "
@@ -137,8 +138,7 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
     net, shape = model, s.input_shape
     n = len(s.data.train)
     samples = s.passes * (n - (1 if n > 1 and n % cfg.trainer.batch_size == 1 else 0))
-    if not isinstance(choice, str):
-        apply_epoch(model, s.groups, s.schedule, 0)
+    if not isinstance(choice, str):  # (the model is set up for epoch 0: estimate() did that)
         meter.add_forward(cache_pass_flops(model, choice, shape) * n)
         if choice is None:
             net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
