@@ -11,11 +11,21 @@ earlier trial at the rung) on these curves, ranking at the rungs by val_acc and 
 prints what each would have kept: the best final val accuracy (points below the study's best) and
 the share of the study's training FLOPs. A replay keeps the sampler's choices fixed, so it measures
 the rule alone, without the different trials a pruned study's sampler goes on to propose.
+
+`--bound` asks whether any rule of halving's family could meet issue 26's single-objective target
+(within 0.5 points of the best at <= 0.5 x the FLOPs) on all the given studies at once: every rule of
+one or two rungs (epoch k, keep the top fraction f; ranked by val_acc or val_loss) is tried twice,
+synchronously (each rung sees every trial of the study, as a pause-and-promote scheduler with all of
+them started would) and asynchronously (trials in order, each judged against the ones before it, as
+the sweeper does). The rules are picked with hindsight on the very studies they are scored on, so a
+rule that passes here is the best case, not a finding; one that fails here fails for every rule.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import sys
 from pathlib import Path
 
@@ -59,11 +69,94 @@ def replay(curves: list[tuple[list[EpochRecord], float]], signal: str, after: in
     return 100 * (best - top), used / sum(f for _, f in curves)
 
 
+FRACTIONS = (0.1, 0.15, 0.2, 0.25, 0.3, 1 / 3, 0.4, 0.5)  # the keep fractions --bound tries at a rung
+TARGET_POINTS, TARGET_SHARE = 0.5, 0.5  # issue 26: within 0.5 points of the best, at <= 0.5 x the FLOPs
+
+
+def ranked(metrics: list[EpochRecord], epoch: int, signal: str) -> float:
+    """Higher is better at `epoch` (0-based) by `signal`."""
+    return SIGNALS[signal] * metrics[epoch].get(signal)
+
+
+def rule_outcome(curves: list[tuple[list[EpochRecord], float]], rule: list[tuple[int, float]], signal: str,
+                 synchronous: bool) -> tuple[float, float]:
+    """One rule (rungs of (0-based epoch, keep fraction)) on one study: (best kept final val_acc -
+    best of all, in points; FLOPs share). Synchronous: a rung ranks everyone still running;
+    asynchronous: a trial is judged against the earlier trials that reached the rung."""
+    stopped: dict[int, int] = {}  # trial index -> the rung's epoch it stopped at
+    if synchronous:
+        alive = list(range(len(curves)))
+        for epoch, keep in rule:
+            alive.sort(key=lambda i: -ranked(curves[i][0], epoch, signal))
+            quota = max(1, math.ceil(keep * len(alive)))
+            stopped.update((i, epoch) for i in alive[quota:])
+            alive = alive[:quota]
+    else:
+        reached: dict[int, list[float]] = {epoch: [] for epoch, _ in rule}
+        for i, (metrics, _) in enumerate(curves):
+            for epoch, keep in rule:
+                value = ranked(metrics, epoch, signal)
+                quota = max(1, int(keep * (len(reached[epoch]) + 1)))
+                ahead = sum(v > value for v in reached[epoch])
+                reached[epoch].append(value)
+                if ahead >= quota:
+                    stopped[i] = epoch
+                    break
+    used = sum(m[stopped[i]].get("train_flops_cum") if i in stopped else f for i, (m, f) in enumerate(curves))
+    kept = max(m[-1].get("val_acc") for i, (m, _) in enumerate(curves) if i not in stopped)
+    top = max(m[-1].get("val_acc") for m, _ in curves)
+    return 100 * (kept - top), used / sum(f for _, f in curves)
+
+
+def bound(studies: list[list[tuple[list[EpochRecord], float]]]) -> None:
+    """Every rule of one or two rungs on every study: how many meet the target on all, and the best."""
+    epochs = min(len(c[0][0]) for c in studies)
+    rules = [[(e, f)] for e in range(epochs - 1) for f in FRACTIONS]
+    rules += [[(e1, f1), (e2, f2)] for e1, e2 in itertools.combinations(range(epochs - 1), 2)
+              for f1 in FRACTIONS for f2 in FRACTIONS]
+    for synchronous in (True, False):
+        passing = []
+        for signal, rule in itertools.product(("val_acc", "val_loss"), rules):
+            outcomes = [rule_outcome(c, rule, signal, synchronous) for c in studies]
+            worst = max(share for _, share in outcomes)
+            if all(d >= -TARGET_POINTS - 1e-9 for d, _ in outcomes):
+                passing.append((worst, signal, rule, outcomes))
+        passing.sort(key=lambda p: p[0])
+        meets = [p for p in passing if p[0] <= TARGET_SHARE]
+        name = "synchronous (every trial reaches each rung first)" if synchronous else "asynchronous (as the sweeper runs)"
+        print(f"{name}: {len(meets)} of {2 * len(rules)} rules meet the target on all {len(studies)} studies; "
+              f"{len(passing)} keep the best within {TARGET_POINTS} pt")
+        for worst, signal, rule, outcomes in (meets or passing)[:3]:
+            rungs = ", ".join(f"epoch {e + 1} keep {f:.2f}" for e, f in rule)
+            cells = "; ".join(f"{d:+.2f} pt at {s:.3f}" for d, s in outcomes)
+            print(f"  by {signal}, {rungs}: {cells} (worst share {worst:.3f})")
+        # Out of sample: the rule a user would have picked on the other studies, scored on this one.
+        for held in range(len(studies) if len(studies) > 2 else 0):
+            rest = [c for i, c in enumerate(studies) if i != held]
+            best = None
+            for signal, rule in itertools.product(("val_acc", "val_loss"), rules):
+                outcomes = [rule_outcome(c, rule, signal, synchronous) for c in rest]
+                worst = max(share for _, share in outcomes)
+                if all(d >= -TARGET_POINTS - 1e-9 for d, _ in outcomes) and (best is None or worst < best[0]):
+                    best = (worst, signal, rule)
+            if best is None:
+                print(f"  picked on the others, study {held + 1}: no rule keeps their best")
+                continue
+            d, share = rule_outcome(studies[held], best[2], best[1], synchronous)
+            rungs = ", ".join(f"epoch {e + 1} keep {f:.2f}" for e, f in best[2])
+            print(f"  picked on the others (by {best[1]}, {rungs}), scored on study {held + 1}: {d:+.2f} pt at {share:.3f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("studies", type=Path, nargs="+")
     parser.add_argument("--rung", type=int, default=2, help="halving's first rung (the sweeper's pruner.after)")
+    parser.add_argument("--bound", action="store_true",
+                        help="try every rule of one or two rungs in hindsight against the single-objective target")
     args = parser.parse_args()
+    if args.bound:
+        bound([trials(s) for s in args.studies])
+        return 0
     for study in args.studies:
         curves = trials(study)
         if len(curves) < 3:

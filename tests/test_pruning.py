@@ -286,3 +286,46 @@ def test_the_benchmark_reads_the_selected_trials_test_accuracy(tmp_path):
     study = bench.read_study(tmp_path)
     # the trial the study selected (best validation accuracy), not the best test accuracy
     assert study["best_test_acc"] == 0.88 and sorted(study["points"])[-1] == (0.95, 2e9)
+
+
+def _load_benchmark(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+def test_early_signal_rules_synchronous_see_every_trial_asynchronous_only_the_earlier_ones():
+    from src.record.schema import EpochRecord
+
+    bench = _load_benchmark("early_signal")
+
+    def curve(accs):  # 4 epochs of 10 FLOPs each
+        return [EpochRecord(epoch=e, val_acc=a, val_loss=1 - a, train_flops_cum=10 * (e + 1)) for e, a in enumerate(accs)], 40.0
+
+    # The best trial (0.95 at the end) comes last and is second at epoch 1; trial 0 leads epoch 1.
+    curves = [curve([0.6, 0.7, 0.8, 0.80]), curve([0.3, 0.4, 0.5, 0.50]), curve([0.2, 0.3, 0.4, 0.40]),
+              curve([0.5, 0.8, 0.9, 0.95])]
+    rule = [(0, 0.5)]  # judge after epoch 1, keep the top half
+    # Synchronous: trials 0 and 3 go on, 1 and 2 stop after one epoch: (40+10+10+40)/160.
+    assert bench.rule_outcome(curves, rule, "val_acc", synchronous=True) == (pytest.approx(0.0), pytest.approx(100 / 160))
+    # Asynchronous: trial 1 is judged against trial 0 alone (quota 1: stopped), trial 2 against
+    # two (quota 1: stopped), trial 3 against three (quota 2: it is second, it goes on).
+    assert bench.rule_outcome(curves, rule, "val_acc", synchronous=False) == (pytest.approx(0.0), pytest.approx(100 / 160))
+    # Keeping a quarter, synchronous keeps trial 0 only and loses the best by 15 points ...
+    assert bench.rule_outcome(curves, [(0, 0.25)], "val_acc", synchronous=True)[0] == pytest.approx(-15.0)
+    # ... and asynchronous keeps trial 0 (first to arrive) and stops the rest at quota 1.
+    delta, share = bench.rule_outcome(curves, [(0, 0.25)], "val_acc", synchronous=False)
+    assert delta == pytest.approx(-15.0) and share == pytest.approx(70 / 160)
+    # The order matters only asynchronously: a weak first trial goes on, and the best, third to
+    # arrive and second of three at epoch 1, is stopped (quota int(0.5 * 3) = 1).
+    late = [curve([0.1, 0.1, 0.2, 0.20]), curve([0.6, 0.7, 0.8, 0.80]), curve([0.5, 0.8, 0.9, 0.95]),
+            curve([0.3, 0.4, 0.5, 0.50])]
+    assert bench.rule_outcome(late, rule, "val_acc", synchronous=True) == (pytest.approx(0.0), pytest.approx(100 / 160))
+    assert bench.rule_outcome(late, rule, "val_acc", synchronous=False) == (pytest.approx(-15.0), pytest.approx(100 / 160))
+    # val_loss is ranked lower-is-better: the same ranking here, so the same outcome.
+    assert bench.rule_outcome(curves, rule, "val_loss", synchronous=True) == bench.rule_outcome(curves, rule, "val_acc", synchronous=True)
