@@ -158,3 +158,38 @@ def test_a_prefix_larger_than_the_memory_cap_is_not_cached_and_the_record_says_w
     assert result["feature_cache_blocker"].endswith("(trainer.feature_cache_max_mb=0.001)")
     with pytest.raises(Exception, match="trainer.feature_cache_max_mb=-1.0 must be > 0"):
         tiny_config(trainer={"feature_cache_max_mb": -1})
+
+
+def test_cached_runs_on_an_image_folder_read_from_the_mapped_decoded_data(tiny_config, tmp_path):
+    """An image folder's splits come memory-mapped from the decoded-data cache (MappedImages, not
+    tensors): the frozen backbone and a frozen prefix must cache them, and reuse what an earlier run
+    of the process extracted, training exactly what the in-memory decode trains."""
+    import numpy as np
+    from PIL import Image
+
+    from src.data.load import load_dataset
+    from src.data.mapped import MappedImages
+    from src.training import reuse
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "data" / "train" / cls).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(tmp_path / "data" / "train" / cls / f"{i}.png")
+    data = {"kind": "imagefolder", "root": str(tmp_path / "data"), "image_size": 32, "train_per_class": None,
+            "cache_dir": str(tmp_path / "cache")}
+    load_dataset(tiny_config(dataset=data).dataset)  # builds the entry: every run below maps it
+    assert isinstance(load_dataset(tiny_config(dataset=data).dataset).train.images, MappedImages)
+    for name, strategy in (("frozen", {"name": "frozen"}), ("prefix", {"name": "layerwise", "unfreeze_depth": 2})):
+        results = {}
+        for how in ("memory", "mapped", "mapped-again"):
+            reuse.DATA.clear()
+            made = reuse.EXTRACTED.made
+            cfg = tiny_config(strategy=strategy, dataset=data | {"cache": "off" if how == "memory" else "auto"})
+            results[how] = run(cfg, tmp_path / f"{name}-{how}")
+            assert results[how]["status"] == "completed" and results[how]["feature_cache"] is True, results[how]
+            # the second mapped run reuses the first's outputs; the in-memory one (other values' key: no)
+            assert (reuse.EXTRACTED.made == made) == (how == "mapped-again"), how
+        for how in ("mapped", "mapped-again"):
+            for key in ("val_acc", "test_acc", "test_loss", "train_flops", "feature_cache_cut"):
+                assert results[how].get(key) == results["memory"].get(key), (name, how, key)

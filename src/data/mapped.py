@@ -6,7 +6,9 @@ batch reads its rows only, and the pages it read leave the process again (`drop_
 
 from __future__ import annotations
 
+import hashlib
 import mmap
+import os
 from typing import Any
 
 import numpy as np
@@ -57,6 +59,19 @@ class MappedImages:
     @property
     def nbytes(self) -> int:
         return len(self) * int(np.prod(self.array.shape[1:]))
+
+    def identity(self) -> tuple[Any, ...]:
+        """What these images are, without reading them: the mapped file (path, inode, size,
+        modification time; a rebuilt cache entry is a new file) and where in it, and the rows seen
+        through the index. An array in memory (not made by the cache) is named by its values."""
+        rows = hashlib.blake2b(self.index.tobytes(), digest_size=16).hexdigest() if self.index is not None else None
+        name = getattr(self.array, "filename", None)
+        if name is None:
+            values = hashlib.blake2b(np.ascontiguousarray(self.array).tobytes(), digest_size=16).hexdigest()
+            return ("values", values, self.array.shape, rows)
+        st = os.stat(name)
+        return (os.path.realpath(name), st.st_ino, st.st_size, st.st_mtime_ns, getattr(self.array, "offset", 0),
+                self.array.shape, str(self.array.dtype), rows)
 
     def subset(self, rows: np.ndarray) -> MappedImages:
         """These images at positions `rows`, still mapped (no pixel is read)."""

@@ -31,6 +31,7 @@ from torch import nn
 from src.config import DataConfig, ModelConfig
 from src.data.identity import dataset_identity
 from src.data.load import load_dataset
+from src.data.mapped import MappedImages
 from src.measurement.feature_cache import Cut, Extracted
 from src.measurement.flops import StepFlops, counted_forward_flops, counted_step_flops
 from src.models import head_param_names, load_pretrained
@@ -184,11 +185,15 @@ def timed_once(key: Hashable, net: nn.Module, time_it: Callable[[], float], infe
     return STEP_S.get((key, structure(net, modes=not inference, grads=not inference)), time_it)
 
 
-def fingerprint(tensors: Iterable[torch.Tensor]) -> str:
+def fingerprint(tensors: Iterable[torch.Tensor | MappedImages]) -> str:
     """A hash of the tensors' values, shapes and types: content, not identity (a run's reference
-    model is its own copy)."""
+    model is its own copy). Memory-mapped images are named by their file and rows instead: reading
+    a large dataset whole to name it would cost what reusing it saves."""
     digest = hashlib.blake2b(digest_size=16)
     for t in tensors:
+        if isinstance(t, MappedImages):  # an image folder's decoded-data cache: the file, not its bytes
+            digest.update(repr(t.identity()).encode())
+            continue
         t = t.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
         digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
