@@ -70,3 +70,29 @@ def test_calibration_takes_more_steps_only_while_they_disagree(seconds, calls, m
     used = []
     assert steady_median(lambda: used.append(next(taken)) or used[-1]) == median
     assert len(used) == calls
+
+
+@pytest.mark.parametrize("strategy", [{"name": "frozen"}, {"name": "layerwise", "unfreeze_depth": 2},
+                                      {"name": "full"}])
+def test_each_pass_is_timed_at_the_batch_size_it_runs_at(tiny_config, tmp_path, monkeypatch, strategy):
+    """The cache's pass over the training images runs in training batches, evaluation in evaluation
+    batches: per image they differ, so the estimate times each at its own size, and the epochs' steps
+    on what they run (the head on features, the rest on the prefix's output, or the whole model)."""
+    from src.training import estimate as est
+
+    forwards, steps = [], []
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: forwards.append((type(net).__name__, size)) or 0.01)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape: steps.append(type(net).__name__) or 0.1)
+    cfg = tiny_config(strategy=strategy, dataset={"train_per_class": 20},
+                      trainer={"epochs": 2, "batch_size": 8, "eval_batch_size": 100, "dry_run": True})
+    dry = run(cfg, tmp_path)
+    n_val = dry["val_images"]
+    if strategy["name"] == "frozen":  # the backbone at both sizes; the head's steps on features
+        assert set(forwards) == {("EfficientNet", min(100, 64, n_val)), ("EfficientNet", 8)} and steps == ["CachedHead"]
+        assert dry["train_s"] == pytest.approx(0.01 * dry["train_images"] + 2 * 0.1 * (-(-dry["train_images"] // 8)))
+    elif strategy["name"] == "layerwise":  # the whole model and the rest, each at both sizes
+        assert sorted(set(forwards)) == sorted({("EfficientNet", 8), ("EfficientNet", min(64, n_val)),
+                                                ("SkipPrefix", 8), ("SkipPrefix", min(64, n_val))})
+        assert set(steps) == {"SkipPrefix"}
+    else:  # nothing cached: evaluation only
+        assert forwards == [("EfficientNet", min(64, n_val))] and steps == ["EfficientNet"]

@@ -108,21 +108,31 @@ def estimate(cfg: RunConfig, s: Setup) -> Estimate:
         choice = cache_choice(cfg, s, model)
         flops = _train_flops(cfg, s, model, choice)
         n_train, n_val, n_test = len(s.data.train), len(s.data.val), len(s.data.test)
-        forward_s = _forward_s_per_image(model, s, t.eval_batch_size, s.input_shape)
-        if choice is None:  # the backbone once over every split; the head's epochs cost next to nothing
-            train_s, eval_s = forward_s * n_train, forward_s * (n_val + n_test)
-        else:
-            net, shape = (model, s.input_shape) if isinstance(choice, str) else \
-                (SkipPrefix(model, choice.skipped), choice.shape)
-            # a frozen prefix: once over every split, what a forward of the rest saves on the whole
-            rest_s = forward_s if net is model else _forward_s_per_image(net, s, t.eval_batch_size, shape)
-            once_s = forward_s - rest_s
-            step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
-            for e in range(t.epochs):
-                if s.schedule.active(e) not in step_s:
-                    step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e)
-            train_s = once_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
-            eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (t.epochs + 1) + n_test)
+        # Evaluation runs in batches of eval_batch_size, the cache's pass over the training images in
+        # training batches; per image they differ (on 2 CPU cores at 96 px, batch 64 took 1.7x batch
+        # 16's time), so each is timed at its own size (evaluation's capped at 64 images).
+        eval_size = max(2, min(t.eval_batch_size, 64, n_val or 2))
+        train_size = max(2, min(t.batch_size, n_train or 2))
+        forward_s = _forward_s_per_image(model, s, eval_size, s.input_shape)
+        # What runs once per image (the frozen part, cached) and what runs every epoch (the rest).
+        if isinstance(choice, str):  # nothing cached: the whole model every epoch
+            net, shape, once_train_s, once_s, rest_s = model, s.input_shape, 0.0, 0.0, forward_s
+        elif choice is None:  # the backbone once over every split; the epochs train and evaluate the head
+            net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
+            shape = (_feature_dim(model, s.input_shape),)
+            once_train_s, once_s, rest_s = _forward_s_per_image(model, s, train_size, s.input_shape), forward_s, 0.0
+        else:  # a frozen prefix: once over every split, what a forward of the rest saves on the whole
+            net, shape = SkipPrefix(model, choice.skipped), choice.shape
+            rest_s = _forward_s_per_image(net, s, eval_size, shape)
+            once_s = max(forward_s - rest_s, 0.0)
+            once_train_s = max(_forward_s_per_image(model, s, train_size, s.input_shape)
+                               - _forward_s_per_image(net, s, train_size, shape), 0.0)
+        step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
+        for e in range(t.epochs):
+            if s.schedule.active(e) not in step_s:
+                step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e)
+        train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
+        eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (t.epochs + 1) + n_test)
     cached = not isinstance(choice, str)
     cut = None if not cached else "pre-logits" if choice is None else choice.last  # type: ignore[union-attr]
     return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
@@ -198,11 +208,10 @@ def steady_median(step: Callable[[], float]) -> float:
     return statistics.median(timed)
 
 
-def _forward_s_per_image(net: torch.nn.Module, s: Setup, eval_batch_size: int, shape: tuple[int, ...]) -> float:
-    """Seconds per image of an evaluation pass of `net` on inputs of `shape`, timed on one batch (at
-    most 64 images) after a warm-up; once per process for each architecture and batch, whatever
-    trains (src.training.reuse)."""
-    size = max(2, min(eval_batch_size, 64, len(s.data.val) or 2))
+def _forward_s_per_image(net: torch.nn.Module, s: Setup, size: int, shape: tuple[int, ...]) -> float:
+    """Seconds per image of an evaluation pass of `net` on inputs of `shape` in batches of `size`,
+    timed after a warm-up; once per process for each architecture and batch, whatever trains
+    (src.training.reuse)."""
     return reuse.timed_once(_calibration(s, "forward", size, shape), net, lambda: _time_forward(net, s, size, shape),
                             inference=True)
 
@@ -211,10 +220,15 @@ def _time_forward(net: torch.nn.Module, s: Setup, size: int, shape: tuple[int, .
     batch, rt = _batch(s, size, shape), s.runtime
     engine.predict(net, [batch], rt.device, rt.amp_dtype)
     _sync(rt.device)
-    start = time.perf_counter()
-    engine.predict(net, [batch], rt.device, rt.amp_dtype)
-    _sync(rt.device)
-    return (time.perf_counter() - start) / size
+
+    def once() -> float:
+        start = time.perf_counter()
+        engine.predict(net, [batch], rt.device, rt.amp_dtype)
+        _sync(rt.device)
+        return time.perf_counter() - start
+
+    # as the steps are timed: one batch timed once read 1.4-1.6x a frozen run's real pass (PACS, digits)
+    return steady_median(once) / size
 
 
 def _batch(s: Setup, size: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
