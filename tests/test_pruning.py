@@ -252,15 +252,8 @@ def test_reporter_halving_keeps_a_cheap_front_trial_end_to_end_on_sqlite(tmp_pat
 
 
 def _benchmark():
-    """benchmarks/pruning_hypervolume.py as a module (benchmarks/ is not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pruning_hypervolume.py"
-    spec = importlib.util.spec_from_file_location("pruning_hypervolume", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    """benchmarks/pruning_hypervolume.py as a module."""
+    return _load_benchmark("pruning_hypervolume")
 
 
 def test_hypervolume_2d_of_the_benchmark_is_the_dominated_area():
@@ -289,6 +282,7 @@ def test_the_benchmark_reads_the_selected_trials_test_accuracy(tmp_path):
 
 
 def _load_benchmark(name: str):
+    """benchmarks/NAME.py as a module (benchmarks/ is not a package)."""
     import importlib.util
     from pathlib import Path
 
