@@ -68,12 +68,15 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
     """A run that decodes `root` with two workers; what load_dataset raised goes back on `conn`.
 
     mode: "pdeathsig" | "poll" (how workers watch this process); "cli": with the SIGTERM handler
-    `python -m src.train` installs; "error": this process fails once both workers are stuck."""
+    `python -m src.train` installs; "error": this process fails once both workers are stuck;
+    "error-deaf": the same, with workers that do not die of SIGTERM."""
     workers.USE_PDEATHSIG = mode != "poll"
     real_read = decode.read_image
 
     def read(path, size, draft=False):
         if path.name.startswith("slow"):
+            if mode == "error-deaf":  # as a worker that SIGTERM reached before its initializer ran,
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # under a handler inherited from its run
             with open(pid_file, "a") as f:
                 f.write(f"{os.getpid()}\n")
             threading.Event().wait()  # stuck until killed
@@ -82,7 +85,7 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
     decode.read_image = read
     if mode == "cli":
         install_signal_handlers()
-    if mode == "error":
+    if mode.startswith("error"):
         real_take = parts._take
 
         def take(*args, **kw):
@@ -136,10 +139,14 @@ def test_workers_die_when_their_run_is_killed(tmp_path, mode):
         _until(lambda: not any(_running(pid) for pid in workers), f"workers {workers} ended")
 
 
-def test_workers_end_when_their_run_fails(tmp_path):
+@pytest.mark.parametrize("mode", ["error", "error-deaf"])
+def test_workers_end_when_their_run_fails(tmp_path, mode):
     """An error in the run while workers are mid-chunk: load_dataset raises it, and the workers are
-    gone by then, not after their chunks (which here would never end); the run itself lives on."""
-    with _decoding_run(tmp_path, "error") as (proc, pid_file, conn):
+    gone by then, not after their chunks (which here would never end); the run itself lives on.
+    Also when a worker does not die of SIGTERM (one that got it before its initializer reset the
+    handler inherited from the run): the pool's shutdown waited for it forever (seen in the tests:
+    on Python 3.11 a stuck worker also blocks the executor's own clean-up of a broken pool)."""
+    with _decoding_run(tmp_path, mode) as (proc, pid_file, conn):
         assert conn.poll(DEADLINE_S), "the run did not fail within the deadline"
         assert conn.recv() == ("RuntimeError", "the run failed while decoding")
         workers = _pids(pid_file)

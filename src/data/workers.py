@@ -104,11 +104,15 @@ def decoded(files: list[Path], size: int, draft: bool, workers: int, progress: b
 
 
 def _stop_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """End a pool's worker processes (SIGTERM, which they die of) without waiting for their tasks:
-    Python 3.14's terminate_workers(), or what it does on earlier versions."""
-    if hasattr(pool, "terminate_workers"):
-        pool.terminate_workers()
+    """End a pool's worker processes without waiting for their tasks: SIGKILL (Python 3.14's
+    kill_workers(), or what it does on earlier versions). Not SIGTERM: a worker that it reaches
+    before `_worker_start` resets the handler inherited from `python -m src.train` lives on, and
+    one killed while it holds the result queue's lock leaves the others stuck on it; the pool's
+    shutdown then waits for them forever (on Python 3.11 so does its own clean-up of a broken
+    pool). A worker holds nothing that needs a clean end: it reads images and returns pixels."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
         return
     for proc in list(getattr(pool, "_processes", {}).values()):
         with contextlib.suppress(OSError, ValueError, AttributeError):
-            proc.terminate()
+            proc.kill()
