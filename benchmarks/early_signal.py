@@ -108,43 +108,47 @@ def rule_outcome(curves: list[tuple[list[EpochRecord], float]], rule: list[tuple
     return 100 * (kept - top), used / sum(f for _, f in curves)
 
 
+def keeping_rules(studies: list[list[tuple[list[EpochRecord], float]]], rules: list[list[tuple[int, float]]],
+                  synchronous: bool) -> list[tuple[float, str, list[tuple[int, float]], list[tuple[float, float]]]]:
+    """The rules that keep a trial within the target's points of the best on every study, cheapest
+    first: (worst FLOPs share, signal, rule, each study's outcome)."""
+    passing = []
+    for signal, rule in itertools.product(("val_acc", "val_loss"), rules):
+        outcomes = [rule_outcome(c, rule, signal, synchronous) for c in studies]
+        if all(d >= -TARGET_POINTS - 1e-9 for d, _ in outcomes):
+            passing.append((max(share for _, share in outcomes), signal, rule, outcomes))
+    return sorted(passing, key=lambda p: p[0])
+
+
 def bound(studies: list[list[tuple[list[EpochRecord], float]]]) -> None:
-    """Every rule of one or two rungs on every study: how many meet the target on all, and the best."""
+    """Every rule of one or two rungs on every study: how many meet the target on all, and the best;
+    then the rule picked on all studies but one, scored on that one."""
     epochs = min(len(c[0][0]) for c in studies)
     rules = [[(e, f)] for e in range(epochs - 1) for f in FRACTIONS]
     rules += [[(e1, f1), (e2, f2)] for e1, e2 in itertools.combinations(range(epochs - 1), 2)
               for f1 in FRACTIONS for f2 in FRACTIONS]
+
+    def rungs(rule: list[tuple[int, float]]) -> str:
+        return ", ".join(f"epoch {e + 1} keep {f:.2f}" for e, f in rule)
+
     for synchronous in (True, False):
-        passing = []
-        for signal, rule in itertools.product(("val_acc", "val_loss"), rules):
-            outcomes = [rule_outcome(c, rule, signal, synchronous) for c in studies]
-            worst = max(share for _, share in outcomes)
-            if all(d >= -TARGET_POINTS - 1e-9 for d, _ in outcomes):
-                passing.append((worst, signal, rule, outcomes))
-        passing.sort(key=lambda p: p[0])
+        passing = keeping_rules(studies, rules, synchronous)
         meets = [p for p in passing if p[0] <= TARGET_SHARE]
         name = "synchronous (every trial reaches each rung first)" if synchronous else "asynchronous (as the sweeper runs)"
         print(f"{name}: {len(meets)} of {2 * len(rules)} rules meet the target on all {len(studies)} studies; "
               f"{len(passing)} keep the best within {TARGET_POINTS} pt")
         for worst, signal, rule, outcomes in (meets or passing)[:3]:
-            rungs = ", ".join(f"epoch {e + 1} keep {f:.2f}" for e, f in rule)
             cells = "; ".join(f"{d:+.2f} pt at {s:.3f}" for d, s in outcomes)
-            print(f"  by {signal}, {rungs}: {cells} (worst share {worst:.3f})")
+            print(f"  by {signal}, {rungs(rule)}: {cells} (worst share {worst:.3f})")
         # Out of sample: the rule a user would have picked on the other studies, scored on this one.
         for held in range(len(studies) if len(studies) > 2 else 0):
-            rest = [c for i, c in enumerate(studies) if i != held]
-            best = None
-            for signal, rule in itertools.product(("val_acc", "val_loss"), rules):
-                outcomes = [rule_outcome(c, rule, signal, synchronous) for c in rest]
-                worst = max(share for _, share in outcomes)
-                if all(d >= -TARGET_POINTS - 1e-9 for d, _ in outcomes) and (best is None or worst < best[0]):
-                    best = (worst, signal, rule)
-            if best is None:
+            picked = keeping_rules([c for i, c in enumerate(studies) if i != held], rules, synchronous)
+            if not picked:
                 print(f"  picked on the others, study {held + 1}: no rule keeps their best")
                 continue
-            d, share = rule_outcome(studies[held], best[2], best[1], synchronous)
-            rungs = ", ".join(f"epoch {e + 1} keep {f:.2f}" for e, f in best[2])
-            print(f"  picked on the others (by {best[1]}, {rungs}), scored on study {held + 1}: {d:+.2f} pt at {share:.3f}")
+            _, signal, rule, _ = picked[0]
+            d, share = rule_outcome(studies[held], rule, signal, synchronous)
+            print(f"  picked on the others (by {signal}, {rungs(rule)}), scored on study {held + 1}: {d:+.2f} pt at {share:.3f}")
 
 
 def main() -> int:

@@ -171,14 +171,19 @@ def extract_splits(model: nn.Module, cut: Cut | None, train, val, test, device: 
     return Extracted(tr, va, te, train_s)
 
 
+def rest_net(model: nn.Module, cut: Cut | None) -> nn.Module:
+    """What the epochs run on the cached outputs: the head on backbone features (`cut` None), or
+    the model past the frozen prefix `cut`. It shares the model's modules: training it trains them."""
+    if cut is None:
+        return CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
+    return SkipPrefix(model, cut.skipped)
+
+
 def build_cache(model: nn.Module, cut: Cut | None, extracted: Extracted, train, eval_batch_size: int,
                 channels_last: bool = False) -> Cache:
     """The cached epochs' net and batches. `train` is the run's `data.Batches`: its generator is
     reused so the cached epochs shuffle as the uncached ones would."""
-    if cut is None:
-        net: nn.Module = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
-    else:
-        net = SkipPrefix(model, cut.skipped)
+    net = rest_net(model, cut)
     layout = cut is not None and channels_last
     return Cache(
         kind="backbone" if cut is None else "prefix",

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from src.config import RunConfig
-from src.measurement.feature_cache import CachedHead, Cut, PreLogits, SkipPrefix, choose
+from src.measurement.feature_cache import Cut, PreLogits, SkipPrefix, choose, rest_net
 from src.strategies import apply_epoch
 from src.training import engine, reuse
 from src.training.meters import FlopMeter
@@ -118,11 +118,10 @@ def estimate(cfg: RunConfig, s: Setup) -> Estimate:
         if isinstance(choice, str):  # nothing cached: the whole model every epoch
             net, shape, once_train_s, once_s, rest_s = model, s.input_shape, 0.0, 0.0, forward_s
         elif choice is None:  # the backbone once over every split; the epochs train and evaluate the head
-            net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
-            shape = (_feature_dim(model, s.input_shape),)
+            net, shape = rest_net(model, None), (_feature_dim(model, s.input_shape),)
             once_train_s, once_s, rest_s = _forward_s_per_image(model, s, train_size, s.input_shape), forward_s, 0.0
         else:  # a frozen prefix: once over every split, what a forward of the rest saves on the whole
-            net, shape = SkipPrefix(model, choice.skipped), choice.shape
+            net, shape = rest_net(model, choice), choice.shape
             rest_s = _forward_s_per_image(net, s, eval_size, shape)
             once_s = max(forward_s - rest_s, 0.0)
             once_train_s = max(_forward_s_per_image(model, s, train_size, s.input_shape)
@@ -150,11 +149,8 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
     samples = s.passes * (n - (1 if n > 1 and n % cfg.trainer.batch_size == 1 else 0))
     if not isinstance(choice, str):  # (the model is set up for epoch 0: estimate() did that)
         meter.add_forward(cache_pass_flops(model, choice, shape) * n)
-        if choice is None:
-            net = CachedHead(model.get_classifier(), float(getattr(model, "drop_rate", 0.0) or 0.0))
-            shape = (_feature_dim(model, s.input_shape),)
-        else:
-            net, shape = SkipPrefix(model, choice.skipped), choice.shape
+        net = rest_net(model, choice)
+        shape = (_feature_dim(model, s.input_shape),) if choice is None else choice.shape
     for epoch in range(cfg.trainer.epochs):
         apply_epoch(model, s.groups, s.schedule, epoch)
         if choice is None:
@@ -227,7 +223,8 @@ def _time_forward(net: torch.nn.Module, s: Setup, size: int, shape: tuple[int, .
         _sync(rt.device)
         return time.perf_counter() - start
 
-    # as the steps are timed: one batch timed once read 1.4-1.6x a frozen run's real pass (PACS, digits)
+    # as the steps are timed: the median of a few, so that a moment another process takes the cores
+    # does not scale every pass of the run
     return steady_median(once) / size
 
 
