@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode
 
 from src.config import ConfigError, augment_name
 
@@ -113,7 +114,8 @@ def _standard(x: torch.Tensor, generator: torch.Generator, hflip: bool) -> torch
     return _flip(_resized_crops(x, crop_boxes(n, h, w, generator)), generator)
 
 
-_RANDAUGMENT = v2.RandAugment(**RANDAUGMENT)  # type: ignore[arg-type]
+# The mode as an enum, not its name: torchvision before 0.29 (e.g. 0.26, a GPU image's) refuses the string.
+_RANDAUGMENT = v2.RandAugment(**{**RANDAUGMENT, "interpolation": InterpolationMode(RANDAUGMENT["interpolation"])})  # type: ignore[arg-type]
 
 
 def randaugment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
