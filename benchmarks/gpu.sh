@@ -55,16 +55,19 @@ sweep() {  # sweep NAME AMP LAYOUT
     logger=none "trainer.amp=$2" "trainer.channels_last=$3" "hydra.sweep.dir=$work/sweep-$1" $EXTRA
 }
 
-for amp in on off; do
-  for layout in channels_last channels-first; do
-    step "step96-amp_$amp-$layout" 60 python3 benchmarks/step.py --device "$DEVICE" --layout "$layout" \
-      $([ $amp = on ] && echo --amp) --image-size 96 --batch 16 --steps 30 --rounds 5 $STEP_EXTRA
-  done
-done
+step96() {  # step96 AMP LAYOUT
+  step "step96-amp_$1-$2" 60 python3 benchmarks/step.py --device "$DEVICE" --layout "$2" \
+    $([ "$1" = on ] && echo --amp) --image-size 96 --batch 16 --steps 30 --rounds 5 $STEP_EXTRA
+}
+
+step96 on channels_last
+step96 off channels-first
 study on-on on on
 study off-off off off
 sweep on-on on on
 sweep off-off off off
+step96 on channels-first
+step96 off channels_last
 study on-off on off
 study off-on off on
 for amp in on off; do

@@ -251,8 +251,8 @@ class TrainerConfig:
     device: Device = Device.auto
     # Mixed precision (bf16) on CUDA; "auto" = on for CUDA, off on CPU.
     amp: Switch = Switch.auto
-    # Memory layout of images and weights; "auto" = channels_last on CPU and CUDA (measured faster on
-    # both, src/training/setup.py), "off" = channels-first.
+    # Memory layout of images and weights; "auto" = channels_last on CPU, channels-first on CUDA (each
+    # measured faster there, src/training/setup.py), "on"/"off" = that layout on either.
     channels_last: Switch = Switch.auto
     # torch.compile the model for training and evaluation (worth it on GPUs for long runs; the
     # first steps pay the compilation, and each gradual-unfreezing phase may recompile).
