@@ -166,6 +166,19 @@ def test_diverged_run_is_recorded_as_failed_not_as_a_result(tiny_config, tmp_pat
     assert "test_acc" not in result and result["failed_epoch"] == 0
 
 
+@pytest.mark.parametrize("strategy, cut", [({"name": "frozen"}, "pre-logits"), ({"name": "layerwise", "unfreeze_depth": 1}, None)])
+def test_a_pruned_run_records_how_its_epochs_ran(tiny_config, tmp_path, strategy, cut):
+    # what the cache did is part of a pruned trial's cost: the same record as the completed run's
+    cfg = tiny_config(strategy=strategy, trainer={"epochs": 3})
+    done = run(cfg, tmp_path / "done")
+    pruned = run(cfg, tmp_path / "pruned", on_epoch=lambda row: "stop" if row.epoch == 0 else None)
+    assert pruned["status"] == "pruned" and done["status"] == "completed"
+    assert done["feature_cache"] is True and (cut is None or done["feature_cache_cut"] == cut)
+    for key in ("feature_cache", "feature_cache_cut"):
+        assert pruned.get(key) == done.get(key), key
+    assert pruned["train_flops_forward"] + pruned["train_flops_backward"] == pruned["train_flops"]
+
+
 def test_run_stopped_by_its_epoch_callback_is_recorded_as_pruned(tiny_config, tmp_path):
     seen = []
 

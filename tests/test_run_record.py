@@ -52,7 +52,9 @@ def _mem() -> SimpleNamespace:
 def test_a_completed_record_is_built_from_the_typed_parts(tiny_config, tmp_path):
     cfg = tiny_config(strategy={"name": "layerwise", "lr_decay": 2.0})
     rec = record.with_data(record.config_record(cfg, tmp_path), _setup())
-    fit = record.fit_measures(_setup(), _meters(), _final(), _mem(), blocker="group head trains")
+    meters = _meters()
+    meters.feature_cache_blocker = "group head trains"
+    fit = record.fit_measures(_setup(), meters, _final(), _mem())
     drift = DriftMeasures(drift_probe_images=8, weight_change={"g": 0.1}, cka={"g": 0.9}, cka_features=0.95,
                           imagenet_agreement=None, drift_s=0.2)
     out = record.completed(rec, fit, drift, started=0.0).to_json()
@@ -83,10 +85,14 @@ def test_pruned_and_stopped_records_carry_what_was_measured_and_no_result(tiny_c
     meters = _meters()
     meters.progress.epoch, meters.progress.stopped = 1, "median rule"
     meters.progress.measured = record.measured(meters, epochs_trained=2)
-    assert meters.progress.measured == Measured(2, 1, 0.75, 1000, 2.0, 4000)
+    assert meters.progress.measured == Measured(2, 1, 0.75, 1000, 2.0, 4000, 700, 300, False, "off", None)
+    meters.feature_cache_blocker, meters.feature_cache_cut = None, "blocks.3"  # a cached prefix
+    meters.progress.measured = record.measured(meters, epochs_trained=2)
     pruned = record.pruned(rec, meters.progress, started=0.0).to_json()
     assert (pruned["status"], pruned["pruned_epoch"], pruned["reason"]) == ("pruned", 1, "median rule")
     assert pruned["epochs_trained"] == 2 and pruned["train_flops"] == 1000 and "test_acc" not in pruned
+    assert (pruned["train_flops_forward"], pruned["train_flops_backward"]) == (700, 300)
+    assert (pruned["feature_cache"], pruned["feature_cache_cut"]) == (True, "blocks.3")
     try:
         raise RuntimeError("disk on fire")
     except RuntimeError as err:

@@ -115,6 +115,13 @@ class Measured:
     train_flops: int | None  # None when FLOPs are not counted
     train_time_s: float
     max_trainable_params_per_epoch: int
+    # how the epochs ran, as a completed run records it: a pruned trial's cost read without them
+    # could not be told apart from the same configuration trained uncached
+    train_flops_forward: int | None = None
+    train_flops_backward: int | None = None
+    feature_cache: bool | None = None
+    feature_cache_blocker: str | None = None
+    feature_cache_cut: str | None = None
 
 
 @dataclass(frozen=True)

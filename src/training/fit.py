@@ -91,6 +91,7 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
     progress = meters.progress
     with PeakMemory(s.runtime.device) as mem:
         view = _view(cfg, s, meters)
+        meters.feature_cache_blocker, meters.feature_cache_cut = view.blocker, view.cache.cut if view.cache else None
         first = _resume(s, run_dir, tracker, meters, on_epoch, resume) if resume is not None else 0
         for epoch in range(first, cfg.trainer.epochs):
             progress.epoch = epoch
@@ -110,7 +111,7 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
     if carried is not None and mem.peak_mb is not None:  # the peak of the attempts before this one counts too
         mem.peak_mb = max(mem.peak_mb, carried)
     final = _final(cfg, s, view, meters, run_dir)
-    return record.fit_measures(s, meters, final, mem, view.blocker, view.cache.cut if view.cache else None)
+    return record.fit_measures(s, meters, final, mem)
 
 
 def _resume(s: Setup, run_dir: Path, tracker: Tracker, meters: Meters, on_epoch: EpochCallback | None,

@@ -114,6 +114,10 @@ class Meters:
     best: BestModel
     progress: Progress
     max_trainable: int = 0  # the most parameters trainable in any one epoch
+    # the feature cache, as the epochs use it (set once they start): why not ("off": not asked), and
+    # the last module whose output is cached
+    feature_cache_blocker: str | None = "off"
+    feature_cache_cut: str | None = None
     epoch_s: list[float] = field(default_factory=list)  # each finished epoch's wall time (training + validation): the ETA
 
     @classmethod

@@ -100,26 +100,32 @@ def measured(meters: Meters, epochs_trained: int) -> Measured:
     return Measured(
         epochs_trained=epochs_trained, best_epoch=meters.best.epoch, val_acc=meters.best.acc,
         train_flops=meters.flops.train_flops, train_time_s=meters.clock.train_s,
-        max_trainable_params_per_epoch=meters.max_trainable,
+        max_trainable_params_per_epoch=meters.max_trainable, **_flops_split(meters), **_cache_used(meters),
     )
 
 
-def fit_measures(s: Setup, meters: Meters, final: FinalEval, mem: PeakMemory, blocker: str | None,
-                 cut: str | None = None) -> FitMeasures:
-    """A completed run's measures. `blocker`: why the feature cache was not used (None: it was);
-    `cut`: the last module whose output it cached."""
+def _flops_split(meters: Meters) -> dict[str, int | None]:
+    enabled = meters.flops.enabled
+    return {"train_flops_forward": meters.flops.forward if enabled else None,
+            "train_flops_backward": meters.flops.backward if enabled else None}
+
+
+def _cache_used(meters: Meters) -> dict[str, Any]:
+    return {"feature_cache": meters.feature_cache_blocker is None, "feature_cache_blocker": meters.feature_cache_blocker,
+            "feature_cache_cut": meters.feature_cache_cut}
+
+
+def fit_measures(s: Setup, meters: Meters, final: FinalEval, mem: PeakMemory) -> FitMeasures:
+    """A completed run's measures."""
     return FitMeasures(
         epochs_trained=s.schedule.epochs, best_epoch=meters.best.epoch, val_acc=final.val.acc,
         val_balanced_acc=final.val.balanced_acc, test_acc=final.test.acc, test_balanced_acc=final.test.balanced_acc,
         test_loss=final.test.loss, trainable_params=s.schedule.trainable_params,
         max_trainable_params_per_epoch=meters.max_trainable, total_params=sum(p.numel() for p in s.model.parameters()),
-        train_flops=meters.flops.train_flops,
-        train_flops_forward=meters.flops.forward if meters.flops.enabled else None,
-        train_flops_backward=meters.flops.backward if meters.flops.enabled else None,
+        train_flops=meters.flops.train_flops, **_flops_split(meters),
         inference_flops_per_image=final.inference_flops_per_image, train_time_s=meters.clock.train_s,
         images_per_s=meters.clock.images_per_s, peak_mem_mb=mem.peak_mb, peak_mem_start_mb=mem.start_mb,
-        peak_mem_method=mem.method, feature_cache=blocker is None, feature_cache_blocker=blocker,
-        feature_cache_cut=cut, ood=final.ood,
+        peak_mem_method=mem.method, **_cache_used(meters), ood=final.ood,
         per_class=per_class(s.data.classes, final.val, final.test),
     )
 
