@@ -26,7 +26,10 @@ from tests import golden
 STORED = golden.load()
 
 
-@pytest.mark.parametrize("strategy", golden.STRATEGIES)
+# layerwise's steps (40 s) run in the slow tier, to keep `make test` well inside 8 minutes on a slow host;
+# full's (the same layers, one LR) and frozen's stay here.
+@pytest.mark.parametrize("strategy", [pytest.param(s, marks=pytest.mark.slow) if s == "layerwise" else s
+                                      for s in golden.STRATEGIES])
 def test_default_study_first_steps_match_the_stored_losses(strategy):
     want = STORED["first_steps"]["strategies"][strategy]
     got = golden.first_steps(strategy, len(want))

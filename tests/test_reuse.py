@@ -160,6 +160,7 @@ def test_the_lru_weighs_its_values_against_a_budget_and_keeps_the_newest():
     assert list(store.items) == [12]  # over the budget alone, but the newest is kept
 
 
+@pytest.mark.slow  # 33 s; the fast tier keeps the prefix cache's same-numbers check (tests/test_prefix_cache.py)
 def test_a_frozen_prefix_is_extracted_once_and_a_reusing_run_trains_the_same_numbers(tiny_config, tmp_path):
     # two trials of a sweep that freeze the same bottom groups (depth 2; the second with gradual
     # unfreezing, which reaches depth 2 in the last of its 3 epochs, and another LR): the second
