@@ -3,12 +3,11 @@
 #
 #   bash benchmarks/gpu.sh OUTDIR [SECONDS]
 #
-# 1. benchmarks/step.py: our training step against a plain PyTorch loop, bf16 autocast and
-#    channels_last each on and off (Lite0, 96 px, batch 16: the default study's step), then 224 px, batch 64.
-# 2. The default study (`-m strategy=frozen,full,layerwise`) with trainer.amp and trainer.channels_last
-#    on and off: each run's result.json (train_time_s, FLOPs, accuracies) and the command's wall time.
-# 3. `make sweep` (sweep=default) under benchmarks/trial_overhead.py, both on and both off: wall time,
-#    and how much of it is training.
+# - benchmarks/step.py: our training step against a plain PyTorch loop, bf16 autocast and
+#   channels_last each on and off (Lite0 at 224 px, batch 64, and at 96 px, batch 16: the study's step).
+# - The default study (`-m strategy=frozen,full,layerwise`) with trainer.amp and trainer.channels_last
+#   on and off, and compiled: each run's result.json (train_time_s, FLOPs, accuracies), the command's wall.
+# - `make sweep` (sweep=default) under benchmarks/trial_overhead.py: wall time, and how much is training.
 #
 # logger=none throughout (the speed of the step, not of W&B's files). Each command runs under what is
 # left of SECONDS (default 540), most wanted first, so that a machine lent for a fixed time returns
@@ -46,32 +45,33 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader ||
 python3 -c "import sys, torch, timm; print(sys.version.split()[0], 'torch', torch.__version__, 'timm', timm.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')"
 nproc
 
-study() {  # study NAME AMP LAYOUT
-  step "study-$1" 150 python3 -m src.train -m strategy=frozen,full,layerwise logger=none \
-    "trainer.amp=$2" "trainer.channels_last=$3" "hydra.sweep.dir=$work/study-$1" $EXTRA
+study() {  # study NAME AMP LAYOUT [OVERRIDE...]
+  local name=$1 amp=$2 layout=$3; shift 3
+  step "study-$name" 150 python3 -m src.train -m strategy=frozen,full,layerwise logger=none \
+    "trainer.amp=$amp" "trainer.channels_last=$layout" "hydra.sweep.dir=$work/study-$name" "$@" $EXTRA
 }
 sweep() {  # sweep NAME AMP LAYOUT
   step "sweep-$1" 200 python3 benchmarks/trial_overhead.py --out "$work/sweep-$1.json" -- -m sweep=default \
     logger=none "trainer.amp=$2" "trainer.channels_last=$3" "hydra.sweep.dir=$work/sweep-$1" $EXTRA
 }
-
-step96() {  # step96 AMP LAYOUT
-  step "step96-amp_$1-$2" 60 python3 benchmarks/step.py --device "$DEVICE" --layout "$2" \
-    $([ "$1" = on ] && echo --amp) --image-size 96 --batch 16 --steps 30 --rounds 5 $STEP_EXTRA
+steps() {  # steps SIZE BATCH STEPS AMP LAYOUT
+  step "step$1-b$2-amp_$4-$5" 60 python3 benchmarks/step.py --device "$DEVICE" --layout "$5" \
+    $([ "$4" = on ] && echo --amp) --image-size "$1" --batch "$2" --steps "$3" --rounds 5 $STEP_EXTRA
 }
 
-step96 on channels_last
-step96 off channels-first
-study on-on on on
-study off-off off off
-sweep on-on on on
-sweep off-off off off
-step96 on channels-first
-step96 off channels_last
-study on-off on off
-study off-on off on
+# 2026-12-04 (docs/cost-and-speed.md, "GPU") measured the step at 96 px in all four combinations, the
+# study in three and the sweep with both on and both off. What that left open comes first: the sweep
+# with the CUDA defaults (bf16, channels-first), the layouts at 224 px and batch 64 (where
+# channels_last may win), torch.compile, and the study's fourth combination; then repeats.
+sweep on-off on off
 for amp in on off; do
-  step "step224-amp_$amp" 60 python3 benchmarks/step.py --device "$DEVICE" --layout channels_last \
-    $([ $amp = on ] && echo --amp) --image-size 224 --batch 64 --steps 15 --rounds 5 $STEP_EXTRA
+  for layout in channels_last channels-first; do steps 224 64 15 "$amp" "$layout"; done
 done
+study compiled on off trainer.compile=true
+study off-on off on
+study on-off on off
+for amp in on off; do
+  for layout in channels_last channels-first; do steps 96 16 30 "$amp" "$layout"; done
+done
+sweep off-off off off
 echo "== done in $(( $(date +%s) - start ))s"
