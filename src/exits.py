@@ -89,25 +89,55 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, PretrainedWeightsError)
 
 
-def on_signal(signum: int, frame: Any) -> None:
-    """SIGINT's and SIGTERM's handler: raise Stopped, except inside a storage call or a finalizer,
-    where the signal is delivered again 50 ms later, until that call is done."""
+def _not_now(signum: int, frame: Any) -> bool:
+    """Whether `frame` is inside a storage call or a finalizer: then the signal is sent again 50 ms
+    later (until that call is done) and True is returned."""
     while frame is not None:
         code = frame.f_code
         if (any(part in code.co_filename for part in _NOT_HERE) or code.co_name == "__del__"
                 or code.co_filename.endswith(_DROPPED_IN)):
             threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-            return
+            return True
         frame = frame.f_back
-    raise Stopped(signum)
+    return False
+
+
+def on_signal(signum: int, frame: Any) -> None:
+    """SIGINT's and SIGTERM's handler: raise Stopped, except inside a storage call or a finalizer,
+    where the signal is delivered again 50 ms later, until that call is done."""
+    if not _not_now(signum, frame):
+        raise Stopped(signum)
+
+
+class Deferred:
+    """A handler that a launcher installed in Python (submitit's SIGUSR2: checkpoint and requeue, or
+    end a run that timed out too often, by raising out of whatever runs), run where its exception
+    can travel: inside a finalizer Python would print and drop it, and the run would go on until
+    the scheduler's SIGTERM at the limit, neither requeued nor recorded as timed out."""
+
+    def __init__(self, handler: Callable[[int, Any], Any]) -> None:
+        self.handler = handler
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if not _not_now(signum, frame):
+            self.handler(signum, frame)
+
+
+# Signals a launcher may handle in Python in a job's process: submitit's checkpoint signal is SIGUSR2.
+LAUNCHER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 def install() -> None:
     """Ctrl-C and SIGTERM (a scheduler's kill, `timeout`, `docker stop`) end a task alike: a run
     records what it measured and `status: interrupted`, instead of dying without a result.json.
-    Also called in each job: a launcher's worker processes (joblib, submitit) never ran run_task."""
+    Also called in each job: a launcher's worker processes (joblib, submitit) never ran run_task;
+    a Python handler the launcher set there (LAUNCHER_SIGNALS) is kept, and run as `Deferred`."""
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    for signum in LAUNCHER_SIGNALS:
+        handler = signal.getsignal(signum)
+        if callable(handler) and not isinstance(handler, Deferred):
+            signal.signal(signum, Deferred(handler))
 
 
 def while_starting() -> None:

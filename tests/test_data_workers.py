@@ -68,8 +68,9 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
     """A run that decodes `root` with two workers; what load_dataset raised goes back on `conn`.
 
     mode: "pdeathsig" | "poll" (how workers watch this process); "cli": with the SIGTERM handler
-    `python -m src.train` installs; "error": this process fails once both workers are stuck;
-    "error-deaf": the same, with workers that do not die of SIGTERM."""
+    `python -m src.train` installs; "launcher": also with a launcher's SIGUSR2 handler, as a submitit
+    job has (it writes its pid to `pid_file`.usr2); "error": this process fails once both workers
+    are stuck; "error-deaf": the same, with workers that do not die of SIGTERM."""
     workers.USE_PDEATHSIG = mode != "poll"
     real_read = decode.read_image
 
@@ -83,7 +84,13 @@ def _run(root: str, pid_file: str, mode: str, conn) -> None:
         return real_read(path, size, draft)
 
     decode.read_image = read
-    if mode == "cli":
+    if mode == "launcher":
+        def checkpoint(signum, frame):  # as submitit's: this process checkpoints and requeues the job
+            with open(f"{pid_file}.usr2", "a") as f:
+                f.write(f"{os.getpid()}\n")
+
+        signal.signal(signal.SIGUSR2, checkpoint)
+    if mode in ("cli", "launcher"):
         install_signal_handlers()
     if mode.startswith("error"):
         real_take = parts._take
@@ -168,3 +175,18 @@ def test_a_worker_sent_sigterm_dies_and_the_run_says_so_in_one_line(tmp_path):
         assert "\n" not in message and str(tmp_path / "data" / "train") in message and "num_workers=1" in message
         _until(lambda: not any(_running(pid) for pid in workers), f"workers {workers} ended")
         conn.send("done")
+
+
+def test_a_launchers_checkpoint_signal_is_the_runs_not_its_workers(tmp_path):
+    """SLURM sends `--signal` to every process of a job step. A decode worker inherits submitit's
+    SIGUSR2 handler through fork, and would checkpoint and requeue the job as well (or raise inside
+    its chunk). Workers ignore it and decode on; the run's own process acts on it."""
+    with _decoding_run(tmp_path, "launcher") as (proc, pid_file, _):
+        _until(lambda: len(_pids(pid_file)) == 2, "both workers started decoding")
+        got, workers = Path(f"{pid_file}.usr2"), _pids(pid_file)
+        for pid in workers:
+            os.kill(pid, signal.SIGUSR2)
+        time.sleep(0.5)
+        assert all(_running(pid) for pid in workers) and not got.exists()
+        os.kill(proc.pid, signal.SIGUSR2)
+        _until(lambda: got.exists() and got.read_text().split() == [str(proc.pid)], "the run's handler ran")

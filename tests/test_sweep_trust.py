@@ -444,6 +444,41 @@ def test_a_signal_inside_a_storage_call_or_a_finalizer_is_delivered_once_it_is_d
         signal.signal(signal.SIGUSR1, previous)
 
 
+@pytest.mark.parametrize("where", [_finalizer_frame, _weakref_callback_frame])
+def test_a_launchers_signal_handler_is_kept_and_run_where_its_exception_travels(where):
+    """submitit's SIGUSR2 handler raises out of whatever runs (to requeue, or to end a run that timed
+    out too often). Raised in a finalizer or a weakref callback, Python drops it and the run goes on
+    to the scheduler's SIGTERM, neither requeued nor recorded as timed out. The run's handlers keep
+    it, and run it once the main thread is out of there; a default handler is left as it is."""
+    from src import exits
+
+    calls: list[int] = []
+
+    def launcher(signum, frame):
+        calls.append(signum)
+        raise RuntimeError("Job not requeued because: timed-out too many times.")
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR2, launcher)
+    try:
+        exits.install()
+        exits.install()  # a job installs again: wrapped once
+        wrapped = signal.getsignal(signal.SIGUSR2)
+        assert isinstance(wrapped, exits.Deferred) and wrapped.handler is launcher
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        wrapped(signal.SIGUSR2, where())  # inside: not now...
+        assert calls == []
+        with pytest.raises(RuntimeError, match="timed-out too many times"):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:  # ...but again, 50 ms later, out here
+                time.sleep(0.01)
+        assert calls == [signal.SIGUSR2]
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
 @pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_config_error_inside_a_trial_is_one_line(tmp_path):
     """The data is only loaded by the trial: a missing folder is found there."""
