@@ -113,13 +113,17 @@ class Deferred:
     """A handler that a launcher installed in Python (submitit's SIGUSR2: checkpoint and requeue, or
     end a run that timed out too often, by raising out of whatever runs), run where its exception
     can travel: inside a finalizer Python would print and drop it, and the run would go on until
-    the scheduler's SIGTERM at the limit, neither requeued nor recorded as timed out."""
+    the scheduler's SIGTERM at the limit, neither requeued nor recorded as timed out. And run only
+    in the process that installed it: SLURM signals every process of a job step, and a worker
+    forked from the run (decoding, drawing figures) would otherwise checkpoint and requeue the job
+    too, or raise inside its task; there it does nothing."""
 
     def __init__(self, handler: Callable[[int, Any], Any]) -> None:
         self.handler = handler
+        self.pid = os.getpid()
 
     def __call__(self, signum: int, frame: Any) -> None:
-        if not _not_now(signum, frame):
+        if os.getpid() == self.pid and not _not_now(signum, frame):
             self.handler(signum, frame)
 
 

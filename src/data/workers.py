@@ -18,7 +18,6 @@ from pathlib import Path
 
 from src.data.decode import decode_chunk
 from src.data.paths import shown
-from src.exits import LAUNCHER_SIGNALS
 
 DECODE_CHUNK = 32  # most files per task: enough to amortise a task's overhead, few for a smooth bar
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -44,13 +43,9 @@ def _worker_start(parent: int) -> None:
     worker sent SIGTERM returns the interrupt to its parent as if the parent had been stopped; a
     worker dies of SIGTERM instead. Ctrl-C reaches the whole process group: workers ignore it, and
     the parent, interrupted, stops the pool. These two handlers stay here, not in src.exits: they
-    belong to the child process, which never reports how it ended (its parent does). A scheduler's
-    checkpoint signal (submitit's SIGUSR2) reaches every process of a SLURM job step: only the run's
-    process may checkpoint and requeue, so a worker ignores it."""
+    belong to the child process, which never reports how it ended (its parent does)."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for signum in LAUNCHER_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
     watched = True
     if USE_PDEATHSIG and sys.platform.startswith("linux"):
         try:

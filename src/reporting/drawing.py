@@ -21,8 +21,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from src.exits import LAUNCHER_SIGNALS
-
 MAX_WORKERS = 4
 TIMEOUT_S = 120.0  # one figure: the largest take seconds; a worker that hangs this long is given up on
 DPI = 110
@@ -81,12 +79,9 @@ def _in_workers(jobs: dict[str, tuple[Callable[[], Any], Path]], workers: int) -
 def _worker_signals() -> None:
     """A worker leaves Ctrl-C to the report's process (the whole process group gets it) and ends
     quietly when that process ends the pool: it does not inherit the run's handlers (src.exits),
-    which would print a traceback from every worker under the one line a stopped run prints, nor a
-    launcher's checkpoint signal, which is the report process's to act on."""
+    which would print a traceback from every worker under the one line a stopped run prints."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for signum in LAUNCHER_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
 
 
 def _draw_named(name: str) -> tuple[str, Path | str]:
