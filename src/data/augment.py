@@ -22,8 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
-from torchvision.transforms import v2
-from torchvision.transforms import InterpolationMode
+from torchvision.transforms import InterpolationMode, v2
 
 from src.config import ConfigError, augment_name
 

@@ -54,7 +54,6 @@ class View:
     test: Any
     step_shape: tuple[int, ...]
     cache: Cache | None = None
-    blocker: str | None = "off"  # why the feature cache is not used (None: it is)
 
 
 def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
@@ -65,7 +64,8 @@ def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
         raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {choice}")
     if isinstance(choice, str):
         net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
-        return View(net, s.train, s.val, s.test, s.input_shape, None, choice)
+        meters.feature_cache_blocker = choice
+        return View(net, s.train, s.val, s.test, s.input_shape, None)
     extracted, kept = reuse.extracted(
         s.model, choice, (s.train, s.val, s.test), (str(rt.device), rt.amp_dtype, rt.channels_last),
         t.feature_cache_max_mb, lambda: extract_splits(s.model, choice, s.train, s.val, s.test, rt.device, rt.amp_dtype))
@@ -80,7 +80,8 @@ def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
     log.info("feature cache: %s run once over %d train images in %.1fs%s; the epochs run %s only",
              what, len(s.train.labels), cache.train_extract_s, " (by an earlier run in this process)" if kept else "",
              "the head" if choice is None else "the rest")
-    return View(cache.net, cache.train, cache.val, cache.test, cache.shape, cache, None)
+    meters.feature_cache_blocker, meters.feature_cache_cut = None, cache.cut
+    return View(cache.net, cache.train, cache.val, cache.test, cache.shape, cache)
 
 
 def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meters,
@@ -91,7 +92,6 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
     progress = meters.progress
     with PeakMemory(s.runtime.device) as mem:
         view = _view(cfg, s, meters)
-        meters.feature_cache_blocker, meters.feature_cache_cut = view.blocker, view.cache.cut if view.cache else None
         first = _resume(s, run_dir, tracker, meters, on_epoch, resume) if resume is not None else 0
         for epoch in range(first, cfg.trainer.epochs):
             progress.epoch = epoch

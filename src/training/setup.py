@@ -77,10 +77,10 @@ def resolve_runtime(cfg: RunConfig) -> Runtime:
     # "auto" is channels_last on CPU and channels-first on CUDA, both as measured (docs/cost-and-speed.md).
     # CPU, the pinned torch (2.14): oneDNN's kernels 1.25-1.38x faster per training step and 1.5-1.7x
     # per evaluation, Lite0 at 64-224 px, every unfreeze depth (benchmarks/layout.py); an older torch
-    # measured it slower. CUDA (an H200, benchmarks/gpu.sh): Lite0's depthwise convolutions in
-    # channels_last took ~25 % longer per epoch at 96 px, batch 16, bf16 or not, and its first epoch
-    # 6 s more; `make sweep`'s training 86 s instead of 32 s. Larger images and batches were not
-    # measured there: "on" is one setting away for whoever measures it faster.
+    # measured it slower. CUDA (an H200, benchmarks/gpu.sh): Lite0 in channels_last took ~25 % longer
+    # per epoch at 96 px, batch 16, bf16 or not, and its first epoch 6 s more; `make sweep` 3.6x the
+    # time per TFLOP trained. Larger images and batches were not measured there: "on" is one setting
+    # away for whoever measures it faster.
     channels_last = t.channels_last == "on" or (t.channels_last == "auto" and not on_gpu)
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
