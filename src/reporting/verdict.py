@@ -41,6 +41,9 @@ __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "render",
 SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
 SPLIT_WORD = {"val_acc": "validation", "test_acc": "test"}
 MORE_SEEDS = "seed=0,1,2"  # what to run when one seed cannot tell two configurations apart
+# A tie names at most this many configurations in words: a sweep's 20 one-seed trials can tie by
+# the dozen, and a sentence naming each (with its settings) twice was read by no one.
+LISTED = 4
 
 Evidence = Literal["paired", "intervals", "none"]
 
@@ -254,7 +257,7 @@ def sentences(v: Verdict) -> list[str]:
     and on test (ties named together), and the cheap end's trade with its evidence."""
     out = [_seeds_sentence(v)]
     val, test = v.validation, v.test
-    if val is not None and test is not None and val.best_set == test.best_set:
+    if val is not None and test is not None and set(val.best_set) == set(test.best_set):
         out.append(_standing_sentence([val, test]))
     else:
         out += [_standing_sentence([s]) for s in (val, test) if s is not None]
@@ -307,26 +310,37 @@ def _and(names: Sequence[str]) -> str:
 
 
 def _standing_sentence(standings: Sequence[Standing]) -> str:
-    """Who is best on one accuracy, or on both when they agree (`standings`: validation, test)."""
+    """Who is best on one accuracy, or on both when they agree (`standings`: validation, test). A
+    tie of more than LISTED configurations (a sweep's trials, often) names the LISTED closest and
+    the furthest; the rest are counted, and verdict.json's `best_set` holds them all."""
     last = standings[-1]
     where = " and on ".join(SPLIT_WORD[s.metric] for s in standings)
     details = []
     for s in standings:
         lead = _value(s.mean, s.ci95, s.interval)
         if s.tied:
-            part = ", ".join([f"{s.best} {lead}"] + [_gap_text(g) for g in s.tied])
+            if len(s.tied) < LISTED:
+                shown = [_gap_text(g) for g in s.tied]
+            else:  # the closest, a count, and the furthest: how wide the tie is
+                shown = [_gap_text(g) for g in s.tied[:LISTED - 2]]
+                shown.append(f"{len(s.tied) - LISTED + 1} more and, the furthest, {_gap_text(s.tied[-1])}")
+            part = ", ".join([f"{s.best} {lead}"] + shown)
         else:
             part = lead + (f", next {_gap_text(s.runner_up)}" if s.runner_up is not None else "")
         details.append(f"{SPLIT_WORD[s.metric]}: {part}" if len(standings) > 1 else part)
-    text = f"Best on {where}: {_and(last.best_set)}"
+    many = len(last.best_set) > LISTED
+    text = f"Best on {where}: " + (f"{len(last.best_set)} configurations" if many else _and(last.best_set))
     kinds = {g.evidence for s in standings for g in s.tied}
+    joint = " " if many else ", "  # "9 configurations whose ...", "layerwise and full, whose ..."
     if kinds == {"paired"}:
-        text += ", which the seeds cannot tell apart"
+        text += joint + "which the seeds cannot tell apart"
     elif kinds == {"intervals"}:
-        text += ", whose intervals overlap"
+        text += joint + "whose intervals overlap"
     elif kinds:
-        text += ", which these runs cannot tell apart"
+        text += joint + "which these runs cannot tell apart"
     text += f" ({'; '.join(details)})"
+    if many:
+        text += f"; the report's verdict.json lists all {len(last.best_set)}"
     return text + _settle(last) + "."
 
 
