@@ -217,6 +217,8 @@ def test_pruned_trials_are_recorded_counted_and_pareto_rerun_on_seeds(tmp_path, 
     assert summary["states"] == {"complete": len(complete), "pruned": len(pruned)}
     used = [json.loads((Path(t.user_attrs["run_dir"]) / "result.json").read_text())["train_flops"] for t in trials]
     assert summary["total_train_flops"] == pytest.approx(sum(used)) and summary["span_s"] > 0
+    # the console line rounds what summary.json keeps in full
+    assert f"; best_val_acc {summary['best_val_acc']:.4g} (trial {summary['best_trial']})\n" in proc.stdout
     # the Pareto set, re-run on two more seeds and evaluated on test
     rerun = json.loads((out / "pareto_rerun.json").read_text())
     front = {p["trial"] for p in json.loads((out / "pareto.json").read_text())}

@@ -149,7 +149,8 @@ def format_summary(s: dict[str, Any]) -> str:
     states = ", ".join(f"{v} {k}" for k, v in s["states"].items())
     share = f" ({s['epochs_trained'] / s['epochs_unpruned']:.0%})" if s["epochs_unpruned"] else ""
     best = next(k for k in s if k.startswith("best_") and k != "best_trial")
+    value = s[best] if s[best] is None else f"{s[best]:.4g}"  # summary.json keeps every digit
     return (f"trials: {s['trials']} ({states}); pruner {s['pruner']}; epochs trained {s['epochs_trained']} of "
-            f"{s['epochs_unpruned']}{share}; {best} {s[best]} (trial {s['best_trial']})")
+            f"{s['epochs_unpruned']}{share}; {best} {value} (trial {s['best_trial']})")
 
 
