@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,6 +80,17 @@ def outside_hydra() -> Any:
             GlobalHydra.instance().initialize(running)
 
 
+@dataclass(frozen=True)
+class Space:
+    """The search space and what every trial gets, checked: `params` (src.search.space's specs),
+    the `fixed` overrides, the model's layer `groups` and the composed base config (a RunConfig)."""
+
+    params: dict[str, dict[str, Any]]
+    fixed: list[str]
+    groups: int
+    base: Any
+
+
 class ProjectSweep:
     """One sweep of src.train: the sweeper's settings (hydra_plugins/ft_optuna_sweeper/optuna_sweeper.py),
     with src.train's defaults where they are null, searched with src.search."""
@@ -116,8 +128,15 @@ class ProjectSweep:
         search = None
         try:
             with outside_hydra():
-                search, groups, mode = self._open(arguments)
-            return self._conclude(search, mode, launched.search(search, self._launch, groups))
+                space = self._space(arguments)
+                if space.base.trainer.dry_run:  # what the trials will cost; no study opened
+                    from src.search.dry_run import corners, report
+
+                    found, costly = corners(space.params, space.fixed, space.groups)
+                    print(report(found, costly, list(space.params), int(self.n_trials)), flush=True)
+                    return None
+                search, mode = self._open(space)
+            return self._conclude(search, mode, launched.search(search, self._launch, space.groups))
         except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
             raise OutOfRoom(f"{err.line}; {self._recorded(search)}") from None
         except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM, here or in a job
@@ -197,23 +216,16 @@ class ProjectSweep:
     def _where(self) -> str:
         return self._url().split("@")[-1]  # no password in a message
 
-    def _open(self, arguments: list[str]) -> tuple[Any, int, str]:
-        """Every setting checked (one line each), then the study created or resumed."""
+    def _space(self, arguments: list[str]) -> Space:
+        """The sweeper's settings and the search space, checked (one line each)."""
         from src.config import ConfigError
         from src.gate import check_overrides, to_run_config
-        from src.search import launched
-        from src.search.pruning import PruneSpec, optuna_pruner, resolve
-        from src.search.rerun_settings import check_rerun, search_seeds
-        from src.search.results import DONE, requeue_interrupted
-        from src.search.space import OBJECTIVES, check_objectives, check_space
-        from src.search.storage import make_storage
-        from src.search.study import claim_out_dir, open_study, study_identity
+        from src.search.space import check_space
         from src.training.run import preflight
 
         self._check_keys()
         settings.check_numbers({k: getattr(self, k) for k in ("n_trials", "n_jobs", "max_failed", "heartbeat_s", "grace_s")})
         settings.check_names(self.storage, self.given_study_name)
-        spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
         everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
         params, fixed = split_space(everything)
@@ -222,12 +234,25 @@ class ProjectSweep:
                               "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")
         base = check_overrides(fixed)
         base_cfg = to_run_config(base)
-        if base_cfg.trainer.dry_run:  # a trial that trains nothing gives the sampler nothing to go on
-            raise ConfigError("trainer.dry_run=true does not go with hydra/sweeper=optuna: estimate a trial as one run "
-                              "(python -m src.train trainer.dry_run=true and the sweep's settings) or a multirun (-m key=a,b)")
         groups, composed = preflight(base_cfg), fixed
         params, fixed = split_space(everything, groups)  # `groups` in a range is the model's own count
         check_space(params, fixed, groups, base if fixed == composed else None)
+        return Space(params, fixed, groups, base_cfg)
+
+    def _open(self, space: Space) -> tuple[Any, str]:
+        """The rest of the settings checked (one line each), then the study created or resumed."""
+        from src.config import ConfigError
+        from src.gate import check_overrides
+        from src.search import launched
+        from src.search.pruning import PruneSpec, optuna_pruner, resolve
+        from src.search.rerun_settings import check_rerun, search_seeds
+        from src.search.results import DONE, requeue_interrupted
+        from src.search.space import OBJECTIVES, check_objectives
+        from src.search.storage import make_storage
+        from src.search.study import claim_out_dir, open_study, study_identity
+
+        params, fixed, groups, base_cfg = space.params, space.fixed, space.groups, space.base
+        spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
         objectives = check_objectives(list(self.objectives), base_cfg, params)
         directions = [OBJECTIVES[o] for o in objectives]
         self._check_direction(directions, objectives)
@@ -256,7 +281,7 @@ class ProjectSweep:
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0),
                                  worker=settings.worker_index(self.worker_index) or 0)
-        return search, groups, mode
+        return search, mode
 
     def _check_keys(self) -> None:
         """Keys the plugin has and this driver does not read: refused, one line each, not ignored."""

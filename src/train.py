@@ -206,7 +206,9 @@ class ComparisonTable(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if OmegaConf.select(config, "trainer.dry_run", default=False):
-            print(dry_run_total(sweep_dir), flush=True)
+            # an Optuna sweep's dry run ran no jobs: its driver printed the trials' bracket
+            if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
+                print(dry_run_total(sweep_dir), flush=True)
             return
         skipped: list[SkippedFile] = []
         rows = find_results([sweep_dir], skipped)

@@ -7,6 +7,7 @@ import itertools
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -75,6 +76,10 @@ def test_tiny_multi_objective_sweep_on_sqlite(tmp_path):
     assert front and all(not any(_dominated(f, v) for v in values) for f in front)
     assert all(v in front or any(_dominated(v, f) for f in front) for v in values)
     assert "Pareto set of study layerwise-default" in proc.stdout
+    # its pace after each trial (tests/test_sweep_cost.py checks the arithmetic)
+    both = proc.stdout + proc.stderr
+    assert re.search(r"1 of 3 trials done in \S+; about \S+ left at this pace", both), both[-3000:]
+    assert re.search(r"3 of 3 trials done in \S+\n", both), both[-3000:]
     # the sweep ends with its report: every trial, pooled by configuration
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert sorted(d for r in summary for d in r["run_dirs"]) == sorted(t.user_attrs["run_dir"] for t in done)

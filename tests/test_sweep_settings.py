@@ -181,11 +181,11 @@ def test_a_searched_number_set_on_the_composed_base_is_the_config_composing_give
     """check_space sets each end of a numeric range on the base composition instead of composing
     again: the training config must be exactly the one `key=value` composes to."""
     from src.gate import check_overrides, to_run_config
-    from src.search.space import _with_value
+    from src.search.space import with_value
 
     base = check_overrides(SWEEP)
     before = OmegaConf.to_yaml(base)
-    assert to_run_config(_with_value(base, key, value)) == to_run_config(check_overrides(SWEEP + [f"{key}={value}"]))
+    assert to_run_config(with_value(base, key, value)) == to_run_config(check_overrides(SWEEP + [f"{key}={value}"]))
     assert OmegaConf.to_yaml(base) == before  # set on a copy
 
 
@@ -193,15 +193,15 @@ def test_a_searched_number_set_on_the_composed_base_is_the_config_composing_give
                                        ("trainer.count_flops", True), ("strategy.unfreeze_depth", 1.5)])
 def test_what_is_not_a_number_at_a_known_value_is_composed(key, value):
     from src.gate import check_overrides
-    from src.search.space import _with_value
+    from src.search.space import with_value
 
-    assert _with_value(check_overrides(SWEEP), key, value) is None
+    assert with_value(check_overrides(SWEEP), key, value) is None
 
 
 def test_a_bad_end_of_a_numeric_range_is_refused_in_the_words_composing_gives():
     from src.config import ConfigError
     from src.gate import check_overrides, to_run_config
-    from src.search.space import _with_value, check_space
+    from src.search.space import with_value, check_space
 
     space = {"strategy.lr_decay": {"type": "float", "low": -1.0, "high": 2.0}}
     with pytest.raises(ConfigError) as composed:
@@ -211,4 +211,4 @@ def test_a_bad_end_of_a_numeric_range_is_refused_in_the_words_composing_gives():
     assert str(set_on_base.value) == str(composed.value)
     assert str(composed.value).startswith("hydra.sweeper.params.strategy.lr_decay: strategy.lr_decay=-1.0 must be")
     with pytest.raises(ConfigError):
-        to_run_config(_with_value(check_overrides(SWEEP), "strategy.lr_decay", -1.0))
+        to_run_config(with_value(check_overrides(SWEEP), "strategy.lr_decay", -1.0))

@@ -62,11 +62,36 @@ class Search:
             self.storage.get_study_id_from_name(self.study.study_name), trial.number)
 
 
+@dataclass
+class Pace:
+    """The sweep's progress, a line each time trials finish: how many of the budget are done, and
+    the time left at the pace since this process started (`since`, with `done` trials then: a
+    resumed sweep times only its own part). Every worker's trials count, so workers sharing a study
+    each see the whole sweep's pace; pruned trials are in it too, so it holds while pruning stops
+    about as many trials as before."""
+
+    since: float
+    done: int
+    told: int = -1
+
+    def log(self, done: int, total: int) -> None:
+        if done == self.told or done <= self.done:
+            return
+        from src.training.estimate import duration  # (torch is loaded by now: a trial has run)
+
+        self.told = done
+        spent = time.monotonic() - self.since
+        left = max(total - done, 0) * spent / (done - self.done)
+        log.info("%d of %d trials done in %s%s", done, total, duration(spent),
+                 f"; about {duration(left)} left at this pace" if done < total else "")
+
+
 def search(s: Search, launch: Launch, groups: int) -> str | None:
     """Trials until `total` completed or were pruned (every worker's count), `n_jobs` at a time
     through `launch`. Returns why the sweep stops when `max_failed` trials failed (a line, which
     src.exits prints as the error), else None."""
     waiting = False
+    pace = Pace(time.monotonic(), sum(t.state in DONE for t in s.study.get_trials(deepcopy=False)))
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -75,6 +100,7 @@ def search(s: Search, launch: Launch, groups: int) -> str | None:
         trials = s.study.get_trials(deepcopy=False)
         done = sum(t.state in DONE for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
+        pace.log(done, s.total)
         if done >= s.total:
             return None
         free = s.total - done - running

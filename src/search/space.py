@@ -58,7 +58,7 @@ def check_objectives(objectives: Any, base: RunConfig, params: dict[str, Any]) -
 def check_space(params: Any, base_over: list[str], groups: int, base: DictConfig | None = None) -> None:
     """The search space: training keys that exist, types and bounds that make sense, and values at
     both ends (each choice) that make a valid training config, so no trial fails on its config.
-    `base`: `base_over` composed, when the caller has it (see `_with_value`)."""
+    `base`: `base_over` composed, when the caller has it (see `with_value`)."""
     if not isinstance(params, dict) or not params:
         raise ConfigError("hydra.sweeper.params must map training keys to sweep values such as interval(1,10) or choice(0,1)")
     set_elsewhere = {o.split("=", 1)[0].lstrip("+~") for o in base_over if "=" in o}
@@ -99,7 +99,7 @@ def check_space(params: Any, base_over: list[str], groups: int, base: DictConfig
         for v in values:
             try:
                 # the config check's composition (0.25 s) serves the model-dependent checks too
-                preflight(to_run_config(_with_value(base, key, v) or check_overrides(base_over + [f"{key}={v}"])))
+                preflight(to_run_config(with_value(base, key, v) or check_overrides(base_over + [f"{key}={v}"])))
             except ConfigError as err:
                 raise ConfigError(f"{where}: {err}") from None
             except (HydraException, OmegaConfBaseException) as err:
@@ -107,7 +107,7 @@ def check_space(params: Any, base_over: list[str], groups: int, base: DictConfig
 
 
 
-def _with_value(base: DictConfig | None, key: str, value: Any) -> DictConfig | None:
+def with_value(base: DictConfig | None, key: str, value: Any) -> DictConfig | None:
     """`base` with a number at a key it holds as a value: what composing with `key=value` gives (Hydra
     applies an override after merging the defaults, as a typed assignment, and the schema checks it
     the same), without composing again (0.25-0.45 s each, 8 times for make sweep's space). None for

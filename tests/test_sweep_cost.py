@@ -1,0 +1,91 @@
+"""A sweep says its cost up front and as it goes (issue 26, part 3): `trainer.dry_run=true` on a sweep
+estimates a trial at the corners of the search space that move the cost (nothing trained, no study
+opened), and a running sweep logs how many of its trials are done and the time left at its pace."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from src.config import ConfigError
+from src.gate import compose_train, to_run_config
+from src.search import dry_run
+from src.search.launched import Pace
+from src.sweep_driver import split_space
+from src.training.run import preflight, run
+from tests.cli import REPO, env
+
+TINY = ["model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32",
+        "dataset.train_per_class=4", "trainer.epochs=2", "trainer.progress=false", "logger=none"]
+SPACE = ["strategy=layerwise", "strategy.lr_decay=tag(log, interval(1.0, 10.0))", "strategy.unfreeze_depth=range(0, groups)",
+         "strategy.unfreeze_every=choice(0, 1)", "optim.lr=tag(log, interval(3.0e-4, 3.0e-3))"]
+
+
+def _groups() -> int:
+    return preflight(to_run_config(compose_train(["strategy=layerwise", *TINY])))
+
+
+def test_the_corners_are_those_of_the_settings_that_move_the_cost_and_each_is_a_runs_own_estimate(tmp_path):
+    groups = _groups()
+    params, fixed = split_space(SPACE + TINY, groups)
+    found, costly = dry_run.corners(params, fixed, groups)
+    # the learning rate and its decay change no cost; gradual unfreezing changes it only at a depth
+    # above 0, which a screen from the all-low corner alone would miss
+    assert costly == ["strategy.unfreeze_depth", "strategy.unfreeze_every"]
+    assert [tuple(c.values[k] for k in costly) for c in found] == [(0, 0), (0, 1), (groups, 0), (groups, 1)]
+    by_corner = {tuple(c.values[k] for k in costly): c.estimate for c in found}
+    assert by_corner[(0, 0)].train_flops == by_corner[(0, 1)].train_flops  # nothing to unfreeze at depth 0
+    assert by_corner[(groups, 0)].train_flops > by_corner[(groups, 1)].train_flops > by_corner[(0, 0)].train_flops
+    # what a run with the corner's settings estimates for itself: the same FLOPs, to the unit
+    for corner in ((groups, 1), (0, 0)):
+        c = next(c for c in found if tuple(c.values[k] for k in costly) == corner)
+        overrides = ["strategy=layerwise", *TINY, "trainer.dry_run=true"] + [f"{k}={v}" for k, v in c.values.items()]
+        own = run(to_run_config(compose_train(overrides)), tmp_path / f"run{corner}")
+        assert own["train_flops"] == c.estimate.train_flops and own["feature_cache"] == c.estimate.feature_cache
+    text = dry_run.report(found, costly, list(params), 20)
+    assert "the cost moves with strategy.unfreeze_depth, strategy.unfreeze_every; not with strategy.lr_decay, optim.lr" in text
+    low, high = min(c.estimate.train_flops for c in found), max(c.estimate.train_flops for c in found)
+    assert f"({low:.3e} to {high:.3e} training FLOPs); 20 trials: ~" in text
+
+
+def test_too_many_corners_is_one_line_naming_the_settings(monkeypatch):
+    groups = _groups()
+    params, fixed = split_space(SPACE + TINY, groups)
+    monkeypatch.setattr(dry_run, "MAX_CORNERS", 3)
+    with pytest.raises(ConfigError, match=r"would estimate 4 corners of strategy.unfreeze_depth, "
+                                          r"strategy.unfreeze_every \(at most 3\): fix some"):
+        dry_run.corners(params, fixed, groups)
+
+
+def test_make_sweeps_dry_run_prints_the_bracket_and_opens_no_study(tmp_path):
+    out = tmp_path / "sweep"
+    proc = subprocess.run([sys.executable, "-m", "src.train", "-m", "sweep=default", "trainer.dry_run=true",
+                           f"hydra.sweep.dir={out}", *TINY], cwd=REPO, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not out.exists()  # no study, no trial folder, no report
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("sweep dry run: "))
+    corners = [line for line in lines[start + 1:] if line.startswith("  strategy.unfreeze_depth=")]
+    assert len(corners) == 4 and all(" training FLOPs, ~" in line for line in corners)
+    assert re.search(r"^a trial: ~\S+ to ~\S+ \(.* training FLOPs\); 20 trials: ~.+ if none is pruned", proc.stdout, re.M)
+    assert "dry-run jobs in" not in proc.stdout  # a multirun's sum of jobs: not a sweep's
+
+
+def test_the_pace_line_counts_every_workers_trials_and_times_only_this_process(caplog):
+    caplog.set_level(logging.INFO, logger="src.search.launched")
+    pace = Pace(time.monotonic() - 60.0, done=5)  # resumed with 5 done; this process has run for 60 s
+    pace.log(5, 20)  # nothing done here yet: no pace to tell
+    assert not caplog.records
+    pace.log(8, 20)  # 3 trials in 60 s: 12 left at 20 s each
+    pace.log(8, 20)  # the same count again: said once
+    [line] = [r.getMessage() for r in caplog.records]
+    assert re.fullmatch(r"8 of 20 trials done in 60s; about 4\.0 min left at this pace", line), line
+    pace.log(20, 20)
+    assert caplog.records[-1].getMessage().startswith("20 of 20 trials done in ") and "left" not in caplog.records[-1].getMessage()
+
