@@ -270,22 +270,25 @@ def test_sweeper_settings_are_checked_before_any_job(tmp_path):
         s.sweep_dir = tmp_path
         return ProjectSweep(s)
 
+    def _opened(sweep, arguments):  # the space checked, then the study opened, as ProjectSweep.sweep does
+        return sweep._open(sweep._space(arguments))
+
     with outside_hydra(), pytest.raises(ConfigError, match="needs a search space"):
-        sweeper()._open(TINY)
+        _opened(sweeper(), TINY)
     with outside_hydra(), pytest.raises(ConfigError, match=r"direction=\['minimize'\] does not fit"):
-        sweeper(direction="minimize")._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+        _opened(sweeper(direction="minimize"), TINY + ["strategy.lr_decay=interval(1,10)"])
     with outside_hydra(), pytest.raises(ConfigError, match=r"^hydra\.sweeper\._target_=hydra_plugins\.hydra_optuna_sweeper"):
         one = sweeper()  # 1.3's class path builds our sweeper, but src.train's jobs know theirs by our name
         one.config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper."
                                                                            "OptunaSweeper"}}})
-        one._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+        _opened(one, TINY + ["strategy.lr_decay=interval(1,10)"])
     for key, value in (("search_space", {"x": {"type": "int", "low": 0, "high": 1}}), ("custom_search_space", "a.b"),
                        ("max_failure_rate", 0.5)):
         with outside_hydra(), pytest.raises(ConfigError, match=rf"^hydra\.sweeper\.{key}.* is not used by src.train's sweep"):
-            sweeper(**{key: value})._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+            _opened(sweeper(**{key: value}), TINY + ["strategy.lr_decay=interval(1,10)"])
     grid = {"_target_": "optuna.samplers.GridSampler", "_partial_": True}
     with outside_hydra(), pytest.raises(ConfigError, match="hydra/sweeper/sampler=grid is not supported by src.train's sweep"):
-        sweeper(sampler=grid)._open(TINY + ["strategy.lr_decay=interval(1,10)"])
+        _opened(sweeper(sampler=grid), TINY + ["strategy.lr_decay=interval(1,10)"])
     assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass
 
 
