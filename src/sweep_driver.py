@@ -129,13 +129,13 @@ class ProjectSweep:
         try:
             with outside_hydra():
                 space = self._space(arguments)
-                if space.base.trainer.dry_run:  # what the trials will cost; no study opened
+                search, mode = self._open(space)
+                if search is None:  # a dry run: every setting checked, no study opened; what trials will cost
                     from src.search.dry_run import corners, report
 
                     found, costly = corners(space.params, space.fixed, space.groups)
                     print(report(found, costly, list(space.params), int(self.n_trials)), flush=True)
                     return None
-                search, mode = self._open(space)
             return self._conclude(search, mode, launched.search(search, self._launch, space.groups))
         except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
             raise OutOfRoom(f"{err.line}; {self._recorded(search)}") from None
@@ -240,7 +240,8 @@ class ProjectSweep:
         return Space(params, fixed, groups, base_cfg)
 
     def _open(self, space: Space) -> tuple[Any, str]:
-        """The rest of the settings checked (one line each), then the study created or resumed."""
+        """The rest of the settings checked (one line each), then the study created or resumed; with
+        trainer.dry_run=true, nothing is opened or written (the search is None)."""
         from src.config import ConfigError
         from src.gate import check_overrides
         from src.search import launched
@@ -266,6 +267,8 @@ class ProjectSweep:
         if self.rerun_seeds:
             check_overrides(fixed + self.rerun_overrides)
         mode = resolve(spec, objectives)
+        if space.base.trainer.dry_run:
+            return None, mode
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
         storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
         study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives),

@@ -89,3 +89,13 @@ def test_the_pace_line_counts_every_workers_trials_and_times_only_this_process(c
     pace.log(20, 20)
     assert caplog.records[-1].getMessage().startswith("20 of 20 trials done in ") and "left" not in caplog.records[-1].getMessage()
 
+
+
+def test_a_dry_run_checks_every_setting_of_the_sweep_first(tmp_path):
+    # the pruner's settings are checked after the search space's: a dry run must get that far too
+    proc = subprocess.run([sys.executable, "-m", "src.train", "-m", "sweep=default", "trainer.dry_run=true",
+                           "hydra.sweeper.pruner.name=nope", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: hydra.sweeper.pruner.name="), proc.stderr[-2000:]
+    assert "sweep dry run" not in proc.stdout and not (tmp_path / "sweep").exists()

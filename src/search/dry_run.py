@@ -8,11 +8,12 @@ calibrated time) is taken at the search space's corners, each range's two ends a
 
 Corners grow as 2^k with k searched settings, so the settings are screened first: each end is tried
 with the others at their first ends, and again at their last ends, and only a setting whose end
-changed the estimate there is crossed with the others. A timing is taken once per structure in a process (src/training/reuse.py), so two
-configurations that train the same structure get the same seconds, and the screen does not read
-timing noise as a cost. The bracket holds for a cost that is monotone between a range's ends, as
-the settings above are; it is training and evaluation only (not the sweep's start-up, nor its report).
-Nothing is trained or written and no study is opened.
+changed the estimate there is crossed with the others. A timing is taken once per structure in a
+process (src/training/reuse.py), so two configurations that train the same structure get the same
+seconds, and the screen does not read timing noise as a cost. The bracket holds for a cost that is
+monotone between a range's ends, as the settings above are; it is training and evaluation only (not
+the sweep's start-up, nor its report). Every setting of the sweep is checked first, as for a real
+sweep (src/sweep_driver.py); nothing is trained or written and no study is opened.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def corners(params: dict[str, dict[str, Any]], fixed: list[str], groups: int) ->
     base = check_overrides(fixed)
     options = {key: ends(spec, groups) for key, spec in params.items()}
     first = {key: values[0] for key, values in options.items()}
+    last = {key: values[-1] for key, values in options.items()}
     made: dict[str, Corner] = {}
 
     def at(values: dict[str, Any]) -> Corner:
@@ -71,7 +73,6 @@ def corners(params: dict[str, dict[str, Any]], fixed: list[str], groups: int) ->
             made[key] = Corner(values, _estimate(base, fixed, values))
         return made[key]
 
-    last = {key: values[-1] for key, values in options.items()}
     with _quiet():
         # From both far corners: a setting can move the cost only while another is at its other end
         # (gradual unfreezing does nothing at unfreeze depth 0).
@@ -139,6 +140,5 @@ def report(found: list[Corner], costly: list[str], searched: list[str], n_trials
     total = (f"~{duration(n_trials * low.estimate.total_s)}" if low is high else
              f"~{duration(n_trials * low.estimate.total_s)} to ~{duration(n_trials * high.estimate.total_s)}")
     lines.append(f"a trial: {trial}{counted}; {n_trials} trial{'s' if n_trials != 1 else ''}: {total} of training and "
-                 "evaluation if none is "
-                 "pruned (a pruner stops some early), plus the sweep's start-up and report")
+                 "evaluation if none is pruned (a pruner stops some early), plus the sweep's start-up and report")
     return "\n".join(lines)
