@@ -282,34 +282,63 @@ def test_as_json_round_trips_through_strict_json(tied_study):
     assert data[0]["validation"]["best_set"] == ["layerwise", "full"] and data[0]["seeds"] == [3, 3]
 
 
-def test_a_tie_of_many_sweep_trials_names_the_closest_and_the_furthest_and_counts_the_rest(tmp_path):
-    # a sweep's 20 one-seed trials can tie by the dozen: 7 layer-wise configurations within a point of
-    # each other on 360 images (every interval overlaps the best's), and a frozen one far below
-    # (images right of 360 on validation, on test): accuracies are counts, or they have no interval
-    counts = {1.5: (346, 344), 2.0: (345, 342), 2.5: (344, 341), 3.0: (343, 340), 3.5: (342, 339),
-              4.0: (341, 338), 4.5: (340, 337)}
-    accs = {decay: (val / 360, test / 360) for decay, (val, test) in counts.items()}
-    root = tmp_path / "sweep"
-    for i, (decay, (val, test)) in enumerate(accs.items()):
-        record = RunRecord(strategy="layerwise", seed=0, status="completed", val_acc=val, test_acc=test,
+# A sweep's 20 one-seed trials can tie by the dozen: 7 layer-wise configurations within a point of
+# each other on 360 images (every interval overlaps the best's), and a frozen one far below.
+# (Images right of 360 on validation, on test: accuracies are counts, or they have no interval.)
+MANY_TIED = {1.5: (346, 344), 2.0: (345, 342), 2.5: (344, 341), 3.0: (343, 340), 3.5: (342, 339),
+             4.0: (341, 338), 4.5: (340, 337)}
+
+
+def write_many_tied(root: Path) -> Path:
+    for i, (decay, (val, test)) in enumerate(MANY_TIED.items()):
+        record = RunRecord(strategy="layerwise", seed=0, status="completed", val_acc=val / 360, test_acc=test / 360,
                            train_flops=int(2.7e12), trainable_params=1000, dataset="digits", train_samples=1077,
                            val_samples=360, test_samples=360, strategy_params={"lr_decay": decay})
         write_json(root / f"{i}_layerwise" / "result.json", record.to_json())
-    write_runs(root, {"frozen": {0: (288 / 360, 284 / 360)}})
+    return write_runs(root, {"frozen": {0: (288 / 360, 284 / 360)}})
+
+
+def test_a_tie_of_many_sweep_trials_names_the_closest_and_the_furthest_and_counts_the_rest(tmp_path):
+    accs = {decay: (val / 360, test / 360) for decay, (val, test) in MANY_TIED.items()}
+    root = write_many_tied(tmp_path / "sweep")
     v = verdict_of(root)
     assert len(v.validation.best_set) == len(v.test.best_set) == 7 and "frozen" not in v.test.best_set
     [text] = answer(group_configs(load_runs([root])))
-    [val_part, test_part] = re.search(r"\(validation: (.*); test: (.*)\); the report", text).groups()
+    [val_part, test_part] = re.search(r"\(validation: (.*); test: (.*)\); the report \(", text).groups()
     for part, split in ((val_part, 0), (test_part, 1)):
         named = re.findall(r"lr_decay=([\d.]+)", part)
         assert named == ["1.5", "2", "2.5", "4.5"]  # the best, the two closest, the furthest: once each
         assert "3 more and, the furthest, " in part
         assert f"{accs[4.5][split]:.3f}" in part and f"{accs[3.0][split]:.3f}" not in part
     assert "Best on validation and on test: 7 configurations whose intervals overlap (validation: " in text
-    assert "the report's verdict.json lists all 7; run seed=0,1,2 to tell them apart." in text
+    assert "the report (its page and verdict.json) lists all 7; run seed=0,1,2 to tell them apart." in text
     # nothing counted in words is lost: the structure keeps every tied configuration
     [saved] = as_json(verdicts(group_configs(load_runs([root]))))
     assert len(saved["test"]["best_set"]) == 7 and saved["text"] == text
     # a tie of LISTED or fewer is still named in full
     [small] = answer(group_configs(load_runs([write_runs(tmp_path / "small", TIED)])))
     assert "layerwise and full, which the seeds cannot tell apart" in small and "more and" not in small
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium (Debian package chromium)")
+def test_the_page_lists_every_member_of_a_tie_the_answer_only_counts(tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
+    from src.reporting.page import write_report
+
+    root = write_many_tied(tmp_path / "sweep")
+    v = verdict_of(root)
+    page = write_report([root], tmp_path / "report")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        tab = browser.new_page()
+        tab.goto(page.as_uri())
+        summaries = tab.eval_on_selector_all("details.ties summary", "els => els.map(e => e.textContent.trim())")
+        hidden = tab.is_visible("details.ties li")  # folded until opened
+        tab.click("details.ties summary")
+        listed = tab.eval_on_selector_all("details.ties:first-of-type li", "els => els.map(e => e.textContent.trim())")
+        shown = tab.is_visible("details.ties li")
+        browser.close()
+    assert summaries == ["All 7 configurations tied for best on validation",
+                         "All 7 configurations tied for best on test"]
+    assert not hidden and shown
+    assert listed == v.validation.best_set and "frozen" not in " ".join(listed)

@@ -26,7 +26,7 @@ from src.reporting.search import SearchView, find_searches, search_json
 from src.reporting.tables import (
     SUMMARY_HEAD, duplicate_notes, duplicates_line, pair_cells, summary_cells, win_cells, wins_worth_showing,
 )
-from src.reporting.verdict import as_json, render, verdicts
+from src.reporting.verdict import as_json, long_ties, render, verdicts
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,18 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
                 metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
                 skipped: Sequence[SkippedFile] = (), headline: Sequence[str] = (), ood: dict[str, Any] | None = None,
                 missing: dict[str, str] | None = None, configs: Sequence[Config] = (),
-                search: dict[str, Any] | None = None) -> str:
+                search: dict[str, Any] | None = None, ties: Sequence[tuple[str, list[str]]] = ()) -> str:
     """The report page (templates/report.html.j2), its figures embedded as data URIs so that the
     HTML file alone can be passed on. A figure in `missing` (name -> why) is a note in its place;
-    `configs`' duplicate runs are noted in the table of all runs."""
+    `configs`' duplicate runs are noted in the table of all runs; `ties` (`verdict.long_ties`) are
+    listed in full under the answer, which only counts them."""
     states = Counter(r.result.status or "?" for r in runs)
     names = run_names([r.dir for r in runs])
     notes = duplicate_notes(configs, names)
     per_run = format_table([(r.dir, r.result) for r in runs], markdown=True, notes=notes).splitlines()
     return _TEMPLATES.get_template("report.html.j2").render(
         missing=dict(missing or {}), duplicates=duplicates_line(notes, names) if notes else None,
-        headline=list(headline), n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
+        headline=list(headline), ties=list(ties), n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
         dirs=", ".join(str(d) for d in dirs), written=datetime.now().isoformat(timespec="seconds"),
         skipped=[str(b) for b in skipped], several=any(r["seeds"] > 1 for r in rows),
         metric_name=METRIC_LABEL.get(metric, metric),
@@ -169,7 +170,7 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs
                           "per_class": per_class_section(configs)})
     page = out / "index.html"
     write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped, render(found), ood,
-                                 missing, configs, explained))
+                                 missing, configs, explained, long_ties(found)))
     return page
 
 

@@ -35,7 +35,7 @@ from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, wilson
 
-__all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "render", "sentences", "verdicts"]
+__all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
 
 # result.json's count of the images each accuracy was measured on (for its binomial interval).
 SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
@@ -252,6 +252,18 @@ def as_json(found: Sequence[Verdict]) -> list[dict[str, Any]]:
     return out
 
 
+def long_ties(found: Sequence[Verdict]) -> list[tuple[str, list[str]]]:
+    """Each tie that the answer counts rather than names (more than LISTED): where ("validation",
+    "test", with the task when there are several) and every configuration in it, best first."""
+    out = []
+    for v in found:
+        for split in ("validation", "test"):
+            standing = getattr(v, split)
+            if standing is not None and len(standing.best_set) > LISTED:
+                out.append((f"{v.task}, {split}" if v.task else split, standing.best_set))
+    return out
+
+
 def sentences(v: Verdict) -> list[str]:
     """The verdict in words: how many seeds and what the evidence is, who is best on validation
     and on test (ties named together), and the cheap end's trade with its evidence."""
@@ -312,7 +324,8 @@ def _and(names: Sequence[str]) -> str:
 def _standing_sentence(standings: Sequence[Standing]) -> str:
     """Who is best on one accuracy, or on both when they agree (`standings`: validation, test). A
     tie of more than LISTED configurations (a sweep's trials, often) names the LISTED closest and
-    the furthest; the rest are counted, and verdict.json's `best_set` holds them all."""
+    the furthest; the rest are counted, and the page (`long_ties`) and verdict.json's `best_set`
+    list them all."""
     last = standings[-1]
     where = " and on ".join(SPLIT_WORD[s.metric] for s in standings)
     details = []
@@ -340,7 +353,7 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
         text += joint + "which these runs cannot tell apart"
     text += f" ({'; '.join(details)})"
     if many:
-        text += f"; the report's verdict.json lists all {len(last.best_set)}"
+        text += f"; the report (its page and verdict.json) lists all {len(last.best_set)}"
     return text + _settle(last) + "."
 
 
