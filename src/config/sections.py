@@ -282,6 +282,7 @@ class TrainerConfig:
     drift_probe: int = 256
     # Print the run's estimate (images, epochs, exact training FLOPs, a time calibrated on a few real
     # steps here) and stop: nothing is trained and no result is written (src/training/estimate.py).
+    # On an Optuna sweep: a trial's estimate at each corner of the search space (src/search/dry_run.py).
     dry_run: bool = False
 
 
