@@ -420,12 +420,31 @@ def _weakref_callback_frame():
     return frames[0]
 
 
-@pytest.mark.parametrize("where", [_storage_frame, _finalizer_frame, _weakref_callback_frame])
+def _torch_save_frame():
+    """The frame of a write that torch.save makes, from C++, into the file it saves to."""
+    import io
+
+    import torch
+
+    frames = []
+
+    class Watched(io.BytesIO):
+        def write(self, data):
+            frames.append(sys._getframe())
+            return super().write(data)
+
+    torch.save({"w": torch.zeros(3)}, Watched())
+    return frames[0]
+
+
+@pytest.mark.parametrize("where", [_storage_frame, _finalizer_frame, _weakref_callback_frame, _torch_save_frame])
 def test_a_signal_inside_a_storage_call_or_a_finalizer_is_delivered_once_it_is_done(where):
     """A KeyboardInterrupt raised halfway through a storage write would leave the session unusable
     (the trial could then not be recorded as interrupted), and one raised in a finalizer or a weakref
     callback (the garbage collector's, at any moment) is dropped by Python: the stop would be lost
-    and the sweep run on. The signal comes again 50 ms later."""
+    and the sweep run on. One raised in a write torch.save makes from C++ becomes a RuntimeError there
+    (a checkpoint's save: the run was recorded as failed, not interrupted). The signal comes again
+    50 ms later."""
     from src import exits
 
     received: list[int] = []
