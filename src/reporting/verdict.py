@@ -252,6 +252,11 @@ def as_json(found: Sequence[Verdict]) -> list[dict[str, Any]]:
     return out
 
 
+def _counted(s: Standing) -> bool:
+    """Whether the answer counts this standing's tie rather than naming every member."""
+    return len(s.best_set) > LISTED
+
+
 def long_ties(found: Sequence[Verdict]) -> list[tuple[str, list[str]]]:
     """Each tie that the answer counts rather than names (more than LISTED): where ("validation",
     "test", with the task when there are several) and every configuration in it, best first."""
@@ -259,7 +264,7 @@ def long_ties(found: Sequence[Verdict]) -> list[tuple[str, list[str]]]:
     for v in found:
         for split in ("validation", "test"):
             standing = getattr(v, split)
-            if standing is not None and len(standing.best_set) > LISTED:
+            if standing is not None and _counted(standing):
                 out.append((f"{v.task}, {split}" if v.task else split, standing.best_set))
     return out
 
@@ -332,7 +337,7 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
     for s in standings:
         lead = _value(s.mean, s.ci95, s.interval)
         if s.tied:
-            if len(s.tied) < LISTED:
+            if not _counted(s):
                 shown = [_gap_text(g) for g in s.tied]
             else:  # the closest, a count, and the furthest: how wide the tie is
                 shown = [_gap_text(g) for g in s.tied[:LISTED - 2]]
@@ -341,7 +346,7 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
         else:
             part = lead + (f", next {_gap_text(s.runner_up)}" if s.runner_up is not None else "")
         details.append(f"{SPLIT_WORD[s.metric]}: {part}" if len(standings) > 1 else part)
-    many = len(last.best_set) > LISTED
+    many = _counted(last)
     text = f"Best on {where}: " + (f"{len(last.best_set)} configurations" if many else _and(last.best_set))
     kinds = {g.evidence for s in standings for g in s.tied}
     joint = " " if many else ", "  # "9 configurations whose ...", "layerwise and full, whose ..."

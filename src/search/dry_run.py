@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 from src.config import ConfigError
 from src.gate import check_overrides, to_run_config
-from src.search.space import with_value
+from src.search.space import ends, with_value
 from src.training.estimate import Estimate, duration, estimate
 from src.training.run import preflight
 from src.training.setup import setup
@@ -47,15 +47,6 @@ class Corner:
     @property
     def cost(self) -> tuple[int | None, float]:
         return self.estimate.train_flops, self.estimate.total_s
-
-
-def ends(spec: dict[str, Any], groups: int) -> list[Any]:
-    """A searched setting's ends: a range's low and high (`groups` for the model's group count), or
-    each choice."""
-    if spec["type"] == "categorical":
-        return list(spec["choices"])
-    high = groups if spec["high"] == "groups" else spec["high"]
-    return [spec["low"], high] if spec["low"] != high else [spec["low"]]
 
 
 def corners(params: dict[str, dict[str, Any]], fixed: list[str], groups: int) -> tuple[list[Corner], list[str]]:

@@ -80,7 +80,7 @@ def check_space(params: Any, base_over: list[str], groups: int, base: DictConfig
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"{where}.choices must be a non-empty list")
         else:
-            low, high = p.get("low"), groups if (kind == "int" and p.get("high") == "groups") else p.get("high")
+            low, high = p.get("low"), high_of(p, groups)
             number = int if kind == "int" else (int, float)
             for name, v in (("low", low), ("high", high)):
                 if isinstance(v, bool) or not isinstance(v, number):
@@ -128,6 +128,19 @@ def with_value(base: DictConfig | None, key: str, value: Any) -> DictConfig | No
     return cfg
 
 
+def high_of(spec: dict[str, Any], groups: int) -> Any:
+    """An int range's upper end, with `groups` read as the model's number of backbone layer groups."""
+    return groups if spec.get("type") == "int" and spec.get("high") == "groups" else spec.get("high")
+
+
+def ends(spec: dict[str, Any], groups: int) -> list[Any]:
+    """A checked setting's ends: each choice, or a range's low and high (once when they are equal)."""
+    if spec["type"] == "categorical":
+        return list(spec["choices"])
+    high = high_of(spec, groups)
+    return [spec["low"], high] if spec["low"] != high else [spec["low"]]
+
+
 def suggest(trial: optuna.Trial, key: str, spec: dict[str, Any], groups: int) -> Any:
     kind = spec["type"]
     if kind == "float":
@@ -135,7 +148,7 @@ def suggest(trial: optuna.Trial, key: str, spec: dict[str, Any], groups: int) ->
         return trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
                                    step=step)
     if kind == "int":
-        high = groups if spec["high"] == "groups" else int(spec["high"])
+        high = int(high_of(spec, groups))
         return trial.suggest_int(key, int(spec["low"]), high, log=bool(spec.get("log", False)),
                                  step=int(spec.get("step") or 1))
     return trial.suggest_categorical(key, list(spec["choices"]))
