@@ -1,10 +1,11 @@
 """Labels: one whole-number class per image, read from any source, and the checks that refuse labels
 which would make a valid-looking but meaningless result (one class, a class only val or test has, a
-gap in the numbering). Every message names the dataset, split and labels (with class names where
-the source has them)."""
+gap in the numbering), and class names matched by name (`match_names`: OOD sets, split folders). Every
+message names the dataset, split and labels (with class names where the source has them)."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,6 +44,43 @@ def to_labels(array, where: str) -> torch.Tensor:
             raise ConfigError(f"{where}: label {worst} does not fit a 64-bit signed integer "
                               "(labels number the classes 0..K-1)")
     return torch.from_numpy(labels.astype(np.int64))
+
+
+def nfc(name: str) -> str:
+    """A class name as it is compared: Unicode NFC (a folder copied from macOS spells `é` as two code
+    points, `e` and a combining accent)."""
+    return unicodedata.normalize("NFC", name)
+
+
+def match_names(names: list[str], classes: list[str], where: str) -> list[int]:
+    """The training label of each of the set's class names. ConfigError (one line, naming `where`)
+    when a name is not a training class, when two of the set's names are one class (a repeat, or two
+    spellings of it), or when a name is two training classes (training's own list repeats it)."""
+    train: dict[str, list[int]] = {}
+    for label, cls in enumerate(classes):
+        train.setdefault(nfc(cls), []).append(label)
+    extra = [n for n in names if nfc(n) not in train]
+    if extra:
+        missing = [c for c in classes if nfc(c) not in {nfc(n) for n in names}]
+        folded = {c.casefold(): c for c in classes}
+        near = [f"{n!r} ~ {folded[n.casefold()]!r}" for n in extra if n.casefold() in folded]
+        raise ConfigError(f"{where}: classes {extra} are not training classes (training has {classes}"
+                          + (f"; this set lacks {missing}" if missing else "")
+                          + (f"; names match exactly, case included: {', '.join(near)}" if near else "") + ")")
+    seen: dict[str, list[str]] = {}
+    for n in names:
+        seen.setdefault(nfc(n), []).append(n)
+    twice = [spellings for spellings in seen.values() if len(spellings) > 1]
+    if twice:
+        raise ConfigError(f"{where}: {' and '.join(repr(n) for n in twice[0])} name one training class "
+                          f"({classes[train[nfc(twice[0][0])][0]]!r}); each class may appear once, or its images "
+                          "would be pooled under one label")
+    ambiguous = [n for n in names if len(train[nfc(n)]) > 1]
+    if ambiguous:
+        labels = train[nfc(ambiguous[0])]
+        raise ConfigError(f"{where}: class {ambiguous[0]!r} is training's labels {labels} (its class list names it "
+                          f"{len(labels)} times), so the set's images of it have no one label")
+    return [train[nfc(n)][0] for n in names]
 
 
 def label_name(classes: list[str], label: int) -> str:

@@ -18,7 +18,6 @@ optional `classes` array (strings) names its labels, and those names are then ma
 from __future__ import annotations
 
 import logging
-import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch
 
 from src.config import ConfigError, DataConfig
 from src.data.folders import class_folders
-from src.data.labels import to_labels
+from src.data.labels import match_names, to_labels
 from src.data.npz import read_npz
 from src.data.parts import read_parts
 from src.data.paths import one_line, shown
@@ -65,41 +64,6 @@ def known_classes(cfg: DataConfig) -> list[str] | None:
     `known_classes`: digits; an image folder's train/ class folders, or its own when it has no
     train/), else None: the sets are then checked once the data is loaded."""
     return reader_for(cfg.kind)(cfg).known_classes()
-
-
-def _nfc(name: str) -> str:
-    return unicodedata.normalize("NFC", name)
-
-
-def match_names(names: list[str], classes: list[str], where: str) -> list[int]:
-    """The training label of each of the set's class names. ConfigError (one line, naming `where`)
-    when a name is not a training class, when two of the set's names are one class (a repeat, or two
-    spellings of it), or when a name is two training classes (training's own list repeats it)."""
-    train: dict[str, list[int]] = {}
-    for label, cls in enumerate(classes):
-        train.setdefault(_nfc(cls), []).append(label)
-    extra = [n for n in names if _nfc(n) not in train]
-    if extra:
-        missing = [c for c in classes if _nfc(c) not in {_nfc(n) for n in names}]
-        folded = {c.casefold(): c for c in classes}
-        near = [f"{n!r} ~ {folded[n.casefold()]!r}" for n in extra if n.casefold() in folded]
-        raise ConfigError(f"{where}: classes {extra} are not training classes (training has {classes}"
-                          + (f"; this set lacks {missing}" if missing else "")
-                          + (f"; names match exactly, case included: {', '.join(near)}" if near else "") + ")")
-    seen: dict[str, list[str]] = {}
-    for n in names:
-        seen.setdefault(_nfc(n), []).append(n)
-    twice = [spellings for spellings in seen.values() if len(spellings) > 1]
-    if twice:
-        raise ConfigError(f"{where}: {' and '.join(repr(n) for n in twice[0])} name one training class "
-                          f"({classes[train[_nfc(twice[0][0])][0]]!r}); each class may appear once, or its images "
-                          "would be pooled under one label")
-    ambiguous = [n for n in names if len(train[_nfc(n)]) > 1]
-    if ambiguous:
-        labels = train[_nfc(ambiguous[0])]
-        raise ConfigError(f"{where}: class {ambiguous[0]!r} is training's labels {labels} (its class list names it "
-                          f"{len(labels)} times), so the set's images of it have no one label")
-    return [train[_nfc(n)][0] for n in names]
 
 
 def check_ood(cfg: DataConfig, classes: list[str] | None = None) -> None:
