@@ -7,9 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from src.config import ConfigError
+from src.data.labels import match_names, nfc
 from src.data.paths import hidden, hidden_below, shown
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+# The split folders a root may hold, each by the names real datasets give it (matched without case):
+# the first is the split's own name.
+SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+LAYOUTS = ("either split folders only (train/, and optionally " + ", ".join(
+    f"{part}/ as {' or '.join(names)}" for part, names in SPLIT_NAMES.items() if part != "train")
+    + ", each holding <class>/ folders) or class folders only (<class>/<images>, val and test split off)")
 
 
 def class_names(folder: Path) -> list[str]:
@@ -26,45 +33,93 @@ def class_folders(folder: Path, where: str | None = None) -> list[str]:
     return found
 
 
+def _candidates(folder: Path):
+    """Every file at any depth in `folder` that is not hidden nor inside a hidden folder. Links to
+    files count as files, a dangling or looping one too (it is then an unreadable image, with or
+    without the cache); links to folders are not followed (the same as Path.rglob)."""
+    return (p for p in folder.rglob("*") if not hidden_below(p, folder) and not p.is_dir())
+
+
 def image_files(folder: Path) -> list[Path]:
-    """A class folder's image files, at any depth, sorted: names with an image suffix that are not
-    folders, leaving out hidden files and everything in hidden folders (a notebook's
-    `.ipynb_checkpoints/` copies would be duplicates). Links to files count as files, a dangling or
-    looping one too (it is then an unreadable image, with or without the cache); links to folders
-    are not followed (the same as Path.rglob)."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not hidden_below(p, folder) and not p.is_dir())
+    """A class folder's image files (`IMAGE_SUFFIXES`), at any depth, sorted, leaving out hidden files
+    and everything in hidden folders (a notebook's `.ipynb_checkpoints/` copies would be duplicates)."""
+    return sorted(p for p in _candidates(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in _candidates(folder))
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """The folder of each split `root` has: {"train": root/train, "val": root/validation, ...} for a
+    root of split folders (`SPLIT_NAMES`), or {"train": root} for a root of class folders (val and
+    test are then split off it, as most photo collections come). A mix is refused (ConfigError, one
+    line naming the folders and both layouts): a class folder named `train` would otherwise make
+    the other classes vanish, and a `test/` holdout next to class folders would become a class.
+    Folders without images next to the split folders (notes, `__MACOSX/`) are no mix."""
+    folders = [d for d in root.iterdir() if not hidden(d.name) and d.is_dir()]
+    split_of = {alias: part for part, names in SPLIT_NAMES.items() for alias in names}
+    named: dict[str, list[Path]] = {}
+    for d in folders:
+        if d.name.lower() in split_of:
+            named.setdefault(split_of[d.name.lower()], []).append(d)
+    if not named:
+        return {"train": root}
+    others = sorted(d.name for d in folders if d.name.lower() not in split_of and _holds_images(d))
+    splits = sorted(d.name for ds in named.values() for d in ds)
+    if others:
+        raise ConfigError(f"{shown(root)}: split folders {splits} next to folders of images {others}; "
+                          f"expected {LAYOUTS}")
+    for part, ds in named.items():
+        if len(ds) > 1:
+            names = " and ".join(repr(d.name) for d in sorted(ds))
+            raise ConfigError(f"{shown(root)}: {names} are both the {part} split; keep one")
+    if "train" not in named:
+        raise ConfigError(f"{shown(root)}: split folders {splits} but no train/ folder; expected {LAYOUTS}")
+    return {part: named[part][0] for part in SPLIT_NAMES if part in named}
 
 
 def list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
-    """The image files of `folder/<class>/` (sorted), their labels and the class names."""
+    """The image files of `folder/<class>/` (sorted), their labels and the class names. Given
+    train's `classes`, the folder must have the same ones, names matched as OOD folders' are
+    (src.data.labels.match_names: after Unicode NFC, as a folder copied from macOS spells `é` in two
+    code points), and labels go by name, not position: the two spellings sort differently."""
     found = class_folders(folder)
-    if classes is not None and found != classes:
-        raise ConfigError(f"{shown(folder)}: class folders {found} differ from train's {classes}")
+    spellings: dict[str, list[str]] = {}
+    for name in found:
+        spellings.setdefault(nfc(name), []).append(name)
+    if twice := next((names for names in spellings.values() if len(names) > 1), None):
+        raise ConfigError(f"{shown(folder)}: class folders {' and '.join(map(repr, twice))} differ only in Unicode "
+                          "normalisation (two spellings of one name, NFC and NFD): merge them into one")
+    labels_of = list(range(len(found)))
+    if classes is not None:
+        if set(spellings) != {nfc(c) for c in classes}:
+            raise ConfigError(f"{shown(folder)}: class folders {found} differ from train's {classes}")
+        labels_of = match_names(found, classes, shown(folder))
     files, labels = [], []
-    for label, cls in enumerate(found):
+    for label, cls in zip(labels_of, found):
         members = image_files(folder / cls)
         if not members:
             raise ConfigError(f"{shown(folder / cls)}: class folder has no images")
         files += members
         labels += [label] * len(members)
-    return files, labels, found
+    return files, labels, found if classes is None else classes
 
 
 def part_dir(root: Path, part: str) -> Path:
-    """The folder of a split: root/train, root/val, root/test; or root itself when it holds the
-    class folders directly (one folder of classes, as most photo collections come: val and test
-    are then split off it)."""
-    return root / part if (root / "train").is_dir() else root
+    """The folder of a split (`split_folders`): root/train, root/validation, ...; or root itself when
+    it holds the class folders directly."""
+    return split_folders(root)[part]
 
 
 def folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
-    """The files and labels of train/ (or of root's own class folders) and of val/ and test/ where
-    present; train's class names."""
-    files, labels, classes = list_folder(part_dir(root, "train"), None)
+    """The files and labels of each split folder of `root` (`split_folders`: train/, or root's own
+    class folders, and val/ and test/ where present); train's class names."""
+    folders = split_folders(root)
+    files, labels, classes = list_folder(folders["train"], None)
     parts = {"train": (files, labels)}
-    for part in ("val", "test") if (root / "train").is_dir() else ():
-        if (root / part).is_dir():
-            files, labels, _ = list_folder(root / part, classes)
+    for part in ("val", "test"):
+        if part in folders:
+            files, labels, _ = list_folder(folders[part], classes)
             parts[part] = (files, labels)
     return parts, classes

@@ -1,5 +1,6 @@
 """Your own images: `dataset.root` = DIR with DIR/train/<class>/*, DIR/val/<class>/* and optionally
-DIR/test/<class>/*, or DIR/<class>/* alone; a missing val/ or test/ is split off train (stratified,
+DIR/test/<class>/* (val/ also as valid/ or validation/, test/ as testing/: src.data.folders.SPLIT_NAMES),
+or DIR/<class>/* alone, never a mix; a missing val/ or test/ is split off train (stratified,
 `dataset.split_seed`). Decoded in parallel (`dataset.num_workers`, `dataset.jpeg_draft`) into the
 decoded-data cache (`dataset.cache`, `dataset.cache_dir`), which later runs memory-map: docs/data.md."""
 

@@ -1,0 +1,122 @@
+"""What an image folder holds: which layout a root is (split folders or class folders, never a mix),
+which files are images, which names match across split folders, and the splits carved off train.
+Each refusal is one line naming the folder, class or file."""
+
+from __future__ import annotations
+
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from src.config import ConfigError, DataConfig
+from src.data.folders import folder_parts
+from src.data.load import load_dataset
+
+pytestmark = pytest.mark.usefixtures("tmp_cache")
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _images(folder: Path, n: int, shade: int = 0, suffix: str = ".png", fmt: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        Image.fromarray(np.full((12, 10, 3), shade + i, dtype=np.uint8)).save(folder / f"{i}{suffix}", format=fmt)
+    return folder
+
+
+def _classes(root: Path, classes=("cat", "dog"), n: int = 5) -> Path:
+    for ci, cls in enumerate(classes):
+        _images(root / cls, n, 60 * ci)
+    return root
+
+
+def _load(root: Path, **kw):
+    return load_dataset(DataConfig(kind="imagefolder", root=str(root), image_size=16, num_workers=0, **kw))
+
+
+# --- A-C: a root holds split folders or class folders, never a mix
+def test_a_class_named_train_among_class_folders_is_refused_naming_both_layouts(tmp_path):
+    root = _classes(tmp_path / "d", ("bus", "car", "train"))
+    with pytest.raises(ConfigError) as err:
+        _load(root)
+    text = str(err.value)
+    assert "\n" not in text and "'train'" in text and "'bus'" in text and "'car'" in text
+    assert "split folders" in text and "class folders" in text
+    _images(root / "train" / "nested", 3)  # nested folders inside it were taken for train's classes
+    with pytest.raises(ConfigError, match="split folders"):
+        _load(root)
+
+
+@pytest.mark.parametrize("holdout", ["test", "val", "validation", "Test"])
+def test_a_holdout_folder_next_to_class_folders_is_not_an_extra_class(tmp_path, holdout):
+    root = _classes(tmp_path / "d")
+    _classes(root / holdout)
+    with pytest.raises(ConfigError, match=rf"'{holdout}'.*'cat'.*split folders .* class folders"):
+        _load(root)
+
+
+@pytest.mark.parametrize("name, part", [("validation", "val"), ("valid", "val"), ("testing", "test"),
+                                        ("Validation", "val")])
+def test_common_names_of_val_and_test_are_those_splits(tmp_path, name, part):
+    root = tmp_path / "d"
+    _classes(root / "train")
+    _classes(root / name, n=2)
+    parts, classes = folder_parts(root)
+    assert set(parts) == {"train", part} and classes == ["cat", "dog"]
+    assert all(f.parts[-3] == name for f in parts[part][0])
+    d = _load(root)
+    assert len(getattr(d, part)) == 4 and d.split_note.count("stratified") == 1
+
+
+def test_two_names_of_one_split_or_an_unknown_folder_next_to_train_are_refused(tmp_path):
+    root = tmp_path / "d"
+    _classes(root / "train")
+    _classes(root / "val", n=2)
+    _classes(root / "validation", n=2)
+    with pytest.raises(ConfigError, match=r"'val' and 'validation' are both the val split"):
+        folder_parts(root)
+    (root / "validation").rename(root / "holdout")
+    with pytest.raises(ConfigError) as err:
+        folder_parts(root)
+    assert "'holdout'" in str(err.value) and "validation" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_folders_without_images_next_to_train_are_no_mix(tmp_path):
+    root = tmp_path / "d"
+    _classes(root / "train")
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("x")
+    (root / "__MACOSX" / "cat").mkdir(parents=True)
+    (root / "__MACOSX" / "cat" / "._0.png").write_bytes(b"x")  # hidden: not an image
+    parts, _ = folder_parts(root)
+    assert set(parts) == {"train"}
+
+
+def test_split_folders_without_train_are_refused(tmp_path):
+    root = tmp_path / "d"
+    _classes(root / "val")
+    _classes(root / "test")
+    with pytest.raises(ConfigError, match=r"no train/ folder"):
+        folder_parts(root)
+
+
+# --- F: split folders' class names match as OOD folders' do, after Unicode NFC
+def test_class_names_differing_only_in_unicode_normalisation_are_one_class(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    root = tmp_path / "d"
+    # 'é' spelt as e + accent sorts before 'f' and after it as one code point: labels go by name
+    _classes(root / "train", (nfc, "f"), n=3)
+    _classes(root / "test", (nfc, "f"), n=2)
+    _classes(root / "val", (nfd, "f"), n=2)
+    d = _load(root)
+    assert d.classes == [nfc, "f"]
+    for split in (d.val, d.test):
+        assert sorted(split.labels.tolist()) == [0, 0, 1, 1]
+        shade = split.images[split.labels == 1].float().mean()
+        assert shade > 50  # 'f' is the brighter class in both spellings' folders
