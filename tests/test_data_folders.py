@@ -4,6 +4,7 @@ Each refusal is one line naming the folder, class or file."""
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from PIL import Image
 
 from src.config import ConfigError, DataConfig
-from src.data.folders import folder_parts
+from src.data.folders import IMAGE_SUFFIXES, folder_parts, image_files
 from src.data.load import load_dataset
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
@@ -104,6 +105,47 @@ def test_split_folders_without_train_are_refused(tmp_path):
     _classes(root / "test")
     with pytest.raises(ConfigError, match=r"no train/ folder"):
         folder_parts(root)
+
+
+# --- D: every file in a class folder is read or spoken of
+def test_jpeg_under_other_suffixes_is_read(tmp_path):
+    root = tmp_path / "d"
+    _images(root / "cat", 3, suffix=".jpg")
+    for suffix in (".jfif", ".jpe", ".jif"):
+        _images(root / "dog", 1, suffix=suffix, fmt="JPEG")
+        (root / "dog" / f"0{suffix}").rename(root / "dog" / f"{suffix[1:]}{suffix}")
+    assert {".jfif", ".jpe", ".jif"} <= IMAGE_SUFFIXES
+    assert len(image_files(root / "dog")) == 3
+    d = _load(root, val_fraction=0.3, test_fraction=0.3)
+    assert len(d.train) + len(d.val) + len(d.test) == 6
+
+
+def test_files_left_out_by_suffix_are_one_warning_per_dataset(tmp_path, caplog):
+    root = _classes(tmp_path / "d", n=4)
+    for i in range(8):
+        (root / "cat" / f"{i}.heic").write_bytes(b"not read")
+    (root / "dog" / "x.heic").write_bytes(b"not read")
+    (root / "dog" / "notes.txt").write_text("x")
+    for quiet in (".DS_Store", "Thumbs.db", "desktop.ini"):
+        (root / "dog" / quiet).write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="src.data"):
+        _load(root, val_fraction=0.25, test_fraction=0.25)
+    lines = [r.getMessage() for r in caplog.records if "suffix" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "10 files" in lines[0] and ".heic: 9" in lines[0] and ".txt: 1" in lines[0]
+    assert "Thumbs" not in lines[0] and "desktop" not in lines[0] and "DS_Store" not in lines[0]
+    assert str(root / "cat") in lines[0] and "\n" not in lines[0]
+
+
+def test_the_image_suffixes_decide_the_identity_of_a_folder(tmp_path, monkeypatch):
+    """A file the suffix list newly reads is data the earlier list left out: another dataset."""
+    from src.data import folders
+    from src.data.identity import dataset_identity
+
+    cfg = DataConfig(kind="imagefolder", root=str(_classes(tmp_path / "d")))
+    before = dataset_identity(cfg)
+    monkeypatch.setattr(folders, "IMAGE_SUFFIXES", folders.IMAGE_SUFFIXES - {".jfif"})
+    assert dataset_identity(cfg) != before
 
 
 # --- F: split folders' class names match as OOD folders' do, after Unicode NFC

@@ -4,13 +4,26 @@ their class folders and image files, each listed in a fixed, sorted order. Hidde
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 
 from src.config import ConfigError
 from src.data.labels import match_names, nfc
 from src.data.paths import hidden, hidden_below, shown
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+log = logging.getLogger(__name__)
+
+# Suffixes read as images: what Pillow opens by content (it does not look at the suffix). JPEG goes
+# by five names (.jfif is what browsers save a JPEG as); AVIF needs a Pillow built with libavif, and
+# where one is not, such a file is an unreadable image (dataset.bad_images), never silently dropped.
+# This set decides which files are data: the dataset's identity hashes it (src/data/identity.py) and
+# the decoded-data cache's key holds every file it lets in.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".png", ".bmp", ".gif", ".tif", ".tiff",
+                            ".webp", ".avif", ".ppm", ".pgm", ".pbm", ".pnm"})
+# Files an OS writes into photo folders by itself (Windows' thumbnails and folder settings; macOS's
+# are hidden names): left out without a warning, unlike every other file that is not an image.
+SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})
 # The split folders a root may hold, each by the names real datasets give it (matched without case):
 # the first is the split's own name.
 SPLIT_NAMES = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -40,10 +53,29 @@ def _candidates(folder: Path):
     return (p for p in folder.rglob("*") if not hidden_below(p, folder) and not p.is_dir())
 
 
-def image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
     """A class folder's image files (`IMAGE_SUFFIXES`), at any depth, sorted, leaving out hidden files
-    and everything in hidden folders (a notebook's `.ipynb_checkpoints/` copies would be duplicates)."""
-    return sorted(p for p in _candidates(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
+    and everything in hidden folders (a notebook's `.ipynb_checkpoints/` copies would be duplicates).
+    The other files, except the OS's own (`SYSTEM_FILES`), are added to `left_out` when given."""
+    found = []
+    for p in _candidates(folder):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            found.append(p)
+        elif left_out is not None and p.name.lower() not in SYSTEM_FILES:
+            left_out.append(p)
+    return sorted(found)
+
+
+def warn_left_out(root: Path, left_out: list[Path]) -> None:
+    """One warning for the files of `root`'s class folders that are not read as images, counted by
+    suffix, with an example: a folder of .heic photos must not lose them without a word."""
+    if not left_out:
+        return
+    counts = Counter(p.suffix.lower() or "(none)" for p in left_out)
+    by_suffix = ", ".join(f"{suffix}: {n}" for suffix, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+    log.warning("%s: %d files in class folders are not read, their suffix not an image's (%s), e.g. %s; images "
+                "are read from %s", shown(root), len(left_out), by_suffix, shown(min(left_out)),
+                " ".join(sorted(IMAGE_SUFFIXES)))
 
 
 def _holds_images(folder: Path) -> bool:
@@ -79,7 +111,8 @@ def split_folders(root: Path) -> dict[str, Path]:
     return {part: named[part][0] for part in SPLIT_NAMES if part in named}
 
 
-def list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+def list_folder(folder: Path, classes: list[str] | None,
+                left_out: list[Path] | None = None) -> tuple[list[Path], list[int], list[str]]:
     """The image files of `folder/<class>/` (sorted), their labels and the class names. Given
     train's `classes`, the folder must have the same ones, names matched as OOD folders' are
     (src.data.labels.match_names: after Unicode NFC, as a folder copied from macOS spells `é` in two
@@ -98,7 +131,7 @@ def list_folder(folder: Path, classes: list[str] | None) -> tuple[list[Path], li
         labels_of = match_names(found, classes, shown(folder))
     files, labels = [], []
     for label, cls in zip(labels_of, found):
-        members = image_files(folder / cls)
+        members = image_files(folder / cls, left_out)
         if not members:
             raise ConfigError(f"{shown(folder / cls)}: class folder has no images")
         files += members
@@ -114,12 +147,14 @@ def part_dir(root: Path, part: str) -> Path:
 
 def folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
     """The files and labels of each split folder of `root` (`split_folders`: train/, or root's own
-    class folders, and val/ and test/ where present); train's class names."""
-    folders = split_folders(root)
-    files, labels, classes = list_folder(folders["train"], None)
+    class folders, and val/ and test/ where present); train's class names. Files left out by their
+    suffix are one warning."""
+    folders, left_out = split_folders(root), []
+    files, labels, classes = list_folder(folders["train"], None, left_out)
     parts = {"train": (files, labels)}
     for part in ("val", "test"):
         if part in folders:
-            files, labels, _ = list_folder(folders[part], classes)
+            files, labels, _ = list_folder(folders[part], classes, left_out)
             parts[part] = (files, labels)
+    warn_left_out(root, left_out)
     return parts, classes

@@ -8,7 +8,8 @@ the run, in its configuration):
 
 - an image folder: its resolved path and every file under it (relative path and size), like the
   decoded-data cache's key (src/data/cache.py) but without modification times (touching a file does
-  not change what it holds) or decode settings. A copy of the folder elsewhere is another dataset;
+  not change what it holds) or decode settings, and the suffixes read as images (which of those files
+  are data: src.data.folders.IMAGE_SUFFIXES). A copy of the folder elsewhere is another dataset;
 - a .npz file: a hash of its bytes, wherever it lies;
 - scikit-learn's digits, a downloaded MedMNIST flag, a torchvision dataset: the source's name;
 - in every case the settings that split off val and test where the source has no split of its own

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from src.config import ConfigError
+from src.data import folders
 from src.data.folders import class_folders, class_names, part_dir
 from src.data.identity import hash_folder
 from src.data.labels import one_class
@@ -55,5 +56,6 @@ class ImageFolder(Reader):
         return None
 
     def identify(self, digest, head: dict) -> None:
-        """The folder's resolved path and every file under it (relative path and size)."""
-        hash_folder(digest, head, Path(self.cfg.root or ""))
+        """The folder's resolved path, every file under it (relative path and size) and the suffixes
+        read as images: a file that another version's list reads (a .jfif) is data that one left out."""
+        hash_folder(digest, head | {"image_suffixes": sorted(folders.IMAGE_SUFFIXES)}, Path(self.cfg.root or ""))
