@@ -148,6 +148,17 @@ def test_the_image_suffixes_decide_the_identity_of_a_folder(tmp_path, monkeypatc
     assert dataset_identity(cfg) != before
 
 
+# --- E: a split carved off train leaves every class an image on both sides
+def test_a_class_too_small_for_a_stratified_split_is_refused_naming_it(tmp_path):
+    root = _classes(tmp_path / "d", ("a", "b"), n=20)
+    _images(root / "c", 2, 200)
+    with pytest.raises(ConfigError) as err:
+        _load(root, val_fraction=0.15, test_fraction=0.15)
+    text = str(err.value)
+    assert "\n" not in text and "'c'" in text and "2 images" in text and "dataset.val_fraction" in text
+    assert "at least" in text
+
+
 # --- F: split folders' class names match as OOD folders' do, after Unicode NFC
 def test_class_names_differing_only_in_unicode_normalisation_are_one_class(tmp_path):
     nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")

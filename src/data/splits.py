@@ -97,7 +97,28 @@ def split_off(split: Split, fraction: float, seed: int, *, dataset: str, classes
                 f"dataset {dataset}: splitting off {held} ({option}={fraction:g} of {n} {source} images) leaves "
                 f"{size} images in {part} for {len(values)} classes; stratifying needs at least one per class")
     keep, held_idx = stratified_split(labels, fraction, seed)
+    # Stratifying rounds each class's share: a class of 2 can end with none in val (its val accuracy
+    # then silently averages over fewer classes), which is refused as the class of 1 image is.
+    for part, idx in ((held, held_idx), (f"the rest of {source}", keep)):
+        absent = sorted(set(values.tolist()) - set(labels[idx].tolist()))
+        if absent:
+            label = absent[0]
+            raise ConfigError(
+                f"dataset {dataset}: class {label_name(classes, label)} has {int(counts[values == label][0])} images "
+                f"in {source}; splitting off {held} (stratified, {option}={fraction:g} of {n} {source} images) leaves "
+                f"it none in {part}; a class needs at least {_always_both(n, n - n_held)} images here to have one on "
+                f"both sides whatever the seed (add images of it, or change {option})")
     return subset(split, keep), subset(split, held_idx)
+
+
+def _always_both(n: int, n_keep: int) -> int:
+    """The fewest images a class needs to keep one and hold out one whatever the seed, when `n_keep`
+    of `n` images are kept: scikit-learn gives a class of c images floor(c * n_keep / n) kept, or
+    one more (remainders are handed out by seeded draw), and the rest held out."""
+    c = 2
+    while c * n_keep // n < 1 or c - c * n_keep // n - 1 < 1:
+        c += 1
+    return c
 
 
 def held_out(train: Split, held: str, given: Split | None, cfg: DataConfig, *, dataset: str,
