@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.config import ConfigError, DataConfig
+from src.config import ConfigError, DataConfig, RunConfig
 from src.data.folders import IMAGE_SUFFIXES, folder_parts, image_files
 from src.data.load import load_dataset
+from src.training import run as run_module
+from tests.conftest import TINY, merge
 
 pytestmark = pytest.mark.usefixtures("tmp_cache")
 
@@ -173,3 +175,28 @@ def test_class_names_differing_only_in_unicode_normalisation_are_one_class(tmp_p
         assert sorted(split.labels.tolist()) == [0, 0, 1, 1]
         shade = split.images[split.labels == 1].float().mean()
         assert shade > 50  # 'f' is the brighter class in both spellings' folders
+
+
+# --- G: a missing root is refused by the checks before any run folder is made
+@pytest.mark.parametrize("make", [lambda p: p, lambda p: (p.write_text("x"), p)[1]])
+def test_a_missing_root_or_a_file_is_refused_before_the_run_folder(tmp_path, make):
+    root = make(tmp_path / "photos")
+    cfg = RunConfig.from_dict(merge(TINY, {"dataset": {"kind": "imagefolder", "root": str(root)}}))
+    with pytest.raises(ConfigError, match=r"^dataset.root='.*photos': no such folder"):
+        run_module.run(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_mixed_layout_is_refused_before_the_run_folder(tmp_path):
+    root = _classes(tmp_path / "d", ("bus", "train"))
+    cfg = RunConfig.from_dict(merge(TINY, {"dataset": {"kind": "imagefolder", "root": str(root)}}))
+    with pytest.raises(ConfigError, match="split folders"):
+        run_module.run(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_missing_npz_is_refused_before_the_run_folder(tmp_path):
+    cfg = RunConfig.from_dict(merge(TINY, {"dataset": {"kind": "medmnist", "root": str(tmp_path / "x.npz")}}))
+    with pytest.raises(ConfigError, match=r"x.npz'?: no such .npz file"):
+        run_module.run(cfg, tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -30,7 +30,7 @@ PACKAGE = "src.data.readers"
 
 class Reader:
     """One data source. Set `name` (the `dataset.kind` it answers to, and its module's name) and
-    `keys`, implement `read`; override `known_classes` and `identify` where the source can say more.
+    `keys`, implement `read`; override `check`, `known_classes` and `identify` where the source can say more.
 
     `read` returns every split with the labels as the source has them and the images at the source's
     own size; `load_dataset` (src/data/load.py) then checks the labels, keeps `train_per_class` and
@@ -50,6 +50,12 @@ class Reader:
         """Every split of the source; ConfigError (one line) for anything it cannot read. `progress`:
         a bar while decoding, for a source that decodes files."""
         raise NotImplementedError
+
+    def check(self) -> None:
+        """What can be checked of the source before anything loads or any run folder is made (the
+        config gate's preflight, src/training/preflight.py): that its files are there, cheaply.
+        ConfigError (one line) naming the key; `read` checks the same again for a caller that skips
+        the gate. The default checks nothing."""
 
     def known_classes(self) -> list[str] | None:
         """The class names when they are known without reading the data (OOD sets are then checked

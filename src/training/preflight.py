@@ -46,12 +46,13 @@ def architecture_groups(name: str, size: int, granularity: str) -> tuple[LayerGr
 
 def preflight(cfg: RunConfig) -> int:
     """Model-dependent checks, before any data is loaded or weight trained: the model exists, the
-    image size fits it, trainer.keep_checkpoints is a count, the strategy's schedule and the LR schedule can be computed, and a weights
-    file exists. Fast, and once per architecture and size. Returns the number of backbone groups.
+    image size fits it, trainer.keep_checkpoints is a count, the strategy's schedule and the LR schedule can be computed, a weights
+    file exists, and the data's files are there (`Reader.check`). Fast, and once per architecture and size. Returns the number of backbone groups.
     Raises ConfigError with one line."""
     import torch
 
     from src.data.ood import check_ood
+    from src.data.registry import reader_for
     from src.models import weights_source
     from src.training.optim import build_scheduler
 
@@ -70,6 +71,9 @@ def preflight(cfg: RunConfig) -> int:
     source = weights_source(cfg.model) if cfg.model.pretrained else None
     if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
         raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
-    if cfg.dataset.ood:  # names, paths and (where known without loading) classes: a mismatch costs no run
+    # The data's files are there (a missing dataset.root costs no run folder), then the OOD sets' names, paths
+    # and (where known without loading) classes: a mismatch costs no run.
+    reader_for(cfg.dataset.kind)(cfg.dataset).check()
+    if cfg.dataset.ood:
         check_ood(cfg.dataset)
     return len(groups) - 1

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from src.config import ConfigError
 from src.data import folders
-from src.data.folders import class_folders, class_names, part_dir
+from src.data.folders import class_folders, class_names, part_dir, split_folders
 from src.data.identity import hash_folder
 from src.data.labels import one_class
 from src.data.parts import read_parts
@@ -29,10 +29,8 @@ class ImageFolder(Reader):
 
     def read(self, progress: bool = False) -> DataBundle:
         cfg = self.cfg
-        root = Path(cfg.root or "")
-        if not root.is_dir():
-            raise ConfigError(f"dataset.root={cfg.root!r}: no such folder (expected train/<class>/ images, "
-                              "or <class>/ images)")
+        self.check()
+        root = Path(cfg.root)
         name = cfg.name or root.name
         found = class_folders(part_dir(root, "train"))
         if len(found) == 1:  # before decoding anything; and the cache entry is not to blame (check_labels_from)
@@ -47,6 +45,14 @@ class ImageFolder(Reader):
                         shown(read.skipped[0]))
         return DataBundle(name, read.classes, train, val, test, "; ".join(notes) or "folders train/val/test",
                           read.skipped, cache=read.cache, cache_entry=str(read.entry) if read.entry else None)
+
+    def check(self) -> None:
+        """The root is a folder of split folders or of class folders, not a mix (split_folders)."""
+        root = Path(self.cfg.root or "")
+        if not root.is_dir():
+            raise ConfigError(f"dataset.root={self.cfg.root!r}: no such folder (expected train/<class>/ images, "
+                              "or <class>/ images)")
+        split_folders(root)
 
     def known_classes(self) -> list[str] | None:
         """train/'s class folders (or root's own when it has no train/); None until root is a folder.

@@ -40,6 +40,10 @@ class MedMNIST(Reader):
         return DataBundle(name, [str(c) for c in range(num_classes)], splits["train"], splits["val"], splits["test"],
                           "official MedMNIST splits")
 
+    def check(self) -> None:
+        """The .npz is there (unless it is to be downloaded)."""
+        given_file(self.cfg)
+
     def identify(self, digest, head: dict) -> None:
         """A file's bytes, wherever it lies; a flag downloaded to its default place, by name."""
         if self.cfg.root and Path(self.cfg.root).is_file():
@@ -60,16 +64,26 @@ def _split(arrays: dict, split: str, where: str) -> Split:
     return Split(images, labels)
 
 
+def given_file(cfg: DataConfig) -> Path | None:
+    """`dataset.root` when it is a file; None when there is none or it is to be downloaded there
+    (`dataset.download`). ConfigError for a folder, or a missing file not to be downloaded."""
+    if not cfg.root:
+        return None
+    path = Path(cfg.root)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"dataset.root={cfg.root!r} is a directory; expected a .npz file")
+    if not cfg.download:
+        raise ConfigError(f"dataset.root={cfg.root!r}: no such .npz file")
+    return None
+
+
 def medmnist_file(cfg: DataConfig) -> Path:
     """The .npz to read: `dataset.root`, or the file the `medmnist` package downloads for `dataset.flag`."""
-    if cfg.root:
-        path = Path(cfg.root)
-        if path.is_file():
-            return path
-        if path.is_dir():
-            raise ConfigError(f"dataset.root={cfg.root!r} is a directory; expected a .npz file")
-        if not cfg.download:
-            raise ConfigError(f"dataset.root={cfg.root!r}: no such .npz file")
+    given = given_file(cfg)
+    if given is not None:
+        return given
     if not cfg.flag:
         raise ConfigError("dataset.flag (e.g. pneumoniamnist) is required to download a MedMNIST dataset")
     try:
