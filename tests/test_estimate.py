@@ -82,7 +82,7 @@ def test_each_pass_is_timed_at_the_batch_size_it_runs_at(tiny_config, tmp_path, 
 
     forwards, steps = [], []
     monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: forwards.append((type(net).__name__, size)) or 0.01)
-    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape: steps.append(type(net).__name__) or 0.1)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: steps.append(type(net).__name__) or 0.1)
     cfg = tiny_config(strategy=strategy, dataset={"train_per_class": 20},
                       trainer={"epochs": 2, "batch_size": 8, "eval_batch_size": 100, "dry_run": True})
     dry = run(cfg, tmp_path)
@@ -96,3 +96,31 @@ def test_each_pass_is_timed_at_the_batch_size_it_runs_at(tiny_config, tmp_path, 
         assert set(steps) == {"SkipPrefix"}
     else:  # nothing cached: evaluation only
         assert forwards == [("EfficientNet", min(64, n_val))] and steps == ["EfficientNet"]
+
+
+@pytest.mark.parametrize("batch_size", [1024, 100000])
+def test_steps_are_timed_at_the_batch_training_will_make_not_a_larger_one(tiny_config, tmp_path, monkeypatch,
+                                                                           batch_size):
+    """Training cuts its batches from the training images: a trainer.batch_size above their number
+    trains on batches of all of them. Timing the configured size instead cost 3x the memory and
+    time (1024 on 15 images), or the whole machine's memory (100000: killed by the OOM killer, no
+    message, no result), for an estimate that said ~2s of a 0.1s training."""
+    from src.training import estimate as est
+
+    sizes, batch, time_steps = [], est._batch, est._time_steps
+
+    def timed(*args, **kwargs):  # the batches a step timing makes (not an evaluation timing's)
+        monkeypatch.setattr(est, "_batch", lambda s, size, shape: sizes.append(size) or batch(s, min(size, 4), shape))
+        try:
+            return time_steps(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(est, "_batch", batch)
+
+    monkeypatch.setattr(est, "_time_steps", timed)
+    for strategy in ({"name": "full"}, {"name": "frozen"}):  # the whole model's steps, and the head's on features
+        sizes.clear()
+        dry = run(tiny_config(strategy=strategy, trainer={"epochs": 1, "batch_size": batch_size, "dry_run": True}),
+                  tmp_path / strategy["name"])
+        assert sizes and max(sizes) == dry["train_images"] < batch_size
+    assert est.train_batch(batch_size, 15) == 15 and est.train_batch(8, 15) == 8
+    assert est.train_batch(batch_size, 1) == 2  # BatchNorm's least, as a one-image batch never trains

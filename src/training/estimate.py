@@ -112,7 +112,7 @@ def estimate(cfg: RunConfig, s: Setup) -> Estimate:
         # training batches; per image they differ (on 2 CPU cores at 96 px, batch 64 took 1.7x batch
         # 16's time), so each is timed at its own size (evaluation's capped at 64 images).
         eval_size = max(2, min(t.eval_batch_size, 64, n_val or 2))
-        train_size = max(2, min(t.batch_size, n_train or 2))
+        train_size = train_batch(t.batch_size, n_train)
         forward_s = _forward_s_per_image(model, s, eval_size, s.input_shape)
         # What runs once per image (the frozen part, cached) and what runs every epoch (the rest).
         if isinstance(choice, str):  # nothing cached: the whole model every epoch
@@ -129,7 +129,7 @@ def estimate(cfg: RunConfig, s: Setup) -> Estimate:
         step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
         for e in range(t.epochs):
             if s.schedule.active(e) not in step_s:
-                step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e)
+                step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e, train_size)
         train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
         eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (t.epochs + 1) + n_test)
     cached = not isinstance(choice, str)
@@ -173,21 +173,30 @@ def _calibration(s: Setup, *what: Any) -> tuple[Any, ...]:
     return (*what, s.input_shape, str(rt.device), rt.amp_dtype, rt.channels_last, torch.get_num_threads())
 
 
+def train_batch(batch_size: int, n_train: int) -> int:
+    """The largest training batch the run will really make: never more than its training images
+    (src.data.batches cuts every pass from them; a last batch of one is dropped, never padded), and
+    at least 2, as BatchNorm needs. trainer.batch_size=100000 on 15 images trains on batches of 15,
+    so it is timed on 15: timing 100000 random images took all memory and the OOM killer ended the
+    run with no message."""
+    return max(2, min(batch_size, n_train or 2))
+
+
 def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.Module, shape: tuple[int, ...],
-            epoch: int) -> float:
+            epoch: int, size: int) -> float:
     """Seconds per optimizer step in `epoch`'s phase, of `net` (the model, or the model past a cached
-    prefix) on random inputs of `shape`: timed once per process for each phase's structure, batch
-    size and optimizer (src.training.reuse)."""
+    prefix) on random inputs of `shape` in batches of `size` (`train_batch`): timed once per process
+    for each phase's structure, batch size and optimizer (src.training.reuse)."""
     apply_epoch(model, s.groups, s.schedule, epoch)
-    key = _calibration(s, "step", cfg.trainer.batch_size, repr(cfg.optim.optimizer), shape)
-    return reuse.timed_once(key, net, lambda: _time_steps(cfg, s, model, net, shape))
+    key = _calibration(s, "step", size, repr(cfg.optim.optimizer), shape)
+    return reuse.timed_once(key, net, lambda: _time_steps(cfg, s, model, net, shape, size))
 
 
 def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.Module,
-                shape: tuple[int, ...]) -> float:
+                shape: tuple[int, ...], size: int) -> float:
     optimizer = build_optimizer(cfg.optim, param_groups(model, s.groups, s.schedule, 0.0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    batch, rt = _batch(s, cfg.trainer.batch_size, shape), s.runtime
+    batch, rt = _batch(s, size, shape), s.runtime
     engine.train_one_epoch(net, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
     # one step at a time, and the median: a moment when another process takes the cores (a shared
     # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
