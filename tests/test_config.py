@@ -238,3 +238,35 @@ def test_the_optimizer_is_instantiated_from_its_yaml_with_each_groups_real_lr(op
     assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.25, 0.0), (0.5, 0.125)]
     for key, value in own.items():
         assert all(list(g[key]) == value if isinstance(value, list) else g[key] == value for g in opt.param_groups)
+
+
+@pytest.mark.parametrize("override, message", [
+    # every seed reaches numpy (sklearn's random_state, default_rng): 0..2**32-1, as `seed`
+    ("dataset.split_seed=-1", "dataset.split_seed=-1 must be in 0..4294967295"),
+    ("dataset.split_seed=4294967296", "dataset.split_seed=4294967296 must be in 0..4294967295"),
+    ("seed=4294967296", "seed=4294967296 must be in 0..4294967295"),
+    # 30 GB a decoded image: the OOM killer took a decoding worker, with no message
+    ("dataset.image_size=100000", "dataset.image_size=100000 must be <= 4096"),
+    # torch.set_num_threads takes a C int: "ValueError: Overflow when unpacking long"
+    ("trainer.num_threads=2147483648", "trainer.num_threads=2147483648 must be <= 4096"),
+])
+def test_values_a_library_takes_only_in_a_range_are_checked_before_any_folder(tmp_path, monkeypatch, override,
+                                                                                message):
+    from src.gate import precheck
+    from tests.cli import TINY_OVERRIDES
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(C.ConfigError) as err:
+        precheck([*TINY_OVERRIDES, override])
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert not list(tmp_path.iterdir())  # refused before Hydra makes a run folder
+    key, _, value = override.partition("=")
+    section, _, name = key.rpartition(".")
+    with pytest.raises(C.ConfigError, match=f"^{message}"):  # a config built in code, the same
+        C.RunConfig.from_dict({section: {name: int(value)}} if section else {name: int(value)})
+
+
+@pytest.mark.parametrize("override", ["dataset.split_seed=4294967295", "dataset.image_size=4096",
+                                      "trainer.num_threads=4096"])
+def test_the_ends_of_those_ranges_are_allowed(override):
+    check_overrides([override])

@@ -154,6 +154,12 @@ def check_values(cfg: RunConfig) -> None:
     _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
     _positive("trainer.feature_cache_max_mb", cfg.trainer.feature_cache_max_mb)
     _positive("trainer.num_threads", cfg.trainer.num_threads, allow_none=True)
+    # torch.set_num_threads takes a C int (2**31 was "ValueError: Overflow when unpacking long", a
+    # traceback); far below that, each thread is a real one: the largest machines have well under
+    # MAX_THREADS hardware threads (two 192-core CPUs with SMT: 768).
+    if cfg.trainer.num_threads is not None and cfg.trainer.num_threads > MAX_THREADS:
+        raise ConfigError(f"trainer.num_threads={cfg.trainer.num_threads!r} must be <= {MAX_THREADS} "
+                          "(or null: torch's default, the CPU cores)")
     if cfg.trainer.min_epoch_steps < 0:
         raise ConfigError(f"trainer.min_epoch_steps={cfg.trainer.min_epoch_steps!r} must be >= 0 (0 = one pass per epoch)")
     if cfg.trainer.drift_probe < 0 or cfg.trainer.drift_probe == 1:  # CKA compares >= 2 images
@@ -170,8 +176,7 @@ def check_values(cfg: RunConfig) -> None:
         value = getattr(cfg.optim, key)
         if value > cfg.trainer.epochs:
             raise ConfigError(f"optim.{key}={value!r} must be <= trainer.epochs ({cfg.trainer.epochs})")
-    if not 0 <= cfg.seed < 2**32:  # numpy's and torch's seed range
-        raise ConfigError(f"seed={cfg.seed!r} must be in 0..{2**32 - 1}")
+    _check_seed("seed", cfg.seed)
     if not 0 <= cfg.optim.min_lr_ratio <= 1:
         raise ConfigError(f"optim.min_lr_ratio={cfg.optim.min_lr_ratio!r} must be in [0, 1]")
     if not 0 <= cfg.model.drop_rate < 1:
@@ -179,6 +184,21 @@ def check_values(cfg: RunConfig) -> None:
     _check_dataset(cfg.dataset)
     if cfg.model.weights == "file" and cfg.model.pretrained and not cfg.model.checkpoint_path:
         raise ConfigError("model.checkpoint_path is required when model.weights='file'")
+
+
+SEED_MAX = 2**32 - 1  # numpy's seed range (and sklearn's random_state, which hands it to numpy), 0..2**32-1
+MAX_THREADS = 4096
+# Larger than any image a model is trained at: timm's largest pretrained input is 1024 px (SAM's ViTs,
+# Sapiens2), and 4096 px is already 50 MB a decoded image. Far above it, one image outgrows memory
+# (image_size=100000 is 30 GB an image: the OOM killer took a decoding worker, with no message).
+MAX_IMAGE_SIZE = 4096
+
+
+def _check_seed(key: str, value: int) -> None:
+    """A seed that numpy, sklearn and torch all take: every seed reaches numpy in some form (a
+    split_seed=-1 failed inside sklearn's splitter, after the run folder was made)."""
+    if isinstance(value, bool) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{key}={value!r} must be in 0..{SEED_MAX}")
 
 
 def _check_dataset(d: DataConfig) -> None:
@@ -198,6 +218,9 @@ def _check_dataset(d: DataConfig) -> None:
         raise ConfigError(f"dataset.num_workers={d.num_workers!r} must be >= 0 or null (the CPU cores)")
     if d.image_size < 16:
         raise ConfigError(f"dataset.image_size={d.image_size!r} must be >= 16")
+    if d.image_size > MAX_IMAGE_SIZE:
+        raise ConfigError(f"dataset.image_size={d.image_size!r} must be <= {MAX_IMAGE_SIZE} (pixels a side)")
+    _check_seed("dataset.split_seed", d.split_seed)
     if d.kind in ("imagefolder", "medmnist") and not d.root:
         if not (d.kind == "medmnist" and d.flag and d.download):
             raise ConfigError(f"dataset.root is required for dataset.kind={d.kind!r}")
