@@ -66,8 +66,10 @@ def preflight(cfg: RunConfig) -> int:
         [f(step) for f in factors for step in range(cfg.trainer.epochs)]
     except ArithmeticError as err:
         raise ConfigError(f"optim/strategy settings give no usable LR schedule ({type(err).__name__}: {err})") from None
-    if cfg.trainer.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device='cuda' but no CUDA device is available (use auto or cpu)")
+    if cfg.trainer.device == "cuda":
+        from src.training.setup import require_cuda
+
+        require_cuda("trainer.device='cuda'")
     source = weights_source(cfg.model) if cfg.model.pretrained else None
     if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
         raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")

@@ -67,10 +67,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def require_cuda(setting: str, instead: str = "auto or cpu") -> None:
+    """The one check that a setting asking for CUDA (trainer.device, src.predict's --device) can have
+    it: ConfigError, one line naming `setting`, where torch would raise deep inside a first copy."""
+    if not torch.cuda.is_available():
+        raise ConfigError(f"{setting} but no CUDA device is available (use {instead})")
+
+
 def resolve_runtime(cfg: RunConfig) -> Runtime:
     t = cfg.trainer
-    if t.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device='cuda' but no CUDA device is available (use auto or cpu)")
+    if t.device == "cuda":
+        require_cuda("trainer.device='cuda'")
     on_gpu = t.device == "cuda" or (t.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if on_gpu else "cpu")
     amp = t.amp == "on" or (t.amp == "auto" and on_gpu)
