@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,12 @@ import numpy as np
 import torch
 import yaml
 
+from src.config import ConfigError
+from src.config.checks import MAX_IMAGE_SIZE
 from src.data.batches import Batches
 from src.data.decode import UnreadableImage, read_image
 from src.data.folders import IMAGE_SUFFIXES, image_files
+from src.data.paths import one_line, shown
 from src.data.splits import Split
 from src.models import normalization
 from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, write_text
@@ -62,9 +66,11 @@ class LoadedModel:
         try:
             return read_image(path, self.image_size, self.jpeg_draft)[0]
         except UnreadableImage as err:
-            raise PredictError(f"{path}: not a readable image ({err})") from None
+            raise PredictError(f"{shown(path)}: not a readable image ({err})") from None
+        except ConfigError as err:  # pixels the training loader refuses too (negative, float past 1): it names the file
+            raise PredictError(str(err)) from None
         except OSError as err:
-            raise PredictError(f"{path}: {err.strerror or err}") from None
+            raise PredictError(f"{shown(path)}: {err.strerror or err}") from None
 
     def predict_files(self, paths: Sequence[Path]) -> list[tuple[Path, str, float]]:
         """(path, predicted class, its probability) for each image file, in order."""
@@ -89,8 +95,13 @@ def _run_file(run_dir: Path, name: str) -> Path:
 def _classes(run_dir: Path, config: dict) -> list[str]:
     """The class names in label order: result.json's `per_class.classes`, else the data's own class list
     where its reader knows it without reading the data, else the label numbers."""
-    result = read_json_object(_run_file(run_dir, RESULT_FILE))
-    names = (result.get("per_class") or {}).get("classes")
+    path = _run_file(run_dir, RESULT_FILE)
+    try:
+        result = read_json_object(path)
+    except ValueError as err:  # its one-line reason (truncated, not JSON, unreadable), with the file's name
+        raise PredictError(f"{shown(path)}: {err}") from None
+    per_class = result.get("per_class")
+    names = per_class.get("classes") if isinstance(per_class, dict) else None
     if isinstance(names, list) and names:
         return [str(n) for n in names]
     count = result.get("num_classes")
@@ -112,30 +123,103 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     and input settings. PredictError (one line, naming the file) for anything missing or that does not fit."""
     import timm
 
+    dev = torch_device(device)
     run_dir = Path(run_dir)
     config_path = _run_file(run_dir, CONFIG_FILE)
-    try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-        model_cfg, data_cfg, trainer = config["model"], config["dataset"], config.get("trainer") or {}
-        name, image_size = model_cfg["name"], int(data_cfg["image_size"])
-    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as err:
-        raise PredictError(f"{config_path}: not a run's config ({type(err).__name__}: {err})") from None
+    config, settings = _read_config(config_path)
+    name, image_size, jpeg_draft, batch_size, amp = settings
     classes = _classes(run_dir, config)
     weights = _run_file(run_dir, WEIGHTS_FILE)
     # The architecture only: the kept weights replace every parameter, pretrained or not.
-    model = timm.create_model(name, pretrained=False, num_classes=len(classes))
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=len(classes))
+    except Exception as err:  # an unknown name (another timm's, a typo edited in): the config says it
+        raise PredictError(f"{shown(config_path)}: model.name={name!r} cannot be built ({one_line(err)})") from None
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as err:  # unpickling, a foreign file, shapes of another architecture: all say the file
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise PredictError(f"{weights}: not this run's weights ({type(err).__name__}: {first})") from None
-    dev = torch.device(device)
     # bfloat16 autocast where the run evaluated in it (src.training.setup.resolve_runtime's rule on this device)
-    amp = trainer.get("amp", "auto")
     amp_dtype = torch.bfloat16 if amp == "on" or (amp == "auto" and dev.type == "cuda") else None
-    return LoadedModel(model.to(dev).eval(), classes, image_size, bool(data_cfg.get("jpeg_draft", True)),
-                       int(trainer.get("eval_batch_size") or 64), dev, amp_dtype)
+    return LoadedModel(model.to(dev).eval(), classes, image_size, jpeg_draft, batch_size, dev, amp_dtype)
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def torch_device(name: str) -> torch.device:
+    """`name` as a torch device this machine has; PredictError, one line naming it, otherwise (torch
+    says so only at the first copy, in a traceback): CUDA by src.train's own check."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise PredictError(f"--device {name!r} is not allowed (cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda":
+        from src.training.setup import require_cuda
+
+        try:
+            require_cuda(f"--device {name}", "cpu")
+        except ConfigError as err:
+            raise PredictError(str(err)) from None
+    try:  # the device's index exists (cuda:3 on one GPU), its backend is built in (mps)
+        torch.empty(0, device=dev)
+    except Exception as err:
+        raise PredictError(f"--device {name}: not usable here ({one_line(err)})") from None
+    return dev
+
+
+def _read_config(path: Path) -> tuple[dict, tuple[str, int, bool, int, str]]:
+    """The run's config.yaml, and what prediction takes from it (model.name, dataset.image_size and
+    jpeg_draft, trainer.eval_batch_size and amp), each checked: PredictError, one line naming the file
+    and the key, for a file that is damaged, edited or not a run's config."""
+    try:
+        config = yaml.safe_load(path.read_bytes().decode())
+    except yaml.YAMLError as err:  # several lines, with a caret under the spot: the problem and where
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        why = getattr(err, "problem", None) or one_line(err)
+        raise PredictError(f"{shown(path)}: not valid YAML: {why}{where}") from None
+    except UnicodeDecodeError:
+        raise PredictError(f"{shown(path)}: not a run's config (not UTF-8 text)") from None
+    except OSError as err:
+        raise PredictError(f"{shown(path)}: unreadable ({err.strerror or type(err).__name__})") from None
+
+    def bad(key: str, value, expected: str) -> PredictError:
+        return PredictError(f"{shown(path)}: not a run's config ({key}={value!r}: expected {expected})")
+
+    if not isinstance(config, dict):
+        raise bad("config", config, "a mapping of keys")
+    sections = {}
+    for key, optional in (("model", False), ("dataset", False), ("trainer", True)):
+        section = config.get(key)
+        if section is None and optional:
+            section = {}
+        if not isinstance(section, dict):
+            raise bad(key, section, "a mapping of keys")
+        sections[key] = section
+    model, data, trainer = sections["model"], sections["dataset"], sections["trainer"]
+    name = model.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad("model.name", name, "a timm model name")
+    size = data.get("image_size")
+    # the training gate's range: an image size edited to 100000 would decode 30 GB an image
+    if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= MAX_IMAGE_SIZE:
+        raise bad("dataset.image_size", size, f"an integer in 16..{MAX_IMAGE_SIZE}")
+    draft = data.get("jpeg_draft", True)
+    if not isinstance(draft, bool):
+        raise bad("dataset.jpeg_draft", draft, "true or false")
+    batch = trainer.get("eval_batch_size") or 64
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise bad("trainer.eval_batch_size", batch, "a positive integer")
+    amp = trainer.get("amp", "auto")
+    amp = {True: "on", False: "off"}.get(amp, amp) if isinstance(amp, bool) else amp  # YAML 1.1 reads a bare on/off so
+    if amp not in ("auto", "on", "off"):
+        raise bad("trainer.amp", amp, "'auto' | 'on' | 'off'")
+    return config, (name, size, draft, batch, amp)
 
 
 def image_paths(targets: Sequence[Path]) -> list[Path]:
@@ -143,7 +227,10 @@ def image_paths(targets: Sequence[Path]) -> list[Path]:
     out: list[Path] = []
     for target in targets:
         if target.is_dir():
-            found = image_files(target)
+            try:
+                found = image_files(target)
+            except OSError as err:  # a folder in it that cannot be listed
+                raise PredictError(f"{shown(err.filename or target)}: unreadable ({err.strerror or err})") from None
             if not found:
                 raise PredictError(f"{target}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             out += found
@@ -162,6 +249,23 @@ def to_csv(rows: Sequence[tuple[Path, str, float]]) -> str:
     return buffer.getvalue()
 
 
+def check_out(out: Path) -> None:
+    """`--out` can take the CSV: not a folder, below folders (or places one can be made), writable.
+    PredictError, one line naming it; nothing is created here (the write makes missing folders)."""
+    if out.is_dir():
+        raise PredictError(f"--out {shown(out)} is a folder, not a file")
+    existing = out.parent
+    while not existing.exists() and existing != existing.parent:  # the nearest part of the path that exists
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PredictError(f"--out {shown(out)}: {shown(existing)} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise PredictError(f"--out {shown(out)}: cannot write in {shown(existing)} ({err.strerror or err})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path, help="a finished run's folder (config.yaml, result.json, model_best.pt)")
@@ -170,12 +274,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda); default cpu")
     args = parser.parse_args(argv)
     try:
+        if args.out is not None:  # before any work: a place the CSV cannot go is known now
+            check_out(args.out)
         loaded = load_model(args.run_dir, args.device)
         text = to_csv(loaded.predict_files(image_paths(args.images)))
         if args.out is None:
             sys.stdout.write(text)
         else:
-            write_text(args.out, text)
+            try:
+                write_text(args.out, text)
+            except OSError as err:  # a full disk (DiskFull names the file), a folder removed meanwhile
+                raise PredictError(f"--out {shown(args.out)}: not written ({err.strerror or one_line(err)})") from None
             print(f"predictions: {args.out}", file=sys.stderr)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -123,3 +123,91 @@ def test_bad_run_folders_weights_and_images_are_one_line_naming_the_file(trained
     bad.write_bytes(b"\x89PNG not really")
     assert _error([str(copy), str(bad)]).startswith(f"error: {bad}: not a readable image")
     assert _error([str(copy), str(tmp_path / "missing.jpg")]) == f"error: {tmp_path / 'missing.jpg'}: no such file or folder"
+
+
+def _one_line_error(main, args: list[str], capsys) -> str:
+    code = main(args)
+    captured = capsys.readouterr()
+    lines = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and not captured.out, captured.err
+    return lines[0]
+
+
+def test_pixels_the_training_loader_refuses_are_one_line_naming_the_file(trained, tmp_path, capsys):
+    """What read_image refuses by value (ConfigError, as training refuses it), not only what it cannot
+    decode: a float TIFF at 0..255 (floats are read in [0, 1]) and an integer TIFF with negative values."""
+    from PIL import Image
+
+    from src.predict import main
+
+    ramp = np.arange(32 * 32).reshape(32, 32) % 256
+    files = {"float.tif": ramp.astype(np.float32), "negative.tif": (ramp - 100).astype(np.int32)}
+    for name, array in files.items():
+        Image.fromarray(array).save(tmp_path / name)  # modes F and I: no mode= (Pillow 13 refuses it)
+    for name, says in [("float.tif", "float pixel values outside [0, 1]"), ("negative.tif", "negative pixel values")]:
+        line = _one_line_error(main, [str(trained), str(tmp_path / name)], capsys)
+        assert line.startswith(f"error: {tmp_path / name}: {says}"), line
+
+
+def test_a_device_this_machine_lacks_is_one_line_naming_it(trained, tmp_path, capsys, monkeypatch):
+    from src.predict import main
+
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
+    for device in ("cuda", "cuda:1"):  # src.train's own check, with what to use instead
+        line = _one_line_error(main, [str(trained), str(image), "--device", device], capsys)
+        assert line == f"error: --device {device} but no CUDA device is available (use cpu)", line
+    for device in ("foo", "meta", "cuda:x", ""):
+        line = _one_line_error(main, [str(trained), str(image), "--device", device], capsys)
+        assert line == f"error: --device {device!r} is not allowed (cpu, cuda, cuda:N or mps)", line
+
+
+def test_an_out_that_cannot_take_the_csv_is_refused_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    import src.predict as predict
+
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("kept\n")
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setattr(predict, "load_model", lambda *a: pytest.fail("--out is checked first"))
+    cases = [(tmp_path / "folder", f"--out {tmp_path / 'folder'} is a folder, not a file"),
+             (a_file / "preds.csv", f"--out {a_file / 'preds.csv'}: {a_file} is a file, not a folder"),
+             (a_file / "x" / "y" / "preds.csv", f"--out {a_file / 'x' / 'y' / 'preds.csv'}: {a_file} is a file, not a folder")]
+    for out, says in cases:
+        assert _one_line_error(predict.main, [str(trained), str(image), "--out", str(out)], capsys) == f"error: {says}"
+    assert a_file.read_text() == "kept\n" and list((tmp_path / "folder").iterdir()) == []
+    monkeypatch.undo()
+    out = tmp_path / "new" / "deeper" / "preds.csv"  # missing folders are made, as before
+    assert predict.main([str(trained), str(image), "--out", str(out)]) == 0
+    assert out.read_text().startswith("path,class,probability\n")
+
+
+@pytest.mark.parametrize("name, content, says", [
+    ("result.json", "{trunc", "result.json: not valid JSON"),
+    ("result.json", "[1, 2]", "result.json: not a JSON object"),
+    ("result.json", b"\xff\xfe{}", "result.json: not valid JSON (not UTF-8 text)"),
+    ("config.yaml", "garbage: [", "config.yaml: not valid YAML: "),
+    ("config.yaml", b"model: \xff\n", "config.yaml: not a run's config (not UTF-8 text)"),
+    ("config.yaml", "- a list\n", "config.yaml: not a run's config (config=['a list']: expected a mapping of keys)"),
+    ("config.yaml", "model: {name: no_such_net}\ndataset: {image_size: 32}\n",
+     "config.yaml: model.name='no_such_net' cannot be built (RuntimeError: Unknown model"),
+    ("config.yaml", "model: {name: test_efficientnet}\ndataset: {image_size: 100000}\n",
+     "config.yaml: not a run's config (dataset.image_size=100000: expected an integer in 16..4096)"),
+    ("config.yaml", "model: {name: test_efficientnet}\ndataset: {image_size: 32}\ntrainer: {eval_batch_size: many}\n",
+     "config.yaml: not a run's config (trainer.eval_batch_size='many': expected a positive integer)"),
+    ("config.yaml", "model: {name: test_efficientnet}\ndataset: {image_size: 32}\ntrainer: {amp: maybe}\n",
+     "config.yaml: not a run's config (trainer.amp='maybe': expected 'auto' | 'on' | 'off')"),
+])
+def test_a_damaged_run_file_is_one_line_naming_it(trained, tmp_path, capsys, name, content, says):
+    """Every file of the run that predict reads (config.yaml, result.json; model_best.pt above), damaged
+    or edited: one line naming it, never a traceback or a multi-line YAML error."""
+    import shutil
+
+    from src.predict import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    (copy / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    line = _one_line_error(main, [str(copy), str(image)], capsys)
+    assert line.startswith(f"error: {copy / says}"), line
