@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from src.config import ConfigError, RunConfig
+from src.data.identity import dataset_identity
 from src.record.io import read_jsonl
 from src.training import checkpoint, engine
 from src.training.run import RunDirTaken, run
@@ -139,23 +141,24 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_it(stopped_run, tmp_
 def test_a_checkpoint_of_another_config_or_code_is_refused(stopped_run, tiny_config, tmp_path, monkeypatch):
     cfg, folder = stopped_run[0], _copy(stopped_run, tmp_path)
     (path,) = checkpoint.checkpoints(folder)
+    data = dataset_identity(cfg.dataset)
     other = cfg.to_dict() | {"seed": 7}
     with pytest.raises(checkpoint.CheckpointError, match=r"written by another config \(seed: 0 -> 7\)") as err:
         run(RunConfig.from_dict(other), folder)
     assert str(path) in str(err.value)
     # settings that change no number do not make it foreign
-    assert checkpoint.latest(folder, RunConfig.from_dict(cfg.to_dict() | {"logger": {"kind": "none", "project": "x"}}))
+    assert checkpoint.latest(folder, RunConfig.from_dict(cfg.to_dict() | {"logger": {"kind": "none", "project": "x"}}), data)
     monkeypatch.setattr(checkpoint, "code_version", lambda: "0123456789abcdef")
     with pytest.raises(checkpoint.CheckpointError, match="written by other code"):
-        checkpoint.latest(folder, cfg)
+        checkpoint.latest(folder, cfg, data)
     monkeypatch.undo()
     state = torch.load(path, weights_only=True)
     torch.save(state | {"format": checkpoint.FORMAT + 1}, path)
     with pytest.raises(checkpoint.CheckpointError, match=f"has format {checkpoint.FORMAT + 1}"):
-        checkpoint.latest(folder, cfg)
+        checkpoint.latest(folder, cfg, data)
     torch.save({"weights": torch.zeros(2)}, path)  # someone else's file under the name
     with pytest.raises(checkpoint.CheckpointError, match="not a checkpoint of this project"):
-        checkpoint.latest(folder, cfg)
+        checkpoint.latest(folder, cfg, data)
 
 
 def test_a_checkpoint_holds_only_what_weights_only_loads(stopped_run):
@@ -200,12 +203,87 @@ def test_keep_checkpoints_must_be_a_count(tiny_config):
 def test_adopt_moves_a_dead_attempt_s_checkpoint_and_epochs(stopped_run, tmp_path):
     dead = _copy(stopped_run, tmp_path)
     retry = tmp_path / "retry"
-    other = RunConfig.from_dict(stopped_run[0].to_dict() | {"seed": 5})
-    assert checkpoint.adopt(dead, retry, other) is None and checkpoint.checkpoints(dead)  # not this config's: left
-    moved = checkpoint.adopt(dead, retry, stopped_run[0])
+    cfg, data = stopped_run[0], dataset_identity(stopped_run[0].dataset)
+    other = RunConfig.from_dict(cfg.to_dict() | {"seed": 5})
+    assert checkpoint.adopt(dead, retry, other, data) is None and checkpoint.checkpoints(dead)  # not this config's: left
+    # a retried sweep trial on data that changed since: left too, the retry trains on the new data from epoch 0
+    assert checkpoint.adopt(dead, retry, cfg, "0123456789abcdef") is None and checkpoint.checkpoints(dead)
+    moved = checkpoint.adopt(dead, retry, cfg, data)
     assert moved == retry / "checkpoint_epoch000.pt" and (retry / "metrics.jsonl").is_file()
-    assert checkpoint.checkpoints(dead) == [] and checkpoint.adopt(dead, retry, stopped_run[0]) is None
-    assert checkpoint.latest(retry, stopped_run[0])["epoch"] == 0
+    assert checkpoint.checkpoints(dead) == [] and checkpoint.adopt(dead, retry, cfg, data) is None
+    assert checkpoint.latest(retry, cfg, data)["epoch"] == 0
+
+
+# --- the data changed under a run folder ----------------------------------------------------------
+
+def _image_folder(root: Path, per_class: int = 8) -> Path:
+    """Two class folders of small PNGs: data that can change under a run, as a user's can."""
+    from PIL import Image
+
+    for ci, cls in enumerate(("cat", "dog")):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(np.full((20, 20, 3), 40 + 100 * ci + i, dtype=np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def _folder_config(tiny_config, root: Path, epochs: int) -> RunConfig:
+    return tiny_config(dataset={"kind": "imagefolder", "root": str(root), "image_size": 32, "train_per_class": None,
+                                "val_fraction": 0.25, "test_fraction": 0.25},
+                       trainer={"epochs": epochs, "drift_probe": 0})
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_checkpoint_of_data_that_changed_since_is_refused_and_kept(tiny_config, tmp_path, monkeypatch):
+    # val and test are split off the file list again on resume: one added image moves earlier
+    # training images into test, so continuing would report test accuracy on trained-on images
+    root = _image_folder(tmp_path / "data")
+    cfg = _folder_config(tiny_config, root, epochs=2)
+    with monkeypatch.context() as m:
+        stop_after_checkpoint(m, 0)
+        with pytest.raises(Killed):
+            run(cfg, tmp_path / "run")
+    (path,) = checkpoint.checkpoints(tmp_path / "run")
+    added = root / "cat" / "new.png"
+    shutil.copy(root / "cat" / "0.png", added)
+    before = _files(tmp_path / "run")
+    with pytest.raises(checkpoint.CheckpointError, match=r"trained on other data: .*data changed since \(dataset_id \w{6} -> \w{6}\)") as err:
+        run(cfg, tmp_path / "run")
+    line = str(err.value)
+    assert "\n" not in line and str(path) in line and "hydra.run.dir" in line and "restore the data" in line
+    assert _files(tmp_path / "run") == before  # the checkpoint and its epochs kept, nothing written
+    added.unlink()  # the data as it was: the run continues
+    assert run(cfg, tmp_path / "run")["status"] == "completed"
+
+
+def test_a_finished_run_on_data_that_changed_since_is_refused_and_kept(tiny_config, tmp_path):
+    root = _image_folder(tmp_path / "data")
+    cfg = _folder_config(tiny_config, root, epochs=1)
+    run(cfg, tmp_path / "run")
+    files = _files(tmp_path / "run")
+    shutil.copy(root / "dog" / "0.png", root / "dog" / "new.png")
+    with pytest.raises(RunDirTaken, match=r"already holds a completed run of this config on other data: "
+                                          r".*data changed since \(dataset_id \w{6} -> \w{6}\); it is kept"):
+        run(cfg, tmp_path / "run")
+    assert _files(tmp_path / "run") == files
+
+
+def test_a_checkpoint_without_the_data_s_identity_is_refused_by_its_format(stopped_run, tmp_path, caplog):
+    # format 1 held no data identity; a checkpoint of older code is refused by its code digest too
+    cfg, folder = stopped_run[0], _copy(stopped_run, tmp_path)
+    (path,) = checkpoint.checkpoints(folder)
+    state = torch.load(path, weights_only=True)
+    old = {k: v for k, v in state.items() if k != "data"} | {"format": 1}
+    torch.save(old, path)
+    with pytest.raises(checkpoint.CheckpointError, match=f"has format 1, this code reads format {checkpoint.FORMAT}"):
+        run(cfg, folder)
+    # data whose files could not be listed when the checkpoint was written: continued, and said so
+    torch.save(state | {"data": None}, path)
+    assert checkpoint.latest(folder, cfg, dataset_identity(cfg.dataset))["epoch"] == 0
+    assert "could not be checked" in caplog.text
 
 
 # --- the command line: SIGKILL, then the same command ---------------------------------------------

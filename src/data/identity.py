@@ -42,6 +42,20 @@ def dataset_identity(cfg: DataConfig) -> str:
     return digest.hexdigest()[:ID_LENGTH]
 
 
+def dataset_identity_or_none(cfg: DataConfig) -> str | None:
+    """`dataset_identity`, or None where the data's files cannot be listed or read: the loader then
+    says what is wrong in its own words, and whoever checks data against it says it could not."""
+    try:
+        return dataset_identity(cfg)
+    except OSError:
+        return None
+
+
+def short_id(identity: str | None) -> str:
+    """An identity as one-line messages and the report's tables show it (its first 6 hex digits)."""
+    return identity[:6] if identity else "unknown"
+
+
 def hash_folder(digest, head: dict, root: Path) -> None:
     """A folder as a dataset: its resolved path, then every file under it (relative path and size)."""
     root = root.resolve()

@@ -38,10 +38,12 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
 def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path) -> None:
     """A retried trial runs in a folder of its own: the dead attempt's last checkpoint, and its
     epochs, move there, so that the retry continues from its last epoch, not from 0."""
+    from src.data.identity import dataset_identity_or_none
     from src.training.checkpoint import adopt  # torch: loaded by the jobs, not by the sweeper's driver
 
     dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))
-    if dead.user_attrs.get("run_dir") and (moved := adopt(Path(dead.user_attrs["run_dir"]), out, run_cfg)):
+    if dead.user_attrs.get("run_dir") and (moved := adopt(Path(dead.user_attrs["run_dir"]), out, run_cfg,
+                                                          dataset_identity_or_none(run_cfg.dataset))):
         log.info("continuing trial %d from its last checkpoint, %s", number, moved)
 
 

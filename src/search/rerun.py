@@ -8,7 +8,6 @@ from typing import Any
 import optuna
 
 from src.gate import compose_train, to_run_config
-from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
 from src.reporting.stats import format_ci, mean_ci
 from src.training.run import run
@@ -22,7 +21,8 @@ def rerun_pareto(
     study: optuna.Study, rows: list[dict[str, Any]], overrides: list[str], seeds: list[int], out: Path, group: str
 ) -> list[dict[str, Any]]:
     """Each Pareto-optimal configuration again on `seeds`, reported on test. Resumable: a seed whose
-    run already completed is read back, not trained again."""
+    run already completed is kept by `run` (claim_run_dir), not trained again; it is refused there
+    when the data changed since, as any finished run is."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     table = []
     for row in rows:
@@ -30,14 +30,6 @@ def rerun_pareto(
         results = []
         for seed in seeds:
             run_dir = out / f"trial_{trial.number:04d}" / f"seed_{seed}"
-            done = run_dir / RESULT_FILE
-            try:
-                previous = RunRecord.from_json(read_json_object(done)) if done.is_file() else None
-            except ValueError:  # unreadable: train this seed again (claim_run_dir allows it)
-                previous = None
-            if previous is not None and previous.completed:
-                results.append(previous)
-                continue
             cfg = compose_train(overrides + [f"{k}={v}" for k, v in trial.params.items()] + [f"seed={seed}"])
             results.append(_as_record(run(to_run_config(cfg, group=f"{group}-rerun"), run_dir,
                                           run_name=f"{group}-{trial.number}-s{seed}")))

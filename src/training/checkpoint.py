@@ -12,9 +12,11 @@ while training (`trainer.keep_checkpoints` more once the run ends).
 
 Files are written whole (a temporary file, fsync, rename, fsync of the folder), hold only tensors
 and plain types, and are read with `torch.load(weights_only=True)`. Each records its format, the
-config that wrote it (the settings that change numbers) and the code's version (src/, torch, timm):
-`latest` refuses, in one line naming the file, one that is damaged or was written by another config
-or other code, rather than continue a different run from it.
+config that wrote it (the settings that change numbers), the code's version (src/, torch, timm) and
+the data's identity (src/data/identity.py): `latest` refuses, in one line naming the file, one that
+is damaged or was written by another config, other code or on other data, rather than continue a
+different run from it. Data matters even with the same config: val and test are split off the file
+list again on resume, so an image added since would move trained-on images into test.
 
 `model_best.pt` is the selected model's state dict (the weights test accuracy is measured on), a
 plain `torch.save` of CPU tensors; the run's config.yaml says how to build the model it fits.
@@ -38,12 +40,13 @@ import timm
 import torch
 
 from src.config import ConfigError, RunConfig
+from src.data.identity import short_id
 from src.models import head_param_names
 from src.record.io import METRICS_FILE, write_text, write_with
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # raise it when what a checkpoint holds, or how it is read, changes
+FORMAT = 2  # raise it when what a checkpoint holds, or how it is read, changes (2: the data's identity)
 BEST_FILE = "model_best.pt"
 _NAME = re.compile(r"checkpoint_epoch(\d+)\.pt")
 # Settings that change nothing a run computes: a run continues, or is kept, whatever their values.
@@ -93,9 +96,11 @@ def checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def latest(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
-    """The newest checkpoint in `run_dir`, checked to be this config's and this code's; None when
-    there is none. CheckpointError (one line, naming the file) for any other: never loaded silently."""
+def latest(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any] | None:
+    """The newest checkpoint in `run_dir`, checked to be this config's and this code's, trained on the
+    data whose identity is `data_id` (None: the data cannot be listed now); None when there is none.
+    CheckpointError (one line, naming the file) for any other: never loaded silently. Where either
+    side's identity is unknown the data cannot be checked: continued, with a warning that says so."""
     found = checkpoints(run_dir)
     if not found:
         return None
@@ -117,6 +122,14 @@ def latest(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
     if state["code"] != code_version():
         raise CheckpointError(f"checkpoint {path} was written by other code (src/, torch or timm changed since: "
                               f"{state['code']} != {code_version()}); {again}")
+    saved = state.get("data")
+    if saved is None or data_id is None:
+        log.warning("checkpoint %s: its data could not be checked against the data now (dataset_id %s -> %s: "
+                    "files that could not be listed); continued", path, short_id(saved), short_id(data_id))
+    elif saved != data_id:
+        raise CheckpointError(f"checkpoint {path} was trained on other data: {cfg.dataset.root or cfg.dataset.kind} "
+                              f"changed since (dataset_id {short_id(saved)} -> {short_id(data_id)}); restore the "
+                              "data to continue this run, or choose another folder (hydra.run.dir=...) to train on it as it is now")
     return state
 
 
@@ -155,7 +168,8 @@ def snapshot(cfg: RunConfig, s: Any, meters: Any, epoch: int, peak_mem_mb: float
         return state if keep is None else {k: v for k, v in state.items() if k in keep}
 
     return {
-        "format": FORMAT, "config": json.dumps(numeric_config(cfg.to_dict())), "code": code_version(), "epoch": epoch,
+        "format": FORMAT, "config": json.dumps(numeric_config(cfg.to_dict())), "code": code_version(),
+        "data": s.dataset_id, "epoch": epoch,
         "model": weights(s.model.state_dict()), "head_only": head_only, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "rng": _rng_state(s.train.generator), "meters": meters.state(),
         "peak_mem_mb": peak_mem_mb,
@@ -251,16 +265,16 @@ def rewind_metrics(run_dir: Path, last_epoch: int) -> list[dict[str, Any]]:
     return rows
 
 
-def adopt(dead_dir: Path, run_dir: Path, cfg: RunConfig) -> Path | None:
-    """Move the newest checkpoint of `cfg`, and the epochs it continues, from a dead attempt's folder
-    into `run_dir` (a retried sweep trial runs in a folder of its own); None when there is none to
-    move, it is not one `latest` would continue from (logged: the retry starts from epoch 0), or
-    `run_dir` has its own."""
+def adopt(dead_dir: Path, run_dir: Path, cfg: RunConfig, data_id: str | None) -> Path | None:
+    """Move the newest checkpoint of `cfg` on the data `data_id`, and the epochs it continues, from a
+    dead attempt's folder into `run_dir` (a retried sweep trial runs in a folder of its own); None when
+    there is none to move, it is not one `latest` would continue from (logged, and left where it is:
+    the retry starts from epoch 0), or `run_dir` has its own."""
     found = checkpoints(dead_dir) if dead_dir.is_dir() else []
     if not found or checkpoints(run_dir) or not (dead_dir / METRICS_FILE).is_file():
         return None
     try:
-        latest(dead_dir, cfg)
+        latest(dead_dir, cfg, data_id)
     except CheckpointError as err:
         log.warning("not continued: %s", err)
         return None

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from src.config import DataConfig, ModelConfig
-from src.data.identity import dataset_identity
+from src.data.identity import dataset_identity_or_none
 from src.data.load import load_dataset
 from src.data.mapped import MappedImages
 from src.measurement.feature_cache import Cut, Extracted
@@ -89,18 +89,18 @@ REFERENCE_OUT: Lru[Any] = Lru(1)
 EXTRACTED: Lru[Extracted] = Lru(8, weigh=lambda e: e.mb)
 
 
-def dataset(cfg: DataConfig, progress: bool = False) -> tuple[DataBundle, str | None]:
+def dataset(cfg: DataConfig, progress: bool = False, identity: str | None = None) -> tuple[DataBundle, str | None]:
     """`load_dataset(cfg)`, loaded once per process for each dataset and every setting that shapes its
     splits (image size, subsampling, split fractions and seed, decoding); augmentation and the OOD sets
     are the batches' and `load_ood`'s, not the bundle's, and are left out of the key. The dataset's
     identity (`dataset_identity`: an image folder's file listing, an .npz file's bytes) is part of the
     key too, so data that changed on disk is loaded again. Returns a copy of the kept bundle (its
     tensors shared: nothing writes into them) with `load_s` this call's time, and the identity (None
-    where the data could not be listed before loading: then it is loaded every time)."""
+    where the data could not be listed before loading: then it is loaded every time). `identity`: the
+    one the caller computed already (run() checks the run folder against it), not computed again."""
     start = time.perf_counter()
-    try:
-        identity = dataset_identity(cfg)
-    except OSError:  # not listable: the loader says what is wrong, in its words
+    identity = identity or dataset_identity_or_none(cfg)
+    if identity is None:  # not listable: the loader says what is wrong, in its words
         return load_dataset(cfg, progress=progress), None
     shape = dataclasses.replace(cfg, augment="none", hflip=False, ood=(), ood_per_class=None)
     made = DATA.made

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from src.config import ConfigError, RunConfig
+from src.data.identity import dataset_identity_or_none, short_id
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
                           write_text)
 from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
@@ -39,14 +40,16 @@ __all__ = ["BestModel", "DivergedError", "EpochCallback", "RunDirTaken", "claim_
 
 
 class RunDirTaken(ConfigError):
-    """The run folder holds a finished run of another config: it is kept, and this run is refused."""
+    """The run folder holds a finished run of another config, or on other data: it is kept, and this
+    run is refused."""
 
 
-def claim_run_dir(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
+def claim_run_dir(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any] | None:
     """What the folder holds, before anything is written into it: a finished run (completed or
-    pruned) of this config is returned, to be kept and reported, never trained again; one of another
-    config is refused (RunDirTaken); otherwise None, once the folder is known to be writable
-    (ConfigError if not). A failed or killed run's folder is reused: its checkpoint, if any, resumes."""
+    pruned) of this config on the data `data_id` is returned, to be kept and reported, never trained
+    again; one of another config or on other data is refused (RunDirTaken); otherwise None, once the
+    folder is known to be writable (ConfigError if not). A failed or killed run's folder is reused:
+    its checkpoint, if any, resumes."""
     previous = run_dir / RESULT_FILE
     if previous.is_file() and (status := finished_status(previous)):
         try:
@@ -55,6 +58,16 @@ def claim_run_dir(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
             changes = [f"its {CONFIG_FILE} is missing or unreadable"]
         if not changes:
             kept = read_json_object(previous)
+            saved = kept.get("dataset_id")
+            if saved and data_id and saved != data_id:
+                # its numbers are not this data's: reported as this run's, they would mislead
+                raise RunDirTaken(f"{run_dir} already holds a {status} run of this config on other data: "
+                                  f"{cfg.dataset.root or cfg.dataset.kind} changed since (dataset_id {short_id(saved)} "
+                                  f"-> {short_id(data_id)}); it is kept: restore the data to report it, or choose another "
+                                  "folder (hydra.run.dir=...) to train on it as it is now")
+            if not (saved and data_id):  # a record from before dataset_id, or data that cannot be listed
+                log.warning("%s: the data of its %s run could not be checked against the data now (dataset_id %s -> "
+                            "%s)", run_dir, status, short_id(saved), short_id(data_id))
             log.info("%s already holds a %s run of this config: kept, not trained again (val_acc %s, test_acc %s)",
                      run_dir, kept.get("status"), kept.get("val_acc"), kept.get("test_acc"))
             return kept
@@ -76,21 +89,22 @@ def run(
     """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json,
     model_best.pt, and a checkpoint per epoch (removed at the end unless trainer.keep_checkpoints).
 
-    A folder that holds a finished run of this config: its record is returned, nothing is trained
-    or written. One that holds a checkpoint of this config (a run killed or failed after an epoch):
-    the run continues from it (trainer.resume). A config that cannot run, a folder that holds
-    another config's finished run, or a checkpoint that is damaged or another config's, raises
-    ConfigError before anything is written. A run that `on_epoch` stops returns its record with
-    status "pruned". A run stopped by an error at any point (seeding, data, weights, device,
-    training) or by Ctrl-C still writes result.json, with its status (failed, interrupted) and what
-    was measured up to then, and re-raises.
+    A folder that holds a finished run of this config on this data: its record is returned, nothing
+    is trained or written. One that holds a checkpoint of this config and data (a run killed or
+    failed after an epoch): the run continues from it (trainer.resume). A config that cannot run, a
+    folder that holds another config's finished run or one on other data, or a checkpoint that is
+    damaged, another config's or of other data, raises ConfigError before anything is written. A
+    run that `on_epoch` stops returns its record with status "pruned". A run stopped by an error at
+    any point (seeding, data, weights, device, training) or by Ctrl-C still writes result.json, with
+    its status (failed, interrupted) and what was measured up to then, and re-raises.
     """
     preflight(cfg)
     if cfg.trainer.dry_run:
         return dry_run(cfg, run_dir)
-    if (kept := claim_run_dir(run_dir, cfg)) is not None:
+    data_id = dataset_identity_or_none(cfg.dataset)  # computed once: the folder's checks and setup share it
+    if (kept := claim_run_dir(run_dir, cfg, data_id)) is not None:
         return kept
-    resume = checkpoint.latest(run_dir, cfg) if cfg.trainer.resume else None
+    resume = checkpoint.latest(run_dir, cfg, data_id) if cfg.trainer.resume else None
     started = time.perf_counter()
     rec = record.config_record(cfg, run_dir)  # a misspelled field fails here, before anything is written
     progress = Progress()
@@ -100,7 +114,7 @@ def run(
         write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         if resume is None:
             (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
-        s = setup(cfg, run_dir)
+        s = setup(cfg, run_dir, data_id)
         rec = record.with_data(rec, s)
         print(estimate(cfg, s).line(), flush=True)
         tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, s.schedule, run_tags(rec))

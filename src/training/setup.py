@@ -110,11 +110,12 @@ def _build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, tor
     return model, reference
 
 
-def setup(cfg: RunConfig, run_dir: Path) -> Setup:
-    """Seed, data, model, schedule (written to param_groups.json), optimizer and batches."""
+def setup(cfg: RunConfig, run_dir: Path, dataset_id: str | None = None) -> Setup:
+    """Seed, data, model, schedule (written to param_groups.json), optimizer and batches. `dataset_id`:
+    the data's identity where the caller has it already (None: computed here)."""
     seed_everything(cfg.seed)
     rt = resolve_runtime(cfg)
-    data, dataset_id = reuse.dataset(cfg.dataset, progress=cfg.trainer.progress)  # loaded once per process
+    data, dataset_id = reuse.dataset(cfg.dataset, progress=cfg.trainer.progress, identity=dataset_id)  # once per process
     ood = load_ood(cfg.dataset, data.classes) if cfg.dataset.ood else []  # before training: a mismatch stops it
     seed_everything(cfg.seed)  # the head's initialisation must not depend on how data was loaded
     model, reference = _build_model(cfg, data.num_classes)
