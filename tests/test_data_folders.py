@@ -140,11 +140,19 @@ def test_files_left_out_by_suffix_are_one_warning_per_dataset(tmp_path, caplog):
 
 
 def test_the_image_suffixes_decide_the_identity_of_a_folder(tmp_path, monkeypatch):
-    """A file the suffix list newly reads is data the earlier list left out: another dataset."""
+    """A file the suffix list newly reads is data the earlier list left out: another dataset. A folder
+    with no such file keeps the id the first list gave it (recorded runs still pool with new ones)."""
     from src.data import folders
     from src.data.identity import dataset_identity
 
+    plain = DataConfig(kind="imagefolder", root=str(_classes(tmp_path / "p")))
+    now = dataset_identity(plain)
+    monkeypatch.setattr(folders, "IMAGE_SUFFIXES", folders.FIRST_SUFFIXES)
+    assert dataset_identity(plain) == now
+    monkeypatch.undo()
+
     cfg = DataConfig(kind="imagefolder", root=str(_classes(tmp_path / "d")))
+    (Path(cfg.root) / "cat" / "0.png").rename(Path(cfg.root) / "cat" / "0.jfif")
     before = dataset_identity(cfg)
     monkeypatch.setattr(folders, "IMAGE_SUFFIXES", folders.IMAGE_SUFFIXES - {".jfif"})
     assert dataset_identity(cfg) != before

@@ -17,10 +17,13 @@ log = logging.getLogger(__name__)
 # Suffixes read as images: what Pillow opens by content (it does not look at the suffix). JPEG goes
 # by five names (.jfif is what browsers save a JPEG as); AVIF needs a Pillow built with libavif, and
 # where one is not, such a file is an unreadable image (dataset.bad_images), never silently dropped.
-# This set decides which files are data: the dataset's identity hashes it (src/data/identity.py) and
-# the decoded-data cache's key holds every file it lets in.
+# This set decides which files are data: the dataset's identity hashes the part of it a folder's files
+# use beyond FIRST_SUFFIXES (src/data/identity.py), and the decoded-data cache's key holds every file it lets in.
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".jif", ".png", ".bmp", ".gif", ".tif", ".tiff",
                             ".webp", ".avif", ".ppm", ".pgm", ".pbm", ".pnm"})
+# The list when dataset ids were first recorded: a folder with no file of a later suffix keeps its id
+# (src/data/identity.py), so that runs recorded before the list grew pool with new ones in reports.
+FIRST_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 # Files an OS writes into photo folders by itself (Windows' thumbnails and folder settings; macOS's
 # are hidden names): left out without a warning, unlike every other file that is not an image.
 SYSTEM_FILES = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini"})

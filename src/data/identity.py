@@ -8,8 +8,11 @@ the run, in its configuration):
 
 - an image folder: its resolved path and every file under it (relative path and size), like the
   decoded-data cache's key (src/data/cache.py) but without modification times (touching a file does
-  not change what it holds) or decode settings, and the suffixes read as images (which of those files
-  are data: src.data.folders.IMAGE_SUFFIXES). A copy of the folder elsewhere is another dataset;
+  not change what it holds) or decode settings. Which of those files are images is the suffix list's
+  (src.data.folders.IMAGE_SUFFIXES): a folder holding a file that only a later list reads (a .jfif)
+  also hashes the suffixes it reads, so the two readings are two datasets, while every other folder
+  keeps the id it had before the list grew (recorded studies still pool with new runs). A copy of
+  the folder elsewhere is another dataset;
 - a .npz file: a hash of its bytes, wherever it lies;
 - scikit-learn's digits, a downloaded MedMNIST flag, a torchvision dataset: the source's name;
 - in every case the settings that split off val and test where the source has no split of its own
@@ -56,11 +59,16 @@ def short_id(identity: str | None) -> str:
     return identity[:6] if identity else "unknown"
 
 
-def hash_folder(digest, head: dict, root: Path) -> None:
-    """A folder as a dataset: its resolved path, then every file under it (relative path and size)."""
+def hash_folder(digest, head: dict, root: Path, newer_suffixes: frozenset[str] = frozenset()) -> None:
+    """A folder as a dataset: its resolved path, then every file under it (relative path and size).
+    `newer_suffixes`: suffixes read as data since the id was first defined; the ones present are
+    hashed too (see the module's docstring)."""
     root = root.resolve()
-    digest.update(json.dumps(head | {"root": str(root)}, sort_keys=True).encode())
-    for path, size in _files(root):
+    files = _files(root)
+    present = sorted({Path(path).suffix.lower() for path, _ in files} & newer_suffixes)
+    digest.update(json.dumps(head | {"root": str(root)} | ({"newer_suffixes": present} if present else {}),
+                             sort_keys=True).encode())
+    for path, size in files:
         digest.update(f"{path}\0{size}\n".encode())
 
 

@@ -62,6 +62,6 @@ class ImageFolder(Reader):
         return None
 
     def identify(self, digest, head: dict) -> None:
-        """The folder's resolved path, every file under it (relative path and size) and the suffixes
-        read as images: a file that another version's list reads (a .jfif) is data that one left out."""
-        hash_folder(digest, head | {"image_suffixes": sorted(folders.IMAGE_SUFFIXES)}, Path(self.cfg.root or ""))
+        """The folder's resolved path, every file under it (relative path and size), and the image
+        suffixes added since ids were first recorded that its files have (src.data.identity)."""
+        hash_folder(digest, head, Path(self.cfg.root or ""), folders.IMAGE_SUFFIXES - folders.FIRST_SUFFIXES)
