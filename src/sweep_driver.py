@@ -80,6 +80,22 @@ def outside_hydra() -> Any:
             GlobalHydra.instance().initialize(running)
 
 
+# Settings that decide which images and labels a trial's train/val/test hold (src.data.identity): a
+# search over one of them has no one dataset to record.
+DATA_KEYS = tuple(f"dataset.{k}" for k in ("kind", "name", "root", "tv_name", "flag", "val_fraction", "test_fraction",
+                                            "split_seed"))
+
+
+def _data_identity(base: Any, params: dict[str, Any]) -> str | None:
+    """The identity of the data every trial trains on, for the study to record and check on resume;
+    None when the search moves the data itself or its files cannot be listed (the trial says why)."""
+    from src.data.identity import dataset_identity_or_none
+
+    if any(key in DATA_KEYS for key in params):
+        return None
+    return dataset_identity_or_none(base.dataset)
+
+
 @dataclass(frozen=True)
 class Space:
     """The search space and what every trial gets, checked: `params` (src.search.space's specs),
@@ -271,7 +287,8 @@ class ProjectSweep:
             return None, mode
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
         storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
-        study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives),
+        study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives,
+                                                                                 _data_identity(base_cfg, params)),
                            optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
         claim_out_dir(self.sweep_dir, study, self._where())
         # The sampler is built here, from its checked config, with the seed moved on.

@@ -237,6 +237,42 @@ def test_resume_that_measures_something_else_is_refused(one_trial_study, change,
     assert len(trials) == 1 and (trial_dir(out, 0) / "result.json").read_text() == before
 
 
+def test_a_study_resumed_on_changed_data_is_refused_naming_its_dataset_ids(tmp_path):
+    """Settings equal, data not: an image added to the folder between two invocations would put trials
+    of two datasets (and two val/test splits) in one front. An older study, recorded without the
+    data's identity, still resumes."""
+    from PIL import Image
+
+    from src.config import RunConfig
+    from src.search.study import open_study, study_identity
+    from src.sweep_driver import _data_identity
+
+    root = tmp_path / "photos"
+    for c, cls in enumerate(("cat", "dog")):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (60 * c + i, 0, 0)).save(root / cls / f"{i}.png")
+    cfg = RunConfig.from_dict({"dataset": {"kind": "imagefolder", "root": str(root)}})
+    space = {"optim.lr": {"interval": [1e-4, 1e-3]}}
+    before = _data_identity(cfg, space)
+    assert before and _data_identity(cfg, space | {"dataset.root": {"choice": [str(root)]}}) is None
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    open_study(storage, "s", ["maximize"], study_identity(cfg, space, ["val_acc"], before), None, url)
+    Image.new("RGB", (8, 8)).save(root / "dog" / "new.png")
+    after = _data_identity(cfg, space)
+    assert after != before
+    with pytest.raises(ConfigError) as err:
+        open_study(storage, "s", ["maximize"], study_identity(cfg, space, ["val_acc"], after), None, url)
+    line = str(err.value)
+    assert "\n" not in line and f"{before[:6]} -> {after[:6]}" in line and "hydra.sweeper.study_name" in line
+    # the same data resumes; a study recorded before the data's identity was resumes on any data
+    (root / "dog" / "new.png").unlink()
+    open_study(storage, "s", ["maximize"], study_identity(cfg, space, ["val_acc"], before), None, url)
+    open_study(storage, "old", ["maximize"], study_identity(cfg, space, ["val_acc"]), None, url)
+    open_study(storage, "old", ["maximize"], study_identity(cfg, space, ["val_acc"], after), None, url)
+
+
 @pytest.mark.slow
 def test_resume_with_a_changed_search_space_is_refused(tmp_path):
     out = tmp_path / "study"

@@ -1,8 +1,10 @@
 """One study, one experiment, one folder.
 
 A study records, when it is created, what its trials measure (its identity: the resolved training
-config less the searched keys and the settings that change no measurement, the objectives and the
-search space); a resume with anything else is refused, naming what differs. The sweep folder
+config less the searched keys and the settings that change no measurement, the objectives, the
+search space and the data's identity); a resume with anything else is refused, naming what differs.
+The data is checked by its identity, not its settings: an image added to the folder between two
+invocations would otherwise put trials of two datasets (and two val/test splits) in one front. The sweep folder
 belongs to one study (`study.json`): a second study there is refused.
 """
 
@@ -20,6 +22,7 @@ import optuna
 from optuna.storages import BaseStorage
 
 from src.config import ConfigError, RunConfig
+from src.data.identity import short_id
 from src.gate import STUDY_FILE
 from src.record.io import RESULT_FILE, write_json
 
@@ -32,14 +35,17 @@ TIMED = {"train_time_s": ("trainer.num_threads",)}
 OWNER_FILE = STUDY_FILE  # which study a sweep folder belongs to
 
 
-def study_identity(base: RunConfig, params: dict[str, Any], objectives: list[str]) -> dict[str, Any]:
+def study_identity(base: RunConfig, params: dict[str, Any], objectives: list[str],
+                   data: str | None = None) -> dict[str, Any]:
     """What a trial of this study measures: every training setting except the searched ones and
-    those that change no measurement, plus the objectives and the search space. JSON-shaped, so it
-    compares equal after a round trip through any storage."""
+    those that change no measurement, plus the objectives, the search space and `data`, the
+    dataset's identity (src.data.identity; None where it is not one dataset or cannot be read).
+    JSON-shaped, so it compares equal after a round trip through any storage."""
     timed = {k for o in objectives for k in TIMED.get(o, ())}
     config = {k: v for k, v in _flatten(base.to_dict()).items()
               if k not in params and (k in timed or not _not_measured(k))}
-    return json.loads(json.dumps({"config": config, "objectives": objectives, "params": params}, sort_keys=True))
+    out = {"config": config, "objectives": objectives, "params": params} | ({"data": data} if data else {})
+    return json.loads(json.dumps(out, sort_keys=True))
 
 
 def _not_measured(key: str) -> bool:
@@ -101,6 +107,12 @@ def open_study(storage: BaseStorage, name: str, directions: list[str], identity:
         study.set_user_attr("identity", identity)
         study.set_user_attr("uid", uuid.uuid4().hex)
         attrs = study.user_attrs
+    # A study recorded before its data was, or data that cannot be listed now, is not compared.
+    was, now = attrs["identity"].get("data"), identity.get("data")
+    if was and now and was != now:
+        raise ConfigError(f"study {name} in {where} was run on other data: dataset_id {short_id(was)} -> "
+                          f"{short_id(now)} (files of the dataset added, removed or resized since); its trials would "
+                          f"not answer this question on the data as it is now: restore the data, or {new_study}")
     diff = identity_diff(attrs["identity"], identity)
     if diff:
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
