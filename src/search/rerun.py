@@ -7,10 +7,13 @@ from typing import Any
 
 import optuna
 
+from src.config import RunConfig
+from src.data.identity import dataset_identity_or_none
 from src.gate import compose_train, to_run_config
 from src.record.schema import RunRecord
 from src.reporting.stats import format_ci, mean_ci
-from src.training.run import run
+from src.training import checkpoint
+from src.training.run import finished_run, run
 
 
 def _as_record(result: RunRecord | dict[str, Any]) -> RunRecord:
@@ -21,18 +24,33 @@ def rerun_pareto(
     study: optuna.Study, rows: list[dict[str, Any]], overrides: list[str], seeds: list[int], out: Path, group: str
 ) -> list[dict[str, Any]]:
     """Each Pareto-optimal configuration again on `seeds`, reported on test. Resumable: a seed whose
-    run already completed is kept by `run` (claim_run_dir), not trained again; it is refused there
-    when the data changed since, as any finished run is."""
+    run of this same config on the same data already finished is read back, not trained again. Every
+    seed's folder is checked before any trains: one that holds a finished re-run of another config
+    (other `rerun_overrides`, another dataset...) or on data that changed since, or a checkpoint of
+    one, is refused (ConfigError, one line naming the folder and what differs), and kept: never
+    reported as this re-run."""
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-    table = []
+    instead = (f"move {out} away to re-run the Pareto set with these settings, or give the re-run settings it was "
+               "run with (hydra.sweeper.rerun_overrides) to report it")
+    planned: list[tuple[optuna.trial.FrozenTrial, list[tuple[int, Path, RunConfig, RunRecord | None]]]] = []
     for row in rows:
         trial = by_number[row["trial"]]
-        results = []
+        seeds_of_trial = []
         for seed in seeds:
             run_dir = out / f"trial_{trial.number:04d}" / f"seed_{seed}"
-            cfg = compose_train(overrides + [f"{k}={v}" for k, v in trial.params.items()] + [f"seed={seed}"])
-            results.append(_as_record(run(to_run_config(cfg, group=f"{group}-rerun"), run_dir,
-                                          run_name=f"{group}-{trial.number}-s{seed}")))
+            cfg = to_run_config(compose_train(overrides + [f"{k}={v}" for k, v in trial.params.items()] + [f"seed={seed}"]),
+                                group=f"{group}-rerun")
+            data_id = dataset_identity_or_none(cfg.dataset)
+            kept = finished_run(run_dir, cfg, data_id, instead)
+            if kept is None and cfg.trainer.resume:  # another config's or data's checkpoint: refused now, not after others trained
+                checkpoint.latest(run_dir, cfg, data_id)
+            seeds_of_trial.append((seed, run_dir, cfg, None if kept is None else _as_record(kept)))
+        planned.append((trial, seeds_of_trial))
+    table = []
+    for trial, seeds_of_trial in planned:
+        results = [kept if kept is not None else
+                   _as_record(run(cfg, run_dir, run_name=f"{group}-{trial.number}-s{seed}"))
+                   for seed, run_dir, cfg, kept in seeds_of_trial]
         entry: dict[str, Any] = {"trial": trial.number, **trial.params, "seeds": seeds}
         for key in ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s"):
             values = [float(r.get(key)) for r in results if r.get(key) is not None]

@@ -35,7 +35,7 @@ from src.training.setup import seed_everything, setup
 log = logging.getLogger(__name__)
 
 # Also importable from here, where callers have always found them.
-__all__ = ["BestModel", "DivergedError", "EpochCallback", "RunDirTaken", "claim_run_dir", "preflight", "run",
+__all__ = ["BestModel", "DivergedError", "EpochCallback", "RunDirTaken", "claim_run_dir", "finished_run", "preflight", "run",
            "seed_everything"]
 
 
@@ -44,36 +44,45 @@ class RunDirTaken(ConfigError):
     run is refused."""
 
 
+def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
+                 instead: str = "choose another folder (hydra.run.dir=...) or move that one away") -> dict[str, Any] | None:
+    """The record of the finished run (completed or pruned) of this config on the data `data_id` that
+    the folder holds, to be kept and reported, never trained again; None when it holds no finished
+    run. A finished run of another config, or on other data, raises RunDirTaken, naming what differs
+    and then `instead` (what to do). Reads only: nothing is written."""
+    previous = run_dir / RESULT_FILE
+    if not (previous.is_file() and (status := finished_status(previous))):
+        return None
+    try:
+        changes = checkpoint.config_changes(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, cfg)
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        changes = [f"its {CONFIG_FILE} is missing or unreadable"]
+    if changes:
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: {instead}")
+    kept = read_json_object(previous)
+    saved = kept.get("dataset_id")
+    if saved and data_id and saved != data_id:
+        # its numbers are not this data's: reported as this run's, they would mislead
+        raise RunDirTaken(f"{run_dir} already holds a {status} run of this config on other data: "
+                          f"{cfg.dataset.root or cfg.dataset.kind} changed since (dataset_id {short_id(saved)} "
+                          f"-> {short_id(data_id)}); it is kept: restore the data to report it, or {instead}")
+    if not (saved and data_id):  # a record from before dataset_id, or data that cannot be listed
+        log.warning("%s: the data of its %s run could not be checked against the data now (dataset_id %s -> "
+                    "%s)", run_dir, status, short_id(saved), short_id(data_id))
+    log.info("%s already holds a %s run of this config: kept, not trained again (val_acc %s, test_acc %s)",
+             run_dir, kept.get("status"), kept.get("val_acc"), kept.get("test_acc"))
+    return kept
+
+
 def claim_run_dir(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any] | None:
     """What the folder holds, before anything is written into it: a finished run (completed or
     pruned) of this config on the data `data_id` is returned, to be kept and reported, never trained
     again; one of another config or on other data is refused (RunDirTaken); otherwise None, once the
     folder is known to be writable (ConfigError if not). A failed or killed run's folder is reused:
     its checkpoint, if any, resumes."""
-    previous = run_dir / RESULT_FILE
-    if previous.is_file() and (status := finished_status(previous)):
-        try:
-            changes = checkpoint.config_changes(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, cfg)
-        except (OSError, yaml.YAMLError, AttributeError, TypeError):
-            changes = [f"its {CONFIG_FILE} is missing or unreadable"]
-        if not changes:
-            kept = read_json_object(previous)
-            saved = kept.get("dataset_id")
-            if saved and data_id and saved != data_id:
-                # its numbers are not this data's: reported as this run's, they would mislead
-                raise RunDirTaken(f"{run_dir} already holds a {status} run of this config on other data: "
-                                  f"{cfg.dataset.root or cfg.dataset.kind} changed since (dataset_id {short_id(saved)} "
-                                  f"-> {short_id(data_id)}); it is kept: restore the data to report it, or choose another "
-                                  "folder (hydra.run.dir=...) to train on it as it is now")
-            if not (saved and data_id):  # a record from before dataset_id, or data that cannot be listed
-                log.warning("%s: the data of its %s run could not be checked against the data now (dataset_id %s -> "
-                            "%s)", run_dir, status, short_id(saved), short_id(data_id))
-            log.info("%s already holds a %s run of this config: kept, not trained again (val_acc %s, test_acc %s)",
-                     run_dir, kept.get("status"), kept.get("val_acc"), kept.get("test_acc"))
-            return kept
-        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
-        raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: choose "
-                          "another folder (hydra.run.dir=...) or move that one away")
+    if (kept := finished_run(run_dir, cfg, data_id)) is not None:
+        return kept
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir):

@@ -1,0 +1,92 @@
+"""The Pareto set's re-runs (src/search/rerun.py) read back a finished seed only when it is a run of the
+config the re-run composes now: one of another config (other `rerun_overrides`, ...) is refused in one
+line and kept, never reported as this re-run. In process, with a stand-in for training."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from src.config import ConfigError
+from src.record.io import CONFIG_FILE, RESULT_FILE, write_json
+from src.search import rerun as rerun_module
+from src.search.rerun import rerun_pareto
+from src.training import checkpoint
+from src.training.run import RunDirTaken
+
+BASE = ["logger=none", "trainer.epochs=2", "dataset.image_size=32", "dataset.train_per_class=5"]
+
+
+def _study() -> optuna.Study:
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(params={"optim.lr": 1e-3}, values=[0.5],
+                                              distributions={"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}))
+    return study
+
+
+@pytest.fixture
+def trained(monkeypatch):
+    """Training stood in for: the run folder gets the config and a completed record whose test_acc
+    is the config's epochs (so a read-back says which config it came from)."""
+    calls: list[Path] = []
+
+    def fake_run(cfg, run_dir: Path, run_name=None, on_epoch=None):
+        calls.append(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        record = {"status": "completed", "val_acc": 0.5, "test_acc": float(cfg.trainer.epochs), "seed": cfg.seed}
+        write_json(run_dir / RESULT_FILE, record)
+        return record
+
+    monkeypatch.setattr(rerun_module, "run", fake_run)
+    return calls
+
+
+def _rerun(tmp_path: Path, overrides: list[str], seeds=(7, 8)) -> list[dict]:
+    return rerun_pareto(_study(), [{"trial": 0}], BASE + overrides, list(seeds), tmp_path / "rerun", "study")
+
+
+def test_a_finished_rerun_of_the_same_config_is_read_back_not_trained_again(tmp_path, trained):
+    first = _rerun(tmp_path, [])
+    assert len(trained) == 2 and first[0]["test_acc_values"] == [2.0, 2.0]
+    again = _rerun(tmp_path, ["logger=none"])  # a setting that changes no number: the same runs
+    assert len(trained) == 2 and again == first
+
+
+def test_a_finished_rerun_of_another_config_is_refused_naming_the_folder_and_the_change_and_kept(tmp_path, trained):
+    _rerun(tmp_path, [])
+    seed_7 = tmp_path / "rerun" / "trial_0000" / "seed_7"
+    before = {p.name: p.read_bytes() for p in seed_7.iterdir()}
+    with pytest.raises(RunDirTaken) as refused:
+        _rerun(tmp_path, ["trainer.epochs=3"])
+    message = str(refused.value)
+    assert "\n" not in message and str(seed_7) in message and "trainer.epochs: 2 -> 3" in message
+    assert "rerun_overrides" in message and f"move {tmp_path / 'rerun'} away" in message
+    assert len(trained) == 2  # nothing trained
+    assert {p.name: p.read_bytes() for p in seed_7.iterdir()} == before  # the earlier re-run kept as it was
+    assert yaml.safe_load((seed_7 / CONFIG_FILE).read_text())["trainer"]["epochs"] == 2
+
+
+def test_every_seed_is_checked_before_any_trains(tmp_path, trained):
+    """A new seed beside one of another config: refused before the new seed trains."""
+    _rerun(tmp_path, [], seeds=(8,))
+    with pytest.raises(RunDirTaken, match="seed_8"):
+        _rerun(tmp_path, ["trainer.epochs=3"], seeds=(7, 8))
+    assert not (tmp_path / "rerun" / "trial_0000" / "seed_7").exists() and len(trained) == 1
+
+
+def test_an_interrupted_rerun_of_another_config_is_not_resumed_from_its_checkpoint(tmp_path, trained):
+    _rerun(tmp_path, [], seeds=(7,))
+    seed_7 = tmp_path / "rerun" / "trial_0000" / "seed_7"
+    old = yaml.safe_load((seed_7 / CONFIG_FILE).read_text())
+    write_json(seed_7 / RESULT_FILE, {"status": "interrupted", "seed": 7})
+    torch.save({"format": checkpoint.FORMAT, "config": json.dumps(checkpoint.numeric_config(old)),
+                "code": checkpoint.code_version(), "epoch": 0}, seed_7 / "checkpoint_epoch000.pt")
+    with pytest.raises(ConfigError, match=r"checkpoint_epoch000\.pt was written by another config \(trainer\.epochs: 2 -> 3\)"):
+        _rerun(tmp_path, ["trainer.epochs=3"], seeds=(7,))
+    assert len(trained) == 1 and (seed_7 / "checkpoint_epoch000.pt").is_file()
