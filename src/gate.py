@@ -144,7 +144,7 @@ def one_line(err: BaseException) -> ConfigError:
         return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
     if isinstance(err, OverrideParseException):  # the grammar's message alone does not say which override
         text = str(err.message).strip().splitlines()
-        return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}")
+        return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}{_quoting_hint(err.override)}")
     cause: BaseException | None = err
     while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type
         if isinstance(cause, OmegaConfBaseException):
@@ -152,6 +152,18 @@ def one_line(err: BaseException) -> ConfigError:
         cause = cause.__cause__ or cause.__context__
     text = str(err).strip()
     return ConfigError(text.splitlines()[0] if text else type(err).__name__)
+
+
+def _quoting_hint(override: Any) -> str:
+    """For `hydra.sweeper.rerun_overrides=[trainer.epochs=3]`: a list of overrides whose `=` Hydra's
+    grammar cannot read unquoted; the hint spells the command line that works."""
+    key, _, value = str(override).partition("=")
+    value = value.strip()
+    if key.lstrip("+~") != "hydra.sweeper.rerun_overrides" or not value.startswith("[") or "=" not in value:
+        return ""
+    items = [i.strip().strip("'\"") for i in value.removeprefix("[").removesuffix("]").split(",") if i.strip()]
+    quoted = ",".join(f'"{i}"' for i in items)
+    return f"; quote each override, and the whole argument for the shell: '{key}=[{quoted}]'"
 
 
 def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:

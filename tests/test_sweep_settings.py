@@ -171,6 +171,19 @@ def test_an_override_hydra_cannot_parse_is_named(tmp_path, monkeypatch):
         precheck(["-m", "sweep=default", "hydra.sweeper.rerun_overrides=[seed=3]"])
 
 
+def test_unquoted_rerun_overrides_are_refused_with_the_quoted_form_that_works(tmp_path, monkeypatch):
+    """`rerun_overrides=[trainer.epochs=3]` (as the docs once showed) cannot be parsed: the line says how to quote it,
+    and the form it shows is accepted."""
+    from src.gate import precheck
+
+    monkeypatch.chdir(tmp_path)
+    works = '\'hydra.sweeper.rerun_overrides=["trainer.epochs=3","optim.warmup_epochs=0"]\''
+    with pytest.raises(SettingError) as err:
+        precheck(["-m", "sweep=default", "hydra.sweeper.rerun_overrides=[trainer.epochs=3,optim.warmup_epochs=0]"])
+    assert str(err.value).endswith(f"; quote each override, and the whole argument for the shell: {works}")
+    precheck(["-m", "sweep=default", works.strip("'")])
+
+
 SWEEP = ["sweep=default", "dataset=digits"]
 
 
