@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
+import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -245,17 +248,78 @@ def test_upstream_failure_rate(tmp_path, monkeypatch, capsys, max_failure_rate):
     ("hydra.sweeper.worker_index=1", "hydra.sweeper.worker_index is not a setting for this app"),
     ("+hydra.sweeper.bogus=1", "hydra.sweeper.bogus is not a setting of hydra/sweeper=optuna"),
     ("hydra.sweeper.direction=upward", "hydra.sweeper.direction='upward': each must be minimize or maximize"),
+    ("hydra.sweeper.direction=[minimize,maximise]", "hydra.sweeper.direction=['minimize', 'maximise']: each must be"),
     ("hydra.sweeper.max_failure_rate=1.5", "hydra.sweeper.max_failure_rate=1.5 must be a number in [0, 1]"),
-    ("hydra.sweeper.pruner.name=median", None),
+    ("hydra.sweeper.n_trials=-1", "hydra.sweeper.n_trials=-1 must be an integer >= 1"),
+    ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 must be an integer >= 1"),
+    ("hydra.sweeper.pruner.name=bogus", "hydra.sweeper.pruner.name='bogus' is not allowed"),
+    ("hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.name=median judges one objective, not 2"),
+    ("hydra.sweeper.pruner.name=hyperband", "hydra.sweeper.pruner.name=hyperband judges one objective, not 2"),
     ("hydra/sweeper/sampler=cmaes", "cmaes"),
+    ("hydra.sweeper.storage=bogus://x", "hydra.sweeper.storage=bogus://x: NoSuchModuleError"),
+    ("hydra.sweeper.storage=sqlite:////nonexist/x.db", "hydra.sweeper.storage=sqlite:////nonexist/x.db: folder /nonexist does not exist"),
+    ("hydra.sweeper.storage=journal:/nonexist/x.log", "hydra.sweeper.storage=journal:/nonexist/x.log: folder /nonexist"),
+    # the search space: Optuna's own "`low <= high` must hold" names no key, and a step of 0 ran as 1
+    ("x=interval(5,-5)", "x=interval(5,-5): x's low=5.0 is above its high=-5.0"),
+    ("x=range(5,1)", "x=range(5,1): x's low=5 is above its high=1"),
+    ("x=tag(log,interval(0,5))", "x on a log scale needs low > 0 (low=0.0)"),
+    ("x=range(0,5,0)", "x=range(0,5,0): x's step=0 must be > 0"),
+    ("x=shuffle(range(5,1))", "x needs at least one choice"),
+    ("hydra.sweeper.params.x='choice()'", "x=choice(): ValueError while evaluating 'choice()': empty choice is not legal"),
 ])
 def test_a_bad_setting_for_any_app_ends_the_sweep_with_a_line_naming_the_key(tmp_path, monkeypatch, capsys, override, says):
+    """Before any trial: `error: <the line>` alone on stderr and exit 2, as src.train ends (src/exits.py)."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
     code = multirun(monkeypatch, "pareto.binh_korn", f"hydra.sweep.dir={tmp_path}", override)
-    err = capsys.readouterr().err
-    if says is None:  # median judges one objective: binh_korn has two
-        says = "hydra.sweeper.pruner.name=median judges one objective, not 2"
-    last = err.strip().splitlines()[-1]  # Hydra prints the traceback above it (src.train's driver: the line alone)
-    assert code == 1 and says in last and last.startswith("hydra_plugins.ft_optuna_sweeper.errors.SettingError"), err
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("[")]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no trial ran
+
+
+def _stall(tmp_path: Path, *args: str) -> subprocess.Popen:
+    """tests/apps/stall in a fresh process, its trials' start marks in tmp_path/marks."""
+    from tests.cli import REPO, env
+
+    (tmp_path / "marks").mkdir(exist_ok=True)
+    return subprocess.Popen([sys.executable, str(APPS / "stall" / "app.py"), "-m", f"hydra.sweep.dir={tmp_path / 'out'}",
+                             f"marks={tmp_path / 'marks'}", f"hydra.sweeper.storage=sqlite:///{tmp_path / 'r1.db'}",
+                             "hydra.sweeper.study_name=r1", *args], cwd=REPO,
+                            env={k: v for k, v in env().items() if k != "HYDRA_FULL_ERROR"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("signum, by, code", [(signal.SIGINT, "Ctrl-C", 130), (signal.SIGTERM, "SIGTERM", 143)])
+def test_a_signal_during_a_trial_fails_it_as_interrupted_and_a_rerun_continues_the_study(tmp_path, signum, by, code):
+    """Ctrl-C or SIGTERM during trial 1 of a stored study: one line and 128 + the signal, trial 1
+    FAIL and marked `interrupted` as src.train marks it (not RUNNING for good); the same command
+    again continues the study, trial 1's parameters first, and leaves nothing running."""
+    proc = _stall(tmp_path, "stall_at=1")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "marks" / "1").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    said = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
+    assert proc.returncode == code and len(said) == 1, err
+    assert said[0].startswith(f"interrupted by {by}: 1 finished trial of study r1 recorded in sqlite:///"), said
+    assert "trial 1 stopped, runs again first on resume" in said[0]
+    storage = f"sqlite:///{tmp_path / 'r1.db'}"
+    trials = optuna.load_study(study_name="r1", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[1].user_attrs["interrupted"] is True
+
+    again = _stall(tmp_path, "hydra.sweeper.n_trials=2")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    trials = optuna.load_study(study_name="r1", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]  # 1.3: n_trials more each time
+    assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
+
+
+def test_a_bad_setting_in_another_app_is_one_line_and_exit_2_in_a_fresh_process(tmp_path):
+    """What the user sees, Hydra's own printing included (HYDRA_FULL_ERROR unset)."""
+    proc = _stall(tmp_path, "x=interval(5,-5)")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and err.strip().splitlines() == ["error: x=interval(5,-5): x's low=5.0 is above its high=-5.0"], err
 
 
 # --- a lightning-hydra-template `hparams_search` config, and the plugin without this project -------------

@@ -90,14 +90,40 @@ def _open(sweep_dir: str, number: int) -> StepJudge:
 
 
 def open_storage(url: str | None) -> Any:
-    """The study's storage: in memory (None), a journal file (`journal:/path/file.log`) or a database URL."""
+    """The study's storage: in memory (None), a journal file (`journal:/path/file.log`) or a database URL.
+    One that cannot be opened is a SettingError naming hydra.sweeper.storage, not SQLAlchemy's traceback."""
     if url is None:
         return optuna.storages.InMemoryStorage()
+    where = f"hydra.sweeper.storage={url.split('@')[-1]}"  # no password in the line
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return optuna.storages.RDBStorage(url)
+        path = Path(url.removeprefix("journal:"))
+        if not path.parent.is_dir():
+            raise SettingError(f"{where}: folder {path.parent} does not exist")
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as err:
+            raise SettingError(f"{where}: {_first_line(err)}") from None
+    import sqlalchemy
+
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+        if url.startswith("sqlite") and database and database != ":memory:" and not Path(database).parent.is_dir():
+            raise SettingError(f"{where}: folder {Path(database).parent} does not exist")
+        return optuna.storages.RDBStorage(url)
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ImportError, ValueError) as err:
+        if isinstance(err, SettingError):
+            raise
+        raise SettingError(f"{where}: {_first_line(err)} (expected sqlite:///file.db, journal:/path/file.log "
+                           "or a database URL such as postgresql+psycopg://user@host/db)") from None
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        raise SettingError(f"{where}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def save_study_file(sweep_dir: Path, study: optuna.Study, storage: Any, mode: str, spec: PruneSpec) -> None:

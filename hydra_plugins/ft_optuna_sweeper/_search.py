@@ -22,6 +22,7 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from hydra_plugins.ft_optuna_sweeper.ending import Interrupted, signum_of
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 from hydra_plugins.ft_optuna_sweeper.space import spec_from_config, suggest
 
@@ -46,6 +47,7 @@ class Plan:
     max_failed: int  # 0: no count of its own
     custom: Callable[[Any, optuna.Trial], None] | None = None  # 1.3's custom_search_space hook
     config: Any = None  # what the hook gets: the sweeper's composed config
+    storage: str | None = None  # hydra.sweeper.storage (None: in memory), for the line of a stopped sweep
 
 
 def space_from_config(search_space: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -64,15 +66,35 @@ def space_from_config(search_space: Mapping[str, Any] | None, params: Mapping[st
 
 def run(plan: Plan, launch: Launch) -> None:
     """`n_trials` trials, `n_jobs` at a time; raises the first failed job's exception when a batch
-    fails above `max_failure_rate` (or when `max_failed` trials failed)."""
+    fails above `max_failure_rate` (or when `max_failed` trials failed). Ctrl-C or SIGTERM (here or in
+    a job) fails the batch's trials not yet told, marked `interrupted` as src.train marks them (a
+    stored study would otherwise keep them RUNNING for good), and raises ending.Interrupted saying
+    what the study holds; the next invocation runs their parameters first (within its n_trials)."""
+    requeue_interrupted(plan.study)
     left, failed = plan.n_trials, 0
     while left > 0:
-        batch = [plan.study.ask() for _ in range(min(plan.n_jobs, left))]
-        overrides = [_configure(plan, trial) for trial in batch]
-        returns: list[Any] = []
-        for start, end in _runs([t.number for t in batch]):
-            returns += list(launch(overrides[start:end], batch[start].number))
-        failures = [ret for trial, ret in zip(batch, returns) if not _tell(plan.study, trial, ret)]
+        batch: list[optuna.Trial] = []
+        told: set[int] = set()
+        failures: list[Any] = []
+        try:
+            for _ in range(min(plan.n_jobs, left)):
+                batch.append(plan.study.ask())
+            overrides = [_configure(plan, trial) for trial in batch]
+            returns: list[Any] = []
+            for start, end in _runs([t.number for t in batch]):
+                returns += list(launch(overrides[start:end], batch[start].number))
+            for trial, ret in zip(batch, returns):
+                if not _tell(plan.study, trial, ret):
+                    failures.append(ret)
+                told.add(trial.number)
+        except BaseException as err:
+            stopped = isinstance(err, KeyboardInterrupt)
+            for trial in batch:
+                if trial.number not in told:
+                    _fail_untold(plan.study, trial, interrupted=stopped)
+            if stopped:
+                raise Interrupted(signum_of(err), recorded(plan)) from None
+            raise
         failed += len(failures)
         too_many = len(failures) / len(returns) > plan.max_failure_rate or bool(plan.max_failed and failed >= plan.max_failed)
         if failures and too_many:
@@ -81,6 +103,47 @@ def run(plan: Plan, launch: Launch) -> None:
             failures[0].return_value  # noqa: B018  (raises the job's own exception, with its traceback)
             raise RuntimeError(f"trial failed: {failures[0].overrides}")  # a return value that was no objective
         left -= len(batch)
+
+
+def _fail_untold(study: optuna.Study, trial: optuna.Trial, interrupted: bool) -> None:
+    """A trial whose job did not end (stopped, or the batch raised): FAIL, not RUNNING for good. A
+    storage that cannot be written now leaves it as it is: the error that stopped the sweep says more."""
+    try:
+        if interrupted:
+            trial.set_user_attr("interrupted", True)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+    except Exception as err:  # noqa: BLE001
+        log.warning("trial %d could not be recorded as failed: %s", trial.number, err)
+
+
+def requeue_interrupted(study: optuna.Study) -> None:
+    """Trials stopped by Ctrl-C or SIGTERM are failed in the study; their parameters are queued once
+    more, so that a resumed sweep finishes what was interrupted (src.search.results does the same)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for t in trials:
+        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            log.info("trial %d was interrupted: its parameters run again", t.number)
+
+
+def recorded(plan: Plan) -> str:
+    """What an interrupted sweep leaves behind, and how to go on: for its one-line message."""
+    study = plan.study
+    if plan.storage is None:
+        return f"study {study.study_name} was in memory (hydra.sweeper.storage=null): nothing is kept"
+    try:
+        trials = study.get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
+        return f"study {study.study_name} is in {plan.storage.split('@')[-1]}; run the same command to resume"
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    stopped = [t.number for t in trials if t.user_attrs.get("interrupted") and t.state == TrialState.FAIL
+               and t.number not in {u.user_attrs.get("retry_of") for u in trials}]
+    again = (f"; trial{'s' * (len(stopped) > 1)} {', '.join(map(str, stopped))} stopped, run{'s' * (len(stopped) == 1)} "
+             "again first on resume") if stopped else ""
+    where = plan.storage.split("@")[-1]  # no password in the line
+    return (f"{done} finished trial{'s' * (done != 1)} of study {study.study_name} recorded in {where}{again}; "
+            "run the same command to resume")
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, int]]:

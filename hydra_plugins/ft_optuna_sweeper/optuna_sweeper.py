@@ -81,8 +81,10 @@ class OptunaSweeper(Sweeper):
             from hydra.utils import get_class
 
             return get_class(driver)(self).sweep(arguments)
-        self._check()
-        return self._search(arguments)
+        from hydra_plugins.ft_optuna_sweeper import ending
+
+        # every setting checked before the first trial; a bad one, Ctrl-C or SIGTERM: one line, an exit code
+        return ending.run(lambda: self._search(arguments))
 
     def _check(self) -> None:
         """The settings a task scored by its return value takes, each refused in one line."""
@@ -116,6 +118,7 @@ class OptunaSweeper(Sweeper):
         from hydra_plugins.ft_optuna_sweeper._pruners import optuna_pruner, resolve
         from hydra_plugins.ft_optuna_sweeper.space import grid_choices, split_space
 
+        self._check()
         directions = self.directions()
         spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
         mode = resolve(spec, len(directions))
@@ -140,7 +143,7 @@ class OptunaSweeper(Sweeper):
                            n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
                            max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
                            custom=get_method(self.custom_search_space) if self.custom_search_space else None,
-                           config=self.config)
+                           config=self.config, storage=self.storage)
         key = str(self.sweep_dir.resolve())
         report.save_study_file(self.sweep_dir, study, self.storage, mode, spec)
         report.LIVE[key] = (study, storage, mode, spec)

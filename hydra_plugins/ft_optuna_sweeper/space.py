@@ -46,20 +46,49 @@ def split_space(arguments: list[str]) -> tuple[dict[str, dict[str, Any]], list[s
     """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
     fixed overrides every job gets. A key given twice as the same kind: the later one wins, as in
     Hydra. A key both swept and fixed: the fixed value wins, wherever each was given (1.3)."""
+    from hydra.errors import OverrideParseException
+
     params: dict[str, dict[str, Any]] = {}
     fixed: dict[str, str] = {}
-    for text, override in zip(arguments, OverridesParser.create().parse_overrides(arguments)):
+    for text in arguments:
+        try:
+            (override,) = OverridesParser.create().parse_overrides([text])
+        except OverrideParseException as err:  # e.g. choice() in hydra.sweeper.params: Hydra's own words, one line
+            raise SettingError(f"{text}: {' '.join(str(err).splitlines()[1:2]) or err}") from None
         key = override.get_key_element()
         spec = param_spec(override, text)
         if spec is None:
             fixed.pop(key, None)
             fixed[key] = text
         else:
-            params[key] = spec
+            params[key] = check_spec(key, spec, text)
     for key in params.keys() & fixed.keys():
         log.warning("%s is both swept and fixed: the fixed %s wins (as in hydra-optuna-sweeper 1.3)", key, fixed[key])
         del params[key]
     return params, list(fixed.values())
+
+
+def check_spec(key: str, spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """`spec`, or a SettingError naming the key where Optuna would refuse it only when the first trial
+    asks for a value (`low <= high` must hold, without the key) or would run something else (a
+    step of 0 taken as 1). `where`: the override or config entry that gave it."""
+    if spec["type"] == "categorical":
+        if not spec["choices"]:
+            raise SettingError(f"{where}: {key} needs at least one choice")
+        return spec
+    low, high, step = spec["low"], spec["high"], spec.get("step")
+    for name, v in (("low", low), ("high", high), ("step", step)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise SettingError(f"{where}: {key}'s {name}={v!r} is not a number")
+    if low > high:
+        raise SettingError(f"{where}: {key}'s low={low} is above its high={high}")
+    if spec.get("log") and low <= 0:
+        raise SettingError(f"{where}: {key} on a log scale needs low > 0 (low={low})")
+    if step is not None and step <= 0:
+        raise SettingError(f"{where}: {key}'s step={step} must be > 0")
+    if step is not None and spec.get("log") and spec["type"] == "int" and step != 1:
+        raise SettingError(f"{where}: {key} on a log scale takes no step (step={step})")
+    return spec
 
 
 def spec_from_config(key: str, given: Any) -> dict[str, Any]:
@@ -82,7 +111,7 @@ def spec_from_config(key: str, given: Any) -> dict[str, Any]:
     spec = {"type": kind, "low": given["low"], "high": given["high"], "log": bool(given.get("log", False))}
     if given.get("step") is not None:
         spec["step"] = given["step"]
-    return spec
+    return check_spec(key, spec, where)
 
 
 def distribution(spec: Mapping[str, Any]) -> Any:
