@@ -16,7 +16,6 @@ import dataclasses
 import functools
 import itertools
 import shutil
-import tempfile
 import typing
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, config_error, structured
-from src.record.io import RESULT_FILE, finished_status
+from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
 from src.training.preflight import preflight
 
@@ -311,16 +310,10 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     if key == "paths.output_dir" and not value.strip():  # `${paths.output_dir}/outputs` would be /outputs
         raise ConfigError(f"paths.output_dir={value!r}: expected a folder ('.' for the current one)")
     prefix = value.split("${", 1)[0]
-    existing = Path(prefix or ".").absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(f"{key}={value}: {existing} is a file, not a folder")
     try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        raise ConfigError(f"{key}={value}: cannot write in {existing} ({err.strerror or err})") from None
+        existing = writable_home(Path(prefix or ".").absolute())
+    except ValueError as err:
+        raise ConfigError(f"{key}={value}: {err}") from None
     free = shutil.disk_usage(existing).free
     if free < MIN_FREE:  # Hydra would fail writing the job's config, with its traceback
         raise ConfigError(f"{key}={value}: {existing} has {free // 1024} KiB free, not enough to start "

@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from src.data.folders import IMAGE_SUFFIXES, image_files
 from src.data.paths import one_line, shown
 from src.data.splits import Split
 from src.models import normalization
-from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, write_text
+from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, writable_home, write_text
 from src.training.engine import predict
 from src.training.checkpoint import BEST_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
 CSV_HEAD = ("path", "class", "probability")
@@ -254,16 +253,10 @@ def check_out(out: Path) -> None:
     PredictError, one line naming it; nothing is created here (the write makes missing folders)."""
     if out.is_dir():
         raise PredictError(f"--out {shown(out)} is a folder, not a file")
-    existing = out.parent
-    while not existing.exists() and existing != existing.parent:  # the nearest part of the path that exists
-        existing = existing.parent
-    if not existing.is_dir():
-        raise PredictError(f"--out {shown(out)}: {shown(existing)} is a file, not a folder")
     try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as err:
-        raise PredictError(f"--out {shown(out)}: cannot write in {shown(existing)} ({err.strerror or err})") from None
+        writable_home(out.parent)
+    except ValueError as err:
+        raise PredictError(f"--out {shown(out)}: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

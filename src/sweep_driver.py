@@ -263,7 +263,8 @@ class ProjectSweep:
         from src.search import launched
         from src.search.pruning import PruneSpec, optuna_pruner, resolve
         from src.search.rerun_settings import check_rerun, search_seeds
-        from src.search.results import DONE, requeue_interrupted
+        from hydra_plugins.ft_optuna_sweeper._search import requeue_interrupted
+        from src.search.results import DONE
         from src.search.space import OBJECTIVES, check_objectives
         from src.search.storage import make_storage
         from src.search.study import claim_out_dir, open_study, study_identity

@@ -118,7 +118,8 @@ def _fail_untold(study: optuna.Study, trial: optuna.Trial, interrupted: bool) ->
 
 def requeue_interrupted(study: optuna.Study) -> None:
     """Trials stopped by Ctrl-C or SIGTERM are failed in the study; their parameters are queued once
-    more, so that a resumed sweep finishes what was interrupted (src.search.results does the same)."""
+    more, so that a resumed sweep finishes what was interrupted instead of sampling something else
+    (src.train's sweep uses this too)."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:

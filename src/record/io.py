@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -151,6 +152,23 @@ def write_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         if full is not None:
             raise full from None
         raise
+
+
+def writable_home(path: Path) -> Path:
+    """The nearest folder of `path` that exists (itself, or the closest existing parent: missing
+    folders are made by the write), checked to take a file. ValueError saying why not, in words a
+    one-line error can end with: "X is a file, not a folder" or "cannot write in X (reason)"."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"cannot write in {existing} ({err.strerror or err})") from None
+    return existing
 
 
 def write_text(path: Path, text: str) -> None:

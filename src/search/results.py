@@ -89,17 +89,6 @@ def settle_stale(study: optuna.Study, storage: Heartbeats, objectives: list[str]
     return settled
 
 
-def requeue_interrupted(study: optuna.Study) -> None:
-    """Trials stopped by Ctrl-C or SIGTERM are failed in the study; queue their parameters once more
-    so that a resumed sweep finishes what was interrupted instead of sampling something else."""
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs.get("retry_of") for t in trials}
-    for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-            log.info("trial %d was interrupted: its parameters run again", t.number)
-
-
 def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[str, Any]:
     """What the search cost: trials by state, epochs trained (of all trials, pruned included), best value.
     Surplus trials (a budget place taken by another worker first) trained nothing and are left out."""
