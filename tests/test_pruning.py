@@ -67,7 +67,7 @@ def test_reporter_waits_for_startup_and_after_then_prunes_dominated_trials():
     spec = PruneSpec(name="dominated", after=2, startup=2)
     _finished(study, [[0.5, 10.0], [0.9, 20.0], [0.95, 30.0]])
     trial = study.ask()
-    reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "dominated", spec, running_best=True)
+    reporter = EpochReporter(study, trial, ["val_acc", "train_flops"], "dominated", spec, running_best=True, epochs=4)
     assert reporter(_record(0, 0.1, 10.0)) is None
     assert reporter(_record(1, 0.2, 20.0)) is None  # dominated, but only one trial has finished (startup 2)
     _finished(study, [[0.6, 10.0], [0.7, 20.0], [0.8, 30.0]])
@@ -89,7 +89,7 @@ def test_dominated_with_one_objective_judges_accuracy_alone():
     assert dominating_trial(1, 0.85, None, finished, 0.0) == 0
     spec = PruneSpec(name="dominated", after=1, startup=2)
     trial = study.ask()
-    reporter = EpochReporter(study, trial, ["val_acc"], "dominated", spec, running_best=True)
+    reporter = EpochReporter(study, trial, ["val_acc"], "dominated", spec, running_best=True, epochs=3)
     assert reporter(_record(0, 0.75, 1e12)) is None  # ahead at epoch 1: goes on (cost is no objective here)
     assert re.search(r"dominated after epoch 2 by trial 0: val_acc 0.8500 is no better$",
                      reporter(_record(1, 0.85, 2e12)) or "")
@@ -134,15 +134,15 @@ def test_reporter_with_median_pruner_stops_below_median_trials():
     spec = PruneSpec(name="median", after=1, startup=2)
     for accs in ([0.5, 0.6], [0.7, 0.8]):
         trial = study.ask()
-        r = EpochReporter(study, trial, ["val_acc"], "median", spec, running_best=True)
+        r = EpochReporter(study, trial, ["val_acc"], "median", spec, running_best=True, epochs=2)
         for k, a in enumerate(accs):
             assert r(_record(k, a, 0.0)) is None
         study.tell(trial, accs[-1])
     good = study.ask()
-    r = EpochReporter(study, good, ["val_acc"], "median", spec, running_best=True)
+    r = EpochReporter(study, good, ["val_acc"], "median", spec, running_best=True, epochs=2)
     assert r(_record(0, 0.9, 0.0)) is None  # above the median of 0.5 and 0.7: goes on
     bad = study.ask()
-    r = EpochReporter(study, bad, ["val_acc"], "median", spec, running_best=True)
+    r = EpochReporter(study, bad, ["val_acc"], "median", spec, running_best=True, epochs=2)
     assert re.search("median pruner after epoch 1", r(_record(0, 0.4, 0.0)) or "")
 
 
@@ -156,7 +156,7 @@ def test_mean_ci_matches_the_t_distribution():
 
 def test_reporter_takes_a_metrics_line_as_written_too():
     study = optuna.create_study(direction="maximize")
-    reporter = EpochReporter(study, study.ask(), ["val_acc"], "none", PruneSpec(name="none"), running_best=True)
+    reporter = EpochReporter(study, study.ask(), ["val_acc"], "none", PruneSpec(name="none"), running_best=True, epochs=1)
     assert reporter({"schema_version": 2, "epoch": 0, "val_acc": 0.5, "lr/head": 0.1}) is None
     assert reporter.curve == [[0.5, math.nan]] or (reporter.curve[0][0] == 0.5 and math.isnan(reporter.curve[0][1]))
 
@@ -323,3 +323,73 @@ def test_early_signal_rules_synchronous_see_every_trial_asynchronous_only_the_ea
     assert bench.rule_outcome(late, rule, "val_acc", synchronous=False) == (pytest.approx(-15.0), pytest.approx(100 / 160))
     # val_loss is ranked lower-is-better: the same ranking here, so the same outcome.
     assert bench.rule_outcome(curves, rule, "val_loss", synchronous=True) == bench.rule_outcome(curves, rule, "val_acc", synchronous=True)
+
+
+def _sweep_curves(mode: str, spec: PruneSpec, epochs: int, curves: list[list[float]]) -> list[tuple[str, int]]:
+    """Each curve (val acc per epoch, judged as it is: no running best) run as one trial of a study
+    with the pruner src.train builds: (state, epochs trained) per trial."""
+    from src.search.pruning import optuna_pruner
+
+    study = optuna.create_study(study_name="sweep", direction="maximize", pruner=optuna_pruner(mode, spec, epochs))
+    out = []
+    for accs in curves:
+        trial = study.ask()
+        reporter = EpochReporter(study, trial, ["val_acc"], mode, spec, running_best=False, epochs=epochs)
+        for k, acc in enumerate(accs[:epochs]):
+            if reporter(_record(k, acc, float(k + 1))):
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                out.append(("pruned", k + 1))
+                break
+        else:
+            study.tell(trial, accs[epochs - 1])
+            out.append(("complete", epochs))
+    return out
+
+
+@pytest.mark.parametrize("mode, epochs, after", [("dominated", 2, 1), ("dominated", 4, 1), ("median", 2, 2),
+                                                 ("median", 4, 4), ("halving", 4, 1), ("hyperband", 3, 1),
+                                                 ("hyperband", 4, 1)])
+def test_no_rule_stops_a_trial_after_its_last_epoch(mode, epochs, after):
+    # Each trial is ahead of those before it until its last epoch, then behind them all (median
+    # judges a trial's best so far: with after = epochs the last epoch is its first judgement).
+    # Judged there, all but the first would be stopped having trained in full.
+    curves = [[0.5 + 0.01 * i] * (epochs - 1) + [0.4 - 0.02 * i] for i in range(12)]
+    if mode == "median":
+        curves = [[0.5 - 0.02 * i] * epochs for i in range(12)]
+    spec = PruneSpec(name=mode, after=after, startup=1)
+    assert _sweep_curves(mode, spec, epochs, curves) == [("complete", epochs)] * 12
+    # The same rule does stop trials that fall behind before their last epoch.
+    early = [[0.5 - 0.02 * i] * epochs for i in range(12)]
+    spec = PruneSpec(name=mode, after=1, startup=1)
+    assert any(state == "pruned" and k < epochs for state, k in _sweep_curves(mode, spec, epochs, early))
+
+
+@pytest.mark.parametrize("after, epochs, rungs", [(1, 4, {1, 3}), (2, 4, {2}), (2, 8, {2, 6}), (1, 10, {1, 3, 9})])
+def test_hyperband_judges_after_epoch_after_and_then_every_third_power_like_halving(after, epochs, rungs):
+    # Each trial worse than the one before from its first epoch: stopped at the first rung it meets in
+    # its bracket (Hyperband's brackets start at after, 3 x after, ...: their rungs are halving's).
+    curves = [[1.0 - 0.02 * i] * epochs for i in range(40)]
+    spec = PruneSpec(name="hyperband", after=after)
+    stopped = {k for state, k in _sweep_curves("hyperband", spec, epochs, curves) if state == "pruned"}
+    assert stopped and stopped <= {r for r in rungs if r < epochs} and after in stopped
+    assert {e - 1 for e in rungs if e < epochs} == set(halving_rungs(after, epochs))  # the same rungs as halving
+
+
+def test_plugin_hyperband_judges_steps_counted_from_one_like_its_halving():
+    """The plugin's pruner for any app: report(step, ...) with steps from 0; `after` counts steps done."""
+    from hydra_plugins.ft_optuna_sweeper._pruners import StepJudge, optuna_pruner as plugin_pruner
+
+    spec = PruneSpec(name="hyperband", after=2)
+    study = optuna.create_study(study_name="sweep", direction="maximize", pruner=plugin_pruner("hyperband", spec))
+    stopped = set()
+    for i in range(40):
+        trial = study.ask()
+        judge = StepJudge(study, trial, "hyperband", spec)
+        for step in range(8):
+            if judge(step, [1.0 - 0.02 * i]):
+                stopped.add(step)
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, 1.0 - 0.02 * i)
+    assert stopped and stopped <= {1, 5}  # after 2 and 6 steps, as halving's rungs (is_rung)

@@ -2,7 +2,10 @@
 objective) each step (__report.py), and the pruner named by `hydra.sweeper.pruner.name` judges it.
 
 - median, hyperband: Optuna's own pruners (one objective: Optuna keeps no intermediate values for
-  several).
+  several). Hyperband counts steps done (step s is s + 1 of them), so its rungs are halving's.
+
+`report` is not told the task's last step, so any rule may judge it (src.train's EpochReporter,
+which knows the epochs, never does).
 - halving: successive halving (halving.py). At steps after, 3*after, 9*after, ... (counted from 1:
   step s is the (s+1)-th report) a trial goes on only if it is in the top third of every trial that
   reached that step, running ones included. With two objectives it ranks by Pareto rank, then by
@@ -17,6 +20,7 @@ on other machines judge against the same trials.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import optuna
@@ -45,9 +49,24 @@ def optuna_pruner(mode: str, spec: PruneSpec) -> optuna.pruners.BasePruner:
     """The study's Optuna pruner: Optuna's own for median and hyperband, else none (ours do not go through Optuna)."""
     if mode == "median":  # steps count from 0: step `after - 1` is the first that may prune
         return optuna.pruners.MedianPruner(n_startup_trials=spec.startup, n_warmup_steps=spec.after - 1)
-    if mode == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=spec.after, reduction_factor=HALVING_RATE)
+    if mode == "hyperband":  # max_resource "auto": the steps of the first trial to complete
+        return EpochsHyperband(min_resource=spec.after, reduction_factor=HALVING_RATE)
     return optuna.pruners.NopPruner()
+
+
+class EpochsHyperband(optuna.pruners.HyperbandPruner):
+    """Optuna's Hyperband with each step counted as the resource used so far: step s (0-based, as
+    reports number epochs) is s + 1 steps done. Optuna compares the step number itself with its
+    rungs (min_resource x 3^i), so with 0-based steps `min_resource=after` would first judge after
+    step `after + 1` (counted from 1), one later than halving and median. The trial's reports stay
+    as they were (step s in the study and the dashboard); only what the pruner sees is shifted."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.last_step is None:
+            return False
+        done = copy.copy(trial)  # the same trial (id, rung attributes) with steps counted from 1
+        done.intermediate_values = {step + 1: value for step, value in trial.intermediate_values.items()}
+        return super().prune(study, done)
 
 
 def as_point(values: Sequence[float], directions: Sequence[str]) -> tuple[float, float]:

@@ -29,6 +29,7 @@ import optuna
 
 from src.config import ConfigError
 from src.record.schema import EpochRecord
+from hydra_plugins.ft_optuna_sweeper._pruners import EpochsHyperband
 from hydra_plugins.ft_optuna_sweeper.halving import (HALVING_RATE, dominates, halving_keeps, halving_rungs, pareto_ranks,
                                                       spread_order)
 from src.search.prune_spec import PruneSpec
@@ -62,11 +63,13 @@ def resolve(spec: PruneSpec, objectives: list[str]) -> str:
 
 
 def optuna_pruner(name: str, spec: PruneSpec, epochs: int) -> optuna.pruners.BasePruner:
+    """The study's Optuna pruner: Optuna's own for median and hyperband, else none."""
     if name == "median":
         # Optuna's steps are our 0-based epochs: step `after - 1` is the first that may prune.
         return optuna.pruners.MedianPruner(n_startup_trials=spec.startup, n_warmup_steps=spec.after - 1)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=spec.after, max_resource=epochs, reduction_factor=3)
+        # Resources are epochs trained (step + 1): first rung after epoch `after`, a trial's budget `epochs`.
+        return EpochsHyperband(min_resource=spec.after, max_resource=epochs, reduction_factor=HALVING_RATE)
     return optuna.pruners.NopPruner()  # none, or our own rule (which does not go through Optuna)
 
 
@@ -85,13 +88,15 @@ def dominating_trial(
 
 class EpochReporter:
     """run()'s `on_epoch` for one trial: records the curve, and returns why the trial should stop
-    now when the rule says so (None: go on)."""
+    now when the rule says so (None: go on). `epochs` is the trial's whole run: no rule judges its
+    last epoch, since stopping a trial that has trained in full would only throw its result away."""
 
     def __init__(
         self, study: optuna.Study, trial: optuna.Trial, objectives: list[str], mode: str, spec: PruneSpec,
-        running_best: bool, epochs: int = 0,
+        running_best: bool, *, epochs: int,
     ):
         self.study, self.trial, self.objectives, self.mode, self.spec = study, trial, objectives, mode, spec
+        self.epochs = epochs
         self.rungs = halving_rungs(spec.after, epochs)
         self.running_best = running_best  # the run keeps its best epoch: judge that, not the last one
         self.curve: list[list[float]] = []
@@ -111,7 +116,8 @@ class EpochReporter:
             # Optuna's convention (its pruners, optuna-dashboard's intermediate values): one value
             # per step. Optuna has no intermediate values for a multi-objective study.
             self.trial.report(self.best, k)
-        if self.mode == "none" or k + 1 < self.spec.after:
+        # Every rule passes here: none judges before epoch `after` nor at the last one.
+        if self.mode == "none" or k + 1 < self.spec.after or k + 1 >= self.epochs:
             return None
         if self.mode in ("median", "hyperband"):
             if self.trial.should_prune():
