@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
-from src.search.storage import GuardedJournalFile, make_storage
+from src.search.storage import GuardedJournalFile, RetryStaleTrial, make_storage
 from src.search.storage_damage import DamagedStorage
 
 from tests.cli import env
@@ -245,3 +245,24 @@ def test_the_sweep_cli_refuses_a_damaged_storage_in_one_line(journal, sqlite, tm
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
     assert lines[0].startswith(f"error: the study storage {path} is damaged: ")
     assert _digest(path) == before and not list(out.glob("*_layerwise"))
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_a_dead_trial_is_queued_once_and_the_log_says_when_it_is_not(caplog):
+    study = optuna.create_study(direction="maximize")
+    retry = RetryStaleTrial(max_retry=1)
+    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1)})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    with caplog.at_level("WARNING", logger="src.search.storage"):
+        retry(study, study.trials[0])
+    assert "trial 0: its worker stopped sending heartbeats; failed, and its parameters queued once more" in caplog.text
+    again = study.ask()  # the queued retry
+    assert again.number == 1 and again.user_attrs["retry_of"] == 0
+    study.tell(again, state=optuna.trial.TrialState.FAIL)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="src.search.storage"):
+        retry(study, study.trials[1])
+    assert "queued once more" not in caplog.text
+    assert "trial 1: its worker stopped sending heartbeats; failed, and not queued again: it was already a " \
+           "retry of trial 0's parameters (1 retry at most)" in caplog.text
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # nothing queued the second time

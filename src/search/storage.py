@@ -132,11 +132,24 @@ class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
     """Optuna's retry of a dead worker's trial, queued with its parameters only: the dead trial's
     measurements (curve, epochs trained, run folder) and heartbeat are not the retry's."""
 
+    def __init__(self, max_retry: int) -> None:
+        super().__init__(max_retry=max_retry)
+        self.max_retry = max_retry
+
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         clean = copy.deepcopy(trial)
         clean.user_attrs = {"retry_of": trial.user_attrs.get("retry_of", trial.number)}
         clean.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != HEARTBEAT_ATTR}
-        log.warning("trial %d: its worker stopped sending heartbeats; failed, and its parameters queued once more", trial.number)
+        # Optuna queues the parameters again while they have been retried fewer than max_retry times
+        # (its retry_history: the attempts before this one); say which of the two happens.
+        retried = len(trial.system_attrs.get("retry_history") or [])
+        if retried < self.max_retry:
+            log.warning("trial %d: its worker stopped sending heartbeats; failed, and its parameters queued once more",
+                        trial.number)
+        else:
+            log.warning("trial %d: its worker stopped sending heartbeats; failed, and not queued again: it was "
+                        "already a retry of trial %d's parameters (%d retry at most)", trial.number,
+                        clean.user_attrs["retry_of"], self.max_retry)
         super().__call__(study, clean)
 
 
