@@ -295,9 +295,9 @@ class ProjectSweep:
         # The sampler is built here, from its checked config, with the seed moved on.
         study.sampler = instantiate(self._seeded(sampler_cfg, study))
         requeue_interrupted(study)
-        log.info("study %s (%s) in %s: %d of %d trials done; pruner %s", self.study_name, ", ".join(
-            f"{d} {o}" for d, o in zip(directions, objectives)), self._where(), len(study.get_trials(
-                deepcopy=False, states=DONE)), self.n_trials, mode)
+        log.info("study %s (%s) in %s: %s; pruner %s", self.study_name, ", ".join(
+            f"{d} {o}" for d, o in zip(directions, objectives)), self._where(), launched.trials_done(len(study.get_trials(
+                deepcopy=False, states=DONE)), int(self.n_trials)), mode)
         search = launched.Search(study=study, storage=storage, params=params, fixed=fixed, objectives=objectives,
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0),

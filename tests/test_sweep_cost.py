@@ -10,12 +10,13 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 
 from src.config import ConfigError
 from src.gate import compose_train, to_run_config
 from src.search import dry_run
-from src.search.launched import Pace
+from src.search.launched import Pace, trials_done
 from src.sweep_driver import split_space
 from src.training.run import preflight, run
 from tests.cli import REPO, env
@@ -90,6 +91,15 @@ def test_the_pace_line_counts_every_workers_trials_and_times_only_this_process(c
     assert caplog.records[-1].getMessage().startswith("20 of 20 trials done in ") and "left" not in caplog.records[-1].getMessage()
 
 
+def test_a_budget_lowered_below_the_trials_done_is_said_to_be_met(caplog):
+    caplog.set_level(logging.INFO, logger="src.search.launched")
+    assert trials_done(2, 2) == "2 of 2 trials done"
+    assert trials_done(3, 2) == "3 trials done, more than hydra.sweeper.n_trials=2: the budget is already met"
+    Pace(time.monotonic() - 60.0, done=0).log(3, 2)
+    assert re.fullmatch(r"3 trials done in 60s, more than hydra.sweeper.n_trials=2: the budget is already met",
+                        caplog.records[-1].getMessage())
+
+
 
 def test_a_dry_run_checks_every_setting_of_the_sweep_first(tmp_path):
     # the pruner's settings are checked after the search space's: a dry run must get that far too
@@ -99,3 +109,21 @@ def test_a_dry_run_checks_every_setting_of_the_sweep_first(tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: hydra.sweeper.pruner.name="), proc.stderr[-2000:]
     assert "sweep dry run" not in proc.stdout and not (tmp_path / "sweep").exists()
+
+
+def test_the_summary_counts_unfinished_trials_epochs_apart_from_pruning_s_saving():
+    from src.search.results import format_summary, summarise
+
+    study = optuna.create_study(direction="maximize")
+    for state, epochs, extra in [("COMPLETE", 4, {}), ("PRUNED", 2, {}), ("FAIL", 3, {"interrupted": True}),
+                                 ("FAIL", 1, {}), ("FAIL", 0, {})]:
+        trial = study.ask()
+        trial.set_user_attr("epochs_trained", epochs)
+        for key, value in extra.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, 0.5 if state == "COMPLETE" else None, state=optuna.trial.TrialState[state])
+    s = summarise(study, ["val_acc"], epochs=4) | {"pruner": "none"}
+    assert s["epochs_trained"] == 10 and s["epochs_unpruned"] == 8  # the complete and the pruned trial
+    assert s["epochs_unfinished"] == 4 and s["trials_unfinished"] == 2
+    assert "; epochs trained 6 of 8 (75%); 4 more in 2 failed, interrupted or running trials; best_val_acc 0.5 " \
+           in format_summary(s)

@@ -82,8 +82,16 @@ class Pace:
         self.told = done
         spent = time.monotonic() - self.since
         left = max(total - done, 0) * spent / (done - self.done)
-        log.info("%d of %d trials done in %s%s", done, total, duration(spent),
+        log.info("%s%s", trials_done(done, total, f" in {duration(spent)}"),
                  f"; about {duration(left)} left at this pace" if done < total else "")
+
+
+def trials_done(done: int, total: int, took: str = "") -> str:
+    """'D of T trials done' (`took`: ' in 5s', after 'done'); a study resumed with a lower n_trials
+    than it already has says its budget is met (not 'D of T' with D over T)."""
+    if done > total:
+        return f"{done} trials done{took}, more than hydra.sweeper.n_trials={total}: the budget is already met"
+    return f"{done} of {total} trials done{took}"
 
 
 def search(s: Search, launch: Launch, groups: int) -> str | None:

@@ -98,6 +98,9 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
     for t in trials:
         states[t.state.name.lower()] += 1
     trained = [int(t.user_attrs.get("epochs_trained", 0)) for t in trials]
+    # Pruning's saving is judged on the trials that ran their course (complete or pruned): a failed,
+    # interrupted or still running trial's unrun epochs were not saved by pruning.
+    unfinished = [n for t, n in zip(trials, trained) if t.state not in DONE and n]
     flops = seconds = 0.0  # what every trial used, pruned and failed ones included, from its run files
     for t in trials:
         path = Path(t.user_attrs.get("run_dir", "")) / RESULT_FILE
@@ -122,9 +125,12 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
         "states": {k: v for k, v in states.items() if v},
         "surplus_trials": len(every) - len(trials),
         "epochs_per_trial": epochs,
-        "epochs_trained": sum(trained),
-        # what the same trials would have trained had none been stopped early
-        "epochs_unpruned": epochs * sum(1 for t in trials if t.user_attrs.get("epochs_trained")),
+        "epochs_trained": sum(trained),  # by every trial: what the search cost
+        # what the complete and pruned trials would have trained had none been stopped early
+        "epochs_unpruned": epochs * sum(1 for t, n in zip(trials, trained) if t.state in DONE and n),
+        # of epochs_trained, by failed, interrupted or still running trials: no part of pruning's saving
+        "epochs_unfinished": sum(unfinished),
+        "trials_unfinished": len(unfinished),
         "total_train_flops": flops,
         "total_train_time_s": seconds,
         # first trial started to last trial finished (all workers; includes any pause between resumes)
@@ -136,10 +142,13 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
 
 def format_summary(s: dict[str, Any]) -> str:
     states = ", ".join(f"{v} {k}" for k, v in s["states"].items())
-    share = f" ({s['epochs_trained'] / s['epochs_unpruned']:.0%})" if s["epochs_unpruned"] else ""
+    judged = s["epochs_trained"] - s.get("epochs_unfinished", 0)  # by complete and pruned trials
+    share = f" ({judged / s['epochs_unpruned']:.0%})" if s["epochs_unpruned"] else ""
+    other = (f"; {s['epochs_unfinished']} more in {s['trials_unfinished']} failed, interrupted or running trial"
+             f"{'s' if s['trials_unfinished'] != 1 else ''}" if s.get("trials_unfinished") else "")
     best = next(k for k in s if k.startswith("best_") and k != "best_trial")
     value = s[best] if s[best] is None else f"{s[best]:.4g}"  # summary.json keeps every digit
-    return (f"trials: {s['trials']} ({states}); pruner {s['pruner']}; epochs trained {s['epochs_trained']} of "
-            f"{s['epochs_unpruned']}{share}; {best} {value} (trial {s['best_trial']})")
+    return (f"trials: {s['trials']} ({states}); pruner {s['pruner']}; epochs trained {judged} of "
+            f"{s['epochs_unpruned']}{share}{other}; {best} {value} (trial {s['best_trial']})")
 
 
