@@ -60,10 +60,10 @@ def with_groups(text: str, groups: int) -> str:
 
 
 
-def split_space(arguments: list[str], groups: int = 1) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def split_space(arguments: list[str], groups: int = 1, warn: bool = True) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The plugin's split (hydra.sweeper.params' overrides first, then the command line's), with
     `groups` in a range or interval read as the model's group count."""
-    return plugin_space.split_space([with_groups(a, groups) for a in arguments])
+    return plugin_space.split_space([with_groups(a, groups) for a in arguments], warn=warn)
 
 
 @contextlib.contextmanager
@@ -244,7 +244,7 @@ class ProjectSweep:
         settings.check_names(self.storage, self.given_study_name)
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
         everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
-        params, fixed = split_space(everything)
+        params, fixed = split_space(everything, warn=False)  # split again below, with the model's groups: warned there
         if not params:
             raise ConfigError("hydra/sweeper=optuna needs a search space: a sweep value such as "
                               "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")

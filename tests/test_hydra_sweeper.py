@@ -292,6 +292,23 @@ def test_sweeper_settings_are_checked_before_any_job(tmp_path):
     assert not (tmp_path / "optuna.db").exists()  # nothing written before the settings pass
 
 
+def test_a_key_both_swept_and_fixed_is_warned_about_once(tmp_path, caplog):
+    """The sweep splits its overrides twice (the second time with the model's group count): the
+    warning that the fixed value wins is given once, not twice."""
+    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+    from src.sweep_driver import ProjectSweep, outside_hydra
+
+    s = OptunaSweeper(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name="x", n_trials=1,
+                      n_jobs=1, max_failed=0, heartbeat_s=20, grace_s=60, pruner=None, params=None)
+    s.sweep_dir = tmp_path
+    with outside_hydra(), caplog.at_level("WARNING"):
+        space = ProjectSweep(s)._space(TINY + ["strategy.lr_decay=interval(1,10)", "optim.lr=choice(0.001,0.002)",
+                                               "optim.lr=0.003"])
+    said = [r.getMessage() for r in caplog.records if "both swept and fixed" in r.getMessage()]
+    assert said == ["optim.lr is both swept and fixed: the fixed optim.lr=0.003 wins (as in hydra-optuna-sweeper 1.3)"]
+    assert "optim.lr" not in space.params and "optim.lr=0.003" in space.fixed
+
+
 def test_a_job_opens_its_trial_from_the_storage_and_is_pruned(tmp_path):
     """Whatever launched it (the basic launcher in the sweeper's process, a joblib worker), a job
     finds its trial from its config's `hydra.sweeper` and its number, through the storage."""

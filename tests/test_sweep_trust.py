@@ -305,6 +305,22 @@ def test_a_second_study_in_the_same_sweep_dir_is_refused(one_trial_study):
     assert sorted(p.name for p in out.glob("*_layerwise")) == ["0_layerwise"]
 
 
+def test_a_sweep_folder_of_a_same_named_study_elsewhere_says_which_storage_holds_it(tmp_path):
+    """Two studies of one name in two storages: the refusal names both storages, not the name twice."""
+    from src.search.study import claim_out_dir, open_study
+
+    out = tmp_path / "sweep"
+    first, second = (f"sqlite:///{tmp_path / name}" for name in ("a.db", "b.db"))
+    claim_out_dir(out, open_study(optuna.storages.RDBStorage(first), "s", ["maximize"], {"config": {}}, None, first),
+                  first)
+    with pytest.raises(ConfigError) as err:
+        claim_out_dir(out, open_study(optuna.storages.RDBStorage(second), "s", ["maximize"], {"config": {}}, None,
+                                      second), second)
+    line = str(err.value)
+    assert f"another study named s, the one in {first} (this sweep's study is in {second})" in line, line
+    assert "hydra.sweeper.storage" in line and "\n" not in line
+
+
 @pytest.mark.slow
 def test_a_new_study_never_writes_over_the_trials_of_a_lost_one(tmp_path):
     out = tmp_path / "study"

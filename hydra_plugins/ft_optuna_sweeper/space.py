@@ -42,10 +42,11 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
     raise SettingError(f"{text}: not a sweep Optuna can sample (interval, tag(log, interval), range, choice)")
 
 
-def split_space(arguments: list[str]) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def split_space(arguments: list[str], *, warn: bool = True) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
     fixed overrides every job gets. A key given twice as the same kind: the later one wins, as in
-    Hydra. A key both swept and fixed: the fixed value wins, wherever each was given (1.3)."""
+    Hydra. A key both swept and fixed: the fixed value wins, wherever each was given (1.3), with a
+    warning unless `warn` is False (a caller that splits the same overrides twice warns once)."""
     from hydra.errors import OverrideParseException
 
     params: dict[str, dict[str, Any]] = {}
@@ -63,7 +64,9 @@ def split_space(arguments: list[str]) -> tuple[dict[str, dict[str, Any]], list[s
         else:
             params[key] = check_spec(key, spec, text)
     for key in params.keys() & fixed.keys():
-        log.warning("%s is both swept and fixed: the fixed %s wins (as in hydra-optuna-sweeper 1.3)", key, fixed[key])
+        if warn:
+            log.warning("%s is both swept and fixed: the fixed %s wins (as in hydra-optuna-sweeper 1.3)", key,
+                        fixed[key])
         del params[key]
     return params, list(fixed.values())
 

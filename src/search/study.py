@@ -149,9 +149,11 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
     except OSError as err:
         raise ConfigError(f"hydra.sweep.dir={out_dir}: cannot write there ({err.strerror or err})") from None
     if theirs.get("uid") != mine["uid"]:
-        raise ConfigError(
-            f"hydra.sweep.dir={out_dir} belongs to study {theirs.get('study')} ({theirs.get('storage')}), not to this "
-            f"study {study.study_name}: use another hydra.sweep.dir"
-        )
+        # Two studies of one name differ by their storage (or by one that was deleted and made again there)
+        other = (f"another study named {study.study_name}, the one in {theirs.get('storage')} (this sweep's study is in "
+                 f"{where})" if theirs.get("study") == study.study_name else
+                 f"study {theirs.get('study')} ({theirs.get('storage')}), not to this study {study.study_name}")
+        raise ConfigError(f"hydra.sweep.dir={out_dir} belongs to {other}: use another hydra.sweep.dir, or the "
+                          "hydra.sweeper.storage and study_name it was made with")
 
 
