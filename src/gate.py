@@ -15,6 +15,7 @@ import atexit
 import dataclasses
 import functools
 import itertools
+import re
 import shutil
 import typing
 from pathlib import Path
@@ -143,7 +144,8 @@ def one_line(err: BaseException) -> ConfigError:
         return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
     if isinstance(err, OverrideParseException):  # the grammar's message alone does not say which override
         text = str(err.message).strip().splitlines()
-        return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}{_quoting_hint(err.override)}")
+        hint = _quoting_hint(err.override) or _groups_hint(err.override)
+        return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}{hint}")
     cause: BaseException | None = err
     while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type
         if isinstance(cause, OmegaConfBaseException):
@@ -163,6 +165,18 @@ def _quoting_hint(override: Any) -> str:
     items = [i.strip().strip("'\"") for i in value.removeprefix("[").removesuffix("]").split(",") if i.strip()]
     quoted = ",".join(f'"{i}"' for i in items)
     return f"; quote each override, and the whole argument for the shell: '{key}=[{quoted}]'"
+
+
+def _groups_hint(override: Any) -> str:
+    """For `strategy.unfreeze_depth=range(0,groups)` on the command line: Hydra's grammar evaluates
+    range() and interval() there and takes numbers only; `groups` is read in a preset's
+    hydra.sweeper.params, a string Hydra does not evaluate."""
+    value = str(override).partition("=")[2]
+    if not re.search(r"\b(range|interval)\s*\(.*\bgroups\b", value):
+        return ""
+    return ("; `groups` (the model's backbone group count) is read only in a preset's hydra.sweeper.params "
+            "(sweeps/default.yaml): on the command line give the number, e.g. range(0,8) for EfficientNet-Lite0, "
+            "whose run prints its groups")
 
 
 def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:

@@ -60,10 +60,18 @@ def with_groups(text: str, groups: int) -> str:
 
 
 
-def split_space(arguments: list[str], groups: int = 1, warn: bool = True) -> tuple[dict[str, dict[str, Any]], list[str]]:
+# `groups` before the model's count is known: large, so that a range such as range(2, groups) still
+# parses (Hydra refuses range(2, 1)); that first split only finds the fixed overrides and the model.
+UNKNOWN_GROUPS = 1_000_000
+
+
+def split_space(arguments: list[str], groups: int | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The plugin's split (hydra.sweeper.params' overrides first, then the command line's), with
-    `groups` in a range or interval read as the model's group count."""
-    return plugin_space.split_space([with_groups(a, groups) for a in arguments], warn=warn)
+    `groups` in a range or interval read as the model's group count. Without it (None), a first look
+    whose ranges are checked, and a key both swept and fixed warned about, once split with it."""
+    final = groups is not None
+    return plugin_space.split_space([with_groups(a, groups if final else UNKNOWN_GROUPS) for a in arguments],
+                                    final=final)
 
 
 @contextlib.contextmanager
@@ -244,7 +252,7 @@ class ProjectSweep:
         settings.check_names(self.storage, self.given_study_name)
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
         everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
-        params, fixed = split_space(everything, warn=False)  # split again below, with the model's groups: warned there
+        params, fixed = split_space(everything)  # split again below, with the model's groups
         if not params:
             raise ConfigError("hydra/sweeper=optuna needs a search space: a sweep value such as "
                               "'strategy.lr_decay=interval(1,10)' on the command line or in hydra.sweeper.params")

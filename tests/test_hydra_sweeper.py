@@ -20,6 +20,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from src.sweep_driver import split_space
+from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 from src.config import ConfigError
 from src.gate import compose_train
 from src.record.schema import EpochRecord
@@ -307,6 +308,23 @@ def test_a_key_both_swept_and_fixed_is_warned_about_once(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "both swept and fixed" in r.getMessage()]
     assert said == ["optim.lr is both swept and fixed: the fixed optim.lr=0.003 wins (as in hydra-optuna-sweeper 1.3)"]
     assert "optim.lr" not in space.params and "optim.lr=0.003" in space.fixed
+
+
+def test_a_range_from_a_group_up_to_groups_is_read_with_the_model_s_count(tmp_path):
+    """range(2, groups): before the model is known, `groups` must not make the range run backwards
+    (Hydra refused range(2, 1) as 'Error parsing override', naming nothing)."""
+    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+    from src.sweep_driver import ProjectSweep, outside_hydra
+
+    s = OptunaSweeper(sampler=None, direction=None, objectives=["val_acc"], storage=None, study_name="x", n_trials=1,
+                      n_jobs=1, max_failed=0, heartbeat_s=20, grace_s=60, pruner=None, params=None)
+    s.sweep_dir = tmp_path
+    with outside_hydra():
+        space = ProjectSweep(s)._space(TINY + ["strategy.unfreeze_depth=range(2,groups)"])
+        assert space.groups > 2
+        assert space.params["strategy.unfreeze_depth"] == {"type": "int", "low": 2, "high": space.groups, "step": 1}
+        with pytest.raises(SettingError, match=rf"range\(0,{space.groups},0\).*step=0 must be > 0"):
+            ProjectSweep(s)._space(TINY + ["strategy.unfreeze_depth=range(0,groups,0)"])
 
 
 def test_a_job_opens_its_trial_from_the_storage_and_is_pruned(tmp_path):

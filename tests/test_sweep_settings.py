@@ -184,6 +184,20 @@ def test_unquoted_rerun_overrides_are_refused_with_the_quoted_form_that_works(tm
     precheck(["-m", "sweep=default", works.strip("'")])
 
 
+def test_groups_in_a_command_line_range_is_refused_saying_where_it_is_read(tmp_path, monkeypatch):
+    """README once showed `strategy.unfreeze_depth=range(0,groups)` on the command line, which Hydra's
+    grammar cannot evaluate: the line says to give the number there; the number works."""
+    from src.gate import precheck
+
+    monkeypatch.chdir(tmp_path)
+    for value in ("range(0,groups)", "interval(1, groups)"):
+        with pytest.raises(SettingError) as err:
+            precheck(["-m", "hydra/sweeper=optuna", f"strategy.unfreeze_depth={value}"])
+        line = str(err.value)
+        assert "\n" not in line and "read only in a preset's hydra.sweeper.params" in line and "range(0,8)" in line
+    precheck(["-m", "hydra/sweeper=optuna", "strategy.unfreeze_depth=range(0,8)"])
+
+
 SWEEP = ["sweep=default", "dataset=digits"]
 
 

@@ -374,8 +374,8 @@ def test_a_fixed_sweep_dir_is_resumable_by_its_own_study_only(tmp_path):
                  marks=pytest.mark.slow),
     pytest.param(["optim.lr=interal(0.1, 1)"], "optim.lr=interal(0.1, 1)", marks=pytest.mark.slow),
     pytest.param(["optim.lrr=interval(0.1, 1)"], "unknown key 'optim.lrr'", marks=pytest.mark.slow),
-    pytest.param(["optim.lr=interval(0.1, 0.01)"], "low=0.1 is above high=0.01", marks=pytest.mark.slow),
-    pytest.param(["optim.lr=tag(log, interval(0.0, 0.1))"], "log=true needs low > 0", marks=pytest.mark.slow),
+    pytest.param(["optim.lr=interval(0.1, 0.01)"], "optim.lr's low=0.1 is above its high=0.01", marks=pytest.mark.slow),
+    pytest.param(["optim.lr=tag(log, interval(0.0, 0.1))"], "optim.lr on a log scale needs low > 0", marks=pytest.mark.slow),
     pytest.param(["strategy.lr_decay=interval(-1.0, 2.0)"], "strategy.lr_decay=-1.0 must be", marks=pytest.mark.slow),
     pytest.param(["strategy.unfreeze_depth=range(0, 40)"], "unfreeze_depth", marks=pytest.mark.slow),
     # the sweeper's own settings: before, Hydra built the sampler and a bad key was its traceback

@@ -42,11 +42,13 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
     raise SettingError(f"{text}: not a sweep Optuna can sample (interval, tag(log, interval), range, choice)")
 
 
-def split_space(arguments: list[str], *, warn: bool = True) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def split_space(arguments: list[str], *, final: bool = True) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
     fixed overrides every job gets. A key given twice as the same kind: the later one wins, as in
     Hydra. A key both swept and fixed: the fixed value wins, wherever each was given (1.3), with a
-    warning unless `warn` is False (a caller that splits the same overrides twice warns once)."""
+    warning. Each range is checked (`check_spec`). `final=False`: a first look at overrides the caller
+    will split again once it knows all their values (src.train's `groups`), neither checked nor
+    warned about here."""
     from hydra.errors import OverrideParseException
 
     params: dict[str, dict[str, Any]] = {}
@@ -62,9 +64,9 @@ def split_space(arguments: list[str], *, warn: bool = True) -> tuple[dict[str, d
             fixed.pop(key, None)
             fixed[key] = text
         else:
-            params[key] = check_spec(key, spec, text)
+            params[key] = check_spec(key, spec, text) if final else spec
     for key in params.keys() & fixed.keys():
-        if warn:
+        if final:
             log.warning("%s is both swept and fixed: the fixed %s wins (as in hydra-optuna-sweeper 1.3)", key,
                         fixed[key])
         del params[key]
