@@ -515,6 +515,34 @@ def test_a_signal_inside_a_storage_call_or_a_finalizer_is_delivered_once_it_is_d
         signal.signal(signal.SIGUSR1, previous)
 
 
+def test_a_signal_inside_an_epoch_s_record_is_delivered_once_it_is_written():
+    """An epoch's metrics line and what an interrupted run reports it measured are written in one
+    `exits.whole()` block: a SIGTERM between them recorded a run with a metrics line and nothing
+    measured (seen in tests/test_robustness.py's SIGTERM test). Inside it the stop waits."""
+    from src import exits
+
+    received: list[int] = []
+
+    def handler(signum, frame):  # on_signal's decision, recording the stop instead of raising it
+        if not exits._not_now(signum, frame):
+            received.append(signum)
+
+    previous = signal.signal(signal.SIGUSR1, handler)
+    try:
+        with exits.whole():
+            exits.on_signal(signal.SIGUSR1, sys._getframe())  # inside: no exception now
+            time.sleep(0.3)
+            assert received == []  # ...and, sent again every 50 ms, still held while the block runs
+        deadline = time.monotonic() + 30
+        while not received:  # once it is done, the signal comes again
+            assert time.monotonic() < deadline, "the signal was not delivered again within 30 s"
+            time.sleep(0.01)
+        with pytest.raises(exits.Stopped):
+            exits.on_signal(signal.SIGUSR1, sys._getframe())
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
 @pytest.mark.parametrize("where", [_finalizer_frame, _weakref_callback_frame])
 def test_a_launchers_signal_handler_is_kept_and_run_where_its_exception_travels(where):
     """submitit's SIGUSR2 handler raises out of whatever runs (to requeue, or to end a run that timed

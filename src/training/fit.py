@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from src import exits
 from src.config import ConfigError, RunConfig
 from src.data.batches import Batches
 from src.measurement.drift import drift, group_output_modules, reference_outputs
@@ -96,9 +97,12 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
         for epoch in range(first, cfg.trainer.epochs):
             progress.epoch = epoch
             row = _epoch(cfg, s, view, epoch, meters)
-            record.log_epoch(row, run_dir, tracker)
-            meters.best.update(epoch, val_acc=row.val_acc, model=s.model)
-            progress.measured = record.measured(meters, epochs_trained=epoch + 1)
+            # The epoch's metrics line and what an interrupted run reports it measured, together: a
+            # stop between them recorded a run with a metrics line but nothing measured.
+            with exits.whole():
+                record.log_epoch(row, run_dir, tracker)
+                meters.best.update(epoch, val_acc=row.val_acc, model=s.model)
+                progress.measured = record.measured(meters, epochs_trained=epoch + 1)
             if on_epoch is not None and (reason := on_epoch(row)):
                 progress.stopped = reason
                 assert meters.best.state is not None
