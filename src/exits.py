@@ -22,12 +22,13 @@ Imports nothing heavy at module level: `src.train` installs `while_starting` bef
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
 import threading
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, NoReturn
+
+from src.record.io import in_whole_record
 
 FAILURE = 1
 USER_ERROR = 2
@@ -94,26 +95,10 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, PretrainedWeightsError)
 
 
-_whole = 0  # how many `whole()` blocks the main thread is in
-
-
-@contextlib.contextmanager
-def whole() -> Iterator[None]:
-    """A block that a stop must not cut in half, for the record it keeps: a signal inside it is
-    delivered again 50 ms later, once it is done (as inside a storage call). Keep it short: it holds
-    Ctrl-C back for as long as it runs."""
-    global _whole
-    _whole += 1
-    try:
-        yield
-    finally:
-        _whole -= 1
-
-
 def _not_now(signum: int, frame: Any) -> bool:
-    """Whether `frame` is inside a storage call, a finalizer or a `whole()` block: then the signal is
+    """Whether `frame` is inside a storage call, a finalizer or a `whole_record()` block: then the signal is
     sent again 50 ms later (until that call is done) and True is returned."""
-    if _whole:
+    if in_whole_record():
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return True
     while frame is not None:

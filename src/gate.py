@@ -168,11 +168,9 @@ def _quoting_hint(override: Any) -> str:
 
 
 def _groups_hint(override: Any) -> str:
-    """For `strategy.unfreeze_depth=range(0,groups)` on the command line: Hydra's grammar evaluates
-    range() and interval() there and takes numbers only; `groups` is read in a preset's
-    hydra.sweeper.params, a string Hydra does not evaluate."""
-    value = str(override).partition("=")[2]
-    if not re.search(r"\b(range|interval)\s*\(.*\bgroups\b", value):
+    """For `range(0,groups)` on the command line, where Hydra's grammar evaluates range() and takes
+    numbers only (`groups` is read in a preset's hydra.sweeper.params, text Hydra does not evaluate)."""
+    if not re.search(r"\b(range|interval)\s*\(.*\bgroups\b", str(override).partition("=")[2]):
         return ""
     return ("; `groups` (the model's backbone group count) is read only in a preset's hydra.sweeper.params "
             "(sweeps/default.yaml): on the command line give the number, e.g. range(0,8) for EfficientNet-Lite0, "

@@ -517,9 +517,10 @@ def test_a_signal_inside_a_storage_call_or_a_finalizer_is_delivered_once_it_is_d
 
 def test_a_signal_inside_an_epoch_s_record_is_delivered_once_it_is_written():
     """An epoch's metrics line and what an interrupted run reports it measured are written in one
-    `exits.whole()` block: a SIGTERM between them recorded a run with a metrics line and nothing
+    `whole_record()` block: a SIGTERM between them recorded a run with a metrics line and nothing
     measured (seen in tests/test_robustness.py's SIGTERM test). Inside it the stop waits."""
     from src import exits
+    from src.record.io import whole_record
 
     received: list[int] = []
 
@@ -529,7 +530,7 @@ def test_a_signal_inside_an_epoch_s_record_is_delivered_once_it_is_written():
 
     previous = signal.signal(signal.SIGUSR1, handler)
     try:
-        with exits.whole():
+        with whole_record():
             exits.on_signal(signal.SIGUSR1, sys._getframe())  # inside: no exception now
             time.sleep(0.3)
             assert received == []  # ...and, sent again every 50 ms, still held while the block runs

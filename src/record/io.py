@@ -9,6 +9,7 @@ A file that cannot be written for lack of room (a full disk, a quota) raises Dis
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -16,7 +17,7 @@ import math
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
@@ -152,6 +153,26 @@ def write_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
         if full is not None:
             raise full from None
         raise
+
+
+_whole = 0  # how many `whole_record()` blocks the main thread is in
+
+
+@contextlib.contextmanager
+def whole_record() -> Iterator[None]:
+    """A block that a stop must not cut in half, for the record it keeps (an epoch's metrics line and
+    what an interrupted run reports it measured): src.exits delivers a Ctrl-C or SIGTERM that lands
+    inside it 50 ms later, once it is done, as inside a storage call. Keep it short."""
+    global _whole
+    _whole += 1
+    try:
+        yield
+    finally:
+        _whole -= 1
+
+
+def in_whole_record() -> bool:
+    return _whole > 0
 
 
 def writable_home(path: Path) -> Path:

@@ -15,14 +15,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from src import exits
 from src.config import ConfigError, RunConfig
 from src.data.batches import Batches
 from src.measurement.drift import drift, group_output_modules, reference_outputs
 from src.measurement.feature_cache import Cache, build_cache, extract_splits
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
-from src.record.io import write_with
+from src.record.io import whole_record, write_with
 from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
 from src.reporting.tracking import Tracker
 from src.strategies import apply_epoch
@@ -99,7 +98,7 @@ def fit(cfg: RunConfig, s: Setup, run_dir: Path, tracker: Tracker, meters: Meter
             row = _epoch(cfg, s, view, epoch, meters)
             # The epoch's metrics line and what an interrupted run reports it measured, together: a
             # stop between them recorded a run with a metrics line but nothing measured.
-            with exits.whole():
+            with whole_record():
                 record.log_epoch(row, run_dir, tracker)
                 meters.best.update(epoch, val_acc=row.val_acc, model=s.model)
                 progress.measured = record.measured(meters, epochs_trained=epoch + 1)
