@@ -196,6 +196,45 @@ def test_configurations_without_common_seeds_are_not_separated(tmp_path):
     assert "(fewer than two seeds in common: not compared)" in text and "run them on the same seeds (seed=0,1,2)" in text
 
 
+# full leads on the mean over its three seeds only through seed 2, which layerwise was not run on; on
+# the two seeds they share, layerwise is 5 points ahead every time (paired p about 0.006)
+UNEQUAL = {"full": {0: (0.90, 0.80), 1: (0.90, 0.81), 2: (0.90, 0.99)}, "layerwise": {0: (0.90, 0.85), 1: (0.90, 0.861)}}
+
+
+def test_a_leader_on_the_mean_that_its_common_seeds_put_behind_is_not_named_best(tmp_path):
+    v = verdict_of(write_runs(tmp_path / "study", UNEQUAL))
+    [gap] = v.test.gaps
+    x, y = [UNEQUAL["full"][s][1] for s in (0, 1)], [UNEQUAL["layerwise"][s][1] for s in (0, 1)]
+    truth = sps.ttest_rel(x, y)
+    assert truth.pvalue < 0.05 and truth.confidence_interval().high < 0  # the truth: layerwise ahead on seeds 0, 1
+    assert v.test.best == "full" and gap.behind == pytest.approx(sum(x) / 2 - sum(y) / 2)
+    assert gap.tied and gap.reversed and gap.seeds_to_tell is None and v.test.best_set == ["full", "layerwise"]
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert "Best on test: full (" not in text and "next layerwise" not in text
+    assert (f"Best on validation and on test: full and layerwise, which these runs cannot rank, their means and their "
+            f"common seeds disagreeing (") in text
+    assert f"layerwise 5.0 ± {100 * gap.behind_ci95:.1f} points ahead, p = {truth.pvalue:.3f}); run them on the same " \
+           f"seeds (seed=0,1,2) to compare." in text
+    # the win map does not call full the winner over layerwise either, nor writes "−-5.0"
+    from src.reporting.comparisons import win_map
+    from src.reporting.tables import win_cells
+    [cell] = win_map(group_configs(load_runs([tmp_path / "study"])))
+    assert cell["tied_with_winner"] == ["layerwise"]
+    assert win_cells([cell])[0][-1].startswith("layerwise +5.0 ± ")
+
+
+def test_a_cheap_end_ahead_on_the_common_seeds_is_not_called_a_gap_below(tmp_path):
+    # frozen (cheap) is behind full on the means, ahead on the two seeds they share
+    spec = {"full": UNEQUAL["full"], "frozen": UNEQUAL["layerwise"]}
+    v = verdict_of(write_runs(tmp_path / "study", spec))
+    assert (v.trade.cheap, v.trade.top) == ("frozen", "full") and v.trade.gap.reversed
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    p = sps.ttest_rel([0.80, 0.81], [0.85, 0.861]).pvalue
+    assert (f"frozen, reaches {v.trade.cheap_mean:.3f} ± {v.trade.cheap_ci95:.3f} test accuracy, 5.0 ± {100 * v.trade.gap.behind_ci95:.1f} "
+            f"points above full on their 2 common seeds (p = {p:.3f}) though below it on the mean, at 1/18") in text
+    assert "cannot tell from none" not in text
+
+
 # --- the same verdict in every output ------------------------------------------------------------
 
 

@@ -92,8 +92,9 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
 
     In each cell: every configuration's mean ± 95% CI of `metric`, the winner (highest mean), and
     for each other configuration the paired difference to the winner on their common seeds. A
-    configuration whose paired test does not separate it from the winner (p ≥ `level`, or fewer
-    than two common seeds) is `tied` with it: the seeds cannot say that the winner is better."""
+    configuration whose paired test does not separate it from the winner (p ≥ `level`, fewer than
+    two common seeds, or ahead of it on the seeds they share) is `tied` with it: the seeds cannot say
+    that the winner is better."""
     # The strategy's name, plus the settings that tell its configurations apart across the map; the
     # dataset and training-set size are the cell's own, so a row keeps one name in every cell.
     labels = config_labels([untasked(c.key) for c in configs])
@@ -115,8 +116,9 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
             if c is not best:
                 test = paired_on_common_seeds(best, c, metric)
                 if test is not None:
+                    # a winner on the mean that its common seeds put behind is no winner either (unequal seeds)
                     entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
-                              "tied": test["p"] >= level}
+                              "tied": test["p"] >= level or test["diff"] < 0}
                 else:
                     entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "tied": True}
             entries.append(entry)

@@ -43,6 +43,13 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[
     return {"n": len(diffs), "diff": diff, "ci95": float(ci.high - ci.low) / 2, "p": float(test.pvalue)}
 
 
+def shows_ahead(test: dict[str, float]) -> bool:
+    """Whether a `paired` result of A − B shows A ahead: its 95% CI of the mean difference lies above 0.
+    A CI below 0 is no lead either way round: with unequal seeds the mean over each one's own seeds can
+    rank A first while the seeds they share put B ahead, and then neither can be named the better."""
+    return test["diff"] - test["ci95"] > 0
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """Spearman's rank correlation and its two-sided p-value; (NaN, NaN) when either side is constant
     (no ranking to correlate) or with fewer than 3 pairs."""

@@ -81,9 +81,9 @@ def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     def behind(e: dict[str, Any]) -> str:
-        if e.get("behind_ci95") is None:
-            return f"{e['config']} −{100 * e['behind']:.1f}"
-        return f"{e['config']} −{100 * e['behind']:.1f} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+        # ahead of the winner on the seeds they share (unequal seeds): "+", not "−-"
+        gap = f"{e['config']} {'−' if e['behind'] >= 0 else '+'}{100 * abs(e['behind']):.1f}"
+        return gap if e.get("behind_ci95") is None else f"{gap} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
 
     return [tuple(str(x) for x in (
         c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],

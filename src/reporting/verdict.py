@@ -8,15 +8,11 @@ gives up against the front's most accurate one.
 notebook) prints `answer()`, and the page and W&B also keep `as_json()` of the same verdicts, so no
 two of them can disagree.
 
-What counts as evidence depends on what was run:
-
-- two or more seeds in common: the paired t-test on those seeds (`stats.paired`). Two
-  configurations are tied when the 95% CI of their mean difference contains 0 (the same as p ≥ 0.05).
-- one seed each: each accuracy's Wilson 95% interval over the images it was measured on
-  (`val_samples`, `test_samples` in result.json); tied when the two intervals overlap. That reading
-  is cautious: it calls some real differences ties, and says how to settle them (more seeds).
-- neither (several seeds, but fewer than two in common): not compared, so not separated either.
-
+Evidence, by what was run: with two or more seeds in common, the paired t-test on those seeds
+(`stats.paired`), tied unless the 95% CI of the mean difference lies above 0 (`stats.shows_ahead`);
+with one seed each, each accuracy's Wilson 95% interval over the images it was measured on
+(`val_samples`, `test_samples`), tied where the intervals overlap (cautious: it calls some real
+differences ties, and says how to settle them); otherwise not compared, so not separated either.
 Nothing here claims more than that: a tie is reported as a tie, never as a winner.
 """
 
@@ -33,7 +29,8 @@ from src.reporting.comparisons import (
 )
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
-from src.reporting.stats import seeds_to_separate, wilson
+from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
+from src.reporting.wording import and_list, p_text, points, value_text
 
 __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
 
@@ -68,6 +65,12 @@ class Gap:
     seeds: int = 0  # the seeds the paired test used
     seeds_to_tell: int | None = None
     why_not: str = ""  # with evidence "none": why nothing compared them
+
+    @property
+    def reversed(self) -> bool:
+        """Paired, and ahead of the leader on their common seeds: the leader leads only on the mean over
+        each one's own seeds (unequal seeds), so the runs cannot rank the two."""
+        return self.evidence == "paired" and shows_ahead({"diff": -self.behind, "ci95": self.behind_ci95 or 0.0})
 
 
 @dataclass(frozen=True)
@@ -189,9 +192,9 @@ def _gap(lead: Config, other: Config, metric: str, names: dict[int, str]) -> Gap
     test = paired_on_common_seeds(lead, other, metric)
     if test is not None:
         diff, half = test["diff"], test["ci95"]
-        tied = diff - half <= 0.0 <= diff + half  # the CI of the mean difference contains 0
+        tied = not shows_ahead(test)  # the CI of the mean difference contains 0, or lies below it
         return Gap(**base, behind=diff, evidence="paired", tied=tied, behind_ci95=half, p=test["p"], seeds=test["n"],
-                   seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if tied else None)
+                   seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if diff - half <= 0 <= diff + half else None)
     behind = _num(lead, metric) - mean
     mine = _interval(lead, metric)
     if mine is not None and interval is not None:
@@ -297,33 +300,13 @@ def _seeds_sentence(v: Verdict) -> str:
     return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
 
 
-def _p(p: float | None) -> str:
-    if p is None:
-        return ""
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
-
-
-def _points(x: float) -> str:
-    return f"{100 * abs(x):.1f}"
-
-
-def _value(mean: float, ci95: float | None, interval: tuple[float, float] | None) -> str:
-    if interval is not None:
-        return f"{mean:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
-    return f"{mean:.3f}" if ci95 is None else f"{mean:.3f} ± {ci95:.3f}"
-
-
 def _gap_text(g: Gap) -> str:
     """A configuration against the leader: its paired gap and p, or its accuracy and interval."""
     if g.evidence == "paired":
         side = "behind" if g.behind >= 0 else "ahead"
-        return f"{g.name} {_points(g.behind)} ± {_points(g.behind_ci95 or 0.0)} points {side}, {_p(g.p)}"
-    value = f"{g.name} {_value(g.mean, g.ci95, g.interval)}"
+        return f"{g.name} {points(g.behind)} ± {points(g.behind_ci95 or 0.0)} points {side}, {p_text(g.p)}"
+    value = f"{g.name} {value_text(g.mean, g.ci95, g.interval)}"
     return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
-
-
-def _and(names: Sequence[str]) -> str:
-    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _standing_sentence(standings: Sequence[Standing]) -> str:
@@ -335,7 +318,7 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
     where = " and on ".join(SPLIT_WORD[s.metric] for s in standings)
     details = []
     for s in standings:
-        lead = _value(s.mean, s.ci95, s.interval)
+        lead = value_text(s.mean, s.ci95, s.interval)
         if s.tied:
             if not _counted(s):
                 shown = [_gap_text(g) for g in s.tied]
@@ -347,10 +330,12 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
             part = lead + (f", next {_gap_text(s.runner_up)}" if s.runner_up is not None else "")
         details.append(f"{SPLIT_WORD[s.metric]}: {part}" if len(standings) > 1 else part)
     many = _counted(last)
-    text = f"Best on {where}: " + (f"{len(last.best_set)} configurations" if many else _and(last.best_set))
+    text = f"Best on {where}: " + (f"{len(last.best_set)} configurations" if many else and_list(last.best_set))
     kinds = {g.evidence for s in standings for g in s.tied}
     joint = " " if many else ", "  # "9 configurations whose ...", "layerwise and full, whose ..."
-    if kinds == {"paired"}:
+    if any(g.reversed for s in standings for g in s.tied):
+        text += joint + "which these runs cannot rank, their means and their common seeds disagreeing"
+    elif kinds == {"paired"}:
         text += joint + "which the seeds cannot tell apart"
     elif kinds == {"intervals"}:
         text += joint + "whose intervals overlap"
@@ -369,7 +354,7 @@ def _settle(s: Standing) -> str:
     first = s.tied[0]
     if first.evidence == "intervals" or first.why_not.startswith("one seed"):
         return f"; run {MORE_SEEDS} to tell them apart"
-    if first.evidence == "none":
+    if first.evidence == "none" or any(g.reversed for g in s.tied):
         return f"; run them on the same seeds ({MORE_SEEDS}) to compare"  # the paired test needs common seeds
     if first.seeds_to_tell is not None:
         return (f"; about {first.seeds_to_tell} seeds would tell {s.best} and {first.name} apart if the gap and "
@@ -383,13 +368,16 @@ def _trade_sentence(t: Trade) -> str:
         return f"On {what} against {spent}, {t.top} is also the cheapest: no configuration trades {what} for a lower cost."
     g = t.gap
     head = (f"The cheapest configuration on the Pareto front of {what} against {spent}, {t.cheap}, reaches "
-            f"{_value(t.cheap_mean, t.cheap_ci95, g.interval)} {what}")
+            f"{value_text(t.cheap_mean, t.cheap_ci95, g.interval)} {what}")
     side = "below" if g.behind >= 0 else "above"
     if g.evidence == "paired":
-        gap = f"{_points(g.behind)} ± {_points(g.behind_ci95 or 0.0)} points {side} {t.top}"
-        gap += f", a gap the seeds cannot tell from none ({_p(g.p)})" if g.tied else f" ({_p(g.p)})"
+        gap = f"{points(g.behind)} ± {points(g.behind_ci95 or 0.0)} points {side} {t.top}"
+        if g.reversed:  # above on their common seeds, below on the means that put it at the cheap end
+            gap += f" on their {g.seeds} common seeds ({p_text(g.p)}) though below it on the mean"
+        else:
+            gap += f", a gap the seeds cannot tell from none ({p_text(g.p)})" if g.tied else f" ({p_text(g.p)})"
     else:
-        gap = f"{_points(g.behind)} points {side} {t.top}'s {_value(t.top_mean, t.top_ci95, t.top_interval)}"
+        gap = f"{points(g.behind)} points {side} {t.top}'s {value_text(t.top_mean, t.top_ci95, t.top_interval)}"
         if g.evidence == "intervals":
             gap += ", within their overlapping intervals" if g.tied else " (the intervals do not overlap)"
         else:
