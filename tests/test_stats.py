@@ -8,7 +8,9 @@ import math
 
 import pytest
 
-from src.reporting.stats import mean_ci, paired
+from scipy import stats as sps
+
+from src.reporting.stats import mean_ci, paired, seeds_to_separate, shows_ahead
 
 # (values, level) -> (mean, half-width), as the hand-written mean_ci gave them at 3395c26: fsum
 # mean, sample sd, t.ppf(0.5 + level / 2, n - 1) * sd / sqrt(n).
@@ -33,11 +35,17 @@ PAIRED_BEFORE = [
      {"n": 4, "diff": 0.014999999999999986, "ci95": 0.03312395134417852, "p": 0.24519388179494764}),
     ([0.8, 0.85], [0.75, 0.85], 0.95, {"n": 2, "diff": 0.025000000000000022, "ci95": 0.31765511840436766, "p": 0.5000000000000001}),
     ([0.8, 0.85], [0.75, 0.85], 0.9, {"n": 2, "diff": 0.025000000000000022, "ci95": 0.15784378786687606, "p": 0.5000000000000001}),
-    # differences equal but for float noise: a t-test still runs, on a spread of 1e-17
-    ([0.3, 0.4, 0.5], [0.2, 0.3, 0.4], 0.95, {"n": 3, "diff": 0.09999999999999999, "ci95": 8.084948455698196e-17, "p": 3.530871564709932e-32}),
-    # no spread at all: no difference is p = 1, any other p = 0, half-width 0
+    # no spread at all: no difference is p = 1 with half-width 0
     ([1.0, 2.0], [1.0, 2.0], 0.95, {"n": 2, "diff": 0.0, "ci95": 0.0, "p": 1.0}),
-    ([0.96875, 0.9375, 0.953125], [0.9375, 0.90625, 0.921875], 0.95, {"n": 3, "diff": 0.03125, "ci95": 0.0, "p": 0.0}),
+]
+# Differences with no spread, exactly or but for float noise (0.4 - 0.3 is not 0.3 - 0.2): the t statistic
+# is undefined. These gave p = 0 and p = 3.5e-32 ("p < 0.001" from three seeds that each differ by one
+# image); now no CI (NaN) and the exact two-sided sign test's p, 2 / 2**n.
+PAIRED_NO_SPREAD = [
+    ([0.3, 0.4, 0.5], [0.2, 0.3, 0.4], 0.09999999999999999, 0.25),
+    ([0.96875, 0.9375, 0.953125], [0.9375, 0.90625, 0.921875], 0.03125, 0.25),
+    ([0.9, 0.8], [0.8, 0.7], 0.10000000000000003, 0.5),
+    ([0.5, 0.6, 0.7, 0.8, 0.9, 1.0], [0.6, 0.7, 0.8, 0.9, 1.0, 1.1], -0.10000000000000002, 0.03125),
 ]
 
 # What "to float rounding" means here: a few ulps of the value, or of a half-width of about 1e-16
@@ -79,3 +87,14 @@ def test_paired_needs_two_pairs_of_equal_length():
     for a, b in (([1.0], [2.0]), ([1.0, 2.0], [1.0, 2.0, 3.0])):
         with pytest.raises(ValueError, match="equal-length samples of >= 2 values"):
             paired(a, b)
+
+
+@pytest.mark.parametrize("a, b, diff, p", PAIRED_NO_SPREAD)
+def test_paired_differences_without_spread_get_the_sign_test_and_no_interval(a, b, diff, p):
+    got = paired(a, b)
+    assert (got["n"], got["diff"]) == (len(a), diff) and math.isnan(got["ci95"])
+    assert got["p"] == p == sps.binomtest(len(a), len(a)).pvalue  # all n the same sign, two-sided
+    # ahead only when the sign test says so, and never when behind
+    assert shows_ahead(got) == (diff > 0 and p < 0.05)
+    if len(a) < 6:  # a tie: six seeds that all agree would separate them
+        assert seeds_to_separate(diff, got["ci95"], len(a)) == 6

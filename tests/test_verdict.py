@@ -235,6 +235,34 @@ def test_a_cheap_end_ahead_on_the_common_seeds_is_not_called_a_gap_below(tmp_pat
     assert "cannot tell from none" not in text
 
 
+def test_the_same_one_image_gap_on_every_seed_is_no_separation_from_three_seeds(tmp_path):
+    # 10 test images: layerwise one image behind full on each of three seeds (0.4 - 0.3 is not 0.3 - 0.2 in
+    # floats): this read "10.0 ± 0.0 points behind, p < 0.001" from a t-test on rounding noise
+    spec = {"full": {0: (0.5, 0.5), 1: (0.4, 0.4), 2: (0.3, 0.3)},
+            "layerwise": {0: (0.4, 0.4), 1: (0.3, 0.3), 2: (0.2, 0.2)}}
+    study = write_runs(tmp_path / "study", spec, samples=10)
+    v = verdict_of(study)
+    [gap] = v.test.gaps
+    sign_p = sps.binomtest(3, 3).pvalue  # three of three seeds the same way: 0.25
+    assert gap.tied and gap.no_spread and gap.p == sign_p and v.test.best_set == ["full", "layerwise"]
+    [text] = answer(group_configs(load_runs([study])))
+    assert "p < 0.001" not in text and "± 0.0 points" not in text
+    assert ("Best on validation and on test: full and layerwise, which the seeds cannot tell apart (validation: full "
+            "0.400 ± 0.248, layerwise 10.0 points behind on each of their 3 common seeds, p = 0.25 by the sign test") in text
+    assert "about 6 seeds would tell full and layerwise apart" in text
+    proc = _report(str(study), "--out", str(tmp_path / "report"))
+    assert proc.returncode == 0 and proc.stdout.startswith(text) and "Precision loss" not in proc.stderr, proc.stderr
+    [pair] = json.loads((tmp_path / "report" / "paired.json").read_text())
+    assert pair["ci95"] is None and pair["p"] == sign_p and pair["diff"] == pytest.approx(0.1)
+    [saved] = json.loads((tmp_path / "report" / "verdict.json").read_text())
+    assert saved["test"]["gaps"][0]["behind_ci95"] is None and saved["test"]["best_set"] == ["full", "layerwise"]
+    assert "0.25 (sign test)" in (tmp_path / "report" / "index.html").read_text()
+    # six seeds that all agree are what the sign test needs: then one best, with that evidence
+    six = {name: {s: (x - 0.01 * s, x - 0.01 * s) for s in range(6)} for name, x in (("full", 0.9), ("layerwise", 0.8))}
+    w = verdict_of(write_runs(tmp_path / "six", six, samples=100))
+    assert w.test.best_set == ["full"] and w.test.runner_up.p == sps.binomtest(6, 6).pvalue < 0.05
+
+
 # --- the same verdict in every output ------------------------------------------------------------
 
 

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from scipy import stats
 
+# Differences this close (relative) are one difference: accuracies are counts over the same images, so
+# "one image better on every seed" is common, and 0.4 - 0.3 and 0.3 - 0.2 differ in the last bits.
+SAME_DIFF = 1e-9
+
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
     """(mean, half-width of the `level` Student-t CI of the mean: scipy's `t.interval`); the
@@ -30,23 +34,33 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[
     """A − B over pairs (the same seed in both): mean difference, its `level` CI half-width and the
     two-sided p-value of the paired t-test (scipy's `ttest_rel` and its `confidence_interval`).
     Pairing removes what the seed does to both (data order, head init), so it sees differences that
-    two separate CIs hide. With no spread in the differences the t statistic is undefined: the
-    half-width is 0 and p is 1 for no difference, 0 for any other."""
+    two separate CIs hide.
+
+    With no spread in the differences (equal to float rounding, `SAME_DIFF`) the t statistic is
+    undefined, and a t-test run on rounding noise answered p = 1e-32: no difference is p = 1 with a
+    half-width of 0; any other has no interval (NaN) and the exact two-sided sign test's p, what n
+    seeds that all agree can show without a spread to measure (2 / 2**n: 0.5 with two seeds, 0.25
+    with three, under 0.05 from six on)."""
     if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"paired needs two equal-length samples of >= 2 values, not {len(a)} and {len(b)}")
     diffs = [x - y for x, y in zip(a, b)]
     diff = math.fsum(diffs) / len(diffs)  # exactly rounded, as mean_ci's
-    if all(d == diffs[0] for d in diffs):
-        return {"n": len(diffs), "diff": diff, "ci95": 0.0, "p": 1.0 if diffs[0] == 0 else 0.0}
+    if max(diffs) - min(diffs) <= SAME_DIFF * max(abs(d) for d in diffs):
+        if diff == 0:
+            return {"n": len(diffs), "diff": diff, "ci95": 0.0, "p": 1.0}
+        return {"n": len(diffs), "diff": diff, "ci95": math.nan, "p": min(1.0, 2.0 ** (1 - len(diffs)))}
     test = stats.ttest_rel(a, b)
     ci = test.confidence_interval(confidence_level=level)
     return {"n": len(diffs), "diff": diff, "ci95": float(ci.high - ci.low) / 2, "p": float(test.pvalue)}
 
 
 def shows_ahead(test: dict[str, float]) -> bool:
-    """Whether a `paired` result of A − B shows A ahead: its 95% CI of the mean difference lies above 0.
-    A CI below 0 is no lead either way round: with unequal seeds the mean over each one's own seeds can
-    rank A first while the seeds they share put B ahead, and then neither can be named the better."""
+    """Whether a `paired` result of A − B shows A ahead: its 95% CI of the mean difference lies above 0
+    (with no spread, and so no CI, the sign test's p < 0.05). A CI below 0 is no lead either way round:
+    with unequal seeds the mean over each one's own seeds can rank A first while the seeds they share
+    put B ahead, and then neither can be named the better."""
+    if math.isnan(test["ci95"]):
+        return test["diff"] > 0 and test["p"] < 0.05
     return test["diff"] - test["ci95"] > 0
 
 
@@ -82,9 +96,12 @@ def seeds_to_separate(diff: float, half: float, n: int, level: float = 0.95, mos
     """How many seeds a paired CI of the mean difference would need to exclude 0 if the difference
     and the spread of the `n` seeds so far held: the smallest m with t(m-1) * sd / sqrt(m) < |diff|,
     sd recovered from the CI half-width `half`. None when nothing would (no difference seen) or when
-    it would take more than `most` seeds. An extrapolation from few seeds, not a promise."""
-    if n < 2 or not math.isfinite(half) or diff == 0:
+    it would take more than `most` seeds. An extrapolation from few seeds, not a promise. With no
+    spread (`half` NaN, `paired`): the seeds the sign test needs, if every one kept the same sign."""
+    if n < 2 or math.isinf(half) or diff == 0:
         return None
+    if math.isnan(half):
+        return next((m for m in range(n + 1, most + 1) if 2.0 ** (1 - m) < 1 - level), None)
     sd = half * math.sqrt(n) / float(stats.t.ppf(0.5 + level / 2, n - 1))
     for m in range(n + 1, most + 1):
         if float(stats.t.ppf(0.5 + level / 2, m - 1)) * sd / math.sqrt(m) < abs(diff):

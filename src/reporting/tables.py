@@ -75,7 +75,9 @@ def summary_cells(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     return [(
         p["a"], p["b"], ", ".join(map(str, p["seeds"])),
-        f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"), f"{p['p']:.3g}",
+        # no CI: the same difference on every seed, whose p is the sign test's (stats.paired)
+        f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"),
+        f"{p['p']:.3g}" + (" (sign test)" if math.isnan(p["ci95"]) else ""),
     ) for p in pairs]
 
 
@@ -83,7 +85,11 @@ def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     def behind(e: dict[str, Any]) -> str:
         # ahead of the winner on the seeds they share (unequal seeds): "+", not "−-"
         gap = f"{e['config']} {'−' if e['behind'] >= 0 else '+'}{100 * abs(e['behind']):.1f}"
-        return gap if e.get("behind_ci95") is None else f"{gap} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+        if e.get("behind_ci95") is None:
+            return gap
+        if math.isnan(e["behind_ci95"]):  # the same gap on every seed: no CI, the sign test's p
+            return f"{gap} on every seed (p={e['p']:.2g}, sign test)"
+        return f"{gap} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
 
     return [tuple(str(x) for x in (
         c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],

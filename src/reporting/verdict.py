@@ -30,7 +30,7 @@ from src.reporting.comparisons import (
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
-from src.reporting.wording import and_list, p_text, points, value_text
+from src.reporting.wording import and_list, each_seed, gap_p, gap_size, p_text, points, value_text
 
 __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
 
@@ -70,7 +70,13 @@ class Gap:
     def reversed(self) -> bool:
         """Paired, and ahead of the leader on their common seeds: the leader leads only on the mean over
         each one's own seeds (unequal seeds), so the runs cannot rank the two."""
-        return self.evidence == "paired" and shows_ahead({"diff": -self.behind, "ci95": self.behind_ci95 or 0.0})
+        return self.evidence == "paired" and shows_ahead({"diff": -self.behind, "ci95": self.behind_ci95 or 0.0,
+                                                          "p": 1.0 if self.p is None else self.p})
+
+    @property
+    def no_spread(self) -> bool:
+        """Paired, with the same gap on every common seed: no CI, the sign test's p (`stats.paired`)."""
+        return self.evidence == "paired" and self.behind_ci95 is not None and math.isnan(self.behind_ci95)
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,8 @@ def _gap(lead: Config, other: Config, metric: str, names: dict[int, str]) -> Gap
         diff, half = test["diff"], test["ci95"]
         tied = not shows_ahead(test)  # the CI of the mean difference contains 0, or lies below it
         return Gap(**base, behind=diff, evidence="paired", tied=tied, behind_ci95=half, p=test["p"], seeds=test["n"],
-                   seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if diff - half <= 0 <= diff + half else None)
+                   seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if tied and not shows_ahead(test | {"diff": -diff})
+                   else None)
     behind = _num(lead, metric) - mean
     mine = _interval(lead, metric)
     if mine is not None and interval is not None:
@@ -304,7 +311,7 @@ def _gap_text(g: Gap) -> str:
     """A configuration against the leader: its paired gap and p, or its accuracy and interval."""
     if g.evidence == "paired":
         side = "behind" if g.behind >= 0 else "ahead"
-        return f"{g.name} {points(g.behind)} ± {points(g.behind_ci95 or 0.0)} points {side}, {p_text(g.p)}"
+        return f"{g.name} {gap_size(g)} points {side}{each_seed(g)}, {gap_p(g)}"
     value = f"{g.name} {value_text(g.mean, g.ci95, g.interval)}"
     return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
 
@@ -371,11 +378,11 @@ def _trade_sentence(t: Trade) -> str:
             f"{value_text(t.cheap_mean, t.cheap_ci95, g.interval)} {what}")
     side = "below" if g.behind >= 0 else "above"
     if g.evidence == "paired":
-        gap = f"{points(g.behind)} ± {points(g.behind_ci95 or 0.0)} points {side} {t.top}"
+        gap = f"{gap_size(g)} points {side} {t.top}"
         if g.reversed:  # above on their common seeds, below on the means that put it at the cheap end
-            gap += f" on their {g.seeds} common seeds ({p_text(g.p)}) though below it on the mean"
+            gap += f"{each_seed(g) or f' on their {g.seeds} common seeds'} ({gap_p(g)}) though below it on the mean"
         else:
-            gap += f", a gap the seeds cannot tell from none ({p_text(g.p)})" if g.tied else f" ({p_text(g.p)})"
+            gap += each_seed(g) + (f", a gap the seeds cannot tell from none ({gap_p(g)})" if g.tied else f" ({gap_p(g)})")
     else:
         gap = f"{points(g.behind)} points {side} {t.top}'s {value_text(t.top_mean, t.top_ci95, t.top_interval)}"
         if g.evidence == "intervals":

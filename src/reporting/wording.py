@@ -4,8 +4,21 @@ accuracy with its CI or interval, names joined with "and". One place, so every s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-__all__ = ["and_list", "p_text", "points", "value_text"]
+__all__ = ["and_list", "each_seed", "gap_p", "gap_size", "p_text", "points", "value_text"]
+
+
+class PairedGap(Protocol):
+    """What these need of a `verdict.Gap` with paired evidence."""
+
+    behind: float
+    behind_ci95: float | None
+    p: float | None
+    seeds: int
+
+    @property
+    def no_spread(self) -> bool: ...
 
 
 def p_text(p: float | None) -> str:
@@ -28,3 +41,17 @@ def value_text(mean: float, ci95: float | None, interval: tuple[float, float] | 
 
 def and_list(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def gap_size(g: PairedGap) -> str:
+    """A paired gap in points with its CI; alone where the gap was the same on every seed (no CI)."""
+    return points(g.behind) if g.no_spread else f"{points(g.behind)} ± {points(g.behind_ci95 or 0.0)}"
+
+
+def each_seed(g: PairedGap) -> str:
+    return f" on each of their {g.seeds} common seeds" if g.no_spread else ""
+
+
+def gap_p(g: PairedGap) -> str:
+    """Its p; with no spread the sign test's, and said so (`stats.paired`)."""
+    return p_text(g.p) + (" by the sign test" if g.no_spread else "")
