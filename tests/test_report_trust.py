@@ -59,6 +59,22 @@ def test_a_retried_run_is_counted_once_and_listed_as_a_duplicate(tmp_path, capsy
     capsys.readouterr()
 
 
+def test_a_run_reached_through_two_of_the_folders_given_is_one_run(tmp_path, capsys):
+    from src.reporting.cli import main
+
+    study = write_runs(tmp_path / "study", APART)
+    (tmp_path / "link").symlink_to(study / "0_full_s0")
+    # the study, one of its runs again, the study by another path, and a link to a run in it
+    given = [study, study / "0_full_s0", tmp_path / "study" / ".." / "study", tmp_path / "link"]
+    runs = load_runs(given)
+    assert sorted(r.dir.name for r in runs) == sorted(p.parent.name for p in study.glob("*/result.json"))
+    assert all(not c.duplicates for c in group_configs(runs))
+    assert main([*map(str, given), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "duplicate" not in out and len([line for line in out.splitlines() if " completed " in line]) == 6
+    assert "6 runs (6 completed) from" in " ".join((tmp_path / "report" / "index.html").read_text().split())
+
+
 # --- what a run measured -----------------------------------------------------------------------------
 
 

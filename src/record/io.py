@@ -292,11 +292,18 @@ def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None
 
     A result.json that cannot be read as a record (truncated by a killed run or a full disk, empty,
     not JSON, no version number) is left out and added to `skipped` for the caller to show; without
-    `skipped`, it is logged as a warning. One bad file must not hide every other run's result."""
+    `skipped`, it is logged as a warning. One bad file must not hide every other run's result.
+
+    A run is found once however many of `roots` reach it (`src.report A A/0_full`, `A ../x/A`, a link
+    to a run folder): read twice, it was listed as a duplicate of itself and counted in the page's runs."""
     found = []
+    seen: set[Path] = set()
     for root in roots:
         paths = [root / RESULT_FILE] if (root / RESULT_FILE).is_file() else sorted(root.rglob(RESULT_FILE))
         for path in paths:
+            if (real := path.resolve()) in seen:
+                continue
+            seen.add(real)
             try:
                 found.append((path.parent, RunRecord.from_json(read_json_object(path))))
             except ValueError as err:
