@@ -332,6 +332,21 @@ def test_the_wandb_summary_holds_the_verdict(tied_study, tmp_path):
     assert verdict == json.loads((study / "report" / "verdict.json").read_text())[0]
 
 
+def test_a_gap_without_a_ci_is_null_in_the_wandb_summary_as_in_verdict_json(tmp_path):
+    pytest.importorskip("wandb")
+    from src.config import LoggerConfig
+    from src.reporting.publish import publish
+    from tests import wandb_files
+
+    spec = {"full": {0: (0.5, 0.5), 1: (0.4, 0.4), 2: (0.3, 0.3)}, "layerwise": {0: (0.4, 0.4), 1: (0.3, 0.3), 2: (0.2, 0.2)}}
+    study = write_runs(tmp_path / "study", spec, samples=10)  # one image apart on every seed: no CI
+    assert publish([study], study / "report", LoggerConfig(kind="wandb", mode="offline", project="test"), "g")
+    [path] = (study / "report").glob("wandb/offline-run-*/run-*.wandb")
+    [verdict] = wandb_files.summary(wandb_files.closed(path))["verdict"]
+    assert verdict["test"]["gaps"][0]["behind_ci95"] is None and verdict["test"]["gaps"][0]["p"] == 0.25
+    assert verdict == json.loads((study / "report" / "verdict.json").read_text())[0]
+
+
 def test_the_notebook_prints_the_verdict(tied_study, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

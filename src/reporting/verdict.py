@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from src.record.io import finite_json
 from src.reporting.comparisons import (
     COST_WORDS, METRIC_LABEL, cost_ratio, paired_on_common_seeds, per_class_label, task_key, untasked,
 )
@@ -250,7 +251,8 @@ def render(found: Sequence[Verdict]) -> list[str]:
 
 def as_json(found: Sequence[Verdict]) -> list[dict[str, Any]]:
     """The verdicts as plain data (verdict.json, the W&B summary), with each standing's best set and
-    the rendered text beside the structure it came from."""
+    the rendered text beside the structure it came from; a gap's missing CI (no spread) as null in both,
+    where W&B kept a bare NaN."""
     out = []
     for v in found:
         data = dataclasses.asdict(v) | {"one_seed": v.one_seed, "text": " ".join(sentences(v))}
@@ -258,7 +260,7 @@ def as_json(found: Sequence[Verdict]) -> list[dict[str, Any]]:
             standing = getattr(v, split)
             if standing is not None:
                 data[split]["best_set"] = standing.best_set
-        out.append(data)
+        out.append(finite_json(data))
     return out
 
 
