@@ -99,6 +99,14 @@ def _classes(run_dir: Path, config: dict) -> list[str]:
         result = read_json_object(path)
     except ValueError as err:  # its one-line reason (truncated, not JSON, unreadable), with the file's name
         raise PredictError(f"{shown(path)}: {err}") from None
+    status = result.get("status")
+    if status is not None and status != "completed":
+        # A pruned, failed or interrupted run can leave model_best.pt (the best epoch so far, or weights a
+        # NaN test loss failed): no test accuracy was measured on it, and its predictions were served silently.
+        error = " ".join(str(result.get("error") or "").split())  # one line, whatever the record holds
+        why = f": {error}" if error else ""
+        raise PredictError(f"{shown(path)}: the run did not complete (status {status!r}{why}); its {WEIGHTS_FILE} was "
+                           "never tested: predict with a completed run's folder")
     per_class = result.get("per_class")
     names = per_class.get("classes") if isinstance(per_class, dict) else None
     if isinstance(names, list) and names:

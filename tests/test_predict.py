@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from src.record.io import write_json
 from tests.cli import REPO, env
 
 
@@ -123,6 +124,26 @@ def test_bad_run_folders_weights_and_images_are_one_line_naming_the_file(trained
     bad.write_bytes(b"\x89PNG not really")
     assert _error([str(copy), str(bad)]).startswith(f"error: {bad}: not a readable image")
     assert _error([str(copy), str(tmp_path / "missing.jpg")]) == f"error: {tmp_path / 'missing.jpg'}: no such file or folder"
+
+
+@pytest.mark.parametrize("status, error", [("pruned", None), ("failed", "DivergedError: test loss became nan"),
+                                           ("interrupted", "interrupted by Ctrl-C")])
+def test_a_run_that_did_not_complete_is_refused_though_it_kept_weights(trained, tmp_path, capsys, status, error):
+    # a pruned trial, or a run that failed or was stopped after writing model_best.pt: no test accuracy
+    # was measured on those weights, and they predicted silently
+    import shutil
+
+    from src.predict import main
+
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    record = json.loads((run / "result.json").read_text())
+    write_json(run / "result.json", record | {"status": status, "error": error})
+    assert (run / "model_best.pt").is_file()
+    line = _one_line_error(main, [str(run), str(tmp_path)], capsys)
+    why = f": {error}" if error else ""
+    assert line == (f"error: {run / 'result.json'}: the run did not complete (status '{status}'{why}); its "
+                    "model_best.pt was never tested: predict with a completed run's folder")
 
 
 def _one_line_error(main, args: list[str], capsys) -> str:
