@@ -75,6 +75,54 @@ def test_a_run_reached_through_two_of_the_folders_given_is_one_run(tmp_path, cap
     assert "6 runs (6 completed) from" in " ".join((tmp_path / "report" / "index.html").read_text().split())
 
 
+def _config_yaml(run_dir: Path, batch_size: int, **setup) -> None:
+    """A config.yaml as a run writes it, with the settings result.json does not record."""
+    import yaml
+
+    config = {"trainer": {"batch_size": batch_size, "device": setup.get("device", "auto")},
+              "optim": {"weight_decay": 0.01}, "dataset": {"cache_dir": setup.get("cache_dir")},
+              "logger": {"group": setup.get("group", "g")}, "seed": json.loads((run_dir / "result.json").read_text())["seed"]}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_runs_that_differ_in_a_setting_result_json_does_not_record_are_two_configurations(tmp_path, capsys):
+    # `-m trainer.batch_size=8,32 seed=0,1`: result.json records no batch size, so both were one
+    # configuration and the batch-32 runs "duplicates" of the batch-8 ones, never counted
+    from src.reporting.cli import main
+
+    spec = {"frozen": {0: (0.90, 0.91), 1: (0.92, 0.93)}}
+    small, large = write_runs(tmp_path / "study" / "a", spec), write_runs(tmp_path / "study" / "b", spec | {
+        "frozen": {0: (0.80, 0.81), 1: (0.83, 0.82)}})
+    for run in small.iterdir():
+        _config_yaml(run, 8)
+    for run in large.iterdir():  # where and how it ran differs too: that splits nothing
+        _config_yaml(run, 32, device="cpu", cache_dir="/elsewhere", group="other")
+    configs = group_configs(load_runs([tmp_path / "study"]))
+    assert [(c.label, c.seeds, len(c.duplicates)) for c in configs] == [
+        ("frozen (trainer.batch_size=8)", [0, 1], 0), ("frozen (trainer.batch_size=32)", [0, 1], 0)]
+    assert configs[1].stats["test_acc"][0] == pytest.approx((0.81 + 0.82) / 2)
+    [text] = answer(configs)
+    assert "Best on validation and on test: frozen (trainer.batch_size=8) (validation: 0.910 ± " in text
+    assert "next frozen (trainer.batch_size=32) 10.5 ± " in text
+    assert main([str(tmp_path / "study"), "--no-html"]) == 0
+    assert "duplicate" not in capsys.readouterr().out
+    # a config.yaml from before a setting existed lacks it: no difference on that account
+    import yaml
+
+    old = large / "1_frozen_s1" / "config.yaml"
+    config = yaml.safe_load(old.read_text())
+    del config["optim"]["weight_decay"]
+    old.write_text(yaml.safe_dump(config))
+    assert [c.label for c in group_configs(load_runs([tmp_path / "study"]))] == [
+        "frozen (trainer.batch_size=8)", "frozen (trainer.batch_size=32)"]
+    # the same settings again (a copied folder) are still a duplicate, whatever its logger group
+    copy = large / "9_copy"
+    shutil.copytree(large / "0_frozen_s0", copy)
+    _config_yaml(copy, 32, group="a retry")
+    again = group_configs(load_runs([tmp_path / "study"]))
+    assert [(d.run.dir, d.kept.dir) for c in again for d in c.duplicates] == [(copy, large / "0_frozen_s0")]
+
+
 # --- what a run measured -----------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from src.record.io import as_number
 from src.reporting.robustness import EFF_ROB, OOD_ACC, add_effective_robustness, ood_measures, ood_sets
-from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, trial_number
+from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, run_settings, trial_number
 from src.reporting.stats import mean_ci
 
 __all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "ood_metrics"]
@@ -83,10 +83,11 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
     identity goes by that name among these runs, and otherwise stays apart."""
     done = [r for r in runs if r.completed]
     tokens = _resolved_tokens(done)
+    keys = _with_unrecorded(done, {id(r): r.config_key(tokens[id(r)]) for r in done})
     pooled: dict[ConfigKey, list[Run]] = {}
     duplicates: dict[ConfigKey, list[Duplicate]] = {}
     for run in done:
-        key = run.config_key(tokens[id(run)])
+        key = keys[id(run)]
         members = pooled.setdefault(key, [])
         same_seed = next((m for m in members if m.result.seed == run.result.seed), None)
         if same_seed is None:
@@ -107,6 +108,30 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
         configs.append(Config(key, labels[key], members, stats, names[dict(key)["dataset"]], duplicates.get(key, [])))
     add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
     return configs
+
+
+def _with_unrecorded(runs: Sequence[Run], keys: dict[int, ConfigKey]) -> dict[int, ConfigKey]:
+    """Each run's key (by `id(run)`), with the config.yaml settings (`run_settings`) on which runs that
+    result.json calls one configuration differ: a multirun over `trainer.batch_size` or a sweep over
+    `optim.weight_decay` was pooled as one configuration, every seed after the first a "duplicate".
+    Only settings that differ are added, so a study whose runs differ in recorded settings alone keeps
+    its keys and labels; a run without a config.yaml keeps its key (its settings are not known), and a
+    setting some config.yaml files lack (written before it existed) is not compared."""
+    groups: dict[ConfigKey, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(keys[id(r)], []).append(r)
+    out = dict(keys)
+    for key, members in groups.items():
+        found = [(r, run_settings(r.dir)) for r in members] if len(members) > 1 else []
+        known = [s for _, s in found if s]
+        # keys every one of them has: a config.yaml written before a setting existed lacks it, and
+        # that alone (None against the default) is no difference
+        common = set.intersection(*(set(s) for s in known)) if known else set()
+        differ = sorted(k for k in common if len({repr(s[k]) for s in known}) > 1)
+        for r, settings in found:
+            if differ and settings:
+                out[id(r)] = key + tuple((k, settings.get(k)) for k in differ)
+    return out
 
 
 def _resolved_tokens(runs: Sequence[Run]) -> dict[int, DatasetToken]:

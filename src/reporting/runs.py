@@ -28,7 +28,7 @@ from src.reporting.robustness import OOD_ACC, OOD_BALANCED, ood_value
 from src.reporting.stats import mean_ci
 
 __all__ = ["CONFIG_KEYS", "ConfigKey", "DatasetToken", "Run", "dataset_token", "load_runs", "lr_grid", "mean_curve",
-           "trial_number"]
+           "run_settings", "trial_number"]
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
@@ -41,6 +41,16 @@ CONFIG_KEYS = (
 # What runs written before a setting existed did, for settings added later (`augment`: from the
 # run's config.yaml where it has one, see _with_augment).
 KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0, "augment": "none"}
+# Settings of a run's config.yaml that say where or how it ran, or what it measured besides, not what
+# was compared: never a reason to tell two runs' configurations apart (`run_settings`). The data is
+# known by its dataset_id, and the seed is what a configuration pools.
+SETUP_KEYS = (
+    "seed", "logger.", "paths.", "dataset.kind", "dataset.name", "dataset.root", "dataset.tv_name", "dataset.flag",
+    "dataset.download", "dataset.cache", "dataset.num_workers", "dataset.ood", "trainer.device",
+    "trainer.num_threads", "trainer.eval_batch_size", "trainer.progress", "trainer.count_flops",
+    "trainer.feature_cache", "trainer.save_model", "trainer.resume", "trainer.keep_checkpoints", "trainer.drift_probe",
+    "trainer.dry_run",
+)
 # A sweep trial's folder in its re-runs (`rerun/trial_NNNN/seed_S`; older sweeps: `trial_NNNN`).
 _TRIAL_DIR = re.compile(r"trial_(\d+)")
 
@@ -119,6 +129,37 @@ def _hydra_job_number(hydra_file: Path, mtime_ns: int) -> int | None:
         return num if isinstance(num, int) and OUR_SWEEPER in str(hydra.get("sweeper", {}).get("_target_", "")) else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a label, not worth failing a report for
         return None
+
+
+def run_settings(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml, flat (`trainer.batch_size`), less SETUP_KEYS: every setting that may make
+    two runs different configurations where result.json records only some (`CONFIG_KEYS`). Empty
+    when the run has no readable config.yaml (a record written by hand, say)."""
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        return _settings(path, path.stat().st_mtime_ns)
+    except OSError:
+        return {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _settings(path: Path, mtime_ns: int) -> dict[str, Any]:
+    try:
+        config = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    if not isinstance(config, dict):
+        return {}
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            elif not f"{prefix}{key}".startswith(SETUP_KEYS):
+                flat[f"{prefix}{key}"] = _hashable(value)
+    walk(config, "")
+    return flat
 
 
 def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[Run]:
