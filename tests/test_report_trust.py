@@ -276,6 +276,21 @@ def test_a_figure_that_fails_leaves_the_page_with_a_note(tmp_path, monkeypatch):
     assert problems == [f"report {tmp_path / 'again' / 'index.html'}: figure curves not drawn (RuntimeError: cannot draw this)"]
 
 
+def test_a_result_json_given_stands_for_its_run_and_another_file_is_one_line(tmp_path, capsys):
+    from src.reporting.cli import main
+
+    study = write_runs(tmp_path / "study", APART)
+    run = study / "0_full_s0"
+    # it said "error: no readable result.json under .../0_full_s0/result.json", exit 2
+    assert main([str(run / "result.json"), str(study / "3_layerwise_s0" / "result.json")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].startswith("One seed per configuration") and (run / "report" / "index.html").is_file()
+    (run / "notes.txt").write_text("not a run")
+    assert main([str(run / "notes.txt")]) == 2
+    assert capsys.readouterr().err == (f"error: {run / 'notes.txt'}: not a folder (give run, multirun or sweep folders, "
+                                       "or a result.json)\n")
+
+
 def test_a_multirun_whose_report_failed_says_so_in_one_line(tmp_path, capsys):
     from omegaconf import OmegaConf
 

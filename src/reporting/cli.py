@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from src.record.io import SkippedFile
+from src.record.io import RESULT_FILE, SkippedFile
 from src.reporting.configs import group_configs
 from src.reporting.comparisons import win_map
 from src.reporting.ood_section import ood_markdown, ood_section
@@ -81,6 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(d) for d in args.dirs if not d.exists()]
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    # a run's result.json stands for its folder (it answered "no readable result.json under .../result.json")
+    args.dirs = [d.parent if d.is_file() and d.name == RESULT_FILE else d for d in args.dirs]
+    if files := [str(d) for d in args.dirs if not d.is_dir()]:
+        print(f"error: {', '.join(files)}: not a folder (give run, multirun or sweep folders, or a result.json)",
+              file=sys.stderr)
         return 2
     skipped: list[SkippedFile] = []
     runs = load_runs(args.dirs, skipped)
