@@ -263,6 +263,19 @@ def test_the_same_one_image_gap_on_every_seed_is_no_separation_from_three_seeds(
     assert w.test.best_set == ["full"] and w.test.runner_up.p == sps.binomtest(6, 6).pvalue < 0.05
 
 
+def test_a_separation_near_the_line_prints_numbers_that_show_it(tmp_path):
+    # full − layerwise = 3, 5, 7 points: p = 0.0494, CI 5 ± 4.97. It read "5.0 ± 5.0 points behind,
+    # p = 0.05" beside a lone winner: numbers that, as printed, are the answer's own definition of a tie
+    spec = {"full": {0: (0.83, 0.83), 1: (0.85, 0.85), 2: (0.87, 0.87)},
+            "layerwise": {0: (0.80, 0.80), 1: (0.80, 0.80), 2: (0.80, 0.80)}}
+    v = verdict_of(write_runs(tmp_path / "study", spec, samples=100))
+    diff, half, p = by_hand(spec, "full", "layerwise")
+    assert 0.045 < p < 0.05 and half < diff and v.test.best_set == ["full"]
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert f"next layerwise {100 * diff:.2f} ± {100 * half:.2f} points behind, p = {p:.3f})" in text
+    assert f"{100 * half:.2f}" == "4.97" and f"{p:.3f}" == "0.049"
+
+
 # --- the same verdict in every output ------------------------------------------------------------
 
 

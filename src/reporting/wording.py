@@ -21,10 +21,21 @@ class PairedGap(Protocol):
     def no_spread(self) -> bool: ...
 
 
+# The verdict separates two configurations at p < 0.05 (a 95% CI that leaves 0 out).
+LEVEL = 0.05
+
+
 def p_text(p: float | None) -> str:
+    """p to 2 decimals (3 below 0.01), or as many more as show which side of 0.05 it is: a separation
+    at p = 0.0494 read "p = 0.05", the value at which the answer calls a tie."""
     if p is None:
         return ""
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    if p < 0.001:
+        return "p < 0.001"
+    digits = 3 if p < 0.01 else 2
+    while digits < 6 and (round(p, digits) < LEVEL) != (p < LEVEL):
+        digits += 1
+    return f"p = {p:.{digits}f}"
 
 
 def points(x: float) -> str:
@@ -44,8 +55,20 @@ def and_list(names: Sequence[str]) -> str:
 
 
 def gap_size(g: PairedGap) -> str:
-    """A paired gap in points with its CI; alone where the gap was the same on every seed (no CI)."""
-    return points(g.behind) if g.no_spread else f"{points(g.behind)} ± {points(g.behind_ci95 or 0.0)}"
+    """A paired gap in points with its CI, to 1 decimal or as many more as show whether the CI holds 0
+    (a separation printed "5.0 ± 5.0" looked like a tie); alone where the gap was the same on every
+    seed (no CI)."""
+    if g.no_spread:
+        return points(g.behind)
+    gap, half = 100 * g.behind, 100 * (g.behind_ci95 or 0.0)
+    digits = 1
+    while digits < 4 and _holds_zero(round(gap, digits), round(half, digits)) != _holds_zero(gap, half):
+        digits += 1
+    return f"{abs(gap):.{digits}f} ± {half:.{digits}f}"
+
+
+def _holds_zero(gap: float, half: float) -> bool:
+    return gap - half <= 0 <= gap + half
 
 
 def each_seed(g: PairedGap) -> str:
