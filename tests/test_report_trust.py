@@ -106,6 +106,14 @@ def test_runs_that_differ_in_a_setting_result_json_does_not_record_are_two_confi
     assert "next frozen (trainer.batch_size=32) 10.5 ± " in text
     assert main([str(tmp_path / "study"), "--no-html"]) == 0
     assert "duplicate" not in capsys.readouterr().out
+    # another dataset's frozen, never split: no "trainer.batch_size=None" in its name
+    other = write_runs(tmp_path / "study" / "c", spec, dataset="photos")
+    for run in other.iterdir():
+        _config_yaml(run, 16)
+    both = group_configs(load_runs([tmp_path / "study"]))
+    assert answer(both)[1].startswith("On photos (all per class): 2 seeds per configuration (mean ± 95% CI; gaps paired "
+                                      "by seed). Best on validation and on test: frozen (validation: ")
+    shutil.rmtree(other)
     # a config.yaml from before a setting existed lacks it: no difference on that account
     import yaml
 

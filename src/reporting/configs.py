@@ -179,7 +179,9 @@ def config_labels(keys: list[ConfigKey], datasets: dict[DatasetToken, str] | Non
         mine = dict(key)
         shown = lambda n: (datasets or {}).get(mine[n], mine[n][1]) if n == "dataset" and isinstance(mine.get(n), tuple) \
             else _short(mine.get(n))  # noqa: E731
-        extra = ", ".join(f"{n}={shown(n)}" for n in differing)
+        # a setting only some keys carry (config.yaml's, where it told runs apart: _with_unrecorded) is
+        # shown where it is known, never as "=None" on configurations it did not split
+        extra = ", ".join(f"{n}={shown(n)}" for n in differing if n in mine)
         out[key] = f"{strategy} ({extra})" if extra else str(strategy)
     return out
 
