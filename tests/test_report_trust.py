@@ -113,6 +113,12 @@ def test_runs_that_differ_in_a_setting_result_json_does_not_record_are_two_confi
     both = group_configs(load_runs([tmp_path / "study"]))
     assert answer(both)[1].startswith("On photos (all per class): 2 seeds per configuration (mean ± 95% CI; gaps paired "
                                       "by seed). Best on validation and on test: frozen (validation: ")
+    # --markdown: one paragraph per dataset's answer (a single newline ran them together)
+    from src.reporting.tables import console_summary
+
+    first, second = answer(both)
+    markdown = console_summary([(r.dir, r.result) for r in load_runs([tmp_path / "study"])], markdown=True)
+    assert markdown.startswith(first + "\n\n" + second + "\n\n| strategy |")
     shutil.rmtree(other)
     # a config.yaml from before a setting existed lacks it: no difference on that account
     import yaml

@@ -111,7 +111,8 @@ def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], met
     notes = duplicate_notes(configs, names)
     table = format_table(rows, markdown=markdown, notes=notes)
     lines = answer(configs, metric)
-    out = "\n".join(lines) + "\n\n" + table if lines else table
+    # one answer per dataset: in Markdown, lines without a blank one between run into one paragraph
+    out = ("\n\n" if markdown else "\n").join(lines) + "\n\n" + table if lines else table
     return out + ("\n\n" + duplicates_line(notes, names) if notes else "")
 
 
