@@ -166,6 +166,20 @@ def test_one_seed_with_separate_intervals_names_one_best(tmp_path):
     assert "run seed=0,1,2 to tell them apart" in text
 
 
+def test_one_seed_intervals_that_nearly_touch_print_as_they_are_judged(tmp_path):
+    # 295 and 264 of 360: Wilson intervals 0.0000x apart, separate. To 3 decimals they printed
+    # [0.776, 0.856] and [0.685, 0.776], touching, beside "the intervals do not overlap"
+    spec = {"full": {0: (295 / 360, 295 / 360)}, "frozen": {0: (264 / 360, 264 / 360)}}
+    v = verdict_of(write_runs(tmp_path / "study", spec))
+    high, low = sps.binomtest(264, 360).proportion_ci(method="wilson"), sps.binomtest(295, 360).proportion_ci(method="wilson")
+    assert high.high < low.low and round(high.high, 3) == round(low.low, 3)  # the truth: apart, by less than 0.0005
+    assert v.test.best_set == ["full"]
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    lead = f"{295 / 360:.5f} [{low.low:.5f}, {low.high:.5f}]"
+    assert f"test: {lead}, next frozen {264 / 360:.5f} [{high.low:.5f}, {high.high:.5f}])" in text
+    assert f"full's {lead} (the intervals do not overlap)" in text and f"{high.high:.5f}" < f"{low.low:.5f}"
+
+
 def test_a_cheaper_configuration_that_is_worse_states_the_trade_with_ci_and_p(tmp_path):
     spec = TIED | {"lpft": {0: (0.975, 0.985), 1: (0.99, 0.97), 2: (0.985, 0.99)}}
     v = verdict_of(write_runs(tmp_path / "study", spec))

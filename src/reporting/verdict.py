@@ -31,7 +31,7 @@ from src.reporting.comparisons import (
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
-from src.reporting.wording import and_list, each_seed, gap_p, gap_size, p_text, points, value_text
+from src.reporting.wording import and_list, each_seed, gap_p, gap_size, interval_digits, p_text, points, value_text
 
 __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
 
@@ -309,12 +309,12 @@ def _seeds_sentence(v: Verdict) -> str:
     return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
 
 
-def _gap_text(g: Gap) -> str:
+def _gap_text(g: Gap, digits: int = 3) -> str:
     """A configuration against the leader: its paired gap and p, or its accuracy and interval."""
     if g.evidence == "paired":
         side = "behind" if g.behind >= 0 else "ahead"
         return f"{g.name} {gap_size(g)} points {side}{each_seed(g)}, {gap_p(g)}"
-    value = f"{g.name} {value_text(g.mean, g.ci95, g.interval)}"
+    value = f"{g.name} {value_text(g.mean, g.ci95, g.interval, digits)}"
     return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
 
 
@@ -327,16 +327,17 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
     where = " and on ".join(SPLIT_WORD[s.metric] for s in standings)
     details = []
     for s in standings:
-        lead = value_text(s.mean, s.ci95, s.interval)
+        digits = interval_digits([(s.interval, g.interval) for g in s.gaps])
+        lead = value_text(s.mean, s.ci95, s.interval, digits)
         if s.tied:
             if not _counted(s):
-                shown = [_gap_text(g) for g in s.tied]
+                shown = [_gap_text(g, digits) for g in s.tied]
             else:  # the closest, a count, and the furthest: how wide the tie is
-                shown = [_gap_text(g) for g in s.tied[:LISTED - 2]]
-                shown.append(f"{len(s.tied) - LISTED + 1} more and, the furthest, {_gap_text(s.tied[-1])}")
+                shown = [_gap_text(g, digits) for g in s.tied[:LISTED - 2]]
+                shown.append(f"{len(s.tied) - LISTED + 1} more and, the furthest, {_gap_text(s.tied[-1], digits)}")
             part = ", ".join([f"{s.best} {lead}"] + shown)
         else:
-            part = lead + (f", next {_gap_text(s.runner_up)}" if s.runner_up is not None else "")
+            part = lead + (f", next {_gap_text(s.runner_up, digits)}" if s.runner_up is not None else "")
         details.append(f"{SPLIT_WORD[s.metric]}: {part}" if len(standings) > 1 else part)
     many = _counted(last)
     text = f"Best on {where}: " + (f"{len(last.best_set)} configurations" if many else and_list(last.best_set))
@@ -375,9 +376,9 @@ def _trade_sentence(t: Trade) -> str:
     what, spent = METRIC_LABEL.get(t.metric, t.metric), COST_WORDS.get(t.cost, t.cost)
     if t.gap is None:
         return f"On {what} against {spent}, {t.top} is also the cheapest: no configuration trades {what} for a lower cost."
-    g = t.gap
+    g, digits = t.gap, interval_digits([(t.top_interval, t.gap.interval)])  # both intervals printed alike
     head = (f"The cheapest configuration on the Pareto front of {what} against {spent}, {t.cheap}, reaches "
-            f"{value_text(t.cheap_mean, t.cheap_ci95, g.interval)} {what}")
+            f"{value_text(t.cheap_mean, t.cheap_ci95, g.interval, digits)} {what}")
     side = "below" if g.behind >= 0 else "above"
     if g.evidence == "paired":
         gap = f"{gap_size(g)} points {side} {t.top}"
@@ -386,7 +387,7 @@ def _trade_sentence(t: Trade) -> str:
         else:
             gap += each_seed(g) + (f", a gap the seeds cannot tell from none ({gap_p(g)})" if g.tied else f" ({gap_p(g)})")
     else:
-        gap = f"{points(g.behind)} points {side} {t.top}'s {value_text(t.top_mean, t.top_ci95, t.top_interval)}"
+        gap = f"{points(g.behind)} points {side} {t.top}'s {value_text(t.top_mean, t.top_ci95, t.top_interval, digits)}"
         if g.evidence == "intervals":
             gap += ", within their overlapping intervals" if g.tied else " (the intervals do not overlap)"
         else:
