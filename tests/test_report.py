@@ -349,12 +349,12 @@ def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_
                                    "layerwise": (0.995, 0.985, 9.0e11)}, seeds=SIX))
     [text] = answer(configs, "test_acc")
     assert text.startswith("6 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation: layerwise "
-                           "(0.995 ± 0.000, next full 0.5 points behind on each of their 6 common seeds, p = 0.03 by the "
-                           "sign test). Best on test: full (0.992 ± 0.000, next layerwise 0.7 points behind on each of their "
+                           "(0.995 (the same on every seed), next full 0.5 points behind on each of their 6 common seeds, p = 0.03 by the "
+                           "sign test). Best on test: full (0.992 (the same on every seed), next layerwise 0.7 points behind on each of their "
                            "6 common seeds, p = 0.03 by the sign test).")
     # frozen: 0.919 vs full's 0.992 = 7.3 points, at 1e11 / 1.83e12 = 1/18 of its FLOPs
     assert ("The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
-            "0.919 ± 0.000 test accuracy, 7.3 points below full on each of their 6 common seeds (p = 0.03 by the sign "
+            "0.919 (the same on every seed) test accuracy, 7.3 points below full on each of their 6 common seeds (p = 0.03 by the sign "
             "test), at 1/18 of its training FLOPs.") in text
     # on validation the front is frozen and layerwise (full costs more for less)
     [on_val] = answer(configs, "val_acc")
@@ -367,8 +367,8 @@ def test_the_answer_when_one_configuration_wins_everything_and_per_task():
     from src.reporting.verdict import answer
 
     [text] = answer(group_configs(_runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 1e10)}, seeds=SIX)))
-    assert text.endswith("Best on validation and on test: full (validation: 0.990 ± 0.000, next frozen 9.0 points behind "
-                         "on each of their 6 common seeds, p = 0.03 by the sign test; test: 0.980 ± 0.000, next frozen 8.0 "
+    assert text.endswith("Best on validation and on test: full (validation: 0.990 (the same on every seed), next frozen 9.0 points behind "
+                         "on each of their 6 common seeds, p = 0.03 by the sign test; test: 0.980 (the same on every seed), next frozen 8.0 "
                          "points behind on each of their 6 common seeds, p = 0.03 by the sign test). On test "
                          "accuracy against training FLOPs, full is also the cheapest: no configuration trades test accuracy "
                          "for a lower cost.")

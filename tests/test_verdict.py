@@ -290,6 +290,14 @@ def test_a_separation_near_the_line_prints_numbers_that_show_it(tmp_path):
     assert f"{100 * half:.2f}" == "4.97" and f"{p:.3f}" == "0.049"
 
 
+def test_seeds_that_all_agree_are_said_to_agree_not_given_a_ci_of_zero(tmp_path):
+    # 0.3 on three seeds (a mean of 0.30000000000000004, "CI" 4e-17): it read "full 0.300 ± 0.000"
+    spec = {"full": {s: (0.3, 0.3) for s in range(3)}, "frozen": {0: (0.1, 0.1), 1: (0.2, 0.25), 2: (0.15, 0.1)}}
+    [text] = answer(group_configs(load_runs([write_runs(tmp_path / "study", spec, samples=20)])))
+    assert "± 0.000" not in text and "Best on validation: full (0.300 (the same on every seed), next frozen " in text
+    assert "(full 0.300 (the same on every seed), frozen 15.0 ± " in text
+
+
 # --- the same verdict in every output ------------------------------------------------------------
 
 

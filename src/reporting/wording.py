@@ -51,6 +51,9 @@ def value_text(mean: float, ci95: float | None, interval: Interval | None, digit
     ± 95% CI over seeds, whichever it has."""
     if interval is not None:
         return f"{mean:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+    if ci95 is not None and abs(ci95) <= 1e-9:  # seeds that all agree (to float noise) leave a t-interval
+        # no spread: "± 0.000" read as certainty
+        return f"{mean:.3f} (the same on every seed)"
     return f"{mean:.3f}" if ci95 is None else f"{mean:.3f} ± {ci95:.3f}"
 
 
