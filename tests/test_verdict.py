@@ -298,6 +298,24 @@ def test_seeds_that_all_agree_are_said_to_agree_not_given_a_ci_of_zero(tmp_path)
     assert "(full 0.300 (the same on every seed), frozen 15.0 ± " in text
 
 
+def test_seeds_that_failed_are_named_beside_the_answer_that_leaves_them_out(tmp_path):
+    # layerwise diverged on seed 3: its mean is over seeds 0-2, and the answer said nothing of seed 3
+    study = write_runs(tmp_path / "study", TIED)
+    for name, seed, status in (("layerwise", 3, "failed"), ("layerwise", 4, "interrupted"),
+                               ("full", 2, "failed"),  # a failed try of a seed that completed: counted
+                               ("lpft", 0, "failed")):  # no completed run: no configuration to leave it from
+        fields = dict(strategy=name, seed=seed, status=status, error="DivergedError: training loss became nan",
+                      dataset="digits", train_samples=1077)
+        write_json(study / f"9_{name}_s{seed}_{status}" / "result.json", RunRecord(**fields).to_json())
+    v = verdict_of(study)
+    assert v.left_out == ("layerwise on seeds 3, 4 (failed, interrupted)",) and v.seeds == (3, 3)
+    [text] = answer(group_configs(load_runs([study])))
+    assert text.startswith("3 seeds per configuration (mean ± 95% CI; gaps paired by seed). Not counted, as they did not "
+                           "complete: layerwise on seeds 3, 4 (failed, interrupted). Best on validation and on test: ")
+    [saved] = as_json(verdicts(group_configs(load_runs([study]))))
+    assert saved["left_out"] == ["layerwise on seeds 3, 4 (failed, interrupted)"]
+
+
 # --- the same verdict in every output ------------------------------------------------------------
 
 

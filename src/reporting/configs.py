@@ -43,6 +43,7 @@ class Config:
     stats: dict[str, tuple[float, float]]  # measure -> (mean, CI half-width; NaN with one seed)
     dataset: str = ""  # the dataset's name, with a short identity where two datasets share a name
     duplicates: list[Duplicate] = field(default_factory=list)  # same seed again: listed, never pooled
+    lost: list[Run] = field(default_factory=list)  # failed or interrupted on a seed it has no completed run of
 
     def __post_init__(self) -> None:
         self.dataset = self.dataset or str(self.runs[0].result.dataset)
@@ -82,8 +83,11 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
     runs recorded an identity has only its name; it joins the runs that have one when exactly one
     identity goes by that name among these runs, and otherwise stays apart."""
     done = [r for r in runs if r.completed]
-    tokens = _resolved_tokens(done)
-    keys = _with_unrecorded(done, {id(r): r.config_key(tokens[id(r)]) for r in done})
+    # failed or interrupted: what the answer is not on (a pruned trial was stopped by design)
+    stopped = [r for r in runs if r.result.status in ("failed", "interrupted") and isinstance(r.result.strategy, str)
+               and isinstance(r.result.seed, int) and not isinstance(r.result.seed, bool)]
+    tokens = _resolved_tokens(done + stopped)
+    keys = _with_unrecorded(done + stopped, {id(r): r.config_key(tokens[id(r)]) for r in done + stopped})
     pooled: dict[ConfigKey, list[Run]] = {}
     duplicates: dict[ConfigKey, list[Duplicate]] = {}
     for run in done:
@@ -94,6 +98,10 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
             members.append(run)
         else:
             duplicates.setdefault(key, []).append(Duplicate(run, same_seed))
+    lost: dict[ConfigKey, list[Run]] = {}
+    for run in stopped:  # a seed that failed once and completed on a retry is counted, not lost
+        if (key := keys[id(run)]) in pooled and run.result.seed not in {m.result.seed for m in pooled[key]}:
+            lost.setdefault(key, []).append(run)
     names = dataset_names(done, tokens)
     labels = config_labels(list(pooled), names)
     measures = MEASURES + tuple(ood_measures(ood_sets([r.result for m in pooled.values() for r in m])))
@@ -105,7 +113,8 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
             values = [v for r in members if (v := as_number(r.measure(m))) is not None]
             if len(values) == len(members):
                 stats[m] = mean_ci(values)
-        configs.append(Config(key, labels[key], members, stats, names[dict(key)["dataset"]], duplicates.get(key, [])))
+        configs.append(Config(key, labels[key], members, stats, names[dict(key)["dataset"]], duplicates.get(key, []),
+                              lost.get(key, [])))
     add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
     return configs
 

@@ -2,11 +2,9 @@
 which ones the runs cannot tell from it, and what the cheapest configuration on the Pareto front
 gives up against the front's most accurate one.
 
-`verdicts` builds a `Verdict` per task (dataset and training set) from pooled configurations
-(`src.reporting.configs.group_configs`); `sentences` renders one. Every place that states the answer
-(the console table and `--markdown`, the end of a multirun, the HTML page, the W&B summary, the
-notebook) prints `answer()`, and the page and W&B also keep `as_json()` of the same verdicts, so no
-two of them can disagree.
+`verdicts` builds a `Verdict` per task from pooled configurations (`configs.group_configs`);
+`sentences` renders one. Every place that states the answer (console, `--markdown`, a multirun's end,
+the page, W&B, the notebook) prints `answer()`, and the page and W&B keep `as_json()` of it too.
 
 Evidence, by what was run: with two or more seeds in common, the paired t-test on those seeds
 (`stats.paired`), tied unless the 95% CI of the mean difference lies above 0 (`stats.shows_ahead`);
@@ -130,13 +128,15 @@ class Trade:
 @dataclass(frozen=True)
 class Verdict:
     """The answer for one task: where (None with a single task), how many seeds each configuration
-    has (fewest, most), the standings on validation and on test, and the cheap end's trade."""
+    has (fewest, most), the standings on validation and on test, the cheap end's trade, and the seeds
+    that failed or were interrupted in configurations it counts ("full on seed 2 (failed)")."""
 
     task: str | None
     seeds: tuple[int, int]
     validation: Standing | None
     test: Standing | None
     trade: Trade | None
+    left_out: tuple[str, ...] = ()
 
     @property
     def one_seed(self) -> bool:
@@ -156,8 +156,10 @@ def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "t
     for members in tasks.values():
         where = f"{members[0].dataset} ({per_class_label(members[0])} per class)" if len(tasks) > 1 else None
         counts = [len(c.runs) for c in members]
+        left = tuple(f"{names[id(c)]} on seed{'s' * (len(c.lost) > 1)} {', '.join(str(r.result.seed) for r in c.lost)} "
+                     f"({', '.join(sorted({str(r.result.status) for r in c.lost}))})" for c in members if c.lost)
         out.append(Verdict(where, (min(counts), max(counts)), _standing(members, "val_acc", names),
-                           _standing(members, "test_acc", names), _trade(members, names, metric, cost)))
+                           _standing(members, "test_acc", names), _trade(members, names, metric, cost), left))
     return out
 
 
@@ -285,6 +287,8 @@ def sentences(v: Verdict) -> list[str]:
     """The verdict in words: how many seeds and what the evidence is, who is best on validation
     and on test (ties named together), and the cheap end's trade with its evidence."""
     out = [_seeds_sentence(v)]
+    if v.left_out:  # a seed that diverged is evidence too: the means are over the seeds that completed
+        out.append(f"Not counted, as they did not complete: {'; '.join(v.left_out)}.")
     val, test = v.validation, v.test
     if val is not None and test is not None and set(val.best_set) == set(test.best_set):
         out.append(_standing_sentence([val, test]))
