@@ -325,6 +325,7 @@ def test_pareto_dominance_is_one_definition_with_ties_and_equal_points():
 
 
 SIX = tuple(range(6))  # seeds: the fewest on which an exact gap on every seed separates (sign test)
+SAME, EACH, SIGN = "(the same on every seed)", "on each of their 6 common seeds", "p = 0.03 by the sign test"
 
 
 def _runs(spec: dict[str, tuple[float, float, float]], seeds=(0, 1), root: Path = Path("/study"), **same):
@@ -344,21 +345,19 @@ def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_
     from src.reporting.verdict import answer
 
     # the same accuracy on every seed: every paired gap is exact, so the sign test decides, and six seeds
-    # that all agree are the fewest it separates (p = 2/2**6); two such seeds read "p < 0.001" until 75007af
+    # that all agree are the fewest it separates (p = 2/2**6); two such seeds read "p < 0.001" before
     configs = group_configs(_runs({"frozen": (0.90, 0.919, 1.0e11), "full": (0.99, 0.992, 1.83e12),
                                    "layerwise": (0.995, 0.985, 9.0e11)}, seeds=SIX))
     [text] = answer(configs, "test_acc")
-    assert text.startswith("6 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation: layerwise "
-                           "(0.995 (the same on every seed), next full 0.5 points behind on each of their 6 common seeds, p = 0.03 by the "
-                           "sign test). Best on test: full (0.992 (the same on every seed), next layerwise 0.7 points behind on each of their "
-                           "6 common seeds, p = 0.03 by the sign test).")
+    assert text.startswith(f"6 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation: "
+                           f"layerwise (0.995 {SAME}, next full 0.5 points behind {EACH}, {SIGN}). Best on test: full "
+                           f"(0.992 {SAME}, next layerwise 0.7 points behind {EACH}, {SIGN}).")
     # frozen: 0.919 vs full's 0.992 = 7.3 points, at 1e11 / 1.83e12 = 1/18 of its FLOPs
-    assert ("The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
-            "0.919 (the same on every seed) test accuracy, 7.3 points below full on each of their 6 common seeds (p = 0.03 by the sign "
-            "test), at 1/18 of its training FLOPs.") in text
+    assert (f"The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
+            f"0.919 {SAME} test accuracy, 7.3 points below full {EACH} ({SIGN}), at 1/18 of its training FLOPs.") in text
     # on validation the front is frozen and layerwise (full costs more for less)
     [on_val] = answer(configs, "val_acc")
-    assert "9.5 points below layerwise on each of their 6 common seeds (p = 0.03 by the sign test), at 1/9 of its training FLOPs" in on_val
+    assert f"9.5 points below layerwise {EACH} ({SIGN}), at 1/9 of its training FLOPs" in on_val
 
 
 def test_the_answer_when_one_configuration_wins_everything_and_per_task():
@@ -367,9 +366,8 @@ def test_the_answer_when_one_configuration_wins_everything_and_per_task():
     from src.reporting.verdict import answer
 
     [text] = answer(group_configs(_runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 1e10)}, seeds=SIX)))
-    assert text.endswith("Best on validation and on test: full (validation: 0.990 (the same on every seed), next frozen 9.0 points behind "
-                         "on each of their 6 common seeds, p = 0.03 by the sign test; test: 0.980 (the same on every seed), next frozen 8.0 "
-                         "points behind on each of their 6 common seeds, p = 0.03 by the sign test). On test "
+    assert text.endswith(f"Best on validation and on test: full (validation: 0.990 {SAME}, next frozen 9.0 points behind "
+                         f"{EACH}, {SIGN}; test: 0.980 {SAME}, next frozen 8.0 points behind {EACH}, {SIGN}). On test "
                          "accuracy against training FLOPs, full is also the cheapest: no configuration trades test accuracy "
                          "for a lower cost.")
     two = _runs({"frozen": (0.9, 0.9, 1e11)}, dataset="a") + _runs({"frozen": (0.8, 0.8, 1e11)}, dataset="b")
@@ -380,8 +378,7 @@ def test_the_answer_when_one_configuration_wins_everything_and_per_task():
     # no FLOPs counted (trainer.count_flops=false): the front is on training time, and says so
     no_flops = [r.__class__(r.dir, r.result.replace(train_flops=None))
                 for r in _runs({"frozen": (0.9, 0.9, 1e11), "full": (0.99, 0.98, 4e11)}, seeds=SIX)]
-    assert answer(group_configs(no_flops))[0].endswith("8.0 points below full on each of their 6 common seeds (p = 0.03 by "
-                                                       "the sign test), at 1/4 of its training time.")
+    assert answer(group_configs(no_flops))[0].endswith(f"8.0 points below full {EACH} ({SIGN}), at 1/4 of its training time.")
 
 
 def test_the_answer_is_at_the_top_of_the_page_and_of_the_console_table(tmp_path):
