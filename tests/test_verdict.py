@@ -227,14 +227,29 @@ def test_a_leader_on_the_mean_that_its_common_seeds_put_behind_is_not_named_best
     assert "Best on test: full (" not in text and "next layerwise" not in text
     assert (f"Best on validation and on test: full and layerwise, which these runs cannot rank, their means and their "
             f"common seeds disagreeing (") in text
-    assert f"layerwise 5.0 ± {100 * gap.behind_ci95:.1f} points ahead, p = {truth.pvalue:.3f}); run them on the same " \
-           f"seeds (seed=0,1,2) to compare." in text
+    assert f"layerwise 5.0 ± {100 * gap.behind_ci95:.1f} points ahead on their 2 common seeds, p = {truth.pvalue:.3f}); " \
+           f"run them on the same seeds (seed=0,1,2) to compare." in text
     # the win map does not call full the winner over layerwise either, nor writes "−-5.0"
     from src.reporting.comparisons import win_map
     from src.reporting.tables import win_cells
     [cell] = win_map(group_configs(load_runs([tmp_path / "study"])))
     assert cell["tied_with_winner"] == ["layerwise"]
     assert win_cells([cell])[0][-1].startswith("layerwise +5.0 ± ")
+
+
+def test_a_gap_on_fewer_seeds_than_a_configuration_has_says_on_which(tmp_path):
+    # full on seeds 0-2 (one failed try left out, say), frozen on 0-1: the gap is on seeds 0 and 1, not the
+    # difference of the means printed beside it; it read "frozen 6.1 ± 2.5 points behind" with no seeds named
+    spec = {"full": {0: (0.95, 0.95), 1: (0.97, 0.96), 2: (0.90, 0.91)}, "frozen": {0: (0.90, 0.90), 1: (0.90, 0.89)}}
+    v = verdict_of(write_runs(tmp_path / "study", spec))
+    [gap] = v.test.gaps
+    assert gap.partial and gap.seeds == 2 and gap.behind == pytest.approx(0.06)
+    assert v.test.mean - gap.mean != pytest.approx(gap.behind)  # the means are over 3 and 2 seeds
+    [text] = answer(group_configs(load_runs([tmp_path / "study"])))
+    assert f"frozen 6.0 ± {100 * gap.behind_ci95:.1f} points behind on their 2 common seeds, p = " in text
+    # the same seeds on both sides: nothing to say
+    [same] = verdict_of(write_runs(tmp_path / "three", TIED)).test.tied
+    assert not same.partial
 
 
 def test_a_cheap_end_ahead_on_the_common_seeds_is_not_called_a_gap_below(tmp_path):

@@ -29,7 +29,9 @@ from src.reporting.comparisons import (
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
-from src.reporting.wording import and_list, each_seed, gap_p, gap_size, interval_digits, p_text, points, value_text
+from src.reporting.wording import (
+    and_list, common_seeds, gap_p, gap_size, interval_digits, p_text, points, seeds_sentence, value_text,
+)
 
 __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
 
@@ -62,6 +64,7 @@ class Gap:
     behind_ci95: float | None = None
     p: float | None = None
     seeds: int = 0  # the seeds the paired test used
+    partial: bool = False  # fewer than one of the two has: its gap is not the difference of the two means
     seeds_to_tell: int | None = None
     why_not: str = ""  # with evidence "none": why nothing compared them
 
@@ -203,6 +206,7 @@ def _gap(lead: Config, other: Config, metric: str, names: dict[int, str]) -> Gap
         diff, half = test["diff"], test["ci95"]
         tied = not shows_ahead(test)  # the CI of the mean difference contains 0, or lies below it
         return Gap(**base, behind=diff, evidence="paired", tied=tied, behind_ci95=half, p=test["p"], seeds=test["n"],
+                   partial=test["n"] < max(len(lead.runs), len(other.runs)),
                    seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if tied and not shows_ahead(test | {"diff": -diff})
                    else None)
     behind = _num(lead, metric) - mean
@@ -302,22 +306,15 @@ def sentences(v: Verdict) -> list[str]:
 
 
 def _seeds_sentence(v: Verdict) -> str:
-    low, high = v.seeds
-    if v.one_seed:
-        counts = [f"{s.samples} {SPLIT_WORD[s.metric]}" for s in (v.validation, v.test) if s is not None and s.samples]
-        if not counts:
-            return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
-        return (f"One seed per configuration: in brackets, each accuracy's Wilson 95% interval over the "
-                f"{' and '.join(counts)} images.")
-    many = f"{high}" if low == high else f"{low} to {high}"
-    return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
+    counts = [f"{s.samples} {SPLIT_WORD[s.metric]}" for s in (v.validation, v.test) if s is not None and s.samples]
+    return seeds_sentence(*v.seeds, counts)
 
 
 def _gap_text(g: Gap, digits: int = 3) -> str:
     """A configuration against the leader: its paired gap and p, or its accuracy and interval."""
     if g.evidence == "paired":
         side = "behind" if g.behind >= 0 else "ahead"
-        return f"{g.name} {gap_size(g)} points {side}{each_seed(g)}, {gap_p(g)}"
+        return f"{g.name} {gap_size(g)} points {side}{common_seeds(g)}, {gap_p(g)}"
     value = f"{g.name} {value_text(g.mean, g.ci95, g.interval, digits)}"
     return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
 
@@ -387,9 +384,9 @@ def _trade_sentence(t: Trade) -> str:
     if g.evidence == "paired":
         gap = f"{gap_size(g)} points {side} {t.top}"
         if g.reversed:  # above on their common seeds, below on the means that put it at the cheap end
-            gap += f"{each_seed(g) or f' on their {g.seeds} common seeds'} ({gap_p(g)}) though below it on the mean"
+            gap += f"{common_seeds(g) or f' on their {g.seeds} common seeds'} ({gap_p(g)}) though below it on the mean"
         else:
-            gap += each_seed(g) + (f", a gap the seeds cannot tell from none ({gap_p(g)})" if g.tied else f" ({gap_p(g)})")
+            gap += common_seeds(g) + (f", a gap the seeds cannot tell from none ({gap_p(g)})" if g.tied else f" ({gap_p(g)})")
     else:
         gap = f"{points(g.behind)} points {side} {t.top}'s {value_text(t.top_mean, t.top_ci95, t.top_interval, digits)}"
         if g.evidence == "intervals":

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["and_list", "each_seed", "gap_p", "gap_size", "p_text", "points", "value_text"]
+__all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "p_text", "points", "seeds_sentence",
+           "value_text"]
 
 
 class PairedGap(Protocol):
@@ -16,6 +17,7 @@ class PairedGap(Protocol):
     behind_ci95: float | None
     p: float | None
     seeds: int
+    partial: bool
 
     @property
     def no_spread(self) -> bool: ...
@@ -92,8 +94,25 @@ def _holds_zero(gap: float, half: float) -> bool:
     return gap - half <= 0 <= gap + half
 
 
-def each_seed(g: PairedGap) -> str:
-    return f" on each of their {g.seeds} common seeds" if g.no_spread else ""
+def common_seeds(g: PairedGap) -> str:
+    """On which seeds a paired gap was measured, where the reader cannot take it for granted: the same
+    on each of them (no CI), or fewer than one of the two has (the gap is then no difference of the
+    means printed beside it: 3 seeds against 2)."""
+    if g.no_spread:
+        return f" on each of their {g.seeds} common seeds"
+    return f" on their {g.seeds} common seeds" if g.partial else ""
+
+
+def seeds_sentence(low: int, high: int, counts: Sequence[str]) -> str:
+    """How many seeds the configurations have (fewest, most) and what the brackets and ± are; `counts`:
+    the images one seed's accuracies were measured on ("360 validation")."""
+    if high == 1:
+        if not counts:
+            return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
+        return (f"One seed per configuration: in brackets, each accuracy's Wilson 95% interval over the "
+                f"{' and '.join(counts)} images.")
+    many = f"{high}" if low == high else f"{low} to {high}"
+    return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
 
 
 def gap_p(g: PairedGap) -> str:
