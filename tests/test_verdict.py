@@ -201,6 +201,18 @@ def test_a_cheaper_configuration_that_is_worse_states_the_trade_with_ci_and_p(tm
         in text
 
 
+def test_a_configuration_without_counted_flops_is_not_left_off_the_cheap_end(tmp_path):
+    # frozen ran with trainer.count_flops=false: the FLOPs front was full and layerwise alone, and
+    # "the cheapest configuration on the Pareto front" was layerwise, with frozen 18 times cheaper
+    study = write_runs(tmp_path / "study", TIED)
+    for path in study.glob("*_frozen_*/result.json"):
+        write_json(path, json.loads(path.read_text()) | {"train_flops": None})
+    v = verdict_of(study)
+    assert (v.trade.cost, v.trade.cheap) == ("train_time_s", "frozen")
+    [text] = answer(group_configs(load_runs([study])))
+    assert "The cheapest configuration on the Pareto front of test accuracy against training time, frozen, " in text
+
+
 def test_configurations_without_common_seeds_are_not_separated(tmp_path):
     spec = {"full": {0: (0.99, 0.99), 1: (0.99, 0.985)}, "frozen": {2: (0.9, 0.9), 3: (0.91, 0.9)}}
     v = verdict_of(write_runs(tmp_path / "study", spec))

@@ -230,8 +230,8 @@ def _standing(configs: Sequence[Config], metric: str, names: dict[int, str]) -> 
 
 
 def _trade(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> Trade | None:
-    if not any(_mean(c, cost) is not None for c in configs):
-        cost = "train_time_s"
+    if not all(_mean(c, cost) is not None for c in configs if _mean(c, metric) is not None):
+        cost = "train_time_s"  # FLOPs not counted for one (trainer.count_flops=false): a front without it lies
     placed = [c for c in configs if _mean(c, metric) is not None and _mean(c, cost) is not None]
     front = [placed[i] for i in pareto_front([(_num(c, metric), _num(c, cost)) for c in placed])]
     if not front:
