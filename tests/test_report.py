@@ -225,8 +225,8 @@ def test_analysis_notebook_runs_on_real_results_and_is_committed_clean(results):
     from src.reporting.verdict import answer
 
     configs = group_configs(load_runs([results]))
-    for a, b, seeds, diff, p in pair_cells(paired_rows(configs)):
-        assert f"{a} − {b}  seeds {seeds}  test_acc A − B {diff}  p {p}" in text
+    for a, b, seeds, diff, p, p_holm in pair_cells(paired_rows(configs)):
+        assert f"{a} − {b}  seeds {seeds}  test_acc A − B {diff}  p {p}  Holm p {p_holm}" in text
     assert all(sentence in text for sentence in answer(configs))
 
 
@@ -324,8 +324,11 @@ def test_pareto_dominance_is_one_definition_with_ties_and_equal_points():
 # --- the answer, the plots' conventions: synthetic records, no training ---------------------------
 
 
-SIX = tuple(range(6))  # seeds: the fewest on which an exact gap on every seed separates (sign test)
+SIX = tuple(range(6))  # seeds: the fewest on which an exact gap on every seed separates two (sign test)
 SAME, EACH, SIGN = "(the same on every seed)", "on each of their 6 common seeds", "p = 0.03 by the sign test"
+# three configurations are three pairs: Holm asks the first of 3 x 2/2**n < 0.05, so seven seeds
+SEVEN, EACH7 = tuple(range(7)), "on each of their 7 common seeds"
+SIGN7 = "p = 0.02 by the sign test, Holm p = 0.047 over 3 pairs"
 
 
 def _runs(spec: dict[str, tuple[float, float, float]], seeds=(0, 1), root: Path = Path("/study"), **same):
@@ -344,20 +347,25 @@ def test_the_answer_names_the_best_on_validation_and_test_and_what_the_cheapest_
     from src.reporting.configs import group_configs
     from src.reporting.verdict import answer
 
-    # the same accuracy on every seed: every paired gap is exact, so the sign test decides, and six seeds
-    # that all agree are the fewest it separates (p = 2/2**6); two such seeds read "p < 0.001" before
-    configs = group_configs(_runs({"frozen": (0.90, 0.919, 1.0e11), "full": (0.99, 0.992, 1.83e12),
-                                   "layerwise": (0.995, 0.985, 9.0e11)}, seeds=SIX))
+    # the same accuracy on every seed: every paired gap is exact, so the sign test decides, and among
+    # three configurations' 3 pairs seven seeds that all agree are the fewest it separates (Holm:
+    # 3 x 2/2**7 = 0.047; six gave 0.094); two such seeds read "p < 0.001" before
+    spec = {"frozen": (0.90, 0.919, 1.0e11), "full": (0.99, 0.992, 1.83e12), "layerwise": (0.995, 0.985, 9.0e11)}
+    configs = group_configs(_runs(spec, seeds=SEVEN))
     [text] = answer(configs, "test_acc")
-    assert text.startswith(f"6 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation: "
-                           f"layerwise (0.995 {SAME}, next full 0.5 points behind {EACH}, {SIGN}). Best on test: full "
-                           f"(0.992 {SAME}, next layerwise 0.7 points behind {EACH}, {SIGN}).")
+    assert text.startswith(f"7 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation: "
+                           f"layerwise (0.995 {SAME}, next full 0.5 points behind {EACH7}, {SIGN7}). Best on test: full "
+                           f"(0.992 {SAME}, next layerwise 0.7 points behind {EACH7}, {SIGN7}).")
     # frozen: 0.919 vs full's 0.992 = 7.3 points, at 1e11 / 1.83e12 = 1/18 of its FLOPs
     assert (f"The cheapest configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches "
-            f"0.919 {SAME} test accuracy, 7.3 points below full {EACH} ({SIGN}), at 1/18 of its training FLOPs.") in text
+            f"0.919 {SAME} test accuracy, 7.3 points below full {EACH7} ({SIGN7}), at 1/18 of its training FLOPs.") in text
     # on validation the front is frozen and layerwise (full costs more for less)
     [on_val] = answer(configs, "val_acc")
-    assert f"9.5 points below layerwise {EACH} ({SIGN}), at 1/9 of its training FLOPs" in on_val
+    assert f"9.5 points below layerwise {EACH7} ({SIGN7}), at 1/9 of its training FLOPs" in on_val
+    # on six seeds each pair's own p (0.03) is under 0.05, but not among the 3 pairs: all three tie
+    [six] = answer(group_configs(_runs(spec, seeds=SIX)), "test_acc")
+    assert "Best on validation and on test: full, layerwise and frozen, which the seeds cannot tell apart" in six
+    assert f"{SIGN}, Holm p = 0.09 over 3 pairs" in six
 
 
 def test_the_answer_when_one_configuration_wins_everything_and_per_task():

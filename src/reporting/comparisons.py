@@ -2,7 +2,9 @@
 common seeds, and which strategy wins per dataset and training-set size (the win map).
 
 Only configurations on the same task (`task_key`) are compared head to head. Every difference is
-paired by seed (`src.reporting.stats.paired`): the seed moves both runs alike.
+paired by seed (`src.reporting.stats.paired`): the seed moves both runs alike. Whether a pair is told
+apart is decided on its p adjusted by Holm's method over every pair of the task (`Family`), not on
+its own p: a report compares many pairs and names a best after seeing them.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from src.record.io import as_number
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.runs import ConfigKey
-from src.reporting.stats import paired
+from src.reporting.stats import holm, paired
 
-__all__ = ["COSTS", "COST_WORDS", "METRIC_LABEL", "cost_ratio", "paired_on_common_seeds", "paired_rows",
+__all__ = ["COSTS", "COST_WORDS", "LEVEL", "METRIC_LABEL", "Family", "cost_ratio", "paired_on_common_seeds",
+           "paired_rows",
            "per_class_label", "summary_rows", "task_key", "untasked", "win_map"]
 
 # Costs on offer for the x axis of accuracy-vs-cost plots.
@@ -26,6 +29,9 @@ COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "traina
 COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", "trainable_params": "trainable parameters"}
 # The accuracies a report can put against cost, in words.
 METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
+# Two configurations are told apart when their pair's Holm-adjusted p is below this: a 5% chance, over
+# all the task's pairs together, that any difference the report states is luck.
+LEVEL = 0.05
 
 
 def task_key(config: Config) -> tuple:
@@ -46,15 +52,57 @@ def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] 
     return {"seeds": seeds} | paired([va[s] for s in seeds], [vb[s] for s in seeds])
 
 
+class Family:
+    """The paired tests of every pair of `configs` (one task) on `metric` that share two seeds, each
+    with its p adjusted by Holm's method over all of them (`p_holm`; `stats.holm`); and `level`, the
+    confidence of each one-seed accuracy's interval that makes all of them hold together at 95%
+    (Bonferroni over the configurations: when every interval holds its true accuracy, two that do not
+    overlap are truly apart, so no separation is claimed by luck more than 5% of the time).
+
+    The family is every pair, not only the pairs with the best: the best is chosen by its mean first,
+    and that choice makes its own comparisons look more separated than they are. Simulated on equal
+    configurations (benchmarks/verdict_error.py, docs/verdict.md), only Holm over every pair kept the
+    chance of separating any of them from the best under the 5% the verdict claims."""
+
+    def __init__(self, configs: Sequence[Config], metric: str) -> None:
+        tests: dict[tuple[int, int], dict[str, Any]] = {}
+        for i, a in enumerate(configs):
+            for b in configs[i + 1:]:
+                test = paired_on_common_seeds(a, b, metric)
+                if test is not None:
+                    tests[(id(a), id(b))] = test
+        for test, p in zip(tests.values(), holm([t["p"] for t in tests.values()])):
+            test["p_holm"] = p
+        self.tests = tests
+        self.level = 1 - LEVEL / max(len(configs), 1)
+
+    def __len__(self) -> int:
+        return len(self.tests)
+
+    def test(self, a: Config, b: Config) -> dict[str, Any] | None:
+        """The paired test of metric(A) − metric(B), with its family's `p_holm` and `pairs` (the
+        family's size); None when the two share fewer than two seeds."""
+        if (id(a), id(b)) in self.tests:
+            return self.tests[(id(a), id(b))] | {"pairs": len(self)}
+        if (id(b), id(a)) in self.tests:  # the same test, the other way round
+            return self.tests[(id(b), id(a))] | {"diff": -self.tests[(id(b), id(a))]["diff"], "pairs": len(self)}
+        return None
+
+
 def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dict[str, Any]]:
     """Every pair of configurations on the same task (`task_key`) that share at least two seeds:
-    metric(A) − metric(B) on the common seeds, with its 95% CI and the paired t-test's p-value."""
+    metric(A) − metric(B) on the common seeds, with its 95% CI, the paired t-test's p-value and that
+    p adjusted by Holm's method over all of the task's pairs (`p_holm`, what tells them apart)."""
+    tasks: dict[tuple, list[Config]] = {}
+    for c in configs:
+        tasks.setdefault(task_key(c), []).append(c)
+    families = {task: Family(members, metric) for task, members in tasks.items()}
     rows = []
     for i, a in enumerate(configs):
         for b in configs[i + 1:]:
             if task_key(a) != task_key(b):
                 continue
-            test = paired_on_common_seeds(a, b, metric)
+            test = families[task_key(a)].test(a, b)
             if test is not None:
                 rows.append({"a": a.label, "b": b.label, "metric": metric} | test)
     return rows
@@ -87,13 +135,14 @@ def untasked(key: ConfigKey) -> ConfigKey:
     return tuple((k, None if k in ("dataset", "train_samples") else v) for k, v in key)
 
 
-def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 0.05) -> list[dict[str, Any]]:
+def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = LEVEL) -> list[dict[str, Any]]:
     """Which strategy wins, per dataset and training-set size (a cell of `experiment=data_size_grid`).
 
     In each cell: every configuration's mean ± 95% CI of `metric`, the winner (highest mean), and
     for each other configuration the paired difference to the winner on their common seeds. A
-    configuration whose paired test does not separate it from the winner (p ≥ `level`, fewer than
-    two common seeds, or ahead of it on the seeds they share) is `tied` with it: the seeds cannot say
+    configuration whose paired test does not separate it from the winner (its p adjusted over the
+    cell's pairs, `Family`, at least `level`, fewer than two common seeds, or ahead of it on the seeds
+    they share) is `tied` with it: the seeds cannot say
     that the winner is better."""
     # The strategy's name, plus the settings that tell its configurations apart across the map; the
     # dataset and training-set size are the cell's own, so a row keeps one name in every cell.
@@ -107,6 +156,7 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
         dataset = members[0].dataset
         members = sorted(members, key=lambda c: -c.stats[metric][0])
         best = members[0]
+        family = Family(members, metric)
         label = {id(c): labels[untasked(c.key)] for c in members}
         entries = []
         for c in members:
@@ -114,13 +164,14 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
             entry: dict[str, Any] = {"config": label[id(c)], "strategy": c.strategy, "seeds": len(c.runs),
                                      "mean": mean, "ci95": None if math.isnan(half) else half}
             if c is not best:
-                test = paired_on_common_seeds(best, c, metric)
+                test = family.test(best, c)
                 if test is not None:
                     # a winner on the mean that its common seeds put behind is no winner either (unequal seeds)
                     entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
-                              "tied": test["p"] >= level or test["diff"] < 0}
+                              "p_holm": test["p_holm"], "tied": test["p_holm"] >= level or test["diff"] < 0}
                 else:
-                    entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "tied": True}
+                    entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "p_holm": None,
+                              "tied": True}
             entries.append(entry)
         rows.append({
             "dataset": dataset, "train_per_class": per_class_label(best),

@@ -56,12 +56,29 @@ def paired(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> dict[
 
 def shows_ahead(test: dict[str, float]) -> bool:
     """Whether a `paired` result of A − B shows A ahead: its 95% CI of the mean difference lies above 0
-    (with no spread, and so no CI, the sign test's p < 0.05). A CI below 0 is no lead either way round:
-    with unequal seeds the mean over each one's own seeds can rank A first while the seeds they share
-    put B ahead, and then neither can be named the better."""
+    (with no spread, and so no CI, the sign test's p < 0.05), and, where the test is one of a family
+    (`p_holm`, `comparisons.Family`), its p adjusted over the family is below 0.05 too. A CI below 0
+    is no lead either way round: with unequal seeds the mean over each one's own seeds can rank A
+    first while the seeds they share put B ahead, and then neither can be named the better."""
+    if test.get("p_holm", 0.0) >= 0.05:
+        return False
     if math.isnan(test["ci95"]):
         return test["diff"] > 0 and test["p"] < 0.05
     return test["diff"] - test["ci95"] > 0
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of `pvalues` (Holm 1979), in their order: the i-th smallest p
+    times (m - i), kept non-decreasing and at most 1. An adjusted p under 0.05 separates at a 5%
+    family-wise error rate over all m comparisons: the chance that any of them is claimed by luck,
+    not each one's alone."""
+    m = len(pvalues)
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda j: pvalues[j])):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
@@ -92,18 +109,22 @@ def wilson(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float] 
     return float(ci.low), float(ci.high)
 
 
-def seeds_to_separate(diff: float, half: float, n: int, level: float = 0.95, most: int = 100) -> int | None:
+def seeds_to_separate(diff: float, half: float, n: int, level: float = 0.95, most: int = 100,
+                      comparisons: int = 1) -> int | None:
     """How many seeds a paired CI of the mean difference would need to exclude 0 if the difference
     and the spread of the `n` seeds so far held: the smallest m with t(m-1) * sd / sqrt(m) < |diff|,
-    sd recovered from the CI half-width `half`. None when nothing would (no difference seen) or when
-    it would take more than `most` seeds. An extrapolation from few seeds, not a promise. With no
-    spread (`half` NaN, `paired`): the seeds the sign test needs, if every one kept the same sign."""
+    sd recovered from the `level` CI half-width `half`. Among `comparisons` (Holm's family) the CI's
+    level is Bonferroni's 1 - (1 - level) / comparisons, what Holm asks of the first pair. None when
+    nothing would (no difference seen) or when it would take more than `most` seeds. An extrapolation
+    from few seeds, not a promise. With no spread (`half` NaN, `paired`): the seeds the sign test
+    needs, if every one kept the same sign."""
     if n < 2 or math.isinf(half) or diff == 0:
         return None
+    alpha = (1 - level) / comparisons
     if math.isnan(half):
-        return next((m for m in range(n + 1, most + 1) if 2.0 ** (1 - m) < 1 - level), None)
+        return next((m for m in range(n + 1, most + 1) if 2.0 ** (1 - m) < alpha), None)
     sd = half * math.sqrt(n) / float(stats.t.ppf(0.5 + level / 2, n - 1))
     for m in range(n + 1, most + 1):
-        if float(stats.t.ppf(0.5 + level / 2, m - 1)) * sd / math.sqrt(m) < abs(diff):
+        if float(stats.t.ppf(1 - alpha / 2, m - 1)) * sd / math.sqrt(m) < abs(diff):
             return m
     return None

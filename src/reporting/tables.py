@@ -39,7 +39,7 @@ def wins_worth_showing(cells: Sequence[dict[str, Any]]) -> bool:
 
 def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
     """The which-strategy-wins map as Markdown tables, one per dataset: mean ± 95% CI over seeds,
-    ★ the winner, ≈ tied with it (paired test, p ≥ 0.05)."""
+    ★ the winner, ≈ tied with it (paired test, Holm-adjusted p ≥ 0.05)."""
     out = []
     for dataset in dict.fromkeys(c["dataset"] for c in cells):
         mine = [c for c in cells if c["dataset"] == dataset]
@@ -77,7 +77,7 @@ def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         p["a"], p["b"], ", ".join(map(str, p["seeds"])),
         # no CI: the same difference on every seed, whose p is the sign test's (stats.paired)
         f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"),
-        f"{p['p']:.3g}" + (" (sign test)" if math.isnan(p["ci95"]) else ""),
+        f"{p['p']:.3g}" + (" (sign test)" if math.isnan(p["ci95"]) else ""), f"{p['p_holm']:.3g}",
     ) for p in pairs]
 
 
@@ -88,8 +88,8 @@ def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         if e.get("behind_ci95") is None:
             return gap
         if math.isnan(e["behind_ci95"]):  # the same gap on every seed: no CI, the sign test's p
-            return f"{gap} on every seed (p={e['p']:.2g}, sign test)"
-        return f"{gap} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g})"
+            return f"{gap} on every seed (p={e['p']:.2g}, sign test, Holm {e['p_holm']:.2g})"
+        return f"{gap} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g}, Holm {e['p_holm']:.2g})"
 
     return [tuple(str(x) for x in (
         c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],

@@ -7,11 +7,12 @@ gives up against the front's most accurate one.
 the page, W&B, the notebook) prints `answer()`, and the page and W&B keep `as_json()` of it too.
 
 Evidence, by what was run: with two or more seeds in common, the paired t-test on those seeds
-(`stats.paired`), tied unless the 95% CI of the mean difference lies above 0 (`stats.shows_ahead`);
-with one seed each, each accuracy's Wilson 95% interval over the images it was measured on
-(`val_samples`, `test_samples`), tied where the intervals overlap (cautious: it calls some real
-differences ties, and says how to settle them); otherwise not compared, so not separated either.
-Nothing here claims more than that: a tie is reported as a tie, never as a winner.
+(`stats.paired`), tied unless the 95% CI of the mean difference lies above 0 and its p, adjusted by
+Holm's method over every pair of the task (`comparisons.Family`), is below 0.05 (`stats.shows_ahead`);
+with one seed each, each accuracy's Wilson interval over the images it was measured on (`val_samples`,
+`test_samples`) at `Family.level` (all of them hold together at 95%), tied where intervals overlap;
+otherwise not compared, so not separated either. So the 5% chance of a difference claimed by luck
+holds for the whole answer (docs/verdict.md); a tie is reported as a tie, never as a winner.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from src.record.io import finite_json
-from src.reporting.comparisons import (
-    COST_WORDS, METRIC_LABEL, cost_ratio, paired_on_common_seeds, per_class_label, task_key, untasked,
-)
+from src.reporting.comparisons import COST_WORDS, METRIC_LABEL, Family, cost_ratio, per_class_label, task_key, untasked
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
@@ -57,12 +56,14 @@ class Gap:
     name: str
     mean: float
     ci95: float | None  # of its mean over seeds; None with one seed
-    interval: tuple[float, float] | None  # Wilson 95% interval of a one-seed accuracy
+    interval: tuple[float, float] | None  # Wilson interval of a one-seed accuracy (at Standing.level)
     behind: float
     evidence: Evidence
     tied: bool
     behind_ci95: float | None = None
     p: float | None = None
+    p_holm: float | None = None  # p adjusted by Holm's method over the task's `pairs` paired tests
+    pairs: int = 0
     seeds: int = 0  # the seeds the paired test used
     partial: bool = False  # fewer than one of the two has: its gap is not the difference of the two means
     seeds_to_tell: int | None = None
@@ -73,7 +74,8 @@ class Gap:
         """Paired, and ahead of the leader on their common seeds: the leader leads only on the mean over
         each one's own seeds (unequal seeds), so the runs cannot rank the two."""
         return self.evidence == "paired" and shows_ahead({"diff": -self.behind, "ci95": self.behind_ci95 or 0.0,
-                                                          "p": 1.0 if self.p is None else self.p})
+                                                          "p": 1.0 if self.p is None else self.p,
+                                                          "p_holm": 1.0 if self.p_holm is None else self.p_holm})
 
     @property
     def no_spread(self) -> bool:
@@ -93,6 +95,7 @@ class Standing:
     interval: tuple[float, float] | None
     samples: int | None  # images the accuracy was measured on (one seed; None when not recorded)
     gaps: tuple[Gap, ...]
+    level: float = 0.95  # of each one-seed interval: all of them together hold at 95% (comparisons.Family)
 
     @property
     def tied(self) -> tuple[Gap, ...]:
@@ -181,36 +184,35 @@ def _samples(config: Config, metric: str) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
-def _interval(config: Config, metric: str) -> tuple[float, float] | None:
+def _interval(config: Config, metric: str, level: float) -> tuple[float, float] | None:
     """A one-seed accuracy's Wilson interval; None with several seeds (their CI says more) or
     without the image count."""
     mean, n = _mean(config, metric), _samples(config, metric)
     if len(config.runs) != 1 or mean is None or n is None:
         return None
-    return wilson(mean, n)
+    return wilson(mean, n, level)
 
 
 def _num(config: Config, measure: str) -> float:
     """A mean the caller has checked is there."""
-    value = _mean(config, measure)
-    assert value is not None, measure
-    return value
+    return config.stats[measure][0]
 
 
-def _gap(lead: Config, other: Config, metric: str, names: dict[int, str]) -> Gap:
+def _gap(lead: Config, other: Config, metric: str, names: dict[int, str], family: Family) -> Gap:
     mean = _num(other, metric)
-    interval = _interval(other, metric)
+    interval = _interval(other, metric, family.level)
     base = dict(name=names[id(other)], mean=mean, ci95=_half(other, metric), interval=interval)
-    test = paired_on_common_seeds(lead, other, metric)
+    test = family.test(lead, other)
     if test is not None:
-        diff, half = test["diff"], test["ci95"]
-        tied = not shows_ahead(test)  # the CI of the mean difference contains 0, or lies below it
-        return Gap(**base, behind=diff, evidence="paired", tied=tied, behind_ci95=half, p=test["p"], seeds=test["n"],
+        diff, half, pairs = test["diff"], test["ci95"], test["pairs"]
+        tied = not shows_ahead(test)  # the CI of the mean difference holds 0 or lies below it, or Holm's p >= 0.05
+        return Gap(**base, behind=diff, evidence="paired", tied=tied, behind_ci95=half, p=test["p"],
+                   p_holm=test["p_holm"], pairs=pairs, seeds=test["n"],
                    partial=test["n"] < max(len(lead.runs), len(other.runs)),
-                   seeds_to_tell=seeds_to_separate(diff, half, test["n"]) if tied and not shows_ahead(test | {"diff": -diff})
-                   else None)
+                   seeds_to_tell=seeds_to_separate(diff, half, test["n"], comparisons=pairs)
+                   if tied and not shows_ahead(test | {"diff": -diff}) else None)
     behind = _num(lead, metric) - mean
-    mine = _interval(lead, metric)
+    mine = _interval(lead, metric, family.level)
     if mine is not None and interval is not None:
         overlap = interval[1] >= mine[0] and mine[1] >= interval[0]
         return Gap(**base, behind=behind, evidence="intervals", tied=overlap)
@@ -223,36 +225,36 @@ def _standing(configs: Sequence[Config], metric: str, names: dict[int, str]) -> 
     placed = [c for c in configs if _mean(c, metric) is not None]
     if not placed:
         return None
-    best = max(placed, key=lambda c: _num(c, metric))
-    gaps = sorted((_gap(best, c, metric, names) for c in placed if c is not best), key=lambda g: -g.mean)
-    return Standing(metric, names[id(best)], _num(best, metric), _half(best, metric), _interval(best, metric),
-                    _samples(best, metric) if len(best.runs) == 1 else None, tuple(gaps))
+    best, family = max(placed, key=lambda c: _num(c, metric)), Family(placed, metric)
+    gaps = sorted((_gap(best, c, metric, names, family) for c in placed if c is not best), key=lambda g: -g.mean)
+    return Standing(metric, names[id(best)], _num(best, metric), _half(best, metric),
+                    _interval(best, metric, family.level), _samples(best, metric) if len(best.runs) == 1 else None,
+                    tuple(gaps), family.level)
 
 
 def _trade(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> Trade | None:
     if not all(_mean(c, cost) is not None for c in configs if _mean(c, metric) is not None):
         cost = "train_time_s"  # FLOPs not counted for one (trainer.count_flops=false): a front without it lies
-    placed = [c for c in configs if _mean(c, metric) is not None and _mean(c, cost) is not None]
+    measured = [c for c in configs if _mean(c, metric) is not None]
+    placed = [c for c in measured if _mean(c, cost) is not None]
     front = [placed[i] for i in pareto_front([(_num(c, metric), _num(c, cost)) for c in placed])]
     if not front:
         return None
-    cheap, top = front[0], max(front, key=lambda c: _num(c, metric))
+    cheap, top, family = front[0], max(front, key=lambda c: _num(c, metric)), Family(measured, metric)
     return Trade(metric, cost, names[id(cheap)], names[id(top)], _num(cheap, metric), _num(top, metric),
-                 _half(cheap, metric), _half(top, metric), _interval(top, metric), _num(cheap, cost), _num(top, cost),
-                 None if cheap is top else _gap(top, cheap, metric, names))
+                 _half(cheap, metric), _half(top, metric), _interval(top, metric, family.level), _num(cheap, cost),
+                 _num(top, cost), None if cheap is top else _gap(top, cheap, metric, names, family))
 
 
 # --- rendering: the one text every output shows -----------------------------------------------------
 
 
 def answer(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[str]:
-    """The answer in a few sentences per task (one string each): `render` of `verdicts`."""
-    return render(verdicts(configs, metric, cost))
+    return render(verdicts(configs, metric, cost))  # a few sentences per task, one string each
 
 
 def render(found: Sequence[Verdict]) -> list[str]:
-    """One string per verdict: its `sentences`, joined."""
-    return [" ".join(sentences(v)) for v in found]
+    return [" ".join(sentences(v)) for v in found]  # one string per verdict
 
 
 def as_json(found: Sequence[Verdict]) -> list[dict[str, Any]]:
@@ -307,7 +309,7 @@ def sentences(v: Verdict) -> list[str]:
 
 def _seeds_sentence(v: Verdict) -> str:
     counts = [f"{s.samples} {SPLIT_WORD[s.metric]}" for s in (v.validation, v.test) if s is not None and s.samples]
-    return seeds_sentence(*v.seeds, counts)
+    return seeds_sentence(*v.seeds, counts, next((s.level for s in (v.test, v.validation) if s is not None), 0.95))
 
 
 def _gap_text(g: Gap, digits: int = 3) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-__all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "p_text", "points", "seeds_sentence",
-           "value_text"]
+__all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "level_text", "p_text", "points",
+           "seeds_sentence", "value_text"]
 
 
 class PairedGap(Protocol):
@@ -16,6 +16,8 @@ class PairedGap(Protocol):
     behind: float
     behind_ci95: float | None
     p: float | None
+    p_holm: float | None
+    pairs: int
     seeds: int
     partial: bool
 
@@ -103,18 +105,26 @@ def common_seeds(g: PairedGap) -> str:
     return f" on their {g.seeds} common seeds" if g.partial else ""
 
 
-def seeds_sentence(low: int, high: int, counts: Sequence[str]) -> str:
+def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.95) -> str:
     """How many seeds the configurations have (fewest, most) and what the brackets and ± are; `counts`:
-    the images one seed's accuracies were measured on ("360 validation")."""
+    the images one seed's accuracies were measured on ("360 validation"); `level`: the one-seed
+    intervals' (1 - 0.05/k for k configurations, `comparisons.Family`)."""
     if high == 1:
         if not counts:
             return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
-        return (f"One seed per configuration: in brackets, each accuracy's Wilson 95% interval over the "
-                f"{' and '.join(counts)} images.")
+        together = "" if level == 1 - LEVEL else f", so that all {round(LEVEL / (1 - level))} hold together at 95%"
+        return (f"One seed per configuration: in brackets, each accuracy's Wilson {level_text(level)} interval over "
+                f"the {' and '.join(counts)} images{together}.")
     many = f"{high}" if low == high else f"{low} to {high}"
     return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
 
 
 def gap_p(g: PairedGap) -> str:
-    """Its p; with no spread the sign test's, and said so (`stats.paired`)."""
-    return p_text(g.p) + (" by the sign test" if g.no_spread else "")
+    """Its p; with no spread the sign test's, and said so (`stats.paired`); and, among several pairs,
+    the p adjusted over them that decides (Holm's, `comparisons.Family`)."""
+    holm = f", Holm {p_text(g.p_holm)} over {g.pairs} pairs" if g.pairs > 1 else ""
+    return p_text(g.p) + (" by the sign test" if g.no_spread else "") + holm
+
+
+def level_text(level: float) -> str:
+    return f"{100 * level:.2f}".rstrip("0").rstrip(".") + "%"  # 95%, 97.5%, 98.33%
