@@ -240,3 +240,30 @@ def test_a_toy_reader_is_among_the_options_and_a_typo_is_one_line(toy, monkeypat
     assert stop.value.code == 2 and err == ("error: dataset.kind='toy_stripe' is not allowed "
                                             "(options: digits, imagefolder, medmnist, torchvision, toy_stripes)")
     assert not (toy / "bad").exists()
+
+
+@pytest.mark.parametrize("override, readers", [
+    ("dataset.root={photos}", "imagefolder, medmnist, torchvision; e.g. dataset=imagefolder"),
+    ("dataset.tv_name=CIFAR10", "torchvision; e.g. dataset=torchvision"),
+    ("dataset.flag=pneumoniamnist", "medmnist; e.g. dataset=medmnist"),
+    ("dataset.download=true", "medmnist, torchvision; e.g. dataset=medmnist"),
+])
+def test_a_data_key_the_source_does_not_read_is_refused_not_ignored(override, readers, tmp_path, monkeypatch, capsys):
+    # `dataset.root=DIR` without `dataset=imagefolder` trained on digits, exit 0, DIR in its config.yaml.
+    photos = tmp_path / "photos"
+    for c in ("a", "b"):
+        (photos / c).mkdir(parents=True)
+    override = override.format(photos=photos)
+    with pytest.raises(SystemExit) as stop:
+        _train([override, f"hydra.run.dir={tmp_path / 'run'}", *RUN], monkeypatch)
+    key, value = override.split("=")
+    shown = "True" if value == "true" else repr(value)
+    assert stop.value.code == 2 and capsys.readouterr().err == (
+        f"error: {key}={shown} is not read by dataset.kind='digits': the run would train on digits without it "
+        f"(sources that read {key.split('.')[1]}: {readers})\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_key_at_its_default_or_read_by_the_source_passes():
+    registry.check_keys_read(DataConfig(root=None, download=False))  # digits, every key at its default
+    registry.check_keys_read(DataConfig(kind="medmnist", root="x.npz", flag="pneumoniamnist", download=True))

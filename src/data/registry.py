@@ -102,6 +102,33 @@ def check_kind(kind: object) -> None:
         raise ConfigError(f"dataset.kind={kind!r} is not allowed (options: {', '.join(names)})")
 
 
+# The keys that say *which* data a source reads. Set for a source that does not read them, they were
+# ignored without a word: `dataset.root=DIR` without `dataset=imagefolder` trained on digits, exit 0,
+# with DIR in the run's config.yaml. The other source keys (bad_images, cache, ...) say how files are
+# read, and also apply to OOD sets, so they are not checked here.
+WHICH_DATA = ("root", "tv_name", "flag", "download")
+
+
+def check_keys_read(cfg: DataConfig) -> None:
+    """ConfigError (one line) for a WHICH_DATA key set away from its default that `dataset.kind`'s
+    reader does not read, naming the sources that do read it."""
+    reader, defaults = reader_for(cfg.kind), DataConfig()
+    for key in WHICH_DATA:
+        value = getattr(cfg, key)
+        if key in reader.keys or value == getattr(defaults, key):
+            continue
+        readers = []
+        for name in reader_names():  # only on the way to an error: every reader module is imported
+            try:
+                if key in reader_for(name).keys:
+                    readers.append(name)
+            except Exception:  # a reader module that cannot be imported is no option to offer
+                continue
+        raise ConfigError(f"dataset.{key}={value!r} is not read by dataset.kind={cfg.kind!r}: the run would train "
+                          f"on {cfg.kind} without it (sources that read {key}: {', '.join(readers) or 'none'}; "
+                          f"e.g. dataset={readers[0] if readers else 'NAME'})")
+
+
 def reader_for(kind: str) -> type[Reader]:
     """The reader class of `kind`, its module imported by name on first use."""
     if kind not in READERS:

@@ -52,7 +52,7 @@ def preflight(cfg: RunConfig) -> int:
     import torch
 
     from src.data.ood import check_ood
-    from src.data.registry import reader_for
+    from src.data.registry import check_keys_read, reader_for
     from src.models import weights_source
     from src.training.optim import build_scheduler
 
@@ -75,6 +75,7 @@ def preflight(cfg: RunConfig) -> int:
         raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
     # The data's files are there (a missing dataset.root costs no run folder), then the OOD sets' names, paths
     # and (where known without loading) classes: a mismatch costs no run.
+    check_keys_read(cfg.dataset)
     reader_for(cfg.dataset.kind)(cfg.dataset).check()
     if cfg.dataset.ood:
         check_ood(cfg.dataset)
