@@ -269,11 +269,19 @@ def check_out(out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a finished run's folder (config.yaml, result.json, model_best.pt)")
-    parser.add_argument("images", type=Path, nargs="+", help="image files or folders of them")
-    parser.add_argument("--out", type=Path, help="write the CSV here instead of printing it")
+    parser.add_argument("run_dir", help="a finished run's folder (config.yaml, result.json, model_best.pt)")
+    parser.add_argument("images", nargs="+", help="image files or folders of them")
+    parser.add_argument("--out", help="write the CSV here instead of printing it")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda); default cpu")
     args = parser.parse_args(argv)
+    # Path("") is Path("."): `src.predict RUN "$UNSET"` predicted every image below the current folder.
+    empty = [name for name, given in (("run_dir", [args.run_dir]), ("an image", args.images), ("--out", [args.out]))
+             if "" in given]
+    if empty:
+        print(f"error: {empty[0]} is an empty path (an unset variable?)", file=sys.stderr)
+        return 2
+    args.run_dir, args.images = Path(args.run_dir), [Path(i) for i in args.images]
+    args.out = None if args.out is None else Path(args.out)
     try:
         if args.out is not None:  # before any work: a place the CSV cannot go is known now
             check_out(args.out)

@@ -183,6 +183,17 @@ def test_a_device_this_machine_lacks_is_one_line_naming_it(trained, tmp_path, ca
         assert line == f"error: --device {device!r} is not allowed (cpu, cuda, cuda:N or mps)", line
 
 
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(trained, tmp_path, capsys, monkeypatch):
+    # Path("") is Path("."): `src.predict RUN "$UNSET"` predicted every image below the current folder.
+    from src.predict import main
+
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    monkeypatch.chdir(image.parent)
+    for argv, says in (([str(trained), ""], "an image"), (["", str(image)], "run_dir"),
+                       ([str(trained), str(image), "--out", ""], "--out")):
+        assert _one_line_error(main, argv, capsys) == f"error: {says} is an empty path (an unset variable?)"
+
+
 def test_an_out_that_cannot_take_the_csv_is_refused_before_any_work(trained, tmp_path, capsys, monkeypatch):
     import src.predict as predict
 

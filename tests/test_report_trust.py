@@ -346,6 +346,22 @@ def test_report_out_refuses_a_file_a_folder_with_files_and_an_unwritable_place(t
     assert sorted(p.name for p in full.iterdir()) == ["index.html"]
 
 
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(tmp_path, capsys, monkeypatch):
+    # Path("") is Path("."): `src.report "$UNSET"` reported the runs below the current folder and wrote
+    # report/ there (a test fixture's run, from the repository root).
+    from src.reporting.cli import main
+
+    study = _study(tmp_path / "study")
+    monkeypatch.chdir(tmp_path)  # the study is below the current folder: "" would have found it
+    for argv, line in (([""], "error: a folder is an empty path (an unset variable?)"),
+                       ([str(study), ""], "error: a folder is an empty path (an unset variable?)"),
+                       ([str(study), "--out", ""], "error: --out is an empty path (an unset variable?)")):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.strip() == line
+    assert not (tmp_path / "report").exists() and not (study / "report").exists()
+
+
 def test_a_second_report_goes_into_a_new_folder_and_names_runs_by_their_study(tmp_path, capsys):
     from src.reporting.cli import main
 

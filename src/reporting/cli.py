@@ -70,14 +70,20 @@ def _writable(folder: Path, what: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="run, multirun or sweep folders")
+    parser.add_argument("dirs", nargs="+", help="run, multirun or sweep folders")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    parser.add_argument("--out", type=Path, help="report folder, new or empty (default: DIR/report of the first DIR, "
-                                                 "or DIR/report_1, ... when that holds an earlier report)")
+    parser.add_argument("--out", help="report folder, new or empty (default: DIR/report of the first DIR, "
+                        "or DIR/report_1, ... when that holds an earlier report)")
     parser.add_argument("--metric", default="test_acc", choices=("test_acc", "val_acc", "test_balanced_acc"),
                         help="the accuracy plotted against cost (default: test_acc)")
     parser.add_argument("--no-html", action="store_true", help="only print the table")
     args = parser.parse_args(argv)
+    # Path("") is Path("."): `src.report "$UNSET"` reported whatever lay below the current folder and
+    # wrote report/ there. An empty name is refused, as a missing folder is.
+    if "" in [*args.dirs, args.out]:
+        print(f"error: {'--out' if args.out == '' else 'a folder'} is an empty path (an unset variable?)", file=sys.stderr)
+        return 2
+    args.dirs, args.out = [Path(d) for d in args.dirs], None if args.out is None else Path(args.out)
     missing = [str(d) for d in args.dirs if not d.exists()]
     if missing:
         print(f"error: no such folder: {', '.join(missing)}", file=sys.stderr)
