@@ -30,7 +30,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, config_error, structured
+from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, structured
 from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
 from src.training.preflight import preflight
@@ -319,8 +319,7 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
     key, value = output_setting(hydra_cfg, multirun, output_dir)
     fixed = "${" not in value  # a folder given as it is, which may hold an earlier run's results
-    if key == "paths.output_dir" and not value.strip():  # `${paths.output_dir}/outputs` would be /outputs
-        raise ConfigError(f"paths.output_dir={value!r}: expected a folder ('.' for the current one)")
+    check_path(key, value, required=key == "paths.output_dir")  # '': `${paths.output_dir}/outputs` would be /outputs
     prefix = value.split("${", 1)[0]
     try:
         existing = writable_home(Path(prefix or ".").absolute())

@@ -77,6 +77,26 @@ def test_output_dir_that_cannot_hold_folders_is_one_line_before_anything_starts(
     assert not list(tmp_path.glob("*/outputs")) and not (Path.cwd() / "paths.output_dir").exists()
 
 
+@pytest.mark.parametrize("overrides, line", [
+    (['paths.output_dir="~/runs"'], "paths.output_dir='~/runs': '~' is not expanded here"),
+    (["-m", "seed=0,1", 'hydra.sweep.dir="~/sweep"'], "hydra.sweep.dir='~/sweep': '~' is not expanded here"),
+    (['hydra.run.dir="~"'], "hydra.run.dir='~': '~' is not expanded here"),
+    (["dataset=imagefolder", 'dataset.root="~/photos"'], "dataset.root='~/photos': '~' is not expanded here"),
+    (['dataset.ood=["~/art"]'], "dataset.ood[0]='~/art': '~' is not expanded here"),
+    (['dataset.cache_dir="~/cache"'], "dataset.cache_dir='~/cache': '~' is not expanded here"),
+    (['model.checkpoint_path="~bob/w.pt"'], "model.checkpoint_path='~bob/w.pt': '~' is not expanded here"),
+])
+def test_a_path_starting_with_a_tilde_is_refused_not_made_a_folder_named_tilde(overrides, line, tmp_path, monkeypatch):
+    # Nothing expands `~` inside quotes (or in a preset's YAML): paths.output_dir="~/runs" ran, into
+    # ./~/runs/outputs/..., and dataset.root="~/photos" was 'no such folder'.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        precheck(overrides)
+    home = "the full path" if "~bob" in line else "$HOME" + line.split("'~", 1)[1].split("'", 1)[0]
+    assert str(err.value) == f"{line} (it would be taken as a folder named '~' in the current one); write {home}"
+    assert not any(tmp_path.iterdir())
+
+
 @pytest.mark.slow  # about 25 s on 2 idle CPU cores (the real model, pretrained weights and data)
 def test_smoke_preset_runs_to_a_complete_run_folder(tmp_path):
     cwd = tmp_path / "cwd"

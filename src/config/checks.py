@@ -145,6 +145,7 @@ def check_values(cfg: RunConfig) -> None:
     """validate() for a config whose types OmegaConf has checked already (RunConfig.from_dict's)."""
     _check_finite(cfg)
     _check_dataset_kind(cfg.dataset.kind)
+    check_path("model.checkpoint_path", cfg.model.checkpoint_path)
     cfg.optim.optimizer.check()
     _positive("optim.lr", cfg.optim.lr)
     cfg.strategy.check()
@@ -201,7 +202,23 @@ def _check_seed(key: str, value: int) -> None:
         raise ConfigError(f"{key}={value!r} must be in 0..{SEED_MAX}")
 
 
+def check_path(key: str, value: object, required: bool = False) -> None:
+    """A path setting is used as written, and nothing expands `~` (the shell does not inside quotes,
+    Hydra and Python leave it): `paths.output_dir="~/runs"` made a folder named '~' in the current one,
+    and `root: ~/photos` in a preset was 'no such folder'. Refused, naming what to write instead.
+    `required`: an empty value is refused too."""
+    if required and not str(value).strip():
+        raise ConfigError(f"{key}={value!r}: expected a folder ('.' for the current one)")
+    if isinstance(value, str) and value.startswith("~"):
+        home = f"$HOME{value[1:]}" if value[1:2] in ("", "/") else "the full path"
+        raise ConfigError(f"{key}={value!r}: '~' is not expanded here (it would be taken as a folder named '~' in the current one); write {home}")
+
+
 def _check_dataset(d: DataConfig) -> None:
+    for key in ("root", "cache_dir"):
+        check_path(f"dataset.{key}", getattr(d, key))
+    for i, path in enumerate(d.ood):
+        check_path(f"dataset.ood[{i}]", path)
     if d.augment not in Augment.__members__:
         raise ConfigError(f"dataset.augment={d.augment!r} is not allowed (expected {' | '.join(map(repr, Augment))})")
     _positive("dataset.train_per_class", d.train_per_class, allow_none=True)
