@@ -30,7 +30,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, structured
+from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, quoting_hint, structured
 from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
 from src.training.preflight import preflight
@@ -144,7 +144,7 @@ def one_line(err: BaseException) -> ConfigError:
         return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
     if isinstance(err, OverrideParseException):  # the grammar's message alone does not say which override
         text = str(err.message).strip().splitlines()
-        hint = _quoting_hint(err.override) or _groups_hint(err.override)
+        hint = _quoting_hint(err.override) or _groups_hint(err.override) or quoting_hint(err.override, text[0] if text else "")
         return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}{hint}")
     cause: BaseException | None = err
     while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type

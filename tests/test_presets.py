@@ -97,6 +97,25 @@ def test_a_path_starting_with_a_tilde_is_refused_not_made_a_folder_named_tilde(o
     assert not any(tmp_path.iterdir())
 
 
+def test_a_value_hydras_grammar_reads_only_quoted_says_how_to_quote_it(tmp_path):
+    # A path with a non-ASCII letter, '#', '&' or '~' was "LexerNoViableAltException: ..." and no more.
+    photos = tmp_path / "café #1"
+    (photos / "a").mkdir(parents=True)
+    with pytest.raises(ConfigError) as err:
+        precheck(["dataset=imagefolder", f"dataset.root={photos}"])
+    assert str(err.value) == (f"dataset.root={photos}: LexerNoViableAltException: dataset.root={photos}; Hydra's grammar "
+                              f"reads this value only quoted (and the shell needs its own quotes around that): "
+                              f"'dataset.root=\"{photos}\"'")
+    with pytest.raises(ConfigError, match=r"LexerNoViableAltException: dataset.root=~/photos; '~' is not expanded "
+                                          r"here: write \$HOME/photos$"):
+        precheck(["dataset=imagefolder", "dataset.root=~/photos"])
+    with pytest.raises(ConfigError) as err:  # a sweep's list: quoting it whole would make it one value
+        precheck(["-m", "dataset=imagefolder", f"dataset.root={photos},{tmp_path}"])
+    assert str(err.value).endswith(f"LexerNoViableAltException: dataset.root={photos},{tmp_path}")
+    # quoted as the hint says, it is read, and the folder's cheap checks pass
+    assert precheck(["dataset=imagefolder", f'dataset.root="{photos}"', f"paths.output_dir={tmp_path}"]) == 1
+
+
 @pytest.mark.slow  # about 25 s on 2 idle CPU cores (the real model, pretrained weights and data)
 def test_smoke_preset_runs_to_a_complete_run_folder(tmp_path):
     cwd = tmp_path / "cwd"

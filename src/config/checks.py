@@ -214,6 +214,19 @@ def check_path(key: str, value: object, required: bool = False) -> None:
         raise ConfigError(f"{key}={value!r}: '~' is not expanded here (it would be taken as a folder named '~' in the current one); write {home}")
 
 
+def quoting_hint(override: object, message: str) -> str:
+    """For an override Hydra's lexer could not read (`dataset.root=/data/café`, `~/x`, `a#b`, `a&b`:
+    unquoted, its grammar takes ASCII letters, digits and a few signs only), the quoted spelling that
+    it reads; the bare "LexerNoViableAltException" said neither what nor how. No hint for a value with
+    quotes, a list, a sweep's `a,b` or a function: quoting it whole would change what it means."""
+    key, sep, value = str(override).partition("=")
+    if "LexerNoViableAlt" not in message or not sep or any(q in value for q in "'\"[](),"):
+        return ""
+    if value.startswith("~"):  # quoted, it would be refused next: nothing expands `~` (check_path)
+        return f"; '~' is not expanded here: write {'$HOME' + value[1:] if value[1:2] in ('', '/') else 'the full path'}"
+    return f"; Hydra's grammar reads this value only quoted (and the shell needs its own quotes around that): '{key}=\"{value}\"'"
+
+
 def _check_dataset(d: DataConfig) -> None:
     for key in ("root", "cache_dir"):
         check_path(f"dataset.{key}", getattr(d, key))
