@@ -267,3 +267,30 @@ def test_a_data_key_the_source_does_not_read_is_refused_not_ignored(override, re
 def test_a_data_key_at_its_default_or_read_by_the_source_passes():
     registry.check_keys_read(DataConfig(root=None, download=False))  # digits, every key at its default
     registry.check_keys_read(DataConfig(kind="medmnist", root="x.npz", flag="pneumoniamnist", download=True))
+
+
+def _readme_blocks(section: str, lang: str) -> list[str]:
+    """The ```lang blocks of README.md's section `section` (up to the next heading)."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    body = re.split(r"\n#{2,3} ", text.split(f"\n### {section}\n", 1)[1], maxsplit=1)[0]
+    return re.findall(rf"```{lang}\n(.*?)```", body, flags=re.S)
+
+
+@pytest.mark.parametrize("section", ["Adding a strategy", "Adding a data source"])
+def test_the_readme_recipes_import_what_they_use_and_repeat_no_default(section):
+    # Followed as written, the data source's YAML (`root: null`) failed tests/test_config.py's
+    # repeated-default check, and neither recipe said where its names come from.
+    (code,) = _readme_blocks(section, "python")
+    imports = [line for line in code.splitlines() if line.startswith(("from ", "import "))]
+    assert imports, "the recipe names its imports"
+    exec("\n".join(imports), {})  # each import exists
+    used = {"dataclass", "StrategyConfig", "Plan", "Strategy", "register"} if "strategy" in section else \
+        {"Reader", "register", "DataBundle", "Split", "held_out", "to_nchw", "to_labels"}
+    assert used <= {name.strip() for line in imports for name in line.split(" import ")[1].split(",")}
+    if "data" in section:
+        (yaml_text,) = _readme_blocks(section, "yaml")
+        data = OmegaConf.to_container(OmegaConf.create(yaml_text))
+        defaults = DataConfig()
+        assert [k for k, v in data.items() if k != "kind" and v == getattr(defaults, k)] == []
