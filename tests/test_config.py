@@ -270,3 +270,21 @@ def test_values_a_library_takes_only_in_a_range_are_checked_before_any_folder(tm
                                       "trainer.num_threads=4096"])
 def test_the_ends_of_those_ranges_are_allowed(override):
     check_overrides([override])
+
+
+@pytest.mark.parametrize("override, line", [
+    # an unset variable: '' was "no file", and the run trained from the bundled weights, exit 0
+    ("model.checkpoint_path=", "model.checkpoint_path='' is an empty path (an unset variable?): give the weights "
+                               "file, or null for none"),
+    # OmegaConf let these into a list of strings; the tags failed inside W&B's init, after the folder was made
+    ("logger.tags=[a,[b]]", "logger.tags[1]=['b']: expected a string (each item of logger.tags)"),
+    ("logger.tags=[a,{x:1}]", "logger.tags[1]={'x': 1}: expected a string (each item of logger.tags)"),
+    ("dataset.ood=[[a]]", "dataset.ood[0]=['a']: expected a string (each item of dataset.ood)"),
+])
+def test_an_empty_weights_path_and_a_non_string_list_item_are_one_line(override, line):
+    with pytest.raises(C.ConfigError) as err:
+        to_run_config(check_overrides([override]))
+    assert str(err.value) == line
+    with pytest.raises(C.ConfigError) as err:  # a config built in code is held to the same
+        C.RunConfig.from_dict(OmegaConf.to_container(check_overrides([override])))
+    assert str(err.value) == line

@@ -119,6 +119,21 @@ def _check_finite(obj: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key}={value!r}: expected a finite number")
 
 
+def _check_str_items(obj: Any, prefix: str = "") -> None:
+    """Every item of a list of strings (`tuple[str, ...]`) a string: OmegaConf lets a nested list, a
+    mapping or null in (`logger.tags=[a,[b]]` failed inside W&B's init after the run folder was made:
+    "TypeError: unhashable type: 'list'")."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key, value = prefix + f.name, getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            _check_str_items(value, key + ".")
+        elif isinstance(value, (tuple, list)) and get_args(hints[f.name])[:1] == (str,):
+            for i, item in enumerate(value):
+                if not isinstance(item, str):
+                    raise ConfigError(f"{key}[{i}]={item!r}: expected a string (each item of {key})")
+
+
 def _positive(key: str, value: float | int | None, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
@@ -146,6 +161,12 @@ def check_values(cfg: RunConfig) -> None:
     _check_finite(cfg)
     _check_dataset_kind(cfg.dataset.kind)
     check_path("model.checkpoint_path", cfg.model.checkpoint_path)
+    # '' read as "no file": `model.checkpoint_path="$UNSET"` trained from the bundled (or hub) weights,
+    # exit 0, a result that looked like the user's own checkpoint's.
+    if cfg.model.checkpoint_path is not None and not cfg.model.checkpoint_path.strip():
+        raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r} is an empty path (an unset variable?): "
+                          "give the weights file, or null for none")
+    _check_str_items(cfg)
     cfg.optim.optimizer.check()
     _positive("optim.lr", cfg.optim.lr)
     cfg.strategy.check()
