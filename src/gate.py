@@ -30,7 +30,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, quoting_hint, structured
+from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, hydra_sweep_error, quoting_hint, structured
 from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
 from src.training.preflight import preflight
@@ -248,13 +248,14 @@ def release_unused_dirs() -> None:
 
 # --- every job of a multirun checked before Hydra makes a folder
 def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> tuple[list[list[str]], DictConfig]:
-    """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep
-    values from the command line and from `hydra.sweeper.params`), and the composed config with
-    its `hydra` node (unresolved: resolving it would create the output folder). Call inside
-    `initialize_config_dir(CONF)`."""
+    """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep values from the command
+    line and from `hydra.sweeper.params`), and the composed config with its `hydra` node (unresolved: resolving it would
+    create the output folder). Call inside `initialize_config_dir(CONF)`."""
     install()
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
+    if multirun and (swept := [p.input_line for p in parsed if p.is_sweep_override() and p.is_hydra_override()]):
+        raise hydra_sweep_error(swept[0])  # Hydra's own refusal came later, 3 lines and exit 1
     fixed = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
     base = compose(config_name, overrides=overrides if not multirun else fixed, return_hydra_config=True)
     if not multirun:

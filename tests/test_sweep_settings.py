@@ -239,3 +239,21 @@ def test_a_bad_end_of_a_numeric_range_is_refused_in_the_words_composing_gives():
     assert str(composed.value).startswith("hydra.sweeper.params.strategy.lr_decay: strategy.lr_decay=-1.0 must be")
     with pytest.raises(ConfigError):
         to_run_config(with_value(check_overrides(SWEEP), "strategy.lr_decay", -1.0))
+
+
+@pytest.mark.parametrize("override, line", [
+    ("hydra.sweeper.params.optim.lr=interval(0.001,0.1)", "hydra.sweeper.params.optim.lr=interval(0.001,0.1): Hydra cannot "
+     "sweep over its own hydra.* settings: give the searched key itself, 'optim.lr=interval(0.001,0.1)'"),
+    ("+hydra.sweeper.params.seed=choice(0,1)", "+hydra.sweeper.params.seed=choice(0,1): Hydra cannot sweep over its own "
+     "hydra.* settings: give the searched key itself, 'seed=choice(0,1)'"),
+    ("hydra.verbose=true,false", "hydra.verbose=true,false: Hydra cannot sweep over its own hydra.* settings"),
+])
+def test_a_sweep_over_a_hydra_key_is_one_line_before_anything(override, line, tmp_path):
+    # Hydra refused it only after the gate, in 3 lines ("Sweeping over Hydra's configuration is not
+    # supported"), exit 1.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    with pytest.raises(ConfigError) as err:
+        precheck(["-m", "sweep=default", "experiment=smoke", override, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert str(err.value) == line and not (tmp_path / "sweep").exists()

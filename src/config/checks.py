@@ -248,6 +248,16 @@ def quoting_hint(override: object, message: str) -> str:
     return f"; Hydra's grammar reads this value only quoted (and the shell needs its own quotes around that): '{key}=\"{value}\"'"
 
 
+def hydra_sweep_error(override: str) -> ConfigError:
+    """A sweep over a `hydra.*` key (`hydra.sweeper.params.optim.lr=interval(0.001,0.1)`), which Hydra
+    refuses: on the command line a searched key is given as itself (a preset's `hydra.sweeper.params`
+    holds the same text under the key's name)."""
+    key, _, value = override.partition("=")
+    searched = key.removeprefix("+").removeprefix("hydra.sweeper.params.")
+    hint = f": give the searched key itself, '{searched}={value}'" if searched != key.removeprefix("+") else ""
+    return ConfigError(f"{override}: Hydra cannot sweep over its own hydra.* settings{hint}")
+
+
 def _check_dataset(d: DataConfig) -> None:
     for key in ("root", "cache_dir"):
         check_path(f"dataset.{key}", getattr(d, key))
