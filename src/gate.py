@@ -206,10 +206,10 @@ _INSTALLED = False
 
 
 def unique_dir(path: str) -> str:
-    """`${unique_dir:outputs/${now:...}}`: the folder, created now, or `<folder>_1`, `_2`, ... if a run
-    started in the same second has it. mkdir is atomic, so two processes never share a folder (Hydra's
-    `${now:%H-%M-%S}` alone gives both the same one: one result lost, metrics interleaved). Cached:
-    every resolution in this process, and Hydra's copies of the config for each job, get the same one."""
+    """`${unique_dir:outputs/${now:...}}`: the folder, created now, or `<folder>_1`, `_2`, ... if a run started in the
+    same second has it. mkdir is atomic, so two processes never share a folder (Hydra's `${now:%H-%M-%S}` alone gives
+    both the same one: one result lost, metrics interleaved). Cached: every resolution in this process, and Hydra's
+    copies of the config for each job, get the same one."""
     if path not in _CLAIMED:
         base = Path(path)
         missing = [a for a in base.parents if not a.exists()]  # deepest first
@@ -228,10 +228,9 @@ def unique_dir(path: str) -> str:
 
 
 def release_unused_dirs() -> None:
-    """Remove the folders `unique_dir` claimed that are still empty. OmegaConf also resolves a value
-    when a config merges over it (a preset setting hydra.sweep.dir), which claims a folder no run
-    uses; and checks that fail before Hydra starts leave theirs unused. A released folder is claimed
-    afresh (atomically) if it is resolved again."""
+    """Remove the folders `unique_dir` claimed that are still empty. OmegaConf also resolves a value when a config
+    merges over it (a preset setting hydra.sweep.dir), which claims a folder no run uses; and checks that fail before
+    Hydra starts leave theirs unused. A released folder is claimed afresh (atomically) if it is resolved again."""
     for template, folder in list(_CLAIMED.items()):
         try:
             Path(folder).rmdir()  # only an empty folder: never one a run has written to
@@ -248,9 +247,9 @@ def release_unused_dirs() -> None:
 
 # --- every job of a multirun checked before Hydra makes a folder
 def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config") -> tuple[list[list[str]], DictConfig]:
-    """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep values from the command
-    line and from `hydra.sweeper.params`), and the composed config with its `hydra` node (unresolved: resolving it would
-    create the output folder). Call inside `initialize_config_dir(CONF)`."""
+    """The override list of every job Hydra will launch (the basic sweeper's expansion: sweep values from the command line
+    and from `hydra.sweeper.params`), and the composed config with its `hydra` node (unresolved: resolving it would create
+    the output folder). Call inside `initialize_config_dir(CONF)`."""
     install()
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
@@ -278,6 +277,8 @@ def grid(overrides: list[Override]) -> list[list[str]]:
             choices[key] = [f"{key}={override.get_value_element_as_str()}"]
         elif override.is_discrete_sweep():
             choices[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+            if not choices[key]:  # range(1,1): Hydra launched 0 jobs, exit 0, and nothing said so
+                raise ConfigError(f"{override.input_line}: no values, so no job would run (the basic sweeper's range(a,b) stops before b)")
         else:
             raise ConfigError(f"{override.input_line}: the basic sweeper takes a list of values (a,b,c), not a {override.value_type.name}")
     return [list(job) for job in itertools.product(*choices.values())]
@@ -313,11 +314,10 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
 
 
 def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> None:
-    """The run (or multirun) folder can be created and written; a fixed folder of our Optuna
-    sweeper holds no finished run unless it is the folder of a study that the sweeper resumes (its
-    claim_out_dir refuses any other study there). Only the part before the first
-    interpolation is looked at: resolving `${unique_dir:...}` would create the folder. A folder built
-    under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
+    """The run (or multirun) folder can be created and written; a fixed folder of our Optuna sweeper holds no finished
+    run unless it is the folder of a study that the sweeper resumes (its claim_out_dir refuses any other study there).
+    Only the part before the first interpolation is looked at: resolving `${unique_dir:...}` would create the folder.
+    A folder built under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
     key, value = output_setting(hydra_cfg, multirun, output_dir)
     fixed = "${" not in value  # a folder given as it is, which may hold an earlier run's results
     check_path(key, value, required=key == "paths.output_dir")  # '': `${paths.output_dir}/outputs` would be /outputs

@@ -67,3 +67,15 @@ def test_the_basic_sweepers_grid_is_hydras():
     overrides = OverridesParser.create().parse_overrides(
         ["seed=0,1", "strategy=frozen,full,lpft", "optim.lr=1e-3", "seed=4,5", "dataset.root=null", "+x=[1,2]"])
     assert grid(overrides) == BasicSweeper.split_arguments(overrides, None)[0]
+
+
+@pytest.mark.parametrize("sweep", ["trainer.epochs=range(1,1)", "seed=range(3,0)"])
+def test_a_command_line_sweep_with_no_values_is_one_line_not_zero_jobs(sweep, tmp_path):
+    # Hydra's basic sweeper launched 0 jobs for an empty range and the multirun exited 0.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    with pytest.raises(ConfigError) as err:
+        precheck(["-m", "experiment=smoke", sweep, f"hydra.sweep.dir={tmp_path / 'm'}"])
+    assert str(err.value) == f"{sweep}: no values, so no job would run (the basic sweeper's range(a,b) stops before b)"
+    assert not (tmp_path / "m").exists()
