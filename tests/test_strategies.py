@@ -109,6 +109,10 @@ def test_lpft_probes_the_head_then_trains_everything(model):
     for bad in (0, 5):
         with pytest.raises(ConfigError, match=rf"strategy.probe_epochs={bad} must be in 1..4"):
             _schedule(model, epochs=5, name="lpft", probe_epochs=bad)
+    with pytest.raises(ConfigError) as err:  # one epoch: it said "must be in 1..0", a range with nothing in it
+        _schedule(model, epochs=1, name="lpft", probe_epochs=2)
+    assert str(err.value) == ("strategy=lpft needs trainer.epochs >= 2 (trainer.epochs=1): a probe phase "
+                              "(strategy.probe_epochs=2) and a fine-tuning phase")
 
 
 def test_surgical_trains_one_chosen_group_and_the_head(model):

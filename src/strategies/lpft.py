@@ -26,6 +26,9 @@ class LPFT(Full):
     Config = LPFTConfig
 
     def check(self, num_groups: int, epochs: int) -> None:
+        if epochs < 2:  # "must be in 1..0" named a range with nothing in it
+            raise ConfigError(f"strategy=lpft needs trainer.epochs >= 2 (trainer.epochs={epochs}): a probe phase "
+                              f"(strategy.probe_epochs={self.cfg.probe_epochs}) and a fine-tuning phase")
         if not 0 < self.cfg.probe_epochs < epochs:
             raise ConfigError(
                 f"strategy.probe_epochs={self.cfg.probe_epochs} must be in 1..{epochs - 1} (trainer.epochs={epochs}): "
