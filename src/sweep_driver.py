@@ -19,8 +19,8 @@ the sweeper is built in every `src.train -m` process, whatever it sweeps.
 
 from __future__ import annotations
 
-import copy
 import contextlib
+import copy
 import logging
 import os
 import re
@@ -294,12 +294,19 @@ class ProjectSweep:
         mode = resolve(spec, objectives)
         if space.base.trainer.dry_run:
             return None, mode
+        made = not self.sweep_dir.exists()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
-        storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
-        study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives,
-                                                                                 _data_identity(base_cfg, params)),
-                           optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
-        claim_out_dir(self.sweep_dir, study, self._where())
+        try:
+            storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
+            study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives,
+                                                                                     _data_identity(base_cfg, params)),
+                               optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
+            claim_out_dir(self.sweep_dir, study, self._where())
+        except BaseException:  # a storage that cannot be opened left an empty sweep folder behind (or sweeps-out/STUDY)
+            if made and not any(self.sweep_dir.iterdir()):
+                with contextlib.suppress(OSError):  # another worker's files arrived meanwhile: its folder now
+                    self.sweep_dir.rmdir()
+            raise
         # The sampler is built here, from its checked config, with the seed moved on.
         study.sampler = instantiate(self._seeded(sampler_cfg, study))
         requeue_interrupted(study)

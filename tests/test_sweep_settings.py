@@ -257,3 +257,22 @@ def test_a_sweep_over_a_hydra_key_is_one_line_before_anything(override, line, tm
     with pytest.raises(ConfigError) as err:
         precheck(["-m", "sweep=default", "experiment=smoke", override, f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     assert str(err.value) == line and not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("storage", ["nosuchdb://host/db", "journal:{tmp}/no such folder/study.log"])
+def test_a_storage_that_cannot_be_opened_leaves_no_empty_sweep_folder(storage, tmp_path, monkeypatch, capsys):
+    # The sweep folder was made for the default storage before the given one was opened: a refused
+    # storage left an empty hydra.sweep.dir (or sweeps-out/STUDY) behind.
+    import sys
+
+    from src import train
+
+    out = tmp_path / "sweep"
+    argv = ["-m", "sweep=default", "experiment=smoke", "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={out}",
+            f"hydra.sweeper.storage={storage.format(tmp=tmp_path)}"]
+    monkeypatch.setattr(sys, "argv", ["src.train", *argv])
+    with pytest.raises(SystemExit) as stop:
+        train.cli(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: hydra.sweeper.storage="), err
+    assert not out.exists()
