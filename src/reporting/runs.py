@@ -51,6 +51,8 @@ SETUP_KEYS = (
     "trainer.feature_cache", "trainer.save_model", "trainer.resume", "trainer.keep_checkpoints", "trainer.drift_probe",
     "trainer.dry_run",
 )
+# config.yaml settings that result.json records under another name (`_recorded`)
+RECORDED_KEYS = ("strategy.", "model.name", "dataset.train_per_class")
 # A sweep trial's folder in its re-runs (`rerun/trial_NNNN/seed_S`; older sweeps: `trial_NNNN`).
 _TRIAL_DIR = re.compile(r"trial_(\d+)")
 
@@ -156,10 +158,17 @@ def _settings(path: Path, mtime_ns: int) -> dict[str, Any]:
         for key, value in node.items():
             if isinstance(value, dict):
                 walk(value, f"{prefix}{key}.")
-            elif not f"{prefix}{key}".startswith(SETUP_KEYS):
+            elif not f"{prefix}{key}".startswith(SETUP_KEYS) and not _recorded(f"{prefix}{key}"):
                 flat[f"{prefix}{key}"] = _hashable(value)
     walk(config, "")
     return flat
+
+
+def _recorded(key: str) -> bool:
+    """Whether result.json records this setting (CONFIG_KEYS, the strategy's knobs), where the key
+    already compares it, and in its own normalised form: config.yaml's `dataset.augment: false` of a
+    run written before presets is result.json's "none", no second configuration."""
+    return key.startswith(RECORDED_KEYS) or key.rsplit(".", 1)[-1] in CONFIG_KEYS
 
 
 def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[Run]:
