@@ -64,6 +64,7 @@ def sweep_group(sweep_dir: Path) -> str:
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 @sweep_with("src.sweep_driver.ProjectSweep")  # hydra/sweeper=optuna scores our trials on result.json, not the return value
 def main(cfg: DictConfig) -> float:
+    from src.record.lock import FolderInUse
     from src.training.run import RunDirTaken, run
 
     hc = HydraConfig.get()
@@ -78,12 +79,14 @@ def main(cfg: DictConfig) -> float:
     except KeyboardInterrupt as err:  # said by whoever runs this job: src.exits.run_task, or our sweeper
         raise exits.stopped(err, recorded(out / RESULT_FILE, Path(hc.sweep.dir) if multirun else None)) from None
     except Exception as err:
-        if multirun and isinstance(err, RunDirTaken):
+        if multirun and isinstance(err, (RunDirTaken, FolderInUse)):
             # Another config's finished run in this job's folder (a fixed hydra.sweep.dir run with
-            # other values): kept, and the multirun ends with the line, as a full disk ends it
-            # (OutOfRoom is the one exception Hydra does not keep as a job's result).
+            # other values), or another process training there now: kept, and the multirun ends with
+            # the line, as a full disk ends it (OutOfRoom is the one exception Hydra does not keep as
+            # a job's result).
             raise OutOfRoom(str(err)) from None
-        _record_failure(out, err)
+        if not isinstance(err, FolderInUse):  # the folder is another process's: nothing of ours goes in
+            _record_failure(out, err)
         if full_error():
             raise
         if (full := no_room(err, sqlite=_storage_file(hc))) is not None:

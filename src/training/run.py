@@ -21,6 +21,7 @@ import yaml
 
 from src.config import ConfigError, RunConfig
 from src.data.identity import dataset_identity_or_none, short_id
+from src.record import lock
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
                           write_text)
 from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
@@ -110,6 +111,12 @@ def run(
     preflight(cfg)
     if cfg.trainer.dry_run:
         return dry_run(cfg, run_dir)
+    with lock.held(run_dir):  # one process at a time in a folder: checks, training and record alike
+        return _run(cfg, run_dir, run_name, on_epoch)
+
+
+def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCallback | None) -> dict[str, Any]:
+    """`run` past its config checks, in a folder this process holds."""
     data_id = dataset_identity_or_none(cfg.dataset)  # computed once: the folder's checks and setup share it
     if (kept := claim_run_dir(run_dir, cfg, data_id)) is not None:
         return kept
