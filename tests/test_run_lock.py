@@ -74,3 +74,16 @@ def test_a_run_in_a_folder_another_process_trains_in_is_one_line_and_writes_noth
                            f"hydra.run.dir={run_dir}"], cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (run_dir / "result.json").is_file()
+
+
+def test_prune_removes_every_write_a_kill_cut_short_and_nothing_else(tmp_path):
+    # a kill while model_best.pt was written left .model_best.pt.HEX.tmp (13 MiB) for good: only the
+    # checkpoints' temporaries were removed; with the folder held, no other process writes one there
+    from src.training import checkpoint
+
+    cut = [".model_best.pt.0123456789ab.tmp", ".result.json.abcdef012345.tmp", ".checkpoint_epoch001.pt.00ff00ff00ff.tmp"]
+    kept = [".keepme.tmp", "notes.tmp", ".model_best.pt.xyz.tmp", "model_best.pt"]
+    for name in cut + kept:
+        (tmp_path / name).write_bytes(b"x")
+    checkpoint.prune(tmp_path, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)

@@ -228,13 +228,21 @@ def save(run_dir: Path, state: dict[str, Any], keep: int) -> Path:
     return path
 
 
+# write_with's temporary file (src.record.io.write_with): `.NAME.HEX.tmp`, renamed to NAME when whole
+_WRITE_TMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
+
+
 def prune(run_dir: Path, keep: int) -> None:
-    """All but the newest `keep` checkpoints removed, and temporary files of writes that a kill cut short."""
+    """All but the newest `keep` checkpoints removed, and the temporary files of writes that a kill cut
+    short (`write_with`'s): a checkpoint's, and model_best.pt's (13 MiB for the default model) or a
+    record's, which stayed for good. Safe: the run holds its folder (src/record/lock.py), so no other
+    process is writing one there."""
     found = checkpoints(run_dir)
     for path in found[: max(0, len(found) - keep)]:
         path.unlink(missing_ok=True)
-    for tmp in run_dir.glob(".checkpoint_epoch*.tmp"):
-        tmp.unlink(missing_ok=True)
+    for tmp in run_dir.glob(".*.tmp"):
+        if _WRITE_TMP.fullmatch(tmp.name):
+            tmp.unlink(missing_ok=True)
 
 
 def write_best(run_dir: Path, weights: dict[str, torch.Tensor]) -> None:
