@@ -178,6 +178,26 @@ def test_a_finished_run_is_kept_and_another_config_refused(tiny_config, tmp_path
     with pytest.raises(RunDirTaken, match=r"already holds a completed run of another config \(seed: 0 -> 3\)"):
         run(tiny_config(trainer={"epochs": 1, "drift_probe": 0}, seed=3), tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    # a finished run whose config.yaml is gone or empty cannot be told from another config's: kept,
+    # and said so (an empty one listed every setting as changed, None -> ...)
+    for damage in (b"", None):
+        config = tmp_path / "config.yaml"
+        config.unlink()
+        if damage is not None:
+            config.write_bytes(damage)
+        with pytest.raises(RunDirTaken, match=r"holds a completed run whose config.yaml is missing or unreadable, so "
+                                              r"it cannot be told whether it is this config's; it is kept"):
+            run(cfg, tmp_path)
+        config.write_bytes(files["config.yaml"])
+    # a finished run's record damaged since (by hand, by a disk): with its model_best.pt beside it, it
+    # may be a finished run, and neither this config nor another one trains over it
+    (tmp_path / "result.json").write_text('{"status": "compl')
+    damaged = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for other in (cfg, tiny_config(trainer={"epochs": 1, "drift_probe": 0}, seed=3)):
+        with pytest.raises(RunDirTaken, match=r"holds a result.json that cannot be read \(.*\) beside its model_best.pt: "
+                                              r"it may be a finished run's, so it is kept"):
+            run(other, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == damaged
 
 
 @pytest.mark.slow  # 17 s on the 2-core AVX2 host: the fast tier's resume tests cover checkpoints

@@ -46,18 +46,33 @@ class RunDirTaken(ConfigError):
 
 
 def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
-                 instead: str = "choose another folder (hydra.run.dir=...) or move that one away") -> dict[str, Any] | None:
+                 instead: str = "choose another folder (hydra.run.dir=..., a multirun's hydra.sweep.dir=...) or move "
+                                "that one away") -> dict[str, Any] | None:
     """The record of the finished run (completed or pruned) of this config on the data `data_id` that
     the folder holds, to be kept and reported, never trained again; None when it holds no finished
     run. A finished run of another config, or on other data, raises RunDirTaken, naming what differs
     and then `instead` (what to do). Reads only: nothing is written."""
     previous = run_dir / RESULT_FILE
-    if not (previous.is_file() and (status := finished_status(previous))):
+    if not previous.is_file():
         return None
     try:
-        changes = checkpoint.config_changes(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}, cfg)
+        read_json_object(previous)
+    except ValueError as err:  # written whole or not at all (write-then-rename): damaged since, by hand or disk
+        if (run_dir / checkpoint.BEST_FILE).is_file():  # beside a kept model: perhaps a finished run's
+            raise RunDirTaken(f"{run_dir} holds a {RESULT_FILE} that cannot be read ({err}) beside its "
+                              f"{checkpoint.BEST_FILE}: it may be a finished run's, so it is kept: {instead}, or "
+                              f"delete that {RESULT_FILE} to train here again") from None
+        return None
+    if not (status := finished_status(previous)):
+        return None
+    try:
+        saved_config = yaml.safe_load((run_dir / CONFIG_FILE).read_text())
+        if not isinstance(saved_config, dict):  # empty: read as None, it listed every setting as changed
+            raise TypeError(CONFIG_FILE)
+        changes = checkpoint.config_changes(saved_config, cfg)
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
-        changes = [f"its {CONFIG_FILE} is missing or unreadable"]
+        raise RunDirTaken(f"{run_dir} already holds a {status} run whose {CONFIG_FILE} is missing or unreadable, so "
+                          f"it cannot be told whether it is this config's; it is kept: {instead}") from None
     if changes:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: {instead}")
