@@ -33,7 +33,7 @@ from hydra_plugins.ft_optuna_sweeper import sweep_with
 from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
-from src.config import OUR_SWEEPER, ConfigError, RunConfig
+from src.config import OUR_SWEEPER, ConfigError, FolderRefused, RunConfig
 from src.completion import completion_line, completion_script, wants_completion
 from src.gate import CONF, SCHEMA_PREFIX, install, output_setting, precheck, release_unused_dirs, to_run_config
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
@@ -98,7 +98,10 @@ def main(cfg: DictConfig) -> float:
             raise exits.Failed(f"run failed: {type(err).__name__}: {err}{where}") from err
         # One failed job must not stop the others: its result.json says status "failed" and why;
         # the table at the end lists it and the exit code is non-zero.
-        log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
+        if isinstance(err, FolderRefused):  # the end table lists the folder: "no result.json"
+            log.error("run refused (%s); %s is left as it was", err, out)
+        else:
+            log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
         return float("nan")
     if result.get("status") == "dry_run":
         return float("nan")
@@ -185,8 +188,10 @@ def full_error() -> bool:
 
 def _record_failure(out: Path, err: BaseException) -> None:
     """A job that failed before run() could record anything still leaves a result.json saying so,
-    so that no failed job is missing from a table. Never replaces an existing record."""
-    if (out / RESULT_FILE).exists():
+    so that no failed job is missing from a table. Never replaces an existing record, and never writes
+    into a folder run() refused as it found it (FolderRefused: a damaged or foreign checkpoint in a
+    killed run's folder, say): that folder is left byte for byte, to be resumed once the cause is gone."""
+    if isinstance(err, FolderRefused) or (out / RESULT_FILE).exists():
         return
     try:
         write_json(out / RESULT_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}",

@@ -364,3 +364,40 @@ def test_a_multirun_run_again_skips_finished_jobs_and_resumes_the_others(tmp_pat
     assert (job0 / "result.json").read_bytes() == kept  # finished: kept, not trained again
     assert "kept, not trained again" in again.stdout + again.stderr
     assert_same_run(tmp_path / "straight", job1)
+
+
+# --- a refused folder is left as it was, by the command line too -----------------------------------
+
+def _all_files(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by its relative path: what a refusal must leave byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("left, interrupted", [("zero-byte", False), ("no-metrics", False), ("no-metrics", True)])
+def test_a_refused_checkpoint_leaves_a_killed_run_s_folder_as_it_was(stopped_run, tmp_path, left, interrupted):
+    # The entrypoint recorded every error it saw as a failed run: a refused checkpoint in a killed
+    # run's folder became result.json {"status": "failed"} (or replaced an interrupted record and what
+    # it had measured); the refusal is the folder's, not a run's, and nothing may be written.
+    folder = _copy(stopped_run, tmp_path)
+    (folder / "result.json").unlink()  # a SIGKILL leaves none (the in-process kill recorded itself)
+    (path,) = checkpoint.checkpoints(folder)
+    if left == "no-metrics":  # a whole checkpoint, but the epochs it continues are gone
+        (folder / "metrics.jsonl").unlink()
+        named, why = folder / "metrics.jsonl", "does not hold epochs 0-0"
+    else:
+        path.write_bytes(b"")
+        named, why = path, "damaged or not a checkpoint"
+    if interrupted:  # a Ctrl-C'ed run's record: what it measured must survive the refusal
+        (folder / "result.json").write_text(json.dumps({"status": "interrupted", "failed_epoch": 0,
+                                                        "measured_before_stop": {"val_acc": 0.5}}))
+    (folder / ".hydra").mkdir()  # the killed command's own, as Hydra left it: the same command writes the same
+    before = _all_files(folder)
+    # the stopped run's config (tests/conftest.py TINY, drift_probe 0) on the command line
+    args = [*CLI, "trainer.epochs=2", "trainer.drift_probe=0", f"hydra.run.dir={folder}"]
+    refused = _train(args, tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(named) in lines[0] and why in lines[0], refused.stderr[-2000:]
+    after = _all_files(folder)
+    assert {k: v for k, v in after.items() if not k.startswith(".hydra/") and not k.endswith(".log")} == \
+        {k: v for k, v in before.items() if not k.startswith(".hydra/")}

@@ -12,14 +12,14 @@ what is allowed. Nothing below the entrypoints receives a DictConfig.
 from src.config.checks import check_path, config_error, hydra_sweep_error, quoting_hint, structured, validate
 from src.config.sections import (
     OPTIMIZERS, OUR_SWEEPER, AdamWConfig, Augment, BadImages, Cache, Choice, ConfigError, DataConfig, Device,
-    EntryConfig, FrozenBN, Granularity, LoggerConfig, LoggerKind, LoggerMode, ModelConfig, OptimConfig,
+    EntryConfig, FolderRefused, FrozenBN, Granularity, LoggerConfig, LoggerKind, LoggerMode, ModelConfig, OptimConfig,
     OptimizerConfig, PathsConfig, RunConfig, Select, SGDConfig, StrategyConfig, Switch, TrainerConfig, Weights,
     augment_name, default_strategy, optimizer_config_class, strategy_config_class,
 )
 
 __all__ = [
     "OPTIMIZERS", "OUR_SWEEPER", "AdamWConfig", "Augment", "BadImages", "Cache", "Choice", "ConfigError",
-    "DataConfig", "Device", "EntryConfig", "FrozenBN", "Granularity", "LoggerConfig", "LoggerKind", "LoggerMode",
+    "DataConfig", "Device", "EntryConfig", "FolderRefused", "FrozenBN", "Granularity", "LoggerConfig", "LoggerKind", "LoggerMode",
     "ModelConfig", "OptimConfig", "OptimizerConfig", "PathsConfig", "RunConfig", "SGDConfig", "Select",
     "StrategyConfig", "Switch", "TrainerConfig", "Weights", "augment_name", "check_path", "config_error", "hydra_sweep_error", "default_strategy",
     "optimizer_config_class", "quoting_hint", "strategy_config_class", "structured", "validate",

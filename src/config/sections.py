@@ -20,6 +20,12 @@ class ConfigError(SettingError):
     sweeper plugin's SettingError (a ValueError), so that the plugin's own refusals and ours are one kind."""
 
 
+class FolderRefused(ConfigError):
+    """A run folder refused as it was found, before anything was written into it (a finished run of
+    another config, a checkpoint that is not continued from, a folder that cannot be written): what it
+    holds is not this run's, so nothing may be recorded there either; it is left byte for byte."""
+
+
 # The package of this project's Hydra sweeper (hydra_plugins/ft_optuna_sweeper): a multirun's
 # `hydra.sweeper._target_` starts with it when our Optuna sweeper drives the jobs. Defined here, the
 # lowest layer, for the entrypoint, the gate, the search loop and the reports alike.

@@ -39,7 +39,7 @@ import numpy as np
 import timm
 import torch
 
-from src.config import ConfigError, RunConfig
+from src.config import ConfigError, FolderRefused, RunConfig
 from src.data.identity import short_id
 from src.models import head_param_names
 from src.record.io import METRICS_FILE, write_text, write_with
@@ -55,6 +55,11 @@ NOT_NUMERIC = ("logger.", "trainer.progress", "trainer.save_model", "trainer.res
 
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be continued from; the message names the file."""
+
+
+class CheckpointRefused(CheckpointError, FolderRefused):
+    """`latest` refused the folder's checkpoint (or the epochs it continues) before the run wrote
+    anything: the folder is left as it was, with no failure recorded in it."""
 
 
 def _flat(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -99,7 +104,8 @@ def checkpoints(run_dir: Path) -> list[Path]:
 def latest(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any] | None:
     """The newest checkpoint in `run_dir`, checked to be this config's and this code's, trained on the
     data whose identity is `data_id` (None: the data cannot be listed now); None when there is none.
-    CheckpointError (one line, naming the file) for any other: never loaded silently. Where either
+    CheckpointRefused (one line, naming the file) for any other, or for one whose epochs metrics.jsonl
+    no longer holds: never loaded silently, and nothing read is written. Where either
     side's identity is unknown the data cannot be checked: continued, with a warning that says so."""
     found = checkpoints(run_dir)
     if not found:
@@ -110,26 +116,27 @@ def latest(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any]
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupted, or holding objects that are not tensors: all refused
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise CheckpointError(f"checkpoint {path} is damaged or not a checkpoint ({why}); {again}") from None
+        raise CheckpointRefused(f"checkpoint {path} is damaged or not a checkpoint ({why}); {again}") from None
     if not isinstance(state, dict) or not isinstance(state.get("format"), int):
-        raise CheckpointError(f"checkpoint {path} is not a checkpoint of this project (no format version); {again}")
+        raise CheckpointRefused(f"checkpoint {path} is not a checkpoint of this project (no format version); {again}")
     if state["format"] != FORMAT:
-        raise CheckpointError(f"checkpoint {path} has format {state['format']}, this code reads format {FORMAT}; {again}")
+        raise CheckpointRefused(f"checkpoint {path} has format {state['format']}, this code reads format {FORMAT}; {again}")
     changes = config_changes(json.loads(state["config"]), cfg)
     if changes:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
-        raise CheckpointError(f"checkpoint {path} was written by another config ({shown}); {again}")
+        raise CheckpointRefused(f"checkpoint {path} was written by another config ({shown}); {again}")
     if state["code"] != code_version():
-        raise CheckpointError(f"checkpoint {path} was written by other code (src/, torch or timm changed since: "
-                              f"{state['code']} != {code_version()}); {again}")
+        raise CheckpointRefused(f"checkpoint {path} was written by other code (src/, torch or timm changed since: "
+                                f"{state['code']} != {code_version()}); {again}")
     saved = state.get("data")
     if saved is None or data_id is None:
         log.warning("checkpoint %s: its data could not be checked against the data now (dataset_id %s -> %s: "
                     "files that could not be listed); continued", path, short_id(saved), short_id(data_id))
     elif saved != data_id:
-        raise CheckpointError(f"checkpoint {path} was trained on other data: {cfg.dataset.root or cfg.dataset.kind} "
-                              f"changed since (dataset_id {short_id(saved)} -> {short_id(data_id)}); restore the "
-                              "data to continue this run, or choose another folder (hydra.run.dir=...) to train on it as it is now")
+        raise CheckpointRefused(f"checkpoint {path} was trained on other data: {cfg.dataset.root or cfg.dataset.kind} "
+                                f"changed since (dataset_id {short_id(saved)} -> {short_id(data_id)}); restore the "
+                                "data to continue this run, or choose another folder (hydra.run.dir=...) to train on it as it is now")
+    _epochs_up_to(run_dir, int(state["epoch"]), CheckpointRefused)  # read only: rewind_metrics cuts the file
     return state
 
 
@@ -254,6 +261,13 @@ def write_best(run_dir: Path, weights: dict[str, torch.Tensor]) -> None:
 def rewind_metrics(run_dir: Path, last_epoch: int) -> list[dict[str, Any]]:
     """metrics.jsonl cut back to epochs 0..last_epoch (a killed run may have logged an epoch whose
     checkpoint it never wrote); returns those rows. CheckpointError when any of them is missing."""
+    kept, rows = _epochs_up_to(run_dir, last_epoch, CheckpointError)
+    write_text(run_dir / METRICS_FILE, "".join(line + "\n" for line in kept))
+    return rows
+
+
+def _epochs_up_to(run_dir: Path, last_epoch: int, error: type[CheckpointError]) -> tuple[list[str], list[dict[str, Any]]]:
+    """metrics.jsonl's lines of epochs 0..last_epoch and their rows, read only; `error` when any is missing."""
     path = run_dir / METRICS_FILE
     lines = path.read_text().splitlines() if path.is_file() else []
     kept: list[str] = []
@@ -267,10 +281,9 @@ def rewind_metrics(run_dir: Path, last_epoch: int) -> list[dict[str, Any]]:
             kept.append(line)
             rows.append(row)
     if [r["epoch"] for r in rows] != list(range(last_epoch + 1)):
-        raise CheckpointError(f"{path} does not hold epochs 0-{last_epoch} that the checkpoint of epoch {last_epoch} "
-                              "continues; move the checkpoint away to train this run from epoch 0")
-    write_text(path, "".join(line + "\n" for line in kept))
-    return rows
+        raise error(f"{path} does not hold epochs 0-{last_epoch} that the checkpoint of epoch {last_epoch} "
+                    "continues; move the checkpoint away to train this run from epoch 0")
+    return kept, rows
 
 
 def adopt(dead_dir: Path, run_dir: Path, cfg: RunConfig, data_id: str | None) -> Path | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from src.config import ConfigError, RunConfig
+from src.config import FolderRefused, RunConfig
 from src.data.identity import dataset_identity_or_none, short_id
 from src.record import lock
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
@@ -40,7 +40,7 @@ __all__ = ["BestModel", "DivergedError", "EpochCallback", "RunDirTaken", "claim_
            "seed_everything"]
 
 
-class RunDirTaken(ConfigError):
+class RunDirTaken(FolderRefused):
     """The run folder holds a finished run of another config, or on other data: it is kept, and this
     run is refused."""
 
@@ -95,7 +95,7 @@ def claim_run_dir(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[st
     """What the folder holds, before anything is written into it: a finished run (completed or
     pruned) of this config on the data `data_id` is returned, to be kept and reported, never trained
     again; one of another config or on other data is refused (RunDirTaken); otherwise None, once the
-    folder is known to be writable (ConfigError if not). A failed or killed run's folder is reused:
+    folder is known to be writable (FolderRefused if not). A failed or killed run's folder is reused:
     its checkpoint, if any, resumes."""
     if (kept := finished_run(run_dir, cfg, data_id)) is not None:
         return kept
@@ -104,7 +104,7 @@ def claim_run_dir(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[st
         with tempfile.TemporaryFile(dir=run_dir):
             pass
     except OSError as err:
-        raise ConfigError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
+        raise FolderRefused(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
     return None
 
 
@@ -118,7 +118,8 @@ def run(
     is trained or written. One that holds a checkpoint of this config and data (a run killed or
     failed after an epoch): the run continues from it (trainer.resume). A config that cannot run, a
     folder that holds another config's finished run or one on other data, or a checkpoint that is
-    damaged, another config's or of other data, raises ConfigError before anything is written. A
+    damaged, another config's or of other data (or its epochs gone from metrics.jsonl), raises
+    ConfigError before anything is written (FolderRefused: the folder is left byte for byte). A
     run that `on_epoch` stops returns its record with status "pruned". A run stopped by an error at
     any point (seeding, data, weights, device, training) or by Ctrl-C still writes result.json, with
     its status (failed, interrupted) and what was measured up to then, and re-raises.
