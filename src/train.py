@@ -224,9 +224,10 @@ class ComparisonTable(Callback):
             print(f"warning: skipped {bad}", file=sys.stderr, flush=True)
         unreadable = {b.path.parent: b.reason for b in skipped}
         # A job folder (Hydra writes .hydra/ into each) with no result.json: a job that died
-        # without recording anything. It is listed, never silently left out.
-        recorded = {d for d, _ in rows}
-        lost = [d for d in sorted(p.parent for p in sweep_dir.glob("*/.hydra")) if d not in recorded]
+        # without recording anything. It is listed, never silently left out (src.report says so too).
+        from src.reporting.runs import unfinished_runs
+
+        lost = sorted({*unreadable, *unfinished_runs([sweep_dir])})
         rows += [(d, {"status": "failed", "error": f"result.json {unreadable[d]}" if d in unreadable else "no result.json"})
                  for d in lost]
         if rows:

@@ -394,3 +394,41 @@ def test_a_report_that_cannot_be_written_whole_is_one_line(tmp_path, capsys, mon
     assert cli.main([str(study), "--out", str(tmp_path / "report")]) == 1
     assert capsys.readouterr().err.strip() == f"error: report not written in {tmp_path / 'report'} (No space left on device)"
     assert not (tmp_path / "report" / "index.html").exists()
+
+
+# --- a killed job -----------------------------------------------------------------------------------
+
+
+def test_a_killed_job_without_result_json_is_named_not_silently_left_out(tmp_path, capsys):
+    # A SIGKILLed job leaves its folder (Hydra's .hydra/, config.yaml, a few metrics lines) but no
+    # result.json: the report left it out without a word, and its answer named the rest's best.
+    from src.reporting.cli import main
+
+    study = write_runs(tmp_path / "study", APART)  # two strategies completed
+    killed = study / "9_frozen_s0"  # killed mid-run: run() had written its config and an epoch
+    killed.mkdir()
+    (killed / "config.yaml").write_text("strategy:\n  name: frozen\n")
+    (killed / "metrics.jsonl").write_text("")
+    early = study / "8_lpft_s0"  # killed before run() wrote anything: only Hydra's own folder
+    (early / ".hydra").mkdir(parents=True)
+    (early / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    (study / "report_old").mkdir()  # a folder without a run's files is no run
+    assert main([str(study), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    why = "no result.json: the run was killed or is still running; the same command resumes it"
+    assert [line for line in err.splitlines() if "no result.json" in line] == \
+        [f"warning: {early}: {why}", f"warning: {killed}: {why}"], err
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="unfinished"' in page and str(killed) in page and str(early) in page
+    # the end of the multirun: the same folders, in its table and on its page
+    from omegaconf import OmegaConf
+
+    from src import exits
+    from src.train import ComparisonTable
+
+    with pytest.raises(exits.Failed, match=r"2 of 8 runs did not complete: 8_lpft_s0, 9_frozen_s0"):
+        ComparisonTable().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(study)}},
+                                                            "logger": {"kind": "none"}}))
+    listed = [line.split() for line in capsys.readouterr().out.splitlines() if line.rstrip().endswith(("_lpft_s0", "_frozen_s0"))]
+    assert [(row[-1], "failed" in row) for row in listed] == [("8_lpft_s0", True), ("9_frozen_s0", True)]
+    assert str(killed) in (study / "report" / "index.html").read_text()

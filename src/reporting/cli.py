@@ -22,7 +22,7 @@ from src.reporting.configs import group_configs
 from src.reporting.comparisons import win_map
 from src.reporting.ood_section import ood_markdown, ood_section
 from src.reporting.page import write_report
-from src.reporting.runs import load_runs
+from src.reporting.runs import UNFINISHED, load_runs, unfinished_runs
 from src.reporting.tables import console_summary, wins_markdown, wins_worth_showing
 
 
@@ -96,8 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     skipped: list[SkippedFile] = []
     runs = load_runs(args.dirs, skipped)
-    for bad in skipped:  # each on its own line, before the table, so a truncated file is not missed
-        print(f"warning: skipped {bad}", file=sys.stderr)
+    _warn_left_out(skipped, args.dirs)
     if not runs:
         unreadable = f" ({len(skipped)} unreadable, above)" if skipped else ""
         print(f"error: no readable result.json under {', '.join(map(str, args.dirs))}{unreadable}", file=sys.stderr)
@@ -127,6 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: figure {name} not drawn ({why}); the page says so in its place", file=sys.stderr)
     print(f"report: {page}", file=sys.stderr)
     return 0
+
+
+def _warn_left_out(skipped: list[SkippedFile], dirs: list[Path]) -> None:
+    """A `warning:` line for each file left out and each run folder without result.json (a killed
+    job: in no number of the report), before the table, so that neither is missed."""
+    for bad in skipped:
+        print(f"warning: skipped {bad}", file=sys.stderr)
+    for folder in unfinished_runs(dirs):
+        print(f"warning: {folder}: {UNFINISHED}", file=sys.stderr)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -21,7 +21,7 @@ from src.reporting.configs import Config, group_configs, ood_metrics
 from src.reporting.drawing import save_figures
 from src.reporting.ood_section import ood_cells, ood_section, ood_win_map
 from src.reporting.per_class import confusion_figure, per_class_section
-from src.reporting.runs import Run, load_runs
+from src.reporting.runs import Run, load_runs, unfinished_runs
 from src.reporting.search import SearchView, find_searches, search_json
 from src.reporting.tables import (
     SUMMARY_HEAD, duplicate_notes, duplicates_line, pair_cells, summary_cells, win_cells, wins_worth_showing,
@@ -79,11 +79,13 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
                 metric: str, pairs: Sequence[dict[str, Any]] = (), cells: Sequence[dict[str, Any]] = (),
                 skipped: Sequence[SkippedFile] = (), headline: Sequence[str] = (), ood: dict[str, Any] | None = None,
                 missing: dict[str, str] | None = None, configs: Sequence[Config] = (),
-                search: dict[str, Any] | None = None, ties: Sequence[tuple[str, list[str]]] = ()) -> str:
+                search: dict[str, Any] | None = None, ties: Sequence[tuple[str, list[str]]] = (),
+                unfinished: Sequence[Path] = ()) -> str:
     """The report page (templates/report.html.j2), its figures embedded as data URIs so that the
     HTML file alone can be passed on. A figure in `missing` (name -> why) is a note in its place;
     `configs`' duplicate runs are noted in the table of all runs; `ties` (`verdict.long_ties`) are
-    listed in full under the answer, which only counts them."""
+    listed in full under the answer, which only counts them; `unfinished` (run folders without
+    result.json: `runs.unfinished_runs`) are named in a note."""
     states = Counter(r.result.status or "?" for r in runs)
     names = run_names([r.dir for r in runs])
     notes = duplicate_notes(configs, names)
@@ -92,7 +94,7 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
         missing=dict(missing or {}), duplicates=duplicates_line(notes, names) if notes else None,
         headline=list(headline), ties=list(ties), n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
         dirs=", ".join(str(d) for d in dirs), written=datetime.now().isoformat(timespec="seconds"),
-        skipped=[str(b) for b in skipped], several=any(r["seeds"] > 1 for r in rows),
+        skipped=[str(b) for b in skipped], unfinished=[str(d) for d in unfinished], several=any(r["seeds"] > 1 for r in rows),
         metric_name=METRIC_LABEL.get(metric, metric),
         images={name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()},
         summary_head=SUMMARY_HEAD, summary_rows=summary_cells(rows),
@@ -170,7 +172,7 @@ def write_report(dirs: Sequence[Path], out: Path, metric: str = "test_acc", runs
                           "per_class": per_class_section(configs)})
     page = out / "index.html"
     write_text(page, render_html(runs, rows, figures, dirs, metric, pairs, cells, skipped, render(found), ood,
-                                 missing, configs, explained, long_ties(found)))
+                                 missing, configs, explained, long_ties(found), unfinished_runs(dirs)))
     return page
 
 

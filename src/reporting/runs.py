@@ -27,8 +27,8 @@ from src.record.schema import EpochRecord, RunRecord
 from src.reporting.robustness import OOD_ACC, OOD_BALANCED, ood_value
 from src.reporting.stats import mean_ci
 
-__all__ = ["CONFIG_KEYS", "ConfigKey", "DatasetToken", "Run", "dataset_token", "load_runs", "lr_grid", "mean_curve",
-           "run_settings", "trial_number"]
+__all__ = ["CONFIG_KEYS", "UNFINISHED", "ConfigKey", "DatasetToken", "Run", "dataset_token", "load_runs", "lr_grid",
+           "mean_curve", "run_settings", "trial_number", "unfinished_runs"]
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
@@ -198,6 +198,32 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
             note_skipped(SkippedFile(groups_path, str(err)), skipped)
         runs.append(Run(run_dir, _with_augment(run_dir, result), metrics, groups))
     return runs
+
+
+# What a run folder without result.json means, said by src.report, its page and the end of a multirun.
+UNFINISHED = "no result.json: the run was killed or is still running; the same command resumes it"
+
+
+def unfinished_runs(roots: Iterable[Path]) -> list[Path]:
+    """Every folder under `roots` that holds a run's files (its config.yaml, or the `.hydra/` Hydra
+    writes into each job's folder) but no result.json, in path order: a job killed (SIGKILL, the OOM
+    killer) before it could record anything, or one still running. find_results cannot see them, so
+    a report that said nothing would answer as if they had never been started."""
+    found: dict[Path, Path] = {}
+    for root in roots:
+        marks = [*root.rglob(CONFIG_FILE), *root.rglob(".hydra")]
+        for folder in [root, *(p.parent for p in marks if p.parent.name != ".hydra")]:
+            if (_holds_a_run(folder) and not (folder / RESULT_FILE).exists()
+                    and not (folder / _DRY_RUN_FILE).exists()):
+                found.setdefault(folder.resolve(), folder)
+    return sorted(found.values())
+
+
+_DRY_RUN_FILE = "estimate.json"  # a dry run's only record (src.training.estimate.ESTIMATE_FILE): it ended as asked
+
+
+def _holds_a_run(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() or (folder / ".hydra").is_dir()
 
 
 def _with_augment(run_dir: Path, result: RunRecord) -> RunRecord:
