@@ -85,8 +85,7 @@ def main(cfg: DictConfig) -> float:
             # the line, as a full disk ends it (OutOfRoom is the one exception Hydra does not keep as
             # a job's result).
             raise OutOfRoom(str(err)) from None
-        if not isinstance(err, FolderInUse):  # the folder is another process's: nothing of ours goes in
-            _record_failure(out, err)
+        _record_failure(out, err)
         if full_error():
             raise
         if (full := no_room(err, sqlite=_storage_file(hc))) is not None:

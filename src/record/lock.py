@@ -21,15 +21,15 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from src.config import ConfigError
+from src.config import FolderRefused
 
 __all__ = ["FolderInUse", "held"]
 
 _HELD: set[int] = set()  # descriptors holding a lock in this process, closed in forked children
 
 
-class FolderInUse(ConfigError):
-    """Another process holds the run folder's lock."""
+class FolderInUse(FolderRefused):
+    """Another process holds the run folder's lock: refused, and nothing of this run goes into it."""
 
 
 def _close_in_child() -> None:
@@ -45,13 +45,13 @@ os.register_at_fork(after_in_child=_close_in_child)
 @contextlib.contextmanager
 def held(run_dir: Path) -> Iterator[None]:
     """The run folder (made if missing), locked against every other process until the block ends;
-    FolderInUse (a ConfigError: one line, exit 2) when another holds it, ConfigError when the folder
+    FolderInUse (a ConfigError: one line, exit 2) when another holds it, FolderRefused when the folder
     cannot be made or opened."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
-        raise ConfigError(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
+        raise FolderRefused(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
