@@ -38,8 +38,17 @@ USER_ERROR = 2
 # serialization: torch.save writes through a Python file from C++, which turns an exception raised
 # in that write into "RuntimeError: ... unexpected pos": a Ctrl-C during a checkpoint's save was
 # recorded as a failed run, not an interrupted one (seen once, in tests/test_trust_cli.py).
+#
+# And OmegaConf: its nodes are not safe to interrupt. ListConfig.append leaves a None in the list when
+# the interrupt lands inside it (its `except Exception` lets a KeyboardInterrupt through untidied), and a
+# `finally` further up (read_write, flag restores) then fails on that None: a Ctrl-C while the optimizer
+# was built (hydra.utils.instantiate makes a DictConfig of it) ended as a 5-line ConfigKeyError, exit 1,
+# result.json `failed`. Deferring the stop there covers every OmegaConf call at once: the gate's
+# compose and to_run_config, a sweeper composing a trial, instantiate, and any added later; making only
+# the run's values plain would leave the others. No long work runs under an OmegaConf frame (Hydra
+# calls the task, and our resolvers are short), so the stop comes a few ms after the call returns.
 _NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.sep}", f"{os.sep}sqlite3{os.sep}",
-             f"{os.sep}torch{os.sep}serialization.py")
+             f"{os.sep}torch{os.sep}serialization.py", f"{os.sep}omegaconf{os.sep}")
 # Nor code whose exception Python drops ("Exception ignored in ..."): a finalizer, or a weakref
 # callback (weakref.py's dictionaries and `finalize`), which the garbage collector runs inside
 # whatever the main thread is doing. Raised there, the stop is printed and lost, and the run goes on.
@@ -96,8 +105,8 @@ def is_user_error(err: BaseException) -> bool:
 
 
 def _not_now(signum: int, frame: Any) -> bool:
-    """Whether `frame` is inside a storage call, a finalizer or a `whole_record()` block: then the signal is
-    sent again 50 ms later (until that call is done) and True is returned."""
+    """Whether `frame` is inside a storage call, OmegaConf, a finalizer or a `whole_record()` block: then
+    the signal is sent again 50 ms later (until that call is done) and True is returned."""
     if in_whole_record():
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return True
@@ -112,8 +121,9 @@ def _not_now(signum: int, frame: Any) -> bool:
 
 
 def on_signal(signum: int, frame: Any) -> None:
-    """SIGINT's and SIGTERM's handler: raise Stopped, except inside a storage call or a finalizer,
-    where the signal is delivered again 50 ms later, until that call is done."""
+    """SIGINT's and SIGTERM's handler: raise Stopped, except where `_not_now` says it cannot be raised
+    (a storage call, OmegaConf, a finalizer), where the signal is delivered again 50 ms later, until
+    that call is done."""
     if not _not_now(signum, frame):
         raise Stopped(signum)
 

@@ -69,3 +69,42 @@ def test_run_task_lets_a_bug_show_its_traceback_and_a_clean_end_pass(handlers):
     with pytest.raises(SystemExit) as ended:  # Hydra's own exits (--help, --cfg) pass as they are
         exits.run_task(lambda: (_ for _ in ()).throw(SystemExit(0)))
     assert ended.value.code == 0
+
+
+def _sent_again(signum: int) -> bool:
+    """Whether `signum` comes again within 30 s, as `_not_now` promises when it defers."""
+    import time
+
+    received: list[int] = []
+    previous = signal.signal(signum, lambda got, frame: received.append(got))
+    try:
+        deadline = time.monotonic() + 30
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return received == [signum]
+    finally:
+        signal.signal(signum, previous)
+
+
+def test_a_signal_inside_omegaconf_waits_until_it_returns():
+    """OmegaConf is not safe to interrupt: a stop raised in ListConfig.append left a None in the list
+    and its `finally` clean-up then failed on it (a Ctrl-C became a ConfigKeyError, exit 1)."""
+    import sys
+
+    from omegaconf import OmegaConf
+
+    frames = []
+
+    def watch(frame, event, _arg):
+        if event == "call" and frame.f_code.co_name == "_validate_set":
+            frames.append(frame)
+
+    sys.setprofile(watch)
+    try:
+        OmegaConf.create({"betas": [0.9, 0.999]})
+    finally:
+        sys.setprofile(None)
+    assert frames and exits._not_now(signal.SIGUSR1, frames[0])
+    assert _sent_again(signal.SIGUSR1)
+    assert not exits._not_now(signal.SIGUSR1, sys._getframe())  # outside it: stop here
+

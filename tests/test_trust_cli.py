@@ -246,6 +246,44 @@ def test_interrupting_a_run_is_one_line_with_the_record(tmp_path, multirun, sig,
     assert not (tmp_path / "m" / "1_layerwise").exists()  # a multirun stops at the interrupted job
 
 
+# Sends the run a SIGTERM from inside OmegaConf while the optimizer is built (hydra.utils.instantiate
+# appending `betas` to a ListConfig, at its 2nd `_validate_set`): the handler runs there, as a real
+# `kill -TERM` landing at that moment would. OmegaConf left a None in the list and a `finally` above
+# failed on it: exit 1, a 5-line ConfigKeyError, result.json `failed`.
+_SIGTERM_IN_OPTIMIZER_CONFIG = """
+import os, runpy, signal, sys
+import src.training.optim as optim
+build, sent = optim.build_optimizer, [0]
+def inside(frame, event, arg):
+    code = frame.f_code
+    if event == "call" and code.co_name == "_validate_set" and code.co_filename.endswith("listconfig.py"):
+        sent[0] += 1
+        if sent[0] == 2:
+            sys.setprofile(None)
+            os.kill(os.getpid(), signal.SIGTERM)
+def build_optimizer(cfg, groups):
+    sys.setprofile(inside)
+    try:
+        return build(cfg, groups)
+    finally:
+        sys.setprofile(None)
+        if sent[0] < 2:
+            print("no SIGTERM was sent: build_optimizer made no ListConfig", file=sys.stderr)
+optim.build_optimizer = build_optimizer
+sys.argv = ["src.train", *sys.argv[1:]]
+runpy.run_module("src.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_sigterm_inside_omegaconf_while_the_optimizer_is_built_is_an_interrupted_run(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _SIGTERM_IN_OPTIMIZER_CONFIG, *TINY, f"hydra.run.dir={tmp_path}/r"],
+                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    record = tmp_path / "r" / "result.json"
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines() == [f"interrupted by SIGTERM: status 'interrupted' recorded in {record.resolve()}"]
+    assert json.loads(record.read_text())["status"] == "interrupted"
+
+
 def test_shell_completion_is_hydra_s(tmp_path):
     proc = _run(["-sc", "install=bash"], tmp_path, timeout=300)
     assert proc.returncode == 0 and "hydra_bash_completion" in proc.stdout
