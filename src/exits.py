@@ -52,6 +52,10 @@ _NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.
 # Nor code whose exception Python drops ("Exception ignored in ..."): a finalizer, or a weakref
 # callback (weakref.py's dictionaries and `finalize`), which the garbage collector runs inside
 # whatever the main thread is doing. Raised there, the stop is printed and lost, and the run goes on.
+# A generator being closed is the same (GeneratorExit is the exception being handled, in its `finally`
+# or `except`): when the collector finalizes a suspended one (OmegaConf's `read_write` context manager,
+# left by an earlier error), what its clean-up raises is printed as "Exception ignored in: <generator
+# object read_write>" and dropped, and the stop with it.
 _DROPPED_IN = (f"{os.sep}weakref.py",)
 
 
@@ -104,10 +108,22 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, PretrainedWeightsError)
 
 
+def _closing_generator() -> bool:
+    """Whether a generator is being closed: GeneratorExit is the exception being handled, or is what
+    one being handled (in an `except` inside the generator's clean-up) was raised during."""
+    err = sys.exc_info()[1]
+    while err is not None:
+        if isinstance(err, GeneratorExit):
+            return True
+        err = err.__context__
+    return False
+
+
 def _not_now(signum: int, frame: Any) -> bool:
-    """Whether `frame` is inside a storage call, OmegaConf, a finalizer or a `whole_record()` block: then
-    the signal is sent again 50 ms later (until that call is done) and True is returned."""
-    if in_whole_record():
+    """Whether `frame` is inside a storage call, OmegaConf, a finalizer, a closing generator or a
+    `whole_record()` block: then the signal is sent again 50 ms later (until that call is done) and True
+    is returned."""
+    if in_whole_record() or _closing_generator():
         threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return True
     while frame is not None:

@@ -108,3 +108,47 @@ def test_a_signal_inside_omegaconf_waits_until_it_returns():
     assert _sent_again(signal.SIGUSR1)
     assert not exits._not_now(signal.SIGUSR1, sys._getframe())  # outside it: stop here
 
+
+def test_a_signal_in_a_generator_being_closed_waits_until_it_is_closed():
+    """A suspended generator that the collector closes (OmegaConf's `read_write`) runs its `finally`
+    where an exception is printed ("Exception ignored in: <generator object ...>") and dropped."""
+    import sys
+
+    said = []
+
+    def suspended():
+        try:
+            yield
+        finally:
+            said.append(exits._not_now(signal.SIGUSR1, sys._getframe()))
+
+    held = suspended()
+    next(held)
+    del held  # closed now, as the collector closes it
+    assert said == [True]
+    assert _sent_again(signal.SIGUSR1)
+
+    def ended():
+        try:
+            yield
+        finally:
+            said.append(exits._not_now(signal.SIGUSR1, sys._getframe()))
+
+    for _ in ended():  # one that runs to its end is not being closed: its clean-up may stop
+        pass
+    assert said == [True, False]
+
+    def tidies():
+        try:
+            yield
+        finally:
+            try:
+                raise OSError("a clean-up that meets an error of its own")
+            except OSError:
+                said.append(exits._not_now(signal.SIGUSR1, sys._getframe()))
+
+    held = tidies()
+    next(held)
+    del held
+    assert said == [True, False, True]
+    assert _sent_again(signal.SIGUSR1)
