@@ -47,8 +47,17 @@ USER_ERROR = 2
 # compose and to_run_config, a sweeper composing a trial, instantiate, and any added later; making only
 # the run's values plain would leave the others. No long work runs under an OmegaConf frame (Hydra
 # calls the task, and our resolvers are short), so the stop comes a few ms after the call returns.
+#
+# Hydra's config code is no safer (its package config source reads a file in a `try` whose `finally`
+# closes a file not yet opened: an UnboundLocalError, a traceback, exit 1), but the task and a sweep's
+# loop run under Hydra's other frames: only the modules that compose, parse overrides and instantiate.
+_HYDRA_CONFIG = tuple(os.path.join(f"{os.sep}hydra", *part.split("/")) for part in (
+    "_internal/config_loader_impl.py", "_internal/config_repository.py", "_internal/defaults_list.py",
+    "_internal/core_plugins/file_config_source.py", "_internal/core_plugins/importlib_resources_config_source.py",
+    "_internal/core_plugins/structured_config_source.py", "plugins/config_source.py", "core/config_store.py",
+    "core/default_element.py", "core/override_parser/", "_internal/grammar/", "_internal/instantiate/", "compose.py"))
 _NOT_HERE = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}optuna{os.sep}storages{os.sep}", f"{os.sep}sqlite3{os.sep}",
-             f"{os.sep}torch{os.sep}serialization.py", f"{os.sep}omegaconf{os.sep}")
+             f"{os.sep}torch{os.sep}serialization.py", f"{os.sep}omegaconf{os.sep}", *_HYDRA_CONFIG)
 # Nor code whose exception Python drops ("Exception ignored in ..."): a finalizer, or a weakref
 # callback (weakref.py's dictionaries and `finalize`), which the garbage collector runs inside
 # whatever the main thread is doing. Raised there, the stop is printed and lost, and the run goes on.

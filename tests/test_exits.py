@@ -152,3 +152,30 @@ def test_a_signal_in_a_generator_being_closed_waits_until_it_is_closed():
     del held
     assert said == [True, False, True]
     assert _sent_again(signal.SIGUSR1)
+
+
+def _frame_in(path: str):
+    """A frame of code that lives at `path` (as a library's module would)."""
+    import sys
+    from pathlib import Path
+
+    scope: dict = {"sys": sys}
+    exec(compile("frame = sys._getframe()", str(Path(path)), "exec"), scope)
+    return scope["frame"]
+
+
+@pytest.mark.parametrize("path, waits", [
+    ("/x/hydra/_internal/core_plugins/importlib_resources_config_source.py", True),  # reads a config file
+    ("/x/hydra/_internal/config_loader_impl.py", True),
+    ("/x/hydra/core/override_parser/overrides_parser.py", True),
+    ("/x/hydra/_internal/instantiate/_instantiate2.py", True),
+    ("/x/hydra/core/utils.py", False),  # run_job: the task runs under it
+    ("/x/hydra/_internal/core_plugins/basic_launcher.py", False),
+    ("/x/hydra_plugins/ft_optuna_sweeper/sweeper.py", False),
+])
+def test_a_signal_inside_hydra_s_config_code_waits_and_not_inside_the_task_it_runs(path, waits):
+    """Hydra's package config source closes, in a `finally`, a file it had not opened yet when the
+    stop came (an UnboundLocalError, exit 1); but the task and a sweep run under Hydra's other code."""
+    assert exits._not_now(signal.SIGUSR1, _frame_in(path)) is waits
+    if waits:
+        assert _sent_again(signal.SIGUSR1)
