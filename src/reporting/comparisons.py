@@ -17,7 +17,7 @@ from src.record.io import as_number
 from src.reporting.configs import Config, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.runs import ConfigKey
-from src.reporting.stats import holm, paired
+from src.reporting.stats import LEVEL, holm, paired
 
 __all__ = ["COSTS", "COST_WORDS", "LEVEL", "METRIC_LABEL", "Family", "cost_ratio", "paired_on_common_seeds",
            "paired_rows",
@@ -29,9 +29,6 @@ COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "traina
 COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", "trainable_params": "trainable parameters"}
 # The accuracies a report can put against cost, in words.
 METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
-# Two configurations are told apart when their pair's Holm-adjusted p is below this: a 5% chance, over
-# all the task's pairs together, that any difference the report states is luck.
-LEVEL = 0.05
 
 
 def task_key(config: Config) -> tuple:
@@ -142,8 +139,7 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
     for each other configuration the paired difference to the winner on their common seeds. A
     configuration whose paired test does not separate it from the winner (its p adjusted over the
     cell's pairs, `Family`, at least `level`, fewer than two common seeds, or ahead of it on the seeds
-    they share) is `tied` with it: the seeds cannot say
-    that the winner is better."""
+    they share) is `tied` with it: the seeds cannot say that the winner is better."""
     # The strategy's name, plus the settings that tell its configurations apart across the map; the
     # dataset and training-set size are the cell's own, so a row keeps one name in every cell.
     labels = config_labels([untasked(c.key) for c in configs])

@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from scipy import stats
 
+# The report tells two configurations apart at p < LEVEL (a 95% CI that leaves 0 out), over a whole
+# family of comparisons where there is one (`holm`, `comparisons.Family`): one constant for every reader.
+LEVEL = 0.05
+
 # Differences this close (relative) are one difference: accuracies are counts over the same images, so
 # "one image better on every seed" is common, and 0.4 - 0.3 and 0.3 - 0.2 differ in the last bits.
 SAME_DIFF = 1e-9
@@ -60,10 +64,10 @@ def shows_ahead(test: dict[str, float]) -> bool:
     (`p_holm`, `comparisons.Family`), its p adjusted over the family is below 0.05 too. A CI below 0
     is no lead either way round: with unequal seeds the mean over each one's own seeds can rank A
     first while the seeds they share put B ahead, and then neither can be named the better."""
-    if test.get("p_holm", 0.0) >= 0.05:
+    if test.get("p_holm", 0.0) >= LEVEL:
         return False
     if math.isnan(test["ci95"]):
-        return test["diff"] > 0 and test["p"] < 0.05
+        return test["diff"] > 0 and test["p"] < LEVEL
     return test["diff"] - test["ci95"] > 0
 
 

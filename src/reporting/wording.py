@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from src.reporting.stats import LEVEL
+
 __all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "level_text", "p_text", "points",
            "seeds_sentence", "value_text"]
 
@@ -25,8 +27,6 @@ class PairedGap(Protocol):
     def no_spread(self) -> bool: ...
 
 
-# The verdict separates two configurations at p < 0.05 (a 95% CI that leaves 0 out).
-LEVEL = 0.05
 
 
 def p_text(p: float | None) -> str:
