@@ -79,3 +79,27 @@ def test_a_command_line_sweep_with_no_values_is_one_line_not_zero_jobs(sweep, tm
         precheck(["-m", "experiment=smoke", sweep, f"hydra.sweep.dir={tmp_path / 'm'}"])
     assert str(err.value) == f"{sweep}: no values, so no job would run (the basic sweeper's range(a,b) stops before b)"
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("layout, message", [
+    (["a.png", "b.png"], "dataset.root='{root}': no class folders (expected {root}/<class>/<images>)"),
+    (["train/a.png", "val/cat/b.png"], "dataset.root='{root}': no class folders (expected {root}/train/<class>/<images>)"),
+    (["cat/a.png", "cat/b.png"], "dataset data: train has a single class (0 ('cat')); a classifier needs at least 2"),
+])
+def test_an_image_folder_that_cannot_train_is_refused_before_any_run_folder(layout, message, tmp_path):
+    # These were found only when the run loaded its data: a run folder with a failed result.json was
+    # left behind, and a multirun's later jobs were checked only after job 0 had started.
+    from PIL import Image
+
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    root = tmp_path / "data"
+    for name in layout:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8)).save(root / name)
+    with pytest.raises(ConfigError) as err:
+        precheck(["-m", "experiment=smoke", "dataset=imagefolder", f"dataset.root={root}",
+                  f"paths.output_dir={tmp_path / 'out'}", "seed=0,1"])
+    assert str(err.value) == "job 0 of 2 (seed=0): " + message.format(root=root)
+    assert not (tmp_path / "out").exists()

@@ -32,9 +32,6 @@ class ImageFolder(Reader):
         self.check()
         root = Path(cfg.root)
         name = cfg.name or root.name
-        found = class_folders(part_dir(root, "train"))
-        if len(found) == 1:  # before decoding anything; and the cache entry is not to blame (check_labels_from)
-            raise one_class(name, found, [0])
         read = read_parts(cfg, root, progress)
         where = {"dataset": name, "classes": read.classes}
         train, val, val_note = held_out(read.splits["train"], "val", read.splits.get("val"), cfg, **where)
@@ -47,12 +44,18 @@ class ImageFolder(Reader):
                           read.skipped, cache=read.cache, cache_entry=str(read.entry) if read.entry else None)
 
     def check(self) -> None:
-        """The root is a folder of split folders or of class folders, not a mix (split_folders)."""
+        """The root is a folder of split folders or of class folders, not a mix (split_folders), and
+        training has at least 2 class folders: checked where the gate calls it, before any run folder
+        is made (a folder of images alone used to fail in setup, leaving a failed run behind)."""
         root = Path(self.cfg.root or "")
         if not root.is_dir():
             raise ConfigError(f"dataset.root={self.cfg.root!r}: no such folder (expected train/<class>/ images, "
                               "or <class>/ images)")
         split_folders(root)
+        train = part_dir(root, "train")
+        found = class_folders(train, f"dataset.root={self.cfg.root!r}")
+        if len(found) == 1:  # before decoding anything; and the cache entry is not to blame (check_labels_from)
+            raise one_class(self.cfg.name or root.name, found, [0])
 
     def known_classes(self) -> list[str] | None:
         """train/'s class folders (or root's own when it has no train/); None until root is a folder.
