@@ -3,6 +3,7 @@ EXIF orientation, hostile image files, files that are not what they claim (issue
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import warnings
@@ -348,8 +349,13 @@ def _not_npz(tmp_path):
         (tmp_path / name).write_bytes(content)
     np.save(tmp_path / "single.npy", np.zeros((3, 8, 8), dtype=np.uint8))
     (tmp_path / "single.npy").rename(tmp_path / "single.npz")
-    with zipfile.ZipFile(tmp_path / "crc.npz", "w") as z:  # a member whose bytes were damaged
+    with zipfile.ZipFile(tmp_path / "crc.npz", "w") as z:  # a member whose bytes were damaged, the others whole
         z.writestr("train_images.npy", b"\x93NUMPY" + b"\x00" * 40)
+        with np.load(good) as whole:
+            for member in ("train_labels", "val_images", "val_labels", "test_images", "test_labels"):
+                buffer = io.BytesIO()
+                np.save(buffer, whole[member])
+                z.writestr(f"{member}.npy", buffer.getvalue())
     return [*cases, "single.npz"]
 
 

@@ -103,3 +103,30 @@ def test_an_image_folder_that_cannot_train_is_refused_before_any_run_folder(layo
                   f"paths.output_dir={tmp_path / 'out'}", "seed=0,1"])
     assert str(err.value) == "job 0 of 2 (seed=0): " + message.format(root=root)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (None, "not a .npz archive (no zip signature at its start)"),
+    ({"x": [1, 2]}, "missing array 'train_images' (MedMNIST layout)"),
+    ({"train_labels": [[0, 1], [1, 0]]}, "multi-label targets (2, 2) are not supported"),
+    ({"train_labels": [3, 3, 3]}, "single class (3); a classifier needs at least 2"),
+])
+def test_a_npz_that_cannot_train_is_refused_before_any_run_folder(arrays, message, tmp_path):
+    # The gate only checked that the file existed: each of these made a run folder with a failed
+    # result.json. It reads the archive's directory and the train labels, not the images.
+    import numpy as np
+
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    path = tmp_path / "set.npz"
+    if arrays is None:
+        path.write_text("not an archive")
+    else:
+        full = {f"{s}_{k}": np.zeros((3, 8, 8), np.uint8) if k == "images" else np.array([0, 1, 0])
+                for s in ("train", "val", "test") for k in ("images", "labels")} if "x" not in arrays else {}
+        np.savez(path, **(full | {k: np.array(v) for k, v in arrays.items()}))
+    with pytest.raises(ConfigError) as err:
+        precheck(["experiment=smoke", "dataset=medmnist", f"dataset.root={path}", f"paths.output_dir={tmp_path / 'out'}"])
+    assert str(err.value).endswith(message) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()

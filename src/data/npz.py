@@ -12,9 +12,10 @@ from src.config import ConfigError
 from src.data.paths import one_line
 
 
-def read_npz(path: Path, names: list[str], where: str) -> dict[str, np.ndarray]:
-    """The named arrays of a .npz archive; anything that is not one (random bytes, text, a .npy,
-    a truncated zip, an object array that would need pickle) is a one-line ConfigError."""
+def read_npz(path: Path, names: list[str], where: str, load: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The named arrays of a .npz archive (only those in `load`, when given, though every one of
+    `names` must be there); anything that is not one (random bytes, text, a .npy, a truncated zip,
+    an object array that would need pickle) is a one-line ConfigError."""
     try:
         with open(path, "rb") as f:
             magic = f.read(6)
@@ -34,6 +35,7 @@ def read_npz(path: Path, names: list[str], where: str) -> dict[str, np.ndarray]:
         for name in names:
             if name not in npz.files:
                 raise ConfigError(f"{where}: missing array '{name}' (MedMNIST layout)")
+        for name in names if load is None else load:
             try:
                 arrays[name] = npz[name]
             # Object arrays raise ValueError under allow_pickle=False; a damaged member raises

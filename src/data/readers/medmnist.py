@@ -9,7 +9,7 @@ from pathlib import Path
 
 from src.config import ConfigError, DataConfig
 from src.data.identity import hash_file
-from src.data.labels import to_labels
+from src.data.labels import one_class, to_labels
 from src.data.npz import read_npz
 from src.data.paths import one_line
 from src.data.pixels import to_nchw
@@ -41,8 +41,16 @@ class MedMNIST(Reader):
                           "official MedMNIST splits")
 
     def check(self) -> None:
-        """The .npz is there (unless it is to be downloaded)."""
-        given_file(self.cfg)
+        """The .npz is there (unless it is to be downloaded), is an archive with every array of the
+        layout, and its train labels hold 2 classes or more: the gate calls this before any run
+        folder is made, so it reads the archive's directory and one small array, not the images."""
+        path = given_file(self.cfg)
+        if path is None:
+            return
+        where = f"dataset.root={str(path)!r}"
+        found = _labels(read_npz(path, NPZ_ARRAYS, where, load=["train_labels"]), "train", where).unique()
+        if len(found) == 1:
+            raise one_class(self.cfg.flag or path.stem, [str(c) for c in range(int(found[0]) + 1)], found)
 
     def identify(self, digest, head: dict) -> None:
         """A file's bytes, wherever it lies; a flag downloaded to its default place, by name."""
@@ -52,11 +60,15 @@ class MedMNIST(Reader):
             super().identify(digest, head)
 
 
-def _split(arrays: dict, split: str, where: str) -> Split:
-    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+def _labels(arrays: dict, split: str, where: str):
+    labels = arrays[f"{split}_labels"]
     if labels.ndim == 2 and labels.shape[1] != 1:
         raise ConfigError(f"{where}: multi-label targets {labels.shape} are not supported")
-    labels = to_labels(labels, f"{where} array '{split}_labels'")
+    return to_labels(labels, f"{where} array '{split}_labels'")
+
+
+def _split(arrays: dict, split: str, where: str) -> Split:
+    images, labels = arrays[f"{split}_images"], _labels(arrays, split, where)
     images = to_nchw(images, f"{where} array '{split}_images'")  # refuses a 0-d array, which has no len()
     if len(labels) != len(images):
         raise ConfigError(f"{where}: {split} has {len(images)} images ('{split}_images') but {len(labels)} "
