@@ -37,14 +37,14 @@ def _drawers(tmp_path: Path, n: int = 4) -> dict:
 
 
 def test_workers_draw_the_same_pngs_as_one_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(drawing, "_cores", lambda: 2)
+    monkeypatch.setattr(drawing, "usable_cpus", lambda: 2)
     parallel, serial = tmp_path / "parallel", tmp_path / "serial"
     parallel.mkdir(), serial.mkdir()
     got = drawing.save_figures(_drawers(tmp_path), parallel)
     assert list(got) == ["f0", "f1", "f2", "f3"] and all(got[n] == parallel / f"{n}.png" for n in got)
     workers = {int(p.read_text()) for p in (tmp_path / "pids").iterdir()}
     assert os.getpid() not in workers and 1 <= len(workers) <= 2
-    monkeypatch.setattr(drawing, "_cores", lambda: 1)
+    monkeypatch.setattr(drawing, "usable_cpus", lambda: 1)
     drawing.save_figures(_drawers(tmp_path), serial)
     assert {int(p.read_text()) for p in (tmp_path / "pids").iterdir()} == {os.getpid()}
     for name in got:
@@ -52,7 +52,7 @@ def test_workers_draw_the_same_pngs_as_one_process(tmp_path, monkeypatch):
 
 
 def test_a_failing_figure_is_its_reason_and_leaves_no_png(tmp_path, monkeypatch):
-    monkeypatch.setattr(drawing, "_cores", lambda: 2)
+    monkeypatch.setattr(drawing, "usable_cpus", lambda: 2)
     drawers = _drawers(tmp_path, 3)
 
     def broken():
@@ -66,7 +66,7 @@ def test_a_failing_figure_is_its_reason_and_leaves_no_png(tmp_path, monkeypatch)
 
 
 def test_a_hung_worker_is_given_up_and_its_figures_drawn_here(tmp_path, monkeypatch):
-    monkeypatch.setattr(drawing, "_cores", lambda: 2)
+    monkeypatch.setattr(drawing, "usable_cpus", lambda: 2)
     monkeypatch.setattr(drawing, "TIMEOUT_S", 3.0)
     parent = os.getpid()
     drawers = _drawers(tmp_path, 3)

@@ -31,3 +31,20 @@ def test_preflight_checks_the_model_and_counts_its_backbone_groups():
     assert all(isinstance(g.params, tuple) for g in groups)  # names and shapes: the cache holds no model
     with pytest.raises(ConfigError, match="strategy.unfreeze_depth=7 exceeds this model's 6 backbone groups"):
         preflight(RunConfig.from_dict(merge(TINY, {"strategy": {"name": "layerwise", "unfreeze_depth": 7}})))
+
+
+def test_more_threads_than_the_cpus_a_run_may_use_is_refused_where_it_trains(tmp_path):
+    # 1000 threads on 2 cores: a 1-epoch smoke run went from 0.3 s to minutes and the load average to
+    # 900, its times the oversubscription's. The count is the run's affinity (a SLURM job's cpuset),
+    # here one CPU by taskset, not the machine's.
+    cmd = ["taskset", "-c", "0", sys.executable, "-m", "src.train", "experiment=smoke", "logger=none",
+           f"paths.output_dir={tmp_path}"]
+    proc = subprocess.run([*cmd, "trainer.num_threads=2", "trainer.dry_run=true"], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: trainer.num_threads=2 is more than the 1 CPU this process may use: threads past them take turns "
+        "on the same cores, slowing every step and the times measured; set at most 1, or null (torch's default)")
+    proc = subprocess.run([*cmd, "trainer.num_threads=1", "trainer.dry_run=true"], cwd=REPO, env=env(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]

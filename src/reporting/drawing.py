@@ -14,12 +14,13 @@ than `TIMEOUT_S`: a report is never lost to its parallelism.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from src.training.preflight import usable_cpus
 
 MAX_WORKERS = 4
 TIMEOUT_S = 120.0  # one figure: the largest take seconds; a worker that hangs this long is given up on
@@ -35,7 +36,7 @@ def save_figures(drawers: Mapping[str, Callable[[], Any]], out: Path) -> dict[st
     A figure that fails leaves no PNG (an earlier report's is removed)."""
     jobs = {name: (draw, out / f"{name}.png") for name, draw in drawers.items()}
     outcomes: dict[str, Path | str] = {}
-    workers = min(_cores(), MAX_WORKERS, len(jobs))
+    workers = min(usable_cpus(), MAX_WORKERS, len(jobs))
     if workers > 1 and "fork" in multiprocessing.get_all_start_methods() and sys.platform == "linux":
         outcomes = _in_workers(jobs, workers)
     for name in jobs:
@@ -47,11 +48,6 @@ def save_figures(drawers: Mapping[str, Callable[[], Any]], out: Path) -> dict[st
     return {name: outcomes[name] for name in jobs}
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _in_workers(jobs: dict[str, tuple[Callable[[], Any], Path]], workers: int) -> dict[str, Path | str]:

@@ -30,7 +30,7 @@ from src.training import checkpoint, record
 from src.training.estimate import ESTIMATE_FILE, estimate
 from src.training.fit import DivergedError, EpochCallback, fit, measure_drift
 from src.training.meters import BestModel, Meters, Progress
-from src.training.preflight import preflight
+from src.training.preflight import check_threads, preflight
 from src.training.setup import seed_everything, setup
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,7 @@ def run(
     its status (failed, interrupted) and what was measured up to then, and re-raises.
     """
     preflight(cfg)
+    check_threads(cfg.trainer.num_threads)  # here, not in the gate: a cluster job's CPUs are not the driver's
     if cfg.trainer.dry_run:
         return dry_run(cfg, run_dir)
     with lock.held(run_dir):  # one process at a time in a folder: checks, training and record alike
