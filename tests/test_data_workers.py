@@ -190,3 +190,10 @@ def test_a_launchers_checkpoint_signal_is_the_runs_not_its_workers(tmp_path):
         assert all(_running(pid) for pid in workers) and not got.exists()
         os.kill(proc.pid, signal.SIGUSR2)
         _until(lambda: got.exists() and got.read_text().split() == [str(proc.pid)], "the run's handler ran")
+
+
+def test_the_default_decoder_count_is_the_cpus_this_process_may_use(monkeypatch):
+    # os.cpu_count is the machine's: a SLURM job given 1 of a node's cores started a decoder per core.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert parts._decode_setup(DataConfig(kind="imagefolder", num_workers=None), False).workers == 1
+    assert parts._decode_setup(DataConfig(kind="imagefolder", num_workers=3), False).workers == 3

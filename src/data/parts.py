@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from src.data.cache_write import RowFile, labels_crc
 from src.data.folders import folder_parts, part_dir
 from src.data.paths import one_line, shown
 from src.data.splits import Split
+from src.machine import usable_cpus
 from src.data.workers import decoded
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,9 @@ def _take(out: np.ndarray | RowFile, kept: list[int], readable: dict[int, int], 
 
 
 def _decode_setup(cfg: DataConfig, progress: bool) -> _Decode:
-    workers = cfg.num_workers if cfg.num_workers is not None else (os.cpu_count() or 1)
+    # the CPUs this process may use, not the machine's: a cluster job given 4 of a node's 64 cores
+    # started 64 decoders on them
+    workers = cfg.num_workers if cfg.num_workers is not None else usable_cpus()
     return _Decode(cfg.image_size, cfg.jpeg_draft, cfg.bad_images, workers, progress)
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from src.training.preflight import usable_cpus
+from src.machine import usable_cpus
 
 MAX_WORKERS = 4
 TIMEOUT_S = 120.0  # one figure: the largest take seconds; a worker that hangs this long is given up on

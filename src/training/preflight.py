@@ -8,24 +8,15 @@ functions, so that importing the gate loads neither.
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from src.config import ConfigError, RunConfig
+from src.machine import usable_cpus
 from src.strategies import plan_schedule
 
 if TYPE_CHECKING:
     from src.strategies import LayerGroup
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask, which a SLURM job's or a container's
-    cpuset narrows, not the machine's count (os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def check_threads(num_threads: int | None) -> None:
