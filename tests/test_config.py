@@ -288,3 +288,33 @@ def test_an_empty_weights_path_and_a_non_string_list_item_are_one_line(override,
     with pytest.raises(C.ConfigError) as err:  # a config built in code is held to the same
         C.RunConfig.from_dict(OmegaConf.to_container(check_overrides([override])))
     assert str(err.value) == line
+
+
+@pytest.mark.parametrize("override, line", [
+    ("logger.project=a/b", "logger.project='a/b' contains /: W&B takes 1-128 characters without / \\ # ? % :"),
+    ("logger.project='x:y?'", "logger.project='x:y?' contains : ?: W&B takes 1-128 characters without / \\ # ? % :"),
+    ("logger.project=", "logger.project='' is empty: W&B takes 1-128 characters without / \\ # ? % :"),
+    ("logger.project=" + "p" * 129, f"logger.project='{'p' * 129}' is over 128 characters: W&B takes 1-128 "
+                                    "characters without / \\ # ? % :"),
+    ("logger.tags=[ok,'']", "logger.tags[1]='' has 0 characters: W&B takes 1-64"),
+    ("logger.tags=[" + "t" * 65 + "]", f"logger.tags[0]='{'t' * 65}' has 65 characters: W&B takes 1-64"),
+])
+def test_names_wandb_refuses_are_one_line_before_any_run_folder(override, line):
+    # Each failed inside wandb.init, after the run folder was made; the run went on untracked, with a warning.
+    with pytest.raises(C.ConfigError) as err:
+        to_run_config(check_overrides(["logger=wandb", override]))
+    assert str(err.value) == line
+    to_run_config(check_overrides(["logger=none", override]))  # no W&B run: its names are not used
+
+
+def test_names_wandb_takes_are_taken_as_they_are(tmp_path):
+    from src.reporting.tracking import make_tracker
+
+    cfg = to_run_config(check_overrides(["logger=wandb", "logger.mode=offline", "logger.project=" + "p" * 128,
+                                         "logger.tags=[" + "t" * 64 + ",x]"])).logger
+    tracker = make_tracker(cfg, tmp_path, "run", {}, "g")
+    try:
+        assert tracker.run.project == "p" * 128 and sorted(tracker.run.tags) == ["t" * 64, "x"]
+    finally:
+        tracker.finish()
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))  # a real offline run, not W&B's disabled one

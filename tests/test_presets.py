@@ -100,7 +100,8 @@ def test_a_path_starting_with_a_tilde_is_refused_not_made_a_folder_named_tilde(o
 def test_a_value_hydras_grammar_reads_only_quoted_says_how_to_quote_it(tmp_path):
     # A path with a non-ASCII letter, '#', '&' or '~' was "LexerNoViableAltException: ..." and no more.
     photos = tmp_path / "café #1"
-    (photos / "a").mkdir(parents=True)
+    for name in ("a", "b"):  # two classes: the gate refuses a folder that cannot train
+        (photos / name).mkdir(parents=True)
     with pytest.raises(ConfigError) as err:
         precheck(["dataset=imagefolder", f"dataset.root={photos}"])
     assert str(err.value) == (f"dataset.root={photos}: LexerNoViableAltException: dataset.root={photos}; Hydra's grammar "

@@ -167,6 +167,7 @@ def check_values(cfg: RunConfig) -> None:
         raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r} is an empty path (an unset variable?): "
                           "give the weights file, or null for none")
     _check_str_items(cfg)
+    cfg.logger.check()
     cfg.optim.optimizer.check()
     _positive("optim.lr", cfg.optim.lr)
     cfg.strategy.check()

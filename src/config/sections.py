@@ -292,6 +292,10 @@ class TrainerConfig:
     dry_run: bool = False
 
 
+# Characters W&B refuses in a project name (wandb.sdk's project check).
+WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
+
+
 @dataclass(frozen=True)
 class LoggerConfig:
     kind: LoggerKind = LoggerKind.wandb
@@ -304,6 +308,20 @@ class LoggerConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(self.tags))  # OmegaConf gives a list
+
+    def check(self) -> None:
+        """W&B's own rules for the names it is given (wandb 0.2x): they failed inside `wandb.init`,
+        after the run folder was made, and the run went on untracked with only a warning."""
+        if self.kind is not LoggerKind.wandb:
+            return
+        bad = sorted(set(self.project) & set(WANDB_PROJECT_FORBIDDEN))
+        if not self.project.strip() or len(self.project) > 128 or bad:
+            why = f"contains {' '.join(bad)}" if bad else ("is empty" if not self.project.strip() else "is over 128 characters")
+            raise ConfigError(f"logger.project={self.project!r} {why}: W&B takes 1-128 characters without "
+                              f"{' '.join(WANDB_PROJECT_FORBIDDEN)}")
+        for i, tag in enumerate(self.tags):
+            if not 1 <= len(tag) <= 64:
+                raise ConfigError(f"logger.tags[{i}]={tag!r} has {len(tag)} characters: W&B takes 1-64")
 
 
 @dataclass(frozen=True)
