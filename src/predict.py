@@ -34,6 +34,7 @@ from src.models import normalization
 from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, writable_home, write_text
 from src.training.engine import predict
 from src.training.checkpoint import BEST_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
+from src.training.checkpoint import DamagedFile, load_tensors
 CSV_HEAD = ("path", "class", "probability")
 
 
@@ -143,8 +144,9 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     except Exception as err:  # an unknown name (another timm's, a typo edited in): the config says it
         raise PredictError(f"{shown(config_path)}: model.name={name!r} cannot be built ({one_line(err)})") from None
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(load_tensors(weights))
+    except DamagedFile as err:  # this run's file, rotted or cut: not "another run's weights"
+        raise PredictError(f"{weights}: damaged: {err}") from None
     except Exception as err:  # unpickling, a foreign file, shapes of another architecture: all say the file
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise PredictError(f"{weights}: not this run's weights ({type(err).__name__}: {first})") from None

@@ -126,6 +126,21 @@ def test_bad_run_folders_weights_and_images_are_one_line_naming_the_file(trained
     assert _error([str(copy), str(tmp_path / "missing.jpg")]) == f"error: {tmp_path / 'missing.jpg'}: no such file or folder"
 
 
+def test_a_model_best_with_one_flipped_bit_is_one_line_not_served(trained, tmp_path, capsys):
+    """torch.load reads a rotted weight silently: predictions came out changed (or NaN), exit 0."""
+    import shutil
+
+    from src.predict import main
+    from tests.disks import flip_bit
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    flip_bit(copy / "model_best.pt", bit=6)
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    line = _one_line_error(main, [str(copy), str(image)], capsys)
+    assert line.startswith(f"error: {copy / 'model_best.pt'}: damaged: entry ") and "CRC-32" in line, line
+
+
 @pytest.mark.parametrize("status, error", [("pruned", None), ("failed", "DivergedError: test loss became nan"),
                                            ("interrupted", "interrupted by Ctrl-C")])
 def test_a_run_that_did_not_complete_is_refused_though_it_kept_weights(trained, tmp_path, capsys, status, error):

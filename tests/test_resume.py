@@ -138,6 +138,22 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_it(stopped_run, tmp_
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written, nothing trained
 
 
+def test_a_checkpoint_with_one_flipped_bit_is_refused_not_continued(stopped_run, tmp_path):
+    """A bit that rotted in a weight leaves a checkpoint torch.load reads without a word; the run
+    continued from it (a wrong run, or a NaN recorded as the run's own divergence). Its CRC-32 says so."""
+    from tests.disks import flip_bit
+
+    cfg, folder = stopped_run[0], _copy(stopped_run, tmp_path)
+    (path,) = checkpoint.checkpoints(folder)
+    flip_bit(path)
+    before = _all_files(folder)
+    with pytest.raises(ConfigError) as err:
+        run(cfg, folder)
+    line = str(err.value)
+    assert "\n" not in line and str(path) in line and "damaged" in line and "CRC-32" in line, line
+    assert _all_files(folder) == before  # refused before anything was written
+
+
 def test_a_checkpoint_of_another_config_or_code_is_refused(stopped_run, tiny_config, tmp_path, monkeypatch):
     cfg, folder = stopped_run[0], _copy(stopped_run, tmp_path)
     (path,) = checkpoint.checkpoints(folder)

@@ -31,6 +31,7 @@ import logging
 import os
 import random
 import re
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,26 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
+class DamagedFile(ValueError):
+    """A .pt file whose bytes are not the ones written: the message says which entry."""
+
+
+def load_tensors(path: Path) -> Any:
+    """A .pt file this project wrote, read with `torch.load(weights_only=True)` once every entry of its
+    zip matches the CRC-32 that `torch.save` stored with it. torch reads past that check, so a flipped
+    bit in a weight (a rotting disk, a bad copy) loaded silently: a resumed run continued from it and
+    `src.predict` served NaN or other classes, exit 0. DamagedFile names the first bad entry."""
+    if zipfile.is_zipfile(path):  # not a zip at all: torch.load says why, as for any foreign file
+        with zipfile.ZipFile(path) as archive:
+            try:
+                bad = archive.testzip()
+            except (zipfile.BadZipFile, OSError, EOFError) as err:  # a header torn past the directory
+                raise DamagedFile(f"its zip entries cannot be read ({err})") from None
+        if bad is not None:
+            raise DamagedFile(f"entry {bad} does not match the CRC-32 written with it (bytes changed since it was saved)")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def checkpoints(run_dir: Path) -> list[Path]:
     """The run folder's epoch checkpoints, oldest first."""
     found = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint_epoch*.pt") if (m := _NAME.fullmatch(p.name))]
@@ -113,7 +134,7 @@ def latest(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any]
     path = found[-1]
     again = "move it away to train this run from epoch 0, or choose another folder"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
     except Exception as err:  # truncated, corrupted, or holding objects that are not tensors: all refused
         why = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
         raise CheckpointRefused(f"checkpoint {path} is damaged or not a checkpoint ({why}); {again}") from None
