@@ -22,6 +22,7 @@ from src.reporting.comparisons import paired_rows
 from src.reporting.configs import group_configs
 from src.reporting.runs import load_runs
 from src.reporting.verdict import answer
+from tests.disks import small_disk  # noqa: F401 (a fixture)
 from tests.test_verdict import APART, TIED, write_runs
 
 
@@ -394,6 +395,24 @@ def test_a_report_that_cannot_be_written_whole_is_one_line(tmp_path, capsys, mon
     assert cli.main([str(study), "--out", str(tmp_path / "report")]) == 1
     assert capsys.readouterr().err.strip() == f"error: report not written in {tmp_path / 'report'} (No space left on device)"
     assert not (tmp_path / "report" / "index.html").exists()
+
+
+def test_a_report_the_disk_cut_short_leaves_nothing_and_the_same_command_writes_it_later(tmp_path, capsys, small_disk):
+    """A full disk mid-report left its summary.json and figures without index.html: it read as a report,
+    and the same command, once room was freed, was refused (`--out ... already holds files`)."""
+    from src.reporting import cli
+    from tests.disks import grow
+
+    study, disk = _study(tmp_path), small_disk(96)  # room for some figures, not the whole report
+    out = disk / "report"
+    assert cli.main([str(study), "--out", str(out)]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: report not written in {out} (No space left on device)"
+    assert not out.exists()  # made by this call: removed with what it held
+    out.mkdir()  # an empty folder given: kept, and left empty
+    assert cli.main([str(study), "--out", str(out)]) == 1 and list(out.iterdir()) == []
+    grow(disk, 4096)
+    capsys.readouterr()
+    assert cli.main([str(study), "--out", str(out)]) == 0 and (out / "index.html").is_file()
 
 
 # --- a killed job -----------------------------------------------------------------------------------

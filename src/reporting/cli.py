@@ -13,6 +13,7 @@ there: a report never replaces another.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -116,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     figures_missing: dict[str, str] = {}
     try:
         page = write_report(args.dirs, out, args.metric, runs, skipped, figures_missing)
-    except (ValueError, OSError) as err:
-        if created:
-            _remove_if_empty(out)
+    except BaseException as err:
+        _clear(out, created)
+        if not isinstance(err, (ValueError, OSError)):
+            raise  # Ctrl-C, SIGTERM: the folder is cleared all the same
         why = str(err) if isinstance(err, ValueError) else f"report not written in {out} ({err.strerror or err})"
         print(f"error: {why}", file=sys.stderr)
         return 1
@@ -137,8 +139,18 @@ def _warn_left_out(skipped: list[SkippedFile], dirs: list[Path]) -> None:
         print(f"warning: {folder}: {UNFINISHED}", file=sys.stderr)
 
 
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()  # only an empty one: never anything a report had written before
-    except OSError:
-        pass
+def _clear(folder: Path, created: bool) -> None:
+    """What a report that stopped half-way wrote into `folder`, removed, and the folder too when this
+    call made it. report_folder gave a new or empty folder, so all it holds is this report's: left
+    there (summary.json and figures, no index.html, after a full disk), it read as a report and the
+    same command, once room was freed, was refused (`--out ... already holds files`)."""
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        try:
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        except OSError:
+            pass
+    if created:
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
