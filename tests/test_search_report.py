@@ -117,6 +117,25 @@ def test_search_figures_draw_for_one_objective_and_for_no_importances(tmp_path):
     plt.close(fig)
 
 
+def test_a_moved_or_copied_sweep_folder_is_reported_from_its_own_study(tmp_path):
+    """study.json names its storage by the path it was written at. A copy of the sweep folder (rsync
+    from a cluster) was reported from the original's study: none once that was gone, and another
+    study's trials once one of that name was made there again."""
+    from src.reporting.search import find_searches, load_search
+
+    first, copy = tmp_path / "cluster" / "sweep", tmp_path / "laptop" / "sweep"
+    _study(first, 24).set_user_attr("uid", "x")  # the uid its study.json names
+    shutil.copytree(first, copy)
+    shutil.rmtree(first)
+    assert len(load_search(copy).trials) == 24
+    _study(first, 5).set_user_attr("uid", "y")  # made again under the same name (and its study.json lost)
+    (first / "study.json").write_text(json.dumps({"study": "s", "uid": "x", "storage": f"sqlite:///{first / 'optuna.db'}"}))
+    assert len(load_search(copy).trials) == 24
+    with pytest.raises(ValueError, match=f"{first / 'optuna.db'} holds another study named s"):
+        load_search(first)
+    assert [len(v.trials) for v in find_searches([first, copy])] == [24]  # the remade one left out, with a warning
+
+
 def test_a_journal_storage_is_read_too(tmp_path):
     """Several workers share a study through a journal file (hydra.sweeper.storage=journal:...)."""
     from optuna.storages.journal import JournalFileBackend, JournalStorage

@@ -4,8 +4,10 @@ with each point's parameters; drawn by `src.reporting.search_plots`, shown in th
 logged to W&B (src/reporting/page.py, publish.py).
 
 The study is read from the storage its folder's `study.json` names (src/search/study.py writes it):
-a sqlite file or a journal file. A database server's study (postgresql) is not reopened here (the
-password is not recorded), and a folder without a study has no search section.
+a sqlite file or a journal file, or the folder's own file of that name when the folder was moved or
+copied since; a study of that name made again there (another uid) is not this folder's search. A
+database server's study (postgresql) is not reopened here (the password is not recorded), and a
+folder without a study has no search section.
 
 Importances need enough completed trials: fANOVA (Optuna's default evaluator, a random forest over
 the trials) from `FANOVA_MIN` of them; below that, the absolute Spearman rank correlation of each
@@ -73,12 +75,27 @@ def _storage(url: str) -> Any:
     return url
 
 
-def _readable(url: str) -> bool:
-    """A storage this report can open: a sqlite or journal file that exists."""
-    for prefix in ("sqlite:///", "journal:"):
-        if url.startswith(prefix):
-            return Path(url.removeprefix(prefix)).is_file()
-    return False
+_FILE_STORAGES = ("sqlite:///", "journal:")
+
+
+def _storage_file(url: str) -> Path | None:
+    """The file of a sqlite or journal storage; None for any other (a database server)."""
+    prefix = next((p for p in _FILE_STORAGES if url.startswith(p)), None)
+    return None if prefix is None else Path(url.removeprefix(prefix))
+
+
+def _own_storage(folder: Path, url: str) -> str:
+    """The storage a sweep's folder is reported from: study.json names it by the path it was written
+    at; a folder moved or copied since (rsync from a cluster) carries its own file of that name (the
+    default sweeps-out/STUDY/optuna.db), and that one is read. The named path read the original's, or
+    a study made there again since, beside this folder's runs; or, the original gone, no search at all."""
+    named = _storage_file(url)
+    if named is None:
+        return url
+    own = folder / named.name
+    if own.is_file() and not (named.is_file() and own.samefile(named)):
+        return url.removesuffix(str(named)) + str(own.absolute())
+    return url
 
 
 def load_search(folder: Path) -> SearchView | None:
@@ -89,10 +106,18 @@ def load_search(folder: Path) -> SearchView | None:
         named = json.loads(owner.read_text()) if owner.is_file() else {}
     except (OSError, ValueError):
         return None
-    url, name = str(named.get("storage", "")), named.get("study")
-    if not name or not _readable(url):
+    url, name = _own_storage(folder, str(named.get("storage", ""))), named.get("study")
+    path = _storage_file(url)
+    if not name or path is None:
+        return None
+    if not path.is_file():
+        log.warning("%s names the study storage %s, which is gone: the report has no search section", owner, path)
         return None
     study = optuna.load_study(study_name=name, storage=_storage(url))
+    theirs, ours = study.user_attrs.get("uid"), named.get("uid")
+    if theirs and ours and theirs != ours:  # deleted and made again under the same name
+        raise ValueError(f"{path} holds another study named {name} than the one {owner} names (uid {ours} -> {theirs}); "
+                         "its search is not this folder's")
     objectives = list(study.metric_names or study.user_attrs.get("identity", {}).get("objectives")
                       or [f"objective {i}" for i in range(len(study.directions))])
     trials = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
