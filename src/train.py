@@ -15,7 +15,6 @@ if __name__ == "__main__":
     exits.while_starting()
 
 import contextlib
-import functools
 import io
 import json
 import logging
@@ -156,17 +155,18 @@ def _storage_file(hc: Any) -> Path | None:
 def quiet_full_log_files() -> None:
     """A log file on a full disk stops logging, quietly: Python's logging would print a traceback
     for every record it cannot write. What could not be written is said once, by the run's own
-    error line. Any other logging error is reported as logging does."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler) and "handleError" not in vars(handler):
-            handler.handleError = functools.partial(_log_file_error, handler)  # type: ignore[method-assign]
+    error line. Any other logging error is reported as logging does. Set on the class, so that it
+    holds for every log file of the process, also those a library opens later: wandb.init adds a
+    FileHandler for wandb/debug.log in the run folder, and on a full disk each of its records printed
+    a 'Logging error' traceback (60 lines for one smoke run), beside the one line the run ended with."""
+    logging.FileHandler.handleError = _log_file_error  # type: ignore[method-assign]
 
 
 def _log_file_error(handler: logging.FileHandler, record: logging.LogRecord) -> None:
     if no_room(sys.exc_info()[1]) is not None:
         handler.setLevel(logging.CRITICAL + 1)
     else:
-        logging.FileHandler.handleError(handler, record)
+        logging.Handler.handleError(handler, record)
 
 
 def _trial_reporter(hc: Any, run_cfg: RunConfig, out: Path) -> contextlib.AbstractContextManager[Any]:
