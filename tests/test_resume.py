@@ -22,6 +22,7 @@ from src.record.io import read_jsonl
 from src.training import checkpoint, engine
 from src.training.run import RunDirTaken, run
 from tests.cli import env
+from tests.disks import small_disk  # noqa: F401 (a fixture)
 
 # What differs between two runs that computed the same numbers: the clock, the process, the folder.
 TIMES = {"epoch_train_s", "epoch_val_s", "elapsed_s", "train_s_cum"}
@@ -152,6 +153,23 @@ def test_a_checkpoint_with_one_flipped_bit_is_refused_not_continued(stopped_run,
     line = str(err.value)
     assert "\n" not in line and str(path) in line and "damaged" in line and "CRC-32" in line, line
     assert _all_files(folder) == before  # refused before anything was written
+
+
+def test_a_killed_write_s_temp_file_does_not_keep_the_disk_full_on_resume(stopped_run, small_disk):
+    """A kill mid-save leaves `.checkpoint_epochNNN.pt.HEX.tmp`; it was removed only after the next save,
+    so where it took the room that save needed, the same command failed on a full disk every time."""
+    from tests.disks import fill
+
+    cfg, stopped = stopped_run
+    (ckpt,) = checkpoint.checkpoints(stopped)
+    needed_kib = 2 * ckpt.stat().st_size // 1024 + 512  # the next checkpoint, model_best.pt and the records
+    free_kib = ckpt.stat().st_size // 1024 // 2  # not room for the next checkpoint, until the leftover goes
+    disk = small_disk(sum(p.stat().st_size for p in stopped.iterdir()) // 1024 + free_kib + needed_kib)
+    folder = disk / "run"
+    shutil.copytree(stopped, folder)
+    fill(disk, free_kib, name=f"run/.{ckpt.name}.0123456789ab.tmp")  # as a killed save leaves it
+    result = run(cfg, folder)
+    assert result["status"] == "completed" and not list(folder.glob(".*.tmp"))
 
 
 def test_a_checkpoint_of_another_config_or_code_is_refused(stopped_run, tiny_config, tmp_path, monkeypatch):

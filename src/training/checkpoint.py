@@ -261,13 +261,19 @@ _WRITE_TMP = re.compile(r"\..+\.[0-9a-f]{12}\.tmp")
 
 
 def prune(run_dir: Path, keep: int) -> None:
-    """All but the newest `keep` checkpoints removed, and the temporary files of writes that a kill cut
-    short (`write_with`'s): a checkpoint's, and model_best.pt's (13 MiB for the default model) or a
-    record's, which stayed for good. Safe: the run holds its folder (src/record/lock.py), so no other
-    process is writing one there."""
+    """All but the newest `keep` checkpoints removed, and the leftovers of killed writes."""
     found = checkpoints(run_dir)
     for path in found[: max(0, len(found) - keep)]:
         path.unlink(missing_ok=True)
+    remove_leftovers(run_dir)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """The temporary files of writes that a kill cut short (`write_with`'s): a checkpoint's (39 MiB for
+    the default model and its optimizer), model_best.pt's (13 MiB) or a record's, which stayed for good.
+    Also before a run (re)starts: left to the first checkpoint's save, they took the room that save
+    needed on a full disk, and the same command failed again each time. Safe: the run holds its folder
+    (src/record/lock.py), so no other process is writing one there."""
     for tmp in run_dir.glob(".*.tmp"):
         if _WRITE_TMP.fullmatch(tmp.name):
             tmp.unlink(missing_ok=True)

@@ -138,6 +138,7 @@ def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCal
     if (kept := claim_run_dir(run_dir, cfg, data_id)) is not None:
         return kept
     resume = checkpoint.latest(run_dir, cfg, data_id) if cfg.trainer.resume else None
+    checkpoint.remove_leftovers(run_dir)  # the folder passed its checks: a killed write's temp files go now
     started = time.perf_counter()
     rec = record.config_record(cfg, run_dir)  # a misspelled field fails here, before anything is written
     progress = Progress()
