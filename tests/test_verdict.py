@@ -579,3 +579,44 @@ def test_one_seed_intervals_of_many_configurations_hold_together(tmp_path):
     w = verdict_of(two)
     assert w.test.level == pytest.approx(0.975) and len(w.test.gaps) == 1
     assert (ci(low, 0.975)[1] < ci(340, 0.975)[0]) == (not w.test.gaps[0].tied)
+
+
+def test_a_sweeps_tie_asks_for_the_sweeps_re_runs_not_a_seed_sweep(tmp_path):
+    """One-seed trials of a sweep that tie: `seed=0,1,2` on a sweep's command line makes the seed a searched
+    parameter (each trial draws one seed) and its study refuses it as another experiment, so the answer names
+    the re-run setting instead, with seeds the sweep's own check accepts (not the seed the search trained on)."""
+    from src.search.rerun_settings import check_rerun
+
+    sweeper = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    root = tmp_path / "sweeps-out" / "study"
+
+    def trial(folder: Path, number: int, seed: int, decay: float, val: int, test: int) -> None:
+        record = RunRecord(strategy="layerwise", seed=seed, status="completed", val_acc=val / 360, test_acc=test / 360,
+                           train_flops=int(2.7e12), trainable_params=1000, dataset="digits", train_samples=1077,
+                           val_samples=360, test_samples=360, strategy_params={"lr_decay": decay})
+        write_json(folder / "result.json", record.to_json())
+        if "rerun" not in folder.parts:  # the search's own job: Hydra's record names the sweeper and the trial
+            (folder / ".hydra").mkdir()
+            (folder / ".hydra" / "hydra.yaml").write_text(
+                f"hydra:\n  sweeper:\n    _target_: {sweeper}\n  job:\n    num: {number}\n")
+
+    for number, (decay, val, test) in enumerate([(1.5, 346, 344), (2.0, 344, 342), (3.0, 341, 339)]):
+        trial(root / f"{number}_layerwise", number, 0, decay, val, test)
+    [text] = answer(group_configs(load_runs([root])))
+    assert "whose intervals overlap" in text and "seed=0,1,2" not in text
+    settle = re.search(r"the same command with hydra\.sweeper\.rerun_seeds=\[([\d,]+)\]", text)
+    assert settle is not None, text
+    seeds = [int(s) for s in settle.group(1).split(",")]
+    assert seeds == [1, 2, 3] and check_rerun(seeds, [], [0], ["strategy.lr_decay"]) == seeds
+
+    # After a re-run of trial 0 on seeds 1 and 2, the others share no seed with it: more re-run seeds again,
+    # one more than it has, beside those it has (read back, not trained again)
+    for seed, (val, test) in {1: (345, 343), 2: (346, 341)}.items():
+        trial(root / "rerun" / "trial_0000" / f"seed_{seed}", 0, seed, 1.5, val, test)
+    [text] = answer(group_configs(load_runs([root])))
+    assert "fewer than two seeds in common" in text and "seed=0,1,2" not in text
+    assert "a sweep runs more seeds for its Pareto set only: the same command with hydra.sweeper.rerun_seeds=[1,2,3]" \
+        in text
+    # a multirun's one-seed tie still says seed=0,1,2
+    [plain] = answer(group_configs(load_runs([write_runs(tmp_path / "study", DEFAULT_STUDY)])))
+    assert "run seed=0,1,2 to tell them apart" in plain

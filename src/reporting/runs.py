@@ -117,6 +117,12 @@ def trial_number(run_dir: Path) -> int | None:
         return None
 
 
+def is_rerun(run_dir: Path) -> bool:
+    """Whether a run folder is a re-run of a sweep trial on another seed (`rerun/trial_NNNN/seed_S`),
+    not a run the search itself trained and selected on."""
+    return any(_TRIAL_DIR.fullmatch(part) for part in Path(run_dir).parts)
+
+
 # A report asks for each run's trial several times (labels, tables, the verdict): a sweep's 20 runs
 # took 128 YAML parses, 2 s of its report. Keyed by the file's mtime, so a rewritten file is read again;
 # libyaml's loader where PyYAML has it (the same safe subset, about ten times faster).
