@@ -418,6 +418,45 @@ def test_a_report_the_disk_cut_short_leaves_nothing_and_the_same_command_writes_
 # --- a killed job -----------------------------------------------------------------------------------
 
 
+def test_a_killed_job_is_told_the_setting_that_resumes_it_in_its_own_folder(tmp_path, capsys):
+    # "the same command resumes it" was false for a multirun or a run: the same command makes a new dated
+    # folder (multirun/DATE/TIME) and trains every job again, leaving the killed one as it was. The
+    # warning and the page now name the setting that points the command back at the folder, in a form
+    # Hydra's own override parser reads back to that folder (quoted where the path needs it).
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src.config import OUR_SWEEPER
+    from src.reporting.cli import main
+
+    def killed(folder: Path, mode: str, sweeper: str) -> Path:
+        (folder / ".hydra").mkdir(parents=True)  # as Hydra writes it at a job's start
+        (folder / ".hydra" / "hydra.yaml").write_text(
+            f"hydra:\n  sweeper:\n    _target_: {sweeper}\n  mode: {mode}\n  job:\n    num: 1\n")
+        (folder / "config.yaml").write_text("strategy:\n  name: full\n")
+        return folder
+
+    basic = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    study = write_runs(tmp_path / "multirun" / "2026-12-05" / "04-53-43", APART)
+    job = killed(study / "2_full", "MULTIRUN", basic)
+    run = killed(tmp_path / "outputs" / "café run", "RUN", basic)
+    trial = killed(tmp_path / "sweeps-out" / "study" / "1_layerwise", "MULTIRUN", OUR_SWEEPER)
+    assert main([str(study), str(run), str(trial.parent), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    hints = {line.removeprefix("warning: ").partition(": no result.json")[0]: line.rpartition("; ")[2]
+             for line in err.splitlines() if "no result.json" in line}
+    assert len(hints) == 3, err
+    assert hints[str(trial)] == "the same command resumes it"  # a study's folder is its name's
+    parser = OverridesParser.create()
+    for folder, key, where in ((job, "hydra.sweep.dir", study), (run, "hydra.run.dir", run)):
+        setting = hints[str(folder)].removeprefix("the same command with ").removesuffix(" resumes it")
+        if setting.startswith("'"):  # the shell's quotes around Hydra's
+            setting = setting[1:-1]
+        [override] = parser.parse_overrides([setting])
+        assert (override.key_or_group, Path(override.value())) == (key, where.resolve()), hints[str(folder)]
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert f"hydra.sweep.dir={study.resolve()} resumes it" in page and "the same command resumes it" in page
+
+
 def test_a_killed_job_without_result_json_is_named_not_silently_left_out(tmp_path, capsys):
     # A SIGKILLed job leaves its folder (Hydra's .hydra/, config.yaml, a few metrics lines) but no
     # result.json: the report left it out without a word, and its answer named the rest's best.

@@ -23,7 +23,7 @@ from src.reporting.configs import group_configs
 from src.reporting.comparisons import win_map
 from src.reporting.ood_section import ood_markdown, ood_section
 from src.reporting.page import write_report
-from src.reporting.runs import UNFINISHED, load_runs, unfinished_runs
+from src.reporting.runs import UNFINISHED, load_runs, resume_hint, unfinished_runs
 from src.reporting.tables import console_summary, wins_markdown, wins_worth_showing
 
 
@@ -136,7 +136,7 @@ def _warn_left_out(skipped: list[SkippedFile], dirs: list[Path]) -> None:
     for bad in skipped:
         print(f"warning: skipped {bad}", file=sys.stderr)
     for folder in unfinished_runs(dirs):
-        print(f"warning: {folder}: {UNFINISHED}", file=sys.stderr)
+        print(f"warning: {folder}: {UNFINISHED}; {resume_hint(folder)}", file=sys.stderr)
 
 
 def _clear(folder: Path, created: bool) -> None:

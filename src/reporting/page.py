@@ -21,7 +21,7 @@ from src.reporting.configs import Config, group_configs, ood_metrics
 from src.reporting.drawing import save_figures
 from src.reporting.ood_section import ood_cells, ood_section, ood_win_map
 from src.reporting.per_class import confusion_figure, per_class_section
-from src.reporting.runs import Run, load_runs, unfinished_runs
+from src.reporting.runs import Run, load_runs, resume_hint, unfinished_runs
 from src.reporting.search import SearchView, find_searches, search_json
 from src.reporting.tables import (
     SUMMARY_HEAD, duplicate_notes, duplicates_line, pair_cells, summary_cells, win_cells, wins_worth_showing,
@@ -94,7 +94,7 @@ def render_html(runs: Sequence[Run], rows: list[dict[str, Any]], figures: dict[s
         missing=dict(missing or {}), duplicates=duplicates_line(notes, names) if notes else None,
         headline=list(headline), ties=list(ties), n_runs=len(runs), states=", ".join(f"{v} {k}" for k, v in sorted(states.items())),
         dirs=", ".join(str(d) for d in dirs), written=datetime.now().isoformat(timespec="seconds"),
-        skipped=[str(b) for b in skipped], unfinished=[str(d) for d in unfinished], several=any(r["seeds"] > 1 for r in rows),
+        skipped=[str(b) for b in skipped], unfinished=[(str(d), resume_hint(d)) for d in unfinished], several=any(r["seeds"] > 1 for r in rows),
         metric_name=METRIC_LABEL.get(metric, metric),
         images={name: base64.b64encode(path.read_bytes()).decode() for name, path in figures.items()},
         summary_head=SUMMARY_HEAD, summary_rows=summary_cells(rows),

@@ -28,7 +28,7 @@ from src.reporting.robustness import OOD_ACC, OOD_BALANCED, ood_value
 from src.reporting.stats import mean_ci
 
 __all__ = ["CONFIG_KEYS", "UNFINISHED", "ConfigKey", "DatasetToken", "Run", "dataset_token", "load_runs", "lr_grid",
-           "mean_curve", "run_settings", "trial_number", "unfinished_runs"]
+           "mean_curve", "run_settings", "trial_number", "resume_hint", "unfinished_runs"]
 
 # What makes two runs the same configuration (everything in result.json that is set, not measured,
 # except the seed), besides the strategy's own knobs (`strategy_params`, whatever the strategy
@@ -207,7 +207,36 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
 
 
 # What a run folder without result.json means, said by src.report, its page and the end of a multirun.
-UNFINISHED = "no result.json: the run was killed or is still running; the same command resumes it"
+UNFINISHED = "no result.json: the run was killed or is still running"
+# An override value Hydra's grammar reads unquoted (src/config/checks.py: quoting_hint for the rest).
+_BARE_VALUE = re.compile(r"[A-Za-z0-9_./:+-]+")
+
+
+def resume_hint(folder: Path) -> str:
+    """The command that resumes a run folder without result.json. A run or a multirun's job gets a new
+    dated folder from the same command (conf/config.yaml), so "the same command resumes it" was false
+    for them: the hint names the setting that points it back here, from the job's `.hydra/hydra.yaml`.
+    A sweep's trial (its folder is the study's) or a folder Hydra did not make: the same command."""
+    mode, sweeper = _hydra_mode(Path(folder) / ".hydra" / "hydra.yaml")
+    if mode == "MULTIRUN" and OUR_SWEEPER not in sweeper:
+        return f"the same command with {_override('hydra.sweep.dir', Path(folder).resolve().parent)} resumes it"
+    if mode == "RUN":
+        return f"the same command with {_override('hydra.run.dir', Path(folder).resolve())} resumes it"
+    return "the same command resumes it"
+
+
+def _override(key: str, value: Path) -> str:
+    text = str(value)
+    return f"{key}={text}" if _BARE_VALUE.fullmatch(text) else f"'{key}=\"{text}\"'"
+
+
+def _hydra_mode(hydra_file: Path) -> tuple[str, str]:
+    """(hydra.mode, the sweeper's _target_) of a job's Hydra record, or ("", "") where it has none."""
+    try:
+        hydra = (yaml.load(hydra_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("hydra")
+        return str(hydra.get("mode") or ""), str((hydra.get("sweeper") or {}).get("_target_") or "")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a hint, not worth failing a report for
+        return "", ""
 
 
 def unfinished_runs(roots: Iterable[Path]) -> list[Path]:
