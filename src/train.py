@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -202,7 +203,8 @@ def _record_failure(out: Path, err: BaseException) -> None:
 def recorded(record: Path, sweep_dir: Path | None) -> str:
     """What a stopped run kept, and where: for the line src.exits prints."""
     what = f"status 'interrupted' recorded in {record}" if record.is_file() else "no run was in progress"
-    kept = f"; finished runs are kept in {sweep_dir} (python -m src.report {sweep_dir})" if sweep_dir else ""
+    # shell-quoted: a folder with a space ("my runs") split the printed command into two arguments
+    kept = f"; finished runs are kept in {sweep_dir} (python -m src.report {shlex.quote(str(sweep_dir))})" if sweep_dir else ""
     return what + kept
 
 
@@ -235,7 +237,7 @@ class ComparisonTable(Callback):
             try:
                 summary = console_summary(rows)
             except Exception as err:  # the runs are saved; a failing summary must not end the multirun in a traceback
-                summary = f"(no summary: {type(err).__name__}: {err}; python -m src.report {sweep_dir} tries again)"
+                summary = f"(no summary: {type(err).__name__}: {err}; python -m src.report {shlex.quote(str(sweep_dir))} tries again)"
             print(f"\n{len(rows)} runs in {sweep_dir}:\n{summary}", flush=True)
             try:  # only the logger section: the rest of `config` holds unresolved sweep values
                 logger = RunConfig.from_dict({"logger": OmegaConf.to_container(config.logger, resolve=True)}).logger

@@ -490,3 +490,33 @@ def test_a_killed_job_without_result_json_is_named_not_silently_left_out(tmp_pat
     listed = [line.split() for line in capsys.readouterr().out.splitlines() if line.rstrip().endswith(("_lpft_s0", "_frozen_s0"))]
     assert [(row[-1], "failed" in row) for row in listed] == [("8_lpft_s0", True), ("9_frozen_s0", True)]
     assert str(killed) in (study / "report" / "index.html").read_text()
+
+
+def test_commands_printed_with_a_folder_run_as_printed_when_it_has_a_space(tmp_path):
+    # "my runs" (a laptop's folder, a mounted drive): the printed `truncate -s N .../study.log`, the
+    # `find ... -exec wandb sync` and the interrupted multirun's `python -m src.report DIR` split the
+    # path at the space, so each, pasted into a shell, acted on the wrong paths or none.
+    import re
+    import shlex
+    import subprocess
+
+    from src.reporting.tracking import sync_command
+    from src.search.storage_damage import journal_damage
+    from src.train import recorded
+
+    root = tmp_path / "my runs"
+    journal = root / "study.log"  # a journal whose last append was cut short (a killed worker)
+    journal.parent.mkdir()
+    journal.write_bytes(b'{"op_code": 0}\n{"op_code": 1}\n{"op_co')
+    command = re.search(r"`(truncate [^`]*)`", str(journal_damage(journal))).group(1)
+    subprocess.run(["bash", "-c", command], check=True, cwd=tmp_path)
+    assert journal.read_bytes() == b'{"op_code": 0}\n{"op_code": 1}\n' and journal_damage(journal) is None
+
+    offline = root / "0_full" / "wandb" / "offline-run-20261205_050000-abc"
+    offline.mkdir(parents=True)
+    find = sync_command(root).replace("-exec wandb sync {} +", "-print")  # the same search, without uploading
+    found = subprocess.run(["bash", "-c", find], capture_output=True, text=True, cwd=tmp_path)
+    assert found.stdout.split("\n")[0] == str(offline), found.stderr
+
+    report = re.search(r"\((python -m src\.report .*)\)$", recorded(root / "result.json", root)).group(1)
+    assert shlex.split(report) == ["python", "-m", "src.report", str(root)]

@@ -28,6 +28,7 @@ import logging
 import math
 import netrc
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +50,7 @@ EPOCH_METRICS = tuple(f.name for f in dataclasses.fields(EpochRecord)
 
 def sync_command(root: Path | str) -> str:
     """The shell command that uploads every offline W&B run under `root`, at any depth."""
-    return SYNC_COMMAND.format(root=root)
+    return SYNC_COMMAND.format(root=shlex.quote(str(root)))  # a folder with a space is one argument
 
 
 def run_tags(record: Any) -> list[str]:

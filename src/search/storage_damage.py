@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 from src.config import ConfigError
@@ -39,7 +40,7 @@ def journal_damage(path: Path) -> DamagedStorage | None:
     if tail:
         keep = len(data) - len(tail)
         return damaged(path, f"line {len(whole) + 1} is cut short (a write that never finished)",
-                        f"the {len(whole)} lines before it are whole (`truncate -s {keep} {path}` keeps them), "
+                        f"the {len(whole)} lines before it are whole (`truncate -s {keep} {shlex.quote(str(path))}` keeps them), "
                         f"{NEW_STUDY}")
     return None
 
