@@ -83,6 +83,17 @@ class LoadedModel:
         return out
 
 
+def run_folder(given: Path) -> Path:
+    """The run folder `given` names: itself, or the folder of its result.json, which stands for its run
+    as in `src.report` (a path pasted from a report's table of runs). Another file is one line saying so;
+    "no such run folder" for a file that exists sent users looking for a folder they had given."""
+    if given.is_file():
+        if given.name != RESULT_FILE:
+            raise PredictError(f"{shown(given)}: a file, not a run folder (give the folder, or its {RESULT_FILE})")
+        return given.parent
+    return given
+
+
 def _run_file(run_dir: Path, name: str) -> Path:
     path = run_dir / name
     if not run_dir.is_dir():
@@ -132,7 +143,7 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     import timm
 
     dev = torch_device(device)
-    run_dir = Path(run_dir)
+    run_dir = run_folder(Path(run_dir))
     config_path = _run_file(run_dir, CONFIG_FILE)
     config, settings = _read_config(config_path)
     name, image_size, jpeg_draft, batch_size, amp = settings
@@ -271,7 +282,7 @@ def check_out(out: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m src.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a finished run's folder (config.yaml, result.json, model_best.pt)")
+    parser.add_argument("run_dir", help="a finished run's folder (config.yaml, result.json, model_best.pt), or its result.json")
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", help="write the CSV here instead of printing it")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda); default cpu")

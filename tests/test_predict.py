@@ -112,6 +112,13 @@ def test_bad_run_folders_weights_and_images_are_one_line_naming_the_file(trained
         return lines[0]
 
     assert _error([str(tmp_path / "nowhere"), str(tmp_path)]) == f"error: {tmp_path / 'nowhere'}: no such run folder"
+    # a file that exists is not "no such run folder": its result.json stands for the run (as in src.report),
+    # another file is named as a file
+    image = sorted((Path(yaml_root(trained)) / "test" / "d3").glob("*.png"))[0]
+    assert main([str(trained / "result.json"), str(image)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"{image},d")
+    assert _error([str(trained / "config.yaml"), str(tmp_path)]) == \
+        f"error: {trained / 'config.yaml'}: a file, not a run folder (give the folder, or its result.json)"
     assert _error([str(tmp_path), str(tmp_path)]).startswith(f"error: {tmp_path / 'config.yaml'}: not found")
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
