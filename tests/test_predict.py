@@ -265,3 +265,22 @@ def test_a_damaged_run_file_is_one_line_naming_it(trained, tmp_path, capsys, nam
     image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
     line = _one_line_error(main, [str(copy), str(image)], capsys)
     assert line.startswith(f"error: {copy / says}"), line
+
+
+def test_the_kept_weights_convert_to_safetensors_and_load_back_in_plain_timm(trained, tmp_path):
+    # A run on the CPU trains channels_last: model_best.pt kept its conv weights in that memory order,
+    # and safetensors' save_file, the usual next step to publish a model, refused it ("non contiguous
+    # tensor: conv_stem.weight"). The same numbers, contiguous, convert and load back into timm.
+    import timm
+    from safetensors.torch import load_file, save_file
+
+    from src.predict import load_model
+
+    state = torch.load(trained / "model_best.pt", weights_only=True)
+    assert all(v.is_contiguous() for v in state.values())
+    save_file(state, tmp_path / "model.safetensors")
+    loaded = load_model(trained)
+    plain = timm.create_model(loaded.model.default_cfg["architecture"], pretrained=False, num_classes=len(loaded.classes))
+    plain.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    for name, value in loaded.model.state_dict().items():
+        assert torch.equal(plain.state_dict()[name], value), name

@@ -280,9 +280,16 @@ def remove_leftovers(run_dir: Path) -> None:
 
 
 def write_best(run_dir: Path, weights: dict[str, torch.Tensor]) -> None:
-    """model_best.pt: the selected weights as a plain state dict of CPU tensors (atomic)."""
-    cpu = {k: v.detach().cpu() for k, v in weights.items()}
-    write_with(run_dir / BEST_FILE, lambda f: torch.save(cpu, f))
+    """model_best.pt: the selected weights as a plain state dict (`write_weights`)."""
+    write_weights(run_dir / BEST_FILE, weights)
+
+
+def write_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    """A plain state dict of contiguous CPU tensors, written whole (atomic). Contiguous: a run trained
+    channels_last holds its conv weights in that memory order, torch.save kept it, and safetensors'
+    save_file refused the file ("non contiguous tensor") when a user converted it; the values are the same."""
+    plain = {k: v.detach().cpu().contiguous() for k, v in weights.items()}
+    write_with(path, lambda f: torch.save(plain, f))
 
 
 def rewind_metrics(run_dir: Path, last_epoch: int) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from src.measurement.drift import drift, group_output_modules, reference_outputs
 from src.measurement.feature_cache import Cache, build_cache, extract_splits
 from src.measurement.memory import PeakMemory
 from src.models import weights_source
-from src.record.io import whole_record, write_with
+from src.record.io import whole_record
 from src.record.schema import DriftMeasures, EpochRecord, FitMeasures
 from src.reporting.tracking import Tracker
 from src.strategies import apply_epoch
@@ -173,7 +173,7 @@ def _final(cfg: RunConfig, s: Setup, view: View, meters: Meters, run_dir: Path) 
     s.model.load_state_dict(best.state)
     checkpoint.write_best(run_dir, best.state)  # what `python -m src.predict` loads; whole or not at all
     if cfg.trainer.save_model:
-        write_with(run_dir / "model.pt", lambda f: torch.save(best.state, f))
+        checkpoint.write_weights(run_dir / "model.pt", best.state)
     # Test is evaluated once, on the model that validation selected.
     val = engine.evaluate(view.net, view.val, rt.device, rt.amp_dtype)
     test = engine.evaluate(view.net, view.test, rt.device, rt.amp_dtype)
