@@ -440,14 +440,19 @@ def test_a_killed_job_is_told_the_setting_that_resumes_it_in_its_own_folder(tmp_
     job = killed(study / "2_full", "MULTIRUN", basic)
     run = killed(tmp_path / "outputs" / "café run", "RUN", basic)
     trial = killed(tmp_path / "sweeps-out" / "study" / "1_layerwise", "MULTIRUN", OUR_SWEEPER)
-    assert main([str(study), str(run), str(trial.parent), "--out", str(tmp_path / "report")]) == 0
+    nested = tmp_path / "multirun" / "nested"  # hydra.sweep.subdir=${strategy.name}/${seed}: Hydra's multirun.yaml marks it
+    (nested / "full").mkdir(parents=True)
+    (nested / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
+    deep = killed(nested / "full" / "0", "MULTIRUN", basic)
+    assert main([str(study), str(run), str(trial.parent), str(nested), "--out", str(tmp_path / "report")]) == 0
     err = capsys.readouterr().err
     hints = {line.removeprefix("warning: ").partition(": no result.json")[0]: line.rpartition("; ")[2]
              for line in err.splitlines() if "no result.json" in line}
-    assert len(hints) == 3, err
+    assert len(hints) == 4, err
     assert hints[str(trial)] == "the same command resumes it"  # a study's folder is its name's
     parser = OverridesParser.create()
-    for folder, key, where in ((job, "hydra.sweep.dir", study), (run, "hydra.run.dir", run)):
+    for folder, key, where in ((job, "hydra.sweep.dir", study), (run, "hydra.run.dir", run),
+                               (deep, "hydra.sweep.dir", nested)):
         setting = hints[str(folder)].removeprefix("the same command with ").removesuffix(" resumes it")
         if setting.startswith("'"):  # the shell's quotes around Hydra's
             setting = setting[1:-1]

@@ -219,10 +219,16 @@ def resume_hint(folder: Path) -> str:
     A sweep's trial (its folder is the study's) or a folder Hydra did not make: the same command."""
     mode, sweeper = _hydra_mode(Path(folder) / ".hydra" / "hydra.yaml")
     if mode == "MULTIRUN" and OUR_SWEEPER not in sweeper:
-        return f"the same command with {_override('hydra.sweep.dir', Path(folder).resolve().parent)} resumes it"
+        return f"the same command with {_override('hydra.sweep.dir', _sweep_dir(Path(folder).resolve()))} resumes it"
     if mode == "RUN":
         return f"the same command with {_override('hydra.run.dir', Path(folder).resolve())} resumes it"
     return "the same command resumes it"
+
+
+def _sweep_dir(job: Path) -> Path:
+    """A multirun job's sweep folder: the nearest one above it holding Hydra's multirun.yaml (a
+    hydra.sweep.subdir may nest), else its parent (this project's subdir, N_strategy)."""
+    return next((d for d in job.parents if (d / "multirun.yaml").is_file()), job.parent)
 
 
 def _override(key: str, value: Path) -> str:
