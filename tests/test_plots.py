@@ -107,3 +107,32 @@ def test_legends_sit_below_and_never_squeeze_the_plot():
     for name in ("curves", "pareto"):  # thirty entries leave the panels as tall as one does
         for one, many in zip(sizes[name, 1], sizes[name, 30]):
             assert many == pytest.approx(one, rel=0.05), name
+
+
+def test_error_bars_of_two_seeds_stay_within_what_the_measure_can_take():
+    # Two seeds far apart: the 95% t-interval is mean ± 12.7 standard errors. Drawn whole, an accuracy's
+    # bar ran from -1 to 2 and the axis with it, and a time's bar went below 0 on a log axis.
+    import matplotlib.pyplot as plt
+
+    from src.record.schema import RunRecord
+    from src.reporting import plots
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import Run
+
+    runs = [Run(Path("/study") / f"{name}_{seed}",
+                RunRecord(strategy=name, seed=seed, status="completed", dataset="digits", train_samples=50,
+                          val_acc=acc, test_acc=acc, train_flops=flops, train_time_s=flops / 1e9, trainable_params=100))
+            for name, accs, costs in [("frozen", (0.05, 0.19), (1e9, 9e9)), ("full", (0.5, 0.9), (2e10, 2.2e10))]
+            for seed, acc, flops in zip((0, 1), accs, costs)]
+    configs = group_configs(runs)
+    assert configs[0].stats["test_acc"][1] > 0.5  # the interval itself does run past 0 and 1
+    fig = plots.pareto(configs)
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        assert -0.15 < low and high < 1.15, (low, high)
+        for bars in ax.collections:  # the error bars' segments: accuracies in [0, 1], costs above 0 (log axis)
+            for seg in bars.get_segments():
+                assert all(0.0 <= y <= 1.0 for _, y in seg) and all(x >= 0 for x, _ in seg)
+    plt.close(fig)
+    assert plots.within(0.5, float("nan"), 0.0, 1.0) is None
+    assert plots.within(0.9, 0.05, 0.0, 1.0) == [[pytest.approx(0.05)], [pytest.approx(0.05)]]  # inside: unchanged

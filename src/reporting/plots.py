@@ -43,6 +43,16 @@ def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
 
 
+def within(value: float, half: float, lo: float, hi: float = math.inf) -> list[list[float]] | None:
+    """The error bar of value ± half (None for no interval: NaN) cut at the measure's range [lo, hi].
+    With 2 seeds a t-interval's half-width is 12.7 standard errors: an accuracy's bar ran from -1 to
+    2 and stretched the axis to match, a time's below 0. The range holds every value the measure can
+    take, so the interval cut there still holds the mean as often as the whole one does."""
+    if math.isnan(half):
+        return None
+    return [[value - max(lo, value - half)], [min(hi, value + half) - value]]
+
+
 def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[str] = tuple(COSTS)) -> Figure:
     """Accuracy against each cost, one panel per cost; the Pareto front is the dashed step line and
     the ringed points. Points are configuration means; bars are 95% CIs when there are several seeds.
@@ -67,7 +77,7 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
             acc, acc_ci = cfg.stats[metric]
             x, x_ci = cfg.stats[cost]
             ax.errorbar(
-                x, acc, yerr=None if math.isnan(acc_ci) else acc_ci, xerr=None if math.isnan(x_ci) else x_ci,
+                x, acc, yerr=within(acc, acc_ci, 0.0, 1.0), xerr=within(x, x_ci, 0.0),
                 fmt="o", color=colors[cfg.strategy], ms=7 if i in front else 5, alpha=0.9, capsize=3,
                 markeredgecolor="black" if i in front else colors[cfg.strategy], markeredgewidth=1.4 if i in front else 0.5,
             )
@@ -330,7 +340,7 @@ def ood(configs: Sequence[Config]) -> Figure:
         ys = [c.stats[key][0] for c in placed]
         for c, x, y in zip(placed, xs, ys):
             xe, ye = c.stats["test_acc"][1], c.stats[key][1]
-            ax.errorbar(x, y, xerr=None if math.isnan(xe) else xe, yerr=None if math.isnan(ye) else ye, fmt="o", ms=5,
+            ax.errorbar(x, y, xerr=within(x, xe, 0.0, 1.0), yerr=within(y, ye, 0.0, 1.0), fmt="o", ms=5,
                         color=colors[c.strategy], alpha=0.85, capsize=2, label=plain(c.strategy))
             if len(placed) <= 12 and er in c.stats:
                 ax.annotate(f"{100 * c.stats[er][0]:+.1f}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
