@@ -525,3 +525,27 @@ def test_commands_printed_with_a_folder_run_as_printed_when_it_has_a_space(tmp_p
 
     report = re.search(r"\((python -m src\.report .*)\)$", recorded(root / "result.json", root)).group(1)
     assert shlex.split(report) == ["python", "-m", "src.report", str(root)]
+
+
+def test_a_trials_own_run_is_not_pooled_with_its_re_runs(tmp_path):
+    # The sweep chose the trial on its own run (seed 0): pooled with the re-runs on seeds 1-3 it put the
+    # selection's luck back into the mean the re-runs were made to measure without it.
+    from src.record.schema import RunRecord
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import Run
+    from src.reporting.tables import console_summary
+
+    def run(where: str, seed: int, acc: float) -> Run:
+        return Run(tmp_path / "sweep" / where, RunRecord(strategy="layerwise", seed=seed, status="completed",
+                                                          dataset="digits", train_samples=50, val_acc=acc, test_acc=acc,
+                                                          train_flops=1e9, train_time_s=1.0, trainable_params=10))
+
+    runs = [run("3_layerwise", 0, 0.99), *(run(f"rerun/trial_0003/seed_{s}", s, a) for s, a in ((1, 0.80), (2, 0.82), (3, 0.84)))]
+    (config,) = group_configs(runs)
+    assert config.seeds == [1, 2, 3] and [r.dir.name for r in config.selected_on] == ["3_layerwise"]
+    assert config.stats["test_acc"][0] == pytest.approx(0.82) and config.trials == [3]
+    printed = console_summary([(r.dir, r.result) for r in runs])
+    assert "1 sweep run(s) not counted where their trial has re-runs" in printed and "3_layerwise" in printed.splitlines()[-1]
+    # a trial without re-runs is its own run, counted as before
+    (alone,) = group_configs(runs[:1])
+    assert alone.seeds == [0] and alone.selected_on == []

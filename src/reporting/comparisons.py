@@ -119,6 +119,7 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
         row["pareto"] = i in front
         row["run_dirs"] = [str(r.dir) for r in c.runs]
         row["duplicates"] = [{"run": str(d.run.dir), "of": str(d.kept.dir)} for d in c.duplicates]
+        row["selected_on"] = [str(r.dir) for r in c.selected_on]  # not counted: its re-runs are the measure
         rows.append(row)
     return rows
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from src.record.io import as_number
 from src.reporting.robustness import EFF_ROB, OOD_ACC, add_effective_robustness, ood_measures, ood_sets
-from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, run_settings, trial_number
+from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, is_rerun, run_settings, trial_number
 from src.reporting.stats import mean_ci
 
 __all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "ood_metrics"]
@@ -44,6 +44,10 @@ class Config:
     dataset: str = ""  # the dataset's name, with a short identity where two datasets share a name
     duplicates: list[Duplicate] = field(default_factory=list)  # same seed again: listed, never pooled
     lost: list[Run] = field(default_factory=list)  # failed or interrupted on a seed it has no completed run of
+    # A sweep trial's own run where the trial has re-runs (`is_rerun`): the trial was selected on it, so
+    # pooling it would count the selection's luck again (why rerun_seeds refuse the searched seeds):
+    # listed, never pooled; the re-runs are the measure.
+    selected_on: list[Run] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.dataset = self.dataset or str(self.runs[0].result.dataset)
@@ -60,7 +64,7 @@ class Config:
     def trials(self) -> list[int]:
         """The sweep trial numbers of its runs (empty outside a sweep): a configuration re-run on
         other seeds keeps its trial's number."""
-        return sorted({n for r in self.runs if (n := trial_number(r.dir)) is not None})
+        return sorted({n for r in self.runs + self.selected_on if (n := trial_number(r.dir)) is not None})
 
     @property
     def name(self) -> str:
@@ -102,6 +106,10 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
     for run in stopped:  # a seed that failed once and completed on a retry is counted, not lost
         if (key := keys[id(run)]) in pooled and run.result.seed not in {m.result.seed for m in pooled[key]}:
             lost.setdefault(key, []).append(run)
+    selected_on = {key: [m for m in members if not is_rerun(m.dir)] for key, members in pooled.items()
+                   if any(is_rerun(m.dir) for m in members) and not all(is_rerun(m.dir) for m in members)}
+    for key in selected_on:
+        pooled[key] = [m for m in pooled[key] if is_rerun(m.dir)]
     names = dataset_names(done, tokens)
     labels = config_labels(list(pooled), names)
     measures = MEASURES + tuple(ood_measures(ood_sets([r.result for m in pooled.values() for r in m])))
@@ -114,7 +122,7 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
             if len(values) == len(members):
                 stats[m] = mean_ci(values)
         configs.append(Config(key, labels[key], members, stats, names[dict(key)["dataset"]], duplicates.get(key, []),
-                              lost.get(key, [])))
+                              lost.get(key, []), selected_on.get(key, [])))
     add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
     return configs
 

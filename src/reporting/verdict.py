@@ -244,7 +244,7 @@ def _more_seeds(configs: Sequence[Config]) -> str:
     at least RERUNS_WANTED and one more than the re-runs already made (which are read back, not retrained)."""
     if not configs or not all(c.trials for c in configs):
         return MORE_SEEDS
-    runs = [r for c in configs for r in c.runs]
+    runs = [r for c in configs for r in c.runs + c.selected_on]
     searched = {r.result.seed for r in runs if not is_rerun(r.dir)}
     wanted = max(RERUNS_WANTED, len({r.result.seed for r in runs if is_rerun(r.dir)}) + 1)
     seeds = [s for s in range(wanted + len(searched)) if s not in searched][:wanted]
