@@ -210,12 +210,12 @@ class ProjectSweep:
         from src.training.run import DivergedError
 
         study, objectives = search.study, search.objectives
-        rows = pareto_rows(study, objectives)
+        rows = pareto_rows(study, objectives, self.sweep_dir)
         write_json(self.sweep_dir / "pareto.json", rows)
         # Which metric each front is on: this one selects on validation, the report's shows test.
         print(f"\nPareto set of study {study.study_name} on {' vs '.join(objectives)} ({len(rows)} trials; the "
               f"report's front is on test_acc vs train_flops):\n{format_pareto(rows)}", flush=True)
-        summary = summarise(study, objectives, int(self.config.trainer.epochs)) | {"pruner": mode}
+        summary = summarise(study, objectives, int(self.config.trainer.epochs), self.sweep_dir) | {"pruner": mode}
         write_json(self.sweep_dir / "summary.json", summary)
         print(format_summary(summary), flush=True)
         if failed:
@@ -316,7 +316,7 @@ class ProjectSweep:
         search = launched.Search(study=study, storage=storage, params=params, fixed=fixed, objectives=objectives,
                                  total=int(self.n_trials), n_jobs=max(int(self.n_jobs), 1),
                                  max_failed=int(self.max_failed), poll_s=min(float(self.heartbeat_s), 5.0),
-                                 worker=settings.worker_index(self.worker_index) or 0)
+                                 worker=settings.worker_index(self.worker_index) or 0, sweep_dir=self.sweep_dir)
         return search, mode
 
     def _check_keys(self) -> None:

@@ -127,3 +127,33 @@ def test_the_summary_counts_unfinished_trials_epochs_apart_from_pruning_s_saving
     assert s["epochs_unfinished"] == 4 and s["trials_unfinished"] == 2
     assert "; epochs trained 6 of 8 (75%); 4 more in 2 failed, interrupted or running trials; best_val_acc 0.5 " \
            in format_summary(s)
+
+
+@pytest.mark.parametrize("how", ["moved", "copied"])
+def test_a_sweep_folder_moved_or_copied_counts_its_own_trials(tmp_path, how):
+    # A trial recorded its folder by its absolute path only: a sweep moved to a bigger disk summed
+    # its cost as 0, a copy read the original's files (a retry adopted its checkpoint from there too).
+    import shutil
+
+    from src.record.io import write_json
+    from src.record.schema import RunRecord
+    from src.search.results import pareto_rows, summarise, trial_dir, trial_dir_attrs
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    trial = study.ask()
+    for key, value in trial_dir_attrs(old / "0_layerwise", old).items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, 0.9)
+    record = RunRecord(strategy="layerwise", seed=0, status="completed", val_acc=0.9, test_acc=0.9,
+                       train_flops=4.66e9, train_time_s=2.0, trainable_params=100)
+    write_json(old / "0_layerwise" / "result.json", record.to_json())
+    assert summarise(study, ["val_acc"], 4, old)["total_train_flops"] == 4.66e9
+    (shutil.move if how == "moved" else shutil.copytree)(old, new)
+    if how == "copied":  # the copy's own file differs from the original's: which one is read shows
+        write_json(new / "0_layerwise" / "result.json", record.to_json() | {"train_flops": 1.0e9})
+    assert summarise(study, ["val_acc"], 4, new)["total_train_flops"] == 1.0e9 if how == "copied" else 4.66e9
+    assert trial_dir(study.trials[0].user_attrs, new) == new / "0_layerwise"
+    assert pareto_rows(study, ["val_acc"], new)[0]["run_dir"] == str(new / "0_layerwise")
+    # a study of older code (absolute path alone) still reads where it points
+    assert trial_dir({"run_dir": str(old / "0_layerwise")}, new) == old / "0_layerwise"

@@ -22,6 +22,7 @@ from optuna.storages import RDBStorage
 
 from src.config import OUR_SWEEPER, RunConfig
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
+from src.search.results import trial_dir, trial_dir_attrs
 from src.search.storage import make_storage
 
 # The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
@@ -35,15 +36,15 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
 
 
-def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path) -> None:
+def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path, sweep_dir: str) -> None:
     """A retried trial runs in a folder of its own: the dead attempt's last checkpoint, and its
     epochs, move there, so that the retry continues from its last epoch, not from 0."""
     from src.data.identity import dataset_identity_or_none
     from src.training.checkpoint import adopt  # torch: loaded by the jobs, not by the sweeper's driver
 
     dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))
-    if dead.user_attrs.get("run_dir") and (moved := adopt(Path(dead.user_attrs["run_dir"]), out, run_cfg,
-                                                          dataset_identity_or_none(run_cfg.dataset))):
+    if (where := trial_dir(dead.user_attrs, sweep_dir)) and (moved := adopt(where, out, run_cfg,
+                                                                           dataset_identity_or_none(run_cfg.dataset))):
         log.info("continuing trial %d from its last checkpoint, %s", number, moved)
 
 
@@ -69,9 +70,10 @@ def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg
                                   pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
         trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(name), number))
-        trial.set_user_attr("run_dir", str(out.resolve()))
+        for key, value in trial_dir_attrs(out, sweep_dir).items():
+            trial.set_user_attr(key, value)
         if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
-            _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out)
+            _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out, sweep_dir)
         yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
                             epochs=run_cfg.trainer.epochs)
     finally:

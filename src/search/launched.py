@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from src.config import ConfigError
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
-from src.search.results import DONE, finished_outcome, holds_a_place, settle_stale
+from src.search.results import DONE, finished_outcome, holds_a_place, settle_stale, trial_dir, trial_dir_attrs
 from src.search.space import suggest
 from src.search.storage import SweepJournalStorage, SweepRDBStorage, heartbeats
 
@@ -54,6 +54,7 @@ class Search:
     max_failed: int
     poll_s: float
     worker: int = 0  # this worker's index (hydra.sweeper.worker_index): recorded on each trial it asks
+    sweep_dir: Path | None = None  # where the trials' folders are now (src.search.results.trial_dir)
     failed: list[str] = field(default_factory=list)
 
     def trial_id(self, trial: optuna.Trial) -> int:
@@ -103,7 +104,7 @@ def search(s: Search, launch: Launch, groups: int) -> str | None:
     while True:
         with warnings.catch_warnings():  # experimental in Optuna 5; what resume after a dead worker rests on
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            settle_stale(s.study, s.storage, s.objectives)  # a dead worker's finished trial keeps its result...
+            settle_stale(s.study, s.storage, s.objectives, s.sweep_dir)  # a dead worker's finished trial keeps its result...
             optuna.storages.fail_stale_trials(s.study)  # ...any other frees its place (queued again)
         trials = s.study.get_trials(deepcopy=False)
         done = sum(t.state in DONE for t in trials)
@@ -190,8 +191,7 @@ def recorded(study: optuna.Study, total: int, where: str) -> str:
 def _stopped(s: Search, trial: optuna.Trial) -> None:
     """A trial of a batch that was stopped: told from its job's result.json if that records a
     finished run, else failed as interrupted."""
-    run_dir = s.storage.get_trial_user_attrs(s.trial_id(trial)).get("run_dir")
-    outcome = finished_outcome(run_dir, s.objectives)
+    outcome = finished_outcome(trial_dir(s.storage.get_trial_user_attrs(s.trial_id(trial)), s.sweep_dir), s.objectives)
     if outcome is not None:
         s.study.tell(trial, outcome[1], state=outcome[0], skip_if_finished=True)
         return
@@ -207,7 +207,8 @@ def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
         return
     record: RunRecord | None = None
     if out is not None:
-        trial.set_user_attr("run_dir", str(out.resolve()))
+        for key, value in trial_dir_attrs(out, s.sweep_dir or out.parent).items():
+            trial.set_user_attr(key, value)
         try:
             record = RunRecord.from_json(read_json_object(out / RESULT_FILE))
         except (OSError, ValueError) as err:

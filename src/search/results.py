@@ -8,6 +8,7 @@ whose place another worker took first is failed as `surplus`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,23 @@ log = logging.getLogger(__name__)
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def trial_dir_attrs(out: Path, sweep_dir: Path | str) -> dict[str, str]:
+    """The user attrs that record a trial's run folder: its absolute path (`run_dir`) and, when it
+    lies in the sweep folder, its place there (`run_subdir`), which `trial_dir` reads."""
+    out, base = out.resolve(), Path(sweep_dir).resolve()
+    return {"run_dir": str(out)} | ({"run_subdir": str(out.relative_to(base))} if out.is_relative_to(base) else {})
+
+
+def trial_dir(attrs: Mapping[str, Any], sweep_dir: Path | str | None) -> Path | None:
+    """A trial's run folder (None when its job recorded none): its place in the sweep folder as the
+    sweep folder is now, so that one moved or copied (to a bigger disk, off a cluster) counts and
+    continues its own trials' files, where the absolute path counted a moved sweep's cost as 0 and a
+    copy's from the original; else the absolute path (a study of older code, a job folder outside)."""
+    if attrs.get("run_subdir") is not None and sweep_dir is not None:
+        return Path(sweep_dir) / attrs["run_subdir"]
+    return Path(attrs["run_dir"]) if attrs.get("run_dir") else None
+
+
 def holds_a_place(study: optuna.Study, number: int, total: int) -> bool:
     """Trial numbers are handed out atomically by the storage, so the trials numbered below this
     one that completed, were pruned or are running decide it: fewer than `total`, it trains."""
@@ -32,10 +50,11 @@ def holds_a_place(study: optuna.Study, number: int, total: int) -> bool:
 
 
 
-def pareto_rows(study: optuna.Study, objectives: list[str]) -> list[dict[str, Any]]:
+def pareto_rows(study: optuna.Study, objectives: list[str], sweep_dir: Path | str | None = None) -> list[dict[str, Any]]:
     rows = []
     for t in sorted(study.best_trials, key=lambda t: t.values[0], reverse=True):
-        rows.append({"trial": t.number, **dict(zip(objectives, t.values)), **t.params, "run_dir": t.user_attrs.get("run_dir")})
+        where = trial_dir(t.user_attrs, sweep_dir)
+        rows.append({"trial": t.number, **dict(zip(objectives, t.values)), **t.params, "run_dir": where and str(where)})
     return rows
 
 
@@ -51,7 +70,7 @@ def format_pareto(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def finished_outcome(run_dir: str | None, objectives: list[str]) -> tuple[TrialState, list[float] | None] | None:
+def finished_outcome(run_dir: Path | str | None, objectives: list[str]) -> tuple[TrialState, list[float] | None] | None:
     """What a trial's job recorded in its result.json, when it is a finished run: (COMPLETE, its
     objectives' values) or (PRUNED, None). None when the run did not finish (or left no readable
     record, or a value is missing): the trial has no result to keep."""
@@ -71,25 +90,27 @@ def finished_outcome(run_dir: str | None, objectives: list[str]) -> tuple[TrialS
     return TrialState.COMPLETE, [float(v) for v in values]
 
 
-def settle_stale(study: optuna.Study, storage: Heartbeats, objectives: list[str]) -> list[int]:
+def settle_stale(study: optuna.Study, storage: Heartbeats, objectives: list[str],
+                 sweep_dir: Path | str | None = None) -> list[int]:
     """Stale trials (their worker stopped sending heartbeats) whose job had recorded a finished run
     are told from its result.json, not failed and trained again: the worker died, or the storage
     could not be written (a full disk), after the run's record was complete. Returns their numbers."""
     settled = []
     for stale in storage.stale_trial_ids(storage.get_study_id_from_name(study.study_name)):
         trial = storage.get_trial(stale)
-        outcome = finished_outcome(trial.user_attrs.get("run_dir"), objectives)
+        where = trial_dir(trial.user_attrs, sweep_dir)
+        outcome = finished_outcome(where, objectives)
         if outcome is None:
             continue
         state, values = outcome
         study.tell(trial.number, values, state=state, skip_if_finished=True)
         log.warning("trial %d: its worker stopped before telling the study; recorded %s from %s", trial.number,
-                    state.name, Path(trial.user_attrs["run_dir"]) / RESULT_FILE)
+                    state.name, where / RESULT_FILE)
         settled.append(trial.number)
     return settled
 
 
-def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[str, Any]:
+def summarise(study: optuna.Study, objectives: list[str], epochs: int, sweep_dir: Path | str | None = None) -> dict[str, Any]:
     """What the search cost: trials by state, epochs trained (of all trials, pruned included), best value.
     Surplus trials (a budget place taken by another worker first) trained nothing and are left out."""
     every = study.get_trials(deepcopy=False)
@@ -103,8 +124,9 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int) -> dict[s
     unfinished = [n for t, n in zip(trials, trained) if t.state not in DONE and n]
     flops = seconds = 0.0  # what every trial used, pruned and failed ones included, from its run files
     for t in trials:
-        path = Path(t.user_attrs.get("run_dir", "")) / RESULT_FILE
-        if t.user_attrs.get("run_dir") and path.is_file():
+        where = trial_dir(t.user_attrs, sweep_dir)
+        path = where / RESULT_FILE if where else None
+        if path and path.is_file():
             try:
                 r = RunRecord.from_json(read_json_object(path))
             except ValueError as err:  # cut short by a kill: its cost cannot be counted
