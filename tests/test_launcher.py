@@ -5,6 +5,8 @@ The real SLURM cases are in tests/test_slurm.py (slow); here a stand-in job play
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,6 +14,8 @@ from types import SimpleNamespace
 import pytest
 
 from hydra_plugins.ft_submitit_launcher.launcher import collect, wait
+from src.record.lock import held
+from tests.cli import REPO, TINY_OVERRIDES, env
 
 
 class Job:
@@ -77,9 +81,33 @@ def test_a_completed_record_is_never_touched(tmp_path):
 
 def test_hydra_s_plugin_scan_loads_it_in_a_process_that_never_imported_it():
     # Hydra executes every plugin module before registering it in sys.modules: any Hydra app scans ours.
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-c", "from hydra.core.plugins import Plugins; Plugins.instance()"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "ft_submitit_launcher" not in proc.stderr, proc.stderr[-2000:]
+
+
+def _multirun(sweep: Path, *overrides: str) -> list[str]:
+    """A submitit_local multirun (the SLURM launcher's twin: each job a process of its own, the same collection)."""
+    return [sys.executable, "-m", "src.train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
+            "hydra.launcher.poll_s=0.5", *TINY_OVERRIDES, f"hydra.sweep.dir={sweep}", *overrides]
+
+
+@pytest.mark.slow  # end-to-end: two job processes
+def test_a_job_refused_by_its_own_line_ends_the_multirun_with_that_line_and_writes_no_record(tmp_path):
+    # Seen on SLURM: the driver of a multirun was killed, its jobs trained on, and the same command run
+    # again submitted new jobs for the same folders. The new job refused the folder in use (its own
+    # one line), its process died with that in its log, and the driver said "did not finish: the
+    # scheduler ended it: FAILED" and wrote a `failed` result.json into the folder the old job was
+    # still training in. Now the job hands its line back and the driver ends with it, as the basic
+    # launcher does, once every job has ended.
+    sweep = tmp_path / "m"
+    busy = sweep / "0_frozen"
+    with held(busy):  # this test process is the one training there
+        proc = subprocess.run(_multirun(sweep, "strategy=frozen,full"), cwd=REPO, env=env(), capture_output=True,
+                              text=True, timeout=600)
+        assert not (busy / "result.json").exists()  # nothing recorded over the live run
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert lines[-1].startswith(f"error: the run folder {busy} is in use"), proc.stderr[-3000:]
+    assert "did not finish" not in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads((sweep / "1_full" / "result.json").read_text())["status"] == "completed"  # awaited, kept

@@ -10,6 +10,8 @@ without a result is recorded in its own folder (result.json, status "failed", th
 the reason) so the comparison table lists it, one line per such job is printed, and the multirun ends
 non-zero from the table (src.train.ComparisonTable). A state that cannot be read for
 `unreadable_state_timeout_min` ends the wait for that job the same way.
+A job that ends the multirun with its own line (OutOfRoom) hands the line back instead of dying
+with it, and the driver ends with it once every job has ended, writing nothing into that folder.
 
 `hydra/launcher=submitit_slurm` and `submitit_local` name these: register() replaces upstream's
 ConfigStore entries with subclasses of upstream's schemas, so every upstream setting keeps its name and
@@ -33,7 +35,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import open_dict
 
-from src.record.io import RESULT_FILE, write_json
+from src.record.io import RESULT_FILE, OutOfRoom, write_json
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,23 @@ class _Collecting:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             calls.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*calls))
-        return [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
-                for idx, (job, c) in enumerate(zip(jobs, calls), start=initial_job_idx)]
+        returns = [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
+                   for idx, (job, c) in enumerate(zip(jobs, calls), start=initial_job_idx)]
+        refused = [ret for ret in returns if isinstance(ret, OutOfRoom)]
+        if refused:  # every job awaited first: none is left running behind the line
+            more = f" ({len(refused) - 1} more jobs were refused the same way)" if len(refused) > 1 else ""
+            raise OutOfRoom(refused[0].line + more)
+        return returns  # type: ignore[return-value]
+
+    def __call__(self, *args: Any) -> Any:
+        """The job, in its own process. A line that ends the multirun (OutOfRoom: the folder held by
+        another process, another config's finished run there, a full disk) is handed back as the job's
+        value: raised, it would end the process with a traceback in its log, and the driver would see
+        only the scheduler's FAILED and record a failure in a folder that is not this job's to write."""
+        try:
+            return super().__call__(*args)
+        except OutOfRoom as err:
+            return err
 
     def _job_dir(self, overrides: list[str], idx: int) -> Path:
         """The folder Hydra gave job `idx` (hydra.sweep.subdir resolved as the job itself did)."""
@@ -87,8 +104,9 @@ class _Collecting:
         return Path(str(self.config.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
-def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, poll_s: float) -> JobReturn:
-    """The job's own JobReturn when it produced one; else a record of why not (see the module docstring)."""
+def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, poll_s: float) -> JobReturn | OutOfRoom:
+    """The job's own JobReturn (or the OutOfRoom line it handed back) when it produced one; else a
+    record of why not (see the module docstring)."""
     state = wait(job, limit_s, poll_s)
     if job.paths.result_pickle.exists():
         try:
