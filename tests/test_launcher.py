@@ -5,6 +5,7 @@ The real SLURM cases are in tests/test_slurm.py (slow); here a stand-in job play
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -111,3 +112,27 @@ def test_a_job_refused_by_its_own_line_ends_the_multirun_with_that_line_and_writ
     assert lines[-1].startswith(f"error: the run folder {busy} is in use"), proc.stderr[-3000:]
     assert "did not finish" not in proc.stderr and "Traceback" not in proc.stderr
     assert json.loads((sweep / "1_full" / "result.json").read_text())["status"] == "completed"  # awaited, kept
+
+
+@pytest.mark.slow  # end-to-end: a job process stopped through its driver
+def test_a_stopped_driver_cancels_its_jobs_and_says_so(tmp_path):
+    # Seen on SLURM: Ctrl-C on the driver printed "interrupted by Ctrl-C: no run was in progress" while
+    # its job trained on in the scheduler; the same command run again then found the folder in use.
+    sweep = tmp_path / "m"
+    driver = subprocess.Popen(_multirun(sweep, "strategy=full", "trainer.epochs=100000"), cwd=REPO, env=env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (sweep / "0_full" / "metrics.jsonl").is_file() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        driver.send_signal(signal.SIGINT)  # the driver only, as `kill -INT` or a scheduler would
+        _, stderr = driver.communicate(timeout=150)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("interrupted by Ctrl-C: cancelled 1 unfinished job (") and str(sweep) in last, last
+    with held(sweep / "0_full"):  # no process trains there any more: the same command can resume it
+        record = json.loads((sweep / "0_full" / "result.json").read_text())
+    assert record["status"] == "interrupted", record.get("error")
+    assert (sweep / "0_full" / "metrics.jsonl").read_text().strip()  # the epochs it trained, to resume from

@@ -77,8 +77,11 @@ class _Collecting:
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
             calls.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*calls))
-        returns = [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
-                   for idx, (job, c) in enumerate(zip(jobs, calls), start=initial_job_idx)]
+        try:
+            returns = [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
+                       for idx, (job, c) in enumerate(zip(jobs, calls), start=initial_job_idx)]
+        except KeyboardInterrupt as err:
+            raise cancelled(jobs, err, sweep_dir, poll_s) from None
         refused = [ret for ret in returns if isinstance(ret, OutOfRoom)]
         if refused:  # every job awaited first: none is left running behind the line
             more = f" ({len(refused) - 1} more jobs were refused the same way)" if len(refused) > 1 else ""
@@ -124,6 +127,37 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
     ret.status = JobStatus.COMPLETED  # recorded as failed in its result.json: the table ends the multirun
     ret.return_value = float("nan")
     return ret
+
+
+def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll_s: float,
+              settle_s: float = 60.0) -> KeyboardInterrupt:
+    """Ctrl-C or SIGTERM while the driver waits: its jobs would train on without it (the scheduler
+    owns them), and the same command run again would find their folders in use. They are cancelled
+    (each run records `interrupted` and keeps its checkpoint) and awaited a while, so the same command
+    resumes them; the stop goes on up, saying so."""
+    from src import exits  # how the process ends is said there; only a stopped driver needs it
+
+    running = [job for job in jobs if not _done(job)]
+    for job in running:
+        job.cancel(check=False)
+    deadline = time.monotonic() + settle_s
+    try:
+        while any(not _done(job) for job in running) and time.monotonic() < deadline:
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        pass  # a second stop: stop waiting, the jobs are cancelled all the same
+    ids = ", ".join(str(job.job_id) for job in running)
+    what = (f"cancelled {len(running)} unfinished job{'s' * (len(running) != 1)} ({ids}), which record status "
+            "'interrupted' in their folders" if running else "every job had ended")
+    return exits.stopped(err, f"{what}; finished runs are kept in {sweep_dir}; the same command resumes "
+                              f"(python -m src.report {sweep_dir} reports them)")
+
+
+def _done(job: Any) -> bool:
+    try:
+        return bool(job.done())
+    except Exception:  # noqa: BLE001 - a state that cannot be read now: not known to have ended
+        return False
 
 
 # states in which a job has not ended (submitit's list); UNKNOWN: sacct could not tell
