@@ -435,3 +435,21 @@ def test_a_refused_checkpoint_leaves_a_killed_run_s_folder_as_it_was(stopped_run
     after = _all_files(folder)
     assert {k: v for k, v in after.items() if not k.startswith(".hydra/") and not k.endswith(".log")} == \
         {k: v for k, v in before.items() if not k.startswith(".hydra/")}
+
+
+def test_a_resumed_run_s_total_time_includes_its_earlier_attempts(tiny_config, tmp_path, monkeypatch):
+    # Seen on SLURM: a job cancelled after 3 of 15 epochs and resumed recorded train_time_s 38.0 but
+    # total_time_s 37.1 (this process's own time only), and printed "train_time 38.0s total 37.1s".
+    cfg = tiny_config(trainer={"epochs": 3, "drift_probe": 0})
+    with monkeypatch.context() as m:
+        stop_after_checkpoint(m, 1)
+
+        def slow(row):  # the first attempt takes a while, as a real one would
+            time.sleep(3.0)
+
+        with pytest.raises(Killed):
+            run(cfg, tmp_path / "stopped", on_epoch=slow)
+    resumed = run(cfg, tmp_path / "stopped")
+    last = read_jsonl(tmp_path / "stopped" / "metrics.jsonl")[-1]
+    assert resumed["total_time_s"] >= last["elapsed_s"] >= 6.0  # both attempts' time, up to the last epoch
+    assert resumed["total_time_s"] >= resumed["train_time_s"]
