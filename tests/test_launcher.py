@@ -59,6 +59,9 @@ def test_a_job_without_a_result_is_recorded_with_the_scheduler_s_word(tmp_path, 
     assert record["scheduler"] == {"job_id": "41_1", "state": state}
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: job 1 (41_1) did not finish") and said in err[0]
+    # where the job's own return says its folder is: an Optuna sweep reads the trial's result.json there
+    # (it said "trial 1 failed: no result.json" of a job scancelled on SLURM, whose record says why)
+    assert ret.hydra_cfg.hydra.runtime.output_dir == str(job_dir)
 
 
 def test_what_the_run_recorded_before_it_was_killed_is_kept(tmp_path):

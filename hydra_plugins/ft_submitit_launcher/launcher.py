@@ -33,7 +33,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 from src.record.io import RESULT_FILE, OutOfRoom, write_json
 
@@ -123,7 +123,10 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
     line = f"job {idx} ({job.job_id}) did not finish: {reason}; its log: {job.paths.stderr}"
     print(f"error: {line}", file=sys.stderr, flush=True)
     _record(job_dir, job, state, reason)
-    ret = JobReturn(overrides=[], cfg=None, hydra_cfg=None, working_dir=str(job_dir), task_name="")
+    # The job's folder where a job's own return has it: an Optuna sweep finds the trial's result.json
+    # (and its checkpoint, for the retry) there. Without it the trial read "failed: no result.json".
+    hydra_cfg = OmegaConf.create({"hydra": {"runtime": {"output_dir": str(job_dir)}}})
+    ret = JobReturn(overrides=[], cfg=None, hydra_cfg=hydra_cfg, working_dir=str(job_dir), task_name="")
     ret.status = JobStatus.COMPLETED  # recorded as failed in its result.json: the table ends the multirun
     ret.return_value = float("nan")
     return ret
