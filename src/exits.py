@@ -210,7 +210,7 @@ def describe(err: BaseException) -> tuple[str, int] | None:
     if isinstance(err, Failed):
         return f"error: {err}", err.code
     if isinstance(err, OutOfRoom):
-        return f"error: {err.line}", FAILURE
+        return f"error: {err.line}", err.code
     if isinstance(err, Exception) and is_user_error(err):
         return f"error: {err}", USER_ERROR
     return None

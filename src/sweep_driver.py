@@ -162,7 +162,7 @@ class ProjectSweep:
                     return None
             return self._conclude(search, mode, launched.search(search, self._launch, space.groups))
         except OutOfRoom as err:  # a trial's job met a full disk; its line names the file and the setting
-            raise OutOfRoom(f"{err.line}; {self._recorded(search)}") from None
+            raise OutOfRoom(f"{err.line}; {self._recorded(search)}", err.code) from None
         except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM, here or in a job
             raise exits.stopped(err, self._recorded(search)) from None
         except Exception as err:

@@ -84,7 +84,7 @@ def main(cfg: DictConfig) -> float:
             # other values), or another process training there now: kept, and the multirun ends with
             # the line, as a full disk ends it (OutOfRoom is the one exception Hydra does not keep as
             # a job's result).
-            raise OutOfRoom(str(err)) from None
+            raise OutOfRoom(str(err), exits.USER_ERROR) from None
         _record_failure(out, err)
         if full_error():
             raise

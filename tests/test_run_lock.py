@@ -87,3 +87,16 @@ def test_prune_removes_every_write_a_kill_cut_short_and_nothing_else(tmp_path):
         (tmp_path / name).write_bytes(b"x")
     checkpoint.prune(tmp_path, 1)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+
+
+def test_a_multiruns_job_refused_its_folder_ends_the_multirun_with_exit_2(tmp_path):
+    # README: the line ends a multirun, exit 2 (the user's to settle). It went out through the full
+    # disk's exit, 1, as a failure of the tool.
+
+    busy = tmp_path / "m" / "0_frozen"
+    with held(busy):
+        proc = subprocess.run([sys.executable, "-m", "src.train", "-m", "experiment=smoke", "logger=none",
+                               "strategy=frozen", f"hydra.sweep.dir={tmp_path / 'm'}"], cwd=REPO, env=env(),
+                              capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: the run folder {busy} is in use")

@@ -85,7 +85,7 @@ class _Collecting:
         refused = [ret for ret in returns if isinstance(ret, OutOfRoom)]
         if refused:  # every job awaited first: none is left running behind the line
             more = f" ({len(refused) - 1} more jobs were refused the same way)" if len(refused) > 1 else ""
-            raise OutOfRoom(refused[0].line + more)
+            raise OutOfRoom(refused[0].line + more, refused[0].code)
         return returns  # type: ignore[return-value]
 
     def __call__(self, *args: Any) -> Any:

@@ -46,13 +46,15 @@ class DiskFull(OSError):
 
 
 class OutOfRoom(BaseException):
-    """A multirun job that met a full disk ends the multirun with `line` (every later job would fail
-    the same way). A BaseException, because Hydra keeps a job's Exception as its result and goes on
-    to the next job; src.exits.run_task prints the line."""
+    """A multirun job that ends the multirun with `line` and exit `code`: a full disk (1: every later
+    job would fail the same way), a folder refused (2, the user's: another process in it, another
+    config's finished run). A BaseException, because Hydra keeps a job's Exception as its result and
+    goes on to the next job; src.exits.run_task prints the line. Both travel in `args`, so a
+    cluster job hands them back pickled whole."""
 
-    def __init__(self, line: str) -> None:
-        super().__init__(line)
-        self.line = line
+    def __init__(self, line: str, code: int = 1) -> None:
+        super().__init__(line, code)
+        self.line, self.code = line, code
 
 
 def no_room(err: BaseException | None, path: Path | str | None = None, sqlite: Path | str | None = None) -> DiskFull | None:
