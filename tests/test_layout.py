@@ -24,7 +24,7 @@ LAYERS = [
     {"src.training"},
     {"src.measurement"},
     {"src.strategies", "src.data", "src.reporting"},
-    {"src.models", "src.record"},
+    {"src.models", "src.record", "src.machine"},
     {"src.config"},
 ]
 # Upward imports allowed inside a function body only (never at import time): (importer, imported).

@@ -26,8 +26,8 @@ from typing import Any, Literal
 from src.record.io import finite_json
 from src.reporting.comparisons import COST_WORDS, METRIC_LABEL, Family, cost_ratio, per_class_label, task_key, untasked
 from src.reporting.configs import Config, config_labels
+from src.reporting.more_seeds import MORE_SEEDS, RERUN_SEEDS, more_seeds
 from src.reporting.pareto import pareto_front
-from src.reporting.runs import is_rerun
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
 from src.reporting.wording import (
     and_list, common_seeds, gap_p, gap_size, interval_digits, p_text, points, seeds_sentence, value_text,
@@ -38,11 +38,6 @@ __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_tie
 # result.json's count of the images each accuracy was measured on (for its binomial interval).
 SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
 SPLIT_WORD = {"val_acc": "validation", "test_acc": "test"}
-MORE_SEEDS = "seed=0,1,2"  # what to run when one seed cannot tell two configurations apart
-# A sweep's trials get more seeds from its re-runs, never from `seed=0,1,2`: on a sweep's command line that
-# makes the seed a searched parameter (each trial draws one), and its study refuses it as another experiment.
-RERUN_SEEDS = "hydra.sweeper.rerun_seeds"
-RERUNS_WANTED = 3
 # A tie names at most this many configurations in words: a sweep's 20 one-seed trials can tie by
 # the dozen, and a sentence naming each (with its settings) twice was read by no one.
 LISTED = 4
@@ -101,7 +96,7 @@ class Standing:
     samples: int | None  # images the accuracy was measured on (one seed; None when not recorded)
     gaps: tuple[Gap, ...]
     level: float = 0.95  # of each one-seed interval: all of them together hold at 95% (comparisons.Family)
-    more_seeds: str = MORE_SEEDS  # the setting that runs them on more seeds (`_more_seeds`)
+    more_seeds: str = MORE_SEEDS  # the setting that runs them on more seeds (src.reporting.more_seeds)
 
     @property
     def tied(self) -> tuple[Gap, ...]:
@@ -235,20 +230,7 @@ def _standing(configs: Sequence[Config], metric: str, names: dict[int, str]) -> 
     gaps = sorted((_gap(best, c, metric, names, family) for c in placed if c is not best), key=lambda g: -g.mean)
     return Standing(metric, names[id(best)], _num(best, metric), _half(best, metric),
                     _interval(best, metric, family.level), _samples(best, metric) if len(best.runs) == 1 else None,
-                    tuple(gaps), family.level, _more_seeds(placed))
-
-
-def _more_seeds(configs: Sequence[Config]) -> str:
-    """What runs these configurations on more seeds: `seed=0,1,2` for a multirun's; for a sweep's trials,
-    its re-run of the Pareto set on seeds the search did not train with (rerun_settings refuses those),
-    at least RERUNS_WANTED and one more than the re-runs already made (which are read back, not retrained)."""
-    if not configs or not all(c.trials for c in configs):
-        return MORE_SEEDS
-    runs = [r for c in configs for r in c.runs + c.selected_on]
-    searched = {r.result.seed for r in runs if not is_rerun(r.dir)}
-    wanted = max(RERUNS_WANTED, len({r.result.seed for r in runs if is_rerun(r.dir)}) + 1)
-    seeds = [s for s in range(wanted + len(searched)) if s not in searched][:wanted]
-    return f"{RERUN_SEEDS}=[{','.join(map(str, seeds))}]"
+                    tuple(gaps), family.level, more_seeds(placed))
 
 
 def _trade(configs: Sequence[Config], names: dict[int, str], metric: str, cost: str) -> Trade | None:
@@ -383,8 +365,7 @@ def _settle(s: Standing) -> str:
     """What would tell the tied configurations apart, when anything is known to."""
     if not s.tied:
         return ""
-    first = s.tied[0]
-    # A sweep re-runs only its Pareto set: a tied trial off it gets no more seeds, so the advice says so.
+    first = s.tied[0]  # a sweep re-runs only its Pareto set (a tied trial off it gets no more seeds): said so
     swept = f"; a sweep runs more seeds for its Pareto set only: the same command with {s.more_seeds}"
     if first.evidence == "intervals" or first.why_not.startswith("one seed"):
         return swept if s.more_seeds.startswith(RERUN_SEEDS) else f"; run {s.more_seeds} to tell them apart"
