@@ -371,17 +371,18 @@ def test_seeds_that_failed_are_named_beside_the_answer_that_leaves_them_out(tmp_
     study = write_runs(tmp_path / "study", TIED)
     for name, seed, status in (("layerwise", 3, "failed"), ("layerwise", 4, "interrupted"),
                                ("full", 2, "failed"),  # a failed try of a seed that completed: counted
-                               ("lpft", 0, "failed")):  # no completed run: no configuration to leave it from
+                               ("lpft", 0, "failed")):  # no completed run: named too, not left out unseen
         fields = dict(strategy=name, seed=seed, status=status, error="DivergedError: training loss became nan",
                       dataset="digits", train_samples=1077)
         write_json(study / f"9_{name}_s{seed}_{status}" / "result.json", RunRecord(**fields).to_json())
     v = verdict_of(study)
-    assert v.left_out == ("layerwise on seeds 3, 4 (failed, interrupted)",) and v.seeds == (3, 3)
+    assert v.left_out == ("layerwise on seeds 3, 4 (failed, interrupted)", "lpft on seed 0 (failed)") and v.seeds == (3, 3)
     [text] = answer(group_configs(load_runs([study])))
     assert text.startswith("3 seeds per configuration (mean ± 95% CI; gaps paired by seed). Not counted, as they did not "
-                           "complete: layerwise on seeds 3, 4 (failed, interrupted). Best on validation and on test: ")
+                           "complete: layerwise on seeds 3, 4 (failed, interrupted); lpft on seed 0 (failed). Best on "
+                           "validation and on test: ")
     [saved] = as_json(verdicts(group_configs(load_runs([study]))))
-    assert saved["left_out"] == ["layerwise on seeds 3, 4 (failed, interrupted)"]
+    assert saved["left_out"] == ["layerwise on seeds 3, 4 (failed, interrupted)", "lpft on seed 0 (failed)"]
 
 
 # --- the same verdict in every output ------------------------------------------------------------
@@ -620,3 +621,24 @@ def test_a_sweeps_tie_asks_for_the_sweeps_re_runs_not_a_seed_sweep(tmp_path):
     # a multirun's one-seed tie still says seed=0,1,2
     [plain] = answer(group_configs(load_runs([write_runs(tmp_path / "study", DEFAULT_STUDY)])))
     assert "run seed=0,1,2 to tell them apart" in plain
+
+
+def test_a_configuration_no_seed_of_which_completed_is_named_not_left_out(tmp_path):
+    # Seen on SLURM: optim.lr=1e-3,1e8 where every 1e8 run failed. The answer named the other best and
+    # said nothing of it; both rows of the table read "full".
+    from src.record.schema import RunRecord
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import Run
+    from src.reporting.verdict import answer
+
+    def run(name: str, lr: float, seed: int, status: str) -> Run:
+        done = {"val_acc": 0.9, "test_acc": 0.9, "train_flops": 1e9, "train_time_s": 1.0} if status == "completed" else {}
+        return Run(tmp_path / name, RunRecord(strategy="full", seed=seed, status=status, dataset="digits", train_samples=50,
+                                              lr=lr, trainable_params=10, **done))
+
+    runs = [run("a0", 1e-3, 0, "completed"), run("a1", 1e-3, 1, "completed"), run("b0", 1e8, 0, "failed"),
+            run("b1", 1e8, 1, "interrupted")]
+    configs = group_configs(runs)
+    assert [c.label for c in configs] == ["full (lr=0.001)"] and [u.label for u in configs.unfinished] == ["full (lr=1e+08)"]
+    (text,) = answer(configs)
+    assert "Not counted, as they did not complete: full (lr=1e+08) on seeds 0, 1 (failed, interrupted)." in text

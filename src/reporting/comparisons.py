@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from src.record.io import as_number
-from src.reporting.configs import Config, config_labels
+from src.reporting.configs import Config, Unfinished, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.runs import ConfigKey
 from src.reporting.stats import LEVEL, holm, paired
@@ -31,7 +31,7 @@ COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", 
 METRIC_LABEL = {"val_acc": "validation accuracy", "test_acc": "test accuracy", "test_balanced_acc": "test balanced accuracy"}
 
 
-def task_key(config: Config) -> tuple:
+def task_key(config: Config | Unfinished) -> tuple:
     """What a configuration is evaluated on: the dataset (by identity, `dataset_token`) and the
     training set drawn from it. Only configurations on the same task are compared head to head."""
     key = dict(config.key)

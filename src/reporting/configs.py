@@ -33,6 +33,23 @@ class Duplicate:
     kept: Run
 
 
+@dataclass(frozen=True)
+class Unfinished:
+    """A configuration with runs of which none completed (each failed or was interrupted): nothing to
+    place it by, so the answer names it as not counted rather than leave it out unseen."""
+
+    key: ConfigKey
+    label: str
+    runs: list[Run]
+
+
+class Configs(list):
+    """`group_configs`' configurations (a list of Config), carrying the `Unfinished` ones beside them,
+    so that every reader of the answer (`verdict.verdicts`) gets them without another argument."""
+
+    unfinished: list[Unfinished] = []
+
+
 @dataclass
 class Config:
     """The runs of one configuration (one per seed) and their mean ± 95% CI per measure."""
@@ -77,7 +94,7 @@ class Config:
 
 
 
-def group_configs(runs: Sequence[Run]) -> list[Config]:
+def group_configs(runs: Sequence[Run]) -> Configs:
     """Completed runs pooled by configuration, in order of first appearance, one run per seed: a
     second completed run of a configuration on a seed it has (a retried job, a copied folder) is a
     `Duplicate` of the first in folder order, listed and never averaged in.
@@ -110,10 +127,15 @@ def group_configs(runs: Sequence[Run]) -> list[Config]:
                    if any(is_rerun(m.dir) for m in members) and not all(is_rerun(m.dir) for m in members)}
     for key in selected_on:
         pooled[key] = [m for m in pooled[key] if is_rerun(m.dir)]
-    names = dataset_names(done, tokens)
-    labels = config_labels(list(pooled), names)
+    unfinished: dict[ConfigKey, list[Run]] = {}
+    for run in stopped:  # a configuration no seed of which completed: told apart by its label as well
+        if (key := keys[id(run)]) not in pooled:
+            unfinished.setdefault(key, []).append(run)
+    names = dataset_names(done + stopped, tokens)
+    labels = config_labels(list(pooled) + list(unfinished), names)
     measures = MEASURES + tuple(ood_measures(ood_sets([r.result for m in pooled.values() for r in m])))
-    configs = []
+    configs = Configs()
+    configs.unfinished = [Unfinished(key, labels[key], members) for key, members in unfinished.items()]
     for key, members in pooled.items():
         stats = {}
         for m in measures:

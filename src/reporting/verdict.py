@@ -30,7 +30,7 @@ from src.reporting.more_seeds import MORE_SEEDS, RERUN_SEEDS, more_seeds
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
 from src.reporting.wording import (
-    and_list, common_seeds, gap_p, gap_size, interval_digits, p_text, points, seeds_sentence, value_text,
+    and_list, common_seeds, gap_p, gap_size, interval_digits, not_completed, p_text, points, seeds_sentence, value_text,
 )
 
 __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
@@ -163,8 +163,8 @@ def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "t
     for members in tasks.values():
         where = f"{members[0].dataset} ({per_class_label(members[0])} per class)" if len(tasks) > 1 else None
         counts = [len(c.runs) for c in members]
-        left = tuple(f"{names[id(c)]} on seed{'s' * (len(c.lost) > 1)} {', '.join(str(r.result.seed) for r in c.lost)} "
-                     f"({', '.join(sorted({str(r.result.status) for r in c.lost}))})" for c in members if c.lost)
+        left = tuple(not_completed(names[id(c)], c.lost) for c in members if c.lost) + tuple(
+            not_completed(u.label, u.runs) for u in getattr(configs, "unfinished", ()) if task_key(u) == task_key(members[0]))
         out.append(Verdict(where, (min(counts), max(counts)), _standing(members, "val_acc", names),
                            _standing(members, "test_acc", names), _trade(members, names, metric, cost), left))
     return out

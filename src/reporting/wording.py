@@ -4,12 +4,12 @@ accuracy with its CI or interval, names joined with "and". One place, so every s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from src.reporting.stats import LEVEL
 
-__all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "level_text", "p_text", "points",
-           "seeds_sentence", "value_text"]
+__all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "level_text", "not_completed", "p_text",
+           "points", "seeds_sentence", "value_text"]
 
 
 class PairedGap(Protocol):
@@ -128,3 +128,9 @@ def gap_p(g: PairedGap) -> str:
 
 def level_text(level: float) -> str:
     return f"{100 * level:.2f}".rstrip("0").rstrip(".") + "%"  # 95%, 97.5%, 98.33%
+
+
+def not_completed(name: str, runs: Sequence[Any]) -> str:
+    """A configuration's runs (`src.reporting.runs.Run`) that did not complete, for the answer: "full on seeds 0, 1 (failed)"."""
+    return (f"{name} on seed{'s' * (len(runs) > 1)} {', '.join(str(r.result.seed) for r in runs)} "
+            f"({', '.join(sorted({str(r.result.status) for r in runs}))})")
