@@ -124,3 +124,21 @@ def test_steps_are_timed_at_the_batch_training_will_make_not_a_larger_one(tiny_c
         assert sizes and max(sizes) == dry["train_images"] < batch_size
     assert est.train_batch(batch_size, 15) == 15 and est.train_batch(8, 15) == 8
     assert est.train_batch(batch_size, 1) == 2  # BatchNorm's least, as a one-image batch never trains
+
+
+def test_a_resumed_runs_estimate_is_for_the_epochs_left(tiny_config, tmp_path, monkeypatch, capsys):
+    # A run resumed with 2 of 3 epochs left was told the time of all 3 (58 s), its first epoch's steps
+    # and validation counted again.
+    from src.training import estimate as est
+    from src.training.setup import setup
+
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.01)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: 0.1)
+    cfg = tiny_config(strategy={"name": "full"}, trainer={"epochs": 3, "batch_size": 8, "feature_cache": "off"})
+    s = setup(cfg, tmp_path)
+    whole, left = est.estimate(cfg, s), est.estimate(cfg, s, first_epoch=1)
+    steps = -(-whole.train_images // 8)
+    assert whole.train_s == pytest.approx(3 * 0.1 * steps) and left.train_s == pytest.approx(2 * 0.1 * steps)
+    assert whole.eval_s - left.eval_s == pytest.approx(0.01 * whole.val_images)  # one validation pass fewer
+    assert left.train_flops == whole.train_flops  # the run's whole count, as result.json records it
+    assert ", 2 of 3 epochs left (resumed) of batch 8" in left.line() and ", 3 epochs of batch 8" in whole.line()

@@ -224,7 +224,12 @@ def restore(state: dict[str, Any], s: Any, meters: Any) -> int:
     device = next(s.model.parameters()).device
     meters.best.state = {k: v.detach().to(device).clone() for k, v in best.items()}
     _set_rng(state["rng"], s.train.generator)
-    return int(state["epoch"]) + 1
+    return first_epoch(state)
+
+
+def first_epoch(state: dict[str, Any] | None) -> int:
+    """The first epoch a run trains: the one after its checkpoint's (`latest`), 0 with none."""
+    return 0 if state is None else int(state["epoch"]) + 1
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -50,6 +50,12 @@ class Estimate:
     feature_cache: bool
     # the last module whose output is cached: "pre-logits" (the backbone), a frozen prefix's last module
     feature_cache_cut: str | None = None
+    first_epoch: int = 0  # a resumed run's first epoch to train: the time is for the epochs left
+
+    @property
+    def epochs_text(self) -> str:
+        left = self.epochs - self.first_epoch
+        return f"{self.epochs} epochs" if not self.first_epoch else f"{left} of {self.epochs} epochs left (resumed)"
 
     @property
     def total_s(self) -> float:
@@ -61,7 +67,7 @@ class Estimate:
         cache = "" if not self.feature_cache else " (feature cache: backbone once)" \
             if cut in (None, "pre-logits") else f" (feature cache: up to {cut} once)"
         return (f"estimate: {self.train_images}/{self.val_images}/{self.test_images} images (train/val/test) at "
-                f"{self.image_size} px, {self.epochs} epochs of batch {self.batch_size}{cache}: {flops}, "
+                f"{self.image_size} px, {self.epochs_text} of batch {self.batch_size}{cache}: {flops}, "
                 f"~{duration(self.total_s)} ({duration(self.train_s)} training + {duration(self.eval_s)} "
                 "evaluation; after loading, timed on this machine now)")
 
@@ -98,8 +104,10 @@ def cache_pass_flops(model: torch.nn.Module, cut: Cut | None, input_shape: tuple
     return reuse.forward_flops(model, input_shape) - reuse.forward_flops(SkipPrefix(model, cut.skipped), cut.shape)
 
 
-def estimate(cfg: RunConfig, s: Setup) -> Estimate:
-    """The cost of training `s` as `cfg` says; `s` is left as it was."""
+def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
+    """The cost of training `s` as `cfg` says, from `first_epoch` (a resumed run's: its time counted
+    every epoch, 58 s said with 2 of 3 epochs left); `s` is left as it was. The FLOPs are the whole
+    run's, as result.json records them."""
     t, rt = cfg.trainer, s.runtime
     devices = [rt.device] if rt.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # dropout in the timed steps draws numbers the run must still get
@@ -127,15 +135,17 @@ def estimate(cfg: RunConfig, s: Setup) -> Estimate:
             once_train_s = max(_forward_s_per_image(model, s, train_size, s.input_shape)
                                - _forward_s_per_image(net, s, train_size, shape), 0.0)
         step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
-        for e in range(t.epochs):
+        epochs = range(first_epoch, t.epochs)
+        for e in epochs:
             if s.schedule.active(e) not in step_s:
                 step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e, train_size)
-        train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in range(t.epochs))
-        eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (t.epochs + 1) + n_test)
+        # the cached pass is made again by a resumed process: the cache lives in memory
+        train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in epochs)
+        eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (len(epochs) + 1) + n_test)
     cached = not isinstance(choice, str)
     cut = None if not cached else "pre-logits" if choice is None else choice.last  # type: ignore[union-attr]
     return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
-                    cached, cut)
+                    cached, cut, first_epoch)
 
 
 def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut | str | None) -> int | None:
