@@ -20,8 +20,8 @@ from src.data.cache_write import RowFile, labels_crc
 from src.data.folders import folder_parts, part_dir
 from src.data.paths import one_line, shown
 from src.data.splits import Split
-from src.machine import usable_cpus
 from src.data.workers import decoded
+from src.machine import usable_cpus
 
 log = logging.getLogger(__name__)
 

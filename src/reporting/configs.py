@@ -47,7 +47,7 @@ class Configs(list):
     """`group_configs`' configurations (a list of Config), carrying the `Unfinished` ones beside them,
     so that every reader of the answer (`verdict.verdicts`) gets them without another argument."""
 
-    unfinished: list[Unfinished] = []
+    unfinished: Sequence[Unfinished] = ()  # group_configs sets its own
 
 
 @dataclass

@@ -132,11 +132,17 @@ def _hydra_job_number(hydra_file: Path, mtime_ns: int) -> int | None:
         text = hydra_file.read_text()
         if OUR_SWEEPER not in text:
             return None
-        hydra = (yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("hydra", {})
+        hydra = _hydra_section(text)
         num = hydra.get("job", {}).get("num")
         return num if isinstance(num, int) and OUR_SWEEPER in str(hydra.get("sweeper", {}).get("_target_", "")) else None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a label, not worth failing a report for
         return None
+
+
+def _hydra_section(text: str) -> dict[str, Any]:
+    """The `hydra` mapping of a job's `.hydra/hydra.yaml` text; libyaml's loader where PyYAML has it
+    (the same safe subset, about ten times faster). AttributeError where the file is no mapping."""
+    return (yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("hydra") or {}
 
 
 def run_settings(run_dir: Path) -> dict[str, Any]:
@@ -239,7 +245,7 @@ def _override(key: str, value: Path) -> str:
 def _hydra_mode(hydra_file: Path) -> tuple[str, str]:
     """(hydra.mode, the sweeper's _target_) of a job's Hydra record, or ("", "") where it has none."""
     try:
-        hydra = (yaml.load(hydra_file.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}).get("hydra")
+        hydra = _hydra_section(hydra_file.read_text())
         return str(hydra.get("mode") or ""), str((hydra.get("sweeper") or {}).get("_target_") or "")
     except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):  # a hint, not worth failing a report for
         return "", ""

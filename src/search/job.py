@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage
 
 from src.config import OUR_SWEEPER, RunConfig
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
-from src.search.results import trial_dir, trial_dir_attrs
+from src.search.results import record_trial_dir, trial_dir
 from src.search.storage import make_storage
 
 # The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
@@ -70,8 +70,7 @@ def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg
                                   pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
         trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(
             storage.get_study_id_from_name(name), number))
-        for key, value in trial_dir_attrs(out, sweep_dir).items():
-            trial.set_user_attr(key, value)
+        record_trial_dir(trial, out, sweep_dir)
         if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
             _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out, sweep_dir)
         yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",

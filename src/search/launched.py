@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 from src.config import ConfigError
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
-from src.search.results import DONE, finished_outcome, holds_a_place, settle_stale, trial_dir, trial_dir_attrs
+from src.search.results import DONE, finished_outcome, holds_a_place, record_trial_dir, settle_stale, trial_dir
 from src.search.space import suggest
 from src.search.storage import SweepJournalStorage, SweepRDBStorage, heartbeats
 
@@ -207,8 +207,7 @@ def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
         return
     record: RunRecord | None = None
     if out is not None:
-        for key, value in trial_dir_attrs(out, s.sweep_dir or out.parent).items():
-            trial.set_user_attr(key, value)
+        record_trial_dir(trial, out, s.sweep_dir or out.parent)
         try:
             record = RunRecord.from_json(read_json_object(out / RESULT_FILE))
         except (OSError, ValueError) as err:

@@ -32,6 +32,12 @@ def trial_dir_attrs(out: Path, sweep_dir: Path | str) -> dict[str, str]:
     return {"run_dir": str(out)} | ({"run_subdir": str(out.relative_to(base))} if out.is_relative_to(base) else {})
 
 
+def record_trial_dir(trial: optuna.Trial, out: Path, sweep_dir: Path | str) -> None:
+    """`trial_dir_attrs` set on the trial."""
+    for key, value in trial_dir_attrs(out, sweep_dir).items():
+        trial.set_user_attr(key, value)
+
+
 def trial_dir(attrs: Mapping[str, Any], sweep_dir: Path | str | None) -> Path | None:
     """A trial's run folder (None when its job recorded none): its place in the sweep folder as the
     sweep folder is now, so that one moved or copied (to a bigger disk, off a cluster) counts and

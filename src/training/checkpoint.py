@@ -232,6 +232,11 @@ def first_epoch(state: dict[str, Any] | None) -> int:
     return 0 if state is None else int(state["epoch"]) + 1
 
 
+def elapsed_s(state: dict[str, Any] | None) -> float:
+    """The seconds the run's earlier attempts spent up to its checkpoint (the meters' clock), 0 with none."""
+    return 0.0 if state is None else float(state["meters"]["elapsed_s"])
+
+
 def _fsync_dir(folder: Path) -> None:
     """The rename itself made durable (POSIX: fsync of the folder); where that is not possible, as close as the OS allows."""
     try:

@@ -142,7 +142,7 @@ def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCal
     # A resumed run's total_time_s includes what its earlier attempts spent up to the checkpoint, as
     # its train_time_s does (the meters' clock travels in the checkpoint): counted from this process
     # alone, a run killed late and resumed recorded less total time than training time.
-    started = time.perf_counter() - (float(resume["meters"]["elapsed_s"]) if resume is not None else 0.0)
+    started = time.perf_counter() - checkpoint.elapsed_s(resume)
     rec = record.config_record(cfg, run_dir)  # a misspelled field fails here, before anything is written
     progress = Progress()
     tracker: Tracker | None = None
