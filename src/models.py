@@ -17,6 +17,7 @@ from timm.models import clean_state_dict, load_state_dict, remap_state_dict
 from torch import nn
 
 from src.config import ConfigError, ModelConfig
+from src.record.integrity import DamagedFile, check_crc
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise PretrainedWeightsError(f"model.checkpoint_path={str(path)!r}: file not found")
     where = f"model.checkpoint_path={str(path)!r}"
+    try:  # a flipped bit in a weight is read by torch without a word: the zip's CRC-32s first
+        check_crc(path)
+    except DamagedFile as err:
+        raise PretrainedWeightsError(f"{where} is damaged: {err}") from None
     try:
         # use_ema=False: a checkpoint's `state_dict` before its EMA copy, as this loader always did.
         state = load_state_dict(str(path), use_ema=False)

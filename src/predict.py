@@ -31,10 +31,12 @@ from src.data.folders import IMAGE_SUFFIXES, image_files
 from src.data.paths import one_line, shown
 from src.data.splits import Split
 from src.models import normalization
+from src.record.integrity import DamagedFile
 from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, writable_home, write_text
-from src.training.engine import predict
 from src.training.checkpoint import BEST_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
-from src.training.checkpoint import DamagedFile, load_tensors
+from src.training.checkpoint import load_tensors
+from src.training.engine import predict
+
 CSV_HEAD = ("path", "class", "probability")
 
 

@@ -117,3 +117,26 @@ def test_a_checkpoint_under_other_names_must_match_by_position_in_shape_and_kind
     torch.save(wrong_kind, tmp_path / "wrong_kind.pt")
     with pytest.raises(PretrainedWeightsError, match=r"checkpoint tensor t1.bias \(24,\) does not match model tensor bn1.weight"):
         load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(tmp_path / "wrong_kind.pt")))
+
+
+def test_a_checkpoint_path_with_a_flipped_bit_is_refused_not_trained_from(tmp_path):
+    """torch.load reads past the CRC-32 that torch.save stores: a rotted weight in the file a run
+    starts from was loaded silently (the run trained from weights nobody saved). A .safetensors file
+    has no checksum to check and still loads."""
+    import timm
+    from safetensors.torch import save_file
+
+    from tests.disks import flip_bit
+
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    path = tmp_path / "start.pt"
+    torch.save(state, path)
+    load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(path)))  # whole: loads
+    flip_bit(path)
+    with pytest.raises(PretrainedWeightsError, match=r"model.checkpoint_path='.*start.pt' is damaged: entry \S+/data/0 "
+                                                     r"does not match the CRC-32"):
+        load_pretrained(ModelConfig(name="test_efficientnet", weights="file", checkpoint_path=str(path)))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "start.safetensors"))
+    model = load_pretrained(ModelConfig(name="test_efficientnet", weights="file",
+                                        checkpoint_path=str(tmp_path / "start.safetensors")))
+    assert torch.equal(model.state_dict()["conv_stem.weight"], state["conv_stem.weight"])

@@ -31,7 +31,6 @@ import logging
 import os
 import random
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from src.config import ConfigError, FolderRefused, RunConfig
 from src.data.identity import short_id
 from src.models import head_param_names
 from src.record.io import METRICS_FILE, write_text, write_with
+from src.record.integrity import check_crc
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,11 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-class DamagedFile(ValueError):
-    """A .pt file whose bytes are not the ones written: the message says which entry."""
-
-
 def load_tensors(path: Path) -> Any:
     """A .pt file this project wrote, read with `torch.load(weights_only=True)` once every entry of its
-    zip matches the CRC-32 that `torch.save` stored with it. torch reads past that check, so a flipped
-    bit in a weight (a rotting disk, a bad copy) loaded silently: a resumed run continued from it and
-    `src.predict` served NaN or other classes, exit 0. DamagedFile names the first bad entry."""
-    if zipfile.is_zipfile(path):  # not a zip at all: torch.load says why, as for any foreign file
-        with zipfile.ZipFile(path) as archive:
-            try:
-                bad = archive.testzip()
-            except (zipfile.BadZipFile, OSError, EOFError) as err:  # a header torn past the directory
-                raise DamagedFile(f"its zip entries cannot be read ({err})") from None
-        if bad is not None:
-            raise DamagedFile(f"entry {bad} does not match the CRC-32 written with it (bytes changed since it was saved)")
+    zip matches the CRC-32 that `torch.save` stored with it (`integrity.check_crc`: DamagedFile names
+    the first bad entry)."""
+    check_crc(path)
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -1,0 +1,31 @@
+"""A torch.save file's bytes checked against the CRC-32 stored with each entry of its zip.
+
+torch.load reads past that check, so a flipped bit in a weight (a rotting disk, a bad copy) loaded
+silently: a resumed run continued from it, `src.predict` served NaN or other classes (exit 0), and a
+`model.checkpoint_path` started a run from weights no one saved. Every reader of a .pt file calls
+`check_crc` first; here, below src.models and src.training, so both can.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+
+class DamagedFile(ValueError):
+    """A .pt file whose bytes are not the ones written: the message says which entry."""
+
+
+def check_crc(path: Path) -> None:
+    """DamagedFile if an entry of `path`'s zip does not match its CRC-32 or cannot be read. A file
+    that is not a zip (.safetensors, torch's legacy format) carries no checksum: nothing to check,
+    and its own loader says what it is."""
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        try:
+            bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as err:  # a header torn past the directory
+            raise DamagedFile(f"its zip entries cannot be read ({err})") from None
+    if bad is not None:
+        raise DamagedFile(f"entry {bad} does not match the CRC-32 written with it (bytes changed since it was saved)")
