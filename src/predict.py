@@ -11,7 +11,6 @@ and classified in eval mode (`src.training.engine.predict`). A folder is read at
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import yaml
 
+from src.cli_args import OneLineParser
 from src.config import ConfigError
 from src.config.checks import MAX_IMAGE_SIZE
 from src.data.batches import Batches
@@ -283,7 +283,7 @@ def check_out(out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.predict", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m src.predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="a finished run's folder (config.yaml, result.json, model_best.pt), or its result.json")
     parser.add_argument("images", nargs="+", help="image files or folders of them")
     parser.add_argument("--out", help="write the CSV here instead of printing it")

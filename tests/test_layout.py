@@ -25,7 +25,7 @@ LAYERS = [
     {"src.measurement"},
     {"src.strategies", "src.data", "src.reporting"},
     {"src.models"},
-    {"src.record", "src.machine"},  # run files, a .pt file's checksums (src.models checks a checkpoint_path's)
+    {"src.record", "src.machine", "src.cli_args"},  # run files, a .pt file's checksums (src.models checks a checkpoint_path's)
     {"src.config"},
 ]
 # Upward imports allowed inside a function body only (never at import time): (importer, imported).

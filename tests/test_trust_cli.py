@@ -371,3 +371,20 @@ def test_precheck_composes_each_job_as_hydra_does(monkeypatch):
             expected = OmegaConf.to_container(compose("config", overrides=job), resolve=True)
             assert OmegaConf.to_container(job_config(job, "config", cache), resolve=True) == expected, job
         assert len(cache) == 8  # one composition per dataset x strategy
+
+
+@pytest.mark.parametrize("argv", [["src.report"], ["src.report", "--bogus", "x"], ["src.report", "d", "--metric", "f1"],
+                                  ["src.predict", "run"], ["src.predict", "r", "i", "--nope"]])
+def test_a_bad_command_line_of_report_or_predict_is_one_line(argv, capsys):
+    """argparse printed its usage block (four lines for src.report), then the error: a job log kept
+    the usage's end. Now the error, naming what is wrong, and where the usage is, in one line."""
+    from src.predict import main as predict_main
+    from src.reporting.cli import main as report_main
+
+    main = {"src.report": report_main, "src.predict": predict_main}[argv[0]]
+    with pytest.raises(SystemExit) as ended:
+        main(argv[1:])
+    assert ended.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"python -m {argv[0]}: error: "), lines
+    assert lines[0].endswith(f"(usage: python -m {argv[0]} --help)")

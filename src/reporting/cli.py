@@ -12,12 +12,12 @@ there: a report never replaces another.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
+from src.cli_args import OneLineParser
 from src.record.io import RESULT_FILE, SkippedFile
 from src.reporting.configs import group_configs
 from src.reporting.comparisons import win_map
@@ -70,7 +70,7 @@ def _writable(folder: Path, what: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m src.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", help="run, multirun or sweep folders")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     parser.add_argument("--out", help="report folder, new or empty (default: DIR/report of the first DIR, "
