@@ -151,3 +151,16 @@ def test_no_module_over_400_lines_and_no_function_over_60():
                 if (lines := node.end_lineno - node.lineno + 1) > FUNCTION_LINES:
                     too_long.append(f"function {where}:{node.lineno} {node.name}: {lines} lines")
     assert not too_long, f"over {MODULE_LINES} lines a module or {FUNCTION_LINES} a function:\n" + "\n".join(too_long)
+
+
+def test_hydra_is_not_imported_below_the_entrypoint():
+    """Hydra composes the config at the entrypoint (src.train, the sweeper's side); what trains,
+    reports and predicts is plain Python on the typed config. build_optimizer called Hydra's
+    `instantiate` for the optimizer, so a run imported hydra where it trained."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import src.training.run, src.reporting.cli, src.predict; "
+            "print(sorted(m for m in sys.modules if m == 'hydra' or m.startswith('hydra.')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=SRC.parent, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

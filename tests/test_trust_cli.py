@@ -246,12 +246,14 @@ def test_interrupting_a_run_is_one_line_with_the_record(tmp_path, multirun, sig,
     assert not (tmp_path / "m" / "1_layerwise").exists()  # a multirun stops at the interrupted job
 
 
-# Sends the run a SIGTERM from inside OmegaConf while the optimizer is built (hydra.utils.instantiate
-# appending `betas` to a ListConfig, at its 2nd `_validate_set`): the handler runs there, as a real
-# `kill -TERM` landing at that moment would. OmegaConf left a None in the list and a `finally` above
-# failed on it: exit 1, a 5-line ConfigKeyError, result.json `failed`.
+# Sends the run a SIGTERM from inside OmegaConf while the optimizer is built (a ListConfig getting
+# `betas` appended, at its 2nd `_validate_set`, as hydra.utils.instantiate did there until the
+# optimizer was built in plain Python): the handler runs there, as a real `kill -TERM` landing at that
+# moment would. OmegaConf left a None in the list and a `finally` above failed on it: exit 1, a 5-line
+# ConfigKeyError, result.json `failed`.
 _SIGTERM_IN_OPTIMIZER_CONFIG = """
 import os, runpy, signal, sys
+from omegaconf import OmegaConf
 import src.training.optim as optim
 build, sent = optim.build_optimizer, [0]
 def inside(frame, event, arg):
@@ -264,11 +266,14 @@ def inside(frame, event, arg):
 def build_optimizer(cfg, groups):
     sys.setprofile(inside)
     try:
+        betas = OmegaConf.create([])
+        for beta in cfg.optimizer.betas:
+            betas.append(beta)
         return build(cfg, groups)
     finally:
         sys.setprofile(None)
         if sent[0] < 2:
-            print("no SIGTERM was sent: build_optimizer made no ListConfig", file=sys.stderr)
+            print("no SIGTERM was sent: no ListConfig was appended to", file=sys.stderr)
 optim.build_optimizer = build_optimizer
 sys.argv = ["src.train", *sys.argv[1:]]
 runpy.run_module("src.train", run_name="__main__", alter_sys=True)

@@ -172,7 +172,7 @@ def default_strategy() -> StrategyConfig:
 # --- end strategy configs
 
 
-# --- optimizers: `optim.optimizer` is built as Hydra instantiates a `_partial_` node (src/training/optim.py):
+# --- optimizers: `optim.optimizer` is built as Hydra would instantiate its `_partial_` node (src/training/optim.py):
 # the class `_target_` with the knobs its YAML gives, the param groups (each with its real lr and
 # weight_decay) bound when training has them. Each optimizer's class below holds only its own knobs.
 @dataclass(frozen=True)

@@ -8,12 +8,11 @@ mid-run, which would break torch schedulers and resuming: a group that is not tr
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
 import math
 from collections.abc import Sequence
 
 import torch
-from hydra.utils import instantiate
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -51,11 +50,13 @@ def param_groups(
 
 
 def build_optimizer(cfg: OptimConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    """The optimizer `optim.optimizer` names, as Hydra instantiates its `_partial_` node (YAML in
-    conf/optim/), bound to `groups`: each group carries its real `lr` and `weight_decay`, so the
-    class's own defaults for those are never used."""
-    make = instantiate(dataclasses.asdict(cfg.optimizer), _convert_="all")  # plain lists, not ListConfig, in the groups
-    return make(groups)
+    """The optimizer class `optim.optimizer._target_` names (one of src.config's OPTIMIZERS: a closed
+    set, so the name is an import), given `groups` and the knobs its config sets (betas, momentum):
+    what Hydra's `_partial_` instantiation made, in plain Python, as everything below the entrypoint
+    is. Each group carries its real `lr` and `weight_decay`, so the class's own defaults for those
+    are never used."""
+    module, _, name = cfg.optimizer._target_.rpartition(".")
+    return getattr(importlib.import_module(module), name)(groups, **cfg.optimizer.knobs())
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float) -> float:
