@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from src.reporting.comparisons import COSTS
 from src.reporting.pareto import pareto_front
 from src.reporting.stats import mean_ci, paired
 from tests.cli import REPO, TINY_OVERRIDES, env
@@ -60,10 +61,12 @@ def test_report_pools_seeds_with_t_intervals_and_marks_the_front(results, report
         mean, half = mean_ci([r["test_acc"] for r in runs])
         assert row["test_acc"] == pytest.approx(mean)
         assert (row["test_acc_ci95"] or 0.0) == pytest.approx(0.0 if math.isnan(half) else half)
-    points = [(r["test_acc"], r["train_flops"]) for r in rows]
-    for i, row in enumerate(rows):  # the front by the definition, not by the code under test
-        beaten = any(a >= points[i][0] and c <= points[i][1] and (a, c) != points[i] for a, c in points)
-        assert row["pareto"] == (not beaten), row
+    for cost in COSTS:  # each cost's front (the figure's panels), by the definition, not by the code under test
+        points = [(r["test_acc"], r[cost]) for r in rows]
+        for i, row in enumerate(rows):
+            beaten = any(a >= points[i][0] and c <= points[i][1] and (a, c) != points[i] for a, c in points)
+            assert row["pareto_by_cost"][cost] == (not beaten), (cost, row)
+            assert cost != "train_flops" or row["pareto"] == (not beaten), row
     assert pareto_front([(0.9, 1.0), (0.95, 2.0), (0.94, 3.0), (0.8, 0.5)]) == [3, 0, 1]
     page = (report / "index.html").read_text()
     assert " ± " in page and "frozen" in page and "Pareto" in page
@@ -122,6 +125,8 @@ def test_multirun_ends_with_a_report_and_a_wandb_summary_run(results):
     assert set(wandb_files.run_info(summary_file).tags) >= {*STRATEGIES, "test_efficientnet"}
     assert all(logged[k] == "image-file" for k in ("pareto", "curves", "schedules"))
     assert wandb_files.summary(summary_file)["n_runs"] == 2 * len(STRATEGIES)
+    assert wandb_files.summary(summary_file)["pareto_configs_by_cost"] == {  # each cost's front, as summary.json has it
+        cost: [r["config"] for r in summary if r["pareto_by_cost"][cost]] for cost in COSTS}
     runs = _table(results / "report", "runs")
     on_disk = {p.parent.name: json.loads(p.read_text()) for p in results.glob("*/result.json")}
     assert {r["run"] for r in runs} == set(on_disk)

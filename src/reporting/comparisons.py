@@ -19,12 +19,14 @@ from src.reporting.pareto import pareto_front
 from src.reporting.runs import ConfigKey
 from src.reporting.stats import LEVEL, holm, paired
 
-__all__ = ["COSTS", "COST_WORDS", "LEVEL", "METRIC_LABEL", "Family", "cost_ratio", "paired_on_common_seeds",
+__all__ = ["COSTS", "COST_SHORT", "COST_WORDS", "LEVEL", "METRIC_LABEL", "Family", "cost_ratio", "paired_on_common_seeds",
            "paired_rows",
            "per_class_label", "summary_rows", "task_key", "untasked", "win_map"]
 
 # Costs on offer for the x axis of accuracy-vs-cost plots.
 COSTS = {"train_flops": "train FLOPs", "train_time_s": "train time (s)", "trainable_params": "trainable params"}
+# The same costs in a table cell (the fronts a configuration is on).
+COST_SHORT = {"train_flops": "FLOPs", "train_time_s": "time", "trainable_params": "params"}
 # The same costs in a sentence ("at 1/18 of its training FLOPs").
 COST_WORDS = {"train_flops": "training FLOPs", "train_time_s": "training time", "trainable_params": "trainable parameters"}
 # The accuracies a report can put against cost, in words.
@@ -106,10 +108,11 @@ def paired_rows(configs: Sequence[Config], metric: str = "test_acc") -> list[dic
 
 
 def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[dict[str, Any]]:
-    """One row per configuration: seeds, mean and 95% CI of each measure, and Pareto membership
-    (on `metric` against `cost`)."""
-    pts = [(c.stats.get(metric, (math.nan,))[0], c.stats.get(cost, (math.nan,))[0]) for c in configs]
-    front = set(pareto_front(pts))
+    """One row per configuration: seeds, mean and 95% CI of each measure, and Pareto membership on
+    `metric` against `cost` (`pareto`) and against each of COSTS (`pareto_by_cost`, as the report's
+    panels draw them: None where the configuration has no number for that cost)."""
+    fronts = {c: _front(configs, metric, c) for c in dict.fromkeys([cost, *COSTS])}
+    front = {i for i, on in enumerate(fronts[cost]) if on}
     rows = []
     for i, c in enumerate(configs):
         row: dict[str, Any] = {"config": c.label, "strategy": c.strategy, "seeds": len(c.runs)}
@@ -117,6 +120,7 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
             row[m] = mean
             row[f"{m}_ci95"] = None if math.isnan(half) else half
         row["pareto"] = i in front
+        row["pareto_by_cost"] = {c: on[i] for c, on in fronts.items() if c in COSTS}
         row["run_dirs"] = [str(r.dir) for r in c.runs]
         row["duplicates"] = [{"run": str(d.run.dir), "of": str(d.kept.dir)} for d in c.duplicates]
         row["selected_on"] = [str(r.dir) for r in c.selected_on]  # not counted: its re-runs are the measure
@@ -190,3 +194,11 @@ def cost_ratio(cheap: float, dear: float) -> str:
     if times >= 2:
         return f"1/{times:.2g}"
     return f"{cheap / dear:.0%}"
+
+
+def _front(configs: Sequence[Config], metric: str, cost: str) -> list[bool | None]:
+    """Whether each configuration is on the Pareto front of `metric` against `cost`; None for one
+    without a mean of either (a seed recorded null), which neither joins nor blocks the front."""
+    pts = [(c.stats.get(metric, (math.nan,))[0], c.stats.get(cost, (math.nan,))[0]) for c in configs]
+    front = set(pareto_front(pts))
+    return [None if any(math.isnan(v) for v in p) else i in front for i, p in enumerate(pts)]

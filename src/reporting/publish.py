@@ -12,7 +12,7 @@ from typing import Any
 from src.config import LoggerConfig
 from src.record.io import SkippedFile, read_json_object
 from src.reporting import robustness
-from src.reporting.comparisons import METRIC_LABEL, paired_rows, summary_rows, win_map
+from src.reporting.comparisons import COSTS, METRIC_LABEL, paired_rows, summary_rows, win_map
 from src.reporting.configs import Config, group_configs, ood_metrics
 from src.reporting.ood_section import ood_win_map
 from src.reporting.page import FIGURES, first_line, write_report
@@ -77,7 +77,9 @@ def log_summary(tracker: Tracker, runs: Sequence[Run], configs: Sequence[Config]
     # first, so that a table or chart that fails later cannot cost it: the page's answer, and its
     # structure (who is tied with whom, on what evidence) for dashboards
     tracker.summary({"n_runs": len(runs), "n_configs": len(configs), "metric": metric,
-                     "pareto_configs": [r["config"] for r in rows if r["pareto"]], "answer": " ".join(render(found)),
+                     "pareto_configs": [r["config"] for r in rows if r["pareto"]],
+                     "pareto_configs_by_cost": {c: [r["config"] for r in rows if r["pareto_by_cost"][c]] for c in COSTS},
+                     "answer": " ".join(render(found)),
                      "verdict": as_json(found), "one_seed": all(v.one_seed for v in found),
                      "duplicates": [{"run": str(d.run.dir), "of": str(d.kept.dir)} for c in configs for d in c.duplicates],
                      "skipped_files": [str(b) for b in skipped]})

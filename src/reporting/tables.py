@@ -10,13 +10,13 @@ from typing import Any
 
 from src.record.io import format_table, run_names, si
 from src.record.schema import RunRecord
-from src.reporting.comparisons import METRIC_LABEL
+from src.reporting.comparisons import COST_SHORT, METRIC_LABEL
 from src.reporting.configs import Config, group_configs
 from src.reporting.runs import Run
 from src.reporting.verdict import answer
 
 SUMMARY_HEAD = ("configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
-                "trainable", "peak MB", "ImageNet agree", "Pareto")
+                "trainable", "peak MB", "ImageNet agree", "Pareto front on")
 
 
 def ci_text(row: dict[str, Any], key: str, fmt: str) -> str:
@@ -68,7 +68,7 @@ def summary_cells(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         r["config"], str(r["seeds"]), ci_text(r, "val_acc", ".4f"), ci_text(r, "test_acc", ".4f"),
         ci_text(r, "test_balanced_acc", ".4f"), ci_text(r, "train_flops", "si"), ci_text(r, "train_time_s", ".1f"),
         si(r.get("trainable_params")), ci_text(r, "peak_mem_mb", ".0f"),
-        ci_text(r, "imagenet_agreement", ".3f"), "✓" if r["pareto"] else "",
+        ci_text(r, "imagenet_agreement", ".3f"), ", ".join(COST_SHORT[c] for c, on in r["pareto_by_cost"].items() if on),
     ) for r in rows]
 
 
