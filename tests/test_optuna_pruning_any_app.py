@@ -5,6 +5,8 @@ the sweeper's process (the basic launcher) and in a launcher's worker processes 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -12,7 +14,7 @@ import pytest
 from optuna.trial import TrialState
 
 from hydra_plugins.ft_optuna_sweeper import report
-from tests.test_optuna_upstream import multirun
+from tests.test_optuna_upstream import APPS, multirun
 
 
 def _epochs(job: Path) -> list[tuple[int, int]]:
@@ -77,3 +79,24 @@ def test_a_task_in_submitit_local_jobs_reports_to_the_stored_study_and_is_pruned
     assert TrialState.PRUNED in [t.state for t in trials] and TrialState.FAIL not in [t.state for t in trials]
     pids = {pid for t in trials for _, pid in _epochs(tmp_path / "out" / str(t.number))}
     assert os.getpid() not in pids and len(pids) == 6  # one process per job
+
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.n_jobs=2"]])
+def test_relative_sweep_dir_and_storage_reach_the_study_from_a_job_that_changed_folder(tmp_path, launcher):
+    """The epochs app runs with hydra.job.chdir=true, as many apps do: each job in its own folder. A sweep
+    folder and a storage given relative to the launch folder (Hydra's default multirun/DATE/TIME is
+    relative) were looked for from the job's folder: report() found no optuna_study.yaml there and failed
+    every trial, and a worker opened a new, empty rel.db in its job folder (KeyError: 'Record does not exist').
+    A fresh process started in tmp_path, as a user starts it (joblib's workers start in its folder)."""
+    from tests.cli import env
+
+    proc = subprocess.run([sys.executable, str(APPS / "epochs" / "app.py"), "-m", "hydra.sweep.dir=out",
+                           "hydra.sweeper.storage=sqlite:///rel.db", "hydra.sweeper.study_name=rel",
+                           "hydra.sweeper.n_trials=4", *launcher], cwd=tmp_path, env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    trials = optuna.load_study(study_name="rel", storage=f"sqlite:///{tmp_path / 'rel.db'}").trials
+    assert len(trials) == 4 and TrialState.FAIL not in [t.state for t in trials]
+    assert all(t.intermediate_values for t in trials)  # every job reported to the study
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.db")) == ["rel.db"]

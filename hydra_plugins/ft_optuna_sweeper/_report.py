@@ -60,7 +60,8 @@ def _judge() -> StepJudge | None:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN or not str(hc.sweeper.get("_target_", "")).startswith(SWEEPER_PACKAGES):
         return None
-    sweep_dir = str(Path(hc.sweep.dir).resolve())
+    # a relative sweep dir is the launch folder's: with hydra.job.chdir=true this job runs in its own folder
+    sweep_dir = str((Path(hc.runtime.cwd) / hc.sweep.dir).resolve())
     key = (sweep_dir, int(hc.job.num))
     if key not in _JUDGES:
         _JUDGES.clear()  # one job at a time per process: an earlier job's judge is done
@@ -87,6 +88,27 @@ def _open(sweep_dir: str, number: int) -> StepJudge:
         study = optuna.load_study(study_name=str(saved.study_name), storage=storage, pruner=optuna_pruner(mode, spec))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
     return StepJudge(study, optuna.trial.Trial(study, trial_id), mode, spec)
+
+
+def absolute_storage(url: str | None) -> str | None:
+    """`url` with a relative file (sqlite:///study.db, journal:study.log) made absolute from this folder,
+    the sweep's launch folder: a job with hydra.job.chdir=true, or a launcher's worker, runs elsewhere
+    and would open (and create) another, empty file of that name."""
+    if url is None:
+        return None
+    if url.startswith("journal:"):
+        return f"journal:{Path(url.removeprefix('journal:')).absolute()}"
+    if not url.startswith("sqlite"):
+        return url
+    import sqlalchemy
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        return url  # open_storage says what is wrong with it, in one line
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        return url
+    return parsed.set(database=str(Path(parsed.database).absolute())).render_as_string(hide_password=False)
 
 
 def open_storage(url: str | None) -> Any:

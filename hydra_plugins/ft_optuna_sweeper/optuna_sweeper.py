@@ -134,7 +134,8 @@ class OptunaSweeper(Sweeper):
             grid = {k: grid_choices(k, p) for k, p in params.items()}
             sampler, n_trials = sampler(grid), min(n_trials, math.prod(len(v) for v in grid.values()))
             log.info("a grid of %d points: n_trials=%d", math.prod(len(v) for v in grid.values()), n_trials)
-        storage = report.open_storage(self.storage)
+        url = report.absolute_storage(self.storage)  # what the jobs open too, wherever they run
+        storage = report.open_storage(url)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, directions=directions,
                                     load_if_exists=True, pruner=optuna_pruner(mode, spec))
         log.info("study %s (%s) in %s: sampler %s, pruner %s", study.study_name, ", ".join(directions),
@@ -145,7 +146,7 @@ class OptunaSweeper(Sweeper):
                            custom=get_method(self.custom_search_space) if self.custom_search_space else None,
                            config=self.config, storage=self.storage)
         key = str(self.sweep_dir.resolve())
-        report.save_study_file(self.sweep_dir, study, self.storage, mode, spec)
+        report.save_study_file(self.sweep_dir, study, url, mode, spec)
         report.LIVE[key] = (study, storage, mode, spec)
         try:
             search.run(plan, self._launch)
