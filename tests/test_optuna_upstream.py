@@ -44,7 +44,7 @@ def multirun(monkeypatch, app: str, *args: str) -> int:
 
 
 _MAIN = {"sphere.sphere": "sphere", "pareto.binh_korn": "binh_korn", "custom_space.app": "sphere4",
-         "epochs.app": "train", "hparams.train": "train"}
+         "epochs.app": "train", "hparams.train": "train", "returns.app": "main"}
 
 
 def results(sweep_dir: Path) -> dict:
@@ -240,6 +240,39 @@ def test_upstream_failure_rate(tmp_path, monkeypatch, capsys, max_failure_rate):
         assert code == 0 and says not in capsys.readouterr().err and states == ["FAIL"] * 6
         assert results(tmp_path / "out")["best_value"] is None  # 1.3 crashed here on study.best_trial
 
+
+
+@pytest.mark.parametrize("returns, directions, says", [
+    ("dict", "[minimize,minimize]", "the task returned {'loss': 1.0, 'cost': 2.0}, not a sequence of 2 numbers "
+                                    "(hydra.sweeper.direction has 2 directions)"),
+    ("number", "[minimize,maximize]", "the task returned 1.0, not a sequence of 2 numbers"),
+    ("pair", "minimize", "the task returned (1.0, 2.0), not a number (hydra.sweeper.direction has one direction)"),
+    ("three", "[minimize,minimize]", "the task returned 3 values, not a sequence of 2 numbers"),
+    ("none", "minimize", "the task returned None, not a number"),
+    ("a_nan", "minimize", "the task returned nan: NaN is no objective value"),
+])
+def test_a_return_value_that_is_no_objective_fails_the_trial_and_ends_the_sweep_in_a_line(
+        tmp_path, monkeypatch, capsys, returns, directions, says):
+    """A job that ended well but returned no objective for the directions. Before: the sweep ended in a
+    traceback whose last line, `RuntimeError: trial failed: [overrides]`, said not why; and a NaN was
+    recorded FAIL by Optuna unsaid, never counted against max_failure_rate, the sweep exit 0."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    code = multirun(monkeypatch, "returns.app", "hydra/sweeper=optuna", f"hydra.sweep.dir={tmp_path / 'out'}",
+                    f"+returns={returns}",
+                    "+x=interval(0,1)", f"hydra.sweeper.direction={directions}", "hydra.sweeper.n_trials=2",
+                    "hydra.sweeper.n_jobs=1", f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=r")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("[")]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: trial 0 (+x=") and says in err[0], err
+    assert [t.state.name for t in optuna.load_study(study_name="r", storage=storage).trials] == ["FAIL"]
+
+
+def test_a_nan_counts_against_max_failure_rate_like_any_failed_trial(tmp_path, monkeypatch, capsys):
+    code = multirun(monkeypatch, "returns.app", "hydra/sweeper=optuna", f"hydra.sweep.dir={tmp_path}", "+returns=a_nan",
+                    "+x=interval(0,1)",
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0")
+    assert code == 0 and results(tmp_path)["best_value"] is None
+    assert "trial 1 failed: the task returned nan: NaN is no objective value" in capsys.readouterr().out
 
 # --- settings refused in one line ---------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ directions, the Pareto set), in 1.3's shape.
 from __future__ import annotations
 
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,8 +85,9 @@ def run(plan: Plan, launch: Launch) -> None:
             for start, end in _runs([t.number for t in batch]):
                 returns += list(launch(overrides[start:end], batch[start].number))
             for trial, ret in zip(batch, returns):
-                if not _tell(plan.study, trial, ret):
-                    failures.append(ret)
+                failure = _tell(plan.study, trial, ret)
+                if failure is not None:
+                    failures.append(failure)
                 told.add(trial.number)
         except BaseException as err:
             stopped = isinstance(err, KeyboardInterrupt)
@@ -100,8 +102,9 @@ def run(plan: Plan, launch: Launch) -> None:
         if failures and too_many:
             log.error("%d of %d trials of this batch failed (hydra.sweeper.max_failure_rate=%s)", len(failures),
                       len(returns), plan.max_failure_rate)
+            if isinstance(failures[0], NoObjective):  # nothing of the job's to show: the line says what it returned
+                raise failures[0]
             failures[0].return_value  # noqa: B018  (raises the job's own exception, with its traceback)
-            raise RuntimeError(f"trial failed: {failures[0].overrides}")  # a return value that was no objective
         left -= len(batch)
 
 
@@ -173,26 +176,32 @@ def _configure(plan: Plan, trial: optuna.Trial) -> list[str]:
     return [f"{k}={v}" for k, v in trial.params.items()] + list(plan.fixed)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, ret: Any) -> bool:
-    """The trial's state from its job; False when it failed."""
+class NoObjective(SettingError):
+    """A job that ended well but returned no objective for `hydra.sweeper.direction` (a dict, a string, a
+    count of values other than the directions', NaN): one line, exit 2, naming the trial and what it returned."""
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, ret: Any) -> Any:
+    """The trial's state from its job; None when it did not fail, else what to raise: its JobReturn (whose
+    return_value raises the job's own exception) or a NoObjective."""
     from hydra.core.utils import JobStatus
 
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, optuna.TrialPruned):  # noqa: SLF001
         _told(study, trial, state=TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, ret._return_value)  # noqa: SLF001
-        return True
+        return None
     if ret.status != JobStatus.COMPLETED:
         _told(study, trial, state=TrialState.FAIL)
         log.warning("trial %d failed: %r", trial.number, ret._return_value)  # noqa: SLF001
-        return False
+        return ret
     try:
         values = objective_values(ret.return_value, len(study.directions))
     except ValueError as err:
         _told(study, trial, state=TrialState.FAIL)
         log.warning("trial %d failed: %s", trial.number, err)
-        return False
+        return NoObjective(f"trial {trial.number} ({' '.join(ret.overrides)}): {err}")
     _told(study, trial, values=values)
-    return True
+    return None
 
 
 def _told(study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
@@ -206,18 +215,23 @@ def _told(study: optuna.Study, trial: optuna.Trial, **outcome: Any) -> None:
 
 
 def objective_values(value: Any, n: int) -> list[float]:
-    """A job's return value as its objectives: a float for one direction, a sequence of n for n."""
-    if n == 1:
-        try:
-            return [float(value)]
-        except (TypeError, ValueError):
-            raise ValueError(f"the task returned {value!r}, not a number (one direction)") from None
+    """A job's return value as its objectives: a float for one direction (or what float() takes, as 1.3),
+    a sequence of n for n; a ValueError saying what it returned otherwise."""
+    plural = "one direction" if n == 1 else f"{n} directions"
+    wanted = f"{'a number' if n == 1 else f'a sequence of {n} numbers'} (hydra.sweeper.direction has {plural})"
     try:
-        values = [float(v) for v in value]
+        if n == 1:
+            values = [float(value)]
+        elif isinstance(value, (str, bytes, Mapping)):  # a dict's keys, or a string's characters, are no objectives
+            raise TypeError
+        else:
+            values = [float(v) for v in value]
     except (TypeError, ValueError):
-        raise ValueError(f"the task returned {value!r}, not a sequence of {n} numbers ({n} directions)") from None
+        raise ValueError(f"the task returned {value!r}, not {wanted}") from None
     if len(values) != n:
-        raise ValueError(f"the task returned {len(values)} values for {n} directions")
+        raise ValueError(f"the task returned {len(values)} values, not {wanted}")
+    if any(math.isnan(v) for v in values):  # Optuna would record the trial FAIL unsaid, and the sweep count it done
+        raise ValueError(f"the task returned {value!r}: NaN is no objective value")
     return values
 
 
