@@ -274,6 +274,31 @@ def test_a_nan_counts_against_max_failure_rate_like_any_failed_trial(tmp_path, m
     assert code == 0 and results(tmp_path)["best_value"] is None
     assert "trial 1 failed: the task returned nan: NaN is no objective value" in capsys.readouterr().out
 
+
+@pytest.mark.parametrize("override, says", [
+    ("hydra.sweeper.direction=maximize", "hydra.sweeper.direction=maximize: study sphere in sqlite:///"),
+    ("x=choice(1,2)", "x: study sphere in sqlite:///"),
+    ("y=interval(-4,4)", "y: study sphere in sqlite:///"),
+    ("x=tag(log,interval(0.5,4.5))", "Cannot set different log configuration"),
+])
+def test_a_stored_study_resumed_to_measure_something_else_is_refused_in_one_line(tmp_path, monkeypatch, capsys,
+                                                                                override, says):
+    """The same storage and study name, resumed with the other direction or a key swept as another kind.
+    Before: a direction was ignored unsaid (Optuna keeps the study's; "best" was the other end) and a
+    key's other kind was a traceback when the first trial asked for it, leaving failed trials in the study."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    common = [f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'out'}"]
+    assert multirun(monkeypatch, "sphere.sphere", *common) == 0
+    capsys.readouterr()
+    code = multirun(monkeypatch, "sphere.sphere", *common, override)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("[")]
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+    assert "hydra.sweeper.study_name" in err[0]
+    study = optuna.load_study(study_name="sphere", storage=storage)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2 and study.direction.name == "MINIMIZE"
+    assert multirun(monkeypatch, "sphere.sphere", *common, "x=range(-2,2,step=0.5)") == 0  # new bounds, same kind
+
 # --- settings refused in one line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, says", [

@@ -65,6 +65,31 @@ def space_from_config(search_space: Mapping[str, Any] | None, params: Mapping[st
     return {str(k): spec_from_config(str(k), v) for k, v in search_space.items()}
 
 
+def check_resumed(study: optuna.Study, directions: list[str], params: Mapping[str, dict[str, Any]], where: str) -> None:
+    """A stored study resumed to measure something else, refused in one line before any trial: other
+    directions (Optuna loads the study with its own and keeps them, unsaid, so "best" would be the
+    other end), or a key swept as a kind its earlier trials were not (Optuna refuses that only when
+    the first trial asks for it: a traceback, and a failed trial left in the study)."""
+    from hydra_plugins.ft_optuna_sweeper.space import distribution
+
+    recorded = [d.name.lower() for d in study.directions]
+    again = f"study {study.study_name} in {where}"
+    if recorded != directions:
+        raise SettingError(f"hydra.sweeper.direction={directions[0] if len(directions) == 1 else directions}: {again} "
+                           f"was created with direction={recorded[0] if len(recorded) == 1 else recorded}; "
+                           "give that, or another hydra.sweeper.study_name")
+    seen: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        seen |= {k: v for k, v in trial.distributions.items() if k in params and k not in seen}
+    for key, old in seen.items():
+        new = distribution(params[key])
+        try:
+            optuna.distributions.check_distribution_compatibility(old, new)
+        except ValueError as err:
+            raise SettingError(f"{key}: {again} sampled it as {old}, not {new} ({err}); sweep it as before, "
+                               "or give another hydra.sweeper.study_name") from None
+
+
 def run(plan: Plan, launch: Launch) -> None:
     """`n_trials` trials, `n_jobs` at a time; raises the first failed job's exception when a batch
     fails above `max_failure_rate` (or when `max_failed` trials failed). Ctrl-C or SIGTERM (here or in
