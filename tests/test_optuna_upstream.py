@@ -44,7 +44,7 @@ def multirun(monkeypatch, app: str, *args: str) -> int:
 
 
 _MAIN = {"sphere.sphere": "sphere", "pareto.binh_korn": "binh_korn", "custom_space.app": "sphere4",
-         "epochs.app": "train", "hparams.train": "train", "returns.app": "main"}
+         "epochs.app": "train", "hparams.train": "train", "returns.app": "main", "typed.app": "main"}
 
 
 def results(sweep_dir: Path) -> dict:
@@ -298,6 +298,32 @@ def test_a_stored_study_resumed_to_measure_something_else_is_refused_in_one_line
     study = optuna.load_study(study_name="sphere", storage=storage)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2 and study.direction.name == "MINIMIZE"
     assert multirun(monkeypatch, "sphere.sphere", *common, "x=range(-2,2,step=0.5)") == 0  # new bounds, same kind
+
+
+@pytest.mark.parametrize("override, says", [
+    ("missing=interval(0,1)", "Could not override 'missing'; To append to your config use +missing=0.0; Key 'missing' not in 'Config'"),
+    ("optim.steps=interval(1.5,9)", "Error merging override optim.steps=1.5; Value '1.5' of type 'float' could not be converted to Integer"),
+    ("optim.steps=choice(2,many)", "Value 'many' of type 'str' could not be converted to Integer"),
+    ("model=choice(small,nope)", "Could not find 'model/nope'; Available options in 'model'; big; small"),
+    ("hydra.sweeper.params.model='choice(small,huge)'", "Could not find 'model/huge'"),
+])
+def test_a_search_space_that_does_not_compose_with_the_app_s_config_is_one_line_before_any_trial(
+        tmp_path, monkeypatch, capsys, override, says):
+    """A key the config lacks, a value its schema's type refuses, a config group option that does not
+    exist: each end of a range and each choice is composed first. Before: trials started, each failed
+    at compose with Hydra's several lines and exit 1, and a stored study kept the failed trials."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = multirun(monkeypatch, "typed.app", f"hydra.sweep.dir={tmp_path / 'out'}", override,
+                    f"hydra.sweeper.storage=sqlite:///{tmp_path / 's.db'}")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("[")]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: the search space does not compose with this app's config at ") and says in err[0], err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s.db").exists()  # no trial, no study
+
+
+def test_a_typed_app_with_a_config_group_swept_runs(tmp_path, monkeypatch):
+    assert multirun(monkeypatch, "typed.app", f"hydra.sweep.dir={tmp_path}", "optim.steps=range(1,3)") == 0
+    assert results(tmp_path)["best_params"]["model"] in ("small", "big")
 
 # --- settings refused in one line ---------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class OptunaSweeper(Sweeper):
         swept, fixed = split_space([f"{k}={v}" for k, v in (given or {}).items()] + list(arguments))
         fixed_keys = {f.split("=", 1)[0] for f in fixed}
         params = {k: v for k, v in (from_config | swept).items() if k not in fixed_keys}  # the fixed value wins (1.3)
+        self._check_composes(params, fixed)
         sampler_cfg = _plain(self.sampler_cfg)
         settings.check_sampler(sampler_cfg, len(directions))
         sampler, n_trials = instantiate(sampler_cfg), int(self.n_trials)
@@ -154,6 +155,26 @@ class OptunaSweeper(Sweeper):
         finally:
             report.LIVE.pop(key, None)
         search.conclude(study, self.sweep_dir)
+
+    def _check_composes(self, params: dict[str, dict[str, Any]], fixed: list[str]) -> None:
+        """Every job's config composes: each key at each end of its range, each choice, with the fixed
+        overrides (Hydra's validate_batch_is_legal). A key not in the config, a value of the wrong type or a
+        config group option that does not exist is one line naming it now, not a failed trial and Hydra's
+        report of it once trials have started (the stored study keeping the failed trial)."""
+        from hydra.errors import HydraException
+
+        from hydra_plugins.ft_optuna_sweeper.space import corners
+
+        for corner in corners(params) or [[]]:
+            try:
+                self.validate_batch_is_legal([corner + fixed])
+            except HydraException as err:  # Hydra's words, and its cause's (which names the key), in one line
+                text = f"{err}\n{err.__cause__ or ''}".split("Config search path:")[0]
+                said = [line.strip().rstrip(".:") for line in text.splitlines() if line.strip()
+                        and not line.strip().startswith(("object_type=", "reference_type=", "full_key:"))]
+                said = list(dict.fromkeys(said))  # the cause often repeats the message
+                raise SettingError(f"the search space does not compose with this app's config at "
+                                   f"{' '.join(corner + fixed)}: {'; '.join(said)}") from None
 
     def _launch(self, overrides: list[list[str]], first: int) -> Sequence[Any]:
         """Hydra's launcher, the jobs numbered from `first` (their trial numbers)."""

@@ -145,6 +145,17 @@ def suggest(trial: Any, key: str, spec: Mapping[str, Any]) -> Any:
     return trial.suggest_categorical(key, list(spec["choices"]))
 
 
+MAX_CORNERS = 64  # composes before the first trial; a longer choice is checked on its first values only
+
+
+def corners(params: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
+    """Overrides that set every key at each end of its range and, for a choice, at each of its values
+    (a shorter key stays at its last): what a job must be able to compose, checked before any trial."""
+    ends = {k: list(p["choices"]) if p["type"] == "categorical" else [p["low"], p["high"]] for k, p in params.items()}
+    count = min(MAX_CORNERS, max((len(v) for v in ends.values()), default=0))
+    return [[f"{k}={v[min(i, len(v) - 1)]}" for k, v in ends.items()] for i in range(count)]
+
+
 def grid_choices(key: str, spec: Mapping[str, Any]) -> list[Any]:
     """Every value the key's distribution can take, for a GridSampler: a choice's values, a stepped
     range's values with both ends (a range's stop is in its distribution, so it is on the grid too; 1.3
