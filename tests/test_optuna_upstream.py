@@ -325,6 +325,25 @@ def test_a_typed_app_with_a_config_group_swept_runs(tmp_path, monkeypatch):
     assert multirun(monkeypatch, "typed.app", f"hydra.sweep.dir={tmp_path}", "optim.steps=range(1,3)") == 0
     assert results(tmp_path)["best_params"]["model"] in ("small", "big")
 
+
+@pytest.mark.parametrize("hook, says", [
+    ("tests.apps.custom_space.app.nope", "=tests.apps.custom_space.app.nope: no such function"),
+    ("tests.apps.nowhere.near_x", "=tests.apps.nowhere.near_x: no such function"),
+    ("tests.apps.custom_space.app.sphere4", "=tests.apps.custom_space.app.sphere4 must take (cfg, trial), not "),
+])
+def test_a_custom_search_space_that_cannot_be_called_is_one_line_before_any_trial(tmp_path, monkeypatch, capsys,
+                                                                                 hook, says):
+    """Before: Hydra's get_method failed when the first trial was asked, a 45-line traceback and exit 1
+    (and its own error logged besides); a function of the wrong arity failed every trial."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = multirun(monkeypatch, "custom_space.app", f"hydra.sweep.dir={tmp_path}",
+                    f"hydra.sweeper.custom_search_space={hook}")
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if line.strip() and not line.startswith("[")]
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: hydra.sweeper.custom_search_space{says}"), err
+    assert "Error getting callable" not in captured.out
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no trial ran
+
 # --- settings refused in one line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, says", [

@@ -111,7 +111,7 @@ class OptunaSweeper(Sweeper):
 
     def _search(self, arguments: list[str]) -> None:
         import optuna
-        from hydra.utils import get_method, instantiate
+        from hydra.utils import instantiate
 
         from hydra_plugins.ft_optuna_sweeper import _report as report, _search as search
         from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
@@ -119,6 +119,7 @@ class OptunaSweeper(Sweeper):
         from hydra_plugins.ft_optuna_sweeper.space import grid_choices, split_space
 
         self._check()
+        custom = settings.custom_hook(self.custom_search_space) if self.custom_search_space else None
         directions = self.directions()
         spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
         mode = resolve(spec, len(directions))
@@ -145,7 +146,7 @@ class OptunaSweeper(Sweeper):
         plan = search.Plan(study=study, params=params, fixed=fixed, n_trials=n_trials,
                            n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
                            max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
-                           custom=get_method(self.custom_search_space) if self.custom_search_space else None,
+                           custom=custom,
                            config=self.config, storage=self.storage)
         key = str(self.sweep_dir.resolve())
         report.save_study_file(self.sweep_dir, study, url, mode, spec)

@@ -132,6 +132,37 @@ def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
         raise _error(f"hydra.sweeper.sampler ({name}): {text[0] if text else type(cause).__name__}") from None
 
 
+def custom_hook(path: Any) -> Any:
+    """`hydra.sweeper.custom_search_space`: the function `f(cfg, trial)` it names, imported now, so that a
+    path that does not import is one line, not Hydra's 45-line traceback once the first trial is asked."""
+    import importlib
+    import inspect
+
+    key = f"hydra.sweeper.custom_search_space={path}"
+    parts = str(path).split(".")
+    hook: Any = None
+    for cut in range(len(parts) - 1, 0, -1):  # the longest importable module, then attributes (pkg.mod.Class.fn)
+        module = ".".join(parts[:cut])
+        try:
+            hook = importlib.import_module(module)
+        except ImportError as err:
+            if err.name and not (module + ".").startswith(err.name + "."):  # the module is there; an import in it failed
+                raise _error(f"{key}: importing {module} failed: {err}") from None
+            continue
+        for name in parts[cut:]:
+            hook = getattr(hook, name, None)
+        break
+    if not callable(hook):
+        raise _error(f"{key}: no such function (a dotted path module.function, importable from here)")
+    try:
+        inspect.signature(hook).bind(None, None)
+    except TypeError:
+        raise _error(f"{key} must take (cfg, trial), not {inspect.signature(hook)}") from None
+    except ValueError:  # a builtin without a signature: left to the call
+        pass
+    return hook
+
+
 def _plain_kinds(annotation: Any) -> list[str] | None:
     """'int | None' -> ['int', 'None']; None for anything that is not plain values."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
