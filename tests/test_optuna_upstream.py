@@ -344,6 +344,21 @@ def test_a_custom_search_space_that_cannot_be_called_is_one_line_before_any_tria
     assert "Error getting callable" not in captured.out
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # no trial ran
 
+
+@pytest.mark.parametrize("storage", ["sqlite:///${hydra.sweep.dir}/optuna.db", "journal:${hydra.sweep.dir}/studies/s.log"])
+def test_a_storage_in_the_sweep_folder_is_made_with_it(tmp_path, monkeypatch, storage):
+    """The study beside its trials, as src.train keeps it. Before: refused, 'folder .../out does not
+    exist', since the sweep folder is made only once the sweep starts. A folder elsewhere is still
+    refused (test_a_bad_setting_for_any_app_...)."""
+    assert multirun(monkeypatch, "sphere.sphere", f"hydra.sweep.dir={tmp_path / 'out'}", f"hydra.sweeper.storage={storage}",
+                    "hydra.sweeper.n_trials=2") == 0
+    url = storage.replace("${hydra.sweep.dir}", str(tmp_path / "out"))
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+
+        url = optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    assert [t.state.name for t in optuna.load_study(study_name="sphere", storage=url).trials] == ["COMPLETE"] * 2
+
 # --- settings refused in one line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, says", [

@@ -90,25 +90,35 @@ def _open(sweep_dir: str, number: int) -> StepJudge:
     return StepJudge(study, optuna.trial.Trial(study, trial_id), mode, spec)
 
 
+def storage_file(url: str | None) -> Path | None:
+    """The file a journal or sqlite storage URL names, as given (relative or not); None for any other."""
+    if url is None:
+        return None
+    if url.startswith("journal:"):
+        return Path(url.removeprefix("journal:"))
+    if not url.startswith("sqlite"):
+        return None
+    import sqlalchemy
+
+    try:
+        database = sqlalchemy.engine.make_url(url).database
+    except sqlalchemy.exc.ArgumentError:
+        return None  # open_storage says what is wrong with it, in one line
+    return None if not database or database == ":memory:" or database.startswith("file:") else Path(database)
+
+
 def absolute_storage(url: str | None) -> str | None:
     """`url` with a relative file (sqlite:///study.db, journal:study.log) made absolute from this folder,
     the sweep's launch folder: a job with hydra.job.chdir=true, or a launcher's worker, runs elsewhere
     and would open (and create) another, empty file of that name."""
-    if url is None:
-        return None
-    if url.startswith("journal:"):
-        return f"journal:{Path(url.removeprefix('journal:')).absolute()}"
-    if not url.startswith("sqlite"):
+    file = storage_file(url)
+    if url is None or file is None or file.is_absolute():
         return url
+    if url.startswith("journal:"):
+        return f"journal:{file.absolute()}"
     import sqlalchemy
 
-    try:
-        parsed = sqlalchemy.engine.make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        return url  # open_storage says what is wrong with it, in one line
-    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
-        return url
-    return parsed.set(database=str(Path(parsed.database).absolute())).render_as_string(hide_password=False)
+    return sqlalchemy.engine.make_url(url).set(database=str(file.absolute())).render_as_string(hide_password=False)
 
 
 def open_storage(url: str | None) -> Any:

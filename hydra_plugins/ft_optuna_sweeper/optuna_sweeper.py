@@ -137,6 +137,9 @@ class OptunaSweeper(Sweeper):
             sampler, n_trials = sampler(grid), min(n_trials, math.prod(len(v) for v in grid.values()))
             log.info("a grid of %d points: n_trials=%d", math.prod(len(v) for v in grid.values()), n_trials)
         url = report.absolute_storage(self.storage)  # what the jobs open too, wherever they run
+        file = report.storage_file(url)
+        if file is not None and file.parent.resolve().is_relative_to(self.sweep_dir.resolve()):
+            file.parent.mkdir(parents=True, exist_ok=True)  # in the sweep folder (${hydra.sweep.dir}/...), not made yet
         storage = report.open_storage(url)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, directions=directions,
                                     load_if_exists=True, pruner=optuna_pruner(mode, spec))
