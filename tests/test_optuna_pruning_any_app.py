@@ -100,3 +100,35 @@ def test_relative_sweep_dir_and_storage_reach_the_study_from_a_job_that_changed_
     assert len(trials) == 4 and TrialState.FAIL not in [t.state for t in trials]
     assert all(t.intermediate_values for t in trials)  # every job reported to the study
     assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.db")) == ["rel.db"]
+
+
+
+def _reports(tmp_path, monkeypatch, *args: str) -> list[optuna.trial.FrozenTrial]:
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    code = multirun(monkeypatch, "reports.app", "hydra/sweeper=optuna", f"hydra.sweep.dir={tmp_path}",
+                    f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=r", "hydra.sweeper.n_jobs=1",
+                    "hydra.sweeper.pruner.after=1", "hydra.sweeper.max_failure_rate=1.0", *args)
+    assert code == 0
+    return optuna.load_study(study_name="r", storage=storage).trials
+
+
+@pytest.mark.parametrize("kind", ["float32", "tensor", "array"])
+def test_report_takes_a_numpy_or_torch_scalar_as_float_does(tmp_path, monkeypatch, kind):
+    """Before: `report(epoch, np.float32(loss))` failed the trial, "TypeError: 'numpy.float32' object is not
+    iterable" (a torch tensor: "iteration over a 0-d tensor"): only Python's float was taken as one value."""
+    trials = _reports(tmp_path, monkeypatch, "+lr=interval(0.1,0.5)", f"+kind={kind}", "+diverge=false",
+                      "hydra.sweeper.n_trials=2")
+    assert len(trials) == 2 and "FAIL" not in [t.state.name for t in trials]
+    assert all(sorted(t.intermediate_values) == list(range(len(t.intermediate_values))) for t in trials)
+    assert trials[0].intermediate_values[0] == pytest.approx(10 * (1 - trials[0].params["+lr"]), rel=1e-6)
+
+
+@pytest.mark.parametrize("pruner", ["halving", "dominated"])
+def test_a_trial_that_reports_nan_is_pruned_at_its_first_judged_step(tmp_path, monkeypatch, pruner):
+    """Before: NaN compared as no worse than anything, so halving never stopped a diverged trial: it
+    trained to its last epoch (then failed on its NaN return)."""
+    trials = _reports(tmp_path, monkeypatch, "+lr=0.1", "+kind=float", "+diverge=true", "hydra.sweeper.n_trials=3",
+                      f"hydra.sweeper.pruner.name={pruner}", "hydra.sweeper.pruner.startup=0")
+    assert [t.state.name for t in trials] == ["PRUNED"] * 3
+    ran = (tmp_path / "epochs.log").read_text().split("\n")
+    assert sorted(line for line in ran if line) == ["0 0", "1 0", "2 0"]  # one epoch each

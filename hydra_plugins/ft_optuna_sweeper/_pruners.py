@@ -21,6 +21,7 @@ on other machines judge against the same trials.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any, Sequence
 
 import optuna
@@ -102,6 +103,8 @@ class StepJudge:
             self.trial.report(float(values[0]), int(step))
         if self.mode == "none" or step + 1 < self.spec.after:
             return None
+        if any(math.isnan(v) for v in values):  # ranks nowhere: compared to it, every trial looked no better
+            return f"{self.mode} at step {step}: it reported NaN"
         if self.mode in ("median", "hyperband"):
             return f"{self.mode} pruner at step {step}" if self.trial.should_prune() else None
         point = as_point(values, self.directions)
@@ -139,7 +142,15 @@ class StepJudge:
 
 
 def plain_values(value: Any) -> list[float]:
-    """A report's value(s) as a list of floats."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    """A report's value(s) as a list of floats: a number (numpy's and torch's scalars and one-element
+    arrays and tensors included, as float() takes them) or a sequence of numbers."""
+    if isinstance(value, (str, bytes)):
+        raise SettingError(f"report(step, {value!r}): a number, or one per objective, not a string")
+    try:
         return [float(value)]
-    return [float(v) for v in value]
+    except (TypeError, ValueError):  # a sequence (several objectives), or no number at all
+        pass
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise SettingError(f"report(step, {value!r}): a number, or a sequence of one per objective") from None
