@@ -132,3 +132,15 @@ def test_a_trial_that_reports_nan_is_pruned_at_its_first_judged_step(tmp_path, m
     assert [t.state.name for t in trials] == ["PRUNED"] * 3
     ran = (tmp_path / "epochs.log").read_text().split("\n")
     assert sorted(line for line in ran if line) == ["0 0", "1 0", "2 0"]  # one epoch each
+
+
+def test_a_step_reported_twice_counts_once(tmp_path, monkeypatch):
+    """Before: each report was appended to the trial's `steps`, so a trial that reported a step twice was
+    counted twice at that rung by every later trial (the rung's "top k of n" grew) and its second value
+    was judged; Optuna's own trial.report keeps the first and ignores the rest."""
+    trials = _reports(tmp_path, monkeypatch, "+lr=choice(0.1,0.2,0.3,0.4)", "+kind=float", "+diverge=false",
+                      "+twice=true", "hydra.sweeper.n_trials=4", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0")
+    for t in trials:
+        steps = [int(row[0]) for row in t.user_attrs["steps"]]
+        assert steps == list(range(len(steps))), steps
+        assert t.user_attrs["steps"][0][1] == pytest.approx(10 * (1 - t.params["+lr"]))  # the first report

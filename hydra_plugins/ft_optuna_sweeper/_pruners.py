@@ -21,6 +21,7 @@ on other machines judge against the same trials.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Any, Sequence
 
@@ -32,6 +33,7 @@ from hydra_plugins.ft_optuna_sweeper.halving import HALVING_RATE, dominates, hal
 from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
 
 STEPS_ATTR = "steps"
+log = logging.getLogger(__name__)
 
 
 def resolve(spec: PruneSpec, n_objectives: int) -> str:
@@ -97,6 +99,9 @@ class StepJudge:
         if len(values) != len(self.directions):
             raise SettingError(f"report({step}, ...): {len(values)} value(s) for a study of {len(self.directions)} "
                                "objective(s)")
+        if any(int(row[0]) == int(step) for row in self.steps):  # kept once, as Optuna's trial.report keeps it:
+            log.warning("report(%d, ...) again in trial %d: the first report of a step counts", step, self.trial.number)
+            return None  # twice in `steps`, this trial would count twice at that rung of every later trial
         self.steps.append([int(step), *map(float, values)])
         self.trial.set_user_attr(STEPS_ATTR, self.steps)
         if len(values) == 1:  # Optuna's intermediate values (its pruners, optuna-dashboard)

@@ -1,5 +1,5 @@
 """A task that reports each epoch's loss as its training library hands it over: a numpy float32, a 0-d
-torch tensor, a one-element array; `diverge=true` makes it NaN from the first epoch on. Each epoch it
+torch tensor, a one-element array; `+twice=true` reports each step twice; `diverge=true` makes it NaN from the first epoch on. Each epoch it
 runs is appended to `epochs.log` in the sweep folder, with its trial number."""
 
 from pathlib import Path
@@ -24,6 +24,8 @@ def main(cfg: DictConfig) -> float:
         with open(Path(hc.runtime.cwd, hc.sweep.dir, "epochs.log"), "a") as log:
             log.write(f"{hc.job.num} {epoch}\n")
         report(epoch, AS[cfg.kind](loss))
+        if cfg.get("twice"):  # a second report of the same step (a validation loop that reports too, say)
+            report(epoch, AS[cfg.kind](loss * 100))
     return loss
 
 
