@@ -371,6 +371,9 @@ def test_a_storage_in_the_sweep_folder_is_made_with_it(tmp_path, monkeypatch, st
     ("hydra.sweeper.max_failure_rate=1.5", "hydra.sweeper.max_failure_rate=1.5 must be a number in [0, 1]"),
     ("hydra.sweeper.n_trials=-1", "hydra.sweeper.n_trials=-1 must be an integer >= 1"),
     ("hydra.sweeper.n_jobs=0", "hydra.sweeper.n_jobs=0 must be an integer >= 1"),
+    # the sampler changed by its _target_ alone: the group option's keys stay, and the line says where they came from
+    ("hydra.sweeper.sampler._target_=optuna.samplers.RandomSampler", "it comes with hydra/sweeper/sampler=nsgaii: select "
+     "the sampler as hydra/sweeper/sampler=random, not by its _target_"),
     ("hydra.sweeper.pruner.name=bogus", "hydra.sweeper.pruner.name='bogus' is not allowed"),
     ("hydra.sweeper.pruner.name=median", "hydra.sweeper.pruner.name=median judges one objective, not 2"),
     ("hydra.sweeper.pruner.name=hyperband", "hydra.sweeper.pruner.name=hyperband judges one objective, not 2"),

@@ -20,6 +20,13 @@ _AT_LEAST = {"n_startup_trials": 0, "n_ei_candidates": 1, "population_size": 2, 
 _POSITIVE = ("prior_weight", "sigma0")
 _PROBABILITY = ("mutation_prob", "crossover_prob", "swapping_prob")
 
+# Keys only one config group option's schema brings (config.py), and the option that selects each class:
+# hydra.sweeper.sampler._target_ changed alone keeps the group option's other keys.
+_GROUP_OF = {"consider_prior": "tpe", "n_ei_candidates": "tpe", "population_size": "nsgaii", "crossover_prob": "nsgaii",
+             "sigma0": "cmaes", "popsize": "cmaes", "qmc_type": "qmc", "scramble": "qmc"}
+_OPTION = {"TPESampler": "tpe", "RandomSampler": "random", "NSGAIISampler": "nsgaii", "CmaEsSampler": "cmaes",
+           "QMCSampler": "qmc", "GridSampler": "grid"}
+
 
 def _error(message: str) -> Exception:
     from hydra_plugins.ft_optuna_sweeper.errors import SettingError
@@ -99,7 +106,11 @@ def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
         where = f"hydra.sweeper.sampler.{key}"
         if key not in parameters or (key == "search_space" and issubclass(cls, optuna.samplers.GridSampler)):
             allowed = ", ".join(p for p in parameters if p != "self")
-            raise _error(f"{where} is not a setting of {name} (allowed: {allowed})")
+            # a key the user never set: the schema of the sampler group's option, another class than _target_'s
+            group = _GROUP_OF.get(key, "")
+            switch = (f"; it comes with hydra/sweeper/sampler={group}: select the sampler as "
+                      f"hydra/sweeper/sampler={_OPTION.get(name, 'NAME')}, not by its _target_") if group else ""
+            raise _error(f"{where} is not a setting of {name} (allowed: {allowed}){switch}")
         kinds = _plain_kinds(parameters[key].annotation)
         if kinds is None:  # a callable or an object: only a config with its own _target_ can give one
             if value is not None and not (isinstance(value, Mapping) and "_target_" in value):
