@@ -360,6 +360,23 @@ def test_a_storage_in_the_sweep_folder_is_made_with_it(tmp_path, monkeypatch, st
         url = optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     assert [t.state.name for t in optuna.load_study(study_name="sphere", storage=url).trials] == ["COMPLETE"] * 2
 
+
+def test_the_results_file_is_written_whole_as_a_new_file(tmp_path, monkeypatch):
+    """optimization_results.yaml was rewritten in place: two workers of one study ending in one sweep
+    folder wrote into the same open file, and a hard link to the last sweep's file (a `cp -al` or
+    rsync --link-dest snapshot) was overwritten with it. Now a temp file renamed over it, as
+    optuna_study.yaml is: the snapshot keeps its version, the folder gets the new one, no temp is left."""
+    out = tmp_path / "out"
+    args = [f"hydra.sweep.dir={out}", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage=sqlite:///{tmp_path / 's.db'}"]
+    assert multirun(monkeypatch, "sphere.sphere", *args) == 0
+    before = (out / "optimization_results.yaml").read_text()
+    os.link(out / "optimization_results.yaml", tmp_path / "snapshot.yaml")
+    assert multirun(monkeypatch, "sphere.sphere", *args, "hydra.sweeper.n_trials=3") == 0
+    assert (tmp_path / "snapshot.yaml").read_text() == before
+    assert results(out)["best_value"] == min(t.value for t in optuna.load_study(
+        study_name="sphere", storage=f"sqlite:///{tmp_path / 's.db'}").trials)
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["optimization_results.yaml", "optuna_study.yaml"]
+
 # --- settings refused in one line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, says", [

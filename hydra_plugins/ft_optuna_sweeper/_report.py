@@ -158,15 +158,22 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def save_study_file(sweep_dir: Path, study: optuna.Study, storage: Any, mode: str, spec: PruneSpec) -> None:
-    """What a job needs to find its study (report's `_open`), written whole before any job starts."""
-    import dataclasses
+def save_yaml(data: dict[str, Any], path: Path) -> None:
+    """`data` as YAML at `path`, written whole: a temp file beside it, then renamed over it. Several workers
+    of one study may write the same file in one sweep folder at once; a reader sees one whole version."""
     import os
 
     from omegaconf import OmegaConf
 
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / f".{STUDY_FILE}.{os.getpid()}"
-    OmegaConf.save(OmegaConf.create({"study_name": study.study_name, "storage": storage, "mode": mode,
-                                     "pruner": dataclasses.asdict(spec)}), tmp)
-    os.replace(tmp, sweep_dir / STUDY_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    OmegaConf.save(OmegaConf.create(data), tmp)
+    os.replace(tmp, path)
+
+
+def save_study_file(sweep_dir: Path, study: optuna.Study, storage: Any, mode: str, spec: PruneSpec) -> None:
+    """What a job needs to find its study (report's `_open`), written whole before any job starts."""
+    import dataclasses
+
+    save_yaml({"study_name": study.study_name, "storage": storage, "mode": mode, "pruner": dataclasses.asdict(spec)},
+              sweep_dir / STUDY_FILE)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import optuna
-from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.ft_optuna_sweeper.ending import Interrupted, signum_of
@@ -274,6 +273,7 @@ def conclude(study: optuna.Study, sweep_dir: Path) -> dict[str, Any]:
     else:
         results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
         log.info("%d Pareto-optimal trials", len(results["solutions"]))
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+    from hydra_plugins.ft_optuna_sweeper._report import save_yaml
+
+    save_yaml(results, sweep_dir / RESULTS_FILE)
     return results
