@@ -28,6 +28,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from hydra_plugins.ft_optuna_sweeper._search import space_from_config
 from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from hydra_plugins.ft_optuna_sweeper.space import distribution, param_spec, spec_from_config, split_space
+from tests.test_sweep import postgres_url  # noqa: F401  (a fixture: a throw-away PostgreSQL server)
 
 APPS = Path(__file__).parent / "apps"
 
@@ -376,6 +377,16 @@ def test_the_results_file_is_written_whole_as_a_new_file(tmp_path, monkeypatch):
     assert results(out)["best_value"] == min(t.value for t in optuna.load_study(
         study_name="sphere", storage=f"sqlite:///{tmp_path / 's.db'}").trials)
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["optimization_results.yaml", "optuna_study.yaml"]
+
+
+def test_a_database_password_is_not_logged(tmp_path, monkeypatch, capsys, postgres_url):
+    """Before: the sweeper's first line, `study NAME (minimize) in <storage>`, printed hydra.sweeper.storage
+    whole, password included, where every other line of the plugin leaves it out."""
+    url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")  # trust: any password
+    assert multirun(monkeypatch, "sphere.sphere", f"hydra.sweep.dir={tmp_path}", f"hydra.sweeper.storage={url}",
+                    "hydra.sweeper.n_trials=2", "hydra.sweeper.study_name=pw") == 0
+    said = capsys.readouterr()
+    assert "study pw (minimize) in 127.0.0.1:" in said.out and "s3cret-pw" not in said.out + said.err
 
 # --- settings refused in one line ---------------------------------------------------------------------
 

@@ -143,9 +143,10 @@ class OptunaSweeper(Sweeper):
         storage = report.open_storage(url)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, directions=directions,
                                     load_if_exists=True, pruner=optuna_pruner(mode, spec))
-        search.check_resumed(study, directions, params, (url or "memory").split("@")[-1])
+        shown = (url or "memory").split("@")[-1]  # no password in a line or the log
+        search.check_resumed(study, directions, params, shown)
         log.info("study %s (%s) in %s: sampler %s, pruner %s", study.study_name, ", ".join(directions),
-                 self.storage or "memory", type(sampler).__name__, mode)
+                 shown, type(sampler).__name__, mode)
         plan = search.Plan(study=study, params=params, fixed=fixed, n_trials=n_trials,
                            n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
                            max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
