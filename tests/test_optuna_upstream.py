@@ -388,6 +388,22 @@ def test_a_database_password_is_not_logged(tmp_path, monkeypatch, capsys, postgr
     said = capsys.readouterr()
     assert "study pw (minimize) in 127.0.0.1:" in said.out and "s3cret-pw" not in said.out + said.err
 
+
+def test_glob_sweeps_a_config_group_s_options_as_hydra_s_basic_sweeper_lists_them(tmp_path, monkeypatch, capsys):
+    """`model=glob(*)`, Hydra's way to sweep every option of a config group. Before: a traceback,
+    'HydraException: ConfigLoader is not set', exit 1 (1.3: NotImplementedError)."""
+    storage = f"sqlite:///{tmp_path / 'g.db'}"
+    assert multirun(monkeypatch, "typed.app", f"hydra.sweep.dir={tmp_path / 'out'}", "model=glob(*)",
+                    "hydra.sweeper.n_trials=6", "hydra/sweeper/sampler=random", "hydra.sweeper.sampler.seed=0",
+                    f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=g") == 0
+    trials = optuna.load_study(study_name="g", storage=storage).trials
+    assert trials[0].distributions["model"] == CategoricalDistribution(["big", "small"])
+    assert {t.params["model"] for t in trials} == {"big", "small"}
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    capsys.readouterr()
+    assert multirun(monkeypatch, "typed.app", f"hydra.sweep.dir={tmp_path / 'no'}", "model=glob(x*)") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: model=glob(x*): model needs at least one choice"
+
 # --- settings refused in one line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, says", [

@@ -125,7 +125,8 @@ class OptunaSweeper(Sweeper):
         mode = resolve(spec, len(directions))
         given = _plain(self.params)
         from_config = search.space_from_config(_plain(self.search_space), given)
-        swept, fixed = split_space([f"{k}={v}" for k, v in (given or {}).items()] + list(arguments))
+        swept, fixed = split_space([f"{k}={v}" for k, v in (given or {}).items()] + list(arguments),
+                                   config_loader=self.hydra_context.config_loader)
         fixed_keys = {f.split("=", 1)[0] for f in fixed}
         params = {k: v for k, v in (from_config | swept).items() if k not in fixed_keys}  # the fixed value wins (1.3)
         self._check_composes(params, fixed)

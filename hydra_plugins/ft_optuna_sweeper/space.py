@@ -6,7 +6,8 @@ distribution, a suggested value, or a grid's list of values.
 `interval(a,b)` is a float in [a, b] (an int when both ends are ints), `tag(log, interval(a,b))` the
 same on a log scale, `choice(...)` categorical, `range(a,b[,step])` an int from a to b *inclusive*
 (1.3's IntDistribution(a, b, step); a float one with a float bound or step), `shuffle(range(...))`
-categorical over the range's values (which end before b, as Hydra's iterator does). A plain value is
+categorical over the range's values (which end before b, as Hydra's iterator does), `glob(...)` categorical
+over the config group options it matches (as Hydra's basic sweeper lists them). A plain value is
 fixed for every trial, and where a key is both fixed and swept, the fixed value wins, as in 1.3.
 """
 
@@ -16,7 +17,7 @@ import logging
 from typing import Any, Mapping
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import IntervalSweep, Override, RangeSweep, Transformer
+from hydra.core.override_parser.types import Glob, IntervalSweep, Override, RangeSweep, Transformer
 
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 
@@ -30,7 +31,9 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
     if not override.is_sweep_override():
         return None
     value = override.value()
-    if override.is_choice_sweep() or (isinstance(value, RangeSweep) and value.shuffle):
+    if isinstance(value, Glob) and override.config_loader is None:  # a caller with no config groups to list
+        raise SettingError(f"{text}: glob() lists a config group's options, which this sweep cannot see")
+    if override.is_choice_sweep() or isinstance(value, Glob) or (isinstance(value, RangeSweep) and value.shuffle):
         return {"type": "categorical", "choices": list(override.sweep_iterator(transformer=Transformer.encode))}
     if isinstance(value, RangeSweep):  # 1.3: IntDistribution(start, stop, step), both ends included
         kind = "float" if any(isinstance(v, float) for v in (value.start, value.stop, value.step)) else "int"
@@ -42,20 +45,21 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
     raise SettingError(f"{text}: not a sweep Optuna can sample (interval, tag(log, interval), range, choice)")
 
 
-def split_space(arguments: list[str], *, final: bool = True) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def split_space(arguments: list[str], *, final: bool = True,
+                config_loader: Any = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Overrides (hydra.sweeper.params' first, then the command line's) as the search space and the
     fixed overrides every job gets. A key given twice as the same kind: the later one wins, as in
     Hydra. A key both swept and fixed: the fixed value wins, wherever each was given (1.3), with a
     warning. Each range is checked (`check_spec`). `final=False`: a first look at overrides the caller
     will split again once it knows all their values (src.train's `groups`), neither checked nor
-    warned about here."""
+    warned about here. `config_loader` (Hydra's): what `glob(...)` lists a config group's options with."""
     from hydra.errors import OverrideParseException
 
     params: dict[str, dict[str, Any]] = {}
     fixed: dict[str, str] = {}
     for text in arguments:
         try:
-            (override,) = OverridesParser.create().parse_overrides([text])
+            (override,) = OverridesParser.create(config_loader=config_loader).parse_overrides([text])
         except OverrideParseException as err:  # e.g. choice() in hydra.sweeper.params: Hydra's own words, one line
             raise SettingError(f"{text}: {' '.join(str(err).splitlines()[1:2]) or err}") from None
         key = override.get_key_element()
