@@ -404,6 +404,21 @@ def test_glob_sweeps_a_config_group_s_options_as_hydra_s_basic_sweeper_lists_the
     assert multirun(monkeypatch, "typed.app", f"hydra.sweep.dir={tmp_path / 'no'}", "model=glob(x*)") == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == "error: model=glob(x*): model needs at least one choice"
 
+
+def test_a_resumed_grid_runs_only_the_points_it_has_not_run(tmp_path, monkeypatch):
+    """Before: a stored grid study run again was given n_trials = the grid's size once more, and Optuna's
+    GridSampler, its grid exhausted, re-ran finished points (a second invocation of a 4-point grid ran
+    4 duplicates). Now a resumed grid runs the points it lacks, and nothing once all are done."""
+    storage = f"sqlite:///{tmp_path / 'g.db'}"
+    args = ["hydra/sweeper/sampler=grid", "x=choice(1,2)", "y=choice(0,4)", f"hydra.sweeper.storage={storage}",
+            f"hydra.sweep.dir={tmp_path / 'out'}"]
+    counts = []
+    for n_trials in (3, 20, 20):
+        assert multirun(monkeypatch, "sphere.sphere", *args, f"hydra.sweeper.n_trials={n_trials}") == 0
+        counts.append(len(optuna.load_study(study_name="sphere", storage=storage).trials))
+    trials = optuna.load_study(study_name="sphere", storage=storage).trials
+    assert counts == [3, 4, 4] and len({tuple(sorted(t.params.items())) for t in trials}) == 4
+
 # --- settings refused in one line ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("override, says", [

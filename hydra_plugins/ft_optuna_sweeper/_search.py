@@ -89,6 +89,17 @@ def check_resumed(study: optuna.Study, directions: list[str], params: Mapping[st
                                "or give another hydra.sweeper.study_name") from None
 
 
+def grid_left(study: optuna.Study, grid: Mapping[str, list[Any]]) -> int:
+    """How many points of `grid` the study has not finished: a resumed grid runs those, not its done points
+    again (Optuna's GridSampler, its grid exhausted, re-evaluates finished points). A trial stopped by
+    Ctrl-C or SIGTERM counts as not run: its parameters are queued again (requeue_interrupted)."""
+    import itertools
+
+    done = {tuple(t.params.get(k) for k in grid) for t in study.get_trials(deepcopy=False)
+            if t.state.is_finished() and not (t.state == TrialState.FAIL and t.user_attrs.get("interrupted"))}
+    return sum(point not in done for point in itertools.product(*grid.values()))
+
+
 def run(plan: Plan, launch: Launch) -> None:
     """`n_trials` trials, `n_jobs` at a time; raises the first failed job's exception when a batch
     fails above `max_failure_rate` (or when `max_failed` trials failed). Ctrl-C or SIGTERM (here or in

@@ -132,11 +132,10 @@ class OptunaSweeper(Sweeper):
         self._check_composes(params, fixed)
         sampler_cfg = _plain(self.sampler_cfg)
         settings.check_sampler(sampler_cfg, len(directions))
-        sampler, n_trials = instantiate(sampler_cfg), int(self.n_trials)
+        sampler, n_trials, grid = instantiate(sampler_cfg), int(self.n_trials), None
         if not isinstance(sampler, optuna.samplers.BaseSampler):  # a grid's partial (`_partial_: true`, as in 1.3)
             grid = {k: grid_choices(k, p) for k, p in params.items()}
-            sampler, n_trials = sampler(grid), min(n_trials, math.prod(len(v) for v in grid.values()))
-            log.info("a grid of %d points: n_trials=%d", math.prod(len(v) for v in grid.values()), n_trials)
+            sampler = sampler(grid)
         url = report.absolute_storage(self.storage)  # what the jobs open too, wherever they run
         file = report.storage_file(url)
         if file is not None and file.parent.resolve().is_relative_to(self.sweep_dir.resolve()):
@@ -148,6 +147,9 @@ class OptunaSweeper(Sweeper):
         search.check_resumed(study, directions, params, shown)
         log.info("study %s (%s) in %s: sampler %s, pruner %s", study.study_name, ", ".join(directions),
                  shown, type(sampler).__name__, mode)
+        if grid is not None:  # the points a stored study has not run yet (Optuna's grid would run done ones again)
+            n_trials = min(n_trials, search.grid_left(study, grid))
+            log.info("a grid of %d points: n_trials=%d", math.prod(len(v) for v in grid.values()), n_trials)
         plan = search.Plan(study=study, params=params, fixed=fixed, n_trials=n_trials,
                            n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
                            max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
