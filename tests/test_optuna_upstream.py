@@ -496,6 +496,23 @@ def test_a_signal_during_a_trial_fails_it_as_interrupted_and_a_rerun_continues_t
     assert trials[2].user_attrs["retry_of"] == 1 and trials[2].params == trials[1].params
 
 
+def test_a_stop_in_a_batch_keeps_the_trials_of_the_batch_that_ended(tmp_path):
+    """n_jobs=2 (1.3's default) with Hydra's basic launcher, which runs a batch's jobs one after another:
+    Ctrl-C in trial 1. Before: trial 0 had ended with its value, but the batch was told only once every
+    job had ended, so trial 0 was recorded FAIL as interrupted too, its result lost and run again on
+    resume. Now each job is told as it ends."""
+    proc = _stall(tmp_path, "stall_at=1", "hydra.sweeper.n_jobs=2")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "marks" / "1").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    trials = optuna.load_study(study_name="r1", storage=f"sqlite:///{tmp_path / 'r1.db'}").trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[0].value == trials[0].params["x"] ** 2
+    assert "1 finished trial of study r1" in err and "trial 1 stopped" in err
+
+
 def test_a_bad_setting_in_another_app_is_one_line_and_exit_2_in_a_fresh_process(tmp_path):
     """What the user sees, Hydra's own printing included (HYDRA_FULL_ERROR unset)."""
     proc = _stall(tmp_path, "x=interval(5,-5)")

@@ -48,6 +48,9 @@ class Plan:
     custom: Callable[[Any, optuna.Trial], None] | None = None  # 1.3's custom_search_space hook
     config: Any = None  # what the hook gets: the sweeper's composed config
     storage: str | None = None  # hydra.sweeper.storage (None: in memory), for the line of a stopped sweep
+    # launch the batch's jobs one by one, each told as it ends: a launcher that runs them one after another
+    # anyway (Hydra's basic one), where a stop in job 2 would otherwise lose job 1's finished result
+    one_by_one: bool = False
 
 
 def space_from_config(search_space: Mapping[str, Any] | None, params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -117,13 +120,14 @@ def run(plan: Plan, launch: Launch) -> None:
                 batch.append(plan.study.ask())
             overrides = [_configure(plan, trial) for trial in batch]
             returns: list[Any] = []
-            for start, end in _runs([t.number for t in batch]):
-                returns += list(launch(overrides[start:end], batch[start].number))
-            for trial, ret in zip(batch, returns):
-                failure = _tell(plan.study, trial, ret)
-                if failure is not None:
-                    failures.append(failure)
-                told.add(trial.number)
+            for start, end in _runs([t.number for t in batch], plan.one_by_one):
+                ended = list(launch(overrides[start:end], batch[start].number))
+                for trial, ret in zip(batch[start:end], ended):
+                    failure = _tell(plan.study, trial, ret)
+                    if failure is not None:
+                        failures.append(failure)
+                    told.add(trial.number)
+                returns += ended
         except BaseException as err:
             stopped = isinstance(err, KeyboardInterrupt)
             for trial in batch:
@@ -185,11 +189,12 @@ def recorded(plan: Plan) -> str:
             "run the same command to resume")
 
 
-def _runs(numbers: list[int]) -> list[tuple[int, int]]:
-    """The batch as runs of consecutive trial numbers (a launch numbers its jobs from the first): index ranges."""
+def _runs(numbers: list[int], one_by_one: bool = False) -> list[tuple[int, int]]:
+    """The batch as runs of consecutive trial numbers (a launch numbers its jobs from the first): index
+    ranges; each job alone with `one_by_one`."""
     runs: list[tuple[int, int]] = []
     for i, n in enumerate(numbers):
-        if runs and n == numbers[i - 1] + 1:
+        if runs and n == numbers[i - 1] + 1 and not one_by_one:
             runs[-1] = (runs[-1][0], i + 1)
         else:
             runs.append((i, i + 1))

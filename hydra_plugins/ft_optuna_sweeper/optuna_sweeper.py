@@ -154,7 +154,8 @@ class OptunaSweeper(Sweeper):
                            n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
                            max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
                            custom=custom,
-                           config=self.config, storage=self.storage)
+                           config=self.config, storage=self.storage,
+                           one_by_one=str(self.config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"))
         key = str(self.sweep_dir.resolve())
         report.save_study_file(self.sweep_dir, study, url, mode, spec)
         report.LIVE[key] = (study, storage, mode, spec)
