@@ -642,3 +642,24 @@ def test_a_configuration_no_seed_of_which_completed_is_named_not_left_out(tmp_pa
     assert [c.label for c in configs] == ["full (lr=0.001)"] and [u.label for u in configs.unfinished] == ["full (lr=1e+08)"]
     (text,) = answer(configs)
     assert "Not counted, as they did not complete: full (lr=1e+08) on seeds 0, 1 (failed, interrupted)." in text
+
+
+def test_a_configuration_with_no_number_on_a_seed_is_named_not_passed_over(tmp_path):
+    # full leads by 8 points on the seeds that measured it, but seed 2's test accuracy is null (a NaN
+    # when written): it has no mean, and the answer named frozen "Best on test", the cheapest with
+    # "no configuration trades", and full nowhere
+    spec = {"full": {0: (0.99, 0.99), 1: (0.98, 0.985), 2: (0.99, math.nan)},
+            "frozen": {0: (0.90, 0.90), 1: (0.91, 0.905), 2: (0.92, 0.91)}}
+    root = write_runs(tmp_path / "s", spec)
+    v = verdict_of(root)
+    assert v.test.best_set == ["frozen", "full"]  # it may be the best: tied, never passed over
+    [gap] = v.test.tied
+    assert (gap.evidence, gap.why_not) == ("none", "no test accuracy on seed 2")
+    assert v.validation.best_set == ["full"]  # validation has every seed's number: ranked as before
+    assert v.trade.unplaced == ("full (no test accuracy on seed 2)",)
+    [text] = answer(group_configs(load_runs([root])))
+    assert "Best on test: frozen and full, which these runs cannot tell apart (frozen 0.905 ± 0.012, full (no test " \
+           "accuracy on seed 2: not compared))" in text
+    assert "Not on the front, for want of a number: full (no test accuracy on seed 2)." in text
+    assert not re.search(r"Best on test: frozen \(", text)
+    assert json.loads(json.dumps(as_json([v]), allow_nan=False))[0]["test"]["best_set"] == ["frozen", "full"]

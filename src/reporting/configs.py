@@ -77,6 +77,11 @@ class Config:
     def seeds(self) -> list[int]:
         return [r.result.seed for r in self.runs]  # type: ignore[misc]  # load_runs keeps integer seeds only
 
+    def missing(self, measure: str) -> list[int]:
+        """The seeds whose run has no number for `measure` (null, as a NaN or infinity is written): why
+        `stats` has no mean of it, so that no answer passes over this configuration unsaid."""
+        return [r.result.seed for r in self.runs if as_number(r.measure(measure)) is None]  # type: ignore[misc]
+
     @property
     def trials(self) -> list[int]:
         """The sweep trial numbers of its runs (empty outside a sweep): a configuration re-run on

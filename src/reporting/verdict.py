@@ -2,9 +2,11 @@
 which ones the runs cannot tell from it, and what the cheapest configuration on the Pareto front
 gives up against the front's most accurate one.
 
-`verdicts` builds a `Verdict` per task from pooled configurations (`configs.group_configs`);
-`sentences` renders one. Every place that states the answer (console, `--markdown`, a multirun's end,
-the page, W&B, the notebook) prints `answer()`, and the page and W&B keep `as_json()` of it too.
+`verdicts` builds a `Verdict` (`src.reporting.standing`) per task from pooled configurations
+(`configs.group_configs`); `sentences` renders one. Every place that states the answer (console,
+`--markdown`, a multirun's end, the page, W&B, the notebook) prints `answer()`, and the page and W&B
+keep `as_json()` of it too. A configuration with no number on some seed has no mean to rank by: it
+is named, tied with the best and off the front, with the seeds that lack it.
 
 Evidence, by what was run: with two or more seeds in common, the paired t-test on those seeds
 (`stats.paired`), tied unless the 95% CI of the mean difference lies above 0 and its p, adjusted by
@@ -20,14 +22,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from src.record.io import finite_json
 from src.reporting.comparisons import COST_WORDS, METRIC_LABEL, Family, cost_ratio, per_class_label, task_key, untasked
 from src.reporting.configs import Config, config_labels
-from src.reporting.more_seeds import MORE_SEEDS, RERUN_SEEDS, more_seeds
+from src.reporting.more_seeds import RERUN_SEEDS, more_seeds
 from src.reporting.pareto import pareto_front
+from src.reporting.standing import Gap, Standing, Trade, Verdict
 from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
 from src.reporting.wording import (
     and_list, common_seeds, gap_p, gap_size, interval_digits, not_completed, p_text, points, seeds_sentence, value_text,
@@ -41,113 +43,6 @@ SPLIT_WORD = {"val_acc": "validation", "test_acc": "test"}
 # A tie names at most this many configurations in words: a sweep's 20 one-seed trials can tie by
 # the dozen, and a sentence naming each (with its settings) twice was read by no one.
 LISTED = 4
-
-Evidence = Literal["paired", "intervals", "none"]
-
-
-@dataclass(frozen=True)
-class Gap:
-    """How far configuration `name` is behind the leader on one accuracy, and what says so.
-
-    `behind`: the leader's accuracy minus this one's (over their common seeds when `paired`);
-    `tied`: the evidence cannot tell the two apart. `seeds_to_tell`: with `paired` and a tie, how
-    many seeds would separate them if the gap and spread seen so far held (None: no estimate)."""
-
-    name: str
-    mean: float
-    ci95: float | None  # of its mean over seeds; None with one seed
-    interval: tuple[float, float] | None  # Wilson interval of a one-seed accuracy (at Standing.level)
-    behind: float
-    evidence: Evidence
-    tied: bool
-    behind_ci95: float | None = None
-    p: float | None = None
-    p_holm: float | None = None  # p adjusted by Holm's method over the task's `pairs` paired tests
-    pairs: int = 0
-    seeds: int = 0  # the seeds the paired test used
-    partial: bool = False  # fewer than one of the two has: its gap is not the difference of the two means
-    seeds_to_tell: int | None = None
-    why_not: str = ""  # with evidence "none": why nothing compared them
-
-    @property
-    def reversed(self) -> bool:
-        """Paired, and ahead of the leader on their common seeds: the leader leads only on the mean over
-        each one's own seeds (unequal seeds), so the runs cannot rank the two."""
-        return self.evidence == "paired" and shows_ahead({"diff": -self.behind, "ci95": self.behind_ci95 or 0.0,
-                                                          "p": 1.0 if self.p is None else self.p,
-                                                          "p_holm": 1.0 if self.p_holm is None else self.p_holm})
-
-    @property
-    def no_spread(self) -> bool:
-        """Paired, with the same gap on every common seed: no CI, the sign test's p (`stats.paired`)."""
-        return self.evidence == "paired" and self.behind_ci95 is not None and math.isnan(self.behind_ci95)
-
-
-@dataclass(frozen=True)
-class Standing:
-    """The best configuration on one accuracy (`metric`: val_acc or test_acc) and every other
-    configuration's `Gap` to it, closest first."""
-
-    metric: str
-    best: str
-    mean: float
-    ci95: float | None
-    interval: tuple[float, float] | None
-    samples: int | None  # images the accuracy was measured on (one seed; None when not recorded)
-    gaps: tuple[Gap, ...]
-    level: float = 0.95  # of each one-seed interval: all of them together hold at 95% (comparisons.Family)
-    more_seeds: str = MORE_SEEDS  # the setting that runs them on more seeds (src.reporting.more_seeds)
-
-    @property
-    def tied(self) -> tuple[Gap, ...]:
-        return tuple(g for g in self.gaps if g.tied)
-
-    @property
-    def best_set(self) -> list[str]:
-        """The best configuration and those tied with it: who the answer names."""
-        return [self.best] + [g.name for g in self.tied]
-
-    @property
-    def runner_up(self) -> Gap | None:
-        """The closest configuration that the evidence does separate from the best."""
-        return next((g for g in self.gaps if not g.tied), None)
-
-
-@dataclass(frozen=True)
-class Trade:
-    """The cheapest configuration on the Pareto front of `metric` against `cost` and what it gives up
-    against the front's most accurate (`top`); `gap` is None when the two are one configuration."""
-
-    metric: str
-    cost: str
-    cheap: str
-    top: str
-    cheap_mean: float
-    top_mean: float
-    cheap_ci95: float | None
-    top_ci95: float | None
-    top_interval: tuple[float, float] | None
-    cheap_cost: float
-    top_cost: float
-    gap: Gap | None
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The answer for one task: where (None with a single task), how many seeds each configuration
-    has (fewest, most), the standings on validation and on test, the cheap end's trade, and the seeds
-    that failed or were interrupted in configurations it counts ("full on seed 2 (failed)")."""
-
-    task: str | None
-    seeds: tuple[int, int]
-    validation: Standing | None
-    test: Standing | None
-    trade: Trade | None
-    left_out: tuple[str, ...] = ()
-
-    @property
-    def one_seed(self) -> bool:
-        return self.seeds[1] == 1
 
 
 def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "train_flops") -> list[Verdict]:
@@ -228,6 +123,9 @@ def _standing(configs: Sequence[Config], metric: str, names: dict[int, str]) -> 
         return None
     best, family = max(placed, key=lambda c: _num(c, metric)), Family(placed, metric)
     gaps = sorted((_gap(best, c, metric, names, family) for c in placed if c is not best), key=lambda g: -g.mean)
+    # no number on a seed, no mean to rank by: it might be the best, so it is tied with it, and says why
+    gaps += [Gap(names[id(c)], math.nan, None, None, math.nan, "none", True, why_not=_no_value(c, (metric,)))
+             for c in configs if _mean(c, metric) is None]
     return Standing(metric, names[id(best)], _num(best, metric), _half(best, metric),
                     _interval(best, metric, family.level), _samples(best, metric) if len(best.runs) == 1 else None,
                     tuple(gaps), family.level, more_seeds(placed))
@@ -238,13 +136,25 @@ def _trade(configs: Sequence[Config], names: dict[int, str], metric: str, cost: 
         cost = "train_time_s"  # FLOPs not counted for one (trainer.count_flops=false): a front without it lies
     measured = [c for c in configs if _mean(c, metric) is not None]
     placed = [c for c in measured if _mean(c, cost) is not None]
+    unplaced = tuple(f"{names[id(c)]} ({_no_value(c, (metric, cost))})" for c in configs
+                     if all(c is not p for p in placed))
     front = [placed[i] for i in pareto_front([(_num(c, metric), _num(c, cost)) for c in placed])]
     if not front:
         return None
     cheap, top, family = front[0], max(front, key=lambda c: _num(c, metric)), Family(measured, metric)
     return Trade(metric, cost, names[id(cheap)], names[id(top)], _num(cheap, metric), _num(top, metric),
                  _half(cheap, metric), _half(top, metric), _interval(top, metric, family.level), _num(cheap, cost),
-                 _num(top, cost), None if cheap is top else _gap(top, cheap, metric, names, family))
+                 _num(top, cost), None if cheap is top else _gap(top, cheap, metric, names, family), unplaced)
+
+
+def _no_value(config: Config, measures: Sequence[str]) -> str:
+    """Why a configuration has no mean of `measures`: "no test accuracy on seed 2" (null in its result.json)."""
+    out = []
+    for m in measures:
+        if seeds := config.missing(m):
+            out.append(f"no {METRIC_LABEL.get(m, COST_WORDS.get(m, m))} on seed{'s' * (len(seeds) > 1)} "
+                       f"{', '.join(map(str, seeds))}")
+    return " and ".join(out)
 
 
 # --- rendering: the one text every output shows -----------------------------------------------------
@@ -318,6 +228,8 @@ def _gap_text(g: Gap, digits: int = 3) -> str:
     if g.evidence == "paired":
         side = "behind" if g.behind >= 0 else "ahead"
         return f"{g.name} {gap_size(g)} points {side}{common_seeds(g)}, {gap_p(g)}"
+    if math.isnan(g.mean):  # no number on some seed (`_no_value`)
+        return f"{g.name} ({g.why_not}: not compared)"
     value = f"{g.name} {value_text(g.mean, g.ci95, g.interval, digits)}"
     return value if g.evidence == "intervals" else f"{value} ({g.why_not}: not compared)"
 
@@ -363,13 +275,13 @@ def _standing_sentence(standings: Sequence[Standing]) -> str:
 
 def _settle(s: Standing) -> str:
     """What would tell the tied configurations apart, when anything is known to."""
-    if not s.tied:
+    if not (ranked := [g for g in s.tied if not math.isnan(g.mean)]):  # more seeds do not fill a null
         return ""
-    first = s.tied[0]  # a sweep re-runs only its Pareto set (a tied trial off it gets no more seeds): said so
+    first = ranked[0]  # a sweep re-runs only its Pareto set (a tied trial off it gets no more seeds): said so
     swept = f"; a sweep runs more seeds for its Pareto set only: the same command with {s.more_seeds}"
     if first.evidence == "intervals" or first.why_not.startswith("one seed"):
         return swept if s.more_seeds.startswith(RERUN_SEEDS) else f"; run {s.more_seeds} to tell them apart"
-    if first.evidence == "none" or any(g.reversed for g in s.tied):  # the paired test needs common seeds
+    if first.evidence == "none" or any(g.reversed for g in ranked):  # the paired test needs common seeds
         return swept if s.more_seeds.startswith(RERUN_SEEDS) else f"; run them on the same seeds ({s.more_seeds}) to compare"
     if first.seeds_to_tell is not None:
         return (f"; about {first.seeds_to_tell} seeds would tell {s.best} and {first.name} apart if the gap and "
@@ -379,8 +291,9 @@ def _settle(s: Standing) -> str:
 
 def _trade_sentence(t: Trade) -> str:
     what, spent = METRIC_LABEL.get(t.metric, t.metric), COST_WORDS.get(t.cost, t.cost)
+    off = f" Not on the front, for want of a number: {'; '.join(t.unplaced)}." if t.unplaced else ""
     if t.gap is None:
-        return f"On {what} against {spent}, {t.top} is also the cheapest: no configuration trades {what} for a lower cost."
+        return f"On {what} against {spent}, {t.top} is also the cheapest: no configuration trades {what} for a lower cost.{off}"
     g, digits = t.gap, interval_digits([(t.top_interval, t.gap.interval)])  # both intervals printed alike
     head = (f"The cheapest configuration on the Pareto front of {what} against {spent}, {t.cheap}, reaches "
             f"{value_text(t.cheap_mean, t.cheap_ci95, g.interval, digits)} {what}")
@@ -397,4 +310,4 @@ def _trade_sentence(t: Trade) -> str:
             gap += ", within their overlapping intervals" if g.tied else " (the intervals do not overlap)"
         else:
             gap += f" ({g.why_not}: not compared)"
-    return f"{head}, {gap}, at {cost_ratio(t.cheap_cost, t.top_cost)} of its {spent}."
+    return f"{head}, {gap}, at {cost_ratio(t.cheap_cost, t.top_cost)} of its {spent}.{off}"
