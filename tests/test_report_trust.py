@@ -103,7 +103,7 @@ def test_runs_that_differ_in_a_setting_result_json_does_not_record_are_two_confi
         ("frozen (trainer.batch_size=8)", [0, 1], 0), ("frozen (trainer.batch_size=32)", [0, 1], 0)]
     assert configs[1].stats["test_acc"][0] == pytest.approx((0.81 + 0.82) / 2)
     [text] = answer(configs)
-    assert "Best on validation and on test: frozen (trainer.batch_size=8) (validation: 0.910 ± " in text
+    assert "Best on validation and on test: frozen (trainer.batch_size=8) (validation: 0.910 [0.783, 1.000]" in text
     assert "next frozen (trainer.batch_size=32) 10.5 ± " in text
     assert main([str(tmp_path / "study"), "--no-html"]) == 0
     assert "duplicate" not in capsys.readouterr().out
@@ -112,8 +112,9 @@ def test_runs_that_differ_in_a_setting_result_json_does_not_record_are_two_confi
     for run in other.iterdir():
         _config_yaml(run, 16)
     both = group_configs(load_runs([tmp_path / "study"]))
-    assert answer(both)[1].startswith("On photos (all per class): 2 seeds per configuration (mean ± 95% CI; gaps paired "
-                                      "by seed). Best on validation and on test: frozen (validation: ")
+    assert answer(both)[1].startswith("On photos (all per class): 2 seeds per configuration (mean ± 95% CI, or its ends in "
+                                      "brackets where it would run past 0 or 1; gaps paired by seed). Best on validation "
+                                      "and on test: frozen (validation: ")
     # --markdown: one paragraph per dataset's answer (a single newline ran them together)
     from src.reporting.tables import console_summary
 

@@ -123,3 +123,16 @@ def test_the_verdicts_rule_keeps_false_separations_under_five_percent():
         before, _, after = sim.separated(x)
         raw, now = raw + bool(before), now + bool(after)
     assert raw / draws > 0.1 and now / draws < 0.05
+
+
+def test_an_interval_is_cut_at_the_range_of_its_measure_and_says_so():
+    from src.reporting.stats import COST, SHARE, format_ci
+    from src.search.rerun import format_rerun
+    assert format_ci(0.645, 4.384, 3, SHARE) == "0.645 [0.000, 1.000]"  # was "0.645 ± 4.384"
+    assert format_ci(0.98, 0.01, 3, SHARE) == "0.980 ± 0.010"  # inside the range: as before
+    assert format_ci(3.7, 5.0, 1, COST) == "3.7 [0.0, 8.7]"  # a time below 0 s
+    assert format_ci(0.5, math.nan, 3, SHARE) == "0.500"
+    # the sweep's re-run table of the Pareto set, two seeds far apart
+    line = format_rerun([{"trial": 3, "test_acc": 0.645, "test_acc_ci95": 4.384, "val_acc": 0.99, "val_acc_ci95": 0.02,
+                          "train_flops": 1e9}])
+    assert "test acc 0.6450 [0.0000, 1.0000]" in line and "val acc 0.9900 [0.9700, 1.0000]" in line

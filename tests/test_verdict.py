@@ -90,7 +90,9 @@ def test_three_seeds_that_cannot_separate_two_configurations_name_both(tmp_path)
         assert standing.runner_up.name == "frozen"  # frozen is separated, and not named best
     [text] = answer(group_configs(load_runs([tmp_path / "study"])))
     diff, half, p = by_hand(TIED, "layerwise", "full")
-    assert text.startswith("3 seeds per configuration (mean ± 95% CI; gaps paired by seed). Best on validation and on "
+    # layerwise's test CI, 0.988 ± 0.019, would run past 1: its ends, cut there, and the first sentence says so
+    assert text.startswith("3 seeds per configuration (mean ± 95% CI, or its ends in brackets where it would run past 0 "
+                           "or 1; gaps paired by seed). Best on validation and on "
                            "test: layerwise and full, which the seeds cannot tell apart (validation: layerwise 0.988 ± ")
     # the gap's own p, and the p adjusted over the study's 3 pairs that decides
     held = holm_by_hand(TIED, "layerwise", "full")
@@ -237,7 +239,9 @@ def test_a_cheaper_configuration_that_is_worse_states_the_trade_with_ci_and_p(tm
     held = holm_by_hand(near, "layerwise", "lpft")
     assert w.trade.cheap == "lpft" and w.trade.gap.tied
     [text] = answer(group_configs(load_runs([tmp_path / "near"])))
-    assert (f"lpft, reaches 0.982 ± {w.trade.cheap_ci95:.3f} test accuracy, {100 * abs(diff):.1f} ± {100 * half:.1f} "
+    # 0.982 ± 0.026 would run past 1: the CI's ends, cut there
+    assert w.trade.cheap_mean + w.trade.cheap_ci95 > 1
+    assert (f"lpft, reaches 0.982 [{w.trade.cheap_mean - w.trade.cheap_ci95:.3f}, 1.000] test accuracy, {100 * abs(diff):.1f} ± {100 * half:.1f} "
             f"points below layerwise, a gap the seeds cannot tell from none (p = {p:.2f}, Holm p = {held:.2f} over 3 "
             "pairs), at 1/9 of its training FLOPs.") in text
 
@@ -378,7 +382,8 @@ def test_seeds_that_failed_are_named_beside_the_answer_that_leaves_them_out(tmp_
     v = verdict_of(study)
     assert v.left_out == ("layerwise on seeds 3, 4 (failed, interrupted)", "lpft on seed 0 (failed)") and v.seeds == (3, 3)
     [text] = answer(group_configs(load_runs([study])))
-    assert text.startswith("3 seeds per configuration (mean ± 95% CI; gaps paired by seed). Not counted, as they did not "
+    assert text.startswith("3 seeds per configuration (mean ± 95% CI, or its ends in brackets where it would run past 0 "
+                           "or 1; gaps paired by seed). Not counted, as they did not "
                            "complete: layerwise on seeds 3, 4 (failed, interrupted); lpft on seed 0 (failed). Best on "
                            "validation and on test: ")
     [saved] = as_json(verdicts(group_configs(load_runs([study]))))
@@ -663,3 +668,46 @@ def test_a_configuration_with_no_number_on_a_seed_is_named_not_passed_over(tmp_p
     assert "Not on the front, for want of a number: full (no test accuracy on seed 2)." in text
     assert not re.search(r"Best on test: frozen \(", text)
     assert json.loads(json.dumps(as_json([v]), allow_nan=False))[0]["test"]["best_set"] == ["frozen", "full"]
+
+
+def test_no_printed_interval_of_an_accuracy_runs_past_0_or_1(tmp_path, capsys):
+    # two seeds far apart: a t-interval's half-width is 12.7 standard errors, and the answer, the
+    # table and the win map printed "0.645 ± 4.384" (an accuracy of -3.7 to 5.0); near 1 and 0,
+    # "0.980 ± 0.066" and "0.007 ± 0.029"; a gap of accuracies "40.0 ± 127.0 points"
+    from src.reporting.cli import main
+    from src.reporting.comparisons import paired_rows, summary_rows
+    from src.reporting.tables import pair_cells, summary_cells
+    spread = write_runs(tmp_path / "spread", {"full": {0: (0.99, 0.99), 1: (0.2, 0.3)},
+                                               "frozen": {0: (0.9, 0.9), 1: (0.1, 0.2)}})
+    edges = write_runs(tmp_path / "edges", {"full": {0: (1.0, 1.0), 1: (1.0, 0.99), 2: (0.97, 0.95)},
+                                             "frozen": {0: (0.1, 0.0), 1: (0.0, 0.0), 2: (0.05, 0.02)}})
+    wide = write_runs(tmp_path / "wide", {"full": {0: (0.95, 0.95), 1: (0.05, 0.05)},
+                                           "frozen": {0: (0.05, 0.05), 1: (0.95, 0.55)}})
+    printed, accuracies, gaps = [], [], []
+    for root in (spread, edges, wide):
+        assert main([str(root), "--no-html", "--markdown"]) == 0
+        printed.append(capsys.readouterr().out)
+        configs = group_configs(load_runs([root]))  # the page's tables: accuracies, and paired gaps of them
+        accuracies += [cell for row in summary_cells(summary_rows(configs)) for cell in row[2:5]]
+        gaps += [row[3] for row in pair_cells(paired_rows(configs))]
+    text = "\n".join(printed + accuracies + gaps)
+    answered = re.findall(r"(\d\.\d{3}) ± (\d+\.\d{3})", "\n".join(printed))  # the answer's accuracies
+    for mean, half in answered + [tuple(c.split(" ± ")) for c in accuracies if " ± " in c]:
+        assert 0 <= float(mean) - float(half) and float(mean) + float(half) <= 1, f"{mean} ± {half} in:\n{text}"
+    for mean, half in re.findall(r"(\d+\.\d) ± (\d+\.\d) points", text):  # the answer's gaps, in points
+        assert float(mean) + float(half) <= 100, f"{mean} ± {half} points in:\n{text}"
+    for cell in gaps:
+        diff, _, half = cell.partition(" ± ")
+        assert not half or abs(float(diff)) + float(half) <= 1, cell
+    for low, high in re.findall(r"\[(-?[\d.]+), \+?(-?[\d.]+)\]", text):
+        assert -100 <= float(low) <= float(high) <= 100
+    # the ends cut at the range, and said so; the same ends the figure's error bars draw
+    assert "full (validation: 0.595 [0.000, 1.000]" in text and "0.6450 [0.0000, 1.0000]" in text
+    assert "frozen, reaches 0.007 [0.000, 0.035] test accuracy" in text
+    assert "or its ends in brackets where it would run past 0 or 1" in text
+    [row] = [r for r in summary_rows(group_configs(load_runs([edges]))) if r["config"] == "frozen"]
+    from src.reporting.plots import within
+    low, high = within(row["test_acc"], row["test_acc_ci95"], 0.0, 1.0)
+    assert row["test_acc"] - low[0] == pytest.approx(0.0) and row["test_acc"] + high[0] == pytest.approx(0.0354, abs=1e-4)
+    # a one-point gap ± 127 points: cut at 100 points, signed as the sentence reads
+    assert re.search(r"\d+\.\d \[-\d+\.\d, 100\.0\] points (behind|below)", text), text

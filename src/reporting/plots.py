@@ -19,7 +19,7 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocat
 
 from src.reporting.comparisons import COSTS, METRIC_LABEL  # noqa: E402
 from src.reporting.configs import Config  # noqa: E402
-from src.reporting import robustness  # noqa: E402
+from src.reporting import robustness, stats  # noqa: E402
 from src.reporting.pareto import pareto_front  # noqa: E402
 from src.reporting.runs import Run, lr_grid, mean_curve  # noqa: E402
 from src.record.io import as_number  # noqa: E402
@@ -50,7 +50,8 @@ def within(value: float, half: float, lo: float, hi: float = math.inf) -> list[l
     take, so the interval cut there still holds the mean as often as the whole one does."""
     if math.isnan(half):
         return None
-    return [[value - max(lo, value - half)], [min(hi, value + half) - value]]
+    low, high = stats.within(value, half, (lo, hi))  # the ends the tables print (`stats.format_ci`)
+    return [[value - low], [high - value]]
 
 
 def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[str] = tuple(COSTS)) -> Figure:

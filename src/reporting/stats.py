@@ -4,7 +4,7 @@ differences, and a rank correlation across runs."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from scipy import stats
 
@@ -96,8 +96,39 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
-def format_ci(mean: float, half: float, digits: int = 4) -> str:
-    return f"{mean:.{digits}f}" if math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+# The values a measure can take: a share of images (an accuracy, an agreement), a cost (FLOPs,
+# seconds, parameters, megabytes), or anything. An interval is cut there (`within`).
+Range = tuple[float, float]
+SHARE: Range = (0.0, 1.0)
+COST: Range = (0.0, math.inf)
+ANY: Range = (-math.inf, math.inf)
+
+
+def difference_range(bounds: Range) -> Range:
+    """The values a difference of two values in `bounds` can take (a paired gap of accuracies: [-1, 1])."""
+    return bounds[0] - bounds[1], bounds[1] - bounds[0]
+
+
+def within(mean: float, half: float, bounds: Range = ANY) -> Range:
+    """The ends of mean ± half cut at `bounds`. A t-interval knows no range: with two seeds its
+    half-width is 12.7 standard errors, and an accuracy's ran from -1 to 2. The true value lies
+    inside the range, so the cut interval holds it exactly as often as the whole one does."""
+    return max(bounds[0], mean - half), min(bounds[1], mean + half)
+
+
+def format_ci(mean: float, half: float, digits: int = 4, bounds: Range = ANY,
+              number: Callable[[float], str] | None = None) -> str:
+    """"mean ± half"; where that runs past `bounds` (the measure's range), the mean and the ends of
+    the interval cut there, in brackets ("0.6450 [0.0000, 1.0000]": never "0.6450 ± 4.3836", an
+    accuracy of -3.7 to 5.0); the mean alone where there is no interval (NaN). `number` writes each
+    number (default: `digits` decimals)."""
+    show = number or (lambda x: f"{x:.{digits}f}")
+    if math.isnan(half):
+        return show(mean)
+    low, high = within(mean, half, bounds)
+    if (low, high) != (mean - half, mean + half):
+        return f"{show(mean)} [{show(low)}, {show(high)}]"
+    return f"{show(mean)} ± {show(half)}"
 
 
 def wilson(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float] | None:

@@ -11,25 +11,24 @@ from typing import Any
 from src.record.io import format_table, run_names, si
 from src.record.schema import RunRecord
 from src.reporting.comparisons import COST_SHORT, METRIC_LABEL
-from src.reporting.configs import Config, group_configs
+from src.reporting.configs import Config, group_configs, measure_range
 from src.reporting.runs import Run
+from src.reporting.stats import Range, difference_range, format_ci, within
 from src.reporting.verdict import answer
 
 SUMMARY_HEAD = ("configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
                 "trainable", "peak MB", "ImageNet agree", "Pareto front on")
 
 
-def ci_text(row: dict[str, Any], key: str, fmt: str) -> str:
+def ci_text(row: dict[str, Any], key: str, fmt: str, bounds: Range | None = None) -> str:
     """`row[key]` as "mean ± half-width" (`row[key_ci95]`, left out when None) in `fmt` ("si": with
-    an SI prefix); "-" when the row has no value."""
+    an SI prefix), the interval cut at the measure's range (`bounds`, by default `measure_range(key)`:
+    `stats.format_ci`); "-" when the row has no value."""
     if row.get(key) is None:
         return "-"
-    mean = row[key]
     half = row.get(f"{key}_ci95")
-    text = si(mean) if fmt == "si" else f"{mean:{fmt}}"
-    if half is not None:
-        text += " ± " + (si(half) if fmt == "si" else f"{half:{fmt}}")
-    return text
+    return format_ci(row[key], math.nan if half is None else half, bounds=measure_range(key) if bounds is None else bounds,
+                     number=si if fmt == "si" else lambda x: f"{x:{fmt}}")
 
 
 def wins_worth_showing(cells: Sequence[dict[str, Any]]) -> bool:
@@ -56,8 +55,7 @@ def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
                     cols.append("")
                     continue
                 mark = " ★" if e is c["entries"][0] else (" ≈" if e.get("tied") else "")
-                ci = "" if e["ci95"] is None else f" ± {e['ci95']:.3f}"
-                cols.append(f"{e['mean']:.3f}{ci}{mark}")
+                cols.append(format_ci(e["mean"], math.nan if e["ci95"] is None else e["ci95"], 3, measure_range(c["metric"])) + mark)
             out.append(f"| {name} | " + " | ".join(cols) + " |")
         out.append("")
     return "\n".join(out)
@@ -76,26 +74,31 @@ def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     return [(
         p["a"], p["b"], ", ".join(map(str, p["seeds"])),
         # no CI: the same difference on every seed, whose p is the sign test's (stats.paired)
-        f"{p['diff']:+.4f}" + ("" if math.isnan(p["ci95"]) else f" ± {p['ci95']:.4f}"),
+        format_ci(p["diff"], p["ci95"], bounds=difference_range(measure_range(p["metric"])), number=lambda x: f"{x:+.4f}"),
         f"{p['p']:.3g}" + (" (sign test)" if math.isnan(p["ci95"]) else ""), f"{p['p_holm']:.3g}",
     ) for p in pairs]
 
 
 def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-    def behind(e: dict[str, Any]) -> str:
+    def behind(e: dict[str, Any], metric: str) -> str:
         # ahead of the winner on the seeds they share (unequal seeds): "+", not "−-"
         gap = f"{e['config']} {'−' if e['behind'] >= 0 else '+'}{100 * abs(e['behind']):.1f}"
         if e.get("behind_ci95") is None:
             return gap
         if math.isnan(e["behind_ci95"]):  # the same gap on every seed: no CI, the sign test's p
             return f"{gap} on every seed (p={e['p']:.2g}, sign test, Holm {e['p_holm']:.2g})"
-        return f"{gap} ± {100 * e['behind_ci95']:.1f} (p={e['p']:.2g}, Holm {e['p_holm']:.2g})"
+        # where ± would run past what a gap of this measure can be, the ends of the CI of its points
+        # above the winner, cut there (`stats.within`)
+        low, high = within(-e["behind"], e["behind_ci95"], difference_range(measure_range(metric)))
+        cut = (low, high) != (-e["behind"] - e["behind_ci95"], -e["behind"] + e["behind_ci95"])
+        ci = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if cut else f" ± {100 * e['behind_ci95']:.1f}"
+        return f"{gap}{ci} (p={e['p']:.2g}, Holm {e['p_holm']:.2g})"
 
     return [tuple(str(x) for x in (
         c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
-        ci_text({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f"),
+        ci_text({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f", measure_range(c["metric"])),
         ", ".join(c["tied_with_winner"]) or "none",
-        "; ".join(behind(e) for e in c["entries"][1:]),
+        "; ".join(behind(e, c["metric"]) for e in c["entries"][1:]),
     )) for c in cells]
 
 

@@ -30,7 +30,7 @@ from src.reporting.configs import Config, config_labels
 from src.reporting.more_seeds import RERUN_SEEDS, more_seeds
 from src.reporting.pareto import pareto_front
 from src.reporting.standing import Gap, Standing, Trade, Verdict
-from src.reporting.stats import seeds_to_separate, shows_ahead, wilson
+from src.reporting.stats import SHARE, seeds_to_separate, shows_ahead, wilson, within
 from src.reporting.wording import (
     and_list, common_seeds, gap_p, gap_size, interval_digits, not_completed, p_text, points, seeds_sentence, value_text,
 )
@@ -220,7 +220,19 @@ def sentences(v: Verdict) -> list[str]:
 
 def _seeds_sentence(v: Verdict) -> str:
     counts = [f"{s.samples} {SPLIT_WORD[s.metric]}" for s in (v.validation, v.test) if s is not None and s.samples]
-    return seeds_sentence(*v.seeds, counts, next((s.level for s in (v.test, v.validation) if s is not None), 0.95))
+    return seeds_sentence(*v.seeds, counts, next((s.level for s in (v.test, v.validation) if s is not None), 0.95),
+                          _cut(v))
+
+
+def _cut(v: Verdict) -> bool:
+    """Whether a CI of the answer runs past what it can be (an accuracy past 0 or 1, a gap past 100
+    points), and so is printed as its ends cut there (`stats.format_ci`), which the first sentence says."""
+    standings = [s for s in (v.validation, v.test) if s is not None]
+    gaps = [g for s in standings for g in s.gaps] + ([v.trade.gap] if v.trade is not None and v.trade.gap else [])
+    shares = [(s.mean, s.ci95) for s in standings] + [(g.mean, g.ci95) for g in gaps] + (
+        [(v.trade.cheap_mean, v.trade.cheap_ci95), (v.trade.top_mean, v.trade.top_ci95)] if v.trade is not None else [])
+    ends = [(m, h, SHARE) for m, h in shares] + [(g.behind, g.behind_ci95, (-1.0, 1.0)) for g in gaps]
+    return any(h is not None and math.isfinite(h) and within(m, h, r) != (m - h, m + h) for m, h, r in ends)
 
 
 def _gap_text(g: Gap, digits: int = 3) -> str:

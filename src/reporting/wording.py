@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from src.reporting.stats import LEVEL
+from src.reporting.stats import LEVEL, SHARE, format_ci, within
 
 __all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "level_text", "not_completed", "p_text",
            "points", "seeds_sentence", "value_text"]
@@ -52,13 +52,13 @@ Interval = tuple[float, float]
 
 def value_text(mean: float, ci95: float | None, interval: Interval | None, digits: int = 3) -> str:
     """An accuracy with its Wilson interval (one seed, to `digits` decimals: `interval_digits`) or its
-    ± 95% CI over seeds, whichever it has."""
+    ± 95% CI over seeds, whichever it has; a CI that would run past 0 or 1 as its ends cut there."""
     if interval is not None:
         return f"{mean:.{digits}f} [{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
     if ci95 is not None and abs(ci95) <= 1e-9:  # seeds that all agree (to float noise) leave a t-interval
         # no spread: "± 0.000" read as certainty
         return f"{mean:.3f} (the same on every seed)"
-    return f"{mean:.3f}" if ci95 is None else f"{mean:.3f} ± {ci95:.3f}"
+    return f"{mean:.3f}" if ci95 is None else format_ci(mean, ci95, 3, SHARE)
 
 
 def interval_digits(pairs: Sequence[tuple[Interval | None, Interval | None]]) -> int:
@@ -82,13 +82,18 @@ def and_list(names: Sequence[str]) -> str:
 def gap_size(g: PairedGap) -> str:
     """A paired gap in points with its CI, to 1 decimal or as many more as show whether the CI holds 0
     (a separation printed "5.0 ± 5.0" looked like a tie); alone where the gap was the same on every
-    seed (no CI)."""
+    seed (no CI). Where ± would run past 100 points, the CI's ends cut there, signed as the sentence
+    reads (points behind, or ahead): two seeds' "40.0 ± 127.0" is "40.0 [-87.0, 100.0]"."""
     if g.no_spread:
         return points(g.behind)
     gap, half = 100 * g.behind, 100 * (g.behind_ci95 or 0.0)
     digits = 1
     while digits < 4 and _holds_zero(round(gap, digits), round(half, digits)) != _holds_zero(gap, half):
         digits += 1
+    side = 1 if gap >= 0 else -1
+    low, high = within(side * gap, half, (-100.0, 100.0))
+    if (low, high) != (side * gap - half, side * gap + half):
+        return f"{abs(gap):.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
     return f"{abs(gap):.{digits}f} ± {half:.{digits}f}"
 
 
@@ -105,10 +110,11 @@ def common_seeds(g: PairedGap) -> str:
     return f" on their {g.seeds} common seeds" if g.partial else ""
 
 
-def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.95) -> str:
+def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.95, cut: bool = False) -> str:
     """How many seeds the configurations have (fewest, most) and what the brackets and ± are; `counts`:
     the images one seed's accuracies were measured on ("360 validation"); `level`: the one-seed
-    intervals' (1 - 0.05/k for k configurations, `comparisons.Family`)."""
+    intervals' (1 - 0.05/k for k configurations, `comparisons.Family`); `cut`: a CI is printed as its ends
+    cut at 0 or 1 (or 100 points), where ± would run past them (`stats.format_ci`)."""
     if high == 1:
         if not counts:
             return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
@@ -116,7 +122,8 @@ def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.
         return (f"One seed per configuration: in brackets, each accuracy's Wilson {level_text(level)} interval over "
                 f"the {' and '.join(counts)} images{together}.")
     many = f"{high}" if low == high else f"{low} to {high}"
-    return f"{many} seeds per configuration (mean ± 95% CI; gaps paired by seed)."
+    ends = ", or its ends in brackets where it would run past 0 or 1" if cut else ""
+    return f"{many} seeds per configuration (mean ± 95% CI{ends}; gaps paired by seed)."
 
 
 def gap_p(g: PairedGap) -> str:

@@ -11,7 +11,7 @@ from src.config import RunConfig
 from src.data.identity import dataset_identity_or_none
 from src.gate import compose_train, to_run_config
 from src.record.schema import RunRecord
-from src.reporting.stats import format_ci, mean_ci
+from src.reporting.stats import SHARE, format_ci, mean_ci
 from src.training import checkpoint
 from src.training.run import finished_run, run
 
@@ -67,8 +67,8 @@ def format_rerun(table: list[dict[str, Any]]) -> str:
         params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                            for k, v in e.items() if "." in k)
         lines.append(
-            f"trial {e['trial']:>3}  test acc {format_ci(e['test_acc'], e['test_acc_ci95'])}  "
-            f"val acc {format_ci(e['val_acc'], e['val_acc_ci95'])}  train FLOPs {e.get('train_flops', float('nan')):.4g}  ({params})"
+            f"trial {e['trial']:>3}  test acc {format_ci(e['test_acc'], e['test_acc_ci95'], bounds=SHARE)}  "
+            f"val acc {format_ci(e['val_acc'], e['val_acc_ci95'], bounds=SHARE)}  train FLOPs {e.get('train_flops', float('nan')):.4g}  ({params})"
         )
     return "\n".join(lines)
 
