@@ -546,7 +546,52 @@ def test_a_trials_own_run_is_not_pooled_with_its_re_runs(tmp_path):
     assert config.seeds == [1, 2, 3] and [r.dir.name for r in config.selected_on] == ["3_layerwise"]
     assert config.stats["test_acc"][0] == pytest.approx(0.82) and config.trials == [3]
     printed = console_summary([(r.dir, r.result) for r in runs])
-    assert "1 sweep run(s) not counted where their trial has re-runs" in printed and "3_layerwise" in printed.splitlines()[-1]
+    assert "1 run(s) not counted on the seed a sweep chose their configuration on" in printed
+    assert "3_layerwise" in printed.splitlines()[-1]
     # a trial without re-runs is its own run, counted as before
     (alone,) = group_configs(runs[:1])
     assert alone.seeds == [0] and alone.selected_on == []
+
+
+def test_a_multiruns_seeds_beside_a_sweeps_re_runs_are_counted_and_the_chosen_seed_is_not(tmp_path, capsys):
+    # A multirun over seeds 0-2 of the configuration a sweep chose (trial 3, on seed 0) and re-ran on
+    # seeds 1-3: the multirun's seed-0 job was kept first in folder order, the trial's own run its
+    # "duplicate", the re-runs on seeds 1, 2 duplicates of the multirun's, and then every run that was
+    # not a re-run, the multirun's three, was dropped as "selected on": the answer read "One seed per
+    # configuration" on the re-runs' one new seed, 3 of its 4 seeds thrown away and seed 0's luck kept out
+    # only by accident.
+    from src.reporting.cli import main
+    from src.reporting.verdict import verdicts
+
+    sweeper = "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+
+    def write(folder: Path, seed: int, acc: float, job: int | None = None) -> None:
+        record = RunRecord(strategy="layerwise", seed=seed, status="completed", dataset="digits", train_samples=1077,
+                           val_acc=acc, test_acc=acc, val_samples=360, test_samples=360, train_flops=int(1e9),
+                           train_time_s=1.0, trainable_params=10, strategy_params={"lr_decay": 2.6})
+        write_json(folder / "result.json", record.to_json())
+        if job is not None:  # the search's own job: Hydra's record names the sweeper and the trial
+            (folder / ".hydra").mkdir()
+            (folder / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  sweeper:\n    _target_: {sweeper}\n  job:\n    num: {job}\n")
+
+    grid, sweep = tmp_path / "multirun", tmp_path / "sweeps-out" / "study"
+    for seed, acc in ((0, 324), (1, 327), (2, 331)):
+        write(grid / f"{seed}_layerwise", seed, acc / 360)
+    write(sweep / "3_layerwise", 0, 324 / 360, job=3)  # chosen on seed 0 (the same run as the multirun's)
+    for seed, acc in ((1, 327), (2, 331), (3, 318)):
+        write(sweep / "rerun" / "trial_0003" / f"seed_{seed}", seed, acc / 360)
+    (config,) = group_configs(load_runs([grid, sweep]))
+    assert config.seeds == [1, 2, 3]  # every seed the sweep did not choose it on, once
+    assert sorted(str(r.dir.relative_to(tmp_path)) for r in config.selected_on) == [
+        "multirun/0_layerwise", "sweeps-out/study/3_layerwise"]
+    assert sorted(d.run.dir.name for d in config.duplicates) == ["seed_1", "seed_2"]
+    assert config.stats["test_acc"][0] == pytest.approx((327 + 331 + 318) / 3 / 360)
+    [v] = verdicts(group_configs(load_runs([grid, sweep])))
+    assert v.seeds == (3, 3)
+    assert main([str(grid), str(sweep), "--no-html"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("3 seeds per configuration") and "One seed" not in out
+    assert "2 run(s) not counted on the seed a sweep chose their configuration on" in out
+    # a multirun alone, its seed 0 included: no sweep chose anything there
+    (alone,) = group_configs(load_runs([grid]))
+    assert alone.seeds == [0, 1, 2] and alone.selected_on == []

@@ -14,7 +14,7 @@ from typing import Any
 
 from src.record.io import as_number
 from src.reporting.robustness import EFF_ROB, OOD_ACC, OOD_BALANCED, add_effective_robustness, ood_measures, ood_sets
-from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, is_rerun, run_settings, trial_number
+from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, is_searched, rerun_sweep, run_settings, trial_number
 from src.reporting.stats import ANY, COST, SHARE, Range, mean_ci
 
 __all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "measure_range", "ood_metrics"]
@@ -76,9 +76,10 @@ class Config:
     dataset: str = ""  # the dataset's name, with a short identity where two datasets share a name
     duplicates: list[Duplicate] = field(default_factory=list)  # same seed again: listed, never pooled
     lost: list[Run] = field(default_factory=list)  # failed or interrupted on a seed it has no completed run of
-    # A sweep trial's own run where the trial has re-runs (`is_rerun`): the trial was selected on it, so
-    # pooling it would count the selection's luck again (why rerun_seeds refuse the searched seeds):
-    # listed, never pooled; the re-runs are the measure.
+    # Its runs on a seed a sweep trial of it was chosen on (`is_searched`), where it has other seeds (the
+    # trial's re-runs, a multirun's jobs): the luck that chose it lies in that configuration and seed,
+    # whichever folder ran it (a CPU run repeats bit for bit), so pooling them would count it again (why
+    # rerun_seeds refuse the searched seeds): listed, never pooled; the other seeds are the measure.
     selected_on: list[Run] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -143,10 +144,7 @@ def group_configs(runs: Sequence[Run]) -> Configs:
     for run in stopped:  # a seed that failed once and completed on a retry is counted, not lost
         if (key := keys[id(run)]) in pooled and run.result.seed not in {m.result.seed for m in pooled[key]}:
             lost.setdefault(key, []).append(run)
-    selected_on = {key: [m for m in members if not is_rerun(m.dir)] for key, members in pooled.items()
-                   if any(is_rerun(m.dir) for m in members) and not all(is_rerun(m.dir) for m in members)}
-    for key in selected_on:
-        pooled[key] = [m for m in pooled[key] if is_rerun(m.dir)]
+    selected_on = _selected_on(pooled, duplicates)
     unfinished: dict[ConfigKey, list[Run]] = {}
     for run in stopped:  # a configuration no seed of which completed: told apart by its label as well
         if (key := keys[id(run)]) not in pooled:
@@ -167,6 +165,24 @@ def group_configs(runs: Sequence[Run]) -> Configs:
                               lost.get(key, []), selected_on.get(key, [])))
     add_effective_robustness(configs)  # eff_rob/<set>: needs every configuration's means first
     return configs
+
+
+def _selected_on(pooled: dict[ConfigKey, list[Run]], duplicates: dict[ConfigKey, list[Duplicate]]) -> dict[ConfigKey, list[Run]]:
+    """Per configuration with runs on other seeds too, its runs on the seeds a sweep trial of it was
+    chosen on (`Config.selected_on`), taken out of `pooled` and `duplicates` (in place): a multirun's
+    seed-0 job was kept as the first in folder order and the trial's own run called its duplicate, and
+    the trial's re-runs on seeds 1-3 the duplicates of the multirun's, which left the re-runs' one new
+    seed as the whole measure, and the multirun's jobs said to be what the trial was selected on."""
+    out = {}
+    for key, members in pooled.items():
+        twins = [d.run for d in duplicates.get(key, [])]
+        sweeps = {s for r in members + twins if (s := rerun_sweep(r.dir)) is not None}
+        chosen = {r.result.seed for r in members + twins if is_searched(r.dir, sweeps)}
+        if chosen and any(m.result.seed not in chosen for m in members):
+            out[key] = [r for r in members + twins if r.result.seed in chosen]
+            pooled[key] = [m for m in members if m.result.seed not in chosen]
+            duplicates[key] = [d for d in duplicates.get(key, []) if d.run.result.seed not in chosen]
+    return out
 
 
 def _with_unrecorded(runs: Sequence[Run], keys: dict[int, ConfigKey]) -> dict[int, ConfigKey]:

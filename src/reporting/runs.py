@@ -11,7 +11,7 @@ import functools
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,22 @@ def is_rerun(run_dir: Path) -> bool:
     """Whether a run folder is a re-run of a sweep trial on another seed (`rerun/trial_NNNN/seed_S`),
     not a run the search itself trained and selected on."""
     return any(_TRIAL_DIR.fullmatch(part) for part in Path(run_dir).parts)
+
+
+def is_searched(run_dir: Path, sweeps: Collection[Path] = ()) -> bool:
+    """Whether a run folder is a sweep trial's own run, the one the search trained and chose by: not a
+    re-run, nor a multirun's job, but a job of our sweeper (`trial_number`) or a folder beside the
+    `rerun/` of one of `sweeps` (a sweep's folder, where its job's Hydra record is gone)."""
+    if is_rerun(run_dir):
+        return False
+    return Path(run_dir).parent in sweeps or trial_number(run_dir) is not None
+
+
+def rerun_sweep(run_dir: Path) -> Path | None:
+    """The sweep folder of a re-run (`SWEEP/rerun/trial_NNNN/seed_S`), or None for any other run."""
+    parts = Path(run_dir).parts
+    at = next((i for i in range(len(parts) - 1, -1, -1) if _TRIAL_DIR.fullmatch(parts[i])), None)
+    return None if at is None or at < 1 else Path(*parts[:at - 1]) if at > 1 else Path(".")
 
 
 # A report asks for each run's trial several times (labels, tables, the verdict): a sweep's 20 runs

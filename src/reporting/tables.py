@@ -119,14 +119,14 @@ def console_summary(rows: Sequence[tuple[Path, RunRecord | dict[str, Any]]], met
     return out + ("\n\n" + duplicates_line(notes, names) if notes else "")
 
 
-# The note of a sweep trial's own run that its re-runs replace (`Config.selected_on`).
-SELECTED_ON = "its trial was selected on it: the re-runs count"
+# The note of a run on the seed a sweep trial of its configuration was chosen on (`Config.selected_on`).
+SELECTED_ON = "a sweep chose this configuration on this seed: its other seeds count"
 
 
 def duplicate_notes(configs: Sequence[Config], names: dict[Path, str]) -> dict[Path, str]:
     """Run folder -> why a completed run is not counted: "duplicate of <folder>" for one that repeats a
-    configuration and seed another run already has (`configs.Duplicate`); SELECTED_ON for a sweep
-    trial's own run where the trial has re-runs (`configs.Config.selected_on`)."""
+    configuration and seed another run already has (`configs.Duplicate`); SELECTED_ON for a run on the
+    seed a sweep trial of its configuration was chosen on, where it has other seeds (`configs.Config.selected_on`)."""
     notes = {d.run.dir: f"duplicate of {names.get(d.kept.dir, d.kept.dir.name)}" for c in configs for d in c.duplicates}
     return notes | {r.dir: SELECTED_ON for c in configs for r in c.selected_on}
 
@@ -139,8 +139,8 @@ def duplicates_line(notes: dict[Path, str], names: dict[Path, str]) -> str:
              f"first in folder order is kept): " + "; ".join(f"{names.get(d, d.name)} is a {n}" for d, n in dup.items())] \
         if dup else []
     if chosen:
-        lines.append(f"{len(chosen)} sweep run(s) not counted where their trial has re-runs (the trial was selected "
-                     f"on them, so counting them would count that luck again; the re-runs are the measure): "
+        lines.append(f"{len(chosen)} run(s) not counted on the seed a sweep chose their configuration on (counting them "
+                     f"would count that luck again; its re-runs and other seeds are the measure): "
                      + ", ".join(names.get(d, d.name) for d in chosen))
     return " ".join(lines)
 
