@@ -711,3 +711,23 @@ def test_no_printed_interval_of_an_accuracy_runs_past_0_or_1(tmp_path, capsys):
     assert row["test_acc"] - low[0] == pytest.approx(0.0) and row["test_acc"] + high[0] == pytest.approx(0.0354, abs=1e-4)
     # a one-point gap ± 127 points: cut at 100 points, signed as the sentence reads
     assert re.search(r"\d+\.\d \[-\d+\.\d, 100\.0\] points (behind|below)", text), text
+
+
+def test_the_win_map_names_a_configuration_with_no_number_on_a_seed_as_tied_not_absent(tmp_path):
+    # In the 10-per-class cell full's seed 2 has no test accuracy (null): the map gave frozen ★ alone,
+    # full's row empty there, as if it had not run
+    from src.reporting import plots
+    from src.reporting.comparisons import win_map
+    from src.reporting.tables import win_cells, wins_markdown
+    write_runs(tmp_path / "few", {"full": {0: (0.99, 0.99), 1: (0.98, 0.985), 2: (0.99, math.nan)},
+                                  "frozen": {0: (0.90, 0.90), 1: (0.91, 0.905), 2: (0.92, 0.91)}},
+               train_samples=100, train_per_class=10)
+    write_runs(tmp_path / "all", APART)
+    cells = win_map(group_configs(load_runs([tmp_path])))
+    [few] = [c for c in cells if c["train_per_class"] == "10"]
+    assert few["winner"] == "frozen" and few["tied_with_winner"] == ["full"]
+    [full] = [e for e in few["entries"] if e["config"] == "full"]
+    assert full["mean"] is None and full["tied"] and full["missing"] == "no test accuracy on seed 2"
+    assert "| full | – (no test accuracy on seed 2) ≈ |" in wins_markdown(cells)
+    assert "full (no test accuracy on seed 2: not compared)" in [row[-1] for row in win_cells(cells)]
+    plots.win_map(cells).savefig(tmp_path / "wins.png")  # drawn, its cell marked tied

@@ -144,21 +144,23 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
     for each other configuration the paired difference to the winner on their common seeds. A
     configuration whose paired test does not separate it from the winner (its p adjusted over the
     cell's pairs, `Family`, at least `level`, fewer than two common seeds, or ahead of it on the seeds
-    they share) is `tied` with it: the seeds cannot say that the winner is better."""
+    they share) is `tied` with it: the seeds cannot say that the winner is better. So is one with no
+    number on some seed (null in its result.json: no mean to rank by), with `missing` saying so, and
+    `mean` None: left out, the cell named a winner without it."""
     # The strategy's name, plus the settings that tell its configurations apart across the map; the
     # dataset and training-set size are the cell's own, so a row keeps one name in every cell.
     labels = config_labels([untasked(c.key) for c in configs])
     cells: dict[tuple, list[Config]] = {}
+    unplaced: dict[tuple, list[Config]] = {}
     for c in configs:
-        if metric in c.stats:
-            cells.setdefault(task_key(c), []).append(c)
+        (cells if metric in c.stats else unplaced).setdefault(task_key(c), []).append(c)
     rows = []
-    for members in cells.values():
+    for task, members in cells.items():
         dataset = members[0].dataset
         members = sorted(members, key=lambda c: -c.stats[metric][0])
         best = members[0]
         family = Family(members, metric)
-        label = {id(c): labels[untasked(c.key)] for c in members}
+        label = {id(c): labels[untasked(c.key)] for c in members}  # (and `unplaced`'s, below)
         entries = []
         for c in members:
             mean, half = c.stats[metric]
@@ -174,6 +176,12 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
                     entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "p_holm": None,
                               "tied": True}
             entries.append(entry)
+        for c in unplaced.get(task, []):
+            seeds = c.missing(metric)
+            entries.append({"config": labels[untasked(c.key)], "strategy": c.strategy, "seeds": len(c.runs), "mean": None,
+                            "ci95": None, "behind": None, "behind_ci95": None, "p": None, "p_holm": None, "tied": True,
+                            "missing": f"no {METRIC_LABEL.get(metric, metric)} on seed{'s' * (len(seeds) > 1)} "
+                                       f"{', '.join(map(str, seeds))}"})
         rows.append({
             "dataset": dataset, "train_per_class": per_class_label(best),
             "train_samples": best.runs[0].result.train_samples, "metric": metric,

@@ -296,6 +296,9 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
             best = cell["entries"][0]["mean"]
             for e in cell["entries"]:
                 i = names.index(e["config"])
+                if e["mean"] is None:  # no number on some seed: tied with the winner, no colour to give it
+                    ax.text(j, i, "–≈", ha="center", va="center", fontsize=8)
+                    continue
                 grid[i][j] = min(cap_points, 100 * (best - e["mean"]))
                 mark = "★" if e is cell["entries"][0] else ("≈" if e.get("tied") else "")
                 ax.text(j, i, f"{e['mean']:.3f}{mark}", ha="center", va="center", fontsize=8,

@@ -55,6 +55,9 @@ def wins_markdown(cells: Sequence[dict[str, Any]]) -> str:
                     cols.append("")
                     continue
                 mark = " ★" if e is c["entries"][0] else (" ≈" if e.get("tied") else "")
+                if e["mean"] is None:  # no number on some seed (`comparisons.win_map`): tied, as it may be the best
+                    cols.append(f"– ({e['missing']}){mark}")
+                    continue
                 cols.append(format_ci(e["mean"], math.nan if e["ci95"] is None else e["ci95"], 3, measure_range(c["metric"])) + mark)
             out.append(f"| {name} | " + " | ".join(cols) + " |")
         out.append("")
@@ -81,6 +84,8 @@ def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     def behind(e: dict[str, Any], metric: str) -> str:
+        if e["mean"] is None:  # no number on some seed: not compared (`comparisons.win_map`)
+            return f"{e['config']} ({e['missing']}: not compared)"
         # ahead of the winner on the seeds they share (unequal seeds): "+", not "−-"
         gap = f"{e['config']} {'−' if e['behind'] >= 0 else '+'}{100 * abs(e['behind']):.1f}"
         if e.get("behind_ci95") is None:
