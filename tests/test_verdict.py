@@ -731,3 +731,15 @@ def test_the_win_map_names_a_configuration_with_no_number_on_a_seed_as_tied_not_
     assert "| full | – (no test accuracy on seed 2) ≈ |" in wins_markdown(cells)
     assert "full (no test accuracy on seed 2: not compared)" in [row[-1] for row in win_cells(cells)]
     plots.win_map(cells).savefig(tmp_path / "wins.png")  # drawn, its cell marked tied
+
+
+def test_an_accuracy_no_configuration_has_on_every_seed_is_said_not_left_unsaid(tmp_path):
+    # every configuration's test accuracy null on some seed: no test standing, and the answer went on
+    # with validation alone, not a word about test
+    spec = {"full": {0: (0.99, math.nan), 1: (0.98, 0.985)}, "frozen": {0: (0.90, 0.90), 1: (0.91, math.nan)}}
+    root = write_runs(tmp_path / "s", spec)
+    v = verdict_of(root)
+    assert v.test is None and v.trade is None and v.validation.best == "full"
+    [text] = answer(group_configs(load_runs([root])))
+    assert ("No configuration has a number on every seed for test accuracy: full (no test accuracy on seed 0); frozen "
+            "(no test accuracy on seed 1).") in text

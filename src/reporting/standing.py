@@ -108,7 +108,8 @@ class Trade:
 class Verdict:
     """The answer for one task: where (None with a single task), how many seeds each configuration
     has (fewest, most), the standings on validation and on test, the cheap end's trade, and the seeds
-    that failed or were interrupted in configurations it counts ("full on seed 2 (failed)")."""
+    that failed or were interrupted in configurations it counts ("full on seed 2 (failed)"); `unmeasured`:
+    per accuracy no configuration has on every seed (so no standing), each one and the seeds without it."""
 
     task: str | None
     seeds: tuple[int, int]
@@ -116,6 +117,7 @@ class Verdict:
     test: Standing | None
     trade: Trade | None
     left_out: tuple[str, ...] = ()
+    unmeasured: tuple[str, ...] = ()
 
     @property
     def one_seed(self) -> bool:

@@ -60,8 +60,12 @@ def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "t
         counts = [len(c.runs) for c in members]
         left = tuple(not_completed(names[id(c)], c.lost) for c in members if c.lost) + tuple(
             not_completed(u.label, u.runs) for u in getattr(configs, "unfinished", ()) if task_key(u) == task_key(members[0]))
-        out.append(Verdict(where, (min(counts), max(counts)), _standing(members, "val_acc", names),
-                           _standing(members, "test_acc", names), _trade(members, names, metric, cost), left))
+        val, test = _standing(members, "val_acc", names), _standing(members, "test_acc", names)
+        # an accuracy no configuration has on every seed leaves no standing: said, not left unsaid
+        unmeasured = tuple(f"{METRIC_LABEL[m]}: {'; '.join(f'{names[id(c)]} ({_no_value(c, (m,))})' for c in members)}"
+                           for m, s in (("val_acc", val), ("test_acc", test)) if s is None)
+        out.append(Verdict(where, (min(counts), max(counts)), val, test, _trade(members, names, metric, cost), left,
+                           unmeasured))
     return out
 
 
@@ -206,6 +210,7 @@ def sentences(v: Verdict) -> list[str]:
     out = [_seeds_sentence(v)]
     if v.left_out:  # a seed that diverged is evidence too: the means are over the seeds that completed
         out.append(f"Not counted, as they did not complete: {'; '.join(v.left_out)}.")
+    out += [f"No configuration has a number on every seed for {what}." for what in v.unmeasured]
     val, test = v.validation, v.test
     if val is not None and test is not None and set(val.best_set) == set(test.best_set):
         out.append(_standing_sentence([val, test]))
