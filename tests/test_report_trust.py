@@ -595,3 +595,24 @@ def test_a_multiruns_seeds_beside_a_sweeps_re_runs_are_counted_and_the_chosen_se
     # a multirun alone, its seed 0 included: no sweep chose anything there
     (alone,) = group_configs(load_runs([grid]))
     assert alone.seeds == [0, 1, 2] and alone.selected_on == []
+
+
+def test_a_result_json_with_a_number_its_measure_cannot_take_is_named_and_left_out(tmp_path, capsys):
+    # a test accuracy of 7.5 and a validation accuracy of -0.4 (a hand edit, a rotten file) were pooled
+    # as they were: the answer read "frozen 4.210 [0.000, 1.000]", a best mean outside its own interval
+    from src.reporting.cli import main
+    root = write_runs(tmp_path / "study", APART)
+    for folder, key, value in (("3_layerwise_s0", "test_acc", 7.5), ("4_layerwise_s1", "val_acc", -0.4),
+                               ("5_layerwise_s2", "train_time_s", -3.0)):
+        data = json.loads((root / folder / "result.json").read_text())
+        write_json(root / folder / "result.json", data | {key: value})
+    assert main([str(root), "--no-html"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: skipped {root / '3_layerwise_s0' / 'result.json'}: a completed run with test_acc 7.5, which it " \
+           "cannot be (not in [0, 1])" in captured.err
+    assert "val_acc -0.4, which it cannot be" in captured.err and "train_time_s -3, which it cannot be (not in [0, inf])" in captured.err
+    assert "7.5" not in captured.out and "layerwise" not in captured.out.split("\n\n")[0]  # in no number of the answer
+    # a share computed a hair past 1 (rounding) is no rot
+    data = json.loads((root / "0_full_s0" / "result.json").read_text())
+    write_json(root / "0_full_s0" / "result.json", data | {"cka_features": 1 + 2e-16})
+    assert [r.dir.name for r in load_runs([root])] == ["0_full_s0", "1_full_s1", "2_full_s2"]

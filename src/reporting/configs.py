@@ -13,31 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from src.record.io import as_number
-from src.reporting.robustness import EFF_ROB, OOD_ACC, OOD_BALANCED, add_effective_robustness, ood_measures, ood_sets
+from src.reporting.robustness import EFF_ROB, OOD_ACC, add_effective_robustness, ood_measures, ood_sets
 from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, is_searched, rerun_sweep, run_settings, trial_number
-from src.reporting.stats import ANY, COST, SHARE, Range, mean_ci
+from src.reporting.stats import mean_ci
 
-__all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "measure_range", "ood_metrics"]
+__all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "ood_metrics"]
 
 # The measures pooled over seeds (OOD sets' measures are added per set found).
 MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb",
             "imagenet_agreement", "cka_features")
-
-# What each measure can be, for the intervals printed of it (`measure_range`).
-SHARES = ("val_acc", "test_acc", "test_balanced_acc", "imagenet_agreement", "cka_features")
-COSTS = ("train_flops", "train_time_s", "trainable_params", "peak_mem_mb")
-
-
-def measure_range(measure: str) -> Range:
-    """The values `measure` can take (`stats.format_ci` cuts its intervals there): a share of images
-    in [0, 1], an OOD set's accuracy too, effective robustness (an OOD accuracy above a predicted
-    one) in [-1, 1], a cost at least 0."""
-    if measure in SHARES or measure.startswith((OOD_ACC, OOD_BALANCED)):
-        return SHARE
-    if measure.startswith(EFF_ROB):
-        return (-1.0, 1.0)
-    return COST if measure in COSTS else ANY
-
 
 @dataclass(frozen=True)
 class Duplicate:

@@ -24,8 +24,8 @@ from src.record.io import (
     read_json_object, read_jsonl,
 )
 from src.record.schema import EpochRecord, RunRecord
-from src.reporting.robustness import OOD_ACC, OOD_BALANCED, ood_value
-from src.reporting.stats import mean_ci
+from src.reporting.robustness import EFF_ROB, OOD_ACC, OOD_BALANCED, ood_measures, ood_sets, ood_value
+from src.reporting.stats import ANY, COST, SHARE, Range, mean_ci
 
 __all__ = ["CONFIG_KEYS", "UNFINISHED", "ConfigKey", "DatasetToken", "Run", "dataset_token", "load_runs", "lr_grid",
            "mean_curve", "run_settings", "trial_number", "resume_hint", "unfinished_runs"]
@@ -309,13 +309,38 @@ def _hashable(value: Any) -> Any:
 
 
 def _unpoolable(result: RunRecord) -> str | None:
-    """Why a completed run cannot be pooled by seed (None if it can): no strategy name or no integer seed."""
+    """Why a completed run cannot be pooled by seed (None if it can): no strategy name or no integer
+    seed, or a number its measure cannot take (a test_acc of 7.5, a negative time: a file edited or
+    rotten, whose mean printed "4.210 [0.000, 1.000]")."""
     if not isinstance(result.strategy, str):
         return f"no strategy name (strategy: {json.dumps(result.strategy)})"
     seed = result.seed
     if isinstance(seed, bool) or not isinstance(seed, int):
         return f"no integer seed (seed: {json.dumps(seed)})"
+    for name in SHARE_MEASURES + COST_MEASURES + tuple(ood_measures(ood_sets([result]))):
+        low, high = measure_range(name)
+        value = as_number(ood_value(result, name) if name.startswith((OOD_ACC, OOD_BALANCED)) else result.get(name))
+        if value is not None and not low - SLACK <= value <= high + SLACK:
+            return f"{name} {value:g}, which it cannot be (not in [{low:g}, {high:g}])"
     return None
+
+
+# What each measure can be: the intervals printed of it are cut there, and a record past it is refused.
+SHARE_MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "imagenet_agreement", "cka_features")
+COST_MEASURES = ("train_flops", "train_time_s", "trainable_params", "peak_mem_mb")
+SLACK = 1e-6  # a CKA computed as 1 + 2e-16 is rounding, not rot
+
+
+def measure_range(measure: str) -> Range:
+    """The values `measure` can take (`stats.format_ci` cuts its intervals there): a share of images
+    in [0, 1], an OOD set's accuracy too, effective robustness (an OOD accuracy above a predicted
+    one) in [-1, 1], a cost at least 0."""
+    if measure in SHARE_MEASURES or measure.startswith((OOD_ACC, OOD_BALANCED)):
+        return SHARE
+    if measure.startswith(EFF_ROB):
+        return (-1.0, 1.0)
+    return COST if measure in COST_MEASURES else ANY
+
 
 def mean_curve(runs: Sequence[Run], key: str = "val_acc") -> tuple[list[int], list[float], list[float]]:
     """Per epoch that every run recorded: mean and 95% CI half-width of `key` over the runs that

@@ -11,8 +11,8 @@ from typing import Any
 from src.record.io import format_table, run_names, si
 from src.record.schema import RunRecord
 from src.reporting.comparisons import COST_SHORT, METRIC_LABEL
-from src.reporting.configs import Config, group_configs, measure_range
-from src.reporting.runs import Run
+from src.reporting.configs import Config, group_configs
+from src.reporting.runs import Run, measure_range
 from src.reporting.stats import Range, difference_range, format_ci, within
 from src.reporting.verdict import answer
 
