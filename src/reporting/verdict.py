@@ -14,7 +14,9 @@ Holm's method over every pair of the task (`comparisons.Family`), is below 0.05 
 with one seed each, each accuracy's Wilson interval over the images it was measured on (`val_samples`,
 `test_samples`) at `Family.level` (all of them hold together at 95%), tied where intervals overlap;
 otherwise not compared, so not separated either. So the 5% chance of a difference claimed by luck
-holds for the whole answer (docs/verdict.md); a tie is reported as a tie, never as a winner.
+holds for each accuracy's comparisons together (validation's; test's with the trade's), and the
+answer, naming a best on both, claims one in 5-9% of studies of equal configurations
+(docs/verdict.md); a tie is reported as a tie, never as a winner.
 """
 
 from __future__ import annotations
