@@ -743,3 +743,13 @@ def test_an_accuracy_no_configuration_has_on_every_seed_is_said_not_left_unsaid(
     [text] = answer(group_configs(load_runs([root])))
     assert ("No configuration has a number on every seed for test accuracy: full (no test accuracy on seed 0); frozen "
             "(no test accuracy on seed 1).") in text
+
+
+def test_two_configurations_equal_on_every_seed_are_said_to_be_the_same_not_zero_points_behind(tmp_path):
+    # the same accuracies seed for seed (full and layerwise with every group training at one LR): the
+    # answer read "layerwise 0.0 ± 0.0 points behind, p = 1.00", a gap measured to be exactly nothing
+    same = {0: (0.98, 0.97), 1: (0.96, 0.95), 2: (0.99, 0.90)}
+    root = write_runs(tmp_path / "s", {"full": same, "layerwise": dict(same)})
+    [text] = answer(group_configs(load_runs([root])))
+    assert "layerwise the same on each of their 3 common seeds, p = 1.00" in text
+    assert "0.0 ± 0.0 points" not in text

@@ -244,6 +244,8 @@ def _cut(v: Verdict) -> bool:
 
 def _gap_text(g: Gap, digits: int = 3) -> str:
     """A configuration against the leader: its paired gap and p, or its accuracy and interval."""
+    if g.evidence == "paired" and g.behind == 0 and g.behind_ci95 == 0:  # `stats.paired`: no gap on any seed
+        return f"{g.name} the same on each of their {g.seeds} common seeds, {gap_p(g)}"  # not "0.0 ± 0.0 points behind"
     if g.evidence == "paired":
         side = "behind" if g.behind >= 0 else "ahead"
         return f"{g.name} {gap_size(g)} points {side}{common_seeds(g)}, {gap_p(g)}"
