@@ -23,7 +23,7 @@ from pathlib import Path
 
 from src.config import FolderRefused
 
-__all__ = ["FolderInUse", "held"]
+__all__ = ["FolderInUse", "held", "release", "try_lock"]
 
 _HELD: set[int] = set()  # descriptors holding a lock in this process, closed in forked children
 
@@ -42,6 +42,24 @@ def _close_in_child() -> None:
 os.register_at_fork(after_in_child=_close_in_child)
 
 
+def try_lock(folder: Path) -> int | None:
+    """An exclusive lock on the existing `folder`, held until `release(fd)`: its descriptor, or None
+    when another process holds it. OSError when the folder cannot be opened."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    _HELD.add(fd)
+    return fd
+
+
+def release(fd: int) -> None:
+    _HELD.discard(fd)
+    os.close(fd)  # the lock goes with the last descriptor of it
+
+
 @contextlib.contextmanager
 def held(run_dir: Path) -> Iterator[None]:
     """The run folder (made if missing), locked against every other process until the block ends;
@@ -49,19 +67,14 @@ def held(run_dir: Path) -> Iterator[None]:
     cannot be made or opened."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = try_lock(run_dir)
     except OSError as err:
         raise FolderRefused(f"cannot write the run folder {run_dir}: {err.strerror or err}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+    if fd is None:
         raise FolderInUse(f"the run folder {run_dir} is in use: another process is training in it now (the same "
                           "command started twice, or another config given the same hydra.run.dir); wait for it to "
                           "end, or give this run a folder of its own") from None
-    _HELD.add(fd)
     try:
         yield
     finally:
-        _HELD.discard(fd)
-        os.close(fd)  # the lock goes with the last descriptor of it
+        release(fd)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from src.config import LoggerConfig
 from src.record.io import SkippedFile, read_json_object
+from src.record.whole_folder import staged
 from src.reporting import robustness
 from src.reporting.comparisons import COSTS, METRIC_LABEL, paired_rows, summary_rows, win_map
 from src.reporting.configs import Config, group_configs, ood_metrics
@@ -34,20 +35,31 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
     def problem(line: str) -> None:
         log.warning("%s", line) if problems is None else problems.append(line)
 
-    skipped: list[SkippedFile] = []
-    missing: dict[str, str] = {}
     try:
-        runs = load_runs(dirs, skipped)
-        for bad in skipped:
-            log.warning("skipped %s", bad)
-        page = write_report(dirs, out, metric, runs, skipped, missing)
+        # written whole: two drivers of one sweep that end together, or a report stopped half-way,
+        # never leave `out` holding one report's page beside another's figures (src.record.whole_folder)
+        with staged(out) as folder:
+            found = _publish(dirs, folder, logger, group, metric, problem)
     except Exception as err:
         problem(f"no report written in {out} ({type(err).__name__}: {first_line(err)})")
         return None
-    for name, why in missing.items():
-        problem(f"report {page}: figure {name} not drawn ({why})")
+    for name, why in found.items():
+        problem(f"report {out / 'index.html'}: figure {name} not drawn ({why})")
+    return out / "index.html"
+
+
+def _publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, metric: str,
+             problem: Callable[[str], None]) -> dict[str, str]:
+    """`publish` into the new folder `out`: the figures not drawn (name -> why). Raises when no
+    report can be written, so that an earlier report stays in its place."""
+    skipped: list[SkippedFile] = []
+    missing: dict[str, str] = {}
+    runs = load_runs(dirs, skipped)
+    for bad in skipped:
+        log.warning("skipped %s", bad)
+    write_report(dirs, out, metric, runs, skipped, missing)
     if logger.kind == "none":
-        return page
+        return missing
     try:
         configs = group_configs(runs)
         tags = list(dict.fromkeys(t for r in runs for t in run_tags(r.result)))
@@ -59,7 +71,7 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
             tracker.finish()
     except Exception as err:
         problem(f"W&B summary not logged ({type(err).__name__}: {first_line(err)})")
-    return page
+    return missing
 
 
 # The measures of each run in the W&B `runs` table, after its settings (CONFIG_KEYS and the strategy's knobs).

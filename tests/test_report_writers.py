@@ -1,0 +1,107 @@
+"""The report a multirun or a sweep writes when it ends (`<dir>/report`, src.reporting.publish) is one
+writer's, whole (src/record/whole_folder.py): two drivers of one sweep that end together, or a report
+stopped half-way, left one report's page beside another's figures and summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from src.config import LoggerConfig
+from src.record.lock import release, try_lock
+from src.reporting import page as page_module
+from src.reporting.publish import publish
+from tests.test_verdict import APART, write_runs
+
+NONE = LoggerConfig(kind="none")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file's bytes, the page's time of writing left out."""
+    return {p.name: re.sub(rb"; written [0-9T:-]+", b"", p.read_bytes()) for p in folder.iterdir() if p.is_file()}
+
+
+def _is_one_report(report: Path, alone: Path) -> None:
+    """`report` holds exactly what one writer alone wrote into `alone`, and no writer's folder is left."""
+    assert _files(report) == _files(alone)
+    assert not list(report.parent.glob(".report.writing-*"))
+
+
+def test_two_writers_of_one_report_leave_one_whole_report(tmp_path, monkeypatch):
+    study = write_runs(tmp_path / "study", APART)
+    out = study / "report"
+    one_run = sorted(p for p in study.iterdir() if p.is_dir())[0]
+    assert publish([study], tmp_path / "alone", NONE, "g")
+    real_write_json = page_module.write_json
+    others: list[Path | None] = []
+    started: list[bool] = []
+
+    def write_json(path: Path, data):
+        # The second driver writes its whole report while the first is between its figures and
+        # its summary.json: the two drivers of one sweep, ending together.
+        if path.name == "summary.json" and not started:
+            started.append(True)
+            others.append(publish([one_run], out, NONE, "g"))
+        return real_write_json(path, data)
+
+    monkeypatch.setattr(page_module, "write_json", write_json)
+    assert publish([study], out, NONE, "g") == out / "index.html"
+    assert others == [out / "index.html"]
+    # it held the first driver's page and summary.json beside the second's figures (of one run)
+    _is_one_report(out, tmp_path / "alone")
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, OSError])
+def test_a_report_stopped_half_way_leaves_the_earlier_one_as_it_was(tmp_path, monkeypatch, stop):
+    study = write_runs(tmp_path / "study", APART)
+    out = study / "report"
+    assert publish([study], out, NONE, "g")
+    assert publish([study], tmp_path / "alone", NONE, "g")
+    real_write_json = page_module.write_json
+
+    def write_json(path: Path, data):
+        if path.name == "verdict.json":  # the figures and summary.json written, the page not yet
+            raise stop(28, "No space left on device")
+        return real_write_json(path, data)
+
+    monkeypatch.setattr(page_module, "write_json", write_json)
+    problems: list[str] = []
+    if stop is KeyboardInterrupt:
+        with pytest.raises(KeyboardInterrupt):
+            publish([study], out, NONE, "g", metric="val_acc", problems=problems)
+    else:
+        assert publish([study], out, NONE, "g", metric="val_acc", problems=problems) is None
+        assert problems == [f"no report written in {out} (OSError: [Errno 28] No space left on device)"]
+    # it held the new report's figures and summary.json beside the earlier report's page
+    _is_one_report(out, tmp_path / "alone")
+
+
+def test_earlier_reports_wandb_runs_are_kept_and_abandoned_writers_folders_removed(tmp_path):
+    study = write_runs(tmp_path / "study", APART)
+    out = study / "report"
+    earlier = out / "wandb" / "offline-run-20260101_000000-abc123"
+    earlier.mkdir(parents=True)
+    (earlier / "run-abc123.wandb").write_bytes(b"an earlier summary run, not uploaded yet")
+    abandoned = study / ".report.writing-dead"  # a writer killed with SIGKILL: no one holds its lock
+    abandoned.mkdir()
+    live = study / ".report.writing-live"  # a writer still at work
+    live.mkdir()
+    fd = try_lock(live)
+    try:
+        assert publish([study], out, NONE, "g")
+        assert live.is_dir() and not abandoned.exists()
+    finally:
+        release(fd)
+    assert (earlier / "run-abc123.wandb").read_bytes() == b"an earlier summary run, not uploaded yet"
+    assert (out / "index.html").is_file() and not [p for p in os.listdir(out) if p.startswith(".replaced")]
+    assert oct((out).stat().st_mode & 0o777) == oct(0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
