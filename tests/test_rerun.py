@@ -90,3 +90,54 @@ def test_an_interrupted_rerun_of_another_config_is_not_resumed_from_its_checkpoi
     with pytest.raises(ConfigError, match=r"checkpoint_epoch000\.pt was written by another config \(trainer\.epochs: 2 -> 3\)"):
         _rerun(tmp_path, ["trainer.epochs=3"], seeds=(7,))
     assert len(trained) == 1 and (seed_7 / "checkpoint_epoch000.pt").is_file()
+
+
+def test_a_rerun_another_worker_is_training_is_waited_for_and_read_back_not_refused(tmp_path, monkeypatch):
+    """Two workers of one study (the same command in each) re-run the same Pareto set when the search
+    ends: the second was refused the folder the first was training (FolderInUse, exit 2)."""
+    import threading
+
+    from src.record import lock
+
+    trained: list[Path] = []
+    holding, release = threading.Event(), threading.Event()
+
+    def locked_run(cfg, run_dir: Path, run_name=None, on_epoch=None):  # as run(): the folder locked, a finished run read back
+        with lock.held(run_dir):
+            if (run_dir / RESULT_FILE).is_file():
+                return json.loads((run_dir / RESULT_FILE).read_text())
+            trained.append(run_dir)
+            release.set()  # the other worker finishes while this one trains: deterministic
+            (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            record = {"status": "completed", "val_acc": 0.5, "test_acc": 0.25, "seed": cfg.seed}
+            write_json(run_dir / RESULT_FILE, record)
+            return record
+
+    monkeypatch.setattr(rerun_module, "run", locked_run)
+    monkeypatch.setattr(rerun_module, "WAIT_S", 0.05, raising=False)
+    seed_7 = tmp_path / "rerun" / "trial_0000" / "seed_7"
+    its_config = yaml.safe_dump(_composed(7).to_dict(), sort_keys=False)  # composed here: Hydra is one per process
+
+    def other_worker():  # trains seed 7 (test_acc 0.75) while this worker's re-runs start
+        with lock.held(seed_7):
+            holding.set()
+            release.wait(10)
+            (seed_7 / CONFIG_FILE).write_text(its_config)
+            write_json(seed_7 / RESULT_FILE, {"status": "completed", "val_acc": 0.5, "test_acc": 0.75, "seed": 7})
+
+    other = threading.Thread(target=other_worker)
+    other.start()
+    assert holding.wait(10)
+    try:
+        [row] = _rerun(tmp_path, [])
+    finally:
+        release.set()
+        other.join()
+    assert trained == [tmp_path / "rerun" / "trial_0000" / "seed_8"]  # seed 7 was the other worker's
+    assert row["test_acc_values"] == [0.75, 0.25]
+
+
+def _composed(seed: int):
+    from src.gate import compose_train, to_run_config
+
+    return to_run_config(compose_train(BASE + ["optim.lr=0.001", f"seed={seed}"]), group="study-rerun")

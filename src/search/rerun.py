@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +11,15 @@ import optuna
 
 from src.config import RunConfig
 from src.data.identity import dataset_identity_or_none
+from src.record.lock import FolderInUse
 from src.gate import compose_train, to_run_config
 from src.record.schema import RunRecord
 from src.reporting.stats import SHARE, format_ci, mean_ci
 from src.training import checkpoint
 from src.training.run import finished_run, run
 
+log = logging.getLogger(__name__)
+WAIT_S = 2.0  # how often a re-run that another worker is training is looked at again
 
 def _as_record(result: RunRecord | dict[str, Any]) -> RunRecord:
     return result if isinstance(result, RunRecord) else RunRecord.from_json(result)
@@ -46,11 +51,11 @@ def rerun_pareto(
                 checkpoint.latest(run_dir, cfg, data_id)
             seeds_of_trial.append((seed, run_dir, cfg, None if kept is None else _as_record(kept)))
         planned.append((trial, seeds_of_trial))
+    done = _run_each([(run_dir, cfg, f"{group}-{trial.number}-s{seed}")
+                      for trial, seeds_of_trial in planned for seed, run_dir, cfg, kept in seeds_of_trial if kept is None])
     table = []
     for trial, seeds_of_trial in planned:
-        results = [kept if kept is not None else
-                   _as_record(run(cfg, run_dir, run_name=f"{group}-{trial.number}-s{seed}"))
-                   for seed, run_dir, cfg, kept in seeds_of_trial]
+        results = [kept if kept is not None else done[run_dir] for seed, run_dir, cfg, kept in seeds_of_trial]
         entry: dict[str, Any] = {"trial": trial.number, **trial.params, "seeds": seeds}
         for key in ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s"):
             values = [float(r.get(key)) for r in results if r.get(key) is not None]
@@ -59,6 +64,30 @@ def rerun_pareto(
                 entry[f"{key}_values"] = values
         table.append(entry)
     return table
+
+
+def _run_each(jobs: list[tuple[Path, RunConfig, str]]) -> dict[Path, RunRecord]:
+    """Each re-run trained, or read back where it finished. Every worker of a study (the same command
+    in each) re-runs the same Pareto set when the search ends: a folder another worker is training
+    now is left to it and read back once it is free, as a trial running elsewhere is waited for.
+    Refused (FolderInUse), it ended the second worker with exit 2 while the first trained it."""
+    done: dict[Path, RunRecord] = {}
+    waiting, said = list(jobs), False
+    while waiting:
+        busy = []
+        for run_dir, cfg, name in waiting:
+            try:
+                done[run_dir] = _as_record(run(cfg, run_dir, run_name=name))
+            except FolderInUse:
+                busy.append((run_dir, cfg, name))
+        if busy and len(busy) == len(waiting):  # nothing else to do here meanwhile
+            if not said:
+                log.info("%d re-run(s) being trained by another process (%s): waiting for them", len(busy),
+                         ", ".join(str(d) for d, _, _ in busy))
+                said = True
+            time.sleep(WAIT_S)
+        waiting = busy
+    return done
 
 
 def format_rerun(table: list[dict[str, Any]]) -> str:
