@@ -182,3 +182,27 @@ def test_wandb_that_cannot_start_leaves_the_run_untracked_not_failed(tmp_path, m
     assert not (tmp_path / "wandb").exists()
 
 
+
+
+def test_a_run_started_again_leaves_one_offline_run_to_sync_its_earlier_attempt_set_aside(training_run, tmp_path,
+                                                                                          tiny_config):
+    """A killed attempt's offline run stayed beside the run that resumed it (which logs its epochs
+    again with the rest): the sync command uploaded both, two W&B runs of one config and seed in the
+    study's group, one cut short."""
+    from src.reporting.tracking import SUPERSEDED, set_aside_earlier_attempts, wandb_runs
+    from src.training.run import run
+
+    run_dir = tmp_path / "run"
+    earlier = run_dir / "wandb" / training_run.parent.name
+    shutil.copytree(training_run.parent, earlier)  # the attempt that was killed
+    # an attempt that is not tracked sets nothing aside: the earlier run is all W&B will have
+    assert set_aside_earlier_attempts(run_dir, wandb_runs(run_dir)) == [] and earlier.is_dir()
+    run(tiny_config(trainer={"epochs": 1, "drift_probe": 0}, logger={"kind": "wandb", "mode": "offline", "project": "test"}),
+        run_dir)
+    dry = sync_command(run_dir).replace("wandb sync", f"{Path(sys.executable).parent / 'wandb'} sync --dry-run")
+    proc = subprocess.run(dry, shell=True, env=env() | {"WANDB_MODE": "offline"}, capture_output=True, text=True,
+                          timeout=120)
+    listed = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Would sync 1 run(s)" in listed, listed[-2000:]
+    assert str(earlier) not in listed
+    assert (earlier.with_name(SUPERSEDED + earlier.name) / training_run.name).is_file()  # kept, not deleted

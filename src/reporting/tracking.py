@@ -321,6 +321,37 @@ def make_tracker(
     return untracked()
 
 
+# An earlier attempt's offline run in a run folder, set aside when a later attempt there is tracked:
+# not `offline-run-*`, so SYNC_COMMAND and `wandb sync --sync-all` pass it by.
+SUPERSEDED = "superseded-"
+
+
+def wandb_runs(run_dir: Path) -> set[Path]:
+    """The W&B run folders (offline and online) in `run_dir/wandb` now."""
+    return {*(run_dir / "wandb").glob("offline-run-*"), *(run_dir / "wandb").glob("run-*")}
+
+
+def set_aside_earlier_attempts(run_dir: Path, earlier: set[Path]) -> list[Path]:
+    """`earlier` offline runs (`wandb_runs` before this attempt's tracker started) renamed
+    `superseded-offline-run-*` when this attempt made a W&B run of its own in `run_dir`. A run folder
+    holds one run: a killed run's attempt logged its first epochs, the attempt that resumes it logs
+    them again with the rest, and synced both were two W&B runs of one config and seed in the study's
+    group, one of them cut short. Kept, not deleted; an online attempt is W&B's already."""
+    if not wandb_runs(run_dir) - earlier:
+        return []  # this attempt is untracked: an earlier attempt's run is all W&B will have
+    moved = []
+    for folder in sorted(p for p in earlier if p.name.startswith("offline-run-")):
+        try:
+            folder.rename(folder.with_name(SUPERSEDED + folder.name))
+            moved.append(folder)
+        except OSError as err:
+            log.warning("could not set aside the earlier attempt's W&B run %s (%s)", folder, err.strerror or err)
+    if moved:
+        log.info("W&B: %d earlier attempt(s) of this run set aside (%s): this run logs their epochs again",
+                 len(moved), ", ".join(SUPERSEDED + p.name for p in moved))
+    return moved
+
+
 def untracked() -> WandbTracker:
     """W&B's disabled run (`wandb.init(mode="disabled")`): the calls a tracked run gets, each doing
     nothing, no file written and no service started. Should even that fail, a tracker with no run,

@@ -24,7 +24,8 @@ from src.data.identity import dataset_identity_or_none, short_id
 from src.record import lock
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
                           write_text)
-from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
+from src.reporting.tracking import (Tracker, log_confusions, make_tracker, run_summary, run_tags, set_aside_earlier_attempts,
+                                    wandb_runs)
 from src.strategies import Schedule
 from src.training import checkpoint, record
 from src.training.estimate import ESTIMATE_FILE, estimate
@@ -194,8 +195,10 @@ def dry_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _start_tracker(cfg: RunConfig, run_dir: Path, name: str, schedule: Schedule, tags: list[str]) -> Tracker:
+    earlier = wandb_runs(run_dir)  # a killed or failed attempt's, in this folder
     tracker = make_tracker(cfg.logger, run_dir, name, cfg.to_dict() | {"param_groups": schedule.to_dict()},
                            cfg.strategy.name, tags=tags, per_epoch=True)
+    set_aside_earlier_attempts(run_dir, earlier)
     # The schedule as a table too: W&B shows it beside the run's LR curves.
     tracker.table("param_groups", [
         dict(g) | {"epochs": ",".join(map(str, g["epochs"]))} for g in schedule.to_dict()["groups"]
