@@ -105,3 +105,18 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_same_study_reported_again_leaves_one_summary_run_to_sync(tmp_path):
+    """The same sweep command run again once it had finished (or two drivers ending together) made a
+    second summary run beside the first: both synced, the study's W&B group held two summaries."""
+    pytest.importorskip("wandb")
+    study = write_runs(tmp_path / "study", APART)
+    out = study / "report"
+    offline = LoggerConfig(kind="wandb", mode="offline", project="test")
+    assert publish([study], out, offline, "g")
+    [first] = (out / "wandb").glob("offline-run-*")
+    assert publish([study], out, offline, "g")
+    [second] = (out / "wandb").glob("offline-run-*")  # what the sync command uploads: the newest summary
+    assert second != first and list((out / "wandb").glob("superseded-offline-run-*")) == [
+        first.with_name("superseded-" + first.name)]

@@ -19,7 +19,7 @@ from src.reporting.ood_section import ood_win_map
 from src.reporting.page import FIGURES, first_line, write_report
 from src.reporting.runs import CONFIG_KEYS, Run, load_runs, mean_curve, trial_number
 from src.reporting.tables import wins_worth_showing
-from src.reporting.tracking import Tracker, make_tracker, run_tags
+from src.reporting.tracking import Tracker, make_tracker, run_tags, set_aside_earlier_attempts, wandb_runs
 from src.reporting.verdict import as_json, render, verdicts
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,13 @@ def publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, m
         # never leave `out` holding one report's page beside another's figures (src.record.whole_folder)
         with staged(out) as folder:
             found = _publish(dirs, folder, logger, group, metric, problem)
+            ours = {out / "wandb" / p.name for p in wandb_runs(folder)}
     except Exception as err:
         problem(f"no report written in {out} ({type(err).__name__}: {first_line(err)})")
         return None
+    # the summary runs of earlier reports (carried over with the folder, e.g. the same sweep command
+    # run again once it had finished) are superseded by this one: kept, but synced no more
+    set_aside_earlier_attempts(out, wandb_runs(out) - ours)
     for name, why in found.items():
         problem(f"report {out / 'index.html'}: figure {name} not drawn ({why})")
     return out / "index.html"

@@ -347,8 +347,8 @@ def set_aside_earlier_attempts(run_dir: Path, earlier: set[Path]) -> list[Path]:
         except OSError as err:
             log.warning("could not set aside the earlier attempt's W&B run %s (%s)", folder, err.strerror or err)
     if moved:
-        log.info("W&B: %d earlier attempt(s) of this run set aside (%s): this run logs their epochs again",
-                 len(moved), ", ".join(SUPERSEDED + p.name for p in moved))
+        log.info("W&B: %d earlier run(s) in %s renamed %s (kept, not synced): this one replaces them",
+                 len(moved), run_dir / "wandb", ", ".join(SUPERSEDED + p.name for p in moved))
     return moved
 
 
