@@ -330,16 +330,16 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     if free < MIN_FREE:  # Hydra would fail writing the job's config, with its traceback
         raise ConfigError(f"{key}={value}: {existing} has {free // 1024} KiB free, not enough to start "
                           f"(at least {MIN_FREE // 1024} KiB); free some space or choose another folder")
-    # A fixed folder may hold earlier runs. Each job's run() judges its own folder: a finished run of
-    # the same config is kept and reported, a killed one resumes, another config's is refused
-    # (src.training.run.claim_run_dir). Only our Optuna sweeper's folder without its study record
-    # (a lost study, whose trial numbers a new one would reuse) is refused here.
+    # Each job's run() keeps its folder's finished run, resumes a killed one, refuses another config's. Refused here: our
+    # sweeper's folder without its study (a lost one), a study's folder given to a plain multirun or run (its runs reported as the study's).
     ours = multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER)
-    if not fixed or not ours or (Path(value) / STUDY_FILE).is_file():
+    study = fixed and (Path(value) / STUDY_FILE).is_file()
+    if study and not ours:
+        raise ConfigError(f"{key}={value} is an Optuna study's folder (its {STUDY_FILE}): this {'multirun' if multirun else 'run'}'s"
+                          " results would be mixed into the study's report; choose another folder")
+    if not fixed or not ours or study:
         return
-    finished = [path for path in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE))
-                if finished_status(path)]
-    if finished:
+    if finished := [p for p in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE)) if finished_status(p)]:
         raise ConfigError(f"{key}={value} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
                           "kept: choose another folder or move them away")
 

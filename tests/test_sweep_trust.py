@@ -606,3 +606,19 @@ def test_study_with_other_directions_is_one_line(tmp_path):
     optuna.create_study(study_name=STUDY, storage=_sqlite(out), directions=["minimize", "minimize"])
     line = _one_line_error(_sweep(tmp_path, _cmd(out, 1), timeout=120))
     assert f"study {STUDY}" in line and "hydra.sweeper.study_name" in line
+
+
+@pytest.mark.parametrize("args", [["-m", "strategy=frozen,full", "hydra.sweep.dir={d}"], ["hydra.run.dir={d}"]])
+def test_a_study_s_folder_is_refused_to_a_plain_multirun_and_a_run(tmp_path, args):
+    """`-m strategy=frozen hydra.sweep.dir=sweeps-out/STUDY` trained into the study's folder, and its end
+    replaced the study's report with one where the frozen run stood in the answer beside the trials."""
+    from src.gate import precheck
+
+    (tmp_path / "study.json").write_text('{"study": "layerwise-default"}')
+    with pytest.raises(ConfigError) as refused:
+        precheck([*(a.format(d=tmp_path) for a in args), "experiment=smoke"])
+    key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
+    assert str(refused.value) == (f"{key}={tmp_path} is an Optuna study's folder (its study.json): this "
+                                  f"{'multirun' if '-m' in args else 'run'}'s results would be mixed into the study's "
+                                  "report; choose another folder")
+    assert [p.name for p in tmp_path.iterdir()] == ["study.json"]
