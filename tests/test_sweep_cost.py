@@ -157,3 +157,42 @@ def test_a_sweep_folder_moved_or_copied_counts_its_own_trials(tmp_path, how):
     assert pareto_rows(study, ["val_acc"], new)[0]["run_dir"] == str(new / "0_layerwise")
     # a study of older code (absolute path alone) still reads where it points
     assert trial_dir({"run_dir": str(old / "0_layerwise")}, new) == old / "0_layerwise"
+
+
+def test_a_retry_that_continues_a_stopped_trial_s_checkpoint_counts_its_epochs_and_cost_once(tmp_path, tiny_config):
+    """A trial stopped in epoch 2 of 2 (SIGTERM; after its epoch-1 checkpoint) is retried from that
+    checkpoint: the retry replays and records epoch 1, and its record holds the whole run's cost. The
+    summary counted epoch 1 and its FLOPs in both trials: 4 epochs trained where 3 were."""
+    from src.record.io import read_json_object
+    from src.search.job import _continue_dead_attempt
+    from src.search.results import record_trial_dir, summarise
+
+    sweep = tmp_path / "sweep"
+    cfg = tiny_config(trainer={"epochs": 2, "drift_probe": 0})
+    study = optuna.create_study(study_name="s", direction="maximize", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    stopped = study.ask()
+    record_trial_dir(stopped, sweep / "0_layerwise", sweep)
+
+    def stop(row):
+        stopped.set_user_attr("epochs_trained", row.epoch + 1)
+        if row.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, sweep / "0_layerwise", on_epoch=stop)
+    stopped.set_user_attr("interrupted", True)
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    measured = read_json_object(sweep / "0_layerwise" / "result.json")["measured_before_stop"]
+    retry = study.ask()
+    retry.set_user_attr("retry_of", 0)
+    record_trial_dir(retry, sweep / "1_layerwise", sweep)
+    _continue_dead_attempt(study._storage, "s", 0, cfg, sweep / "1_layerwise", str(sweep), retry)
+    # as src.search.pruning's reporter: the replayed epochs (metrics lines) and the new ones
+    result = run(cfg, sweep / "1_layerwise", on_epoch=lambda row: retry.set_user_attr(
+        "epochs_trained", (row["epoch"] if isinstance(row, dict) else row.epoch) + 1))
+    study.tell(retry, result["val_acc"])
+    s = summarise(study, ["val_acc"], 2, sweep)
+    # epochs 1 and 2 by the stopped trial (2 lost with it), epoch 2 again by the retry
+    assert s["epochs_trained"] == 3 and s["epochs_unfinished"] == 1 and s["trials_unfinished"] == 1
+    per_epoch = measured["train_flops"] / 2
+    assert s["total_train_flops"] == pytest.approx(result["train_flops"] + per_epoch)

@@ -21,6 +21,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from src.config import OUR_SWEEPER, RunConfig
+from src.record.io import METRICS_FILE, read_jsonl
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.search.results import record_trial_dir, trial_dir
 from src.search.storage import make_storage
@@ -36,15 +37,23 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
 
 
-def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path, sweep_dir: str) -> None:
+def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path, sweep_dir: str,
+                           trial: optuna.Trial) -> None:
     """A retried trial runs in a folder of its own: the dead attempt's last checkpoint, and its
-    epochs, move there, so that the retry continues from its last epoch, not from 0."""
+    epochs, move there, so that the retry continues from its last epoch, not from 0. The retry
+    records what it took over (`continues`): those epochs and their cost are the retry's now, and
+    the study's summary counts them once (src.search.results.summarise)."""
     from src.data.identity import dataset_identity_or_none
-    from src.training.checkpoint import adopt  # torch: loaded by the jobs, not by the sweeper's driver
+    from src.training.checkpoint import adopt, epochs_done  # torch: loaded by the jobs, not by the sweeper's driver
 
     dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))
     if (where := trial_dir(dead.user_attrs, sweep_dir)) and (moved := adopt(where, out, run_cfg,
                                                                            dataset_identity_or_none(run_cfg.dataset))):
+        epochs = epochs_done(moved)
+        # what those epochs cost, cumulated in their last metrics line (moved with the checkpoint)
+        last = next((r for r in read_jsonl(out / METRICS_FILE) if r.get("epoch") == epochs - 1), {})
+        trial.set_user_attr("continues", {"trial": number, "epochs": epochs, "train_flops": last.get("train_flops_cum"),
+                                          "train_time_s": last.get("train_s_cum")})
         log.info("continuing trial %d from its last checkpoint, %s", number, moved)
 
 
@@ -72,7 +81,7 @@ def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg
             storage.get_study_id_from_name(name), number))
         record_trial_dir(trial, out, sweep_dir)
         if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
-            _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out, sweep_dir)
+            _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out, sweep_dir, trial)
         yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
                             epochs=run_cfg.trainer.epochs)
     finally:

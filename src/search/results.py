@@ -124,7 +124,11 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int, sweep_dir
     states = {s.name.lower(): 0 for s in TrialState}
     for t in trials:
         states[t.state.name.lower()] += 1
-    trained = [int(t.user_attrs.get("epochs_trained", 0)) for t in trials]
+    # A retry that continued a dead or interrupted attempt's checkpoint (src.search.job) replays and
+    # records that attempt's epochs, and its record holds their cost: counted there, not twice.
+    taken = {int(c["trial"]): c for t in trials if isinstance(c := t.user_attrs.get("continues"), dict)}
+    trained = [max(0, int(t.user_attrs.get("epochs_trained", 0)) - int(taken.get(t.number, {}).get("epochs", 0)))
+               for t in trials]
     # Pruning's saving is judged on the trials that ran their course (complete or pruned): a failed,
     # interrupted or still running trial's unrun epochs were not saved by pruning.
     unfinished = [n for t, n in zip(trials, trained) if t.state not in DONE and n]
@@ -140,8 +144,9 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int, sweep_dir
                 continue
             # a failed run's measurements are nested (measured_before_stop), a pruned one's are its own
             used = r.to_json() if r.train_time_s is not None else (r.measured_before_stop or {})
-            flops += used.get("train_flops") or 0
-            seconds += used.get("train_time_s") or 0
+            moved = taken.get(t.number, {})  # the part a retry took over, in the retry's record
+            flops += max(0.0, (used.get("train_flops") or 0) - (moved.get("train_flops") or 0))
+            seconds += max(0.0, (used.get("train_time_s") or 0) - (moved.get("train_time_s") or 0))
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -220,6 +220,11 @@ def first_epoch(state: dict[str, Any] | None) -> int:
     return 0 if state is None else int(state["epoch"]) + 1
 
 
+def epochs_done(path: Path) -> int:
+    """How many epochs the checkpoint file `path` (`checkpoint_epochNNN.pt`) holds."""
+    return int(_NAME.fullmatch(path.name).group(1)) + 1
+
+
 def elapsed_s(state: dict[str, Any] | None) -> float:
     """The seconds the run's earlier attempts spent up to its checkpoint (the meters' clock), 0 with none."""
     return 0.0 if state is None else float(state["meters"]["elapsed_s"])
