@@ -4,6 +4,7 @@ opened), and a running sweep logs how many of its trials are done and the time l
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import subprocess
@@ -192,6 +193,15 @@ def test_a_retry_that_continues_a_stopped_trial_s_checkpoint_counts_its_epochs_a
         "epochs_trained", (row["epoch"] if isinstance(row, dict) else row.epoch) + 1))
     study.tell(retry, result["val_acc"])
     s = summarise(study, ["val_acc"], 2, sweep)
+    # the stopped trial's folder says where its work went, not "the same command resumes it" (it would not)
+    from src.reporting.runs import resume_hint, unfinished_runs
+
+    assert unfinished_runs([sweep]) == []  # it recorded itself as interrupted: listed by its record, not as lost
+    (sweep / "0_layerwise" / "result.json").unlink()  # as a SIGKILL leaves it
+    assert unfinished_runs([sweep]) == [sweep / "0_layerwise"]
+    assert resume_hint(sweep / "0_layerwise") == (f"its trial 0 was retried as trial 1, in {sweep.resolve() / '1_layerwise'}: "
+                                                  "nothing to resume here")
+    (sweep / "0_layerwise" / "result.json").write_text(json.dumps({"status": "interrupted", "measured_before_stop": measured}))
     # epochs 1 and 2 by the stopped trial (2 lost with it), epoch 2 again by the retry
     assert s["epochs_trained"] == 3 and s["epochs_unfinished"] == 1 and s["trials_unfinished"] == 1
     per_epoch = measured["train_flops"] / 2

@@ -29,6 +29,7 @@ RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 GROUPS_FILE = "param_groups.json"
 CONFIG_FILE = "config.yaml"
+RETRIED_FILE = "retried.json"  # in a dead sweep trial's folder: the trial that retried it (src.search.job)
 
 
 # What a filesystem answers when it takes no more of a file: full, over quota, the file too big for

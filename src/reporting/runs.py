@@ -20,7 +20,7 @@ import yaml
 
 from src.config import OUR_SWEEPER, augment_name
 from src.record.io import (
-    CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, SkippedFile, as_number, find_results, note_skipped,
+    CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, RETRIED_FILE, SkippedFile, as_number, find_results, note_skipped,
     read_json_object, read_jsonl,
 )
 from src.record.schema import EpochRecord, RunRecord
@@ -238,13 +238,24 @@ def resume_hint(folder: Path) -> str:
     """The command that resumes a run folder without result.json. A run or a multirun's job gets a new
     dated folder from the same command (conf/config.yaml), so "the same command resumes it" was false
     for them: the hint names the setting that points it back here, from the job's `.hydra/hydra.yaml`.
-    A sweep's trial (its folder is the study's) or a folder Hydra did not make: the same command."""
+    A sweep's trial (its folder is the study's) or a folder Hydra did not make: the same command; a
+    dead trial that its sweep retried in another folder: that folder, where its work went."""
+    if (retried := _retried(Path(folder))) is not None:
+        return retried
     mode, sweeper = _hydra_mode(Path(folder) / ".hydra" / "hydra.yaml")
     if mode == "MULTIRUN" and OUR_SWEEPER not in sweeper:
         return f"the same command with {_override('hydra.sweep.dir', _sweep_dir(Path(folder).resolve()))} resumes it"
     if mode == "RUN":
         return f"the same command with {_override('hydra.run.dir', Path(folder).resolve())} resumes it"
     return "the same command resumes it"
+
+
+def _retried(folder: Path) -> str | None:
+    try:
+        note = json.loads((folder / RETRIED_FILE).read_text())
+        return f"its trial {note['trial']} was retried as trial {note['retried_as']}, in {note['run_dir']}: nothing to resume here"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _sweep_dir(job: Path) -> Path:

@@ -21,7 +21,7 @@ import optuna
 from optuna.storages import RDBStorage
 
 from src.config import OUR_SWEEPER, RunConfig
-from src.record.io import METRICS_FILE, read_jsonl
+from src.record.io import METRICS_FILE, RETRIED_FILE, read_jsonl, write_json
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.search.results import record_trial_dir, trial_dir
 from src.search.storage import make_storage
@@ -47,7 +47,10 @@ def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunCon
     from src.training.checkpoint import adopt, epochs_done  # torch: loaded by the jobs, not by the sweeper's driver
 
     dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))
-    if (where := trial_dir(dead.user_attrs, sweep_dir)) and (moved := adopt(where, out, run_cfg,
+    where = trial_dir(dead.user_attrs, sweep_dir)
+    if where is not None and where.is_dir():  # its folder says where its work went: nothing to resume there
+        write_json(where / RETRIED_FILE, {"trial": number, "retried_as": trial.number, "run_dir": str(out)})
+    if where and (moved := adopt(where, out, run_cfg,
                                                                            dataset_identity_or_none(run_cfg.dataset))):
         epochs = epochs_done(moved)
         # what those epochs cost, cumulated in their last metrics line (moved with the checkpoint)
