@@ -141,3 +141,27 @@ def _composed(seed: int):
     from src.gate import compose_train, to_run_config
 
     return to_run_config(compose_train(BASE + ["optim.lr=0.001", f"seed={seed}"]), group="study-rerun")
+
+
+def test_a_seed_with_no_number_is_said_in_the_rerun_table_and_every_seed_null_prints(tmp_path, monkeypatch):
+    """A re-run whose test_acc was null (a NaN measured, written as null) was dropped from the mean
+    unsaid, and when every seed's was null the table's printing failed (KeyError 'test_acc') after the
+    re-runs had trained."""
+    from src.search.rerun import format_rerun
+
+    def null_test(cfg, run_dir: Path, run_name=None, on_epoch=None):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        record = {"status": "completed", "val_acc": 0.5, "seed": cfg.seed,
+                  "test_acc": None if cfg.seed == 8 or "trainer.epochs=3" in run_name else 0.75}
+        write_json(run_dir / RESULT_FILE, record)
+        return record
+
+    monkeypatch.setattr(rerun_module, "run", lambda cfg, run_dir, run_name=None, on_epoch=None:
+                        null_test(cfg, run_dir, f"{run_name} trainer.epochs={cfg.trainer.epochs}"))
+    [row] = _rerun(tmp_path / "a", [])
+    assert row["test_acc_values"] == [0.75] and row["test_acc_missing_seeds"] == [8]
+    assert "test acc 0.7500 (none on seed 8)" in format_rerun([row])
+    [row] = _rerun(tmp_path / "b", ["trainer.epochs=3"])  # every seed null
+    assert "test_acc" not in row and row["test_acc_missing_seeds"] == [7, 8]
+    assert "test acc - (none on seeds 7, 8)  val acc 0.5000 ± 0.0000" in format_rerun([row])

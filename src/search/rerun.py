@@ -11,8 +11,8 @@ import optuna
 
 from src.config import RunConfig
 from src.data.identity import dataset_identity_or_none
-from src.record.lock import FolderInUse
 from src.gate import compose_train, to_run_config
+from src.record.lock import FolderInUse
 from src.record.schema import RunRecord
 from src.reporting.stats import SHARE, format_ci, mean_ci
 from src.training import checkpoint
@@ -20,6 +20,7 @@ from src.training.run import finished_run, run
 
 log = logging.getLogger(__name__)
 WAIT_S = 2.0  # how often a re-run that another worker is training is looked at again
+
 
 def _as_record(result: RunRecord | dict[str, Any]) -> RunRecord:
     return result if isinstance(result, RunRecord) else RunRecord.from_json(result)
@@ -58,10 +59,12 @@ def rerun_pareto(
         results = [kept if kept is not None else done[run_dir] for seed, run_dir, cfg, kept in seeds_of_trial]
         entry: dict[str, Any] = {"trial": trial.number, **trial.params, "seeds": seeds}
         for key in ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s"):
-            values = [float(r.get(key)) for r in results if r.get(key) is not None]
-            if values:
-                entry[key], entry[f"{key}_ci95"] = mean_ci(values)
-                entry[f"{key}_values"] = values
+            got = [(seed, float(r.get(key))) for (seed, *_), r in zip(seeds_of_trial, results) if r.get(key) is not None]
+            if got:
+                entry[key], entry[f"{key}_ci95"] = mean_ci([v for _, v in got])
+                entry[f"{key}_values"] = [v for _, v in got]
+            if len(got) < len(seeds_of_trial):  # a null (a NaN measured) is not a number to average: said, not dropped unsaid
+                entry[f"{key}_missing_seeds"] = [seed for seed, *_ in seeds_of_trial if seed not in dict(got)]
         table.append(entry)
     return table
 
@@ -95,10 +98,15 @@ def format_rerun(table: list[dict[str, Any]]) -> str:
     for e in table:
         params = ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else f"{k.split('.')[-1]}={v}"
                            for k, v in e.items() if "." in k)
-        lines.append(
-            f"trial {e['trial']:>3}  test acc {format_ci(e['test_acc'], e['test_acc_ci95'], bounds=SHARE)}  "
-            f"val acc {format_ci(e['val_acc'], e['val_acc_ci95'], bounds=SHARE)}  train FLOPs {e.get('train_flops', float('nan')):.4g}  ({params})"
-        )
+        flops = f"{e['train_flops']:.4g}" if "train_flops" in e else "-"
+        lines.append(f"trial {e['trial']:>3}  test acc {_measure(e, 'test_acc')}  val acc {_measure(e, 'val_acc')}  "
+                     f"train FLOPs {flops}  ({params})")
     return "\n".join(lines)
 
 
+def _measure(entry: dict[str, Any], key: str) -> str:
+    """An accuracy's mean and CI over the seeds that have one, and the seeds that recorded none."""
+    text = format_ci(entry[key], entry[f"{key}_ci95"], bounds=SHARE) if key in entry else "-"
+    if missing := entry.get(f"{key}_missing_seeds"):
+        text += f" (none on seed{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))})"
+    return text
