@@ -8,7 +8,10 @@ here too, so that one schema types every key; any other application is refused t
 Every sampler 1.3 offered, with every argument its Optuna 5 class takes as a plain value (an
 argument that takes an object, e.g. `constraints_func`, is a config with its own `_target_`):
 tpe, random, cmaes, nsgaii, qmc, grid, and motpe, which is TPESampler (Optuna removed
-MOTPESampler in 4.0; TPESampler is multi-objective since 2.9). Defaults are Optuna 5's own.
+MOTPESampler in 4.0; TPESampler is multi-objective since 2.9). Defaults are Optuna 5's own, but
+TPE's `constant_liar`, true here (Optuna's and 1.3's: false): trials running meanwhile (another
+worker's, or a batch of n_jobs asked together) count as bad guesses at their points, so TPE does not
+propose the same region to each of them; with one trial running at a time it changes nothing.
 
 Kept free of heavy imports: Hydra imports every module of `hydra_plugins` when it scans for
 plugins, in every Hydra application of this environment."""
