@@ -753,3 +753,20 @@ def test_two_configurations_equal_on_every_seed_are_said_to_be_the_same_not_zero
     [text] = answer(group_configs(load_runs([root])))
     assert "layerwise the same on each of their 3 common seeds, p = 1.00" in text
     assert "0.0 ± 0.0 points" not in text
+
+
+def test_a_trade_on_measured_time_gives_the_times_and_does_not_claim_a_saving_the_seeds_do_not_show(tmp_path):
+    """With FLOPs not counted the trade is on training time, a measured and noisy cost: 10.1 ± 0.4 s
+    against 10.2 ± 0.5 s read 'at 99% of its training time', a saving stated as fact."""
+    times = {"frozen": {0: 10.0, 1: 10.5, 2: 9.8}, "layerwise": {0: 10.4, 1: 9.9, 2: 10.3}, "full": {0: 30.0, 1: 31.0, 2: 29.5}}
+    study = write_runs(tmp_path / "study", TIED, train_flops=None)
+    for path in study.glob("*/result.json"):
+        record = json.loads(path.read_text())
+        write_json(path, record | {"train_time_s": times[record["strategy"]][record["seed"]]})
+    [text] = answer(group_configs(load_runs([study])))
+    assert "against training time, frozen, " in text
+    assert re.search(r"at \d+% of its training time \(10\.10 ± 0\.90 s against 10\.20 ± 0\.66 s, intervals that overlap: "
+                     r"the seeds do not show it cheaper\)", text), text
+    one = write_runs(tmp_path / "one", {k: {0: v[0]} for k, v in TIED.items()}, train_flops=None)
+    [text] = answer(group_configs(load_runs([one])))
+    assert re.search(r"of its training time \([\d.]+ s against [\d.]+ s, one measured time each\)", text), text

@@ -102,6 +102,9 @@ class Trade:
     top_cost: float
     gap: Gap | None
     unplaced: tuple[str, ...] = ()  # configurations with no number on some seed: off the front unseen otherwise
+    # the costs' 95% CI half-widths over seeds (None with one seed): a time is measured, and noisy
+    cheap_cost_ci95: float | None = None
+    top_cost_ci95: float | None = None
 
 
 @dataclass(frozen=True)
