@@ -616,3 +616,42 @@ def test_a_result_json_with_a_number_its_measure_cannot_take_is_named_and_left_o
     data = json.loads((root / "0_full_s0" / "result.json").read_text())
     write_json(root / "0_full_s0" / "result.json", data | {"cka_features": 1 + 2e-16})
     assert [r.dir.name for r in load_runs([root])] == ["0_full_s0", "1_full_s1", "2_full_s2"]
+
+
+def test_a_folder_a_process_is_training_in_now_is_said_to_be_not_given_a_resume_command(tmp_path, capsys):
+    """While a killed run was resumed, `src.report` named its folder 'killed or still running; the same
+    command ... resumes it' (starting it would be refused: the folder is in use), and the answer counted
+    its earlier attempt as 'interrupted' with no word that it was training again. The folder's lock is
+    asked of the kernel's table (/proc/locks) by another process here, never taken by the report."""
+    import subprocess
+    import sys
+
+    from src.reporting.cli import main
+    from tests.cli import REPO, env
+
+    study = write_runs(tmp_path / "study", APART)
+    killed = study / "9_frozen_s0"
+    killed.mkdir()
+    (killed / "config.yaml").write_text("strategy:\n  name: frozen\n")
+    again = study / "7_full_s3"  # an interrupted attempt, being resumed now
+    write_json(again / "result.json", {"status": "interrupted", "strategy": "full", "seed": 3, "dataset": "digits",
+                                      "train_samples": 1077})
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from src.record.lock import held\n"
+        "with held(Path(sys.argv[1])), held(Path(sys.argv[2])):\n    print('held', flush=True); time.sleep(120)"),
+        str(killed), str(again)], cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main([str(study), "--out", str(tmp_path / "report"), "--no-html"]) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    err, out = capsys.readouterr()[::-1]
+    assert f"warning: {killed}: no result.json: the run was killed or is still running; a process is training in it " \
+           "now (its folder is locked): report again once it ends" in err.splitlines(), err
+    assert "full on seed 3 (interrupted; training again now: seed 3)" in out
+    # once it has ended (killed here), the folder is a killed run's again, with the command that resumes it
+    assert main([str(study), "--out", str(tmp_path / "report2"), "--no-html"]) == 0
+    err, out = capsys.readouterr()[::-1]
+    assert f"warning: {killed}: no result.json: the run was killed or is still running; the same command resumes it" \
+        in err.splitlines() and "full on seed 3 (interrupted)" in out

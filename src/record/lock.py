@@ -23,7 +23,7 @@ from pathlib import Path
 
 from src.config import FolderRefused
 
-__all__ = ["FolderInUse", "held", "release", "try_lock"]
+__all__ = ["FolderInUse", "held", "in_use", "release", "try_lock"]
 
 _HELD: set[int] = set()  # descriptors holding a lock in this process, closed in forked children
 
@@ -53,6 +53,20 @@ def try_lock(folder: Path) -> int | None:
         return None
     _HELD.add(fd)
     return fd
+
+
+def in_use(folder: Path) -> bool | None:
+    """Whether a process holds `folder`'s lock now (it is training there), asked without taking the
+    lock: a reader that took it, even for a moment, would refuse a run starting at that moment. Read
+    from Linux's /proc/locks (a flock's device and inode); None where that cannot be read."""
+    try:
+        st = os.stat(folder)
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    mine = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    # "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF": the 6th field names the file
+    return any(len(f := line.split()) > 5 and f[1] == "FLOCK" and f[5] == mine for line in table.splitlines())
 
 
 def release(fd: int) -> None:

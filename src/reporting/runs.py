@@ -23,6 +23,7 @@ from src.record.io import (
     CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, RETRIED_FILE, SkippedFile, as_number, find_results, note_skipped,
     read_json_object, read_jsonl,
 )
+from src.record.lock import in_use
 from src.record.schema import EpochRecord, RunRecord
 from src.reporting.robustness import EFF_ROB, OOD_ACC, OOD_BALANCED, ood_measures, ood_sets, ood_value
 from src.reporting.stats import ANY, COST, SHARE, Range, mean_ci
@@ -239,7 +240,10 @@ def resume_hint(folder: Path) -> str:
     dated folder from the same command (conf/config.yaml), so "the same command resumes it" was false
     for them: the hint names the setting that points it back here, from the job's `.hydra/hydra.yaml`.
     A sweep's trial (its folder is the study's) or a folder Hydra did not make: the same command; a
-    dead trial that its sweep retried in another folder: that folder, where its work went."""
+    dead trial that its sweep retried in another folder: that folder, where its work went. A folder a
+    process is training in now (src.record.lock.in_use) is said to be, not given a command."""
+    if in_use(Path(folder)):  # asked of the kernel's lock table, without taking the lock
+        return "a process is training in it now (its folder is locked): report again once it ends"
     if (retried := _retried(Path(folder))) is not None:
         return retried
     mode, sweeper = _hydra_mode(Path(folder) / ".hydra" / "hydra.yaml")

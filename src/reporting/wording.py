@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from src.record.lock import in_use
 from src.reporting.stats import LEVEL, SHARE, format_ci, within
 
 __all__ = ["and_list", "common_seeds", "gap_p", "gap_size", "interval_digits", "level_text", "not_completed", "p_text",
@@ -139,5 +140,7 @@ def level_text(level: float) -> str:
 
 def not_completed(name: str, runs: Sequence[Any]) -> str:
     """A configuration's runs (`src.reporting.runs.Run`) that did not complete, for the answer: "full on seeds 0, 1 (failed)"."""
+    again = [str(r.result.seed) for r in runs if in_use(r.dir)]  # resumed: the record is the earlier attempt's
     return (f"{name} on seed{'s' * (len(runs) > 1)} {', '.join(str(r.result.seed) for r in runs)} "
-            f"({', '.join(sorted({str(r.result.status) for r in runs}))})")
+            f"({', '.join(sorted({str(r.result.status) for r in runs}))}"
+            + (f"; training again now: seed{'s' * (len(again) > 1)} {', '.join(again)})" if again else ")"))
