@@ -231,7 +231,7 @@ def test_a_cheaper_configuration_that_is_worse_states_the_trade_with_ci_and_p(tm
     [text] = answer(group_configs(load_runs([tmp_path / "study"])))
     assert (f"frozen, reaches 0.916 ± {v.trade.cheap_ci95:.3f} test accuracy, {100 * diff:.1f} ± {100 * half:.1f} "
             f"points below layerwise, a gap the seeds cannot tell from none (p = {p:.3f}, Holm p = {held:.2f} over "
-            "6 pairs), at 1/18 of its training FLOPs.") in text
+            "6 pairs; under 0.05 for this pair alone, as 1 pair in 20 is by chance), at 1/18 of its training FLOPs.") in text
     # a cheaper configuration the seeds cannot tell from the best: the gap is stated, and called what it is
     near = {k: v for k, v in spec.items() if k != "frozen"}
     w = verdict_of(write_runs(tmp_path / "near", near))

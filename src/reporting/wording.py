@@ -131,6 +131,9 @@ def gap_p(g: PairedGap) -> str:
     """Its p; with no spread the sign test's, and said so (`stats.paired`); and, among several pairs,
     the p adjusted over them that decides (Holm's, `comparisons.Family`)."""
     holm = f", Holm {p_text(g.p_holm)} over {g.pairs} pairs" if g.pairs > 1 else ""
+    if holm and g.p is not None and g.p_holm is not None and g.p < LEVEL <= g.p_holm:
+        # the printed 95% CI is this pair's alone and may leave out 0: why that is no separation here
+        holm += f"; under {LEVEL:g} for this pair alone, as 1 pair in {round(1 / LEVEL)} is by chance"
     return p_text(g.p) + (" by the sign test" if g.no_spread else "") + holm
 
 
