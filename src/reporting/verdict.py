@@ -342,6 +342,8 @@ def _measured_cost(t: Trade) -> str:
         return ""
     if t.cheap_cost_ci95 is None or t.top_cost_ci95 is None:
         return f" ({t.cheap_cost:.3g} s against {t.top_cost:.3g} s, one measured time each)"
+    if t.cheap_cost_ci95 == 0 == t.top_cost_ci95:
+        return f" ({t.cheap_cost:.3g} s against {t.top_cost:.3g} s, the same on every seed)"
     overlap = t.cheap_cost + t.cheap_cost_ci95 >= t.top_cost - t.top_cost_ci95
     least = min(t.cheap_cost_ci95, t.top_cost_ci95)  # decimals for two digits of the narrower interval
     d = 1 if least <= 0 else max(0, 1 - math.floor(math.log10(least)))
