@@ -206,3 +206,32 @@ def test_a_retry_that_continues_a_stopped_trial_s_checkpoint_counts_its_epochs_a
     assert s["epochs_trained"] == 3 and s["epochs_unfinished"] == 1 and s["trials_unfinished"] == 1
     per_epoch = measured["train_flops"] / 2
     assert s["total_train_flops"] == pytest.approx(result["train_flops"] + per_epoch)
+
+
+def test_a_retry_that_continues_a_dead_trial_leaves_one_wandb_run_of_it_to_sync(tmp_path, tiny_config):
+    """The retry replays the dead trial's epochs in its own W&B run; the dead trial's offline run,
+    left in its folder, was synced beside it: two W&B runs of one trial in the study's group, one cut
+    short. It is set aside (superseded-offline-run-*) once the retry takes its work over."""
+    from src.search.job import _continue_dead_attempt
+    from src.search.results import record_trial_dir
+
+    sweep = tmp_path / "sweep"
+    cfg = tiny_config(trainer={"epochs": 2, "drift_probe": 0}, logger={"kind": "wandb", "mode": "offline", "project": "t"})
+    study = optuna.create_study(study_name="s", direction="maximize", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    stopped = study.ask()
+    record_trial_dir(stopped, sweep / "0_layerwise", sweep)
+
+    def stop(row):
+        if row.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, sweep / "0_layerwise", on_epoch=stop)
+    study.tell(stopped, state=optuna.trial.TrialState.FAIL)
+    [dead_run] = (sweep / "0_layerwise" / "wandb").glob("offline-run-*")
+    retry = study.ask()
+    record_trial_dir(retry, sweep / "1_layerwise", sweep)
+    _continue_dead_attempt(study._storage, "s", 0, cfg, sweep / "1_layerwise", str(sweep), retry)
+    run(cfg, sweep / "1_layerwise")
+    assert not dead_run.exists() and dead_run.with_name("superseded-" + dead_run.name).is_dir()
+    assert len(list(sweep.glob("*/wandb/offline-run-*"))) == 1  # the retry's: what `wandb sync` finds

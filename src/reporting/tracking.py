@@ -339,8 +339,13 @@ def set_aside_earlier_attempts(run_dir: Path, earlier: set[Path]) -> list[Path]:
     group, one of them cut short. Kept, not deleted; an online attempt is W&B's already."""
     if not wandb_runs(run_dir) - earlier:
         return []  # this attempt is untracked: an earlier attempt's run is all W&B will have
+    return set_aside(earlier)
+
+
+def set_aside(runs: set[Path]) -> list[Path]:
+    """The offline ones of `runs` renamed `superseded-offline-run-*`: kept, not synced (`SUPERSEDED`)."""
     moved = []
-    for folder in sorted(p for p in earlier if p.name.startswith("offline-run-")):
+    for folder in sorted(p for p in runs if p.name.startswith("offline-run-")):
         try:
             folder.rename(folder.with_name(SUPERSEDED + folder.name))
             moved.append(folder)
@@ -348,7 +353,7 @@ def set_aside_earlier_attempts(run_dir: Path, earlier: set[Path]) -> list[Path]:
             log.warning("could not set aside the earlier attempt's W&B run %s (%s)", folder, err.strerror or err)
     if moved:
         log.info("W&B: %d earlier run(s) in %s renamed %s (kept, not synced): this one replaces them",
-                 len(moved), run_dir / "wandb", ", ".join(SUPERSEDED + p.name for p in moved))
+                 len(moved), moved[0].parent, ", ".join(SUPERSEDED + p.name for p in moved))
     return moved
 
 

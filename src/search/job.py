@@ -44,14 +44,16 @@ def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunCon
     records what it took over (`continues`): those epochs and their cost are the retry's now, and
     the study's summary counts them once (src.search.results.summarise)."""
     from src.data.identity import dataset_identity_or_none
+    from src.reporting.tracking import set_aside, wandb_runs
     from src.training.checkpoint import adopt, epochs_done  # torch: loaded by the jobs, not by the sweeper's driver
 
     dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))
     where = trial_dir(dead.user_attrs, sweep_dir)
     if where is not None and where.is_dir():  # its folder says where its work went: nothing to resume there
         write_json(where / RETRIED_FILE, {"trial": number, "retried_as": trial.number, "run_dir": str(out)})
-    if where and (moved := adopt(where, out, run_cfg,
-                                                                           dataset_identity_or_none(run_cfg.dataset))):
+    if where and (moved := adopt(where, out, run_cfg, dataset_identity_or_none(run_cfg.dataset))):
+        if run_cfg.logger.kind == "wandb":  # its W&B run replays those epochs: the dead one's would be synced twice
+            set_aside(wandb_runs(where))
         epochs = epochs_done(moved)
         # what those epochs cost, cumulated in their last metrics line (moved with the checkpoint)
         last = next((r for r in read_jsonl(out / METRICS_FILE) if r.get("epoch") == epochs - 1), {})
