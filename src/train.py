@@ -57,8 +57,11 @@ def _multirun_group(hc) -> str | None:
 
 
 def sweep_group(sweep_dir: Path) -> str:
-    """The W&B group of a multirun: the last parts of its folder (multirun/DATE/TIME -> multirun-DATE-TIME)."""
-    return "-".join(sweep_dir.parts[-3:])
+    """The W&B group of a multirun when logger.group is not set: WANDB_RUN_GROUP, else the last parts
+    of its folder (multirun/DATE/TIME -> multirun-DATE-TIME)."""
+    from src.reporting.tracking import study_group
+
+    return study_group("-".join(sweep_dir.parts[-3:]))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")

@@ -206,3 +206,42 @@ def test_a_run_started_again_leaves_one_offline_run_to_sync_its_earlier_attempt_
     assert proc.returncode == 0 and "Would sync 1 run(s)" in listed, listed[-2000:]
     assert str(earlier) not in listed
     assert (earlier.with_name(SUPERSEDED + earlier.name) / training_run.name).is_file()  # kept, not deleted
+
+
+def _run_info(root: Path):
+    return wandb_files.run_info(_run_file(root))
+
+
+def test_wandbs_own_environment_variables_count_where_the_config_says_nothing(tmp_path, monkeypatch):
+    # A project default in the config hid WANDB_PROJECT, and the tags every run passes hid WANDB_TAGS:
+    # runs went to finetune-strategies, untagged, whatever the user had exported.
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    monkeypatch.setenv("WANDB_TAGS", "exp7, nightly")
+    tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline"), tmp_path / "a", "a", {}, "t", tags=["full"])
+    tracker.finish()
+    info = _run_info(tmp_path / "a")
+    assert info.project == "from-env" and list(info.tags) == ["exp7", "nightly", "full"]
+    # a value given in the config still wins over the environment, as in W&B
+    tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline", project="given"), tmp_path / "b", "b", {}, "t")
+    tracker.finish()
+    assert _run_info(tmp_path / "b").project == "given"
+    monkeypatch.delenv("WANDB_PROJECT")
+    tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline"), tmp_path / "c", "c", {}, "t")
+    tracker.finish()
+    assert _run_info(tmp_path / "c").project == "finetune-strategies"
+
+
+def test_a_studys_summary_run_joins_its_runs_group(tmp_path, monkeypatch):
+    # logger.group put a multirun's jobs in that group, but its summary run went to multirun-DATE-TIME;
+    # WANDB_RUN_GROUP was overridden by the folder's name for both.
+    from src.reporting.publish import publish
+    from src.train import sweep_group
+    from tests.test_verdict import write_runs
+
+    study = write_runs(tmp_path / "multirun" / "2026-01-01" / "10-00-00", {"full": {0: (0.5, 0.5)}, "frozen": {0: (0.4, 0.4)}})
+    assert sweep_group(study) == "multirun-2026-01-01-10-00-00"
+    assert publish([study], study / "report", LoggerConfig(kind="wandb", mode="offline", group="mine"), sweep_group(study))
+    info = _run_info(study / "report")
+    assert info.run_group == "mine" and info.display_name == "mine-summary"
+    monkeypatch.setenv("WANDB_RUN_GROUP", "from-env")
+    assert sweep_group(study) == "from-env"

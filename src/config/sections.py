@@ -299,7 +299,9 @@ WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
 @dataclass(frozen=True)
 class LoggerConfig:
     kind: LoggerKind = LoggerKind.wandb
-    project: str = "finetune-strategies"
+    # None: W&B's own WANDB_PROJECT when it is set, else finetune-strategies (W&B's order: a value
+    # given wins over the environment, which wins over a default; a default here hid WANDB_PROJECT)
+    project: str | None = None
     entity: str | None = None
     # "auto": online if W&B credentials are configured, else offline.
     mode: LoggerMode = LoggerMode.auto
@@ -314,11 +316,12 @@ class LoggerConfig:
         after the run folder was made, and the run went on untracked with only a warning."""
         if self.kind is not LoggerKind.wandb:
             return
-        bad = sorted(set(self.project) & set(WANDB_PROJECT_FORBIDDEN))
-        if not self.project.strip() or len(self.project) > 128 or bad:
-            why = f"contains {' '.join(bad)}" if bad else ("is empty" if not self.project.strip() else "is over 128 characters")
-            raise ConfigError(f"logger.project={self.project!r} {why}: W&B takes 1-128 characters without "
-                              f"{' '.join(WANDB_PROJECT_FORBIDDEN)}")
+        if self.project is not None:
+            bad = sorted(set(self.project) & set(WANDB_PROJECT_FORBIDDEN))
+            if not self.project.strip() or len(self.project) > 128 or bad:
+                why = f"contains {' '.join(bad)}" if bad else ("is empty" if not self.project.strip() else "is over 128 characters")
+                raise ConfigError(f"logger.project={self.project!r} {why}: W&B takes 1-128 characters without "
+                                  f"{' '.join(WANDB_PROJECT_FORBIDDEN)}")
         for i, tag in enumerate(self.tags):
             if not 1 <= len(tag) <= 64:
                 raise ConfigError(f"logger.tags[{i}]={tag!r} has {len(tag)} characters: W&B takes 1-64")

@@ -67,6 +67,7 @@ def _publish(dirs: Sequence[Path], out: Path, logger: LoggerConfig, group: str, 
     try:
         configs = group_configs(runs)
         tags = list(dict.fromkeys(t for r in runs for t in run_tags(r.result)))
+        group = logger.group or group  # the jobs' own group when logger.group names one (src.gate)
         tracker = make_tracker(dataclasses.replace(logger, group=group), out, f"{group}-summary",
                                {"dirs": [str(d) for d in dirs], "metric": metric}, "summary", tags=tags)
         try:

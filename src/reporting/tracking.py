@@ -113,6 +113,25 @@ class Tracker(Protocol):
     def finish(self, exit_code: int = 0) -> None: ...
 
 
+DEFAULT_PROJECT = "finetune-strategies"
+
+
+def project_of(cfg: LoggerConfig) -> str:
+    """The W&B project, in W&B's own order: logger.project when given, else WANDB_PROJECT, else ours."""
+    return cfg.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+
+
+def env_tags() -> tuple[str, ...]:
+    """WANDB_TAGS (comma-separated, as W&B reads it): W&B drops it once `tags=` is given, as every run does."""
+    return tuple(t.strip() for t in os.environ.get("WANDB_TAGS", "").split(",") if t.strip())
+
+
+def study_group(default: str) -> str:
+    """The W&B group of a multirun's or sweep's runs when logger.group is not set: WANDB_RUN_GROUP,
+    W&B's own setting, else `default`. The jobs and the study's summary run use it alike."""
+    return os.environ.get("WANDB_RUN_GROUP") or default
+
+
 def wandb_credentials_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
@@ -292,13 +311,13 @@ def make_tracker(
         return WandbTracker(None)
     mode = resolve_mode(cfg)
     kwargs = dict(
-        project=cfg.project,
+        project=project_of(cfg),
         entity=cfg.entity,
         group=cfg.group,
         name=name,
         job_type=job_type,
         # W&B refuses tags over 64 characters; the same tag twice is one tag
-        tags=list(dict.fromkeys(t[:64] for t in (*cfg.tags, *tags))),
+        tags=list(dict.fromkeys(t[:64] for t in (*cfg.tags, *env_tags(), *tags))),
         config=config,
         dir=str(run_dir),
         # requirements.txt is written below from a list read once per process: W&B's own reads every
