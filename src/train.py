@@ -51,17 +51,22 @@ register_ray()  # hydra/launcher=ray: ours (hydra_plugins/ft_ray_launcher), wher
 
 
 def _multirun_group(hc) -> str | None:
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return sweep_group(Path(hc.sweep.dir))
+    return multirun_group(hc) if hc.mode == RunMode.MULTIRUN else None
 
 
-def sweep_group(sweep_dir: Path) -> str:
-    """The W&B group of a multirun when logger.group is not set: WANDB_RUN_GROUP, else the last parts
-    of its folder (multirun/DATE/TIME -> multirun-DATE-TIME)."""
+def multirun_group(hydra_node: Any) -> str:
+    """The W&B group of a multirun's or sweep's runs when logger.group is not set (`hydra_node`: the
+    config's `hydra` node): WANDB_RUN_GROUP, else a sweep's study name, as its re-runs' group is
+    `<study>-rerun` (the folder's name put the parent of paths.output_dir in it, so that workers of one
+    study in other folders landed in other groups), else the last parts of the multirun's folder
+    (multirun/DATE/TIME -> multirun-DATE-TIME). The jobs and the summary run both take it from here."""
     from src.reporting.tracking import study_group
 
-    return study_group("-".join(sweep_dir.parts[-3:]))
+    if str(OmegaConf.select(hydra_node, "sweeper._target_", default="")).startswith(OUR_SWEEPER):
+        from src.search.job import DEFAULT_STUDY
+
+        return study_group(OmegaConf.select(hydra_node, "sweeper.study_name", default=None) or DEFAULT_STUDY)
+    return study_group("-".join(Path(hydra_node.sweep.dir).parts[-3:]))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
@@ -250,7 +255,7 @@ class ComparisonTable(Callback):
                 from src.reporting.publish import publish
 
                 problems: list[str] = []
-                page = publish([sweep_dir], sweep_dir / "report", logger, sweep_group(sweep_dir), problems=problems)
+                page = publish([sweep_dir], sweep_dir / "report", logger, multirun_group(config.hydra), problems=problems)
                 for line in problems:  # no report, a figure not drawn, no W&B summary: said, not buried in a log
                     print(f"warning: {line}", file=sys.stderr, flush=True)
                 if page:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from src.config import LoggerConfig
 from src.record.schema import EpochRecord
@@ -235,13 +236,29 @@ def test_a_studys_summary_run_joins_its_runs_group(tmp_path, monkeypatch):
     # logger.group put a multirun's jobs in that group, but its summary run went to multirun-DATE-TIME;
     # WANDB_RUN_GROUP was overridden by the folder's name for both.
     from src.reporting.publish import publish
-    from src.train import sweep_group
+    from src.train import multirun_group
     from tests.test_verdict import write_runs
 
     study = write_runs(tmp_path / "multirun" / "2026-01-01" / "10-00-00", {"full": {0: (0.5, 0.5)}, "frozen": {0: (0.4, 0.4)}})
-    assert sweep_group(study) == "multirun-2026-01-01-10-00-00"
-    assert publish([study], study / "report", LoggerConfig(kind="wandb", mode="offline", group="mine"), sweep_group(study))
+    hydra = OmegaConf.create({"sweep": {"dir": str(study)}, "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}})
+    assert multirun_group(hydra) == "multirun-2026-01-01-10-00-00"
+    assert publish([study], study / "report", LoggerConfig(kind="wandb", mode="offline", group="mine"), multirun_group(hydra))
     info = _run_info(study / "report")
     assert info.run_group == "mine" and info.display_name == "mine-summary"
     monkeypatch.setenv("WANDB_RUN_GROUP", "from-env")
-    assert sweep_group(study) == "from-env"
+    assert multirun_group(hydra) == "from-env"
+
+
+@pytest.mark.parametrize("output_dir", ["/scratch/me", "."])
+def test_a_sweeps_runs_are_grouped_by_its_study_wherever_its_folder_is(output_dir):
+    # The group was the sweep folder's last three parts: "me-sweeps-out-layerwise-default" under
+    # paths.output_dir=/scratch/me, "sweeps-out-layerwise-default" under ".", while the Pareto set's
+    # re-runs went to "layerwise-default-rerun".
+    from src.search.job import SWEEPER_TARGET
+    from src.train import multirun_group
+
+    hydra = OmegaConf.create({"sweep": {"dir": f"{output_dir}/sweeps-out/layerwise-default"},
+                              "sweeper": {"_target_": SWEEPER_TARGET, "study_name": "layerwise-default"}})
+    assert multirun_group(hydra) == "layerwise-default"
+    hydra.sweeper.study_name = None
+    assert multirun_group(hydra) == "sweep"  # the study's name when none is given (src/search/job.py)
