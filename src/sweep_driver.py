@@ -238,7 +238,9 @@ class ProjectSweep:
         return storage_url(self.storage, self.sweep_dir)
 
     def _where(self) -> str:
-        return self._url().split("@")[-1]  # no password in a message
+        from src.search.job import shown_url
+
+        return shown_url(self._url())  # no password in a message
 
     def _space(self, arguments: list[str]) -> Space:
         """The sweeper's settings and the search space, checked (one line each)."""

@@ -266,3 +266,22 @@ def test_a_dead_trial_is_queued_once_and_the_log_says_when_it_is_not(caplog):
     assert "trial 1: its worker stopped sending heartbeats; failed, and not queued again: it was already a " \
            "retry of trial 0's parameters (1 retry at most)" in caplog.text
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # nothing queued the second time
+
+
+def test_the_storage_a_sweep_names_is_a_url_optunas_own_readers_take(tmp_path):
+    # Cut at its last '@' to hide the password, a server's URL was shown as 'db.example:5432/studies',
+    # in the sweep's first line and in study.json: no driver, no user, nothing optuna.load_study,
+    # the optuna CLI or optuna-dashboard can open.
+    from sqlalchemy.engine import make_url
+
+    from src.search.job import shown_url
+
+    given = "postgresql+psycopg://me:s3cr%40t@db.example:5432/studies"
+    shown = make_url(shown_url(given))
+    assert "s3cr" not in shown_url(given) and shown.password is None
+    full = make_url(given)
+    assert (shown.drivername, shown.username, shown.host, shown.port, shown.database) == (
+        full.drivername, full.username, full.host, full.port, full.database)
+    db = f"sqlite:///{tmp_path / 'optuna.db'}"  # a file's URL has no password: shown as it is, and opens
+    optuna.create_study(study_name="s", storage=db)
+    assert shown_url(db) == db and optuna.load_study(study_name="s", storage=shown_url(db)).study_name == "s"
