@@ -143,8 +143,14 @@ def _every_call(tracker) -> None:
     tracker.finish()
 
 
-@pytest.mark.parametrize("logger", [LoggerConfig(kind="none"), LoggerConfig(kind="wandb", mode="disabled")])
-def test_tracking_off_is_wandbs_disabled_run_and_writes_nothing(tmp_path, monkeypatch, caplog, logger):
+@pytest.mark.parametrize("logger, wandb_mode", [(LoggerConfig(kind="none"), None),
+                                                (LoggerConfig(kind="wandb", mode="disabled"), None),
+                                                (LoggerConfig(kind="wandb"), "disabled")])  # W&B's own switch
+def test_tracking_off_is_wandbs_disabled_run_and_writes_nothing(tmp_path, monkeypatch, caplog, logger, wandb_mode):
+    # WANDB_MODE=disabled under logger.mode=auto went to wandb.init with a run folder: a warning
+    # ("W&B requirements failed ...; tracking disabled for this run") and W&B's files in /tmp/wandb.
+    if wandb_mode:
+        monkeypatch.setenv("WANDB_MODE", wandb_mode)
     monkeypatch.chdir(tmp_path)  # W&B's default folder is the working directory: nothing may land there either
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -302,14 +302,16 @@ def make_tracker(
     """A tracker for one run: a W&B run, or W&B's own disabled run (`untracked`) when logging is off
     or W&B cannot start. `tags` join logger.tags (see `run_tags`); `per_epoch` declares the
     per-epoch metrics of a training run."""
-    if cfg.kind == "none" or cfg.mode == "disabled":
+    # WANDB_MODE=disabled (W&B's own off switch, read under logger.mode=auto) is tracking off too: it
+    # went to wandb.init with a run folder, and failed over to "tracking disabled" with a warning
+    mode = resolve_mode(cfg)
+    if cfg.kind == "none" or mode == "disabled":
         return untracked()
     try:
         import wandb
     except ImportError:
         log.warning("logger.kind=wandb but wandb is not installed; not tracking")
         return WandbTracker(None)
-    mode = resolve_mode(cfg)
     kwargs = dict(
         project=project_of(cfg),
         entity=cfg.entity,
