@@ -307,6 +307,17 @@ def test_names_wandb_refuses_are_one_line_before_any_run_folder(override, line):
     to_run_config(check_overrides(["logger=none", override]))  # no W&B run: its names are not used
 
 
+def test_a_wandb_project_from_the_environment_is_checked_as_logger_project_is(monkeypatch):
+    # WANDB_PROJECT names the project where logger.project is unset; one W&B refuses failed inside
+    # wandb.init, and every run went on untracked with three warnings.
+    monkeypatch.setenv("WANDB_PROJECT", "team/exp")
+    with pytest.raises(C.ConfigError) as err:
+        to_run_config(check_overrides(["logger=wandb"]))
+    assert str(err.value) == "WANDB_PROJECT='team/exp' contains /: W&B takes 1-128 characters without / \\ # ? % :"
+    to_run_config(check_overrides(["logger=wandb", "logger.project=given"]))  # the config's own wins: not used
+    to_run_config(check_overrides(["logger=none"]))
+
+
 def test_names_wandb_takes_are_taken_as_they_are(tmp_path):
     from src.reporting.tracking import make_tracker
 

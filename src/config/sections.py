@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -316,11 +317,14 @@ class LoggerConfig:
         after the run folder was made, and the run went on untracked with only a warning."""
         if self.kind is not LoggerKind.wandb:
             return
-        if self.project is not None:
-            bad = sorted(set(self.project) & set(WANDB_PROJECT_FORBIDDEN))
-            if not self.project.strip() or len(self.project) > 128 or bad:
-                why = f"contains {' '.join(bad)}" if bad else ("is empty" if not self.project.strip() else "is over 128 characters")
-                raise ConfigError(f"logger.project={self.project!r} {why}: W&B takes 1-128 characters without "
+        # the project W&B will get: WANDB_PROJECT where logger.project is unset (src.reporting.tracking)
+        key, project = ("logger.project", self.project) if self.project is not None else \
+            ("WANDB_PROJECT", os.environ.get("WANDB_PROJECT") or None)
+        if project is not None:
+            bad = sorted(set(project) & set(WANDB_PROJECT_FORBIDDEN))
+            if not project.strip() or len(project) > 128 or bad:
+                why = f"contains {' '.join(bad)}" if bad else ("is empty" if not project.strip() else "is over 128 characters")
+                raise ConfigError(f"{key}={project!r} {why}: W&B takes 1-128 characters without "
                                   f"{' '.join(WANDB_PROJECT_FORBIDDEN)}")
         for i, tag in enumerate(self.tags):
             if not 1 <= len(tag) <= 64:
