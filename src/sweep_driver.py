@@ -238,7 +238,7 @@ class ProjectSweep:
         return storage_url(self.storage, self.sweep_dir)
 
     def _where(self) -> str:
-        from src.search.job import shown_url
+        from hydra_plugins.ft_optuna_sweeper._report import shown_url
 
         return shown_url(self._url())  # no password in a message
 

@@ -274,7 +274,7 @@ def test_the_storage_a_sweep_names_is_a_url_optunas_own_readers_take(tmp_path):
     # the optuna CLI or optuna-dashboard can open.
     from sqlalchemy.engine import make_url
 
-    from src.search.job import shown_url
+    from hydra_plugins.ft_optuna_sweeper._report import shown_url
 
     given = "postgresql+psycopg://me:s3cr%40t@db.example:5432/studies"
     shown = make_url(shown_url(given))

@@ -121,12 +121,28 @@ def absolute_storage(url: str | None) -> str | None:
     return sqlalchemy.engine.make_url(url).set(database=str(file.absolute())).render_as_string(hide_password=False)
 
 
+def shown_url(url: str) -> str:
+    """The storage URL as messages and study.json show it: a URL Optuna's own readers take as it is
+    (optuna.load_study, the optuna CLI's --storage, optuna-dashboard), the password left out (libpq
+    finds it in PGPASSWORD or ~/.pgpass). The URL cut at its last '@' showed 'host/db': no driver, no
+    user, nothing a reader could open."""
+    if "@" not in url or url.startswith(("sqlite:", "journal:")):
+        return url
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
+    except ArgumentError:  # not a URL SQLAlchemy reads: still never the password
+        return url.split("@")[-1]
+
+
 def open_storage(url: str | None) -> Any:
     """The study's storage: in memory (None), a journal file (`journal:/path/file.log`) or a database URL.
     One that cannot be opened is a SettingError naming hydra.sweeper.storage, not SQLAlchemy's traceback."""
     if url is None:
         return optuna.storages.InMemoryStorage()
-    where = f"hydra.sweeper.storage={url.split('@')[-1]}"  # no password in the line
+    where = f"hydra.sweeper.storage={shown_url(url)}"  # no password in the line
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
 

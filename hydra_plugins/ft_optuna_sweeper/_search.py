@@ -22,6 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 from optuna.trial import TrialState
 
+from hydra_plugins.ft_optuna_sweeper._report import shown_url
 from hydra_plugins.ft_optuna_sweeper.ending import Interrupted, signum_of
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
 from hydra_plugins.ft_optuna_sweeper.space import spec_from_config, suggest
@@ -178,13 +179,13 @@ def recorded(plan: Plan) -> str:
     try:
         trials = study.get_trials(deepcopy=False)
     except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
-        return f"study {study.study_name} is in {plan.storage.split('@')[-1]}; run the same command to resume"
+        return f"study {study.study_name} is in {shown_url(plan.storage)}; run the same command to resume"
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     stopped = [t.number for t in trials if t.user_attrs.get("interrupted") and t.state == TrialState.FAIL
                and t.number not in {u.user_attrs.get("retry_of") for u in trials}]
     again = (f"; trial{'s' * (len(stopped) > 1)} {', '.join(map(str, stopped))} stopped, run{'s' * (len(stopped) == 1)} "
              "again first on resume") if stopped else ""
-    where = plan.storage.split("@")[-1]  # no password in the line
+    where = shown_url(plan.storage)  # no password in the line
     return (f"{done} finished trial{'s' * (done != 1)} of study {study.study_name} recorded in {where}{again}; "
             "run the same command to resume")
 

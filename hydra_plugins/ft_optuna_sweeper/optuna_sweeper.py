@@ -143,7 +143,7 @@ class OptunaSweeper(Sweeper):
         storage = report.open_storage(url)
         study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, directions=directions,
                                     load_if_exists=True, pruner=optuna_pruner(mode, spec))
-        shown = (url or "memory").split("@")[-1]  # no password in a line or the log
+        shown = report.shown_url(url) if url else "memory"  # no password in a line or the log
         search.check_resumed(study, directions, params, shown)
         log.info("study %s (%s) in %s: sampler %s, pruner %s", study.study_name, ", ".join(directions),
                  shown, type(sampler).__name__, mode)

@@ -37,22 +37,6 @@ def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
     return storage or f"sqlite:///{Path(sweep_dir).resolve() / 'optuna.db'}"
 
 
-def shown_url(url: str) -> str:
-    """The storage URL as messages and study.json show it: a URL Optuna's own readers take as it is
-    (optuna.load_study, the optuna CLI's --storage, optuna-dashboard), the password left out (libpq
-    finds it in PGPASSWORD or ~/.pgpass). The URL cut at its last '@' showed 'host/db': no driver, no
-    user, nothing a reader could open."""
-    if "@" not in url or url.startswith(("sqlite:", "journal:")):
-        return url
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(url)._replace(password=None).render_as_string(hide_password=False)
-    except ArgumentError:  # not a URL SQLAlchemy reads: still never the password
-        return url.split("@")[-1]
-
-
 def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunConfig, out: Path, sweep_dir: str,
                            trial: optuna.Trial) -> None:
     """A retried trial runs in a folder of its own: the dead attempt's last checkpoint, and its

@@ -28,6 +28,7 @@ from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrial
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
+from hydra_plugins.ft_optuna_sweeper._report import shown_url
 from src.config import ConfigError
 from src.record.io import no_room
 from src.search.optuna_compat import Heartbeats, rdb_beating_trial_ids, rdb_stale_trial_ids, trial_id
@@ -246,8 +247,8 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> SweepRDBStorage | 
             if (full := no_room(err, sqlite=sqlite)) is not None:  # no retry makes room
                 raise full from None
             if attempt == 4:
-                raise ConfigError(f"hydra.sweeper.storage={url.split('@')[-1]}: {_first_line(err)}") from None
-            log.warning("storage %s not ready (%s); retrying", url.split("@")[-1], type(err).__name__)
+                raise ConfigError(f"hydra.sweeper.storage={shown_url(url)}: {_first_line(err)}") from None
+            log.warning("storage %s not ready (%s); retrying", shown_url(url), type(err).__name__)
             time.sleep(0.5 + random.random())
     raise AssertionError("unreachable")
 
