@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from src.training.run import run
 
@@ -107,16 +108,14 @@ def test_steps_are_timed_at_the_batch_training_will_make_not_a_larger_one(tiny_c
     message, no result), for an estimate that said ~2s of a 0.1s training."""
     from src.training import estimate as est
 
-    sizes, batch, time_steps = [], est._batch, est._time_steps
+    sizes, step_batches = [], est._step_batches
 
-    def timed(*args, **kwargs):  # the batches a step timing makes (not an evaluation timing's)
-        monkeypatch.setattr(est, "_batch", lambda s, size, shape: sizes.append(size) or batch(s, min(size, 4), shape))
-        try:
-            return time_steps(*args, **kwargs)
-        finally:
-            monkeypatch.setattr(est, "_batch", batch)
+    def made(s, size, shape):  # the batches a step timing makes (not an evaluation timing's)
+        sizes.append(size)
+        one = step_batches(s, size, shape)
+        return lambda: [(x[:4], y[:4]) for x, y in one()]
 
-    monkeypatch.setattr(est, "_time_steps", timed)
+    monkeypatch.setattr(est, "_step_batches", made)
     for strategy in ({"name": "full"}, {"name": "frozen"}):  # the whole model's steps, and the head's on features
         sizes.clear()
         dry = run(tiny_config(strategy=strategy, trainer={"epochs": 1, "batch_size": batch_size, "dry_run": True}),
@@ -142,3 +141,26 @@ def test_a_resumed_runs_estimate_is_for_the_epochs_left(tiny_config, tmp_path, m
     assert whole.eval_s - left.eval_s == pytest.approx(0.01 * whole.val_images)  # one validation pass fewer
     assert left.train_flops == whole.train_flops  # the run's whole count, as result.json records it
     assert ", 2 of 3 epochs left (resumed) of batch 8" in left.line() and ", 3 epochs of batch 8" in whole.line()
+
+
+def test_steps_are_timed_on_the_runs_own_batches_augmentation_included(tiny_config, tmp_path, monkeypatch):
+    """A training step's time includes cutting, augmenting and normalising its batch (src.data.batches
+    does it inside the timed loop), so the calibration times that too: timed on ready random inputs,
+    `dataset.augment=randaugment` at 96 px (1.9 s a batch of 16 here, 4x the step) was left out of
+    the estimate. Timing draws from its own generator: the run's shuffles and augmentations stay its own."""
+    import time
+
+    from src.data.augment import Preset
+    from src.training import estimate as est
+    from src.training.setup import setup
+
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.0)
+    cfg = tiny_config(strategy={"name": "full"}, dataset={"augment": "shift"},
+                      trainer={"epochs": 1, "batch_size": 8, "feature_cache": "off"})
+    s = setup(cfg, tmp_path)
+    shift = s.train.preset
+    s.train.preset = Preset(lambda x, g, hflip: time.sleep(0.3) or shift.apply(x, g, hflip), shift.params)
+    state = s.train.generator.get_state()
+    steps = -(-len(s.data.train) // 8)
+    assert est.estimate(cfg, s).train_s >= steps * 0.3
+    assert torch.equal(s.train.generator.get_state(), state)

@@ -12,10 +12,11 @@ not change what it then trains (tests/test_golden.py).
 from __future__ import annotations
 
 import copy
+import itertools
 import statistics
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -198,7 +199,9 @@ def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.Modu
     prefix) on random inputs of `shape` in batches of `size` (`train_batch`): timed once per process
     for each phase's structure, batch size and optimizer (src.training.reuse)."""
     apply_epoch(model, s.groups, s.schedule, epoch)
-    key = _calibration(s, "step", size, repr(cfg.optim.optimizer), shape)
+    on_images = shape == s.input_shape  # (a cached part's outputs are neither augmented nor normalised)
+    data = (s.train.augment, s.train.hflip) if on_images else ()
+    key = _calibration(s, "step", size, repr(cfg.optim.optimizer), shape, *data)
     return reuse.timed_once(key, net, lambda: _time_steps(cfg, s, model, net, shape, size))
 
 
@@ -206,12 +209,27 @@ def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.
                 shape: tuple[int, ...], size: int) -> float:
     optimizer = build_optimizer(cfg.optim, param_groups(model, s.groups, s.schedule, 0.0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    batch, rt = _batch(s, size, shape), s.runtime
-    engine.train_one_epoch(net, [batch] * WARMUP_STEPS, optimizer, scheduler, rt.device, rt.amp_dtype)
+    one, rt = _step_batches(s, size, shape), s.runtime
+    engine.train_one_epoch(net, [b for _ in range(WARMUP_STEPS) for b in one()], optimizer, scheduler, rt.device,
+                           rt.amp_dtype)
     # one step at a time, and the median: a moment when another process takes the cores (a shared
     # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
-    return steady_median(lambda: engine.train_one_epoch(net, [batch], optimizer, scheduler, rt.device,
+    return steady_median(lambda: engine.train_one_epoch(net, one(), optimizer, scheduler, rt.device,
                                                         rt.amp_dtype).seconds)
+
+
+def _step_batches(s: Setup, size: int, shape: tuple[int, ...]) -> Callable[[], Iterable[Any]]:
+    """What one timed step trains on, made inside the step's timing: on images, the first batch of a
+    fresh pass over the run's own training split, cut, augmented and normalised as the epochs do it
+    (randaugment at 96 px took 4x a step's time here, and timing ready random tensors left it out),
+    drawn from a generator of its own so the run's shuffles and augmentations stay as they would
+    be. On a cached part's outputs (never augmented), random inputs of their shape."""
+    if shape != s.input_shape or not len(s.data.train):
+        batch = _batch(s, size, shape)
+        return lambda: [batch]
+    own = copy.copy(s.train)
+    own.batch_size, own.passes, own.generator = size, 1, torch.Generator().manual_seed(0)
+    return lambda: itertools.islice(own, 1)  # a generator: nothing is drawn until the step iterates it
 
 
 def steady_median(step: Callable[[], float]) -> float:
