@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -220,12 +221,20 @@ class ComparisonTable(Callback):
     """Once the multirun ends: the comparison table of every run in the sweep directory, the HTML
     report in `<sweep dir>/report/`, and the study's summary run in W&B."""
 
+    def __init__(self) -> None:
+        self.started: float | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # A dry multirun's total is of the estimates its own jobs write: a folder used again
+        # (hydra.sweep.dir=...) still holds an earlier dry run's, for jobs no longer asked for.
+        self.started = time.time()
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if OmegaConf.select(config, "trainer.dry_run", default=False):
             # an Optuna sweep's dry run ran no jobs: its driver printed the trials' bracket
             if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
-                print(dry_run_total(sweep_dir), flush=True)
+                print(dry_run_total(sweep_dir, self.started), flush=True)
             return
         skipped: list[SkippedFile] = []
         rows = find_results([sweep_dir], skipped)
@@ -268,17 +277,24 @@ class ComparisonTable(Callback):
             raise exits.Failed(f"{len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}")
 
 
-def dry_run_total(sweep_dir: Path) -> str:
-    """A dry multirun's end: each job's estimate (its estimate.json) and their total."""
+def dry_run_total(sweep_dir: Path, since: float | None = None) -> str:
+    """A dry multirun's end: each job's estimate (its estimate.json, written at or after `since`, the
+    multirun's start) and their total."""
     from src.training.estimate import ESTIMATE_FILE, Estimate, total_line
 
+    found = list(sweep_dir.glob(f"*/{ESTIMATE_FILE}"))
+    # a second of slack: a file system's clock may be coarser than time.time()
+    ours = [p for p in found if since is None or p.stat().st_mtime >= since - 1.0]
+    old = f"({len(found) - len(ours)} {ESTIMATE_FILE} of an earlier dry run in this folder left out)" \
+        if len(ours) < len(found) else None
     # in job order: folders are named by job number first (`0`, `10`, `2_full`), so by that number
-    jobs = sorted(sweep_dir.glob(f"*/{ESTIMATE_FILE}"),
+    jobs = sorted(ours,
                   key=lambda p: (int(p.parent.name.split("_")[0]) if p.parent.name.split("_")[0].isdigit() else 1 << 30,
                                  p.parent.name))
     estimates = [Estimate.from_dict(json.loads(p.read_text())) for p in jobs]
     lines = [f"{p.parent.name:>6}  {e.line().removeprefix('estimate: ')}" for p, e in zip(jobs, estimates)]
-    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates)])
+    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates),
+                      *([old] if old else [])])
 
 
 def cli(argv: list[str]) -> None:

@@ -164,3 +164,33 @@ def test_steps_are_timed_on_the_runs_own_batches_augmentation_included(tiny_conf
     steps = -(-len(s.data.train) // 8)
     assert est.estimate(cfg, s).train_s >= steps * 0.3
     assert torch.equal(s.train.generator.get_state(), state)
+
+
+def test_a_dry_multiruns_total_counts_its_own_jobs_not_an_earlier_ones(tmp_path, capsys):
+    """A dry multirun sums the estimate.json its jobs write in the sweep folder. Run again into the
+    same folder (hydra.sweep.dir=...) with fewer jobs, its total also summed the earlier dry run's
+    jobs that were no longer asked for: `strategy=frozen` said "all 2 jobs" and added full's cost."""
+    import os
+    import time
+
+    from omegaconf import OmegaConf
+
+    from src.train import ComparisonTable
+    from src.training.estimate import Estimate
+
+    def job(name: str, flops: int) -> None:
+        (tmp_path / name).mkdir()
+        est = Estimate(40, 10, 10, 32, 1, 16, flops, 1.0, 1.0, False)
+        (tmp_path / name / "estimate.json").write_text(json.dumps(est.to_dict()))
+
+    job("1_full", 10**12)  # an earlier dry multirun's job
+    os.utime(tmp_path / "1_full" / "estimate.json", (time.time() - 600, time.time() - 600))
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "trainer": {"dry_run": True}})
+    table = ComparisonTable()
+    table.on_multirun_start(config)
+    job("0_frozen", 10**9)  # this one's
+    table.on_multirun_end(config)
+    out = capsys.readouterr().out
+    assert "1 dry-run jobs in" in out and "estimate, all 1 jobs: 1.000e+09 training FLOPs" in out
+    assert not [line for line in out.splitlines() if line.strip().startswith("1_full")]
+    assert "1 estimate.json of an earlier dry run in this folder left out" in out
