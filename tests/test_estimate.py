@@ -36,7 +36,7 @@ def test_dry_run_writes_no_result_and_its_flops_are_the_real_runs(tiny_config, t
     assert cut == dry["feature_cache_cut"] and (cut == "pre-logits") == (strategy["name"] == "frozen")
     assert "estimate: " in capsys.readouterr().out  # a real run prints its estimate too, before training
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
-    assert len(epochs) == 3 and all(re.search(r"  eta \d+s$", line) for line in epochs)
+    assert len(epochs) == 3 and all(re.search(r"  eta \d+(\.\d+)?s$", line) for line in epochs)
     assert epochs[-1].endswith("eta 0s")
 
 
@@ -194,3 +194,15 @@ def test_a_dry_multiruns_total_counts_its_own_jobs_not_an_earlier_ones(tmp_path,
     assert "1 dry-run jobs in" in out and "estimate, all 1 jobs: 1.000e+09 training FLOPs" in out
     assert not [line for line in out.splitlines() if line.strip().startswith("1_full")]
     assert "1 estimate.json of an earlier dry run in this folder left out" in out
+
+
+@pytest.mark.parametrize("train_s, eval_s", [(0.6, 7.6), (12.6, 30.6), (0.04, 0.3)])
+def test_the_printed_parts_of_a_time_add_up_to_its_total(train_s, eval_s):
+    """'~9s (1s training + 7s evaluation)' rounded each figure on its own, so the line did not add
+    up, and a frozen run's training was '0s'; under 10 s a figure has a decimal now."""
+    from src.training.estimate import Estimate
+
+    line = Estimate(40, 10, 10, 32, 1, 16, 10**9, train_s, eval_s, False).line()
+    total, train, ev = (float(x) for x in re.search(r"~([\d.]+)s \(([\d.]+)s training \+ ([\d.]+)s evaluation", line).groups())
+    assert total == pytest.approx(train + ev) and train > 0
+

@@ -69,7 +69,8 @@ class Estimate:
             if cut in (None, "pre-logits") else f" (feature cache: up to {cut} once)"
         return (f"estimate: {self.train_images}/{self.val_images}/{self.test_images} images (train/val/test) at "
                 f"{self.image_size} px, {self.epochs_text} of batch {self.batch_size}{cache}: {flops}, "
-                f"~{duration(self.total_s)} ({duration(self.train_s)} training + {duration(self.eval_s)} "
+                f"~{duration(as_shown(self.train_s) + as_shown(self.eval_s))} ({duration(self.train_s)} training + "
+                f"{duration(self.eval_s)} "
                 "evaluation; after loading, timed on this machine now)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,9 +82,21 @@ class Estimate:
 
 
 def duration(seconds: float) -> str:
+    """Seconds as printed: two decimals under 1 s, one under 10 s (a 0.4 s training said '0s'),
+    whole seconds under 90 s, then minutes and hours with one decimal."""
+    seconds = as_shown(seconds)
     if seconds < 90:
-        return f"{seconds:.0f}s"
+        return "0s" if not seconds else f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
     return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def as_shown(seconds: float) -> float:
+    """`seconds` rounded as `duration` prints it: a total printed beside its parts is the sum of
+    the parts as shown ('~9s (1s training + 7s evaluation)' did not add up)."""
+    for limit, unit in ((1, 0.01), (10, 0.1), (90, 1.0), (5400, 6.0)):
+        if seconds < limit - unit / 2:
+            return round(seconds / unit) * unit
+    return round(seconds / 360.0) * 360.0
 
 
 def cache_choice(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> Cut | str | None:
