@@ -206,3 +206,23 @@ def test_the_printed_parts_of_a_time_add_up_to_its_total(train_s, eval_s):
     total, train, ev = (float(x) for x in re.search(r"~([\d.]+)s \(([\d.]+)s training \+ ([\d.]+)s evaluation", line).groups())
     assert total == pytest.approx(train + ev) and train > 0
 
+
+def test_the_estimate_counts_the_ood_sets_and_drifts_probe(tiny_config, tmp_path, monkeypatch):
+    """After training, each dataset.ood set is evaluated once and drift runs its probe through the
+    trained model and the pretrained reference, all on the whole model: the estimate's evaluation
+    left both out (a run with a large OOD set was told a fraction of its time)."""
+    from src.data.ood import OodSet
+    from src.training import estimate as est
+    from src.training.setup import setup
+
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.01)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: 0.1)
+    plain = tiny_config(strategy={"name": "full"}, trainer={"epochs": 1, "feature_cache": "off", "drift_probe": 0})
+    probed = tiny_config(strategy={"name": "full"}, trainer={"epochs": 1, "feature_cache": "off", "drift_probe": 8})
+    s = setup(plain, tmp_path / "plain")
+    base = est.estimate(plain, s).eval_s
+    s.ood.append(OodSet("shifted", s.data.test))
+    assert est.estimate(plain, s).eval_s - base == pytest.approx(0.01 * len(s.data.test))
+    drifted = setup(probed, tmp_path / "probed")
+    assert drifted.reference is not None
+    assert est.estimate(probed, drifted).eval_s - base == pytest.approx(0.01 * 2 * 8)

@@ -47,7 +47,7 @@ class Estimate:
     batch_size: int
     train_flops: int | None  # None with trainer.count_flops=false
     train_s: float  # the training steps (and the feature cache's pass through the frozen part)
-    eval_s: float  # validation every epoch, then validation and test once
+    eval_s: float  # validation every epoch, then validation, test and the OOD sets once, and drift's probe
     feature_cache: bool
     # the last module whose output is cached: "pre-logits" (the backbone), a frozen prefix's last module
     feature_cache_cut: str | None = None
@@ -155,7 +155,10 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
                 step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e, train_size)
         # the cached pass is made again by a resumed process: the cache lives in memory
         train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in epochs)
-        eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (len(epochs) + 1) + n_test)
+        # after training, the whole model on images: each OOD set once, and drift's probe through the
+        # trained model and the pretrained reference (left out, an OOD set's pass was in no figure)
+        after = sum(len(entry.split) for entry in s.ood) + (2 * min(t.drift_probe, n_val) if s.reference else 0)
+        eval_s = once_s * (n_val + n_test) + rest_s * (n_val * (len(epochs) + 1) + n_test) + forward_s * after
     cached = not isinstance(choice, str)
     cut = None if not cached else "pre-logits" if choice is None else choice.last  # type: ignore[union-attr]
     return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
