@@ -226,3 +226,21 @@ def test_the_estimate_counts_the_ood_sets_and_drifts_probe(tiny_config, tmp_path
     drifted = setup(probed, tmp_path / "probed")
     assert drifted.reference is not None
     assert est.estimate(probed, drifted).eval_s - base == pytest.approx(0.01 * 2 * 8)
+
+
+def test_the_eta_prices_each_epoch_left_by_its_phase(tiny_config, tmp_path, monkeypatch):
+    """An epoch that trains more groups costs more (lpft's probe against its fine-tuning, gradual
+    unfreezing): the ETA said the epochs left would each take what the epochs so far took on average,
+    so after a probe epoch of 10 s it said 20 s for two 40 s epochs. It scales the estimate's time of
+    each epoch left by how the epochs so far ran against theirs."""
+    from src.training import estimate as est
+    from src.training.setup import setup
+
+    assert est.eta([10.0], 2, (5.0, 40.0)) == "80s"  # ran at 2x the estimate: two 20 s epochs take 80 s
+    assert est.eta([10.0], 2) == "20s"  # no estimate: the mean epoch so far
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.0)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: 0.1 * sum(
+        p.requires_grad for p in model.parameters()))
+    cfg = tiny_config(strategy={"name": "lpft", "probe_epochs": 1}, trainer={"epochs": 3, "feature_cache": "off"})
+    plan = est.estimate(cfg, setup(cfg, tmp_path)).epoch_s
+    assert len(plan) == 3 and plan[0] < plan[1] == plan[2]

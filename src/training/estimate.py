@@ -52,6 +52,8 @@ class Estimate:
     # the last module whose output is cached: "pre-logits" (the backbone), a frozen prefix's last module
     feature_cache_cut: str | None = None
     first_epoch: int = 0  # a resumed run's first epoch to train: the time is for the epochs left
+    # each epoch's training steps and validation, from first_epoch on: the ETA prices the epochs left
+    epoch_s: tuple[float, ...] = ()
 
     @property
     def epochs_text(self) -> str:
@@ -154,6 +156,7 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
             if s.schedule.active(e) not in step_s:
                 step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e, train_size)
         # the cached pass is made again by a resumed process: the cache lives in memory
+        epoch_s = tuple(step_s[s.schedule.active(e)] * len(s.train) + rest_s * n_val for e in epochs)
         train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in epochs)
         # after training, the whole model on images: each OOD set once, and drift's probe through the
         # trained model and the pretrained reference (left out, an OOD set's pass was in no figure)
@@ -162,7 +165,7 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
     cached = not isinstance(choice, str)
     cut = None if not cached else "pre-logits" if choice is None else choice.last  # type: ignore[union-attr]
     return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
-                    cached, cut, first_epoch)
+                    cached, cut, first_epoch, epoch_s)
 
 
 def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut | str | None) -> int | None:
@@ -305,7 +308,14 @@ def total_line(estimates: list[Estimate]) -> str:
     return f"estimate, all {len(estimates)} jobs: {counted}, ~{duration(sum(e.total_s for e in estimates))}"
 
 
-def eta(epoch_s: list[float], remaining: int) -> str:
-    """The time the `remaining` epochs will take: their number times the mean of this process's epoch
-    times (a resumed run has timed only the epochs it ran itself)."""
-    return duration(remaining * sum(epoch_s) / len(epoch_s)) if epoch_s else "?"
+def eta(epoch_s: list[float], remaining: int, planned: tuple[float, float] | None = None) -> str:
+    """The time the `remaining` epochs will take. `planned`: the estimate's seconds for the epochs this
+    process has run and for those left; an epoch that trains more groups costs more (lpft's probe,
+    gradual unfreezing), so the second is scaled by how the first compares with the real times.
+    Without it, the epochs left times the mean of this process's epoch times (a resumed run has
+    timed only the epochs it ran itself)."""
+    if not epoch_s:
+        return "?"
+    if planned is not None and planned[0] > 0:
+        return duration(planned[1] * sum(epoch_s) / planned[0])
+    return duration(remaining * sum(epoch_s) / len(epoch_s))

@@ -161,8 +161,11 @@ def _epoch(cfg: RunConfig, s: Setup, view: View, epoch: int, meters: Meters) -> 
         # The weights or the inputs hold NaN/inf: an accuracy measured on them means nothing.
         raise DivergedError(f"validation loss became {val.loss} in epoch {epoch}")
     meters.epoch_s.append(time.perf_counter() - started)
-    log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs  eta %s",
-             epoch + 1, t.epochs, stats.loss, val.acc, f"{trainable:,}", stats.seconds, eta(meters.epoch_s, t.epochs - epoch - 1))
+    plan, ran = meters.planned_s, range(epoch + 1 - len(meters.epoch_s), epoch + 1)  # this process's epochs
+    planned = (sum(plan[e] for e in ran), sum(plan[e] for e in range(epoch + 1, t.epochs))) \
+        if all(e in plan for e in range(ran.start, t.epochs)) else None
+    log.info("epoch %d/%d  train_loss %.4f  val_acc %.4f  trainable %s  %.1fs  eta %s", epoch + 1, t.epochs,
+             stats.loss, val.acc, f"{trainable:,}", stats.seconds, eta(meters.epoch_s, t.epochs - epoch - 1, planned))
     return record.epoch_row(epoch, lrs, trainable, stats, val, meters)
 
 

@@ -119,6 +119,7 @@ class Meters:
     feature_cache_blocker: str | None = "off"
     feature_cache_cut: str | None = None
     epoch_s: list[float] = field(default_factory=list)  # each finished epoch's wall time (training + validation): the ETA
+    planned_s: dict[int, float] = field(default_factory=dict)  # the estimate's time of each epoch: the ETA
 
     @classmethod
     def start(cls, count_flops: bool, num_classes: int, select: str, progress: Progress) -> Meters:

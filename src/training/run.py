@@ -154,9 +154,11 @@ def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCal
             (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         s = setup(cfg, run_dir, data_id)
         rec = record.with_data(rec, s)
-        print(estimate(cfg, s, checkpoint.first_epoch(resume)).line(), flush=True)
+        est = estimate(cfg, s, checkpoint.first_epoch(resume))
+        print(est.line(), flush=True)
         tracker = _start_tracker(cfg, run_dir, run_name or run_dir.name, s.schedule, run_tags(rec))
         meters = Meters.start(cfg.trainer.count_flops, s.num_classes, cfg.trainer.select, progress)
+        meters.planned_s = dict(enumerate(est.epoch_s, start=est.first_epoch))
         measures = fit(cfg, s, run_dir, tracker, meters, on_epoch, resume)
         if measures is None:
             ended = record.pruned(rec, progress, started)
