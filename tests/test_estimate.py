@@ -244,3 +244,18 @@ def test_the_eta_prices_each_epoch_left_by_its_phase(tiny_config, tmp_path, monk
     cfg = tiny_config(strategy={"name": "lpft", "probe_epochs": 1}, trainer={"epochs": 3, "feature_cache": "off"})
     plan = est.estimate(cfg, setup(cfg, tmp_path)).epoch_s
     assert len(plan) == 3 and plan[0] < plan[1] == plan[2]
+
+
+def test_a_compiled_runs_estimate_says_what_it_did_not_time(tiny_config, tmp_path, monkeypatch):
+    """trainer.compile=true trains a torch.compile'd model, but the calibration times the eager one:
+    the compilation (tens of seconds) and whatever speed it brings are in no figure, and the line
+    said nothing of it."""
+    from src.training import estimate as est
+    from src.training.setup import setup
+
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.01)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: 0.1)
+    for compiled in (False, True):
+        cfg = tiny_config(strategy={"name": "full"}, trainer={"epochs": 1, "feature_cache": "off", "compile": compiled})
+        line = est.estimate(cfg, setup(cfg, tmp_path / str(compiled))).line()
+        assert ("torch.compile" in line) is compiled, line

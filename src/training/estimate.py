@@ -54,6 +54,7 @@ class Estimate:
     first_epoch: int = 0  # a resumed run's first epoch to train: the time is for the epochs left
     # each epoch's training steps and validation, from first_epoch on: the ETA prices the epochs left
     epoch_s: tuple[float, ...] = ()
+    compiled: bool = False  # trainer.compile: the calibration timed the eager model
 
     @property
     def epochs_text(self) -> str:
@@ -73,7 +74,12 @@ class Estimate:
                 f"{self.image_size} px, {self.epochs_text} of batch {self.batch_size}{cache}: {flops}, "
                 f"~{duration(as_shown(self.train_s) + as_shown(self.eval_s))} ({duration(self.train_s)} training + "
                 f"{duration(self.eval_s)} "
-                "evaluation; after loading, timed on this machine now)")
+                f"evaluation; after loading, timed on this machine now{self._untimed})")
+
+    @property
+    def _untimed(self) -> str:
+        # the run compiles its model, the calibration does not: compiling twice would double its cost
+        return "; eager: torch.compile's compilation and speed-up not timed" if self.compiled else ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"total_s": self.total_s}
@@ -165,7 +171,7 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
     cached = not isinstance(choice, str)
     cut = None if not cached else "pre-logits" if choice is None else choice.last  # type: ignore[union-attr]
     return Estimate(n_train, n_val, n_test, cfg.dataset.image_size, t.epochs, t.batch_size, flops, train_s, eval_s,
-                    cached, cut, first_epoch, epoch_s)
+                    cached, cut, first_epoch, epoch_s, t.compile and not cached)  # (fit compiles no cached net)
 
 
 def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut | str | None) -> int | None:
