@@ -259,3 +259,19 @@ def test_a_compiled_runs_estimate_says_what_it_did_not_time(tiny_config, tmp_pat
         cfg = tiny_config(strategy={"name": "full"}, trainer={"epochs": 1, "feature_cache": "off", "compile": compiled})
         line = est.estimate(cfg, setup(cfg, tmp_path / str(compiled))).line()
         assert ("torch.compile" in line) is compiled, line
+
+
+def test_a_job_without_num_threads_gets_the_process_default_not_the_last_jobs(tiny_config):
+    """torch.set_num_threads lasts for the process: in a multirun (`trainer.num_threads=1,null`, or a
+    sweep over it) a job that left it unset ran, was estimated and recorded cpu_threads at the
+    thread count the job before it had set."""
+    from src.training.setup import resolve_runtime
+
+    default = torch.get_num_threads()
+    try:
+        resolve_runtime(tiny_config(trainer={"num_threads": 1}))
+        assert torch.get_num_threads() == 1
+        resolve_runtime(tiny_config(trainer={"num_threads": None}))
+        assert torch.get_num_threads() == default
+    finally:
+        torch.set_num_threads(default)

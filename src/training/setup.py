@@ -23,6 +23,8 @@ from src.strategies import LayerGroup, Schedule, Strategy, layer_groups, plan_sc
 from src.training import reuse
 from src.training.optim import build_optimizer, build_scheduler, param_groups
 
+_PROCESS_THREADS = torch.get_num_threads()  # torch's own choice for this process, before any run sets it
+
 if TYPE_CHECKING:
     from src.data.splits import DataBundle
 
@@ -89,8 +91,9 @@ def resolve_runtime(cfg: RunConfig) -> Runtime:
     # time per TFLOP trained. Larger images and batches were not measured there: "on" is one setting
     # away for whoever measures it faster.
     channels_last = t.channels_last == "on" or (t.channels_last == "auto" and not on_gpu)
-    if t.num_threads:
-        torch.set_num_threads(t.num_threads)
+    # set either way: the setting lasts for the process, and a multirun's job that leaves it unset
+    # ran (and was estimated and recorded) at the thread count the job before it had set
+    torch.set_num_threads(t.num_threads or _PROCESS_THREADS)
     return Runtime(device, torch.bfloat16 if amp else None, channels_last)
 
 
