@@ -275,3 +275,15 @@ def test_a_job_without_num_threads_gets_the_process_default_not_the_last_jobs(ti
         assert torch.get_num_threads() == default
     finally:
         torch.set_num_threads(default)
+
+
+def test_a_cache_that_cannot_apply_is_refused_before_the_estimate(tiny_config, tmp_path, capsys):
+    """trainer.feature_cache=on where nothing can be cached (full fine-tuning): the dry run printed an
+    estimate of a run that cannot start, and a real run calibrated for its estimate (1.7 min here)
+    before the error."""
+    from src.config import ConfigError
+
+    cfg = tiny_config(strategy={"name": "full"}, trainer={"epochs": 1, "feature_cache": "on", "dry_run": True})
+    with pytest.raises(ConfigError, match="trainer.feature_cache=on, but this run's features cannot be cached"):
+        run(cfg, tmp_path / "dry")
+    assert "estimate:" not in capsys.readouterr().out and not (tmp_path / "dry" / "estimate.json").exists()

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from src.config import RunConfig
+from src.config import ConfigError, RunConfig
 from src.measurement.feature_cache import Cut, PreLogits, SkipPrefix, choose, rest_net
 from src.strategies import apply_epoch
 from src.training import engine, reuse
@@ -109,13 +109,18 @@ def as_shown(seconds: float) -> float:
 
 def cache_choice(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> Cut | str | None:
     """What the run caches (`feature_cache.choose`: None = the backbone, a Cut = a frozen prefix, a
-    string = nothing, and why), or "off"; `model` must be set up for epoch 0 (`apply_epoch`)."""
+    string = nothing, and why), or "off"; `model` must be set up for epoch 0 (`apply_epoch`).
+    ConfigError where trainer.feature_cache=on and nothing can be cached: raised here, before the
+    estimate, whose dry run otherwise priced a run that cannot start."""
     t = cfg.trainer
     if t.feature_cache == "off":
         return "off"
     images = len(s.data.train) + len(s.data.val) + len(s.data.test)
-    return choose(model, s.groups, s.schedule, cfg.dataset.augment, s.input_shape, s.runtime.channels_last,
-                  images, t.feature_cache_max_mb)
+    choice = choose(model, s.groups, s.schedule, cfg.dataset.augment, s.input_shape, s.runtime.channels_last,
+                    images, t.feature_cache_max_mb)
+    if t.feature_cache == "on" and isinstance(choice, str):
+        raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {choice}")
+    return choice
 
 
 def cache_pass_flops(model: torch.nn.Module, cut: Cut | None, input_shape: tuple[int, ...]) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from src.config import ConfigError, RunConfig
+from src.config import RunConfig
 from src.data.batches import Batches
 from src.measurement.drift import drift, group_output_modules, reference_outputs
 from src.measurement.feature_cache import Cache, build_cache, extract_splits
@@ -59,9 +59,7 @@ class View:
 def _view(cfg: RunConfig, s: Setup, meters: Meters) -> View:
     t, rt = cfg.trainer, s.runtime
     apply_epoch(s.model, s.groups, s.schedule, 0)
-    choice = cache_choice(cfg, s, s.model)
-    if t.feature_cache == "on" and isinstance(choice, str):
-        raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {choice}")
+    choice = cache_choice(cfg, s, s.model)  # (trainer.feature_cache=on that cannot apply raises there)
     if isinstance(choice, str):
         net: torch.nn.Module = torch.compile(s.model) if t.compile else s.model  # type: ignore[assignment]
         meters.feature_cache_blocker = choice
