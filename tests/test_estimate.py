@@ -4,6 +4,7 @@ run from the command line ends with its result line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -287,3 +288,10 @@ def test_a_cache_that_cannot_apply_is_refused_before_the_estimate(tiny_config, t
     with pytest.raises(ConfigError, match="trainer.feature_cache=on, but this run's features cannot be cached"):
         run(cfg, tmp_path / "dry")
     assert "estimate:" not in capsys.readouterr().out and not (tmp_path / "dry" / "estimate.json").exists()
+
+
+def test_one_epoch_is_said_in_the_singular():
+    from src.training.estimate import Estimate
+
+    one = Estimate(50, 20, 20, 32, 1, 16, 10**9, 1.0, 0.5, False)
+    assert ", 1 epoch of batch 16" in one.line() and ", 2 epochs of batch" in dataclasses.replace(one, epochs=2).line()

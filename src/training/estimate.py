@@ -59,7 +59,8 @@ class Estimate:
     @property
     def epochs_text(self) -> str:
         left = self.epochs - self.first_epoch
-        return f"{self.epochs} epochs" if not self.first_epoch else f"{left} of {self.epochs} epochs left (resumed)"
+        return (f"{self.epochs} epoch{'s' * (self.epochs != 1)}" if not self.first_epoch
+                else f"{left} of {self.epochs} epochs left (resumed)")
 
     @property
     def total_s(self) -> float:
