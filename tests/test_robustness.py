@@ -461,23 +461,31 @@ def test_a_last_training_batch_of_one_sample_does_not_stop_the_run(tiny_config, 
     assert result["train_samples"] == 40 and result["status"] == "completed"
 
 
-def test_a_log_file_a_library_opens_later_stops_quietly_too(small_disk, tmp_path, capsys, monkeypatch):
+# The test's body runs in a fresh interpreter: a logging handler another test of the same pytest
+# process left behind wrote records of its own and printed 'Logging error' here (seen under xdist
+# only), which says nothing of what one process of ours does.
+_LIBRARY_LOG_ON_A_FULL_DISK = """
+import sys
+from pathlib import Path
+from src.config import LoggerConfig
+from src.reporting.tracking import make_tracker
+from src.train import quiet_full_log_files
+quiet_full_log_files()
+tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline"), Path(sys.argv[1]), "full-disk", {"a": 1}, "train")
+tracker.finish()
+"""
+
+
+def test_a_log_file_a_library_opens_later_stops_quietly_too(small_disk, tmp_path):
     """wandb.init opens wandb/debug.log in the run folder after the job has quieted its log files: on a
     full disk each of its records printed a 'Logging error' traceback (60 lines for one smoke run)."""
-    import logging
-
-    from src.config import LoggerConfig
-    from src.reporting.tracking import make_tracker
-    from src.train import quiet_full_log_files
-
-    monkeypatch.setattr(logging.FileHandler, "handleError", logging.FileHandler.handleError)  # undone after
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))  # W&B's own cache and settings off the full disk
-    quiet_full_log_files()
     run_dir = small_disk(1024) / "run"
     run_dir.mkdir()
     fill_up(run_dir.parent)
-    tracker = make_tracker(LoggerConfig(kind="wandb", mode="offline"), run_dir, "full-disk", {"a": 1}, "train")
-    tracker.finish()
-    err = capsys.readouterr().err
+    proc = subprocess.run([sys.executable, "-c", _LIBRARY_LOG_ON_A_FULL_DISK, str(run_dir)], cwd=tmp_path,
+                          env=env() | {"WANDB_DIR": str(tmp_path)},  # W&B's own cache and settings off the full disk
+                          capture_output=True, text=True, timeout=300)
+    err = proc.stderr
+    assert proc.returncode == 0, err[-2000:]
     assert (run_dir / "wandb" / "debug.log").exists(), err  # W&B did open its log file there
     assert "Logging error" not in err, err[-2000:]
