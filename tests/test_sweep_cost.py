@@ -208,6 +208,7 @@ def test_a_retry_that_continues_a_stopped_trial_s_checkpoint_counts_its_epochs_a
     assert s["total_train_flops"] == pytest.approx(result["train_flops"] + per_epoch)
 
 
+@pytest.mark.slow  # two real runs, each starting W&B: about 40 s on 2 loaded cores
 def test_a_retry_that_continues_a_dead_trial_leaves_one_wandb_run_of_it_to_sync(tmp_path, tiny_config):
     """The retry replays the dead trial's epochs in its own W&B run; the dead trial's offline run,
     left in its folder, was synced beside it: two W&B runs of one trial in the study's group, one cut
