@@ -64,7 +64,8 @@ def rerun_pareto(
                 entry[key], entry[f"{key}_ci95"] = mean_ci([v for _, v in got])
                 entry[f"{key}_values"] = [v for _, v in got]
             if len(got) < len(seeds_of_trial):  # a null (a NaN measured) is not a number to average: said, not dropped unsaid
-                entry[f"{key}_missing_seeds"] = [seed for seed, *_ in seeds_of_trial if seed not in dict(got)]
+                measured = {seed for seed, _ in got}
+                entry[f"{key}_missing_seeds"] = [seed for seed, *_ in seeds_of_trial if seed not in measured]
         table.append(entry)
     return table
 
