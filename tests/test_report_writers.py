@@ -120,3 +120,25 @@ def test_the_same_study_reported_again_leaves_one_summary_run_to_sync(tmp_path):
     [second] = (out / "wandb").glob("offline-run-*")  # what the sync command uploads: the newest summary
     assert second != first and list((out / "wandb").glob("superseded-offline-run-*")) == [
         first.with_name("superseded-" + first.name)]
+
+
+@pytest.mark.parametrize("landed", [False, True])
+def test_a_writer_killed_between_its_renames_loses_no_report_and_no_wandb_run(tmp_path, landed):
+    """SIGKILL after `report/` was moved into the writer's folder and before that folder took its place:
+    no `report/` is left, the earlier one is inside the dead writer's folder. The next report (here, or
+    where another writer's report has since landed) must take it back, not remove it with its W&B runs."""
+    study = write_runs(tmp_path / "study", APART)
+    out = study / "report"
+    dead = study / ".report.writing-dead"  # what the kill leaves: no lock held, the earlier report inside
+    earlier = dead / ".replaced-0"
+    run = earlier / "wandb" / "offline-run-20260101_000000-abc123"
+    run.mkdir(parents=True)
+    (run / "run-abc123.wandb").write_bytes(b"an earlier summary run, not uploaded yet")
+    (earlier / "index.html").write_text("the earlier report")
+    if landed:  # another writer's report is in place since
+        (out / "wandb").mkdir(parents=True)
+        (out / "index.html").write_text("a later report")
+    assert publish([study], out, NONE, "g")
+    assert (out / "wandb" / run.name / "run-abc123.wandb").read_bytes() == b"an earlier summary run, not uploaded yet"
+    assert "the earlier report" not in (out / "index.html").read_text()
+    assert not dead.exists() and not list(study.glob(".report.writing-*"))

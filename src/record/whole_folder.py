@@ -13,7 +13,9 @@ Kept across a replacement: W&B's offline runs (`wandb/offline-run-*`, the summar
 reports, perhaps not uploaded yet) move into the new folder; nothing else of the old one is kept.
 A writer killed with SIGKILL leaves its hidden `.NAME.writing-*` folder: each writer holds a lock on
 its own (src/record/lock.py, dropped by the kernel with the process), so the next one removes only
-folders whose writer is gone.
+folders whose writer is gone, and first takes back what such a folder holds of the folder it was
+replacing: killed between its two renames, it left no `path` and the earlier report inside it, and
+the next writer removed that report and its W&B runs with it.
 """
 
 from __future__ import annotations
@@ -131,6 +133,19 @@ def _remove_abandoned(path: Path) -> None:
         if fd is None:
             continue  # its writer is still at work
         try:
+            _salvage(folder, path)
             shutil.rmtree(folder, ignore_errors=True)
         finally:
             release(fd)
+
+
+def _salvage(folder: Path, path: Path) -> None:
+    """An abandoned writer's hold on `path`: the folder `path` was, put back where no other has taken
+    its place (the writer died between its two renames), and the W&B runs it had carried out of it
+    (or had in the folder it moved aside) carried into `path`, as a stopped writer's are."""
+    if not path.exists():
+        _put_back(folder, path)
+    if path.is_dir():
+        _carry(folder / _KEPT, path / _KEPT)
+        for replaced in folder.glob(f"{_REPLACED}-*"):
+            _carry(replaced / _KEPT, path / _KEPT)
