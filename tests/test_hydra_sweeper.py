@@ -420,3 +420,27 @@ def test_a_preset_on_the_searchpath_runs_its_study(tmp_path):
     study = optuna.load_study(study_name="mine", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
     assert 1.5 <= study.trials[0].params["strategy.lr_decay"] <= 3.0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+def test_a_job_that_outlives_its_sweeper_keeps_its_trial_alive(tmp_path, backend):
+    """A SLURM job trains on when the sweeper that launched it is killed; the same command run again
+    must wait for it, not take it for dead. Seen: its trial was failed and retried while the job
+    trained, the retry moved its checkpoint away, and the job died on UpdateFinishedTrialError."""
+    from src.gate import to_run_config
+
+    run_cfg = to_run_config(compose_train(TINY))
+    storage = f"journal:{tmp_path / 'study.log'}" if backend == "journal" else None
+    url = storage_url(storage, tmp_path)
+    sweeper = {"_target_": SWEEPER_TARGET, "storage": storage, "study_name": "orphan", "objectives": ["val_acc"],
+               "heartbeat_s": 1, "grace_s": 2, "pruner": {"name": "none"}}
+    study = open_study(make_storage(url, 1, 2), "orphan", ["maximize"], {"config": {}}, None, url)
+    trial = study.ask()  # the sweeper asked it, launched its job, and was killed: no beat of its own
+    with trial_reporter(sweeper, str(tmp_path), trial.number, run_cfg, tmp_path / f"{trial.number}_job"):
+        time.sleep(3.5)  # past grace_s while the job trains
+        again = optuna.load_study(study_name="orphan", storage=make_storage(url, 1, 2))
+        optuna.storages.fail_stale_trials(again)  # what the sweeper started again does first
+        assert again.trials[trial.number].state == optuna.trial.TrialState.RUNNING
+    time.sleep(3)  # the job ended without a sweeper to tell its end: its trial is stale now
+    optuna.storages.fail_stale_trials(again)
+    assert again.trials[trial.number].state == optuna.trial.TrialState.FAIL

@@ -24,7 +24,7 @@ from src.config import OUR_SWEEPER, RunConfig
 from src.record.io import METRICS_FILE, RETRIED_FILE, read_jsonl, write_json
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.search.results import record_trial_dir, trial_dir
-from src.search.storage import make_storage
+from src.search.storage import heartbeats, make_storage
 
 # The sweeper class a job's `hydra.sweeper._target_` names when it is one of our trials.
 SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
@@ -82,13 +82,18 @@ def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg
     try:
         study = optuna.load_study(study_name=name, storage=storage,
                                   pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
-        trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(name), number))
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+        trial = optuna.trial.Trial(study, trial_id)
         record_trial_dir(trial, out, sweep_dir)
         if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
             _continue_dead_attempt(storage, name, int(retry_of), run_cfg, out, sweep_dir, trial)
-        yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
-                            epochs=run_cfg.trainer.epochs)
+        # The job beats for its own trial, beside the sweeper that launched it: a scheduler's job
+        # (SLURM) outlives a sweeper that is killed, and with the sweeper's beats alone the same
+        # command run again took the live trial for dead, moved its checkpoint away while it
+        # trained and retried it, and the job then failed on its finished trial.
+        with heartbeats(storage, [trial_id]):
+            yield EpochReporter(study, trial, objectives, mode, spec, running_best=run_cfg.trainer.select == "best_val",
+                                epochs=run_cfg.trainer.epochs)
     finally:
         if isinstance(storage, RDBStorage):  # a job in the sweeper's own process must not leave connections open
             storage.remove_session()
