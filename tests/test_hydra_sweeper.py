@@ -444,3 +444,24 @@ def test_a_job_that_outlives_its_sweeper_keeps_its_trial_alive(tmp_path, backend
     time.sleep(3)  # the job ended without a sweeper to tell its end: its trial is stale now
     optuna.storages.fail_stale_trials(again)
     assert again.trials[trial.number].state == optuna.trial.TrialState.FAIL
+
+
+def test_a_job_whose_trial_already_ended_is_refused_before_it_writes(tmp_path):
+    """A SLURM job still queued when its sweeper was killed starts after the sweeper started again
+    took its trial for dead (failed, parameters retried elsewhere). Seen: it failed on Optuna's
+    UpdateFinishedTrialError and wrote a failed result.json; now one line, the folder untouched."""
+    from src.gate import to_run_config
+    from src.search.job import TrialEnded
+
+    run_cfg = to_run_config(compose_train(TINY))
+    url = storage_url(None, tmp_path)
+    sweeper = {"_target_": SWEEPER_TARGET, "storage": None, "study_name": "late", "objectives": ["val_acc"],
+               "heartbeat_s": 20, "grace_s": 60, "pruner": {"name": "none"}}
+    study = open_study(make_storage(url, 20, 60), "late", ["maximize"], {"config": {}}, None, url)
+    trial = study.ask()
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    out = tmp_path / "0_job"
+    with pytest.raises(TrialEnded, match=r"trial 0 of study late had already ended \(FAIL\).*not trained in"):
+        with trial_reporter(sweeper, str(tmp_path), trial.number, run_cfg, out):
+            pytest.fail("the job trained")
+    assert not out.exists() and "run_dir" not in study.trials[0].user_attrs

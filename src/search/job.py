@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.storages import RDBStorage
 
-from src.config import OUR_SWEEPER, RunConfig
+from src.config import OUR_SWEEPER, FolderRefused, RunConfig
 from src.record.io import METRICS_FILE, RETRIED_FILE, read_jsonl, write_json
 from src.search.pruning import EpochReporter, PruneSpec, optuna_pruner, resolve
 from src.search.results import record_trial_dir, trial_dir
@@ -30,6 +30,12 @@ from src.search.storage import heartbeats, make_storage
 SWEEPER_TARGET = OUR_SWEEPER + "optuna_sweeper.OptunaSweeper"
 DEFAULT_STUDY = "sweep"  # hydra.sweeper.study_name=null
 log = logging.getLogger(__name__)
+
+
+class TrialEnded(FolderRefused):
+    """A job started after its trial ended (a scheduler's job that waited in the queue past the
+    sweeper's grace_s, its sweeper killed): training it would end in Optuna's UpdateFinishedTrialError
+    at its first write, with a failed result.json over the folder. Refused, the folder left as it was."""
 
 
 def storage_url(storage: str | None, sweep_dir: str | Path) -> str:
@@ -83,6 +89,10 @@ def trial_reporter(sweeper: dict[str, Any], sweep_dir: str, number: int, run_cfg
         study = optuna.load_study(study_name=name, storage=storage,
                                   pruner=optuna_pruner(mode, spec, run_cfg.trainer.epochs))
         trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+        if (state := storage.get_trial(trial_id).state).is_finished():
+            raise TrialEnded(f"trial {number} of study {name} had already ended ({state.name}) when its job started "
+                             f"(its sweeper took it for dead or stopped it, and runs its parameters again in "
+                             f"another trial): not trained in {out}")
         trial = optuna.trial.Trial(study, trial_id)
         record_trial_dir(trial, out, sweep_dir)
         if (retry_of := trial.user_attrs.get("retry_of")) is not None:  # a dead or interrupted trial's parameters again
