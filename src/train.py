@@ -274,7 +274,12 @@ class ComparisonTable(Callback):
         # An Optuna sweep's failed or interrupted trials are the study's to judge (max_failed; an
         # interrupted trial runs again on resume): its exit code is the sweeper's.
         if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
-            raise exits.Failed(f"{len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}")
+            from src.reporting.runs import sweep_dir_override
+
+            # what to do, not only what happened: the folder named, as a multirun's default one is dated
+            raise exits.Failed(f"{len(failed)} of {len(rows)} runs did not complete: {', '.join(failed)}; the same "
+                               f"command with {sweep_dir_override(sweep_dir)} runs them again (each from its last "
+                               "checkpoint) and keeps the others")
 
 
 def dry_run_total(sweep_dir: Path, since: float | None = None) -> str:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hydra_plugins.ft_submitit_launcher.launcher import collect, wait
+from hydra_plugins.ft_submitit_launcher.launcher import cancelled, collect, wait
 from src.record.lock import held
 from tests.cli import REPO, TINY_OVERRIDES, env
 
@@ -139,3 +139,14 @@ def test_a_stopped_driver_cancels_its_jobs_and_says_so(tmp_path):
         record = json.loads((sweep / "0_full" / "result.json").read_text())
     assert record["status"] == "interrupted", record.get("error")
     assert (sweep / "0_full" / "metrics.jsonl").read_text().strip()  # the epochs it trained, to resume from
+
+
+def test_a_stopped_driver_names_the_folder_its_same_command_resumes(tmp_path):
+    # Seen on SLURM: SIGTERM on a multirun's driver said "the same command resumes"; its folder was the
+    # default dated one, so the same command started a new folder and trained every job again.
+    job = Job(["RUNNING", "CANCELLED by 0"], tmp_path)
+    job.cancel = lambda check: None
+    sweep = tmp_path / "multirun" / "2026-12-05" / "12-00-00"
+    stop = cancelled([job], KeyboardInterrupt(), sweep, poll_s=0.01)
+    assert "cancelled 1 unfinished job (41_1)" in stop.recorded
+    assert f"the same command with hydra.sweep.dir={sweep.resolve()} resumes" in stop.recorded, stop.recorded

@@ -490,7 +490,8 @@ def test_a_killed_job_without_result_json_is_named_not_silently_left_out(tmp_pat
     from src import exits
     from src.train import ComparisonTable
 
-    with pytest.raises(exits.Failed, match=r"2 of 8 runs did not complete: 8_lpft_s0, 9_frozen_s0"):
+    with pytest.raises(exits.Failed, match=rf"2 of 8 runs did not complete: 8_lpft_s0, 9_frozen_s0; the same "
+                       rf"command with hydra.sweep.dir={study.resolve()} runs them again"):
         ComparisonTable().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(study)}},
                                                             "logger": {"kind": "none"}}))
     listed = [line.split() for line in capsys.readouterr().out.splitlines() if line.rstrip().endswith(("_lpft_s0", "_frozen_s0"))]

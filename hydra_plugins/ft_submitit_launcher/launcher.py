@@ -139,6 +139,7 @@ def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll
     (each run records `interrupted` and keeps its checkpoint) and awaited a while, so the same command
     resumes them; the stop goes on up, saying so."""
     from src import exits  # how the process ends is said there; only a stopped driver needs it
+    from src.reporting.runs import sweep_dir_override
 
     running = [job for job in jobs if not _done(job)]
     for job in running:
@@ -152,8 +153,10 @@ def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll
     ids = ", ".join(str(job.job_id) for job in running)
     what = (f"cancelled {len(running)} unfinished job{'s' * (len(running) != 1)} ({ids}), which record status "
             "'interrupted' in their folders" if running else "every job had ended")
-    return exits.stopped(err, f"{what}; finished runs are kept in {sweep_dir}; the same command resumes "
-                              f"(python -m src.report {sweep_dir} reports them)")
+    # The folder named: a multirun's default folder is dated, so the same command alone would start a
+    # new one and train every job again (an Optuna sweep's folder is its study's: naming it is harmless).
+    return exits.stopped(err, f"{what}; finished runs are kept in {sweep_dir}; the same command with "
+                              f"{sweep_dir_override(sweep_dir)} resumes (python -m src.report {sweep_dir} reports them)")
 
 
 def _done(job: Any) -> bool:

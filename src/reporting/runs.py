@@ -248,7 +248,7 @@ def resume_hint(folder: Path) -> str:
         return retried
     mode, sweeper = _hydra_mode(Path(folder) / ".hydra" / "hydra.yaml")
     if mode == "MULTIRUN" and OUR_SWEEPER not in sweeper:
-        return f"the same command with {_override('hydra.sweep.dir', _sweep_dir(Path(folder).resolve()))} resumes it"
+        return f"the same command with {sweep_dir_override(_sweep_dir(Path(folder).resolve()))} resumes it"
     if mode == "RUN":
         return f"the same command with {_override('hydra.run.dir', Path(folder).resolve())} resumes it"
     return "the same command resumes it"
@@ -266,6 +266,12 @@ def _sweep_dir(job: Path) -> Path:
     """A multirun job's sweep folder: the nearest one above it holding Hydra's multirun.yaml (a
     hydra.sweep.subdir may nest), else its parent (this project's subdir, N_strategy)."""
     return next((d for d in job.parents if (d / "multirun.yaml").is_file()), job.parent)
+
+
+def sweep_dir_override(sweep_dir: Path) -> str:
+    """`hydra.sweep.dir=DIR`, quoted for the shell where needed: what points the same multirun command
+    back at its folder, where a command without it would start a new dated one and train it all again."""
+    return _override("hydra.sweep.dir", Path(sweep_dir).resolve())
 
 
 def _override(key: str, value: Path) -> str:
