@@ -53,6 +53,22 @@ def test_the_three_strategy_study_runs_as_slurm_jobs(tmp_path):
     assert len(list((tmp_path / "m" / ".submitit").glob("*/*_log.out"))) == 3
 
 
+def test_a_job_the_scheduler_starts_in_another_folder_writes_its_run_where_the_driver_reads_it(tmp_path):
+    # Seen: with a relative hydra.sweep.dir and the job started elsewhere (sbatch --chdir; on a cluster,
+    # a node's own home), the job wrote its run under its own working folder, and the driver ended
+    # with exit 0, no table and no word of the run. Now the job is given the driver's absolute folder.
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "src.train", "-m", "hydra.sweep.dir=rel", "strategy=frozen",
+                           *TINY_OVERRIDES, *SLURM, "hydra.launcher.timeout_min=5",
+                           f"+hydra.launcher.additional_parameters={{chdir:{there}}}"],
+                          cwd=here, env=env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 runs in" in proc.stdout, proc.stdout[-3000:]
+    assert _record(here / "rel" / "0_frozen")["status"] == "completed"
+    assert not (there / "rel").exists()
+
+
 def _wait_running(out: Path, name: str, task: int, limit_s: float = 300) -> str:
     """The SLURM id (JOB_TASK) of array task `task`, once the Hydra job `name` it runs wrote an epoch."""
     deadline = time.monotonic() + limit_s

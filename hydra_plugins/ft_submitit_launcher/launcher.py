@@ -73,9 +73,10 @@ class _Collecting:
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
         calls = []
+        here = pinned_sweep_dir(sweep_dir)
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-            calls.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+            calls.append(([*overrides, here], "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*calls))
         try:
             returns = [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
@@ -105,6 +106,17 @@ class _Collecting:
             cfg.hydra.job.num = idx
             cfg.hydra.job.id = f"job_id_for_{idx}"
         return Path(str(self.config.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+
+def pinned_sweep_dir(sweep_dir: Path) -> str:
+    """The override that gives a job the driver's sweep folder as an absolute path. A job composes its
+    config again (with the command line's `hydra.sweep.dir=runs`, or the default's `paths.output_dir=.`)
+    and resolves a relative folder against its own working folder, which the scheduler sets
+    (`sbatch --chdir`, another node's home): the job's run went there, the driver found no folder, and
+    the multirun ended with exit 0, no table and no word of it (and a sweep's trial opened another
+    study file). Quoted as Hydra's grammar reads any path."""
+    text = str(sweep_dir.resolve()).replace("\\", "\\\\").replace("'", "\\'")
+    return f"hydra.sweep.dir='{text}'"
 
 
 def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, poll_s: float) -> JobReturn | OutOfRoom:
