@@ -22,6 +22,7 @@ import optuna
 from optuna.storages import BaseStorage
 
 from src.config import ConfigError, RunConfig
+from src.config.since import as_now
 from src.data.identity import short_id
 from src.gate import STUDY_FILE
 from src.record.io import RESULT_FILE, write_json
@@ -64,7 +65,8 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """'key: old -> new' for every setting that differs (config keys flat; objectives; params.KEY)."""
-    flat_old = _flatten(old.get("config", {})) | {"objectives": old.get("objectives")} | {
+    # a study an older version made, without settings added since: read with what its trials ran with
+    flat_old = as_now(_flatten(old.get("config", {})), _flatten(new.get("config", {}))) | {"objectives": old.get("objectives")} | {
         f"params.{k}": v for k, v in (old.get("params") or {}).items()}
     flat_new = _flatten(new.get("config", {})) | {"objectives": new.get("objectives")} | {
         f"params.{k}": v for k, v in (new.get("params") or {}).items()}

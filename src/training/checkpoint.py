@@ -40,6 +40,7 @@ import timm
 import torch
 
 from src.config import ConfigError, FolderRefused, RunConfig
+from src.config.since import as_now
 from src.data.identity import short_id
 from src.models import head_param_names
 from src.record.io import METRICS_FILE, write_text, write_with
@@ -82,7 +83,8 @@ def numeric_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def config_changes(saved: Mapping[str, Any], cfg: RunConfig) -> list[str]:
     """The settings that differ between `saved` (a run's config) and `cfg`, as `key: old -> new`."""
-    old, new = numeric_config(saved), numeric_config(cfg.to_dict())
+    new = numeric_config(cfg.to_dict())
+    old = as_now(numeric_config(saved), new)  # a file an older version wrote, without settings added since
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
 
 

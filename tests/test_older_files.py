@@ -1,0 +1,74 @@
+"""Files written by an older version of this tool, read by this one: a run folder's config.yaml and a
+study's recorded identity lack the settings added since (src/config/since.py). The same command run
+again on such a folder, or a sweep resumed on such a study, is the same experiment, not another
+config. tests/fixtures/older_785bc73/config.yaml is the config.yaml `python -m src.train
+experiment=smoke` wrote at commit 785bc73."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from src.config import ConfigError, RunConfig
+from src.config.since import ADDED
+from src.search.study import _flatten, open_study, study_identity
+from src.training import checkpoint
+from src.training.run import RunDirTaken, run
+
+OLDER = Path(__file__).parent / "fixtures" / "older_785bc73" / "config.yaml"
+# the settings `experiment=smoke` makes, as that version's config.yaml holds them
+SMOKE = {"dataset": {"image_size": 32, "train_per_class": 5}, "trainer": {"epochs": 1, "drift_probe": 0},
+         "logger": {"kind": "none"}}
+
+
+def _without_added(config: dict) -> dict:
+    for key in ADDED:
+        section, name = key.split(".")
+        config[section].pop(name, None)
+    return config
+
+
+def test_an_older_config_yaml_is_the_same_config_and_a_changed_setting_still_differs():
+    older = yaml.safe_load(OLDER.read_text())
+    assert not set(ADDED) & set(_flatten(older))  # the fixture is a file without them
+    now = RunConfig.from_dict(SMOKE)
+    assert checkpoint.config_changes(older, now) == []
+    # what an older run ran with is compared: a value of today's that differs from it still differs
+    capped = RunConfig.from_dict(SMOKE | {"trainer": SMOKE["trainer"] | {"feature_cache_max_mb": 100.0}})
+    assert checkpoint.config_changes(older, capped) == ["trainer.feature_cache_max_mb: 4096.0 -> 100.0"]
+    assert checkpoint.config_changes(older, RunConfig.from_dict(SMOKE | {"seed": 3})) == ["seed: 0 -> 3"]
+    # a setting lost from a file that is not one listed as added since still reads as a change
+    del older["trainer"]["epochs"]
+    assert checkpoint.config_changes(older, now) == ["trainer.epochs: None -> 1"]
+
+
+def test_the_same_command_on_an_older_finished_run_keeps_it(tiny_config, tmp_path):
+    cfg = tiny_config(trainer={"epochs": 1, "drift_probe": 0})
+    run(cfg, tmp_path)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(_without_added(yaml.safe_load(config.read_text()))))
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert run(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text())  # kept, not refused
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files
+    with pytest.raises(RunDirTaken, match=r"another config \(seed: 0 -> 3\)"):
+        run(tiny_config(trainer={"epochs": 1, "drift_probe": 0}, seed=3), tmp_path)
+
+
+def test_a_study_an_older_version_made_resumes_and_one_of_other_settings_is_refused(tmp_path):
+    space = {"optim.lr": {"interval": [1e-4, 1e-3]}}
+    now = study_identity(RunConfig.from_dict(SMOKE), space, ["val_acc"])
+    older = json.loads(json.dumps(now))
+    assert set(ADDED) <= set(older["config"])  # an identity's config is flat: trainer.dry_run
+    older["config"] = {k: v for k, v in older["config"].items() if k not in ADDED}
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    open_study(storage, "s", ["maximize"], older, None, url)
+    open_study(storage, "s", ["maximize"], now, None, url)  # resumes
+    epochs = study_identity(RunConfig.from_dict(SMOKE | {"trainer": SMOKE["trainer"] | {"epochs": 2}}),
+                            space, ["val_acc"])
+    with pytest.raises(ConfigError, match=r"measures something else \(trainer.epochs: 1 -> 2\)"):
+        open_study(storage, "s", ["maximize"], epochs, None, url)
