@@ -214,8 +214,13 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
         metrics_path, groups_path = run_dir / METRICS_FILE, run_dir / GROUPS_FILE
         metrics: list[EpochRecord] = []
         groups: dict[str, Any] = {}
+        for path in (metrics_path, groups_path) if result.completed else ():
+            if why := _not_a_file(path):  # a completed run wrote it: its curve or schedule is lost, said so
+                note_skipped(SkippedFile(path, why), skipped)
         try:
             lines = read_jsonl(metrics_path, skipped) if metrics_path.is_file() else []
+            if result.completed and not lines and metrics_path.is_file() and not metrics_path.read_bytes().strip():
+                note_skipped(SkippedFile(metrics_path, "empty file: no epochs, so no curve"), skipped)
             metrics = [EpochRecord.from_json(line) for line in lines]
         except OSError as err:  # the run is still reported; only its curve is missing
             note_skipped(SkippedFile(metrics_path, f"unreadable ({err.strerror or type(err).__name__})"), skipped)
@@ -227,6 +232,13 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
             note_skipped(SkippedFile(groups_path, str(err)), skipped)
         runs.append(Run(run_dir, _with_augment(run_dir, result), metrics, groups))
     return runs
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a run file is there but is not one (None for a file, or for no entry: written before it was)."""
+    if path.is_file() or not (path.is_symlink() or path.exists()):
+        return None
+    return "a folder, not a file" if path.is_dir() else "a link that leads to no file (dangling, or a loop)"
 
 
 # What a run folder without result.json means, said by src.report, its page and the end of a multirun.
