@@ -29,6 +29,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from src.record.owner import read_owner
 from src.reporting.pareto import pareto_front
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ def load_search(folder: Path) -> SearchView | None:
     this report can open (no study.json, a database server, the file gone)."""
     owner = folder / STUDY_FILE
     try:
-        named = json.loads(owner.read_text()) if owner.is_file() else {}
-    except (OSError, ValueError):
+        named = read_owner(owner) if owner.is_file() else {}
+    except ValueError as err:  # rotted or edited: the study it names cannot be told
+        log.warning("%s: %s: the report has no search section", owner, err)
         return None
     url, name = _own_storage(folder, str(named.get("storage", ""))), named.get("study")
     path = _storage_file(url)

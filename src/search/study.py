@@ -26,6 +26,7 @@ from src.config.since import as_now
 from src.data.identity import short_id
 from src.gate import STUDY_FILE
 from src.record.io import RESULT_FILE, write_json
+from src.record.owner import read_owner
 
 # Training settings that change nothing a trial measures: a study resumed with other values is the
 # same experiment. Everything else in the config is part of the study's identity.
@@ -147,9 +148,13 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
                 pass
             finally:
                 tmp.unlink(missing_ok=True)
-        theirs = json.loads(owner.read_text())
+        theirs = read_owner(owner)
     except OSError as err:
         raise ConfigError(f"hydra.sweep.dir={out_dir}: cannot write there ({err.strerror or err})") from None
+    except ValueError as err:  # rot or a hand edit: whose folder it is cannot be told, so nothing is written
+        raise ConfigError(f"hydra.sweep.dir={out_dir}: its {OWNER_FILE}, which names the study the folder belongs to, "
+                          f"cannot be read ({err}): if the folder is this study's, write {json.dumps(mine)} into it; "
+                          "else use another hydra.sweep.dir") from None
     if theirs.get("uid") != mine["uid"]:
         # Two studies of one name differ by their storage (or by one that was deleted and made again there)
         other = (f"another study named {study.study_name}, the one in {theirs.get('storage')} (this sweep's study is in "

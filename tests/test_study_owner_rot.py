@@ -1,0 +1,63 @@
+"""A sweep folder's study.json (which study the folder belongs to) rotted or edited: the sweep that
+resumes there is refused in one line naming the file and what to write, leaving the folder as it was;
+the report reports the runs without the search section and says why. Both were tracebacks
+(json.loads on an empty file; `.get` on a list)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+
+from src.config import ConfigError
+from src.reporting.search import load_search
+from src.search.study import claim_out_dir, open_study
+
+DAMAGES = {
+    "empty": (b"", "empty file"),
+    "cut": (b"{\"study\": \"s\", \"uid\": \"ab", "not valid JSON"),
+    "a list": (b"[1, 2]", "not a JSON object (a list)"),
+    "no uid": (b'{"study": "s", "storage": "sqlite:///x.db"}', "no 'uid' string"),
+    "a number for the study": (b'{"study": 5, "uid": "ab", "storage": "sqlite:///x.db"}', "no 'study' string"),
+}
+
+
+@pytest.fixture()
+def claimed(tmp_path):
+    """A sweep folder claimed by study `s` in a real sqlite storage, and that study."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = open_study(optuna.storages.RDBStorage(url), "s", ["maximize"], {"config": {}}, None, url)
+    out = tmp_path / "sweep"
+    claim_out_dir(out, study, url)
+    return out, study, url
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_study_json_refuses_the_resume_in_one_line_and_is_kept(claimed, damage):
+    out, study, url = claimed
+    good = json.loads((out / "study.json").read_text())
+    text, says = DAMAGES[damage]
+    (out / "study.json").write_bytes(text)
+    with pytest.raises(ConfigError) as err:
+        claim_out_dir(out, study, url)
+    line = str(err.value)
+    assert "\n" not in line and f"{out}: its study.json" in line and says in line, line
+    assert json.dumps(good) in line  # what to write back, if the folder is this study's
+    assert (out / "study.json").read_bytes() == text and sorted(p.name for p in out.iterdir()) == ["study.json"]
+    (out / "study.json").write_text(json.dumps(good))  # written back as the line says: resumes
+    claim_out_dir(out, study, url)
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_the_report_of_a_folder_with_a_damaged_study_json_has_no_search_section_and_says_why(
+        claimed, damage, caplog):
+    out, _, _ = claimed
+    assert load_search(out) is not None
+    text, says = DAMAGES[damage]
+    (out / "study.json").write_bytes(text)
+    with caplog.at_level(logging.WARNING):
+        assert load_search(out) is None
+    assert any(str(out / "study.json") in r.getMessage() and says in r.getMessage() for r in caplog.records)
