@@ -4,6 +4,7 @@ file it could not use, instead of a page without that run's curve and not a word
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -54,3 +55,32 @@ def test_a_completed_run_s_file_that_is_no_longer_a_file_is_named(tmp_path, name
     assert len(runs) == 1 and runs[0].result.completed  # the run itself is still reported
     assert [(s.path, says in s.reason) for s in skipped] == [(run_dir / name, True)], skipped
     assert os.path.lexists(run_dir / name)  # read only: the damaged entry is left as it was
+
+
+GOOD_BLOCK = {"classes": ["cat", "dog"], "val": {"confusion": [[3, 1], [0, 4]]}, "test": {"confusion": [[3, 1], [0, 4]]}}
+
+
+@pytest.mark.parametrize("block", [
+    {"classes": ["cat", "dog"], "test": 5},                                   # a number where the split was
+    {"classes": ["cat", "dog"], "test": {"confusion": [[1, "x"], [0, 4]]}},   # a cell that is not a count
+    {"classes": ["cat", "dog"], "test": {"confusion": [[1, 2], [3]]}},        # a row cut short
+    {"classes": ["cat", "dog"], "test": {"confusion": [[1, 2], [3, 4], [5, 6]]}},  # more rows than classes
+    {"classes": "cat,dog", "test": {"confusion": [[1, 2], [3, 4]]}},         # the names not a list
+])
+def test_a_per_class_block_of_another_shape_is_left_out_not_a_traceback(tmp_path, block):
+    from src.record.io import write_json
+    from src.record.schema import RunRecord
+    from src.reporting.configs import group_configs
+    from src.reporting.per_class import per_class_section
+
+    old = json.loads((V1_RUN / "result.json").read_text())
+    for seed, per_class in ((0, GOOD_BLOCK), (1, block)):
+        run_dir = tmp_path / "study" / f"{seed}_full"
+        shutil.copytree(V1_RUN, run_dir)
+        record = RunRecord.from_json(old).replace(seed=seed, strategy="full", strategy_params={}, per_class=per_class)
+        write_json(run_dir / "result.json", record.to_json())
+    configs = group_configs(load_runs([tmp_path / "study"]))
+    assert per_class_section(configs) is None  # its seeds cannot be added up: no section, and no crash
+    shutil.rmtree(tmp_path / "study" / "1_full")
+    [entry] = per_class_section(group_configs(load_runs([tmp_path / "study"])))["entries"]
+    assert entry["recall"] == [0.75, 1.0]

@@ -22,13 +22,28 @@ def pooled_confusion(config: Config, split: str = "test") -> tuple[list[str], li
     total: list[list[int]] | None = None
     for run in config.runs:
         block = run.result.per_class if isinstance(run.result.per_class, dict) else {}
-        matrix = (block.get(split) or {}).get("confusion")
-        names = block.get("classes")
-        if not matrix or not isinstance(names, list) or (classes is not None and names != classes):
+        names, matrix = block.get("classes"), _confusion(block, split)
+        if matrix is None or (classes is not None and names != classes):
             return None
         classes = names
         total = matrix if total is None else [[a + b for a, b in zip(r, s)] for r, s in zip(total, matrix)]
     return (classes, total) if classes is not None and total is not None else None
+
+
+def _confusion(block: dict[str, Any], split: str) -> list[list[int]] | None:
+    """The block's `split` confusion matrix if it is one: a count per pair of its class names (a
+    list of strings). A file edited or rotted into another shape (`"test": 5`, a cell "x", a row
+    short) is left out as a run without the block is, rather than end the whole report in a
+    traceback."""
+    names = block.get("classes")
+    part = block.get(split)
+    matrix = part.get("confusion") if isinstance(part, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        return None
+    rows_ok = isinstance(matrix, list) and len(matrix) == len(names) and all(
+        isinstance(row, list) and len(row) == len(names) for row in matrix)
+    counts_ok = rows_ok and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for row in matrix for n in row)
+    return matrix if counts_ok else None
 
 
 def confused_pairs(classes: Sequence[str], matrix: Sequence[Sequence[int]], top: int = 5) -> list[dict[str, Any]]:
