@@ -85,7 +85,11 @@ def config_changes(saved: Mapping[str, Any], cfg: RunConfig) -> list[str]:
     """The settings that differ between `saved` (a run's config) and `cfg`, as `key: old -> new`."""
     new = numeric_config(cfg.to_dict())
     old = as_now(numeric_config(saved), new)  # a file an older version wrote, without settings added since
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+    # a key one side lacks is said so, not shown as None: a setting added since an older version wrote the file
+    # (and not yet in src/config/since.py), or one that version had and this one dropped
+    shown = lambda side, k, what: repr(side[k]) if k in side else f"(no {k} in {what})"  # noqa: E731
+    return [f"{k}: {shown(old, k, 'that config: an older version?')} -> {shown(new, k, 'this one')}"
+            for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]  # null and absent alike
 
 
 @functools.lru_cache(maxsize=1)
