@@ -2,11 +2,13 @@
 study's recorded identity lack the settings added since (src/config/since.py). The same command run
 again on such a folder, or a sweep resumed on such a study, is the same experiment, not another
 config. tests/fixtures/older_785bc73/config.yaml is the config.yaml `python -m src.train
-experiment=smoke` wrote at commit 785bc73."""
+experiment=smoke` wrote at commit 785bc73. And a finished run's record rotted into something that
+is not a file: the folder is refused, never trained over."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -73,3 +75,20 @@ def test_a_study_an_older_version_made_resumes_and_one_of_other_settings_is_refu
                             space, ["val_acc"])
     with pytest.raises(ConfigError, match=r"measures something else \(trainer.epochs: 1 -> 2\)"):
         open_study(storage, "s", ["maximize"], epochs, None, url)
+
+
+@pytest.mark.parametrize("entry", ["folder", "loop", "dangling"])
+def test_a_result_json_that_is_not_a_file_refuses_the_folder_and_keeps_its_model(tiny_config, tmp_path, entry):
+    """Seen: a folder at result.json beside a finished run's model_best.pt; the same command trained
+    again over model_best.pt, then failed writing its record (IsADirectoryError)."""
+    cfg = tiny_config(trainer={"epochs": 1, "drift_probe": 0})
+    run(cfg, tmp_path)
+    record = tmp_path / "result.json"
+    record.unlink()
+    {"folder": record.mkdir, "loop": lambda: record.symlink_to(record.name),
+     "dangling": lambda: record.symlink_to("gone.json")}[entry]()
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(RunDirTaken, match=r"holds a result.json that is (a folder|a link that leads to no file), not a file"):
+        run(cfg, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
+    assert os.path.lexists(record) and not list(tmp_path.glob("checkpoint_*"))

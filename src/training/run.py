@@ -55,6 +55,12 @@ def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
     and then `instead` (what to do). Reads only: nothing is written."""
     previous = run_dir / RESULT_FILE
     if not previous.is_file():
+        if previous.is_symlink() or previous.exists():
+            # A folder or a link to nothing where the record goes (rot, a hand's mkdir): it would train
+            # over a kept model_best.pt and then fail to write its own record, the time spent for nothing.
+            what = "a folder" if previous.is_dir() else "a link that leads to no file"
+            raise RunDirTaken(f"{run_dir} holds a {RESULT_FILE} that is {what}, not a file: no run can be "
+                              f"recorded there, and the folder is kept as it is: {instead}, or move that {RESULT_FILE} away")
         return None
     try:
         read_json_object(previous)
