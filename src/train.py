@@ -70,6 +70,23 @@ def multirun_group(hydra_node: Any) -> str:
     return study_group("-".join(Path(hydra_node.sweep.dir).parts[-3:]))
 
 
+def _hydra_record(task_cfg: DictConfig, run_dir: Path) -> None:
+    """The job's `.hydra/` (config.yaml, hydra.yaml, overrides.yaml), as Hydra's run_job writes it,
+    each file whole; called once the folder is this run's. conf/config.yaml sets
+    hydra.output_subdir=null: Hydra wrote these before the task could look at the folder, so a
+    command refused there (another seed, a folder in use, a finished run kept) left the earlier
+    run's record saying what it did not run."""
+    from src.record.io import write_text
+
+    hydra_cfg = HydraConfig.instance().cfg  # {"hydra": ...}: what Hydra saves as hydra.yaml
+    assert hydra_cfg is not None
+    folder = run_dir / ".hydra"
+    folder.mkdir(exist_ok=True)
+    for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg),
+                       ("overrides.yaml", hydra_cfg.hydra.overrides.task)):
+        write_text(folder / name, OmegaConf.to_yaml(node))
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF), config_name="config")
 @sweep_with("src.sweep_driver.ProjectSweep")  # hydra/sweeper=optuna scores our trials on result.json, not the return value
 def main(cfg: DictConfig) -> float:
@@ -84,7 +101,7 @@ def main(cfg: DictConfig) -> float:
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
         with _trial_reporter(hc, run_cfg, out) if multirun else contextlib.nullcontext() as on_epoch:
-            result = run(run_cfg, out, run_name=out.name, on_epoch=on_epoch)
+            result = run(run_cfg, out, run_name=out.name, on_epoch=on_epoch, on_claimed=lambda d: _hydra_record(cfg, d))
     except KeyboardInterrupt as err:  # said by whoever runs this job: src.exits.run_task, or our sweeper
         raise exits.stopped(err, recorded(out / RESULT_FILE, Path(hc.sweep.dir) if multirun else None)) from None
     except Exception as err:

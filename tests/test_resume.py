@@ -424,7 +424,8 @@ def test_a_refused_checkpoint_leaves_a_killed_run_s_folder_as_it_was(stopped_run
     if interrupted:  # a Ctrl-C'ed run's record: what it measured must survive the refusal
         (folder / "result.json").write_text(json.dumps({"status": "interrupted", "failed_epoch": 0,
                                                         "measured_before_stop": {"val_acc": 0.5}}))
-    (folder / ".hydra").mkdir()  # the killed command's own, as Hydra left it: the same command writes the same
+    (folder / ".hydra").mkdir()  # the killed command's record: a refused command must not rewrite it
+    (folder / ".hydra" / "overrides.yaml").write_text("- the killed command's overrides\n")
     before = _all_files(folder)
     # the stopped run's config (tests/conftest.py TINY, drift_probe 0) on the command line
     args = [*CLI, "trainer.epochs=2", "trainer.drift_probe=0", f"hydra.run.dir={folder}"]
@@ -433,8 +434,7 @@ def test_a_refused_checkpoint_leaves_a_killed_run_s_folder_as_it_was(stopped_run
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and str(named) in lines[0] and why in lines[0], refused.stderr[-2000:]
     after = _all_files(folder)
-    assert {k: v for k, v in after.items() if not k.startswith(".hydra/") and not k.endswith(".log")} == \
-        {k: v for k, v in before.items() if not k.startswith(".hydra/")}
+    assert {k: v for k, v in after.items() if not k.endswith(".log")} == before  # .hydra/ too (Hydra rewrote it)
 
 
 def test_a_resumed_run_s_total_time_includes_its_earlier_attempts(tiny_config, tmp_path, monkeypatch):
@@ -453,3 +453,18 @@ def test_a_resumed_run_s_total_time_includes_its_earlier_attempts(tiny_config, t
     last = read_jsonl(tmp_path / "stopped" / "metrics.jsonl")[-1]
     assert resumed["total_time_s"] >= last["elapsed_s"] >= 6.0  # both attempts' time, up to the last epoch
     assert resumed["total_time_s"] >= resumed["train_time_s"]
+
+
+def test_the_entrypoints_record_is_written_only_into_a_folder_the_run_takes(tiny_config, tmp_path):
+    """`on_claimed` (where src.train writes Hydra's .hydra/ record) runs for a run that trains in the
+    folder, never for a command the folder refuses or whose finished run it keeps: Hydra wrote that
+    record before the task looked, so a refused seed=3 left .hydra/config.yaml saying seed 3 beside
+    the seed-0 result.json."""
+    claimed: list[Path] = []
+    cfg = tiny_config(trainer={"epochs": 1, "drift_probe": 0})
+    run(cfg, tmp_path / "r", on_claimed=claimed.append)
+    assert claimed == [tmp_path / "r"]
+    run(cfg, tmp_path / "r", on_claimed=claimed.append)  # finished: kept, nothing written
+    with pytest.raises(RunDirTaken):
+        run(tiny_config(seed=3, trainer={"epochs": 1, "drift_probe": 0}), tmp_path / "r", on_claimed=claimed.append)
+    assert claimed == [tmp_path / "r"]

@@ -64,8 +64,9 @@ def test_a_run_in_a_folder_another_process_trains_in_is_one_line_and_writes_noth
         assert proc.returncode == 2, proc.stderr[-2000:]
         [line] = proc.stderr.strip().splitlines()
         assert line.startswith(f"error: the run folder {run_dir} is in use: another process is training in it now")
-        # the holder's folder: Hydra's own .hydra/ and log, and nothing of a run (no config.yaml, no record)
-        assert not {"result.json", "config.yaml", "metrics.jsonl"} & {p.name for p in run_dir.iterdir()}
+        # the holder's folder: nothing of the refused run (no config.yaml, no record, no .hydra/ saying
+        # what the holder did not run), at most Hydra's log
+        assert not {"result.json", "config.yaml", "metrics.jsonl", ".hydra"} & {p.name for p in run_dir.iterdir()}
     finally:
         holder.kill()
         holder.wait()

@@ -15,7 +15,7 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -116,7 +116,8 @@ def claim_run_dir(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[st
 
 
 def run(
-    cfg: RunConfig, run_dir: Path, run_name: str | None = None, on_epoch: EpochCallback | None = None
+    cfg: RunConfig, run_dir: Path, run_name: str | None = None, on_epoch: EpochCallback | None = None,
+    on_claimed: Callable[[Path], None] | None = None,
 ) -> dict[str, Any]:
     """Train one configuration; writes config.yaml, param_groups.json, metrics.jsonl, result.json,
     model_best.pt, and a checkpoint per epoch (removed at the end unless trainer.keep_checkpoints).
@@ -130,21 +131,26 @@ def run(
     run that `on_epoch` stops returns its record with status "pruned". A run stopped by an error at
     any point (seeding, data, weights, device, training) or by Ctrl-C still writes result.json, with
     its status (failed, interrupted) and what was measured up to then, and re-raises.
+    `on_claimed(run_dir)` runs once the folder is this run's, past every refusal (the entrypoint
+    writes Hydra's `.hydra/` record there: written earlier, a refused command's said another seed).
     """
     preflight(cfg)
     check_threads(cfg.trainer.num_threads)  # here, not in the gate: a cluster job's CPUs are not the driver's
     if cfg.trainer.dry_run:
         return dry_run(cfg, run_dir)
     with lock.held(run_dir):  # one process at a time in a folder: checks, training and record alike
-        return _run(cfg, run_dir, run_name, on_epoch)
+        return _run(cfg, run_dir, run_name, on_epoch, on_claimed)
 
 
-def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCallback | None) -> dict[str, Any]:
+def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCallback | None,
+         on_claimed: Callable[[Path], None] | None = None) -> dict[str, Any]:
     """`run` past its config checks, in a folder this process holds."""
     data_id = dataset_identity_or_none(cfg.dataset)  # computed once: the folder's checks and setup share it
     if (kept := claim_run_dir(run_dir, cfg, data_id)) is not None:
         return kept
     resume = checkpoint.latest(run_dir, cfg, data_id) if cfg.trainer.resume else None
+    if on_claimed is not None:
+        on_claimed(run_dir)
     checkpoint.remove_leftovers(run_dir)  # the folder passed its checks: a killed write's temp files go now
     # A resumed run's total_time_s includes what its earlier attempts spent up to the checkpoint, as
     # its train_time_s does (the meters' clock travels in the checkpoint): counted from this process
