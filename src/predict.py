@@ -3,9 +3,9 @@ on your images, one CSV line per image (path, class, probability).
 
 `load_model(run_dir)` is the same from Python. The model is `<run_dir>/model_best.pt` (the weights
 validation selected, which the run's test accuracy was measured on) in the architecture and with the
-preprocessing of the run's own config.yaml: each image decoded upright, its short side resized to the
-run's `dataset.image_size` and centre-cropped (as the image-folder reader decoded the training images,
-`src.data.decode.read_image`), then normalised as the run's batches were (`src.data.batches.Batches`)
+preprocessing of the run's own config.yaml: each image decoded upright and brought to the run's
+`dataset.image_size` as its data source made its training images (`Reader.image_file`: an image folder's
+short side resized and centre-cropped, an array source's picture squared), then normalised as the run's batches were (`src.data.batches.Batches`)
 and classified in eval mode (`src.training.engine.predict`). A folder is read at any depth.
 """
 
@@ -26,9 +26,10 @@ from src.cli_args import OneLineParser
 from src.config import ConfigError
 from src.config.checks import MAX_IMAGE_SIZE
 from src.data.batches import Batches
-from src.data.decode import UnreadableImage, read_image
+from src.data.decode import UnreadableImage
 from src.data.folders import IMAGE_SUFFIXES, image_files
 from src.data.paths import one_line, shown
+from src.data.registry import Reader
 from src.data.splits import Split
 from src.models import normalization
 from src.record.integrity import DamagedFile
@@ -54,6 +55,7 @@ class LoadedModel:
     jpeg_draft: bool
     batch_size: int
     device: torch.device
+    reader: Reader  # the run's data source: it makes an image file into the pixels the run trained on
     amp_dtype: torch.dtype | None = None  # the run's autocast (trainer.amp), so that its numbers come out again
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
@@ -64,9 +66,9 @@ class LoadedModel:
         return logits.softmax(1)
 
     def read(self, path: Path) -> np.ndarray:
-        """One image file, decoded and resized as the run's image-folder reader did."""
+        """One image file, decoded and resized as the run's data source made its training images."""
         try:
-            return read_image(path, self.image_size, self.jpeg_draft)[0]
+            return self.reader.image_file(path)
         except UnreadableImage as err:
             raise PredictError(f"{shown(path)}: not a readable image ({err})") from None
         except ConfigError as err:  # pixels the training loader refuses too (negative, float past 1): it names the file
@@ -105,7 +107,22 @@ def _run_file(run_dir: Path, name: str) -> Path:
     return path
 
 
-def _classes(run_dir: Path, config: dict) -> list[str]:
+def _reader(config_path: Path, config: dict) -> Reader:
+    """The run's data source (`dataset.kind`), which says how its images were prepared: a source this
+    code cannot build is one line, never a guess at the preprocessing."""
+    from src.config import DataConfig
+    from src.data.registry import reader_for
+
+    data = config.get("dataset") or {}
+    try:
+        cfg = DataConfig(**data)  # a key the file lacks has its default, as when the run was composed
+        return reader_for(cfg.kind)(cfg)
+    except Exception as err:  # an unknown kind (a reader registered elsewhere), keys of another version
+        raise PredictError(f"{shown(config_path)}: dataset.kind={data.get('kind')!r}: its data source cannot be "
+                           f"built here, so how its images were prepared is unknown ({one_line(err)})") from None
+
+
+def _classes(run_dir: Path, reader: Reader) -> list[str]:
     """The class names in label order: result.json's `per_class.classes`, else the data's own class list
     where its reader knows it without reading the data, else the label numbers."""
     path = _run_file(run_dir, RESULT_FILE)
@@ -129,11 +146,7 @@ def _classes(run_dir: Path, config: dict) -> list[str]:
     if not isinstance(count, int) or count < 1:
         raise PredictError(f"{run_dir / RESULT_FILE}: no class names and no num_classes (the run did not load its data)")
     try:
-        from src.config import DataConfig
-        from src.data.registry import reader_for
-
-        data = config.get("dataset") or {}
-        known = reader_for(data.get("kind", ""))(DataConfig(**data)).known_classes()
+        known = reader.known_classes()
     except Exception:  # a reader that cannot say (its folder gone, a foreign config): numbers then
         known = None
     return list(known) if known and len(known) == count else [str(i) for i in range(count)]
@@ -149,7 +162,8 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     config_path = _run_file(run_dir, CONFIG_FILE)
     config, settings = _read_config(config_path)
     name, image_size, jpeg_draft, batch_size, amp = settings
-    classes = _classes(run_dir, config)
+    reader = _reader(config_path, config)
+    classes = _classes(run_dir, reader)
     weights = _run_file(run_dir, WEIGHTS_FILE)
     # The architecture only: the kept weights replace every parameter, pretrained or not.
     try:
@@ -165,7 +179,7 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
         raise PredictError(f"{weights}: not this run's weights ({type(err).__name__}: {first})") from None
     # bfloat16 autocast where the run evaluated in it (src.training.setup.resolve_runtime's rule on this device)
     amp_dtype = torch.bfloat16 if amp == "on" or (amp == "auto" and dev.type == "cuda") else None
-    return LoadedModel(model.to(dev).eval(), classes, image_size, jpeg_draft, batch_size, dev, amp_dtype)
+    return LoadedModel(model.to(dev).eval(), classes, image_size, jpeg_draft, batch_size, dev, reader, amp_dtype)
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")

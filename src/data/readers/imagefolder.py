@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from src.config import ConfigError
 from src.data import folders
+from src.data.decode import read_image
 from src.data.folders import class_folders, class_names, part_dir, split_folders
 from src.data.identity import hash_folder
 from src.data.labels import one_class
@@ -63,6 +66,10 @@ class ImageFolder(Reader):
         if self.cfg.root and Path(self.cfg.root).is_dir():
             return class_names(part_dir(Path(self.cfg.root), "train"))
         return None
+
+    def image_file(self, path: Path) -> np.ndarray:
+        """Decoded, short side resized and centre-cropped as every training image was (read_image)."""
+        return read_image(path, self.cfg.image_size, self.cfg.jpeg_draft)[0]
 
     def identify(self, digest, head: dict) -> None:
         """The folder's resolved path, every file under it (relative path and size), and the image
