@@ -127,6 +127,40 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model."): v for k, v in state.items()}  # a Lightning module's prefix
 
 
+def _unresolved_hub_host() -> str | None:
+    """The hub's host name when it does not resolve (no network, a cluster node without DNS), else None."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or constants.ENDPOINT
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return host
+    return None
+
+
+@contextlib.contextmanager
+def _hub_quietly(offline: bool) -> Iterator[None]:
+    """huggingface_hub's own log lines off for the fetch, and its offline mode on where the hub's host
+    does not resolve. Offline, each file was tried 6 times with back-off: 22 warning lines and 50 s
+    before the one-line error said the same. HF_HUB_OFFLINE (the documented switch, read when
+    huggingface_hub is imported, hence its module constant) still loads a copy in the local hub cache."""
+    from huggingface_hub import constants
+
+    hub_log = logging.getLogger("huggingface_hub")
+    was_offline, level = constants.HF_HUB_OFFLINE, hub_log.level
+    constants.HF_HUB_OFFLINE = was_offline or offline
+    hub_log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = was_offline
+        hub_log.setLevel(level)
+
+
 def weights_source(cfg: ModelConfig) -> str:
     """Resolve model.weights="auto" to the concrete source used."""
     if cfg.weights != "auto":
@@ -153,12 +187,15 @@ def load_pretrained(cfg: ModelConfig) -> nn.Module:
         return timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)
     source = weights_source(cfg)
     if source == "hub":
+        host = _unresolved_hub_host()
         try:
-            return timm.create_model(cfg.name, pretrained=True, drop_rate=cfg.drop_rate)
+            with _hub_quietly(offline=host is not None):
+                return timm.create_model(cfg.name, pretrained=True, drop_rate=cfg.drop_rate)
         except Exception as err:  # network errors come in many types (OSError, HTTP, hub-specific)
+            why = f"{host} does not resolve: no network here? the local hub cache has no copy" if host else type(err).__name__
             raise PretrainedWeightsError(
                 f"could not fetch pretrained weights for model.name={cfg.name!r} from the hub "
-                f"({type(err).__name__}); {_options_hint(cfg.name)}"
+                f"({why}); {_options_hint(cfg.name)}"
             ) from err
 
     model = timm.create_model(cfg.name, pretrained=False, drop_rate=cfg.drop_rate)

@@ -140,3 +140,47 @@ def test_a_checkpoint_path_with_a_flipped_bit_is_refused_not_trained_from(tmp_pa
     model = load_pretrained(ModelConfig(name="test_efficientnet", weights="file",
                                         checkpoint_path=str(tmp_path / "start.safetensors")))
     assert torch.equal(model.state_dict()["conv_stem.weight"], state["conv_stem.weight"])
+
+
+def test_no_network_is_one_quick_line_and_a_cached_copy_still_loads(tmp_path, monkeypatch, caplog):
+    # Offline, model=timm model.name=resnet18 took 50 s and printed 22 lines of huggingface_hub's
+    # retries before the one-line error. A hub host that does not resolve now means the local hub
+    # cache only, at once and quietly; a copy downloaded there earlier still loads.
+    import logging
+    import socket
+    import time
+
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    real = socket.getaddrinfo
+    host = "huggingface.co"
+
+    def no_dns(name, *args, **kwargs):
+        if name == host:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(constants, "ENDPOINT", f"https://{host}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # a user's machine: conftest sets it for the others
+    cfg = ModelConfig(name="test_efficientnet", weights="hub")
+    caplog.set_level(logging.INFO)
+    start = time.monotonic()
+    with pytest.raises(PretrainedWeightsError, match="huggingface.co does not resolve"):
+        load_pretrained(cfg)
+    assert time.monotonic() - start < 10
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub") and r.levelno >= logging.WARNING]
+    assert constants.HF_HUB_OFFLINE is False  # the switch is put back for the rest of the process
+    # a copy in the hub cache, as a download would have left it
+    repo = timm.create_model("test_efficientnet", pretrained=False).pretrained_cfg["hf_hub_id"]
+    snapshot = tmp_path / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    state = {k: v + 1 if v.is_floating_point() else v for k, v in timm.create_model("test_efficientnet").state_dict().items()}
+    save_file(state, snapshot / "model.safetensors")
+    model = load_pretrained(cfg)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
