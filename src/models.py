@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -159,6 +160,25 @@ def _hub_quietly(offline: bool) -> Iterator[None]:
     finally:
         constants.HF_HUB_OFFLINE = was_offline
         hub_log.setLevel(level)
+
+
+def weights_identity(cfg: ModelConfig) -> str | None:
+    """What the weights are, where a path alone does not say it: a hash of model.checkpoint_path's
+    bytes (16 hex digits, as a dataset_id). A path names a place, and the file there is replaced
+    (weights/backbone.pt re-exported, one relative path from two folders): two runs from other
+    weights were one configuration, the second reported as a duplicate of the first and dropped. None
+    for a package's or the hub's weights (named by their version and tag), random init, or a file
+    that cannot be read (the load then says why)."""
+    if not (cfg.pretrained and weights_source(cfg) == "file" and cfg.checkpoint_path):
+        return None
+    digest = hashlib.blake2b(digest_size=8)
+    try:
+        with open(cfg.checkpoint_path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def weights_source(cfg: ModelConfig) -> str:

@@ -60,6 +60,33 @@ def test_a_retried_run_is_counted_once_and_listed_as_a_duplicate(tmp_path, capsy
     capsys.readouterr()
 
 
+def test_runs_from_other_weights_at_one_checkpoint_path_are_two_configurations(tmp_path):
+    # weights/backbone.pt re-exported between two runs (or one relative path from two folders): the
+    # second run was reported as a duplicate of the first and dropped, though it started from other
+    # weights. result.json records what the file held (weights_id), and reports tell them apart by it.
+    import timm
+    import torch
+
+    from src.config import RunConfig
+    from src.training.run import run
+    from tests.conftest import TINY, merge
+
+    weights = tmp_path / "backbone.pt"
+    dirs = []
+    for shift in (0.0, 0.01):
+        state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+        torch.manual_seed(0)
+        torch.save({k: v + shift * torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}, weights)
+        model = {"name": "test_efficientnet", "pretrained": True, "weights": "file", "checkpoint_path": str(weights)}
+        dirs.append(tmp_path / f"run{len(dirs)}")
+        run(RunConfig.from_dict(merge(TINY, {"model": model, "trainer": {"epochs": 1}})), dirs[-1])
+    records = [json.loads((d / "result.json").read_text()) for d in dirs]
+    assert records[0]["weights_id"] != records[1]["weights_id"] and len(records[0]["weights_id"]) == 16
+    configs = group_configs(load_runs(dirs))
+    assert len(configs) == 2 and not any(c.duplicates for c in configs)
+    assert sorted(c.label for c in configs) == sorted(f"layerwise (weights_id={r['weights_id']})" for r in records)
+
+
 def test_a_run_reached_through_two_of_the_folders_given_is_one_run(tmp_path, capsys):
     from src.reporting.cli import main
 

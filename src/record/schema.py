@@ -194,6 +194,9 @@ class RunRecord:
     strategy: str | None = None
     model: str | None = None
     pretrained_weights: str | None = None
+    # What model.checkpoint_path held (src/models.py weights_identity): written when known, so that
+    # older records round-trip without it; reports tell runs from other weights apart by it.
+    weights_id: str | None = None
     dataset: str | None = None  # the config's name until the data is loaded, then the data's own name
     seed: int | None = None
     epochs: int | None = None

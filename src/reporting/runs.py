@@ -37,11 +37,11 @@ __all__ = ["CONFIG_KEYS", "UNFINISHED", "ConfigKey", "DatasetToken", "Run", "dat
 # the run measured: its `dataset_id` where result.json has one (`dataset_token`), not its name.
 CONFIG_KEYS = (
     "strategy", "model", "dataset", "epochs", "image_size", "augment", "train_samples", "min_epoch_steps", "lr",
-    "frozen_bn", "optimizer", "join_warmup_epochs",
+    "frozen_bn", "optimizer", "join_warmup_epochs", "weights_id",
 )
 # What runs written before a setting existed did, for settings added later (`augment`: from the
 # run's config.yaml where it has one, see _with_augment).
-KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0, "augment": "none"}
+KEY_DEFAULTS = {"min_epoch_steps": 0, "join_warmup_epochs": 0.0, "augment": "none", "weights_id": None}
 # Settings of a run's config.yaml that say where or how it ran, or what it measured besides, not what
 # was compared: never a reason to tell two runs' configurations apart (`run_settings`). The data is
 # known by its dataset_id, and the seed is what a configuration pools.

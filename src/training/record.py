@@ -26,7 +26,7 @@ import torch
 from src.config import RunConfig
 from src.data.augment import augment_params
 from src.measurement.memory import PeakMemory
-from src.models import weights_source
+from src.models import weights_identity, weights_source
 from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, write_json
 from src.record.schema import DriftMeasures, Environment, EpochRecord, FitMeasures, Measured, RunRecord
 from src.reporting.tracking import Tracker
@@ -43,6 +43,7 @@ def config_record(cfg: RunConfig, run_dir: Path) -> RunRecord:
         strategy=cfg.strategy.name,
         model=cfg.model.name,
         pretrained_weights=weights_source(cfg.model) if cfg.model.pretrained else "none (random init)",
+        weights_id=weights_identity(cfg.model),
         dataset=cfg.dataset.name or cfg.dataset.flag or cfg.dataset.tv_name or cfg.dataset.kind,
         seed=cfg.seed,
         epochs=cfg.trainer.epochs,
