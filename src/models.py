@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
 import logging
+import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -171,13 +173,20 @@ def weights_identity(cfg: ModelConfig) -> str | None:
     that cannot be read (the load then says why)."""
     if not (cfg.pretrained and weights_source(cfg) == "file" and cfg.checkpoint_path):
         return None
-    digest = hashlib.blake2b(digest_size=8)
     try:
-        with open(cfg.checkpoint_path, "rb") as f:
-            while chunk := f.read(1 << 22):
-                digest.update(chunk)
+        st = os.stat(cfg.checkpoint_path)
+        return _file_digest(os.path.abspath(cfg.checkpoint_path), st.st_ino, st.st_size, st.st_mtime_ns)
     except OSError:
         return None
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, inode: int, size: int, mtime_ns: int) -> str:
+    """A file's bytes hashed once while it stays the same file (every epoch's checkpoint records it)."""
+    digest = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

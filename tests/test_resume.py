@@ -468,3 +468,38 @@ def test_the_entrypoints_record_is_written_only_into_a_folder_the_run_takes(tiny
     with pytest.raises(RunDirTaken):
         run(tiny_config(seed=3, trainer={"epochs": 1, "drift_probe": 0}), tmp_path / "r", on_claimed=claimed.append)
     assert claimed == [tmp_path / "r"]
+
+
+def test_a_checkpoint_trained_from_a_weights_file_replaced_since_is_refused(tiny_config, tmp_path, monkeypatch):
+    # A frozen run's checkpoint holds its head alone; on resume the backbone is built again from
+    # model.checkpoint_path. That file replaced meanwhile gave a head trained on one backbone's features
+    # under another, finished and recorded as one run. Now refused in one line, the folder kept.
+    import timm
+
+    weights = tmp_path / "backbone.pt"
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    torch.save(state, weights)
+    model = {"name": "test_efficientnet", "pretrained": True, "weights": "file", "checkpoint_path": str(weights)}
+    cfg = tiny_config(model=model, strategy={"name": "frozen"}, trainer={"epochs": 2})
+    with monkeypatch.context() as m:
+        stop_after_checkpoint(m, 0)
+        with pytest.raises(Killed):
+            run(cfg, tmp_path / "run")
+    (path,) = checkpoint.checkpoints(tmp_path / "run")
+    assert torch.load(path, weights_only=True)["head_only"]  # the backbone comes from the file again
+    torch.save({k: v * 2 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    before = _files(tmp_path / "run")
+    with pytest.raises(checkpoint.CheckpointError, match=r"trained from other weights: model.checkpoint_path=.* "
+                                                         r"changed since \(weights_id \w{6} -> \w{6}\)") as err:
+        run(cfg, tmp_path / "run")
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert _files(tmp_path / "run") == before
+    torch.save(state, weights)  # the file as it was: the run continues
+    assert run(cfg, tmp_path / "run")["status"] == "completed"
+    # finished, then the file replaced: the same command does not report that run as this file's
+    torch.save({k: v * 2 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    files = _files(tmp_path / "run")
+    with pytest.raises(RunDirTaken, match=r"already holds a completed run of this config from other weights: "
+                                          r"model.checkpoint_path=.* changed since \(weights_id \w{6} -> \w{6}\); it is kept"):
+        run(cfg, tmp_path / "run")
+    assert _files(tmp_path / "run") == files

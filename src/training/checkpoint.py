@@ -42,7 +42,7 @@ import torch
 from src.config import ConfigError, FolderRefused, RunConfig
 from src.config.since import as_now
 from src.data.identity import short_id
-from src.models import head_param_names
+from src.models import head_param_names, weights_identity
 from src.record.io import METRICS_FILE, write_text, write_with
 from src.record.integrity import check_crc
 
@@ -151,8 +151,23 @@ def latest(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any]
         raise CheckpointRefused(f"checkpoint {path} was trained on other data: {cfg.dataset.root or cfg.dataset.kind} "
                                 f"changed since (dataset_id {short_id(saved)} -> {short_id(data_id)}); restore the "
                                 "data to continue this run, or choose another folder (hydra.run.dir=...) to train on it as it is now")
+    _check_weights(state, cfg, path)
     _epochs_up_to(run_dir, int(state["epoch"]), CheckpointRefused)  # read only: rewind_metrics cuts the file
     return state
+
+
+def _check_weights(state: dict[str, Any], cfg: RunConfig, path: Path) -> None:
+    """The run starts again from model.checkpoint_path's file: the same bytes as when `state` was
+    written, or CheckpointRefused. A frozen run's checkpoint holds the head alone, the backbone being
+    built again from that file: a file replaced meanwhile gave a head trained on one backbone's
+    features under another, reported as one run. A checkpoint written before it was recorded is not
+    checked (its key is absent)."""
+    if "weights" not in state or state["weights"] == (now := weights_identity(cfg.model)):
+        return
+    raise CheckpointRefused(f"checkpoint {path} was trained from other weights: model.checkpoint_path="
+                            f"{cfg.model.checkpoint_path!r} changed since (weights_id {short_id(state['weights'])} -> "
+                            f"{short_id(now)}); restore the file to continue this run, or choose another folder "
+                            "(hydra.run.dir=...) to train from it as it is now")
 
 
 def _rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -191,7 +206,7 @@ def snapshot(cfg: RunConfig, s: Any, meters: Any, epoch: int, peak_mem_mb: float
 
     return {
         "format": FORMAT, "config": json.dumps(numeric_config(cfg.to_dict())), "code": code_version(),
-        "data": s.dataset_id, "epoch": epoch,
+        "data": s.dataset_id, "weights": weights_identity(cfg.model), "epoch": epoch,
         "model": weights(s.model.state_dict()), "head_only": head_only, "optimizer": s.optimizer.state_dict(),
         "scheduler": s.scheduler.state_dict(), "rng": _rng_state(s.train.generator), "meters": meters.state(),
         "peak_mem_mb": peak_mem_mb,

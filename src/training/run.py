@@ -21,6 +21,7 @@ import yaml
 
 from src.config import FolderRefused, RunConfig
 from src.data.identity import dataset_identity_or_none, short_id
+from src.models import weights_identity
 from src.record import lock
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
                           write_text)
@@ -90,6 +91,11 @@ def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
         raise RunDirTaken(f"{run_dir} already holds a {status} run of this config on other data: "
                           f"{cfg.dataset.root or cfg.dataset.kind} changed since (dataset_id {short_id(saved)} "
                           f"-> {short_id(data_id)}); it is kept: restore the data to report it, or {instead}")
+    was, now = kept.get("weights_id"), weights_identity(cfg.model)
+    if was and was != now:  # as other data: its numbers are another starting point's
+        raise RunDirTaken(f"{run_dir} already holds a {status} run of this config from other weights: "
+                          f"model.checkpoint_path={cfg.model.checkpoint_path!r} changed since (weights_id {short_id(was)} "
+                          f"-> {short_id(now)}); it is kept: restore the file to report it, or {instead}")
     if not (saved and data_id):  # a record from before dataset_id, or data that cannot be listed
         log.warning("%s: the data of its %s run could not be checked against the data now (dataset_id %s -> "
                     "%s)", run_dir, status, short_id(saved), short_id(data_id))
