@@ -4,7 +4,6 @@ the same weights, the same random numbers after them, the same counts and the sa
 
 from __future__ import annotations
 
-import copy
 import random
 
 import numpy as np
@@ -189,24 +188,3 @@ def test_a_frozen_prefix_is_extracted_once_and_a_reusing_run_trains_the_same_num
     # the reused pass still counts in the training time: what the configuration costs
     first_epoch = rows[0][0]
     assert b["train_time_s"] > first_epoch["epoch_train_s"]
-
-
-def test_a_copied_module_is_what_deepcopy_makes_and_shares_nothing():
-    """`reuse.copied` (pickle, for speed) gives deepcopy's copy: the same parameters and buffers, which
-    train, modes and memory layout, no storage shared; a module pickle cannot take is deep-copied."""
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=10)
-    model = model.to(memory_format=torch.channels_last)
-    model.blocks[0].requires_grad_(False)
-    model.blocks[1].eval()
-    odd = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    odd.not_picklable = lambda x: x  # a lambda in an attribute: pickle refuses it
-    for source in (model, odd):
-        copy_, deep = reuse.copied(source), copy.deepcopy(source)
-        for a, b in ((copy_, deep), (copy_, source)):
-            assert [(n, p.requires_grad, p.stride()) for n, p in a.named_parameters()] == \
-                [(n, p.requires_grad, p.stride()) for n, p in b.named_parameters()]
-            assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-            assert [m.training for m in a.modules()] == [m.training for m in b.modules()]
-        with torch.no_grad():
-            next(copy_.parameters()).add_(1.0)
-        assert not torch.equal(next(copy_.parameters()), next(source.parameters()))

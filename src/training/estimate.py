@@ -139,7 +139,7 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
     t, rt = cfg.trainer, s.runtime
     devices = [rt.device] if rt.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # dropout in the timed steps draws numbers the run must still get
-        model = reuse.copied(s.model)
+        model = copy.deepcopy(s.model)
         apply_epoch(model, s.groups, s.schedule, 0)
         choice = cache_choice(cfg, s, model)
         flops = _train_flops(cfg, s, model, choice)
@@ -220,7 +220,7 @@ def _split_forward(model: torch.nn.Module, rest: torch.nn.Module, cut: Cut, s: S
 
 
 def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    meta = reuse.copied(model).to("meta")
+    meta = copy.deepcopy(model).to("meta")
     with torch.no_grad():
         return int(PreLogits(meta)(torch.zeros((1, *input_shape), device="meta")).shape[1])
 

@@ -3,6 +3,7 @@ typed config into a `Setup` that the epoch loop (`src.training.fit`) works on.""
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ def _build_model(cfg: RunConfig, num_classes: int) -> tuple[torch.nn.Module, tor
     # The pretrained model with its original head stays on the CPU as the reference for drift
     # (src/measurement/drift.py); the model trained is a copy with a new head.
     reference = model
-    model = reuse.copied(reference)
+    model = copy.deepcopy(reference)
     model.reset_classifier(num_classes)
     return model, reference
 
