@@ -249,20 +249,6 @@ class SkipPrefix(nn.Module):
             return self.model(x)
 
 
-class Prefix(nn.Module):
-    """The model's frozen prefix alone: each forward runs the model up to the cut and stops there, as
-    the cache's pass over the images does (`extract`). It holds the model, so a timing keyed by its
-    structure is keyed by the model's and by `skipped` (src.training.reuse.structure)."""
-
-    def __init__(self, model: nn.Module, skipped: Sequence[str]) -> None:
-        super().__init__()
-        self.model = model
-        self.skipped = tuple(skipped)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _prefix_output(self.model, self.skipped[-1], x)
-
-
 class _Cut(Exception):
     """Raised by the hook on the prefix's last module: the rest of the forward is not run."""
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from src.config import ConfigError, RunConfig
-from src.measurement.feature_cache import Cut, PreLogits, Prefix, SkipPrefix, choose, rest_net
+from src.measurement.feature_cache import Cut, PreLogits, SkipPrefix, choose, rest_net
 from src.strategies import apply_epoch
 from src.training import engine, reuse
 from src.training.meters import FlopMeter
@@ -156,9 +156,12 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
         elif choice is None:  # the backbone once over every split; the epochs train and evaluate the head
             net, shape = rest_net(model, None), (_feature_dim(model, s.input_shape),)
             once_train_s, once_s, rest_s = _forward_s_per_image(model, s, train_size, s.input_shape), forward_s, 0.0
-        else:  # a frozen prefix: once over every split; the rest every epoch
+        else:  # a frozen prefix: once over every split, what a forward of the rest saves on the whole
             net, shape = rest_net(model, choice), choice.shape
-            once_s, rest_s, once_train_s = _split_forward(model, net, choice, s, forward_s, eval_size, train_size)
+            rest_s = _forward_s_per_image(net, s, eval_size, shape)
+            once_s = max(forward_s - rest_s, 0.0)
+            once_train_s = max(_forward_s_per_image(model, s, train_size, s.input_shape)
+                               - _forward_s_per_image(net, s, train_size, shape), 0.0)
         step_s: dict[tuple[bool, ...], float] = {}  # timed once per phase (set of training groups)
         epochs = range(first_epoch, t.epochs)
         for e in epochs:
@@ -198,25 +201,6 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
         meter.count_phase(phase, net, shape)
         meter.add_epoch(phase, samples)
     return meter.train_flops
-
-
-def _split_forward(model: torch.nn.Module, rest: torch.nn.Module, cut: Cut, s: Setup, forward_s: float,
-                   eval_size: int, train_size: int) -> tuple[float, float, float]:
-    """Seconds per image of the cached prefix's pass over evaluation's batches, of the rest's forward,
-    and of the prefix's pass over training's batches, given the whole model's `forward_s`. The part
-    with fewer forward FLOPs is timed and the other is the whole less it: a trial with a new cut
-    timed the rest at both batch sizes, the near-whole model where most of the net trains, and those
-    passes were most of a sweep's estimate."""
-    prefix = Prefix(model, cut.skipped)
-    whole_flops = reuse.forward_flops(model, s.input_shape)
-    if 2 * reuse.forward_flops(rest, cut.shape) >= whole_flops:  # the prefix is the smaller part
-        once_s = _forward_s_per_image(prefix, s, eval_size, s.input_shape)
-        once_train_s = _forward_s_per_image(prefix, s, train_size, s.input_shape)
-        return once_s, max(forward_s - once_s, 0.0), once_train_s
-    rest_s = _forward_s_per_image(rest, s, eval_size, cut.shape)
-    once_train_s = max(_forward_s_per_image(model, s, train_size, s.input_shape)
-                       - _forward_s_per_image(rest, s, train_size, cut.shape), 0.0)
-    return max(forward_s - rest_s, 0.0), rest_s, once_train_s
 
 
 def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
