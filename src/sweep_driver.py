@@ -104,6 +104,16 @@ def _data_identity(base: Any, params: dict[str, Any]) -> str | None:
     return dataset_identity_or_none(base.dataset)
 
 
+def _weights_identity(base: Any, params: dict[str, Any]) -> str | None:
+    """The identity of model.checkpoint_path's file, for the study to record and check on resume;
+    None when the search moves the model itself or there is no such file."""
+    from src.models import weights_identity
+
+    if any(key.startswith("model.") for key in params):
+        return None
+    return weights_identity(base.model)
+
+
 @dataclass(frozen=True)
 class Space:
     """The search space and what every trial gets, checked: `params` (src.search.space's specs),
@@ -300,8 +310,9 @@ class ProjectSweep:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
         try:
             storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
-            study = open_study(storage, self.study_name, directions, study_identity(base_cfg, params, objectives,
-                                                                                     _data_identity(base_cfg, params)),
+            identity = study_identity(base_cfg, params, objectives, _data_identity(base_cfg, params),
+                                      _weights_identity(base_cfg, params))
+            study = open_study(storage, self.study_name, directions, identity,
                                optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
             claim_out_dir(self.sweep_dir, study, self._where())
         except BaseException:  # a storage that cannot be opened left an empty sweep folder behind (or sweeps-out/STUDY)

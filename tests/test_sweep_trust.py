@@ -273,6 +273,40 @@ def test_a_study_resumed_on_changed_data_is_refused_naming_its_dataset_ids(tmp_p
     open_study(storage, "old", ["maximize"], study_identity(cfg, space, ["val_acc"], after), None, url)
 
 
+def test_a_study_resumed_after_its_weights_file_was_replaced_is_refused(tmp_path):
+    """model.checkpoint_path names a place: a file re-exported there between two invocations would
+    put trials of two backbones in one study (the runs' reports split them by weights_id; Optuna's
+    sampler did not). Refused in one line naming both weights_ids; the same file resumes."""
+    import timm
+    import torch
+
+    from src.config import RunConfig
+    from src.search.study import open_study, study_identity
+    from src.sweep_driver import _weights_identity
+
+    weights = tmp_path / "backbone.pt"
+    state = timm.create_model("test_efficientnet", pretrained=False).state_dict()
+    torch.save(state, weights)
+    cfg = RunConfig.from_dict({"model": {"name": "test_efficientnet", "pretrained": True, "weights": "file",
+                                         "checkpoint_path": str(weights)}})
+    space = {"optim.lr": {"interval": [1e-4, 1e-3]}}
+    before = _weights_identity(cfg, space)
+    assert before and _weights_identity(cfg, space | {"model.name": {"choice": ["a", "b"]}}) is None
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    open_study(storage, "s", ["maximize"], study_identity(cfg, space, ["val_acc"], None, before), None, url)
+    torch.save({k: v * 2 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    after = _weights_identity(cfg, space)
+    assert after and after != before
+    with pytest.raises(ConfigError) as err:
+        open_study(storage, "s", ["maximize"], study_identity(cfg, space, ["val_acc"], None, after), None, url)
+    line = str(err.value)
+    assert "\n" not in line and f"{before[:6]} -> {after[:6]}" in line and "model.checkpoint_path" in line
+    torch.save(state, weights)
+    open_study(storage, "s", ["maximize"], study_identity(cfg, space, ["val_acc"], None, _weights_identity(cfg, space)),
+               None, url)
+
+
 @pytest.mark.slow
 def test_resume_with_a_changed_search_space_is_refused(tmp_path):
     out = tmp_path / "study"

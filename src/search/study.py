@@ -38,15 +38,17 @@ OWNER_FILE = STUDY_FILE  # which study a sweep folder belongs to
 
 
 def study_identity(base: RunConfig, params: dict[str, Any], objectives: list[str],
-                   data: str | None = None) -> dict[str, Any]:
+                   data: str | None = None, weights: str | None = None) -> dict[str, Any]:
     """What a trial of this study measures: every training setting except the searched ones and
-    those that change no measurement, plus the objectives, the search space and `data`, the
-    dataset's identity (src.data.identity; None where it is not one dataset or cannot be read).
+    those that change no measurement, plus the objectives, the search space, `data`, the
+    dataset's identity (src.data.identity; None where it is not one dataset or cannot be read), and
+    `weights`, model.checkpoint_path's (src.models.weights_identity; None where there is no such file).
     JSON-shaped, so it compares equal after a round trip through any storage."""
     timed = {k for o in objectives for k in TIMED.get(o, ())}
     config = {k: v for k, v in _flatten(base.to_dict()).items()
               if k not in params and (k in timed or not _not_measured(k))}
-    out = {"config": config, "objectives": objectives, "params": params} | ({"data": data} if data else {})
+    out = {"config": config, "objectives": objectives, "params": params} | ({"data": data} if data else {}) \
+        | ({"weights": weights} if weights else {})
     return json.loads(json.dumps(out, sort_keys=True))
 
 
@@ -116,6 +118,12 @@ def open_study(storage: BaseStorage, name: str, directions: list[str], identity:
         raise ConfigError(f"study {name} in {where} was run on other data: dataset_id {short_id(was)} -> "
                           f"{short_id(now)} (files of the dataset added, removed or resized since); its trials would "
                           f"not answer this question on the data as it is now: restore the data, or {new_study}")
+    # the same for the weights file (a path names a place: the file there is replaced, re-exported)
+    was, now = attrs["identity"].get("weights"), identity.get("weights")
+    if was and now and was != now:
+        raise ConfigError(f"study {name} in {where} was run from other weights: the file at model.checkpoint_path was "
+                          f"replaced since (weights_id {short_id(was)} -> {short_id(now)}); its trials would not answer "
+                          f"this question for these weights: restore the file, or {new_study}")
     diff = identity_diff(attrs["identity"], identity)
     if diff:
         shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
