@@ -1,11 +1,13 @@
 """How a process of this project ends: the one place that installs the SIGINT and SIGTERM handlers
+(and SIGHUP's, SIGUSR1's and SIGUSR2's where nobody else handles or ignores them)
 and turns what happened into one line on stderr and an exit code (lightning-hydra-template's
 `task_wrapper`, for `python -m src.train` and the Optuna sweeper it runs).
 
     0    done
     1    a failure: a run that failed, a sweep that stopped after max_failed failed trials, a full disk
     2    a user error: a setting that cannot run (ConfigError), pretrained weights that cannot be had
-    130  stopped by Ctrl-C (SIGINT); 143 by SIGTERM: 128 + the signal, as a shell reports it
+    130  stopped by Ctrl-C (SIGINT); 143 by SIGTERM (129 SIGHUP, 138 SIGUSR1, 140 SIGUSR2 where no
+         launcher handles them): 128 + the signal, as a shell reports it
 
 What happened travels up as a typed exception: `Stopped` (which signal, and what was recorded),
 `Failed` and `UserError` (the line), `src.record.io.OutOfRoom` (a full disk, the line). They are
@@ -173,30 +175,46 @@ class Deferred:
 
 # Signals a launcher may handle in Python in a job's process: submitit's checkpoint signal is SIGUSR2.
 LAUNCHER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+# Signals whose default action ends the process and that a user or a scheduler sends to stop a job:
+# a closed terminal (SIGHUP), SLURM's `--signal=USR1@90` warning before the time limit or
+# `scancel --signal=USR1`. Left at their default, they ended a run with no result.json and what it
+# had measured lost; a launcher's Python handler for one is kept, and one ignored (`nohup`) stays so.
+ALSO_STOPPING = (signal.SIGHUP, *LAUNCHER_SIGNALS)
 
 
 def install() -> None:
     """Ctrl-C and SIGTERM (a scheduler's kill, `timeout`, `docker stop`) end a task alike: a run
-    records what it measured and `status: interrupted`, instead of dying without a result.json.
-    Also called in each job: a launcher's worker processes (joblib, submitit) never ran run_task;
-    a Python handler the launcher set there (LAUNCHER_SIGNALS) is kept, and run as `Deferred`."""
+    records what it measured and `status: interrupted`, instead of dying without a result.json; so do
+    ALSO_STOPPING's signals where nobody handles or ignores them, in this process only (as `Deferred`:
+    a process forked from it, decoding or drawing, ignores them and its parent ends it). Also called
+    in each job: a launcher's worker processes (joblib, submitit) never ran run_task; a Python handler
+    the launcher set there (LAUNCHER_SIGNALS) is kept, and run as `Deferred`."""
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    for signum in LAUNCHER_SIGNALS:
+    for signum in ALSO_STOPPING:
         handler = signal.getsignal(signum)
-        if callable(handler) and not isinstance(handler, Deferred):
+        if isinstance(handler, Deferred):  # installed before, here or in a process this one was forked from
+            if handler.pid != os.getpid():
+                signal.signal(signum, Deferred(handler.handler))
+        elif handler == signal.SIG_DFL or handler is _starting:
+            signal.signal(signum, Deferred(on_signal))
+        elif callable(handler):
             signal.signal(signum, Deferred(handler))
 
 
 def while_starting() -> None:
-    """Ctrl-C or SIGTERM while the imports load (seconds): one line, nothing started yet."""
+    """Ctrl-C or SIGTERM (or ALSO_STOPPING's, unhandled) while the imports load (seconds): one line,
+    nothing started yet."""
+    signal.signal(signal.SIGINT, _starting)
+    signal.signal(signal.SIGTERM, _starting)
+    for signum in ALSO_STOPPING:
+        if signal.getsignal(signum) == signal.SIG_DFL:
+            signal.signal(signum, _starting)
 
-    def handler(signum: int, _frame: Any) -> NoReturn:
-        print(f"interrupted by {Stopped(signum).by} while starting: nothing was run", file=sys.stderr, flush=True)
-        raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+def _starting(signum: int, _frame: Any) -> NoReturn:
+    print(f"interrupted by {Stopped(signum).by} while starting: nothing was run", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
 
 
 def describe(err: BaseException) -> tuple[str, int] | None:

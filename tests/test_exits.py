@@ -15,11 +15,36 @@ from src.record.io import OutOfRoom
 
 @pytest.fixture
 def handlers():
-    """run_task installs SIGINT and SIGTERM handlers: the test process gets its own back."""
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    """run_task installs SIGINT, SIGTERM (and SIGHUP, SIGUSR1, SIGUSR2) handlers: the test process gets its own back."""
+    signums = (signal.SIGINT, signal.SIGTERM, *exits.ALSO_STOPPING)
+    before = {s: signal.getsignal(s) for s in signums}
     yield
-    signal.signal(signal.SIGINT, before[0])
-    signal.signal(signal.SIGTERM, before[1])
+    for s, handler in before.items():
+        signal.signal(s, handler)
+
+
+def test_a_hangup_or_a_schedulers_warning_signal_stops_a_task_not_its_workers_and_nohup_is_kept(handlers, monkeypatch):
+    """SIGHUP (a closed terminal) and SIGUSR1 (SLURM's --signal=USR1@90, scancel --signal=USR1) were left
+    at their default: the run died with no result.json, what it had measured lost. Now they stop the task
+    as SIGTERM does (Stopped: the run records `interrupted`), in the task's process only: a worker forked
+    from it ignores them (its parent ends it). An ignored one (nohup) stays ignored; a launcher's kept."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # nohup's way
+    exits.install()
+    for signum in (signal.SIGHUP, signal.SIGUSR1):
+        handler = signal.getsignal(signum)
+        with pytest.raises(exits.Stopped) as stop:
+            handler(signum, None)
+        assert stop.value.code == 128 + signum and exits.describe(stop.value)[0].startswith(
+            f"interrupted by {signal.Signals(signum).name}")
+        monkeypatch.setattr(exits.os, "getpid", lambda: -1)  # as in a process forked from this one
+        handler(signum, None)  # nothing raised: the worker goes on until its parent ends it
+        monkeypatch.undo()
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_IGN
+    launcher = signal.getsignal(signal.SIGUSR1)
+    exits.install()  # again, as each job does: the same handlers, not wrapped twice
+    assert signal.getsignal(signal.SIGUSR1) is launcher
 
 
 @pytest.mark.parametrize("err, said", [

@@ -250,6 +250,23 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise AssertionError(f"{path} never appeared (exit {proc.poll()})")
 
 
+@pytest.mark.slow  # end-to-end subprocess runs
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGHUP])
+def test_a_hangup_or_slurms_warning_signal_mid_run_is_recorded_as_a_stop(tmp_path, signum):
+    """SLURM's `--signal=USR1@90` (or `scancel --signal=USR1`) and a closed terminal's SIGHUP killed the
+    run outright: no result.json, what it had measured lost, the driver told only 'FAILED'."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", *TINY_CLI, "trainer.epochs=200", f"hydra.run.dir={run_dir}"],
+                            cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_for(run_dir / "metrics.jsonl", proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(f"interrupted by {signal.Signals(signum).name}: status 'interrupted'")
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["measured_before_stop"]["epochs_trained"] >= 1
+
+
 @pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 def test_sigterm_mid_run_records_an_interrupted_run_with_what_was_measured(tmp_path):
     run_dir = tmp_path / "run"
