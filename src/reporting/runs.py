@@ -262,7 +262,7 @@ def resume_hint(folder: Path) -> str:
     if mode == "MULTIRUN" and OUR_SWEEPER not in sweeper:
         return f"the same command with {sweep_dir_override(_sweep_dir(Path(folder).resolve()))} resumes it"
     if mode == "RUN":
-        return f"the same command with {_override('hydra.run.dir', Path(folder).resolve())} resumes it"
+        return f"the same command with {sweep_dir_override(folder, 'hydra.run.dir')} resumes it"
     return "the same command resumes it"
 
 
@@ -280,14 +280,10 @@ def _sweep_dir(job: Path) -> Path:
     return next((d for d in job.parents if (d / "multirun.yaml").is_file()), job.parent)
 
 
-def sweep_dir_override(sweep_dir: Path) -> str:
-    """`hydra.sweep.dir=DIR`, quoted for the shell where needed: what points the same multirun command
-    back at its folder, where a command without it would start a new dated one and train it all again."""
-    return _override("hydra.sweep.dir", Path(sweep_dir).resolve())
-
-
-def _override(key: str, value: Path) -> str:
-    text = str(value)
+def sweep_dir_override(sweep_dir: Path, key: str = "hydra.sweep.dir") -> str:
+    """`hydra.sweep.dir=DIR` (or `key`=DIR), quoted for the shell where needed: what points the same
+    command back at its folder, where one without it would start a new dated one and train it all again."""
+    text = str(Path(sweep_dir).resolve())
     return f"{key}={text}" if _BARE_VALUE.fullmatch(text) else f"'{key}=\"{text}\"'"
 
 
