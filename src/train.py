@@ -286,11 +286,15 @@ class ComparisonTable(Callback):
                     print(f"warning: {line}", file=sys.stderr, flush=True)
                 if page:
                     print(f"report: {page}", file=sys.stderr, flush=True)
+        plain = not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER)
+        if not rows and plain:  # ended with exit 0 and no line: its jobs had written their runs elsewhere
+            raise exits.Failed(f"no run under {sweep_dir}: the jobs wrote no folder there (a job started in another "
+                               "folder, or a hydra.sweep.subdir that leads out of it?); nothing to compare or report")
         # a run an Optuna sweeper's pruner stopped ended as it should (its result.json says why)
         failed = [d.name for d, r in rows if r.get("status") not in ("completed", "pruned")]
         # An Optuna sweep's failed or interrupted trials are the study's to judge (max_failed; an
         # interrupted trial runs again on resume): its exit code is the sweeper's.
-        if failed and not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
+        if failed and plain:
             from src.reporting.runs import sweep_dir_override
 
             # what to do, not only what happened: the folder named, as a multirun's default one is dated

@@ -683,3 +683,17 @@ def test_a_folder_a_process_is_training_in_now_is_said_to_be_not_given_a_resume_
     err, out = capsys.readouterr()[::-1]
     assert f"warning: {killed}: no result.json: the run was killed or is still running; the same command resumes it" \
         in err.splitlines() and "full on seed 3 (interrupted)" in out
+
+
+def test_a_multirun_that_finds_no_run_in_its_folder_says_so(tmp_path, capsys):
+    """Tester N: jobs that wrote their runs outside the sweep folder (a launcher that starts them
+    elsewhere) left a multirun that printed nothing and exited 0. Now one line, exit 1."""
+    from omegaconf import OmegaConf
+
+    from src import exits
+    from src.train import ComparisonTable
+
+    (tmp_path / "sweep").mkdir()
+    with pytest.raises(exits.Failed, match=rf"no run under {tmp_path / 'sweep'}: the jobs wrote no folder there"):
+        ComparisonTable().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}},
+                                                            "logger": {"kind": "none"}}))
