@@ -19,10 +19,8 @@ from typing import Any
 import yaml
 
 from src.config import OUR_SWEEPER, augment_name
-from src.record.io import (
-    CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, RETRIED_FILE, SkippedFile, as_number, find_results, note_skipped,
-    read_json_object, read_jsonl,
-)
+from src.record.io import (CONFIG_FILE, GROUPS_FILE, METRICS_FILE, RESULT_FILE, RETRIED_FILE, SkippedFile, as_number,
+                          find_results, note_skipped, read_json_object, read_jsonl)
 from src.record.lock import in_use
 from src.record.schema import EpochRecord, RunRecord
 from src.reporting.robustness import EFF_ROB, OOD_ACC, OOD_BALANCED, ood_measures, ood_sets, ood_value
@@ -338,9 +336,8 @@ def _hashable(value: Any) -> Any:
 
 
 def _unpoolable(result: RunRecord) -> str | None:
-    """Why a completed run cannot be pooled by seed (None if it can): no strategy name or no integer
-    seed, or a number its measure cannot take (a test_acc of 7.5, a negative time: a file edited or
-    rotten, whose mean printed "4.210 [0.000, 1.000]")."""
+    """Why a completed run cannot be pooled by seed (None if it can): no strategy name or integer seed,
+    a measure that is not a number, or one it cannot be (test_acc 7.5 printed "4.210 [0.000, 1.000]")."""
     if not isinstance(result.strategy, str):
         return f"no strategy name (strategy: {json.dumps(result.strategy)})"
     seed = result.seed
@@ -348,7 +345,9 @@ def _unpoolable(result: RunRecord) -> str | None:
         return f"no integer seed (seed: {json.dumps(seed)})"
     for name in SHARE_MEASURES + COST_MEASURES + tuple(ood_measures(ood_sets([result]))):
         low, high = measure_range(name)
-        value = as_number(ood_value(result, name) if name.startswith((OOD_ACC, OOD_BALANCED)) else result.get(name))
+        raw = ood_value(result, name) if name.startswith((OOD_ACC, OOD_BALANCED)) else result.get(name)
+        if (value := as_number(raw)) is None and raw is not None and not isinstance(raw, float):  # "0.9", true
+            return f"{name} {json.dumps(raw)}, which is not a number (a NaN measured is written null)"
         if value is not None and not low - SLACK <= value <= high + SLACK:
             return f"{name} {value:g}, which it cannot be (not in [{low:g}, {high:g}])"
     return None
