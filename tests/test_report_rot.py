@@ -84,3 +84,19 @@ def test_a_per_class_block_of_another_shape_is_left_out_not_a_traceback(tmp_path
     shutil.rmtree(tmp_path / "study" / "1_full")
     [entry] = per_class_section(group_configs(load_runs([tmp_path / "study"])))["entries"]
     assert entry["recall"] == [0.75, 1.0]
+
+
+def test_a_result_json_whose_status_is_none_of_the_four_is_named(tmp_path, capsys):
+    """Tester O: a result.json whose only damage is `status: 5` ended the report in 'no completed run
+    under DIR', naming no file. Now it is skipped with a warning naming it and why."""
+    from src.record.io import SkippedFile, find_results, write_json
+
+    for i, status in enumerate((5, "complete", "completed")):
+        write_json(tmp_path / f"{i}_run" / "result.json", {"schema_version": 2, "status": status, "strategy": "frozen",
+                                                           "seed": i})
+    skipped: list[SkippedFile] = []
+    found = find_results([tmp_path], skipped)
+    assert [d.name for d, _ in found] == ["2_run"]
+    assert [(s.path.parent.name, s.reason) for s in skipped] == [
+        ("0_run", "status 5 is none of completed, pruned, failed, interrupted"),
+        ("1_run", 'status "complete" is none of completed, pruned, failed, interrupted')]

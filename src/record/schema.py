@@ -21,10 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 SCHEMA_VERSION = 2
+# How a run ended, as result.json says it; a record with another status is not a run's (src.record.io
+# leaves it out and names it: `status: 5` read as no run at all, unsaid)
+STATUSES = ("completed", "pruned", "failed", "interrupted")
 # The strategy settings that version 1 wrote flat, each strategy's own and null for the others'.
 V1_STRATEGY_KNOBS = (
     "lr_decay", "unfreeze_depth", "unfreeze_every", "backbone_lr_scale", "probe_epochs", "surgical_group",
@@ -272,7 +276,7 @@ class RunRecord:
     drift_s: float | None = None
     # --- how it ended ---
     total_time_s: float | None = None
-    status: str | None = None  # completed | pruned | failed | interrupted
+    status: str | None = None  # one of STATUSES
     pruned_epoch: int | None = None
     reason: str | None = None  # why a pruned run was stopped
     error: str | None = None
@@ -348,6 +352,8 @@ class RunRecord:
         known = set(_names(cls))
         extra = {k: v for k, v in data.items() if k not in known and k != "schema_version"}
         fields = {k: data[k] for k in known if k in data}
+        if (status := fields.get("status")) is not None and status not in STATUSES:  # a number, a typo: rot or a hand
+            raise ValueError(f"status {json.dumps(status)} is none of {', '.join(STATUSES)}")
         if fields.get("strategy_params") is None:
             fields["strategy_params"] = {}
         if isinstance(fields.get("augment"), bool):  # the old boolean spelling (src.config.augment_name)
