@@ -36,6 +36,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf, open_dict
 
 from src.record.io import RESULT_FILE, OutOfRoom, write_json
+from src.search.scheduler_end import PREEMPTED_SETTLE_S, base_state, reason as ended_why
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class _Collecting:
             calls.append(([*overrides, here], "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*calls))
         try:
-            returns = [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s)
+            returns = [collect(job, idx, lambda c=c: self._job_dir(c[0], c[2]), limit_s, poll_s, dict(self.params))
                        for idx, (job, c) in enumerate(zip(jobs, calls), start=initial_job_idx)]
         except KeyboardInterrupt as err:
             raise cancelled(jobs, err, sweep_dir, poll_s) from None
@@ -119,9 +120,11 @@ def pinned_sweep_dir(sweep_dir: Path) -> str:
     return f"hydra.sweep.dir='{text}'"
 
 
-def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, poll_s: float) -> JobReturn | OutOfRoom:
+def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, poll_s: float,
+            params: dict[str, Any] | None = None) -> JobReturn | OutOfRoom:
     """The job's own JobReturn (or the OutOfRoom line it handed back) when it produced one; else a
-    record of why not (see the module docstring)."""
+    record of why not (see the module docstring), naming the launcher's setting (`params`) that
+    decides a time limit or an out-of-memory end."""
     state = wait(job, limit_s, poll_s)
     if job.paths.result_pickle.exists():
         try:
@@ -130,7 +133,7 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
             if "has not produced any output" not in str(err):
                 raise
     reason = (f"the scheduler's state stayed {state} for {limit_s / 60:g} min (is SLURM accounting, sacct, working?)"
-              if state in UNREADABLE else f"the scheduler ended it: {state}")
+              if state in UNREADABLE else ended_why(state, params))
     job_dir = job_dir_of()
     line = f"job {idx} ({job.job_id}) did not finish: {reason}; its log: {job.paths.stderr}"
     print(f"error: {line}", file=sys.stderr, flush=True)
@@ -182,16 +185,18 @@ def _done(job: Any) -> bool:
 UNREADABLE = {"UNKNOWN"}
 
 
-def wait(job: Any, limit_s: float, poll_s: float) -> str:
-    """Wait until the job ends; a state that cannot be read ends the wait after `limit_s`."""
+def wait(job: Any, limit_s: float, poll_s: float, settle_s: float = PREEMPTED_SETTLE_S) -> str:
+    """Wait until the job ends; a state that cannot be read ends the wait after `limit_s`. PREEMPTED
+    is unfinished to submitit (SLURM may requeue the job), so a job whose preemption cancelled it was
+    awaited forever: one that stays PREEMPTED for `settle_s` has ended."""
     unreadable_since: float | None = None
     while True:
         if job.done():
             return str(job.state)
         state = str(job.state)
-        if state in UNREADABLE:
+        if state in UNREADABLE or base_state(state) == "PREEMPTED":
             unreadable_since = unreadable_since or time.monotonic()
-            if time.monotonic() - unreadable_since > limit_s:
+            if time.monotonic() - unreadable_since > (limit_s if state in UNREADABLE else settle_s):
                 return state
         else:
             unreadable_since = None

@@ -29,6 +29,7 @@ from src.config import ConfigError
 from src.record.io import RESULT_FILE, read_json_object
 from src.record.schema import RunRecord
 from src.search.results import DONE, finished_outcome, holds_a_place, record_trial_dir, settle_stale, trial_dir
+from src.search.scheduler_end import not_its_fault
 from src.search.space import suggest
 from src.search.storage import SweepJournalStorage, SweepRDBStorage, heartbeats
 
@@ -199,6 +200,27 @@ def _stopped(s: Search, trial: optuna.Trial) -> None:
     s.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
 
 
+def _retried(s: Search, trial: optuna.Trial, record: RunRecord) -> bool:
+    """A trial the cluster ended through no fault of its own (preempted, its node failed:
+    src.search.scheduler_end) is failed without counting against max_failed, and its parameters are
+    queued once more: the retry continues its checkpoint (src.search.job). Once: a retry that ends the
+    same way is failed as any other (False)."""
+    state = not_its_fault(record.get("scheduler"))
+    if state is None:
+        return False
+    if (first := trial.user_attrs.get("retry_of")) is not None:
+        log.warning("trial %d: the scheduler ended its job (%s) again; it was the retry of trial %d: not retried "
+                    "again", trial.number, state, first)
+        return False
+    trial.set_user_attr("fail_reason", str(record.get("error") or state))
+    trial.set_user_attr("scheduler_ended", state)
+    s.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    s.study.tell(trial, state=TrialState.FAIL)
+    log.warning("trial %d: the scheduler ended its job (%s), not the trial's doing: its parameters run once more, "
+                "from its last checkpoint", trial.number, state)
+    return True
+
+
 def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
     """The trial's state and values, from its job's result.json."""
     state = s.storage.get_trial(s.trial_id(trial)).state
@@ -217,6 +239,8 @@ def _tell(s: Search, trial: optuna.Trial, out: Path | None) -> None:
     elif record is not None and record.status == "pruned":
         s.study.tell(trial, state=TrialState.PRUNED)
         log.info("trial %d pruned: %s", trial.number, record.reason)
+    elif record is not None and _retried(s, trial, record):
+        return
     else:
         why = str((record.get("error") if record is not None else None) or "no result.json")
         trial.set_user_attr("fail_reason", why)

@@ -1,0 +1,85 @@
+"""A sweep trial whose job the scheduler ended (src/search/scheduler_end.py): each class of SLURM end
+state as the launcher records it and as the sweep tells it, on a real sqlite study. A stand-in job
+plays the scheduler (the real SLURM cases are tests/test_slurm.py's, slow)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hydra_plugins.ft_submitit_launcher.launcher import collect, wait
+from src.search import launched
+from src.search.storage import make_storage
+from tests.test_launcher import Job
+
+PARAMS = {"timeout_min": 7, "mem_gb": 2, "max_num_timeout": 3}
+
+
+def _search(tmp_path) -> launched.Search:
+    storage = make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 60, 120)
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize"])
+    return launched.Search(study=study, storage=storage, params={}, fixed=[], objectives=["val_acc"], total=4,
+                           n_jobs=1, max_failed=5, poll_s=0.01, sweep_dir=tmp_path)
+
+
+def _ended(s: launched.Search, tmp_path, state: str) -> optuna.Trial:
+    """A trial asked (a queued retry first), its job ended by the scheduler in `state` (collected as
+    the launcher does), told."""
+    trial = s.study.ask()
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    job_dir = tmp_path / f"{trial.number}_job"
+    ret = collect(Job([state], tmp_path), trial.number, lambda: job_dir, limit_s=0.1, poll_s=0.01, params=PARAMS)
+    launched._tell(s, trial, job_dir)
+    assert ret.hydra_cfg.hydra.runtime.output_dir == str(job_dir)
+    return trial
+
+
+@pytest.mark.parametrize("state", ["PREEMPTED", "NODE_FAIL", "BOOT_FAIL"])
+def test_a_trial_the_cluster_ended_is_retried_once_and_not_counted_as_failed(tmp_path, state):
+    # It was failed, counted against max_failed, and its parameters never tried again.
+    s = _search(tmp_path)
+    trial = _ended(s, tmp_path, state)
+    frozen = s.study.get_trials()
+    assert frozen[trial.number].state == TrialState.FAIL and s.failed == []
+    waiting = [t for t in frozen if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == trial.number
+    assert waiting[0].system_attrs["fixed_params"] == frozen[trial.number].params  # enqueued: the same values
+    assert "not the run's" in frozen[trial.number].user_attrs["fail_reason"]
+    # the retry ended the same way: failed and counted, not queued a third time
+    retry = _ended(s, tmp_path, state)
+    assert retry.user_attrs["retry_of"] == trial.number and retry.params == frozen[trial.number].params
+    assert s.study.get_trials()[retry.number].state == TrialState.FAIL
+    assert s.failed == [f"trial {retry.number}"]
+    assert not [t for t in s.study.get_trials() if t.state == TrialState.WAITING]
+
+
+@pytest.mark.parametrize("state, says", [
+    ("CANCELLED by 0", "cancelled with scancel, by user id 0"),
+    ("TIMEOUT", "hydra.launcher.timeout_min=7, after hydra.launcher.max_num_timeout=3 requeues"),
+    ("DEADLINE", "raise timeout_min"),
+    ("OUT_OF_MEMORY", "hydra.launcher.mem_gb=2: raise mem_gb"),
+])
+def test_a_cancelled_timed_out_or_oom_trial_is_failed_with_the_setting_to_change(tmp_path, capsys, state, says):
+    s = _search(tmp_path)
+    trial = _ended(s, tmp_path, state)
+    frozen = s.study.get_trials()
+    assert frozen[trial.number].state == TrialState.FAIL and s.failed == [f"trial {trial.number}"]
+    assert not [t for t in frozen if t.state == TrialState.WAITING]  # not retried into the same wall
+    assert says in frozen[trial.number].user_attrs["fail_reason"]
+    record = json.loads((tmp_path / f"{trial.number}_job" / "result.json").read_text())
+    assert says in record["error"] and record["scheduler"]["state"] == state
+    assert says in capsys.readouterr().err
+
+
+def test_a_job_its_preemption_cancelled_is_not_awaited_forever(tmp_path):
+    # submitit counts PREEMPTED as unfinished (SLURM may requeue it): the driver waited for it forever.
+    start = time.monotonic()
+    assert wait(Job(["PREEMPTED"] * 10_000, tmp_path), limit_s=600, poll_s=0.01, settle_s=0.2) == "PREEMPTED"
+    assert time.monotonic() - start < 5
+    # one SLURM requeued goes on being awaited until it ends
+    assert wait(Job(["PREEMPTED", "PENDING", "RUNNING", "COMPLETED"], tmp_path), limit_s=600, poll_s=0.01,
+                settle_s=5) == "COMPLETED"
