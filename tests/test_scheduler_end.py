@@ -83,3 +83,38 @@ def test_a_job_its_preemption_cancelled_is_not_awaited_forever(tmp_path):
     # one SLURM requeued goes on being awaited until it ends
     assert wait(Job(["PREEMPTED", "PENDING", "RUNNING", "COMPLETED"], tmp_path), limit_s=600, poll_s=0.01,
                 settle_s=5) == "COMPLETED"
+
+
+def test_a_preempted_trial_s_retry_continues_its_checkpoint(tmp_path, tiny_config):
+    """The whole path on real files: a trial's run stopped by the scheduler's SIGTERM in its second
+    epoch (after the first one's checkpoint), its job then recorded PREEMPTED by the launcher (over
+    the run's own record), the sweep queues the retry, and the retry moves that checkpoint over and
+    continues from it."""
+    from src.search.job import _continue_dead_attempt
+    from src.training.run import run
+
+    s = _search(tmp_path)
+    cfg = tiny_config(trainer={"epochs": 3, "drift_probe": 0})
+    first = s.study.ask()
+    dead = tmp_path / "0_layerwise"
+
+    def stop(row):
+        if row.epoch == 1:
+            raise KeyboardInterrupt  # as SIGTERM at preemption: the run records `interrupted`, keeps its checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, dead, on_epoch=stop)
+    collect(Job(["PREEMPTED"], tmp_path), 0, lambda: dead, limit_s=0.1, poll_s=0.01, params=PARAMS)
+    assert json.loads((dead / "result.json").read_text())["status"] == "failed"
+    launched._tell(s, first, dead)
+    assert s.failed == []
+    retry = s.study.ask()
+    assert retry.user_attrs["retry_of"] == 0
+    _continue_dead_attempt(s.storage, "s", 0, cfg, tmp_path / "1_layerwise", str(tmp_path), retry)
+    trained = []
+    result = run(cfg, tmp_path / "1_layerwise", on_epoch=lambda row: trained.append(
+        row["epoch"] if isinstance(row, dict) else row.epoch))
+    assert result["status"] == "completed" and retry.user_attrs["continues"]["epochs"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "1_layerwise" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]  # epoch 0 from the preempted attempt, once
+    assert trained == [0, 1, 2], trained  # each epoch reported to the trial once (epoch 0 replayed)
