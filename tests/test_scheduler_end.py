@@ -118,3 +118,20 @@ def test_a_preempted_trial_s_retry_continues_its_checkpoint(tmp_path, tiny_confi
     rows = [json.loads(line) for line in (tmp_path / "1_layerwise" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]  # epoch 0 from the preempted attempt, once
     assert trained == [0, 1, 2], trained  # each epoch reported to the trial once (epoch 0 replayed)
+
+
+def test_a_preempted_trial_whose_retry_was_never_queued_runs_again_on_resume(tmp_path, monkeypatch):
+    # The driver killed between telling the trial and queueing its retry: the trial was failed, not
+    # counted and never tried again.
+    from hydra_plugins.ft_optuna_sweeper._search import requeue_interrupted
+
+    s = _search(tmp_path)
+    monkeypatch.setattr(s.study, "enqueue_trial", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        _ended(s, tmp_path, "NODE_FAIL")
+    monkeypatch.undo()
+    assert [t.state for t in s.study.get_trials()] == [TrialState.FAIL]
+    requeue_interrupted(s.study)  # what the same command does on resume
+    requeue_interrupted(s.study)  # and once only
+    waiting = [t for t in s.study.get_trials() if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == 0

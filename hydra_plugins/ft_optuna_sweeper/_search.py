@@ -166,7 +166,9 @@ def requeue_interrupted(study: optuna.Study) -> None:
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of") for t in trials}
     for t in trials:
-        if t.state == TrialState.FAIL and t.user_attrs.get("interrupted") and t.number not in retried:
+        # (scheduler_ended: its job preempted or its node lost, src.search.launched._retried)
+        if t.state == TrialState.FAIL and t.number not in retried and \
+                (t.user_attrs.get("interrupted") or t.user_attrs.get("scheduler_ended")):
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
             log.info("trial %d was interrupted: its parameters run again", t.number)
 

@@ -214,8 +214,10 @@ def _retried(s: Search, trial: optuna.Trial, record: RunRecord) -> bool:
         return False
     trial.set_user_attr("fail_reason", str(record.get("error") or state))
     trial.set_user_attr("scheduler_ended", state)
-    s.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+    params = trial.params
     s.study.tell(trial, state=TrialState.FAIL)
+    # queued after the tell: a driver killed in between leaves it to requeue_interrupted on resume
+    s.study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
     log.warning("trial %d: the scheduler ended its job (%s), not the trial's doing: its parameters run once more, "
                 "from its last checkpoint", trial.number, state)
     return True
