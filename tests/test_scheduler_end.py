@@ -59,7 +59,7 @@ def test_a_trial_the_cluster_ended_is_retried_once_and_not_counted_as_failed(tmp
 
 @pytest.mark.parametrize("state, says", [
     ("CANCELLED by 0", "cancelled with scancel, by user id 0"),
-    ("TIMEOUT", "hydra.launcher.timeout_min=7, after hydra.launcher.max_num_timeout=3 requeues"),
+    ("TIMEOUT", "hydra.launcher.timeout_min=7, with at most hydra.launcher.max_num_timeout=3 requeues"),
     ("DEADLINE", "raise timeout_min"),
     ("OUT_OF_MEMORY", "hydra.launcher.mem_gb=2: raise mem_gb"),
 ])

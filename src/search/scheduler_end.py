@@ -39,8 +39,11 @@ def reason(state: str, params: Mapping[str, Any] | None = None) -> str:
             if state.split()[-2:-1] == ["by"] else f"{said} (cancelled: not retried)"
     if kind in ("TIMEOUT", "DEADLINE"):
         limit = params.get("timeout_min", "?")
-        return (f"{said} (its time limit, hydra.launcher.timeout_min={limit}, after hydra.launcher.max_num_timeout="
-                f"{params.get('max_num_timeout', '?')} requeues: raise timeout_min or lower trainer.epochs; not retried)")
+        # how many requeues it had is not known here (a signal sent before the step started gets none)
+        requeues = params.get("max_num_timeout", "?")
+        return (f"{said} (its time limit, hydra.launcher.timeout_min={limit}, with at most "
+                f"hydra.launcher.max_num_timeout={requeues} requeues: raise timeout_min or lower trainer.epochs; "
+                "not retried)")
     if kind == "OUT_OF_MEMORY":
         return (f"{said} (out of memory at hydra.launcher.mem_gb={params.get('mem_gb', '?')}: raise mem_gb or lower "
                 "data.batch_size; not retried)")
