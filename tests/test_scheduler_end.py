@@ -135,3 +135,31 @@ def test_a_preempted_trial_whose_retry_was_never_queued_runs_again_on_resume(tmp
     requeue_interrupted(s.study)  # and once only
     waiting = [t for t in s.study.get_trials() if t.state == TrialState.WAITING]
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == 0
+
+
+def test_a_job_submitit_ended_at_its_time_limit_names_the_setting(tmp_path):
+    # With no requeue left, submitit ends the job itself and the run records its exception: the trial
+    # failed with "Job not requeued because: timed-out too many times." and no setting named (seen on
+    # SLURM with timeout_min=2, max_num_timeout=0).
+    from hydra.core.utils import JobReturn
+    from omegaconf import OmegaConf
+
+    from src.record.io import write_json
+
+    run_dir = tmp_path / "0_layerwise"
+    run_dir.mkdir()
+    said = "UncompletedJobError: Job not requeued because: timed-out too many times."
+    write_json(run_dir / "result.json", {"status": "failed", "error": said, "failed_epoch": 0})
+    ret = JobReturn(hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}}))
+
+    class Returned(Job):
+        def results(self):
+            return [ret]
+
+    job = Returned(["COMPLETED"], tmp_path)
+    job.paths.result_pickle.write_bytes(b"")
+    assert collect(job, 0, lambda: run_dir, limit_s=0.1, poll_s=0.01, params=PARAMS) is ret
+    error = json.loads((run_dir / "result.json").read_text())["error"]
+    assert error.startswith(said) and "hydra.launcher.timeout_min=7" in error and "max_num_timeout=3" in error
+    collect(job, 0, lambda: run_dir, limit_s=0.1, poll_s=0.01, params=PARAMS)  # collected again: said once
+    assert json.loads((run_dir / "result.json").read_text())["error"] == error

@@ -36,7 +36,7 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf, open_dict
 
 from src.record.io import RESULT_FILE, OutOfRoom, write_json
-from src.search.scheduler_end import PREEMPTED_SETTLE_S, base_state, reason as ended_why
+from src.search.scheduler_end import PREEMPTED_SETTLE_S, base_state, reason as ended_why, time_limit
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,13 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
     state = wait(job, limit_s, poll_s)
     if job.paths.result_pickle.exists():
         try:
-            return job.results()[0]
+            ret = job.results()[0]
         except Exception as err:  # noqa: BLE001 - a job that raised: upstream's behaviour is Hydra's
             if "has not produced any output" not in str(err):
                 raise
+        else:
+            _name_the_limit(ret, params or {})
+            return ret
     reason = (f"the scheduler's state stayed {state} for {limit_s / 60:g} min (is SLURM accounting, sacct, working?)"
               if state in UNREADABLE else ended_why(state, params))
     job_dir = job_dir_of()
@@ -145,6 +148,23 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
     ret.status = JobStatus.COMPLETED  # recorded as failed in its result.json: the table ends the multirun
     ret.return_value = float("nan")
     return ret
+
+
+def _name_the_limit(ret: JobReturn | OutOfRoom, params: dict[str, Any]) -> None:
+    """A job over its time limit with no requeue left is ended by submitit in the job, and the run
+    records that as its error (`UncompletedJobError: Job not requeued because: timed-out too many
+    times.`), which named no setting: the one that decides it is added, as for SLURM's TIMEOUT."""
+    if isinstance(ret, OutOfRoom) or ret.hydra_cfg is None:
+        return
+    record = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) / RESULT_FILE
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    error = str(data.get("error") or "") if isinstance(data, dict) else ""
+    if data.get("status") == "failed" and "timed-out too many times" in error and "timeout_min" not in error:
+        data["error"] = f"{error} ({time_limit(params)})"
+        write_json(record, data)
 
 
 def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll_s: float,

@@ -38,18 +38,21 @@ def reason(state: str, params: Mapping[str, Any] | None = None) -> str:
         return f"{said} (cancelled with scancel, by user id {state.split()[-1]}: not retried)" \
             if state.split()[-2:-1] == ["by"] else f"{said} (cancelled: not retried)"
     if kind in ("TIMEOUT", "DEADLINE"):
-        limit = params.get("timeout_min", "?")
-        # how many requeues it had is not known here (a signal sent before the step started gets none)
-        requeues = params.get("max_num_timeout", "?")
-        return (f"{said} (its time limit, hydra.launcher.timeout_min={limit}, with at most "
-                f"hydra.launcher.max_num_timeout={requeues} requeues: raise timeout_min or lower trainer.epochs; "
-                "not retried)")
+        return f"{said} ({time_limit(params)})"
     if kind == "OUT_OF_MEMORY":
         return (f"{said} (out of memory at hydra.launcher.mem_gb={params.get('mem_gb', '?')}: raise mem_gb or lower "
                 "data.batch_size; not retried)")
     if kind in NOT_ITS_FAULT:
         return f"{said} (the cluster's doing, not the run's: a sweep retries its trial once from its checkpoint)"
     return said
+
+
+def time_limit(params: Mapping[str, Any]) -> str:
+    """What decides a job's time limit, and what to change. How many requeues it had is not known
+    here (a signal sent before the job's step started gets none): at most."""
+    return (f"its time limit, hydra.launcher.timeout_min={params.get('timeout_min', '?')}, with at most "
+            f"hydra.launcher.max_num_timeout={params.get('max_num_timeout', '?')} requeues: raise timeout_min or "
+            "lower trainer.epochs; not retried")
 
 
 def not_its_fault(scheduler: Any) -> str | None:
