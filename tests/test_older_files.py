@@ -2,13 +2,15 @@
 study's recorded identity lack the settings added since (src/config/since.py). The same command run
 again on such a folder, or a sweep resumed on such a study, is the same experiment, not another
 config. tests/fixtures/older_785bc73/config.yaml is the config.yaml `python -m src.train
-experiment=smoke` wrote at commit 785bc73. And a finished run's record rotted into something that
+experiment=smoke` wrote at commit 785bc73, tests/fixtures/older_90672a3/config.yaml the one it wrote at
+90672a3 (November: optim.name, no dataset.cache, dataset.jpeg_draft or dataset.ood). And a finished run's record rotted into something that
 is not a file: the folder is refused, never trained over."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import optuna
@@ -22,6 +24,7 @@ from src.training import checkpoint
 from src.training.run import RunDirTaken, run
 
 OLDER = Path(__file__).parent / "fixtures" / "older_785bc73" / "config.yaml"
+NOVEMBER = Path(__file__).parent / "fixtures" / "older_90672a3" / "config.yaml"
 # the settings `experiment=smoke` makes, as that version's config.yaml holds them
 SMOKE = {"dataset": {"image_size": 32, "train_per_class": 5}, "trainer": {"epochs": 1, "drift_probe": 0},
          "logger": {"kind": "none"}}
@@ -36,7 +39,7 @@ def _without_added(config: dict) -> dict:
 
 def test_an_older_config_yaml_is_the_same_config_and_a_changed_setting_still_differs():
     older = yaml.safe_load(OLDER.read_text())
-    assert not set(ADDED) & set(_flatten(older))  # the fixture is a file without them
+    assert not {"trainer.dry_run", "trainer.feature_cache_max_mb"} & set(_flatten(older))  # a file without them
     now = RunConfig.from_dict(SMOKE)
     assert checkpoint.config_changes(older, now) == []
     # what an older run ran with is compared: a value of today's that differs from it still differs
@@ -75,6 +78,53 @@ def test_a_study_an_older_version_made_resumes_and_one_of_other_settings_is_refu
                             space, ["val_acc"])
     with pytest.raises(ConfigError, match=r"measures something else \(trainer.epochs: 1 -> 2\)"):
         open_study(storage, "s", ["maximize"], epochs, None, url)
+
+
+# what the refusal says of each setting added at acf16a4 that today's default does not redo
+UNREAD = [r"dataset.cache: \(no dataset.cache in that config: added at acf16a4; runs before it decoded into memory "
+          r"every run .*\) -> 'auto'",
+          r"dataset.jpeg_draft: \(no dataset.jpeg_draft in that config: added at acf16a4; runs before it decoded "
+          r"each JPEG at full size .*\) -> True"]
+
+
+@pytest.mark.parametrize("optim", ["adamw", "sgd"])
+def test_a_november_config_yaml_differs_only_in_the_settings_whose_old_behaviour_is_not_todays(optim):
+    """Seen: 9 changes, among them optim.name -> (none) and optim.optimizer._target_: (none) ->
+    'torch.optim.AdamW', each 'an older version?'. optim.name's layout is read as the optimizer it
+    built, dataset.ood as the none it evaluated; dataset.cache and dataset.jpeg_draft stay refused,
+    saying why."""
+    older = yaml.safe_load(NOVEMBER.read_text())
+    assert "name" in older["optim"] and "ood" not in older["dataset"]  # the fixture is that layout
+    if optim == "sgd":  # what that version's conf/optim/sgd.yaml set
+        older["optim"] |= {"name": "sgd", "lr": 0.01, "weight_decay": 1e-4}
+    today = SMOKE | {"optim": {"optimizer": {"_target_": "torch.optim.SGD"}, "lr": 0.01, "weight_decay": 1e-4}
+                     if optim == "sgd" else {}}
+    changes = checkpoint.config_changes(older, RunConfig.from_dict(today))
+    assert len(changes) == 2 and all(re.fullmatch(p, c) for p, c in zip(UNREAD, changes)), changes
+    # a knob of today's optimizer that differs from the one that version built still differs
+    knob = {"nesterov": False} if optim == "sgd" else {"betas": [0.9, 0.99]}
+    today["optim"] = today.get("optim", {}) | {"optimizer": today.get("optim", {}).get("optimizer", {}) | knob}
+    changes = checkpoint.config_changes(older, RunConfig.from_dict(today))
+    assert changes[2:] == (["optim.optimizer.nesterov: True -> False"] if optim == "sgd"
+                           else ["optim.optimizer.betas: [0.9, 0.999] -> [0.9, 0.99]"])
+
+
+def test_a_study_a_november_version_made_is_refused_naming_why(tmp_path):
+    space = {"optim.lr": {"interval": [1e-4, 1e-3]}}
+    now = study_identity(RunConfig.from_dict(SMOKE), space, ["val_acc"])
+    older = json.loads(json.dumps(now))
+    # that version's identity: its config.yaml flat, less the searched key
+    older["config"] = {k: v for k, v in _flatten(yaml.safe_load(NOVEMBER.read_text())).items()
+                       if k in {*now["config"], "optim.name", "optim.momentum", "optim.betas"} - {"optim.lr"}}
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = optuna.storages.RDBStorage(url)
+    open_study(storage, "s", ["maximize"], older, None, url)
+    with pytest.raises(ConfigError, match=r"measures something else \(dataset.cache: \(unset: added at acf16a4; "
+                                          r"runs before it decoded into memory every run .*; dataset.jpeg_draft: \(unset: added at acf16a4"):
+        open_study(storage, "s", ["maximize"], now, None, url)
+    with pytest.raises(ConfigError) as refused:
+        open_study(storage, "s", ["maximize"], now, None, url)
+    assert "optim" not in str(refused.value) and "dataset.ood" not in str(refused.value)
 
 
 @pytest.mark.parametrize("entry", ["folder", "loop", "dangling"])

@@ -22,7 +22,7 @@ import optuna
 from optuna.storages import BaseStorage
 
 from src.config import ConfigError, RunConfig
-from src.config.since import as_now
+from src.config.since import OTHERWISE, as_now
 from src.data.identity import short_id
 from src.gate import STUDY_FILE
 from src.record.io import RESULT_FILE, write_json
@@ -74,7 +74,7 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     flat_new = _flatten(new.get("config", {})) | {"objectives": new.get("objectives")} | {
         f"params.{k}": v for k, v in (new.get("params") or {}).items()}
     missing = object()
-    return [f"{k}: {json.dumps(flat_old.get(k, missing)) if k in flat_old else '(unset)'} -> "
+    return [f"{k}: {json.dumps(flat_old.get(k, missing)) if k in flat_old else f'(unset: {OTHERWISE[k]})' if k in OTHERWISE else '(unset)'} -> "
             f"{json.dumps(flat_new[k]) if k in flat_new else '(unset)'}"
             for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k, missing) != flat_new.get(k, missing)]
 

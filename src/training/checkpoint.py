@@ -40,7 +40,7 @@ import timm
 import torch
 
 from src.config import ConfigError, FolderRefused, RunConfig
-from src.config.since import as_now
+from src.config.since import as_now, missing
 from src.data.identity import short_id
 from src.models import head_param_names, weights_identity
 from src.record.io import METRICS_FILE, write_text, write_with
@@ -87,8 +87,8 @@ def config_changes(saved: Mapping[str, Any], cfg: RunConfig) -> list[str]:
     old = as_now(numeric_config(saved), new)  # a file an older version wrote, without settings added since
     # a key one side lacks is said so, not shown as None: a setting added since an older version wrote the file
     # (and not yet in src/config/since.py), or one that version had and this one dropped
-    shown = lambda side, k, what: repr(side[k]) if k in side else f"(no {k} in {what})"  # noqa: E731
-    return [f"{k}: {shown(old, k, 'that config: an older version?')} -> {shown(new, k, 'this one')}"
+    shown = lambda k: repr(old[k]) if k in old else missing(k)  # noqa: E731
+    return [f"{k}: {shown(k)} -> {repr(new[k]) if k in new else f'(no {k} in this one)'}"
             for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]  # null and absent alike
 
 
