@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import yaml
 from src.cli_args import OneLineParser
 from src.config import ConfigError
 from src.config.checks import MAX_IMAGE_SIZE
+from src.config.since import BEFORE
 from src.data.batches import Batches
 from src.data.decode import UnreadableImage
 from src.data.folders import IMAGE_SUFFIXES, image_files
@@ -37,6 +39,8 @@ from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, writable_h
 from src.training.checkpoint import BEST_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
 from src.training.checkpoint import load_tensors
 from src.training.engine import predict
+
+OLDER_WEIGHTS = "model.pt"  # the selected weights of trainer.save_model, and all an older run kept
 
 CSV_HEAD = ("path", "class", "probability")
 
@@ -152,6 +156,14 @@ def _classes(run_dir: Path, reader: Reader) -> list[str]:
     return list(known) if known and len(known) == count else [str(i) for i in range(count)]
 
 
+def _weights_name(run_dir: Path) -> str:
+    """model_best.pt; model.pt in a folder without one: before model_best.pt (6fef3e1) a run kept its
+    selected weights, the same state dict, only there (trainer.save_model)."""
+    if os.path.lexists(run_dir / WEIGHTS_FILE) or not (run_dir / OLDER_WEIGHTS).is_file():
+        return WEIGHTS_FILE  # a link or folder there is refused as it, never passed by
+    return OLDER_WEIGHTS
+
+
 def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     """The run's kept weights (`model_best.pt`) in its architecture, in eval mode, with its class names
     and input settings. PredictError (one line, naming the file) for anything missing or that does not fit."""
@@ -164,7 +176,7 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     name, image_size, jpeg_draft, batch_size, amp = settings
     reader = _reader(config_path, config)
     classes = _classes(run_dir, reader)
-    weights = _run_file(run_dir, WEIGHTS_FILE)
+    weights = _run_file(run_dir, _weights_name(run_dir))
     # The architecture only: the kept weights replace every parameter, pretrained or not.
     try:
         model = timm.create_model(name, pretrained=False, num_classes=len(classes))
@@ -245,7 +257,7 @@ def _read_config(path: Path) -> tuple[dict, tuple[str, int, bool, int, str]]:
     # the training gate's range: an image size edited to 100000 would decode 30 GB an image
     if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= MAX_IMAGE_SIZE:
         raise bad("dataset.image_size", size, f"an integer in 16..{MAX_IMAGE_SIZE}")
-    draft = data.get("jpeg_draft", True)
+    draft = data.get("jpeg_draft", BEFORE["dataset.jpeg_draft"])  # a file without it: a run that had no draft decoding
     if not isinstance(draft, bool):
         raise bad("dataset.jpeg_draft", draft, "true or false")
     batch = trainer.get("eval_batch_size") or 64

@@ -322,3 +322,29 @@ def test_an_array_sources_run_predicts_on_its_own_test_images_as_it_measured_the
     result = json.loads((run_dir / "result.json").read_text())
     right = sum(c == p.parent.name for p, c, _ in loaded.predict_files(files))
     assert right / len(files) == result["test_acc"]
+
+
+def test_a_run_folder_written_at_90672a3_predicts_with_its_weights_and_its_decoding(trained, tmp_path):
+    """Seen: a run folder written at 90672a3 (November), whose selected weights are model.pt (there
+    was no model_best.pt) and whose config.yaml has no dataset.jpeg_draft: 'model_best.pt: not
+    found (is it a finished run's folder?)', and with model_best.pt in place its JPEGs decoded with
+    draft decoding, other pixels than that run's own (it decoded at full size)."""
+    import shutil
+
+    import yaml
+
+    from src.predict import load_model
+
+    older = tmp_path / "older"
+    shutil.copytree(trained, older)
+    (older / "model_best.pt").rename(older / "model.pt")
+    config = yaml.safe_load((older / "config.yaml").read_text())
+    for key in ("cache", "cache_dir", "num_workers", "jpeg_draft", "ood", "ood_per_class"):
+        del config["dataset"][key]  # what that version's config.yaml lacked
+    (older / "config.yaml").write_text(yaml.safe_dump(config))
+    loaded = load_model(older)
+    assert loaded.jpeg_draft is False
+    state = torch.load(trained / "model_best.pt", weights_only=True)
+    assert all(torch.equal(state[k], v) for k, v in loaded.model.state_dict().items())
+    files = sorted((Path(yaml_root(trained)) / "test" / "d3").glob("*.png"))[:2]
+    assert loaded.predict_files(files) == load_model(trained).predict_files(files)

@@ -36,6 +36,11 @@ OTHERWISE: dict[str, str] = {
     "dataset.num_workers": "added at acf16a4 with dataset.cache",
 }
 
+# What runs before a setting did, where a reader must redo it on an older folder's files: src.predict
+# decodes a new image as that run decoded its own. A JPEG at full size is what dataset.jpeg_draft=false
+# decodes today (the same pixels on RGB and grey JPEGs; draft decoding differs by up to 9 grey levels).
+BEFORE: dict[str, Any] = {"dataset.jpeg_draft": False}
+
 # Before optim.optimizer (0e74751), optim.name chose torch.optim.AdamW(betas) or torch.optim.SGD(momentum,
 # nesterov=True) with each param group's own lr and weight_decay, as optim.optimizer builds them today;
 # AdamW never read optim.momentum, nor SGD optim.betas.
