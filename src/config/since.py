@@ -28,10 +28,10 @@ ADDED: dict[str, Any] = {
 # Settings added since whose value today does not reproduce what runs before them did: a file
 # without them stays another config (the safe side), and the refusal says why, and since when.
 OTHERWISE: dict[str, str] = {
-    "dataset.jpeg_draft": "added at acf16a4; runs before it decoded each JPEG at full size (other pixels "
-                          "than today's default), which no value of it is checked to redo",
-    "dataset.cache": "added at acf16a4; runs before it decoded into memory every run (other load time "
-                     "and memory than today's default), which no value of it is checked to redo",
+    "dataset.jpeg_draft": "added at acf16a4; runs before it decoded each JPEG at full size, other pixels than "
+                          "today's default draft decoding; a file without it is read as no value",
+    "dataset.cache": "added at acf16a4; runs before it decoded into memory every run, other load time and "
+                     "memory than today's default; a file without it is read as no value",
     "dataset.cache_dir": "added at acf16a4 with dataset.cache",
     "dataset.num_workers": "added at acf16a4 with dataset.cache",
 }
