@@ -699,9 +699,10 @@ def test_a_multirun_that_finds_no_run_in_its_folder_says_so(tmp_path, capsys):
                                                             "logger": {"kind": "none"}}))
 
 
-def test_a_result_json_with_a_measure_that_is_not_a_number_is_named_and_left_out(tmp_path, capsys):
+def test_a_result_json_with_a_measure_that_is_not_a_number_is_named(tmp_path, capsys):
     """Tester O: val_acc "0.9" (a string) or peak_mem_mb "x" was shown as "-" and the run pooled on its
-    other numbers, with no warning; README says a bad file is named. A null (a NaN measured) is not this."""
+    other numbers, with no warning; README says a bad file is named. It still counts as missing (the
+    run's other numbers kept: tests/test_files_trust.py), and is named. A null (a NaN measured) is not this."""
     from src.reporting.cli import main
     root = write_runs(tmp_path / "study", APART)
     for folder, key, value in (("3_layerwise_s0", "val_acc", "0.9"), ("4_layerwise_s1", "peak_mem_mb", "x"),
@@ -710,6 +711,6 @@ def test_a_result_json_with_a_measure_that_is_not_a_number_is_named_and_left_out
         write_json(root / folder / "result.json", data | {key: value})
     assert main([str(root), "--no-html"]) == 0
     err = capsys.readouterr().err
-    assert f"warning: skipped {root / '3_layerwise_s0' / 'result.json'}: a completed run with val_acc \"0.9\", which is " \
-           "not a number" in err
-    assert 'peak_mem_mb "x", which is not a number' in err and "test_acc true, which is not a number" in err
+    assert f"warning: skipped {root / '3_layerwise_s0' / 'result.json'}: val_acc \"0.9\" is not a number: counted as " \
+           "missing, the run's other numbers kept" in err
+    assert 'peak_mem_mb "x" is not a number' in err and "test_acc true is not a number" in err

@@ -583,7 +583,8 @@ def test_a_launchers_signal_handler_is_kept_and_run_where_its_exception_travels(
     """submitit's SIGUSR2 handler raises out of whatever runs (to requeue, or to end a run that timed
     out too often). Raised in a finalizer or a weakref callback, Python drops it and the run goes on
     to the scheduler's SIGTERM, neither requeued nor recorded as timed out. The run's handlers keep
-    it, and run it once the main thread is out of there; a default handler is left as it is."""
+    it, and run it once the main thread is out of there; a signal left at its default now stops the
+    task as SIGTERM does (tests/test_exits.py), in the task's process only."""
     from src import exits
 
     calls: list[int] = []
@@ -592,7 +593,8 @@ def test_a_launchers_signal_handler_is_kept_and_run_where_its_exception_travels(
         calls.append(signum)
         raise RuntimeError("Job not requeued because: timed-out too many times.")
 
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)}
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                                               signal.SIGUSR2)}
     signal.signal(signal.SIGUSR1, signal.SIG_DFL)
     signal.signal(signal.SIGUSR2, launcher)
     try:
@@ -600,7 +602,8 @@ def test_a_launchers_signal_handler_is_kept_and_run_where_its_exception_travels(
         exits.install()  # a job installs again: wrapped once
         wrapped = signal.getsignal(signal.SIGUSR2)
         assert isinstance(wrapped, exits.Deferred) and wrapped.handler is launcher
-        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+        stop = signal.getsignal(signal.SIGUSR1)
+        assert isinstance(stop, exits.Deferred) and stop.handler is exits.on_signal
         wrapped(signal.SIGUSR2, where())  # inside: not now...
         assert calls == []
         with pytest.raises(RuntimeError, match="timed-out too many times"):

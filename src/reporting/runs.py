@@ -209,6 +209,10 @@ def load_runs(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -
         if result.completed and (bad := _unpoolable(result)):
             note_skipped(SkippedFile(run_dir / RESULT_FILE, f"a completed run with {bad}"), skipped)
             continue
+        for name, raw in ((k, result.get(k)) for k in SHARE_MEASURES + COST_MEASURES):  # "0.9", true: said, not pooled
+            if raw is not None and not isinstance(raw, float) and as_number(raw) is None:
+                note_skipped(SkippedFile(run_dir / RESULT_FILE, f"{name} {json.dumps(raw)} is not a number: counted as "
+                                                                "missing, the run's other numbers kept"), skipped)
         metrics_path, groups_path = run_dir / METRICS_FILE, run_dir / GROUPS_FILE
         metrics: list[EpochRecord] = []
         groups: dict[str, Any] = {}
@@ -330,14 +334,13 @@ def _with_augment(run_dir: Path, result: RunRecord) -> RunRecord:
 
 
 def _hashable(value: Any) -> Any:
-    """A setting as a dict key: a list or mapping where a scalar was expected (a hand-edited or
-    foreign result.json) becomes its JSON text instead of failing the pooling of every run."""
+    """A setting as a dict key: a list or mapping where a scalar was (a hand-edited file) as its JSON text."""
     return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else value
 
 
 def _unpoolable(result: RunRecord) -> str | None:
     """Why a completed run cannot be pooled by seed (None if it can): no strategy name or integer seed,
-    a measure that is not a number, or one it cannot be (test_acc 7.5 printed "4.210 [0.000, 1.000]")."""
+    or a number a measure cannot be (test_acc 7.5 printed "4.210 [0.000, 1.000]")."""
     if not isinstance(result.strategy, str):
         return f"no strategy name (strategy: {json.dumps(result.strategy)})"
     seed = result.seed
@@ -345,9 +348,7 @@ def _unpoolable(result: RunRecord) -> str | None:
         return f"no integer seed (seed: {json.dumps(seed)})"
     for name in SHARE_MEASURES + COST_MEASURES + tuple(ood_measures(ood_sets([result]))):
         low, high = measure_range(name)
-        raw = ood_value(result, name) if name.startswith((OOD_ACC, OOD_BALANCED)) else result.get(name)
-        if (value := as_number(raw)) is None and raw is not None and not isinstance(raw, float):  # "0.9", true
-            return f"{name} {json.dumps(raw)}, which is not a number (a NaN measured is written null)"
+        value = as_number(ood_value(result, name) if name.startswith((OOD_ACC, OOD_BALANCED)) else result.get(name))
         if value is not None and not low - SLACK <= value <= high + SLACK:
             return f"{name} {value:g}, which it cannot be (not in [{low:g}, {high:g}])"
     return None
