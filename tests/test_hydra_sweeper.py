@@ -422,7 +422,8 @@ def test_a_preset_on_the_searchpath_runs_its_study(tmp_path):
     assert 1.5 <= study.trials[0].params["strategy.lr_decay"] <= 3.0
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "journal"])
+# journal: slow (7 s each); the fast tier keeps sqlite
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("journal", marks=pytest.mark.slow)])
 def test_a_job_that_outlives_its_sweeper_keeps_its_trial_alive(tmp_path, backend):
     """A SLURM job trains on when the sweeper that launched it is killed; the same command run again
     must wait for it, not take it for dead. Seen: its trial was failed and retried while the job

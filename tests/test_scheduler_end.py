@@ -85,6 +85,7 @@ def test_a_job_its_preemption_cancelled_is_not_awaited_forever(tmp_path):
                 settle_s=5) == "COMPLETED"
 
 
+@pytest.mark.slow  # a real run stopped and a retry that trains (14 s): the fast tier keeps the fake-state tests
 def test_a_preempted_trial_s_retry_continues_its_checkpoint(tmp_path, tiny_config):
     """The whole path on real files: a trial's run stopped by the scheduler's SIGTERM in its second
     epoch (after the first one's checkpoint), its job then recorded PREEMPTED by the launcher (over
