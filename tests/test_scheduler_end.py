@@ -164,3 +164,19 @@ def test_a_job_submitit_ended_at_its_time_limit_names_the_setting(tmp_path):
     assert error.startswith(said) and "hydra.launcher.timeout_min=7" in error and "max_num_timeout=3" in error
     collect(job, 0, lambda: run_dir, limit_s=0.1, poll_s=0.01, params=PARAMS)  # collected again: said once
     assert json.loads((run_dir / "result.json").read_text())["error"] == error
+
+
+def test_every_training_setting_a_reason_names_is_a_real_one():
+    """The out-of-memory line told users to lower `data.batch_size`, a key no config has (it is
+    trainer.batch_size): each `trainer.`/`dataset.` setting a reason names must be one."""
+    import dataclasses
+    import re
+
+    from src.config import RunConfig
+    from src.search.scheduler_end import reason
+
+    cfg = RunConfig.from_dict({})
+    for state in ("OUT_OF_MEMORY", "TIMEOUT", "DEADLINE", "PREEMPTED", "CANCELLED by 0"):
+        for section, key in re.findall(r"\b(trainer|dataset|data|optim)\.(\w+)", reason(state, {"mem_gb": 2})):
+            assert hasattr(cfg, section) and key in {f.name for f in dataclasses.fields(getattr(cfg, section))}, \
+                (state, f"{section}.{key}")

@@ -41,7 +41,7 @@ def reason(state: str, params: Mapping[str, Any] | None = None) -> str:
         return f"{said} ({time_limit(params)})"
     if kind == "OUT_OF_MEMORY":
         return (f"{said} (out of memory at hydra.launcher.mem_gb={params.get('mem_gb', '?')}: raise mem_gb or lower "
-                "data.batch_size; not retried)")
+                "trainer.batch_size; not retried)")
     if kind in NOT_ITS_FAULT:
         return f"{said} (the cluster's doing, not the run's: a sweep retries its trial once from its checkpoint)"
     return said
