@@ -118,8 +118,11 @@ def _reader(config_path: Path, config: dict) -> Reader:
     from src.data.registry import reader_for
 
     data = config.get("dataset") or {}
+    # a key the file lacks: what runs before that setting did where it differs from today's default
+    # (src.config.since.BEFORE: no draft decoding), else its default, as when the run was composed
+    data = {k.removeprefix("dataset."): v for k, v in BEFORE.items() if k.startswith("dataset.")} | data
     try:
-        cfg = DataConfig(**data)  # a key the file lacks has its default, as when the run was composed
+        cfg = DataConfig(**data)
         return reader_for(cfg.kind)(cfg)
     except Exception as err:  # an unknown kind (a reader registered elsewhere), keys of another version
         raise PredictError(f"{shown(config_path)}: dataset.kind={data.get('kind')!r}: its data source cannot be "

@@ -344,6 +344,17 @@ def test_a_run_folder_written_at_90672a3_predicts_with_its_weights_and_its_decod
     (older / "config.yaml").write_text(yaml.safe_dump(config))
     loaded = load_model(older)
     assert loaded.jpeg_draft is False
+    # and its JPEGs are decoded so: at full size, as that run decoded its own (the field alone said so
+    # while the data source that decodes read today's default, draft decoding)
+    from PIL import Image
+
+    from src.data.decode import read_image
+
+    jpeg = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)).save(jpeg, quality=90)
+    full, draft = (read_image(jpeg, loaded.image_size, d)[0] for d in (False, True))
+    assert not np.array_equal(full, draft)  # the case can tell them apart
+    assert np.array_equal(loaded.read(jpeg), full)
     state = torch.load(trained / "model_best.pt", weights_only=True)
     assert all(torch.equal(state[k], v) for k, v in loaded.model.state_dict().items())
     files = sorted((Path(yaml_root(trained)) / "test" / "d3").glob("*.png"))[:2]
