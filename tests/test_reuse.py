@@ -28,7 +28,7 @@ def test_lru_keeps_its_most_recent_entries_only():
 
 
 def _counts() -> dict[str, int]:
-    return {name: getattr(reuse, name).made for name in ("DATA", "MODELS", "FLOPS", "STEP_S", "REFERENCE_OUT")}
+    return {name: getattr(reuse, name).made for name in ("DATA", "MODELS", "FLOPS", "STEP_S", "PLANS", "REFERENCE_OUT")}
 
 
 def _numbers(result: dict, run_dir) -> dict:
@@ -148,6 +148,20 @@ def test_runs_that_end_training_other_groups_share_one_evaluation_timing(tiny_co
         cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": depth}, trainer={"feature_cache": "off"})
         estimate(cfg, setup(cfg, tmp_path / str(depth)))
     assert sorted(key[0][0] for key in reuse.STEP_S.items) == ["forward", "step", "step", "step"]
+
+
+def test_a_plan_is_made_once_per_structure_and_again_for_a_module_setting_no_parameter_holds():
+    # What the feature cache can keep follows from the structure; a dropout's p (ViT's drop_rate
+    # makes nn.Dropout modules in its blocks) decides it too and is in no parameter's shape
+    def net(p: float) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(p), torch.nn.Linear(4, 2))
+
+    made: list[float] = []
+    answers = [reuse.planned_once("cut", net(p), lambda p=p: made.append(p) or f"p={p}") for p in (0.0, 0.0, 0.3)]
+    assert answers == ["p=0.0", "p=0.0", "p=0.3"] and made == [0.0, 0.3]
+    frozen = net(0.0)
+    frozen[0].requires_grad_(False)  # which parameters train is structure too
+    assert reuse.planned_once("cut", frozen, lambda: "frozen") == "frozen" and reuse.PLANS.made == 3
 
 
 def test_the_lru_weighs_its_values_against_a_budget_and_keeps_the_newest():

@@ -117,8 +117,13 @@ def cache_choice(cfg: RunConfig, s: Setup, model: torch.nn.Module) -> Cut | str 
     if t.feature_cache == "off":
         return "off"
     images = len(s.data.train) + len(s.data.val) + len(s.data.test)
-    choice = choose(model, s.groups, s.schedule, cfg.dataset.augment, s.input_shape, s.runtime.channels_last,
-                    images, t.feature_cache_max_mb)
+    # What trains in any epoch decides the prefix as much as the structure at epoch 0 does
+    trains = tuple((plan.param_names, bool(plan.epochs)) for plan in s.schedule.groups)
+    key = (trains, s.schedule.frozen_bn, tuple(g.param_names for g in s.groups), cfg.dataset.augment, s.input_shape,
+           s.runtime.channels_last, images, t.feature_cache_max_mb)
+    choice = reuse.planned_once(key, model, lambda: choose(model, s.groups, s.schedule, cfg.dataset.augment,
+                                                           s.input_shape, s.runtime.channels_last, images,
+                                                           t.feature_cache_max_mb))
     if t.feature_cache == "on" and isinstance(choice, str):
         raise ConfigError(f"trainer.feature_cache=on, but this run's features cannot be cached: {choice}")
     return choice
@@ -204,9 +209,12 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
 
 
 def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
-    meta = copy.deepcopy(model).to("meta")
-    with torch.no_grad():
-        return int(PreLogits(meta)(torch.zeros((1, *input_shape), device="meta")).shape[1])
+    def on_meta() -> int:  # a copy without data: the shapes alone
+        meta = copy.deepcopy(model).to("meta")
+        with torch.no_grad():
+            return int(PreLogits(meta)(torch.zeros((1, *input_shape), device="meta")).shape[1])
+
+    return reuse.planned_once(("feature dim", input_shape), model, on_meta)
 
 
 def _calibration(s: Setup, *what: Any) -> tuple[Any, ...]:

@@ -82,6 +82,9 @@ MODELS: Lru[tuple[nn.Module, tuple[Any, ...]]] = Lru(2)
 # Small values (counts, seconds): one per phase of each architecture and size a process met.
 FLOPS: Lru[Any] = Lru(64)
 STEP_S: Lru[float] = Lru(64)
+# What a run's structure decides before it trains (the feature cache's cut, the features' width): the
+# checks behind them run the model (a hooked forward and three more: 30 ms a trial, twice).
+PLANS: Lru[Any] = Lru(64)
 # The pretrained model's outputs on a drift probe batch (tens of MB): one model on one dataset's probe.
 REFERENCE_OUT: Lru[Any] = Lru(1)
 # The feature cache's frozen outputs (src.measurement.feature_cache): a sweep's trials that freeze the
@@ -185,6 +188,14 @@ def timed_once(key: Hashable, net: nn.Module, time_it: Callable[[], float], infe
     return STEP_S.get((key, structure(net, modes=not inference, grads=not inference)), time_it)
 
 
+def planned_once(key: Hashable, net: nn.Module, make: Callable[[], T]) -> T:
+    """`make()`, once per process for `key` and the net's structure (its modules, modes, parameter
+    shapes and which train) and each module's settings as it prints them (a dropout's p, which
+    decides whether a prefix can be cached, is in no parameter): a value that follows from these,
+    not from the weights' values."""
+    return PLANS.get((key, structure(net), tuple(m.extra_repr() for m in net.modules())), make)
+
+
 def fingerprint(tensors: Iterable[torch.Tensor | MappedImages]) -> str:
     """A hash of the tensors' values, shapes and types: content, not identity (a run's reference
     model is its own copy). Memory-mapped images are named by their file and rows instead: reading
@@ -228,5 +239,5 @@ def extracted(model: nn.Module, cut: Cut | None, splits: tuple[Any, ...], settin
 
 def clear() -> None:
     """Forget everything kept: the next run builds all of it again, as a fresh process would."""
-    for store in (DATA, MODELS, FLOPS, STEP_S, REFERENCE_OUT, EXTRACTED):
+    for store in (DATA, MODELS, FLOPS, STEP_S, PLANS, REFERENCE_OUT, EXTRACTED):
         store.clear()
