@@ -226,6 +226,36 @@ def test_whole_storages_and_new_files_open(sqlite, journal, tmp_path):
         optuna.create_study(storage=make_storage(url, 20, 60))
 
 
+def test_a_database_is_held_to_the_schema_once_per_process_and_another_schema_is_one_line(tmp_path, monkeypatch):
+    # A sweep's trials in the sweeper's own process each open the study's database: checking its
+    # tables against this Optuna's schema every time read Alembic's scripts 20 times (1.2 s a sweep)
+    import sqlite3
+
+    from optuna.storages._rdb.storage import _VersionManager
+
+    from src.config import ConfigError
+    from src.search import storage as storage_module
+
+    checked: list[str] = []
+    real = _VersionManager.check_table_schema_compatibility
+    monkeypatch.setattr(_VersionManager, "check_table_schema_compatibility",
+                        lambda self: checked.append(self.url) or real(self))
+    monkeypatch.setattr(storage_module, "_SCHEMA_CHECKED", set())
+    urls = [f"sqlite:///{tmp_path / name}" for name in ("a.db", "a.db", "b.db")]
+    for url in urls:
+        make_storage(url, 20, 60).engine.dispose()
+    assert checked == [urls[0], urls[2]]
+    # tables of another Optuna's schema: one line naming the setting, in a process that had not checked them
+    con = sqlite3.connect(tmp_path / "a.db")
+    con.execute("update alembic_version set version_num = 'v99.0.0.a'")
+    con.commit()
+    con.close()
+    storage_module._SCHEMA_CHECKED.clear()
+    with pytest.raises(ConfigError, match=r"^hydra.sweeper.storage=sqlite:///.*a\.db: .*no longer compatible with the table schema") as err:
+        make_storage(urls[0], 20, 60)
+    assert "\n" not in str(err.value) and "optuna storage upgrade" in str(err.value)
+
+
 @pytest.mark.slow  # end-to-end subprocess run(s): moved out of the fast tier (8 min on a 2-core host half as fast)
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
 def test_the_sweep_cli_refuses_a_damaged_storage_in_one_line(journal, sqlite, tmp_path, kind):
