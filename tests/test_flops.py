@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import timm
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.measurement.flops import analytic_step_flops, counted_forward_flops, counted_step_flops
+from src.measurement.flops import CORRECTIONS, analytic_step_flops, counted_forward_flops, counted_step_flops, meta_copy
 
 
 def _conv_fwd(n, c_in, c_out, k, hw_out, groups):
@@ -93,3 +95,36 @@ def test_frozen_prefix_gets_no_backward():
         assert c == analytic_step_flops(model, (3, 64, 64))
         totals.append(c.total)
     assert totals == sorted(totals) and len(set(totals)) == 4
+
+
+def test_a_meta_copy_is_the_model_on_meta_without_its_values():
+    # meta_copy skips copying the weights' values; it must give what deepcopy(...).to("meta") gives:
+    # the same parameters and buffers by name and shape, which train, the modes; a shared weight
+    # still shared (tied embeddings); and the original untouched
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=7)
+    model.blocks[:2].requires_grad_(False)
+    model.blocks[0].eval()
+    model.tied = nn.Linear(1280, 7)
+    model.tied.weight = model.classifier.weight
+    fast, slow = meta_copy(model), copy.deepcopy(model).to("meta")
+
+    def described(m: nn.Module) -> list:
+        params = m.named_parameters(remove_duplicate=False)
+        return [[(n, tuple(t.shape), t.dtype, t.device.type, t.requires_grad, type(t)) for n, t in params],
+                [(n, tuple(t.shape), t.dtype, t.device.type) for n, t in m.named_buffers()],
+                [(n, sub.training) for n, sub in m.named_modules()]]
+
+    assert described(fast) == described(slow)
+    # (`.to("meta")` gives each module a parameter of its own: the tie was lost there)
+    assert fast.tied.weight is fast.classifier.weight and fast.tied.weight is not model.classifier.weight
+    assert all(t.device.type == "cpu" for t in model.state_dict().values())
+    # and the counts are those of the copy made the old way
+    del model.tied
+    old = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False, custom_mapping=CORRECTIONS) as fwd:
+        loss = torch.nn.functional.cross_entropy(old(torch.zeros((2, 3, 32, 32), device="meta")),
+                                                 torch.zeros(2, dtype=torch.long, device="meta"))
+    with FlopCounterMode(display=False, custom_mapping=CORRECTIONS) as bwd:
+        loss.backward()
+    counted = counted_step_flops(model, (3, 32, 32), 7)
+    assert (counted.forward, counted.backward) == (fwd.get_total_flops() // 2, bwd.get_total_flops() // 2) != (0, 0)

@@ -15,7 +15,9 @@ activations and pooling are a few percent and are not counted by either method).
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,13 +64,22 @@ def conv_backward_flop(
 CORRECTIONS = {torch.ops.aten.convolution_backward: conv_backward_flop}
 
 
-def _meta_copy(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).to("meta")
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` with every parameter and buffer on the meta device (shapes, no data): what
+    `copy.deepcopy(model).to("meta")` gives, without first copying every weight's values (a tenth
+    of the time: 30 ms against 260 ms for EfficientNet-Lite0 on a busy 2-core host). A parameter's
+    requires_grad and a weight two modules share carry over, as deepcopy's memo keeps them."""
+    memo: dict[int, Any] = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        if id(t) not in memo:
+            meta = torch.empty_like(t, device="meta")
+            memo[id(t)] = nn.Parameter(meta, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)
 
 
 def counted_step_flops(model: nn.Module, input_shape: tuple[int, ...], num_classes: int, batch: int = 2) -> StepFlops:
     """FLOPs per sample of forward + backward as the model is now set up (requires_grad, train/eval)."""
-    meta = _meta_copy(model)
+    meta = meta_copy(model)
     x = torch.zeros((batch, *input_shape), device="meta")
     y = torch.zeros(batch, dtype=torch.long, device="meta")
     with FlopCounterMode(display=False, custom_mapping=CORRECTIONS) as fwd:
@@ -83,7 +94,7 @@ def counted_step_flops(model: nn.Module, input_shape: tuple[int, ...], num_class
 
 def counted_forward_flops(model: nn.Module, input_shape: tuple[int, ...], batch: int = 2) -> int:
     """Inference FLOPs per sample."""
-    meta = _meta_copy(model)
+    meta = meta_copy(model)
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=CORRECTIONS) as fwd:
         meta(torch.zeros((batch, *input_shape), device="meta"))
     return fwd.get_total_flops() // batch
@@ -102,7 +113,7 @@ def analytic_step_flops(model: nn.Module, input_shape: tuple[int, ...], batch: i
         totals["forward"] += forward
         totals["backward"] += forward * (int(inputs[0].requires_grad) + int(weight.requires_grad))
 
-    meta = _meta_copy(model)
+    meta = meta_copy(model)
     handles = [
         m.register_forward_hook(hook) for m in meta.modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
     ]

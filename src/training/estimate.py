@@ -22,6 +22,7 @@ import torch
 
 from src.config import ConfigError, RunConfig
 from src.measurement.feature_cache import Cut, PreLogits, SkipPrefix, choose, rest_net
+from src.measurement.flops import meta_copy
 from src.strategies import apply_epoch
 from src.training import engine, reuse
 from src.training.meters import FlopMeter
@@ -210,7 +211,7 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
 
 def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
     def on_meta() -> int:  # a copy without data: the shapes alone
-        meta = copy.deepcopy(model).to("meta")
+        meta = meta_copy(model)
         with torch.no_grad():
             return int(PreLogits(meta)(torch.zeros((1, *input_shape), device="meta")).shape[1])
 
