@@ -6,7 +6,8 @@ validation selected, which the run's test accuracy was measured on) in the archi
 preprocessing of the run's own config.yaml: each image decoded upright and brought to the run's
 `dataset.image_size` as its data source made its training images (`Reader.image_file`: an image folder's
 short side resized and centre-cropped, an array source's picture squared), then normalised as the run's batches were (`src.data.batches.Batches`)
-and classified in eval mode (`src.training.engine.predict`). A folder is read at any depth.
+and classified in eval mode (`src.training.engine.predict`). A folder is read at any depth; an image
+that cannot be read is named and left out, the others predicted (exit code 1).
 """
 
 from __future__ import annotations
@@ -80,12 +81,27 @@ class LoadedModel:
         except OSError as err:
             raise PredictError(f"{shown(path)}: {err.strerror or err}") from None
 
-    def predict_files(self, paths: Sequence[Path]) -> list[tuple[Path, str, float]]:
-        """(path, predicted class, its probability) for each image file, in order."""
+    def predict_files(self, paths: Sequence[Path],
+                      unreadable: list[str] | None = None) -> list[tuple[Path, str, float]]:
+        """(path, predicted class, its probability) for each image file, in order. An image that
+        cannot be read raises PredictError naming it; with `unreadable`, its line is added there and
+        the other images are predicted (one bad file among thousands, found after an hour's
+        predicting, lost every prediction made)."""
         out: list[tuple[Path, str, float]] = []
         for start in range(0, len(paths), self.batch_size):  # decoded a batch at a time: memory stays bounded
-            chunk = paths[start : start + self.batch_size]
-            probs = self.probabilities(torch.from_numpy(np.stack([self.read(p) for p in chunk])))
+            chunk, pixels = [], []
+            for path in paths[start : start + self.batch_size]:
+                try:
+                    pixels.append(self.read(path))
+                except PredictError as err:
+                    if unreadable is None:
+                        raise
+                    unreadable.append(str(err))
+                    continue
+                chunk.append(path)
+            if not chunk:
+                continue
+            probs = self.probabilities(torch.from_numpy(np.stack(pixels)))
             best, index = probs.max(1)
             out += [(p, self.classes[i], float(b)) for p, i, b in zip(chunk, index.tolist(), best)]
         return out
@@ -330,7 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:  # before any work: a place the CSV cannot go is known now
             check_out(args.out)
         loaded = load_model(args.run_dir, args.device)
-        text = to_csv(loaded.predict_files(image_paths(args.images)))
+        paths, unreadable = image_paths(args.images), []
+        rows = loaded.predict_files(paths, unreadable)
+        if not rows:  # nothing to write: the first file's reason is the error
+            raise PredictError(unreadable[0] + (f" (and {len(unreadable) - 1} more image files unreadable)"
+                                                if len(unreadable) > 1 else ""))
+        text = to_csv(rows)
         if args.out is None:
             sys.stdout.write(text)
         else:
@@ -342,6 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for line in unreadable:  # each named; the rest were predicted, and the exit code says not all were
+        print(f"warning: {line}: not predicted", file=sys.stderr)
+    if unreadable:
+        print(f"error: {len(unreadable)} of {len(paths)} image files not predicted (named above); the other "
+              f"{len(rows)} are in the CSV", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -133,6 +133,40 @@ def test_bad_run_folders_weights_and_images_are_one_line_naming_the_file(trained
     assert _error([str(copy), str(tmp_path / "missing.jpg")]) == f"error: {tmp_path / 'missing.jpg'}: no such file or folder"
 
 
+def test_unreadable_images_among_good_ones_are_named_and_the_rest_predicted(trained, tmp_path, capsys):
+    # one bad file among many stopped the whole prediction and wrote nothing: every other image's
+    # prediction was lost. Now the good ones are in the CSV, each bad one is named, and the exit code is 1
+    import shutil
+
+    from src.predict import main
+
+    good = sorted((Path(yaml_root(trained)) / "test" / "d3").glob("*.png"))[:3]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(good):
+        shutil.copy(image, folder / f"{i}_good.png")
+    (folder / "1_broken.png").write_bytes(b"\x89PNG not really")
+    (folder / "2_empty.jpg").write_bytes(b"")
+    out = tmp_path / "preds.csv"
+    assert main([str(trained), str(folder), "--out", str(out)]) == 1
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    rows = list(csv.reader(io.StringIO(out.read_text())))
+    assert rows[0] == ["path", "class", "probability"]
+    assert [Path(r[0]).name for r in rows[1:]] == ["0_good.png", "1_good.png", "2_good.png"]
+    from src.predict import load_model
+
+    loaded = load_model(trained)
+    alone = loaded.predict_files(sorted(folder.glob("*_good.png")))
+    assert [(r[1], r[2]) for r in rows[1:]] == [(c, f"{p:.6f}") for _, c, p in alone]  # as on the good files alone
+    assert [ln.split(":")[0] for ln in err if ln.startswith("warning:")] == ["warning"] * 2
+    assert any(f"{folder / '1_broken.png'}: not a readable image" in ln for ln in err)
+    assert any(str(folder / "2_empty.jpg") in ln for ln in err)
+    assert err[-1] == "error: 2 of 5 image files not predicted (named above); the other 3 are in the CSV"
+    # and the Python API still raises on the first, naming it, unless asked to collect them
+    with pytest.raises(Exception, match="1_broken.png"):
+        loaded.predict_files(sorted(folder.iterdir()))
+
+
 def test_a_model_best_with_one_flipped_bit_is_one_line_not_served(trained, tmp_path, capsys):
     """torch.load reads a rotted weight silently: predictions came out changed (or NaN), exit 0."""
     import shutil
