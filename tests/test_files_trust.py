@@ -24,7 +24,7 @@ import torch
 import src.record.io
 from src.reporting.configs import group_configs
 from src.reporting.runs import load_runs, mean_curve
-from src.record.io import SkippedFile, append_jsonl, find_results, read_jsonl, write_json, write_text
+from src.record.io import SkippedFile, append_jsonl, find_results, read_json_object, read_jsonl, write_json, write_text
 from tests.cli import REPO, TINY_OVERRIDES, env
 
 RUN_FILES = ("result.json", "metrics.jsonl", "param_groups.json", "config.yaml")
@@ -58,7 +58,7 @@ def copy_run(src: Path, dst: Path, **changes) -> Path:
     dst.mkdir(parents=True)
     for name in RUN_FILES:
         shutil.copy(src / name, dst / name)
-    write_json(dst / "result.json", json.loads((src / "result.json").read_text()) | changes)
+    write_json(dst / "result.json", read_json_object(src / "result.json") | changes)  # (made by hand: no digest)
     return dst
 
 
@@ -136,8 +136,8 @@ def test_readers_take_null_and_old_bare_nan_as_missing(trained, tmp_path):
         append_jsonl(study / f"{seed}_frozen" / "metrics.jsonl", first | {"epoch": 0, "val_loss": float("nan"),
                                                                           "val_acc": None if seed else 0.25})
     old = copy_run(run_dir, study / "0_layerwise", strategy="layerwise", seed=0)
-    result = json.loads((old / "result.json").read_text()) | {"test_acc": float("nan"), "train_flops": float("inf")}
-    (old / "result.json").write_text(json.dumps(result))  # the old writer: bare NaN and Infinity
+    result = read_json_object(old / "result.json") | {"test_acc": float("nan"), "train_flops": float("inf")}
+    (old / "result.json").write_text(json.dumps(result))  # the old writer: bare NaN and Infinity, no digest
     assert "NaN" in (old / "result.json").read_text()
 
     runs = load_runs([study])
@@ -184,7 +184,7 @@ def bad_files(run_dir: Path, study: Path) -> dict[str, str]:
         (study / rel).write_text(content)
     copy_run(run_dir, study / "7_full").joinpath("result.json").write_bytes(b"\xff\xfe{\x00")
     copy_run(run_dir, study / "8_full")
-    write_json(study / "8_full" / "result.json", json.loads(text) | {"seed": None})
+    write_json(study / "8_full" / "result.json", read_json_object(run_dir / "result.json") | {"seed": None})
     # a good run with a truncated schedule and a metrics file with a cut and a garbled line
     (good / "param_groups.json").write_text((run_dir / "param_groups.json").read_text()[:25])
     first = read_jsonl(run_dir / "metrics.jsonl")[0]
@@ -241,6 +241,44 @@ def test_report_names_each_unreadable_file_and_reports_the_rest(trained, tmp_pat
     skipped: list[SkippedFile] = []
     [run] = load_runs([study / "1_full"], skipped)
     assert [m.epoch for m in run.metrics] == [0, 2] and run.groups == {} and len(skipped) == 5
+
+
+def test_a_result_whose_values_changed_since_it_was_written_is_named_and_left_out(trained, tmp_path):
+    # one flipped bit in a digit (a rotting disk, a bad copy) left well-formed JSON that every reader
+    # took as measured: the report ranked on val_acc 0.9011 for a run that measured 0.9111
+    import yaml
+
+    from src.config import RunConfig
+    from src.record.digest import DIGEST_KEY, signed
+    from src.training.run import RunDirTaken, finished_run
+
+    run_dir, _ = trained
+    text = (run_dir / "result.json").read_text()
+    written = json.loads(text)
+    assert DIGEST_KEY in written and DIGEST_KEY not in find_results([run_dir])[0][1].extra
+    study = tmp_path / "multirun"
+    copy_run(run_dir, study / "0_full", seed=0)
+    rotten = copy_run(run_dir, study / "1_full") / "result.json"
+    at = text.index('"val_acc": ') + len('"val_acc": ') + 3  # a digit of the value
+    flipped = text[:at] + chr(ord(text[at]) ^ 1) + text[at + 1:]  # one bit: '1' <-> '0', '2' <-> '3', ...
+    assert flipped != text and json.loads(flipped)["val_acc"] != written["val_acc"]
+    rotten.write_text(flipped)
+    # re-indented by a tool, or written before digests (none): read as they are
+    (copy_run(run_dir, study / "2_full") / "result.json").write_text(json.dumps(signed(written | {"seed": 2}), indent=4))
+    old = json.loads(text) | {"seed": 3}
+    del old[DIGEST_KEY]
+    write_json(copy_run(run_dir, study / "3_full") / "result.json", old)
+    proc = report(str(study), "--no-html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings == [f"warning: skipped {rotten}: its values do not match the {DIGEST_KEY} written with them "
+                        "(damaged or edited since it was written; to accept an edit, delete that key)"]
+    assert sorted(d.name for d, _ in find_results([study])) == ["0_full", "2_full", "3_full"]
+    # the same command in that folder does not take it for a finished run, nor train over its kept model
+    cfg = RunConfig.from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    shutil.copy(run_dir / "model_best.pt", study / "1_full" / "model_best.pt")
+    with pytest.raises(RunDirTaken, match=f"holds a result.json that cannot be read \\(its values do not match"):
+        finished_run(study / "1_full", cfg, written.get("dataset_id"))
 
 
 def test_report_with_nothing_readable_exits_2_in_one_error_line(trained, tmp_path):

@@ -15,6 +15,8 @@ from types import SimpleNamespace
 import pytest
 
 from hydra_plugins.ft_submitit_launcher.launcher import cancelled, collect, wait
+from src.record.digest import signed
+from src.record.io import read_json_object
 from src.record.lock import held
 from tests.cli import REPO, TINY_OVERRIDES, env
 
@@ -67,9 +69,10 @@ def test_a_job_without_a_result_is_recorded_with_the_scheduler_s_word(tmp_path, 
 def test_what_the_run_recorded_before_it_was_killed_is_kept(tmp_path):
     job_dir = tmp_path / "0_full"
     job_dir.mkdir()
-    (job_dir / "result.json").write_text(json.dumps({"status": "interrupted", "val_acc": 0.5, "epochs_done": 3}))
+    # as the run writes it: with the digest of its values (src.record.digest), which the edit must renew
+    (job_dir / "result.json").write_text(json.dumps(signed({"status": "interrupted", "val_acc": 0.5, "epochs_done": 3})))
     collect(Job(["CANCELLED by 0"], tmp_path), 0, lambda: job_dir, limit_s=0.1, poll_s=0.01)
-    record = json.loads((job_dir / "result.json").read_text())
+    record = read_json_object(job_dir / "result.json")  # its digest checked: the readers take it
     assert record["val_acc"] == 0.5 and record["epochs_done"] == 3 and record["status"] == "failed"
     assert "interrupted" in record["error"] and "CANCELLED" in record["error"]
 

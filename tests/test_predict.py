@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from src.record.io import write_json
+from src.record.io import read_json_object, write_json
 from tests.cli import REPO, env
 
 
@@ -57,7 +57,7 @@ def trained(tmp_path_factory) -> Path:
 def test_predict_on_the_test_split_reproduces_the_recorded_test_accuracy(trained, tmp_path):
     from src.predict import main
 
-    result = json.loads((trained / "result.json").read_text())
+    result = read_json_object(trained / "result.json")
     assert Path(result["run_dir"]) == trained and (trained / "model_best.pt").is_file()
     test_dir = Path(yaml_root(trained)) / "test"
     out = tmp_path / "preds.csv"
@@ -193,7 +193,7 @@ def test_a_run_that_did_not_complete_is_refused_though_it_kept_weights(trained, 
 
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    record = json.loads((run / "result.json").read_text())
+    record = read_json_object(run / "result.json")
     write_json(run / "result.json", record | {"status": status, "error": error})
     assert (run / "model_best.pt").is_file()
     line = _one_line_error(main, [str(run), str(tmp_path)], capsys)
@@ -353,7 +353,7 @@ def test_an_array_sources_run_predicts_on_its_own_test_images_as_it_measured_the
     measured = load_dataset(DataConfig(**data)).test.images
     for i, path in enumerate(files):
         assert np.array_equal(loaded.read(path), measured[i].expand(3, -1, -1).numpy()), path
-    result = json.loads((run_dir / "result.json").read_text())
+    result = read_json_object(run_dir / "result.json")
     right = sum(c == p.parent.name for p, c, _ in loaded.predict_files(files))
     assert right / len(files) == result["test_acc"]
 

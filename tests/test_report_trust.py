@@ -16,7 +16,7 @@ import pytest
 
 from src.config import DataConfig, LoggerConfig
 from src.data.identity import dataset_identity
-from src.record.io import write_json
+from src.record.io import read_json_object, write_json
 from src.record.schema import RunRecord
 from src.reporting.comparisons import paired_rows
 from src.reporting.configs import group_configs
@@ -36,7 +36,7 @@ def test_a_retried_run_is_counted_once_and_listed_as_a_duplicate(tmp_path, capsy
     study = write_runs(tmp_path / "study", APART)
     retry = study / "9_full_s0_retry"
     shutil.copytree(study / "0_full_s0", retry)
-    record = json.loads((retry / "result.json").read_text())
+    record = read_json_object(retry / "result.json")
     write_json(retry / "result.json", record | {"test_acc": 0.5})  # a different number: it must not be averaged in
     runs = load_runs([study])
     full = next(c for c in group_configs(runs) if c.label == "full")
@@ -80,7 +80,7 @@ def test_runs_from_other_weights_at_one_checkpoint_path_are_two_configurations(t
         model = {"name": "test_efficientnet", "pretrained": True, "weights": "file", "checkpoint_path": str(weights)}
         dirs.append(tmp_path / f"run{len(dirs)}")
         run(RunConfig.from_dict(merge(TINY, {"model": model, "trainer": {"epochs": 1}})), dirs[-1])
-    records = [json.loads((d / "result.json").read_text()) for d in dirs]
+    records = [read_json_object(d / "result.json") for d in dirs]
     assert records[0]["weights_id"] != records[1]["weights_id"] and len(records[0]["weights_id"]) == 16
     configs = group_configs(load_runs(dirs))
     assert len(configs) == 2 and not any(c.duplicates for c in configs)
@@ -109,7 +109,7 @@ def _config_yaml(run_dir: Path, batch_size: int, **setup) -> None:
 
     config = {"trainer": {"batch_size": batch_size, "device": setup.get("device", "auto")},
               "optim": {"weight_decay": 0.01}, "dataset": {"cache_dir": setup.get("cache_dir")},
-              "logger": {"group": setup.get("group", "g")}, "seed": json.loads((run_dir / "result.json").read_text())["seed"]}
+              "logger": {"group": setup.get("group", "g")}, "seed": read_json_object(run_dir / "result.json")["seed"]}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
 
 
@@ -632,7 +632,7 @@ def test_a_result_json_with_a_number_its_measure_cannot_take_is_named_and_left_o
     root = write_runs(tmp_path / "study", APART)
     for folder, key, value in (("3_layerwise_s0", "test_acc", 7.5), ("4_layerwise_s1", "val_acc", -0.4),
                                ("5_layerwise_s2", "train_time_s", -3.0)):
-        data = json.loads((root / folder / "result.json").read_text())
+        data = read_json_object(root / folder / "result.json")
         write_json(root / folder / "result.json", data | {key: value})
     assert main([str(root), "--no-html"]) == 0
     captured = capsys.readouterr()
@@ -641,7 +641,7 @@ def test_a_result_json_with_a_number_its_measure_cannot_take_is_named_and_left_o
     assert "val_acc -0.4, which it cannot be" in captured.err and "train_time_s -3, which it cannot be (not in [0, inf])" in captured.err
     assert "7.5" not in captured.out and "layerwise" not in captured.out.split("\n\n")[0]  # in no number of the answer
     # a share computed a hair past 1 (rounding) is no rot
-    data = json.loads((root / "0_full_s0" / "result.json").read_text())
+    data = read_json_object(root / "0_full_s0" / "result.json")
     write_json(root / "0_full_s0" / "result.json", data | {"cka_features": 1 + 2e-16})
     assert [r.dir.name for r in load_runs([root])] == ["0_full_s0", "1_full_s1", "2_full_s2"]
 
@@ -707,7 +707,7 @@ def test_a_result_json_with_a_measure_that_is_not_a_number_is_named(tmp_path, ca
     root = write_runs(tmp_path / "study", APART)
     for folder, key, value in (("3_layerwise_s0", "val_acc", "0.9"), ("4_layerwise_s1", "peak_mem_mb", "x"),
                                ("5_layerwise_s2", "test_acc", True)):
-        data = json.loads((root / folder / "result.json").read_text())
+        data = read_json_object(root / folder / "result.json")
         write_json(root / folder / "result.json", data | {key: value})
     assert main([str(root), "--no-html"]) == 0
     err = capsys.readouterr().err

@@ -18,7 +18,7 @@ import torch
 
 from src.config import ConfigError, RunConfig
 from src.data.identity import dataset_identity
-from src.record.io import read_jsonl
+from src.record.io import read_json_object, read_jsonl
 from src.training import checkpoint, engine
 from src.training.run import RunDirTaken, run
 from tests.cli import env
@@ -44,7 +44,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert [r["epoch"] for r in rows_b] == [r["epoch"] for r in rows_a]
     for ra, rb in zip(rows_a, rows_b):
         assert {k: v for k, v in rb.items() if k not in TIMES} == {k: v for k, v in ra.items() if k not in TIMES}
-    ra, rb = (json.loads((d / "result.json").read_text()) for d in (a, b))
+    ra, rb = (read_json_object(d / "result.json") for d in (a, b))  # (their digests differ with their times)
     assert ra["status"] == rb["status"] == "completed"
     assert {k: v for k, v in rb.items() if k not in NOT_NUMBERS} == {k: v for k, v in ra.items() if k not in NOT_NUMBERS}
     assert torch.equal(*(torch.load(d / "model_best.pt", weights_only=True)["classifier.weight"] for d in (a, b)))
@@ -208,7 +208,7 @@ def test_a_finished_run_is_kept_and_another_config_refused(tiny_config, tmp_path
     cfg = tiny_config(trainer={"epochs": 1, "drift_probe": 0})
     first = run(cfg, tmp_path)
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert run(cfg, tmp_path) == json.loads((tmp_path / "result.json").read_text()) == json.loads(json.dumps(first))
+    assert run(cfg, tmp_path) == read_json_object(tmp_path / "result.json") == json.loads(json.dumps(first))
     with pytest.raises(RunDirTaken, match=r"already holds a completed run of another config \(seed: 0 -> 3\)"):
         run(tiny_config(trainer={"epochs": 1, "drift_probe": 0}, seed=3), tmp_path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == files

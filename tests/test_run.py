@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from src.record.io import read_jsonl
+from src.record.digest import signed
+from src.record.io import read_json_object, read_jsonl
 from src.training.run import run
 
 REQUIRED = (
@@ -21,8 +22,9 @@ def test_run_writes_config_metrics_groups_and_result(tiny_config, tmp_path):
     cfg = tiny_config(strategy={"name": "layerwise", "unfreeze_depth": 2, "unfreeze_every": 1},
                       trainer={"epochs": 3, "feature_cache": "off"})
     result = run(cfg, tmp_path)
-    on_disk = json.loads((tmp_path / "result.json").read_text())
-    assert on_disk == json.loads(json.dumps(result))
+    raw = json.loads((tmp_path / "result.json").read_text())
+    on_disk = read_json_object(tmp_path / "result.json")  # its digest checked, and left out
+    assert on_disk == result and raw == signed(result)  # run() returns what readers read; the file adds the digest
     for key in REQUIRED:
         assert on_disk[key] is not None, key
     assert on_disk["status"] == "completed" and 0 <= on_disk["test_acc"] <= 1

@@ -145,12 +145,14 @@ def test_a_job_submitit_ended_at_its_time_limit_names_the_setting(tmp_path):
     from hydra.core.utils import JobReturn
     from omegaconf import OmegaConf
 
-    from src.record.io import write_json
+    from src.record.digest import signed
+    from src.record.io import read_json_object, write_json
 
     run_dir = tmp_path / "0_layerwise"
     run_dir.mkdir()
     said = "UncompletedJobError: Job not requeued because: timed-out too many times."
-    write_json(run_dir / "result.json", {"status": "failed", "error": said, "failed_epoch": 0})
+    # as the run writes it, with its values' digest: the reason added must leave a record readers take
+    write_json(run_dir / "result.json", signed({"status": "failed", "error": said, "failed_epoch": 0}))
     ret = JobReturn(hydra_cfg=OmegaConf.create({"hydra": {"runtime": {"output_dir": str(run_dir)}}}))
 
     class Returned(Job):
@@ -160,7 +162,7 @@ def test_a_job_submitit_ended_at_its_time_limit_names_the_setting(tmp_path):
     job = Returned(["COMPLETED"], tmp_path)
     job.paths.result_pickle.write_bytes(b"")
     assert collect(job, 0, lambda: run_dir, limit_s=0.1, poll_s=0.01, params=PARAMS) is ret
-    error = json.loads((run_dir / "result.json").read_text())["error"]
+    error = read_json_object(run_dir / "result.json")["error"]
     assert error.startswith(said) and "hydra.launcher.timeout_min=7" in error and "max_num_timeout=3" in error
     collect(job, 0, lambda: run_dir, limit_s=0.1, poll_s=0.01, params=PARAMS)  # collected again: said once
     assert json.loads((run_dir / "result.json").read_text())["error"] == error

@@ -21,7 +21,6 @@ default, beside two of ours.
 
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in
 # sys.modules, and dataclasses then cannot resolve string annotations.
-import json
 import logging
 import sys
 import time
@@ -35,7 +34,8 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from omegaconf import OmegaConf, open_dict
 
-from src.record.io import RESULT_FILE, OutOfRoom, write_json
+from src.record.digest import signed
+from src.record.io import RESULT_FILE, OutOfRoom, read_json_object, write_json
 from src.search.scheduler_end import PREEMPTED_SETTLE_S, base_state, reason as ended_why, time_limit
 
 log = logging.getLogger(__name__)
@@ -158,13 +158,13 @@ def _name_the_limit(ret: JobReturn | OutOfRoom, params: dict[str, Any]) -> None:
         return
     record = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) / RESULT_FILE
     try:
-        data = json.loads(record.read_text())
-    except (OSError, ValueError):
+        data = read_json_object(record)  # (a record's digest checked, and left out: it is signed again below)
+    except ValueError:
         return
-    error = str(data.get("error") or "") if isinstance(data, dict) else ""
+    error = str(data.get("error") or "")
     if data.get("status") == "failed" and "timed-out too many times" in error and "timeout_min" not in error:
         data["error"] = f"{error} ({time_limit(params)})"
-        write_json(record, data)
+        write_json(record, signed(data))
 
 
 def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll_s: float,
@@ -229,7 +229,7 @@ def _record(job_dir: Path, job: Any, state: str, reason: str) -> None:
     record = job_dir / RESULT_FILE
     try:
         if record.is_file():
-            data = json.loads(record.read_text())
+            data = read_json_object(record)
             if data.get("status") == "completed":
                 return
             data["error"] = f"{reason} (the run had recorded: {data.get('error') or data.get('status')})"
@@ -238,7 +238,7 @@ def _record(job_dir: Path, job: Any, state: str, reason: str) -> None:
             data = {"status": "failed", "error": reason, "failed_epoch": -1, "run_dir": str(job_dir)}
         data["scheduler"] = {"job_id": str(job.job_id), "state": state}
         job_dir.mkdir(parents=True, exist_ok=True)
-        write_json(record, data)
+        write_json(record, signed(data))  # a run's record, edited: its digest is of what it says now
     except (OSError, ValueError) as err:
         print(f"warning: could not record job {job_dir.name}'s end in {record}: {err}", file=sys.stderr, flush=True)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from src.record.digest import verified
 from src.record.schema import RunRecord
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ def read_json_object(path: Path) -> dict[str, Any]:
         raise ValueError(_why_not_json(err)) from None
     if not isinstance(data, dict):
         raise ValueError(f"not a JSON object (a {_kind(data)})")
-    return data
+    return verified(data)  # a run record's digest: checked here, for every reader (src.record.digest)
 
 
 def finished_status(result_file: Path) -> str | None:

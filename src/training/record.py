@@ -13,6 +13,7 @@ its CSV and W&B from one dict.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -27,7 +28,8 @@ from src.config import RunConfig
 from src.data.augment import augment_params
 from src.measurement.memory import PeakMemory
 from src.models import weights_identity, weights_source
-from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, write_json
+from src.record.digest import signed
+from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, dumps, write_json
 from src.record.schema import DriftMeasures, Environment, EpochRecord, FitMeasures, Measured, RunRecord
 from src.reporting.tracking import Tracker
 from src.strategies import strategy_for
@@ -185,6 +187,6 @@ def stopped(record: RunRecord, err: BaseException, progress: Progress) -> RunRec
 
 def write(run_dir: Path, record: RunRecord) -> dict[str, Any]:
     """result.json: what is written is what every reader reads back. Returns it as written."""
-    data = record.to_json()
-    write_json(run_dir / RESULT_FILE, data)
+    data = json.loads(dumps(record.to_json()))  # as every reader gets it back: non-finite numbers null
+    write_json(run_dir / RESULT_FILE, signed(data))
     return data
