@@ -295,3 +295,26 @@ def test_one_epoch_is_said_in_the_singular():
 
     one = Estimate(50, 20, 20, 32, 1, 16, 10**9, 1.0, 0.5, False)
     assert ", 1 epoch of batch 16" in one.line() and ", 2 epochs of batch" in dataclasses.replace(one, epochs=2).line()
+
+
+@pytest.mark.parametrize("per_class, batch_size, min_steps", [(4, 32, 0), (4, 24, 0), (4, 16, 7), (5, 49, 0)])
+def test_a_last_short_batch_is_priced_by_its_images_not_as_a_full_step(tiny_config, tmp_path, monkeypatch,
+                                                                      per_class, batch_size, min_steps):
+    """An epoch of 40 images in batches of 32 trains one step of 32 and one of 8; the estimate priced
+    both as steps of 32, 64 images for 40 (1.6x: PACS, 42 images, batch 32, said 2.2 s an epoch for
+    1.4 s). Each pass's images are priced at the timed step's cost per image (a last batch of one
+    is dropped, as training drops it), and the epochs' ETA plan with them."""
+    from src.training import estimate as est
+    from src.training.setup import setup
+
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.0)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: 0.1 * size)  # 0.1 s an image
+    cfg = tiny_config(strategy={"name": "full"}, dataset={"train_per_class": per_class},
+                      trainer={"epochs": 2, "batch_size": batch_size, "min_epoch_steps": min_steps,
+                               "feature_cache": "off"})
+    s = setup(cfg, tmp_path)
+    n = len(s.data.train)
+    trained = s.passes * (n - (1 if n % batch_size == 1 else 0))  # images each epoch trains on
+    got = est.estimate(cfg, s)
+    assert got.train_s == pytest.approx(2 * 0.1 * trained)
+    assert got.epoch_s == pytest.approx((0.1 * trained, 0.1 * trained))

@@ -173,9 +173,12 @@ def estimate(cfg: RunConfig, s: Setup, first_epoch: int = 0) -> Estimate:
         for e in epochs:
             if s.schedule.active(e) not in step_s:
                 step_s[s.schedule.active(e)] = _step_s(cfg, s, model, net, shape, e, train_size)
+        # a step's time per image it trains, times the epoch's images: a last short batch (40 images
+        # in batches of 32) costs its images, not a full step (priced so, 64 images for 40)
+        steps = trained_images(n_train, t.batch_size, s.passes) / train_size
         # the cached pass is made again by a resumed process: the cache lives in memory
-        epoch_s = tuple(step_s[s.schedule.active(e)] * len(s.train) + rest_s * n_val for e in epochs)
-        train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * len(s.train) for e in epochs)
+        epoch_s = tuple(step_s[s.schedule.active(e)] * steps + rest_s * n_val for e in epochs)
+        train_s = once_train_s * n_train + sum(step_s[s.schedule.active(e)] * steps for e in epochs)
         # after training, the whole model on images: each OOD set once, and drift's probe through the
         # trained model and the pretrained reference (left out, an OOD set's pass was in no figure)
         after = sum(len(entry.split) for entry in s.ood) + (2 * min(t.drift_probe, n_val) if s.reference else 0)
@@ -194,7 +197,7 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
         return None
     net, shape = model, s.input_shape
     n = len(s.data.train)
-    samples = s.passes * (n - (1 if n > 1 and n % cfg.trainer.batch_size == 1 else 0))
+    samples = trained_images(n, cfg.trainer.batch_size, s.passes)
     if not isinstance(choice, str):  # (the model is set up for epoch 0: estimate() did that)
         meter.add_forward(cache_pass_flops(model, choice, shape) * n)
         net = rest_net(model, choice)
@@ -207,6 +210,12 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
         meter.count_phase(phase, net, shape)
         meter.add_epoch(phase, samples)
     return meter.train_flops
+
+
+def trained_images(n: int, batch_size: int, passes: int) -> int:
+    """The images an epoch trains on: each pass over the n training images, less a last batch of one
+    (src.data.batches drops it: BatchNorm cannot train on one image)."""
+    return passes * (n - (1 if n > 1 and n % batch_size == 1 else 0))
 
 
 def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
