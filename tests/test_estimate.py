@@ -318,3 +318,36 @@ def test_a_last_short_batch_is_priced_by_its_images_not_as_a_full_step(tiny_conf
     got = est.estimate(cfg, s)
     assert got.train_s == pytest.approx(2 * 0.1 * trained)
     assert got.epoch_s == pytest.approx((0.1 * trained, 0.1 * trained))
+
+
+def test_a_dry_run_prices_what_the_same_command_would_do_in_its_folder(tiny_config, tmp_path, monkeypatch, capsys):
+    """A dry run priced the whole run whatever its folder held: a finished run of this config (the
+    real command keeps it and trains nothing), another config's finished run (the real command is
+    refused), a killed run's checkpoint (the real command trains only the epochs left); and it wrote
+    its estimate.json into the other config's folder. It now reads the folder as the run does."""
+    from src.training import estimate as est
+    from src.training.run import RunDirTaken
+
+    monkeypatch.setattr(est, "_time_forward", lambda net, s, size, shape: 0.01)
+    monkeypatch.setattr(est, "_time_steps", lambda cfg, s, model, net, shape, size: 0.1)
+    settings = {"epochs": 2, "keep_checkpoints": 2, "feature_cache": "off", "drift_probe": 0}
+    cfg = tiny_config(strategy={"name": "full"}, trainer=settings)
+    dry = tiny_config(strategy={"name": "full"}, trainer=settings | {"dry_run": True})
+    folder = tmp_path / "run"
+    done = run(cfg, folder)
+    capsys.readouterr()
+    kept = run(dry, folder)
+    out = capsys.readouterr().out
+    assert kept["status"] == "dry_run" and kept["kept"] == "completed" and "train_s" not in kept
+    assert "nothing to train" in out and "estimate: " not in out.replace("estimate: nothing", "")
+    assert not (folder / "estimate.json").exists()
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(RunDirTaken, match="another config"):
+        run(tiny_config(strategy={"name": "full"}, trainer=settings | {"dry_run": True, "epochs": 3}), folder)
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing written into the refused folder
+    (folder / "result.json").unlink()  # killed after epoch 1: its checkpoint continues
+    (folder / "checkpoint_epoch001.pt").unlink()
+    left = run(dry, folder)
+    assert left["first_epoch"] == 1 and "1 of 2 epochs left (resumed)" in capsys.readouterr().out
+    whole = run(dry, tmp_path / "fresh")
+    assert left["train_s"] == pytest.approx(whole["train_s"] / 2) and left["train_flops"] == done["train_flops"]

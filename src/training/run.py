@@ -10,6 +10,7 @@ Hydra.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import tempfile
@@ -204,10 +205,22 @@ def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCal
 
 def dry_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """trainer.dry_run: the run's estimate, printed and kept in estimate.json (a dry multirun's end sums
-    them); nothing trained, no result.json. Returns the estimate with status "dry_run"."""
+    them); nothing trained, no result.json. Returns the estimate with status "dry_run". The folder is
+    read as the run would read it (nothing written before): a finished run of this config is kept,
+    nothing to price (status "dry_run", `kept`: its status; no estimate.json); another config's is
+    refused (RunDirTaken); a checkpoint leaves the epochs after it to price. Priced whole, a dry run
+    in a killed run's folder said 3 epochs where the command trains 1, and one in another config's
+    folder priced a run that is refused."""
+    real = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, dry_run=False))  # what the folder holds
+    data_id = dataset_identity_or_none(cfg.dataset)
+    if (kept := finished_run(run_dir, real, data_id)) is not None:
+        print(f"estimate: nothing to train: {run_dir} holds a {kept.get('status')} run of this config, which the "
+              "run keeps", flush=True)
+        return {"status": "dry_run", "kept": kept.get("status")}
+    resume = checkpoint.latest(run_dir, real, data_id) if cfg.trainer.resume else None
     with tempfile.TemporaryDirectory() as scratch:  # setup writes param_groups.json: not into the run's folder
-        s = setup(cfg, Path(scratch))
-    est = estimate(cfg, s)
+        s = setup(cfg, Path(scratch), data_id)
+    est = estimate(cfg, s, checkpoint.first_epoch(resume))
     print(est.line(), flush=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text(run_dir / ESTIMATE_FILE, json.dumps(est.to_dict(), indent=1))
