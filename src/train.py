@@ -111,7 +111,10 @@ def main(cfg: DictConfig) -> float:
             # the line, as a full disk ends it (OutOfRoom is the one exception Hydra does not keep as
             # a job's result).
             raise OutOfRoom(str(err), exits.USER_ERROR) from None
-        _record_failure(out, err)
+        if OmegaConf.select(cfg, "trainer.dry_run", default=False) is True:
+            _record_dry_failure(out, err)  # a dry run records no result, failed or not
+        else:
+            _record_failure(out, err)
         if full_error():
             raise
         if (full := no_room(err, sqlite=_storage_file(hc))) is not None:
@@ -226,6 +229,20 @@ def _record_failure(out: Path, err: BaseException) -> None:
         pass  # the folder itself cannot be written; the error line says why
 
 
+def _record_dry_failure(out: Path, err: BaseException) -> None:
+    """A dry job that cannot start says why in its estimate.json, for the dry multirun's total: as a
+    result.json {"status": "failed"} it was a run that never ran, listed by src.report, and the total
+    left it out as if it had not been asked for. A folder run() refused is left as it was."""
+    from src.training.estimate import ESTIMATE_FILE
+
+    if isinstance(err, FolderRefused):
+        return
+    try:
+        write_json(out / ESTIMATE_FILE, {"error": f"{type(err).__name__}: {err}"})
+    except OSError:
+        pass  # the folder itself cannot be written; the error line says why
+
+
 def recorded(record: Path, sweep_dir: Path | None) -> str:
     """What a stopped run kept, and where: for the line src.exits prints."""
     what = f"status 'interrupted' recorded in {record}" if record.is_file() else "no run was in progress"
@@ -251,7 +268,10 @@ class ComparisonTable(Callback):
         if OmegaConf.select(config, "trainer.dry_run", default=False):
             # an Optuna sweep's dry run ran no jobs: its driver printed the trials' bracket
             if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).startswith(OUR_SWEEPER):
-                print(dry_run_total(sweep_dir, self.started), flush=True)
+                total, cannot, jobs = dry_run_total(sweep_dir, self.started)
+                print(total, flush=True)
+                if cannot:  # as the real multirun would end: those jobs would fail
+                    raise exits.Failed(f"{len(cannot)} of {jobs} dry-run jobs cannot start: {', '.join(cannot)}")
             return
         skipped: list[SkippedFile] = []
         rows = find_results([sweep_dir], skipped)
@@ -303,9 +323,10 @@ class ComparisonTable(Callback):
                                "checkpoint) and keeps the others")
 
 
-def dry_run_total(sweep_dir: Path, since: float | None = None) -> str:
+def dry_run_total(sweep_dir: Path, since: float | None = None) -> tuple[str, list[str], int]:
     """A dry multirun's end: each job's estimate (its estimate.json, written at or after `since`, the
-    multirun's start) and their total."""
+    multirun's start) and the total of those that can start; the folders of those that cannot (their
+    estimate.json says why), and the number of jobs."""
     from src.training.estimate import ESTIMATE_FILE, Estimate, total_line
 
     found = list(sweep_dir.glob(f"*/{ESTIMATE_FILE}"))
@@ -317,10 +338,14 @@ def dry_run_total(sweep_dir: Path, since: float | None = None) -> str:
     jobs = sorted(ours,
                   key=lambda p: (int(p.parent.name.split("_")[0]) if p.parent.name.split("_")[0].isdigit() else 1 << 30,
                                  p.parent.name))
-    estimates = [Estimate.from_dict(json.loads(p.read_text())) for p in jobs]
-    lines = [f"{p.parent.name:>6}  {e.line().removeprefix('estimate: ')}" for p, e in zip(jobs, estimates)]
-    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates),
-                      *([old] if old else [])])
+    records = [json.loads(p.read_text()) for p in jobs]
+    cannot = [p.parent.name for p, r in zip(jobs, records) if "error" in r]
+    estimates = [Estimate.from_dict(r) for r in records if "error" not in r]
+    lines = [f"{p.parent.name:>6}  " + (f"cannot start: {r['error']}" if "error" in r else
+                                        Estimate.from_dict(r).line().removeprefix("estimate: "))
+             for p, r in zip(jobs, records)]
+    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates, len(cannot)),
+                      *([old] if old else [])]), cannot, len(jobs)
 
 
 def cli(argv: list[str]) -> None:

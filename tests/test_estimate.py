@@ -351,3 +351,23 @@ def test_a_dry_run_prices_what_the_same_command_would_do_in_its_folder(tiny_conf
     assert left["first_epoch"] == 1 and "1 of 2 epochs left (resumed)" in capsys.readouterr().out
     whole = run(dry, tmp_path / "fresh")
     assert left["train_s"] == pytest.approx(whole["train_s"] / 2) and left["train_flops"] == done["train_flops"]
+
+
+@pytest.mark.slow  # one subprocess multirun of two tiny dry jobs (about 10 s)
+def test_a_dry_multirun_says_which_jobs_cannot_start_and_writes_no_result(tmp_path):
+    """`-m strategy=frozen,full trainer.feature_cache=on trainer.dry_run=true`: full cannot start
+    (nothing to cache). The dry job wrote a result.json {"status": "failed"} (a dry run writes no
+    result: `src.report` then listed a failed run that never ran), and the multirun ended with exit 0
+    and 'estimate, all 1 jobs: ...', as if the command were one job that runs. Now the job's
+    estimate.json says why it cannot start, the total names it and counts the jobs asked, and the
+    command fails as the real multirun would."""
+    common = ["model=timm", "model.name=test_efficientnet", "model.pretrained=false", "dataset.image_size=32",
+              "dataset.train_per_class=4", "trainer.epochs=1", "trainer.progress=false", "logger=none"]
+    multi = subprocess.run([sys.executable, "-m", "src.train", "-m", *common, "trainer.dry_run=true",
+                            "trainer.feature_cache=on", "strategy=frozen,full", f"hydra.sweep.dir={tmp_path}"],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert not list(tmp_path.glob("*/result.json"))
+    assert "1_full  cannot start: ConfigError: trainer.feature_cache=on" in multi.stdout, multi.stdout
+    assert "estimate, 1 of 2 jobs (1 cannot start): " in multi.stdout, multi.stdout
+    assert multi.returncode == 1 and multi.stderr.strip().splitlines()[-1].startswith(
+        "error: 1 of 2 dry-run jobs cannot start: 1_full"), multi.stderr[-2000:]

@@ -330,12 +330,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def total_line(estimates: list[Estimate]) -> str:
-    """A multirun's total over its jobs' estimates."""
+def total_line(estimates: list[Estimate], cannot_start: int = 0) -> str:
+    """A multirun's total over its jobs' estimates; `cannot_start`: its other jobs, that cannot start."""
     flops = [e.train_flops for e in estimates]
     counted = f"{sum(f for f in flops if f is not None):.3e} training FLOPs" if all(f is not None for f in flops) \
         else "FLOPs not counted in every job"
-    return f"estimate, all {len(estimates)} jobs: {counted}, ~{duration(sum(e.total_s for e in estimates))}"
+    jobs = f"{len(estimates)} of {len(estimates) + cannot_start} jobs ({cannot_start} cannot start)" if cannot_start \
+        else f"all {len(estimates)} jobs"
+    return f"estimate, {jobs}: {counted}, ~{duration(sum(e.total_s for e in estimates))}"
 
 
 def eta(epoch_s: list[float], remaining: int, planned: tuple[float, float] | None = None) -> str:
