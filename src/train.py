@@ -139,9 +139,14 @@ def main(cfg: DictConfig) -> float:
 
 
 def result_line(result: dict[str, Any], out: Path) -> str:
-    """What a single run ends by printing: its accuracies, cost and folder."""
+    """What a single run ends by printing: its accuracies, cost and folder. A pruned run (a sweep
+    trial's folder, kept by a single run of its config) was never tested: no test_acc, said as '-'."""
     flops = result.get("train_flops")
-    return (f"{result.get('status')}: val_acc {result['val_acc']:.4f}  test_acc {result['test_acc']:.4f}  "
+    acc = lambda key: f"{result[key]:.4f}" if isinstance(result.get(key), (int, float)) else "-"  # noqa: E731
+    status = str(result.get("status"))
+    if status == "pruned" and isinstance(result.get("pruned_epoch"), int):  # 0-based, as the log's epoch N/M is not
+        status += f" after epoch {result['pruned_epoch'] + 1}" + (f" ({result['reason']})" if result.get("reason") else "")
+    return (f"{status}: val_acc {acc('val_acc')}  test_acc {acc('test_acc')}  "
             f"train_flops {f'{flops:.3e}' if flops is not None else 'not counted'}  "
             f"train_time {result.get('train_time_s', 0):.1f}s  total {result.get('total_time_s') or 0:.1f}s  in {out}")
 

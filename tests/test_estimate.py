@@ -371,3 +371,20 @@ def test_a_dry_multirun_says_which_jobs_cannot_start_and_writes_no_result(tmp_pa
     assert "estimate, 1 of 2 jobs (1 cannot start): " in multi.stdout, multi.stdout
     assert multi.returncode == 1 and multi.stderr.strip().splitlines()[-1].startswith(
         "error: 1 of 2 dry-run jobs cannot start: 1_full"), multi.stderr[-2000:]
+
+
+def test_a_single_run_that_finds_a_pruned_run_of_its_config_ends_with_its_line(tmp_path):
+    """A single run in a sweep trial's folder (`hydra.run.dir=` it, the trial's settings) keeps the
+    pruned run it finds there and prints its line: the record has no test_acc (a pruned run was never
+    tested), and the line ended the command in 'KeyError: test_acc' (or, with a null, 'TypeError:
+    unsupported format string passed to NoneType.__format__') instead."""
+    from src.train import result_line
+
+    pruned = {"status": "pruned", "val_acc": 0.5, "train_flops": 1.5e9, "train_time_s": 2.0, "total_time_s": 3.0,
+              "pruned_epoch": 1, "reason": "pruned by MedianPruner at epoch 1"}
+    line = result_line(pruned, tmp_path)
+    assert line.startswith("pruned after epoch 2 (pruned by MedianPruner at epoch 1): val_acc 0.5000  test_acc -  ")
+    assert "train_flops 1.500e+09" in line and line.endswith(f"in {tmp_path}")
+    assert "test_acc -  " in result_line(pruned | {"test_acc": None}, tmp_path)
+    done = result_line({"status": "completed", "val_acc": 0.5, "test_acc": 0.25, "train_flops": None}, tmp_path)
+    assert done.startswith("completed: val_acc 0.5000  test_acc 0.2500  train_flops not counted")
