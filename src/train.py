@@ -345,11 +345,13 @@ def dry_run_total(sweep_dir: Path, since: float | None = None) -> tuple[str, lis
                                  p.parent.name))
     records = [json.loads(p.read_text()) for p in jobs]
     cannot = [p.parent.name for p, r in zip(jobs, records) if "error" in r]
-    estimates = [Estimate.from_dict(r) for r in records if "error" not in r]
+    kept = sum("kept" in r for r in records)
+    estimates = [Estimate.from_dict(r) for r in records if "error" not in r and "kept" not in r]
     lines = [f"{p.parent.name:>6}  " + (f"cannot start: {r['error']}" if "error" in r else
-                                        Estimate.from_dict(r).line().removeprefix("estimate: "))
+                                        f"kept: holds a {r['kept']} run of this config, nothing to train" if "kept" in r
+                                        else Estimate.from_dict(r).line().removeprefix("estimate: "))
              for p, r in zip(jobs, records)]
-    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates, len(cannot)),
+    return "\n".join(["", f"{len(jobs)} dry-run jobs in {sweep_dir}:", *lines, total_line(estimates, len(cannot), kept),
                       *([old] if old else [])]), cannot, len(jobs)
 
 

@@ -340,7 +340,7 @@ def test_a_dry_run_prices_what_the_same_command_would_do_in_its_folder(tiny_conf
     out = capsys.readouterr().out
     assert kept["status"] == "dry_run" and kept["kept"] == "completed" and "train_s" not in kept
     assert "nothing to train" in out and "estimate: " not in out.replace("estimate: nothing", "")
-    assert not (folder / "estimate.json").exists()
+    assert json.loads((folder / "estimate.json").read_text()) == {"kept": "completed"}  # for a dry multirun's total
     before = sorted(p.name for p in folder.iterdir())
     with pytest.raises(RunDirTaken, match="another config"):
         run(tiny_config(strategy={"name": "full"}, trainer=settings | {"dry_run": True, "epochs": 3}), folder)
@@ -388,3 +388,25 @@ def test_a_single_run_that_finds_a_pruned_run_of_its_config_ends_with_its_line(t
     assert "test_acc -  " in result_line(pruned | {"test_acc": None}, tmp_path)
     done = result_line({"status": "completed", "val_acc": 0.5, "test_acc": 0.25, "train_flops": None}, tmp_path)
     assert done.startswith("completed: val_acc 0.5000  test_acc 0.2500  train_flops not counted")
+
+
+def test_a_dry_multiruns_total_counts_the_jobs_it_keeps_and_those_that_cannot_start(tmp_path, capsys):
+    """A dry multirun again on a sweep folder where a job's run finished: that job trains nothing (kept)
+    and the total said 'all 1 jobs' of a command of 2."""
+    from omegaconf import OmegaConf
+
+    from src.train import ComparisonTable
+    from src.training.estimate import Estimate
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}, "trainer": {"dry_run": True}})
+    table = ComparisonTable()
+    table.on_multirun_start(config)
+    for name, record in (("0_frozen", {"kept": "completed"}), ("2_lpft", {"error": "ConfigError: no"}),
+                         ("1_full", Estimate(40, 10, 10, 32, 1, 16, 10**9, 1.0, 1.0, False).to_dict())):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "estimate.json").write_text(json.dumps(record))
+    with pytest.raises(BaseException, match="1 of 3 dry-run jobs cannot start: 2_lpft"):
+        table.on_multirun_end(config)
+    out = capsys.readouterr().out
+    assert "0_frozen  kept: holds a completed run of this config, nothing to train" in out
+    assert "estimate, 1 of 3 jobs (1 cannot start, 1 kept: nothing to train): 1.000e+09 training FLOPs" in out

@@ -330,12 +330,14 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def total_line(estimates: list[Estimate], cannot_start: int = 0) -> str:
-    """A multirun's total over its jobs' estimates; `cannot_start`: its other jobs, that cannot start."""
+def total_line(estimates: list[Estimate], cannot_start: int = 0, kept: int = 0) -> str:
+    """A multirun's total over its jobs' estimates; its other jobs: `cannot_start`, and `kept` (their
+    folder holds a finished run of their config: nothing to train)."""
     flops = [e.train_flops for e in estimates]
     counted = f"{sum(f for f in flops if f is not None):.3e} training FLOPs" if all(f is not None for f in flops) \
         else "FLOPs not counted in every job"
-    jobs = f"{len(estimates)} of {len(estimates) + cannot_start} jobs ({cannot_start} cannot start)" if cannot_start \
+    others = [f"{cannot_start} cannot start"] * bool(cannot_start) + [f"{kept} kept: nothing to train"] * bool(kept)
+    jobs = f"{len(estimates)} of {len(estimates) + cannot_start + kept} jobs ({', '.join(others)})" if others \
         else f"all {len(estimates)} jobs"
     return f"estimate, {jobs}: {counted}, ~{duration(sum(e.total_s for e in estimates))}"
 

@@ -207,7 +207,7 @@ def dry_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """trainer.dry_run: the run's estimate, printed and kept in estimate.json (a dry multirun's end sums
     them); nothing trained, no result.json. Returns the estimate with status "dry_run". The folder is
     read as the run would read it (nothing written before): a finished run of this config is kept,
-    nothing to price (status "dry_run", `kept`: its status; no estimate.json); another config's is
+    nothing to price (status "dry_run", `kept`: its status, and so in estimate.json); another config's is
     refused (RunDirTaken); a checkpoint leaves the epochs after it to price. Priced whole, a dry run
     in a killed run's folder said 3 epochs where the command trains 1, and one in another config's
     folder priced a run that is refused."""
@@ -216,6 +216,7 @@ def dry_run(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     if (kept := finished_run(run_dir, real, data_id)) is not None:
         print(f"estimate: nothing to train: {run_dir} holds a {kept.get('status')} run of this config, which the "
               "run keeps", flush=True)
+        write_text(run_dir / ESTIMATE_FILE, json.dumps({"kept": kept.get("status")}))  # a dry multirun's total counts it
         return {"status": "dry_run", "kept": kept.get("status")}
     resume = checkpoint.latest(run_dir, real, data_id) if cfg.trainer.resume else None
     with tempfile.TemporaryDirectory() as scratch:  # setup writes param_groups.json: not into the run's folder
