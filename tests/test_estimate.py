@@ -410,3 +410,13 @@ def test_a_dry_multiruns_total_counts_the_jobs_it_keeps_and_those_that_cannot_st
     out = capsys.readouterr().out
     assert "0_frozen  kept: holds a completed run of this config, nothing to train" in out
     assert "estimate, 1 of 3 jobs (1 cannot start, 1 kept: nothing to train): 1.000e+09 training FLOPs" in out
+
+
+def test_a_dry_multiruns_total_of_one_job_says_that_jobs_time():
+    """Each job's line adds its parts as shown (2.26 s + 5.96 s: 2.3s + 6.0s = ~8.3s);
+    the total summed the unrounded times: '~8.3s' on the job's line, '~8.2s' on the total of it alone."""
+    from src.training.estimate import Estimate, total_line
+
+    one = Estimate(50, 360, 360, 32, 1, 16, 10**9, 2.26, 5.96, False)
+    shown = re.search(r"~([\d.]+s)", one.line()).group(1)
+    assert shown == "8.3s" and total_line([one]).endswith(f"~{shown}")
