@@ -23,7 +23,7 @@ import torch
 from src.config import ConfigError, RunConfig
 from src.measurement.feature_cache import Cut, PreLogits, SkipPrefix, choose, rest_net
 from src.measurement.flops import meta_copy
-from src.strategies import apply_epoch
+from src.strategies import apply_epoch, strategy_for
 from src.training import engine, reuse
 from src.training.meters import FlopMeter
 from src.training.optim import build_optimizer, param_groups
@@ -250,7 +250,7 @@ def _step_s(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.Modu
     apply_epoch(model, s.groups, s.schedule, epoch)
     on_images = shape == s.input_shape  # (a cached part's outputs are neither augmented nor normalised)
     data = (s.train.augment, s.train.hflip) if on_images else ()
-    key = _calibration(s, "step", size, repr(cfg.optim.optimizer), shape, *data)
+    key = _calibration(s, "step", size, repr(cfg.optim.optimizer), shape, s.penalty is not None, *data)
     return reuse.timed_once(key, net, lambda: _time_steps(cfg, s, model, net, shape, size))
 
 
@@ -259,12 +259,14 @@ def _time_steps(cfg: RunConfig, s: Setup, model: torch.nn.Module, net: torch.nn.
     optimizer = build_optimizer(cfg.optim, param_groups(model, s.groups, s.schedule, 0.0))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     one, rt = _step_batches(s, size, shape), s.runtime
+    # the strategy's term in every step's loss (L2-SP: 23-47 ms a Lite0 step here), on this copy's weights
+    penalty = strategy_for(cfg.strategy).penalty(model, s.groups) if s.penalty is not None else None
     engine.train_one_epoch(net, [b for _ in range(WARMUP_STEPS) for b in one()], optimizer, scheduler, rt.device,
-                           rt.amp_dtype)
+                           rt.amp_dtype, penalty=penalty)
     # one step at a time, and the median: a moment when another process takes the cores (a shared
     # machine) must not scale the whole estimate (one 3-step timing once read 14x the steady time)
     return steady_median(lambda: engine.train_one_epoch(net, one(), optimizer, scheduler, rt.device,
-                                                        rt.amp_dtype).seconds)
+                                                        rt.amp_dtype, penalty=penalty).seconds)
 
 
 def _step_batches(s: Setup, size: int, shape: tuple[int, ...]) -> Callable[[], Iterable[Any]]:
