@@ -714,3 +714,19 @@ def test_a_result_json_with_a_measure_that_is_not_a_number_is_named(tmp_path, ca
     assert f"warning: skipped {root / '3_layerwise_s0' / 'result.json'}: val_acc \"0.9\" is not a number: counted as " \
            "missing, the run's other numbers kept" in err
     assert 'peak_mem_mb "x" is not a number' in err and "test_acc true is not a number" in err
+
+
+def test_a_duplicate_that_measured_other_accuracies_is_said_in_the_answer(tmp_path):
+    # the same configuration and seed run again in another folder (an older code version, a GPU run)
+    # with other numbers: the first in folder order was counted and the answer read as if the seeds
+    # repeated, so `src.report OLD NEW` and `src.report NEW OLD` named different winners unsaid
+    old = write_runs(tmp_path / "old", APART)
+    new = write_runs(tmp_path / "new", {"full": {s: (0.90, 0.90) for s in (0, 1, 2)}})
+    for first, second in ((old, new), (new, old)):
+        [text] = answer(group_configs(load_runs([first, second])))
+        assert ("Run again on the same seed with other accuracies, and counted once (the first run in folder order): "
+                "full on seeds 0, 1, 2, up to 9.2 points apart.") in text
+    # a retry that repeats its numbers (a CPU run does, bit for bit) is a plain duplicate: nothing said
+    write_runs(tmp_path / "copy", {"full": APART["full"]})
+    [text] = answer(group_configs(load_runs([old, tmp_path / "copy"])))
+    assert "Run again" not in text

@@ -23,6 +23,10 @@ __all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_confi
 MEASURES = ("val_acc", "test_acc", "test_balanced_acc", "train_flops", "train_time_s", "trainable_params", "peak_mem_mb",
             "imagenet_agreement", "cka_features")
 
+# The accuracies a duplicate must repeat (what the answer ranks by); costs, times above all, are measured anew.
+REPEATED = ("val_acc", "test_acc")
+
+
 @dataclass(frozen=True)
 class Duplicate:
     """A completed run left out of its configuration because another run of it has the same seed
@@ -30,6 +34,15 @@ class Duplicate:
 
     run: Run
     kept: Run
+
+    @property
+    def apart(self) -> float:
+        """How far its accuracies (REPEATED) are from the kept run's, at most (0.0 where they repeat or
+        either has no number): a run repeats them bit for bit on a CPU, so a gap means that something
+        else changed (the code, the device), and the counted run is one of two measures, not the measure."""
+        gaps = [abs(a - b) for m in REPEATED
+                if (a := as_number(self.run.measure(m))) is not None and (b := as_number(self.kept.measure(m))) is not None]
+        return max(gaps, default=0.0)
 
 
 @dataclass(frozen=True)

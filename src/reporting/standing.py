@@ -112,7 +112,8 @@ class Verdict:
     """The answer for one task: where (None with a single task), how many seeds each configuration
     has (fewest, most), the standings on validation and on test, the cheap end's trade, and the seeds
     that failed or were interrupted in configurations it counts ("full on seed 2 (failed)"); `unmeasured`:
-    per accuracy no configuration has on every seed (so no standing), each one and the seeds without it."""
+    per accuracy no configuration has on every seed (so no standing), each one and the seeds without it;
+    `repeated_apart`: configurations with a seed run again that measured other accuracies (one run counted)."""
 
     task: str | None
     seeds: tuple[int, int]
@@ -121,6 +122,7 @@ class Verdict:
     trade: Trade | None
     left_out: tuple[str, ...] = ()
     unmeasured: tuple[str, ...] = ()
+    repeated_apart: tuple[str, ...] = ()  # seeds run twice with other accuracies, one run counted ("full on seed 0, ...")
 
     @property
     def one_seed(self) -> bool:

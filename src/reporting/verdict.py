@@ -42,6 +42,8 @@ __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_tie
 # result.json's count of the images each accuracy was measured on (for its binomial interval).
 SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
 SPLIT_WORD = {"val_acc": "validation", "test_acc": "test"}
+# Accuracies of two runs this close are the same (float rounding; one image of a million is 1e-6).
+REPEAT_SLACK = 1e-9
 # A tie names at most this many configurations in words: a sweep's 20 one-seed trials can tie by
 # the dozen, and a sentence naming each (with its settings) twice was read by no one.
 LISTED = 4
@@ -66,9 +68,22 @@ def verdicts(configs: Sequence[Config], metric: str = "test_acc", cost: str = "t
         # an accuracy no configuration has on every seed leaves no standing: said, not left unsaid
         unmeasured = tuple(f"{METRIC_LABEL[m]}: {'; '.join(f'{names[id(c)]} ({_no_value(c, (m,))})' for c in members)}"
                            for m, s in (("val_acc", val), ("test_acc", test)) if s is None)
+        again = tuple(a for c in members if (a := _repeated_apart(c, names[id(c)])) is not None)
         out.append(Verdict(where, (min(counts), max(counts)), val, test, _trade(members, names, metric, cost), left,
-                           unmeasured))
+                           unmeasured, again))
     return out
+
+
+def _repeated_apart(config: Config, name: str) -> str | None:
+    """Its seeds run again with other accuracies (`configs.Duplicate.apart`): "full on seeds 0, 2, up to
+    1.4 points apart". Only the first run of a seed in folder order is counted, so without this the
+    answer read as the seeds' measure, and reporting the folders in the other order changed it unsaid."""
+    apart = [d for d in config.duplicates if d.apart > REPEAT_SLACK]
+    if not apart:
+        return None
+    seeds = sorted({d.run.result.seed for d in apart})  # type: ignore[type-var]  # integer seeds only (load_runs)
+    return (f"{name} on seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}, "
+            f"up to {points(max(d.apart for d in apart))} points apart")
 
 
 def _mean(config: Config, measure: str) -> float | None:
@@ -213,6 +228,10 @@ def sentences(v: Verdict) -> list[str]:
     out = [_seeds_sentence(v)]
     if v.left_out:  # a seed that diverged is evidence too: the means are over the seeds that completed
         out.append(f"Not counted, as they did not complete: {'; '.join(v.left_out)}.")
+    if v.repeated_apart:  # one of two measures of a seed is counted: which one decides the numbers below
+        out.append(f"Run again on the same seed with other accuracies, and counted once (the first run in folder "
+                   f"order): {'; '.join(v.repeated_apart)}. A repeat measures the same unless the code, data or "
+                   f"device changed: find which run to trust.")
     out += [f"No configuration has a number on every seed for {what}." for what in v.unmeasured]
     val, test = v.validation, v.test
     if val is not None and test is not None and set(val.best_set) == set(test.best_set):
