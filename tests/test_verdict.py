@@ -770,3 +770,20 @@ def test_a_trade_on_measured_time_gives_the_times_and_does_not_claim_a_saving_th
     one = write_runs(tmp_path / "one", {k: {0: v[0]} for k, v in TIED.items()}, train_flops=None)
     [text] = answer(group_configs(load_runs([one])))
     assert re.search(r"of its training time \([\d.]+ s against [\d.]+ s, one measured time each\)", text), text
+
+
+def test_a_one_seed_interval_beside_several_seeds_is_said_to_be_one(tmp_path):
+    # frozen on one seed against full on three: frozen's accuracy is printed with its Wilson interval
+    # in brackets, but the first sentence said only "mean ± 95% CI, or its ends in brackets where it
+    # would run past 0 or 1", so the Wilson interval read as a CI over seeds
+    frozen = (331 / 360, 329 / 360)  # counts of 360 images: a Wilson interval each
+    configs = group_configs(load_runs([write_runs(tmp_path, {"frozen": {0: frozen}, "full": TIED["full"]})]))
+    [text] = answer(configs)
+    [v] = verdicts(configs)
+    low, high = v.test.gaps[0].interval
+    assert f"frozen {frozen[1]:.3f} [{low:.3f}, {high:.3f}]" in text  # (it is printed)
+    assert text.startswith("1 to 3 seeds per configuration (mean ± 95% CI, or its ends in brackets where it would run "
+                           "past 0 or 1; gaps paired by seed). In brackets after the accuracy of a configuration with one "
+                           "seed: its Wilson 97.5% interval over the images it was measured on.")
+    # all with several seeds: nothing about one-seed intervals
+    assert "Wilson" not in answer(group_configs(load_runs([write_runs(tmp_path / "all", TIED)])))[0]

@@ -248,7 +248,16 @@ def sentences(v: Verdict) -> list[str]:
 def _seeds_sentence(v: Verdict) -> str:
     counts = [f"{s.samples} {SPLIT_WORD[s.metric]}" for s in (v.validation, v.test) if s is not None and s.samples]
     return seeds_sentence(*v.seeds, counts, next((s.level for s in (v.test, v.validation) if s is not None), 0.95),
-                          _cut(v))
+                          _cut(v), _wilson_shown(v))
+
+
+def _wilson_shown(v: Verdict) -> bool:
+    """Whether the answer prints a one-seed accuracy's Wilson interval (in brackets, as a CI cut at 0 or 1
+    is): among several seeds the first sentence must say which brackets are which."""
+    standings = [s for s in (v.validation, v.test) if s is not None]
+    gaps = [g for s in standings for g in s.gaps] + ([v.trade.gap] if v.trade is not None and v.trade.gap else [])
+    return any(x is not None for x in [s.interval for s in standings] + [g.interval for g in gaps]
+               + ([v.trade.top_interval] if v.trade is not None else []))
 
 
 def _cut(v: Verdict) -> bool:

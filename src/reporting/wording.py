@@ -111,11 +111,13 @@ def common_seeds(g: PairedGap) -> str:
     return f" on their {g.seeds} common seeds" if g.partial else ""
 
 
-def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.95, cut: bool = False) -> str:
+def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.95, cut: bool = False,
+                   wilson: bool = False) -> str:
     """How many seeds the configurations have (fewest, most) and what the brackets and ± are; `counts`:
     the images one seed's accuracies were measured on ("360 validation"); `level`: the one-seed
     intervals' (1 - 0.05/k for k configurations, `comparisons.Family`); `cut`: a CI is printed as its ends
-    cut at 0 or 1 (or 100 points), where ± would run past them (`stats.format_ci`)."""
+    cut at 0 or 1 (or 100 points), where ± would run past them (`stats.format_ci`); `wilson`: among several
+    seeds, a configuration with one has its Wilson interval printed, in brackets too."""
     if high == 1:
         if not counts:
             return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
@@ -124,7 +126,9 @@ def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.
                 f"the {' and '.join(counts)} images{together}.")
     many = f"{high}" if low == high else f"{low} to {high}"
     ends = ", or its ends in brackets where it would run past 0 or 1" if cut else ""
-    return f"{many} seeds per configuration (mean ± 95% CI{ends}; gaps paired by seed)."
+    one = (f" In brackets after the accuracy of a configuration with one seed: its Wilson {level_text(level)} interval "
+           "over the images it was measured on.") if wilson and low == 1 else ""
+    return f"{many} seeds per configuration (mean ± 95% CI{ends}; gaps paired by seed).{one}"
 
 
 def gap_p(g: PairedGap) -> str:
