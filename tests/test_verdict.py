@@ -787,3 +787,17 @@ def test_a_one_seed_interval_beside_several_seeds_is_said_to_be_one(tmp_path):
                            "seed: its Wilson 97.5% interval over the images it was measured on.")
     # all with several seeds: nothing about one-seed intervals
     assert "Wilson" not in answer(group_configs(load_runs([write_runs(tmp_path / "all", TIED)])))[0]
+
+
+def test_one_seed_where_only_the_best_has_no_image_count_says_which_intervals_there_are(tmp_path):
+    # a folder mixing an older record (no val_samples/test_samples) with newer ones: the best, full, has
+    # no count, and the first sentence said "no image counts recorded: no interval can be put on these
+    # accuracies" right before frozen's printed Wilson interval
+    study = write_runs(tmp_path, {"full": {0: (356 / 360, 357 / 360)}, "frozen": {0: (320 / 360, 322 / 360)}})
+    old = study / "0_full_s0" / "result.json"
+    write_json(old, {k: v for k, v in json.loads(old.read_text()).items() if k not in ("val_samples", "test_samples")})
+    [text] = answer(group_configs(load_runs([study])))
+    assert f"frozen {wilson(322, 360, 2)}" in text and "no interval can be put" not in text
+    assert text.startswith("One seed per configuration: in brackets, each accuracy's Wilson 97.5% interval over the "
+                           "images it was measured on, where its result.json records how many, so that all 2 hold "
+                           "together at 95%.")

@@ -116,12 +116,16 @@ def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.
     """How many seeds the configurations have (fewest, most) and what the brackets and ± are; `counts`:
     the images one seed's accuracies were measured on ("360 validation"); `level`: the one-seed
     intervals' (1 - 0.05/k for k configurations, `comparisons.Family`); `cut`: a CI is printed as its ends
-    cut at 0 or 1 (or 100 points), where ± would run past them (`stats.format_ci`); `wilson`: among several
-    seeds, a configuration with one has its Wilson interval printed, in brackets too."""
+    cut at 0 or 1 (or 100 points), where ± would run past them (`stats.format_ci`); `wilson`: a one-seed
+    configuration has its Wilson interval printed, in brackets (among several seeds, or with one where the
+    best's result.json, an older one, records no image count and so gives no `counts`)."""
     if high == 1:
+        together = "" if level == 1 - LEVEL else f", so that all {round(LEVEL / (1 - level))} hold together at 95%"
+        if not counts and wilson:  # the images differ by record, not by configuration: said as such
+            return (f"One seed per configuration: in brackets, each accuracy's Wilson {level_text(level)} interval over "
+                    f"the images it was measured on, where its result.json records how many{together}.")
         if not counts:
             return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
-        together = "" if level == 1 - LEVEL else f", so that all {round(LEVEL / (1 - level))} hold together at 95%"
         return (f"One seed per configuration: in brackets, each accuracy's Wilson {level_text(level)} interval over "
                 f"the {' and '.join(counts)} images{together}.")
     many = f"{high}" if low == high else f"{low} to {high}"
