@@ -730,3 +730,17 @@ def test_a_duplicate_that_measured_other_accuracies_is_said_in_the_answer(tmp_pa
     write_runs(tmp_path / "copy", {"full": APART["full"]})
     [text] = answer(group_configs(load_runs([old, tmp_path / "copy"])))
     assert "Run again" not in text
+
+
+def test_strategies_run_at_other_settings_say_so_in_their_labels(tmp_path):
+    # a folder mixing an older study (96 px, 6 epochs) with a newer one (32 px, 1 epoch): each strategy had
+    # one configuration, so its label was the strategy alone, and the answer ranked "layerwise, full and
+    # frozen" as if only the strategy differed
+    study = write_runs(tmp_path / "old", {"layerwise": APART["layerwise"]}, epochs=6, image_size=96)
+    write_runs(tmp_path / "new", {"full": APART["full"]}, epochs=1, image_size=32)
+    configs = group_configs(load_runs([study, tmp_path / "new"]))
+    assert sorted(c.label for c in configs) == ["full (epochs=1, image_size=32)", "layerwise (epochs=6, image_size=96)"]
+    [text] = answer(configs)
+    assert "Best on validation and on test: full (epochs=1, image_size=32)" in text
+    # the same settings across strategies (a study as it is run): the strategy alone, as before
+    assert sorted(c.label for c in group_configs(load_runs([write_runs(tmp_path / "one", APART)]))) == ["full", "layerwise"]

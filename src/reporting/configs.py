@@ -14,7 +14,7 @@ from typing import Any
 
 from src.record.io import as_number
 from src.reporting.robustness import EFF_ROB, OOD_ACC, add_effective_robustness, ood_measures, ood_sets
-from src.reporting.runs import ConfigKey, DatasetToken, Run, dataset_token, is_searched, rerun_sweep, run_settings, trial_number
+from src.reporting.runs import CONFIG_KEYS, ConfigKey, DatasetToken, Run, dataset_token, is_searched, rerun_sweep, run_settings, trial_number
 from src.reporting.stats import mean_ci
 
 __all__ = ["Config", "Duplicate", "config_labels", "dataset_names", "group_configs", "ood_metrics"]
@@ -239,15 +239,25 @@ def ood_metrics(configs: Sequence[Config]) -> list[str]:
     return [m for n in names for m in (OOD_ACC + n, EFF_ROB + n) if any(m in c.stats for c in configs)]
 
 
+# The settings of CONFIG_KEYS that every strategy has and a study keeps the same for all of them: where they
+# differ between strategies, the strategy alone no longer names what was compared. The task's (dataset,
+# training-set size: compared only within one) and the strategy itself are not among them.
+ACROSS = tuple(n for n in CONFIG_KEYS if n not in ("strategy", "dataset", "train_samples"))
+
+
 def config_labels(keys: list[ConfigKey], datasets: dict[DatasetToken, str] | None = None) -> dict[ConfigKey, str]:
     """The strategy name, plus whichever settings tell configurations of that strategy apart (a
-    dataset by its name, `dataset_names`)."""
+    dataset by its name, `dataset_names`), and the settings every strategy has (ACROSS) where they differ
+    among all the configurations: a folder mixing an older study at 96 px with a newer one at 32 px
+    labelled each strategy's one configuration by its name alone, and the answer ranked strategies that
+    differed in more than the strategy."""
+    across = {n for n in ACROSS if len({dict(k).get(n) for k in keys}) > 1}
     out = {}
     for key in keys:
         strategy = dict(key)["strategy"]
         same = [dict(k) for k in keys if dict(k)["strategy"] == strategy]
         names = list(dict.fromkeys(name for k in keys if dict(k)["strategy"] == strategy for name, _ in k))
-        differing = [n for n in names if n != "strategy" and len({k.get(n) for k in same}) > 1]
+        differing = [n for n in names if n != "strategy" and (n in across or len({k.get(n) for k in same}) > 1)]
         mine = dict(key)
         shown = lambda n: (datasets or {}).get(mine[n], mine[n][1]) if n == "dataset" and isinstance(mine.get(n), tuple) \
             else _short(mine.get(n))  # noqa: E731
