@@ -457,3 +457,17 @@ def test_a_job_of_the_hydra_optuna_sweeper_is_labelled_with_its_trial(tmp_path):
 
     assert trial_number(job("7_layerwise", "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper", 7)) == 7
     assert trial_number(job("2_full", "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", 2)) is None
+
+
+def test_a_paired_gap_reads_signed_mean_plus_or_minus_an_unsigned_half_width(tmp_path):
+    # the page's paired table printed "-0.0975 ± +0.0318": the gap's sign formatter wrote the half-width too
+    from src.reporting.comparisons import paired_rows
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import load_runs
+    from src.reporting.tables import pair_cells
+    from tests.test_verdict import TIED, write_runs
+
+    [row] = [r for r in pair_cells(paired_rows(group_configs(load_runs([write_runs(tmp_path, TIED)]))))
+             if (r[0], r[1]) == ("frozen", "full")]
+    diff, half = row[3].split(" ± ")
+    assert diff.startswith("-") and not half.startswith(("+", "-")) and float(half) > 0, row[3]

@@ -128,7 +128,8 @@ def format_ci(mean: float, half: float, digits: int = 4, bounds: Range = ANY,
     low, high = within(mean, half, bounds)
     if (low, high) != (mean - half, mean + half):
         return f"{show(mean)} [{show(low)}, {show(high)}]"
-    return f"{show(mean)} ± {show(half)}"
+    # a half-width has no sign: a signed `number` (a gap's "+.4f") wrote "-0.0975 ± +0.0318"
+    return f"{show(mean)} ± {show(half).lstrip('+')}"
 
 
 def wilson(accuracy: float, n: int, level: float = 0.95) -> tuple[float, float] | None:
