@@ -801,3 +801,21 @@ def test_one_seed_where_only_the_best_has_no_image_count_says_which_intervals_th
     assert text.startswith("One seed per configuration: in brackets, each accuracy's Wilson 97.5% interval over the "
                            "images it was measured on, where its result.json records how many, so that all 2 hold "
                            "together at 95%.")
+
+
+def test_the_win_map_ties_one_seed_configurations_as_the_answer_does(tmp_path):
+    # one seed per cell (a data-size grid run on seed=0): the answer separated full from frozen by their
+    # Wilson intervals ("the intervals do not overlap"), and the map on the same page marked frozen
+    # "≈ tied with the winner", though docs/verdict.md says the map decides its ≈ marks the same way
+    from src.reporting.comparisons import win_map
+
+    apart = {"full": {0: (356 / 360, 357 / 360)}, "frozen": {0: (320 / 360, 322 / 360)}}
+    close = {"full": {0: (330 / 360, 331 / 360)}, "frozen": {0: (328 / 360, 329 / 360)}}
+    write_runs(tmp_path, apart, train_per_class=5, train_samples=50)
+    write_runs(tmp_path / "all", close)
+    configs = group_configs(load_runs([tmp_path]))
+    cells = {c["train_per_class"]: c for c in win_map(configs)}
+    found = {v.task.split("(")[1]: v for v in verdicts(configs)}
+    assert [e["config"] for e in cells["5"]["entries"]] == ["full", "frozen"]
+    assert cells["5"]["tied_with_winner"] == [] and found["5 per class)"].test.best_set == ["full"]
+    assert cells["all"]["tied_with_winner"] == ["frozen"] and found["all per class)"].test.best_set == ["full", "frozen"]

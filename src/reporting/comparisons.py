@@ -17,7 +17,7 @@ from src.record.io import as_number
 from src.reporting.configs import Config, Unfinished, config_labels
 from src.reporting.pareto import pareto_front
 from src.reporting.runs import ConfigKey
-from src.reporting.stats import LEVEL, holm, paired
+from src.reporting.stats import LEVEL, holm, paired, wilson
 
 __all__ = ["COSTS", "COST_SHORT", "COST_WORDS", "LEVEL", "METRIC_LABEL", "Family", "cost_ratio", "paired_on_common_seeds",
            "paired_rows",
@@ -51,6 +51,26 @@ def paired_on_common_seeds(a: Config, b: Config, metric: str) -> dict[str, Any] 
     return {"seeds": seeds} | paired([va[s] for s in seeds], [vb[s] for s in seeds])
 
 
+# result.json's count of the images each accuracy was measured on (for its binomial interval).
+SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
+
+
+def one_seed_samples(config: Config, metric: str) -> int | None:
+    """The images its first run's `metric` was measured on (None where result.json records no count)."""
+    n = config.runs[0].result.get(SAMPLES.get(metric, ""))
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def one_seed_interval(config: Config, metric: str, level: float) -> tuple[float, float] | None:
+    """A one-seed accuracy's Wilson interval at `level`; None with several seeds (their CI says more),
+    without the image count, or for an accuracy that is no count out of it (`stats.wilson`)."""
+    stat = config.stats.get(metric)
+    n = one_seed_samples(config, metric)
+    if len(config.runs) != 1 or stat is None or math.isnan(stat[0]) or n is None:
+        return None
+    return wilson(stat[0], n, level)
+
+
 class Family:
     """The paired tests of every pair of `configs` (one task) on `metric` that share two seeds, each
     with its p adjusted by Holm's method over all of them (`p_holm`; `stats.holm`); and `level`, the
@@ -72,11 +92,19 @@ class Family:
                     tests[(id(a), id(b))] = test
         for test, p in zip(tests.values(), holm([t["p"] for t in tests.values()])):
             test["p_holm"] = p
-        self.tests = tests
+        self.tests, self.metric = tests, metric
         self.level = 1 - LEVEL / max(len(configs), 1)
 
     def __len__(self) -> int:
         return len(self.tests)
+
+    def intervals_overlap(self, a: Config, b: Config) -> bool | None:
+        """With one seed each, whether their Wilson intervals at `level` overlap: a tie (the rule for one
+        seed, where no paired test can be run); None where either has no such interval."""
+        mine, other = one_seed_interval(a, self.metric, self.level), one_seed_interval(b, self.metric, self.level)
+        if mine is None or other is None:
+            return None
+        return other[1] >= mine[0] and mine[1] >= other[0]
 
     def test(self, a: Config, b: Config) -> dict[str, Any] | None:
         """The paired test of metric(A) − metric(B), with its family's `p_holm` and `pairs` (the
@@ -144,7 +172,7 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
     for each other configuration the paired difference to the winner on their common seeds. A
     configuration whose paired test does not separate it from the winner (its p adjusted over the
     cell's pairs, `Family`, at least `level`, fewer than two common seeds, or ahead of it on the seeds
-    they share) is `tied` with it: the seeds cannot say that the winner is better. So is one with no
+    they share; with one seed each, Wilson intervals that overlap, as the answer rules) is `tied` with it: the seeds cannot say that the winner is better. So is one with no
     number on some seed (null in its result.json: no mean to rank by), with `missing` saying so, and
     `mean` None: left out, the cell named a winner without it."""
     # The strategy's name, plus the settings that tell its configurations apart across the map; the
@@ -172,9 +200,10 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
                     # a winner on the mean that its common seeds put behind is no winner either (unequal seeds)
                     entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
                               "p_holm": test["p_holm"], "tied": test["p_holm"] >= level or test["diff"] < 0}
-                else:
+                else:  # one seed each: tied where their Wilson intervals overlap, as the answer decides
+                    overlap = family.intervals_overlap(best, c)
                     entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "p_holm": None,
-                              "tied": True}
+                              "tied": overlap is not False}
             entries.append(entry)
         for c in unplaced.get(task, []):
             seeds = c.missing(metric)

@@ -27,20 +27,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from src.record.io import finite_json
-from src.reporting.comparisons import COST_WORDS, METRIC_LABEL, Family, cost_ratio, per_class_label, task_key, untasked
+from src.reporting.comparisons import (
+    COST_WORDS, METRIC_LABEL, Family, cost_ratio, one_seed_interval, one_seed_samples, per_class_label, task_key,
+    untasked,
+)
 from src.reporting.configs import Config, config_labels
 from src.reporting.more_seeds import RERUN_SEEDS, more_seeds
 from src.reporting.pareto import pareto_front
 from src.reporting.standing import Gap, Standing, Trade, Verdict
-from src.reporting.stats import SHARE, seeds_to_separate, shows_ahead, wilson, within
+from src.reporting.stats import SHARE, seeds_to_separate, shows_ahead, within
 from src.reporting.wording import (
     and_list, common_seeds, gap_p, gap_size, interval_digits, not_completed, p_text, points, seeds_sentence, value_text,
 )
 
 __all__ = ["Gap", "Standing", "Trade", "Verdict", "answer", "as_json", "long_ties", "render", "sentences", "verdicts"]
 
-# result.json's count of the images each accuracy was measured on (for its binomial interval).
-SAMPLES = {"val_acc": "val_samples", "test_acc": "test_samples"}
 SPLIT_WORD = {"val_acc": "validation", "test_acc": "test"}
 # Accuracies of two runs this close are the same (float rounding; one image of a million is 1e-6).
 REPEAT_SLACK = 1e-9
@@ -97,17 +98,11 @@ def _half(config: Config, measure: str) -> float | None:
 
 
 def _samples(config: Config, metric: str) -> int | None:
-    n = config.runs[0].result.get(SAMPLES.get(metric, ""))
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+    return one_seed_samples(config, metric)
 
 
 def _interval(config: Config, metric: str, level: float) -> tuple[float, float] | None:
-    """A one-seed accuracy's Wilson interval; None with several seeds (their CI says more) or
-    without the image count."""
-    mean, n = _mean(config, metric), _samples(config, metric)
-    if len(config.runs) != 1 or mean is None or n is None:
-        return None
-    return wilson(mean, n, level)
+    return one_seed_interval(config, metric, level)  # the rule the win map ties by too
 
 
 def _num(config: Config, measure: str) -> float:
@@ -129,9 +124,7 @@ def _gap(lead: Config, other: Config, metric: str, names: dict[int, str], family
                    seeds_to_tell=seeds_to_separate(diff, half, test["n"], comparisons=pairs)
                    if tied and not shows_ahead(test | {"diff": -diff}) else None)
     behind = _num(lead, metric) - mean
-    mine = _interval(lead, metric, family.level)
-    if mine is not None and interval is not None:
-        overlap = interval[1] >= mine[0] and mine[1] >= interval[0]
+    if (overlap := family.intervals_overlap(lead, other)) is not None:
         return Gap(**base, behind=behind, evidence="intervals", tied=overlap)
     one_each = len(lead.runs) == 1 and len(other.runs) == 1
     why = "one seed, and no interval for this measure" if one_each else "fewer than two seeds in common"
