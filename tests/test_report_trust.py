@@ -744,3 +744,15 @@ def test_strategies_run_at_other_settings_say_so_in_their_labels(tmp_path):
     assert "Best on validation and on test: full (epochs=1, image_size=32)" in text
     # the same settings across strategies (a study as it is run): the strategy alone, as before
     assert sorted(c.label for c in group_configs(load_runs([write_runs(tmp_path / "one", APART)]))) == ["full", "layerwise"]
+
+
+def test_strategies_run_at_other_config_yaml_settings_say_so_in_their_labels(tmp_path):
+    # the same, for a setting only config.yaml records (trainer.batch_size): one value inside each
+    # configuration, so nothing split them, and the labels were the bare strategies
+    study = write_runs(tmp_path, APART)
+    for run in study.iterdir():
+        batch = 32 if "layerwise" in run.name else 16
+        (run / "config.yaml").write_text(f"trainer:\n  batch_size: {batch}\n  epochs: 1\nseed: 0\n")
+    configs = group_configs(load_runs([study]))
+    assert sorted(c.label for c in configs) == ["full (trainer.batch_size=16)", "layerwise (trainer.batch_size=32)"]
+    assert [len(c.runs) for c in configs] == [3, 3] and not any(c.duplicates for c in configs)

@@ -203,6 +203,28 @@ def _with_unrecorded(runs: Sequence[Run], keys: dict[int, ConfigKey]) -> dict[in
         for r, settings in found:
             if differ and settings:
                 out[id(r)] = key + tuple((k, settings.get(k)) for k in differ)
+    return _with_across(groups, out)
+
+
+def _with_across(groups: dict[ConfigKey, list[Run]], keys: dict[int, ConfigKey]) -> dict[int, ConfigKey]:
+    """`keys` with the config.yaml settings that are one value inside each configuration but differ
+    between configurations (an older study's layerwise at trainer.batch_size=32 reported with a newer
+    study's frozen and full at 16): they split nothing, but the labels (`config_labels`) name them, where
+    a bare "layerwise" against "full" read as a comparison of strategies alone. Only configurations whose
+    every run has a config.yaml get them (a run without one would be split from its seeds)."""
+    settings = {key: [run_settings(r.dir) for r in members] for key, members in groups.items()}
+    known = {key: s for key, s in settings.items() if all(s)}
+    common = set.intersection(*(set(x) for s in known.values() for x in s)) if known else set()
+    names = {n for k in keys.values() for n, _ in k}
+    uniform = {n for n in common - names if all(len({repr(x[n]) for x in s}) == 1 for s in known.values())}
+    across = sorted(n for n in uniform if len({repr(s[0][n]) for s in known.values()}) > 1)
+    if not across:
+        return keys
+    out = dict(keys)
+    for key, members in groups.items():
+        if key in known:
+            for r in members:
+                out[id(r)] = keys[id(r)] + tuple((n, known[key][0][n]) for n in across)
     return out
 
 
@@ -251,7 +273,8 @@ def config_labels(keys: list[ConfigKey], datasets: dict[DatasetToken, str] | Non
     among all the configurations: a folder mixing an older study at 96 px with a newer one at 32 px
     labelled each strategy's one configuration by its name alone, and the answer ranked strategies that
     differed in more than the strategy."""
-    across = {n for n in ACROSS if len({dict(k).get(n) for k in keys}) > 1}
+    across = {n for n in dict.fromkeys(n for k in keys for n, _ in k) if (n in ACROSS or "." in n)  # config.yaml's: "trainer.x"
+              and len({dict(k)[n] for k in keys if n in dict(k)}) > 1}
     out = {}
     for key in keys:
         strategy = dict(key)["strategy"]
