@@ -86,7 +86,6 @@ def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
     the sampler built once, so that whatever Optuna itself refuses is refused now, in one line. A
     grid is built later, from the search space (space.grid_choices); here only its settings count."""
     import inspect
-    import warnings
 
     import optuna
 
@@ -129,18 +128,57 @@ def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
             raise _error(f"{where}={value} must be > 0")
         if key in _PROBABILITY and not 0 <= value <= 1:
             raise _error(f"{where}={value} must be in [0, 1]")
-    try:
-        from hydra.utils import instantiate
+    _build_once(sampler, cls, n_objectives)
 
-        with warnings.catch_warnings():  # experimental samplers say so when built; that is no error
-            warnings.simplefilter("ignore")
+
+def _build_once(sampler: Mapping[str, Any], cls: type, n_objectives: int) -> None:
+    """The sampler built, so that whatever Optuna refuses is one line now; then asked for values on a scratch
+    study, so that a package it imports only once it samples (QMCSampler's scipy) is one line too, not a
+    traceback at a later trial (which a stored study would keep as a failed trial)."""
+    import warnings
+
+    import optuna
+    from hydra.utils import instantiate
+
+    name = cls.__name__
+    with warnings.catch_warnings():  # experimental samplers say so when built; that is no error
+        warnings.simplefilter("ignore")
+        try:
             built = instantiate(dict(sampler))
             if issubclass(cls, optuna.samplers.GridSampler):  # a partial (1.3's `_partial_: true`): try it on a grid
-                built({"x": [0]})
-    except Exception as err:  # noqa: BLE001  (whatever Optuna refuses, as one line)
-        cause = err.__cause__ or err
-        text = str(cause).strip().splitlines()
-        raise _error(f"hydra.sweeper.sampler ({name}): {text[0] if text else type(cause).__name__}") from None
+                built = built({"x": [0.0, 0.5, 1.0]})
+        except Exception as err:  # noqa: BLE001  (whatever Optuna refuses, as one line)
+            raise _error(f"hydra.sweeper.sampler ({name}): {_first(err.__cause__ or err)}") from None
+        try:
+            _sample_twice(built, n_objectives)
+        except ImportError as err:
+            package = (err.name or "").split(".")[0]
+            raise _error(f"hydra.sweeper.sampler ({name}) needs the {package} package (pip install {package})" if package
+                         else f"hydra.sweeper.sampler ({name}): {_first(err)}") from None
+        except Exception:  # noqa: BLE001  (e.g. a constraints_func that reads the app's own parameters: not here)
+            pass
+
+
+def _sample_twice(sampler: Any, n_objectives: int) -> None:
+    """Two trials of a scratch study in memory, the first told: a sampler may start sampling on its own
+    (and import what it needs) only once a trial has completed (QMCSampler does)."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no line about a study the user never made
+    try:
+        study = optuna.create_study(sampler=sampler, directions=["minimize"] * n_objectives)
+        for _ in range(2):
+            trial = study.ask()
+            trial.suggest_float("x", 0.0, 1.0)
+            study.tell(trial, [0.0] * n_objectives)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+def _first(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def custom_hook(path: Any) -> Any:

@@ -1,0 +1,29 @@
+"""hydra/sweeper=optuna as a drop-in for hydra-optuna-sweeper 1.3 in a foreign app, where the environment
+holds only what the plugin's distribution depends on (hydra-core, omegaconf, optuna): what a sampler needs
+beyond them, what a task receives for each swept value, and what a resumed seeded study proposes."""
+
+from __future__ import annotations
+
+import sys
+
+import optuna
+
+from tests.test_optuna_upstream import multirun
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("[")]
+
+
+def test_a_sampler_whose_optional_package_is_missing_is_one_line_before_any_trial(tmp_path, monkeypatch, capsys):
+    """QMCSampler imports scipy (no dependency of optuna's, nor of the plugin's) when it first samples.
+    Before: the study was made, the first trial failed with a 40-line traceback ending in
+    `ModuleNotFoundError: No module named 'scipy'`, exit 1, and a stored study kept that failed trial."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setitem(sys.modules, "scipy.stats.qmc", None)  # as in an environment without scipy
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    code = multirun(monkeypatch, "sphere.sphere", f"hydra.sweep.dir={tmp_path / 'out'}", "hydra/sweeper/sampler=qmc",
+                    f"hydra.sweeper.storage={storage}", "hydra.sweeper.n_trials=2")
+    err = _error_lines(capsys)
+    assert code == 2 and err == ["error: hydra.sweeper.sampler (QMCSampler) needs the scipy package (pip install scipy)"]
+    assert not (tmp_path / "s.db").exists()  # checked before the study was opened
