@@ -27,3 +27,22 @@ def test_a_sampler_whose_optional_package_is_missing_is_one_line_before_any_tria
     err = _error_lines(capsys)
     assert code == 2 and err == ["error: hydra.sweeper.sampler (QMCSampler) needs the scipy package (pip install scipy)"]
     assert not (tmp_path / "s.db").exists()  # checked before the study was opened
+
+
+def test_each_choice_reaches_the_task_as_the_value_it_was_written_as(tmp_path, monkeypatch):
+    """Hydra's parser hands a choice's strings over without their quotes, and the override was written
+    back as `key=value`. Before: `choice("c,d", ...)` was refused as a sweep that does not compose, and
+    once past that, "true" reached the task as True, "1" as 1, and "a=b" did not parse; a string from a
+    custom_search_space hook the same."""
+    from tests.apps.values.app import SEEN
+
+    SEEN.clear()
+    code = multirun(monkeypatch, "values.app", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
+                    "hydra.sweeper.sampler.seed=4", f"hydra.sweep.dir={tmp_path}",
+                    "hydra.sweeper.custom_search_space=tests.apps.values.app.hook",
+                    '+s=choice("c,d", "true", "1", "a=b", "q\'r", abc, [3,4], 2.5)', "hydra.sweeper.n_trials=20",
+                    "hydra.sweeper.n_jobs=1")
+    assert code == 0 and len(SEEN) == 20
+    written = ["c,d", "true", "1", "a=b", "q'r", "abc", [3, 4], 2.5]
+    assert sorted({repr(job["s"]) for job in SEEN}) == sorted(repr(v) for v in written)  # each, as written
+    assert sorted({repr(job["t"]) for job in SEEN}) == ["'x,y'", "None"]

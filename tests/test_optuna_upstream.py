@@ -46,7 +46,7 @@ def multirun(monkeypatch, app: str, *args: str) -> int:
 
 _MAIN = {"sphere.sphere": "sphere", "pareto.binh_korn": "binh_korn", "custom_space.app": "sphere4",
          "epochs.app": "train", "hparams.train": "train", "returns.app": "main", "typed.app": "main",
-         "reports.app": "main"}
+         "reports.app": "main", "values.app": "main"}
 
 
 def results(sweep_dir: Path) -> dict:

@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from hydra_plugins.ft_optuna_sweeper._report import shown_url
 from hydra_plugins.ft_optuna_sweeper.ending import Interrupted, signum_of
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
-from hydra_plugins.ft_optuna_sweeper.space import spec_from_config, suggest
+from hydra_plugins.ft_optuna_sweeper.space import override, spec_from_config, suggest
 
 log = logging.getLogger(__name__)
 RESULTS_FILE = "optimization_results.yaml"
@@ -216,7 +216,7 @@ def _configure(plan: Plan, trial: optuna.Trial) -> list[str]:
     both = sorted(trial.params.keys() & fixed.keys())
     if both:  # only the hook can get here: split_space lets the fixed value win for the overrides
         raise SettingError(f"hydra.sweeper.custom_search_space suggested {both[0]}, which is also fixed")
-    return [f"{k}={v}" for k, v in trial.params.items()] + list(plan.fixed)
+    return [override(k, v) for k, v in trial.params.items()] + list(plan.fixed)
 
 
 class NoObjective(SettingError):

@@ -149,6 +149,29 @@ def suggest(trial: Any, key: str, spec: Mapping[str, Any]) -> Any:
     return trial.suggest_categorical(key, list(spec["choices"]))
 
 
+def override(key: str, value: Any) -> str:
+    """`key=value` that Hydra reads back as `value`. A choice's string reaches Optuna unquoted (Hydra's parser
+    drops the quotes of `choice("c,d", "true", "1")`), and so does a string a custom_search_space hook
+    suggests: written as it is, `c,d` would be a sweep, `true` a bool, `1` an int, `a=b` a parse error.
+    Such a string is quoted; one Hydra reads back as the same string stays as it is (a config group's
+    option, `abc`), and so does the text of a list or dict choice (`choice([1,2])` reaches Optuna as
+    '[1,2]', a string to Optuna only). None is null (`None` would be the string 'None')."""
+    if value is None:
+        return f"{key}=null"
+    if not isinstance(value, str):
+        return f"{key}={value}"
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    try:
+        (parsed,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
+        read = None if parsed.is_sweep_override() else parsed.value()
+    except Exception:  # noqa: BLE001  (`a=b`, a quote inside: what Hydra cannot read unquoted)
+        read = None
+    if read == value and isinstance(read, str) or isinstance(read, (list, dict)):
+        return f"{key}={value}"
+    return f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
+
+
 MAX_CORNERS = 64  # composes before the first trial; a longer choice is checked on its first values only
 
 
@@ -157,7 +180,7 @@ def corners(params: Mapping[str, Mapping[str, Any]]) -> list[list[str]]:
     (a shorter key stays at its last): what a job must be able to compose, checked before any trial."""
     ends = {k: list(p["choices"]) if p["type"] == "categorical" else [p["low"], p["high"]] for k, p in params.items()}
     count = min(MAX_CORNERS, max((len(v) for v in ends.values()), default=0))
-    return [[f"{k}={v[min(i, len(v) - 1)]}" for k, v in ends.items()] for i in range(count)]
+    return [[override(k, v[min(i, len(v) - 1)]) for k, v in ends.items()] for i in range(count)]
 
 
 def grid_choices(key: str, spec: Mapping[str, Any]) -> list[Any]:
