@@ -379,8 +379,8 @@ class ProjectSweep:
         own = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker", 0) == worker)
         if index is None and self.storage:
             mix = [int(sampler["seed"]), worker, own, os.getpid()]
-        elif worker == 0:  # within numpy's seed range however many trials there are (settings.SEED_MAX)
-            return dict(sampler, seed=(int(sampler["seed"]) + own) % 2**32)
+        elif worker == 0:  # the one-worker rule, as for any app's resumed study
+            return dict(settings.seed_moved_on(sampler, own))
         else:
             mix = [int(sampler["seed"]), worker, own]
         import numpy as np  # numpy's seed mixer: independent streams per (seed, worker, resume point)

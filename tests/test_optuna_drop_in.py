@@ -46,3 +46,24 @@ def test_each_choice_reaches_the_task_as_the_value_it_was_written_as(tmp_path, m
     written = ["c,d", "true", "1", "a=b", "q'r", "abc", [3, 4], 2.5]
     assert sorted({repr(job["s"]) for job in SEEN}) == sorted(repr(v) for v in written)  # each, as written
     assert sorted({repr(job["t"]) for job in SEEN}) == ["'x,y'", "None"]
+
+
+def test_a_resumed_seeded_study_goes_on_with_new_trials_and_a_new_one_keeps_its_seed(tmp_path, monkeypatch):
+    """The same command run again on a stored study, as docs/sweeps.md says to resume. Before: the
+    sampler was built again with the same seed and proposed the very trials it had proposed before, so a
+    resumed study ran its first trials once more (src.train's driver moved its seed on; any app's did not)."""
+    from tests.apps.values.app import SEEN
+
+    def sweep(db: str) -> list[float]:
+        SEEN.clear()
+        assert multirun(monkeypatch, "values.app", "hydra/sweeper=optuna", "hydra/sweeper/sampler=random",
+                        "hydra.sweeper.sampler.seed=5", f"hydra.sweeper.storage=sqlite:///{tmp_path / db}",
+                        "hydra.sweeper.study_name=s", f"hydra.sweep.dir={tmp_path / db}.out", "+x=interval(0,1)",
+                        "hydra.sweeper.n_trials=3", "hydra.sweeper.n_jobs=1") == 0
+        return [job["x"] for job in SEEN]
+
+    first, resumed = sweep("a.db"), sweep("a.db")
+    assert len(set(first + resumed)) == 6  # six trials, none run twice
+    assert sweep("b.db") == first  # a new study: the seed as given, the same trials
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'a.db'}")
+    assert [t.params["+x"] for t in study.trials] == first + resumed

@@ -93,6 +93,19 @@ def check_resumed(study: optuna.Study, directions: list[str], params: Mapping[st
                                "or give another hydra.sweeper.study_name") from None
 
 
+def sampler_for(study: optuna.Study, sampler: Mapping[str, Any], grid: Mapping[str, list[Any]] | None) -> Any:
+    """The sampler its checked config names, for `study`, given `grid` if it is a GridSampler's partial (1.3's
+    `_partial_: true`). A seeded one restarted with its seed on a resumed study would propose the very
+    trials it proposed before, and run them again: its seed moves on by the trials the study holds
+    (settings.seed_moved_on; a new study keeps the seed as given, so one run is 1.3's run)."""
+    from hydra.utils import instantiate
+
+    from hydra_plugins.ft_optuna_sweeper.settings import seed_moved_on
+
+    built = instantiate(seed_moved_on(sampler, len(study.get_trials(deepcopy=False))))
+    return built if grid is None else built(dict(grid))
+
+
 def grid_left(study: optuna.Study, grid: Mapping[str, list[Any]]) -> int:
     """How many points of `grid` the study has not finished: a resumed grid runs those, not its done points
     again (Optuna's GridSampler, its grid exhausted, re-evaluates finished points). A trial stopped by

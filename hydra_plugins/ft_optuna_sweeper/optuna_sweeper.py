@@ -111,7 +111,6 @@ class OptunaSweeper(Sweeper):
 
     def _search(self, arguments: list[str]) -> None:
         import optuna
-        from hydra.utils import instantiate
 
         from hydra_plugins.ft_optuna_sweeper import _report as report, _search as search
         from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
@@ -132,21 +131,21 @@ class OptunaSweeper(Sweeper):
         self._check_composes(params, fixed)
         sampler_cfg = _plain(self.sampler_cfg)
         settings.check_sampler(sampler_cfg, len(directions))
-        sampler, n_trials, grid = instantiate(sampler_cfg), int(self.n_trials), None
-        if not isinstance(sampler, optuna.samplers.BaseSampler):  # a grid's partial (`_partial_: true`, as in 1.3)
+        n_trials, grid = int(self.n_trials), None
+        if issubclass(settings.sampler_class(sampler_cfg), optuna.samplers.GridSampler):  # given its grid once built
             grid = {k: grid_choices(k, p) for k, p in params.items()}
-            sampler = sampler(grid)
         url = report.absolute_storage(self.storage)  # what the jobs open too, wherever they run
         file = report.storage_file(url)
         if file is not None and file.parent.resolve().is_relative_to(self.sweep_dir.resolve()):
             file.parent.mkdir(parents=True, exist_ok=True)  # in the sweep folder (${hydra.sweep.dir}/...), not made yet
         storage = report.open_storage(url)
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler, directions=directions,
-                                    load_if_exists=True, pruner=optuna_pruner(mode, spec))
+        study = optuna.create_study(study_name=self.study_name, storage=storage, directions=directions,
+                                    sampler=optuna.samplers.RandomSampler(), load_if_exists=True, pruner=optuna_pruner(mode, spec))
+        study.sampler = search.sampler_for(study, sampler_cfg, grid)  # its seed moved on by the trials the study holds
         shown = report.shown_url(url) if url else "memory"  # no password in a line or the log
         search.check_resumed(study, directions, params, shown)
         log.info("study %s (%s) in %s: sampler %s, pruner %s", study.study_name, ", ".join(directions),
-                 shown, type(sampler).__name__, mode)
+                 shown, type(study.sampler).__name__, mode)
         if grid is not None:  # the points a stored study has not run yet (Optuna's grid would run done ones again)
             n_trials = min(n_trials, search.grid_left(study, grid))
             log.info("a grid of %d points: n_trials=%d", math.prod(len(v) for v in grid.values()), n_trials)

@@ -181,6 +181,19 @@ def _first(err: BaseException) -> str:
     return text[0] if text else type(err).__name__
 
 
+def seed_moved_on(sampler: Mapping[str, Any], asked: int) -> Mapping[str, Any]:
+    """The sampler's config with its seed moved on by `asked`, the trials asked of it before (a resumed
+    study's): the same seed again would draw the same values again. Unseeded: as it is. A grid or QMC
+    sampler keeps its seed: it fixes an order (the grid's shuffle, the scrambled sequence) that the
+    study's trials are counted along, so the same seed is what lets them go on from where they were."""
+    import optuna
+
+    keeps = (optuna.samplers.GridSampler, optuna.samplers.QMCSampler)
+    if sampler.get("seed") is None or issubclass(sampler_class(sampler), keeps):
+        return sampler
+    return dict(sampler, seed=(int(sampler["seed"]) + asked) % (SEED_MAX + 1))  # within numpy's seed range
+
+
 def custom_hook(path: Any) -> Any:
     """`hydra.sweeper.custom_search_space`: the function `f(cfg, trial)` it names, imported now, so that a
     path that does not import is one line, not Hydra's 45-line traceback once the first trial is asked."""
