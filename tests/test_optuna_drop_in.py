@@ -67,3 +67,24 @@ def test_a_resumed_seeded_study_goes_on_with_new_trials_and_a_new_one_keeps_its_
     assert sweep("b.db") == first  # a new study: the seed as given, the same trials
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'a.db'}")
     assert [t.params["+x"] for t in study.trials] == first + resumed
+
+
+def test_a_stopped_study_without_a_name_says_which_name_resumes_it(tmp_path):
+    """hydra.sweeper.study_name=null (1.3's default) with a storage: Optuna makes a name up, a new one
+    each run. Before: Ctrl-C said "run the same command to resume", which started another study."""
+    import signal
+    import time
+
+    from tests.test_optuna_upstream import _stall
+
+    proc = _stall(tmp_path, "stall_at=1", "hydra.sweeper.study_name=null")
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "marks" / "1").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path / 'r1.db'}")
+    said = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
+    assert proc.returncode == 130 and len(said) == 1, err
+    assert said[0].endswith(f"; resume with the same command and hydra.sweeper.study_name={name}"), said
+    assert "run the same command to resume" not in said[0]

@@ -49,6 +49,7 @@ class Plan:
     custom: Callable[[Any, optuna.Trial], None] | None = None  # 1.3's custom_search_space hook
     config: Any = None  # what the hook gets: the sweeper's composed config
     storage: str | None = None  # hydra.sweeper.storage (None: in memory), for the line of a stopped sweep
+    named: bool = True  # hydra.sweeper.study_name given (null: Optuna made one up, which the same command would not find)
     # launch the batch's jobs one by one, each told as it ends: a launcher that runs them one after another
     # anyway (Hydra's basic one), where a stop in job 2 would otherwise lose job 1's finished result
     one_by_one: bool = False
@@ -191,18 +192,20 @@ def recorded(plan: Plan) -> str:
     study = plan.study
     if plan.storage is None:
         return f"study {study.study_name} was in memory (hydra.sweeper.storage=null): nothing is kept"
+    # with study_name null each run makes a study of its own: the same command would start afresh
+    resume = "run the same command to resume" if plan.named else \
+        f"resume with the same command and hydra.sweeper.study_name={study.study_name}"
     try:
         trials = study.get_trials(deepcopy=False)
     except Exception:  # noqa: BLE001  (the storage itself may be what cannot be read now)
-        return f"study {study.study_name} is in {shown_url(plan.storage)}; run the same command to resume"
+        return f"study {study.study_name} is in {shown_url(plan.storage)}; {resume}"
     done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     stopped = [t.number for t in trials if t.user_attrs.get("interrupted") and t.state == TrialState.FAIL
                and t.number not in {u.user_attrs.get("retry_of") for u in trials}]
     again = (f"; trial{'s' * (len(stopped) > 1)} {', '.join(map(str, stopped))} stopped, run{'s' * (len(stopped) == 1)} "
              "again first on resume") if stopped else ""
     where = shown_url(plan.storage)  # no password in the line
-    return (f"{done} finished trial{'s' * (done != 1)} of study {study.study_name} recorded in {where}{again}; "
-            "run the same command to resume")
+    return f"{done} finished trial{'s' * (done != 1)} of study {study.study_name} recorded in {where}{again}; {resume}"
 
 
 def _runs(numbers: list[int], one_by_one: bool = False) -> list[tuple[int, int]]:

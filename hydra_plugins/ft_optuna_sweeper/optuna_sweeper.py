@@ -152,7 +152,7 @@ class OptunaSweeper(Sweeper):
         plan = search.Plan(study=study, params=params, fixed=fixed, n_trials=n_trials,
                            n_jobs=2 if self.n_jobs is None else int(self.n_jobs),
                            max_failure_rate=float(self.max_failure_rate), max_failed=int(self.max_failed or 0),
-                           custom=custom,
+                           custom=custom, named=self.study_name is not None,
                            config=self.config, storage=self.storage,
                            one_by_one=str(self.config.hydra.launcher.get("_target_", "")).endswith(".BasicLauncher"))
         key = str(self.sweep_dir.resolve())
