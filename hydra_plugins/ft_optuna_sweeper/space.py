@@ -3,8 +3,8 @@
 {type: float|int, low, high, log, step} or {type: categorical, choices}; each becomes an Optuna 5
 distribution, a suggested value, or a grid's list of values.
 
-`interval(a,b)` is a float in [a, b] (an int when both ends are ints), `tag(log, interval(a,b))` the
-same on a log scale, `choice(...)` categorical, `range(a,b[,step])` an int from a to b *inclusive*
+`interval(a,b)` is a float in [a, b] (Hydra makes both ends floats; `int(interval(a,b))` an int), `tag(log,
+interval(a,b))` the same on a log scale, `choice(...)` categorical, `range(a,b[,step])` an int from a to b *inclusive*
 (1.3's IntDistribution(a, b, step); a float one with a float bound or step), `shuffle(range(...))`
 categorical over the range's values (which end before b, as Hydra's iterator does), `glob(...)` categorical
 over the config group options it matches (as Hydra's basic sweeper lists them). A plain value is
