@@ -88,3 +88,19 @@ def test_a_stopped_study_without_a_name_says_which_name_resumes_it(tmp_path):
     assert proc.returncode == 130 and len(said) == 1, err
     assert said[0].endswith(f"; resume with the same command and hydra.sweeper.study_name={name}"), said
     assert "run the same command to resume" not in said[0]
+
+
+def test_a_grid_with_a_custom_search_space_is_one_line_before_any_trial(tmp_path, monkeypatch, capsys):
+    """A grid lists its points from the params before any trial; a hook's parameters are on no grid.
+    Before: each trial failed in Optuna's GridSampler ("The parameter name, +t, is not found in the given
+    grid"), a traceback, exit 1, and the stored study kept the failed trials."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    code = multirun(monkeypatch, "values.app", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid",
+                    f"hydra.sweep.dir={tmp_path / 'out'}", "hydra.sweeper.custom_search_space=tests.apps.values.app.hook",
+                    "+s=choice(1,2)", f"hydra.sweeper.storage={storage}")
+    err = _error_lines(capsys)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: hydra.sweeper.custom_search_space=tests.apps.values.app.hook: "
+                             "hydra/sweeper/sampler=grid lists its points from hydra.sweeper.params"), err
+    assert not (tmp_path / "s.db").exists()

@@ -50,6 +50,19 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
 
 
+def _grid(params: dict[str, dict[str, Any]], custom_search_space: str | None) -> dict[str, list[Any]]:
+    """A GridSampler's grid: every value of every searched key. Its points are listed before any trial, so
+    what a custom_search_space hook suggests has no place on it: Optuna's grid refuses it at the first
+    trial (a traceback, and failed trials in a stored study); refused here in one line instead."""
+    from hydra_plugins.ft_optuna_sweeper.space import grid_choices
+
+    if custom_search_space:
+        raise SettingError(f"hydra.sweeper.custom_search_space={custom_search_space}: hydra/sweeper/sampler=grid "
+                           "lists its points from hydra.sweeper.params before any trial, and a hook's parameters are "
+                           "not on it: give them in hydra.sweeper.params as choice or range, or use another sampler")
+    return {k: grid_choices(k, p) for k, p in params.items()}
+
+
 class OptunaSweeper(Sweeper):
     """Hydra's Sweeper interface: 1.3's search for any task, or the task's own driver."""
 
@@ -115,7 +128,7 @@ class OptunaSweeper(Sweeper):
         from hydra_plugins.ft_optuna_sweeper import _report as report, _search as search
         from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
         from hydra_plugins.ft_optuna_sweeper._pruners import optuna_pruner, resolve
-        from hydra_plugins.ft_optuna_sweeper.space import grid_choices, split_space
+        from hydra_plugins.ft_optuna_sweeper.space import split_space
 
         self._check()
         custom = settings.custom_hook(self.custom_search_space) if self.custom_search_space else None
@@ -133,7 +146,7 @@ class OptunaSweeper(Sweeper):
         settings.check_sampler(sampler_cfg, len(directions))
         n_trials, grid = int(self.n_trials), None
         if issubclass(settings.sampler_class(sampler_cfg), optuna.samplers.GridSampler):  # given its grid once built
-            grid = {k: grid_choices(k, p) for k, p in params.items()}
+            grid = _grid(params, self.custom_search_space)
         url = report.absolute_storage(self.storage)  # what the jobs open too, wherever they run
         file = report.storage_file(url)
         if file is not None and file.parent.resolve().is_relative_to(self.sweep_dir.resolve()):
