@@ -104,3 +104,16 @@ def test_a_grid_with_a_custom_search_space_is_one_line_before_any_trial(tmp_path
     assert err[0].startswith("error: hydra.sweeper.custom_search_space=tests.apps.values.app.hook: "
                              "hydra/sweeper/sampler=grid lists its points from hydra.sweeper.params"), err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_fixed_values_in_hydra_sweeper_params_reach_the_task_as_the_yaml_says(tmp_path, monkeypatch):
+    """`z: null` in hydra.sweeper.params fixes z to null. Before: each entry was written back as
+    f"{key}={value}", Python's text, so z reached the task as the string 'None', a list's null as 'None'
+    and its "a,b" as two items; a mapping `{a: null}` did not compose at all."""
+    from tests.apps.values.app import APP_DIR, SEEN
+
+    SEEN.clear()
+    assert multirun(monkeypatch, "values.app", "-cd", str(APP_DIR / "conf"), "-cn", "fixed",
+                    f"hydra.sweep.dir={tmp_path}") == 0
+    (job,) = SEEN
+    assert job["z"] is None and job["l"] == [1, None, "a,b"] and job["m"] == {"a": None}

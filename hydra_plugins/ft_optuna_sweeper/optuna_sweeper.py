@@ -128,7 +128,7 @@ class OptunaSweeper(Sweeper):
         from hydra_plugins.ft_optuna_sweeper import _report as report, _search as search
         from hydra_plugins.ft_optuna_sweeper.prune_spec import PruneSpec
         from hydra_plugins.ft_optuna_sweeper._pruners import optuna_pruner, resolve
-        from hydra_plugins.ft_optuna_sweeper.space import split_space
+        from hydra_plugins.ft_optuna_sweeper.space import param_override, split_space
 
         self._check()
         custom = settings.custom_hook(self.custom_search_space) if self.custom_search_space else None
@@ -137,7 +137,7 @@ class OptunaSweeper(Sweeper):
         mode = resolve(spec, len(directions))
         given = _plain(self.params)
         from_config = search.space_from_config(_plain(self.search_space), given)
-        swept, fixed = split_space([f"{k}={v}" for k, v in (given or {}).items()] + list(arguments),
+        swept, fixed = split_space([param_override(k, v) for k, v in (given or {}).items()] + list(arguments),
                                    config_loader=self.hydra_context.config_loader)
         fixed_keys = {f.split("=", 1)[0] for f in fixed}
         params = {k: v for k, v in (from_config | swept).items() if k not in fixed_keys}  # the fixed value wins (1.3)

@@ -155,21 +155,36 @@ def override(key: str, value: Any) -> str:
     suggests: written as it is, `c,d` would be a sweep, `true` a bool, `1` an int, `a=b` a parse error.
     Such a string is quoted; one Hydra reads back as the same string stays as it is (a config group's
     option, `abc`), and so does the text of a list or dict choice (`choice([1,2])` reaches Optuna as
-    '[1,2]', a string to Optuna only). None is null (`None` would be the string 'None')."""
+    '[1,2]', a string to Optuna only). None is null: Python's `None` would be the string 'None'."""
+    return f"{key}={_text(value)}"
+
+
+def param_override(key: str, value: Any) -> str:
+    """An entry of `hydra.sweeper.params` as an override: a string is Hydra's override syntax as 1.3 reads
+    it (`interval(0, 1)`, `choice(a, b)`, a plain value), kept as written; any other YAML value (null, a
+    list, a mapping, a bool) is written so that Hydra reads it back as that value (`z: null` was 'None')."""
+    return f"{key}={value}" if isinstance(value, str) else override(key, value)
+
+
+def _text(value: Any) -> str:
     if value is None:
-        return f"{key}=null"
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_text(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{_text(v)}" for k, v in value.items()) + "}"
     if not isinstance(value, str):
-        return f"{key}={value}"
+        return str(value)
     from hydra.core.override_parser.types import Quote, QuotedString
 
     try:
-        (parsed,) = OverridesParser.create().parse_overrides([f"{key}={value}"])
+        (parsed,) = OverridesParser.create().parse_overrides([f"key={value}"])
         read = None if parsed.is_sweep_override() else parsed.value()
     except Exception:  # noqa: BLE001  (`a=b`, a quote inside: what Hydra cannot read unquoted)
         read = None
     if read == value and isinstance(read, str) or isinstance(read, (list, dict)):
-        return f"{key}={value}"
-    return f"{key}={QuotedString(text=value, quote=Quote.single).with_quotes()}"
+        return value
+    return QuotedString(text=value, quote=Quote.single).with_quotes()
 
 
 MAX_CORNERS = 64  # composes before the first trial; a longer choice is checked on its first values only
