@@ -263,7 +263,7 @@ class ProjectSweep:
         settings.check_numbers({k: getattr(self, k) for k in ("n_trials", "n_jobs", "max_failed", "heartbeat_s", "grace_s")})
         settings.check_names(self.storage, self.given_study_name)
         given = OmegaConf.to_container(self.params, resolve=False) if self.params else {}
-        everything = [f"{k}={v}" for k, v in (given or {}).items()] + list(arguments)
+        everything = [plugin_space.param_override(k, v) for k, v in (given or {}).items()] + list(arguments)
         params, fixed = split_space(everything)  # split again below, with the model's groups
         if not params:
             raise ConfigError("hydra/sweeper=optuna needs a search space: a sweep value such as "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import optuna
+import pytest
 
 from tests.test_optuna_upstream import multirun
 
@@ -117,3 +118,22 @@ def test_fixed_values_in_hydra_sweeper_params_reach_the_task_as_the_yaml_says(tm
                     f"hydra.sweep.dir={tmp_path}") == 0
     (job,) = SEEN
     assert job["z"] is None and job["l"] == [1, None, "a,b"] and job["m"] == {"a": None}
+
+
+@pytest.mark.slow  # 9 s on a busy 2-core machine: the base config's preflight builds the model
+def test_src_train_reads_a_null_in_its_preset_params_as_null(tmp_path):
+    """The same for src.train's own driver: `dataset.cache_dir: null` in a preset's hydra.sweeper.params
+    (null: the user's cache folder). Before: 'dataset.cache_dir=None', a cache folder named None."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.ft_optuna_sweeper.optuna_sweeper import OptunaSweeper
+    from src.sweep_driver import ProjectSweep, outside_hydra
+    from tests.test_hydra_sweeper import TINY
+
+    params = OmegaConf.create({"strategy.lr_decay": "interval(1,10)", "dataset.cache_dir": None})  # as Hydra hands it
+    sweeper = OptunaSweeper(sampler=None, objectives=["val_acc"], study_name="x", n_trials=1, n_jobs=1, max_failed=0,
+                            params=params)
+    sweeper.sweep_dir = tmp_path
+    with outside_hydra():
+        space = ProjectSweep(sweeper)._space(TINY)
+    assert "dataset.cache_dir=null" in space.fixed and space.base.dataset.cache_dir is None
