@@ -294,7 +294,7 @@ class ProjectSweep:
         objectives = check_objectives(list(self.objectives), base_cfg, params)
         directions = [OBJECTIVES[o] for o in objectives]
         self._check_direction(directions, objectives)
-        sampler_cfg = _plain(self.sampler_cfg)
+        sampler_cfg = settings.sampler_config(self.sampler_cfg)
         if str(sampler_cfg.get("_target_", "")).endswith("GridSampler"):
             raise ConfigError("hydra/sweeper/sampler=grid is not supported by src.train's sweep: a grid has no place in "
                               "an exact budget shared by workers; use tpe, random or nsgaii (or a multirun: -m key=a,b,c)")

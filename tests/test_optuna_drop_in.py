@@ -137,3 +137,18 @@ def test_src_train_reads_a_null_in_its_preset_params_as_null(tmp_path):
     with outside_hydra():
         space = ProjectSweep(sweeper)._space(TINY)
     assert "dataset.cache_dir=null" in space.fixed and space.base.dataset.cache_dir is None
+
+
+def test_a_1_3_motpe_config_runs_unchanged(tmp_path, monkeypatch):
+    """1.3's motpe schema had `n_ehvi_candidates` and `_target_: optuna.samplers.MOTPESampler` (gone since
+    Optuna 4.0, which folded it into TPESampler). Before: `hydra.sweeper.sampler.n_ehvi_candidates=5` was
+    Hydra's several-line error that the key is not in the schema, and the _target_ a line that it cannot be
+    imported."""
+    for given in (["hydra/sweeper/sampler=motpe", "hydra.sweeper.sampler.n_ehvi_candidates=5"],
+                  ["hydra/sweeper/sampler=motpe", "hydra.sweeper.sampler._target_=optuna.samplers.MOTPESampler"]):
+        assert multirun(monkeypatch, "values.app", "hydra/sweeper=optuna", *given, f"hydra.sweep.dir={tmp_path}",
+                        "+x=interval(0,1)", "hydra.sweeper.n_trials=2") == 0, given
+    from hydra_plugins.ft_optuna_sweeper.settings import sampler_config
+
+    assert sampler_config({"_target_": "optuna.samplers.MOTPESampler", "n_ehvi_candidates": 5, "n_ei_candidates": 24,
+                           "seed": 1}) == {"_target_": "optuna.samplers.TPESampler", "n_ei_candidates": 5, "seed": 1}

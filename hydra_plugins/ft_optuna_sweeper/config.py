@@ -106,6 +106,10 @@ class QMCSamplerConfig(SamplerConfig):
 class MOTPESamplerConfig(TPESamplerConfig):
     """1.3's `motpe`: Optuna removed MOTPESampler in 4.0; TPESampler is multi-objective since 2.9."""
 
+    # 1.3's (MOTPESampler's) name for TPESampler's n_ei_candidates, which MOTPESampler passed it on as:
+    # given, it is that (settings.sampler_config); null, n_ei_candidates counts
+    n_ehvi_candidates: Optional[int] = None
+
 
 @dataclass
 class GridSamplerConfig(SamplerConfig):

@@ -142,7 +142,7 @@ class OptunaSweeper(Sweeper):
         fixed_keys = {f.split("=", 1)[0] for f in fixed}
         params = {k: v for k, v in (from_config | swept).items() if k not in fixed_keys}  # the fixed value wins (1.3)
         self._check_composes(params, fixed)
-        sampler_cfg = _plain(self.sampler_cfg)
+        sampler_cfg = settings.sampler_config(self.sampler_cfg)
         settings.check_sampler(sampler_cfg, len(directions))
         n_trials, grid = int(self.n_trials), None
         if issubclass(settings.sampler_class(sampler_cfg), optuna.samplers.GridSampler):  # given its grid once built

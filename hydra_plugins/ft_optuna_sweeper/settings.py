@@ -81,6 +81,26 @@ def sampler_class(sampler: Any) -> type:
     return cls
 
 
+def sampler_config(node: Any) -> dict[str, Any]:
+    """`hydra.sweeper.sampler` as a plain dict, with what 1.3 wrote for MOTPESampler (removed in Optuna 4.0)
+    in Optuna 5's words: `_target_: optuna.samplers.MOTPESampler` is TPESampler, and its
+    `n_ehvi_candidates` TPESampler's `n_ei_candidates` (MOTPESampler passed it on so), so that a 1.3
+    config runs unchanged."""
+    from omegaconf import OmegaConf
+
+    sampler = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    if not isinstance(sampler, Mapping):
+        return sampler  # sampler_class says what is wrong with it
+    sampler = dict(sampler)
+    if sampler.get("_target_") == "optuna.samplers.MOTPESampler":
+        sampler["_target_"] = "optuna.samplers.TPESampler"
+    if "n_ehvi_candidates" in sampler:
+        given = sampler.pop("n_ehvi_candidates")
+        if given is not None:
+            sampler["n_ei_candidates"] = given
+    return sampler
+
+
 def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
     """The sampler's settings, against its class's signature and the limits Optuna checks late; then
     the sampler built once, so that whatever Optuna itself refuses is refused now, in one line. A
@@ -89,6 +109,7 @@ def check_sampler(sampler: Mapping[str, Any], n_objectives: int) -> None:
 
     import optuna
 
+    sampler = sampler_config(sampler)  # 1.3's MOTPESampler keys, as the sweep will build them
     cls = sampler_class(sampler)
     name = cls.__name__
     if issubclass(cls, optuna.samplers.CmaEsSampler):
