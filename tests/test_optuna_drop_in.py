@@ -152,3 +152,17 @@ def test_a_1_3_motpe_config_runs_unchanged(tmp_path, monkeypatch):
 
     assert sampler_config({"_target_": "optuna.samplers.MOTPESampler", "n_ehvi_candidates": 5, "n_ei_candidates": 24,
                            "seed": 1}) == {"_target_": "optuna.samplers.TPESampler", "n_ei_candidates": 5, "seed": 1}
+
+
+def test_a_float_range_on_a_grid_stays_inside_its_bounds_and_on_its_step(tmp_path, monkeypatch):
+    """range(0.5, 2.0, step=0.4): the step does not divide the range. Before: the grid's count was rounded
+    up, so 2.1 (past the stop the user gave) was a grid point and ran, and 0.5 + 3 * 0.4 ran as
+    1.7000000000000002, which Optuna warned is out of its distribution's range."""
+    from hydra_plugins.ft_optuna_sweeper.space import grid_choices
+    from tests.apps.values.app import SEEN
+
+    SEEN.clear()
+    assert multirun(monkeypatch, "values.app", "hydra/sweeper=optuna", "hydra/sweeper/sampler=grid",
+                    f"hydra.sweep.dir={tmp_path}", "+s=range(0.5,2.0,step=0.4)", "hydra.sweeper.n_jobs=1") == 0
+    assert sorted(job["s"] for job in SEEN) == [0.5, 0.9, 1.3, 1.7]
+    assert grid_choices("x", {"type": "float", "low": -1.0, "high": 1.0, "step": 1}) == [-1.0, 0.0, 1.0]

@@ -14,6 +14,7 @@ fixed for every trial, and where a key is both fixed and swept, the fixed value 
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any, Mapping
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -208,7 +209,10 @@ def grid_choices(key: str, spec: Mapping[str, Any]) -> list[Any]:
     if spec["type"] == "int" and not spec.get("log"):
         return list(range(int(spec["low"]), int(spec["high"]) + 1, int(step or 1)))
     if spec["type"] == "float" and step is not None and not spec.get("log"):
-        count = int(round((float(spec["high"]) - float(spec["low"])) / float(step)))
-        return [float(spec["low"]) + i * float(step) for i in range(count + 1)]
+        # in decimal, as Optuna's FloatDistribution counts its steps: no value past `high` when the step does not
+        # divide the range (round() put 2.1 on range(0.5, 2.0, step=0.4)), none off the step by float error
+        # (0.5 + 3 * 0.4 is 1.7000000000000002, a value off Optuna's grid)
+        low, high, by = (Decimal(str(spec[k])) for k in ("low", "high", "step"))
+        return [float(low + i * by) for i in range(int((high - low) // by) + 1)]
     raise SettingError(f"{key}: hydra/sweeper/sampler=grid needs values it can list (choice, range, or a "
                        f"stepped interval), not a continuous or log-scale one")
