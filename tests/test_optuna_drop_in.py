@@ -166,3 +166,18 @@ def test_a_float_range_on_a_grid_stays_inside_its_bounds_and_on_its_step(tmp_pat
                     f"hydra.sweep.dir={tmp_path}", "+s=range(0.5,2.0,step=0.4)", "hydra.sweeper.n_jobs=1") == 0
     assert sorted(job["s"] for job in SEEN) == [0.5, 0.9, 1.3, 1.7]
     assert grid_choices("x", {"type": "float", "low": -1.0, "high": 1.0, "step": 1}) == [-1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("override, says", [
+    ("x=tag(lg, interval(1,4))", "x=tag(lg, interval(1,4)): tag 'lg' means nothing to this sweeper"),
+    ("x=tag(log, range(1,4))", "x=tag(log, range(1,4)): only an interval is sampled on a log scale"),
+    ("y=tag(log, choice(1,2,4))", "y=tag(log, choice(1,2,4)): only an interval is sampled on a log scale"),
+])
+def test_a_tag_the_sweeper_does_not_read_is_one_line_not_a_linear_scale(tmp_path, monkeypatch, capsys, override, says):
+    """Hydra's tag() takes any word; 1.3 read `log` on an interval only. Before: a misspelt tag, or log on
+    a range or a choice, swept on a linear scale without a word."""
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    code = multirun(monkeypatch, "sphere.sphere", f"hydra.sweep.dir={tmp_path / 'out'}", override)
+    err = _error_lines(capsys)
+    assert code == 2 and len(err) == 1 and err[0].startswith(f"error: {says}"), err
+    assert not (tmp_path / "out").exists()

@@ -32,6 +32,7 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
     if not override.is_sweep_override():
         return None
     value = override.value()
+    _check_tags(value, text)
     if isinstance(value, Glob) and override.config_loader is None:  # a caller with no config groups to list
         raise SettingError(f"{text}: glob() lists a config group's options, which this sweep cannot see")
     if override.is_choice_sweep() or isinstance(value, Glob) or (isinstance(value, RangeSweep) and value.shuffle):
@@ -44,6 +45,19 @@ def param_spec(override: Override, text: str) -> dict[str, Any] | None:
         kind = "int" if isinstance(value.start, int) and isinstance(value.end, int) else "float"
         return {"type": kind, "low": value.start, "high": value.end, "log": "log" in value.tags}
     raise SettingError(f"{text}: not a sweep Optuna can sample (interval, tag(log, interval), range, choice)")
+
+
+def _check_tags(value: Any, text: str) -> None:
+    """Hydra's tag() takes any word, and 1.3 read one, `log`, on an interval only: `tag(lg, interval(...))`
+    or `tag(log, range(1,100))` ran on a linear scale, unsaid. Each is refused, in one line."""
+    tags = set(getattr(value, "tags", None) or ())
+    unknown = sorted(tags - {"log"})
+    if unknown:
+        raise SettingError(f"{text}: tag {unknown[0]!r} means nothing to this sweeper (its one tag is log, as in "
+                           "tag(log, interval(a,b)))")
+    if tags and not isinstance(value, IntervalSweep):
+        raise SettingError(f"{text}: only an interval is sampled on a log scale: tag(log, interval(a,b)), or "
+                           "tag(log, int(interval(a,b))) for integers (1.3 sampled this one linearly)")
 
 
 def split_space(arguments: list[str], *, final: bool = True,
