@@ -74,16 +74,10 @@ def test_a_stopped_study_without_a_name_says_which_name_resumes_it(tmp_path):
     """hydra.sweeper.study_name=null (1.3's default) with a storage: Optuna makes a name up, a new one
     each run. Before: Ctrl-C said "run the same command to resume", which started another study."""
     import signal
-    import time
 
-    from tests.test_optuna_upstream import _stall
+    from tests.test_optuna_upstream import _signalled_in_trial_1
 
-    proc = _stall(tmp_path, "stall_at=1", "hydra.sweeper.study_name=null")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "marks" / "1").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc, _, err = _signalled_in_trial_1(tmp_path, signal.SIGINT, "hydra.sweeper.study_name=null")
     (name,) = optuna.get_all_study_names(f"sqlite:///{tmp_path / 'r1.db'}")
     said = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
     assert proc.returncode == 130 and len(said) == 1, err

@@ -471,17 +471,23 @@ def _stall(tmp_path: Path, *args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("signum, by, code", [(signal.SIGINT, "Ctrl-C", 130), (signal.SIGTERM, "SIGTERM", 143)])
-def test_a_signal_during_a_trial_fails_it_as_interrupted_and_a_rerun_continues_the_study(tmp_path, signum, by, code):
-    """Ctrl-C or SIGTERM during trial 1 of a stored study: one line and 128 + the signal, trial 1
-    FAIL and marked `interrupted` as src.train marks it (not RUNNING for good); the same command
-    again continues the study, trial 1's parameters first, and leaves nothing running."""
-    proc = _stall(tmp_path, "stall_at=1")
+def _signalled_in_trial_1(tmp_path: Path, signum: int, *args: str) -> tuple[subprocess.Popen, str, str]:
+    """`_stall` stopped by `signum` once trial 1 has started: the process and its stdout and stderr."""
+    proc = _stall(tmp_path, "stall_at=1", *args)
     deadline = time.monotonic() + 60
     while not (tmp_path / "marks" / "1").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
+    return proc, out, err
+
+
+@pytest.mark.parametrize("signum, by, code", [(signal.SIGINT, "Ctrl-C", 130), (signal.SIGTERM, "SIGTERM", 143)])
+def test_a_signal_during_a_trial_fails_it_as_interrupted_and_a_rerun_continues_the_study(tmp_path, signum, by, code):
+    """Ctrl-C or SIGTERM during trial 1 of a stored study: one line and 128 + the signal, trial 1
+    FAIL and marked `interrupted` as src.train marks it (not RUNNING for good); the same command
+    again continues the study, trial 1's parameters first, and leaves nothing running."""
+    proc, out, err = _signalled_in_trial_1(tmp_path, signum)
     said = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
     assert proc.returncode == code and len(said) == 1, err
     assert said[0].startswith(f"interrupted by {by}: 1 finished trial of study r1 recorded in sqlite:///"), said
@@ -503,12 +509,7 @@ def test_a_stop_in_a_batch_keeps_the_trials_of_the_batch_that_ended(tmp_path):
     Ctrl-C in trial 1. Before: trial 0 had ended with its value, but the batch was told only once every
     job had ended, so trial 0 was recorded FAIL as interrupted too, its result lost and run again on
     resume. Now each job is told as it ends."""
-    proc = _stall(tmp_path, "stall_at=1", "hydra.sweeper.n_jobs=2")
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "marks" / "1").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    proc, out, err = _signalled_in_trial_1(tmp_path, signal.SIGINT, "hydra.sweeper.n_jobs=2")
     assert proc.returncode == 130, err
     trials = optuna.load_study(study_name="r1", storage=f"sqlite:///{tmp_path / 'r1.db'}").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "FAIL"] and trials[0].value == trials[0].params["x"] ** 2
