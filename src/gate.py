@@ -10,7 +10,6 @@ dependent checks `preflight`'s; Hydra's multi-line errors become one line here. 
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import dataclasses
 import functools
@@ -30,6 +29,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from src.cli_args import check_config_dir, hydra_args
 from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, hydra_sweep_error, quoting_hint, structured
 from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
@@ -360,6 +360,7 @@ def precheck(argv: list[str]) -> int:
     cannot run in job 5 of 9 stops the multirun now, not after job 4. Returns the number of jobs
     checked (0 when Hydra is only asked for help, its config or shell completion)."""
     args, _ = hydra_args().parse_known_args(argv)
+    check_config_dir(args, CONF)
     if args.help or args.hydra_help or args.version or args.cfg or args.shell_completion or args.info \
             or args.config_path or args.config_dir or args.experimental_rerun:
         return 0
@@ -384,17 +385,3 @@ def precheck(argv: list[str]) -> int:
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise composition_error(err, list(args.overrides)) from None
     return len(jobs)
-
-
-def hydra_args() -> argparse.ArgumentParser:
-    """The command line as Hydra 1.3's `@hydra.main` reads it (flags, then overrides), for precheck:
-    Hydra's own parser is private (hydra._internal.utils.get_args_parser), so this adapter names its
-    flags again; tests/test_gate.py holds it to Hydra's, flag by flag."""
-    parser = argparse.ArgumentParser(add_help=False)
-    for flags in ("--help -h", "--hydra-help", "--version", "--resolve", "--run -r", "--multirun -m", "--shell-completion -sc"):
-        parser.add_argument(*flags.split(), action="store_true")
-    for flags in ("--cfg -c", "--package -p", "--config-path -cp", "--config-name -cn", "--config-dir -cd", "--experimental-rerun"):
-        parser.add_argument(*flags.split())
-    parser.add_argument("--info", "-i", nargs="?", const="all")
-    parser.add_argument("overrides", nargs="*")
-    return parser

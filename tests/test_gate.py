@@ -130,3 +130,32 @@ def test_a_npz_that_cannot_train_is_refused_before_any_run_folder(arrays, messag
         precheck(["experiment=smoke", "dataset=medmnist", f"dataset.root={path}", f"paths.output_dir={tmp_path / 'out'}"])
     assert str(err.value).endswith(message) and "\n" not in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_config_dir_whose_config_the_projects_own_shadows_is_refused_not_run_as_the_defaults(tmp_path):
+    # Seen: `python -m src.train --config-dir RUN --config-name config` (to run a kept run's config.yaml
+    # again) ran conf/config.yaml, the defaults: Hydra searches a --config-dir after the app's own conf/.
+    import subprocess
+    import sys
+
+    from tests.cli import REPO, env
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("seed: 7\n")
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "src.train", "--config-dir", str(run), "--config-name", "config",
+                           "trainer.dry_run=true", f"hydra.run.dir={out}"],
+                          cwd=REPO, env=env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"--config-path {run}" in done.stderr and "--config-dir" in done.stderr
+    assert not out.exists()
+
+
+def test_a_config_dir_that_adds_configs_of_its_own_is_read_as_hydra_reads_it(tmp_path):
+    from src.gate import precheck
+
+    (tmp_path / "strategy").mkdir()
+    (tmp_path / "strategy" / "mine.yaml").write_text("defaults:\n  - base_frozen\n")
+    assert precheck(["--config-dir", str(tmp_path), "strategy=mine"]) == 0  # Hydra's own run checks it
