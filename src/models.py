@@ -20,7 +20,7 @@ from timm.models import clean_state_dict, load_state_dict, remap_state_dict
 from torch import nn
 
 from src.config import ConfigError, ModelConfig
-from src.record.integrity import DamagedFile, check_crc
+from src.record.integrity import BEST_FILE, DamagedFile, check_crc
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,24 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
+def folder_as_weights(path: str) -> str | None:
+    """The refusal's line when model.checkpoint_path is a folder (a run's, as src.predict takes it),
+    naming the run's kept model where it holds one; None otherwise. "no such file" of a folder that is
+    there sent users looking for a typo."""
+    if not Path(path).is_dir():
+        return None
+    kept = Path(path) / BEST_FILE  # what the run kept
+    hint = f": give its weights file, {kept}" if kept.is_file() else ""
+    return f"model.checkpoint_path={path!r} is a folder, not a weights file{hint}"
+
+
 def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a checkpoint file, read by timm's `load_state_dict`: .safetensors or a
     torch.save file (weights only; timm also allows the argparse.Namespace its own training
     checkpoints carry), the `state_dict` or `model` entry of a training checkpoint, DataParallel and
     torch.compile prefixes removed. Any file that is not one is a one-line PretrainedWeightsError."""
     if not path.is_file():
-        raise PretrainedWeightsError(f"model.checkpoint_path={str(path)!r}: file not found")
+        raise PretrainedWeightsError(folder_as_weights(str(path)) or f"model.checkpoint_path={str(path)!r}: file not found")
     where = f"model.checkpoint_path={str(path)!r}"
     try:  # a flipped bit in a weight is read by torch without a word: the zip's CRC-32s first
         check_crc(path)

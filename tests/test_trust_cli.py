@@ -108,6 +108,22 @@ def test_numeric_extremes_and_missing_files_are_one_line_errors(tmp_path, monkey
     assert not list(tmp_path.iterdir())  # no folder made
 
 
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_run_folder_as_the_weights_file_names_its_kept_model(tmp_path, monkeypatch, kept):
+    # Seen: model.checkpoint_path=RUN (the folder src.predict takes) said "RUN: no such file" of a folder there.
+    from src.gate import precheck
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if kept:
+        (run / "model_best.pt").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        precheck([*TINY_FILE, f"model.checkpoint_path={run}"])
+    hint = f": give its weights file, {run / 'model_best.pt'}" if kept else ""
+    assert str(err.value) == f"model.checkpoint_path={str(run)!r} is a folder, not a weights file{hint}"
+
+
 @pytest.mark.parametrize("overrides,line", [
     (["optim.warmup_epochs=1e308"], "error: optim.warmup_epochs=1e+308 must be <= trainer.epochs (1)"),
     # a value outside an enum, and another optimizer's knob: OmegaConf's own checks, as one line

@@ -11,6 +11,9 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+# A run's kept (selected) weights: src.training.checkpoint writes them; src.models and src.predict name them.
+BEST_FILE = "model_best.pt"
+
 
 class DamagedFile(ValueError):
     """A .pt file whose bytes are not the ones written: the message says which entry."""

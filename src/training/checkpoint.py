@@ -44,12 +44,11 @@ from src.config.since import as_now, missing
 from src.data.identity import short_id
 from src.models import head_param_names, weights_identity
 from src.record.io import METRICS_FILE, write_text, write_with
-from src.record.integrity import check_crc
+from src.record.integrity import BEST_FILE, check_crc
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # raise it when what a checkpoint holds, or how it is read, changes (2: the data's identity)
-BEST_FILE = "model_best.pt"
 _NAME = re.compile(r"checkpoint_epoch(\d+)\.pt")
 # Settings that change nothing a run computes: a run continues, or is kept, whatever their values.
 NOT_NUMERIC = ("logger.", "trainer.progress", "trainer.save_model", "trainer.resume", "trainer.keep_checkpoints")

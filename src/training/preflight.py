@@ -66,7 +66,7 @@ def preflight(cfg: RunConfig) -> int:
 
     from src.data.ood import check_ood
     from src.data.registry import check_keys_read, reader_for
-    from src.models import weights_source
+    from src.models import folder_as_weights, weights_source
     from src.training.optim import build_scheduler
 
     if cfg.trainer.keep_checkpoints < 0:
@@ -85,7 +85,8 @@ def preflight(cfg: RunConfig) -> int:
         require_cuda("trainer.device='cuda'")
     source = weights_source(cfg.model) if cfg.model.pretrained else None
     if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
-        raise ConfigError(f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
+        raise ConfigError(folder_as_weights(cfg.model.checkpoint_path or "")
+                          or f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
     # The data's files are there (a missing dataset.root costs no run folder), then the OOD sets' names, paths
     # and (where known without loading) classes: a mismatch costs no run.
     check_keys_read(cfg.dataset)
