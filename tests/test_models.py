@@ -217,3 +217,22 @@ def test_a_kept_model_of_another_architecture_is_refused_naming_the_file(tmp_pat
         with pytest.raises(PretrainedWeightsError, match=rf"^model.checkpoint_path='{re.escape(str(path))}' does not fit "
                                                           rf"model.name='{name}': "):
             load_pretrained(ModelConfig(name=name, weights="file", checkpoint_path=str(path)))
+
+
+def test_a_run_from_a_kept_model_says_its_head_is_new(tmp_path, caplog):
+    # A run's model_best.pt given as model.checkpoint_path to go on training (more data, the same classes):
+    # its trained head was dropped without a word, and the run started from a new one.
+    import logging
+
+    from src.gate import check_overrides, to_run_config
+    from src.training.setup import setup
+
+    path = tmp_path / "model_best.pt"
+    torch.save(timm.create_model("test_efficientnet", num_classes=10).state_dict(), path)
+    cfg = to_run_config(check_overrides(["model.name=test_efficientnet", f"model.checkpoint_path={path}",
+                                         "dataset.image_size=32", "dataset.train_per_class=2", "trainer.epochs=1",
+                                         "trainer.drift_probe=0", "logger=none"]))
+    with caplog.at_level(logging.INFO, logger="src.training.setup"):
+        setup(cfg, tmp_path)
+    assert (f"model.checkpoint_path={str(path)!r}: the backbone comes from this file; the head is new (every strategy "
+            "trains a new head for the data's 10 classes)") in caplog.text

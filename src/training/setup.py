@@ -17,7 +17,7 @@ from src.config import ConfigError, DataConfig, RunConfig
 from src.data.identity import dataset_identity
 from src.data.batches import Batches, passes_for
 from src.data.ood import OodSet, load_ood
-from src.models import normalization
+from src.models import normalization, weights_source
 from src.record.io import GROUPS_FILE, write_json
 from src.strategies import LayerGroup, Schedule, Strategy, layer_groups, plan_schedule, strategy_for
 from src.training import reuse
@@ -134,6 +134,10 @@ def setup(cfg: RunConfig, run_dir: Path, dataset_id: str | None = None) -> Setup
         cfg.strategy.name, cfg.model.name, data.name, data.num_classes, len(data.train), len(data.val),
         len(data.test), data.split_note, rt.device, " bf16" if rt.amp_dtype else "", schedule.table(),
     )
+    if cfg.model.pretrained and weights_source(cfg.model) == "file":  # a kept model given to go on from: its head is not
+        log.info("model.checkpoint_path=%r: the backbone comes from this file; the head is new (every strategy trains "
+                 "a new head for the data's %d classes), whatever classifier the file holds", cfg.model.checkpoint_path,
+                 data.num_classes)
     model.to(rt.device)
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
