@@ -362,12 +362,16 @@ def precheck(argv: list[str]) -> int:
     args, _ = hydra_args().parse_known_args(argv)
     check_config_dir(args, CONF)
     if args.help or args.hydra_help or args.version or args.cfg or args.shell_completion or args.info \
-            or args.config_path or args.config_dir or args.experimental_rerun:
+            or args.config_dir or args.experimental_rerun:
         return 0
+    if args.config_path and not Path(args.config_path).is_absolute():
+        return 0  # Hydra reads it against src/, not the current folder: its own run says what it finds
+    # --config-path RUN (a run's config.yaml run again) is checked as conf/ is: a bad value made a failed run folder
+    conf = Path(args.config_path) if args.config_path else CONF
     config_name = args.config_name or "config"
     install()
     try:
-        with initialize_config_dir(config_dir=str(CONF), version_base="1.3", job_name="train"):
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="train"):
             jobs, base = expand_jobs(list(args.overrides), args.multirun, config_name)
             check_output_dir(base.hydra, args.multirun, OmegaConf.select(base, "paths.output_dir", default=None))
             varying = {o.split("=", 1)[0] for job in jobs for o in job if sum(o in j for j in jobs) < len(jobs)}

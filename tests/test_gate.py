@@ -159,3 +159,27 @@ def test_a_config_dir_that_adds_configs_of_its_own_is_read_as_hydra_reads_it(tmp
     (tmp_path / "strategy").mkdir()
     (tmp_path / "strategy" / "mine.yaml").write_text("defaults:\n  - base_frozen\n")
     assert precheck(["--config-dir", str(tmp_path), "strategy=mine"]) == 0  # Hydra's own run checks it
+
+
+@pytest.mark.parametrize("override, line", [
+    ("trainer.batch_size=1", "trainer.batch_size=1 must be >= 2"),
+    ("trainer.bogus=1", "unknown key 'trainer.bogus' (trainer has no such key)"),
+])
+def test_a_runs_config_given_with_config_path_is_checked_before_any_folder(tmp_path, monkeypatch, override, line):
+    # The way to run a kept run's config.yaml again (--config-path RUN --config-name config): a bad value made
+    # a run folder with a failed result.json, an unknown key Hydra's 6-line error; the gate had skipped it.
+    from omegaconf import OmegaConf
+
+    from src.config import ConfigError
+    from src.gate import check_overrides, precheck
+
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(check_overrides(["model.name=test_efficientnet", "model.pretrained=false"]), run / "config.yaml")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config-path", str(run), "--config-name", "config", f"hydra.run.dir={tmp_path / 'out'}"]
+    assert precheck(argv) == 1
+    with pytest.raises(ConfigError) as err:
+        precheck([*argv, override])
+    assert str(err.value) == line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -66,6 +66,8 @@ def config_error(err: OmegaConfBaseException) -> ConfigError:
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return ConfigError(f"{key}={value!r} is not allowed (expected {' | '.join(repr(m.value) for m in tp)})")
         return ConfigError(f"{key}={value!r}: expected {_expected(tp)}")
+    if unknown and key and owner is dict:  # a plain mapping (a run's config.yaml given with --config-path)
+        return ConfigError(f"unknown key '{key}' ({key.rpartition('.')[0] or 'the config'} has no such key)")
     if unknown and key:
         return ConfigError(f"unknown key '{key}' ({key.rpartition('.')[0]} has no sub-keys)")
     message = str(err.msg).strip().splitlines()[0] if str(err.msg).strip() else type(err).__name__
