@@ -31,12 +31,18 @@ def hydra_args() -> argparse.ArgumentParser:
     return parser
 
 
-def check_config_dir(args: argparse.Namespace, conf: Path) -> None:
+def check_config_dir(args: argparse.Namespace, conf: Path, app: Path) -> None:
     """Refuse a `--config-dir` whose primary config (`--config-name`, `config` by default) the app's own
     `conf/` also holds: Hydra searches a --config-dir after the app's config path, so the command would
     compose conf/config.yaml, the defaults, and train them in silence. Seen: `--config-dir RUN
     --config-name config`, to run a kept run's config.yaml again. A --config-dir that adds configs of its
-    own (a strategy, a preset) is Hydra's to read, as it is."""
+    own (a strategy, a preset) is Hydra's to read, as it is. And a relative `--config-path` that is not
+    there: Hydra reads it against the app's folder (`app`, src/), not the current one, and said so in 3 lines."""
+    if args.config_path is not None and not Path(args.config_path).is_absolute() \
+            and not (app / args.config_path).is_dir():
+        given = Path(args.config_path).absolute()
+        raise ConfigError(f"--config-path {args.config_path}: Hydra reads a relative path against {app}, where it is not; "
+                          f"give it whole: --config-path {given}")
     if args.config_dir is None or args.config_path is not None:
         return
     name = args.config_name or "config"

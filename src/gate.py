@@ -360,12 +360,12 @@ def precheck(argv: list[str]) -> int:
     cannot run in job 5 of 9 stops the multirun now, not after job 4. Returns the number of jobs
     checked (0 when Hydra is only asked for help, its config or shell completion)."""
     args, _ = hydra_args().parse_known_args(argv)
-    check_config_dir(args, CONF)
+    check_config_dir(args, CONF, Path(__file__).parent)  # src/: the folder of src.train, the app
     if args.help or args.hydra_help or args.version or args.cfg or args.shell_completion or args.info \
             or args.config_dir or args.experimental_rerun:
         return 0
     if args.config_path and not Path(args.config_path).is_absolute():
-        return 0  # Hydra reads it against src/, not the current folder: its own run says what it finds
+        return 0  # Hydra reads it against src/ (check_config_dir refused one that is not there)
     # --config-path RUN (a run's config.yaml run again) is checked as conf/ is: a bad value made a failed run folder
     conf = Path(args.config_path) if args.config_path else CONF
     config_name = args.config_name or "config"

@@ -183,3 +183,16 @@ def test_a_runs_config_given_with_config_path_is_checked_before_any_folder(tmp_p
         precheck([*argv, override])
     assert str(err.value) == line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_relative_config_path_hydra_would_not_find_is_one_line_naming_the_whole_path(tmp_path, monkeypatch):
+    # `--config-path RUN` from the folder that holds RUN: Hydra looked in src/RUN, 3 lines, exit 1.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        precheck(["--config-path", "run", "--config-name", "config"])
+    assert str(err.value).startswith("--config-path run: Hydra reads a relative path against ")
+    assert str(err.value).endswith(f"give it whole: --config-path {tmp_path / 'run'}")
