@@ -122,6 +122,11 @@ def _run_file(run_dir: Path, name: str) -> Path:
     path = run_dir / name
     if not run_dir.is_dir():
         raise PredictError(f"{run_dir}: no such run folder")
+    runs = sorted(d.name for d in run_dir.iterdir() if (d / RESULT_FILE).is_file()) if not path.exists() else []
+    if runs:  # a multirun's, a sweep's or its re-runs' folder: the runs are inside, one is the model
+        more = f", ... ({len(runs)} in all)" if len(runs) > 3 else ""
+        raise PredictError(f"{run_dir}: a folder of runs, not one run ({', '.join(runs[:3])}{more}): give the "
+                           "one whose model to use (pareto.json's run_dir, the report's run column)")
     if not path.is_file():
         raise PredictError(f"{path}: not found (is {run_dir} a finished run's folder?)")
     return path

@@ -393,3 +393,18 @@ def test_a_run_folder_written_at_90672a3_predicts_with_its_weights_and_its_decod
     assert all(torch.equal(state[k], v) for k, v in loaded.model.state_dict().items())
     files = sorted((Path(yaml_root(trained)) / "test" / "d3").glob("*.png"))[:2]
     assert loaded.predict_files(files) == load_model(trained).predict_files(files)
+
+
+def test_a_folder_of_runs_is_one_line_naming_the_runs_in_it(trained, tmp_path, capsys):
+    # A sweep's folder, or its rerun/trial_0000 (seed_1, seed_2): "config.yaml: not found (is it a finished
+    # run's folder?)" sent users looking for a damaged run, not for the run folders inside.
+    import shutil
+
+    from src.predict import main
+
+    for name in ("seed_1", "seed_2"):
+        shutil.copytree(trained, tmp_path / "trial_0000" / name)
+    assert main([str(tmp_path / "trial_0000"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'trial_0000'}: a folder of runs, not one run (seed_1, seed_2): give the one "
+                   "whose model to use (pareto.json's run_dir, the report's run column)\n")
