@@ -236,3 +236,20 @@ def test_a_retry_that_continues_a_dead_trial_leaves_one_wandb_run_of_it_to_sync(
     run(cfg, sweep / "1_layerwise")
     assert not dead_run.exists() and dead_run.with_name("superseded-" + dead_run.name).is_dir()
     assert len(list(sweep.glob("*/wandb/offline-run-*"))) == 1  # the retry's: what `wandb sync` finds
+
+
+def test_the_summary_names_the_best_trials_folder(tmp_path):
+    # summary.json said "best_trial": 3 and nothing of where its files (model_best.pt, config.yaml) are
+    from src.search.results import summarise, trial_dir_attrs
+
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    for value in (0.5, 0.9, 0.7):
+        trial = study.ask()
+        for key, attr in trial_dir_attrs(tmp_path / f"{trial.number}_layerwise", tmp_path).items():
+            trial.set_user_attr(key, attr)
+        study.tell(trial, value)
+    s = summarise(study, ["val_acc"], 4, tmp_path)
+    assert s["best_trial"] == 1 and s["best_run_dir"] == str(tmp_path / "1_layerwise")
+    moved = tmp_path.parent / (tmp_path.name + "_moved")  # read where the sweep folder is now
+    assert summarise(study, ["val_acc"], 4, moved)["best_run_dir"] == str(moved / "1_layerwise")
+    assert summarise(optuna.create_study(), ["val_acc"], 4, tmp_path)["best_run_dir"] is None

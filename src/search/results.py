@@ -170,6 +170,8 @@ def summarise(study: optuna.Study, objectives: list[str], epochs: int, sweep_dir
         "span_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
         f"best_{objectives[0]}": best.values[0] if best else None,
         "best_trial": best.number if best else None,
+        # where its files are (model_best.pt, config.yaml): the trial's number alone sent users to the report
+        "best_run_dir": str(where) if best and (where := trial_dir(best.user_attrs, sweep_dir)) else None,
     }
 
 
@@ -179,7 +181,7 @@ def format_summary(s: dict[str, Any]) -> str:
     share = f" ({judged / s['epochs_unpruned']:.0%})" if s["epochs_unpruned"] else ""
     other = (f"; {s['epochs_unfinished']} more in {s['trials_unfinished']} failed, interrupted or running trial"
              f"{'s' if s['trials_unfinished'] != 1 else ''}" if s.get("trials_unfinished") else "")
-    best = next(k for k in s if k.startswith("best_") and k != "best_trial")
+    best = next(k for k in s if k.startswith("best_") and k not in ("best_trial", "best_run_dir"))
     value = s[best] if s[best] is None else f"{s[best]:.4g}"  # summary.json keeps every digit
     return (f"trials: {s['trials']} ({states}); pruner {s['pruner']}; epochs trained {judged} of "
             f"{s['epochs_unpruned']}{share}{other}; {best} {value} (trial {s['best_trial']})")
