@@ -314,12 +314,10 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
 
 
 def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> None:
-    """The run (or multirun) folder can be created and written; a fixed folder of our Optuna sweeper holds no finished
-    run unless it is the folder of a study that the sweeper resumes (its claim_out_dir refuses any other study there).
-    Only the part before the first interpolation is looked at: resolving `${unique_dir:...}` would create the folder.
-    A folder built under `${paths.output_dir}` (conf/config.yaml) is checked at `output_dir`, the value of paths.output_dir."""
+    """The run (or multirun) folder can be created and written (the part before the first interpolation, or `output_dir`);
+    a fixed folder of our Optuna sweeper holds no finished run unless it is the folder of a study that the sweeper resumes
+    (its claim_out_dir refuses any other study there)."""
     key, value = output_setting(hydra_cfg, multirun, output_dir)
-    fixed = "${" not in value  # a folder given as it is, which may hold an earlier run's results
     check_path(key, value, required=key == "paths.output_dir")  # '': `${paths.output_dir}/outputs` would be /outputs
     prefix = value.split("${", 1)[0]
     try:
@@ -333,14 +331,16 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     # Each job's run() keeps its folder's finished run, resumes a killed one, refuses another config's. Refused here: our
     # sweeper's folder without its study (a lost one), a study's folder given to a plain multirun or run (its runs reported as the study's).
     ours = multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER)
-    study = fixed and (Path(value) / STUDY_FILE).is_file()
-    if study and not ours:
-        raise ConfigError(f"{key}={value} is an Optuna study's folder (its {STUDY_FILE}): this {'multirun' if multirun else 'run'}'s"
+    node = hydra_cfg.sweep if multirun else hydra_cfg.run
+    if "unique_dir:" in str(OmegaConf.to_container(node, resolve=False)["dir"]):
+        return  # always a new folder (and resolving it would create it)
+    folder = Path(str(node.dir))  # resolved: a sweep's is ${paths.output_dir}/sweeps-out/STUDY, not paths.output_dir
+    where = f"{key}={value}" + ("" if str(folder) == value else f": {folder}")
+    if (study := (folder / STUDY_FILE).is_file()) and not ours:
+        raise ConfigError(f"{where} is an Optuna study's folder (its {STUDY_FILE}): this {'multirun' if multirun else 'run'}'s"
                           " results would be mixed into the study's report; choose another folder")
-    if not fixed or not ours or study:
-        return
-    if finished := [p for p in sorted(Path(value).glob(f"*/{RESULT_FILE}" if multirun else RESULT_FILE)) if finished_status(p)]:
-        raise ConfigError(f"{key}={value} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
+    if ours and not study and (finished := [p for p in sorted(folder.glob(f"*/{RESULT_FILE}")) if finished_status(p)]):
+        raise ConfigError(f"{where} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
                           "kept: choose another folder or move them away")
 
 

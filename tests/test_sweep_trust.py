@@ -659,3 +659,26 @@ def test_a_study_s_folder_is_refused_to_a_plain_multirun_and_a_run(tmp_path, arg
                                   f"{'multirun' if '-m' in args else 'run'}'s results would be mixed into the study's "
                                   "report; choose another folder")
     assert [p.name for p in tmp_path.iterdir()] == ["study.json"]
+
+
+def test_the_sweep_folder_checked_is_the_study_s_own_under_paths_output_dir(tmp_path):
+    """sweeps/default.yaml puts the study in ${paths.output_dir}/sweeps-out/STUDY: the gate looked for finished
+    runs in paths.output_dir itself, so `make sweep` was refused where any subfolder of the current folder held a
+    finished run (`hydra.run.dir=mine` earlier), while the study's own folder holding finished runs without its
+    study.json passed."""
+    from omegaconf import OmegaConf
+
+    from src.gate import check_output_dir
+
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path)}, "hydra": {
+        "run": {"dir": "x"}, "sweep": {"dir": "${paths.output_dir}/sweeps-out/${hydra.sweeper.study_name}"},
+        "sweeper": {"_target_": "hydra_plugins.ft_optuna_sweeper.optuna_sweeper.OptunaSweeper", "study_name": "s"}}})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "result.json").write_text('{"status": "completed"}')
+    check_output_dir(cfg.hydra, multirun=True, output_dir=str(tmp_path))  # another run beside the study: not its folder
+    (tmp_path / "sweeps-out" / "s" / "0_layerwise").mkdir(parents=True)
+    (tmp_path / "sweeps-out" / "s" / "0_layerwise" / "result.json").write_text('{"status": "completed"}')
+    with pytest.raises(ConfigError, match=r"sweeps-out/s already holds 1 finished run"):
+        check_output_dir(cfg.hydra, multirun=True, output_dir=str(tmp_path))
+    (tmp_path / "sweeps-out" / "s" / "study.json").write_text("{}")
+    check_output_dir(cfg.hydra, multirun=True, output_dir=str(tmp_path))
