@@ -315,8 +315,7 @@ def job_config(job: list[str], config_name: str, composed: dict[tuple[str, ...],
 
 def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> None:
     """The run (or multirun) folder can be created and written (the part before the first interpolation, or `output_dir`);
-    a fixed folder of our Optuna sweeper holds no finished run unless it is the folder of a study that the sweeper resumes
-    (its claim_out_dir refuses any other study there)."""
+    our Optuna sweeper's fixed folder holds no finished run unless its study's, which it resumes (claim_out_dir)."""
     key, value = output_setting(hydra_cfg, multirun, output_dir)
     check_path(key, value, required=key == "paths.output_dir")  # '': `${paths.output_dir}/outputs` would be /outputs
     prefix = value.split("${", 1)[0]
@@ -331,10 +330,11 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     # Each job's run() keeps its folder's finished run, resumes a killed one, refuses another config's. Refused here: our
     # sweeper's folder without its study (a lost one), a study's folder given to a plain multirun or run (its runs reported as the study's).
     ours = multirun and str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="")).startswith(OUR_SWEEPER)
-    node = hydra_cfg.sweep if multirun else hydra_cfg.run
-    if "unique_dir:" in str(OmegaConf.to_container(node, resolve=False)["dir"]):
-        return  # always a new folder (and resolving it would create it)
-    folder = Path(str(node.dir))  # resolved: a sweep's is ${paths.output_dir}/sweeps-out/STUDY, not paths.output_dir
+    node = hydra_cfg.sweep if multirun else hydra_cfg.run  # resolved: a sweep's is ${paths.output_dir}/sweeps-out/STUDY
+    if "unique_dir:" in str(OmegaConf.to_container(node, resolve=False)["dir"]) or \
+            (resolved := OmegaConf.select(node, "dir", throw_on_resolution_failure=False)) is None:
+        return  # always a new folder (resolving it would create it), or one only Hydra's job resolves
+    folder = Path(str(resolved))
     where = f"{key}={value}" + ("" if str(folder) == value else f": {folder}")
     if (study := (folder / STUDY_FILE).is_file()) and not ours:
         raise ConfigError(f"{where} is an Optuna study's folder (its {STUDY_FILE}): this {'multirun' if multirun else 'run'}'s"

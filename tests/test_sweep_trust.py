@@ -682,3 +682,5 @@ def test_the_sweep_folder_checked_is_the_study_s_own_under_paths_output_dir(tmp_
         check_output_dir(cfg.hydra, multirun=True, output_dir=str(tmp_path))
     (tmp_path / "sweeps-out" / "s" / "study.json").write_text("{}")
     check_output_dir(cfg.hydra, multirun=True, output_dir=str(tmp_path))
+    cfg.hydra.sweep.dir = "${paths.output_dir}/${hydra.job.override_dirname}"  # only Hydra's job resolves it: unchecked
+    check_output_dir(cfg.hydra, multirun=True, output_dir=str(tmp_path))
