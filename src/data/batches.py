@@ -23,6 +23,12 @@ def batches_per_pass(n: int, batch_size: int, drop_single: bool = True) -> int:
     return full + (1 if rest > 1 or (rest == 1 and (not drop_single or n == 1)) else 0)
 
 
+def trained_images(n: int, batch_size: int, passes: int) -> int:
+    """The images an epoch trains on: `passes` passes over n samples, each less a last batch of one
+    (batch_indices drops it), as batches_per_pass counts its steps."""
+    return passes * (n - (1 if n > 1 and n % batch_size == 1 else 0))
+
+
 def batch_indices(
     n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None, passes: int, device: torch.device
 ) -> Iterator[torch.Tensor | slice]:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from src.config import ConfigError, RunConfig
+from src.data.batches import trained_images
 from src.measurement.feature_cache import Cut, PreLogits, SkipPrefix, choose, rest_net
 from src.measurement.flops import meta_copy
 from src.strategies import apply_epoch, strategy_for
@@ -210,12 +211,6 @@ def _train_flops(cfg: RunConfig, s: Setup, model: torch.nn.Module, choice: Cut |
         meter.count_phase(phase, net, shape)
         meter.add_epoch(phase, samples)
     return meter.train_flops
-
-
-def trained_images(n: int, batch_size: int, passes: int) -> int:
-    """The images an epoch trains on: each pass over the n training images, less a last batch of one
-    (src.data.batches drops it: BatchNorm cannot train on one image)."""
-    return passes * (n - (1 if n > 1 and n % batch_size == 1 else 0))
 
 
 def _feature_dim(model: torch.nn.Module, input_shape: tuple[int, ...]) -> int:
