@@ -98,3 +98,28 @@ def test_fixture_folder_is_a_version_1_run(tmp_path):
     shutil.copytree(V1_RUN, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["metrics.jsonl", "param_groups.json", "result.json"]
     assert all("schema_version" not in line for line in read_jsonl(tmp_path / "run" / "metrics.jsonl"))
+
+
+def test_a_bit_flipped_in_the_digest_s_own_name_is_damage_not_an_older_file(tmp_path):
+    # a file without the digest reads as written before digests, unchecked; a flipped bit in the
+    # key's name made a damaged file read so, its values never checked (here val_acc changed too)
+    from src.record.digest import DIGEST_KEY, signed
+    from src.record.io import read_json_object
+
+    text = json.dumps(signed({"val_acc": 0.9111, "seed": 0}))
+    at = text.index(DIGEST_KEY)
+    refused = 0
+    for i in range(len(DIGEST_KEY)):
+        for bit in range(7):
+            name = DIGEST_KEY[:i] + chr(ord(DIGEST_KEY[i]) ^ (1 << bit)) + DIGEST_KEY[i + 1:]
+            if name[i] in '"\\' or not name[i].isprintable():
+                continue  # no longer JSON's string: refused as unreadable JSON already
+            path = tmp_path / "result.json"
+            path.write_text(text[:at].replace("0.9111", "0.9011") + name + text[at + len(DIGEST_KEY):])
+            with pytest.raises(ValueError, match=f"is '{DIGEST_KEY}' damaged since it was written"):
+                read_json_object(path)
+            refused += 1
+    assert refused > 80
+    # a file that never had one (older, or made by hand) still reads as it is
+    (tmp_path / "old.json").write_text(json.dumps({"val_acc": 0.9011, "content_sha": "x"}))
+    assert read_json_object(tmp_path / "old.json") == {"val_acc": 0.9011, "content_sha": "x"}
