@@ -136,3 +136,39 @@ def test_error_bars_of_two_seeds_stay_within_what_the_measure_can_take():
     plt.close(fig)
     assert plots.within(0.5, float("nan"), 0.0, 1.0) is None
     assert plots.within(0.9, 0.05, 0.0, 1.0) == [[pytest.approx(0.05)], [pytest.approx(0.05)]]  # inside: unchanged
+
+
+def test_every_interval_a_figure_draws_is_named_in_its_legend_and_cut_at_what_accuracy_can_be():
+    # The Pareto panels drew error bars and the epoch curves a shaded band with no word in the legend
+    # (or on the page) of what they were; and with two seeds the band, a t-interval of 12.7 standard
+    # errors, ran below 0 and above 1 where the bars and tables cut it at the accuracy's range.
+    import matplotlib.pyplot as plt
+
+    from src.record.schema import EpochRecord, RunRecord
+    from src.reporting import plots
+    from src.reporting.configs import group_configs
+    from src.reporting.runs import Run
+
+    runs = [Run(Path("/study") / f"{name}_{seed}",
+                RunRecord(strategy=name, seed=seed, status="completed", dataset="digits", train_samples=50,
+                          val_acc=acc, test_acc=acc, train_flops=flops, train_time_s=1.0 + seed, trainable_params=100),
+                [EpochRecord(epoch=e, val_acc=acc, train_acc=acc) for e in range(3)])
+            for name, accs, flops in [("frozen", (0.05, 0.19), 1e9), ("full", (0.6, 0.98), 2e10)]
+            for seed, acc in zip((0, 1), accs)]
+    configs = group_configs(runs)
+    fig = plots.curves(configs)
+    for ax in fig.axes:
+        for band in ax.collections:
+            ys = [y for path in band.get_paths() for _, y in path.vertices]
+            assert ys and min(ys) >= 0.0 and max(ys) <= 1.0, (min(ys), max(ys))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("95% CI" in t and "seeds" in t for t in labels), labels
+    plt.close(fig)
+    fig = plots.pareto(configs)
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any("95% CI" in t and "seeds" in t for t in labels), labels
+    plt.close(fig)
+    # one seed each: no bars drawn, and none named
+    fig = plots.pareto(group_configs([r for r in runs if r.result.seed == 0]))
+    assert not any("95% CI" in t.get_text() for t in fig.legends[0].get_texts())
+    plt.close(fig)

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # files only: no display on servers or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from src.reporting.comparisons import COSTS, METRIC_LABEL  # noqa: E402
@@ -41,6 +42,12 @@ def plain(text: object) -> str:
 def strategy_colors(configs: Sequence[Config]) -> dict[str, str]:
     names = list(dict.fromkeys(c.strategy for c in configs))
     return {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
+
+
+# What the bars and bands of these figures are, in their legends: a reader of the figure alone (a PNG
+# passed on, the W&B summary's images) had bars and shading and no word of what they held.
+BARS = "bars: 95% CI of the mean over seeds (Student t)"
+BAND = "band: 95% CI of the mean over seeds (Student t)"
 
 
 def within(value: float, half: float, lo: float, hi: float = math.inf) -> list[list[float]] | None:
@@ -96,6 +103,8 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=plain(s)) for s, c in colors.items()]
     handles.append(plt.Line2D([], [], ls="--", color="black", label="Pareto front"))
+    if any(len(cfg.runs) > 1 for cfg in configs):  # one seed each: no bars, none named
+        handles.append(plt.Line2D([], [], marker="|", ls="", ms=10, color="black", label=BARS))
     legend_below(fig, handles=handles, labels=[h.get_label() for h in handles], fontsize=8)
     return fig
 
@@ -170,6 +179,7 @@ def curves(configs: Sequence[Config], key: str = "val_acc", train_key: str = "tr
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys) + 1.0, 3.8), squeeze=False, sharey=True,
                              layout="constrained")
     styles = ("-", "--", ":", "-.")
+    banded = False
     for ax, shown in zip(axes[0], keys):
         seen: dict[str, int] = {}
         for cfg in configs:
@@ -181,15 +191,21 @@ def curves(configs: Sequence[Config], key: str = "val_acc", train_key: str = "tr
             seen[cfg.strategy] = k + 1
             ax.plot(epochs, mean, styles[k % len(styles)], marker=".", color=colors[cfg.strategy],
                     label=plain(f"{cfg.label} (n={len(runs)})"))
-            if len(runs) > 1:
-                ax.fill_between(epochs, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
-                                color=colors[cfg.strategy], alpha=0.15)
+            if len(runs) > 1:  # cut at what an accuracy can be, as the bars and tables are (`stats.within`)
+                ends = [stats.within(m, h, stats.SHARE) for m, h in zip(mean, half)]
+                ax.fill_between(epochs, [lo for lo, _ in ends], [hi for _, hi in ends], color=colors[cfg.strategy],
+                                alpha=0.15)
+                banded = True
         ax.set_xlabel("epoch")
         epoch_axis(ax)
         ax.set_title(plain(TRAIN_ACC_LABEL if shown == train_key else METRIC_LABEL.get(shown, shown)), fontsize=9)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("accuracy")
-    legend_below(fig, axes[0][0])  # under the plot: inside it would cover the last epochs
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if banded:  # grey: the band of every line alike, not one strategy's
+        handles.append(Patch(color="black", alpha=0.15, label=BAND))
+        labels.append(BAND)
+    legend_below(fig, handles=handles, labels=labels)  # under the plot: inside it would cover the last epochs
     return fig
 
 
