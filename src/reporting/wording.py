@@ -111,6 +111,13 @@ def common_seeds(g: PairedGap) -> str:
     return f" on their {g.seeds} common seeds" if g.partial else ""
 
 
+# A Wilson interval is the spread of testing one trained model on n images; the answer names
+# configurations, and what another seed would train is in no such interval (on digits at 32 px, one seed
+# put frozen and full apart where two seeds' paired CI of the same runs held 0).
+SEED_LUCK = ("Such an interval holds the luck of the images, not the seed's: two that do not overlap separate these "
+             "two trained models, which another seed may not repeat.")
+
+
 def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.95, cut: bool = False,
                    wilson: bool = False) -> str:
     """How many seeds the configurations have (fewest, most) and what the brackets and ± are; `counts`:
@@ -123,15 +130,15 @@ def seeds_sentence(low: int, high: int, counts: Sequence[str], level: float = 0.
         together = "" if level == 1 - LEVEL else f", so that all {round(LEVEL / (1 - level))} hold together at 95%"
         if not counts and wilson:  # the images differ by record, not by configuration: said as such
             return (f"One seed per configuration: in brackets, each accuracy's Wilson {level_text(level)} interval over "
-                    f"the images it was measured on, where its result.json records how many{together}.")
+                    f"the images it was measured on, where its result.json records how many{together}. {SEED_LUCK}")
         if not counts:
             return "One seed per configuration, and no image counts recorded: no interval can be put on these accuracies."
         return (f"One seed per configuration: in brackets, each accuracy's Wilson {level_text(level)} interval over "
-                f"the {' and '.join(counts)} images{together}.")
+                f"the {' and '.join(counts)} images{together}. {SEED_LUCK}")
     many = f"{high}" if low == high else f"{low} to {high}"
     ends = ", or its ends in brackets where it would run past 0 or 1" if cut else ""
     one = (f" In brackets after the accuracy of a configuration with one seed: its Wilson {level_text(level)} interval "
-           "over the images it was measured on.") if wilson and low == 1 else ""
+           f"over the images it was measured on. {SEED_LUCK}") if wilson and low == 1 else ""
     return f"{many} seeds per configuration (mean ± 95% CI{ends}; gaps paired by seed).{one}"
 
 
