@@ -839,3 +839,23 @@ def test_a_one_seed_interval_says_it_holds_the_images_luck_not_the_seeds(tmp_pat
     # several seeds each: no Wilson interval, no such words
     [text] = answer(group_configs(load_runs([write_runs(tmp_path / "three", TIED)])))
     assert "not the seed's" not in text
+
+
+def test_the_paired_table_says_its_holm_family_is_one_dataset_and_training_set_size(tmp_path):
+    # Holm's p is adjusted over the pairs of one task (dataset and training set: `Family`), and the page
+    # said "over all the pairs of its dataset": recomputed over a data-size grid's whole dataset, every
+    # Holm p in the table came out larger than the one printed.
+    from src.reporting.page import write_report
+    from src.reporting.stats import holm
+
+    study = tmp_path / "grid"
+    write_runs(study / "small", TIED, train_samples=50)
+    write_runs(study / "all", TIED, train_samples=1077)
+    page = write_report([study], tmp_path / "report")
+    pairs = json.loads((tmp_path / "report" / "paired.json").read_text())
+    assert len(pairs) == 6
+    for size in (50, 1077):  # the three pairs of each training-set size are one family
+        mine = [p for p in pairs if f"train_samples={size}" in p["a"]]
+        assert [p["p_holm"] for p in mine] == pytest.approx(holm([p["p"] for p in mine]))
+    note = " ".join(page.read_text().split())
+    assert "over all the pairs of its dataset and training-set size" in note
