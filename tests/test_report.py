@@ -471,3 +471,14 @@ def test_a_paired_gap_reads_signed_mean_plus_or_minus_an_unsigned_half_width(tmp
              if (r[0], r[1]) == ("frozen", "full")]
     diff, half = row[3].split(" ± ")
     assert diff.startswith("-") and not half.startswith(("+", "-")) and float(half) > 0, row[3]
+
+
+def test_a_cheaper_cost_never_reads_as_the_same_cost_or_the_dearer_one_as_cheaper():
+    # The trade's "at 100% of its training FLOPs" was written for a configuration 0.2% cheaper (0.998
+    # of the other's): a share rounded up to 100% said the two cost the same where the front put one below.
+    from src.reporting.comparisons import cost_ratio
+
+    assert cost_ratio(0.998, 1.0) == "99.8%"
+    assert cost_ratio(0.99996, 1.0) == "99.996%"
+    assert cost_ratio(0.994, 1.0) == "99%" and cost_ratio(1.0, 1.0) == "100%"
+    assert [cost_ratio(1, 18.3), cost_ratio(1, 2.5), cost_ratio(0.73, 1.0)] == ["1/18", "1/2.5", "73%"]

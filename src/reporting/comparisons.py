@@ -230,7 +230,12 @@ def cost_ratio(cheap: float, dear: float) -> str:
         return f"1/{times:.0f}"
     if times >= 2:
         return f"1/{times:.2g}"
-    return f"{cheap / dear:.0%}"
+    # as many decimals as keep a cheaper cost under 100%: "at 100% of its training FLOPs" read as the
+    # same cost for the configuration the front put below the other (0.998 of it)
+    share, digits = 100 * cheap / dear, 0
+    while digits < 6 and cheap < dear and round(share, digits) >= 100:
+        digits += 1
+    return f"{share:.{digits}f}%"
 
 
 def _front(configs: Sequence[Config], metric: str, cost: str) -> list[bool | None]:
