@@ -859,3 +859,18 @@ def test_the_paired_table_says_its_holm_family_is_one_dataset_and_training_set_s
         assert [p["p_holm"] for p in mine] == pytest.approx(holm([p["p"] for p in mine]))
     note = " ".join(page.read_text().split())
     assert "over all the pairs of its dataset and training-set size" in note
+
+
+def test_the_front_column_note_defines_the_front_as_it_is_computed(tmp_path):
+    # frozen and full measure the same accuracies on every seed and frozen costs 1/18 of the FLOPs: full
+    # is dominated and off every front. The note said a configuration is on the front where "no other
+    # configuration has higher accuracy for as little or less", which no configuration breaks for full:
+    # read that way, full belonged on the front that the column left it off.
+    from src.reporting.page import write_report
+
+    same = {"frozen": APART["full"], "full": APART["full"]}
+    page = write_report([write_runs(tmp_path / "study", same)], tmp_path / "report")
+    rows = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert {r["config"]: r["pareto_by_cost"]["train_flops"] for r in rows} == {"frozen": True, "full": False}
+    note = " ".join(page.read_text().split())
+    assert "no other configuration is at least as accurate at no higher cost and better on one of the two" in note
