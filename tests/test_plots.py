@@ -172,3 +172,20 @@ def test_every_interval_a_figure_draws_is_named_in_its_legend_and_cut_at_what_ac
     fig = plots.pareto(group_configs([r for r in runs if r.result.seed == 0]))
     assert not any("95% CI" in t.get_text() for t in fig.legends[0].get_texts())
     plt.close(fig)
+
+
+def test_the_win_map_says_what_its_marks_and_numbers_are():
+    # The map's PNG travels alone (the W&B summary's images): its ★ and ≈ and the numbers in the cells
+    # had no word on the figure of what they were, and ≈ (a tie by the paired test) read as "about equal".
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+
+    entry = lambda name, mean, tied=False: {"config": name, "strategy": name, "seeds": 3, "mean": mean,  # noqa: E731
+                                            "ci95": 0.01, "tied": tied}
+    cells = [{"dataset": "digits", "train_per_class": size, "metric": "test_acc",
+              "entries": [entry("full", 0.98), entry("frozen", 0.97, tied=True)]} for size in ("5", "all")]
+    fig = plots.win_map(cells)
+    words = " ".join(t.get_text() for legend in fig.legends for t in legend.get_texts())
+    assert "winner" in words and "mean over seeds" in words and "Holm" in words, words
+    plt.close(fig)

@@ -118,10 +118,11 @@ def legend_below(fig: Figure, ax=None, handles=None, labels=None, fontsize: floa
     if not handles:
         return
     labels = list(labels or [])
-    width_in = max(len(str(label)) for label in labels) * fontsize * 0.55 / 72 + 0.45  # marker and gap
+    lines = [str(label).split("\n") for label in labels]  # a label of several lines is as wide as its longest
+    width_in = max(len(line) for ls in lines for line in ls) * fontsize * 0.55 / 72 + 0.45  # marker and gap
     ncols = max(1, min(len(handles), int(fig.get_figwidth() // width_in)))
     rows = math.ceil(len(handles) / ncols)
-    fig.set_figheight(fig.get_figheight() + rows * fontsize * 1.7 / 72 + 0.2)
+    fig.set_figheight(fig.get_figheight() + rows * max(map(len, lines)) * fontsize * 1.7 / 72 + 0.2)
     fig.legend(handles, labels, loc="outside lower center", ncols=ncols, fontsize=fontsize, frameon=False)
 
 
@@ -328,7 +329,13 @@ def win_map(cells: Sequence[dict], cap_points: float = 10.0) -> Figure:
         ax.set_title(plain(f"{dataset}: {METRIC_LABEL.get(metric, robustness.label(metric))}"), fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=axes[0].tolist(), label=f"points behind the winner (≤ {cap_points:g})", shrink=0.9)
+    # the PNG travels alone (W&B): what the numbers and marks claim, on the figure itself
+    keys = ["number: mean over seeds", "★ winner: highest mean", WIN_TIE]
+    legend_below(fig, handles=[plt.Line2D([], [], ls="") for _ in keys], labels=keys, fontsize=7)
     return fig
+
+
+WIN_TIE = "≈ not told apart from the winner: paired\nt-test, Holm over the cell's pairs\n(one seed: Wilson intervals)"
 
 
 def _max_columns(cells: Sequence[dict]) -> int:
