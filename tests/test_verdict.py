@@ -874,3 +874,29 @@ def test_the_front_column_note_defines_the_front_as_it_is_computed(tmp_path):
     assert {r["config"]: r["pareto_by_cost"]["train_flops"] for r in rows} == {"frozen": True, "full": False}
     note = " ".join(page.read_text().split())
     assert "no other configuration is at least as accurate at no higher cost and better on one of the two" in note
+
+
+def test_a_front_is_drawn_and_tabled_per_task_never_across_datasets(tmp_path):
+    # Two datasets in one report: an easy dataset's frozen run at 0.99 took every other configuration
+    # off the table's fronts (and the figure's), though on the hard dataset frozen and full are its
+    # front and the answer's trade says so: accuracies on two datasets are no measure of each other.
+    import matplotlib.pyplot as plt
+
+    from src.reporting import plots
+    from src.reporting.comparisons import summary_rows
+
+    root = tmp_path / "two"
+    write_runs(root / "easy", {"frozen": {0: (0.99, 0.99), 1: (0.99, 0.99)}}, dataset="easy", dataset_id="e1")
+    write_runs(root / "hard", {"frozen": {0: (0.6, 0.6), 1: (0.62, 0.62)}, "full": {0: (0.8, 0.8), 1: (0.82, 0.82)},
+                               "layerwise": {0: (0.7, 0.7), 1: (0.71, 0.71)}}, dataset="hard", dataset_id="h1")
+    configs = group_configs(load_runs([root]))
+    rows = {r["config"]: r for r in summary_rows(configs)}
+    assert [n for n, r in rows.items() if r["pareto"]] == ["frozen (dataset=easy)", "frozen (dataset=hard)", "full"]
+    assert rows["layerwise"]["pareto_by_cost"] == {"train_flops": False, "train_time_s": False, "trainable_params": False}
+    trade = [v.trade for v in verdicts(configs) if v.task.startswith("hard")][0]
+    assert (trade.cheap, trade.top) == ("frozen", "full")  # the answer names them inside their task
+    fig = plots.pareto(configs)
+    for ax in fig.axes[:2]:  # one dashed front per dataset, each through its own points (FLOPs, time)
+        fronts = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert sorted(len(set(line.get_ydata())) for line in fronts) == [1, 2], ax.get_xlabel()
+    plt.close(fig)

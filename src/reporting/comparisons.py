@@ -20,7 +20,7 @@ from src.reporting.runs import ConfigKey
 from src.reporting.stats import LEVEL, holm, paired, wilson
 
 __all__ = ["COSTS", "COST_SHORT", "COST_WORDS", "LEVEL", "METRIC_LABEL", "Family", "cost_ratio", "paired_on_common_seeds",
-           "paired_rows",
+           "paired_rows", "task_groups",
            "per_class_label", "summary_rows", "task_key", "untasked", "win_map"]
 
 # Costs on offer for the x axis of accuracy-vs-cost plots.
@@ -239,8 +239,20 @@ def cost_ratio(cheap: float, dear: float) -> str:
 
 
 def _front(configs: Sequence[Config], metric: str, cost: str) -> list[bool | None]:
-    """Whether each configuration is on the Pareto front of `metric` against `cost`; None for one
-    without a mean of either (a seed recorded null), which neither joins nor blocks the front."""
+    """Whether each configuration is on the Pareto front of `metric` against `cost` among the
+    configurations of its own task (`task_key`: accuracies on two datasets measure nothing of each
+    other, and an easy dataset's cheap run took a hard one's whole front off); None for one without a
+    mean of either (a seed recorded null), which neither joins nor blocks the front."""
     pts = [(c.stats.get(metric, (math.nan,))[0], c.stats.get(cost, (math.nan,))[0]) for c in configs]
-    front = set(pareto_front(pts))
+    front: set[int] = set()
+    for members in task_groups(configs):
+        front |= {members[i] for i in pareto_front([pts[j] for j in members])}
     return [None if any(math.isnan(v) for v in p) else i in front for i, p in enumerate(pts)]
+
+
+def task_groups(configs: Sequence[Config]) -> list[list[int]]:
+    """The indices of `configs` per task (`task_key`), in order of first appearance: what one front spans."""
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(task_key(c), []).append(i)
+    return list(groups.values())

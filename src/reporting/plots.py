@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from src.reporting.comparisons import COSTS, METRIC_LABEL  # noqa: E402
+from src.reporting.comparisons import COSTS, METRIC_LABEL, task_groups  # noqa: E402
 from src.reporting.configs import Config  # noqa: E402
 from src.reporting import robustness, stats  # noqa: E402
 from src.reporting.pareto import pareto_front  # noqa: E402
@@ -80,7 +80,9 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
     for ax, cost in zip(axes[0], costs):
         placed = [cfg for cfg in configs if cost in cfg.stats]
         pts = [(cfg.stats[metric][0], cfg.stats[cost][0]) for cfg in placed]
-        front = pareto_front(pts)
+        groups = task_groups(placed)  # one front per task: two datasets' accuracies are no measure of each other
+        fronts = [[g[i] for i in pareto_front([pts[j] for j in g])] for g in groups]
+        front = {i for f in fronts for i in f}
         for i, cfg in enumerate(placed):
             acc, acc_ci = cfg.stats[metric]
             x, x_ci = cfg.stats[cost]
@@ -89,10 +91,9 @@ def pareto(configs: Sequence[Config], metric: str = "test_acc", costs: Sequence[
                 fmt="o", color=colors[cfg.strategy], ms=7 if i in front else 5, alpha=0.9, capsize=3,
                 markeredgecolor="black" if i in front else colors[cfg.strategy], markeredgewidth=1.4 if i in front else 0.5,
             )
-        if front:
-            xs = [pts[i][1] for i in front]
-            ys = [pts[i][0] for i in front]
-            ax.step(xs, ys, where="post", ls="--", color="black", lw=1, alpha=0.7, zorder=0)
+        for f in fronts:
+            ax.step([pts[i][1] for i in f], [pts[i][0] for i in f], where="post", ls="--", color="black", lw=1, alpha=0.7,
+                    zorder=0)
         for cfg, (acc, x) in zip(placed, pts):
             if cfg.trials:
                 ax.annotate(", ".join(f"#{n}" for n in cfg.trials), (x, acc), xytext=(4, 4),
