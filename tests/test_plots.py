@@ -164,6 +164,14 @@ def test_every_interval_a_figure_draws_is_named_in_its_legend_and_cut_at_what_ac
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("95% CI" in t and "seeds" in t for t in labels), labels
     plt.close(fig)
+    # an epoch no run has a number for is a gap in the band too, not a band from 0 to 1
+    gap = [Run(r.dir, r.result, [EpochRecord(epoch=e, val_acc=None if e == 1 else 0.5 + 0.01 * r.result.seed)
+                                 for e in range(3)]) for r in runs]
+    fig = plots.curves(group_configs(gap))
+    for band in fig.axes[0].collections:
+        ys = [y for path in band.get_paths() for _, y in path.vertices]
+        assert max(ys) < 1.0, max(ys)
+    plt.close(fig)
     fig = plots.pareto(configs)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("95% CI" in t and "seeds" in t for t in labels), labels

@@ -194,7 +194,8 @@ def curves(configs: Sequence[Config], key: str = "val_acc", train_key: str = "tr
             ax.plot(epochs, mean, styles[k % len(styles)], marker=".", color=colors[cfg.strategy],
                     label=plain(f"{cfg.label} (n={len(runs)})"))
             if len(runs) > 1:  # cut at what an accuracy can be, as the bars and tables are (`stats.within`)
-                ends = [stats.within(m, h, stats.SHARE) for m, h in zip(mean, half)]
+                # an epoch with no number (NaN) stays a gap: max(0, nan) is 0, and it drew a band from 0 to 1
+                ends = [(m, m) if math.isnan(m) else stats.within(m, h, stats.SHARE) for m, h in zip(mean, half)]
                 ax.fill_between(epochs, [lo for lo, _ in ends], [hi for _, hi in ends], color=colors[cfg.strategy],
                                 alpha=0.15)
                 banded = True
