@@ -199,7 +199,8 @@ def win_map(configs: Sequence[Config], metric: str = "test_acc", level: float = 
                 if test is not None:
                     # a winner on the mean that its common seeds put behind is no winner either (unequal seeds)
                     entry |= {"behind": test["diff"], "behind_ci95": test["ci95"], "p": test["p"],
-                              "p_holm": test["p_holm"], "tied": test["p_holm"] >= level or test["diff"] < 0}
+                              "p_holm": test["p_holm"], "tied": test["p_holm"] >= level or test["diff"] < 0,
+                              "common_seeds": test["n"]}  # fewer than either has: the gap is no difference of the means
                 else:  # one seed each: tied where their Wilson intervals overlap, as the answer decides
                     overlap = family.intervals_overlap(best, c)
                     entry |= {"behind": best.stats[metric][0] - mean, "behind_ci95": None, "p": None, "p_holm": None,

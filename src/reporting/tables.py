@@ -83,11 +83,13 @@ def pair_cells(pairs: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
-    def behind(e: dict[str, Any], metric: str) -> str:
+    def behind(e: dict[str, Any], metric: str, most: int) -> str:
         if e["mean"] is None:  # no number on some seed: not compared (`comparisons.win_map`)
             return f"{e['config']} ({e['missing']}: not compared)"
         # ahead of the winner on the seeds they share (unequal seeds): "+", not "−-"
         gap = f"{e['config']} {'−' if e['behind'] >= 0 else '+'}{100 * abs(e['behind']):.1f}"
+        if e.get("common_seeds", most) < most:  # paired on fewer seeds than the means beside it: said, as the answer does
+            gap += f" on their {e['common_seeds']} common seeds"
         if e.get("behind_ci95") is None:
             return gap
         if math.isnan(e["behind_ci95"]):  # the same gap on every seed: no CI, the sign test's p
@@ -103,7 +105,7 @@ def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
         ci_text({"m": c["entries"][0]["mean"], "m_ci95": c["entries"][0]["ci95"]}, "m", ".4f", measure_range(c["metric"])),
         ", ".join(c["tied_with_winner"]) or "none",
-        "; ".join(behind(e, c["metric"]) for e in c["entries"][1:]),
+        "; ".join(behind(e, c["metric"], max(e["seeds"], c["entries"][0]["seeds"])) for e in c["entries"][1:]),
     )) for c in cells]
 
 
