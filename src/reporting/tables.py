@@ -88,18 +88,18 @@ def win_cells(cells: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             return f"{e['config']} ({e['missing']}: not compared)"
         # ahead of the winner on the seeds they share (unequal seeds): "+", not "−-"
         gap = f"{e['config']} {'−' if e['behind'] >= 0 else '+'}{100 * abs(e['behind']):.1f}"
-        if e.get("common_seeds", most) < most:  # paired on fewer seeds than the means beside it: said, as the answer does
-            gap += f" on their {e['common_seeds']} common seeds"
         if e.get("behind_ci95") is None:
             return gap
+        # paired on fewer seeds than the means beside it (unequal seeds): said, as the answer does
+        common = f", on their {e['common_seeds']} common seeds" if e.get("common_seeds", most) < most else ""
         if math.isnan(e["behind_ci95"]):  # the same gap on every seed: no CI, the sign test's p
-            return f"{gap} on every seed (p={e['p']:.2g}, sign test, Holm {e['p_holm']:.2g})"
+            return f"{gap} on every seed (p={e['p']:.2g}, sign test, Holm {e['p_holm']:.2g}{common})"
         # where ± would run past what a gap of this measure can be, the ends of the CI of its points
         # above the winner, cut there (`stats.within`)
         low, high = within(-e["behind"], e["behind_ci95"], difference_range(measure_range(metric)))
         cut = (low, high) != (-e["behind"] - e["behind_ci95"], -e["behind"] + e["behind_ci95"])
         ci = f" [{100 * low:+.1f}, {100 * high:+.1f}]" if cut else f" ± {100 * e['behind_ci95']:.1f}"
-        return f"{gap}{ci} (p={e['p']:.2g}, Holm {e['p_holm']:.2g})"
+        return f"{gap}{ci} (p={e['p']:.2g}, Holm {e['p_holm']:.2g}{common})"
 
     return [tuple(str(x) for x in (
         c["dataset"], c["train_per_class"], c["train_samples"], c["winner"],
