@@ -356,7 +356,7 @@ COLUMNS: Sequence[tuple[str, str, str]] = (
     ("trainable_params", "trainable", "si"),
     ("train_flops", "train FLOPs", "si"),
     ("train_time_s", "train s", "s"),
-    ("peak_mem_mb", "peak MB", "mb"),
+    ("peak_mem_mb", "peak MiB", "mb"),
 )
 
 

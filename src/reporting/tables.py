@@ -17,7 +17,7 @@ from src.reporting.stats import Range, difference_range, format_ci, within
 from src.reporting.verdict import answer
 
 SUMMARY_HEAD = ("configuration", "seeds", "val acc", "test acc", "test bal acc", "train FLOPs", "train s",
-                "trainable", "peak MB", "ImageNet agree", "Pareto front on")
+                "trainable", "peak MiB", "ImageNet agree", "Pareto front on")
 
 
 def ci_text(row: dict[str, Any], key: str, fmt: str, bounds: Range | None = None) -> str:
