@@ -95,6 +95,25 @@ def test_the_pareto_front_is_a_table_and_a_chart_on_a_log_cost_axis(tmp_path):
     assert [r["log10 train_flops"] for r in scatter] == pytest.approx([11.0, math.log10(2e12)])
 
 
+def test_two_tasks_fronts_are_two_lines_in_the_front_chart(tmp_path):
+    # a front is per dataset and training-set size: one line through both joined points that measure
+    # nothing of each other (an easy dataset's frozen run beside a hard one's full)
+    rows = [{"config": c, "strategy": c, "seeds": 1, "task": task, "test_acc": acc, "test_acc_ci95": None,
+             "train_flops": flops}
+            for c, task, acc, flops in (("frozen", "digits, all per class", 0.99, 1e11),
+                                        ("full", "xray, all per class", 0.90, 2e12),
+                                        ("frozen", "xray, all per class", 0.80, 1e11))]
+    tracker = make_tracker(OFFLINE, tmp_path, "s", {}, "summary")
+    tracker.pareto("pareto_front", rows, "test_acc", "train_flops", "front")
+    tracker.finish()
+    front = wandb_files.table(tmp_path, "pareto_front")
+    assert [(r["task"], r["config"]) for r in front] == [("digits, all per class", "frozen"),
+                                                         ("xray, all per class", "frozen"), ("xray, all per class", "full")]
+    config = wandb_files.config(_run_file(tmp_path))
+    chart = config["_wandb/visualize/pareto_front_chart"]["panel_config"]
+    assert chart["fieldSettings"]["stroke"] == "task"
+
+
 def test_each_run_saves_the_installed_packages_read_once_per_process(training_run, tmp_path):
     """W&B's own requirements.txt read every package's metadata at each init; ours is read once per
     process and saved with every run all the same (a files record, so `wandb sync` uploads it)."""

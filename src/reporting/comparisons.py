@@ -143,7 +143,7 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
     front = {i for i, on in enumerate(fronts[cost]) if on}
     rows = []
     for i, c in enumerate(configs):
-        row: dict[str, Any] = {"config": c.label, "strategy": c.strategy, "seeds": len(c.runs)}
+        row: dict[str, Any] = {"config": c.label, "strategy": c.strategy, "seeds": len(c.runs), "task": task_label(c)}
         for m, (mean, half) in c.stats.items():
             row[m] = mean
             row[f"{m}_ci95"] = None if math.isnan(half) else half
@@ -154,6 +154,12 @@ def summary_rows(configs: Sequence[Config], metric: str = "test_acc", cost: str 
         row["selected_on"] = [str(r.dir) for r in c.selected_on]  # not counted: its re-runs are the measure
         rows.append(row)
     return rows
+
+
+def task_label(config: Config) -> str:
+    """The task a configuration's front is drawn within (`task_key`), in words: its dataset and how many
+    training images per class."""
+    return f"{config.runs[0].result.dataset}, {per_class_label(config)} per class"
 
 
 def per_class_label(config: Config) -> str:

@@ -236,11 +236,14 @@ class WandbTracker:
             import wandb
 
             ordered = sorted(rows, key=lambda r: (as_number(r.get(cost)) or math.inf, -(as_number(r.get(metric)) or 0)))
-            columns = ["config", "strategy", "seeds", metric, f"{metric}_ci95", cost, log10_column(cost)]
-            data = [[r.get("config"), r.get("strategy"), r.get("seeds"), finite_json(r.get(metric)),
+            columns = ["config", "strategy", "seeds", "task", metric, f"{metric}_ci95", cost, log10_column(cost)]
+            data = [[r.get("config"), r.get("strategy"), r.get("seeds"), r.get("task"), finite_json(r.get(metric)),
                      finite_json(r.get(f"{metric}_ci95")), finite_json(r.get(cost)), _log10(r.get(cost))] for r in ordered]
             table = wandb.Table(columns=columns, data=data)
-            chart = wandb.plot.line(table, log10_column(cost), metric, title=title)
+            # one line per task: a front is drawn within a dataset and training-set size, and one line
+            # through two tasks' fronts would join points that measure nothing of each other
+            stroke = "task" if len({r.get("task") for r in rows}) > 1 else None
+            chart = wandb.plot.line(table, log10_column(cost), metric, stroke=stroke, title=title)
             self.run.log({key: table, f"{key}_chart": chart}, commit=False)
 
         self._guard(f"pareto {key}", log_front)
