@@ -326,13 +326,16 @@ def rewind_metrics(run_dir: Path, last_epoch: int) -> list[dict[str, Any]]:
 def _epochs_up_to(run_dir: Path, last_epoch: int, error: type[CheckpointError]) -> tuple[list[str], list[dict[str, Any]]]:
     """metrics.jsonl's lines of epochs 0..last_epoch and their rows, read only; `error` when any is missing."""
     path = run_dir / METRICS_FILE
-    lines = path.read_text().splitlines() if path.is_file() else []
+    # Bytes, decoded line by line: one byte a disk rotted (not UTF-8) failed the whole read with a
+    # bare UnicodeDecodeError, also in a line the rewind drops anyway; now it is one unreadable line.
+    lines = path.read_bytes().splitlines() if path.is_file() else []
     kept: list[str] = []
     rows: list[dict[str, Any]] = []
-    for line in lines:
+    for raw in lines:
         try:
+            line = raw.decode()
             row = json.loads(line)
-        except json.JSONDecodeError:  # a line a kill cut short: the last one, never a kept epoch's
+        except ValueError:  # a line a kill cut short (the last one, never a kept epoch's), or rotted
             continue
         if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= last_epoch:
             kept.append(line)

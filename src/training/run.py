@@ -79,7 +79,7 @@ def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
         if not isinstance(saved_config, dict):  # empty: read as None, it listed every setting as changed
             raise TypeError(CONFIG_FILE)
         changes = checkpoint.config_changes(saved_config, cfg)
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+    except (OSError, ValueError, yaml.YAMLError, AttributeError, TypeError):  # ValueError: not UTF-8 (a rotted byte)
         raise RunDirTaken(f"{run_dir} already holds a {status} run whose {CONFIG_FILE} is missing or unreadable, so "
                           f"it cannot be told whether it is this config's; it is kept: {instead}") from None
     if changes:

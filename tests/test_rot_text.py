@@ -1,0 +1,94 @@
+"""A run's text files that a disk rotted into bytes that are not UTF-8 (one flipped high bit is
+enough): the same command reads them as unreadable lines or files, says so in one line naming the
+file, and keeps what was finished; it never stops on a bare UnicodeDecodeError."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from src.config import ConfigError, RunConfig
+from src.record.io import read_json_object, read_jsonl
+from src.training import checkpoint
+from src.training.run import RunDirTaken, run
+
+
+class Killed(Exception):
+    """Stands for SIGKILL in-process: the run ends right there."""
+
+
+def _rot(path: Path, at: int) -> None:
+    """The byte at `at` made 0xff: never valid in UTF-8, as a rotted high bit leaves a text file."""
+    data = bytearray(path.read_bytes())
+    data[at] = 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def killed_after_epoch_0(tmp_path_factory) -> tuple[RunConfig, Path]:
+    """A 2-epoch run killed after it logged epoch 1's row and before that epoch's checkpoint: the
+    folder holds checkpoint_epoch000.pt and a metrics.jsonl of epochs 0 and 1."""
+    from tests.conftest import TINY, merge
+
+    cfg = RunConfig.from_dict(merge(TINY, {"trainer": {"drift_probe": 0}}))
+    folder = tmp_path_factory.mktemp("killed") / "run"
+    save = checkpoint.save
+
+    def save_then_die(run_dir, state, keep):
+        if state["epoch"] == 1:
+            raise Killed()
+        return save(run_dir, state, keep)
+
+    checkpoint.save = save_then_die  # (monkeypatch is function-scoped; this fixture is not)
+    try:
+        with pytest.raises(Killed):
+            run(cfg, folder)
+    finally:
+        checkpoint.save = save
+    (folder / "result.json").unlink()  # a SIGKILL leaves none (the in-process kill recorded itself)
+    assert [r["epoch"] for r in read_jsonl(folder / "metrics.jsonl")] == [0, 1]
+    return cfg, folder
+
+
+def _copy(source: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "run"
+    shutil.copytree(source, folder)
+    return folder
+
+
+def test_a_rotted_row_the_resume_drops_anyway_does_not_stop_it(killed_after_epoch_0, tmp_path):
+    cfg, folder = killed_after_epoch_0[0], _copy(killed_after_epoch_0[1], tmp_path)
+    metrics = folder / "metrics.jsonl"
+    _rot(metrics, metrics.read_bytes().index(b"\n") + 30)  # in epoch 1's row, past the checkpoint
+    result = run(cfg, folder)
+    assert result["status"] == "completed"
+    assert [r["epoch"] for r in read_jsonl(metrics)] == [0, 1]  # the rotted row replaced by a real one
+
+
+def test_a_rotted_row_the_checkpoint_continues_is_refused_in_one_line_naming_the_file(killed_after_epoch_0, tmp_path):
+    cfg, folder = killed_after_epoch_0[0], _copy(killed_after_epoch_0[1], tmp_path)
+    metrics = folder / "metrics.jsonl"
+    _rot(metrics, 30)  # in epoch 0's row, which the checkpoint of epoch 0 continues
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError) as err:
+        run(cfg, folder)
+    line = str(err.value)
+    assert "\n" not in line and str(metrics) in line and "does not hold epochs 0-0" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before  # left as it was
+
+
+def test_a_finished_run_whose_config_yaml_rotted_is_kept_and_said_so(tiny_config, tmp_path):
+    cfg = tiny_config(trainer={"epochs": 1, "drift_probe": 0})
+    run(cfg, tmp_path)
+    _rot(tmp_path / "config.yaml", 40)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    # was: UnicodeDecodeError, and the entrypoint said "run failed ... (recorded in result.json)"
+    # beside a result.json that still said completed
+    with pytest.raises(RunDirTaken, match=r"holds a completed run whose config.yaml is missing or unreadable"):
+        run(cfg, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert read_json_object(tmp_path / "result.json")["status"] == "completed"
+    json.dumps(before["result.json"].decode())  # the record is still text
