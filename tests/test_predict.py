@@ -182,6 +182,34 @@ def test_a_model_best_with_one_flipped_bit_is_one_line_not_served(trained, tmp_p
     assert line.startswith(f"error: {copy / 'model_best.pt'}: damaged: entry ") and "CRC-32" in line, line
 
 
+@pytest.mark.parametrize("keep, says", [(0.5, "it is cut short: a zip whose end is missing"), (0, "it is empty (0 bytes)")])
+def test_a_model_best_cut_short_is_named_damaged_not_another_run_s(trained, tmp_path, capsys, keep, says):
+    """A copy or write that never finished leaves a zip without its end: it read as "not this run's
+    weights (RuntimeError: PytorchStreamReader failed ...)", sending the user to look for another run."""
+    import shutil
+
+    from src.predict import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    weights = copy / "model_best.pt"
+    weights.write_bytes(weights.read_bytes()[: int(weights.stat().st_size * keep)])
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    line = _one_line_error(main, [str(copy), str(image)], capsys)
+    assert line.startswith(f"error: {weights}: damaged: {says}"), line
+
+
+def test_a_weights_file_cut_short_is_named_damaged(tmp_path):
+    """model.checkpoint_path and a resumed checkpoint read .pt files through the same check."""
+    from src.models import PretrainedWeightsError, _load_state_dict_file
+
+    path = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:1500])
+    with pytest.raises(PretrainedWeightsError, match=r"is damaged: it is cut short: a zip whose end is missing"):
+        _load_state_dict_file(path)
+
+
 @pytest.mark.parametrize("status, error", [("pruned", None), ("failed", "DivergedError: test loss became nan"),
                                            ("interrupted", "interrupted by Ctrl-C")])
 def test_a_run_that_did_not_complete_is_refused_though_it_kept_weights(trained, tmp_path, capsys, status, error):

@@ -15,6 +15,10 @@ from pathlib import Path
 BEST_FILE = "model_best.pt"
 
 
+# The first bytes of a zip (its first local file header), as torch.save writes one.
+_ZIP_START = b"PK\x03\x04"
+
+
 class DamagedFile(ValueError):
     """A .pt file whose bytes are not the ones written: the message says which entry."""
 
@@ -24,6 +28,15 @@ def check_crc(path: Path) -> None:
     that is not a zip (.safetensors, torch's legacy format) carries no checksum: nothing to check,
     and its own loader says what it is."""
     if not zipfile.is_zipfile(path):
+        # A torch.save zip cut short (a copy or a write that never finished, a disk that filled) has
+        # lost its central directory, where is_zipfile looks: it read as "not a zip", and its readers
+        # said "not this run's weights" of the run's own file. Its first bytes still say what it was.
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise DamagedFile("it is empty (0 bytes): cut short, as a write that never finished leaves it")
+        if head == _ZIP_START:
+            raise DamagedFile("it is cut short: a zip whose end is missing (a copy or write that never finished)")
         return
     with zipfile.ZipFile(path) as archive:
         try:
