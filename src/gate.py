@@ -340,8 +340,11 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
         raise ConfigError(f"{where} is an Optuna study's folder (its {STUDY_FILE}): this {'multirun' if multirun else 'run'}'s"
                           " results would be mixed into the study's report; choose another folder")
     if ours and not study and (finished := [p for p in sorted(folder.glob(f"*/{RESULT_FILE}")) if finished_status(p)]):
-        raise ConfigError(f"{where} already holds {len(finished)} finished run(s) ({finished[0]}); they are "
-                          "kept: choose another folder or move them away")
+        # Said whose record is missing: "move them away" alone, to a user whose study.json was lost
+        # (a file of the set deleted, a copy that left it out), took the study's own trials out of its report.
+        raise ConfigError(f"{where} already holds {len(finished)} finished run(s) ({finished[0]}) but no {STUDY_FILE}, "
+                          "the record of the study they belong to: if it was lost, restore it (from a copy) to resume "
+                          "that study; else they are kept: choose another folder or move them away")
 
 
 def output_setting(hydra_cfg: DictConfig, multirun: bool, output_dir: str | None = None) -> tuple[str, str]:

@@ -385,6 +385,9 @@ def test_a_fixed_sweep_dir_is_resumable_by_its_own_study_only(tmp_path):
     with pytest.raises(ConfigError, match="already holds 1 finished run"):
         check_output_dir(ours, multirun=True)
     check_output_dir(plain, multirun=True)
+    with pytest.raises(ConfigError, match=r"\(.*0_layerwise/result.json\) but no study.json, the record of the study "
+                                          r"they belong to: if it was lost, restore it"):  # not only "move them away"
+        check_output_dir(ours, multirun=True)
     (tmp_path / "study.json").write_text("{}")
     check_output_dir(ours, multirun=True)
 
