@@ -92,3 +92,31 @@ def test_a_finished_run_whose_config_yaml_rotted_is_kept_and_said_so(tiny_config
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     assert read_json_object(tmp_path / "result.json")["status"] == "completed"
     json.dumps(before["result.json"].decode())  # the record is still text
+
+
+def test_a_damaged_newest_checkpoint_says_moving_it_away_continues_from_the_one_before(tiny_config, tmp_path, monkeypatch):
+    """trainer.keep_checkpoints=2 keeps an earlier whole checkpoint: the refusal of a newest one cut
+    short said "move it away to train this run from epoch 0", and moving it continued from the other."""
+    cfg = tiny_config(trainer={"epochs": 3, "drift_probe": 0, "keep_checkpoints": 2})
+    save = checkpoint.save
+
+    def save_then_die(run_dir, state, keep):
+        path = save(run_dir, state, keep)
+        if state["epoch"] == 1:
+            raise Killed()
+        return path
+
+    with monkeypatch.context() as m:
+        m.setattr(checkpoint, "save", save_then_die)
+        with pytest.raises(Killed):
+            run(cfg, tmp_path)
+    (tmp_path / "result.json").unlink()  # a SIGKILL leaves none
+    older, newest = checkpoint.checkpoints(tmp_path)
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # cut short
+    with pytest.raises(ConfigError) as err:
+        run(cfg, tmp_path)
+    line = str(err.value)
+    assert str(newest) in line and f"move it away to continue from {older.name}, the one before it" in line, line
+    newest.rename(tmp_path.parent / newest.name)  # as the line says
+    assert run(cfg, tmp_path)["status"] == "completed"
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "metrics.jsonl")] == [0, 1, 2]

@@ -125,7 +125,10 @@ def latest(run_dir: Path, cfg: RunConfig, data_id: str | None) -> dict[str, Any]
     if not found:
         return None
     path = found[-1]
-    again = "move it away to train this run from epoch 0, or choose another folder"
+    # Where moving it away leads: with trainer.keep_checkpoints, to the one before it, not to epoch 0
+    # (said so, a user threw away every kept epoch to be rid of one damaged file).
+    again = (f"move it away to continue from {found[-2].name}, the one before it" if len(found) > 1 else
+             "move it away to train this run from epoch 0") + ", or choose another folder"
     try:
         state = load_tensors(path)
     except Exception as err:  # truncated, corrupted, or holding objects that are not tensors: all refused
