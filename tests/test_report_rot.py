@@ -100,3 +100,38 @@ def test_a_result_json_whose_status_is_none_of_the_four_is_named(tmp_path, capsy
     assert [(s.path.parent.name, s.reason) for s in skipped] == [
         ("0_run", "status 5 is none of completed, pruned, failed, interrupted"),
         ("1_run", 'status "complete" is none of completed, pruned, failed, interrupted')]
+
+
+def test_a_trial_whose_study_counts_it_finished_is_not_said_to_be_resumed(tmp_path, capsys):
+    """A sweep trial's folder without result.json was "the same command resumes it"; where the study
+    records the trial COMPLETE (its record deleted or left out of a copy since), the same command
+    trains nothing and the folder stays as it is: the hint says so. A trial the study still counts
+    as running (a killed worker) keeps the old hint. Real sqlite storage, no training."""
+    import optuna
+
+    from src.config import OUR_SWEEPER
+    from src.reporting.cli import main
+
+    sweep = tmp_path / "sweeps-out" / "study"
+    sweep.mkdir(parents=True)
+    url = f"sqlite:///{sweep / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.set_user_attr("uid", "u1")
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=0.5))  # trial 0: completed
+    study.ask()  # trial 1: running (its worker killed)
+    (sweep / "study.json").write_text(json.dumps({"study": "s", "uid": "u1", "storage": url}))
+    shutil.copytree(V1_RUN, sweep / "2_layerwise")  # a trial whose record is whole, so the report has a run
+    for number in (0, 1):
+        folder = sweep / f"{number}_layerwise"
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "hydra.yaml").write_text(
+            f"hydra:\n  sweeper:\n    _target_: {OUR_SWEEPER}\n  mode: MULTIRUN\n  job:\n    num: {number}\n")
+        (folder / "config.yaml").write_text("strategy:\n  name: layerwise\n")
+    main([str(sweep), "--out", str(tmp_path / "report")])
+    err = capsys.readouterr().err
+    hints = {line.removeprefix("warning: ").partition(": no result.json")[0]: line.rpartition(" is still running; ")[2]
+             for line in err.splitlines() if "no result.json" in line}
+    assert hints[str(sweep / "0_layerwise")].startswith(
+        "its study records trial 0 as COMPLETE: its result.json was lost after it finished"), err
+    assert "does not train it again" in hints[str(sweep / "0_layerwise")]
+    assert hints[str(sweep / "1_layerwise")] == "the same command resumes it", err

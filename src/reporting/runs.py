@@ -250,12 +250,10 @@ _BARE_VALUE = re.compile(r"[A-Za-z0-9_./:+-]+")
 
 
 def resume_hint(folder: Path) -> str:
-    """The command that resumes a run folder without result.json. A run or a multirun's job gets a new
-    dated folder from the same command (conf/config.yaml), so "the same command resumes it" was false
-    for them: the hint names the setting that points it back here, from the job's `.hydra/hydra.yaml`.
-    A sweep's trial (its folder is the study's) or a folder Hydra did not make: the same command; a
-    dead trial that its sweep retried in another folder: that folder, where its work went. A folder a
-    process is training in now (src.record.lock.in_use) is said to be, not given a command."""
+    """The command that resumes a run folder without result.json: for a run or a multirun's job, with the
+    setting that points it back here (the same command makes a new dated folder). A sweep's trial: the
+    same command, unless the study counts it finished (its record lost since); one its sweep retried
+    elsewhere: that folder. A folder in use (src.record.lock.in_use) is said to be."""
     if in_use(Path(folder)):  # asked of the kernel's lock table, without taking the lock
         return "a process is training in it now (its folder is locked): report again once it ends"
     if (retried := _retried(Path(folder))) is not None:
@@ -265,6 +263,10 @@ def resume_hint(folder: Path) -> str:
         return f"the same command with {sweep_dir_override(_sweep_dir(Path(folder).resolve()))} resumes it"
     if mode == "RUN":
         return f"the same command with {sweep_dir_override(folder, 'hydra.run.dir')} resumes it"
+    from src.reporting.search import recorded_finished  # at call time: the study opened only for this hint
+    if (n := trial_number(folder)) is not None and (state := recorded_finished(Path(folder).parent, n)):
+        return (f"its study records trial {n} as {state}: its result.json was lost after it finished (deleted, "
+                "or a copy that left it out), and the same command does not train it again; restore the file")
     return "the same command resumes it"
 
 
@@ -307,14 +309,12 @@ def unfinished_runs(roots: Iterable[Path]) -> list[Path]:
     for root in roots:
         marks = [*root.rglob(CONFIG_FILE), *root.rglob(".hydra")]
         for folder in [root, *(p.parent for p in marks if p.parent.name != ".hydra")]:
-            if (_holds_a_run(folder) and not (folder / RESULT_FILE).exists()
-                    and not (folder / _DRY_RUN_FILE).exists()):
+            if _holds_a_run(folder) and not (folder / RESULT_FILE).exists() and not (folder / _DRY_RUN_FILE).exists():
                 found.setdefault(folder.resolve(), folder)
     return sorted(found.values())
 
 
 _DRY_RUN_FILE = "estimate.json"  # a dry run's only record (src.training.estimate.ESTIMATE_FILE): it ended as asked
-
 
 def _holds_a_run(folder: Path) -> bool:
     return (folder / CONFIG_FILE).is_file() or (folder / ".hydra").is_dir()

@@ -211,3 +211,22 @@ def find_searches(dirs: Sequence[Path]) -> list[SearchView]:
         if view is not None:
             out.append(view)
     return out
+
+
+def recorded_finished(sweep_dir: Path, number: int) -> str | None:
+    """"COMPLETE" or "PRUNED" when the study of `sweep_dir` (its study.json) records trial `number` as
+    finished, else None (not finished, or no study this report can open). A trial's folder without
+    result.json was said to be resumed by the same command; where the study counts it finished, its
+    record was lost after the run (deleted, a copy that left it out) and nothing trains it again."""
+    try:
+        named = read_owner(sweep_dir / STUDY_FILE)
+        url = _own_storage(sweep_dir, str(named.get("storage", "")))
+        if (path := _storage_file(url)) is None or not path.is_file():
+            return None
+        study = optuna.load_study(study_name=named["study"], storage=_storage(url))
+        if study.user_attrs.get("uid") != named.get("uid"):  # a study made again under the name: not this folder's
+            return None
+        state = next((t.state for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    except Exception:  # a hint, not worth failing a report for: no study, a damaged or locked storage
+        return None
+    return state.name if state in (TrialState.COMPLETE, TrialState.PRUNED) else None
