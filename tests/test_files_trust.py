@@ -524,3 +524,22 @@ def test_a_checkpoint_that_does_not_fit_is_not_kept_and_the_failure_is_recorded(
     assert run(tiny_config(trainer={"save_model": True}), disk / "run")["status"] == "completed"
     assert torch.load(disk / "run" / "model.pt", weights_only=True)
     assert torch.load(disk / "run" / "model_best.pt", weights_only=True)
+
+
+def test_a_line_the_disk_fills_in_the_middle_of_is_cut_off(small_disk):
+    """A metrics.jsonl append that only partly fits (the rest of the file's last page): os.write
+    wrote part of the line and DiskFull was raised, but the torn half line stayed in the file, the
+    next line glued to it. The file keeps its whole lines only."""
+    from src.record.io import DiskFull
+
+    disk = small_disk(64)
+    path = disk / "metrics.jsonl"
+    append_jsonl(path, {"epoch": 0, "val_acc": 0.5})
+    before = path.read_bytes()
+    fill_up(disk)  # the file's own page still has room for part of a line
+    with pytest.raises(DiskFull, match=r"wrote \d+ of \d+ bytes"):
+        append_jsonl(path, {"epoch": 1, "pad": "x" * 20000})
+    assert path.read_bytes() == before
+    (disk / "filler").unlink()
+    append_jsonl(path, {"epoch": 1, "val_acc": 0.6})  # room again: the next line starts on its own
+    assert read_jsonl(path) == [{"epoch": 0, "val_acc": 0.5}, {"epoch": 1, "val_acc": 0.6}]

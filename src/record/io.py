@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import math
@@ -126,9 +127,8 @@ def dumps(value: Any, **kwargs: Any) -> str:
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:
-    """A new temporary file beside `path`, opened for writing, with the permissions any new file
-    gets: 0666 less the umask, applied by the kernel, so there is no umask to read and no window to
-    race (tempfile.mkstemp's 0600 hid the results from the group that shares the folder)."""
+    """A new temporary file beside `path`, opened for writing, 0666 less the umask applied by the kernel
+    (no umask to read, no window to race; tempfile.mkstemp's 0600 hid results from the group)."""
     for _ in range(100):
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
@@ -139,9 +139,8 @@ def _create_temp(path: Path) -> tuple[int, Path]:
 
 
 def write_with(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Atomic write of whatever `write(file)` puts in a binary file: `path` either holds the old
-    content or the complete new one, never half of it. No room to write it: DiskFull naming `path`
-    (the temporary file is removed, so a full disk gets back what it gave)."""
+    """Atomic write of whatever `write(file)` puts in a binary file: `path` holds the old content or the
+    complete new one. No room: DiskFull naming `path` (the temporary file removed: the disk gets it back)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = _create_temp(path)
@@ -164,9 +163,8 @@ _whole = 0  # how many `whole_record()` blocks the main thread is in
 
 @contextlib.contextmanager
 def whole_record() -> Iterator[None]:
-    """A block that a stop must not cut in half, for the record it keeps (an epoch's metrics line and
-    what an interrupted run reports it measured): src.exits delivers a Ctrl-C or SIGTERM that lands
-    inside it 50 ms later, once it is done, as inside a storage call. Keep it short."""
+    """A block a stop must not cut in half (an epoch's metrics line and what an interrupted run reports it
+    measured): src.exits delivers a Ctrl-C or SIGTERM landing in it 50 ms later, once done. Keep it short."""
     global _whole
     _whole += 1
     try:
@@ -180,9 +178,8 @@ def in_whole_record() -> bool:
 
 
 def writable_home(path: Path) -> Path:
-    """The nearest folder of `path` that exists (itself, or the closest existing parent: missing
-    folders are made by the write), checked to take a file. ValueError saying why not, in words a
-    one-line error can end with: "X is a file, not a folder" or "cannot write in X (reason)"."""
+    """The nearest existing folder of `path` (missing ones are made by the write), checked to take a file.
+    ValueError saying why not, to end a one-line error: "X is a file, not a folder", "cannot write in X (reason)"."""
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -210,17 +207,21 @@ def write_json(path: Path, data: Any) -> None:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one record as one line. One os.write() on an O_APPEND descriptor: the kernel places
     it at the end as a unit, so lines from concurrent writers never interleave (Python's buffered
-    file would split a long line into several writes) and a crash leaves whole lines."""
+    file would split a long line into several writes) and a crash leaves whole lines. A disk that
+    fills mid-line: the half line is cut off (it stayed, torn, in a failed run's file), DiskFull."""
     data = (dumps(record) + "\n").encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # less the umask, like any new file
         try:
-            written = os.write(fd, data)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # the cut below must not take another writer's line with it
+            size = os.fstat(fd).st_size
+            if (written := os.write(fd, data)) != len(data):  # a short write to a regular file: the disk is full
+                os.ftruncate(fd, size)  # as the study journal's (src/search/storage.py): whole lines only
         finally:
             os.close(fd)
     except OSError as err:
         raise no_room(err, path) or err
-    if written != len(data):  # a short write to a regular file: the disk is full
+    if written != len(data):
         raise DiskFull(path, errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (wrote {written} of {len(data)} bytes)")
 
 
@@ -229,9 +230,8 @@ def _why_not_json(err: json.JSONDecodeError) -> str:
 
 
 def read_jsonl(path: Path, skipped: list[SkippedFile] | None = None) -> list[dict[str, Any]]:
-    """The records of a JSON-lines file. A line that is not a JSON object (a run killed mid-write,
-    a disk that filled up) is left out and added to `skipped` (path "FILE line N"); without
-    `skipped`, it is logged as a warning. Never silently: a curve with a hole must say so."""
+    """The records of a JSON-lines file. A line that is not a JSON object (a run killed mid-write, a
+    hand's edit) is left out and added to `skipped` ("FILE line N"), or logged: a curve's hole is said."""
     records = []
     for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
