@@ -61,3 +61,19 @@ def test_the_report_of_a_folder_with_a_damaged_study_json_has_no_search_section_
     with caplog.at_level(logging.WARNING):
         assert load_search(out) is None
     assert any(str(out / "study.json") in r.getMessage() and says in r.getMessage() for r in caplog.records)
+
+
+def test_a_sweep_folder_whose_own_storage_was_deleted_says_so_not_another_storage(claimed):
+    """The folder's optuna.db deleted (or replaced): the sweep made a new study of that name there and
+    was refused with "the one in X (this sweep's study is in X): use the storage it was made with",
+    the same X twice. The line says the storage lost the study and to restore it."""
+    out, study, url = claimed
+    Path(url.removeprefix("sqlite:///")).unlink()
+    again = open_study(optuna.storages.RDBStorage(url), "s", ["maximize"], {"config": {}}, None, url)
+    before = (out / "study.json").read_bytes()
+    with pytest.raises(ConfigError) as err:
+        claim_out_dir(out, again, url)
+    line = str(err.value)
+    assert "\n" not in line and f"which {url} no longer holds: that storage was deleted or replaced since" in line, line
+    assert "(empty, made by this or an earlier command: remove it when you restore); restore the storage from a copy" in line, line
+    assert (out / "study.json").read_bytes() == before

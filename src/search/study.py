@@ -163,8 +163,16 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
         raise ConfigError(f"hydra.sweep.dir={out_dir}: its {OWNER_FILE}, which names the study the folder belongs to, "
                           f"cannot be read ({err}): if the folder is this study's, write {json.dumps(mine)} into it; "
                           "else use another hydra.sweep.dir") from None
+    if theirs.get("uid") != mine["uid"] and theirs.get("storage") == where and theirs.get("study") == study.study_name:
+        # The folder's own storage holds a study of that name made since: "the one in X (this sweep's is in
+        # X)" and "use the storage it was made with" named the very storage that had lost it.
+        made = " (empty, made by this or an earlier command: remove it when you restore)" if not study.trials else ""
+        raise ConfigError(f"hydra.sweep.dir={out_dir} belongs to study {study.study_name} {theirs.get('uid')} ({OWNER_FILE}), "
+                          f"which {where} no longer holds: that storage was deleted or replaced since, and holds a study "
+                          f"of that name made again ({mine['uid']}){made}; restore the storage from a copy to resume, "
+                          "or use another hydra.sweep.dir")
     if theirs.get("uid") != mine["uid"]:
-        # Two studies of one name differ by their storage (or by one that was deleted and made again there)
+        # Two studies of one name differ by their storage
         other = (f"another study named {study.study_name}, the one in {theirs.get('storage')} (this sweep's study is in "
                  f"{where})" if theirs.get("study") == study.study_name else
                  f"study {theirs.get('study')} ({theirs.get('storage')}), not to this study {study.study_name}")
