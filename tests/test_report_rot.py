@@ -135,3 +135,18 @@ def test_a_trial_whose_study_counts_it_finished_is_not_said_to_be_resumed(tmp_pa
         "its study records trial 0 as COMPLETE: its result.json was lost after it finished"), err
     assert "does not train it again" in hints[str(sweep / "0_layerwise")]
     assert hints[str(sweep / "1_layerwise")] == "the same command resumes it", err
+
+
+def test_a_metrics_line_with_a_rotted_byte_is_named_not_read_as_a_hole(tmp_path):
+    """A byte of metrics.jsonl rotted into one that is not UTF-8, inside a key ("val_acc"): read with
+    errors="replace", the line parsed with a key "val\\ufffdacc", and the epoch's val_acc went missing
+    from the curve without a word. The line is now named and left out, as a cut line is."""
+    run = tmp_path / "run"
+    shutil.copytree(V1_RUN, run)
+    data = bytearray((run / "metrics.jsonl").read_bytes())
+    data[data.index(b'"val_acc"') + 4] = 0xFF
+    (run / "metrics.jsonl").write_bytes(bytes(data))
+    skipped: list[SkippedFile] = []
+    (loaded,) = load_runs([tmp_path], skipped)
+    assert [str(s) for s in skipped] == [f"{run / 'metrics.jsonl'} line 1: not UTF-8 text (a damaged byte)"]
+    assert all(m.val_acc is not None for m in loaded.metrics)

@@ -233,12 +233,14 @@ def read_jsonl(path: Path, skipped: list[SkippedFile] | None = None) -> list[dic
     """The records of a JSON-lines file. A line that is not a JSON object (a run killed mid-write, a
     hand's edit) is left out and added to `skipped` ("FILE line N"), or logged: a curve's hole is said."""
     records = []
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    for n, line in enumerate(path.read_bytes().splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
+        try:  # decoded line by line: a rotted byte read as U+FFFD inside a key lost its value without a word
+            record = json.loads(line.decode())
             reason = None if isinstance(record, dict) else f"not a JSON object (a {_kind(record)})"
+        except UnicodeDecodeError:
+            reason = "not UTF-8 text (a damaged byte)"
         except json.JSONDecodeError as err:
             reason = f"not valid JSON (column {err.colno})"
         if reason is None:
@@ -292,12 +294,9 @@ def finished_status(result_file: Path) -> str | None:
 
 def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[tuple[Path, RunRecord]]:
     """Every run directory under `roots` that holds a readable result.json, in path order, with its
-    record (a version 1 file upgraded: `RunRecord.from_json`).
-
-    A result.json that cannot be read as a record (truncated by a killed run or a full disk, empty,
-    not JSON, no version number) is left out and added to `skipped` for the caller to show; without
-    `skipped`, it is logged as a warning. One bad file must not hide every other run's result.
-
+    record (a version 1 file upgraded: `RunRecord.from_json`). A result.json that cannot be read as a
+    record (truncated, empty, not JSON, no version number) is left out and added to `skipped` for the
+    caller to show, or logged as a warning: one bad file must not hide every other run's result.
     A run is found once however many of `roots` reach it (`src.report A A/0_full`, `A ../x/A`, a link
     to a run folder): read twice, it was listed as a duplicate of itself and counted in the page's runs."""
     found = []
