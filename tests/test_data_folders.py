@@ -208,3 +208,18 @@ def test_a_missing_npz_is_refused_before_the_run_folder(tmp_path):
     with pytest.raises(ConfigError, match=r"x.npz'?: no such .npz file"):
         run_module.run(cfg, tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_links_to_folders_inside_a_class_are_named_in_a_warning_not_lost_silently(tmp_path, caplog):
+    # Links to folders are not followed (a loop would never end); the images behind one must not
+    # vanish from the training set without a word.
+    root = _classes(tmp_path / "d", n=4)
+    elsewhere = _images(tmp_path / "more_cats", 3)
+    (root / "cat" / "more").symlink_to(elsewhere, target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="src.data"):
+        d = _load(root, val_fraction=0.25, test_fraction=0.25)
+    assert len(d.train) + len(d.val) + len(d.test) == 8  # the linked folder's 3 are not read
+    lines = [r.getMessage() for r in caplog.records if "link" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert "1 link to a folder in class folders is not followed" in lines[0] and str(root / "cat" / "more") in lines[0]
+    assert "suffix" not in lines[0]  # not counted as a file of another suffix

@@ -49,19 +49,28 @@ def class_folders(folder: Path, where: str | None = None) -> list[str]:
     return found
 
 
-def _candidates(folder: Path):
+def _candidates(folder: Path, links: list[Path] | None = None):
     """Every file at any depth in `folder` that is not hidden nor inside a hidden folder. Links to
     files count as files, a dangling or looping one too (it is then an unreadable image, with or
-    without the cache); links to folders are not followed (the same as Path.rglob)."""
-    return (p for p in folder.rglob("*") if not hidden_below(p, folder) and not p.is_dir())
+    without the cache); links to folders are not followed (the same as Path.rglob: a link to a
+    parent would never end), and are added to `links` when given, so that their images are not
+    left out without a word."""
+    for p in folder.rglob("*"):
+        if hidden_below(p, folder):
+            continue
+        if not p.is_dir():
+            yield p
+        elif links is not None and p.is_symlink():
+            links.append(p)
 
 
 def image_files(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
     """A class folder's image files (`IMAGE_SUFFIXES`), at any depth, sorted, leaving out hidden files
     and everything in hidden folders (a notebook's `.ipynb_checkpoints/` copies would be duplicates).
-    The other files, except the OS's own (`SYSTEM_FILES`), are added to `left_out` when given."""
+    The other files, except the OS's own (`SYSTEM_FILES`), and the links to folders (not followed)
+    are added to `left_out` when given."""
     found = []
-    for p in _candidates(folder):
+    for p in _candidates(folder, left_out):
         if p.suffix.lower() in IMAGE_SUFFIXES:
             found.append(p)
         elif left_out is not None and p.name.lower() not in SYSTEM_FILES:
@@ -71,7 +80,14 @@ def image_files(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
 
 def warn_left_out(root: Path, left_out: list[Path]) -> None:
     """One warning for the files of `root`'s class folders that are not read as images, counted by
-    suffix, with an example: a folder of .heic photos must not lose them without a word."""
+    suffix, with an example: a folder of .heic photos must not lose them without a word; and one for
+    the links to folders among them, which are not followed."""
+    links = sorted(p for p in left_out if p.is_symlink() and p.is_dir())
+    if links:  # their images are as much the user's as the files beside them
+        log.warning("%s: %d link%s to a folder in class folders %s not followed, their images not read, e.g. %s; "
+                    "link or copy the image files themselves", shown(root), len(links), "" if len(links) == 1 else "s",
+                    "is" if len(links) == 1 else "are", shown(links[0]))
+    left_out = [p for p in left_out if p not in set(links)]
     if not left_out:
         return
     counts = Counter(p.suffix.lower() or "(none)" for p in left_out)
