@@ -223,3 +223,20 @@ def test_links_to_folders_inside_a_class_are_named_in_a_warning_not_lost_silentl
     assert len(lines) == 1, [r.getMessage() for r in caplog.records]
     assert "1 link to a folder in class folders is not followed" in lines[0] and str(root / "cat" / "more") in lines[0]
     assert "suffix" not in lines[0]  # not counted as a file of another suffix
+
+
+@pytest.mark.parametrize("layout", ["classes", "splits"])
+def test_images_outside_any_class_folder_are_named_in_a_warning(tmp_path, caplog, layout):
+    # An image beside the class folders has no class: it cannot be read, but dropping it without a
+    # word made the folder look smaller than the user's count with no reason given.
+    root = tmp_path / "d"
+    top = root / "train" if layout == "splits" else root
+    _classes(top, n=4)
+    _images(top, 2, suffix=".jpg")  # top/0.jpg, top/1.jpg
+    (top / "notes.txt").write_text("not an image, not a class: no word")
+    with caplog.at_level(logging.WARNING, logger="src.data"):
+        d = _load(root, val_fraction=0.25, test_fraction=0.25)
+    assert len(d.train) + len(d.val) + len(d.test) == 8
+    lines = [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    assert "2 image files" in lines[0] and str(top / "0.jpg") in lines[0] and "notes" not in lines[0]

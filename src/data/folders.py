@@ -97,6 +97,17 @@ def warn_left_out(root: Path, left_out: list[Path]) -> None:
                 " ".join(sorted(IMAGE_SUFFIXES)))
 
 
+def warn_loose(root: Path, folders: dict[str, Path]) -> None:
+    """One warning for the image files that lie beside the class folders (in a split folder, or in
+    the root itself): they have no class and are not read, but a folder must not look smaller than
+    its owner counts it without a reason given."""
+    loose = sorted(p for top in {root, *folders.values()} for p in top.iterdir()
+                   if not hidden(p.name) and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+    if loose:
+        log.warning("%s: %d image files lie outside any class folder, e.g. %s: not read, as they have no class "
+                    "(move each into its <class>/ folder)", shown(root), len(loose), shown(loose[0]))
+
+
 def _holds_images(folder: Path) -> bool:
     return any(p.suffix.lower() in IMAGE_SUFFIXES for p in _candidates(folder))
 
@@ -167,7 +178,7 @@ def part_dir(root: Path, part: str) -> Path:
 def folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], list[str]]:
     """The files and labels of each split folder of `root` (`split_folders`: train/, or root's own
     class folders, and val/ and test/ where present); train's class names. Files left out by their
-    suffix are one warning."""
+    suffix are one warning, image files outside any class folder another."""
     folders, left_out = split_folders(root), []
     files, labels, classes = list_folder(folders["train"], None, left_out)
     parts = {"train": (files, labels)}
@@ -176,4 +187,5 @@ def folder_parts(root: Path) -> tuple[dict[str, tuple[list[Path], list[int]]], l
             files, labels, _ = list_folder(folders[part], classes, left_out)
             parts[part] = (files, labels)
     warn_left_out(root, left_out)
+    warn_loose(root, folders)
     return parts, classes
