@@ -240,3 +240,19 @@ def test_images_outside_any_class_folder_are_named_in_a_warning(tmp_path, caplog
     lines = [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in caplog.records]
     assert "2 image files" in lines[0] and str(top / "0.jpg") in lines[0] and "notes" not in lines[0]
+
+
+def test_every_skipped_unreadable_file_is_named_in_the_log(tmp_path, caplog):
+    # result.json keeps only their count: the log is where the user learns which files to repair,
+    # and naming one of three sent them looking for the other two.
+    root = _classes(tmp_path / "d", n=4)
+    bad = [root / "cat" / "broken.jpg", root / "dog" / "empty.png", root / "dog" / "text.png"]
+    bad[0].write_bytes(b"\xff\xd8\xff not a jpeg")
+    bad[1].write_bytes(b"")
+    bad[2].write_text("hello")
+    with caplog.at_level(logging.WARNING, logger="src.data"):
+        d = _load(root, val_fraction=0.25, test_fraction=0.25)
+    assert sorted(d.skipped_files) == sorted(map(str, bad))
+    lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    assert all(str(p) in lines[0] for p in bad), lines[0]

@@ -17,7 +17,6 @@ optional `classes` array (strings) names its labels, and those names are then ma
 
 from __future__ import annotations
 
-import logging
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,13 +27,11 @@ from src.config import ConfigError, DataConfig
 from src.data.folders import class_folders
 from src.data.labels import match_names, to_labels
 from src.data.npz import read_npz
-from src.data.parts import read_parts
-from src.data.paths import one_line, shown
+from src.data.parts import read_parts, warn_skipped
+from src.data.paths import one_line
 from src.data.pixels import resize_uint8, to_nchw
 from src.data.registry import reader_for
 from src.data.splits import Split, limit_per_class
-
-log = logging.getLogger(__name__)
 
 # The arrays a .npz OOD set may hold, in order of preference: (images, labels).
 NPZ_LAYOUTS = (("images", "labels"), ("test_images", "test_labels"))
@@ -139,9 +136,7 @@ def load_ood(cfg: DataConfig, classes: list[str]) -> list[OodSet]:
             # decoded like the training folder (the decoded-data cache, parallel decode).
             read = read_parts(cfg, p, progress=False)
             split, skipped = read.splits["train"], read.skipped
-            if skipped:
-                log.warning("%s: skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s",
-                            where, len(skipped), shown(skipped[0]))
+            warn_skipped(where, skipped)
             mapping = torch.tensor(match_names(read.classes, classes, where), dtype=torch.int64)
             split = Split(split.images, mapping[split.labels])
         else:

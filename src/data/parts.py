@@ -75,6 +75,20 @@ def _take(out: np.ndarray | RowFile, kept: list[int], readable: dict[int, int], 
     readable[label] += 1
 
 
+SKIPPED_NAMED = 20  # unreadable files named in the warning: all of a few, a sample of a broken copy's thousands
+
+
+def warn_skipped(where: str, skipped: list[str]) -> None:
+    """One warning naming the unreadable files `where` left out (dataset.bad_images=skip), up to
+    `SKIPPED_NAMED` of them: result.json keeps only their count, and the user repairs files by name."""
+    if not skipped:
+        return
+    named = ", ".join(shown(f) for f in skipped[:SKIPPED_NAMED])
+    more = f" and {len(skipped) - SKIPPED_NAMED} more" if len(skipped) > SKIPPED_NAMED else ""
+    log.warning("%sskipped %d unreadable image files (dataset.bad_images=skip): %s%s", f"{where}: " if where else "",
+                len(skipped), named, more)
+
+
 def _decode_setup(cfg: DataConfig, progress: bool) -> _Decode:
     # the CPUs this process may use, not the machine's: a cluster job given 4 of a node's 64 cores
     # started 64 decoders on them

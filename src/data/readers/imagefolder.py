@@ -6,7 +6,6 @@ decoded-data cache (`dataset.cache`, `dataset.cache_dir`), which later runs memo
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +16,9 @@ from src.data.decode import read_image
 from src.data.folders import class_folders, class_names, part_dir, split_folders
 from src.data.identity import hash_folder
 from src.data.labels import one_class
-from src.data.parts import read_parts
-from src.data.paths import shown
+from src.data.parts import read_parts, warn_skipped
 from src.data.registry import Reader, register
 from src.data.splits import DataBundle, held_out
-
-log = logging.getLogger(__name__)
 
 
 @register
@@ -40,9 +36,7 @@ class ImageFolder(Reader):
         train, val, val_note = held_out(read.splits["train"], "val", read.splits.get("val"), cfg, **where)
         train, test, test_note = held_out(train, "test", read.splits.get("test"), cfg, **where)
         notes = [n for n in (val_note, test_note) if n]
-        if read.skipped:
-            log.warning("skipped %d unreadable image files (dataset.bad_images=skip), e.g. %s", len(read.skipped),
-                        shown(read.skipped[0]))
+        warn_skipped("", read.skipped)
         return DataBundle(name, read.classes, train, val, test, "; ".join(notes) or "folders train/val/test",
                           read.skipped, cache=read.cache, cache_entry=str(read.entry) if read.entry else None)
 
