@@ -30,7 +30,7 @@ from src.config.checks import MAX_IMAGE_SIZE
 from src.config.since import BEFORE
 from src.data.batches import Batches
 from src.data.decode import UnreadableImage
-from src.data.folders import IMAGE_SUFFIXES, image_files
+from src.data.folders import IMAGE_SUFFIXES, image_files, left_out_lines
 from src.data.paths import one_line, shown
 from src.data.registry import Reader
 from src.data.splits import Split
@@ -294,13 +294,18 @@ def _read_config(path: Path) -> tuple[dict, tuple[str, int, bool, int, str]]:
     return config, (name, size, draft, batch, amp)
 
 
-def image_paths(targets: Sequence[Path]) -> list[Path]:
-    """Each target that is an image file, and every image file in each target folder (any depth, sorted)."""
+def image_paths(targets: Sequence[Path], notes: list[str] | None = None) -> list[Path]:
+    """Each target that is an image file, and every image file in each target folder (any depth, sorted).
+    What a folder holds that is not read (other suffixes, links to folders) is added to `notes` as
+    lines to show, as training's loader warns: a .heic photo among jpgs was left unpredicted without a word."""
     out: list[Path] = []
     for target in targets:
         if target.is_dir():
+            left_out: list[Path] = []
             try:
-                found = image_files(target)
+                found = image_files(target, left_out)
+                if notes is not None:
+                    notes += left_out_lines(target, left_out, "in it")
             except OSError as err:  # a folder in it that cannot be listed
                 raise PredictError(f"{shown(err.filename or target)}: unreadable ({err.strerror or err})") from None
             if not found:
@@ -351,7 +356,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.out is not None:  # before any work: a place the CSV cannot go is known now
             check_out(args.out)
         loaded = load_model(args.run_dir, args.device)
-        paths, unreadable = image_paths(args.images), []
+        notes: list[str] = []
+        paths, unreadable = image_paths(args.images, notes), []
+        for line in notes:  # not predicted, and not images by this tool's reading: said, the exit code unchanged
+            print(f"warning: {line}", file=sys.stderr)
         rows = loaded.predict_files(paths, unreadable)
         if not rows:  # nothing to write: the first file's reason is the error
             raise PredictError(unreadable[0] + (f" (and {len(unreadable) - 1} more image files unreadable)"

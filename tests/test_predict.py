@@ -436,3 +436,30 @@ def test_a_folder_of_runs_is_one_line_naming_the_runs_in_it(trained, tmp_path, c
     err = capsys.readouterr().err
     assert err == (f"error: {tmp_path / 'trial_0000'}: a folder of runs, not one run (seed_1, seed_2): give the one "
                    "whose model to use (pareto.json's run_dir, the report's run column)\n")
+
+
+def test_files_of_a_folder_that_are_not_read_are_named_not_left_unpredicted_silently(trained, tmp_path, capsys):
+    # A .heic photo among pngs, or a linked folder of pngs, got no CSV row and no word: the user's
+    # count of predictions came up short with nothing saying why. Now each kind is one warning line;
+    # the exit code stays 0 (every image file was predicted).
+    import shutil
+
+    from src.predict import main
+
+    good = sorted((Path(yaml_root(trained)) / "test" / "d3").glob("*.png"))[:2]
+    folder, elsewhere = tmp_path / "photos", tmp_path / "more"
+    folder.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(good[0], folder / "a.png")
+    shutil.copy(good[1], elsewhere / "b.png")
+    (folder / "phone.heic").write_bytes(b"an iPhone photo")
+    (folder / "Thumbs.db").write_bytes(b"the OS's own: no word")
+    (folder / "more").symlink_to(elsewhere, target_is_directory=True)
+    out = tmp_path / "preds.csv"
+    assert main([str(trained), str(folder), "--out", str(out)]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(err) == 2, err
+    assert any(".heic: 1" in ln and str(folder / "phone.heic") in ln for ln in err), err
+    assert any("link to a folder" in ln and str(folder / "more") in ln for ln in err), err
+    assert not any("Thumbs" in ln for ln in err)
+    assert [r[0] for r in csv.reader(io.StringIO(out.read_text()))][1:] == [str(folder / "a.png")]

@@ -78,23 +78,29 @@ def image_files(folder: Path, left_out: list[Path] | None = None) -> list[Path]:
     return sorted(found)
 
 
-def warn_left_out(root: Path, left_out: list[Path]) -> None:
-    """One warning for the files of `root`'s class folders that are not read as images, counted by
-    suffix, with an example: a folder of .heic photos must not lose them without a word; and one for
-    the links to folders among them, which are not followed."""
+def left_out_lines(root: Path, left_out: list[Path], where: str = "in class folders") -> list[str]:
+    """What `image_files` left out of `root`, as lines to show: one for the files not read as images,
+    counted by suffix, with an example (a folder of .heic photos must not lose them without a word),
+    and one for the links to folders, which are not followed. `where` says where they lay."""
     links = sorted(p for p in left_out if p.is_symlink() and p.is_dir())
+    lines = []
     if links:  # their images are as much the user's as the files beside them
-        log.warning("%s: %d link%s to a folder in class folders %s not followed, their images not read, e.g. %s; "
-                    "link or copy the image files themselves", shown(root), len(links), "" if len(links) == 1 else "s",
-                    "is" if len(links) == 1 else "are", shown(links[0]))
-    left_out = [p for p in left_out if p not in set(links)]
-    if not left_out:
-        return
-    counts = Counter(p.suffix.lower() or "(none)" for p in left_out)
-    by_suffix = ", ".join(f"{suffix}: {n}" for suffix, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
-    log.warning("%s: %d files in class folders are not read, their suffix not an image's (%s), e.g. %s; images "
-                "are read from %s", shown(root), len(left_out), by_suffix, shown(min(left_out)),
-                " ".join(sorted(IMAGE_SUFFIXES)))
+        lines.append(f"{shown(root)}: {len(links)} link{'' if len(links) == 1 else 's'} to a folder {where} "
+                     f"{'is' if len(links) == 1 else 'are'} not followed, their images not read, e.g. "
+                     f"{shown(links[0])}; link or copy the image files themselves")
+    files = [p for p in left_out if p not in set(links)]
+    if files:
+        counts = Counter(p.suffix.lower() or "(none)" for p in files)
+        by_suffix = ", ".join(f"{suffix}: {n}" for suffix, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
+        lines.append(f"{shown(root)}: {len(files)} files {where} are not read, their suffix not an image's "
+                     f"({by_suffix}), e.g. {shown(min(files))}; images are read from {' '.join(sorted(IMAGE_SUFFIXES))}")
+    return lines
+
+
+def warn_left_out(root: Path, left_out: list[Path]) -> None:
+    """`left_out_lines` of a dataset's class folders, each a warning."""
+    for line in left_out_lines(root, left_out):
+        log.warning("%s", line)
 
 
 def warn_loose(root: Path, folders: dict[str, Path]) -> None:
