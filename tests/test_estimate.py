@@ -443,3 +443,15 @@ def test_l2sp_steps_are_timed_with_their_penalty(tiny_config, tmp_path, monkeypa
         cfg = tiny_config(strategy={"name": name}, trainer={"epochs": 1, "feature_cache": "off", "drift_probe": 0})
         est.estimate(cfg, setup(cfg, tmp_path / name))
         assert seen and all((p is not None) is (name == "l2sp") for p in seen), (name, seen)
+
+
+def test_the_estimate_says_when_a_last_batch_of_one_is_left_out_each_pass():
+    """12 training images in batches of 11 train 11 a pass (a batch of one would stop BatchNorm): the
+    FLOPs counted 11, but the line said '12 images ... of batch 11' and nothing else, so the image left
+    out each pass was said nowhere."""
+    from src.training.estimate import Estimate
+
+    line = Estimate(12, 4, 4, 32, 1, 11, 10**9, 1.0, 1.0, False).line()
+    assert "11 of the 12 training images a pass" in line and "batch of one" in line
+    for n, batch in ((12, 16), (12, 12), (13, 5), (1, 16)):  # nothing left out: nothing said
+        assert "batch of one" not in Estimate(n, 4, 4, 32, 1, batch, 10**9, 1.0, 1.0, False).line()

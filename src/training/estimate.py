@@ -74,10 +74,19 @@ class Estimate:
         cache = "" if not self.feature_cache else " (feature cache: backbone once)" \
             if cut in (None, "pre-logits") else f" (feature cache: up to {cut} once)"
         return (f"estimate: {self.train_images}/{self.val_images}/{self.test_images} images (train/val/test) at "
-                f"{self.image_size} px, {self.epochs_text} of batch {self.batch_size}{cache}: {flops}, "
+                f"{self.image_size} px, {self.epochs_text} of batch {self.batch_size}{self._left_out}{cache}: {flops}, "
                 f"~{duration(as_shown(self.train_s) + as_shown(self.eval_s))} ({duration(self.train_s)} training + "
                 f"{duration(self.eval_s)} "
                 f"evaluation; after loading, timed on this machine now{self._untimed})")
+
+    @property
+    def _left_out(self) -> str:
+        # the FLOPs and times count the images trained (src.data.batches): the one left out is said too
+        per_pass = trained_images(self.train_images, self.batch_size, 1)
+        if per_pass == self.train_images:
+            return ""
+        return (f" ({per_pass} of the {self.train_images} training images a pass: a last batch of one would stop "
+                "BatchNorm, so a different image is left out each pass)")
 
     @property
     def _untimed(self) -> str:
