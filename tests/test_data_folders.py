@@ -256,3 +256,12 @@ def test_every_skipped_unreadable_file_is_named_in_the_log(tmp_path, caplog):
     lines = [r.getMessage() for r in caplog.records if "unreadable" in r.getMessage()]
     assert len(lines) == 1 and "\n" not in lines[0], lines
     assert all(str(p) in lines[0] for p in bad), lines[0]
+
+
+def test_the_split_note_says_test_is_a_fraction_of_what_val_left(tmp_path):
+    # Both notes read 'stratified 0.25 of train', as if of the same images: test is 0.25 of what
+    # the val split left (here 4 of 15, not 5 of 20).
+    d = _load(_classes(tmp_path / "d", n=10), val_fraction=0.25, test_fraction=0.25)
+    assert (len(d.val), len(d.test)) == (5, 4)
+    assert "val = stratified 0.25 of train (seed 0)" in d.split_note
+    assert "test = stratified 0.25 of train after val was split off (seed 0)" in d.split_note

@@ -122,12 +122,15 @@ def _always_both(n: int, n_keep: int) -> int:
 
 
 def held_out(train: Split, held: str, given: Split | None, cfg: DataConfig, *, dataset: str,
-             classes: list[str]) -> tuple[Split, Split, str | None]:
+             classes: list[str], after: str | None = None) -> tuple[Split, Split, str | None]:
     """(train, the `held` split, a note for the bundle's split_note): `given` where the source has
-    that split, else a stratified `dataset.<held>_fraction` of train (seed `dataset.split_seed`)."""
+    that split, else a stratified `dataset.<held>_fraction` of train (seed `dataset.split_seed`).
+    `after`: the split carved off train before this one, which the note names: the fraction is of
+    what it left (0.2 after a val of 0.2 is 16 % of the images), not of the whole."""
     if given is not None:
         return train, given, None
     fraction = getattr(cfg, f"{held}_fraction")
     train, split = split_off(train, fraction, cfg.split_seed, dataset=dataset, classes=classes, source="train",
                              held=held, option=f"dataset.{held}_fraction")
-    return train, split, f"{held} = stratified {fraction} of train (seed {cfg.split_seed})"
+    of = f"train after {after} was split off" if after else "train"
+    return train, split, f"{held} = stratified {fraction} of {of} (seed {cfg.split_seed})"

@@ -34,7 +34,8 @@ class ImageFolder(Reader):
         read = read_parts(cfg, root, progress)
         where = {"dataset": name, "classes": read.classes}
         train, val, val_note = held_out(read.splits["train"], "val", read.splits.get("val"), cfg, **where)
-        train, test, test_note = held_out(train, "test", read.splits.get("test"), cfg, **where)
+        train, test, test_note = held_out(train, "test", read.splits.get("test"), cfg, **where,
+                                          after="val" if val_note else None)
         notes = [n for n in (val_note, test_note) if n]
         warn_skipped("", read.skipped)
         return DataBundle(name, read.classes, train, val, test, "; ".join(notes) or "folders train/val/test",

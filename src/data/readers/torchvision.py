@@ -41,7 +41,8 @@ class TorchvisionDataset(Reader):
         where = {"dataset": cfg.name or cfg.tv_name.lower(), "classes": classes}
         val_ds, test_ds = self._get("val"), self._get("test")
         train, test, test_note = held_out(train, "test", self._to_split(test_ds, "test", skipped), cfg, **where)
-        train, val, val_note = held_out(train, "val", self._to_split(val_ds, "val", skipped), cfg, **where)
+        train, val, val_note = held_out(train, "val", self._to_split(val_ds, "val", skipped), cfg, **where,
+                                        after="test" if test_note else None)
         notes = [n for n in (test_note, val_note) if n]
         if skipped:
             log.warning("skipped %d unreadable images (dataset.bad_images=skip), e.g. %s", len(skipped), skipped[0])
