@@ -105,6 +105,9 @@ def test_int_or_all_depth_accepted(tiny_config):
     ("strategy.unfreeze_depth=most", "strategy.unfreeze_depth='most' is not allowed (expected int | 'all')"),
     ("optim.optimizer.betas=[0.9]", "optim.optimizer.betas=[0.9]: expected a list of 2 values"),
     ("optim.lr=nan", "optim.lr=nan: expected a finite number"),
+    # a single OOD folder given bare: the line shows the list syntax Hydra needs, not just "a list"
+    ("dataset.ood=/data/art", "dataset.ood='/data/art': expected a list ([a,b] on the command line, e.g. "
+                              "dataset.ood=[/data/art])"),
 ])
 def test_hydra_composition_refuses_in_one_line(override, message):
     with pytest.raises(C.ConfigError) as err:

@@ -65,6 +65,10 @@ def config_error(err: OmegaConfBaseException) -> ConfigError:
         tp = hints[err.key]
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return ConfigError(f"{key}={value!r} is not allowed (expected {' | '.join(repr(m.value) for m in tp)})")
+        if get_origin(tp) in (list, tuple) and not isinstance(value, (list, tuple)):
+            # `dataset.ood=/data/art`: Hydra's list syntax is not what a user guesses from "a list"
+            return ConfigError(f"{key}={value!r}: expected {_expected(tp)} ([a,b] on the command line, e.g. "
+                               f"{key}=[{value}])")
         return ConfigError(f"{key}={value!r}: expected {_expected(tp)}")
     if unknown and key and owner is dict:  # a plain mapping (a run's config.yaml given with --config-path)
         return ConfigError(f"unknown key '{key}' ({key.rpartition('.')[0] or 'the config'} has no such key)")
