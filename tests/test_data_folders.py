@@ -265,3 +265,14 @@ def test_the_split_note_says_test_is_a_fraction_of_what_val_left(tmp_path):
     assert (len(d.val), len(d.test)) == (5, 4)
     assert "val = stratified 0.25 of train (seed 0)" in d.split_note
     assert "test = stratified 0.25 of train after val was split off (seed 0)" in d.split_note
+
+
+def test_a_val_class_folder_differing_from_train_only_in_case_is_named_as_such(tmp_path):
+    # 'class folders ['Cat', 'dog'] differ from train's ['cat', 'dog']' left the user to spot the
+    # capital; OOD folders already said which names match but for case.
+    root = tmp_path / "d"
+    _classes(root / "train", ("cat", "dog"))
+    _classes(root / "val", ("Cat", "dog"))
+    with pytest.raises(ConfigError, match=r"'Cat' ~ 'cat'") as err:
+        _load(root)
+    assert str(root / "val") in str(err.value) and "\n" not in str(err.value)

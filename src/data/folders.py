@@ -163,7 +163,12 @@ def list_folder(folder: Path, classes: list[str] | None,
     labels_of = list(range(len(found)))
     if classes is not None:
         if set(spellings) != {nfc(c) for c in classes}:
-            raise ConfigError(f"{shown(folder)}: class folders {found} differ from train's {classes}")
+            # a capital is easy to miss in two lists: the near-misses are named, as OOD folders' are
+            folded = {nfc(c).casefold(): c for c in classes if nfc(c) not in spellings}
+            near = [f"{n!r} ~ {folded[nfc(n).casefold()]!r}" for n in found
+                    if nfc(n) not in {nfc(c) for c in classes} and nfc(n).casefold() in folded]
+            raise ConfigError(f"{shown(folder)}: class folders {found} differ from train's {classes}"
+                              + (f"; names match exactly, case included: {', '.join(near)}" if near else ""))
         labels_of = match_names(found, classes, shown(folder))
     files, labels = [], []
     for label, cls in zip(labels_of, found):
