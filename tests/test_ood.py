@@ -394,3 +394,16 @@ def test_domain_shift_preset_takes_the_folders_as_settings(tmp_path, monkeypatch
     monkeypatch.delenv("PACS_DIR")
     with pytest.raises(ConfigError, match="PACS_DIR"):  # the data's folder is the user's to give
         to_run_config(compose_train(overrides))
+
+
+def test_a_set_given_as_dot_or_dotdot_is_named_by_its_folder(tmp_path, monkeypatch):
+    # `dataset.ood=[.]` keyed the set '' in result.json's `ood` (and `[..]` as '..'): a nameless
+    # column in the report. The name is the folder's own, the path made absolute without following links.
+    from src.data.ood import ood_names
+
+    (tmp_path / "art" / "sub").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "art")
+    assert ood_names(DataConfig(ood=(".",))) == ["art"]
+    assert ood_names(DataConfig(ood=("sub/..",))) == ["art"]
+    monkeypatch.chdir(tmp_path / "art" / "sub")
+    assert ood_names(DataConfig(ood=("..",))) == ["art"]

@@ -17,6 +17,7 @@ optional `classes` array (strings) names its labels, and those names are then ma
 
 from __future__ import annotations
 
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,9 @@ def ood_names(cfg: DataConfig) -> list[str]:
     """The name of each set (folder name or file stem); ConfigError naming both entries when two share one."""
     names: dict[str, int] = {}
     for i, path in enumerate(cfg.ood):
-        name = Path(path).stem if Path(path).is_file() else Path(path).name
+        # absolute, not resolved: `.` and `..` have the folder's own name, a link keeps its name
+        whole = Path(os.path.abspath(path))
+        name = whole.stem if whole.is_file() else whole.name
         if name in names:
             raise ConfigError(f"dataset.ood[{i}]={path!r}: its name {name!r} is already that of "
                               f"dataset.ood[{names[name]}]={cfg.ood[names[name]]!r} (result.json keys OOD sets by name)")
