@@ -276,3 +276,10 @@ def test_a_val_class_folder_differing_from_train_only_in_case_is_named_as_such(t
     with pytest.raises(ConfigError, match=r"'Cat' ~ 'cat'") as err:
         _load(root)
     assert str(root / "val") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_root_given_as_dot_is_named_by_its_folder(tmp_path, monkeypatch):
+    # `cd photos && python -m src.train dataset=imagefolder dataset.root=.` recorded dataset ''.
+    root = _classes(tmp_path / "photos", n=5)
+    monkeypatch.chdir(root)
+    assert _load(Path(".")).name == "photos"

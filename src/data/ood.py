@@ -17,7 +17,6 @@ optional `classes` array (strings) names its labels, and those names are then ma
 
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from src.data.folders import class_folders
 from src.data.labels import match_names, to_labels
 from src.data.npz import read_npz
 from src.data.parts import read_parts, warn_skipped
-from src.data.paths import one_line
+from src.data.paths import absolute, one_line
 from src.data.pixels import resize_uint8, to_nchw
 from src.data.registry import reader_for
 from src.data.splits import Split, limit_per_class
@@ -49,8 +48,7 @@ def ood_names(cfg: DataConfig) -> list[str]:
     """The name of each set (folder name or file stem); ConfigError naming both entries when two share one."""
     names: dict[str, int] = {}
     for i, path in enumerate(cfg.ood):
-        # absolute, not resolved: `.` and `..` have the folder's own name, a link keeps its name
-        whole = Path(os.path.abspath(path))
+        whole = absolute(path)
         name = whole.stem if whole.is_file() else whole.name
         if name in names:
             raise ConfigError(f"dataset.ood[{i}]={path!r}: its name {name!r} is already that of "

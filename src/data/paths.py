@@ -9,6 +9,7 @@ folder, a folder inside one, or a file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePath
 
 
@@ -39,3 +40,10 @@ def hidden_below(path: Path, top: Path) -> bool:
     """Whether any part of `path` below `top` is hidden (a file in `.ipynb_checkpoints/`, a
     `._x.jpg`)."""
     return any(hidden(part) for part in path.relative_to(top).parts)
+
+
+def absolute(path: str | PurePath) -> Path:
+    """`path` made absolute without following links, for its name: `.` and `..` (a folder given from
+    inside it) have their folder's own name, where Path('.').name is '' (a dataset or OOD set named
+    nothing in result.json); a link keeps its own name."""
+    return Path(os.path.abspath(path))

@@ -17,6 +17,7 @@ from src.data.folders import class_folders, class_names, part_dir, split_folders
 from src.data.identity import hash_folder
 from src.data.labels import one_class
 from src.data.parts import read_parts, warn_skipped
+from src.data.paths import absolute
 from src.data.registry import Reader, register
 from src.data.splits import DataBundle, held_out
 
@@ -30,7 +31,7 @@ class ImageFolder(Reader):
         cfg = self.cfg
         self.check()
         root = Path(cfg.root)
-        name = cfg.name or root.name
+        name = cfg.name or absolute(root).name
         read = read_parts(cfg, root, progress)
         where = {"dataset": name, "classes": read.classes}
         train, val, val_note = held_out(read.splits["train"], "val", read.splits.get("val"), cfg, **where)
@@ -53,7 +54,7 @@ class ImageFolder(Reader):
         train = part_dir(root, "train")
         found = class_folders(train, f"dataset.root={self.cfg.root!r}")
         if len(found) == 1:  # before decoding anything; and the cache entry is not to blame (check_labels_from)
-            raise one_class(self.cfg.name or root.name, found, [0])
+            raise one_class(self.cfg.name or absolute(root).name, found, [0])
 
     def known_classes(self) -> list[str] | None:
         """train/'s class folders (or root's own when it has no train/); None until root is a folder.
