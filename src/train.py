@@ -91,6 +91,7 @@ def _hydra_record(task_cfg: DictConfig, run_dir: Path) -> None:
 @sweep_with("src.sweep_driver.ProjectSweep")  # hydra/sweeper=optuna scores our trials on result.json, not the return value
 def main(cfg: DictConfig) -> float:
     from src.record.lock import FolderInUse
+    from src.training.job_dir import multirun_job_dir
     from src.training.run import RunDirTaken, run
 
     hc = HydraConfig.get()
@@ -100,6 +101,8 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
+        if multirun and not str(OmegaConf.select(hc, "sweeper._target_", default="")).startswith(OUR_SWEEPER):
+            out = multirun_job_dir(out, run_cfg)  # its folder by config, not by its place in this sweep's order
         with _trial_reporter(hc, run_cfg, out) if multirun else contextlib.nullcontext() as on_epoch:
             result = run(run_cfg, out, run_name=out.name, on_epoch=on_epoch, on_claimed=lambda d: _hydra_record(cfg, d))
     except KeyboardInterrupt as err:  # said by whoever runs this job: src.exits.run_task, or our sweeper
