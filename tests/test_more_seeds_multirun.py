@@ -38,6 +38,32 @@ def test_a_job_finds_its_run_by_config_not_by_its_number(tiny_config, tmp_path):
     assert {d: (sweep / d / "result.json").read_bytes() for d in kept} == kept  # nothing overwritten
 
 
+class Killed(BaseException):
+    pass
+
+
+def test_a_killed_run_found_by_config_resumes_unless_a_process_trains_in_it(tiny_config, tmp_path, monkeypatch):
+    from src.record import lock
+    from src.training import checkpoint
+
+    cfg = tiny_config(seed=1, trainer={"epochs": 2, "drift_probe": 0})
+    sweep = tmp_path / "multi"
+    save = checkpoint.save
+
+    def save_then_die(run_dir, state, keep):
+        save(run_dir, state, keep)
+        raise Killed()
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Killed):
+        run(cfg, sweep / "1_x")  # killed after epoch 0 under the earlier numbering
+    monkeypatch.setattr(checkpoint, "save", save)
+    assert checkpoint.checkpoints(sweep / "1_x")
+    assert multirun_job_dir(sweep / "2_x", cfg) == sweep / "1_x"  # resumed there, its epoch 0 kept
+    with lock.held(sweep / "1_x"):  # a process trains it now (a twin job under joblib): its own folder
+        assert multirun_job_dir(sweep / "2_x", cfg) == sweep / "2_x"
+
+
 @pytest.mark.slow  # three multiruns of the tiny model, about 40 s on the 2-core host
 def test_adding_seeds_to_a_finished_multirun_trains_only_the_new_ones(tmp_path):
     sweep = tmp_path / "multi"

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from src.config import RunConfig
+from src.record import lock
 from src.record.io import CONFIG_FILE, RESULT_FILE, finished_status
 from src.training import checkpoint
 
@@ -55,7 +56,10 @@ def multirun_job_dir(run_dir: Path, cfg: RunConfig) -> Path:
     except OSError:
         siblings = []
     for sibling in siblings:
-        if _recorded_config(sibling, cfg):
+        # an unfinished run of this config that a process trains now: a job of this multirun with the same
+        # numbers (`trainer.progress=true,false` under joblib) trains its own, as before, not refused there
+        busy = finished_status(sibling / RESULT_FILE) is None and lock.in_use(sibling)
+        if _recorded_config(sibling, cfg) and not busy:
             log.info("%s holds this job's run (under an earlier multirun's numbering): the job goes on there", sibling)
             return sibling
     if own is None:
