@@ -142,6 +142,9 @@ def test_a_resumed_runs_estimate_is_for_the_epochs_left(tiny_config, tmp_path, m
     assert whole.eval_s - left.eval_s == pytest.approx(0.01 * whole.val_images)  # one validation pass fewer
     assert left.train_flops == whole.train_flops  # the run's whole count, as result.json records it
     assert ", 2 of 3 epochs left (resumed) of batch 8" in left.line() and ", 3 epochs of batch 8" in whole.line()
+    # beside "2 of 3 epochs left", the whole run's FLOPs were read as the 2 epochs' (the time is theirs)
+    assert f": {whole.train_flops:.3e} training FLOPs in all 3 epochs (as result.json counts them), ~" in left.line()
+    assert f": {whole.train_flops:.3e} training FLOPs, ~" in whole.line()
 
 
 def test_steps_are_timed_on_the_runs_own_batches_augmentation_included(tiny_config, tmp_path, monkeypatch):

@@ -70,6 +70,8 @@ class Estimate:
 
     def line(self) -> str:
         flops = f"{self.train_flops:.3e} training FLOPs" if self.train_flops is not None else "FLOPs not counted"
+        if self.first_epoch and self.train_flops is not None:  # beside the epochs left, read as theirs
+            flops += f" in all {self.epochs} epochs (as result.json counts them)"
         cut = self.feature_cache_cut
         cache = "" if not self.feature_cache else " (feature cache: backbone once)" \
             if cut in (None, "pre-logits") else f" (feature cache: up to {cut} once)"
