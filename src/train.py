@@ -37,6 +37,7 @@ from src import exits
 from src.config import OUR_SWEEPER, ConfigError, FolderRefused, RunConfig
 from src.completion import completion_line, completion_script, wants_completion
 from src.gate import CONF, SCHEMA_PREFIX, install, output_setting, precheck, release_unused_dirs, to_run_config
+from src.multirun_stop import multirun_started, said
 from src.record.io import RESULT_FILE, DiskFull, OutOfRoom, SkippedFile, find_results, no_room, no_room_line, write_json
 
 # torch, timm, scipy and matplotlib (src.training.run and .estimate, src.reporting.tables and .publish)
@@ -270,6 +271,7 @@ class ComparisonTable(Callback):
         # A dry multirun's total is of the estimates its own jobs write: a folder used again
         # (hydra.sweep.dir=...) still holds an earlier dry run's, for jobs no longer asked for.
         self.started = time.time()
+        multirun_started(Path(config.hydra.sweep.dir))  # what Ctrl-C names when the jobs run elsewhere (joblib)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -369,7 +371,10 @@ def _checked_main(argv: list[str]) -> None:
         precheck(argv)
     finally:
         release_unused_dirs()
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as err:
+        raise said(err) from None
 
 
 def completion(command: str) -> None:

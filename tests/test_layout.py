@@ -17,7 +17,7 @@ ENTRYPOINTS = {"src.train", "src.report", "src.predict"}
 # The layers, top to bottom: a module may import only from its own layer or the ones below it.
 LAYERS = [
     ENTRYPOINTS,
-    {"src.sweep_driver"},  # src.train's side of the sweeper plugin: the plugin hands it the sweep
+    {"src.sweep_driver", "src.multirun_stop"},  # src.train's side of the sweeper plugin: the plugin hands it the sweep; a stopped multirun's line
     {"src.exits", "src.completion"},  # how the process ends (src.train and the sweeper plugin raise to it); shell completion
     {"src.search"},
     {"src.gate"},
