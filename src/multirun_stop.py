@@ -26,27 +26,28 @@ def multirun_started(sweep_dir: Path) -> None:
     _started = (sweep_dir, time.time())
 
 
-def _recorded_since(sweep_dir: Path, since: float) -> list[Path]:
+def _recorded_since(sweep_dir: Path, since: float) -> tuple[list[Path], list[str]]:
     """The result.json files under `sweep_dir`'s job folders that record `interrupted`, written since
-    `since`, once no process holds those folders (or WAIT_S has passed)."""
+    `since`, once no process holds those folders (or WAIT_S has passed); and the job folders written
+    since that hold a run's config.yaml and no result.json (a worker killed with its driver)."""
     from src.record import lock
     from src.record.io import RESULT_FILE, read_json_object
 
     try:
         jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and d.stat().st_mtime >= since - 1)
     except OSError:
-        return []
+        return [], []
     deadline = time.monotonic() + WAIT_S
     while any(lock.in_use(d) for d in jobs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    found = []
+    found, cut = [], [j.name for j in jobs if (j / "config.yaml").is_file() and not (j / RESULT_FILE).exists()]
     for job in jobs:
         try:
             if (job / RESULT_FILE).stat().st_mtime >= since and read_json_object(job / RESULT_FILE).get("status") == "interrupted":
                 found.append(job / RESULT_FILE)
         except (OSError, ValueError):
             continue
-    return found
+    return found, cut
 
 
 def said(err: KeyboardInterrupt) -> KeyboardInterrupt:
@@ -56,9 +57,14 @@ def said(err: KeyboardInterrupt) -> KeyboardInterrupt:
     if stop.recorded is not None or _started is None:
         return stop
     sweep_dir, since = _started
-    records = _recorded_since(sweep_dir, since)
+    records, cut = _recorded_since(sweep_dir, since)
     what = (f"status 'interrupted' recorded in {', '.join(map(str, records))}" if records
             else "no run was recorded as interrupted")
+    if cut:  # their workers were ended with the driver (a signal to it alone): resumable, not lost
+        from src.reporting.runs import sweep_dir_override
+
+        what += (f"; stopped without a record: {', '.join(cut)} (the same command with "
+                 f"{sweep_dir_override(sweep_dir)} resumes them from their last checkpoint)")
     stop.recorded = (f"{what}; finished runs are kept in {sweep_dir} "
                      f"(python -m src.report {shlex.quote(str(sweep_dir))})")
     return stop
