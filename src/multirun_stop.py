@@ -64,7 +64,7 @@ def said(err: KeyboardInterrupt) -> KeyboardInterrupt:
         from src.reporting.runs import sweep_dir_override
 
         what += (f"; stopped without a record: {', '.join(cut)} (the same command with "
-                 f"{sweep_dir_override(sweep_dir)} resumes them from their last checkpoint)")
+                 f"{sweep_dir_override(sweep_dir)} resumes them, each from its last checkpoint if it has one)")
     stop.recorded = (f"{what}; finished runs are kept in {sweep_dir} "
                      f"(python -m src.report {shlex.quote(str(sweep_dir))})")
     return stop

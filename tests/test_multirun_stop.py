@@ -40,8 +40,8 @@ def test_a_stop_no_job_described_names_the_runs_recorded_since_the_multirun_bega
     killed.mkdir()
     (killed / "config.yaml").write_text("seed: 0\n")
     line = exits.describe(multirun_stop.said(exits.Stopped(signal.SIGTERM)))[0]
-    assert (f"; stopped without a record: 3_full (the same command with hydra.sweep.dir={tmp_path} resumes them "
-            "from their last checkpoint); finished runs are kept in") in line
+    assert (f"; stopped without a record: 3_full (the same command with hydra.sweep.dir={tmp_path} resumes them, "
+            "each from its last checkpoint if it has one); finished runs are kept in") in line
     # a job that said what it recorded (the basic launcher runs it in this process) is left as it said
     mine = exits.Stopped(signal.SIGINT, "status 'interrupted' recorded in X")
     assert multirun_stop.said(mine).recorded == "status 'interrupted' recorded in X"
