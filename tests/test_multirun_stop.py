@@ -63,7 +63,12 @@ def test_sigterm_to_a_joblib_multirun_names_what_its_workers_recorded(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     stopped = sorted(p for p in sweep.glob("*/result.json") if json.loads(p.read_text())["status"] == "interrupted")
-    assert len(stopped) == 2
+    # joblib may end a worker before it records (its driver's abort races the worker's own handler): that
+    # folder is named as stopped without a record, to be resumed; every job is named, one way or the other
+    cut = sorted(d.name for d in sweep.glob("*_*") if (d / "config.yaml").is_file() and not (d / "result.json").exists())
+    assert len(stopped) + len(cut) == 2
     line = next(x for x in err.splitlines() if x.startswith("interrupted by"))
-    assert line == (f"interrupted by SIGTERM: status 'interrupted' recorded in {', '.join(map(str, stopped))}; finished "
-                    f"runs are kept in {sweep} (python -m src.report {sweep})")
+    said = f"status 'interrupted' recorded in {', '.join(map(str, stopped))}" if stopped else "no run was recorded as interrupted"
+    assert line.startswith(f"interrupted by SIGTERM: {said}; ")
+    assert (f"; stopped without a record: {', '.join(cut)} (" in line) == bool(cut)
+    assert line.endswith(f"; finished runs are kept in {sweep} (python -m src.report {sweep})")
