@@ -30,6 +30,7 @@ import sys
 import threading
 from typing import Any, Callable, NoReturn
 
+from src.record.ending import Requeued
 from src.record.io import in_whole_record
 
 FAILURE = 1
@@ -162,7 +163,8 @@ class Deferred:
     the scheduler's SIGTERM at the limit, neither requeued nor recorded as timed out. And run only
     in the process that installed it: SLURM signals every process of a job step, and a worker
     forked from the run (decoding, drawing figures) would otherwise checkpoint and requeue the job
-    too, or raise inside its task; there it does nothing."""
+    too, or raise inside its task; there it does nothing. The launcher's exit (submitit requeued the
+    job) travels as src.record.ending.Requeued, which the run records as `interrupted`."""
 
     def __init__(self, handler: Callable[[int, Any], Any]) -> None:
         self.handler = handler
@@ -170,7 +172,12 @@ class Deferred:
 
     def __call__(self, signum: int, frame: Any) -> None:
         if os.getpid() == self.pid and not _not_now(signum, frame):
-            self.handler(signum, frame)
+            try:
+                self.handler(signum, frame)
+            except Requeued:
+                raise
+            except SystemExit as end:  # only a launcher's handler exits (ours raises Stopped)
+                raise Requeued(signum, end.code) from None
 
 
 # Signals a launcher may handle in Python in a job's process: submitit's checkpoint signal is SIGUSR2.

@@ -29,6 +29,7 @@ from src.data.augment import augment_params
 from src.measurement.memory import PeakMemory
 from src.models import weights_identity, weights_source
 from src.record.digest import signed
+from src.record.ending import stop_status
 from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, dumps, write_json
 from src.record.schema import DriftMeasures, Environment, EpochRecord, FitMeasures, Measured, RunRecord
 from src.reporting.tracking import Tracker
@@ -178,7 +179,7 @@ def stopped(record: RunRecord, err: BaseException, progress: Progress) -> RunRec
     """A run an error or Ctrl-C stopped: what it measured up to then is kept nested, so that no
     reader mistakes it for a result. Call it inside the `except` block (the traceback)."""
     return record.replace(
-        environment(), status="interrupted" if isinstance(err, KeyboardInterrupt) else "failed",
+        environment(), status=stop_status(err),
         error=f"{type(err).__name__}: {err}", failed_epoch=progress.epoch,
         measured_before_stop=dataclasses.asdict(progress.measured) if progress.measured else {},
         traceback=traceback.format_exc(limit=5),
