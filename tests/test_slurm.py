@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,3 +208,34 @@ def test_a_job_over_its_time_limit_is_requeued_and_resumes_from_its_last_epoch(t
     whole = _record(tmp_path / "local")
     for key in ("val_acc", "test_acc", "test_loss", "train_flops"):
         assert record[key] == whole[key], key
+
+
+def test_a_held_job_is_named_once_and_the_multirun_goes_on_when_it_is_released(tmp_path):
+    # Seen: a job held by SLURM (`scontrol hold`, here `sbatch --hold`) never starts on its own, and
+    # the driver waited for it without a word. Now one line names the job, the reason and the command.
+    out = tmp_path / "m"
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", "-m", f"hydra.sweep.dir={out}", "strategy=frozen",
+                             *TINY_OVERRIDES, *SLURM, "hydra.launcher.timeout_min=5",
+                             "+hydra.launcher.additional_parameters={hold:true}"],
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    give_up = threading.Timer(240, proc.kill)  # without the line the driver waits for ever: the test ends
+    give_up.start()
+    try:
+        said = ""
+        for line in proc.stderr:  # the driver's stderr, as it comes
+            said += line
+            if "is held by SLURM" in line:
+                break
+        assert "is held by SLURM (JobHeldUser)" in said, said[-3000:]
+        job = next(p.name for p in (out / ".submitit").iterdir() if p.is_dir())
+        assert f"scontrol release {job}" in said
+        subprocess.run(["scontrol", "release", job], check=True, timeout=30)
+        stdout, rest = proc.communicate(timeout=600)
+    finally:
+        give_up.cancel()
+        proc.kill()
+        for folder in (out / ".submitit").glob("*"):  # never leave a held job in the shared queue
+            subprocess.run(["scancel", folder.name], capture_output=True, timeout=30)
+    assert proc.returncode == 0, rest[-3000:]
+    assert (said + rest).count("is held by SLURM") == 1
+    assert _record(out / "0_frozen")["status"] == "completed"

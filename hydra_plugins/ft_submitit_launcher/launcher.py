@@ -22,6 +22,7 @@ default, beside two of ours.
 # No `from __future__ import annotations`: Hydra's plugin scan executes this module before it is in
 # sys.modules, and dataclasses then cannot resolve string annotations.
 import logging
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, fields
@@ -125,7 +126,9 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
     """The job's own JobReturn (or the OutOfRoom line it handed back) when it produced one; else a
     record of why not (see the module docstring), naming the launcher's setting (`params`) that
     decides a time limit or an out-of-memory end."""
-    state = wait(job, limit_s, poll_s)
+    state = wait(job, limit_s, poll_s, held=lambda why: print(
+        f"warning: job {idx} ({job.job_id}) is held by SLURM ({why}): the multirun waits for it until "
+        f"`scontrol release {job.job_id}` (or `scancel {job.job_id}`)", file=sys.stderr, flush=True))
     if job.paths.result_pickle.exists():
         try:
             ret = job.results()[0]
@@ -205,15 +208,20 @@ def _done(job: Any) -> bool:
 UNREADABLE = {"UNKNOWN"}
 
 
-def wait(job: Any, limit_s: float, poll_s: float, settle_s: float = PREEMPTED_SETTLE_S) -> str:
+def wait(job: Any, limit_s: float, poll_s: float, settle_s: float = PREEMPTED_SETTLE_S,
+         held: Callable[[str], None] | None = None) -> str:
     """Wait until the job ends; a state that cannot be read ends the wait after `limit_s`. PREEMPTED
     is unfinished to submitit (SLURM may requeue the job), so a job whose preemption cancelled it was
-    awaited forever: one that stays PREEMPTED for `settle_s` has ended."""
+    awaited forever: one that stays PREEMPTED for `settle_s` has ended. A pending job that SLURM
+    holds (`scontrol hold`, `sbatch --hold`) never starts on its own: `held` is told SLURM's reason,
+    once per hold (the driver waited without a word)."""
     unreadable_since: float | None = None
+    hold = Hold(job, held)
     while True:
         if job.done():
             return str(job.state)
         state = str(job.state)
+        hold.check(state)
         if state in UNREADABLE or base_state(state) == "PREEMPTED":
             unreadable_since = unreadable_since or time.monotonic()
             if time.monotonic() - unreadable_since > (limit_s if state in UNREADABLE else settle_s):
@@ -221,6 +229,43 @@ def wait(job: Any, limit_s: float, poll_s: float, settle_s: float = PREEMPTED_SE
         else:
             unreadable_since = None
         time.sleep(poll_s)
+
+
+class Hold:
+    """Whether a pending SLURM job is held, asked of `squeue` (sacct's state says only PENDING) at
+    most every HELD_RECHECK_S, and said once per hold."""
+
+    def __init__(self, job: Any, say: Callable[[str], None] | None) -> None:
+        self.job, self.say = job, say
+        self.asked_at: float | None = None
+        self.told = False
+
+    def check(self, state: str) -> None:
+        if self.say is None or type(self.job).__name__ != "SlurmJob":
+            return
+        if base_state(state) != "PENDING":
+            self.asked_at, self.told = None, False
+            return
+        if self.asked_at is not None and time.monotonic() - self.asked_at < HELD_RECHECK_S:
+            return
+        self.asked_at = time.monotonic()
+        why = held_reason(str(self.job.job_id))
+        if why and not self.told:
+            self.say(why)
+        self.told = bool(why)
+
+
+HELD_RECHECK_S = 30.0
+
+
+def held_reason(job_id: str) -> str | None:
+    """SLURM's reason that a pending job waits, when it is a hold (JobHeldUser, JobHeldAdmin)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out if out.startswith("JobHeld") else None
 
 
 def _record(job_dir: Path, job: Any, state: str, reason: str) -> None:
