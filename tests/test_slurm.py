@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from src.record.io import read_json_object
 from src.search.storage import repeating
 from tests.cli import REPO, TINY_OVERRIDES, env
 
@@ -239,3 +240,46 @@ def test_a_held_job_is_named_once_and_the_multirun_goes_on_when_it_is_released(t
     assert proc.returncode == 0, rest[-3000:]
     assert (said + rest).count("is held by SLURM") == 1
     assert _record(out / "0_frozen")["status"] == "completed"
+
+
+@pytest.mark.parametrize("action", [["scontrol", "requeue"], ["scancel", "--signal=USR2"]])
+def test_a_sweep_trial_whose_job_is_requeued_continues_and_is_recorded_once(tmp_path, action):
+    # What the scheduler really does, not a faked state: `scontrol requeue` (SIGTERM to the run) or
+    # submitit's own requeue on SIGUSR2 (`scancel --signal=USR2`, as before a time limit). While the
+    # job waits to start again (SLURM's two-minute BeginTime) its result.json says interrupted: it
+    # said `failed: SystemExit: -1` after a SIGUSR2. Started again, the job continues from its
+    # checkpoint; the study holds one trial, COMPLETE, with each epoch trained once.
+    out, epochs = tmp_path / "s", 40
+    proc = subprocess.Popen([sys.executable, "-m", "src.train", "-m", "sweep=default", "hydra.sweeper.n_trials=1",
+                             f"hydra.sweep.dir={out}", *TINY_OVERRIDES, f"trainer.epochs={epochs}", *SLURM,
+                             "hydra.launcher.timeout_min=10"],
+                            cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (metrics := list(out.glob("0_*/metrics.jsonl"))) or len(metrics[0].read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, "the trial never trained"
+            time.sleep(0.5)
+        run_dir = metrics[0].parent
+        job = next(p.name for p in (out / ".submitit").iterdir() if p.is_dir())
+        subprocess.run([*action, job], check=True, timeout=30)
+        while "BeginTime" not in subprocess.run(["squeue", "-h", "-j", job, "-o", "%r"], capture_output=True,
+                                                text=True).stdout:
+            assert time.monotonic() < deadline, "the job was not requeued"
+            time.sleep(0.5)
+        waiting = read_json_object(run_dir / "result.json")
+        assert waiting["status"] == "interrupted", waiting["error"]
+        subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True, timeout=30)
+        stdout, stderr = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    record = read_json_object(run_dir / "result.json")
+    assert record["status"] == "completed" and record["epochs_trained"] == epochs
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(epochs))  # resumed, each epoch once
+    history = subprocess.run(["sacct", "-n", "-X", "-D", "-j", job, "-o", "State"], capture_output=True,
+                             text=True).stdout.split()
+    assert "REQUEUED" in history and history[-1] == "COMPLETED", history
+    study = optuna.load_study(study_name="layerwise-default", storage=f"sqlite:///{out / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE]
+    assert study.trials[0].user_attrs["epochs_trained"] == epochs
