@@ -16,7 +16,7 @@ import pytest
 
 from hydra_plugins.ft_submitit_launcher.launcher import cancelled, collect, wait
 from src.record.digest import signed
-from src.record.io import read_json_object
+from src.record.io import read_json_object, write_json
 from src.record.lock import held
 from tests.cli import REPO, TINY_OVERRIDES, env
 
@@ -153,3 +153,24 @@ def test_a_stopped_driver_names_the_folder_its_same_command_resumes(tmp_path):
     stop = cancelled([job], KeyboardInterrupt(), sweep, poll_s=0.01)
     assert "cancelled 1 unfinished job (41_1)" in stop.recorded
     assert f"the same command with hydra.sweep.dir={sweep.resolve()} resumes" in stop.recorded, stop.recorded
+
+
+def test_a_run_a_signal_stopped_is_said_so_not_blamed_on_the_scheduler(tmp_path, capsys):
+    # Seen on SLURM: `scancel --signal=TERM JOB` on a running job; the run recorded `interrupted`
+    # (Stopped: signal SIGTERM) and its job exited 1, which sacct calls FAILED: the line and the record
+    # said "the scheduler ended it: FAILED", naming neither the signal nor who sent it.
+    job_dir = tmp_path / "0_full"
+    job_dir.mkdir()
+    write_json(job_dir / "result.json", signed({"status": "interrupted", "error": "Stopped: signal SIGTERM",
+                                                  "epochs_trained": 2}))
+    collect(Job(["FAILED"], tmp_path), 0, lambda: job_dir, limit_s=0.1, poll_s=0.01)
+    record = read_json_object(job_dir / "result.json")
+    assert record["status"] == "failed" and record["epochs_trained"] == 2
+    assert "stopped by a signal" in record["error"] and "SIGTERM" in record["error"], record["error"]
+    assert "the scheduler ended it" not in record["error"]
+    line = capsys.readouterr().err.strip()
+    assert "SIGTERM" in line and "the scheduler ended it" not in line, line
+    # a job that failed by itself stays the scheduler's FAILED
+    other = tmp_path / "1_full"
+    collect(Job(["FAILED"], tmp_path), 1, lambda: other, limit_s=0.1, poll_s=0.01)
+    assert "the scheduler ended it: FAILED" in read_json_object(other / "result.json")["error"]

@@ -138,9 +138,9 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
         else:
             _name_the_limit(ret, params or {})
             return ret
-    reason = (f"the scheduler's state stayed {state} for {limit_s / 60:g} min (is SLURM accounting, sacct, working?)"
-              if state in UNREADABLE else ended_why(state, params))
     job_dir = job_dir_of()
+    reason = (f"the scheduler's state stayed {state} for {limit_s / 60:g} min (is SLURM accounting, sacct, working?)"
+              if state in UNREADABLE else _signalled(job_dir, state) or ended_why(state, params))
     line = f"job {idx} ({job.job_id}) did not finish: {reason}; its log: {job.paths.stderr}"
     print(f"error: {line}", file=sys.stderr, flush=True)
     _record(job_dir, job, state, reason)
@@ -151,6 +151,22 @@ def collect(job: Any, idx: int, job_dir_of: Callable[[], Path], limit_s: float, 
     ret.status = JobStatus.COMPLETED  # recorded as failed in its result.json: the table ends the multirun
     ret.return_value = float("nan")
     return ret
+
+
+def _signalled(job_dir: Path, state: str) -> str | None:
+    """Why a job ended when a signal, not the scheduler, stopped its run: the job exited non-zero
+    (FAILED) after its run recorded `interrupted` (`scancel --signal=TERM`, a `kill` on the node).
+    It read `the scheduler ended it: FAILED`, which blamed the scheduler and named no signal."""
+    if base_state(state) != "FAILED":
+        return None
+    try:
+        data = read_json_object(job_dir / RESULT_FILE)
+    except (OSError, ValueError):
+        return None
+    if data.get("status") != "interrupted":
+        return None
+    return (f"its run was stopped by a signal sent to the job ({data.get('error')}: `scancel --signal`, or a kill on "
+            f"the node), not by the scheduler (state {state}): not retried")
 
 
 def _name_the_limit(ret: JobReturn | OutOfRoom, params: dict[str, Any]) -> None:
