@@ -174,3 +174,18 @@ def test_a_run_a_signal_stopped_is_said_so_not_blamed_on_the_scheduler(tmp_path,
     other = tmp_path / "1_full"
     collect(Job(["FAILED"], tmp_path), 1, lambda: other, limit_s=0.1, poll_s=0.01)
     assert "the scheduler ended it: FAILED" in read_json_object(other / "result.json")["error"]
+
+
+def test_a_stopped_driver_does_not_say_a_queued_job_recorded_anything(tmp_path):
+    # Seen on SLURM: Ctrl-C on a multirun whose job was held (never started) said "cancelled 1
+    # unfinished job (36), which record status 'interrupted' in their folders": there was no folder.
+    queued, started = Job(["PENDING", "PENDING", "CANCELLED by 0"], tmp_path), Job(["RUNNING", "CANCELLED by 0"], tmp_path)
+    queued.job_id = "36"
+    for job in (queued, started):
+        job.cancel = lambda check: None
+    stop = cancelled([queued, started], KeyboardInterrupt(), tmp_path, poll_s=0.01)
+    assert "cancelled 1 unfinished job (41_1), which record status 'interrupted'" in stop.recorded
+    assert "cancelled 1 job (36) still queued, which had not started: nothing recorded" in stop.recorded, stop.recorded
+    alone = Job(["PENDING", "PENDING", "CANCELLED by 0"], tmp_path)
+    alone.cancel = lambda check: None
+    assert "interrupted" not in cancelled([alone], KeyboardInterrupt(), tmp_path, poll_s=0.01).recorded

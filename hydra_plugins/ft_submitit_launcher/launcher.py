@@ -196,6 +196,8 @@ def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll
     from src.reporting.runs import sweep_dir_override
 
     running = [job for job in jobs if not _done(job)]
+    # A job still queued (held, or waiting for room) has no run to record anything: said apart.
+    queued = [job for job in running if base_state(_state(job)) == "PENDING"]
     for job in running:
         job.cancel(check=False)
     deadline = time.monotonic() + settle_s
@@ -204,13 +206,31 @@ def cancelled(jobs: Sequence[Any], err: KeyboardInterrupt, sweep_dir: Path, poll
             time.sleep(poll_s)
     except KeyboardInterrupt:
         pass  # a second stop: stop waiting, the jobs are cancelled all the same
-    ids = ", ".join(str(job.job_id) for job in running)
-    what = (f"cancelled {len(running)} unfinished job{'s' * (len(running) != 1)} ({ids}), which record status "
-            "'interrupted' in their folders" if running else "every job had ended")
+    what = _cancelled_line([job for job in running if job not in queued], queued)
     # The folder named: a multirun's default folder is dated, so the same command alone would start a
     # new one and train every job again (an Optuna sweep's folder is its study's: naming it is harmless).
     return exits.stopped(err, f"{what}; finished runs are kept in {sweep_dir}; the same command with "
                               f"{sweep_dir_override(sweep_dir)} resumes (python -m src.report {sweep_dir} reports them)")
+
+
+def _cancelled_line(started: list[Any], queued: list[Any]) -> str:
+    """What the cancel did: a started job's run records `interrupted` in its folder; a queued one had
+    nothing running to record (the line said it recorded `interrupted`, of a job that never ran)."""
+    def jobs(some: list[Any]) -> str:
+        return f"{len(some)} job{'s' * (len(some) != 1)} ({', '.join(str(job.job_id) for job in some)})"
+
+    said = [f"cancelled {jobs(started).replace(' job', ' unfinished job', 1)}, which record status 'interrupted' in "
+            "their folders"] if started else []
+    if queued:
+        said.append(f"cancelled {jobs(queued)} still queued, which had not started: nothing recorded for them")
+    return "; ".join(said) or "every job had ended"
+
+
+def _state(job: Any) -> str:
+    try:
+        return str(job.state)
+    except Exception:  # noqa: BLE001 - a state that cannot be read now
+        return "UNKNOWN"
 
 
 def _done(job: Any) -> bool:
