@@ -106,19 +106,26 @@ def stopped_run(tmp_path_factory):
     cfg = RunConfig.from_dict(merge(TINY, {"trainer": {"drift_probe": 0}}))
     folder = tmp_path_factory.mktemp("stopped") / "run"
 
+    def save_then_die(save):
+        def saved(run_dir, state, keep):
+            save(run_dir, state, keep)
+            raise Killed()
+        return saved
+
+    run_killed_in_save(cfg, folder, save_then_die)
+    return cfg, folder
+
+
+def run_killed_in_save(cfg: RunConfig, folder: Path, dying) -> None:
+    """`run(cfg, folder)` with checkpoint.save replaced by `dying(save)`, which raises Killed (a SIGKILL
+    in-process) where the test wants the run to end; save is restored however it ends."""
     save = checkpoint.save
-
-    def save_then_die(run_dir, state, keep):
-        save(run_dir, state, keep)
-        raise Killed()
-
-    checkpoint.save = save_then_die  # (monkeypatch is function-scoped; this fixture is not)
+    checkpoint.save = dying(save)  # (monkeypatch is function-scoped; the module fixtures using this are not)
     try:
         with pytest.raises(Killed):
             run(cfg, folder)
     finally:
         checkpoint.save = save
-    return cfg, folder
 
 
 def _copy(stopped_run, tmp_path) -> Path:

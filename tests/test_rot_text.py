@@ -14,10 +14,7 @@ from src.config import ConfigError, RunConfig
 from src.record.io import read_json_object, read_jsonl
 from src.training import checkpoint
 from src.training.run import RunDirTaken, run
-
-
-class Killed(Exception):
-    """Stands for SIGKILL in-process: the run ends right there."""
+from tests.test_resume import Killed, run_killed_in_save
 
 
 def _rot(path: Path, at: int) -> None:
@@ -35,19 +32,15 @@ def killed_after_epoch_0(tmp_path_factory) -> tuple[RunConfig, Path]:
 
     cfg = RunConfig.from_dict(merge(TINY, {"trainer": {"drift_probe": 0}}))
     folder = tmp_path_factory.mktemp("killed") / "run"
-    save = checkpoint.save
 
-    def save_then_die(run_dir, state, keep):
-        if state["epoch"] == 1:
-            raise Killed()
-        return save(run_dir, state, keep)
+    def die_at_epoch_1(save):
+        def saved(run_dir, state, keep):
+            if state["epoch"] == 1:
+                raise Killed()
+            return save(run_dir, state, keep)
+        return saved
 
-    checkpoint.save = save_then_die  # (monkeypatch is function-scoped; this fixture is not)
-    try:
-        with pytest.raises(Killed):
-            run(cfg, folder)
-    finally:
-        checkpoint.save = save
+    run_killed_in_save(cfg, folder, die_at_epoch_1)
     (folder / "result.json").unlink()  # a SIGKILL leaves none (the in-process kill recorded itself)
     assert [r["epoch"] for r in read_jsonl(folder / "metrics.jsonl")] == [0, 1]
     return cfg, folder
