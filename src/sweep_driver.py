@@ -286,8 +286,8 @@ class ProjectSweep:
         from hydra_plugins.ft_optuna_sweeper._search import requeue_interrupted
         from src.search.results import DONE
         from src.search.space import OBJECTIVES, check_objectives
-        from src.search.storage import make_storage
-        from src.search.study import claim_out_dir, open_study, study_identity
+        from src.search.storage import make_storage, storage_file
+        from src.search.study import claim_or_forget, open_study, study_exists, study_identity
 
         params, fixed, groups, base_cfg = space.params, space.fixed, space.groups, space.base
         spec = PruneSpec.from_dict(_plain(self.pruner) if self.pruner is not None else {})
@@ -306,15 +306,17 @@ class ProjectSweep:
         mode = resolve(spec, objectives)
         if space.base.trainer.dry_run:
             return None, mode
-        made = not self.sweep_dir.exists()
+        made, file = not self.sweep_dir.exists(), storage_file(self._url())
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the default storage lives in it
         try:
+            new_file = file if file is not None and not file.exists() else None
             storage = make_storage(self._url(), int(self.heartbeat_s), int(self.grace_s))
             identity = study_identity(base_cfg, params, objectives, _data_identity(base_cfg, params),
                                       _weights_identity(base_cfg, params))
+            made_now = not study_exists(storage, self.study_name)
             study = open_study(storage, self.study_name, directions, identity,
                                optuna_pruner(mode, spec, base_cfg.trainer.epochs), self._where(), metric_names=objectives)
-            claim_out_dir(self.sweep_dir, study, self._where())
+            claim_or_forget(self.sweep_dir, study, self._where(), storage, made_now, new_file)
         except BaseException:  # a storage that cannot be opened left an empty sweep folder behind (or sweeps-out/STUDY)
             if made and not any(self.sweep_dir.iterdir()):
                 with contextlib.suppress(OSError):  # another worker's files arrived meanwhile: its folder now

@@ -14,7 +14,7 @@ import pytest
 
 from src.config import ConfigError
 from src.reporting.search import load_search
-from src.search.study import claim_out_dir, open_study
+from src.search.study import claim_or_forget, claim_out_dir, open_study, study_exists
 
 DAMAGES = {
     "empty": (b"", "empty file"),
@@ -75,5 +75,33 @@ def test_a_sweep_folder_whose_own_storage_was_deleted_says_so_not_another_storag
         claim_out_dir(out, again, url)
     line = str(err.value)
     assert "\n" not in line and f"which {url} no longer holds: that storage was deleted or replaced since" in line, line
-    assert "(empty, made by this or an earlier command: remove it when you restore); restore the storage from a copy" in line, line
+    assert "(empty, made by an earlier command: remove it when you restore); restore the storage from a copy" in line, line
     assert (out / "study.json").read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_refused_sweep_takes_away_the_study_and_storage_file_it_made(tmp_path, kind):
+    """The folder's own storage deleted, the same sweep again: refused, but it left a new storage file
+    with an empty study of the folder's name, which the next command took for the folder's storage
+    (a refused command writes nothing). What it made is taken away; another study's file is kept."""
+    from src.search.storage import make_storage, storage_file
+
+    file = tmp_path / ("optuna.db" if kind == "sqlite" else "journal.log")
+    url = f"sqlite:///{file}" if kind == "sqlite" else f"journal:{file}"
+    out = tmp_path / "sweep"
+    claim_out_dir(out, open_study(make_storage(url, 60, 120), "s", ["maximize"], {"config": {}}, None, url), url)
+    file.unlink()  # the folder's storage lost: a new one is made by the same command
+    assert storage_file(url) == file and not file.exists()
+    storage = make_storage(url, 60, 120)
+    made_now = not study_exists(storage, "s")
+    again = open_study(storage, "s", ["maximize"], {"config": {}}, None, url)
+    with pytest.raises(ConfigError, match=r"\(empty, made by this command: removed again\); restore the storage"):
+        claim_or_forget(out, again, url, storage, made_now, file)
+    assert made_now and not file.exists() and sorted(p.name for p in out.iterdir()) == ["study.json"]
+    # a storage file that holds another study too: only what this command made goes
+    other = open_study(make_storage(url, 60, 120), "other", ["maximize"], {"config": {}}, None, url)
+    storage = make_storage(url, 60, 120)
+    again = open_study(storage, "s", ["maximize"], {"config": {}}, None, url)
+    with pytest.raises(ConfigError):
+        claim_or_forget(out, again, url, storage, True, file)
+    assert file.exists() and optuna.get_all_study_names(make_storage(url, 60, 120)) == [other.study_name]

@@ -267,6 +267,11 @@ def make_storage(url: str, heartbeat_s: int, grace_s: int) -> SweepRDBStorage | 
     raise AssertionError("unreachable")
 
 
+def storage_file(url: str) -> Path | None:
+    """The local file a storage URL keeps its studies in (a sqlite database or a journal), or None."""
+    return Path(url.removeprefix("journal:")) if url.startswith("journal:") else _sqlite_path(url)
+
+
 def _sqlite_path(url: str) -> Path | None:
     """The database file of a sqlite URL (None for another database, or sqlite in memory)."""
     try:

@@ -5,11 +5,13 @@ config less the searched keys and the settings that change no measurement, the o
 search space and the data's identity); a resume with anything else is refused, naming what differs.
 The data is checked by its identity, not its settings: an image added to the folder between two
 invocations would otherwise put trials of two datasets (and two val/test splits) in one front. The sweep folder
-belongs to one study (`study.json`): a second study there is refused.
+belongs to one study (`study.json`): a second study there is refused, and what the refused command
+made for it (its empty study, a storage file it created) is taken away again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -134,9 +136,33 @@ def open_study(storage: BaseStorage, name: str, directions: list[str], identity:
     return study
 
 
-def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
+def study_exists(storage: BaseStorage, name: str) -> bool:
+    return name in optuna.get_all_study_names(storage)
+
+
+def claim_or_forget(out_dir: Path, study: optuna.Study, where: str, storage: BaseStorage, made_now: bool,
+                    made_file: Path | None) -> None:
+    """claim_out_dir; refused, what this command made for the sweep is taken away again: the study,
+    when `made_now` and still without trials, and the storage file it created (`made_file`) when that
+    holds no other study. A refusal wrote nothing else: it left a new, empty optuna.db in a folder
+    whose own had been deleted, which the next command took for the folder's storage."""
+    try:
+        claim_out_dir(out_dir, study, where, made_now)
+    except ConfigError:
+        with contextlib.suppress(Exception):  # the refusal is what the user must read, not a cleanup's error
+            if made_now and not study.get_trials(deepcopy=False):
+                optuna.delete_study(study_name=study.study_name, storage=storage)
+            if made_file is not None and not optuna.get_all_study_names(storage):
+                if (engine := getattr(storage, "engine", None)) is not None:
+                    engine.dispose()  # sqlite's connections closed before its file goes
+                made_file.unlink(missing_ok=True)
+        raise
+
+
+def claim_out_dir(out_dir: Path, study: optuna.Study, where: str, made_now: bool = False) -> None:
     """`out_dir` belongs to one study: the first sweep to use it writes `study.json`; another
-    study's sweep is refused (its trial folders, pareto.json and summary.json would overwrite ours)."""
+    study's sweep is refused (its trial folders, pareto.json and summary.json would overwrite ours).
+    `made_now`: this command created `study` (said in the refusal: the caller takes it away again)."""
     mine = {"study": study.study_name, "uid": study.user_attrs["uid"], "storage": where}
     owner = out_dir / OWNER_FILE
     try:
@@ -166,7 +192,8 @@ def claim_out_dir(out_dir: Path, study: optuna.Study, where: str) -> None:
     if theirs.get("uid") != mine["uid"] and theirs.get("storage") == where and theirs.get("study") == study.study_name:
         # The folder's own storage holds a study of that name made since: "the one in X (this sweep's is in
         # X)" and "use the storage it was made with" named the very storage that had lost it.
-        made = " (empty, made by this or an earlier command: remove it when you restore)" if not study.trials else ""
+        made = ("" if study.trials else " (empty, made by this command: removed again)" if made_now else
+                " (empty, made by an earlier command: remove it when you restore)")
         raise ConfigError(f"hydra.sweep.dir={out_dir} belongs to study {study.study_name} {theirs.get('uid')} ({OWNER_FILE}), "
                           f"which {where} no longer holds: that storage was deleted or replaced since, and holds a study "
                           f"of that name made again ({mine['uid']}){made}; restore the storage from a copy to resume, "
