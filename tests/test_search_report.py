@@ -51,8 +51,13 @@ def test_importances_find_the_parameter_that_mattered_with_fanova_and_the_fallba
     assert sorted({t.params[DEPTH] for t in front}) == sorted({t.params[DEPTH] for t in view.trials})
     _study(tmp_path / "few", FANOVA_MIN - 3)
     few = load_search(tmp_path / "few")
-    assert few.methods["val_acc"].startswith("|Spearman ρ|")
+    assert few.methods["val_acc"].startswith("|Spearman ρ|") and "not shares" in few.methods["val_acc"]
     assert max(few.importances["val_acc"], key=few.importances["val_acc"].get) == DEPTH
+    # each parameter's |ρ| itself: shares summing to 1 gave a lone varied parameter 1.00 whatever its ρ
+    from src.reporting.search import _encoded, _spearman
+    target = [t.values[0] for t in few.trials]
+    assert few.importances["val_acc"] == pytest.approx(
+        {p: abs(_spearman(_encoded(few.trials, p, target), target)) for p in few.importances["val_acc"]})
     _study(tmp_path / "one", 1)
     one = load_search(tmp_path / "one")
     assert one.importances["val_acc"] == {} and one.methods["val_acc"].startswith("none: 1 completed trial")

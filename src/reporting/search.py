@@ -11,8 +11,9 @@ folder without a study has no search section.
 
 Importances need enough completed trials: fANOVA (Optuna's default evaluator, a random forest over
 the trials) from `FANOVA_MIN` of them; below that, the absolute Spearman rank correlation of each
-parameter with the objective (categorical choices ranked by their mean objective), normalised to sum
-to 1 as Optuna's are; below `RANK_MIN`, none. The method used is recorded beside the numbers.
+parameter with the objective (categorical choices ranked by their mean objective), each in [0, 1] and
+not normalised (shares that sum to 1 gave a lone varied parameter 1.00 whatever its correlation, 0.05
+included); below `RANK_MIN`, none. The method used is recorded beside the numbers.
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def load_search(folder: Path) -> SearchView | None:
 
 def importances(study: optuna.Study, trials: Sequence[FrozenTrial], params: Sequence[str],
                 index: int) -> tuple[dict[str, float], str]:
-    """Each parameter's importance for objective `index` (summing to 1), and the method that gave them."""
+    """Each parameter's importance for objective `index` (fANOVA's shares, summing to 1; or each
+    parameter's |Spearman ρ|, not shares), and the method that gave them."""
     varied = [p for p in params if len({json.dumps(t.params.get(p), default=str) for t in trials}) > 1]
     if len(trials) < RANK_MIN or not varied:
         return {}, f"none: {len(trials)} completed trial(s) and {len(varied)} varied parameter(s)"
@@ -147,9 +149,8 @@ def importances(study: optuna.Study, trials: Sequence[FrozenTrial], params: Sequ
             log.warning("fANOVA importances failed (%s: %s); rank correlation instead", type(err).__name__, err)
     target = [t.values[index] for t in trials]
     raw = {p: abs(_spearman(_encoded(trials, p, target), target)) for p in varied}
-    total = sum(raw.values())
-    out = {p: (v / total if total > 0 else 0.0) for p, v in sorted(raw.items(), key=lambda kv: -kv[1])}
-    return out, f"|Spearman ρ| over {len(trials)} trials (fewer than {FANOVA_MIN} for fANOVA)"
+    out = dict(sorted(raw.items(), key=lambda kv: -kv[1]))
+    return out, f"|Spearman ρ| over {len(trials)} trials, each 0 to 1, not shares (fewer than {FANOVA_MIN} for fANOVA)"
 
 
 def _encoded(trials: Sequence[FrozenTrial], param: str, target: Sequence[float]) -> list[float]:

@@ -28,7 +28,7 @@ def _note(text: str) -> Figure:
 
 def importance(view: SearchView) -> Figure:
     """One horizontal bar chart per objective: each parameter's share of the objective's variance
-    (fANOVA) or of the rank correlations (the fallback), the method in the panel's title."""
+    (fANOVA) or its |Spearman ρ| with the objective (the fallback), the method in the panel's title."""
     import matplotlib.pyplot as plt
 
     shown = [o for o in view.objectives if view.importances.get(o)]
@@ -44,7 +44,8 @@ def importance(view: SearchView) -> Figure:
         for i, (_, v) in enumerate(found):
             ax.text(v, i, f" {v:.2f}", va="center", fontsize=7)
         ax.set_xlim(0, 1.15)
-        ax.set_xlabel("importance (sums to 1)")
+        ranked = view.methods[objective].startswith("|Spearman")
+        ax.set_xlabel("|Spearman ρ| with the objective (not shares)" if ranked else "importance (sums to 1)")
         ax.set_title(plain(f"{_label(objective)}\n{view.methods[objective]}"), fontsize=8)
         ax.grid(axis="x", alpha=0.3)
     return fig
