@@ -28,6 +28,7 @@ from src.reporting.ood_section import ood_markdown, ood_section, ood_win_map
 from src.reporting.page import write_report
 from src.reporting.runs import load_runs
 from src.reporting.tracking import run_summary
+from src.reporting.stats import holm
 from src.training import engine
 from src.training import run as run_module
 from tests.cli import TINY_OVERRIDES, env
@@ -304,9 +305,16 @@ def test_report_correlates_the_drift_measures_with_ood_accuracy_across_runs(tmp_
             assert 0 <= row["p"] <= 1
     assert got[("10", "cka_features", "ood_acc/art")]["rho"] > 0.8 > -0.8 > got[("all", "cka_features", "ood_acc/art")]["rho"]
     assert got[("10", "cka_features", "ood_acc/art")]["p"] < 0.01
+    # the runs are seeds of few configurations (3 strategies, at 10 per class and at all: 6 pooled), and a
+    # dataset's rows are many tests at once: Holm over all of them, never below the row's own p
+    assert {k[0]: d["configs"] for k, d in got.items()} == {"pooled": 6, "10": 3, "all": 3}
+    rows = section["drift"]
+    assert [d["p_holm"] for d in rows] == pytest.approx(holm([d["p"] for d in rows]))
+    assert all(d["p"] <= d["p_holm"] <= 1 for d in rows) and len(rows) == 12
 
     table = ood_markdown(section)
-    assert "| dataset | per class | drift | measure | ρ | p | runs |" in table
+    assert "| dataset | per class | drift | measure | ρ | p | p (Holm) | runs (configurations) |" in table
+    assert "| 18 (6) |" in table
     assert f"| photo | 10 | cka_features | art accuracy | {got[('10', 'cka_features', 'ood_acc/art')]['rho']:+.2f} |" in table
     write_report([tmp_path / "runs"], tmp_path / "report")
     html = (tmp_path / "report" / "index.html").read_text()

@@ -60,7 +60,8 @@ def ood_cells(section: dict[str, Any]) -> dict[str, Any] | None:
         "pairs": [(p["a"], p["b"], robustness.label(p["metric"]), *pair_cells([p])[0][3:]) for p in section["pairs"]],
         "wins": win_cells(section["wins"]) if wins_worth_showing(section["wins"]) else None,
         "drift": [(str(d["dataset"]), d["per_class"], d["drift"], robustness.label(d["measure"]),
-                   f"{d['rho']:+.2f}", f"{d['p']:.2g}", str(d["runs"])) for d in section.get("drift", [])],
+                   f"{d['rho']:+.2f}", f"{d['p']:.2g}", f"{d['p_holm']:.2g}", f"{d['runs']} ({d['configs']})")
+                  for d in section.get("drift", [])],
     }
 
 
@@ -77,6 +78,6 @@ def ood_markdown(section: dict[str, Any]) -> str:
     out += [""] + [f"- {line}" for line in cells["fits"]]
     if cells["drift"]:
         out += ["", "Drift against out-of-distribution measures (Spearman's ρ across runs):", "",
-                "| dataset | per class | drift | measure | ρ | p | runs |", "|---" * 7 + "|"]
+                "| dataset | per class | drift | measure | ρ | p | p (Holm) | runs (configurations) |", "|---" * 8 + "|"]
         out += ["| " + " | ".join(row) + " |" for row in cells["drift"]]
     return "\n".join(out)

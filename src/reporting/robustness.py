@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from src.record.io import as_number
-from src.reporting.stats import mean_ci, spearman
+from src.reporting.stats import holm, mean_ci, spearman
 
 ID_METRIC = "test_acc"  # the in-distribution accuracy that OOD accuracy is set against
 OOD_ACC, OOD_BALANCED, EFF_ROB = "ood_acc/", "ood_balanced_acc/", "eff_rob/"
@@ -142,9 +142,13 @@ def drift_correlations(configs: Sequence[Any], measures: Sequence[str]) -> list[
     each of `measures` (OOD accuracy, effective robustness): per dataset (the configurations' own,
     by identity) over all its runs ("per_class": "pooled"), then per training-set size. Runs missing
     either value are left out of that pair; a pair with fewer than MIN_CORRELATED runs, or a constant
-    side, gives no row."""
-    rows = []
+    side, gives no row. Each row's `p` treats its runs as independent, which seeds of one configuration
+    are not (they share everything but the seed: `configs` says how many configurations the runs
+    are), and a dataset's rows are many tests at once: `p_holm` is p adjusted by Holm's method over
+    all of that dataset's rows, the p to read before calling any of them a finding."""
+    rows: list[dict[str, Any]] = []
     by_dataset: dict[Any, list[Any]] = {}
+    config_of = {id(r): c for c in configs for r in c.runs}
     for c in configs:
         by_dataset.setdefault(c.dataset, []).extend(c.runs)
     for dataset, members in by_dataset.items():
@@ -154,12 +158,17 @@ def drift_correlations(configs: Sequence[Any], measures: Sequence[str]) -> list[
         for drift in DRIFT_MEASURES:
             for measure in measures:
                 for per_class, group in groups:
-                    pairs = [(x, y) for r in group if (x := as_number(r.measure(drift))) is not None
-                             and (y := as_number(r.measure(measure))) is not None]
-                    if len(pairs) < MIN_CORRELATED:
+                    kept = [(r, x, y) for r in group if (x := as_number(r.measure(drift))) is not None
+                            and (y := as_number(r.measure(measure))) is not None]
+                    if len(kept) < MIN_CORRELATED:
                         continue
-                    rho, p = spearman([x for x, _ in pairs], [y for _, y in pairs])
+                    rho, p = spearman([x for _, x, _ in kept], [y for _, _, y in kept])
                     if not math.isnan(rho):
                         rows.append({"dataset": dataset, "per_class": per_class, "drift": drift, "measure": measure,
-                                     "rho": rho, "p": p, "runs": len(pairs)})
+                                     "rho": rho, "p": p, "runs": len(kept),
+                                     "configs": len({id(config_of[id(r)]) for r, _, _ in kept})})
+    for dataset in by_dataset:
+        family = [row for row in rows if row["dataset"] == dataset]
+        for row, adjusted in zip(family, holm([row["p"] for row in family])):
+            row["p_holm"] = adjusted
     return rows
