@@ -156,7 +156,7 @@ DEFAULT_ANSWER = (
     "seed's: two that do not overlap separate these two trained models, which another seed may not repeat. "
     "Best on validation and on test: full and layerwise, "
     "whose intervals overlap (validation: full 0.981 [0.954, 0.992], layerwise 0.981 [0.954, 0.992]; test: full "
-    "0.994 [0.975, 0.999], layerwise 0.986 [0.962, 0.995]); run seed=0,1,2 to tell them apart. The cheapest "
+    "0.994 [0.975, 0.999], layerwise 0.986 [0.962, 0.995]); run seed=0,1,2 to test whether they differ. The cheapest "
     "configuration on the Pareto front of test accuracy against training FLOPs, frozen, reaches 0.919 [0.878, "
     "0.948] test accuracy, 7.5 points below full's 0.994 [0.975, 0.999] (the intervals do not overlap), at 1/18 "
     "of its training FLOPs.")
@@ -182,14 +182,14 @@ def test_one_seed_with_separate_intervals_names_one_best(tmp_path):
     assert v.test.best_set == ["full"] and not v.test.runner_up.tied and v.test.runner_up.evidence == "intervals"
     [text] = answer(group_configs(load_runs([tmp_path / "study"])))
     assert f"test: {wilson(357, 360, 2)}, next frozen {wilson(322, 360, 2)})" in text
-    assert "(the intervals do not overlap)" in text and "tell them apart" not in text
+    assert "(the intervals do not overlap)" in text and "whether they differ" not in text
     # an accuracy that is no count out of n (a balanced accuracy, a wrong n) gets no interval
     odd = write_runs(tmp_path / "odd", {"full": {0: (0.98765, 0.98765)}, "frozen": {0: (0.5, 0.5)}})
     w = verdict_of(odd)
     assert w.test.interval is None and w.test.gaps[0].evidence == "none" and w.test.best_set == ["full", "frozen"]
     [text] = answer(group_configs(load_runs([odd])))
     assert f"frozen {wilson(180, 360, 2)} (one seed, and no interval for this measure: not compared)" in text
-    assert "run seed=0,1,2 to tell them apart" in text
+    assert "run seed=0,1,2 to test whether they differ" in text
 
 
 def test_one_seed_intervals_that_nearly_touch_print_as_they_are_judged(tmp_path):
@@ -522,7 +522,7 @@ def test_a_tie_of_many_sweep_trials_names_the_closest_and_the_furthest_and_count
         assert "3 more and, the furthest, " in part
         assert f"{accs[4.5][split]:.3f}" in part and f"{accs[3.0][split]:.3f}" not in part
     assert "Best on validation and on test: 7 configurations whose intervals overlap (validation: " in text
-    assert "the report (its page and verdict.json) lists all 7; run seed=0,1,2 to tell them apart." in text
+    assert "the report (its page and verdict.json) lists all 7; run seed=0,1,2 to test whether they differ." in text
     # nothing counted in words is lost: the structure keeps every tied configuration
     [saved] = as_json(verdicts(group_configs(load_runs([root]))))
     assert len(saved["test"]["best_set"]) == 7 and saved["text"] == text
@@ -627,7 +627,7 @@ def test_a_sweeps_tie_asks_for_the_sweeps_re_runs_not_a_seed_sweep(tmp_path):
         in text
     # a multirun's one-seed tie still says seed=0,1,2
     [plain] = answer(group_configs(load_runs([write_runs(tmp_path / "study", DEFAULT_STUDY)])))
-    assert "run seed=0,1,2 to tell them apart" in plain
+    assert "run seed=0,1,2 to test whether they differ" in plain
 
 
 def test_a_configuration_no_seed_of_which_completed_is_named_not_left_out(tmp_path):

@@ -323,7 +323,7 @@ def _settle(s: Standing) -> str:
     first = ranked[0]  # a sweep re-runs only its Pareto set (a tied trial off it gets no more seeds): said so
     swept = f"; a sweep runs more seeds for its Pareto set only: the same command with {s.more_seeds}"
     if first.evidence == "intervals" or first.why_not.startswith("one seed"):
-        return swept if s.more_seeds.startswith(RERUN_SEEDS) else f"; run {s.more_seeds} to tell them apart"
+        return swept if s.more_seeds.startswith(RERUN_SEEDS) else f"; run {s.more_seeds} to test whether they differ"
     if first.evidence == "none" or any(g.reversed for g in ranked):  # the paired test needs common seeds
         return swept if s.more_seeds.startswith(RERUN_SEEDS) else f"; run them on the same seeds ({s.more_seeds}) to compare"
     if first.seeds_to_tell is not None:
