@@ -31,7 +31,7 @@ def _recorded_since(sweep_dir: Path, since: float) -> tuple[list[Path], list[str
     `since`, once no process holds those folders (or WAIT_S has passed); and the job folders written
     since that hold a run's config.yaml and no result.json (a worker killed with its driver)."""
     from src.record import lock
-    from src.record.io import RESULT_FILE, read_json_object
+    from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object
 
     try:
         jobs = sorted(d for d in sweep_dir.iterdir() if d.is_dir() and d.stat().st_mtime >= since - 1)
@@ -40,7 +40,7 @@ def _recorded_since(sweep_dir: Path, since: float) -> tuple[list[Path], list[str
     deadline = time.monotonic() + WAIT_S
     while any(lock.in_use(d) for d in jobs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    found, cut = [], [j.name for j in jobs if (j / "config.yaml").is_file() and not (j / RESULT_FILE).exists()]
+    found, cut = [], [j.name for j in jobs if (j / CONFIG_FILE).is_file() and not (j / RESULT_FILE).exists()]
     for job in jobs:
         try:
             if (job / RESULT_FILE).stat().st_mtime >= since and read_json_object(job / RESULT_FILE).get("status") == "interrupted":

@@ -83,12 +83,12 @@ def left_out_lines(root: Path, left_out: list[Path], where: str = "in class fold
     counted by suffix, with an example (a folder of .heic photos must not lose them without a word),
     and one for the links to folders, which are not followed. `where` says where they lay."""
     links = sorted(p for p in left_out if p.is_symlink() and p.is_dir())
-    lines = []
+    linked, lines = set(links), []
     if links:  # their images are as much the user's as the files beside them
         lines.append(f"{shown(root)}: {len(links)} link{'' if len(links) == 1 else 's'} to a folder {where} "
                      f"{'is' if len(links) == 1 else 'are'} not followed, their images not read, e.g. "
                      f"{shown(links[0])}; link or copy the image files themselves")
-    files = [p for p in left_out if p not in set(links)]
+    files = [p for p in left_out if p not in linked]
     if files:
         counts = Counter(p.suffix.lower() or "(none)" for p in files)
         by_suffix = ", ".join(f"{suffix}: {n}" for suffix, n in sorted(counts.items(), key=lambda c: (-c[1], c[0])))
