@@ -53,3 +53,26 @@ def test_an_image_folder_whose_test_holds_a_copy_of_a_training_photo_warns_once(
                     "counts what the model saw in training); 1 training image is also a training image of another "
                     "class (one image, two labels)"], said
     assert len(bundle.test) == 5  # counted, not removed: the data is the user's
+
+
+def test_a_mapped_split_is_read_a_few_megabytes_at_a_time(tmp_path):
+    """A split bigger than memory is read from the mapped cache; the check must not hold a large
+    part of it at once (1,024 images of 224 x 224 were 154 MB on top of the run's batch)."""
+    from src.data import duplicates
+    from src.data.mapped import MappedImages
+
+    n, shape = 300, (3, 224, 224)
+    array = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(n, *shape))
+    array[:] = np.arange(n, dtype=np.uint8)[:, None, None, None]
+    reads: list[int] = []
+
+    class Counted(MappedImages):
+        def __getitem__(self, idx):
+            out = super().__getitem__(idx)
+            reads.append(out.numel())
+            return out
+
+    split = Split(Counted(array), torch.arange(n) % 2)
+    assert len(duplicates._digests(split)) == n
+    assert sum(reads) == array.size and max(reads) <= duplicates._CHUNK_BYTES  # every pixel, a chunk at a time
+    assert len(reads) > 1

@@ -14,18 +14,23 @@ re-encoded (another JPEG quality, a crop) is a different image here."""
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from src.data.splits import DataBundle, Split
 
-_CHUNK = 1024  # images read at a time (a mapped split reads only those rows)
+_CHUNK_BYTES = 16 * 2**20  # pixels read at a time: a mapped split reads only those rows, and holds no more
 
 
 def _digests(split: Split) -> list[bytes]:
+    # Chunked by bytes, not images: 1,024 images of 224 x 224 are 154 MB, which a split bigger than
+    # memory (read from the mapped cache) must not need on top of a batch.
+    per_image = math.prod(split.images.shape[1:])
+    rows = max(1, _CHUNK_BYTES // max(1, per_image))
     out: list[bytes] = []
-    for start in range(0, len(split), _CHUNK):
-        block = split.images[start:start + _CHUNK].numpy()
+    for start in range(0, len(split), rows):
+        block = split.images[start:start + rows].numpy()
         out += [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in block]
     return out
 
