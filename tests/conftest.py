@@ -50,10 +50,17 @@ def tiny_config():
 @pytest.fixture(autouse=True)
 def fresh_process_stores():
     """Every test starts as a fresh process would: nothing kept from another test's runs
-    (src/training/reuse.py; tests/test_reuse.py checks the reuse itself)."""
+    (src/training/reuse.py; tests/test_reuse.py checks the reuse itself). And it ends as a process
+    does: the empty output folders its in-process composing claimed (`${unique_dir:...}`, resolved
+    in the checkout when no output_dir is given) are released, as src.gate's exit hook does for a
+    real process. Released only at the session's end, a claim made while a subprocess test's date
+    folder existed left that folder behind, empty, in the checkout."""
     import sys
 
     reuse = sys.modules.get("src.training.reuse")
     if reuse is not None:
         reuse.clear()
     yield
+    gate = sys.modules.get("src.gate")
+    if gate is not None:
+        gate.release_unused_dirs()
