@@ -150,9 +150,9 @@ def _reader(config_path: Path, config: dict) -> Reader:
                            f"built here, so how its images were prepared is unknown ({one_line(err)})") from None
 
 
-def _classes(run_dir: Path, reader: Reader) -> list[str]:
+def _classes(run_dir: Path, reader: Reader) -> tuple[list[str], dict]:
     """The class names in label order: result.json's `per_class.classes`, else the data's own class list
-    where its reader knows it without reading the data, else the label numbers."""
+    where its reader knows it without reading the data, else the label numbers; and the record itself."""
     path = _run_file(run_dir, RESULT_FILE)
     try:
         result = read_json_object(path)
@@ -169,7 +169,7 @@ def _classes(run_dir: Path, reader: Reader) -> list[str]:
     per_class = result.get("per_class")
     names = per_class.get("classes") if isinstance(per_class, dict) else None
     if isinstance(names, list) and names:
-        return [str(n) for n in names]
+        return [str(n) for n in names], result
     count = result.get("num_classes")
     if not isinstance(count, int) or count < 1:
         raise PredictError(f"{run_dir / RESULT_FILE}: no class names and no num_classes (the run did not load its data)")
@@ -177,7 +177,17 @@ def _classes(run_dir: Path, reader: Reader) -> list[str]:
         known = reader.known_classes()
     except Exception:  # a reader that cannot say (its folder gone, a foreign config): numbers then
         known = None
-    return list(known) if known and len(known) == count else [str(i) for i in range(count)]
+    return (list(known) if known and len(known) == count else [str(i) for i in range(count)]), result
+
+
+def _as_recorded(config_path: Path, name: str, image_size: int, result: dict) -> None:
+    """config.yaml's model and image size are what result.json (digest-checked) recorded: a config edited
+    since the run (image_size 32 -> 64) was predicted with, silently, at chance on the run's own test images."""
+    for key, given, recorded in (("model.name", name, result.get("model")),
+                                 ("dataset.image_size", image_size, result.get("image_size"))):
+        if recorded is not None and given != recorded:
+            raise PredictError(f"{shown(config_path)}: {key}={given!r}, but the run trained with {recorded!r} (its "
+                               f"{RESULT_FILE}): the config was edited since; restore it to predict as the run did")
 
 
 def _weights_name(run_dir: Path) -> str:
@@ -199,13 +209,14 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     config, settings = _read_config(config_path)
     name, image_size, jpeg_draft, batch_size, amp = settings
     reader = _reader(config_path, config)
-    classes = _classes(run_dir, reader)
+    classes, result = _classes(run_dir, reader)
     weights = _run_file(run_dir, _weights_name(run_dir))
     # The architecture only: the kept weights replace every parameter, pretrained or not.
     try:
         model = timm.create_model(name, pretrained=False, num_classes=len(classes))
     except Exception as err:  # an unknown name (another timm's, a typo edited in): the config says it
         raise PredictError(f"{shown(config_path)}: model.name={name!r} cannot be built ({one_line(err)})") from None
+    _as_recorded(config_path, name, image_size, result)
     try:
         model.load_state_dict(load_tensors(weights))
     except DamagedFile as err:  # this run's file, rotted or cut: not "another run's weights"

@@ -463,3 +463,29 @@ def test_files_of_a_folder_that_are_not_read_are_named_not_left_unpredicted_sile
     assert any("link to a folder" in ln and str(folder / "more") in ln for ln in err), err
     assert not any("Thumbs" in ln for ln in err)
     assert [r[0] for r in csv.reader(io.StringIO(out.read_text()))][1:] == [str(folder / "a.png")]
+
+
+@pytest.mark.parametrize("edit, says", [
+    (("dataset", "image_size", 64), "dataset.image_size=64, but the run trained with 32"),
+    (("model", "name", "resnet18"), "model.name='resnet18', but the run trained with 'test_efficientnet'"),
+])
+def test_a_config_edited_since_the_run_is_one_line_not_predictions_at_chance(trained, tmp_path, capsys, edit, says):
+    # config.yaml is the run's only record of its preprocessing, and nothing guards it: a user who edited
+    # dataset.image_size 32 -> 64 in a kept digits run got predictions at 64 px, exit 0, 0.197 accuracy on
+    # the test images the run had measured 0.678 on; another model.name read as "not this run's weights".
+    # result.json (digest-checked) records both: a config that disagrees with it is named, key and values.
+    import shutil
+
+    import yaml
+
+    from src.predict import main
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    section, key, value = edit
+    config[section][key] = value
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    line = _one_line_error(main, [str(copy), str(image)], capsys)
+    assert line.startswith(f"error: {copy / 'config.yaml'}: {says} (its result.json)"), line
