@@ -40,6 +40,7 @@ from src.record.io import CONFIG_FILE, RESULT_FILE, read_json_object, writable_h
 from src.training.checkpoint import BEST_FILE as WEIGHTS_FILE  # the selected weights, as the run wrote them
 from src.training.checkpoint import load_tensors
 from src.training.engine import predict
+from src.training.setup import usable_device
 
 OLDER_WEIGHTS = "model.pt"  # the selected weights of trainer.save_model, and all an older run kept
 
@@ -229,30 +230,12 @@ def load_model(run_dir: Path | str, device: str = "cpu") -> LoadedModel:
     return LoadedModel(model.to(dev).eval(), classes, image_size, jpeg_draft, batch_size, dev, reader, amp_dtype)
 
 
-DEVICE_TYPES = ("cpu", "cuda", "mps")
-
-
 def torch_device(name: str) -> torch.device:
-    """`name` as a torch device this machine has; PredictError, one line naming it, otherwise (torch
-    says so only at the first copy, in a traceback): CUDA by src.train's own check."""
+    """`name` as a torch device this machine has (src.training.setup.usable_device); PredictError otherwise."""
     try:
-        dev = torch.device(name)
-    except (RuntimeError, TypeError, ValueError):
-        dev = None
-    if dev is None or dev.type not in DEVICE_TYPES:
-        raise PredictError(f"--device {name!r} is not allowed (cpu, cuda, cuda:N or mps)")
-    if dev.type == "cuda":
-        from src.training.setup import require_cuda
-
-        try:
-            require_cuda(f"--device {name}", "cpu")
-        except ConfigError as err:
-            raise PredictError(str(err)) from None
-    try:  # the device's index exists (cuda:3 on one GPU), its backend is built in (mps)
-        torch.empty(0, device=dev)
-    except Exception as err:
-        raise PredictError(f"--device {name}: not usable here ({one_line(err)})") from None
-    return dev
+        return usable_device(name)
+    except ConfigError as err:
+        raise PredictError(str(err)) from None
 
 
 def _read_config(path: Path) -> tuple[dict, tuple[str, int, bool, int, str]]:
@@ -337,11 +320,19 @@ def to_csv(rows: Sequence[tuple[Path, str, float]]) -> str:
     return buffer.getvalue()
 
 
-def check_out(out: Path) -> None:
-    """`--out` can take the CSV: not a folder, below folders (or places one can be made), writable.
-    PredictError, one line naming it; nothing is created here (the write makes missing folders)."""
+def check_out(out: Path, run_dir: Path, images: Sequence[Path]) -> None:
+    """`--out` can take the CSV: not a folder, below folders (or places one can be made), writable, and
+    none of what the command reads or the run wrote (`--out RUN/result.json`, or `RUN --out a.jpg b.png`,
+    the name forgotten, replaced the run's record or the photo). PredictError, one line naming it;
+    nothing is created here (the write makes missing folders)."""
     if out.is_dir():
         raise PredictError(f"--out {shown(out)} is a folder, not a file")
+    if out.suffix.lower() in IMAGE_SUFFIXES:
+        raise PredictError(f"--out {shown(out)} is an image's name, not a CSV's (a file name after --out forgotten?)")
+    if out.is_file() and out.suffix.lower() != ".csv":  # an earlier CSV may be written over; a run's file may not
+        run = run_folder(run_dir).resolve()
+        if out.resolve().is_relative_to(run) or any(out.samefile(i) for i in images if i.is_file()):
+            raise PredictError(f"--out {shown(out)} is a file of the run or one the command reads: give a new file")
     try:
         writable_home(out.parent)
     except ValueError as err:
@@ -365,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out = None if args.out is None else Path(args.out)
     try:
         if args.out is not None:  # before any work: a place the CSV cannot go is known now
-            check_out(args.out)
+            check_out(args.out, args.run_dir, args.images)
         loaded = load_model(args.run_dir, args.device)
         notes: list[str] = []
         paths, unreadable = image_paths(args.images, notes), []

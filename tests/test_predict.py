@@ -489,3 +489,27 @@ def test_a_config_edited_since_the_run_is_one_line_not_predictions_at_chance(tra
     image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
     line = _one_line_error(main, [str(copy), str(image)], capsys)
     assert line.startswith(f"error: {copy / 'config.yaml'}: {says} (its result.json)"), line
+
+
+def test_an_out_that_is_a_run_file_or_an_image_is_refused_and_left_as_it_was(trained, tmp_path, capsys, monkeypatch):
+    # `--out` took any writable path: `--out RUN/result.json` replaced the run's record with the CSV, and
+    # `src.predict RUN --out a.jpg b.png` (the name forgotten after --out) replaced the photo a.jpg, exit 0
+    # both. The CSV never goes over a file the command reads or a file of the run, nor into an image's name.
+    import shutil
+
+    import src.predict as predict
+
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    image = tmp_path / "a.png"
+    shutil.copy(next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png")), image)
+    before = {p: p.read_bytes() for p in [*copy.rglob("*"), image] if p.is_file()}
+    monkeypatch.setattr(predict, "load_model", lambda *a: pytest.fail("--out is checked first"))
+    cases = [(copy / "result.json", "is a file of the run"), (copy / "model_best.pt", "is a file of the run"),
+             (copy / "config.yaml", "is a file of the run"), (image, "is an image's name, not a CSV's"),
+             (tmp_path / "new.jpg", "is an image's name, not a CSV's")]
+    for out, says in cases:
+        line = _one_line_error(predict.main, [str(copy), str(image), "--out", str(out)], capsys)
+        assert line.startswith(f"error: --out {out} {says}"), line
+    assert {p: p.read_bytes() for p in [*copy.rglob("*"), image] if p.is_file()} == before
+    assert not (tmp_path / "new.jpg").exists()

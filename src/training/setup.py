@@ -15,6 +15,7 @@ import torch
 
 from src.config import ConfigError, DataConfig, RunConfig
 from src.data.identity import dataset_identity
+from src.data.paths import one_line
 from src.data.batches import Batches, passes_for
 from src.data.ood import OodSet, load_ood
 from src.models import normalization, weights_source
@@ -74,6 +75,27 @@ def require_cuda(setting: str, instead: str = "auto or cpu") -> None:
     it: ConfigError, one line naming `setting`, where torch would raise deep inside a first copy."""
     if not torch.cuda.is_available():
         raise ConfigError(f"{setting} but no CUDA device is available (use {instead})")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def usable_device(name: str) -> torch.device:
+    """`name` (src.predict's --device) as a torch device this machine has; ConfigError, one line naming it,
+    otherwise (torch says so only at the first copy, in a traceback): CUDA by trainer.device's own check."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in DEVICE_TYPES:
+        raise ConfigError(f"--device {name!r} is not allowed (cpu, cuda, cuda:N or mps)")
+    if dev.type == "cuda":
+        require_cuda(f"--device {name}", "cpu")
+    try:  # the device's index exists (cuda:3 on one GPU), its backend is built in (mps)
+        torch.empty(0, device=dev)
+    except Exception as err:
+        raise ConfigError(f"--device {name}: not usable here ({one_line(err)})") from None
+    return dev
 
 
 def resolve_runtime(cfg: RunConfig) -> Runtime:
