@@ -82,12 +82,14 @@ class LoadedModel:
         except OSError as err:
             raise PredictError(f"{shown(path)}: {err.strerror or err}") from None
 
-    def predict_files(self, paths: Sequence[Path],
+    def predict_files(self, paths: Sequence[Path] | Path | str,
                       unreadable: list[str] | None = None) -> list[tuple[Path, str, float]]:
         """(path, predicted class, its probability) for each image file, in order. An image that
         cannot be read raises PredictError naming it; with `unreadable`, its line is added there and
         the other images are predicted (one bad file among thousands, found after an hour's
         predicting, lost every prediction made)."""
+        if isinstance(paths, (str, os.PathLike)):  # one image: a string was iterated, "/: not a readable image"
+            paths = [Path(paths)]
         out: list[tuple[Path, str, float]] = []
         for start in range(0, len(paths), self.batch_size):  # decoded a batch at a time: memory stays bounded
             chunk, pixels = [], []

@@ -513,3 +513,15 @@ def test_an_out_that_is_a_run_file_or_an_image_is_refused_and_left_as_it_was(tra
         assert line.startswith(f"error: --out {out} {says}"), line
     assert {p: p.read_bytes() for p in [*copy.rglob("*"), image] if p.is_file()} == before
     assert not (tmp_path / "new.jpg").exists()
+
+
+def test_predict_files_given_one_path_predicts_that_image_not_its_characters(trained):
+    # predict_files("a.png") iterated the string: "/: not a readable image (IsADirectoryError)", a message
+    # about the root folder for a call about one photo. One path (str or Path) is that image.
+    from src.predict import load_model
+
+    image = next((Path(yaml_root(trained)) / "test" / "d0").glob("*.png"))
+    loaded = load_model(trained)
+    expected = loaded.predict_files([image])
+    assert loaded.predict_files(str(image)) == [(Path(image), *expected[0][1:])]
+    assert loaded.predict_files(image) == expected
