@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import sys
 from collections.abc import Sequence
@@ -121,12 +122,18 @@ def run_folder(given: Path) -> Path:
     return given
 
 
+def _runs_below(folder: Path, most: int = 1000) -> list[str]:
+    """The runs below `folder` at any depth, by their path from it (a sweep's rerun/, a day's multirun/DATE)."""
+    found = itertools.islice((r.parent for r in folder.rglob(RESULT_FILE) if r.parent != folder), most)
+    return sorted(d.relative_to(folder).as_posix() for d in found)
+
+
 def _run_file(run_dir: Path, name: str) -> Path:
     path = run_dir / name
     if not run_dir.is_dir():
         raise PredictError(f"{run_dir}: no such run folder")
-    runs = sorted(d.name for d in run_dir.iterdir() if (d / RESULT_FILE).is_file()) if not path.exists() else []
-    if runs:  # a multirun's, a sweep's or its re-runs' folder: the runs are inside, one is the model
+    runs = _runs_below(run_dir) if not path.exists() else []
+    if runs:  # a multirun's, a sweep's or its re-runs' folder, or one above it: the runs are inside, one is the model
         more = f", ... ({len(runs)} in all)" if len(runs) > 3 else ""
         raise PredictError(f"{run_dir}: a folder of runs, not one run ({', '.join(runs[:3])}{more}): give the "
                            "one whose model to use (pareto.json's run_dir, the report's run column)")

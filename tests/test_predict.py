@@ -525,3 +525,19 @@ def test_predict_files_given_one_path_predicts_that_image_not_its_characters(tra
     expected = loaded.predict_files([image])
     assert loaded.predict_files(str(image)) == [(Path(image), *expected[0][1:])]
     assert loaded.predict_files(image) == expected
+
+
+def test_a_folder_with_runs_deeper_down_is_one_line_naming_them(trained, tmp_path, capsys):
+    # A sweep's rerun/ (trial_0000/seed_1, ...) or a day's multirun/DATE (HH-MM-SS/0_full, ...), the folder
+    # above the one that holds runs: "rerun/config.yaml: not found (is it a finished run's folder?)", as for
+    # a damaged run. The runs below are named as one level down is, by their path from the folder.
+    import shutil
+
+    from src.predict import main
+
+    for name in ("trial_0000/seed_1", "trial_0000/seed_2", "trial_0001/seed_1"):
+        shutil.copytree(trained, tmp_path / "rerun" / name)
+    assert main([str(tmp_path / "rerun"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'rerun'}: a folder of runs, not one run (trial_0000/seed_1, trial_0000/seed_2, "
+                   "trial_0001/seed_1): give the one whose model to use (pareto.json's run_dir, the report's run column)\n")
