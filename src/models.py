@@ -100,13 +100,20 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
+WEIGHTS_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
 def folder_as_weights(path: str) -> str | None:
-    """The refusal's line when model.checkpoint_path is a folder (a run's, as src.predict takes it),
-    naming the run's kept model where it holds one; None otherwise. "no such file" of a folder that is
-    there sent users looking for a typo."""
-    if not Path(path).is_dir():
+    """The refusal's line when model.checkpoint_path is a folder (a run's, as src.predict takes it) or
+    another file of a run (its result.json, which src.predict takes for the run), naming the run's kept
+    model where it holds one; None otherwise. "no such file" of a folder that is there, and "not a torch
+    checkpoint" of a result.json, sent users looking for a typo or a damaged file."""
+    given = Path(path)
+    kept = (given if given.is_dir() else given.parent) / BEST_FILE  # what the run kept
+    if given.is_file() and given.suffix.lower() not in WEIGHTS_SUFFIXES and kept.is_file():
+        return f"model.checkpoint_path={path!r} is the run's {given.name}, not a weights file: give its weights file, {kept}"
+    if not given.is_dir():
         return None
-    kept = Path(path) / BEST_FILE  # what the run kept
     hint = f": give its weights file, {kept}" if kept.is_file() else ""
     return f"model.checkpoint_path={path!r} is a folder, not a weights file{hint}"
 
@@ -116,8 +123,8 @@ def _load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     torch.save file (weights only; timm also allows the argparse.Namespace its own training
     checkpoints carry), the `state_dict` or `model` entry of a training checkpoint, DataParallel and
     torch.compile prefixes removed. Any file that is not one is a one-line PretrainedWeightsError."""
-    if not path.is_file():
-        raise PretrainedWeightsError(folder_as_weights(str(path)) or f"model.checkpoint_path={str(path)!r}: file not found")
+    if (wrong := folder_as_weights(str(path))) or not path.is_file():
+        raise PretrainedWeightsError(wrong or f"model.checkpoint_path={str(path)!r}: file not found")
     where = f"model.checkpoint_path={str(path)!r}"
     try:  # a flipped bit in a weight is read by torch without a word: the zip's CRC-32s first
         check_crc(path)

@@ -409,3 +409,22 @@ def test_a_bad_command_line_of_report_or_predict_is_one_line(argv, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"python -m {argv[0]}: error: "), lines
     assert lines[0].endswith(f"(usage: python -m {argv[0]} --help)")
+
+
+@pytest.mark.parametrize("name", ["result.json", "config.yaml"])
+def test_a_run_file_as_the_weights_file_names_its_kept_model(tmp_path, monkeypatch, name):
+    # src.predict takes a run's result.json for its run; model.checkpoint_path=RUN/result.json (the same
+    # habit, to train on from the kept model) said "is not a torch checkpoint" from inside a started run,
+    # a failed record left behind. It is refused before any folder, naming the weights file beside it.
+    from src.gate import precheck
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_best.pt").write_bytes(b"")
+    (run / name).write_text("{}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        precheck([*TINY_FILE, f"model.checkpoint_path={run / name}"])
+    assert str(err.value) == (f"model.checkpoint_path={str(run / name)!r} is the run's {name}, not a weights file: "
+                              f"give its weights file, {run / 'model_best.pt'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no folder made

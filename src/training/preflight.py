@@ -84,9 +84,9 @@ def preflight(cfg: RunConfig) -> int:
 
         require_cuda("trainer.device='cuda'")
     source = weights_source(cfg.model) if cfg.model.pretrained else None
-    if source == "file" and not Path(cfg.model.checkpoint_path or "").is_file():
-        raise ConfigError(folder_as_weights(cfg.model.checkpoint_path or "")
-                          or f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
+    wrong = folder_as_weights(cfg.model.checkpoint_path or "") if source == "file" else None
+    if source == "file" and (wrong or not Path(cfg.model.checkpoint_path or "").is_file()):
+        raise ConfigError(wrong or f"model.checkpoint_path={cfg.model.checkpoint_path!r}: no such file")
     # The data's files are there (a missing dataset.root costs no run folder), then the OOD sets' names, paths
     # and (where known without loading) classes: a mismatch costs no run.
     check_keys_read(cfg.dataset)
