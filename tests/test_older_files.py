@@ -19,6 +19,7 @@ import yaml
 
 from src.config import ConfigError, RunConfig
 from src.config.since import ADDED
+from src.record.digest import signed
 from src.record.io import read_json_object
 from src.search.study import _flatten, open_study, study_identity
 from src.training import checkpoint
@@ -58,6 +59,8 @@ def test_the_same_command_on_an_older_finished_run_keeps_it(tiny_config, tmp_pat
     run(cfg, tmp_path)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(_without_added(yaml.safe_load(config.read_text()))))
+    older = read_json_object(tmp_path / "result.json")  # and its record, written before config_sha256 was
+    (tmp_path / "result.json").write_text(json.dumps(signed({k: v for k, v in older.items() if k != "config_sha256"})))
     files = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     # kept, not refused: the record as readers get it (its digest checked and left out)
     assert run(cfg, tmp_path) == read_json_object(tmp_path / "result.json")

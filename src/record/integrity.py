@@ -8,6 +8,7 @@ silently: a resumed run continued from it, `src.predict` served NaN or other cla
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from pathlib import Path
 
@@ -45,3 +46,24 @@ def check_crc(path: Path) -> None:
             raise DamagedFile(f"its zip entries cannot be read ({err})") from None
     if bad is not None:
         raise DamagedFile(f"entry {bad} does not match the CRC-32 written with it (bytes changed since it was saved)")
+
+
+def config_sha256(text: str) -> str:
+    """The digest result.json keeps of the config.yaml its run wrote (`RunRecord.config_sha256`)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_edited(config_path: Path, recorded: str | None) -> str | None:
+    """Why a finished run's config.yaml is not the one it wrote (None when it is, or when the record,
+    written before the digest, cannot say). Edited by hand, the report grouped the run under settings
+    it never trained with (trainer.batch_size 16 read as 8), and a rerun kept it as the new config's."""
+    if not recorded:
+        return None
+    try:
+        found = hashlib.sha256(config_path.read_bytes()).hexdigest()
+    except OSError:
+        return None  # missing or unreadable: each reader already says so in its own words
+    if found == recorded:
+        return None
+    return (f"edited since the run wrote it (its SHA-256 is not result.json's config_sha256), so it no longer says "
+            "what the run trained with: restore it (from a copy)")

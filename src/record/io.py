@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from src.record.digest import verified
+from src.record.integrity import config_edited
 from src.record.schema import RunRecord
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 
 class DiskFull(OSError):
-    """A file that could not be written for lack of room (NO_ROOM): `path` is the file (None when
-    the error did not say which)."""
+    """A file that could not be written for lack of room (NO_ROOM): `path` is the file (None: not said)."""
 
     def __init__(self, path: Path | str | None, code: int, reason: str) -> None:
         super().__init__(code, reason, None if path is None else str(path))
@@ -52,8 +52,7 @@ class OutOfRoom(BaseException):
     """A multirun job that ends the multirun with `line` and exit `code`: a full disk (1: every later
     job would fail the same way), a folder refused (2, the user's: another process in it, another
     config's finished run). A BaseException, because Hydra keeps a job's Exception as its result and
-    goes on to the next job; src.exits.run_task prints the line. Both travel in `args`, so a
-    cluster job hands them back pickled whole."""
+    goes on to the next job; src.exits.run_task prints the line. Both travel in `args` (pickled whole)."""
 
     def __init__(self, line: str, code: int = 1) -> None:
         super().__init__(line, code)
@@ -61,9 +60,8 @@ class OutOfRoom(BaseException):
 
 
 def no_room(err: BaseException | None, path: Path | str | None = None, sqlite: Path | str | None = None) -> DiskFull | None:
-    """`err`, or the error that caused it, as a DiskFull, if it is one: an OSError with a NO_ROOM
-    errno (naming `path`, else the file the error names), or sqlite's "database or disk is full"
-    (naming `sqlite`, the database file, which sqlite's error does not name). None otherwise."""
+    """`err`, or the error that caused it, as a DiskFull, if it is one: an OSError with a NO_ROOM errno (naming
+    `path`, else the error's file), or sqlite's "database or disk is full" (naming `sqlite`). None otherwise."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -101,9 +99,8 @@ class SkippedFile(NamedTuple):
 
 
 def finite_json(value: Any) -> Any:
-    """`value` with every non-finite float (NaN, ±inf) as None, numpy scalars and arrays and torch
-    tensors as plain numbers and lists: JSON has no NaN, and Python's `json` would write a bare
-    `NaN` that strict readers (jq, JavaScript, W&B tables) reject."""
+    """`value` with every non-finite float as None, numpy and torch values as plain numbers and lists: JSON has
+    no NaN, and Python's `json` would write a bare `NaN` that strict readers (jq, JavaScript, W&B) reject."""
     if isinstance(value, float):  # also numpy.float64, a float subclass that json writes as NaN
         return float(value) if math.isfinite(value) else None
     if isinstance(value, (str, int, bool)) or value is None:
@@ -293,12 +290,10 @@ def finished_status(result_file: Path) -> str | None:
 
 
 def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None) -> list[tuple[Path, RunRecord]]:
-    """Every run directory under `roots` that holds a readable result.json, in path order, with its
-    record (a version 1 file upgraded: `RunRecord.from_json`). A result.json that cannot be read as a
-    record (truncated, empty, not JSON, no version number) is left out and added to `skipped` for the
-    caller to show, or logged as a warning: one bad file must not hide every other run's result.
-    A run is found once however many of `roots` reach it (`src.report A A/0_full`, `A ../x/A`, a link
-    to a run folder): read twice, it was listed as a duplicate of itself and counted in the page's runs."""
+    """Every run folder under `roots` with a readable result.json, in path order, with its record (version 1
+    upgraded). A result.json that cannot be read as a record (truncated, not JSON, no version), or whose
+    config.yaml was edited since, is left out and added to `skipped` (or logged): one bad file must not hide
+    every other run. A run is found once however many of `roots` reach it (`A A/0_full`, a link to it)."""
     found = []
     seen: set[Path] = set()
     for root in roots:
@@ -308,9 +303,14 @@ def find_results(roots: Iterable[Path], skipped: list[SkippedFile] | None = None
                 continue
             seen.add(real)
             try:
-                found.append((path.parent, RunRecord.from_json(read_json_object(path))))
+                record = RunRecord.from_json(read_json_object(path))
             except ValueError as err:
                 note_skipped(SkippedFile(path, str(err)), skipped)
+                continue
+            if edited := config_edited(path.parent / CONFIG_FILE, record.config_sha256):  # its settings: not the run's
+                note_skipped(SkippedFile(path.parent / CONFIG_FILE, f"{edited}; the run is left out"), skipped)
+                continue
+            found.append((path.parent, record))
     return found
 
 

@@ -201,6 +201,9 @@ class RunRecord:
     # What model.checkpoint_path held (src/models.py weights_identity): written when known, so that
     # older records round-trip without it; reports tell runs from other weights apart by it.
     weights_id: str | None = None
+    # SHA-256 of the config.yaml the run wrote (src.record.integrity.config_edited): written when known.
+    # The report and a rerun read settings from config.yaml, which no digest guards; this one does.
+    config_sha256: str | None = None
     dataset: str | None = None  # the config's name until the data is loaded, then the data's own name
     seed: int | None = None
     epochs: int | None = None

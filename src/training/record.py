@@ -23,6 +23,7 @@ from typing import Any
 
 import timm
 import torch
+import yaml
 
 from src.config import RunConfig
 from src.data.augment import augment_params
@@ -30,6 +31,7 @@ from src.measurement.memory import PeakMemory
 from src.models import weights_identity, weights_source
 from src.record.digest import signed
 from src.record.ending import stop_status
+from src.record.integrity import config_sha256
 from src.record.io import METRICS_FILE, RESULT_FILE, append_jsonl, dumps, write_json
 from src.record.schema import DriftMeasures, Environment, EpochRecord, FitMeasures, Measured, RunRecord
 from src.reporting.tracking import Tracker
@@ -37,6 +39,11 @@ from src.strategies import strategy_for
 from src.training.engine import EpochStats, EvalStats
 from src.training.meters import FinalEval, Meters, Progress
 from src.training.setup import Setup
+
+
+def config_text(cfg: RunConfig) -> str:
+    """The run's config.yaml, as it is written and as result.json's `config_sha256` digests it."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 def config_record(cfg: RunConfig, run_dir: Path) -> RunRecord:
@@ -47,6 +54,7 @@ def config_record(cfg: RunConfig, run_dir: Path) -> RunRecord:
         model=cfg.model.name,
         pretrained_weights=weights_source(cfg.model) if cfg.model.pretrained else "none (random init)",
         weights_id=weights_identity(cfg.model),
+        config_sha256=config_sha256(config_text(cfg)),
         dataset=cfg.dataset.name or cfg.dataset.flag or cfg.dataset.tv_name or cfg.dataset.kind,
         seed=cfg.seed,
         epochs=cfg.trainer.epochs,

@@ -24,6 +24,7 @@ from src.config import FolderRefused, RunConfig
 from src.data.identity import dataset_identity_or_none, short_id
 from src.models import weights_identity
 from src.record import lock
+from src.record.integrity import config_edited
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
                           write_text)
 from src.reporting.tracking import (Tracker, log_confusions, make_tracker, run_summary, run_tags, set_aside_earlier_attempts,
@@ -82,6 +83,9 @@ def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
     except (OSError, ValueError, yaml.YAMLError, AttributeError, TypeError):  # ValueError: not UTF-8 (a rotted byte)
         raise RunDirTaken(f"{run_dir} already holds a {status} run whose {CONFIG_FILE} is missing or unreadable, so "
                           f"it cannot be told whether it is this config's; it is kept: {instead}") from None
+    if edited := config_edited(run_dir / CONFIG_FILE, read_json_object(previous).get("config_sha256")):
+        # compared as it is now, it would have been kept as whatever config it was edited into
+        raise RunDirTaken(f"{run_dir} already holds a {status} run whose {CONFIG_FILE} was {edited}; it is kept: {instead}")
     if changes:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: {instead}")
@@ -168,7 +172,7 @@ def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCal
     tracker: Tracker | None = None
     exit_code = 1
     try:
-        write_text(run_dir / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_text(run_dir / CONFIG_FILE, record.config_text(cfg))
         if resume is None:
             (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a failed earlier attempt's epochs
         s = setup(cfg, run_dir, data_id)
