@@ -11,6 +11,7 @@ of a stopped trial, so it is an estimate; the measured studies in README are the
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
@@ -92,9 +93,27 @@ def halving_rising(after: int, epochs: int, use_cost: bool) -> Rule:
     return rule
 
 
-def main() -> int:
-    out, name = Path(sys.argv[1]), sys.argv[2]
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{out / 'optuna.db'}")
+def load_curves_study(parser: argparse.ArgumentParser, out: Path, name: str) -> optuna.Study:
+    """The study NAME in OUT/optuna.db, or one line naming what is missing (exit 2). Checked first:
+    sqlite creates a database that is not there, so a mistyped folder got an empty optuna.db left in it
+    and a KeyError traceback ('Record does not exist')."""
+    db = out / "optuna.db"
+    if not db.is_file():
+        parser.error(f"{db}: no such file (DIR is a sweep's folder, e.g. sweeps-out/STUDY, holding its optuna.db)")
+    storage = f"sqlite:///{db}"
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        parser.error(f"{db} holds no study named {name!r} (it holds: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", type=Path, help="the study's folder, holding its optuna.db")
+    parser.add_argument("study", help="the study's name (hydra.sweeper.study_name)")
+    args = parser.parse_args(argv)
+    out, name = args.dir, args.study
+    study = load_curves_study(parser, out, name)
     raw = [t.user_attrs["curve"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     # The objective is the run's best epoch (trainer.select=best_val): judge the running best, also
     # for studies recorded before the curves stored it.

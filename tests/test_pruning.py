@@ -393,3 +393,34 @@ def test_plugin_hyperband_judges_steps_counted_from_one_like_its_halving():
         else:
             study.tell(trial, 1.0 - 0.02 * i)
     assert stopped and stopped <= {1, 5}  # after 2 and 6 steps, as halving's rungs (is_rung)
+
+
+def test_replay_pruning_names_a_missing_study_in_one_line_and_creates_no_database(tmp_path, capsys):
+    """`benchmarks/replay_pruning.py DIR STUDY` (docs/sweeps-measured.md) read sys.argv by hand: no
+    arguments or --help was an IndexError traceback, and a folder without optuna.db got an empty one
+    made in it by sqlite, then a KeyError traceback. Now: argparse's one line, exit 2, nothing written;
+    a real study is replayed."""
+    import optuna
+
+    bench = _load_benchmark("replay_pruning")
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([])
+    assert exit_.value.code == 2
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([str(tmp_path), "bench"])
+    assert exit_.value.code == 2
+    assert f"{tmp_path / 'optuna.db'}: no such file" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="bench", storage=storage, directions=["maximize", "minimize"])
+    for accs in ([0.5, 0.6, 0.7], [0.3, 0.4, 0.45], [0.6, 0.7, 0.8]):
+        trial = study.ask()
+        trial.set_user_attr("curve", [[a, 10.0 * (e + 1)] for e, a in enumerate(accs)])
+        study.tell(trial, [accs[-1], 30.0])
+    with pytest.raises(SystemExit) as exit_:
+        bench.main([str(tmp_path), "other"])
+    assert exit_.value.code == 2
+    assert "holds no study named 'other' (it holds: bench)" in capsys.readouterr().err
+    assert bench.main([str(tmp_path), "bench"]) == 0
+    assert "bench: 3 trials, 9 epochs, best val acc 0.8000" in capsys.readouterr().out
