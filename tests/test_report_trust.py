@@ -756,3 +756,25 @@ def test_strategies_run_at_other_config_yaml_settings_say_so_in_their_labels(tmp
     configs = group_configs(load_runs([study]))
     assert sorted(c.label for c in configs) == ["full (trainer.batch_size=16)", "layerwise (trainer.batch_size=32)"]
     assert [len(c.runs) for c in configs] == [3, 3] and not any(c.duplicates for c in configs)
+
+
+def test_a_bad_out_is_refused_before_any_run_is_read_or_printed(tmp_path, capsys):
+    """`src.report DIR --out FILE` printed the whole answer and table on stdout, then refused --out
+    with exit 2: README's "one line" came last, after a report that was never written. Now --out is
+    checked first; a good --out made for a report with no readable run is taken away again."""
+    from src.reporting.cli import main
+
+    study = _study(tmp_path)
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    capsys.readouterr()
+    assert main([str(study), "--out", str(a_file)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.strip() == f"error: --out {a_file} is a file, not a folder"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), "--out", str(tmp_path / "new")]) == 2
+    assert "no readable result.json" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert main([str(study), "--out", str(tmp_path / "new")]) == 0
+    assert (tmp_path / "new" / "index.html").is_file()

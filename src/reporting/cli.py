@@ -23,7 +23,7 @@ from src.reporting.configs import group_configs
 from src.reporting.comparisons import win_map
 from src.reporting.ood_section import ood_markdown, ood_section
 from src.reporting.page import write_report
-from src.reporting.runs import UNFINISHED, load_runs, resume_hint, unfinished_runs
+from src.reporting.runs import UNFINISHED, Run, load_runs, resume_hint, unfinished_runs
 from src.reporting.tables import console_summary, wins_markdown, wins_worth_showing
 
 
@@ -95,10 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {', '.join(files)}: not a folder (give run, multirun or sweep folders, or a result.json)",
               file=sys.stderr)
         return 2
+    # --out is checked before any run is read: a file or a folder of files there was refused only after
+    # the whole answer and table had been printed, on stdout, so that the "one line, exit 2" came last.
+    claimed = None
+    if args.out is not None and not args.no_html:
+        try:
+            claimed = report_folder(args.out, args.dirs[0])
+        except FolderError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     skipped: list[SkippedFile] = []
     runs = load_runs(args.dirs, skipped)
     _warn_left_out(skipped, args.dirs)
     if not runs:
+        if claimed is not None:
+            _clear(*claimed)
         unreadable = f" ({len(skipped)} unreadable, above)" if skipped else ""
         print(f"error: no readable result.json under {', '.join(map(str, args.dirs))}{unreadable}", file=sys.stderr)
         return 2
@@ -109,14 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + ood)
     if args.no_html:
         return 0
+    return _write(args.dirs, args.metric, runs, skipped, claimed)
+
+
+def _write(dirs: list[Path], metric: str, runs: list[Run], skipped: list[SkippedFile],
+           claimed: tuple[Path, bool] | None) -> int:
+    """The HTML report into the --out folder already claimed, or the first folder's report/ (report_1, ...)."""
     try:
-        out, created = report_folder(args.out, args.dirs[0])
+        out, created = claimed or report_folder(None, dirs[0])
     except FolderError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     figures_missing: dict[str, str] = {}
     try:
-        page = write_report(args.dirs, out, args.metric, runs, skipped, figures_missing)
+        page = write_report(dirs, out, metric, runs, skipped, figures_missing)
     except BaseException as err:
         _clear(out, created)
         if not isinstance(err, (ValueError, OSError)):
