@@ -332,3 +332,23 @@ def test_names_wandb_takes_are_taken_as_they_are(tmp_path):
     finally:
         tracker.finish()
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))  # a real offline run, not W&B's disabled one
+
+
+@pytest.mark.parametrize("mode", ["ofline", "OFFLINE", ""])
+def test_a_wandb_mode_from_the_environment_that_wandb_refuses_is_one_line(monkeypatch, mode):
+    # WANDB_MODE=ofline failed inside wandb.init (even under logger.mode=offline: W&B reads it into its
+    # settings) with a four-line pydantic error, and every run of the study went on untracked.
+    # set but empty (`WANDB_MODE= python -m src.train`) fails in W&B the same way: it is not unset
+    monkeypatch.setenv("WANDB_MODE", mode)
+    for overrides in (["logger=wandb"], ["logger=wandb", "logger.mode=offline"]):
+        with pytest.raises(C.ConfigError) as err:
+            to_run_config(check_overrides(overrides))
+        assert str(err.value) == (f"WANDB_MODE={mode!r} is not a W&B mode: W&B takes online, offline, disabled, "
+                                  "shared, dryrun or run")
+    to_run_config(check_overrides(["logger=none"]))  # no W&B run: not used
+
+
+@pytest.mark.parametrize("mode", ["offline", "disabled", "dryrun"])
+def test_the_wandb_modes_wandb_takes_are_taken(monkeypatch, mode):
+    monkeypatch.setenv("WANDB_MODE", mode)
+    to_run_config(check_overrides(["logger=wandb"]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.ft_optuna_sweeper.errors import SettingError
+from src.config import wandb_rules
 
 
 class ConfigError(SettingError):
@@ -293,10 +293,6 @@ class TrainerConfig:
     dry_run: bool = False
 
 
-# Characters W&B refuses in a project name (wandb.sdk's project check).
-WANDB_PROJECT_FORBIDDEN = "/\\#?%:"
-
-
 @dataclass(frozen=True)
 class LoggerConfig:
     kind: LoggerKind = LoggerKind.wandb
@@ -313,22 +309,10 @@ class LoggerConfig:
         object.__setattr__(self, "tags", tuple(self.tags))  # OmegaConf gives a list
 
     def check(self) -> None:
-        """W&B's own rules for the names it is given (wandb 0.2x): they failed inside `wandb.init`,
-        after the run folder was made, and the run went on untracked with only a warning."""
-        if self.kind is not LoggerKind.wandb:
-            return
-        # the project W&B will get: WANDB_PROJECT where logger.project is unset (src.reporting.tracking)
-        key, project = ("logger.project", self.project) if self.project is not None else \
-            ("WANDB_PROJECT", os.environ.get("WANDB_PROJECT") or None)
-        if project is not None:
-            bad = sorted(set(project) & set(WANDB_PROJECT_FORBIDDEN))
-            if not project.strip() or len(project) > 128 or bad:
-                why = f"contains {' '.join(bad)}" if bad else ("is empty" if not project.strip() else "is over 128 characters")
-                raise ConfigError(f"{key}={project!r} {why}: W&B takes 1-128 characters without "
-                                  f"{' '.join(WANDB_PROJECT_FORBIDDEN)}")
-        for i, tag in enumerate(self.tags):
-            if not 1 <= len(tag) <= 64:
-                raise ConfigError(f"logger.tags[{i}]={tag!r} has {len(tag)} characters: W&B takes 1-64")
+        """W&B's own rules for the project, tags and WANDB_MODE (src/config/wandb_rules.py), checked
+        before any run folder: they failed inside `wandb.init`, and the run went on untracked."""
+        if self.kind is LoggerKind.wandb and (why := wandb_rules.problem(self.project, self.tags)) is not None:
+            raise ConfigError(why)
 
 
 @dataclass(frozen=True)
