@@ -215,7 +215,7 @@ def test_a_run_started_again_leaves_one_offline_run_to_sync_its_earlier_attempt_
     """A killed attempt's offline run stayed beside the run that resumed it (which logs its epochs
     again with the rest): the sync command uploaded both, two W&B runs of one config and seed in the
     study's group, one cut short."""
-    from src.reporting.tracking import SUPERSEDED, set_aside_earlier_attempts, wandb_runs
+    from src.reporting.wandb_folders import SUPERSEDED, set_aside_earlier_attempts, wandb_runs
     from src.training.run import run
 
     run_dir = tmp_path / "run"
@@ -287,3 +287,27 @@ def test_a_sweeps_runs_are_grouped_by_its_study_wherever_its_folder_is(output_di
     assert multirun_group(hydra) == "layerwise-default"
     hydra.sweeper.study_name = None
     assert multirun_group(hydra) == "sweep"  # the study's name when none is given (src/search/job.py)
+
+
+def test_a_wandb_server_that_cannot_be_reached_is_waited_for_once_per_process(tmp_path, monkeypatch, caplog):
+    """With credentials but no network (a laptop on a train, a cluster node without egress), every run
+    waited W&B's whole init timeout (60 s, then offline): a multirun or a sweep in one process paid
+    it per job, 20 minutes of a 20-trial sweep. The first run's failure now sends the later runs of
+    the process straight to offline, each saying why."""
+    import src.reporting.tracking as tracking
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: refused, retried until the timeout
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setattr(tracking, "INIT_TIMEOUT_S", 3)
+    cfg = LoggerConfig(kind="wandb", mode="auto", project="test")
+    with caplog.at_level("WARNING"):
+        for job in ("0_full", "1_full"):
+            tracker = make_tracker(cfg, tmp_path / job, job, {}, "full")
+            assert tracker.run is not None and tracker.run.settings.mode == "offline"
+            tracker.finish()
+    tried = [r.getMessage() for r in caplog.records if r.getMessage().startswith("W&B init (online) failed")]
+    assert len(tried) == 1, caplog.text  # the second job did not wait again
+    assert "W&B online failed earlier in this process" in caplog.text
+    for job in ("0_full", "1_full"):  # both offline, each with its own run to sync
+        assert len(list((tmp_path / job).glob("wandb/offline-run-*/run-*.wandb"))) == 1

@@ -19,7 +19,8 @@ from src.reporting.ood_section import ood_win_map
 from src.reporting.page import FIGURES, first_line, write_report
 from src.reporting.runs import CONFIG_KEYS, Run, load_runs, mean_curve, trial_number
 from src.reporting.tables import wins_worth_showing
-from src.reporting.tracking import Tracker, make_tracker, run_tags, set_aside_earlier_attempts, wandb_runs
+from src.reporting.tracking import Tracker, make_tracker, run_tags
+from src.reporting.wandb_folders import set_aside_earlier_attempts, wandb_runs
 from src.reporting.verdict import as_json, render, verdicts
 
 log = logging.getLogger(__name__)

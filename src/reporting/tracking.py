@@ -12,6 +12,8 @@ Those folders sit at different depths: a multirun's jobs, its report's summary r
 (`SYNC_COMMAND`; add `--dry-run` after `wandb sync` to list what it would upload.) Any W&B error
 (unreachable server, bad entity, a failing call mid-run) is logged as a warning, after which the
 run goes on offline or untracked (`logger=none` is untracked too: W&B's `mode="disabled"` run).
+Online is tried once per process: once it failed, a multirun's or sweep's later runs go offline at
+once (`_attempts`), not after W&B's 60 s wait each.
 
 Conventions a W&B user expects: every run is tagged with its strategy, dataset and model
 (`run_tags`); a training run's per-epoch metrics are plotted against `epoch` (`define_metric`),
@@ -327,9 +329,10 @@ def make_tracker(
         dir=str(run_dir),
         # requirements.txt is written below from a list read once per process: W&B's own reads every
         # installed package's metadata at each init (0.1-0.25 s a trial of a sweep, the same list each time)
-        settings=wandb.Settings(console="off", silent=True, init_timeout=60, x_save_requirements=False),
+        settings=wandb.Settings(console="off", silent=True, init_timeout=INIT_TIMEOUT_S, x_save_requirements=False),
     )
-    for attempt in ([mode, "offline"] if mode == "online" else [mode]):
+    global _online_failed
+    for attempt in _attempts(mode):
         try:
             run = wandb.init(mode=attempt, **kwargs)
             if attempt != mode:
@@ -341,44 +344,28 @@ def make_tracker(
             return tracker
         except Exception as err:
             log.warning("W&B init (%s) failed: %s: %s", attempt, type(err).__name__, err)
+            if attempt == "online":
+                _online_failed = f"{type(err).__name__}: {err}".splitlines()[0]
     log.warning("W&B unavailable; this run is not tracked (local files are complete)")
     return untracked()
 
 
-# An earlier attempt's offline run in a run folder, set aside when a later attempt there is tracked:
-# not `offline-run-*`, so SYNC_COMMAND and `wandb sync --sync-all` pass it by.
-SUPERSEDED = "superseded-"
+# W&B's wait for its server at each init, in seconds; a server not reached within it leaves the run offline.
+INIT_TIMEOUT_S = 60
+# Why W&B online failed in this process, once it has (None until then). A multirun's jobs and a
+# sweep's trials run in one process: each waited the whole timeout for the server the first could not
+# reach, 60 s a job; the later ones go offline at once (synced later, as the first).
+_online_failed: str | None = None
 
 
-def wandb_runs(run_dir: Path) -> set[Path]:
-    """The W&B run folders (offline and online) in `run_dir/wandb` now."""
-    return {*(run_dir / "wandb").glob("offline-run-*"), *(run_dir / "wandb").glob("run-*")}
-
-
-def set_aside_earlier_attempts(run_dir: Path, earlier: set[Path]) -> list[Path]:
-    """`earlier` offline runs (`wandb_runs` before this attempt's tracker started) renamed
-    `superseded-offline-run-*` when this attempt made a W&B run of its own in `run_dir`. A run folder
-    holds one run: a killed run's attempt logged its first epochs, the attempt that resumes it logs
-    them again with the rest, and synced both were two W&B runs of one config and seed in the study's
-    group, one of them cut short. Kept, not deleted; an online attempt is W&B's already."""
-    if not wandb_runs(run_dir) - earlier:
-        return []  # this attempt is untracked: an earlier attempt's run is all W&B will have
-    return set_aside(earlier)
-
-
-def set_aside(runs: set[Path]) -> list[Path]:
-    """The offline ones of `runs` renamed `superseded-offline-run-*`: kept, not synced (`SUPERSEDED`)."""
-    moved = []
-    for folder in sorted(p for p in runs if p.name.startswith("offline-run-")):
-        try:
-            folder.rename(folder.with_name(SUPERSEDED + folder.name))
-            moved.append(folder)
-        except OSError as err:
-            log.warning("could not set aside the earlier attempt's W&B run %s (%s)", folder, err.strerror or err)
-    if moved:
-        log.info("W&B: %d earlier run(s) in %s renamed %s (kept, not synced): this one replaces them",
-                 len(moved), moved[0].parent, ", ".join(SUPERSEDED + p.name for p in moved))
-    return moved
+def _attempts(mode: str) -> list[str]:
+    """The modes to try in turn: online falls back to offline, and is skipped once it failed here."""
+    if mode != "online":
+        return [mode]
+    if _online_failed is not None:
+        log.warning("W&B online failed earlier in this process (%s): running offline", _online_failed)
+        return ["offline"]
+    return ["online", "offline"]
 
 
 def untracked() -> WandbTracker:

@@ -50,7 +50,7 @@ def _continue_dead_attempt(storage: Any, name: str, number: int, run_cfg: RunCon
     records what it took over (`continues`): those epochs and their cost are the retry's now, and
     the study's summary counts them once (src.search.results.summarise)."""
     from src.data.identity import dataset_identity_or_none
-    from src.reporting.tracking import set_aside, wandb_runs
+    from src.reporting.wandb_folders import set_aside, wandb_runs
     from src.training.checkpoint import adopt, epochs_done  # torch: loaded by the jobs, not by the sweeper's driver
 
     dead = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number))

@@ -27,8 +27,8 @@ from src.record import lock
 from src.record.integrity import config_edited
 from src.record.io import (CONFIG_FILE, METRICS_FILE, RESULT_FILE, DiskFull, finished_status, read_json_object,
                           write_text)
-from src.reporting.tracking import (Tracker, log_confusions, make_tracker, run_summary, run_tags, set_aside_earlier_attempts,
-                                    wandb_runs)
+from src.reporting.tracking import Tracker, log_confusions, make_tracker, run_summary, run_tags
+from src.reporting.wandb_folders import set_aside_earlier_attempts, wandb_runs
 from src.strategies import Schedule
 from src.training import checkpoint, record
 from src.training.estimate import ESTIMATE_FILE, estimate
