@@ -334,3 +334,22 @@ def test_an_epoch_reaches_the_wandb_run_when_it_is_logged_not_at_the_next_one(tm
         assert seen == [0, 1]  # the last epoch logged too, with the run still open
     finally:
         tracker.finish()
+
+
+def test_a_failed_runs_wandb_summary_says_so_as_its_result_json_does(tmp_path, tiny_config):
+    """A run that failed (here a loss that diverged) wrote `status: failed` and the error to
+    result.json, but its W&B summary had neither: in the runs table of the dashboard a failed run had
+    no status beside the completed runs' `completed`, and the error was only in the local file."""
+    import json
+
+    from src.training.run import DivergedError, run
+
+    cfg = tiny_config(optim={"lr": 1e30, "warmup_epochs": 0}, strategy={"name": "full"},
+                      logger={"kind": "wandb", "mode": "offline", "project": "test"})
+    with pytest.raises(DivergedError):
+        run(cfg, tmp_path)
+    result = json.loads((tmp_path / "result.json").read_text())
+    summary = wandb_files.summary(_run_file(tmp_path))
+    assert result["status"] == "failed"
+    for key in ("status", "error", "failed_epoch"):
+        assert summary[key] == result[key], key

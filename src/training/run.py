@@ -196,11 +196,13 @@ def _run(cfg: RunConfig, run_dir: Path, run_name: str | None, on_epoch: EpochCal
         return result
     except BaseException as err:
         try:  # from what the run is, not from a result it may have half assembled
-            record.write(run_dir, record.stopped(rec, err, progress))
+            stopped = record.write(run_dir, record.stopped(rec, err, progress))
         except DiskFull as lost:  # nothing could be recorded, and that is what to say (a Ctrl-C stays one)
             if isinstance(err, KeyboardInterrupt):
                 raise err from None
             raise lost from err
+        if tracker is not None:  # W&B's summary says what result.json says: failed or interrupted, and why
+            tracker.summary(run_summary(stopped))
         raise
     finally:
         if tracker is not None:
