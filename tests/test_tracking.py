@@ -353,3 +353,18 @@ def test_a_failed_runs_wandb_summary_says_so_as_its_result_json_does(tmp_path, t
     assert result["status"] == "failed"
     for key in ("status", "error", "failed_epoch"):
         assert summary[key] == result[key], key
+
+
+def test_a_runs_notes_are_set_from_the_command_line_or_wandbs_own_variable(tmp_path, monkeypatch):
+    """W&B's notes (the run's description in the dashboard) could not be given: `logger.notes=...` was
+    an unknown key, only WANDB_NOTES reached W&B. Given, it wins over WANDB_NOTES, as logger.project
+    wins over WANDB_PROJECT."""
+    from src.gate import check_overrides, to_run_config
+
+    monkeypatch.setenv("WANDB_NOTES", "from the environment")
+    cfg = to_run_config(check_overrides(["logger=wandb", "logger.mode=offline", "logger.project=test",
+                                         "logger.notes='lr sweep after the BN fix'"])).logger
+    make_tracker(cfg, tmp_path / "given", "r", {}, "t").finish()
+    assert _run_info(tmp_path / "given").notes == "lr sweep after the BN fix"
+    make_tracker(OFFLINE, tmp_path / "env", "r", {}, "t").finish()
+    assert _run_info(tmp_path / "env").notes == "from the environment"

@@ -304,6 +304,8 @@ class LoggerConfig:
     mode: LoggerMode = LoggerMode.auto
     group: str | None = None
     tags: tuple[str, ...] = ()
+    # the run's description in W&B (its `notes`); None: W&B's own WANDB_NOTES, where set
+    notes: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tags", tuple(self.tags))  # OmegaConf gives a list

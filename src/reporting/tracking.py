@@ -325,6 +325,7 @@ def make_tracker(
         group=cfg.group,
         name=name,
         job_type=job_type,
+        notes=cfg.notes,  # None: W&B reads WANDB_NOTES itself
         # W&B refuses tags over 64 characters; the same tag twice is one tag
         tags=list(dict.fromkeys(t[:64] for t in (*cfg.tags, *env_tags(), *tags))),
         config=config,
