@@ -368,3 +368,16 @@ def test_a_runs_notes_are_set_from_the_command_line_or_wandbs_own_variable(tmp_p
     assert _run_info(tmp_path / "given").notes == "lr sweep after the BN fix"
     make_tracker(OFFLINE, tmp_path / "env", "r", {}, "t").finish()
     assert _run_info(tmp_path / "env").notes == "from the environment"
+
+
+def test_wandb_run_id_in_the_environment_does_not_give_every_run_one_id(tmp_path, monkeypatch, caplog):
+    """W&B reads WANDB_RUN_ID for every wandb.init: a multirun's jobs and its summary run all took that
+    one id, and `wandb sync` of their offline runs wrote them into one W&B run, each over the other.
+    Each run has an id of its own; the variable is said not to be used."""
+    monkeypatch.setenv("WANDB_RUN_ID", "shared01")
+    with caplog.at_level("WARNING"):
+        for job in ("0_frozen", "1_full"):
+            make_tracker(OFFLINE, tmp_path / job, job, {}, "t").finish()
+    ids = [_run_info(tmp_path / job).run_id for job in ("0_frozen", "1_full")]
+    assert len(set(ids)) == 2 and "shared01" not in ids
+    assert "WANDB_RUN_ID is not used" in caplog.text

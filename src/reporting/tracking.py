@@ -302,6 +302,17 @@ def installed_packages() -> str:
     return "".join(dict.fromkeys(f"{d.key}=={d.version}\n" for d in working_set()))
 
 
+def new_run_id() -> str:
+    """A W&B run id of its own for each run. W&B reads WANDB_RUN_ID at every init: a multirun's jobs
+    and its summary run all took that one id, and `wandb sync` wrote them into one W&B run."""
+    from wandb.sdk.lib.runid import generate_id  # W&B's own ids: 8 characters of [a-z0-9]
+
+    if os.environ.get("WANDB_RUN_ID"):
+        log.warning("WANDB_RUN_ID is not used: each run is a W&B run with an id of its own (one id for "
+                    "every run merged a study's runs into one when synced)")
+    return generate_id()
+
+
 def make_tracker(
     cfg: LoggerConfig, run_dir: Path, name: str, config: dict[str, Any], job_type: str,
     tags: Sequence[str] = (), per_epoch: bool = False,
@@ -325,7 +336,8 @@ def make_tracker(
         group=cfg.group,
         name=name,
         job_type=job_type,
-        notes=cfg.notes,  # None: W&B reads WANDB_NOTES itself
+        # WANDB_NOTES read here, as WANDB_PROJECT is: W&B reads its variables once per process
+        notes=cfg.notes if cfg.notes is not None else os.environ.get("WANDB_NOTES"),
         # W&B refuses tags over 64 characters; the same tag twice is one tag
         tags=list(dict.fromkeys(t[:64] for t in (*cfg.tags, *env_tags(), *tags))),
         config=config,
@@ -337,7 +349,8 @@ def make_tracker(
     global _online_failed
     for attempt in _attempts(mode):
         try:
-            run = wandb.init(mode=attempt, **kwargs)
+            # not WANDB_RUN_ID (new_run_id), and a new id for each attempt: W&B holds a failed one's
+            run = wandb.init(mode=attempt, id=new_run_id(), **kwargs)
             if attempt != mode:
                 log.warning("W&B running offline instead; upload later with `%s`", sync_command(run_dir))
             tracker = WandbTracker(run)
