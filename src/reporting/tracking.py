@@ -169,9 +169,7 @@ class WandbTracker:
             self.finish(exit_code=1)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        # commit=True: with `step` alone W&B keeps the row open until a higher step arrives, so the
-        # dashboard showed each epoch only once the next had ended, and a killed run lost its last one
-        self._guard("log", lambda: self.run.log(metrics, step=step, commit=True))
+        self._guard("log", lambda: self.run.log(metrics, step=step))
 
     def requirements(self) -> None:
         """The run's files/requirements.txt, as W&B writes it (`name==version` per installed
