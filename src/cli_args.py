@@ -48,6 +48,8 @@ def check_config_dir(args: argparse.Namespace, conf: Path, app: Path) -> None:
     name = args.config_name or "config"
     file = name if name.endswith(".yaml") else f"{name}.yaml"
     given = Path(args.config_dir).expanduser().absolute()
+    if not given.is_dir():  # Hydra said so in 3 lines, exit 1
+        raise ConfigError(f"--config-dir {args.config_dir}: no such folder ({given})")
     if (given / file).is_file() and (conf / file).is_file():
         raise ConfigError(f"--config-dir {args.config_dir}: its {file} would not be read (Hydra takes src.train's own "
                           f"conf/{file} first, the defaults); to run that file: --config-path {given} --config-name {name}")

@@ -14,7 +14,7 @@ import atexit
 import dataclasses
 import functools
 import itertools
-import re
+import os
 import shutil
 import typing
 from pathlib import Path
@@ -106,8 +106,27 @@ def active_searchpath(overrides: list[str]) -> list[str]:
     if not HydraConfig.initialized() or any(o.startswith("hydra.searchpath=") for o in overrides):
         return []
     paths = list(HydraConfig.get().searchpath or [])
+    return [searchpath_override(paths)] if paths else []
+
+
+def searchpath_override(paths: list[str]) -> str:
+    """`hydra.searchpath=[...]` naming these paths, each quoted as Hydra's grammar reads it."""
     quoted = ",".join("'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in paths)
-    return [f"hydra.searchpath=[{quoted}]"] if paths else []
+    return f"hydra.searchpath=[{quoted}]"
+
+
+def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
+    """The overrides with `--config-dir DIR` as Hydra searches it: after conf/, before any `hydra.searchpath`
+    entry. The checks compose through the Compose API, which has no such flag: a command with a --config-dir
+    went unchecked, and a bad value made a run folder with a failed result.json (a multirun's, after its
+    earlier jobs had trained)."""
+    if config_dir is None:
+        return list(overrides)
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    at = next((i for i, p in enumerate(parsed) if p.get_key_element() == "hydra.searchpath"), None)
+    given = parsed[at].value() if at is not None else []
+    paths = [f"file://{os.path.abspath(config_dir)}", *(given if isinstance(given, list) else [])]
+    return [searchpath_override(paths)] + [o for i, o in enumerate(overrides) if i != at]
 
 
 def check_overrides(overrides: list[str]) -> DictConfig:
@@ -144,7 +163,7 @@ def one_line(err: BaseException) -> ConfigError:
         return ConfigError(f"{group}={option} is not allowed (options: {', '.join(options)})")
     if isinstance(err, OverrideParseException):  # the grammar's message alone does not say which override
         text = str(err.message).strip().splitlines()
-        hint = _quoting_hint(err.override) or _groups_hint(err.override) or quoting_hint(err.override, text[0] if text else "")
+        hint = quoting_hint(err.override, text[0] if text else "")
         return ConfigError(f"{err.override}: {text[0] if text else 'cannot be parsed'}{hint}")
     cause: BaseException | None = err
     while cause is not None:  # Hydra wraps OmegaConf's error, which names the key and the type
@@ -153,28 +172,6 @@ def one_line(err: BaseException) -> ConfigError:
         cause = cause.__cause__ or cause.__context__
     text = str(err).strip()
     return ConfigError(text.splitlines()[0] if text else type(err).__name__)
-
-
-def _quoting_hint(override: Any) -> str:
-    """For `hydra.sweeper.rerun_overrides=[trainer.epochs=3]`: a list of overrides whose `=` Hydra's
-    grammar cannot read unquoted; the hint spells the command line that works."""
-    key, _, value = str(override).partition("=")
-    value = value.strip()
-    if key.lstrip("+~") != "hydra.sweeper.rerun_overrides" or not value.startswith("[") or "=" not in value:
-        return ""
-    items = [i.strip().strip("'\"") for i in value.removeprefix("[").removesuffix("]").split(",") if i.strip()]
-    quoted = ",".join(f'"{i}"' for i in items)
-    return f"; quote each override, and the whole argument for the shell: '{key}=[{quoted}]'"
-
-
-def _groups_hint(override: Any) -> str:
-    """For `range(0,groups)` on the command line, where Hydra's grammar evaluates range() and takes
-    numbers only (`groups` is read in a preset's hydra.sweeper.params, text Hydra does not evaluate)."""
-    if not re.search(r"\b(range|interval)\s*\(.*\bgroups\b", str(override).partition("=")[2]):
-        return ""
-    return ("; `groups` (the model's backbone group count) is read only in a preset's hydra.sweeper.params "
-            "(sweeps/default.yaml): on the command line give the number, e.g. range(0,8) for EfficientNet-Lite0, "
-            "whose run prints its groups")
 
 
 def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
@@ -365,7 +362,7 @@ def precheck(argv: list[str]) -> int:
     args, _ = hydra_args().parse_known_args(argv)
     check_config_dir(args, CONF, Path(__file__).parent)  # src/: the folder of src.train, the app
     if args.help or args.hydra_help or args.version or args.cfg or args.shell_completion or args.info \
-            or args.config_dir or args.experimental_rerun:
+            or args.experimental_rerun:
         return 0
     if args.config_path and not Path(args.config_path).is_absolute():
         return 0  # Hydra reads it against src/ (check_config_dir refused one that is not there)
@@ -375,7 +372,7 @@ def precheck(argv: list[str]) -> int:
     install()
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="train"):
-            jobs, base = expand_jobs(list(args.overrides), args.multirun, config_name)
+            jobs, base = expand_jobs(with_config_dir(args.overrides, args.config_dir), args.multirun, config_name)
             check_output_dir(base.hydra, args.multirun, OmegaConf.select(base, "paths.output_dir", default=None))
             varying = {o.split("=", 1)[0] for job in jobs for o in job if sum(o in j for j in jobs) < len(jobs)}
             composed: dict[tuple[str, ...], DictConfig] = {}

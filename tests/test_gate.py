@@ -158,7 +158,42 @@ def test_a_config_dir_that_adds_configs_of_its_own_is_read_as_hydra_reads_it(tmp
 
     (tmp_path / "strategy").mkdir()
     (tmp_path / "strategy" / "mine.yaml").write_text("defaults:\n  - base_frozen\n")
-    assert precheck(["--config-dir", str(tmp_path), "strategy=mine"]) == 0  # Hydra's own run checks it
+    assert precheck(["--config-dir", str(tmp_path), "strategy=mine", f"paths.output_dir={tmp_path}"]) == 1
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["optim.lr=-1"], "optim.lr=-1.0 must be > 0"),
+    (["-m", "trainer.batch_size=16,1"], "job 1 of 2 (trainer.batch_size=1): trainer.batch_size=1 must be >= 2"),
+    (["strategy.lr_decay=0.5"], "strategy.lr_decay=0.5 must be >= 1"),  # a value the user's own YAML set is checked too
+    (["experiment=mine", "hydra.searchpath=[file:///nowhere]", "trainer.bogus=1"], "unknown key 'trainer.bogus'"),
+])
+def test_a_config_dir_command_is_checked_before_any_folder_as_any_other(tmp_path, argv, line):
+    # Seen: `--config-dir DIR experiment=mine optim.lr=-1` made outputs/DATE/TIME with a failed result.json, and a
+    # multirun's bad job 1 was found after job 0 had trained: the checks skipped every --config-dir command.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    mine = tmp_path / "mine"
+    (mine / "strategy").mkdir(parents=True)
+    (mine / "experiment").mkdir()
+    (mine / "strategy" / "steep.yaml").write_text("defaults:\n  - base_layerwise\n  - _self_\nlr_decay: 4.0\n")
+    (mine / "experiment" / "mine.yaml").write_text("# @package _global_\ndefaults:\n  - override /strategy: steep\n")
+    if "strategy.lr_decay=0.5" in argv:
+        (mine / "strategy" / "steep.yaml").write_text("defaults:\n  - base_layerwise\n  - _self_\nlr_decay: 0.5\n")
+        argv = ["experiment=mine"]
+    with pytest.raises(ConfigError) as err:
+        precheck(["--config-dir", str(mine), *argv, f"paths.output_dir={tmp_path / 'out'}"])
+    assert line in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_dir_that_is_not_there_is_one_line_naming_it(tmp_path):
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    with pytest.raises(ConfigError) as err:
+        precheck(["--config-dir", str(tmp_path / "nope"), "--cfg", "job"])
+    assert str(err.value) == f"--config-dir {tmp_path / 'nope'}: no such folder ({tmp_path / 'nope'})"
 
 
 @pytest.mark.parametrize("override, line", [

@@ -8,6 +8,7 @@ import dataclasses
 import enum
 import functools
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -242,11 +243,35 @@ def check_path(key: str, value: object, required: bool = False) -> None:
         raise ConfigError(f"{key}={value!r}: '~' is not expanded here (it would be taken as a folder named '~' in the current one); write {home}")
 
 
+def _list_quoting_hint(override: object) -> str:
+    """For `hydra.sweeper.rerun_overrides=[trainer.epochs=3]`: a list of overrides whose `=` Hydra's
+    grammar cannot read unquoted; the hint spells the command line that works."""
+    key, _, value = str(override).partition("=")
+    value = value.strip()
+    if key.lstrip("+~") != "hydra.sweeper.rerun_overrides" or not value.startswith("[") or "=" not in value:
+        return ""
+    items = [i.strip().strip("'\"") for i in value.removeprefix("[").removesuffix("]").split(",") if i.strip()]
+    quoted = ",".join(f'"{i}"' for i in items)
+    return f"; quote each override, and the whole argument for the shell: '{key}=[{quoted}]'"
+
+
+def _groups_hint(override: object) -> str:
+    """For `range(0,groups)` on the command line, where Hydra's grammar evaluates range() and takes
+    numbers only (`groups` is read in a preset's hydra.sweeper.params, text Hydra does not evaluate)."""
+    if not re.search(r"\b(range|interval)\s*\(.*\bgroups\b", str(override).partition("=")[2]):
+        return ""
+    return ("; `groups` (the model's backbone group count) is read only in a preset's hydra.sweeper.params "
+            "(sweeps/default.yaml): on the command line give the number, e.g. range(0,8) for EfficientNet-Lite0, "
+            "whose run prints its groups")
+
+
 def quoting_hint(override: object, message: str) -> str:
     """For an override Hydra's lexer could not read (`dataset.root=/data/café`, `~/x`, `a#b`, `a&b`:
     unquoted, its grammar takes ASCII letters, digits and a few signs only), the quoted spelling that
     it reads; the bare "LexerNoViableAltException" said neither what nor how. No hint for a value with
     quotes, a list, a sweep's `a,b` or a function: quoting it whole would change what it means."""
+    if hint := _list_quoting_hint(override) or _groups_hint(override):
+        return hint
     key, sep, value = str(override).partition("=")
     if "LexerNoViableAlt" not in message or not sep or any(q in value for q in "'\"[](),"):
         return ""
