@@ -352,3 +352,13 @@ def test_a_wandb_mode_from_the_environment_that_wandb_refuses_is_one_line(monkey
 def test_the_wandb_modes_wandb_takes_are_taken(monkeypatch, mode):
     monkeypatch.setenv("WANDB_MODE", mode)
     to_run_config(check_overrides(["logger=wandb"]))
+
+
+def test_a_huge_epoch_count_is_one_line_not_a_memory_error(tmp_path):
+    # Seen: `trainer.epochs=99999999999` was a MemoryError traceback: the schedule lists each group's epochs.
+    from src.gate import precheck
+
+    with pytest.raises(C.ConfigError) as err:
+        precheck(["trainer.epochs=99999999999", f"paths.output_dir={tmp_path}"])
+    assert str(err.value) == "trainer.epochs=99999999999 must be <= 10000"
+    assert precheck(["trainer.epochs=10000", "optim.warmup_epochs=0", f"paths.output_dir={tmp_path}"]) == 1

@@ -179,6 +179,8 @@ def check_values(cfg: RunConfig) -> None:
     _positive("optim.lr", cfg.optim.lr)
     cfg.strategy.check()
     _positive("trainer.epochs", cfg.trainer.epochs)
+    if cfg.trainer.epochs > MAX_EPOCHS:
+        raise ConfigError(f"trainer.epochs={cfg.trainer.epochs!r} must be <= {MAX_EPOCHS}")
     if cfg.trainer.batch_size < 2:  # BatchNorm cannot train on one sample
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size!r} must be >= 2")
     _positive("trainer.eval_batch_size", cfg.trainer.eval_batch_size)
@@ -216,6 +218,10 @@ def check_values(cfg: RunConfig) -> None:
         raise ConfigError("model.checkpoint_path is required when model.weights='file'")
 
 
+# The schedule lists, for each layer group, the epochs it trains in (param_groups.json holds them): far
+# past any fine-tuning (or ImageNet's 300-epoch trainings), and trainer.epochs=99999999999 was a
+# MemoryError traceback while the schedule was planned.
+MAX_EPOCHS = 10_000
 SEED_MAX = 2**32 - 1  # numpy's seed range (and sklearn's random_state, which hands it to numpy), 0..2**32-1
 MAX_THREADS = 4096
 # Larger than any image a model is trained at: timm's largest pretrained input is 1024 px (SAM's ViTs,
