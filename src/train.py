@@ -34,7 +34,7 @@ from hydra_plugins.ft_optuna_sweeper import sweep_with
 from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
-from src.config import OUR_SWEEPER, ConfigError, FolderRefused, RunConfig
+from src.config import OUR_SWEEPER, ConfigError, FolderRefused, RunConfig, from_cwd
 from src.completion import completion_line, completion_script, wants_completion
 from src.gate import CONF, SCHEMA_PREFIX, install, output_setting, precheck, release_unused_dirs, to_run_config
 from src.multirun_stop import multirun_started, said
@@ -102,6 +102,8 @@ def main(cfg: DictConfig) -> float:
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         run_cfg = to_run_config(cfg, _multirun_group(hc))
+        if hc.job.chdir:  # Hydra has moved into the job's folder: relative paths name files where the command ran
+            run_cfg = from_cwd(run_cfg, Path(hc.runtime.cwd))
         if multirun and not str(OmegaConf.select(hc, "sweeper._target_", default="")).startswith(OUR_SWEEPER):
             out = multirun_job_dir(out, run_cfg)  # its folder by config, not by its place in this sweep's order
         with _trial_reporter(hc, run_cfg, out) if multirun else contextlib.nullcontext() as on_epoch:

@@ -111,3 +111,33 @@ def test_the_entrypoint_loads_no_torch_before_a_job_runs():
     heavy = ("torch", "timm", "torchvision", "scipy", "matplotlib", "optuna")
     loaded = python_c(f"import sys, src.train; print(*[m for m in {heavy!r} if m in sys.modules])")
     assert loaded == [], loaded
+
+
+@pytest.mark.slow  # a dry run end to end: 20-30 s on 2 shared cores
+def test_relative_paths_under_hydra_job_chdir_name_files_where_the_command_ran(tmp_path):
+    # Seen: `dataset.root=pm.npz hydra.job.chdir=true` passed the checks (run from pm.npz's folder), then the job,
+    # moved into its own folder by Hydra, said "dataset.root='pm.npz': no such .npz file" there.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    arrays = {f"{split}_{what}": (rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) if what == "images"
+                                  else np.arange(n, dtype=np.uint8).reshape(n, 1) % 2)
+              for split, n in (("train", 12), ("val", 6), ("test", 6)) for what in ("images", "labels")}
+    np.savez(tmp_path / "tiny.npz", **arrays)
+    run = tmp_path / "r"
+    proc = _run(["-m", "src.train", *TINY, "dataset=medmnist", "dataset.root=tiny.npz", "hydra.job.chdir=true",
+                 "trainer.dry_run=true", f"hydra.run.dir={run}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "error" not in json.loads((run / "estimate.json").read_text())
+
+
+def test_from_cwd_makes_only_relative_paths_whole(tmp_path):
+    from src.config import from_cwd
+    from src.gate import check_overrides, to_run_config
+
+    cfg = to_run_config(check_overrides(["dataset=medmnist", "dataset.root=a.npz", "dataset.cache_dir=/abs/cache",
+                                         "model.checkpoint_path=w/b.pt"]))
+    moved = from_cwd(cfg, tmp_path)
+    assert (moved.dataset.root, moved.dataset.cache_dir) == (str(tmp_path / "a.npz"), "/abs/cache")
+    assert moved.model.checkpoint_path == str(tmp_path / "w" / "b.pt")
+    assert moved.dataset.ood == () and moved.trainer == cfg.trainer

@@ -249,6 +249,20 @@ def check_path(key: str, value: object, required: bool = False) -> None:
         raise ConfigError(f"{key}={value!r}: '~' is not expanded here (it would be taken as a folder named '~' in the current one); write {home}")
 
 
+def from_cwd(cfg: RunConfig, cwd: Path) -> RunConfig:
+    """`cfg` with its relative file and folder settings (model.checkpoint_path, dataset.root, dataset.cache_dir,
+    dataset.ood) made absolute against `cwd`, the folder the command ran in: under `hydra.job.chdir=true` a
+    job runs in its own folder, where `dataset.root=pm.npz`, there when the checks passed, was 'no such .npz
+    file' (after the run folder was made). Hydra's own way is `hydra.utils.to_absolute_path`."""
+    def whole(value: str | None) -> str | None:
+        return value if value is None or not value.strip() or Path(value).is_absolute() else str(cwd / value)
+
+    data = dataclasses.replace(cfg.dataset, root=whole(cfg.dataset.root), cache_dir=whole(cfg.dataset.cache_dir),
+                               ood=tuple(whole(p) or p for p in cfg.dataset.ood))
+    model = dataclasses.replace(cfg.model, checkpoint_path=whole(cfg.model.checkpoint_path))
+    return dataclasses.replace(cfg, dataset=data, model=model)
+
+
 def _list_quoting_hint(override: object) -> str:
     """For `hydra.sweeper.rerun_overrides=[trainer.epochs=3]`: a list of overrides whose `=` Hydra's
     grammar cannot read unquoted; the hint spells the command line that works."""
