@@ -53,3 +53,19 @@ def check_config_dir(args: argparse.Namespace, conf: Path, app: Path) -> None:
     if (given / file).is_file() and (conf / file).is_file():
         raise ConfigError(f"--config-dir {args.config_dir}: its {file} would not be read (Hydra takes src.train's own "
                           f"conf/{file} first, the defaults); to run that file: --config-path {given} --config-name {name}")
+
+
+def resolvable_cfg(argv: list[str]) -> list[str]:
+    """`--cfg hydra --resolve [-p hydra.X]` as `--cfg all --resolve -p hydra[.X]`, else `argv` as it is. Hydra
+    cuts the `hydra` node from the config before it resolves it, so `hydra.run.dir`'s `${paths.output_dir}`
+    (conf/config.yaml) was a 40-line InterpolationKeyError traceback; selected from the whole config, the
+    node resolves as the run will (the folder printed is claimed and released, as `--cfg all --resolve` does)."""
+    args, unknown = hydra_args().parse_known_args(argv)
+    if args.cfg != "hydra" or not args.resolve or unknown or not (args.package or "hydra").startswith("hydra"):
+        return argv
+    flags = [f"--{name.replace('_', '-')}" for name in ("help", "hydra_help", "version", "run", "multirun")
+             if getattr(args, name)]
+    values = {"--config-path": args.config_path, "--config-name": args.config_name, "--config-dir": args.config_dir,
+              "--info": args.info, "--experimental-rerun": args.experimental_rerun}
+    given = [part for flag, value in values.items() if value is not None for part in (flag, value)]
+    return [*flags, *given, "--cfg", "all", "--resolve", "--package", args.package or "hydra", *args.overrides]

@@ -234,7 +234,8 @@ def release_unused_dirs() -> None:
         except OSError:
             continue
         del _CLAIMED[template]
-    for parent in _MADE_PARENTS:  # deepest first: a parent empties once its child is gone
+    # deepest first over every claim: a parent two claims share (runs/ of runs/outputs/.. and runs/multirun/..) empties last
+    for parent in sorted(_MADE_PARENTS, key=lambda p: len(p.parts), reverse=True):
         try:
             parent.rmdir()
         except OSError:

@@ -35,6 +35,7 @@ from hydra_plugins.ft_ray_launcher.launcher import register as register_ray
 from hydra_plugins.ft_submitit_launcher.launcher import register as register_launchers
 from src import exits
 from src.config import OUR_SWEEPER, ConfigError, FolderRefused, RunConfig, from_cwd
+from src.cli_args import resolvable_cfg
 from src.completion import completion_line, completion_script, wants_completion
 from src.gate import CONF, SCHEMA_PREFIX, install, output_setting, precheck, release_unused_dirs, to_run_config
 from src.multirun_stop import multirun_started, said
@@ -369,6 +370,7 @@ def cli(argv: list[str]) -> None:
 
 
 def _checked_main(argv: list[str]) -> None:
+    sys.argv[1:] = argv = resolvable_cfg(argv)  # what @hydra.main reads
     try:
         precheck(argv)
     finally:

@@ -231,3 +231,29 @@ def test_a_relative_config_path_hydra_would_not_find_is_one_line_naming_the_whol
         precheck(["--config-path", "run", "--config-name", "config"])
     assert str(err.value).startswith("--config-path run: Hydra reads a relative path against ")
     assert str(err.value).endswith(f"give it whole: --config-path {tmp_path / 'run'}")
+
+
+@pytest.mark.parametrize("package, first", [(None, "# @package hydra"), ("hydra.run", "# @package hydra.run")])
+def test_cfg_hydra_resolve_prints_the_resolved_hydra_node_not_a_traceback(tmp_path, package, first):
+    # Seen: `--cfg hydra --resolve` was a 40-line InterpolationKeyError: Hydra resolves the hydra node cut from
+    # the config, and hydra.run.dir reads ${paths.output_dir}.
+    import subprocess
+    import sys
+
+    from tests.cli import env
+
+    argv = ["--cfg", "hydra", "--resolve", *(["-p", package] if package else []), "paths.output_dir=runs"]
+    done = subprocess.run([sys.executable, "-m", "src.train", *argv], cwd=tmp_path, env=env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[0] == first and "dir: runs/outputs/" in done.stdout and "${" not in done.stdout
+    assert list(tmp_path.iterdir()) == []  # the folder it resolved is released, as Hydra's --cfg all --resolve's
+
+
+def test_the_flag_adapter_keeps_every_other_command_line_as_it_is():
+    from src.cli_args import resolvable_cfg
+
+    for argv in (["--cfg", "hydra"], ["--cfg", "job", "--resolve"], ["-m", "seed=0,1"], ["--cfg", "hydra", "--resolve", "-p", "trainer"]):
+        assert resolvable_cfg(argv) == argv
+    assert resolvable_cfg(["seed=1", "-c", "hydra", "--resolve", "-cn", "config"]) == \
+        ["--config-name", "config", "--cfg", "all", "--resolve", "--package", "hydra", "seed=1"]
