@@ -31,6 +31,15 @@ def hydra_args() -> argparse.ArgumentParser:
     return parser
 
 
+def check_commands(args: argparse.Namespace) -> None:
+    """One of Hydra's commands at a time (`-m --cfg job` to see a multirun's config): Hydra refuses two with a
+    ValueError raised outside its error report, a traceback and exit 1; here one line, exit 2."""
+    commands = [flag for flag, given in (("--run", args.run), ("--multirun", args.multirun), ("--cfg", args.cfg is not None),
+                                         ("--info", args.info is not None), ("--shell-completion", args.shell_completion)) if given]
+    if len(commands) > 1 and not (args.help or args.hydra_help):  # Hydra's ValueError was a traceback, exit 1
+        raise ConfigError(f"{' and '.join(commands)}: give only one of --run, --multirun, --cfg, --info and --shell-completion")
+
+
 def check_config_dir(args: argparse.Namespace, conf: Path, app: Path) -> None:
     """Refuse a `--config-dir` whose primary config (`--config-name`, `config` by default) the app's own
     `conf/` also holds: Hydra searches a --config-dir after the app's config path, so the command would

@@ -29,7 +29,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from src.cli_args import check_config_dir, hydra_args
+from src.cli_args import check_commands, check_config_dir, hydra_args
 from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, hydra_sweep_error, quoting_hint, structured
 from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
@@ -361,6 +361,7 @@ def precheck(argv: list[str]) -> int:
     cannot run in job 5 of 9 stops the multirun now, not after job 4. Returns the number of jobs
     checked (0 when Hydra is only asked for help, its config or shell completion)."""
     args, _ = hydra_args().parse_known_args(argv)
+    check_commands(args)
     check_config_dir(args, CONF, Path(__file__).parent)  # src/: the folder of src.train, the app
     if args.help or args.hydra_help or args.version or args.cfg or args.shell_completion or args.info \
             or args.experimental_rerun:

@@ -257,3 +257,17 @@ def test_the_flag_adapter_keeps_every_other_command_line_as_it_is():
         assert resolvable_cfg(argv) == argv
     assert resolvable_cfg(["seed=1", "-c", "hydra", "--resolve", "-cn", "config"]) == \
         ["--config-name", "config", "--cfg", "all", "--resolve", "--package", "hydra", "seed=1"]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["-m", "--cfg", "job", "seed=0,1"], "--multirun and --cfg: give only one of"),
+    (["--info", "--cfg", "job"], "--cfg and --info: give only one of"),
+    (["-r", "-m"], "--run and --multirun: give only one of"),
+])
+def test_two_hydra_commands_are_one_line_not_hydras_traceback(argv, line):
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    with pytest.raises(ConfigError) as err:
+        precheck(argv)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
