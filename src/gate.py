@@ -22,6 +22,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -249,7 +250,8 @@ def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config
     and from `hydra.sweeper.params`), and the composed config with its `hydra` node (unresolved: resolving it would create
     the output folder). Call inside `initialize_config_dir(CONF)`."""
     install()
-    parser = OverridesParser.create()
+    # with the config loader, as Hydra's sweepers parse: glob() lists a group's options through it
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
     if multirun and (swept := [p.input_line for p in parsed if p.is_sweep_override() and p.is_hydra_override()]):
         raise hydra_sweep_error(swept[0])  # Hydra's own refusal came later, 3 lines and exit 1

@@ -271,3 +271,16 @@ def test_two_hydra_commands_are_one_line_not_hydras_traceback(argv, line):
     with pytest.raises(ConfigError) as err:
         precheck(argv)
     assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_a_glob_over_a_config_group_is_expanded_and_checked_as_hydras_sweeper_does(tmp_path):
+    # Seen: `-m 'strategy=glob(f*)'` was refused, "error: ConfigLoader is not set": the gate parsed the
+    # sweep without the config loader through which glob() lists a group's options.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    out = f"paths.output_dir={tmp_path}"
+    assert precheck(["-m", "strategy=glob(f*)", out]) == 2
+    with pytest.raises(ConfigError) as err:
+        precheck(["-m", "strategy=glob(f*)", "trainer.batch_size=16,1", out])
+    assert str(err.value) == "job 1 of 4 (strategy=frozen trainer.batch_size=1): trainer.batch_size=1 must be >= 2"
