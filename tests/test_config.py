@@ -362,3 +362,16 @@ def test_a_huge_epoch_count_is_one_line_not_a_memory_error(tmp_path):
         precheck(["trainer.epochs=99999999999", f"paths.output_dir={tmp_path}"])
     assert str(err.value) == "trainer.epochs=99999999999 must be <= 10000"
     assert precheck(["trainer.epochs=10000", "optim.warmup_epochs=0", f"paths.output_dir={tmp_path}"]) == 1
+
+
+def test_hydras_compose_api_as_the_readme_shows_gives_the_typed_config():
+    # README, "From Python or a notebook": Hydra's own compose, after src.gate.install(), then to_run_config.
+    from hydra import compose, initialize_config_dir
+
+    from src.gate import CONF, install, to_run_config
+
+    install()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=smoke", "strategy=frozen"])
+    run_cfg = to_run_config(cfg)
+    assert (run_cfg.strategy.name, run_cfg.trainer.epochs, run_cfg.dataset.image_size) == ("frozen", 1, 32)
