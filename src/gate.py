@@ -317,7 +317,8 @@ def check_output_dir(hydra_cfg: DictConfig, multirun: bool, output_dir: str | No
     """The run (or multirun) folder can be created and written (the part before the first interpolation, or `output_dir`);
     our Optuna sweeper's fixed folder holds no finished run unless its study's, which it resumes (claim_out_dir)."""
     key, value = output_setting(hydra_cfg, multirun, output_dir)
-    check_path(key, value, required=key == "paths.output_dir")  # '': `${paths.output_dir}/outputs` would be /outputs
+    # "": `${paths.output_dir}/outputs` would be /outputs, and `hydra.run.dir="$UNSET"` wrote the run into the current folder
+    check_path(key, value, required=True)
     prefix = value.split("${", 1)[0]
     try:
         existing = writable_home(Path(prefix or ".").absolute())

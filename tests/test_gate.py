@@ -284,3 +284,17 @@ def test_a_glob_over_a_config_group_is_expanded_and_checked_as_hydras_sweeper_do
     with pytest.raises(ConfigError) as err:
         precheck(["-m", "strategy=glob(f*)", "trainer.batch_size=16,1", out])
     assert str(err.value) == "job 1 of 4 (strategy=frozen trainer.batch_size=1): trainer.batch_size=1 must be >= 2"
+
+
+@pytest.mark.parametrize("argv", [["hydra.run.dir="], ["-m", "seed=0,1", "hydra.sweep.dir=''"]])
+def test_an_empty_run_or_sweep_folder_is_refused_not_the_current_folder(tmp_path, monkeypatch, argv):
+    # Seen: `hydra.run.dir="$UNSET"` (an unset variable) ran, and wrote estimate.json and train.log into the current folder.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        precheck([*argv, "trainer.dry_run=true"])
+    key = "hydra.sweep.dir" if "-m" in argv else "hydra.run.dir"
+    assert str(err.value) == f"{key}='': expected a folder ('.' for the current one)"
+    assert list(tmp_path.iterdir()) == []
