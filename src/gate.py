@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.cli_args import check_commands, check_config_dir, hydra_args
-from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, hydra_sweep_error, quoting_hint, structured
+from src.config import OPTIMIZERS, OUR_SWEEPER, ConfigError, EntryConfig, RunConfig, check_path, config_error, hydra_sweep_error, name_group_choice, quoting_hint, structured
 from src.record.io import RESULT_FILE, finished_status, writable_home
 from src.strategies.registry import config_class, strategy_names
 from src.training.preflight import preflight
@@ -181,7 +181,7 @@ def composition_error(err: BaseException, overrides: list[str]) -> ConfigError:
     if isinstance(err, ConfigError):
         return err
     if isinstance(err, (HydraException, OmegaConfBaseException)):
-        return one_line(err)
+        return ConfigError(name_group_choice(str(one_line(err)), overrides))
     for text in overrides:
         key = text.split("=", 1)[0].lstrip("+~")
         node: Any = RunConfig

@@ -375,3 +375,14 @@ def test_hydras_compose_api_as_the_readme_shows_gives_the_typed_config():
         cfg = compose("config", overrides=["experiment=smoke", "strategy=frozen"])
     run_cfg = to_run_config(cfg)
     assert (run_cfg.strategy.name, run_cfg.trainer.epochs, run_cfg.dataset.image_size) == ("frozen", 1, 32)
+
+
+def test_an_unset_variable_in_a_group_choice_names_the_override_not_hydras_dummy_key(tmp_path, monkeypatch):
+    # Seen: `model='${oc.env:MODEL}'` with MODEL unset said "error: _dummy_: KeyError ...", a key no config has.
+    from src.gate import precheck
+
+    monkeypatch.delenv("XAG_UNSET", raising=False)
+    with pytest.raises(C.ConfigError) as err:
+        precheck(["model=${oc.env:XAG_UNSET}", f"paths.output_dir={tmp_path}"])
+    assert str(err.value).startswith("model=${oc.env:XAG_UNSET}: KeyError raised while resolving interpolation")
+    assert "_dummy_" not in str(err.value) and "XAG_UNSET" in str(err.value).partition(": ")[2]

@@ -9,7 +9,7 @@ changes (tests/test_config.py holds it to that). Problems are one line naming th
 what is allowed. Nothing below the entrypoints receives a DictConfig.
 """
 
-from src.config.checks import check_path, config_error, from_cwd, hydra_sweep_error, quoting_hint, structured, validate
+from src.config.checks import check_path, config_error, from_cwd, hydra_sweep_error, name_group_choice, quoting_hint, structured, validate
 from src.config.sections import (
     OPTIMIZERS, OUR_SWEEPER, AdamWConfig, Augment, BadImages, Cache, Choice, ConfigError, DataConfig, Device,
     EntryConfig, FolderRefused, FrozenBN, Granularity, LoggerConfig, LoggerKind, LoggerMode, ModelConfig, OptimConfig,
@@ -21,6 +21,6 @@ __all__ = [
     "OPTIMIZERS", "OUR_SWEEPER", "AdamWConfig", "Augment", "BadImages", "Cache", "Choice", "ConfigError",
     "DataConfig", "Device", "EntryConfig", "FolderRefused", "FrozenBN", "Granularity", "LoggerConfig", "LoggerKind", "LoggerMode",
     "ModelConfig", "OptimConfig", "OptimizerConfig", "PathsConfig", "RunConfig", "SGDConfig", "Select",
-    "StrategyConfig", "Switch", "TrainerConfig", "Weights", "augment_name", "check_path", "config_error", "hydra_sweep_error", "default_strategy", "from_cwd",
+    "StrategyConfig", "Switch", "TrainerConfig", "Weights", "augment_name", "check_path", "config_error", "hydra_sweep_error", "default_strategy", "from_cwd", "name_group_choice",
     "optimizer_config_class", "quoting_hint", "strategy_config_class", "structured", "validate",
 ]

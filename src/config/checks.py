@@ -263,6 +263,13 @@ def from_cwd(cfg: RunConfig, cwd: Path) -> RunConfig:
     return dataclasses.replace(cfg, dataset=data, model=model)
 
 
+def name_group_choice(line: str, overrides: list[str]) -> str:
+    """Hydra resolves an interpolation in a config group's choice (`model=${oc.env:MODEL}`) as the value of a
+    key `_dummy_`, which OmegaConf's error then named: the line names the override instead."""
+    given = next((o for o in overrides if "${" in o.partition("=")[2] and "." not in o.partition("=")[0]), None)
+    return f"{given}: {line.removeprefix('_dummy_: ')}" if given and line.startswith("_dummy_: ") else line
+
+
 def _list_quoting_hint(override: object) -> str:
     """For `hydra.sweeper.rerun_overrides=[trainer.epochs=3]`: a list of overrides whose `=` Hydra's
     grammar cannot read unquoted; the hint spells the command line that works."""
