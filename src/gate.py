@@ -117,10 +117,9 @@ def searchpath_override(paths: list[str]) -> str:
 
 
 def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
-    """The overrides with `--config-dir DIR` as Hydra searches it: after conf/, before any `hydra.searchpath`
-    entry. The checks compose through the Compose API, which has no such flag: a command with a --config-dir
-    went unchecked, and a bad value made a run folder with a failed result.json (a multirun's, after its
-    earlier jobs had trained)."""
+    """The overrides with `--config-dir DIR` as Hydra searches it: after conf/, before any `hydra.searchpath` entry.
+    The checks compose through the Compose API, which has no such flag: a --config-dir command went unchecked,
+    and a bad value made a run folder with a failed result.json (a multirun's, after earlier jobs had trained)."""
     if config_dir is None:
         return list(overrides)
     parsed = OverridesParser.create().parse_overrides(list(overrides))
@@ -253,18 +252,23 @@ def expand_jobs(overrides: list[str], multirun: bool, config_name: str = "config
     # with the config loader, as Hydra's sweepers parse: glob() lists a group's options through it
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     parsed = parser.parse_overrides(overrides)
-    if multirun and (swept := [p.input_line for p in parsed if p.is_sweep_override() and p.is_hydra_override()]):
-        raise hydra_sweep_error(swept[0])  # Hydra's own refusal came later, 3 lines and exit 1
     fixed = [o for o, p in zip(overrides, parsed) if not p.is_sweep_override()]
-    base = compose(config_name, overrides=overrides if not multirun else fixed, return_hydra_config=True)
-    if not multirun:
-        return [overrides], base
+    base = compose(config_name, overrides=fixed, return_hydra_config=True)
+    if not (multirun or multirun_mode(base)):  # `seed=0,1` without -m: Hydra's own error ("Ambiguous value")
+        return [overrides], base if fixed == overrides else compose(config_name, overrides=overrides, return_hydra_config=True)
+    if swept := [p.input_line for p in parsed if p.is_sweep_override() and p.is_hydra_override()]:
+        raise hydra_sweep_error(swept[0])  # Hydra's own refusal came later, 3 lines and exit 1
     sweeper = OmegaConf.select(base, "hydra.sweeper._target_", default="")
     if not str(sweeper).endswith("BasicSweeper"):
         return [fixed], base  # another sweeper picks the values itself: check what is fixed
     params = OmegaConf.to_container(base.hydra.sweeper.params, resolve=False) if base.hydra.sweeper.get("params") else {}
     everything = [f"{k}={v}" for k, v in (params or {}).items()] + list(overrides)
     return grid(parser.parse_overrides(everything)), base
+
+
+def multirun_mode(cfg: DictConfig) -> bool:
+    """`hydra.mode=MULTIRUN` (command line, or a preset as lightning-hydra-template's): Hydra's other way to say -m."""
+    return getattr(OmegaConf.select(cfg, "hydra.mode"), "name", None) == "MULTIRUN"
 
 
 def grid(overrides: list[Override]) -> list[list[str]]:
@@ -378,7 +382,7 @@ def precheck(argv: list[str]) -> int:
     try:
         with initialize_config_dir(config_dir=str(conf), version_base="1.3", job_name="train"):
             jobs, base = expand_jobs(with_config_dir(args.overrides, args.config_dir), args.multirun, config_name)
-            check_output_dir(base.hydra, args.multirun, OmegaConf.select(base, "paths.output_dir", default=None))
+            check_output_dir(base.hydra, args.multirun or multirun_mode(base), OmegaConf.select(base, "paths.output_dir", default=None))
             varying = {o.split("=", 1)[0] for job in jobs for o in job if sum(o in j for j in jobs) < len(jobs)}
             composed: dict[tuple[str, ...], DictConfig] = {}
             for number, job in enumerate(jobs):

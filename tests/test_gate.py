@@ -298,3 +298,18 @@ def test_an_empty_run_or_sweep_folder_is_refused_not_the_current_folder(tmp_path
     key = "hydra.sweep.dir" if "-m" in argv else "hydra.run.dir"
     assert str(err.value) == f"{key}='': expected a folder ('.' for the current one)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_hydra_mode_multirun_is_checked_as_a_multirun_as_hydra_runs_it(tmp_path):
+    # Seen: `hydra.mode=MULTIRUN seed=0,1` (Hydra's other way to say -m; a preset may set it) was refused,
+    # "error: Ambiguous value for argument 'seed=0,1'": the checks took it for one run.
+    from src.config import ConfigError
+    from src.gate import precheck
+
+    out = f"paths.output_dir={tmp_path}"
+    assert precheck(["hydra.mode=MULTIRUN", "seed=0,1", out]) == 2
+    with pytest.raises(ConfigError) as err:
+        precheck(["hydra.mode=MULTIRUN", "seed=0,1", "trainer.batch_size=1", out])
+    assert str(err.value) == "job 0 of 2 (seed=0): trainer.batch_size=1 must be >= 2"
+    with pytest.raises(ConfigError, match="Ambiguous value for argument 'seed=0,1'"):
+        precheck(["seed=0,1", out])  # without it (or -m), Hydra's own refusal, as before
