@@ -118,10 +118,8 @@ def main(cfg: DictConfig) -> float:
             # the line, as a full disk ends it (OutOfRoom is the one exception Hydra does not keep as
             # a job's result).
             raise OutOfRoom(str(err), exits.USER_ERROR) from None
-        if OmegaConf.select(cfg, "trainer.dry_run", default=False) is True:
-            _record_dry_failure(out, err)  # a dry run records no result, failed or not
-        else:
-            _record_failure(out, err)
+        dry = OmegaConf.select(cfg, "trainer.dry_run", default=False) is True
+        record = (_record_dry_failure if dry else _record_failure)(out, err)  # a dry run records no result, failed or not
         if full_error():
             raise
         if (full := no_room(err, sqlite=_storage_file(hc))) is not None:
@@ -136,7 +134,7 @@ def main(cfg: DictConfig) -> float:
         if isinstance(err, FolderRefused):  # the end table lists the folder: "no result.json"
             log.error("run refused (%s); %s is left as it was", err, out)
         else:
-            log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, out / RESULT_FILE)
+            log.error("run failed (%s: %s); recorded in %s", type(err).__name__, err, record)
         return float("nan")
     if result.get("status") == "dry_run":
         return float("nan")
@@ -227,32 +225,34 @@ def full_error() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
-def _record_failure(out: Path, err: BaseException) -> None:
+def _record_failure(out: Path, err: BaseException) -> Path:
     """A job that failed before run() could record anything still leaves a result.json saying so,
     so that no failed job is missing from a table. Never replaces an existing record, and never writes
     into a folder run() refused as it found it (FolderRefused: a damaged or foreign checkpoint in a
-    killed run's folder, say): that folder is left byte for byte, to be resumed once the cause is gone."""
+    killed run's folder, say): that folder is left byte for byte, to be resumed once the cause is gone. Returns its path."""
     if isinstance(err, FolderRefused) or (out / RESULT_FILE).exists():
-        return
+        return out / RESULT_FILE
     try:
         write_json(out / RESULT_FILE, {"status": "failed", "error": f"{type(err).__name__}: {err}",
                                        "failed_epoch": -1, "run_dir": str(out)})
     except OSError:
         pass  # the folder itself cannot be written; the error line says why
+    return out / RESULT_FILE
 
 
-def _record_dry_failure(out: Path, err: BaseException) -> None:
+def _record_dry_failure(out: Path, err: BaseException) -> Path:
     """A dry job that cannot start says why in its estimate.json, for the dry multirun's total: as a
     result.json {"status": "failed"} it was a run that never ran, listed by src.report, and the total
-    left it out as if it had not been asked for. A folder run() refused is left as it was."""
+    left it out as if it had not been asked for. A folder run() refused is left as it was. Returns its path."""
     from src.training.estimate import ESTIMATE_FILE
 
     if isinstance(err, FolderRefused):
-        return
+        return out / ESTIMATE_FILE
     try:
         write_json(out / ESTIMATE_FILE, {"error": f"{type(err).__name__}: {err}"})
     except OSError:
         pass  # the folder itself cannot be written; the error line says why
+    return out / ESTIMATE_FILE
 
 
 def recorded(record: Path, sweep_dir: Path | None) -> str:

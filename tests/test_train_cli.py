@@ -141,3 +141,15 @@ def test_from_cwd_makes_only_relative_paths_whole(tmp_path):
     assert (moved.dataset.root, moved.dataset.cache_dir) == (str(tmp_path / "a.npz"), "/abs/cache")
     assert moved.model.checkpoint_path == str(tmp_path / "w" / "b.pt")
     assert moved.dataset.ood == () and moved.trainer == cfg.trainer
+
+
+@pytest.mark.slow  # a dry multirun end to end: 20-40 s on 2 shared cores
+def test_a_dry_multirun_job_that_cannot_start_names_the_file_that_says_so(tmp_path):
+    # Seen: "run failed (...); recorded in .../1_full/result.json", a file a dry run never writes: its estimate.json says why.
+    sweep = tmp_path / "dry"
+    proc = _run(["-m", "src.train", "-m", *TINY, "strategy=frozen,full", "trainer.feature_cache=on", "trainer.dry_run=true",
+                 f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    failed = [line for line in (proc.stdout + proc.stderr).splitlines() if "run failed (" in line]
+    assert len(failed) == 1 and failed[0].endswith(f"recorded in {sweep / '1_full' / 'estimate.json'}"), failed
+    assert not (sweep / "1_full" / "result.json").exists() and "error" in json.loads((sweep / "1_full" / "estimate.json").read_text())
