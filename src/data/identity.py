@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 
 from src.config import DataConfig
+from src.data.folders import FIRST_SUFFIXES, IMAGE_SUFFIXES
 from src.data.registry import reader_for
 
 ID_LENGTH = 16  # hex digits: 64 bits, no collision in any study's handful of datasets
@@ -52,6 +53,21 @@ def dataset_identity_or_none(cfg: DataConfig) -> str | None:
         return dataset_identity(cfg)
     except OSError:
         return None
+
+
+def ood_identity(path: Path, per_class: int | None, split_seed: int) -> str:
+    """An OOD set's identity (`ID_LENGTH` hex digits): its folder's listing or its .npz's bytes, as a
+    dataset's (`hash_folder`, `hash_file`), and the draw that picks its images (`ood_per_class` and, for
+    a draw, `split_seed`). Reports key an OOD set's accuracies by its name *and* this: two sets that
+    share a folder name (another copy of `art_painting`, another `ood_per_class`) are other images,
+    and their accuracies averaged over seeds or paired across strategies would compare unlike things."""
+    head = {"version": VERSION, "ood_per_class": per_class, "split_seed": split_seed if per_class is not None else None}
+    digest = hashlib.sha256()
+    if path.is_dir():
+        hash_folder(digest, head, path, IMAGE_SUFFIXES - FIRST_SUFFIXES)
+    else:
+        hash_file(digest, head, path)
+    return digest.hexdigest()[:ID_LENGTH]
 
 
 def short_id(identity: str | None) -> str:

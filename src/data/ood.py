@@ -25,6 +25,7 @@ import torch
 
 from src.config import ConfigError, DataConfig
 from src.data.folders import class_folders
+from src.data.identity import ood_identity
 from src.data.labels import match_names, to_labels
 from src.data.npz import read_npz
 from src.data.parts import read_parts, warn_skipped
@@ -42,6 +43,7 @@ class OodSet:
     name: str  # the folder's name or the file's stem: the key in result.json's `ood`
     split: Split  # labels already numbered as the training classes are
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (dataset.bad_images=skip)
+    identity: str | None = None  # which images these are (src.data.identity.ood_identity): result.json's `id`
 
 
 def ood_names(cfg: DataConfig) -> list[str]:
@@ -144,5 +146,6 @@ def load_ood(cfg: DataConfig, classes: list[str]) -> list[OodSet]:
             split, skipped = _npz_set(p, classes, where), []
         if cfg.ood_per_class is not None:
             split = limit_per_class(split, cfg.ood_per_class, cfg.split_seed)
-        out.append(OodSet(name, Split(resize_uint8(split.images, cfg.image_size), split.labels), skipped))
+        identity = ood_identity(absolute(path), cfg.ood_per_class, cfg.split_seed)
+        out.append(OodSet(name, Split(resize_uint8(split.images, cfg.image_size), split.labels), skipped, identity))
     return out

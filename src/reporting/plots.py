@@ -355,8 +355,9 @@ def ood(configs: Sequence[Config]) -> Figure:
     read; the dotted diagonal is OOD = ID accuracy."""
     colors = strategy_colors(configs)
     lines = {(f.dataset, f.ood): f for f in robustness.fits(configs)}
-    panels = list(dict.fromkeys((c.dataset, name) for c in configs
-                                for name in robustness.ood_sets([r.result for r in c.runs])))
+    names = robustness.ood_sets([r.result for c in configs for r in c.runs])  # as the stats name them
+    panels = list(dict.fromkeys((c.dataset, name) for c in configs for name in names
+                                if any(robustness.ood_entry(r.result, name) is not None for r in c.runs)))
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(1.6 + 4.6 * max(1, len(panels)), 4.2), squeeze=False,
                              layout="constrained")
     if not panels:

@@ -38,8 +38,42 @@ MIN_CORRELATED = 5  # fewer runs than this give no rank correlation worth printi
 
 
 def ood_sets(results: Sequence[Any]) -> list[str]:
-    """The OOD set names the records hold, in order of first appearance."""
-    return list(dict.fromkeys(name for r in results if isinstance(r.ood, dict) for name in r.ood))
+    """The OOD sets the records hold, in order of first appearance: each set's name, or, where these
+    records hold one name for other images (its `id`, src.data.identity.ood_identity: another folder
+    of that name, another `ood_per_class`), `name [id]` for each, so that no mean, pair or line mixes
+    accuracies measured on other images. A record without an `id` (written before runs recorded
+    one) joins the set of its name when only one identity goes by it, else it is `name [no id]`.
+    Callers pass every record whose measures they compare: the names depend on all of them."""
+    found: dict[str, dict[str | None, None]] = {}
+    for r in results:
+        for name, entry in (r.ood.items() if isinstance(r.ood, dict) else ()):
+            found.setdefault(name, {})[_set_id(entry)] = None
+    out = []
+    for name, ids in found.items():
+        known = [i for i in ids if i is not None]
+        out += [name] if len(known) <= 1 else [f"{name} [{i[:ID_SHOWN] if i else 'no id'}]" for i in ids]
+    return out
+
+
+ID_SHOWN = 6  # hex digits of an OOD set's id in its name, where two sets share a name (as dataset names do)
+
+
+def _set_id(entry: Any) -> str | None:
+    value = entry.get("id") if isinstance(entry, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def ood_entry(result: Any, name: str) -> Any:
+    """The record's `ood` entry that a set name of `ood_sets` means: by name, or `name [id]` by name and id."""
+    ood = result.ood if isinstance(result.ood, dict) else {}
+    if name in ood:
+        return ood[name]
+    base, _, tag = name.rpartition(" [")
+    entry = ood.get(base) if tag.endswith("]") else None
+    if entry is None:
+        return None
+    mine = _set_id(entry)
+    return entry if (mine[:ID_SHOWN] if mine else "no id") == tag[:-1] else None
 
 
 def ood_measures(names: Sequence[str]) -> list[str]:
@@ -51,7 +85,7 @@ def ood_value(result: Any, measure: str) -> float | None:
     """`ood_acc/<set>` or `ood_balanced_acc/<set>` from a record's `ood` block (None when missing)."""
     for prefix, key in ((OOD_ACC, "acc"), (OOD_BALANCED, "balanced_acc")):
         if measure.startswith(prefix):
-            entry = (result.ood if isinstance(result.ood, dict) else {}).get(measure[len(prefix):])
+            entry = ood_entry(result, measure[len(prefix):])
             return as_number(entry.get(key)) if isinstance(entry, dict) else None
     raise KeyError(measure)
 
@@ -108,8 +142,9 @@ def fits(configs: Sequence[Any]) -> list[Fit]:
     by_dataset: dict[Any, list[Any]] = {}
     for c in configs:
         by_dataset.setdefault(c.dataset, []).append(c)
+    names = ood_sets([r.result for c in configs for r in c.runs])  # as the configurations' stats name them
     for dataset, members in by_dataset.items():
-        for name in ood_sets([r.result for c in members for r in c.runs]):
+        for name in names:
             placed = [c for c in members if ID_METRIC in c.stats and OOD_ACC + name in c.stats]
             line = fit_line([c.stats[ID_METRIC][0] for c in placed], [c.stats[OOD_ACC + name][0] for c in placed])
             if line is not None:

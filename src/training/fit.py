@@ -193,7 +193,7 @@ def _evaluate_ood(cfg: RunConfig, s: Setup, view: View) -> dict[str, dict[str, A
     for entry in s.ood:
         stats = engine.evaluate(net, Batches(entry.split, cfg.trainer.eval_batch_size, **s.batch_kw), rt.device,
                                 rt.amp_dtype)
-        out[entry.name] = record.ood_measures(stats, skipped_files=len(entry.skipped))
+        out[entry.name] = record.ood_measures(stats, skipped_files=len(entry.skipped), identity=entry.identity)
         log.info("OOD %s: acc %.4f  balanced %.4f  (%d images)", entry.name, stats.acc, stats.balanced_acc,
                  stats.samples)
     return out

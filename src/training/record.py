@@ -159,9 +159,10 @@ def split_per_class(confusion: list[list[int]]) -> dict[str, Any]:
             "precision": [h / n if n else None for h, n in zip(hits, predicted)]}
 
 
-def ood_measures(stats: EvalStats, skipped_files: int) -> dict[str, Any]:
-    """One OOD set's entry in result.json's `ood` block."""
-    return {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples, "skipped_files": skipped_files}
+def ood_measures(stats: EvalStats, skipped_files: int, identity: str | None = None) -> dict[str, Any]:
+    """One OOD set's entry in result.json's `ood` block; `id`: which images (src.data.identity.ood_identity)."""
+    return {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples, "skipped_files": skipped_files,
+            **({"id": identity} if identity is not None else {})}
 
 
 def environment() -> Environment:
