@@ -160,9 +160,12 @@ def split_per_class(confusion: list[list[int]]) -> dict[str, Any]:
 
 
 def ood_measures(stats: EvalStats, skipped_files: int, identity: str | None = None) -> dict[str, Any]:
-    """One OOD set's entry in result.json's `ood` block; `id`: which images (src.data.identity.ood_identity)."""
+    """One OOD set's entry in result.json's `ood` block; `id`: which images (src.data.identity.ood_identity);
+    `per_class`: as val's and test's (`split_per_class`, the classes of result.json's `per_class`), since
+    a shift rarely costs every class alike and one accuracy cannot say which class it cost."""
     return {"acc": stats.acc, "balanced_acc": stats.balanced_acc, "n": stats.samples, "skipped_files": skipped_files,
-            **({"id": identity} if identity is not None else {})}
+            **({"id": identity} if identity is not None else {}),
+            **({"per_class": split_per_class(stats.confusion)} if stats.confusion else {})}
 
 
 def environment() -> Environment:
