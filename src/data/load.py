@@ -18,6 +18,7 @@ import logging
 import time
 
 from src.config import DataConfig
+from src.data.balance import imbalance_warning
 from src.data.duplicates import duplicates_warning
 from src.data.labels import check_labels_from
 from src.data.pixels import resize_uint8
@@ -39,6 +40,8 @@ def load_dataset(cfg: DataConfig, progress: bool = False) -> DataBundle:
         bundle.train = limit_per_class(bundle.train, cfg.train_per_class, cfg.split_seed)
         check_labels_from(bundle)  # subsampling keeps every class today; this keeps it so
     if warning := duplicates_warning(bundle):  # on the images the run uses, before the resize
+        log.warning(warning)
+    if warning := imbalance_warning(bundle):
         log.warning(warning)
     for split_name in ("train", "val", "test"):
         split = getattr(bundle, split_name)
