@@ -92,3 +92,13 @@ def test_one_seed_per_set_is_compared_set_by_set_and_old_records_join_a_lone_id(
     _write(tmp_path / "old", {("frozen", 0): (0.60, 0.40, None), ("frozen", 1): (0.62, 0.42, "a" * 16)})
     [config] = group_configs(load_runs([tmp_path / "old"]))
     assert config.stats["ood_acc/art"][0] == pytest.approx(0.41)
+
+
+def test_the_report_cli_says_which_set_it_kept_apart(tmp_path, capsys):
+    """Left out of every table, the two `art`s would vanish without a word: one warning line names them."""
+    from src.reporting.cli import main
+
+    _write(tmp_path / "runs", RECORDS)
+    assert main([str(tmp_path / "runs"), "--no-html"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: OOD set 'art' is other images in some runs (art [aaaaaa], art [bbbbbb]" in err

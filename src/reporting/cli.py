@@ -22,6 +22,7 @@ from src.record.io import RESULT_FILE, SkippedFile
 from src.reporting.configs import group_configs
 from src.reporting.comparisons import win_map
 from src.reporting.ood_section import ood_markdown, ood_section
+from src.reporting.robustness import split_sets
 from src.reporting.page import write_report
 from src.reporting.runs import UNFINISHED, Run, load_runs, resume_hint, unfinished_runs
 from src.reporting.tables import console_summary, wins_markdown, wins_worth_showing
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     skipped: list[SkippedFile] = []
     runs = load_runs(args.dirs, skipped)
-    _warn_left_out(skipped, args.dirs)
+    _warn_left_out(skipped, args.dirs, runs)
     if not runs:
         if claimed is not None:
             _clear(*claimed)
@@ -147,13 +148,16 @@ def _write(dirs: list[Path], metric: str, runs: list[Run], skipped: list[Skipped
     return 0
 
 
-def _warn_left_out(skipped: list[SkippedFile], dirs: list[Path]) -> None:
-    """A `warning:` line for each file left out and each run folder without result.json (a killed
-    job: in no number of the report), before the table, so that neither is missed."""
+def _warn_left_out(skipped: list[SkippedFile], dirs: list[Path], runs: list) -> None:
+    """A `warning:` line for each file left out, each run folder without result.json (a killed
+    job: in no number of the report) and each OOD set name that is other images in some runs (kept
+    apart, it may be in no table: `robustness.split_sets`), before the table, so that none is missed."""
     for bad in skipped:
         print(f"warning: skipped {bad}", file=sys.stderr)
     for folder in unfinished_runs(dirs):
         print(f"warning: {folder}: {UNFINISHED}; {resume_hint(folder)}", file=sys.stderr)
+    for line in split_sets([r.result for r in runs]):
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _clear(folder: Path, created: bool) -> None:

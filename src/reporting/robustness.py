@@ -55,6 +55,16 @@ def ood_sets(results: Sequence[Any]) -> list[str]:
     return out
 
 
+def split_sets(results: Sequence[Any]) -> list[str]:
+    """One line per OOD set name these records hold for other images (`ood_sets` keeps them apart),
+    so that a set missing from the tables (no configuration has every seed on one of them) is explained."""
+    names = ood_sets(results)
+    shared = dict.fromkeys(n.rpartition(" [")[0] for n in names if n.endswith("]") and " [" in n)
+    return [f"OOD set {name!r} is other images in some runs ({', '.join(n for n in names if n.startswith(name + ' ['))}: "
+            f"another folder of that name or another dataset.ood_per_class): reported apart, never averaged or paired"
+            for name in shared]
+
+
 ID_SHOWN = 6  # hex digits of an OOD set's id in its name, where two sets share a name (as dataset names do)
 
 
