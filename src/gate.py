@@ -203,31 +203,31 @@ _INSTALLED = False
 
 
 def unique_dir(path: str) -> str:
-    """`${unique_dir:outputs/${now:...}}`: the folder, created now, or `<folder>_1`, `_2`, ... if a run started in the
-    same second has it. mkdir is atomic, so two processes never share a folder (Hydra's `${now:%H-%M-%S}` alone gives
-    both the same one: one result lost, metrics interleaved). Cached: every resolution in this process, and Hydra's
-    copies of the config for each job, get the same one."""
+    """`${unique_dir:outputs/${now:...}}`: the folder, created now, or `<folder>_1`, `_2`, ... if a run started in the same
+    second has it. mkdir is atomic, so two processes never share a folder (Hydra's `${now:%H-%M-%S}` alone gives both the
+    same one: one result lost, metrics interleaved). Cached: this process's resolutions and Hydra's copies share it."""
     if path not in _CLAIMED:
         base = Path(path)
         missing = [a for a in base.parents if not a.exists()]  # deepest first
         base.parent.mkdir(parents=True, exist_ok=True)
         _MADE_PARENTS.extend(missing)
-        candidate, n = base, 0
+        n = 0
         while True:
+            candidate = base.with_name(f"{base.name}_{n}") if n else base
             try:
                 candidate.mkdir()
                 break
             except FileExistsError:
                 n += 1
-                candidate = base.with_name(f"{base.name}_{n}")
+            except FileNotFoundError:  # another process released the (empty) parent it made, between our two mkdirs
+                base.parent.mkdir(parents=True, exist_ok=True)
         _CLAIMED[path] = str(candidate)
     return _CLAIMED[path]
 
 
 def release_unused_dirs() -> None:
-    """Remove the folders `unique_dir` claimed that are still empty. OmegaConf also resolves a value when a config
-    merges over it (a preset setting hydra.sweep.dir), which claims a folder no run uses; and checks that fail before
-    Hydra starts leave theirs unused. A released folder is claimed afresh (atomically) if it is resolved again."""
+    """Remove the folders `unique_dir` claimed that are still empty: OmegaConf resolves a value a preset merges over too,
+    and checks that fail before Hydra starts leave theirs unused. A released folder is claimed afresh if resolved again."""
     for template, folder in list(_CLAIMED.items()):
         try:
             Path(folder).rmdir()  # only an empty folder: never one a run has written to

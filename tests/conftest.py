@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import tempfile
@@ -67,3 +68,24 @@ def fresh_process_stores():
     gate = sys.modules.get("src.gate")
     if gate is not None:
         gate.release_unused_dirs()
+
+
+# In-process composing resolves `${unique_dir:...}` in the checkout (no output_dir given), and with
+# `-n 2` two workers do it at once: a date folder one worker made holds the other's claim when it
+# releases its own, so neither removes it and an empty multirun/DATE/ was left in the checkout.
+# Tidied once every worker has finished (never by a worker: another may be claiming in it), and only
+# the empty folders of a tree the session made.
+_LITTER = [REPO / "multirun", REPO / "outputs"]
+
+
+def pytest_sessionstart(session):
+    session.config._absent_before = [p for p in _LITTER if not p.exists()]
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        return
+    for top in getattr(session.config, "_absent_before", []):
+        for folder, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):  # deepest first
+            with contextlib.suppress(OSError):  # a folder that holds anything stays
+                os.rmdir(folder)

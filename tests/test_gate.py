@@ -313,3 +313,23 @@ def test_hydra_mode_multirun_is_checked_as_a_multirun_as_hydra_runs_it(tmp_path)
     assert str(err.value) == "job 0 of 2 (seed=0): trainer.batch_size=1 must be >= 2"
     with pytest.raises(ConfigError, match="Ambiguous value for argument 'seed=0,1'"):
         precheck(["seed=0,1", out])  # without it (or -m), Hydra's own refusal, as before
+
+
+def test_a_parent_another_process_released_between_the_two_mkdirs_is_made_again(tmp_path, monkeypatch):
+    # Two commands at once: B finds multirun/DATE made by A, A releases it (empty, its own) before B's
+    # folder is made in it. B's mkdir then failed with FileNotFoundError, a traceback before any run.
+    from src import gate
+
+    base = tmp_path / "multirun" / "D" / "T"
+    real_mkdir, released = Path.mkdir, []
+
+    def racing(self, *args, **kwargs):
+        if self == base and not released:  # the other process's release runs now
+            released.append(True)
+            base.parent.rmdir()
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", racing)
+    assert gate.unique_dir(str(base)) == str(base) and base.is_dir() and released
+    gate.release_unused_dirs()
+    assert not (tmp_path / "multirun").exists()  # the parents it made are released again
