@@ -125,7 +125,7 @@ def test_a_stopped_driver_cancels_its_jobs_and_says_so(tmp_path):
     # Seen on SLURM: Ctrl-C on the driver printed "interrupted by Ctrl-C: no run was in progress" while
     # its job trained on in the scheduler; the same command run again then found the folder in use.
     sweep = tmp_path / "m"
-    driver = subprocess.Popen(_multirun(sweep, "strategy=full", "trainer.epochs=100000"), cwd=REPO, env=env(),
+    driver = subprocess.Popen(_multirun(sweep, "strategy=full", "trainer.epochs=10000"), cwd=REPO, env=env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300

@@ -118,7 +118,7 @@ def test_a_job_over_its_time_limit_without_requeue_is_listed_with_the_reason(tmp
     # raised inside a finalizer and dropped, is closed in src.exits (Deferred). At 2 min the signal
     # comes at >= 40 s.
     out = tmp_path / "m"
-    proc = _train(out, "strategy=full", *TINY_OVERRIDES, "trainer.epochs=100000", *SLURM,
+    proc = _train(out, "strategy=full", *TINY_OVERRIDES, "trainer.epochs=10000", *SLURM,
                   "hydra.launcher.timeout_min=2", "hydra.launcher.max_num_timeout=0",
                   "hydra.launcher.signal_delay_s=20")
     assert proc.returncode == 1, proc.stderr[-3000:]
