@@ -83,13 +83,13 @@ def finished_run(run_dir: Path, cfg: RunConfig, data_id: str | None,
     except (OSError, ValueError, yaml.YAMLError, AttributeError, TypeError):  # ValueError: not UTF-8 (a rotted byte)
         raise RunDirTaken(f"{run_dir} already holds a {status} run whose {CONFIG_FILE} is missing or unreadable, so "
                           f"it cannot be told whether it is this config's; it is kept: {instead}") from None
-    if edited := config_edited(run_dir / CONFIG_FILE, read_json_object(previous).get("config_sha256")):
+    kept = read_json_object(previous)
+    if edited := config_edited(run_dir / CONFIG_FILE, kept.get("config_sha256")):
         # compared as it is now, it would have been kept as whatever config it was edited into
         raise RunDirTaken(f"{run_dir} already holds a {status} run whose {CONFIG_FILE} was {edited}; it is kept: {instead}")
     if changes:
         shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
         raise RunDirTaken(f"{run_dir} already holds a {status} run of another config ({shown}); it is kept: {instead}")
-    kept = read_json_object(previous)
     saved = kept.get("dataset_id")
     if saved and data_id and saved != data_id:
         # its numbers are not this data's: reported as this run's, they would mislead
